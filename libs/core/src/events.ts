@@ -1,0 +1,105 @@
+/**
+ * Cluster events. Every change to cluster state is one of these, appended to the log in etcd
+ * (the controller is the only writer) and then published on NATS JetStream. State = fold(events).
+ */
+import { z } from 'zod';
+
+const cidrString = z.string().min(1);
+const addrString = z.string().min(1);
+
+export const PoolCreated = z.object({
+  type: z.literal('PoolCreated'),
+  data: z.object({
+    poolId: z.string(),
+    space: z.string(),
+    cidr: cidrString,
+    /** --ip-range: addresses come only from here. */
+    subPool: cidrString.optional(),
+    v6: z.boolean(),
+    options: z.record(z.string(), z.string()).default({}),
+  }),
+});
+
+/** A node's Docker asked for the pool (created the network locally). Pools are shared by reference. */
+export const PoolRefAdded = z.object({
+  type: z.literal('PoolRefAdded'),
+  data: z.object({ poolId: z.string(), node: z.string() }),
+});
+
+export const PoolRefRemoved = z.object({
+  type: z.literal('PoolRefRemoved'),
+  data: z.object({ poolId: z.string(), node: z.string() }),
+});
+
+export const PoolDeleted = z.object({
+  type: z.literal('PoolDeleted'),
+  data: z.object({ poolId: z.string() }),
+});
+
+export const AddressKind = z.enum(['endpoint', 'gateway', 'aux']);
+export type AddressKind = z.infer<typeof AddressKind>;
+
+export const AddressAllocated = z.object({
+  type: z.literal('AddressAllocated'),
+  data: z.object({
+    poolId: z.string(),
+    address: addrString,
+    kind: AddressKind,
+    node: z.string(),
+    /** Ties repeated requests together (node + MAC); a repeat with the same handle gets the same address. */
+    handle: z.string().optional(),
+    /** True when the caller asked for this exact address (--ip / --gateway / --aux-address). */
+    requested: z.boolean().default(false),
+  }),
+});
+
+export const AddressReleased = z.object({
+  type: z.literal('AddressReleased'),
+  data: z.object({
+    poolId: z.string(),
+    address: addrString,
+    node: z.string(),
+    /** Sequence number of the AddressAllocated event being undone. */
+    allocSeq: z.number().int().positive(),
+  }),
+});
+
+export const EventBody = z.discriminatedUnion('type', [
+  PoolCreated,
+  PoolRefAdded,
+  PoolRefRemoved,
+  PoolDeleted,
+  AddressAllocated,
+  AddressReleased,
+]);
+export type EventBody = z.infer<typeof EventBody>;
+export type EventType = EventBody['type'];
+export const EVENT_TYPES: readonly EventType[] = [
+  'PoolCreated',
+  'PoolRefAdded',
+  'PoolRefRemoved',
+  'PoolDeleted',
+  'AddressAllocated',
+  'AddressReleased',
+];
+
+export const EventMeta = z.object({
+  /** Position in the log: 1, 2, 3 … with no gaps. Also the JetStream message id. */
+  seq: z.number().int().positive(),
+  /** Unique id (uuid). */
+  id: z.string(),
+  /** RFC 3339 time at which the controller decided the event. */
+  time: z.string(),
+  /** Who caused it: `node:<name>`, `user:<name>` or `controller`. */
+  actor: z.string(),
+  /** W3C trace id of the request that caused it, when there was one. */
+  traceId: z.string().optional(),
+});
+
+export const ClusterEvent = z.intersection(EventMeta, EventBody);
+export type ClusterEvent = z.infer<typeof EventMeta> & EventBody;
+export type EventOf<T extends EventType> = Extract<EventBody, { type: T }>;
+
+export function parseEvent(raw: unknown): ClusterEvent {
+  return ClusterEvent.parse(raw) as ClusterEvent;
+}

@@ -1,0 +1,11 @@
+export * from './errors.js';
+export * from './ip.js';
+export * from './events.js';
+export * from './options.js';
+export * from './ipam/state.js';
+export * from './ipam/decide.js';
+export * from './ipam/engine.js';
+export * from './protocol/ipam.js';
+export * from './protocol/rpc.js';
+export * from './protocol/subjects.js';
+export * as plugin from './protocol/plugin.js';

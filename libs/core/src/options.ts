@@ -1,0 +1,116 @@
+/**
+ * Driver options (`docker network create -o key=value`), with libnetwork's names, defaults and error texts.
+ * Pure: no I/O.
+ */
+import { InvalidArgumentError } from './errors.js';
+
+export const MACVLAN_MODES = ['bridge', 'private', 'vepa', 'passthru'] as const;
+export const IPVLAN_MODES = ['l2', 'l3', 'l3s'] as const;
+export const IPVLAN_FLAGS = ['bridge', 'private', 'vepa'] as const;
+export const DRIVER_TYPES = ['macvlan', 'ipvlan'] as const;
+export type MacvlanMode = (typeof MACVLAN_MODES)[number];
+export type IpvlanMode = (typeof IPVLAN_MODES)[number];
+export type IpvlanFlag = (typeof IPVLAN_FLAGS)[number];
+export type DriverType = (typeof DRIVER_TYPES)[number];
+
+export const KNOWN_OPTIONS = ['type', 'parent', 'host_iface', 'macvlan_mode', 'ipvlan_mode', 'ipvlan_flag'] as const;
+
+export interface NetworkOptions {
+  type: DriverType;
+  /** The parent link as the user named it; undefined means an isolated network on a dummy parent. */
+  parent?: string;
+  macvlanMode: MacvlanMode;
+  ipvlanMode: IpvlanMode;
+  ipvlanFlag: IpvlanFlag;
+  internal: boolean;
+  ipv6: boolean;
+}
+
+const oneOf = <T extends string>(values: readonly T[], v: string): v is T => (values as readonly string[]).includes(v);
+
+/** Keys Docker or underlay itself may put among the driver options; never refused. */
+const passThrough = (key: string) => key.startsWith('com.docker.') || key.startsWith('underlay.');
+
+export function parseNetworkOptions(
+  generic: Readonly<Record<string, string>>,
+  flags: { internal?: boolean; ipv6?: boolean } = {},
+): NetworkOptions {
+  for (const key of Object.keys(generic)) {
+    if (!oneOf(KNOWN_OPTIONS, key) && !passThrough(key)) {
+      throw new InvalidArgumentError(`unknown option ${JSON.stringify(key)}: underlay accepts ${KNOWN_OPTIONS.join(', ')}`);
+    }
+  }
+  const get = (k: string): string | undefined => {
+    const v = generic[k];
+    return v === undefined ? undefined : String(v);
+  };
+  let type: DriverType;
+  const t = get('type');
+  if (t !== undefined) {
+    if (!oneOf(DRIVER_TYPES, t)) throw new InvalidArgumentError(`option type=${t} is not valid: use type=macvlan (the default) or type=ipvlan`);
+    type = t;
+  } else {
+    type = get('ipvlan_mode') !== undefined || get('ipvlan_flag') !== undefined ? 'ipvlan' : 'macvlan';
+  }
+  if (type === 'ipvlan' && get('macvlan_mode') !== undefined) {
+    throw new InvalidArgumentError('option macvlan_mode cannot be used with type=ipvlan: use ipvlan_mode (l2, l3, l3s) and ipvlan_flag (bridge, private, vepa)');
+  }
+  if (type === 'macvlan' && (get('ipvlan_mode') !== undefined || get('ipvlan_flag') !== undefined)) {
+    throw new InvalidArgumentError('options ipvlan_mode and ipvlan_flag need type=ipvlan');
+  }
+  const mm = get('macvlan_mode') ?? 'bridge';
+  if (!oneOf(MACVLAN_MODES, mm)) {
+    throw new InvalidArgumentError(`requested macvlan mode '${mm}' is not valid, 'bridge' mode is the macvlan driver default (allowed: ${MACVLAN_MODES.join(', ')})`);
+  }
+  const im = get('ipvlan_mode') ?? 'l2';
+  if (!oneOf(IPVLAN_MODES, im)) {
+    throw new InvalidArgumentError(`requested ipvlan mode '${im}' is not valid, 'l2' mode is the ipvlan driver default (allowed: ${IPVLAN_MODES.join(', ')})`);
+  }
+  const fl = get('ipvlan_flag') ?? 'bridge';
+  if (!oneOf(IPVLAN_FLAGS, fl)) {
+    throw new InvalidArgumentError(`requested ipvlan flag '${fl}' is not valid, 'bridge' is the ipvlan driver default (allowed: ${IPVLAN_FLAGS.join(', ')})`);
+  }
+  const p = get('parent');
+  const hi = get('host_iface');
+  if (p !== undefined && hi !== undefined && p !== hi) {
+    throw new InvalidArgumentError(`options parent=${p} and host_iface=${hi} disagree: give one of them`);
+  }
+  const parent = p ?? hi;
+  if (parent === 'lo') throw new InvalidArgumentError(`loopback interface is not a valid ${type} parent link`);
+  if (parent !== undefined && parent !== '') validateLinkName(parent);
+  return {
+    type,
+    parent: parent === '' ? undefined : parent,
+    macvlanMode: mm,
+    ipvlanMode: im,
+    ipvlanFlag: fl,
+    internal: flags.internal ?? false,
+    ipv6: flags.ipv6 ?? false,
+  };
+}
+
+/** Linux interface names: 1-15 bytes, no '/', ':', whitespace. */
+export function validateLinkName(name: string): void {
+  if (name.length < 1 || name.length > 15 || /[\s/:]/.test(name) || name === '.' || name === '..') {
+    throw new InvalidArgumentError(`invalid interface name ${JSON.stringify(name)}: 1-15 characters, no spaces, "/" or ":"`);
+  }
+}
+
+/** Splits `eth0.20` into its base link and VLAN id, with libnetwork's error texts. */
+export function parseVlanParent(name: string): { base: string; vlanId: number } {
+  const parts = name.split('.');
+  if (parts.length !== 2 || !parts[0]) {
+    throw new InvalidArgumentError(`required interface name format is: name.vlan_id, ex. eth0.10 for vlan 10, instead received ${name}`);
+  }
+  if (!/^\d+$/.test(parts[1]!)) throw new InvalidArgumentError(`unable to parse a valid vlan id from: ${name} (ex. eth0.10 for vlan 10)`);
+  const vlanId = Number(parts[1]);
+  if (vlanId < 1 || vlanId > 4094) throw new InvalidArgumentError(`vlan id must be between 1-4094, received: ${vlanId}`);
+  return { base: parts[0], vlanId };
+}
+
+/** Docker's own names for isolated parents: dm-<12 of id> (macvlan), di-<12 of id> (ipvlan). */
+export const dummyParentName = (type: DriverType, networkId: string): string =>
+  `${type === 'macvlan' ? 'dm' : 'di'}-${networkId.slice(0, 12)}`;
+
+/** Host-side name of an endpoint's link before Docker moves it into the container: deterministic, so retries find it. */
+export const endpointLinkName = (endpointId: string): string => `ul${endpointId.slice(0, 11)}`;

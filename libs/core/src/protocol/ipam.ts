@@ -1,0 +1,55 @@
+/**
+ * The IPAM requests an agent sends to the controller over NATS request/reply, and the answers.
+ * Subjects are in ./subjects.ts. Every message is validated with these schemas on both ends.
+ */
+import { z } from 'zod';
+
+export const NodeName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'a node name is 1-63 letters, digits, "_", "." or "-"');
+
+/** Docker's IpamDriver option that marks the gateway request. */
+export const GATEWAY_REQUEST_TYPE = 'com.docker.network.gateway';
+export const MAC_OPTION = 'com.docker.network.endpoint.macaddress';
+
+export const RequestPoolReq = z.object({
+  node: NodeName,
+  space: z.string().min(1),
+  pool: z.string(),
+  subPool: z.string().default(''),
+  options: z.record(z.string(), z.string()).default({}),
+  v6: z.boolean().default(false),
+});
+export type RequestPoolReq = z.infer<typeof RequestPoolReq>;
+export const RequestPoolRes = z.object({ poolId: z.string(), pool: z.string(), data: z.record(z.string(), z.string()) });
+export type RequestPoolRes = z.infer<typeof RequestPoolRes>;
+
+export const ReleasePoolReq = z.object({ node: NodeName, poolId: z.string().min(1) });
+export type ReleasePoolReq = z.infer<typeof ReleasePoolReq>;
+
+export const RequestAddressReq = z.object({
+  node: NodeName,
+  poolId: z.string().min(1),
+  /** "" or a bare IP (Docker sends no mask). */
+  address: z.string().default(''),
+  options: z.record(z.string(), z.string()).default({}),
+});
+export type RequestAddressReq = z.infer<typeof RequestAddressReq>;
+export const RequestAddressRes = z.object({
+  /** CIDR: the address with the pool's prefix length. */
+  address: z.string(),
+  /** Sequence number of the allocation, to be carried by its release. */
+  allocSeq: z.number().int().nonnegative(),
+});
+export type RequestAddressRes = z.infer<typeof RequestAddressRes>;
+
+export const ReleaseAddressReq = z.object({
+  node: NodeName,
+  poolId: z.string().min(1),
+  address: z.string().min(1),
+  /** When given, the release only applies to that allocation (a late release of a reused address is ignored). */
+  allocSeq: z.number().int().positive().optional(),
+});
+export type ReleaseAddressReq = z.infer<typeof ReleaseAddressReq>;
+
+export const EmptyRes = z.object({});

@@ -1,0 +1,26 @@
+/** NATS subjects and stream names. Keep docs/ARCHITECTURE.md in step with this file. */
+export const SUBJECT_PREFIX = 'underlay';
+
+/** Request/reply subjects served by the controller (queue group `controllers`). */
+export const rpc = {
+  requestPool: 'underlay.rpc.v1.ipam.requestPool',
+  releasePool: 'underlay.rpc.v1.ipam.releasePool',
+  requestAddress: 'underlay.rpc.v1.ipam.requestAddress',
+  releaseAddress: 'underlay.rpc.v1.ipam.releaseAddress',
+  /** Read committed events from the log (for consumers that see a gap). */
+  readEvents: 'underlay.rpc.v1.events.read',
+} as const;
+export type RpcMethod = keyof typeof rpc;
+export const CONTROLLER_QUEUE = 'controllers';
+
+/** JetStream stream holding every committed event, one subject per event type. */
+export const EVENTS_STREAM = 'UNDERLAY_EVENTS';
+export const eventSubject = (type: string): string => `underlay.events.${type}`;
+export const EVENTS_WILDCARD = 'underlay.events.>';
+
+/** NATS headers carried on every message. */
+export const headers = {
+  traceparent: 'traceparent',
+  tracestate: 'tracestate',
+  eventSeq: 'Underlay-Seq',
+} as const;
