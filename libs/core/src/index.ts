@@ -9,3 +9,4 @@ export * from './protocol/ipam.js';
 export * from './protocol/rpc.js';
 export * from './protocol/subjects.js';
 export * as plugin from './protocol/plugin.js';
+export * from './trace.js';

@@ -21,7 +21,7 @@ export const RequestPoolReq = z.object({
   v6: z.boolean().default(false),
 });
 export type RequestPoolReq = z.infer<typeof RequestPoolReq>;
-export const RequestPoolRes = z.object({ poolId: z.string(), pool: z.string(), data: z.record(z.string(), z.string()) });
+export const RequestPoolRes = z.object({ poolId: z.string(), pool: z.string(), data: z.record(z.string(), z.string()).default({}) });
 export type RequestPoolRes = z.infer<typeof RequestPoolRes>;
 
 export const ReleasePoolReq = z.object({ node: NodeName, poolId: z.string().min(1) });

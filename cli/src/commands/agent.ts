@@ -1,0 +1,22 @@
+import { Agent, AgentConfig } from '@underlay/node-agent';
+import { openLinkOps } from '@underlay/adapters';
+import { parseFlags, validate, type FlagSpec } from '../flags.js';
+import { log, untilSignal } from './run.js';
+
+export const agentFlags: FlagSpec[] = [
+  { key: 'node', flag: 'node', help: 'this host\'s node name (required)' },
+  { key: 'nats', flag: 'nats', help: 'NATS URL (required)' },
+  { key: 'docker', flag: 'docker', help: 'Docker Engine socket (unix:///var/run/docker.sock)' },
+  { key: 'pluginDir', flag: 'plugin-dir', help: 'where Docker looks for plugin sockets (/run/docker/plugins)' },
+  { key: 'stateDir', flag: 'state-dir', help: 'local state (/var/lib/underlay)' },
+];
+
+export async function agentCommand(argv: string[]): Promise<number> {
+  const { values } = parseFlags(argv, agentFlags);
+  const cfg = validate(AgentConfig, values, agentFlags);
+  const logger = log(`agent ${cfg.node}`);
+  const a = new Agent(cfg, () => openLinkOps(), logger);
+  await a.start();
+  await untilSignal(() => a.stop(), logger);
+  return 0;
+}

@@ -1,0 +1,150 @@
+/**
+ * `underlay up`: the embedded single-host stack. etcd and nats-server (from PATH) with their data
+ * under the state directory, one controller and one agent in this process. Ctrl-C or SIGTERM stops
+ * all of it and leaves no process behind.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { z } from 'zod';
+import { Controller } from '@underlay/controller';
+import { Agent } from '@underlay/node-agent';
+import { openLinkOps } from '@underlay/adapters';
+import { NodeName } from '@underlay/core';
+import { parseFlags, validate, UsageError, type FlagSpec } from '../flags.js';
+import { log, untilSignal } from './run.js';
+
+export const upFlags: FlagSpec[] = [
+  { key: 'stateDir', flag: 'state-dir', help: 'data of etcd, NATS and the agent (/var/lib/underlay)' },
+  { key: 'node', flag: 'node', help: 'node name (this host\'s name)' },
+  { key: 'etcdPort', flag: 'etcd-port', help: 'etcd client port on 127.0.0.1 (12379)' },
+  { key: 'natsPort', flag: 'nats-port', help: 'NATS port on 127.0.0.1 (14222)' },
+  { key: 'listen', flag: 'listen', help: 'controller HTTP API HOST:PORT (127.0.0.1:7410)' },
+  { key: 'pluginDir', flag: 'plugin-dir', help: 'where Docker looks for plugin sockets (/run/docker/plugins)' },
+  { key: 'docker', flag: 'docker', help: 'Docker Engine socket (unix:///var/run/docker.sock)' },
+];
+
+const port = z.coerce.number().int().min(1, 'must be a port number 1-65535').max(65535, 'must be a port number 1-65535');
+const UpArgs = z.object({
+  stateDir: z.string().min(1).default('/var/lib/underlay'),
+  node: NodeName.default(os.hostname().split('.')[0] || 'node1'),
+  etcdPort: port.default(12379),
+  natsPort: port.default(14222),
+  listen: z.string().default('127.0.0.1:7410'),
+  pluginDir: z.string().default('/run/docker/plugins'),
+  docker: z.string().default('unix:///var/run/docker.sock'),
+});
+
+function findOnPath(cmd: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/usr/bin', '/sbin'])) {
+    const p = path.join(dir, cmd);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      /* next */
+    }
+  }
+  return undefined;
+}
+
+function portFree(p: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(p, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+async function waitTcp(p: number, what: string, child: ChildProcess, logFile: string, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (child.exitCode !== null) throw new UsageError(`${what} exited with code ${child.exitCode}; see ${logFile}`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(p, '127.0.0.1');
+      s.once('connect', () => (s.destroy(), resolve(true)));
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new UsageError(`${what} did not start listening on port ${p} within ${timeoutMs / 1000} s; see ${logFile}`);
+}
+
+function startChild(cmd: string, args: string[], logFile: string): ChildProcess {
+  const out = fs.openSync(logFile, 'a');
+  const child = spawn(cmd, args, { stdio: ['ignore', out, out] });
+  fs.closeSync(out);
+  return child;
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(t);
+}
+
+export async function upCommand(argv: string[]): Promise<number> {
+  const { values } = parseFlags(argv, upFlags);
+  const a = validate(UpArgs, values, upFlags);
+  const etcdBin = findOnPath('etcd');
+  const natsBin = findOnPath('nats-server');
+  const missing = [!etcdBin && 'etcd (Debian package etcd-server)', !natsBin && 'nats-server (Debian package nats-server)'].filter(Boolean);
+  if (missing.length) {
+    throw new UsageError(`underlay up needs ${missing.join(' and ')} on PATH. Install them with: apt-get install etcd-server nats-server`);
+  }
+  for (const [p, what] of [[a.etcdPort, '--etcd-port'], [a.etcdPort + 1, 'the etcd peer port (--etcd-port + 1)'], [a.natsPort, '--nats-port']] as const) {
+    if (!(await portFree(p))) throw new UsageError(`port ${p} (${what}) is already in use on 127.0.0.1; choose another with ${what.startsWith('--') ? what : '--etcd-port'}`);
+  }
+  const logger = log('up');
+  const dirs = { etcd: path.join(a.stateDir, 'etcd'), nats: path.join(a.stateDir, 'nats'), agent: path.join(a.stateDir, 'agent'), logs: path.join(a.stateDir, 'logs') };
+  for (const d of Object.values(dirs)) fs.mkdirSync(d, { recursive: true });
+  const children: ChildProcess[] = [];
+  let controller: Controller | undefined;
+  let agent: Agent | undefined;
+  const stopAll = async () => {
+    await agent?.stop().catch((e) => logger(`agent: ${(e as Error).message}`));
+    await controller?.stop().catch((e) => logger(`controller: ${(e as Error).message}`));
+    await Promise.all(children.map(stopChild));
+  };
+  try {
+    const etcdLog = path.join(dirs.logs, 'etcd.log');
+    const etcd = startChild(etcdBin!, [
+      '--name', 'underlay-up', '--data-dir', dirs.etcd,
+      '--listen-client-urls', `http://127.0.0.1:${a.etcdPort}`, '--advertise-client-urls', `http://127.0.0.1:${a.etcdPort}`,
+      '--listen-peer-urls', `http://127.0.0.1:${a.etcdPort + 1}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${a.etcdPort + 1}`,
+      '--initial-cluster', `underlay-up=http://127.0.0.1:${a.etcdPort + 1}`, '--listen-metrics-urls', '',
+    ], etcdLog);
+    children.push(etcd);
+    const natsLog = path.join(dirs.logs, 'nats.log');
+    const nats = startChild(natsBin!, ['-js', '-sd', dirs.nats, '-a', '127.0.0.1', '-p', String(a.natsPort)], natsLog);
+    children.push(nats);
+    await waitTcp(a.etcdPort, 'etcd', etcd, etcdLog);
+    await waitTcp(a.natsPort, 'nats-server', nats, natsLog);
+    const natsUrl = `nats://127.0.0.1:${a.natsPort}`;
+    controller = new Controller({ etcd: [`http://127.0.0.1:${a.etcdPort}`], nats: natsUrl, listen: a.listen, name: a.node }, log('controller'));
+    await controller.start();
+    agent = new Agent({ node: a.node, nats: natsUrl, docker: a.docker, pluginDir: a.pluginDir, stateDir: dirs.agent }, () => openLinkOps(), log(`agent ${a.node}`));
+    await agent.start();
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+  process.stdout.write(
+    [
+      `underlay is up on node ${a.node}: plugin socket ${agent.socketPath}, controller API http://${a.listen}`,
+      'Next, for example:',
+      '  docker network create -d underlay --ipam-driver underlay --subnet 192.0.2.0/24 --gateway 192.0.2.1 -o parent=eth0 net1',
+      '  docker run --rm -it --network net1 busybox sh',
+      'Press Ctrl-C to stop.',
+      '',
+    ].join('\n'),
+  );
+  await untilSignal(stopAll, logger);
+  return 0;
+}

@@ -1,0 +1,2 @@
+export { main, usage } from './main.js';
+export * from './flags.js';

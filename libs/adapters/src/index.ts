@@ -1,0 +1,7 @@
+export * from './etcd/keys.js';
+export * from './etcd/eventlog.js';
+export * from './nats/connect.js';
+export * from './nats/rpc.js';
+export * from './nats/events.js';
+export { openLinkOps, NetlinkError } from './netlink/index.js';
+export type { LinkOps as NetlinkLinkOps, LinkInfo } from './netlink/index.js';

@@ -1,0 +1,102 @@
+/**
+ * Group commit. Requests decided back to back queue their events here; one etcd transaction takes
+ * as many as fit (etcd allows 128 operations per transaction: up to 127 events plus the head), so
+ * throughput grows with concurrency while every reply still waits for a durable commit.
+ * One transaction is in flight at a time; a failed one fails everything queued behind it, because
+ * their sequence numbers assumed it would succeed.
+ */
+import type { ClusterEvent } from '@underlay/core';
+import { MAX_TXN_BYTES, MAX_TXN_OPS, type EtcdEventLog, type Fence } from '@underlay/adapters';
+
+interface Pending {
+  events: ClusterEvent[];
+  bytes: number;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+export interface CommitterHooks {
+  /** Called after each successful transaction, in order. */
+  onCommitted(events: ClusterEvent[]): void;
+  /** Called once when a transaction fails; the caller must rebuild its state before deciding again. */
+  onFailed(err: unknown): void;
+}
+
+export class GroupCommitter {
+  private queue: Pending[] = [];
+  private waiters: { seq: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private running = false;
+  /** Batches committed, for benchmarks and tests. */
+  transactions = 0;
+
+  constructor(
+    private readonly log: EtcdEventLog,
+    /** Last seq known to be in etcd. */
+    public committedSeq: number,
+    private readonly hooks: CommitterHooks,
+    private readonly fence: () => Fence | undefined = () => undefined,
+    private readonly maxEvents = MAX_TXN_OPS - 1,
+  ) {}
+
+  /** Resolves once the events are durable in etcd. */
+  commit(events: ClusterEvent[]): Promise<void> {
+    if (events.length === 0) return this.waitFor(0);
+    return new Promise((resolve, reject) => {
+      const bytes = events.reduce((n, e) => n + JSON.stringify(e).length + 64, 0);
+      this.queue.push({ events, bytes, resolve, reject });
+      if (!this.running) void this.loop();
+    });
+  }
+
+  /** Resolves once everything up to `seq` is durable (for answers that depend on events still in flight). */
+  waitFor(seq: number): Promise<void> {
+    if (seq <= this.committedSeq) return Promise.resolve();
+    return new Promise((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
+  }
+
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  private async loop(): Promise<void> {
+    this.running = true;
+    try {
+      while (this.queue.length > 0) {
+        const batch: Pending[] = [];
+        let n = 0;
+        let bytes = 0;
+        while (this.queue.length > 0) {
+          const next = this.queue[0]!;
+          if (batch.length > 0 && (n + next.events.length > this.maxEvents || bytes + next.bytes > MAX_TXN_BYTES)) break;
+          batch.push(this.queue.shift()!);
+          n += next.events.length;
+          bytes += next.bytes;
+        }
+        const events = batch.flatMap((p) => p.events);
+        try {
+          await this.log.append(events, this.committedSeq, this.fence());
+        } catch (err) {
+          const failed = [...batch, ...this.queue];
+          this.queue = [];
+          const waiters = this.waiters;
+          this.waiters = [];
+          this.hooks.onFailed(err);
+          for (const p of failed) p.reject(err);
+          for (const w of waiters) w.reject(err);
+          continue;
+        }
+        this.transactions++;
+        this.committedSeq = events[events.length - 1]!.seq;
+        this.hooks.onCommitted(events);
+        for (const p of batch) p.resolve();
+        this.waiters = this.waiters.filter((w) => {
+          if (w.seq > this.committedSeq) return true;
+          w.resolve();
+          return false;
+        });
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+}

@@ -1,0 +1,39 @@
+/**
+ * The controller's HTTP API for the CLI. Issue 5 adds auth, OpenAPI and the full resource set;
+ * for now: health, the event log and the IPAM state.
+ */
+import * as http from 'node:http';
+import { describe as describeState } from '@underlay/core';
+import type { EtcdEventLog } from '@underlay/adapters';
+import type { IpamService } from './ipam-service.js';
+
+export function createHttpApi(ipam: IpamService, log: EtcdEventLog): http.Server {
+  return http.createServer((req, res) => {
+    const send = (code: number, body: unknown) => {
+      res.writeHead(code, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    const u = new URL(req.url ?? '/', 'http://x');
+    void (async () => {
+      try {
+        if (req.method !== 'GET') return send(405, { error: 'method not allowed' });
+        if (u.pathname === '/healthz') return send(200, { ok: true, seq: ipam.state.seq });
+        if (u.pathname === '/v1/ipam') return send(200, describeState(ipam.state));
+        if (u.pathname === '/v1/events') {
+          const since = Number(u.searchParams.get('since') ?? '0');
+          if (!Number.isInteger(since) || since < 0) return send(400, { error: 'since must be a whole number ≥ 0' });
+          const limit = Math.min(Number(u.searchParams.get('limit') ?? '1000') || 1000, 10000);
+          const out = [];
+          for await (const page of log.read(since + 1, limit)) {
+            out.push(...page);
+            if (out.length >= limit) break;
+          }
+          return send(200, { events: out.slice(0, limit) });
+        }
+        send(404, { error: `no such path: ${u.pathname}` });
+      } catch (e) {
+        send(500, { error: (e as Error).message });
+      }
+    })();
+  });
+}

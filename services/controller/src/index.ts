@@ -1,0 +1,5 @@
+export * from './config.js';
+export * from './committer.js';
+export * from './ipam-service.js';
+export * from './publisher.js';
+export * from './controller.js';

@@ -1,0 +1,93 @@
+/**
+ * The node agent: serves the Docker plugin socket and carries IPAM requests to the controller.
+ * It holds no etcd credentials: everything cluster-wide goes through NATS.
+ */
+import type { Server } from 'node:http';
+import * as fs from 'node:fs';
+import { RpcClient, connectNats, type NatsConnection } from '@underlay/adapters';
+import { plugin } from '@underlay/core';
+import { AgentConfig } from './config.js';
+import { KeyedMutex, type DriverContext } from './driver/context.js';
+import * as ipam from './driver/ipam.js';
+import * as network from './driver/network.js';
+import * as endpoint from './driver/endpoint.js';
+import * as joinleave from './driver/joinleave.js';
+import type { LinkOps } from './driver/links.js';
+import { LocalStore } from './driver/store.js';
+import { createPluginServer, listenOnSocket, type Routes } from './plugin-server.js';
+
+export type Logger = (msg: string) => void;
+
+export function pluginRoutes(ctx: DriverContext): Routes {
+  const noop = () => ({});
+  return {
+    '/Plugin.Activate': () => ({ Implements: [...plugin.IMPLEMENTS] }),
+    '/NetworkDriver.GetCapabilities': () => ({ Scope: 'local', ConnectivityScope: 'global' }),
+    '/NetworkDriver.CreateNetwork': (b) => network.createNetwork(ctx, b),
+    '/NetworkDriver.DeleteNetwork': (b) => network.deleteNetwork(ctx, b),
+    '/NetworkDriver.CreateEndpoint': (b) => endpoint.createEndpoint(ctx, b),
+    '/NetworkDriver.DeleteEndpoint': (b) => endpoint.deleteEndpoint(ctx, b),
+    '/NetworkDriver.EndpointOperInfo': (b) => endpoint.endpointOperInfo(ctx, b),
+    '/NetworkDriver.Join': (b) => joinleave.join(ctx, b),
+    '/NetworkDriver.Leave': (b) => joinleave.leave(ctx, b),
+    '/NetworkDriver.DiscoverNew': noop,
+    '/NetworkDriver.DiscoverDelete': noop,
+    '/NetworkDriver.ProgramExternalConnectivity': noop,
+    '/NetworkDriver.RevokeExternalConnectivity': noop,
+    '/NetworkDriver.AllocateNetwork': () => {
+      throw new Error('AllocateNetwork is only used by swarm, which underlay does not need: create the network on any host');
+    },
+    '/NetworkDriver.FreeNetwork': noop,
+    '/IpamDriver.GetCapabilities': () => ipam.capabilities(),
+    '/IpamDriver.GetDefaultAddressSpaces': () => ipam.defaultAddressSpaces(),
+    '/IpamDriver.RequestPool': (b) => ipam.requestPool(ctx, b),
+    '/IpamDriver.ReleasePool': (b) => ipam.releasePool(ctx, b),
+    '/IpamDriver.RequestAddress': (b) => ipam.requestAddress(ctx, b),
+    '/IpamDriver.ReleaseAddress': (b) => ipam.releaseAddress(ctx, b),
+  };
+}
+
+export class Agent {
+  readonly config: AgentConfig;
+  private nc?: NatsConnection;
+  private server?: Server;
+  private links?: LinkOps;
+  socketPath?: string;
+
+  constructor(
+    config: Partial<AgentConfig> & Pick<AgentConfig, 'node' | 'nats'>,
+    private readonly openLinks: () => LinkOps | Promise<LinkOps>,
+    private readonly logger: Logger = () => {},
+  ) {
+    this.config = AgentConfig.parse(config);
+  }
+
+  async start(): Promise<void> {
+    fs.mkdirSync(this.config.stateDir, { recursive: true });
+    const store = new LocalStore(this.config.stateDir);
+    this.links = await this.openLinks();
+    this.nc = await connectNats(this.config.nats, `underlay-agent-${this.config.node}`);
+    const ctx: DriverContext = {
+      node: this.config.node,
+      store,
+      links: this.links,
+      controller: new RpcClient(this.nc),
+      lock: new KeyedMutex(),
+      log: this.logger,
+    };
+    this.server = createPluginServer(pluginRoutes(ctx), this.logger);
+    this.socketPath = await listenOnSocket(this.server, this.config.pluginDir);
+    this.logger(`agent ${this.config.node} serving ${this.socketPath}`);
+  }
+
+  async stop(): Promise<void> {
+    if (this.server) {
+      const closed = new Promise<void>((r) => this.server!.close(() => r()));
+      this.server.closeAllConnections();
+      await closed;
+    }
+    if (this.socketPath) fs.rmSync(this.socketPath, { force: true });
+    this.links?.close();
+    if (this.nc) await this.nc.drain().catch(() => this.nc?.close());
+  }
+}

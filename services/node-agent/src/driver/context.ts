@@ -1,0 +1,27 @@
+import type { RpcClient } from '@underlay/adapters';
+import type { LinkOps } from './links.js';
+import type { LocalStore } from './store.js';
+
+/** Serialises work per key (a network id), so concurrent calls from Docker cannot interleave badly. */
+export class KeyedMutex {
+  private tails = new Map<string, Promise<unknown>>();
+  run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.tails.get(key) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => {});
+    this.tails.set(key, tail);
+    void tail.then(() => {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    });
+    return next;
+  }
+}
+
+export interface DriverContext {
+  node: string;
+  store: LocalStore;
+  links: LinkOps;
+  controller: RpcClient;
+  lock: KeyedMutex;
+  log: (msg: string) => void;
+}

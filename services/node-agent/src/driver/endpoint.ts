@@ -1,0 +1,46 @@
+/** NetworkDriver.CreateEndpoint / DeleteEndpoint / EndpointOperInfo (libnetwork: macvlan_endpoint.go). */
+import { InvalidArgumentError, NotFoundError, macFromIPv4, parseAddrWithPrefix, plugin } from '@underlay/core';
+import type { DriverContext } from './context.js';
+
+export async function createEndpoint(ctx: DriverContext, raw: unknown): Promise<{ Interface?: { MacAddress: string } }> {
+  const req = plugin.CreateEndpointRequest.parse(raw);
+  return ctx.lock.run(req.NetworkID, async () => {
+    const net = ctx.store.networks.get(req.NetworkID);
+    if (!net) throw new NotFoundError(`network id ${JSON.stringify(req.NetworkID)} not found`);
+    const iface = req.Interface ?? { Address: '', AddressIPv6: '', MacAddress: '' };
+    if (!iface.Address) throw new InvalidArgumentError('create endpoint was not passed an IP address');
+    let mac = iface.MacAddress || undefined;
+    let answer: { Interface?: { MacAddress: string } } = {};
+    if (!mac && net.type === 'macvlan') {
+      mac = macFromIPv4(parseAddrWithPrefix(iface.Address).addr);
+      answer = { Interface: { MacAddress: mac } };
+    }
+    ctx.store.putEndpoint({
+      id: req.EndpointID,
+      networkId: req.NetworkID,
+      address: iface.Address,
+      addressV6: iface.AddressIPv6 || undefined,
+      mac,
+    });
+    return answer;
+  });
+}
+
+export async function deleteEndpoint(ctx: DriverContext, raw: unknown): Promise<Record<string, never>> {
+  const req = plugin.EndpointRequest.parse(raw);
+  return ctx.lock.run(req.NetworkID, async () => {
+    const ep = ctx.store.endpoints.get(req.EndpointID);
+    if (!ep) return {};
+    // After Leave, Docker has moved the link back to the host under its source name.
+    if (ep.srcName) await ctx.links.deleteLink(ep.srcName);
+    ctx.store.deleteEndpoint(ep.id);
+    return {};
+  });
+}
+
+export async function endpointOperInfo(ctx: DriverContext, raw: unknown): Promise<{ Value: Record<string, unknown> }> {
+  const req = plugin.EndpointRequest.parse(raw);
+  const ep = ctx.store.endpoints.get(req.EndpointID);
+  if (!ep) throw new NotFoundError(`endpoint id ${JSON.stringify(req.EndpointID)} not found`);
+  return { Value: {} };
+}

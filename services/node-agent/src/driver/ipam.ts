@@ -1,0 +1,51 @@
+/** IpamDriver: every call goes to the controller, which owns the cluster-wide allocation state. */
+import {
+  RequestAddressRes,
+  RequestPoolRes,
+  EmptyRes,
+  newTraceparent,
+  plugin,
+} from '@underlay/core';
+import type { DriverContext } from './context.js';
+
+export function capabilities() {
+  // RequiresMACAddress: Docker then passes the endpoint's MAC with RequestAddress, which ties a repeated
+  // request to the same allocation.
+  return { RequiresMACAddress: true, RequiresRequestReplay: false };
+}
+
+export function defaultAddressSpaces() {
+  return { LocalDefaultAddressSpace: plugin.LOCAL_ADDRESS_SPACE, GlobalDefaultAddressSpace: plugin.GLOBAL_ADDRESS_SPACE };
+}
+
+export async function requestPool(ctx: DriverContext, raw: unknown) {
+  const r = plugin.RequestPoolRequest.parse(raw);
+  const res = await ctx.controller.call(
+    'requestPool',
+    { node: ctx.node, space: r.AddressSpace || plugin.LOCAL_ADDRESS_SPACE, pool: r.Pool, subPool: r.SubPool, options: r.Options ?? {}, v6: r.V6 },
+    RequestPoolRes,
+    { traceparent: newTraceparent() },
+  );
+  return { PoolID: res.poolId, Pool: res.pool, Data: res.data };
+}
+
+export async function releasePool(ctx: DriverContext, raw: unknown) {
+  const r = plugin.ReleasePoolRequest.parse(raw);
+  await ctx.controller.call('releasePool', { node: ctx.node, poolId: r.PoolID }, EmptyRes);
+  return {};
+}
+
+export async function requestAddress(ctx: DriverContext, raw: unknown) {
+  const r = plugin.RequestAddressRequest.parse(raw);
+  const res = await ctx.controller.call('requestAddress', { node: ctx.node, poolId: r.PoolID, address: r.Address, options: r.Options ?? {} }, RequestAddressRes);
+  ctx.store.setAlloc(r.PoolID, res.address.split('/')[0]!, res.allocSeq);
+  return { Address: res.address, Data: {} };
+}
+
+export async function releaseAddress(ctx: DriverContext, raw: unknown) {
+  const r = plugin.ReleaseAddressRequest.parse(raw);
+  const allocSeq = ctx.store.allocSeq(r.PoolID, r.Address);
+  await ctx.controller.call('releaseAddress', { node: ctx.node, poolId: r.PoolID, address: r.Address, allocSeq }, EmptyRes);
+  ctx.store.setAlloc(r.PoolID, r.Address, undefined);
+  return {};
+}

@@ -1,0 +1,61 @@
+/** NetworkDriver.Join / Leave (libnetwork: macvlan_joinleave.go, ipvlan_joinleave.go). */
+import { NotFoundError, endpointLinkName, parseAddrWithPrefix, plugin } from '@underlay/core';
+import type { DriverContext } from './context.js';
+import { createEndpointLink } from './links.js';
+import type { NetworkRecord } from './store.js';
+
+/** The gateway of the subnet holding `address` (CIDR), as a bare IP. */
+function gatewayFor(subnets: NetworkRecord['ipv4'], address: string | undefined): string | undefined {
+  if (!address) return undefined;
+  const { addr, prefix } = parseAddrWithPrefix(address);
+  for (const s of subnets) {
+    if (!s.gateway) continue;
+    const pool = parseAddrWithPrefix(s.pool);
+    const mask = (1n << BigInt(addr.family === 4 ? 32 : 128)) - (1n << BigInt((addr.family === 4 ? 32 : 128) - pool.prefix));
+    if (pool.prefix === prefix && pool.addr.family === addr.family && (addr.value & mask) === pool.addr.value) {
+      return s.gateway.split('/')[0];
+    }
+  }
+  return undefined;
+}
+
+export async function join(ctx: DriverContext, raw: unknown): Promise<plugin.JoinResponse> {
+  const req = plugin.JoinRequest.parse(raw);
+  return ctx.lock.run(req.NetworkID, async () => {
+    const net = ctx.store.networks.get(req.NetworkID);
+    if (!net) throw new NotFoundError(`network id ${JSON.stringify(req.NetworkID)} not found`);
+    const ep = ctx.store.endpoints.get(req.EndpointID);
+    if (!ep) throw new NotFoundError(`endpoint id ${JSON.stringify(req.EndpointID)} not found`);
+    const name = endpointLinkName(ep.id);
+    await createEndpointLink(ctx.links, {
+      name,
+      parent: net.parent,
+      type: net.type,
+      macvlanMode: net.macvlanMode,
+      ipvlanMode: net.ipvlanMode,
+      ipvlanFlag: net.ipvlanFlag,
+      mac: net.type === 'macvlan' ? ep.mac : undefined,
+    });
+    ctx.store.putEndpoint({ ...ep, srcName: name });
+    const res: plugin.JoinResponse = { InterfaceName: { SrcName: name, DstPrefix: 'eth' } };
+    if (net.internal) return res;
+    if (net.type === 'ipvlan' && net.ipvlanMode !== 'l2') {
+      // L3: the host routes; the container gets `default dev eth0` and no gateway.
+      res.StaticRoutes = [{ Destination: '0.0.0.0/0', RouteType: 1 }];
+      if (ep.addressV6) res.StaticRoutes.push({ Destination: '::/0', RouteType: 1 });
+      res.DisableGatewayService = true;
+      return res;
+    }
+    const gw4 = gatewayFor(net.ipv4, ep.address);
+    const gw6 = gatewayFor(net.ipv6, ep.addressV6);
+    if (gw4) res.Gateway = gw4;
+    if (gw6) res.GatewayIPv6 = gw6;
+    return res;
+  });
+}
+
+export async function leave(ctx: DriverContext, raw: unknown): Promise<Record<string, never>> {
+  const req = plugin.EndpointRequest.parse(raw);
+  if (!ctx.store.endpoints.has(req.EndpointID)) throw new NotFoundError(`endpoint id ${JSON.stringify(req.EndpointID)} not found`);
+  return {};
+}

@@ -1,0 +1,106 @@
+/** NetworkDriver.CreateNetwork / DeleteNetwork (libnetwork: macvlan_network.go). */
+import {
+  ConflictError,
+  InvalidArgumentError,
+  NotFoundError,
+  parseNetworkOptions,
+  plugin,
+  type NetworkOptions,
+} from '@underlay/core';
+import type { DriverContext } from './context.js';
+import { ensureParent, removeCreatedParent } from './links.js';
+import type { NetworkRecord } from './store.js';
+
+const OUR_SPACES = new Set([plugin.LOCAL_ADDRESS_SPACE, plugin.GLOBAL_ADDRESS_SPACE]);
+
+function stringMap(v: unknown): Record<string, string> {
+  if (!v || typeof v !== 'object') return {};
+  return Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([k, x]) => [k, String(x)]));
+}
+
+const truthy = (v: unknown) => v === true || v === 'true';
+
+/** Refuses a network whose addresses would come from a host-local IPAM. */
+function requireUnderlayIpam(req: plugin.CreateNetworkRequest): void {
+  const data = [...(req.IPv4Data ?? []), ...(req.IPv6Data ?? [])];
+  const foreign = data.find((d) => !OUR_SPACES.has(d.AddressSpace));
+  if (!foreign) return;
+  const subnet = req.IPv4Data?.[0]?.Pool ?? '192.0.2.0/24';
+  throw new InvalidArgumentError(
+    `this network takes its addresses from another IPAM driver (address space "${foreign.AddressSpace}"), which allocates on each host alone, ` +
+      `so the same address would be handed out on several hosts. Create it with the underlay IPAM driver instead: ` +
+      `docker network create -d underlay --ipam-driver underlay --subnet ${subnet} -o parent=IFACE NAME`,
+  );
+}
+
+/** Parent rules: macvlan and ipvlan never share a parent; one ipvlan network per parent; passthru takes the parent alone. */
+function checkParentRules(ctx: DriverContext, id: string, o: NetworkOptions, parent: string): void {
+  for (const other of ctx.store.networks.values()) {
+    if (other.id === id || other.parent !== parent) continue;
+    const name = other.id.slice(0, 12);
+    if (other.type !== o.type) {
+      throw new ConflictError(`${other.type} network ${name} is already using parent interface ${parent}: macvlan and ipvlan cannot share a parent`);
+    }
+    if (o.type === 'ipvlan') throw new ConflictError(`network ${name} is already using parent interface ${parent}`);
+    if (o.macvlanMode === 'passthru') throw new ConflictError(`cannot use mode passthru, macvlan network ${name} is already using parent interface ${parent}`);
+    if (other.macvlanMode === 'passthru') throw new ConflictError(`macvlan network ${name} is already using parent interface ${parent} in mode passthru`);
+  }
+}
+
+export async function createNetwork(ctx: DriverContext, raw: unknown): Promise<Record<string, never>> {
+  const req = plugin.CreateNetworkRequest.parse(raw);
+  const id = req.NetworkID;
+  return ctx.lock.run(id, async () => {
+    const v4 = req.IPv4Data ?? [];
+    const v6 = req.IPv6Data ?? [];
+    if (v4.length === 0 || v4.every((d) => d.Pool === '0.0.0.0/0')) throw new InvalidArgumentError('ipv4 pool is empty');
+    requireUnderlayIpam(req);
+    const opts = req.Options ?? {};
+    const o = parseNetworkOptions(stringMap(opts[plugin.netlabel.generic]), {
+      internal: truthy(opts[plugin.netlabel.internal]),
+      ipv6: truthy(opts[plugin.netlabel.enableIPv6]),
+    });
+    const existing = ctx.store.networks.get(id);
+    if (existing) return {}; // Docker re-creating a network we restored.
+    const wanted = o.parent ?? undefined;
+    if (wanted) checkParentRules(ctx, id, o, wanted);
+    const { parent, created } = await ensureParent(ctx.links, id, o);
+    // A parent another network of ours created counts as created for this one too (deleted by the last user).
+    const sharedCreated = [...ctx.store.networks.values()].some((n) => n.parent === parent && n.createdParent);
+    const rec: NetworkRecord = {
+      id,
+      type: o.type,
+      requestedParent: o.parent,
+      parent,
+      createdParent: created || sharedCreated,
+      macvlanMode: o.macvlanMode,
+      ipvlanMode: o.ipvlanMode,
+      ipvlanFlag: o.ipvlanFlag,
+      internal: o.internal || !o.parent,
+      ipv4: v4.map((d) => ({ pool: d.Pool, gateway: d.Gateway })),
+      ipv6: v6.map((d) => ({ pool: d.Pool, gateway: d.Gateway })),
+    };
+    ctx.store.putNetwork(rec);
+    ctx.log(`network ${id.slice(0, 12)} created: ${o.type} on ${parent}${created ? ' (created by underlay)' : ''}`);
+    return {};
+  });
+}
+
+export async function deleteNetwork(ctx: DriverContext, raw: unknown): Promise<Record<string, never>> {
+  const { NetworkID: id } = plugin.NetworkIdRequest.parse(raw);
+  return ctx.lock.run(id, async () => {
+    const rec = ctx.store.networks.get(id);
+    if (!rec) throw new NotFoundError(`network id ${JSON.stringify(id)} not found`);
+    for (const ep of [...ctx.store.endpoints.values()].filter((e) => e.networkId === id)) {
+      if (ep.srcName) await ctx.links.deleteLink(ep.srcName).catch(() => false);
+      ctx.store.deleteEndpoint(ep.id);
+    }
+    ctx.store.deleteNetwork(id);
+    const stillUsed = [...ctx.store.networks.values()].some((n) => n.parent === rec.parent);
+    if (rec.createdParent && !stillUsed) {
+      await removeCreatedParent(ctx.links, rec.parent).catch((e) => ctx.log(`could not delete parent ${rec.parent}: ${(e as Error).message}`));
+    }
+    ctx.log(`network ${id.slice(0, 12)} deleted`);
+    return {};
+  });
+}

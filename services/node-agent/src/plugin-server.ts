@@ -1,0 +1,80 @@
+/**
+ * The Docker plugin socket: HTTP over a unix socket, one POST per method (`/NetworkDriver.Join` …).
+ * Answers follow libnetwork exactly: `{}` for an empty success, `Err` for NetworkDriver errors and
+ * `Error` for IpamDriver errors, both on HTTP 200 (Docker shows them as `remote: <text>`).
+ */
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { ZodError } from 'zod';
+import { UnderlayError, plugin } from '@underlay/core';
+
+export type Handler = (body: unknown) => Promise<unknown> | unknown;
+export type Routes = Record<string, Handler>;
+
+const CONTENT_TYPE = 'application/vnd.docker.plugins.v1.1+json';
+const MAX_BODY = 1024 * 1024;
+
+function errorText(e: unknown): string {
+  if (e instanceof ZodError) {
+    const i = e.issues[0];
+    return `invalid request: ${i ? `${i.path.join('.') || '(body)'}: ${i.message}` : 'malformed'}`;
+  }
+  if (e instanceof UnderlayError) return e.message;
+  return (e as Error)?.message ?? String(e);
+}
+
+export function createPluginServer(routes: Routes, log: (m: string) => void): http.Server {
+  return http.createServer((req, res) => {
+    const send = (code: number, body: unknown) => {
+      const s = JSON.stringify(body);
+      res.writeHead(code, { 'content-type': CONTENT_TYPE, 'content-length': Buffer.byteLength(s) });
+      res.end(s);
+    };
+    const method = (req.url ?? '').split('?')[0]!;
+    const handler = routes[method];
+    const errField = method.startsWith('/IpamDriver.') ? 'Error' : 'Err';
+    if (req.method !== 'POST' || !handler) {
+      send(404, { Err: `${method} is not implemented by the ${plugin.PLUGIN_NAME} plugin` });
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size <= MAX_BODY) chunks.push(c);
+    });
+    req.on('end', () => {
+      void (async () => {
+        try {
+          if (size > MAX_BODY) throw new Error('request body too large');
+          const text = Buffer.concat(chunks).toString('utf8').trim();
+          const body = text === '' ? {} : JSON.parse(text);
+          const out = await handler(body);
+          send(200, out ?? {});
+        } catch (e) {
+          const msg = errorText(e);
+          log(`${method} failed: ${msg}`);
+          send(200, { [errField]: msg });
+        }
+      })();
+    });
+  });
+}
+
+/** Listens on `<dir>/underlay.sock`, replacing a stale socket file left by a previous run. */
+export async function listenOnSocket(server: http.Server, dir: string, name = plugin.PLUGIN_NAME): Promise<string> {
+  fs.mkdirSync(dir, { recursive: true });
+  const sock = path.join(dir, `${name}.sock`);
+  try {
+    const st = fs.lstatSync(sock);
+    if (st.isSocket() || st.isFile()) fs.unlinkSync(sock);
+  } catch {
+    /* none */
+  }
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(sock, () => resolve());
+  });
+  return sock;
+}
