@@ -1,0 +1,89 @@
+/**
+ * An underlay cluster in a lab: etcd and NATS on the lab bridge, one controller (in this process,
+ * in the root namespace), and per host a dockerd and a real agent process (`underlay agent`) inside
+ * the host's network namespace, serving the plugin socket that host's dockerd reads.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Controller } from '@underlay/controller';
+import {
+  importBusybox,
+  runOk,
+  startDockerd,
+  startLabEtcd,
+  startLabNats,
+  waitFor,
+  type Dockerd,
+  type Lab,
+  type LabHost,
+  type Proc,
+} from '../../lab';
+
+export const ROOT = path.resolve(__dirname, '../../..');
+export const CLI = path.join(ROOT, 'cli/bin/underlay.js');
+
+/** The agent runs the compiled CLI: make sure dist/ is current (incremental, quick when it is). */
+export async function ensureBuilt(): Promise<void> {
+  await runOk(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-b'], { cwd: ROOT, timeoutMs: 180_000 });
+}
+
+export interface HostNode {
+  host: LabHost;
+  docker: Dockerd;
+  agent: Proc;
+  stateDir: string;
+}
+
+export interface Cluster {
+  lab: Lab;
+  controller: Controller;
+  natsUrl: string;
+  etcdUrl: string;
+  nodes: Map<string, HostNode>;
+  startAgent(host: LabHost, d: Dockerd): Promise<Proc>;
+}
+
+export async function startCluster(lab: Lab, hosts: LabHost[]): Promise<Cluster> {
+  await ensureBuilt();
+  const [etcd, nats] = await Promise.all([startLabEtcd(lab), startLabNats(lab)]);
+  const controller = new Controller({ etcd: [etcd.url], nats: nats.url, listen: '127.0.0.1:0', name: 'e2e' });
+  await controller.start();
+  lab.onDestroy('controller', () => controller.stop());
+  const cluster: Cluster = {
+    lab,
+    controller,
+    natsUrl: nats.url,
+    etcdUrl: etcd.url,
+    nodes: new Map(),
+    async startAgent(host, d) {
+      const stateDir = path.join(lab.dir, 'agent', host.name);
+      fs.mkdirSync(stateDir, { recursive: true });
+      const proc = lab.spawnIn(host, process.execPath, [CLI, 'agent', '--node', host.name, '--nats', nats.url, '--plugin-dir', d.pluginDir, '--state-dir', stateDir, '--docker', d.dockerHost], { name: 'agent' });
+      await waitFor(() => fs.existsSync(d.pluginSocket()), { timeoutMs: 20_000, what: `agent socket on ${host.name}` });
+      return proc;
+    },
+  };
+  await Promise.all(
+    hosts.map(async (host) => {
+      const docker = await startDockerd(lab, host);
+      await importBusybox(docker);
+      const agent = await cluster.startAgent(host, docker);
+      cluster.nodes.set(host.name, { host, docker, agent, stateDir: path.join(lab.dir, 'agent', host.name) });
+    }),
+  );
+  return cluster;
+}
+
+/** Links in a host namespace other than lo and the lab uplink. */
+export async function extraLinks(lab: Lab, host: LabHost): Promise<string[]> {
+  const out = await lab.execOk(host, 'ip', ['-o', 'link', 'show']);
+  return out
+    .split('\n')
+    .map((l) => /^\d+:\s+([^:@]+)/.exec(l)?.[1])
+    .filter((n): n is string => !!n && n !== 'lo' && n !== host.parent);
+}
+
+export async function containerIp(d: Dockerd, name: string, network: string): Promise<string> {
+  const out = await d.dockerOk(['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, name]);
+  return out.trim();
+}

@@ -1,0 +1,56 @@
+/**
+ * Two hosts (namespaces on a bridge), each with its own dockerd and agent, one controller: the same
+ * network on both hands out different addresses from the same /24, containers ping across hosts,
+ * and `docker rm` returns the addresses. (Docker's own macvlan gives both containers 192.0.2.2.)
+ */
+import { BUSYBOX_IMAGE, withLab } from '../lab';
+import { containerIp, extraLinks, startCluster, type Cluster } from './support/cluster';
+
+jest.setTimeout(240_000);
+const ctx = withLab({ hosts: ['h1', 'h2'] });
+let cluster: Cluster;
+
+beforeAll(async () => {
+  cluster = await startCluster(ctx.lab, [ctx.host('h1'), ctx.host('h2')]);
+}, 300_000);
+
+const POOL = 'underlay/192.0.2.0/24';
+
+describe('two hosts', () => {
+  it('gives containers on different hosts different addresses from one /24, and they ping each other', async () => {
+    const h1 = cluster.nodes.get('h1')!;
+    const h2 = cluster.nodes.get('h2')!;
+    for (const n of [h1, h2]) {
+      await n.docker.dockerOk(['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--subnet', '192.0.2.0/24', '--gateway', '192.0.2.1', '-o', 'parent=eth1', 'n1']);
+    }
+    await h1.docker.dockerOk(['run', '-d', '--name', 'ca', '--network', 'n1', BUSYBOX_IMAGE, 'sleep', '600']);
+    await h2.docker.dockerOk(['run', '-d', '--name', 'cb', '--network', 'n1', BUSYBOX_IMAGE, 'sleep', '600']);
+    const ipA = await containerIp(h1.docker, 'ca', 'n1');
+    const ipB = await containerIp(h2.docker, 'cb', 'n1');
+    expect(ipA).toMatch(/^192\.0\.2\.\d+$/);
+    expect(ipB).toMatch(/^192\.0\.2\.\d+$/);
+    expect(ipA).not.toBe(ipB);
+    const macA = (await h1.docker.dockerOk(['exec', 'ca', 'cat', '/sys/class/net/eth0/address'])).trim();
+    const macB = (await h2.docker.dockerOk(['exec', 'cb', 'cat', '/sys/class/net/eth0/address'])).trim();
+    expect(macA).not.toBe(macB);
+    await h1.docker.dockerOk(['exec', 'ca', 'ping', '-c', '2', '-W', '3', ipB]);
+    await h2.docker.dockerOk(['exec', 'cb', 'ping', '-c', '2', '-W', '3', ipA]);
+
+    // The controller knows which node holds which address.
+    const pool = cluster.controller.ipam.state.pools.get(POOL)!;
+    const endpoints = [...pool.allocs.values()].filter((x) => x.kind === 'endpoint').map((x) => x.node).sort();
+    expect(endpoints).toEqual(['h1', 'h2']);
+    expect([...pool.refs].sort()).toEqual(['h1', 'h2']);
+
+    // docker rm returns the addresses to the cluster.
+    await h1.docker.dockerOk(['rm', '-f', 'ca']);
+    await h2.docker.dockerOk(['rm', '-f', 'cb']);
+    expect([...pool.allocs.values()].filter((x) => x.kind === 'endpoint')).toEqual([]);
+    // A new container may now get a returned address; both networks go away cleanly.
+    for (const n of [h1, h2]) {
+      await n.docker.dockerOk(['network', 'rm', 'n1']);
+      expect(await extraLinks(ctx.lab, n.host)).toEqual([]);
+    }
+    expect(cluster.controller.ipam.state.pools.has(POOL)).toBe(false);
+  });
+});

@@ -1,0 +1,83 @@
+// Reusable end-to-end lab: simulated hosts (network namespaces on a bridge),
+// one dockerd per host, etcd and NATS. See README.md in this directory.
+import * as path from 'node:path';
+import type { Feature, Lab, LabHost, LabOptions } from './netlab';
+import { assertPrerequisites, createLab } from './netlab';
+import type { EtcdService, NatsService, ServiceOptions } from './services';
+import { startEtcd, startNats } from './services';
+
+export * from './proc';
+export * from './services';
+export * from './netlab';
+export * from './dockerd';
+
+/** Starts etcd bound to the lab bridge (reachable from every host); stopped by lab.destroy(). */
+export async function startLabEtcd(lab: Lab, opts: Partial<ServiceOptions> = {}): Promise<EtcdService> {
+  const svc = await startEtcd({ dir: path.join(lab.dir, 'services'), host: lab.bridgeAddress, ...opts });
+  lab.onDestroy(svc.name, svc.stop);
+  return svc;
+}
+
+/** Starts nats-server (JetStream) bound to the lab bridge; stopped by lab.destroy(). */
+export async function startLabNats(lab: Lab, opts: Partial<ServiceOptions> = {}): Promise<NatsService> {
+  const svc = await startNats({ dir: path.join(lab.dir, 'services'), host: lab.bridgeAddress, ...opts });
+  lab.onDestroy(svc.name, svc.stop);
+  return svc;
+}
+
+export interface WithLabOptions extends LabOptions {
+  /** Hosts to add in beforeAll, in order (addresses 198.51.100.1, .2, ...). */
+  hosts?: string[];
+  /** Tools checked up front; default all. A missing tool fails the suite with a clear message. */
+  features?: Feature[];
+  /** beforeAll timeout (default 300 s: it includes waiting for another process's lab to finish). */
+  setupTimeoutMs?: number;
+  /** afterAll timeout (default 120 s). */
+  teardownTimeoutMs?: number;
+}
+
+export interface LabContext {
+  /** The lab; throws if beforeAll has not (successfully) created it. */
+  readonly lab: Lab;
+  /** Host by name. */
+  host(name: string): LabHost;
+}
+
+/**
+ * Call at the top of a describe block (or file): creates the lab in beforeAll
+ * and destroys it in afterAll, whatever happened in between. Tests may call
+ * `ctx.lab.destroy()` themselves; the afterAll call is then a no-op.
+ */
+export function withLab(opts: WithLabOptions = {}): LabContext {
+  let lab: Lab | undefined;
+  let pending: Promise<Lab> | undefined;
+  let setupError: unknown;
+  const setupTimeoutMs = opts.setupTimeoutMs ?? 300_000;
+  beforeAll(async () => {
+    try {
+      assertPrerequisites(opts.features ?? ['lab', 'docker', 'etcd', 'nats']);
+      pending = createLab({ lockTimeoutMs: Math.max(5_000, setupTimeoutMs - 30_000), ...opts });
+      lab = await pending;
+      for (const h of opts.hosts ?? []) await lab.addHost(h);
+    } catch (e) {
+      setupError = e;
+      throw e;
+    }
+  }, setupTimeoutMs);
+  afterAll(async () => {
+    // If jest gave up on beforeAll while createLab was still running, wait for it so nothing leaks.
+    if (!lab && pending) lab = await pending.catch(() => undefined);
+    if (lab) await lab.destroy();
+  }, opts.teardownTimeoutMs ?? 120_000);
+  const ctx: LabContext = {
+    get lab(): Lab {
+      if (!lab) {
+        const why = setupError ? `: ${(setupError as Error).message ?? String(setupError)}` : ' (beforeAll has not run yet)';
+        throw new Error(`lab is not available${why}`);
+      }
+      return lab;
+    },
+    host: (name) => ctx.lab.host(name),
+  };
+  return ctx;
+}

@@ -1,0 +1,185 @@
+// Throw-away etcd and NATS (JetStream) servers on free ports.
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { freePort, httpGet, Proc, requireExecutable, spawnLogged, stopProcess, tcpConnects, waitFor } from './proc';
+
+export interface ServiceOptions {
+  /** Parent directory; the service gets its own sub-directory `<dir>/<name>` for data and log. */
+  dir: string;
+  /**
+   * Address to listen on. Default 127.0.0.1. Use the lab bridge address
+   * (198.51.100.254) so processes inside host namespaces can reach it, or
+   * 0.0.0.0 for everything.
+   */
+  host?: string;
+  /** Unique name (default `<kind>-<random>`). */
+  name?: string;
+  /** How long to wait until the service is healthy. Default 30 s. */
+  timeoutMs?: number;
+}
+
+export interface Service {
+  name: string;
+  /** Client URL, e.g. http://198.51.100.254:40123 (etcd) or nats://198.51.100.254:40124. For host 0.0.0.0 it uses 127.0.0.1. */
+  url: string;
+  /** The address it listens on, as given. */
+  host: string;
+  port: number;
+  pid: number;
+  proc: Proc;
+  /** The service's own directory (data + log). */
+  dir: string;
+  logFile: string;
+  /** Stops the server (SIGTERM, then SIGKILL). Idempotent. Data directory stays until the lab dir is removed. */
+  stop(): Promise<void>;
+}
+
+export interface EtcdService extends Service {
+  /** Same as url; etcd client endpoint. */
+  endpoint: string;
+}
+
+export interface NatsService extends Service {
+  /** HTTP monitoring endpoint, e.g. http://198.51.100.254:40125 (serves /healthz, /varz, /jsz). */
+  monitorUrl: string;
+  monitorPort: number;
+}
+
+function clientHost(host: string): string {
+  return host === '0.0.0.0' ? '127.0.0.1' : host;
+}
+
+function randomName(kind: string): string {
+  return `${kind}-${crypto.randomBytes(3).toString('hex')}`;
+}
+
+/**
+ * Retries a start attempt when the "free" port got taken in between
+ * (bind-then-close is inherently racy).
+ */
+async function withPortRetry<T>(attempt: (n: number) => Promise<T>, tries = 3): Promise<T> {
+  let last: unknown;
+  for (let i = 0; i < tries; i++) {
+    try {
+      return await attempt(i);
+    } catch (e) {
+      last = e;
+      if (!/address already in use|EADDRINUSE|bind:/i.test(String((e as Error).message))) throw e;
+    }
+  }
+  throw last;
+}
+
+/** Starts a single-member etcd; resolves when GET /health says {"health":"true"}. */
+export async function startEtcd(opts: ServiceOptions): Promise<EtcdService> {
+  const bin = requireExecutable('etcd', 'install the Debian package etcd-server');
+  const host = opts.host ?? '127.0.0.1';
+  const name = opts.name ?? randomName('etcd');
+  const dir = path.join(opts.dir, name);
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  return withPortRetry(async (n) => {
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.mkdirSync(dir, { recursive: true });
+    const port = await freePort(clientHost(host) === '127.0.0.1' ? '127.0.0.1' : host);
+    const peerPort = await freePort('127.0.0.1');
+    const url = `http://${clientHost(host)}:${port}`;
+    const peerUrl = `http://127.0.0.1:${peerPort}`;
+    const logFile = path.join(dir, `etcd${n ? `.${n}` : ''}.log`);
+    const proc = spawnLogged(
+      bin,
+      [
+        '--name', name,
+        '--data-dir', path.join(dir, 'data'),
+        '--listen-client-urls', `http://${host}:${port}`,
+        '--advertise-client-urls', url,
+        '--listen-peer-urls', peerUrl,
+        '--initial-advertise-peer-urls', peerUrl,
+        '--initial-cluster', `${name}=${peerUrl}`,
+        '--initial-cluster-state', 'new',
+        '--initial-cluster-token', name,
+        '--logger', 'zap',
+        '--log-outputs', 'stderr',
+      ],
+      { name, logFile },
+    );
+    try {
+      await waitFor(
+        async () => {
+          const r = await httpGet(`${url}/health`, 1_000);
+          return r.status === 200 && (JSON.parse(r.body) as { health?: string }).health === 'true';
+        },
+        { timeoutMs, what: `etcd ${name} at ${url}/health to report {"health":"true"}`, proc, intervalMs: 100 },
+      );
+    } catch (e) {
+      await stopProcess(proc, 'SIGKILL', 1_000).catch(() => undefined);
+      throw e;
+    }
+    let stopping: Promise<void> | undefined;
+    return {
+      name,
+      url,
+      endpoint: url,
+      host,
+      port,
+      pid: proc.pid,
+      proc,
+      dir,
+      logFile,
+      stop: () => (stopping ??= stopProcess(proc, 'SIGTERM', 5_000)),
+    };
+  });
+}
+
+/** Starts nats-server with JetStream; resolves when the client port accepts and /healthz says ok. */
+export async function startNats(opts: ServiceOptions): Promise<NatsService> {
+  const bin = requireExecutable('nats-server', 'install the Debian package nats-server');
+  const host = opts.host ?? '127.0.0.1';
+  const name = opts.name ?? randomName('nats');
+  const dir = path.join(opts.dir, name);
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  return withPortRetry(async (n) => {
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.mkdirSync(path.join(dir, 'js'), { recursive: true });
+    const bindProbe = clientHost(host) === '127.0.0.1' ? '127.0.0.1' : host;
+    const port = await freePort(bindProbe);
+    const monitorPort = await freePort(bindProbe);
+    const ch = clientHost(host);
+    const url = `nats://${ch}:${port}`;
+    const monitorUrl = `http://${ch}:${monitorPort}`;
+    const logFile = path.join(dir, `nats${n ? `.${n}` : ''}.log`);
+    // The monitoring listener binds to the same address as the client listener (-a).
+    const proc = spawnLogged(
+      bin,
+      ['-a', host, '-p', String(port), '-m', String(monitorPort), '-js', '-sd', path.join(dir, 'js'), '--server_name', name],
+      { name, logFile },
+    );
+    try {
+      await waitFor(
+        async () => {
+          if (!(await tcpConnects(ch, port, 1_000))) return false;
+          const r = await httpGet(`${monitorUrl}/healthz`, 1_000);
+          return r.status === 200 && /"ok"/.test(r.body);
+        },
+        { timeoutMs, what: `nats ${name} at ${url} (monitor ${monitorUrl}/healthz) to be ready`, proc, intervalMs: 100 },
+      );
+    } catch (e) {
+      await stopProcess(proc, 'SIGKILL', 1_000).catch(() => undefined);
+      throw e;
+    }
+    let stopping: Promise<void> | undefined;
+    return {
+      name,
+      url,
+      host,
+      port,
+      monitorUrl,
+      monitorPort,
+      pid: proc.pid,
+      proc,
+      dir,
+      logFile,
+      stop: () => (stopping ??= stopProcess(proc, 'SIGTERM', 5_000)),
+    };
+  });
+}
