@@ -1,0 +1,60 @@
+/**
+ * `underlay up`, the embedded single-host stack, run as a real process inside a lab host: it starts
+ * etcd, nats-server, a controller and an agent, answers Plugin.Activate on its socket, and on
+ * SIGTERM exits 0 leaving no process behind.
+ */
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { descendantsOf, isAlive, waitFor, withLab } from '../lab';
+import { CLI, ensureBuilt } from './support/cluster';
+
+jest.setTimeout(180_000);
+const ctx = withLab({ hosts: ['h1'], features: ['lab', 'etcd', 'nats'] });
+
+function post(socketPath: string, p: string): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath, path: p, method: 'POST' }, (res) => {
+      let data = '';
+      res.on('data', (c) => (data += c));
+      res.on('end', () => resolve(JSON.parse(data)));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('underlay up', () => {
+  beforeAll(() => ensureBuilt(), 180_000);
+
+  it('comes up, answers Plugin.Activate, and on SIGTERM exits leaving no process behind', async () => {
+    const lab = ctx.lab;
+    const stateDir = path.join(lab.dir, 'up');
+    const pluginDir = path.join(lab.dir, 'up-plugins');
+    const proc = lab.spawnIn('h1', process.execPath, [
+      CLI, 'up', '--state-dir', stateDir, '--plugin-dir', pluginDir, '--node', 'h1',
+      '--etcd-port', '32379', '--nats-port', '34222', '--listen', '127.0.0.1:37410',
+    ], { name: 'up' });
+    const sock = path.join(pluginDir, 'underlay.sock');
+    await waitFor(() => fs.readFileSync(proc.logFile, 'utf8').includes('underlay is up'), { timeoutMs: 60_000, what: 'underlay up to print its next steps' });
+    const out = fs.readFileSync(proc.logFile, 'utf8');
+    expect(out).toContain('docker network create -d underlay --ipam-driver underlay');
+    expect(await post(sock, '/Plugin.Activate')).toEqual({ Implements: ['NetworkDriver', 'IpamDriver'] });
+
+    const children = descendantsOf(proc.pid);
+    const names = children.map((c) => c.comm);
+    expect(names).toEqual(expect.arrayContaining(['etcd', 'nats-server']));
+
+    process.kill(proc.pid, 'SIGTERM');
+    const exit = await proc.exited;
+    expect(exit).toEqual({ code: 0, signal: null });
+    await waitFor(() => children.every((c) => !isAlive(c.pid)), { timeoutMs: 15_000, what: 'etcd and nats-server to exit' });
+    expect(fs.existsSync(sock)).toBe(false);
+  });
+
+  it('refuses a bad flag value naming the flag', async () => {
+    const r = await ctx.lab.exec('h1', process.execPath, [CLI, 'up', '--etcd-port', 'http']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--etcd-port (or UNDERLAY_ETCD_PORT)');
+  });
+});
