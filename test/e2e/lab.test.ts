@@ -3,6 +3,7 @@
 // and a teardown that leaves nothing behind. Needs root; fails (never skips)
 // when a required tool is missing.
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import {
   BRIDGE_ADDRESS,
   BUSYBOX_IMAGE,
@@ -155,6 +156,54 @@ describe('e2e lab', () => {
     expect(inSandbox.stdout).toMatch(/\blo\b/);
     expect(inSandbox.stdout).not.toMatch(/\beth1\b/);
   }, 120_000);
+
+  test('a plugin socket put in pluginDir from outside is found by that dockerd only', async () => {
+    const [d1, d2] = dockerds as [Dockerd, Dockerd];
+    const calls: string[] = [];
+    // Minimal remote network driver (Docker plugin protocol v1) served from the root namespace.
+    const server = http.createServer((req, res) => {
+      calls.push(req.url ?? '');
+      req.resume();
+      req.on('end', () => {
+        const body: Record<string, unknown> =
+          req.url === '/Plugin.Activate'
+            ? { Implements: ['NetworkDriver'] }
+            : req.url === '/NetworkDriver.GetCapabilities'
+              ? { Scope: 'local', ConnectivityScope: 'local' }
+              : {};
+        res.setHeader('Content-Type', 'application/vnd.docker.plugins.v1.2+json');
+        res.end(JSON.stringify(body));
+      });
+    });
+    const sock = d1.pluginSocket('labprobe');
+    await new Promise<void>((resolve, reject) => server.listen(sock, resolve).once('error', reject));
+    try {
+      await d1.dockerOk(['network', 'create', '-d', 'labprobe', 'probe']);
+      expect(calls).toEqual(expect.arrayContaining(['/Plugin.Activate', '/NetworkDriver.CreateNetwork']));
+      await d1.dockerOk(['network', 'rm', 'probe']);
+      expect(calls).toContain('/NetworkDriver.DeleteNetwork');
+      // h2's dockerd has its own plugins dir and does not see it. (Asking h2's dockerd for the
+      // driver would take ~15 s of plugin-lookup retries before "not found".)
+      expect(fs.existsSync(d1.sandboxPath('/run/docker/plugins/labprobe.sock'))).toBe(true);
+      expect(fs.existsSync(d2.sandboxPath('/run/docker/plugins/labprobe.sock'))).toBe(false);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      fs.rmSync(sock, { force: true });
+    }
+  }, 60_000);
+
+  test("docker's built-in macvlan on eth1 connects containers across hosts", async () => {
+    // Sanity check that the lab carries macvlan traffic between hosts (container range 192.0.2.0/24).
+    const [d1, d2] = dockerds as [Dockerd, Dockerd];
+    for (const d of dockerds) {
+      await d.dockerOk(['network', 'create', '-d', 'macvlan', '-o', 'parent=eth1', '--subnet', '192.0.2.0/24', 'mv']);
+    }
+    await d2.dockerOk(['run', '-d', '--name', 'target', '--network', 'mv', '--ip', '192.0.2.12', BUSYBOX_IMAGE, 'sleep', '3600']);
+    const out = await timed('macvlan ping across hosts', () =>
+      d1.dockerOk(['run', '--rm', '--network', 'mv', '--ip', '192.0.2.11', BUSYBOX_IMAGE, 'ping', '-c', '1', '-W', '5', '192.0.2.12']),
+    );
+    expect(out).toContain('1 packets received');
+  }, 60_000);
 
   test('destroy leaves no namespace, link, process, mount, cgroup or directory behind', async () => {
     const { lab } = ctx;

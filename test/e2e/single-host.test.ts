@@ -2,25 +2,12 @@
  * One host, real dockerd and a real agent: a macvlan network from underlay, two containers that
  * ping each other, and nothing left behind after `docker network rm`.
  */
-import * as http from 'node:http';
 import { BUSYBOX_IMAGE, runOk, withLab } from '../lab';
-import { containerIp, extraLinks, startCluster, type Cluster } from './support/cluster';
+import { containerIp, extraLinks, pluginPost as post, startCluster, type Cluster } from './support/cluster';
 
 jest.setTimeout(240_000);
 const ctx = withLab({ hosts: ['h1'] });
 let cluster: Cluster;
-
-function post(socketPath: string, path: string, body: string): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath, path, method: 'POST', headers: { Accept: 'application/vnd.docker.plugins.v1.2+json' } }, (res) => {
-      let data = '';
-      res.on('data', (c) => (data += c));
-      res.on('end', () => (res.statusCode === 200 ? resolve(JSON.parse(data)) : reject(new Error(`HTTP ${res.statusCode}: ${data}`))));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 beforeAll(async () => {
   cluster = await startCluster(ctx.lab, [ctx.host('h1')]);

@@ -4,25 +4,12 @@
  * SIGTERM exits 0 leaving no process behind.
  */
 import * as fs from 'node:fs';
-import * as http from 'node:http';
 import * as path from 'node:path';
 import { descendantsOf, isAlive, waitFor, withLab } from '../lab';
-import { CLI, ensureBuilt } from './support/cluster';
+import { CLI, ensureBuilt, pluginPost } from './support/cluster';
 
 jest.setTimeout(180_000);
 const ctx = withLab({ hosts: ['h1'], features: ['lab', 'etcd', 'nats'] });
-
-function post(socketPath: string, p: string): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath, path: p, method: 'POST' }, (res) => {
-      let data = '';
-      res.on('data', (c) => (data += c));
-      res.on('end', () => resolve(JSON.parse(data)));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 describe('underlay up', () => {
   beforeAll(() => ensureBuilt(), 180_000);
@@ -31,6 +18,9 @@ describe('underlay up', () => {
     const lab = ctx.lab;
     const stateDir = path.join(lab.dir, 'up');
     const pluginDir = path.join(lab.dir, 'up-plugins');
+    // A stale socket file from an earlier run must not stop the agent.
+    fs.mkdirSync(pluginDir, { recursive: true });
+    fs.writeFileSync(path.join(pluginDir, 'underlay.sock'), 'stale');
     const proc = lab.spawnIn('h1', process.execPath, [
       CLI, 'up', '--state-dir', stateDir, '--plugin-dir', pluginDir, '--node', 'h1',
       '--etcd-port', '32379', '--nats-port', '34222', '--listen', '127.0.0.1:37410',
@@ -39,7 +29,7 @@ describe('underlay up', () => {
     await waitFor(() => fs.readFileSync(proc.logFile, 'utf8').includes('underlay is up'), { timeoutMs: 60_000, what: 'underlay up to print its next steps' });
     const out = fs.readFileSync(proc.logFile, 'utf8');
     expect(out).toContain('docker network create -d underlay --ipam-driver underlay');
-    expect(await post(sock, '/Plugin.Activate')).toEqual({ Implements: ['NetworkDriver', 'IpamDriver'] });
+    expect(await pluginPost(sock, '/Plugin.Activate')).toEqual({ Implements: ['NetworkDriver', 'IpamDriver'] });
 
     const children = descendantsOf(proc.pid);
     const names = children.map((c) => c.comm);

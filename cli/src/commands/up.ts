@@ -15,6 +15,7 @@ import { openLinkOps } from '@underlay/adapters';
 import { NodeName } from '@underlay/core';
 import { parseFlags, validate, UsageError, type FlagSpec } from '../flags.js';
 import { log, untilSignal } from './run.js';
+import { agentFlags } from './agent.js';
 
 export const upFlags: FlagSpec[] = [
   { key: 'stateDir', flag: 'state-dir', help: 'data of etcd, NATS and the agent (/var/lib/underlay)' },
@@ -22,8 +23,7 @@ export const upFlags: FlagSpec[] = [
   { key: 'etcdPort', flag: 'etcd-port', help: 'etcd client port on 127.0.0.1 (12379)' },
   { key: 'natsPort', flag: 'nats-port', help: 'NATS port on 127.0.0.1 (14222)' },
   { key: 'listen', flag: 'listen', help: 'controller HTTP API HOST:PORT (127.0.0.1:7410)' },
-  { key: 'pluginDir', flag: 'plugin-dir', help: 'where Docker looks for plugin sockets (/run/docker/plugins)' },
-  { key: 'docker', flag: 'docker', help: 'Docker Engine socket (unix:///var/run/docker.sock)' },
+  ...agentFlags.filter((f) => f.key === 'pluginDir' || f.key === 'docker'),
 ];
 
 const port = z.coerce.number().int().min(1, 'must be a port number 1-65535').max(65535, 'must be a port number 1-65535');

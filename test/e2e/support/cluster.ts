@@ -4,6 +4,7 @@
  * the host's network namespace, serving the plugin socket that host's dockerd reads.
  */
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as path from 'node:path';
 import { Controller } from '@underlay/controller';
 import {
@@ -86,4 +87,17 @@ export async function extraLinks(lab: Lab, host: LabHost): Promise<string[]> {
 export async function containerIp(d: Dockerd, name: string, network: string): Promise<string> {
   const out = await d.dockerOk(['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, name]);
   return out.trim();
+}
+
+/** POSTs to a plugin socket as dockerd does; resolves with the decoded JSON of a 200 answer. */
+export function pluginPost(socketPath: string, method: string, body = ''): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath, path: method, method: 'POST', headers: { Accept: 'application/vnd.docker.plugins.v1.2+json' } }, (res) => {
+      let data = '';
+      res.on('data', (c) => (data += c));
+      res.on('end', () => (res.statusCode === 200 ? resolve(JSON.parse(data)) : reject(new Error(`HTTP ${res.statusCode}: ${data}`))));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }
