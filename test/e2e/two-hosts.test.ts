@@ -40,6 +40,14 @@ describe('two hosts', () => {
     const pool = cluster.controller.ipam.state.pools.get(POOL)!;
     const endpoints = [...pool.allocs.values()].filter((x) => x.kind === 'endpoint').map((x) => x.node).sort();
     expect(endpoints).toEqual(['h1', 'h2']);
+    // Each address is bound to the Docker endpoint holding it, and each agent registered its node.
+    const epIds = [...pool.allocs.values()].filter((x) => x.kind === 'endpoint').map((x) => x.endpointId);
+    const dockerEp = (await h1.docker.dockerOk(['inspect', '-f', '{{(index .NetworkSettings.Networks "n1").EndpointID}}', 'ca'])).trim();
+    expect(epIds).toContain(dockerEp);
+    expect(epIds.every((e) => typeof e === 'string' && e.length === 64)).toBe(true);
+    expect([...cluster.controller.ipam.state.nodes.keys()].sort()).toEqual(['h1', 'h2']);
+    // Each host filled its own block: the two addresses come from different /26 blocks.
+    expect([...pool.blocks.values()].map((b) => b.node).sort()).toEqual(['h1', 'h2']);
     expect([...pool.refs].sort()).toEqual(['h1', 'h2']);
 
     // docker rm returns the addresses to the cluster.

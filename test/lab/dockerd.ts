@@ -33,10 +33,9 @@ import {
   httpGet,
   killAll,
   listProcesses,
-  mentionsPath,
+  isLabProcessFor,
   mountsUnder,
   pidsInCgroups,
-  readCmdline,
   readNamespaceInode,
   recordPid,
   removeCgroups,
@@ -203,10 +202,10 @@ export async function startDockerd(lab: Lab, host: LabHost | string, opts: Docke
     const inCg = new Set(pidsInCgroups(cg));
     return listProcesses().filter((p) => {
       if (p.pid === process.pid || p.state === 'Z') return false;
-      if (p.pid === proc.pid) return true;
+      if (p.pid === proc.pid) return p.startTime === proc.ref.startTime;
       if (inCg.has(p.pid)) return true;
       if (mountNsInode && mountNsInode !== ownMnt && readNamespaceInode(p.pid, 'mnt') === mountNsInode) return true;
-      return mentionsPath(readCmdline(p.pid), dir);
+      return isLabProcessFor(p, dir);
     });
   };
 
@@ -240,7 +239,7 @@ export async function startDockerd(lab: Lab, host: LabHost | string, opts: Docke
         throw new Error(`stopping dockerd@${h.name} had problems:\n  - ${problems.join('\n  - ')}\n${proc.describe(20)}`);
       }
     })());
-  lab.onDestroy(`dockerd@${h.name}`, stop);
+  lab.onDestroy(`dockerd@${h.name}`, stop, { beforeProcesses: true });
 
   try {
     await waitFor(

@@ -24,10 +24,9 @@ import {
   isAlive,
   killAll,
   listProcesses,
-  mentionsPath,
+  isLabProcessFor,
   mountsUnder,
   pidsInCgroups,
-  readCmdline,
   readNamespaceInode,
   readProcStat,
   recordPid,
@@ -49,7 +48,9 @@ export const HOST_PARENT_IF = 'eth1';
 /** Where bookkeeping for live labs is kept, so a later run can sweep labs whose owner died. */
 export const LAB_STATE_DIR = '/run/underlay-lab';
 
-const PREFIX_RE = /^[a-z][a-z0-9]{2,7}$/;
+// Always 'ul' + 2..6 chars: cleanup deletes every link/netns starting with the prefix,
+// so a prefix must never be able to match a real interface such as eth0.
+const PREFIX_RE = /^ul[a-z0-9]{2,6}$/;
 const HOST_NAME_RE = /^[a-z0-9][a-z0-9_]{0,15}$/;
 
 export interface LabHost {
@@ -99,10 +100,18 @@ export interface Lab {
   exec(host: LabHost | string, cmd: string, args: readonly string[], opts?: RunOptions): Promise<RunResult>;
   /** exec() that throws (with stderr) on non-zero exit; returns stdout. */
   execOk(host: LabHost | string, cmd: string, args: readonly string[], opts?: RunOptions): Promise<string>;
-  /** Starts a long-running process inside the host's network namespace; stopped by destroy(). */
+  /** Starts a long-running process inside the host's network namespace (e.g. an agent); stopped by destroy(). */
   spawnIn(host: LabHost | string, cmd: string, args: readonly string[], opts?: SpawnInOptions): Proc;
-  /** Registers a cleanup step; destroy() runs them last-registered-first before tearing down the network. */
-  onDestroy(name: string, fn: () => Promise<void> | void): void;
+  /** Starts a long-running process in the root namespace (e.g. a controller); log in `<dir>/logs/<name>.log`; stopped by destroy(). */
+  spawn(cmd: string, args: readonly string[], opts?: SpawnInOptions): Proc;
+  /**
+   * Registers a cleanup step for destroy(). Order of destroy(): steps registered
+   * with `beforeProcesses` (dockerds: they may still call plugins while
+   * shutting down), last-registered first; then processes from spawn/spawnIn,
+   * newest first; then the other steps (etcd, nats ...), last-registered first;
+   * then the sweep of namespaces, links, cgroups, mounts and the directory.
+   */
+  onDestroy(name: string, fn: () => Promise<void> | void, opts?: { beforeProcesses?: boolean }): void;
   /** Processes currently running inside any of the lab's host namespaces. */
   processesInHosts(): ProcInfo[];
   isDestroyed(): boolean;
@@ -115,7 +124,7 @@ export interface Lab {
 }
 
 export interface LabOptions {
-  /** Name prefix (default 'ul' + 4 random hex chars). Must match /^[a-z][a-z0-9]{2,7}$/. */
+  /** Name prefix (default 'ul' + 4 random hex chars). Must match /^ul[a-z0-9]{2,6}$/. */
   prefix?: string;
   /** Parent of the lab directory (default os.tmpdir()). Keep it short: unix socket paths are limited to 107 bytes. */
   baseDir?: string;
@@ -138,7 +147,7 @@ export interface LabOptions {
 export type Feature = 'lab' | 'docker' | 'etcd' | 'nats';
 
 const TOOLS: Record<Feature, string[]> = {
-  lab: ['ip', 'nsenter', 'unshare', 'mount', 'umount', 'busybox'],
+  lab: ['ip', 'nsenter', 'unshare', 'mount', 'umount', 'flock', 'busybox'],
   docker: ['dockerd', 'containerd', 'containerd-shim-runc-v2', 'runc', 'docker'],
   etcd: ['etcd'],
   nats: ['nats-server'],
@@ -194,6 +203,12 @@ export async function linksWithPrefix(prefix: string): Promise<string[]> {
   return names;
 }
 
+/** Links of one lab in the root namespace: exactly `<prefix>br` and `<prefix>v<n>` (so lab 'ul12' never matches lab 'ul1234'). */
+export async function labLinks(prefix: string): Promise<string[]> {
+  const re = new RegExp(`^${prefix}(br|v\\d+)$`);
+  return (await linksWithPrefix(prefix)).filter((n) => re.test(n));
+}
+
 /** Network namespaces (in /run/netns) whose name starts with `<prefix>-`. */
 export function netnsWithPrefix(prefix: string): string[] {
   try {
@@ -241,12 +256,12 @@ export async function findLeftovers(prefix: string, dir?: string): Promise<Lefto
   if (dir) {
     const seen = new Set(procs.map((p) => p.pid));
     for (const p of listProcesses()) {
-      if (!seen.has(p.pid) && p.state !== 'Z' && p.pid !== process.pid && mentionsPath(readCmdline(p.pid), dir)) procs.push(p);
+      if (!seen.has(p.pid) && isLabProcessFor(p, dir)) procs.push(p);
     }
   }
   return {
     netns,
-    links: await linksWithPrefix(prefix),
+    links: await labLinks(prefix),
     mounts: dir ? mountsUnder(dir) : [],
     cgroups: cgroupDirsWithPrefix(`${prefix}-`),
     processes: procs.filter((p) => p.state !== 'Z'),
@@ -304,7 +319,7 @@ export async function sweepLab(prefix: string, dir?: string, keepDir = false): P
   }
 
   // 4. Links in the root namespace: veth root ends first, bridge last.
-  const links = await linksWithPrefix(prefix).catch((e: Error) => {
+  const links = await labLinks(prefix).catch((e: Error) => {
     errors.push(`listing links: ${e.message}`);
     return [] as string[];
   });
@@ -502,7 +517,9 @@ async function createLabLocked(opts: LabOptions, releaseLock: () => Promise<void
 
   const hosts: LabHost[] = [];
   const procs: Proc[] = [];
-  const cleanups: { name: string; fn: () => Promise<void> | void }[] = [];
+  type Cleanup = { name: string; fn: () => Promise<void> | void };
+  const early: Cleanup[] = [];
+  const cleanups: Cleanup[] = [];
   let destroyed = false;
   let teardownStarted = false;
   let destroying: Promise<void> | undefined;
@@ -589,8 +606,21 @@ async function createLabLocked(opts: LabOptions, releaseLock: () => Promise<void
       return p;
     },
 
-    onDestroy(name, fn) {
-      cleanups.push({ name, fn });
+    spawn(cmd, args, o = {}) {
+      checkLive();
+      const name = o.name ?? path.basename(cmd);
+      const p = spawnLogged(cmd, args, {
+        name,
+        logFile: o.logFile ?? path.join(dir, 'logs', `${name}.log`),
+        env: o.env,
+        cwd: o.cwd,
+      });
+      procs.push(p);
+      return p;
+    },
+
+    onDestroy(name, fn, o = {}) {
+      (o.beforeProcesses ? early : cleanups).push({ name, fn });
     },
 
     processesInHosts() {
@@ -605,14 +635,17 @@ async function createLabLocked(opts: LabOptions, releaseLock: () => Promise<void
       destroying ??= (async () => {
         const errors: string[] = [];
         // Cleanup steps and spawned processes run once; the sweep runs again on a retry.
-        while (cleanups.length > 0) {
-          const c = cleanups.pop() as { name: string; fn: () => Promise<void> | void };
-          try {
-            await c.fn();
-          } catch (e) {
-            errors.push(`cleanup '${c.name}': ${(e as Error).message}`);
+        const runSteps = async (list: Cleanup[]): Promise<void> => {
+          while (list.length > 0) {
+            const c = list.pop() as Cleanup;
+            try {
+              await c.fn();
+            } catch (e) {
+              errors.push(`cleanup '${c.name}': ${(e as Error).message}`);
+            }
           }
-        }
+        };
+        await runSteps(early);
         while (procs.length > 0) {
           const p = procs.pop() as Proc;
           try {
@@ -621,6 +654,7 @@ async function createLabLocked(opts: LabOptions, releaseLock: () => Promise<void
             errors.push(`stopping ${p.name}: ${(e as Error).message}`);
           }
         }
+        await runSteps(cleanups);
         errors.push(...(await sweepLab(labPrefix, dir, keepDir)));
         if (errors.length > 0) {
           destroying = undefined; // allow a retry

@@ -84,6 +84,31 @@ export function mentionsPath(cmdline: string, dir: string): boolean {
   return false;
 }
 
+/**
+ * Daemons the lab starts itself (comm is cut at 15 chars). A process that merely
+ * mentions a lab path (a shell, `tail -f` of a log ...) is only treated as
+ * part of the lab if it is one of these or an orphan (parent is init).
+ */
+export const LAB_DAEMON_COMMS: ReadonlySet<string> = new Set([
+  'dockerd',
+  'containerd',
+  'containerd-shim',
+  'runc',
+  'runc:[1:CHILD]',
+  'runc:[2:INIT]',
+  'etcd',
+  'nats-server',
+  'nsenter',
+  'unshare',
+]);
+
+/** A process that mentions `dir` on its command line and is a lab daemon or an orphan. */
+export function isLabProcessFor(p: ProcInfo, dir: string): boolean {
+  if (p.state === 'Z' || p.pid === process.pid) return false;
+  if (!LAB_DAEMON_COMMS.has(p.comm) && p.ppid !== 1) return false;
+  return mentionsPath(readCmdline(p.pid), dir);
+}
+
 /** Inode of one of a process's namespaces (e.g. 'net', 'mnt'), or undefined. */
 export function readNamespaceInode(pid: number | 'self', kind: string): number | undefined {
   try {

@@ -1,5 +1,9 @@
 import {
   IpamEngine,
+  decideBindEndpoint,
+  decideReleaseEmptyBlocks,
+  restore,
+  snapshot,
   decideReleaseAddress,
   decideReleasePool,
   decideRequestAddress,
@@ -43,7 +47,7 @@ describe('IPAM decisions', () => {
     const e1 = run((s) => decideRequestAddress(s, { node: 'a', poolId: a.poolId, address: '', options: mac(1) }));
     const e2 = run((s) => decideRequestAddress(s, { node: 'b', poolId: a.poolId, address: '', options: mac(1) }));
     expect(e1.address).toBe('192.0.2.2/24');
-    expect(e2.address).toBe('192.0.2.3/24');
+    expect(e2.address).toBe('192.0.2.64/24'); // b fills its own /26 block
     // The same handle (node + MAC) again gets the same address.
     const again = run((s) => decideRequestAddress(s, { node: 'a', poolId: a.poolId, address: '', options: mac(1) }));
     expect(again).toEqual(e1);
@@ -126,6 +130,13 @@ describe('fold (property)', () => {
           // dynamic endpoint addresses stay inside --ip-range
         }
       }
+      // Blocks: each owned by one node, listed under it, with a true endpoint count.
+      for (const [net, b] of p.blocks) {
+        expect(p.nodeBlocks.get(b.node)).toContain(net);
+        const size = 1n << BigInt((p.cidr.family === 4 ? 32 : 128) - p.blockPrefix);
+        const inside = [...p.allocs].filter(([v, a]) => v >= net && v < net + size && a.kind === 'endpoint').length;
+        expect(b.endpoints).toBe(inside);
+      }
       const gws = [...p.allocs.values()].filter((a) => a.kind === 'gateway');
       expect(gws.length).toBeLessThanOrEqual(1);
       for (const [h, v] of p.handles) expect(p.allocs.get(v)?.handle).toBe(h);
@@ -144,7 +155,8 @@ describe('fold (property)', () => {
       try {
         if (op < 0.15 || pools.size === 0) {
           const subnet = pick(subnets);
-          const res = run((s) => decideRequestPool(s, { node, space: 'underlay', pool: subnet, subPool: '', options: {}, v6: subnet.includes(':') }), `node:${node}`);
+          const options = { block_size: subnet.includes(':') ? '127' : '30' };
+          const res = run((s) => decideRequestPool(s, { node, space: 'underlay', pool: subnet, subPool: '', options, v6: subnet.includes(':') }), `node:${node}`);
           pools.set(subnet, res.poolId);
           if (r() < 0.5) run((s) => decideRequestAddress(s, { node, poolId: res.poolId, address: '', options: GW }), `node:${node}`);
         } else if (op < 0.65) {
@@ -156,6 +168,9 @@ describe('fold (property)', () => {
           // Either a new address, or the very same allocation repeated under the same handle.
           if (prev) expect(prev.allocSeq).toBe(res.allocSeq);
           live.set(key, { poolId, address: res.address.split('/')[0]!, allocSeq: res.allocSeq, node });
+          if (r() < 0.7) run((s) => decideBindEndpoint(s, { node, poolId, address: res.address.split('/')[0]!, allocSeq: res.allocSeq, endpointId: `ep${step}`, networkId: 'n' }), `node:${node}`);
+        } else if (op < 0.7) {
+          run(() => decideReleaseEmptyBlocks(engine.state, Date.now() + 3_600_000, 0), 'controller');
         } else if (op < 0.9 && live.size > 0) {
           const [key, a] = pick([...live.entries()]);
           const stale = r() < 0.2;
@@ -173,6 +188,7 @@ describe('fold (property)', () => {
         expect((e as Error).message).toMatch(/no free address|unknown pool/);
       }
       checkInvariants(engine.state, new Map());
+      if (step % 97 === 0) expect(describeState(restore(JSON.parse(JSON.stringify(snapshot(engine.state)))))).toEqual(describeState(engine.state));
     }
     // Every live allocation is distinct and present; the log folds back to the same state.
     for (const a of live.values()) {

@@ -9,6 +9,7 @@ export const agentFlags: FlagSpec[] = [
   { key: 'docker', flag: 'docker', help: 'Docker Engine socket (unix:///var/run/docker.sock)' },
   { key: 'pluginDir', flag: 'plugin-dir', help: 'where Docker looks for plugin sockets (/run/docker/plugins)' },
   { key: 'stateDir', flag: 'state-dir', help: 'local state (/var/lib/underlay)' },
+  { key: 'reportIntervalMs', flag: 'report-interval-ms', help: 'how often to report liveness and endpoints (10000)' },
 ];
 
 export async function agentCommand(argv: string[]): Promise<number> {

@@ -129,6 +129,7 @@ export async function upCommand(argv: string[]): Promise<number> {
     const natsUrl = `nats://127.0.0.1:${a.natsPort}`;
     controller = new Controller({ etcd: [`http://127.0.0.1:${a.etcdPort}`], nats: natsUrl, listen: a.listen, name: a.node }, log('controller'));
     await controller.start();
+    await controller.whenLeader();
     agent = new Agent({ node: a.node, nats: natsUrl, docker: a.docker, pluginDir: a.pluginDir, stateDir: dirs.agent }, () => openLinkOps(), log(`agent ${a.node}`));
     await agent.start();
   } catch (e) {

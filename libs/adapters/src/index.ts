@@ -5,3 +5,5 @@ export * from './nats/rpc.js';
 export * from './nats/events.js';
 export { openLinkOps, NetlinkError } from './netlink/index.js';
 export type { LinkOps as NetlinkLinkOps, LinkInfo } from './netlink/index.js';
+export * from './etcd/snapshots.js';
+export * from './nats/consumer.js';

@@ -17,6 +17,10 @@ export const PoolCreated = z.object({
     subPool: cidrString.optional(),
     v6: z.boolean(),
     options: z.record(z.string(), z.string()).default({}),
+    /** Prefix length of the per-node blocks the pool is cut into. */
+    blockPrefix: z.number().int().min(0).max(128),
+    /** With strict affinity a node never borrows addresses from another node's block. */
+    strictAffinity: z.boolean().default(false),
   }),
 });
 
@@ -61,7 +65,39 @@ export const AddressReleased = z.object({
     node: z.string(),
     /** Sequence number of the AddressAllocated event being undone. */
     allocSeq: z.number().int().positive(),
+    /** Why, when not released by its holder: `leak: <rule>`. */
+    reason: z.string().optional(),
   }),
+});
+
+/** A node claims a block of a pool; it fills its own blocks first. */
+export const BlockClaimed = z.object({
+  type: z.literal('BlockClaimed'),
+  data: z.object({ poolId: z.string(), block: cidrString, node: z.string() }),
+});
+
+export const BlockReleased = z.object({
+  type: z.literal('BlockReleased'),
+  data: z.object({ poolId: z.string(), block: cidrString, node: z.string() }),
+});
+
+/** The address is now held by a Docker endpoint (CreateEndpoint on that node). */
+export const EndpointBound = z.object({
+  type: z.literal('EndpointBound'),
+  data: z.object({
+    poolId: z.string(),
+    address: addrString,
+    allocSeq: z.number().int().positive(),
+    endpointId: z.string(),
+    networkId: z.string(),
+    node: z.string(),
+  }),
+});
+
+/** A node agent was seen for the first time (liveness itself is kept in memory, not in the log). */
+export const NodeRegistered = z.object({
+  type: z.literal('NodeRegistered'),
+  data: z.object({ node: z.string(), address: z.string().optional(), version: z.string().optional() }),
 });
 
 export const EventBody = z.discriminatedUnion('type', [
@@ -71,6 +107,10 @@ export const EventBody = z.discriminatedUnion('type', [
   PoolDeleted,
   AddressAllocated,
   AddressReleased,
+  BlockClaimed,
+  BlockReleased,
+  EndpointBound,
+  NodeRegistered,
 ]);
 export type EventBody = z.infer<typeof EventBody>;
 export type EventType = EventBody['type'];
@@ -81,6 +121,10 @@ export const EVENT_TYPES: readonly EventType[] = [
   'PoolDeleted',
   'AddressAllocated',
   'AddressReleased',
+  'BlockClaimed',
+  'BlockReleased',
+  'EndpointBound',
+  'NodeRegistered',
 ];
 
 export const EventMeta = z.object({

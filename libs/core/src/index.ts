@@ -5,6 +5,8 @@ export * from './options.js';
 export * from './ipam/state.js';
 export * from './ipam/decide.js';
 export * from './ipam/engine.js';
+export * from './ipam/leaks.js';
+export * from './ipam/snapshot.js';
 export * from './protocol/ipam.js';
 export * from './protocol/rpc.js';
 export * from './protocol/subjects.js';

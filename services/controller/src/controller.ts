@@ -1,55 +1,154 @@
 /**
- * The controller: the only writer of cluster state. Loads the log from etcd, answers agents over
- * NATS, commits events in groups, publishes them on JetStream, and serves the HTTP API.
+ * The controller: the only writer of cluster state. Several may run; one is leader through an etcd
+ * election, and every write it makes is fenced by the leader key's create revision, so a deposed
+ * leader cannot write. The leader loads the state (snapshot + log), answers agents over NATS,
+ * commits events in groups, publishes them on JetStream, collects leaks and writes snapshots.
+ * Every controller serves the HTTP API.
  */
 import type { Server } from 'node:http';
 import type { Subscription } from '@nats-io/transport-node';
 import {
+  BindEndpointReq,
+  NodeReport,
   ReadEventsReq,
   ReleaseAddressReq,
   ReleasePoolReq,
   RequestAddressReq,
   RequestPoolReq,
+  UnavailableError,
   traceIdOf,
 } from '@underlay/core';
-import { EtcdEventLog, EventPublisher, connectNats, serveRpc, type NatsConnection, type RpcContext } from '@underlay/adapters';
-import { ControllerConfig } from './config.js';
+import {
+  EtcdEventLog,
+  EtcdSnapshots,
+  EventPublisher,
+  connectNats,
+  serveRpc,
+  type Fence,
+  type NatsConnection,
+  type RpcContext,
+} from '@underlay/adapters';
+import { ControllerConfig, type ControllerConfigInput } from './config.js';
 import { IpamService } from './ipam-service.js';
 import { OrderedPublisher } from './publisher.js';
 import { createHttpApi } from './http-api.js';
+import { Collector } from './collector.js';
+import { Snapshotter, loadState } from './snapshots.js';
+import { LeaderElection } from './leader.js';
 
 export type Logger = (msg: string) => void;
+export type Role = 'starting' | 'standby' | 'leader' | 'stopped';
 
 export class Controller {
   readonly config: ControllerConfig;
   readonly log: EtcdEventLog;
+  readonly snaps: EtcdSnapshots;
   readonly ipam: IpamService;
+  readonly snapshotter: Snapshotter;
+  role: Role = 'starting';
+  collector?: Collector;
+  /** Number of times this controller became leader. */
+  terms = 0;
+  private election?: LeaderElection;
   private nc?: NatsConnection;
   private publisher?: OrderedPublisher;
   private subs: Subscription[] = [];
   private http?: Server;
+  private loop?: Promise<void>;
+  private stopped = false;
+  private leaderWaiters: (() => void)[] = [];
   /** The bound HTTP address once started. */
   httpAddress?: { host: string; port: number };
 
-  constructor(config: Partial<ControllerConfig> & Pick<ControllerConfig, 'etcd' | 'nats'>, private readonly logger: Logger = () => {}) {
+  constructor(config: ControllerConfigInput, private readonly logger: Logger = () => {}) {
     this.config = ControllerConfig.parse(config);
     this.log = new EtcdEventLog({ endpoints: this.config.etcd });
-    this.ipam = new IpamService({ log: this.log, onCommitted: (evs) => this.publisher?.enqueue(evs), logger });
+    this.snaps = new EtcdSnapshots(this.log.client);
+    this.ipam = new IpamService({
+      log: this.log,
+      loadState: () => loadState(this.log, this.snaps, logger),
+      onCommitted: (evs) => {
+        this.publisher?.enqueue(evs);
+        this.snapshotter.maybeSnapshot();
+      },
+      fence: () => this.currentFence(),
+      logger,
+    });
+    this.snapshotter = new Snapshotter(this.ipam, this.snaps, this.config.snapshotEvery, logger);
   }
 
+  private currentFence(): Fence {
+    const f = this.role === 'leader' ? this.election?.fence() : undefined;
+    if (!f) throw new UnavailableError(`controller ${this.config.name} is not the leader`);
+    return f;
+  }
+
+  /** Starts the HTTP API and the campaign; resolves once this controller is leader or standby. */
   async start(): Promise<void> {
-    await this.ipam.load();
-    this.logger(`state loaded from etcd at seq ${this.ipam.state.seq}`);
     this.nc = await connectNats(this.config.nats, `underlay-controller-${this.config.name}`);
     this.publisher = new OrderedPublisher(await EventPublisher.open(this.nc), this.log, this.logger);
-    await this.publisher.catchUp();
+    await this.startHttp();
+    this.role = 'standby';
+    this.loop = this.leadLoop();
+  }
+
+  /** Resolves when this controller is leader and serving. */
+  whenLeader(): Promise<void> {
+    if (this.role === 'leader') return Promise.resolve();
+    return new Promise((r) => this.leaderWaiters.push(r));
+  }
+
+  private async leadLoop(): Promise<void> {
+    while (!this.stopped) {
+      const election = new LeaderElection({ client: this.log.client, name: this.config.name, ttlSeconds: this.config.leaseTtlSeconds, logger: this.logger });
+      this.election = election;
+      let lost!: (reason: string) => void;
+      const lostP = new Promise<string>((r) => (lost = r));
+      election.onLost((reason) => lost(reason));
+      try {
+        await election.campaign();
+      } catch (e) {
+        if (this.stopped) break;
+        this.logger(`campaign failed: ${(e as Error).message}; retrying`);
+        await new Promise((r) => setTimeout(r, 500));
+        continue;
+      }
+      if (this.stopped) break;
+      try {
+        await this.lead();
+        this.terms++;
+        this.logger(`leader (term ${this.terms}) at seq ${this.ipam.state.seq}`);
+        for (const w of this.leaderWaiters.splice(0)) w();
+        const reason = await Promise.race([lostP, this.stoppedP]);
+        if (!this.stopped) this.logger(`leadership lost: ${reason}`);
+      } catch (e) {
+        this.logger(`failed to take over as leader: ${(e as Error).message}`);
+      } finally {
+        await this.stepDown();
+        await election.stop().catch(() => {});
+      }
+    }
+  }
+
+  private stopSignal!: (reason: string) => void;
+  private readonly stoppedP = new Promise<string>((r) => (this.stopSignal = r));
+
+  /** Becomes the serving leader: load state, catch up the stream, answer requests, collect. */
+  private async lead(): Promise<void> {
+    await this.ipam.load();
+    this.role = 'leader';
+    this.snapshotter.reset(this.ipam.state.seq);
+    await this.publisher!.catchUp();
+    const nc = this.nc!;
     const ctx = (req: { node: string }, rc: RpcContext) => ({ actor: `node:${req.node}`, traceId: traceIdOf(rc.traceparent) });
     this.subs.push(
-      serveRpc(this.nc, 'requestPool', RequestPoolReq, (r, rc) => this.ipam.requestPool(r, ctx(r, rc))),
-      serveRpc(this.nc, 'releasePool', ReleasePoolReq, (r, rc) => this.ipam.releasePool(r, ctx(r, rc))),
-      serveRpc(this.nc, 'requestAddress', RequestAddressReq, (r, rc) => this.ipam.requestAddress(r, ctx(r, rc))),
-      serveRpc(this.nc, 'releaseAddress', ReleaseAddressReq, (r, rc) => this.ipam.releaseAddress(r, ctx(r, rc))),
-      serveRpc(this.nc, 'readEvents', ReadEventsReq, async (r) => {
+      serveRpc(nc, 'requestPool', RequestPoolReq, (r, rc) => this.ipam.requestPool(r, ctx(r, rc))),
+      serveRpc(nc, 'releasePool', ReleasePoolReq, (r, rc) => this.ipam.releasePool(r, ctx(r, rc))),
+      serveRpc(nc, 'requestAddress', RequestAddressReq, (r, rc) => this.ipam.requestAddress(r, ctx(r, rc))),
+      serveRpc(nc, 'releaseAddress', ReleaseAddressReq, (r, rc) => this.ipam.releaseAddress(r, ctx(r, rc))),
+      serveRpc(nc, 'bindEndpoint', BindEndpointReq, (r, rc) => this.ipam.bindEndpoint(r, ctx(r, rc))),
+      serveRpc(nc, 'nodeReport', NodeReport, (r, rc) => this.ipam.nodeReport(r, ctx(r, rc))),
+      serveRpc(nc, 'readEvents', ReadEventsReq, async (r) => {
         const out = [];
         for await (const page of this.log.read(r.fromSeq, r.limit)) {
           out.push(...page);
@@ -58,16 +157,36 @@ export class Controller {
         return { events: out.slice(0, r.limit) };
       }),
     );
-    await this.nc.flush();
+    await nc.flush();
+    const c = this.config;
+    this.collector = new Collector(
+      this.ipam,
+      { intervalMs: c.collectIntervalMs, blockGraceMs: c.blockGraceMs, leakPolicy: { unboundGraceMs: c.unboundGraceMs, reportSlackMs: c.reportSlackMs, nodeExpiredMs: c.nodeExpiredMs } },
+      Date.now(),
+      this.logger,
+    );
+    this.collector.start();
+  }
+
+  private async stepDown(): Promise<void> {
+    if (this.role === 'leader') this.role = this.stopped ? 'stopped' : 'standby';
+    for (const s of this.subs) s.unsubscribe();
+    this.subs = [];
+    await this.collector?.stop();
+    this.collector = undefined;
+    await this.nc?.flush().catch(() => {});
+  }
+
+  private async startHttp(): Promise<void> {
     const [host, port] = splitHostPort(this.config.listen);
-    this.http = createHttpApi(this.ipam, this.log);
+    this.http = createHttpApi(this.ipam, this.log, () => ({ role: this.role, name: this.config.name }));
     await new Promise<void>((resolve, reject) => {
       this.http!.once('error', reject);
       this.http!.listen(port, host, () => resolve());
     });
     const addr = this.http.address();
     if (addr && typeof addr === 'object') this.httpAddress = { host: addr.address, port: addr.port };
-    this.logger(`controller ready: NATS ${this.config.nats}, HTTP ${this.httpAddress?.host}:${this.httpAddress?.port}`);
+    this.logger(`controller ${this.config.name}: NATS ${this.config.nats}, HTTP ${this.httpAddress?.host}:${this.httpAddress?.port}`);
   }
 
   /** Waits until every committed event has been handed to JetStream. */
@@ -76,8 +195,12 @@ export class Controller {
   }
 
   async stop(): Promise<void> {
-    for (const s of this.subs) s.unsubscribe();
-    this.subs = [];
+    if (this.stopped) return;
+    this.stopped = true;
+    this.stopSignal('stopping');
+    await this.election?.stop().catch(() => {});
+    await this.loop;
+    this.role = 'stopped';
     this.publisher?.stop();
     await this.publisher?.flush();
     if (this.http) {

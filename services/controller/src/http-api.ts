@@ -7,7 +7,7 @@ import { describe as describeState } from '@underlay/core';
 import type { EtcdEventLog } from '@underlay/adapters';
 import type { IpamService } from './ipam-service.js';
 
-export function createHttpApi(ipam: IpamService, log: EtcdEventLog): http.Server {
+export function createHttpApi(ipam: IpamService, log: EtcdEventLog, status: () => { role: string; name: string }): http.Server {
   return http.createServer((req, res) => {
     const send = (code: number, body: unknown) => {
       res.writeHead(code, { 'content-type': 'application/json' });
@@ -17,8 +17,11 @@ export function createHttpApi(ipam: IpamService, log: EtcdEventLog): http.Server
     void (async () => {
       try {
         if (req.method !== 'GET') return send(405, { error: 'method not allowed' });
-        if (u.pathname === '/healthz') return send(200, { ok: true, seq: ipam.state.seq });
-        if (u.pathname === '/v1/ipam') return send(200, describeState(ipam.state));
+        if (u.pathname === '/healthz') return send(200, { ok: true, ...status(), seq: ipam.state.seq });
+        if (u.pathname === '/v1/ipam') {
+          if (status().role !== 'leader') return send(503, { error: 'this controller is a standby; ask the leader' });
+          return send(200, describeState(ipam.state));
+        }
         if (u.pathname === '/v1/events') {
           const since = Number(u.searchParams.get('since') ?? '0');
           if (!Number.isInteger(since) || since < 0) return send(400, { error: 'since must be a whole number ≥ 0' });

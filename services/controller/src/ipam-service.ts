@@ -5,6 +5,8 @@
  */
 import {
   IpamEngine,
+  decideBindEndpoint,
+  decideNodeHello,
   decideReleaseAddress,
   decideReleasePool,
   decideRequestAddress,
@@ -14,6 +16,9 @@ import {
   type ClusterEvent,
   type Decision,
   type IpamState,
+  type BindEndpointReq,
+  type NodeLiveness,
+  type NodeReport,
   type ReleaseAddressReq,
   type ReleasePoolReq,
   type RequestAddressReq,
@@ -29,6 +34,8 @@ export interface RequestContext {
 
 export interface IpamServiceOptions {
   log: EtcdEventLog;
+  /** Loads the starting state: the latest snapshot folded forward with the log (default: the whole log). */
+  loadState?: () => Promise<IpamState>;
   onCommitted?: (events: ClusterEvent[]) => void;
   fence?: () => Fence | undefined;
   logger?: (msg: string) => void;
@@ -43,7 +50,7 @@ export class IpamService {
 
   /** Rebuilds the state from the log in etcd. */
   async load(): Promise<void> {
-    const state = fold(await this.opts.log.readAll());
+    const state = this.opts.loadState ? await this.opts.loadState() : fold(await this.opts.log.readAll());
     this.engine.state = state;
     this.committer = new GroupCommitter(
       this.opts.log,
@@ -74,7 +81,26 @@ export class IpamService {
     return this.committer.transactions;
   }
 
-  private async run<R>(decide: (s: IpamState) => Decision<R>, ctx: RequestContext): Promise<R> {
+  /** Last committed seq (events up to here are durable). */
+  get committedSeq(): number {
+    return this.committer.committedSeq;
+  }
+
+  /** Resolves once everything up to `seq` is durable (rejects if that commit failed). */
+  waitCommitted(seq: number): Promise<void> {
+    return this.committer.waitFor(seq);
+  }
+
+  /** Resolves once everything decided so far is durable. */
+  settled(): Promise<void> {
+    return this.committer.waitFor(this.engine.state.seq);
+  }
+
+  /** What the controller knows of each node's liveness (memory only; rebuilt from reports after a restart). */
+  readonly liveness = new Map<string, NodeLiveness>();
+
+  /** Decides with the current state and commits: for the collector and other internal actors. */
+  async run<R>(decide: (s: IpamState) => Decision<R>, ctx: RequestContext): Promise<R> {
     await this.gate;
     let decided: { events: ClusterEvent[]; result: R };
     try {
@@ -103,5 +129,13 @@ export class IpamService {
   }
   releaseAddress(req: ReleaseAddressReq, ctx: RequestContext) {
     return this.run((s) => decideReleaseAddress(s, req), ctx);
+  }
+  bindEndpoint(req: BindEndpointReq, ctx: RequestContext) {
+    return this.run((s) => decideBindEndpoint(s, req), ctx);
+  }
+  async nodeReport(req: NodeReport, ctx: RequestContext, nowMs = Date.now()) {
+    await this.run((s) => decideNodeHello(s, req), ctx);
+    this.liveness.set(req.node, { lastSeenMs: nowMs, report: { atMs: nowMs, endpoints: new Set(req.endpoints) } });
+    return {};
   }
 }

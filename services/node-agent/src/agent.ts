@@ -5,7 +5,7 @@
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
 import { RpcClient, connectNats, type NatsConnection } from '@underlay/adapters';
-import { plugin } from '@underlay/core';
+import { EmptyRes, plugin } from '@underlay/core';
 import { AgentConfig } from './config.js';
 import { KeyedMutex, type DriverContext } from './driver/context.js';
 import * as ipam from './driver/ipam.js';
@@ -17,6 +17,7 @@ import { LocalStore } from './driver/store.js';
 import { createPluginServer, listenOnSocket, type Routes } from './plugin-server.js';
 
 export type Logger = (msg: string) => void;
+export const AGENT_VERSION = '0.1.0';
 
 export function pluginRoutes(ctx: DriverContext): Routes {
   const noop = () => ({});
@@ -52,6 +53,8 @@ export class Agent {
   private nc?: NatsConnection;
   private server?: Server;
   private links?: LinkOps;
+  private reportTimer?: NodeJS.Timeout;
+  private ctx?: DriverContext;
   socketPath?: string;
 
   constructor(
@@ -75,12 +78,30 @@ export class Agent {
       lock: new KeyedMutex(),
       log: this.logger,
     };
+    this.ctx = ctx;
     this.server = createPluginServer(pluginRoutes(ctx), this.logger);
     this.socketPath = await listenOnSocket(this.server, this.config.pluginDir);
     this.logger(`agent ${this.config.node} serving ${this.socketPath}`);
+    void this.report();
+    this.reportTimer = setInterval(() => void this.report(), this.config.reportIntervalMs);
+    this.reportTimer.unref();
+  }
+
+  /** Tells the controller this node is alive and which endpoints its Docker holds (the leak rules rely on it). */
+  async report(): Promise<void> {
+    const ctx = this.ctx;
+    if (!ctx) return;
+    try {
+      await ctx.controller.call('nodeReport', { node: ctx.node, version: AGENT_VERSION, endpoints: [...ctx.store.endpoints.keys()] }, EmptyRes, {
+        deadlineMs: this.config.reportIntervalMs,
+      });
+    } catch (e) {
+      this.logger(`report to the controller failed: ${(e as Error).message}`);
+    }
   }
 
   async stop(): Promise<void> {
+    if (this.reportTimer) clearInterval(this.reportTimer);
     if (this.server) {
       const closed = new Promise<void>((r) => this.server!.close(() => r()));
       this.server.closeAllConnections();

@@ -49,6 +49,7 @@ export async function startCluster(lab: Lab, hosts: LabHost[]): Promise<Cluster>
   const [etcd, nats] = await Promise.all([startLabEtcd(lab), startLabNats(lab)]);
   const controller = new Controller({ etcd: [etcd.url], nats: nats.url, listen: '127.0.0.1:0', name: 'e2e' });
   await controller.start();
+  await controller.whenLeader();
   lab.onDestroy('controller', () => controller.stop());
   const cluster: Cluster = {
     lab,

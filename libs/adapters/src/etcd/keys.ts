@@ -6,4 +6,11 @@ export const keys = {
   event: (seq: number) => `${ROOT}events/${String(seq).padStart(16, '0')}`,
   /** The log head: {"seq": N}. Every append compares it, so two writers can never both succeed. */
   head: `${ROOT}head`,
+  /** Latest snapshot manifest: {"seq": N, "parts": P, "bytes": B}. */
+  snapshot: `${ROOT}snapshot`,
+  /** Snapshot chunks: /underlay/v1/snapshots/<seq 16 digits>/<part 4 digits> → a slice of the snapshot JSON. */
+  snapshotPrefix: `${ROOT}snapshots/`,
+  snapshotPart: (seq: number, part: number) => `${ROOT}snapshots/${String(seq).padStart(16, '0')}/${String(part).padStart(4, '0')}`,
+  /** The leader key (value: controller name; its create revision fences every append). */
+  leader: `${ROOT}leader`,
 } as const;

@@ -9,12 +9,14 @@ import { type Cidr, contains, formatCidr, formatValue, overlaps, parseCidr, tryP
 import {
   GATEWAY_REQUEST_TYPE,
   MAC_OPTION,
+  type BindEndpointReq,
+  type NodeHello,
   type ReleaseAddressReq,
   type ReleasePoolReq,
   type RequestAddressReq,
   type RequestPoolReq,
 } from '../protocol/ipam.js';
-import type { IpamState, Pool } from './state.js';
+import { blockOf, blockRange, blockSize, formatBlock, type IpamState, type Pool } from './state.js';
 
 export interface Decision<R> {
   events: EventBody[];
@@ -23,6 +25,29 @@ export interface Decision<R> {
 
 /** `--ipam-opt space=NAME` places a pool in its own address space (the same subnet on two VLANs). */
 export const SPACE_OPTION = 'space';
+/** `--ipam-opt block_size=26`: prefix length of the per-node blocks (default /26 for IPv4, /122 for IPv6). */
+export const BLOCK_SIZE_OPTION = 'block_size';
+/** `--ipam-opt strict_affinity=true`: a node never borrows from another node's block. */
+export const STRICT_AFFINITY_OPTION = 'strict_affinity';
+export const DEFAULT_BLOCK_PREFIX = { 4: 26, 6: 122 } as const;
+
+function blockPrefixOption(options: Record<string, string>, family: 4 | 6): number {
+  const raw = options[BLOCK_SIZE_OPTION];
+  if (raw === undefined || raw === '') return DEFAULT_BLOCK_PREFIX[family];
+  const m = /^\/?(\d{1,3})$/.exec(raw.trim());
+  const max = family === 4 ? 32 : 128;
+  if (!m || Number(m[1]) > max) {
+    throw new InvalidArgumentError(`--ipam-opt ${BLOCK_SIZE_OPTION}=${raw} is not valid: give a prefix length from 0 to ${max}, for example ${BLOCK_SIZE_OPTION}=${DEFAULT_BLOCK_PREFIX[family]}`);
+  }
+  return Number(m[1]);
+}
+
+function strictOption(options: Record<string, string>): boolean {
+  const raw = options[STRICT_AFFINITY_OPTION];
+  if (raw === undefined || raw === '' || raw === 'false') return false;
+  if (raw === 'true') return true;
+  throw new InvalidArgumentError(`--ipam-opt ${STRICT_AFFINITY_OPTION}=${raw} is not valid: use true or false`);
+}
 
 export const poolIdOf = (space: string, cidr: string): string => `${space}/${cidr}`;
 
@@ -68,9 +93,11 @@ export function decideRequestPool(state: IpamState, req: RequestPoolReq): Decisi
     }
   }
   const options = { ...req.options };
+  const blockPrefix = blockPrefixOption(options, cidr.family);
+  const strictAffinity = strictOption(options);
   return {
     events: [
-      { type: 'PoolCreated', data: { poolId, space, cidr: cidrText, subPool: subText, v6: req.v6, options } },
+      { type: 'PoolCreated', data: { poolId, space, cidr: cidrText, subPool: subText, v6: req.v6, options, blockPrefix, strictAffinity } },
       { type: 'PoolRefAdded', data: { poolId, node: req.node } },
     ],
     result: { poolId, pool: cidrText },
@@ -157,13 +184,62 @@ export function decideRequestAddress(state: IpamState, req: RequestAddressReq): 
     if (a) throw new ConflictError(`address ${req.address} is already in use by ${holderText(p, v)}`);
     return alloc(v, mac ? 'endpoint' : 'aux', true, handle);
   }
-  const size = p.last - p.first + 1n;
-  let v = p.cursor < p.first || p.cursor > p.last ? p.first : p.cursor;
-  for (let i = 0n; i < size; i++) {
-    if (!p.allocs.has(v)) return alloc(v, 'endpoint', false, handle);
-    v = v >= p.last ? p.first : v + 1n;
+  const found = findInBlocks(p, req.node);
+  if (!found) {
+    throw new ExhaustedError(
+      p.strictAffinity
+        ? `no free address in ${p.subPoolText ?? p.cidrText} for node ${req.node}: its blocks are full and no block is left to claim (strict affinity)`
+        : `no free address in ${p.subPoolText ?? p.cidrText}`,
+    );
   }
-  throw new ExhaustedError(`no free address in ${p.subPoolText ?? p.cidrText}`);
+  const d = alloc(found.value, 'endpoint', false, handle);
+  if (found.claim) d.events.unshift({ type: 'BlockClaimed', data: { poolId: p.poolId, block: formatBlock(p, found.claim), node: req.node } });
+  // A claim comes first, so the allocation's seq is one later.
+  if (found.claim) d.result.allocSeq = nextSeq + 1;
+  return d;
+}
+
+/** First free address in [first, last], starting at `from` and wrapping. */
+function freeIn(p: Pool, first: bigint, last: bigint, from: bigint = first): bigint | undefined {
+  const start = from < first || from > last ? first : from;
+  for (let v = start; v <= last; v++) if (!p.allocs.has(v)) return v;
+  for (let v = first; v < start; v++) if (!p.allocs.has(v)) return v;
+  return undefined;
+}
+
+/** Pools with at most this many blocks are searched whole for an unclaimed block. */
+const FULL_SEARCH_BLOCKS = 1n << 16n;
+
+/**
+ * Where a node's next address comes from: its own blocks first (in claim order), then a newly
+ * claimed block, then (unless strict affinity) a free address borrowed from another node's block.
+ */
+function findInBlocks(p: Pool, node: string): { value: bigint; claim?: bigint } | undefined {
+  for (const net of p.nodeBlocks.get(node) ?? []) {
+    const b = p.blocks.get(net)!;
+    const r = blockRange(p, net);
+    const v = r && freeIn(p, r.first, r.last, b.cursor);
+    if (v !== undefined) return { value: v };
+  }
+  const step = blockSize(p);
+  const firstBlock = blockOf(p, p.first);
+  const total = (blockOf(p, p.last) - firstBlock) / step + 1n;
+  const limit = total <= FULL_SEARCH_BLOCKS ? total : BigInt(p.blocks.size) + 1024n;
+  let net = firstBlock;
+  for (let i = 0n; i < limit && net <= p.last; i++, net += step) {
+    if (p.blocks.has(net)) continue;
+    const r = blockRange(p, net);
+    const v = r && freeIn(p, r.first, r.last);
+    if (v !== undefined) return { value: v, claim: net };
+  }
+  if (p.strictAffinity) return undefined;
+  for (const [bnet, b] of p.blocks) {
+    if (b.node === node) continue;
+    const r = blockRange(p, bnet);
+    const v = r && freeIn(p, r.first, r.last, b.cursor);
+    if (v !== undefined) return { value: v };
+  }
+  return undefined;
 }
 
 export function decideReleaseAddress(state: IpamState, req: ReleaseAddressReq): Decision<Record<string, never>> {
@@ -180,4 +256,47 @@ export function decideReleaseAddress(state: IpamState, req: ReleaseAddressReq): 
   const othersLeft = [...p.allocs].some(([v, x]) => x.kind === 'endpoint' && v !== a.value);
   if (p.refs.size === 0 && !othersLeft) events.push({ type: 'PoolDeleted', data: { poolId: p.poolId } });
   return { events, result: {} };
+}
+
+/** CreateEndpoint on a node: the address is now held by that endpoint. */
+export function decideBindEndpoint(state: IpamState, req: BindEndpointReq): Decision<{ bound: boolean }> {
+  const p = state.pools.get(req.poolId);
+  const a = p ? tryParseAddr(req.address) : undefined;
+  const cur = p && a ? p.allocs.get(a.value) : undefined;
+  if (!p || !a || !cur || cur.kind !== 'endpoint' || (req.allocSeq !== undefined && req.allocSeq !== cur.seq)) {
+    return { events: [], result: { bound: false } };
+  }
+  if (cur.endpointId === req.endpointId) return { events: [], result: { bound: true } };
+  return {
+    events: [
+      {
+        type: 'EndpointBound',
+        data: { poolId: p.poolId, address: formatValue(p.cidr.family, a.value), allocSeq: cur.seq, endpointId: req.endpointId, networkId: req.networkId, node: req.node },
+      },
+    ],
+    result: { bound: true },
+  };
+}
+
+/** An agent says hello (on start and with each report): registered once, re-registered when its details change. */
+export function decideNodeHello(state: IpamState, req: NodeHello): Decision<Record<string, never>> {
+  const n = state.nodes.get(req.node);
+  if (n && n.address === req.address && n.version === req.version) return { events: [], result: {} };
+  return { events: [{ type: 'NodeRegistered', data: { node: req.node, address: req.address, version: req.version } }], result: {} };
+}
+
+/** Blocks that have held no endpoint for longer than the grace period go back to the pool. */
+export function decideReleaseEmptyBlocks(state: IpamState, nowMs: number, graceMs: number): Decision<{ released: string[] }> {
+  const events: EventBody[] = [];
+  const released: string[] = [];
+  for (const p of state.pools.values()) {
+    for (const b of p.blocks.values()) {
+      if (b.endpoints !== 0 || b.emptySince === undefined) continue;
+      if (nowMs - Date.parse(b.emptySince) < graceMs) continue;
+      const block = formatBlock(p, b.network);
+      events.push({ type: 'BlockReleased', data: { poolId: p.poolId, block, node: b.node } });
+      released.push(`${p.poolId} ${block}`);
+    }
+  }
+  return { events, result: { released } };
 }

@@ -53,3 +53,28 @@ export const ReleaseAddressReq = z.object({
 export type ReleaseAddressReq = z.infer<typeof ReleaseAddressReq>;
 
 export const EmptyRes = z.object({});
+
+/** CreateEndpoint: tie an allocated address to the Docker endpoint holding it. */
+export const BindEndpointReq = z.object({
+  node: NodeName,
+  poolId: z.string().min(1),
+  address: z.string().min(1),
+  allocSeq: z.number().int().positive().optional(),
+  endpointId: z.string().min(1),
+  networkId: z.string().min(1),
+});
+export type BindEndpointReq = z.infer<typeof BindEndpointReq>;
+export const BindEndpointRes = z.object({ bound: z.boolean() });
+
+export const NodeHello = z.object({
+  node: NodeName,
+  address: z.string().optional(),
+  version: z.string().optional(),
+});
+export type NodeHello = z.infer<typeof NodeHello>;
+
+/** An agent's periodic report: it is alive, and these are every endpoint its Docker holds now. */
+export const NodeReport = NodeHello.extend({
+  endpoints: z.array(z.string()),
+});
+export type NodeReport = z.infer<typeof NodeReport>;

@@ -7,6 +7,9 @@ export const rpc = {
   releasePool: 'underlay.rpc.v1.ipam.releasePool',
   requestAddress: 'underlay.rpc.v1.ipam.requestAddress',
   releaseAddress: 'underlay.rpc.v1.ipam.releaseAddress',
+  bindEndpoint: 'underlay.rpc.v1.ipam.bindEndpoint',
+  /** An agent's liveness and the endpoints it holds (every --report-interval). */
+  nodeReport: 'underlay.rpc.v1.node.report',
   /** Read committed events from the log (for consumers that see a gap). */
   readEvents: 'underlay.rpc.v1.events.read',
 } as const;

@@ -1,6 +1,7 @@
 /** NetworkDriver.CreateEndpoint / DeleteEndpoint / EndpointOperInfo (libnetwork: macvlan_endpoint.go). */
 import { InvalidArgumentError, NotFoundError, macFromIPv4, parseAddrWithPrefix, plugin } from '@underlay/core';
 import type { DriverContext } from './context.js';
+import { bindEndpoint } from './ipam.js';
 
 export async function createEndpoint(ctx: DriverContext, raw: unknown): Promise<{ Interface?: { MacAddress: string } }> {
   const req = plugin.CreateEndpointRequest.parse(raw);
@@ -22,6 +23,7 @@ export async function createEndpoint(ctx: DriverContext, raw: unknown): Promise<
       addressV6: iface.AddressIPv6 || undefined,
       mac,
     });
+    await bindEndpoint(ctx, req.NetworkID, req.EndpointID, [iface.Address, iface.AddressIPv6], iface.MacAddress || undefined);
     return answer;
   });
 }

@@ -3,6 +3,8 @@ import {
   RequestAddressRes,
   RequestPoolRes,
   EmptyRes,
+  BindEndpointRes,
+  MAC_OPTION,
   newTraceparent,
   plugin,
 } from '@underlay/core';
@@ -37,8 +39,10 @@ export async function releasePool(ctx: DriverContext, raw: unknown) {
 
 export async function requestAddress(ctx: DriverContext, raw: unknown) {
   const r = plugin.RequestAddressRequest.parse(raw);
-  const res = await ctx.controller.call('requestAddress', { node: ctx.node, poolId: r.PoolID, address: r.Address, options: r.Options ?? {} }, RequestAddressRes);
-  ctx.store.setAlloc(r.PoolID, res.address.split('/')[0]!, res.allocSeq);
+  const options = r.Options ?? {};
+  const res = await ctx.controller.call('requestAddress', { node: ctx.node, poolId: r.PoolID, address: r.Address, options }, RequestAddressRes);
+  const mac = options[MAC_OPTION]?.toLowerCase();
+  ctx.store.setAlloc(r.PoolID, res.address.split('/')[0]!, { seq: res.allocSeq, ...(mac ? { mac } : {}) });
   return { Address: res.address, Data: {} };
 }
 
@@ -48,4 +52,15 @@ export async function releaseAddress(ctx: DriverContext, raw: unknown) {
   await ctx.controller.call('releaseAddress', { node: ctx.node, poolId: r.PoolID, address: r.Address, allocSeq }, EmptyRes);
   ctx.store.setAlloc(r.PoolID, r.Address, undefined);
   return {};
+}
+
+/** CreateEndpoint: tell the controller which endpoint holds each address, so it is never taken for a leak. */
+export async function bindEndpoint(ctx: DriverContext, networkId: string, endpointId: string, cidrs: (string | undefined)[], mac?: string): Promise<void> {
+  for (const cidr of cidrs) {
+    if (!cidr) continue;
+    const address = cidr.split('/')[0]!;
+    const a = ctx.store.findAlloc(address, mac);
+    if (!a) continue;
+    await ctx.controller.call('bindEndpoint', { node: ctx.node, poolId: a.poolId, address, allocSeq: a.seq, endpointId, networkId }, BindEndpointRes);
+  }
 }

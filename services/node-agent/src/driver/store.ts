@@ -36,7 +36,9 @@ export const EndpointRecord = z.object({
 });
 export type EndpointRecord = z.infer<typeof EndpointRecord>;
 
-export const AllocRecord = z.record(z.string(), z.number());
+/** `<poolId>|<address>` → the allocation's seq and the MAC Docker sent with the request. */
+export const AllocRecord = z.record(z.string(), z.object({ seq: z.number(), mac: z.string().optional() }));
+export type AllocInfo = { poolId: string; address: string; seq: number; mac?: string };
 
 function writeAtomic(file: string, data: unknown): void {
   const tmp = `${file}.tmp-${process.pid}`;
@@ -58,8 +60,8 @@ function readDir<T>(dir: string, schema: z.ZodType<T>): Map<string, T> {
 export class LocalStore {
   readonly networks: Map<string, NetworkRecord>;
   readonly endpoints: Map<string, EndpointRecord>;
-  /** `<poolId>|<address>` → allocation seq, so releases carry it. */
-  readonly allocs: Map<string, number>;
+  /** `<poolId>|<address>` → allocation seq (so releases carry it) and MAC (to find it at CreateEndpoint). */
+  readonly allocs: Map<string, { seq: number; mac?: string }>;
   private readonly netDir: string;
   private readonly epDir: string;
   private readonly allocFile: string;
@@ -91,13 +93,25 @@ export class LocalStore {
     fs.rmSync(path.join(this.epDir, `${id}.json`), { force: true });
     this.endpoints.delete(id);
   }
-  setAlloc(poolId: string, address: string, seq: number | undefined): void {
+  setAlloc(poolId: string, address: string, info: { seq: number; mac?: string } | undefined): void {
     const k = `${poolId}|${address}`;
-    if (seq === undefined) this.allocs.delete(k);
-    else this.allocs.set(k, seq);
+    if (info === undefined) this.allocs.delete(k);
+    else this.allocs.set(k, info);
     writeAtomic(this.allocFile, Object.fromEntries(this.allocs));
   }
   allocSeq(poolId: string, address: string): number | undefined {
-    return this.allocs.get(`${poolId}|${address}`);
+    return this.allocs.get(`${poolId}|${address}`)?.seq;
+  }
+  /** The allocation Docker made for this address (and MAC, which tells apart the same address in two address spaces). */
+  findAlloc(address: string, mac?: string): AllocInfo | undefined {
+    let any: AllocInfo | undefined;
+    for (const [k, v] of this.allocs) {
+      const i = k.lastIndexOf('|');
+      if (k.slice(i + 1) !== address) continue;
+      const info = { poolId: k.slice(0, i), address, ...v };
+      if (mac && v.mac === mac.toLowerCase()) return info;
+      any ??= info;
+    }
+    return any;
   }
 }

@@ -1,0 +1,268 @@
+/**
+ * Reads the stream of committed events in order, exactly once per event seq, with no gaps.
+ *
+ * JetStream is the fast path; etcd (through the controller's `readEvents` RPC) is the truth. The
+ * consumer keeps `lastSeq`, the seq of the last event handed to `onEvent`, and for every message:
+ *  - `seq <= lastSeq`: a duplicate (republish, overlap after a re-subscribe): skipped;
+ *  - `seq == lastSeq + 1`: delivered;
+ *  - `seq > lastSeq + 1`: a gap (message deleted or never stored): the missing range is re-read
+ *    from the controller in pages and delivered first, then this one.
+ * It reads with an ordered (ephemeral, no-ack) pull consumer, fetching in bounded batches so a slow
+ * `onEvent` never makes it buffer the whole stream. Whenever anything breaks (stream missing,
+ * consumer deleted, heartbeats lost, RPC failed, `onEvent` threw) it throws the consumer away and
+ * starts a new one after `lastSeq`, with bounded exponential backoff.
+ *
+ * Stream seqs are not event seqs (the stream may have been created earlier, purged, or have gaps),
+ * so the starting point is found by a binary search over the stream reading the `Underlay-Seq`
+ * header. The search only has to be close: starting early costs skipped duplicates and starting late
+ * costs a gap re-read, so when it cannot tell (deleted messages) it errs early.
+ *
+ * Limitation: a gap is noticed when a later message arrives. Events missing at the very end of the
+ * stream are delivered once the next event is published.
+ */
+import type { NatsConnection } from '@nats-io/transport-node';
+import { jetstream, jetstreamManager, type Consumer, type ConsumerMessages, type JetStreamManager, type JsMsg, type StoredMsg } from '@nats-io/jetstream';
+import { z } from 'zod';
+import { EVENTS_STREAM, headers, parseEvent, type ClusterEvent } from '@underlay/core';
+import { RpcClient } from './rpc.js';
+
+/** Reply of `underlay.rpc.v1.events.read`; each event is validated with `parseEvent`. */
+const ReadEventsRes = z.object({ events: z.array(z.unknown()) });
+
+export interface EventConsumerOptions {
+  nc: NatsConnection;
+  /** Deliver events with seq > afterSeq (0 = from the beginning). */
+  afterSeq?: number;
+  /**
+   * Called for every event exactly once, in seq order, with no gaps. Awaited before the next.
+   * If it throws, the event counts as not delivered: the consumer re-subscribes after a backoff
+   * and offers the same event again.
+   */
+  onEvent: (ev: ClusterEvent) => Promise<void> | void;
+  /** For gap re-reads (default `new RpcClient(nc)`). */
+  rpc?: RpcClient;
+  logger?: (m: string) => void;
+  /** Events per `readEvents` page (default 1000, at most 10000). */
+  pageSize?: number;
+  /** Messages per JetStream fetch (default 256). Bounds what is buffered ahead of `onEvent`. */
+  batchSize?: number;
+  /** How long one fetch waits for messages before the next (default 10 s, at least 1 s). */
+  fetchExpiresMs?: number;
+  /** Re-subscribe backoff bounds (default 100 ms … 5 s). */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+/** Deleted stream messages probed one by one before the start search gives up and errs early. */
+const PROBE_SCAN = 16;
+
+export class EventConsumer {
+  private readonly nc: NatsConnection;
+  private readonly onEvent: (ev: ClusterEvent) => Promise<void> | void;
+  private readonly rpc: RpcClient;
+  private readonly logger: (m: string) => void;
+  private readonly pageSize: number;
+  private readonly batchSize: number;
+  private readonly fetchExpiresMs: number;
+  private readonly minBackoffMs: number;
+  private readonly maxBackoffMs: number;
+
+  private _lastSeq: number;
+  private _gapReads = 0;
+  private started = false;
+  private stopped = false;
+  private loop?: Promise<void>;
+  private batch?: ConsumerMessages;
+  private wake?: () => void;
+
+  constructor(opts: EventConsumerOptions) {
+    const afterSeq = opts.afterSeq ?? 0;
+    if (!Number.isInteger(afterSeq) || afterSeq < 0) throw new RangeError(`afterSeq must be a non-negative integer, not ${afterSeq}`);
+    this.nc = opts.nc;
+    this.onEvent = opts.onEvent;
+    this.rpc = opts.rpc ?? new RpcClient(opts.nc);
+    this.logger = opts.logger ?? (() => {});
+    this.pageSize = Math.min(Math.max(1, Math.floor(opts.pageSize ?? 1000)), 10_000);
+    this.batchSize = Math.max(1, Math.floor(opts.batchSize ?? 256));
+    this.fetchExpiresMs = Math.max(1000, opts.fetchExpiresMs ?? 10_000);
+    this.minBackoffMs = Math.max(1, opts.minBackoffMs ?? 100);
+    this.maxBackoffMs = Math.max(this.minBackoffMs, opts.maxBackoffMs ?? 5000);
+    this._lastSeq = afterSeq;
+  }
+
+  /** Seq of the last event delivered. */
+  get lastSeq(): number {
+    return this._lastSeq;
+  }
+
+  /** Number of gap re-reads done (for tests/metrics). */
+  get gapReads(): number {
+    return this._gapReads;
+  }
+
+  /**
+   * Starts reading in the background. Resolves once the first JetStream consumer is in place, or
+   * after the first attempt failed (it keeps retrying in the background, logging why).
+   */
+  start(): Promise<void> {
+    if (this.started) return Promise.reject(new Error('EventConsumer already started'));
+    this.started = true;
+    let ready!: () => void;
+    const firstAttempt = new Promise<void>((r) => (ready = r));
+    this.loop = this.run(ready).finally(ready);
+    return firstAttempt;
+  }
+
+  /** Stops reading; resolves when no `onEvent` call is running any more and the consumer is deleted. Idempotent. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.batch?.stop();
+    this.wake?.();
+    await this.loop;
+  }
+
+  private async run(ready: () => void): Promise<void> {
+    let backoff = this.minBackoffMs;
+    while (!this.stopped) {
+      if (this.nc.isClosed()) {
+        this.logger('event consumer: NATS connection closed; stopping');
+        return;
+      }
+      let consumer: Consumer | undefined;
+      const progressFrom = this._lastSeq;
+      try {
+        const jsm = await jetstreamManager(this.nc);
+        const startStreamSeq = await this.findStart(jsm, this._lastSeq);
+        if (this.stopped) return;
+        consumer = await jetstream(this.nc).consumers.get(EVENTS_STREAM, { opt_start_seq: startStreamSeq });
+        this.logger(`event consumer: reading ${EVENTS_STREAM} from stream seq ${startStreamSeq} (after event seq ${this._lastSeq})`);
+        ready();
+        while (!this.stopped) {
+          const fetchedAt = Date.now();
+          let got = 0;
+          const batch = await consumer.fetch({ max_messages: this.batchSize, expires: this.fetchExpiresMs });
+          this.batch = batch;
+          if (this.stopped) batch.stop();
+          for await (const m of batch) {
+            if (this.stopped) break;
+            got++;
+            await this.handle(m);
+          }
+          this.batch = undefined;
+          if (this._lastSeq > progressFrom) backoff = this.minBackoffMs;
+          // A fetch normally waits `expires` for messages; never spin if one ends early and empty.
+          if (got === 0 && Date.now() - fetchedAt < 100) await this.sleep(this.minBackoffMs);
+        }
+      } catch (err) {
+        ready();
+        if (this.stopped) break;
+        this.logger(`event consumer: ${(err as Error).message ?? String(err)}; re-subscribing after event seq ${this._lastSeq} in ${backoff} ms`);
+      } finally {
+        this.batch?.stop();
+        this.batch = undefined;
+        if (consumer && !this.nc.isClosed()) await consumer.delete().catch(() => {});
+      }
+      if (this._lastSeq > progressFrom) backoff = this.minBackoffMs;
+      await this.sleep(backoff);
+      backoff = Math.min(backoff * 2, this.maxBackoffMs);
+    }
+  }
+
+  private async handle(m: JsMsg): Promise<void> {
+    let ev: ClusterEvent | undefined;
+    try {
+      ev = parseEvent(m.json());
+    } catch (err) {
+      // Unreadable payload: treat the message as missing. If the header says which seq it was,
+      // read up to it from etcd now; otherwise the next message reveals the gap.
+      const hseq = Number(m.headers?.get(headers.eventSeq));
+      this.logger(`event consumer: bad event at stream seq ${m.seq} (Underlay-Seq ${hseq || '?'}): ${(err as Error).message}`);
+      if (Number.isInteger(hseq) && hseq > this._lastSeq) await this.readThrough(hseq);
+      return;
+    }
+    if (ev.seq <= this._lastSeq) return;
+    if (ev.seq > this._lastSeq + 1) await this.readThrough(ev.seq - 1);
+    await this.deliver(ev);
+  }
+
+  /** Delivers lastSeq+1 … upTo from the log in etcd, through the controller. */
+  private async readThrough(upTo: number): Promise<void> {
+    this._gapReads++;
+    this.logger(`event consumer: gap after seq ${this._lastSeq}; re-reading ${this._lastSeq + 1}..${upTo} from the controller`);
+    while (this._lastSeq < upTo && !this.stopped) {
+      const fromSeq = this._lastSeq + 1;
+      const limit = Math.min(this.pageSize, upTo - this._lastSeq);
+      const res = await this.rpc.call('readEvents', { fromSeq, limit }, ReadEventsRes);
+      const events = res.events.map((e) => parseEvent(e));
+      let progressed = false;
+      for (const ev of events) {
+        if (this.stopped) return;
+        if (ev.seq <= this._lastSeq) continue;
+        if (ev.seq > upTo) break;
+        if (ev.seq !== this._lastSeq + 1) throw new Error(`readEvents from ${fromSeq} skipped from seq ${this._lastSeq} to ${ev.seq}`);
+        await this.deliver(ev);
+        progressed = true;
+      }
+      if (!progressed) throw new Error(`readEvents from ${fromSeq} returned no event (wanted up to ${upTo})`);
+    }
+  }
+
+  private async deliver(ev: ClusterEvent): Promise<void> {
+    await this.onEvent(ev);
+    this._lastSeq = ev.seq;
+  }
+
+  /**
+   * The stream seq to start at: the first message whose event seq is > afterSeq, found by binary
+   * search (event seqs grow with stream seqs). Errs early when deleted messages hide the answer.
+   */
+  private async findStart(jsm: JetStreamManager, afterSeq: number): Promise<number> {
+    const { state } = await jsm.streams.info(EVENTS_STREAM);
+    const end = state.last_seq + 1; // where the next published message will land
+    if (state.messages === 0) return Math.max(1, end);
+    let lo = Math.max(1, state.first_seq);
+    if (afterSeq === 0) return lo;
+    let hi = end;
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2);
+      const probe = await this.probe(jsm, mid, hi);
+      if (probe === undefined || probe.eventSeq > afterSeq) hi = mid;
+      else lo = probe.streamSeq + 1;
+    }
+    return lo;
+  }
+
+  /** The first message at or after stream seq `from` (below `end`), looking past a few deleted ones. */
+  private async probe(jsm: JetStreamManager, from: number, end: number): Promise<{ streamSeq: number; eventSeq: number } | undefined> {
+    for (let s = from; s < end && s < from + PROBE_SCAN; s++) {
+      const m = await jsm.streams.getMessage(EVENTS_STREAM, { seq: s });
+      if (!m) continue;
+      const eventSeq = eventSeqOf(m);
+      if (eventSeq !== undefined) return { streamSeq: m.seq, eventSeq };
+    }
+    return undefined;
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(done, ms);
+      function done() {
+        clearTimeout(t);
+        resolve();
+      }
+      this.wake = done;
+    }).finally(() => (this.wake = undefined));
+  }
+}
+
+function eventSeqOf(m: StoredMsg): number | undefined {
+  const h = Number(m.header?.get(headers.eventSeq));
+  if (Number.isInteger(h) && h > 0) return h;
+  try {
+    const seq = (m.json() as { seq?: unknown })?.seq;
+    return typeof seq === 'number' && Number.isInteger(seq) && seq > 0 ? seq : undefined;
+  } catch {
+    return undefined;
+  }
+}

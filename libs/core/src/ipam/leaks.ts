@@ -1,0 +1,104 @@
+/**
+ * Leak rules. An endpoint address is a leak candidate when
+ *  - it was never bound to an endpoint within the grace period after its allocation, or
+ *  - its node's latest report (received well after the binding) does not list its endpoint, or
+ *  - its node has not been seen for a long time (lease expired long ago).
+ * A candidate is reclaimed only when seen as leaked on two consecutive passes, so a live address
+ * caught by a race in one pass is never reclaimed. Pure: the caller passes the clock and what it
+ * knows of the nodes.
+ */
+import type { EventBody } from '../events.js';
+import { formatValue } from '../ip.js';
+import type { IpamState } from './state.js';
+
+export interface NodeLiveness {
+  /** When the controller last heard from the node (ms since epoch). */
+  lastSeenMs: number;
+  /** The node's latest report: when it was received, and the endpoints it listed. */
+  report?: { atMs: number; endpoints: ReadonlySet<string> };
+}
+
+export interface LeakPolicy {
+  /** An allocation never bound to an endpoint within this time is a candidate. */
+  unboundGraceMs: number;
+  /** A report counts against a binding only when received this long after it. */
+  reportSlackMs: number;
+  /** A node unseen for this long has its addresses reclaimed. */
+  nodeExpiredMs: number;
+}
+
+export const DEFAULT_LEAK_POLICY: LeakPolicy = { unboundGraceMs: 60_000, reportSlackMs: 10_000, nodeExpiredMs: 3_600_000 };
+
+export interface LeakCandidate {
+  poolId: string;
+  address: string;
+  allocSeq: number;
+  node: string;
+  rule: 'unbound' | 'endpoint-gone' | 'node-expired';
+}
+
+export const candidateKey = (c: Pick<LeakCandidate, 'poolId' | 'address' | 'allocSeq'>) => `${c.poolId}|${c.address}|${c.allocSeq}`;
+
+export function findLeakCandidates(
+  state: IpamState,
+  nowMs: number,
+  nodes: ReadonlyMap<string, NodeLiveness>,
+  policy: LeakPolicy,
+  /** Before this time the controller could not have heard from nodes (its own start). */
+  knownSinceMs: number,
+): LeakCandidate[] {
+  const out: LeakCandidate[] = [];
+  for (const p of state.pools.values()) {
+    for (const [v, a] of p.allocs) {
+      if (a.kind !== 'endpoint') continue;
+      const base = { poolId: p.poolId, address: formatValue(p.cidr.family, v), allocSeq: a.seq, node: a.node };
+      const live = nodes.get(a.node);
+      const lastSeen = live?.lastSeenMs ?? knownSinceMs;
+      if (nowMs - lastSeen >= policy.nodeExpiredMs) {
+        out.push({ ...base, rule: 'node-expired' });
+        continue;
+      }
+      if (!a.endpointId) {
+        if (nowMs - Date.parse(a.time) >= policy.unboundGraceMs) out.push({ ...base, rule: 'unbound' });
+        continue;
+      }
+      const rep = live?.report;
+      if (rep && rep.atMs - Date.parse(a.boundTime ?? a.time) >= policy.reportSlackMs && !rep.endpoints.has(a.endpointId)) {
+        out.push({ ...base, rule: 'endpoint-gone' });
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * One pass of the collector: returns the releases for candidates also seen on the previous pass,
+ * and the candidates to remember for the next one.
+ */
+export function collectLeaks(
+  state: IpamState,
+  previous: ReadonlySet<string>,
+  candidates: LeakCandidate[],
+): { events: EventBody[]; remember: Set<string>; reclaimed: LeakCandidate[] } {
+  const events: EventBody[] = [];
+  const remember = new Set<string>();
+  const reclaimed: LeakCandidate[] = [];
+  for (const c of candidates) {
+    const key = candidateKey(c);
+    if (!previous.has(key)) {
+      remember.add(key);
+      continue;
+    }
+    reclaimed.push(c);
+    events.push({ type: 'AddressReleased', data: { poolId: c.poolId, address: c.address, node: c.node, allocSeq: c.allocSeq, reason: `leak: ${c.rule}` } });
+  }
+  // Pools left with no holder and no endpoint go too (as after a normal release).
+  const freed = new Map<string, number>();
+  for (const c of reclaimed) freed.set(c.poolId, (freed.get(c.poolId) ?? 0) + 1);
+  for (const [poolId, n] of freed) {
+    const p = state.pools.get(poolId)!;
+    const endpoints = [...p.allocs.values()].filter((a) => a.kind === 'endpoint').length;
+    if (p.refs.size === 0 && endpoints === n) events.push({ type: 'PoolDeleted', data: { poolId } });
+  }
+  return { events, remember, reclaimed };
+}

@@ -1,0 +1,93 @@
+/**
+ * Snapshots of the IPAM state: a JSON-friendly form (bigints as hex strings) and back.
+ * restore(snapshot(s)) folds on exactly like s; a cold start reads the latest snapshot and
+ * only the events after it.
+ */
+import { z } from 'zod';
+import { createPool, type IpamState, type Pool } from './state.js';
+
+export const SNAPSHOT_VERSION = 1;
+
+const hex = (v: bigint) => v.toString(16);
+const big = (s: string) => BigInt(`0x${s}`);
+
+const PoolSnap = z.object({
+  def: z.object({
+    poolId: z.string(),
+    space: z.string(),
+    cidr: z.string(),
+    subPool: z.string().optional(),
+    v6: z.boolean(),
+    options: z.record(z.string(), z.string()),
+    blockPrefix: z.number(),
+    strictAffinity: z.boolean(),
+  }),
+  refs: z.array(z.string()),
+  gateway: z.string().optional(),
+  // [address, seq, kind, node, handle, time, endpointId, networkId, boundTime]
+  allocs: z.array(z.tuple([z.string(), z.number(), z.enum(['endpoint', 'gateway', 'aux']), z.string(), z.string().nullable(), z.string(), z.string().nullable(), z.string().nullable(), z.string().nullable()])),
+  // [network, node, claimedSeq, endpoints, cursor, emptySince]
+  blocks: z.array(z.tuple([z.string(), z.string(), z.number(), z.number(), z.string(), z.string().nullable()])),
+  nodeBlocks: z.array(z.tuple([z.string(), z.array(z.string())])),
+});
+
+export const SnapshotData = z.object({
+  version: z.literal(SNAPSHOT_VERSION),
+  seq: z.number().int().nonnegative(),
+  nodes: z.array(z.object({ node: z.string(), registeredSeq: z.number(), address: z.string().optional(), version: z.string().optional() })),
+  pools: z.array(PoolSnap),
+});
+export type SnapshotData = z.infer<typeof SnapshotData>;
+
+export function snapshot(state: IpamState): SnapshotData {
+  return {
+    version: SNAPSHOT_VERSION,
+    seq: state.seq,
+    nodes: [...state.nodes.values()].map((n) => ({ ...n })),
+    pools: [...state.pools.values()].map((p: Pool) => ({
+      def: {
+        poolId: p.poolId,
+        space: p.space,
+        cidr: p.cidrText,
+        subPool: p.subPoolText,
+        v6: p.v6,
+        options: { ...p.options },
+        blockPrefix: p.blockPrefix,
+        strictAffinity: p.strictAffinity,
+      },
+      refs: [...p.refs],
+      gateway: p.gateway === undefined ? undefined : hex(p.gateway),
+      allocs: [...p.allocs].map(([v, a]) => [hex(v), a.seq, a.kind, a.node, a.handle ?? null, a.time, a.endpointId ?? null, a.networkId ?? null, a.boundTime ?? null] as const),
+      blocks: [...p.blocks.values()].map((b) => [hex(b.network), b.node, b.claimedSeq, b.endpoints, hex(b.cursor), b.emptySince ?? null] as const),
+      nodeBlocks: [...p.nodeBlocks].map(([n, l]) => [n, l.map(hex)] as [string, string[]]),
+    })) as SnapshotData['pools'],
+  };
+}
+
+export function restore(raw: unknown): IpamState {
+  const data = SnapshotData.parse(raw);
+  const state: IpamState = { seq: data.seq, pools: new Map(), nodes: new Map() };
+  for (const n of data.nodes) state.nodes.set(n.node, { ...n });
+  for (const ps of data.pools) {
+    const p = createPool(ps.def);
+    for (const r of ps.refs) p.refs.add(r);
+    if (ps.gateway !== undefined) p.gateway = big(ps.gateway);
+    for (const [v, seq, kind, node, handle, time, endpointId, networkId, boundTime] of ps.allocs) {
+      const value = big(v);
+      p.allocs.set(value, {
+        seq, kind, node, time,
+        ...(handle !== null ? { handle } : {}),
+        ...(endpointId !== null ? { endpointId } : {}),
+        ...(networkId !== null ? { networkId } : {}),
+        ...(boundTime !== null ? { boundTime } : {}),
+      });
+      if (handle !== null) p.handles.set(handle, value);
+    }
+    for (const [net, node, claimedSeq, endpoints, cursor, emptySince] of ps.blocks) {
+      p.blocks.set(big(net), { network: big(net), node, claimedSeq, endpoints, cursor: big(cursor), ...(emptySince !== null ? { emptySince } : {}) });
+    }
+    for (const [n, l] of ps.nodeBlocks) p.nodeBlocks.set(n, l.map(big));
+    state.pools.set(p.poolId, p);
+  }
+  return state;
+}

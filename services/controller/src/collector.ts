@@ -1,0 +1,66 @@
+/**
+ * Periodic housekeeping on the leader: reclaims leaked addresses (two sightings in a row, see
+ * core's leak rules) and releases blocks that have been empty for the grace period.
+ */
+import { DEFAULT_LEAK_POLICY, collectLeaks, decideReleaseEmptyBlocks, findLeakCandidates, type LeakCandidate, type LeakPolicy } from '@underlay/core';
+import type { IpamService } from './ipam-service.js';
+
+export interface CollectorOptions {
+  intervalMs: number;
+  leakPolicy: LeakPolicy;
+  blockGraceMs: number;
+}
+
+export const DEFAULT_COLLECTOR: CollectorOptions = { intervalMs: 30_000, leakPolicy: DEFAULT_LEAK_POLICY, blockGraceMs: 300_000 };
+
+export class Collector {
+  private timer?: NodeJS.Timeout;
+  private previous = new Set<string>();
+  private running?: Promise<void>;
+  /** Everything reclaimed so far (for logs and tests). */
+  readonly reclaimed: LeakCandidate[] = [];
+  passes = 0;
+
+  constructor(
+    private readonly ipam: IpamService,
+    private readonly opts: CollectorOptions,
+    /** The time since which the controller could hear from nodes (its start as leader). */
+    private readonly sinceMs: number,
+    private readonly logger: (m: string) => void = () => {},
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.pass(), this.opts.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.running;
+  }
+
+  /** One pass; concurrent calls share it. */
+  pass(nowMs = Date.now()): Promise<void> {
+    this.running ??= this.doPass(nowMs).finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async doPass(nowMs: number): Promise<void> {
+    try {
+      await this.ipam.settled();
+      const r = await this.ipam.run((s) => {
+        const found = findLeakCandidates(s, nowMs, this.ipam.liveness, this.opts.leakPolicy, this.sinceMs);
+        const out = collectLeaks(s, this.previous, found);
+        return { events: out.events, result: out };
+      }, { actor: 'controller' });
+      this.previous = r.remember;
+      this.reclaimed.push(...r.reclaimed);
+      for (const c of r.reclaimed) this.logger(`reclaimed leaked ${c.address} of ${c.poolId} held by ${c.node} (${c.rule})`);
+      const blocks = await this.ipam.run((s) => decideReleaseEmptyBlocks(s, nowMs, this.opts.blockGraceMs), { actor: 'controller' });
+      for (const b of blocks.released) this.logger(`released empty block ${b}`);
+      this.passes++;
+    } catch (e) {
+      this.logger(`collector pass failed: ${(e as Error).message}`);
+    }
+  }
+}

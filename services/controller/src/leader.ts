@@ -1,0 +1,432 @@
+/**
+ * Leader election for the controller, the single writer of the event log.
+ *
+ * One key (LEADER_KEY) holds the leader's name, attached to the leader's lease. A candidate grants a
+ * lease, then runs `if key absent → put key (with lease)`; the transaction's revision is the key's
+ * create revision, which is the fence: every event-log append compares it, so once the key is gone
+ * or re-created by someone else, a deposed leader's writes fail in etcd whatever it believes.
+ *
+ * Standbys watch the key and try again as soon as it is deleted (lease expired or revoked, resigned).
+ *
+ * The leader steps down on its own before etcd can hand the key to anybody else: etcd expires the
+ * lease TTL after the last keepalive it processed, which happened after we sent it; so the lease is
+ * certainly alive until (send time of the last answered keepalive) + TTL. We give up at 2/3 of that
+ * (monotonic clock), checked by a timer and again, synchronously, in fence() and isLeader().
+ */
+import { EtcdLeaseInvalidError, type Etcd3, type IKeyValue, type Lease, type Watcher } from 'etcd3';
+import type { Fence } from '@underlay/adapters';
+
+/** The leader key. Belongs in libs/adapters/src/etcd/keys.ts (`${ROOT}leader`). */
+export const LEADER_KEY = '/underlay/v1/leader';
+
+export interface LeaderElectionOptions {
+  client: Etcd3;
+  /** This controller's identity, stored as the leader key's value. */
+  name: string;
+  /** Lease TTL in whole seconds, default 2 (a standby takes over within ~2.5 s of a kill -9). */
+  ttlSeconds?: number;
+  /** Default LEADER_KEY. */
+  key?: string;
+  logger?: (m: string) => void;
+}
+
+/** campaign() rejects with this when stop() is called before it was elected. */
+export class ElectionStoppedError extends Error {
+  constructor() {
+    super('leader election stopped');
+    this.name = 'ElectionStoppedError';
+  }
+}
+
+/** Deadline for single etcd calls (grant, txn, get, revoke). */
+const CALL_TIMEOUT_MS = 5_000;
+/** Fraction of the TTL after the last answered keepalive's send time at which we consider the lease lost. */
+const SAFE_FRACTION = 2 / 3;
+
+const now = (): number => performance.now();
+
+interface LeaseHandle {
+  lease: Lease;
+  /** Lease ID once granted ('' before). */
+  id: string;
+  /** Monotonic ms until which we vouch for the lease (send time of the last answered keepalive + 2/3 TTL). */
+  validUntil: number;
+  /** Send times of keepalives not yet answered on the current stream, oldest first. */
+  inFlight: number[];
+  dead: boolean;
+  timer?: NodeJS.Timeout;
+  revoking?: Promise<void>;
+  warnedTtl?: boolean;
+}
+
+interface Term {
+  fence: Fence;
+  rev: number;
+  handle: LeaseHandle;
+}
+
+export class LeaderElection {
+  readonly key: string;
+  readonly name: string;
+  readonly ttlSeconds: number;
+  private readonly client: Etcd3;
+  private readonly log: (m: string) => void;
+  private readonly safeMs: number;
+  private readonly lostCallbacks: ((reason: string) => void)[] = [];
+  /** The lease used for the next attempt (standby) or the current term. */
+  private handle?: LeaseHandle;
+  private term?: Term;
+  private watcher?: Watcher;
+  private watchReady?: Promise<void>;
+  private campaigning?: Promise<Fence>;
+  private stopped = false;
+  private stopping?: Promise<void>;
+  private readonly stoppedSignal: Promise<void>;
+  private signalStopped!: () => void;
+  /** Highest revision at which the watch saw the key deleted. */
+  private lastDeleteRev = 0;
+  private wake?: () => void;
+
+  constructor(opts: LeaderElectionOptions) {
+    const ttl = opts.ttlSeconds ?? 2;
+    if (!Number.isInteger(ttl) || ttl < 1) throw new RangeError(`ttlSeconds must be a whole number ≥ 1, got ${ttl}`);
+    if (!opts.name) throw new Error('LeaderElection needs a non-empty name');
+    this.client = opts.client;
+    this.name = opts.name;
+    this.key = opts.key ?? LEADER_KEY;
+    this.ttlSeconds = ttl;
+    this.safeMs = ttl * 1000 * SAFE_FRACTION;
+    this.log = opts.logger ?? (() => {});
+    this.stoppedSignal = new Promise<void>((resolve) => (this.signalStopped = resolve));
+  }
+
+  /** Campaigns until elected (or stop() is called: rejects with ElectionStoppedError); resolves with the fence. */
+  campaign(): Promise<Fence> {
+    if (this.stopped) return Promise.reject(new ElectionStoppedError());
+    const f = this.fence();
+    if (f) return Promise.resolve(f);
+    return (this.campaigning ??= this.runCampaign().finally(() => {
+      this.campaigning = undefined;
+    }));
+  }
+
+  /** The current fence while leader, else undefined. */
+  fence(): Fence | undefined {
+    this.checkLease();
+    return this.term?.fence;
+  }
+
+  isLeader(): boolean {
+    return this.fence() !== undefined;
+  }
+
+  /**
+   * Registers a callback for the loss of leadership (lease expired/revoked, key deleted or replaced,
+   * keepalives failing). Called once per term, after fence() already returns undefined; not called
+   * for stop(). After a loss, campaign() may be called again.
+   */
+  onLost(cb: (reason: string) => void): void {
+    this.lostCallbacks.push(cb);
+  }
+
+  /** Who is leader now (value of the key), or undefined. */
+  async currentLeader(): Promise<string | undefined> {
+    const v = await this.client.get(this.key).options(this.callOpts()).string();
+    return v ?? undefined;
+  }
+
+  /** Resigns (deletes the key if still ours, revokes the lease) and stops campaigning. Idempotent. */
+  stop(): Promise<void> {
+    return (this.stopping ??= this.doStop());
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private async doStop(): Promise<void> {
+    this.stopped = true;
+    this.signalStopped();
+    this.wake?.();
+    const term = this.term;
+    this.term = undefined; // a voluntary resignation: no onLost
+    if (term) {
+      this.log(`resigning leadership of ${this.key} (create revision ${term.fence.createRevision})`);
+      try {
+        await this.client
+          .if(this.key, 'Create', '==', term.fence.createRevision)
+          .then(this.client.delete().key(this.key))
+          .options(this.callOpts())
+          .commit();
+      } catch (e) {
+        this.log(`could not delete ${this.key} on resign (the lease revocation removes it too): ${errText(e)}`);
+      }
+    }
+    const handles = new Set([term?.handle, this.handle].filter((h): h is LeaseHandle => h !== undefined));
+    await Promise.all([...handles].map((h) => this.dropLease(h, 'stopped')));
+    const w = this.watcher;
+    this.watcher = undefined;
+    this.watchReady = undefined;
+    if (w) await withTimeout(w.cancel(), 2_000).catch(() => undefined);
+  }
+
+  private async runCampaign(): Promise<Fence> {
+    let backoff = 50;
+    this.log(`campaigning for ${this.key} as ${this.name}`);
+    for (;;) {
+      this.throwIfStopped();
+      try {
+        await this.ensureWatch();
+        const h = await this.ensureLease();
+        this.throwIfStopped();
+        const res = await this.client
+          .if(this.key, 'Create', '==', 0)
+          .then(this.client.put(this.key).value(this.name).lease(h.id))
+          .else(this.client.get(this.key))
+          .options(this.callOpts())
+          .commit();
+        this.throwIfStopped(); // stop() revokes h, which removes the key if we just created it
+        backoff = 50;
+        let createRevision: string | undefined;
+        let holder = '';
+        if (res.succeeded) {
+          createRevision = res.header.revision;
+        } else {
+          const kv: IKeyValue | undefined = res.responses[0]?.response_range?.kvs?.[0];
+          // An earlier attempt whose answer we never got may have created the key with our lease.
+          if (kv && kv.lease === h.id) createRevision = kv.create_revision;
+          else holder = kv ? `${kv.value.toString()} (lease ${kv.lease}, create revision ${kv.create_revision})` : 'someone';
+        }
+        if (createRevision !== undefined) {
+          if (h.dead || now() >= h.validUntil) {
+            this.log(`won ${this.key} but cannot vouch for lease ${h.id} any more; giving it up and retrying`);
+            await this.dropLease(h, 'stale when elected');
+            continue;
+          }
+          const fence: Fence = Object.freeze({ key: this.key, createRevision });
+          this.term = { fence, rev: Number(createRevision), handle: h };
+          this.log(`elected: ${this.name} holds ${this.key} (create revision ${createRevision}, lease ${h.id})`);
+          return fence;
+        }
+        this.log(`${this.key} is held by ${holder}; waiting for it to go`);
+        await this.waitForDeletion(Number(res.header.revision));
+      } catch (e) {
+        if (this.stopped) throw new ElectionStoppedError();
+        if (e instanceof EtcdLeaseInvalidError && this.handle) await this.dropLease(this.handle, 'lease invalid');
+        this.log(`campaign attempt failed: ${errText(e)}; retrying in ${backoff} ms`);
+        await this.sleep(backoff);
+        backoff = Math.min(backoff * 2, 1_000);
+      }
+    }
+  }
+
+  /** Resolves when the key was deleted after `rev` (as seen by the watch), after a TTL as a fallback, or on stop. */
+  private async waitForDeletion(rev: number): Promise<void> {
+    if (this.lastDeleteRev > rev) return;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        new Promise<void>((resolve) => {
+          this.wake = resolve;
+          timer = setTimeout(resolve, this.ttlSeconds * 1000);
+        }),
+        this.stoppedSignal,
+      ]);
+    } finally {
+      this.wake = undefined;
+      clearTimeout(timer);
+    }
+  }
+
+  // --- watch ---------------------------------------------------------------------------------
+
+  /** One watch on the key, from the first campaign until stop(); recreated if etcd cancels it. */
+  private ensureWatch(): Promise<void> {
+    if (this.watcher && this.watchReady) return this.raceStop(this.watchReady);
+    const w = this.client.watch().key(this.key).watcher();
+    this.watcher = w;
+    w.on('put', (kv) => this.onWatchEvent('put', kv))
+      .on('delete', (kv) => this.onWatchEvent('delete', kv))
+      .on('disconnected', (e) => this.log(`watch on ${this.key} disconnected (reconnecting): ${errText(e)}`))
+      .on('error', (e) => this.onWatchError(w, e));
+    this.watchReady = new Promise<void>((resolve, reject) => {
+      w.once('connected', () => resolve());
+      w.once('error', reject);
+    });
+    this.watchReady.catch(() => undefined);
+    return this.raceStop(this.watchReady);
+  }
+
+  private onWatchEvent(type: 'put' | 'delete', kv: IKeyValue): void {
+    const rev = Number(kv.mod_revision);
+    if (type === 'delete') this.lastDeleteRev = Math.max(this.lastDeleteRev, rev);
+    const t = this.term;
+    if (t && rev > t.rev) {
+      if (type === 'delete') {
+        this.lose(`leader key ${this.key} was deleted at revision ${rev}`);
+      } else if (kv.create_revision !== t.fence.createRevision || kv.lease !== t.handle.id || kv.value.toString() !== this.name) {
+        this.lose(`leader key ${this.key} was replaced at revision ${rev} (now ${kv.value.toString()}, lease ${kv.lease})`);
+      }
+    }
+    if (type === 'delete') this.wake?.();
+  }
+
+  private onWatchError(w: Watcher, e: unknown): void {
+    if (w !== this.watcher) return;
+    this.watcher = undefined;
+    this.watchReady = undefined;
+    void w.cancel().catch(() => undefined);
+    if (this.stopped) return;
+    this.log(`watch on ${this.key} failed, re-creating it: ${errText(e)}`);
+    this.wake?.(); // a campaigning standby retries now (with a new watch)
+    const t = this.term;
+    if (!t) return;
+    // While leader we must not miss a deletion: new watch first, then read the key once.
+    void (async () => {
+      await withTimeout(this.ensureWatch(), this.safeMs);
+      const res = await this.client.get(this.key).options(this.callOpts()).exec();
+      const kv = res.kvs[0];
+      if (this.term !== t) return;
+      if (!kv || kv.create_revision !== t.fence.createRevision || kv.lease !== t.handle.id) {
+        this.lose(`leader key ${this.key} is no longer ours (checked after the watch failed)`);
+      }
+    })().catch((err) => {
+      if (this.term === t) this.lose(`cannot watch ${this.key}: ${errText(err)}`);
+    });
+  }
+
+  // --- lease ---------------------------------------------------------------------------------
+
+  private async ensureLease(): Promise<LeaseHandle> {
+    const cur = this.handle;
+    if (cur && !cur.dead && cur.id && now() < cur.validUntil) return cur;
+    if (cur) void this.dropLease(cur, 'stale');
+    const h = this.newLease();
+    this.handle = h;
+    h.id = await this.raceStop(h.lease.grant());
+    if (h.dead) throw new Error(`lease ${h.id} was lost right after the grant`);
+    return h;
+  }
+
+  private newLease(): LeaseHandle {
+    const sentAt = now();
+    // The grant request goes out in the constructor; keepalives start when it is answered.
+    const lease = this.client.lease(this.ttlSeconds, { autoKeepAlive: true, deadline: Date.now() + CALL_TIMEOUT_MS });
+    const h: LeaseHandle = { lease, id: '', validUntil: sentAt + this.safeMs, inFlight: [], dead: false };
+    // Responses on a keepalive stream come in request order; a new stream starts a new queue.
+    lease.on('keepaliveEstablished', () => {
+      h.inFlight = [];
+    });
+    lease.on('keepaliveFired', () => {
+      h.inFlight.push(now());
+    });
+    lease.on('keepaliveSucceeded', (res) => {
+      const sent = h.inFlight.shift();
+      if (h.dead || sent === undefined) return;
+      h.validUntil = Math.max(h.validUntil, sent + this.safeMs);
+      this.armWatchdog(h);
+      if (!h.warnedTtl && Number(res.TTL) !== this.ttlSeconds) {
+        h.warnedTtl = true;
+        this.log(`etcd granted lease ${h.id} a TTL of ${res.TTL} s instead of ${this.ttlSeconds} s (etcd's minimum); failover takes that long`);
+      }
+    });
+    lease.on('keepaliveFailed', (err) => {
+      if (!h.dead) this.log(`keepalive for lease ${h.id || '(pending)'} failed: ${errText(err)}`);
+    });
+    lease.on('lost', (err) => this.leaseDied(h, `lease ${h.id || '(pending)'} lost: ${errText(err)}`));
+    this.armWatchdog(h);
+    return h;
+  }
+
+  private armWatchdog(h: LeaseHandle): void {
+    clearTimeout(h.timer);
+    if (h.dead) return;
+    h.timer = setTimeout(() => {
+      if (h.dead) return;
+      if (now() >= h.validUntil) this.leaseDied(h, this.staleReason(h));
+      else this.armWatchdog(h);
+    }, Math.max(0, h.validUntil - now()) + 1);
+    h.timer.unref();
+  }
+
+  private staleReason(h: LeaseHandle): string {
+    return `no keepalive for lease ${h.id || '(pending)'} answered within ${Math.round(this.safeMs)} ms (2/3 of the ${this.ttlSeconds} s TTL)`;
+  }
+
+  /** Synchronous check so that fence()/isLeader() are right even if the timer is late (busy event loop). */
+  private checkLease(): void {
+    const t = this.term;
+    if (t && (t.handle.dead || now() >= t.handle.validUntil)) this.leaseDied(t.handle, this.staleReason(t.handle));
+  }
+
+  private leaseDied(h: LeaseHandle, reason: string): void {
+    if (this.term?.handle === h) this.lose(reason);
+    if (!h.dead) this.log(reason);
+    void this.dropLease(h, reason);
+  }
+
+  /** Stops keepalives and revokes the lease (best effort; removes the key if it is attached). */
+  private dropLease(h: LeaseHandle, _why: string): Promise<void> {
+    h.dead = true;
+    clearTimeout(h.timer);
+    if (this.handle === h) this.handle = undefined;
+    return (h.revoking ??= withTimeout(h.lease.revoke({ deadline: Date.now() + CALL_TIMEOUT_MS }), CALL_TIMEOUT_MS + 500).catch((e) => {
+      this.log(`could not revoke lease ${h.id || '(pending)'} (it expires by itself): ${errText(e)}`);
+    }));
+  }
+
+  // --- losing --------------------------------------------------------------------------------
+
+  /** Clears the term first (so fence() is undefined at once), then notifies, then cleans up. */
+  private lose(reason: string): void {
+    const t = this.term;
+    if (!t) return;
+    this.term = undefined;
+    this.log(`lost leadership of ${this.key} (create revision ${t.fence.createRevision}): ${reason}`);
+    void this.dropLease(t.handle, reason);
+    for (const cb of this.lostCallbacks) {
+      queueMicrotask(() => {
+        try {
+          cb(reason);
+        } catch (e) {
+          this.log(`onLost callback threw: ${errText(e)}`);
+        }
+      });
+    }
+  }
+
+  // --- helpers -------------------------------------------------------------------------------
+
+  private callOpts(): { deadline: number } {
+    return { deadline: Date.now() + CALL_TIMEOUT_MS };
+  }
+
+  private throwIfStopped(): void {
+    if (this.stopped) throw new ElectionStoppedError();
+  }
+
+  /** Awaits p unless stop() comes first (then throws ElectionStoppedError). */
+  private async raceStop<T>(p: Promise<T>): Promise<T> {
+    const r = await Promise.race([p.then((v) => ({ v })), this.stoppedSignal.then(() => undefined)]);
+    if (!r) throw new ElectionStoppedError();
+    return r.v;
+  }
+
+  private async sleep(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([new Promise<void>((r) => (timer = setTimeout(r, ms))), this.stoppedSignal]);
+    clearTimeout(timer);
+  }
+}
+
+function errText(e: unknown): string {
+  return e instanceof Error ? `${e.constructor.name}: ${e.message}` : String(e);
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,154 @@
+import {
+  IpamEngine,
+  collectLeaks,
+  decideBindEndpoint,
+  decideReleaseAddress,
+  decideReleaseEmptyBlocks,
+  decideRequestAddress,
+  decideRequestPool,
+  describe as describeState,
+  findLeakCandidates,
+  fold,
+  restore,
+  snapshot,
+  type ClusterEvent,
+  type EngineClock,
+  type IpamState,
+  type NodeLiveness,
+} from '@underlay/core';
+
+const mac = (n: number) => ({ 'com.docker.network.endpoint.macaddress': `02:00:00:00:00:${n.toString(16).padStart(2, '0')}` });
+
+function setup(startMs = Date.parse('2026-01-01T00:00:00Z')) {
+  let now = startMs;
+  let id = 0;
+  const clock: EngineClock = { now: () => new Date(now), newId: () => `id-${++id}` };
+  const engine = new IpamEngine(undefined, clock);
+  const log: ClusterEvent[] = [];
+  const run = <R>(d: (s: IpamState) => { events: any[]; result: R }, actor = 'node:a') => {
+    const out = engine.execute(d, { actor });
+    log.push(...out.events);
+    return out.result;
+  };
+  const pool = (node: string, options: Record<string, string> = {}, pool = '192.0.2.0/24') =>
+    run((s) => decideRequestPool(s, { node, space: 'underlay', pool, subPool: '', options, v6: pool.includes(':') })).poolId;
+  const addr = (node: string, poolId: string, n: number) => run((s) => decideRequestAddress(s, { node, poolId, address: '', options: mac(n) }));
+  return { engine, log, run, pool, addr, advance: (ms: number) => (now += ms), nowMs: () => now };
+}
+
+describe('per-host blocks', () => {
+  it('gives each node its own block and fills it before claiming another', () => {
+    const t = setup();
+    const id = t.pool('a', { block_size: '29' });
+    t.pool('b', { block_size: '29' });
+    const a = [1, 2, 3, 4, 5, 6, 7, 8].map((n) => t.addr('a', id, n).address);
+    const b = t.addr('b', id, 50).address;
+    // a's first block 192.0.2.0/29 holds .1-.7 (.0 is the network address); the 8th comes from a second block.
+    expect(a.slice(0, 7)).toEqual(['1', '2', '3', '4', '5', '6', '7'].map((x) => `192.0.2.${x}/24`));
+    expect(a[7]).toBe('192.0.2.8/24');
+    expect(b).toBe('192.0.2.16/24'); // b claimed the next free block
+    const p = t.engine.state.pools.get(id)!;
+    expect([...p.blocks.values()].map((x) => x.node)).toEqual(['a', 'a', 'b']);
+    expect(t.log.filter((e) => e.type === 'BlockClaimed')).toHaveLength(3);
+  });
+
+  it('borrows from another node\'s block when none can be claimed, unless strict affinity is set', () => {
+    const t = setup();
+    const id = t.pool('a', { block_size: '29' }, '192.0.2.0/28');
+    for (let n = 1; n <= 7; n++) t.addr('a', id, n); // a owns .0/29 (full)
+    t.addr('b', id, 20); // b claims .8/29
+    // Now no block is free: a borrows from b's block.
+    const borrowed = t.addr('a', id, 8);
+    expect(borrowed.address).toBe('192.0.2.9/24'.replace('/24', '/28'));
+    const s = setup();
+    const sid = s.pool('a', { block_size: '29', strict_affinity: 'true' }, '192.0.2.0/28');
+    for (let n = 1; n <= 7; n++) s.addr('a', sid, n);
+    s.addr('b', sid, 20);
+    expect(() => s.addr('a', sid, 8)).toThrow('no free address in 192.0.2.0/28 for node a: its blocks are full and no block is left to claim (strict affinity)');
+    expect(() => s.run((st) => decideRequestPool(st, { node: 'a', space: 'underlay', pool: '198.51.100.0/24', subPool: '', options: { block_size: 'big' }, v6: false }))).toThrow(/block_size=big is not valid/);
+  });
+
+  it('releases a block only after it has been empty for the grace period', () => {
+    const t = setup();
+    const id = t.pool('a', { block_size: '28' });
+    const r = t.addr('a', id, 1);
+    expect(t.run(() => decideReleaseEmptyBlocks(t.engine.state, t.nowMs() + 10 * 60_000, 60_000)).released).toEqual([]);
+    t.run((s) => decideReleaseAddress(s, { node: 'a', poolId: id, address: r.address.split('/')[0]!, allocSeq: r.allocSeq }));
+    expect(t.run(() => decideReleaseEmptyBlocks(t.engine.state, t.nowMs() + 30_000, 60_000)).released).toEqual([]);
+    expect(t.run(() => decideReleaseEmptyBlocks(t.engine.state, t.nowMs() + 61_000, 60_000)).released).toEqual([`${id} 192.0.2.0/28`]);
+    expect(t.engine.state.pools.get(id)!.blocks.size).toBe(0);
+  });
+
+  it('cuts IPv6 pools into /122 blocks by default', () => {
+    const t = setup();
+    const id = t.pool('a', {}, '2001:db8:5::/64');
+    t.addr('a', id, 1);
+    expect([...t.engine.state.pools.get(id)!.blocks.values()].map((b) => b.network)).toHaveLength(1);
+    expect(t.engine.state.pools.get(id)!.blockPrefix).toBe(122);
+  });
+});
+
+describe('leak rules', () => {
+  const policy = { unboundGraceMs: 60_000, reportSlackMs: 5_000, nodeExpiredMs: 3_600_000 };
+
+  it('reclaims planted leaks on the second sighting and never a live allocation', () => {
+    const t = setup();
+    const id = t.pool('a');
+    t.pool('b');
+    t.pool('c');
+    const bind = (node: string, r: { address: string; allocSeq: number }, ep: string) =>
+      t.run((s) => decideBindEndpoint(s, { node, poolId: id, address: r.address.split('/')[0]!, allocSeq: r.allocSeq, endpointId: ep, networkId: 'net' }));
+    const live = t.addr('a', id, 1);
+    bind('a', live, 'ep-live');
+    const unbound = t.addr('a', id, 2); // Docker asked, never created the endpoint
+    const gone = t.addr('a', id, 3);
+    bind('a', gone, 'ep-gone'); // the node no longer reports it
+    const onDeadNode = t.addr('c', id, 4);
+    bind('c', onDeadNode, 'ep-c');
+    const fresh = t.addr('b', id, 5); // allocated just now, not yet bound: inside the grace period
+    t.advance(2 * 60_000);
+    const fresh2 = t.addr('b', id, 6);
+    const start = t.nowMs() - 2 * 60 * 60_000;
+    const nodes = new Map<string, NodeLiveness>([
+      ['a', { lastSeenMs: t.nowMs(), report: { atMs: t.nowMs(), endpoints: new Set(['ep-live']) } }],
+      ['b', { lastSeenMs: t.nowMs(), report: { atMs: t.nowMs(), endpoints: new Set() } }],
+      ['c', { lastSeenMs: t.nowMs() - 2 * 3_600_000 }],
+    ]);
+    const first = findLeakCandidates(t.engine.state, t.nowMs(), nodes, policy, start);
+    expect(first.map((c) => `${c.address}:${c.rule}`).sort()).toEqual(
+      [`${unbound.address.split('/')[0]}:unbound`, `${gone.address.split('/')[0]}:endpoint-gone`, `${onDeadNode.address.split('/')[0]}:node-expired`, `${fresh.address.split('/')[0]}:unbound`].sort(),
+    );
+    // First pass: remembered only.
+    const pass1 = collectLeaks(t.engine.state, new Set(), first);
+    expect(pass1.events).toEqual([]);
+    // Meanwhile `fresh` gets bound and reported: it must survive the second pass.
+    bind('b', fresh, 'ep-fresh');
+    t.advance(10_000);
+    nodes.set('b', { lastSeenMs: t.nowMs(), report: { atMs: t.nowMs(), endpoints: new Set(['ep-fresh']) } });
+    nodes.set('a', { lastSeenMs: t.nowMs(), report: { atMs: t.nowMs(), endpoints: new Set(['ep-live']) } });
+    const second = findLeakCandidates(t.engine.state, t.nowMs(), nodes, policy, start);
+    const pass2 = t.run(() => {
+      const r = collectLeaks(t.engine.state, pass1.remember, second);
+      return { events: r.events, result: r };
+    }, 'controller');
+    expect(pass2.reclaimed.map((c) => c.address).sort()).toEqual([unbound, gone, onDeadNode].map((r) => r.address.split('/')[0]).sort());
+    const left = [...t.engine.state.pools.get(id)!.allocs.values()].filter((a) => a.kind === 'endpoint').map((a) => a.endpointId ?? 'unbound');
+    expect(left.sort()).toEqual(['ep-fresh', 'ep-live', 'unbound']); // fresh2 is still in its grace period
+    void fresh2;
+    expect(describeState(fold(t.log))).toEqual(describeState(t.engine.state));
+  });
+});
+
+describe('snapshots', () => {
+  it('restore(snapshot(state)) continues exactly like the state it came from', () => {
+    const t = setup();
+    const id = t.pool('a', { block_size: '28' });
+    for (let n = 1; n <= 40; n++) t.addr(n % 2 ? 'a' : 'b', id, n);
+    const snap = JSON.parse(JSON.stringify(snapshot(t.engine.state)));
+    const restored = restore(snap);
+    expect(describeState(restored)).toEqual(describeState(t.engine.state));
+    // The same next decision on both.
+    const next = (s: IpamState) => decideRequestAddress(s, { node: 'b', poolId: id, address: '', options: mac(99) });
+    expect(next(restored).result).toEqual(next(t.engine.state).result);
+  });
+});
