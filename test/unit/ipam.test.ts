@@ -136,6 +136,8 @@ describe('fold (property)', () => {
         const size = 1n << BigInt((p.cidr.family === 4 ? 32 : 128) - p.blockPrefix);
         const inside = [...p.allocs].filter(([v, a]) => v >= net && v < net + size && a.kind === 'endpoint').length;
         expect(b.endpoints).toBe(inside);
+        const used = [...p.allocs.keys()].filter((v) => v >= net && v < net + size && v >= p.first && v <= p.last).length;
+        expect(b.used).toBe(used);
       }
       const gws = [...p.allocs.values()].filter((a) => a.kind === 'gateway');
       expect(gws.length).toBeLessThanOrEqual(1);

@@ -23,6 +23,7 @@ import {
   EtcdSnapshots,
   EventPublisher,
   connectNats,
+  keys,
   serveRpc,
   type Fence,
   type NatsConnection,
@@ -100,7 +101,7 @@ export class Controller {
 
   private async leadLoop(): Promise<void> {
     while (!this.stopped) {
-      const election = new LeaderElection({ client: this.log.client, name: this.config.name, ttlSeconds: this.config.leaseTtlSeconds, logger: this.logger });
+      const election = new LeaderElection({ client: this.log.client, name: this.config.name, ttlSeconds: this.config.leaseTtlSeconds, key: keys.leader, logger: this.logger });
       this.election = election;
       let lost!: (reason: string) => void;
       const lostP = new Promise<string>((r) => (lost = r));

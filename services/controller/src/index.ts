@@ -5,3 +5,4 @@ export * from './publisher.js';
 export * from './collector.js';
 export * from './snapshots.js';
 export * from './controller.js';
+export * from './leader.js';

@@ -27,6 +27,9 @@ import {
 import type { EtcdEventLog, Fence } from '@underlay/adapters';
 import { GroupCommitter } from './committer.js';
 
+/** Decisions per turn of the event loop. */
+const ADMIT_SLICE = 128;
+
 export interface RequestContext {
   actor: string;
   traceId?: string;
@@ -99,8 +102,33 @@ export class IpamService {
   /** What the controller knows of each node's liveness (memory only; rebuilt from reports after a restart). */
   readonly liveness = new Map<string, NodeLiveness>();
 
+  /**
+   * Admission: decisions run at most ADMIT_SLICE per turn of the event loop, so a burst of requests
+   * cannot starve the leader's lease keepalive or etcd's replies.
+   */
+  private admitted: (() => void)[] = [];
+  private admitting = false;
+  private admit(): Promise<void> {
+    return new Promise((resolve) => {
+      this.admitted.push(resolve);
+      if (!this.admitting) void this.drainAdmissions();
+    });
+  }
+  private async drainAdmissions(): Promise<void> {
+    this.admitting = true;
+    try {
+      while (this.admitted.length > 0) {
+        for (const go of this.admitted.splice(0, ADMIT_SLICE)) go();
+        await new Promise((r) => setImmediate(r));
+      }
+    } finally {
+      this.admitting = false;
+    }
+  }
+
   /** Decides with the current state and commits: for the collector and other internal actors. */
   async run<R>(decide: (s: IpamState) => Decision<R>, ctx: RequestContext): Promise<R> {
+    await this.admit();
     await this.gate;
     let decided: { events: ClusterEvent[]; result: R };
     try {

@@ -10,7 +10,7 @@
  *
  * The leader steps down on its own before etcd can hand the key to anybody else: etcd expires the
  * lease TTL after the last keepalive it processed, which happened after we sent it; so the lease is
- * certainly alive until (send time of the last answered keepalive) + TTL. We give up at 2/3 of that
+ * certainly alive until (send time of the last answered keepalive) + TTL. We give up at safeFraction (0.9) of that
  * (monotonic clock), checked by a timer and again, synchronously, in fence() and isLeader().
  */
 import { EtcdLeaseInvalidError, type Etcd3, type IKeyValue, type Lease, type Watcher } from 'etcd3';
@@ -27,6 +27,12 @@ export interface LeaderElectionOptions {
   ttlSeconds?: number;
   /** Default LEADER_KEY. */
   key?: string;
+  /**
+   * Fraction of the TTL after the last answered keepalive's send time at which this controller stops
+   * vouching for its lease and steps down (default 0.9). Writes do not depend on it: every append is
+   * fenced by the leader key, which disappears with the lease.
+   */
+  safeFraction?: number;
   logger?: (m: string) => void;
 }
 
@@ -40,8 +46,8 @@ export class ElectionStoppedError extends Error {
 
 /** Deadline for single etcd calls (grant, txn, get, revoke). */
 const CALL_TIMEOUT_MS = 5_000;
-/** Fraction of the TTL after the last answered keepalive's send time at which we consider the lease lost. */
-const SAFE_FRACTION = 2 / 3;
+/** Default fraction of the TTL after the last answered keepalive's send time at which we consider the lease lost. */
+const SAFE_FRACTION = 0.9;
 
 const now = (): number => performance.now();
 
@@ -49,7 +55,7 @@ interface LeaseHandle {
   lease: Lease;
   /** Lease ID once granted ('' before). */
   id: string;
-  /** Monotonic ms until which we vouch for the lease (send time of the last answered keepalive + 2/3 TTL). */
+  /** Monotonic ms until which we vouch for the lease (send time of the last answered keepalive + safeFraction × TTL). */
   validUntil: number;
   /** Send times of keepalives not yet answered on the current stream, oldest first. */
   inFlight: number[];
@@ -86,6 +92,8 @@ export class LeaderElection {
   /** Highest revision at which the watch saw the key deleted. */
   private lastDeleteRev = 0;
   private wake?: () => void;
+  /** Last holder we logged about, so a waiting standby logs each new holder once. */
+  private lastHolder = '';
 
   constructor(opts: LeaderElectionOptions) {
     const ttl = opts.ttlSeconds ?? 2;
@@ -95,7 +103,9 @@ export class LeaderElection {
     this.name = opts.name;
     this.key = opts.key ?? LEADER_KEY;
     this.ttlSeconds = ttl;
-    this.safeMs = ttl * 1000 * SAFE_FRACTION;
+    const fraction = opts.safeFraction ?? SAFE_FRACTION;
+    if (!(fraction > 0 && fraction <= 1)) throw new RangeError(`safeFraction must be in (0, 1], got ${fraction}`);
+    this.safeMs = ttl * 1000 * fraction;
     this.log = opts.logger ?? (() => {});
     this.stoppedSignal = new Promise<void>((resolve) => (this.signalStopped = resolve));
   }
@@ -175,6 +185,7 @@ export class LeaderElection {
       this.throwIfStopped();
       try {
         await this.ensureWatch();
+        this.throwIfStopped();
         const h = await this.ensureLease();
         this.throwIfStopped();
         const res = await this.client
@@ -202,11 +213,13 @@ export class LeaderElection {
             continue;
           }
           const fence: Fence = Object.freeze({ key: this.key, createRevision });
+          this.lastHolder = '';
           this.term = { fence, rev: Number(createRevision), handle: h };
           this.log(`elected: ${this.name} holds ${this.key} (create revision ${createRevision}, lease ${h.id})`);
           return fence;
         }
-        this.log(`${this.key} is held by ${holder}; waiting for it to go`);
+        if (holder !== this.lastHolder) this.log(`${this.key} is held by ${holder}; waiting for it to go`);
+        this.lastHolder = holder;
         await this.waitForDeletion(Number(res.header.revision));
       } catch (e) {
         if (this.stopped) throw new ElectionStoppedError();
@@ -240,6 +253,7 @@ export class LeaderElection {
 
   /** One watch on the key, from the first campaign until stop(); recreated if etcd cancels it. */
   private ensureWatch(): Promise<void> {
+    this.throwIfStopped(); // never create a watch that stop() already passed by
     if (this.watcher && this.watchReady) return this.raceStop(this.watchReady);
     const w = this.client.watch().key(this.key).watcher();
     this.watcher = w;
@@ -296,6 +310,7 @@ export class LeaderElection {
   // --- lease ---------------------------------------------------------------------------------
 
   private async ensureLease(): Promise<LeaseHandle> {
+    this.throwIfStopped(); // never grant a lease that stop() would not revoke
     const cur = this.handle;
     if (cur && !cur.dead && cur.id && now() < cur.validUntil) return cur;
     if (cur) void this.dropLease(cur, 'stale');
@@ -348,7 +363,7 @@ export class LeaderElection {
   }
 
   private staleReason(h: LeaseHandle): string {
-    return `no keepalive for lease ${h.id || '(pending)'} answered within ${Math.round(this.safeMs)} ms (2/3 of the ${this.ttlSeconds} s TTL)`;
+    return `no keepalive for lease ${h.id || '(pending)'} answered within ${Math.round(this.safeMs)} ms (of the ${this.ttlSeconds} s TTL)`;
   }
 
   /** Synchronous check so that fence()/isLeader() are right even if the timer is late (busy event loop). */

@@ -22,7 +22,7 @@ import {
 const enc = new TextEncoder();
 
 export interface CallOptions {
-  /** Per attempt. */
+  /** Per attempt (default 10 s: a deep queue at the controller is still progress, not a failure). */
   timeoutMs?: number;
   /** Total time to keep retrying retriable failures. */
   deadlineMs?: number;
@@ -41,8 +41,8 @@ export class RpcClient {
   constructor(private readonly nc: NatsConnection) {}
 
   async call<S extends z.ZodType>(method: RpcMethod, req: unknown, resSchema: S, opts: CallOptions = {}): Promise<z.infer<S>> {
-    const timeout = opts.timeoutMs ?? 5000;
-    const deadline = Date.now() + (opts.deadlineMs ?? 15000);
+    const timeout = opts.timeoutMs ?? 10_000;
+    const deadline = Date.now() + (opts.deadlineMs ?? 30_000);
     const h = natsHeaders();
     h.set(headers.traceparent, opts.traceparent ?? newTraceparent());
     const payload = enc.encode(JSON.stringify(req));

@@ -215,10 +215,12 @@ const FULL_SEARCH_BLOCKS = 1n << 16n;
  * claimed block, then (unless strict affinity) a free address borrowed from another node's block.
  */
 function findInBlocks(p: Pool, node: string): { value: bigint; claim?: bigint } | undefined {
+  const full = (b: { used: number }, r: { first: bigint; last: bigint }) => BigInt(b.used) > r.last - r.first;
   for (const net of p.nodeBlocks.get(node) ?? []) {
     const b = p.blocks.get(net)!;
     const r = blockRange(p, net);
-    const v = r && freeIn(p, r.first, r.last, b.cursor);
+    if (!r || full(b, r)) continue;
+    const v = freeIn(p, r.first, r.last, b.cursor);
     if (v !== undefined) return { value: v };
   }
   const step = blockSize(p);
@@ -236,7 +238,8 @@ function findInBlocks(p: Pool, node: string): { value: bigint; claim?: bigint } 
   for (const [bnet, b] of p.blocks) {
     if (b.node === node) continue;
     const r = blockRange(p, bnet);
-    const v = r && freeIn(p, r.first, r.last, b.cursor);
+    if (!r || full(b, r)) continue;
+    const v = freeIn(p, r.first, r.last, b.cursor);
     if (v !== undefined) return { value: v };
   }
   return undefined;

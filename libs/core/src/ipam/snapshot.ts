@@ -26,8 +26,8 @@ const PoolSnap = z.object({
   gateway: z.string().optional(),
   // [address, seq, kind, node, handle, time, endpointId, networkId, boundTime]
   allocs: z.array(z.tuple([z.string(), z.number(), z.enum(['endpoint', 'gateway', 'aux']), z.string(), z.string().nullable(), z.string(), z.string().nullable(), z.string().nullable(), z.string().nullable()])),
-  // [network, node, claimedSeq, endpoints, cursor, emptySince]
-  blocks: z.array(z.tuple([z.string(), z.string(), z.number(), z.number(), z.string(), z.string().nullable()])),
+  // [network, node, claimedSeq, endpoints, used, cursor, emptySince]
+  blocks: z.array(z.tuple([z.string(), z.string(), z.number(), z.number(), z.number(), z.string(), z.string().nullable()])),
   nodeBlocks: z.array(z.tuple([z.string(), z.array(z.string())])),
 });
 
@@ -58,7 +58,7 @@ export function snapshot(state: IpamState): SnapshotData {
       refs: [...p.refs],
       gateway: p.gateway === undefined ? undefined : hex(p.gateway),
       allocs: [...p.allocs].map(([v, a]) => [hex(v), a.seq, a.kind, a.node, a.handle ?? null, a.time, a.endpointId ?? null, a.networkId ?? null, a.boundTime ?? null] as const),
-      blocks: [...p.blocks.values()].map((b) => [hex(b.network), b.node, b.claimedSeq, b.endpoints, hex(b.cursor), b.emptySince ?? null] as const),
+      blocks: [...p.blocks.values()].map((b) => [hex(b.network), b.node, b.claimedSeq, b.endpoints, b.used, hex(b.cursor), b.emptySince ?? null] as const),
       nodeBlocks: [...p.nodeBlocks].map(([n, l]) => [n, l.map(hex)] as [string, string[]]),
     })) as SnapshotData['pools'],
   };
@@ -83,8 +83,8 @@ export function restore(raw: unknown): IpamState {
       });
       if (handle !== null) p.handles.set(handle, value);
     }
-    for (const [net, node, claimedSeq, endpoints, cursor, emptySince] of ps.blocks) {
-      p.blocks.set(big(net), { network: big(net), node, claimedSeq, endpoints, cursor: big(cursor), ...(emptySince !== null ? { emptySince } : {}) });
+    for (const [net, node, claimedSeq, endpoints, used, cursor, emptySince] of ps.blocks) {
+      p.blocks.set(big(net), { network: big(net), node, claimedSeq, endpoints, used, cursor: big(cursor), ...(emptySince !== null ? { emptySince } : {}) });
     }
     for (const [n, l] of ps.nodeBlocks) p.nodeBlocks.set(n, l.map(big));
     state.pools.set(p.poolId, p);

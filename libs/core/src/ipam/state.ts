@@ -28,6 +28,8 @@ export interface Block {
   readonly claimedSeq: number;
   /** Endpoint allocations inside the block (any node's). */
   endpoints: number;
+  /** Allocations of any kind inside the block's usable range; the block is full when it equals the range's size. */
+  used: number;
   /** Next-fit cursor inside the block. */
   cursor: bigint;
   /** Time since when the block holds no endpoint (undefined while it holds some). */
@@ -165,10 +167,13 @@ export function apply(state: IpamState, ev: ClusterEvent): IpamState {
       const net = parseCidr(ev.data.block).network;
       if (p.blocks.has(net)) throw new FoldError(ev.seq, `block ${ev.data.block} claimed twice`);
       let endpoints = 0;
-      const end = net + blockSize(p);
-      for (const [v, a] of p.allocs) if (v >= net && v < end && a.kind === 'endpoint') endpoints++;
+      let used = 0;
       const r = blockRange(p, net);
-      p.blocks.set(net, { network: net, node: ev.data.node, claimedSeq: ev.seq, endpoints, cursor: r ? r.first : net, emptySince: endpoints === 0 ? ev.time : undefined });
+      for (const [v, a] of p.allocs) {
+        if (r && v >= r.first && v <= r.last) used++;
+        if (v >= net && v < net + blockSize(p) && a.kind === 'endpoint') endpoints++;
+      }
+      p.blocks.set(net, { network: net, node: ev.data.node, claimedSeq: ev.seq, endpoints, used, cursor: r ? r.first : net, emptySince: endpoints === 0 ? ev.time : undefined });
       const list = p.nodeBlocks.get(ev.data.node) ?? [];
       list.push(net);
       p.nodeBlocks.set(ev.data.node, list);
@@ -193,6 +198,7 @@ export function apply(state: IpamState, ev: ClusterEvent): IpamState {
       if (ev.data.handle) p.handles.set(ev.data.handle, v);
       if (ev.data.kind === 'gateway') p.gateway = v;
       const b = p.blocks.get(blockOf(p, v));
+      if (b && v >= p.first && v <= p.last) b.used++;
       if (b && ev.data.kind === 'endpoint') {
         b.endpoints++;
         b.emptySince = undefined;
@@ -212,6 +218,7 @@ export function apply(state: IpamState, ev: ClusterEvent): IpamState {
       if (a.handle && p.handles.get(a.handle) === v) p.handles.delete(a.handle);
       if (a.kind === 'gateway') p.gateway = undefined;
       const b = p.blocks.get(blockOf(p, v));
+      if (b && v >= p.first && v <= p.last) b.used--;
       if (b && a.kind === 'endpoint') {
         b.endpoints--;
         if (b.endpoints === 0) b.emptySince = ev.time;
