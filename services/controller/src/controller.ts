@@ -40,6 +40,9 @@ import { LeaderElection } from './leader.js';
 export type Logger = (msg: string) => void;
 export type Role = 'starting' | 'standby' | 'leader' | 'stopped';
 
+/** How often a standby folds new events from the log. */
+const FOLLOW_MS = 250;
+
 export class Controller {
   readonly config: ControllerConfig;
   readonly log: EtcdEventLog;
@@ -106,14 +109,18 @@ export class Controller {
       let lost!: (reason: string) => void;
       const lostP = new Promise<string>((r) => (lost = r));
       election.onLost((reason) => lost(reason));
+      // A hot standby: follow the log while waiting, so taking over folds only the last events.
+      const follower = this.follow();
       try {
         await election.campaign();
       } catch (e) {
+        await follower.stop();
         if (this.stopped) break;
         this.logger(`campaign failed: ${(e as Error).message}; retrying`);
         await new Promise((r) => setTimeout(r, 500));
         continue;
       }
+      await follower.stop();
       if (this.stopped) break;
       try {
         await this.lead();
@@ -134,9 +141,32 @@ export class Controller {
   private stopSignal!: (reason: string) => void;
   private readonly stoppedP = new Promise<string>((r) => (this.stopSignal = r));
 
-  /** Becomes the serving leader: load state, catch up the stream, answer requests, collect. */
+  /** Folds new events from the log every FOLLOW_MS until stopped. */
+  private follow(): { stop(): Promise<void> } {
+    let stopped = false;
+    let wake: () => void = () => {};
+    const loop = (async () => {
+      while (!stopped && !this.stopped) {
+        await this.ipam.refresh().catch((e) => this.logger(`standby could not follow the log: ${(e as Error).message}`));
+        await new Promise<void>((r) => {
+          wake = r;
+          setTimeout(r, FOLLOW_MS).unref();
+        });
+      }
+    })();
+    return {
+      stop: async () => {
+        stopped = true;
+        wake();
+        await loop;
+      },
+    };
+  }
+
+  /** Becomes the serving leader: catch up with the log, catch up the stream, answer requests, collect. */
   private async lead(): Promise<void> {
-    await this.ipam.load();
+    await this.ipam.refresh();
+    this.ipam.markDeciding();
     this.role = 'leader';
     this.snapshotter.reset(this.ipam.state.seq);
     await this.publisher!.catchUp();

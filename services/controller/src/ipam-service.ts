@@ -51,9 +51,35 @@ export class IpamService {
 
   constructor(private readonly opts: IpamServiceOptions) {}
 
-  /** Rebuilds the state from the log in etcd. */
+  /** True while the state in memory is exactly a prefix of the log (nothing decided that might not be committed). */
+  private clean = false;
+
+  /** Rebuilds the state from etcd (the latest snapshot and the log after it). */
   async load(): Promise<void> {
+    this.clean = false;
     const state = this.opts.loadState ? await this.opts.loadState() : fold(await this.opts.log.readAll());
+    this.setState(state);
+    this.clean = true;
+  }
+
+  /**
+   * Brings a clean state up to the head of the log by folding only the new events (a hot standby
+   * calls this continuously, and once more when elected); a state that may hold uncommitted
+   * decisions is rebuilt instead.
+   */
+  async refresh(): Promise<void> {
+    if (!this.clean || !this.committer) return this.load();
+    let state = this.engine.state;
+    for await (const page of this.opts.log.read(state.seq + 1)) state = fold(page, state);
+    this.setState(state);
+  }
+
+  /** From now on the state may run ahead of etcd (this controller decides). */
+  markDeciding(): void {
+    this.clean = false;
+  }
+
+  private setState(state: IpamState): void {
     this.engine.state = state;
     this.committer = new GroupCommitter(
       this.opts.log,
@@ -140,6 +166,7 @@ export class IpamService {
       decided = this.engine.execute(decide, ctx);
     }
     const { events, result } = decided;
+    if (events.length > 0) this.clean = false;
     // With no new events the answer may still rest on events in flight: wait for those.
     if (events.length === 0) await this.committer.waitFor(this.engine.state.seq);
     else await this.committer.commit(events);
