@@ -74,9 +74,11 @@ export function restore(raw: unknown): IpamState {
     if (ps.gateway !== undefined) p.gateway = big(ps.gateway);
     for (const [v, seq, kind, node, handle, time, endpointId, networkId, boundTime] of ps.allocs) {
       const value = big(v);
+      // Same key order as the fold builds, so both serialise identically.
       p.allocs.set(value, {
-        seq, kind, node, time,
-        ...(handle !== null ? { handle } : {}),
+        seq, kind, node,
+        handle: handle ?? undefined,
+        time,
         ...(endpointId !== null ? { endpointId } : {}),
         ...(networkId !== null ? { networkId } : {}),
         ...(boundTime !== null ? { boundTime } : {}),
