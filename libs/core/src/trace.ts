@@ -7,8 +7,15 @@ import { randomBytes } from 'node:crypto';
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 
 export function newTraceparent(traceId?: string): string {
-  const tid = traceId && /^[0-9a-f]{32}$/.test(traceId) ? traceId : randomBytes(16).toString('hex');
-  return `00-${tid}-${randomBytes(8).toString('hex')}-01`;
+  // One call for both ids: randomBytes is a system call and this runs for every request.
+  const r = randomBytes(24).toString('hex');
+  const tid = traceId && /^[0-9a-f]{32}$/.test(traceId) ? traceId : r.slice(0, 32);
+  return `00-${tid}-${r.slice(32)}-01`;
+}
+
+/** The traceparent of a published event: the request's trace, with the event's seq as its span id (no randomness per event). */
+export function eventTraceparent(traceId: string, seq: number): string {
+  return `00-${traceId}-${(seq || 1).toString(16).padStart(16, '0')}-01`;
 }
 
 export function traceIdOf(traceparent: string | undefined): string | undefined {

@@ -10,14 +10,16 @@ import { MAX_TXN_BYTES, MAX_TXN_OPS, type EtcdEventLog, type Fence } from '@unde
 
 interface Pending {
   events: ClusterEvent[];
+  /** Each event serialised once, for etcd and for JetStream. */
+  encoded: string[];
   bytes: number;
   resolve: () => void;
   reject: (e: unknown) => void;
 }
 
 export interface CommitterHooks {
-  /** Called after each successful transaction, in order. */
-  onCommitted(events: ClusterEvent[]): void;
+  /** Called after each successful transaction, in order, with each event's JSON. */
+  onCommitted(events: ClusterEvent[], encoded: string[]): void;
   /** Called once when a transaction fails; the caller must rebuild its state before deciding again. */
   onFailed(err: unknown): void;
 }
@@ -42,8 +44,9 @@ export class GroupCommitter {
   commit(events: ClusterEvent[]): Promise<void> {
     if (events.length === 0) return this.waitFor(0);
     return new Promise((resolve, reject) => {
-      const bytes = events.reduce((n, e) => n + JSON.stringify(e).length + 64, 0);
-      this.queue.push({ events, bytes, resolve, reject });
+      const encoded = events.map((e) => JSON.stringify(e));
+      const bytes = encoded.reduce((n, j) => n + j.length + 64, 0);
+      this.queue.push({ events, encoded, bytes, resolve, reject });
       if (!this.running) void this.loop();
     });
   }
@@ -73,8 +76,9 @@ export class GroupCommitter {
           bytes += next.bytes;
         }
         const events = batch.flatMap((p) => p.events);
+        const encoded = batch.flatMap((p) => p.encoded);
         try {
-          await this.log.append(events, this.committedSeq, this.fence());
+          await this.log.append(events, this.committedSeq, this.fence(), encoded);
         } catch (err) {
           const failed = [...batch, ...this.queue];
           this.queue = [];
@@ -87,7 +91,7 @@ export class GroupCommitter {
         }
         this.transactions++;
         this.committedSeq = events[events.length - 1]!.seq;
-        this.hooks.onCommitted(events);
+        this.hooks.onCommitted(events, encoded);
         for (const p of batch) p.resolve();
         this.waiters = this.waiters.filter((w) => {
           if (w.seq > this.committedSeq) return true;

@@ -71,8 +71,8 @@ export class Controller {
     this.ipam = new IpamService({
       log: this.log,
       loadState: () => loadState(this.log, this.snaps, logger),
-      onCommitted: (evs) => {
-        this.publisher?.enqueue(evs);
+      onCommitted: (evs, encoded) => {
+        this.publisher?.enqueue(evs, encoded);
         this.snapshotter.maybeSnapshot();
       },
       fence: () => this.currentFence(),

@@ -39,7 +39,7 @@ export interface IpamServiceOptions {
   log: EtcdEventLog;
   /** Loads the starting state: the latest snapshot folded forward with the log (default: the whole log). */
   loadState?: () => Promise<IpamState>;
-  onCommitted?: (events: ClusterEvent[]) => void;
+  onCommitted?: (events: ClusterEvent[], encoded: string[]) => void;
   fence?: () => Fence | undefined;
   logger?: (msg: string) => void;
 }
@@ -85,7 +85,7 @@ export class IpamService {
       this.opts.log,
       state.seq,
       {
-        onCommitted: (evs) => this.opts.onCommitted?.(evs),
+        onCommitted: (evs, encoded) => this.opts.onCommitted?.(evs, encoded),
         onFailed: (err) => {
           this.opts.logger?.(`commit failed, reloading state from etcd: ${(err as Error).message}`);
           void this.reload().catch((e) => this.opts.logger?.(`reload failed: ${(e as Error).message}`));

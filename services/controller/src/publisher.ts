@@ -21,6 +21,7 @@ export class OrderedPublisher {
   /** Republishes whatever the stream lacks. Resolves or rejects with this attempt; retries by itself. */
   catchUp(): Promise<void> {
     const run = this.chain.then(async () => {
+      this.pub.resetPosition();
       this.publishedSeq = await this.pub.lastPublishedSeq();
       for await (const page of this.log.read(this.publishedSeq + 1, 1000)) {
         for (let i = 0; i < page.length; i += 100) {
@@ -35,14 +36,15 @@ export class OrderedPublisher {
     return run;
   }
 
-  enqueue(events: ClusterEvent[]): void {
+  enqueue(events: ClusterEvent[], encoded?: string[]): void {
     this.chain = this.chain
       .then(async () => {
         // While broken, the pending catch-up reads these from etcd.
         if (this.broken) return;
-        const fresh = events.filter((e) => e.seq > this.publishedSeq);
-        if (fresh.length === 0) return;
-        await this.pub.publish(fresh);
+        const skip = events.findIndex((e) => e.seq > this.publishedSeq);
+        if (skip < 0) return;
+        const fresh = events.slice(skip);
+        await this.pub.publish(fresh, encoded?.slice(skip));
         this.publishedSeq = fresh[fresh.length - 1]!.seq;
       })
       .catch((err) => this.fail(err));

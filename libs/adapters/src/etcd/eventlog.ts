@@ -69,7 +69,7 @@ export class EtcdEventLog {
    * Appends events whose seqs continue `expectHead` without gaps. Throws CommitConflictError when the
    * head moved (or the fence no longer holds): nothing was written then.
    */
-  async append(events: ClusterEvent[], expectHead: number, fence?: Fence): Promise<void> {
+  async append(events: ClusterEvent[], expectHead: number, fence?: Fence, encoded?: readonly string[]): Promise<void> {
     if (events.length === 0) return;
     if (events.length + 1 > MAX_TXN_OPS) throw new Error(`too many events for one transaction: ${events.length}`);
     events.forEach((e, i) => {
@@ -81,7 +81,7 @@ export class EtcdEventLog {
         ? this.client.if(keys.head, 'Create', '==', 0)
         : this.client.if(keys.head, 'Value', '==', JSON.stringify({ seq: expectHead }));
     if (fence) cmp.and(fence.key, 'Create', '==', fence.createRevision);
-    const ops = events.map((e) => this.client.put(keys.event(e.seq)).value(JSON.stringify(e)));
+    const ops = events.map((e, i) => this.client.put(keys.event(e.seq)).value(encoded?.[i] ?? JSON.stringify(e)));
     ops.push(this.client.put(keys.head).value(JSON.stringify({ seq: last })));
     const res = await cmp.then(...ops).commit();
     if (!res.succeeded) throw new CommitConflictError(expectHead);

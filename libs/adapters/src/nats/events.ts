@@ -5,9 +5,11 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { headers as natsHeaders } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, type JetStreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
-import { EVENTS_STREAM, EVENTS_WILDCARD, eventSubject, headers, newTraceparent, type ClusterEvent } from '@underlay/core';
+import { EVENTS_STREAM, EVENTS_WILDCARD, eventSubject, eventTraceparent, headers, type ClusterEvent } from '@underlay/core';
 
 const enc = new TextEncoder();
+/** JetStream's de-duplication header (what `msgID` sets on a JetStream publish). */
+const NATS_MSG_ID = 'Nats-Msg-Id';
 const NS_PER_MS = 1_000_000;
 
 export async function ensureEventStream(jsm: JetStreamManager): Promise<void> {
@@ -45,15 +47,42 @@ export class EventPublisher {
     return v ? Number(v) : 0;
   }
 
-  async publish(events: readonly ClusterEvent[]): Promise<void> {
+  /**
+   * Publishes a batch in order. All but the last go out as plain NATS messages on the stream's
+   * subjects (JetStream stores them; `Nats-Msg-Id` = seq dedupes repeats); the last is a JetStream
+   * publish whose acknowledgement confirms the batch, since one connection keeps its order. One
+   * round trip per batch instead of one per event. If the stream's sequence did not advance by the
+   * batch's size, the caller is told so and catches up from etcd.
+   */
+  async publish(events: readonly ClusterEvent[], encoded?: readonly string[]): Promise<void> {
+    if (events.length === 0) return;
     const js = jetstream(this.nc);
-    await Promise.all(
-      events.map((ev) => {
-        const h = natsHeaders();
-        h.set(headers.eventSeq, String(ev.seq));
-        if (ev.traceId) h.set(headers.traceparent, newTraceparent(ev.traceId));
-        return js.publish(eventSubject(ev.type), enc.encode(JSON.stringify(ev)), { msgID: String(ev.seq), headers: h });
-      }),
-    );
+    const message = (ev: ClusterEvent, i: number) => {
+      const h = natsHeaders();
+      h.set(headers.eventSeq, String(ev.seq));
+      h.set(NATS_MSG_ID, String(ev.seq));
+      if (ev.traceId) h.set(headers.traceparent, eventTraceparent(ev.traceId, ev.seq));
+      return { subject: eventSubject(ev.type), data: enc.encode(encoded?.[i] ?? JSON.stringify(ev)), headers: h };
+    };
+    for (const [i, ev] of events.slice(0, -1).entries()) {
+      const m = message(ev, i);
+      this.nc.publish(m.subject, m.data, { headers: m.headers });
+    }
+    const last = message(events[events.length - 1]!, events.length - 1);
+    const ack = await js.publish(last.subject, last.data, { msgID: String(events[events.length - 1]!.seq), headers: last.headers });
+    const advanced = this.lastStreamSeq === undefined ? events.length : ack.seq - this.lastStreamSeq;
+    if (!ack.duplicate && advanced !== events.length) {
+      this.lastStreamSeq = ack.seq;
+      throw new Error(`stream advanced by ${advanced} for a batch of ${events.length}: some events may be missing`);
+    }
+    this.lastStreamSeq = ack.seq;
+  }
+
+  /** Stream sequence of the last acknowledged publish (undefined until the first, or after a catch-up). */
+  private lastStreamSeq?: number;
+
+  /** Forget the stream position (after a catch-up republished with possible duplicates). */
+  resetPosition(): void {
+    this.lastStreamSeq = undefined;
   }
 }

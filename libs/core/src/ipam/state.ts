@@ -46,6 +46,8 @@ export interface Pool {
   readonly v6: boolean;
   readonly options: Readonly<Record<string, string>>;
   readonly blockPrefix: number;
+  /** Addresses per block (2^(bits - blockPrefix)), computed once. */
+  readonly blockSizeValue: bigint;
   readonly strictAffinity: boolean;
   /** Nodes whose Docker holds the pool. */
   readonly refs: Set<string>;
@@ -87,7 +89,7 @@ export class FoldError extends Error {
   }
 }
 
-export const blockSize = (p: Pool): bigint => 1n << BigInt(bits(p.cidr.family) - p.blockPrefix);
+export const blockSize = (p: Pool): bigint => p.blockSizeValue;
 export const blockOf = (p: Pool, v: bigint): bigint => v - ((v - p.cidr.network) % blockSize(p));
 export const formatBlock = (p: Pool, network: bigint): string => `${formatValue(p.cidr.family, network)}/${p.blockPrefix}`;
 
@@ -127,6 +129,7 @@ export function createPool(d: PoolDefinition): Pool {
     v6: d.v6,
     options: { ...d.options },
     blockPrefix: Math.max(d.blockPrefix, cidr.prefix),
+    blockSizeValue: 1n << BigInt(bits(cidr.family) - Math.max(d.blockPrefix, cidr.prefix)),
     strictAffinity: d.strictAffinity,
     refs: new Set(),
     allocs: new Map(),
