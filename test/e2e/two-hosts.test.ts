@@ -3,7 +3,7 @@
  * network on both hands out different addresses from the same /24, containers ping across hosts,
  * and `docker rm` returns the addresses. (Docker's own macvlan gives both containers 192.0.2.2.)
  */
-import { BUSYBOX_IMAGE, withLab } from '../lab';
+import { BUSYBOX_IMAGE, waitFor, withLab } from '../lab';
 import { containerIp, extraLinks, startCluster, type Cluster } from './support/cluster';
 
 jest.setTimeout(240_000);
@@ -11,7 +11,11 @@ const ctx = withLab({ hosts: ['h1', 'h2'] });
 let cluster: Cluster;
 
 beforeAll(async () => {
-  cluster = await startCluster(ctx.lab, [ctx.host('h1'), ctx.host('h2')]);
+  // The leak collector runs every 200 ms with short periods: it must never take a running container's address.
+  cluster = await startCluster(ctx.lab, [ctx.host('h1'), ctx.host('h2')], {
+    controller: { collectIntervalMs: 200, unboundGraceMs: 1_000, reportSlackMs: 500, nodeExpiredMs: 5_000, blockGraceMs: 1_000 },
+    reportIntervalMs: 200,
+  });
 }, 300_000);
 
 const POOL = 'underlay/192.0.2.0/24';
@@ -48,6 +52,20 @@ describe('two hosts', () => {
     expect([...cluster.controller.ipam.state.nodes.keys()].sort()).toEqual(['h1', 'h2']);
     // Each host filled its own block: the two addresses come from different /26 blocks.
     expect([...pool.blocks.values()].map((b) => b.node).sort()).toEqual(['h1', 'h2']);
+
+    // The controller knows the network on both hosts by its Docker name, and names it when refusing an overlap.
+    const named = () => [...cluster.controller.ipam.state.networks.values()].filter((n) => n.name === 'n1').map((n) => n.node).sort();
+    await waitFor(() => named().join() === 'h1,h2', { timeoutMs: 10_000, what: 'network n1 recorded and named on both hosts' });
+    const overlap = await h1.docker.docker(['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--subnet', '192.0.2.128/25', '-o', 'parent=eth1', 'n2']);
+    expect(overlap.code).not.toBe(0);
+    expect(overlap.stderr).toContain('subnet 192.0.2.128/25 overlaps with 192.0.2.0/24 of network "n1" (on h1, h2)');
+
+    // Many collector passes later, both running containers still hold their addresses.
+    const passes = cluster.controller.collector!.passes;
+    await waitFor(() => cluster.controller.collector!.passes >= passes + 15, { timeoutMs: 20_000, what: '15 collector passes' });
+    expect(cluster.controller.collector!.reclaimed).toEqual([]);
+    expect([...pool.allocs.values()].filter((x) => x.kind === 'endpoint')).toHaveLength(2);
+    await h1.docker.dockerOk(['exec', 'ca', 'ping', '-c', '1', '-W', '3', ipB]);
     expect([...pool.refs].sort()).toEqual(['h1', 'h2']);
 
     // docker rm returns the addresses to the cluster.

@@ -17,7 +17,7 @@ afterAll(() => env?.close());
 it('cold-starts from 100,000 events with snapshots to the same state', async () => {
   const c1 = await env.controller({ snapshotEvery: 10_000 });
   const ctx = { actor: 'node:h1' };
-  const pools = [];
+  const pools: string[] = [];
   for (const [i, node] of ['h1', 'h2', 'h3', 'h4'].entries()) {
     pools.push((await c1.ipam.requestPool({ node, space: 'underlay', pool: `2001:db8:${i + 1}::/64`, subPool: '', options: {}, v6: true }, { actor: `node:${node}` })).poolId);
   }

@@ -7,3 +7,4 @@ export { openLinkOps, NetlinkError } from './netlink/index.js';
 export type { LinkOps as NetlinkLinkOps, LinkInfo } from './netlink/index.js';
 export * from './etcd/snapshots.js';
 export * from './nats/consumer.js';
+export * from './docker/engine.js';

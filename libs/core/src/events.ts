@@ -94,6 +94,28 @@ export const EndpointBound = z.object({
   }),
 });
 
+/** A Docker network on one node (each dockerd has its own network id), with the pools it uses. */
+export const NetworkRecorded = z.object({
+  type: z.literal('NetworkRecorded'),
+  data: z.object({
+    networkId: z.string(),
+    node: z.string(),
+    poolIds: z.array(z.string()),
+    options: z.record(z.string(), z.string()).default({}),
+  }),
+});
+
+/** Docker's name of the network, learned from the Docker Engine API after CreateNetwork. */
+export const NetworkNamed = z.object({
+  type: z.literal('NetworkNamed'),
+  data: z.object({ networkId: z.string(), name: z.string() }),
+});
+
+export const NetworkRemoved = z.object({
+  type: z.literal('NetworkRemoved'),
+  data: z.object({ networkId: z.string(), node: z.string() }),
+});
+
 /** A node agent was seen for the first time (liveness itself is kept in memory, not in the log). */
 export const NodeRegistered = z.object({
   type: z.literal('NodeRegistered'),
@@ -111,6 +133,9 @@ export const EventBody = z.discriminatedUnion('type', [
   BlockReleased,
   EndpointBound,
   NodeRegistered,
+  NetworkRecorded,
+  NetworkNamed,
+  NetworkRemoved,
 ]);
 export type EventBody = z.infer<typeof EventBody>;
 export type EventType = EventBody['type'];
@@ -125,6 +150,9 @@ export const EVENT_TYPES: readonly EventType[] = [
   'BlockReleased',
   'EndpointBound',
   'NodeRegistered',
+  'NetworkRecorded',
+  'NetworkNamed',
+  'NetworkRemoved',
 ];
 
 export const EventMeta = z.object({

@@ -9,6 +9,9 @@ import type { Server } from 'node:http';
 import type { Subscription } from '@nats-io/transport-node';
 import {
   BindEndpointReq,
+  NetworkNameReq,
+  NetworkRecordReq,
+  NetworkRemoveReq,
   NodeReport,
   ReadEventsReq,
   ReleaseAddressReq,
@@ -178,6 +181,9 @@ export class Controller {
       serveRpc(nc, 'requestAddress', RequestAddressReq, (r, rc) => this.ipam.requestAddress(r, ctx(r, rc))),
       serveRpc(nc, 'releaseAddress', ReleaseAddressReq, (r, rc) => this.ipam.releaseAddress(r, ctx(r, rc))),
       serveRpc(nc, 'bindEndpoint', BindEndpointReq, (r, rc) => this.ipam.bindEndpoint(r, ctx(r, rc))),
+      serveRpc(nc, 'networkRecord', NetworkRecordReq, (r, rc) => this.ipam.networkRecord(r, ctx(r, rc))),
+      serveRpc(nc, 'networkName', NetworkNameReq, (r, rc) => this.ipam.networkName(r, ctx(r, rc))),
+      serveRpc(nc, 'networkRemove', NetworkRemoveReq, (r, rc) => this.ipam.networkRemove(r, ctx(r, rc))),
       serveRpc(nc, 'nodeReport', NodeReport, (r, rc) => this.ipam.nodeReport(r, ctx(r, rc))),
       serveRpc(nc, 'readEvents', ReadEventsReq, async (r) => {
         const out = [];

@@ -6,6 +6,9 @@
 import {
   IpamEngine,
   decideBindEndpoint,
+  decideNetworkNamed,
+  decideNetworkRecorded,
+  decideNetworkRemoved,
   decideNodeHello,
   decideReleaseAddress,
   decideReleasePool,
@@ -17,6 +20,7 @@ import {
   type Decision,
   type IpamState,
   type BindEndpointReq,
+  type NetworkRecordReq,
   type NodeLiveness,
   type NodeReport,
   type ReleaseAddressReq,
@@ -187,6 +191,15 @@ export class IpamService {
   }
   bindEndpoint(req: BindEndpointReq, ctx: RequestContext) {
     return this.run((s) => decideBindEndpoint(s, req), ctx);
+  }
+  networkRecord(req: NetworkRecordReq, ctx: RequestContext) {
+    return this.run((s) => decideNetworkRecorded(s, req), ctx);
+  }
+  networkName(req: { networkId: string; name: string }, ctx: RequestContext) {
+    return this.run((s) => decideNetworkNamed(s, req), ctx);
+  }
+  networkRemove(req: { networkId: string; node: string }, ctx: RequestContext) {
+    return this.run((s) => decideNetworkRemoved(s, req), ctx);
   }
   async nodeReport(req: NodeReport, ctx: RequestContext, nowMs = Date.now()) {
     await this.run((s) => decideNodeHello(s, req), ctx);

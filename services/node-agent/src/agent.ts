@@ -4,7 +4,7 @@
  */
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
-import { RpcClient, connectNats, type NatsConnection } from '@underlay/adapters';
+import { DockerEngine, RpcClient, connectNats, type NatsConnection } from '@underlay/adapters';
 import { EmptyRes, plugin } from '@underlay/core';
 import { AgentConfig } from './config.js';
 import { KeyedMutex, type DriverContext } from './driver/context.js';
@@ -77,6 +77,8 @@ export class Agent {
       controller: new RpcClient(this.nc),
       lock: new KeyedMutex(),
       log: this.logger,
+      docker: new DockerEngine(this.config.docker),
+      recentPools: new Map(),
     };
     this.ctx = ctx;
     this.server = createPluginServer(pluginRoutes(ctx), this.logger);

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { Controller } from '@underlay/controller';
+import { Controller, type ControllerConfigInput } from '@underlay/controller';
 import {
   importBusybox,
   runOk,
@@ -44,10 +44,16 @@ export interface Cluster {
   startAgent(host: LabHost, d: Dockerd): Promise<Proc>;
 }
 
-export async function startCluster(lab: Lab, hosts: LabHost[]): Promise<Cluster> {
+export interface ClusterOptions {
+  controller?: Partial<ControllerConfigInput>;
+  /** Agents' --report-interval-ms. */
+  reportIntervalMs?: number;
+}
+
+export async function startCluster(lab: Lab, hosts: LabHost[], opts: ClusterOptions = {}): Promise<Cluster> {
   await ensureBuilt();
   const [etcd, nats] = await Promise.all([startLabEtcd(lab), startLabNats(lab)]);
-  const controller = new Controller({ etcd: [etcd.url], nats: nats.url, listen: '127.0.0.1:0', name: 'e2e' });
+  const controller = new Controller({ etcd: [etcd.url], nats: nats.url, listen: '127.0.0.1:0', name: 'e2e', ...opts.controller });
   await controller.start();
   await controller.whenLeader();
   lab.onDestroy('controller', () => controller.stop());
@@ -60,7 +66,8 @@ export async function startCluster(lab: Lab, hosts: LabHost[]): Promise<Cluster>
     async startAgent(host, d) {
       const stateDir = path.join(lab.dir, 'agent', host.name);
       fs.mkdirSync(stateDir, { recursive: true });
-      const proc = lab.spawnIn(host, process.execPath, [CLI, 'agent', '--node', host.name, '--nats', nats.url, '--plugin-dir', d.pluginDir, '--state-dir', stateDir, '--docker', d.dockerHost], { name: 'agent' });
+      const report = opts.reportIntervalMs ? ['--report-interval-ms', String(opts.reportIntervalMs)] : [];
+      const proc = lab.spawnIn(host, process.execPath, [CLI, 'agent', '--node', host.name, '--nats', nats.url, '--plugin-dir', d.pluginDir, '--state-dir', stateDir, '--docker', d.dockerHost, ...report], { name: 'agent' });
       await waitFor(() => fs.existsSync(d.pluginSocket()), { timeoutMs: 20_000, what: `agent socket on ${host.name}` });
       return proc;
     },

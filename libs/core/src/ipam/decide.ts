@@ -10,6 +10,7 @@ import {
   GATEWAY_REQUEST_TYPE,
   MAC_OPTION,
   type BindEndpointReq,
+  type NetworkRecordReq,
   type NodeHello,
   type ReleaseAddressReq,
   type ReleasePoolReq,
@@ -88,7 +89,7 @@ export function decideRequestPool(state: IpamState, req: RequestPoolReq): Decisi
   for (const other of state.pools.values()) {
     if (other.space === space && overlaps(other.cidr, cidr)) {
       throw new ConflictError(
-        `subnet ${cidrText} overlaps with ${other.cidrText}, already in use in address space "${space}"; use a different subnet, or --ipam-opt space=NAME to place it in another address space`,
+        `subnet ${cidrText} overlaps with ${other.cidrText} of ${networksUsing(state, other.poolId)}, already in use in address space "${space}"; use a different subnet, or --ipam-opt space=NAME to place it in another address space`,
       );
     }
   }
@@ -102,6 +103,33 @@ export function decideRequestPool(state: IpamState, req: RequestPoolReq): Decisi
     ],
     result: { poolId, pool: cidrText },
   };
+}
+
+/** "network n1 (on h1, h2)" for the networks using a pool, for messages. */
+function networksUsing(state: IpamState, poolId: string): string {
+  const byName = new Map<string, string[]>();
+  for (const n of state.networks.values()) {
+    if (!n.poolIds.includes(poolId)) continue;
+    const name = n.name ?? n.networkId.slice(0, 12);
+    byName.set(name, [...(byName.get(name) ?? []), n.node]);
+  }
+  if (byName.size === 0) return 'a network being created';
+  return [...byName].map(([name, nodes]) => `network "${name}" (on ${[...new Set(nodes)].sort().join(', ')})`).join(' and ');
+}
+
+export function decideNetworkRecorded(state: IpamState, req: NetworkRecordReq): Decision<Record<string, never>> {
+  const n = state.networks.get(req.networkId);
+  const same = n && n.node === req.node && n.poolIds.join() === req.poolIds.join() && JSON.stringify(n.options) === JSON.stringify(req.options);
+  return { events: same ? [] : [{ type: 'NetworkRecorded', data: { networkId: req.networkId, node: req.node, poolIds: req.poolIds, options: req.options } }], result: {} };
+}
+
+export function decideNetworkNamed(state: IpamState, req: { networkId: string; name: string }): Decision<Record<string, never>> {
+  const n = state.networks.get(req.networkId);
+  return { events: n && n.name !== req.name ? [{ type: 'NetworkNamed', data: { networkId: req.networkId, name: req.name } }] : [], result: {} };
+}
+
+export function decideNetworkRemoved(state: IpamState, req: { networkId: string; node: string }): Decision<Record<string, never>> {
+  return { events: state.networks.has(req.networkId) ? [{ type: 'NetworkRemoved', data: { networkId: req.networkId, node: req.node } }] : [], result: {} };
 }
 
 export function decideReleasePool(state: IpamState, req: ReleasePoolReq): Decision<Record<string, never>> {

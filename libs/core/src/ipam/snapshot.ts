@@ -35,6 +35,7 @@ export const SnapshotData = z.object({
   version: z.literal(SNAPSHOT_VERSION),
   seq: z.number().int().nonnegative(),
   nodes: z.array(z.object({ node: z.string(), registeredSeq: z.number(), address: z.string().optional(), version: z.string().optional() })),
+  networks: z.array(z.object({ networkId: z.string(), node: z.string(), poolIds: z.array(z.string()), options: z.record(z.string(), z.string()), name: z.string().optional() })),
   pools: z.array(PoolSnap),
 });
 export type SnapshotData = z.infer<typeof SnapshotData>;
@@ -44,6 +45,7 @@ export function snapshot(state: IpamState): SnapshotData {
     version: SNAPSHOT_VERSION,
     seq: state.seq,
     nodes: [...state.nodes.values()].map((n) => ({ ...n })),
+    networks: [...state.networks.values()].map((n) => ({ networkId: n.networkId, node: n.node, poolIds: [...n.poolIds], options: { ...n.options }, name: n.name })),
     pools: [...state.pools.values()].map((p: Pool) => ({
       def: {
         poolId: p.poolId,
@@ -66,8 +68,10 @@ export function snapshot(state: IpamState): SnapshotData {
 
 export function restore(raw: unknown): IpamState {
   const data = SnapshotData.parse(raw);
-  const state: IpamState = { seq: data.seq, pools: new Map(), nodes: new Map() };
+  const state: IpamState = { seq: data.seq, pools: new Map(), nodes: new Map(), networks: new Map() };
   for (const n of data.nodes) state.nodes.set(n.node, { ...n });
+  // Same key order as the fold builds.
+  for (const n of data.networks) state.networks.set(n.networkId, { networkId: n.networkId, node: n.node, poolIds: n.poolIds, options: n.options, name: n.name });
   for (const ps of data.pools) {
     const p = createPool(ps.def);
     for (const r of ps.refs) p.refs.add(r);

@@ -73,14 +73,24 @@ export interface NodeInfo {
   version?: string;
 }
 
+export interface NetworkInfo {
+  readonly networkId: string;
+  readonly node: string;
+  readonly poolIds: readonly string[];
+  readonly options: Readonly<Record<string, string>>;
+  name?: string;
+}
+
 export interface IpamState {
   /** Sequence number of the last applied event (0 = empty log). */
   seq: number;
   readonly pools: Map<string, Pool>;
   readonly nodes: Map<string, NodeInfo>;
+  /** Docker networks by their (per-node) id. */
+  readonly networks: Map<string, NetworkInfo>;
 }
 
-export const emptyState = (): IpamState => ({ seq: 0, pools: new Map(), nodes: new Map() });
+export const emptyState = (): IpamState => ({ seq: 0, pools: new Map(), nodes: new Map(), networks: new Map() });
 
 export class FoldError extends Error {
   constructor(seq: number, message: string) {
@@ -237,6 +247,20 @@ export function apply(state: IpamState, ev: ClusterEvent): IpamState {
       a.boundTime = ev.time;
       break;
     }
+    case 'NetworkRecorded': {
+      const d = ev.data;
+      const prev = state.networks.get(d.networkId);
+      state.networks.set(d.networkId, { networkId: d.networkId, node: d.node, poolIds: [...d.poolIds], options: { ...d.options }, name: prev?.name });
+      break;
+    }
+    case 'NetworkNamed': {
+      const n = state.networks.get(ev.data.networkId);
+      if (n) n.name = ev.data.name;
+      break;
+    }
+    case 'NetworkRemoved':
+      state.networks.delete(ev.data.networkId);
+      break;
     case 'NodeRegistered':
       state.nodes.set(ev.data.node, { node: ev.data.node, registeredSeq: ev.seq, address: ev.data.address, version: ev.data.version });
       break;
@@ -257,6 +281,7 @@ export function describe(state: IpamState): unknown {
   return {
     seq: state.seq,
     nodes: [...state.nodes.values()].sort((a, b) => a.node.localeCompare(b.node)),
+    networks: [...state.networks.values()].sort((a, b) => a.networkId.localeCompare(b.networkId)),
     pools: [...state.pools.values()]
       .sort((a, b) => a.poolId.localeCompare(b.poolId))
       .map((p) => ({

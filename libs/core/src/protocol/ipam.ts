@@ -78,3 +78,14 @@ export const NodeReport = NodeHello.extend({
   endpoints: z.array(z.string()),
 });
 export type NodeReport = z.infer<typeof NodeReport>;
+
+/** CreateNetwork on a node: the Docker network and the pools it uses. */
+export const NetworkRecordReq = z.object({
+  node: NodeName,
+  networkId: z.string().min(1),
+  poolIds: z.array(z.string()),
+  options: z.record(z.string(), z.string()).default({}),
+});
+export type NetworkRecordReq = z.infer<typeof NetworkRecordReq>;
+export const NetworkNameReq = z.object({ node: NodeName, networkId: z.string().min(1), name: z.string().min(1) });
+export const NetworkRemoveReq = z.object({ node: NodeName, networkId: z.string().min(1) });

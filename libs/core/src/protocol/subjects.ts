@@ -8,6 +8,9 @@ export const rpc = {
   requestAddress: 'underlay.rpc.v1.ipam.requestAddress',
   releaseAddress: 'underlay.rpc.v1.ipam.releaseAddress',
   bindEndpoint: 'underlay.rpc.v1.ipam.bindEndpoint',
+  networkRecord: 'underlay.rpc.v1.network.record',
+  networkName: 'underlay.rpc.v1.network.name',
+  networkRemove: 'underlay.rpc.v1.network.remove',
   /** An agent's liveness and the endpoints it holds (every --report-interval). */
   nodeReport: 'underlay.rpc.v1.node.report',
   /** Read committed events from the log (for consumers that see a gap). */

@@ -1,4 +1,4 @@
-import type { RpcClient } from '@underlay/adapters';
+import type { DockerEngine, RpcClient } from '@underlay/adapters';
 import type { LinkOps } from './links.js';
 import type { LocalStore } from './store.js';
 
@@ -24,4 +24,7 @@ export interface DriverContext {
   controller: RpcClient;
   lock: KeyedMutex;
   log: (msg: string) => void;
+  docker: DockerEngine;
+  /** The pool this node's Docker requested last for each CIDR: CreateNetwork names only the CIDR, right after RequestPool. */
+  recentPools: Map<string, string>;
 }

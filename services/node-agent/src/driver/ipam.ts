@@ -28,6 +28,7 @@ export async function requestPool(ctx: DriverContext, raw: unknown) {
     RequestPoolRes,
     { traceparent: newTraceparent() },
   );
+  ctx.recentPools.set(r.Pool, res.poolId);
   return { PoolID: res.poolId, Pool: res.pool, Data: res.data };
 }
 

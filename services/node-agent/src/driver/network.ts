@@ -5,6 +5,7 @@ import {
   NotFoundError,
   parseNetworkOptions,
   plugin,
+  EmptyRes,
   type NetworkOptions,
 } from '@underlay/core';
 import type { DriverContext } from './context.js';
@@ -80,10 +81,30 @@ export async function createNetwork(ctx: DriverContext, raw: unknown): Promise<R
       ipv4: v4.map((d) => ({ pool: d.Pool, gateway: d.Gateway })),
       ipv6: v6.map((d) => ({ pool: d.Pool, gateway: d.Gateway })),
     };
+    const poolIds = [...v4, ...v6].map((d) => ctx.recentPools.get(d.Pool)).filter((x): x is string => !!x);
+    await ctx.controller.call('networkRecord', { node: ctx.node, networkId: id, poolIds, options: stringMap(opts[plugin.netlabel.generic]) }, EmptyRes);
     ctx.store.putNetwork(rec);
     ctx.log(`network ${id.slice(0, 12)} created: ${o.type} on ${parent}${created ? ' (created by underlay)' : ''}`);
+    void learnName(ctx, id);
     return {};
   });
+}
+
+/** Docker stores the network (with its name) only after CreateNetwork returns: ask for the name a little later. */
+async function learnName(ctx: DriverContext, id: string): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    await new Promise((r) => setTimeout(r, i === 0 ? 50 : 200));
+    try {
+      const name = await ctx.docker.networkName(id);
+      if (name) {
+        await ctx.controller.call('networkName', { node: ctx.node, networkId: id, name }, EmptyRes);
+        return;
+      }
+    } catch (e) {
+      ctx.log(`could not learn the name of network ${id.slice(0, 12)}: ${(e as Error).message}`);
+    }
+    if (!ctx.store.networks.has(id)) return;
+  }
 }
 
 export async function deleteNetwork(ctx: DriverContext, raw: unknown): Promise<Record<string, never>> {
@@ -95,6 +116,7 @@ export async function deleteNetwork(ctx: DriverContext, raw: unknown): Promise<R
       if (ep.srcName) await ctx.links.deleteLink(ep.srcName).catch(() => false);
       ctx.store.deleteEndpoint(ep.id);
     }
+    await ctx.controller.call('networkRemove', { node: ctx.node, networkId: id }, EmptyRes).catch((e) => ctx.log(`network ${id.slice(0, 12)} removal not recorded: ${(e as Error).message}`));
     ctx.store.deleteNetwork(id);
     const stillUsed = [...ctx.store.networks.values()].some((n) => n.parent === rec.parent);
     if (rec.createdParent && !stillUsed) {
