@@ -31,6 +31,18 @@ describe('underlay up', () => {
     expect(out).toContain('docker network create -d underlay --ipam-driver underlay');
     expect(await pluginPost(sock, '/Plugin.Activate')).toEqual({ Implements: ['NetworkDriver', 'IpamDriver'] });
 
+    // `underlay events` prints the log: the agent registered its node on start.
+    await waitFor(async () => (await lab.exec('h1', process.execPath, [CLI, 'events', '--controller', 'http://127.0.0.1:37410'])).stdout.includes('NodeRegistered'), {
+      timeoutMs: 10_000,
+      what: 'underlay events to list the NodeRegistered event',
+    });
+    const json = await lab.execOk('h1', process.execPath, [CLI, 'events', '--controller', 'http://127.0.0.1:37410', '--json']);
+    const first = JSON.parse(json.split('\n')[0]!) as { seq: number; type: string; actor: string };
+    expect(first).toMatchObject({ seq: 1, type: 'NodeRegistered', actor: 'node:h1' });
+    const down = await lab.exec('h1', process.execPath, [CLI, 'events', '--controller', 'http://127.0.0.1:9']);
+    expect(down.code).toBe(2);
+    expect(down.stderr).toContain('cannot reach the underlay controller at http://127.0.0.1:9');
+
     const children = descendantsOf(proc.pid);
     const names = children.map((c) => c.comm);
     expect(names).toEqual(expect.arrayContaining(['etcd', 'nats-server']));
