@@ -1,7 +1,7 @@
 import { Agent, AgentConfig } from '@underlay/node-agent';
 import { openLinkOps } from '@underlay/adapters';
-import { parseFlags, validate, type FlagSpec } from '../flags.js';
-import { log, untilSignal } from './run.js';
+import type { FlagSpec } from '../flags.js';
+import { log, runService } from './run.js';
 
 export const agentFlags: FlagSpec[] = [
   { key: 'node', flag: 'node', help: 'this host\'s node name (required)' },
@@ -12,12 +12,9 @@ export const agentFlags: FlagSpec[] = [
   { key: 'reportIntervalMs', flag: 'report-interval-ms', help: 'how often to report liveness and endpoints (10000)' },
 ];
 
-export async function agentCommand(argv: string[]): Promise<number> {
-  const { values } = parseFlags(argv, agentFlags);
-  const cfg = validate(AgentConfig, values, agentFlags);
-  const logger = log(`agent ${cfg.node}`);
-  const a = new Agent(cfg, () => openLinkOps(), logger);
-  await a.start();
-  await untilSignal(() => a.stop(), logger);
-  return 0;
+export function agentCommand(argv: string[]): Promise<number> {
+  return runService(argv, agentFlags, AgentConfig, (cfg) => {
+    const logger = log(`agent ${cfg.node}`);
+    return { service: new Agent(cfg, () => openLinkOps(), logger), logger };
+  });
 }

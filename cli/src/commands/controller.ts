@@ -1,6 +1,6 @@
 import { Controller, ControllerConfig } from '@underlay/controller';
-import { parseFlags, validate, type FlagSpec } from '../flags.js';
-import { log, untilSignal } from './run.js';
+import type { FlagSpec } from '../flags.js';
+import { log, runService } from './run.js';
 
 export const controllerFlags: FlagSpec[] = [
   { key: 'etcd', flag: 'etcd', list: true, help: 'etcd endpoints, comma-separated (http://127.0.0.1:2379)' },
@@ -15,12 +15,9 @@ export const controllerFlags: FlagSpec[] = [
   { key: 'blockGraceMs', flag: 'block-grace-ms', help: 'an empty block goes back to the pool after this long (300000)' },
 ];
 
-export async function controllerCommand(argv: string[]): Promise<number> {
-  const { values } = parseFlags(argv, controllerFlags);
-  const cfg = validate(ControllerConfig, values, controllerFlags);
-  const logger = log('controller');
-  const c = new Controller(cfg, logger);
-  await c.start();
-  await untilSignal(() => c.stop(), logger);
-  return 0;
+export function controllerCommand(argv: string[]): Promise<number> {
+  return runService(argv, controllerFlags, ControllerConfig, (cfg) => {
+    const logger = log(`controller ${cfg.name}`);
+    return { service: new Controller(cfg, logger), logger };
+  });
 }

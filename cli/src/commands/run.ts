@@ -1,3 +1,6 @@
+import type { z } from 'zod';
+import { parseFlags, validate, type FlagSpec } from '../flags.js';
+
 /** Runs a service until SIGINT/SIGTERM, then stops it cleanly and exits. */
 export const log = (who: string) => (m: string) => process.stderr.write(`${new Date().toISOString()} ${who}: ${m}\n`);
 
@@ -24,4 +27,18 @@ export function untilSignal(stop: () => Promise<void>, logger: (m: string) => vo
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   });
+}
+
+/** A long-running service command: flags → validated config → start → run until a signal → stop. */
+export async function runService<S extends z.ZodType, T extends { start(): Promise<void>; stop(): Promise<void> }>(
+  argv: string[],
+  flags: FlagSpec[],
+  schema: S,
+  make: (cfg: z.infer<S>) => { service: T; logger: (m: string) => void },
+): Promise<number> {
+  const { values } = parseFlags(argv, flags);
+  const { service, logger } = make(validate(schema, values, flags));
+  await service.start();
+  await untilSignal(() => service.stop(), logger);
+  return 0;
 }
