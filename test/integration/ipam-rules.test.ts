@@ -3,7 +3,7 @@
  * (dual stack, static addresses, --ip-range, --aux-address, overlaps and address spaces, exhaustion).
  */
 import { EtcdEventLog } from '@underlay/adapters';
-import { blockOf, contains, parseAddr, parseCidr } from '@underlay/core';
+import { EmptyRes, blockOf, contains, parseAddr, parseCidr } from '@underlay/core';
 import { FakeDockerHost, startEnv, windowed, type Env } from './support';
 
 jest.setTimeout(240_000);
@@ -79,12 +79,21 @@ it('keeps --aux-address reservations out of allocation and allocates only inside
   expect(Date.now() - t0).toBeLessThan(5_000);
 });
 
-it('refuses an overlapping pool unless it is in another address space', async () => {
-  const [h] = await hosts(1);
-  await h!.pool('203.0.113.128/25').catch((e) => expect(String(e)).toMatch(/overlaps with 203.0.113.0\/24, already in use in address space "underlay"/));
-  await expect(h!.pool('203.0.113.128/25')).rejects.toThrow(/overlaps with 203.0.113.0\/24/);
-  const other = await h!.pool('203.0.113.0/24', { options: { space: 'vlan30' } });
+it('refuses an overlapping pool unless it is in another address space, naming the network that holds it', async () => {
+  const [h1, h2] = await hosts(2);
+  const held = await h1!.pool('203.0.113.0/24');
+  await expect(h2!.pool('203.0.113.128/25')).rejects.toThrow(
+    'subnet 203.0.113.128/25 overlaps with 203.0.113.0/24 of a network being created, already in use in address space "underlay"',
+  );
+  // Once the agents have recorded and named their Docker networks, the refusal names them and their hosts.
+  for (const [h, id] of [[h1!, 'a'.repeat(64)], [h2!, 'b'.repeat(64)]] as const) {
+    await h.pool('203.0.113.0/24');
+    await h.rpc.call('networkRecord', { node: h.node, networkId: id, poolIds: [held.poolId], options: { parent: 'eth1' } }, EmptyRes);
+    await h.rpc.call('networkName', { node: h.node, networkId: id, name: 'vlan20' }, EmptyRes);
+  }
+  await expect(h2!.pool('203.0.113.128/25')).rejects.toThrow('overlaps with 203.0.113.0/24 of network "vlan20" (on h1, h2)');
+  const other = await h1!.pool('203.0.113.0/24', { options: { space: 'vlan30' } });
   expect(other.poolId).toBe('vlan30/203.0.113.0/24');
-  const a1 = await h!.address(other.poolId, 900);
+  const a1 = await h1!.address(other.poolId, 900);
   expect(a1.address).toMatch(/^203\.0\.113\.\d+\/24$/);
 });

@@ -14,6 +14,7 @@ import * as endpoint from './driver/endpoint.js';
 import * as joinleave from './driver/joinleave.js';
 import type { LinkOps } from './driver/links.js';
 import { LocalStore } from './driver/store.js';
+import { restore } from './driver/restore.js';
 import { createPluginServer, listenOnSocket, type Routes } from './plugin-server.js';
 
 export type Logger = (msg: string) => void;
@@ -81,6 +82,14 @@ export class Agent {
       recentPools: new Map(),
     };
     this.ctx = ctx;
+    // Before serving Docker: bring back parents and clear links left by a crash.
+    const r = await restore(ctx, async () => (await ctx.links.listLinks()).map((l) => l.name));
+    this.logger(
+      `restored ${r.networks} networks and ${r.endpoints} endpoints` +
+        (r.parentsRecreated.length ? `; re-created parents ${r.parentsRecreated.join(', ')}` : '') +
+        (r.staleLinksRemoved.length ? `; removed stale links ${r.staleLinksRemoved.join(', ')}` : ''),
+    );
+    for (const e of r.errors) this.logger(e);
     this.server = createPluginServer(pluginRoutes(ctx), this.logger);
     this.socketPath = await listenOnSocket(this.server, this.config.pluginDir);
     this.logger(`agent ${this.config.node} serving ${this.socketPath}`);

@@ -14,6 +14,7 @@ export interface LinkInfoLike {
 /** What the agent needs from netlink (implemented by @underlay/adapters' LinkOps). */
 export interface LinkOps {
   getLink(name: string): Promise<LinkInfoLike | undefined>;
+  listLinks(): Promise<LinkInfoLike[]>;
   createMacvlan(o: { name: string; parent: string; mode: 'private' | 'vepa' | 'bridge' | 'passthru'; mac?: string; up?: boolean }): Promise<unknown>;
   createIpvlan(o: { name: string; parent: string; mode: 'l2' | 'l3' | 'l3s'; flag?: 'bridge' | 'private' | 'vepa'; up?: boolean }): Promise<unknown>;
   createVlan(o: { name: string; parent: string; vlanId: number; up?: boolean }): Promise<unknown>;

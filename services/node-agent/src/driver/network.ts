@@ -34,11 +34,14 @@ function requireUnderlayIpam(req: plugin.CreateNetworkRequest): void {
   );
 }
 
-/** Parent rules: macvlan and ipvlan never share a parent; one ipvlan network per parent; passthru takes the parent alone. */
-function checkParentRules(ctx: DriverContext, id: string, o: NetworkOptions, parent: string): void {
+/**
+ * Parent rules: macvlan and ipvlan never share a parent; one ipvlan network per parent; passthru takes
+ * the parent alone. Refusals name the other network by its Docker name (not its dummy, as libnetwork does).
+ */
+async function checkParentRules(ctx: DriverContext, id: string, o: NetworkOptions, parent: string): Promise<void> {
   for (const other of ctx.store.networks.values()) {
     if (other.id === id || other.parent !== parent) continue;
-    const name = other.id.slice(0, 12);
+    const name = (await ctx.docker.networkName(other.id).catch(() => undefined)) ?? other.id.slice(0, 12);
     if (other.type !== o.type) {
       throw new ConflictError(`${other.type} network ${name} is already using parent interface ${parent}: macvlan and ipvlan cannot share a parent`);
     }
@@ -64,7 +67,7 @@ export async function createNetwork(ctx: DriverContext, raw: unknown): Promise<R
     const existing = ctx.store.networks.get(id);
     if (existing) return {}; // Docker re-creating a network we restored.
     const wanted = o.parent ?? undefined;
-    if (wanted) checkParentRules(ctx, id, o, wanted);
+    if (wanted) await checkParentRules(ctx, id, o, wanted);
     const { parent, created } = await ensureParent(ctx.links, id, o);
     // A parent another network of ours created counts as created for this one too (deleted by the last user).
     const sharedCreated = [...ctx.store.networks.values()].some((n) => n.parent === parent && n.createdParent);

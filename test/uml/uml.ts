@@ -1,0 +1,363 @@
+/**
+ * Runs a shell script inside a throw-away user-mode-linux (UML) guest kernel.
+ *
+ * Why: the host kernel this project is developed on lacks ipvlan, 8021q and dummy. Debian's
+ * `user-mode-linux` package ships a complete kernel as a host program (/usr/bin/linux.uml) plus its
+ * modules (/usr/lib/uml/modules/<version>/), so those link kinds can be tested for real, as root of
+ * a separate kernel, without touching the host's network.
+ *
+ * How: the guest mounts the host's `/` read-write (hostfs), so it sees the repository, node and
+ * iproute2 at their host paths. A generated init script mounts proc/sys, loads the network modules
+ * with `busybox insmod`, mounts a guest-only tmpfs on /run (for `ip netns`), runs the caller's
+ * script and powers the guest off. UML's exit code is not the script's, so everything the guest
+ * reports goes through files in a temp dir the host created (visible to both sides):
+ *
+ *   $UML_DIR/started     /proc/uptime when init started     $UML_DIR/modules   modules that failed to load
+ *   $UML_DIR/exit        exit status of the caller's script $UML_DIR/guest.log stdout+stderr of the guest
+ *   $UML_RESULT          whatever the caller's script writes there (returned as `result`)
+ *
+ * Nothing is written outside that temp dir: TMPDIR (UML's memory backing file) and uml_dir (its
+ * mconsole socket and pid file, ~/.uml by default) point into it, and it is deleted afterwards.
+ * Everything is bounded: on timeout the UML process group and every descendant are SIGKILLed.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+/** The modules the network tests need, in dependency order (paths under <modules>/kernel, without .ko). */
+export const NETWORK_MODULES = [
+  'lib/crc-ccitt',
+  'net/ipv6/ipv6',
+  'drivers/net/ipvlan/ipvlan',
+  'drivers/net/dummy',
+  'net/llc/llc',
+  'net/802/stp',
+  'net/802/garp',
+  'net/802/mrp',
+  'net/8021q/8021q',
+  'drivers/net/macvlan',
+  'drivers/net/veth',
+  'net/bridge/bridge',
+] as const;
+
+export const DEFAULT_UML_KERNEL = '/usr/bin/linux.uml';
+export const DEFAULT_UML_MODULES_ROOT = '/usr/lib/uml/modules';
+const INSTALL_HINT = 'install Debian package user-mode-linux (apt-get install -y user-mode-linux)';
+
+export interface UmlOptions {
+  /** Shell script (POSIX sh) run in the guest as root after the setup, cwd = `cwd` (default: the repository root). */
+  script: string;
+  /** Hard limit for the whole run (boot + script + shutdown). On expiry the UML process tree is killed and runInUml rejects. */
+  timeoutMs: number;
+  /** Guest memory in MiB (default 512). */
+  memMb?: number;
+  /** Modules to load, relative to <modules>/kernel without the .ko suffix (default NETWORK_MODULES). */
+  modules?: readonly string[];
+  /** Extra environment for the script (exported in the guest). */
+  env?: Readonly<Record<string, string>>;
+  /** Working directory of the script in the guest (default: the repository root). */
+  cwd?: string;
+  /** UML kernel binary (default $UML_KERNEL or /usr/bin/linux.uml). */
+  kernel?: string;
+  /** Keep the temp dir (its path is in the result) instead of deleting it. */
+  keepDir?: boolean;
+}
+
+export interface UmlTimings {
+  /** Host spawn of linux.uml until the guest's init started. */
+  bootMs?: number;
+  /** Module loading and mounts (init start until the caller's script started). */
+  setupMs?: number;
+  /** The caller's script. */
+  scriptMs?: number;
+  /** The script's end until the UML process exited (poweroff). */
+  shutdownMs?: number;
+  totalMs: number;
+}
+
+export interface UmlResult {
+  /** Contents of $UML_RESULT; undefined when the script did not create it. */
+  result: string | undefined;
+  /** Exit status of the caller's script (the guest reached its end: otherwise runInUml rejects). */
+  exitCode: number;
+  /** How the UML host process ended (normally code 0 after poweroff). */
+  umlExit: { code: number | null; signal: NodeJS.Signals | null };
+  /** UML console: kernel messages. */
+  log: string;
+  /** stdout + stderr of the init script and the caller's script. */
+  guestLog: string;
+  timings: UmlTimings;
+  /** The temp dir (already deleted unless keepDir). */
+  dir: string;
+}
+
+export type UmlErrorKind = 'unavailable' | 'timeout' | 'modules' | 'crashed';
+
+export class UmlError extends Error {
+  constructor(
+    readonly kind: UmlErrorKind,
+    message: string,
+    readonly log = '',
+    readonly guestLog = '',
+  ) {
+    super(
+      message +
+        (guestLog ? `\n--- guest output (tail) ---\n${tail(guestLog)}` : '') +
+        (log ? `\n--- UML console (tail) ---\n${tail(log)}` : ''),
+    );
+    this.name = 'UmlError';
+  }
+}
+
+/** Last `lines` lines of a log. */
+export function tail(text: string, lines = 40): string {
+  const all = text.replace(/\r/g, '').trimEnd().split('\n');
+  return all.slice(-lines).join('\n');
+}
+
+export interface UmlEnvironment {
+  kernel: string;
+  version: string;
+  modulesDir: string;
+  /** Module name (as in `modules`) -> the file to insmod and whether it must be decompressed first. */
+  modules: Array<{ name: string; file: string; compression?: 'xz' | 'zst' | 'gz' }>;
+}
+
+/**
+ * Finds the UML kernel and the modules; throws UmlError('unavailable') naming what is missing.
+ * Cheap: runs `linux.uml --version` (prints the release and exits without booting).
+ */
+export function checkUml(kernelPath?: string, modules: readonly string[] = NETWORK_MODULES): UmlEnvironment {
+  const kernel = kernelPath ?? process.env.UML_KERNEL ?? DEFAULT_UML_KERNEL;
+  if (!fs.existsSync(kernel)) throw new UmlError('unavailable', `user-mode-linux kernel ${kernel} not found: ${INSTALL_HINT}`);
+  let version: string;
+  try {
+    version = execFileSync(kernel, ['--version'], { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+  } catch (e) {
+    throw new UmlError('unavailable', `${kernel} --version failed: ${(e as Error).message}`);
+  }
+  if (!/^\d+\.\d+\S*$/.test(version)) throw new UmlError('unavailable', `${kernel} --version printed ${JSON.stringify(version)}, not a kernel release`);
+  const modulesDir = path.join(DEFAULT_UML_MODULES_ROOT, version);
+  if (!fs.existsSync(modulesDir)) throw new UmlError('unavailable', `UML modules for ${version} not found in ${modulesDir}: ${INSTALL_HINT}`);
+  const found: UmlEnvironment['modules'] = [];
+  const missing: string[] = [];
+  for (const name of modules) {
+    const base = path.join(modulesDir, 'kernel', `${name}.ko`);
+    const hit = (
+      [
+        ['', undefined],
+        ['.xz', 'xz'],
+        ['.zst', 'zst'],
+        ['.gz', 'gz'],
+      ] as const
+    ).find(([ext]) => fs.existsSync(base + ext));
+    if (!hit) missing.push(name);
+    else found.push({ name, file: base + hit[0], compression: hit[1] });
+  }
+  if (missing.length) throw new UmlError('unavailable', `UML modules missing in ${modulesDir}/kernel: ${missing.map((m) => `${m}.ko`).join(', ')}`);
+  return { kernel, version, modulesDir, modules: found };
+}
+
+const REPO = path.resolve(__dirname, '../..');
+
+/** Single-quotes a string for sh. */
+const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+function initScript(o: { dir: string; modules: Array<{ name: string; file: string }>; env: Record<string, string>; cwd: string }): string {
+  const exports = Object.entries(o.env)
+    .map(([k, v]) => {
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`invalid environment variable name ${JSON.stringify(k)}`);
+      return `export ${k}=${q(v)}`;
+    })
+    .join('\n');
+  const d = q(o.dir);
+  return `#!/bin/sh
+# Generated by test/uml/uml.ts: init (pid 1) of a user-mode-linux guest. Must never exit: it powers off.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root LANG=C.UTF-8
+export UML_DIR=${d} UML_RESULT=${q(path.join(o.dir, 'result'))}
+${exports}
+exec >>${d}/guest.log 2>&1 </dev/null
+off() { sync; busybox poweroff -f; busybox halt -f; while :; do sleep 60; done; }
+mount -t proc proc /proc || off
+mount -t sysfs sysfs /sys || off
+cat /proc/uptime > ${d}/started
+failed=
+${o.modules.map((m) => `[ -d /sys/module/${path.basename(m.name).replace(/-/g, '_')} ] || busybox insmod ${q(m.file)} || failed="$failed ${m.name}"`).join('\n')}
+echo "$failed" > ${d}/modules
+[ -z "$failed" ] || off
+mount -t tmpfs -o mode=0755 tmpfs /run || off
+ip link set lo up
+cd ${q(o.cwd)} || off
+cat /proc/uptime > ${d}/script-started
+/bin/sh ${d}/script.sh
+echo $? > ${d}/exit.tmp && mv ${d}/exit.tmp ${d}/exit
+off
+`;
+}
+
+/** PIDs of `root` and all its descendants (from /proc; the tree as seen right now). */
+function processTree(root: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    const list = children.get(ppid) ?? [];
+    list.push(Number(e));
+    children.set(ppid, list);
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    out.push(p);
+    for (const c of children.get(p) ?? []) walk(c);
+  };
+  walk(root);
+  return out;
+}
+
+function killTree(pid: number): void {
+  // UML runs guest processes as ptraced host children and a few helper threads/processes; it is
+  // started in its own process group (detached), so kill the group plus any descendant that left it.
+  for (const p of processTree(pid)) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    /* gone */
+  }
+}
+
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const mtime = (f: string) => {
+  try {
+    return fs.statSync(f).mtimeMs;
+  } catch {
+    return undefined;
+  }
+};
+const readOr = (f: string) => {
+  try {
+    return fs.readFileSync(f, 'utf8');
+  } catch {
+    return undefined;
+  }
+};
+
+/** Boots a UML guest, runs `script` in it, waits for poweroff, returns what the guest wrote. */
+export async function runInUml(opts: UmlOptions): Promise<UmlResult> {
+  const env = checkUml(opts.kernel, opts.modules ?? NETWORK_MODULES);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'underlay-uml-'));
+  try {
+    // Compressed modules: busybox insmod wants plain ELF, so decompress on the host into our dir.
+    const modules = env.modules.map((m) => {
+      if (!m.compression) return m;
+      const tool = { xz: ['xz', '-dc'], zst: ['zstd', '-dc'], gz: ['gzip', '-dc'] }[m.compression];
+      const out = path.join(dir, 'modules', `${m.name.replace(/\//g, '_')}.ko`);
+      fs.mkdirSync(path.dirname(out), { recursive: true });
+      try {
+        fs.writeFileSync(out, execFileSync(tool[0]!, [tool[1]!, m.file], { maxBuffer: 64 << 20, timeout: 30_000 }));
+      } catch (e) {
+        throw new UmlError('unavailable', `cannot decompress ${m.file} with ${tool[0]}: ${(e as Error).message}`);
+      }
+      return { name: m.name, file: out };
+    });
+    fs.writeFileSync(path.join(dir, 'script.sh'), opts.script);
+    const init = path.join(dir, 'init.sh');
+    fs.writeFileSync(init, initScript({ dir, modules, env: { UML_REPO: REPO, ...opts.env }, cwd: opts.cwd ?? REPO }), { mode: 0o755 });
+    const args = [
+      `mem=${opts.memMb ?? 512}M`,
+      `uml_dir=${dir}`,
+      'umid=uml',
+      'root=/dev/root',
+      'rootfstype=hostfs',
+      'rootflags=/',
+      'rw',
+      `init=${init}`,
+      'con=null',
+      'con0=fd:0,fd:1',
+    ];
+    const started = Date.now();
+    const child = spawn(env.kernel, args, {
+      cwd: dir, // UML looks for ./root_fs (ubd0) here; nothing is there, which is fine
+      env: { ...process.env, TMPDIR: dir }, // memory backing file (otherwise /dev/shm)
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true, // own process group, killed as a whole on timeout
+    });
+    let log = '';
+    const append = (b: Buffer) => {
+      log += b.toString('utf8');
+      if (log.length > 4 << 20) log = log.slice(-(2 << 20));
+    };
+    child.stdout.on('data', append);
+    child.stderr.on('data', append);
+    let timedOut = false;
+    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; spawnError?: Error }>((resolve) => {
+      const timer = setTimeout(() => {
+        timedOut = true;
+        if (child.pid) killTree(child.pid);
+      }, opts.timeoutMs);
+      child.on('error', (e) => {
+        clearTimeout(timer);
+        resolve({ code: null, signal: null, spawnError: e });
+      });
+      child.on('close', (code, signal) => {
+        clearTimeout(timer);
+        resolve({ code, signal });
+      });
+    });
+    const ended = Date.now();
+    // Normally nothing is left after poweroff; make sure of it.
+    if (child.pid && groupAlive(child.pid)) killTree(child.pid);
+    const guestLog = readOr(path.join(dir, 'guest.log')) ?? '';
+    if (exit.spawnError) throw new UmlError('unavailable', `cannot start ${env.kernel}: ${exit.spawnError.message}`, log, guestLog);
+    if (timedOut) throw new UmlError('timeout', `UML guest did not finish within ${opts.timeoutMs} ms (killed)`, log, guestLog);
+
+    const tStarted = mtime(path.join(dir, 'started'));
+    const tScript = mtime(path.join(dir, 'script-started'));
+    const tExit = mtime(path.join(dir, 'exit'));
+    const timings: UmlTimings = {
+      bootMs: tStarted !== undefined ? Math.round(tStarted - started) : undefined,
+      setupMs: tStarted !== undefined && tScript !== undefined ? Math.round(tScript - tStarted) : undefined,
+      scriptMs: tScript !== undefined && tExit !== undefined ? Math.round(tExit - tScript) : undefined,
+      shutdownMs: tExit !== undefined ? Math.round(ended - tExit) : undefined,
+      totalMs: ended - started,
+    };
+    const failedModules = readOr(path.join(dir, 'modules'));
+    if (tStarted === undefined) throw new UmlError('crashed', `UML exited (code ${exit.code}, signal ${exit.signal}) before the guest init ran`, log, guestLog);
+    if (failedModules === undefined) throw new UmlError('crashed', 'UML guest stopped while loading modules', log, guestLog);
+    if (failedModules.trim()) throw new UmlError('modules', `UML guest could not load modules: ${failedModules.trim()} (from ${env.modulesDir})`, log, guestLog);
+    const exitText = readOr(path.join(dir, 'exit'));
+    if (exitText === undefined) throw new UmlError('crashed', `UML exited (code ${exit.code}, signal ${exit.signal}) before the script finished`, log, guestLog);
+    return {
+      result: readOr(path.join(dir, 'result')),
+      exitCode: Number(exitText.trim()),
+      umlExit: { code: exit.code, signal: exit.signal },
+      log,
+      guestLog,
+      timings,
+      dir,
+    };
+  } finally {
+    if (!opts.keepDir) fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
