@@ -17,7 +17,16 @@ import * as path from 'node:path';
 import { checkUml, runInUml, tail, type UmlResult } from '../uml/uml';
 
 const REPO = path.resolve(__dirname, '../..');
-const SCENARIOS = ['ipvlan-l2', 'ipvlan-l3', 'ipvlan-l3s', 'dummy-parents', 'vlan-parent', 'vlan-isolation'] as const;
+/** The scenarios of test/uml/guest/scenarios.js and what each one shows. */
+const CASES: Array<[name: string, what: string]> = [
+  ['ipvlan-l2', 'two containers with ipvlan l2 slaves of one parent ping each other'],
+  ['ipvlan-l3', 'ipvlan l3: containers in different subnets on one parent ping each other'],
+  ['ipvlan-l3s', 'ipvlan l3s: containers in different subnets on one parent ping each other'],
+  ['dummy-parents', 'isolated networks get dm-/di- dummy parents (up, removed after), containers on them ping'],
+  ['vlan-parent', 'parent eth1.20 is created as vlan 20 and removed; existing links are used as is; missing base fails'],
+  ['vlan-isolation', 'two hosts on a trunk: VLAN 20 reaches VLAN 20 across hosts, never VLAN 30'],
+];
+const SCENARIOS = CASES.map(([name]) => name);
 /** Compiled files the guest loads, with the sources they come from. */
 const BUILT = [
   ['libs/adapters/dist/netlink/link-ops.js', 'libs/adapters/src/netlink/link-ops.ts'],
@@ -69,7 +78,7 @@ beforeAll(async () => {
   }
   const t = run.timings;
   console.log(
-    `uml-links: kernel ${results.uname}, node ${results.node}; boot ${t.bootMs} ms, setup ${t.setupMs} ms, scenarios ${t.scriptMs} ms, ` +
+    `uml-links: kernel ${results.uname}, node ${results.node}, pinned to host cpu ${run.cpu ?? "none"}; boot ${t.bootMs} ms, setup ${t.setupMs} ms, scenarios ${t.scriptMs} ms, ` +
       `shutdown ${t.shutdownMs} ms, total ${t.totalMs} ms; ${SCENARIOS.map((s) => `${s} ${results.scenarios[s]?.ms ?? '?'} ms`).join(', ')}`,
   );
 }, 150_000);
@@ -90,14 +99,7 @@ describe('links in a user-mode-linux guest (ipvlan, 802.1q, dummy)', () => {
     expect(run.umlExit).toEqual({ code: 0, signal: null });
   });
 
-  it.each([
-    ['ipvlan-l2', 'two containers with ipvlan l2 slaves of one parent ping each other'],
-    ['ipvlan-l3', 'ipvlan l3: containers in different subnets on one parent ping each other'],
-    ['ipvlan-l3s', 'ipvlan l3s: containers in different subnets on one parent ping each other'],
-    ['dummy-parents', 'isolated networks get dm-/di- dummy parents (up, removed after), containers on them ping'],
-    ['vlan-parent', 'parent eth1.20 is created as vlan 20 and removed; existing links are used as is; missing base fails'],
-    ['vlan-isolation', 'two hosts on a trunk: VLAN 20 reaches VLAN 20 across hosts, never VLAN 30'],
-  ] as const)('%s: %s', (name) => {
+  it.each(CASES)('%s: %s', (name) => {
     const s = results.scenarios[name];
     const text = report(name, s);
     if (!s?.pass) throw new Error(text);

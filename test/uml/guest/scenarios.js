@@ -26,9 +26,19 @@ const DRIVER = path.join(__dirname, 'links-check.js');
 // ------------------------------------------------------------------------------------------------
 // helpers
 
+/** Commands and driver calls that took long (SLOW_MS or more), reported in the scenario's notes. */
+const SLOW_MS = 1500;
+let slow = [];
+const timed = (what, start) => {
+  const ms = Date.now() - start;
+  if (ms >= SLOW_MS) slow.push(`slow: ${what} took ${ms} ms`);
+};
+
 function run(cmd, args, { timeoutMs = 20_000, input } = {}) {
+  const start = Date.now();
   return new Promise((resolve) => {
     const child = execFile(cmd, args, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      timed(`${cmd} ${args.join(' ')}`, start);
       const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
       resolve({ code, stdout: String(stdout), stderr: String(stderr), killed: Boolean(err && err.killed) });
     });
@@ -54,7 +64,7 @@ async function ping(ns, dst, expectReply) {
   const attempts = expectReply ? 3 : 1;
   let last;
   for (let i = 1; i <= attempts; i++) {
-    last = await run('ip', ['netns', 'exec', ns, 'busybox', 'ping', '-c', expectReply ? '1' : '2', '-w', expectReply ? '4' : '3', dst], { timeoutMs: 10_000 });
+    last = await run('ip', ['netns', 'exec', ns, 'busybox', 'ping', '-c', expectReply ? '1' : '2', '-W', expectReply ? '3' : '1', '-w', expectReply ? '4' : '3', dst], { timeoutMs: 10_000 });
     if (last.code === 0) return { replied: true, attempts: i, out: last.stdout.trim() };
   }
   return { replied: false, attempts, out: (last.stdout + last.stderr).trim() };
@@ -95,17 +105,19 @@ class Driver {
   }
 
   static async start(ns) {
+    const start = Date.now();
     const d = new Driver(ns);
-    await withTimeout(d.ready, 20_000, `links-check start in ${ns}`);
+    await withTimeout(d.ready, 20_000, `links-check start in ${ns}`).finally(() => timed(`links-check start in ${ns}`, start));
     return d;
   }
 
   /** The raw response {ok, value} | {ok:false, error}. */
   call(op, fields = {}) {
     const id = ++this.seq;
+    const start = Date.now();
     const p = new Promise((resolve, reject) => this.pending.push({ resolve, reject }));
     this.child.stdin.write(JSON.stringify({ id, op, ...fields }) + '\n');
-    return withTimeout(p, 20_000, `links-check ${op} in ${this.ns}`);
+    return withTimeout(p, 20_000, `links-check ${op} in ${this.ns}`).finally(() => timed(`links-check ${op} ${JSON.stringify(fields)} in ${this.ns}`, start));
   }
 
   /** The value, or throws with the product's error text. */
@@ -144,9 +156,10 @@ class Scenario {
     this.drivers = [];
   }
 
+  /** `detail` is kept only when the check fails. */
   check(cond, what, detail) {
     const c = { ok: Boolean(cond), what };
-    if (detail !== undefined) c.detail = show(detail);
+    if (!c.ok && detail !== undefined) c.detail = show(detail);
     this.checks.push(c);
     return c.ok;
   }
@@ -213,14 +226,16 @@ async function endpoint(S, d, opts, parent, name = endpointName()) {
 
 async function expectPing(S, from, to, what) {
   const r = await ping(from, to, true);
-  S.check(r.replied, `${what}: ${from} pings ${to}`, r.replied ? (r.attempts > 1 ? `after ${r.attempts} attempts` : undefined) : r.out);
+  S.check(r.replied, `${what}: ${from} pings ${to}`, r.out);
   if (r.replied && r.attempts > 1) S.note(`${from} -> ${to} needed ${r.attempts} attempts`);
   return r.replied;
 }
 
+/** The pings must go out (so a broken container setup cannot pass as isolation) and get no reply. */
 async function expectNoPing(S, from, to, what) {
   const r = await ping(from, to, false);
-  S.check(!r.replied, `${what}: ${from} cannot reach ${to}`, r.replied ? r.out : undefined);
+  const sentNoReply = /\b0 packets received\b/.test(r.out) && !/\b0 packets transmitted\b/.test(r.out);
+  S.check(!r.replied && sentNoReply, `${what}: ${from} cannot reach ${to}`, r.out);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -272,8 +287,10 @@ async function dummyParents(S) {
   const idM = networkId();
   const dm = `dm-${idM.slice(0, 12)}`;
   S.match(await d.ok('ensureParent', { networkId: idM, options: {} }), { parent: dm, created: true }, 'ensureParent without parent (macvlan) creates dm-<12 of id>');
-  S.match(await d.getLink(dm), { kind: 'dummy', up: true }, `${dm} is a dummy link, up`);
+  const dmLink = await d.getLink(dm);
+  S.match(dmLink, { kind: 'dummy', up: true }, `${dm} is a dummy link, up`);
   S.match(await d.ok('ensureParent', { networkId: idM, options: {} }), { parent: dm, created: true }, 'ensureParent again: same dummy');
+  S.match(await d.getLink(dm), { index: dmLink && dmLink.index }, `${dm} was kept, not re-created`);
   S.check((await d.ok('listLinks')).filter((l) => l.name === dm).length === 1, `still one ${dm}`);
   // Two macvlan bridge containers on the dummy parent.
   const m1 = await endpoint(S, d, {}, dm);
@@ -402,11 +419,15 @@ async function vlanIsolation(S) {
   await expectPing(S, c.A20, addr.B20, 'VLAN 20 across hosts (macvlan)');
   const after = await linkStats(hB, 'eth1.20');
   S.check(after.rx.packets > before.rx.packets, "host B's eth1.20 received the VLAN 20 traffic", { before: before.rx.packets, after: after.rx.packets });
+  S.note(`host B eth1.20 rx packets ${before.rx.packets} -> ${after.rx.packets} during the VLAN 20 ping`);
   await expectPing(S, c.B20, addr.A20, 'VLAN 20 across hosts (macvlan)');
   await expectPing(S, c.A30, addr.B30, 'VLAN 30 across hosts (ipvlan l2)');
-  await expectNoPing(S, c.A20, addr.B30, 'VLAN 20 -> VLAN 30 across hosts');
-  await expectNoPing(S, c.B30, addr.A20, 'VLAN 30 -> VLAN 20 across hosts');
-  await expectNoPing(S, c.A20, addr.A30, 'VLAN 20 -> VLAN 30 on the same host');
+  // Each of these waits for its deadline: run them together.
+  await Promise.all([
+    expectNoPing(S, c.A20, addr.B30, 'VLAN 20 -> VLAN 30 across hosts'),
+    expectNoPing(S, c.B30, addr.A20, 'VLAN 30 -> VLAN 20 across hosts'),
+    expectNoPing(S, c.A20, addr.A30, 'VLAN 20 -> VLAN 30 on the same host'),
+  ]);
 
   // Tear down: containers, then DeleteNetwork on both hosts removes the vlan links it created.
   for (const k of Object.keys(c)) {
@@ -459,6 +480,8 @@ async function main() {
       }
     }
     await S.cleanup();
+    S.notes.push(...slow);
+    slow = [];
     const pass = !error && S.checks.length > 0 && S.checks.every((c) => c.ok);
     out.scenarios[name] = { pass, ms: Date.now() - start, checks: S.checks, ...(error ? { error } : {}), notes: S.notes };
     process.stdout.write(`scenario ${name}: ${pass ? 'PASS' : 'FAIL'} (${Date.now() - start} ms)\n`);
