@@ -25,6 +25,7 @@ const CASES: Array<[name: string, what: string]> = [
   ['dummy-parents', 'isolated networks get dm-/di- dummy parents (up, removed after), containers on them ping'],
   ['vlan-parent', 'parent eth1.20 is created as vlan 20 and removed; existing links are used as is; missing base fails'],
   ['vlan-isolation', 'two hosts on a trunk: VLAN 20 reaches VLAN 20 across hosts, never VLAN 30'],
+  ['reboot-restore', 'after a simulated reboot the agent re-creates its 802.1q and dummy parents and removes stale endpoint links'],
 ];
 const SCENARIOS = CASES.map(([name]) => name);
 /** Compiled files the guest loads, with the sources they come from. */
@@ -34,6 +35,8 @@ const BUILT = [
   ['libs/adapters/dist/netlink/decode.js', 'libs/adapters/src/netlink/decode.ts'],
   ['services/node-agent/dist/driver/links.js', 'services/node-agent/src/driver/links.ts'],
   ['libs/core/dist/options.js', 'libs/core/src/options.ts'],
+  ['services/node-agent/dist/driver/restore.js', 'services/node-agent/src/driver/restore.ts'],
+  ['services/node-agent/dist/driver/store.js', 'services/node-agent/src/driver/store.ts'],
 ] as const;
 
 interface Check {

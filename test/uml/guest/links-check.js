@@ -10,6 +10,7 @@
  * Request:  {"id": 1, "op": "ensureParent", "networkId": "...", "options": {"parent": "eth1.20"}, "flags": {}}
  *           {"op": "removeCreatedParent", "name": "eth1.20"}
  *           {"op": "createEndpointLink", "spec": {"name", "parent", "type", "macvlanMode", "ipvlanMode", "ipvlanFlag", "mac"?}}
+ *           {"op": "restore", "stateDir": "...", "networks": [NetworkRecord...], "endpoints": [EndpointRecord...]}
  *           {"op": "<LinkOps method>", "args": [...]}   getLink, getLinkByIndex, listLinks, createMacvlan, createIpvlan,
  *                                                       createVlan, createDummy, setUp, deleteLink
  * Response: {"id": 1, "ok": true, "value": ...} | {"id": 1, "ok": false, "error": {"name", "message", "code"}}
@@ -25,6 +26,8 @@ const REPO = path.resolve(__dirname, '../../..');
 const { openLinkOps } = require(path.join(REPO, 'libs/adapters/dist/netlink/index.js'));
 const agentLinks = require(path.join(REPO, 'services/node-agent/dist/driver/links.js'));
 const { parseNetworkOptions } = require(path.join(REPO, 'libs/core/dist/options.js'));
+const { LocalStore } = require(path.join(REPO, 'services/node-agent/dist/driver/store.js'));
+const { restore } = require(path.join(REPO, 'services/node-agent/dist/driver/restore.js'));
 
 const LINK_OPS = ['getLink', 'getLinkByIndex', 'listLinks', 'createMacvlan', 'createIpvlan', 'createVlan', 'createDummy', 'setUp', 'deleteLink'];
 
@@ -40,6 +43,14 @@ async function handle(req) {
     case 'createEndpointLink':
       await agentLinks.createEndpointLink(links, req.spec);
       return null;
+    case 'restore': {
+      // The agent's start-up reconciliation against a local store holding `networks` (NetworkRecord) and `endpoints`.
+      const store = new LocalStore(req.stateDir);
+      for (const n of req.networks || []) store.putNetwork(n);
+      for (const e of req.endpoints || []) store.putEndpoint(e);
+      const ctx = { node: 'uml', store, links, log: () => {} };
+      return restore(ctx, async () => (await links.listLinks()).map((l) => l.name));
+    }
     case 'parseNetworkOptions':
       return parseNetworkOptions(req.options || {}, req.flags || {});
     default:

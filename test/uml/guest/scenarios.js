@@ -260,16 +260,16 @@ async function ipvlanOneParent(S, mode) {
   await d.ok('createEndpointLink', { spec: { name: names[0], parent: 'eth0', type: 'ipvlan', macvlanMode: 'bridge', ipvlanMode: mode, ipvlanFlag: 'bridge' } });
   S.check(true, 'createEndpointLink is idempotent');
   if (mode === 'l2') {
-    await attach(h, names[0], c1, '10.20.0.2/24');
-    await attach(h, names[1], c2, '10.20.0.3/24');
+    await attach(h, names[0], c1, '192.0.2.2/24');
+    await attach(h, names[1], c2, '192.0.2.3/24');
   } else {
     // Different subnets; Docker's CONNECTED route for ipvlan l3 is `default dev eth0`.
-    await attach(h, names[0], c1, '10.31.1.2/24', ['default dev eth0']);
-    await attach(h, names[1], c2, '10.31.2.2/24', ['default dev eth0']);
+    await attach(h, names[0], c1, '198.51.100.2/24', ['default dev eth0']);
+    await attach(h, names[1], c2, '203.0.113.2/24', ['default dev eth0']);
   }
   const detail = await ip('-n', c1, '-d', 'link', 'show', 'eth0');
   S.check(new RegExp(`ipvlan\\s+mode ${mode}\\b`).test(detail), `iproute2 sees eth0 in the container as ipvlan mode ${mode}`, detail);
-  const [a1, a2] = mode === 'l2' ? ['10.20.0.2', '10.20.0.3'] : ['10.31.1.2', '10.31.2.2'];
+  const [a1, a2] = mode === 'l2' ? ['192.0.2.2', '192.0.2.3'] : ['198.51.100.2', '203.0.113.2'];
   await expectPing(S, c1, a2, `ipvlan ${mode}`);
   await expectPing(S, c2, a1, `ipvlan ${mode}`);
 }
@@ -296,9 +296,9 @@ async function dummyParents(S) {
   const m1 = await endpoint(S, d, {}, dm);
   const m2 = await endpoint(S, d, {}, dm);
   S.match(await d.getLink(m1), { kind: 'macvlan', macvlanMode: 'bridge' }, 'macvlan endpoint on the dm- parent');
-  await attach(h, m1, c3, '10.41.0.2/24');
-  await attach(h, m2, c4, '10.41.0.3/24');
-  await expectPing(S, c3, '10.41.0.3', 'macvlan bridge on a dummy parent');
+  await attach(h, m1, c3, '192.0.2.2/24');
+  await attach(h, m2, c4, '192.0.2.3/24');
+  await expectPing(S, c3, '192.0.2.3', 'macvlan bridge on a dummy parent');
 
   // ipvlan -> di-<12 of id>
   const idI = networkId();
@@ -310,10 +310,10 @@ async function dummyParents(S) {
   const i1 = await endpoint(S, d, optsI, di);
   const i2 = await endpoint(S, d, optsI, di);
   S.match(await d.getLink(i1), { kind: 'ipvlan', ipvlanMode: 'l2', parentIndex: diLink && diLink.index }, 'ipvlan l2 endpoint on the di- parent');
-  await attach(h, i1, c1, '10.40.0.2/24');
-  await attach(h, i2, c2, '10.40.0.3/24');
-  await expectPing(S, c1, '10.40.0.3', 'ipvlan l2 on a dummy parent');
-  await expectPing(S, c2, '10.40.0.2', 'ipvlan l2 on a dummy parent');
+  await attach(h, i1, c1, '198.51.100.2/24');
+  await attach(h, i2, c2, '198.51.100.3/24');
+  await expectPing(S, c1, '198.51.100.3', 'ipvlan l2 on a dummy parent');
+  await expectPing(S, c2, '198.51.100.2', 'ipvlan l2 on a dummy parent');
 
   // Containers gone (Leave + sandbox deleted), then DeleteNetwork removes the parents.
   for (const c of [c1, c2, c3, c4]) {
@@ -393,7 +393,7 @@ async function vlanIsolation(S) {
   await ip('-n', hB, 'link', 'set', 'eth1', 'up');
   const net20 = { id: networkId(), options: { parent: 'eth1.20' } }; // macvlan bridge (default)
   const net30 = { id: networkId(), options: { type: 'ipvlan', parent: 'eth1.30', ipvlan_mode: 'l2' } };
-  const addr = { A20: '10.50.0.11', B20: '10.50.0.12', A30: '10.50.0.21', B30: '10.50.0.22' };
+  const addr = { A20: '192.0.2.11', B20: '192.0.2.12', A30: '192.0.2.21', B30: '192.0.2.22' };
   const c = {};
   const drivers = {};
   for (const [host, ns] of [
@@ -443,7 +443,50 @@ async function vlanIsolation(S) {
   }
 }
 
+/**
+ * Host reboot, simulated: the agent's store is kept, the links are gone. At start the agent re-creates the
+ * 802.1q and dummy parents it had made, leaves a parent it did not make alone, and deletes endpoint links
+ * (ul<11 hex>) that no stored endpoint owns.
+ */
+async function rebootRestore(S) {
+  const h = await hostWithNic(S, 'rb', 'eth1');
+  const d = await S.driver(h);
+  const idV = networkId();
+  const idD = networkId();
+  const idE = networkId();
+  const di = `di-${idD.slice(0, 12)}`;
+  S.match(await d.ok('ensureParent', { networkId: idV, options: { parent: 'eth1.20' } }), { parent: 'eth1.20', created: true }, 'before: eth1.20 created');
+  S.match(await d.ok('ensureParent', { networkId: idD, options: { type: 'ipvlan' } }), { parent: di, created: true }, `before: ${di} created`);
+  const rec = (id, type, parent, requestedParent, createdParent, internal) => ({
+    id, type, parent, requestedParent, createdParent, macvlanMode: 'bridge', ipvlanMode: 'l2', ipvlanFlag: 'bridge', internal,
+    ipv4: [{ pool: '192.0.2.0/24', gateway: '192.0.2.1/24' }], ipv6: [],
+  });
+  const networks = [rec(idV, 'macvlan', 'eth1.20', 'eth1.20', true, false), rec(idD, 'ipvlan', di, undefined, true, true), rec(idE, 'macvlan', 'eth1', 'eth1', false, false)];
+  const owned = 'ul00000000001';
+  const endpoints = [{ id: `00000000001${'0'.repeat(53)}`, networkId: idE, address: '192.0.2.5/24', srcName: owned }];
+  // The reboot: every link underlay made is gone; a stale endpoint link (never handed to a container) and an owned one exist.
+  await ip('-n', h, 'link', 'del', 'eth1.20');
+  await ip('-n', h, 'link', 'del', di);
+  await ip('-n', h, 'link', 'add', 'ul0123456789a', 'type', 'dummy');
+  await ip('-n', h, 'link', 'add', owned, 'type', 'dummy');
+  S.check((await d.getLink('eth1.20')) === null && (await d.getLink(di)) === null, 'after the "reboot" the parents are gone');
+  const stateDir = `${process.env.UML_DIR || '/tmp'}/rb-state-${Date.now()}`;
+  const report = await d.ok('restore', { stateDir, networks, endpoints });
+  S.check(report.errors.length === 0, 'restore reports no errors', report.errors);
+  S.check(JSON.stringify([...report.parentsRecreated].sort()) === JSON.stringify(['eth1.20', di].sort()), 'restore re-creates eth1.20 and the dummy', report);
+  const eth1 = await d.getLink('eth1');
+  S.match(await d.getLink('eth1.20'), { kind: 'vlan', vlanId: 20, up: true, parentIndex: eth1 && eth1.index }, 'eth1.20 is back: vlan 20 on eth1, up');
+  S.match(await d.getLink(di), { kind: 'dummy', up: true }, `${di} is back, up`);
+  S.check(JSON.stringify(report.staleLinksRemoved) === JSON.stringify(['ul0123456789a']), 'restore removes only the stale endpoint link', report.staleLinksRemoved);
+  S.check((await d.getLink('ul0123456789a')) === null, 'the stale endpoint link is gone');
+  S.check((await d.getLink(owned)) !== null, 'an endpoint link the store owns is kept');
+  // Restoring again changes nothing.
+  const again = await d.ok('restore', { stateDir });
+  S.check(again.parentsRecreated.length === 0 && again.staleLinksRemoved.length === 0 && again.networks === 3, 'a second restore is a no-op', again);
+}
+
 const SCENARIOS = {
+  'reboot-restore': rebootRestore,
   'ipvlan-l2': (S) => ipvlanOneParent(S, 'l2'),
   'ipvlan-l3': (S) => ipvlanOneParent(S, 'l3'),
   'ipvlan-l3s': (S) => ipvlanOneParent(S, 'l3s'),
