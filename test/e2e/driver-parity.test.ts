@@ -98,6 +98,9 @@ describe('parent rules', () => {
       expect((await create('i1', '203.0.113.0/25', 'parent=par2', 'type=ipvlan')).code).toBe(0);
       const second = await create('i2', '203.0.113.128/25', 'parent=par2', 'type=ipvlan');
       expect(second.stderr).toContain('network i1 is already using parent interface par2');
+      const mac = await d.docker(['run', '-d', '--name', 'im', '--network', 'i1', '--mac-address', '02:11:22:33:44:55', BUSYBOX_IMAGE, 'true']);
+      expect(mac.stderr).toContain('ipvlan interfaces do not support custom mac address assignment');
+      await d.docker(['rm', '-f', 'im']);
       const bad = await create('bad', '198.51.100.0/25', 'parent=eth1', 'type=ipvlan', 'macvlan_mode=bridge');
       expect(bad.stderr).toContain('option macvlan_mode cannot be used with type=ipvlan');
       for (const n of ['ma', 'mb2', 'i1']) await d.dockerOk(['network', 'rm', n]);

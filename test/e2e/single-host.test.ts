@@ -18,7 +18,7 @@ describe('one host', () => {
     const sock = cluster.nodes.get('h1')!.docker.pluginSocket();
     expect(await post(sock, '/Plugin.Activate', '')).toEqual({ Implements: ['NetworkDriver', 'IpamDriver'] });
     expect(await post(sock, '/NetworkDriver.GetCapabilities', '')).toEqual({ Scope: 'local', ConnectivityScope: 'global' });
-    expect(await post(sock, '/IpamDriver.GetCapabilities', '')).toEqual({ RequiresMACAddress: true, RequiresRequestReplay: false });
+    expect(await post(sock, '/IpamDriver.GetCapabilities', '')).toEqual({ RequiresMACAddress: false, RequiresRequestReplay: false });
     expect(await post(sock, '/IpamDriver.GetDefaultAddressSpaces', '')).toEqual({ LocalDefaultAddressSpace: 'underlay', GlobalDefaultAddressSpace: 'underlay-global' });
     expect(await post(sock, '/NetworkDriver.DiscoverNew', '{"DiscoveryType":1,"DiscoveryData":{}}')).toEqual({});
     // NetworkDriver errors use Err, IpamDriver errors use Error (both on HTTP 200).

@@ -79,4 +79,35 @@ describe('two hosts', () => {
     }
     expect(cluster.controller.ipam.state.pools.has(POOL)).toBe(false);
   });
+
+  it('keeps a static --ip unique across hosts and shares --aux-address reservations', async () => {
+    const h1 = cluster.nodes.get('h1')!;
+    const h2 = cluster.nodes.get('h2')!;
+    for (const n of [h1, h2]) {
+      await n.docker.dockerOk(['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--subnet', '203.0.113.0/24', '--ip-range', '203.0.113.0/29',
+        '--aux-address', 'router=203.0.113.2', '-o', 'parent=eth1', 'n3']);
+    }
+    await h1.docker.dockerOk(['run', '-d', '--name', 's1', '--network', 'n3', '--ip', '203.0.113.50', BUSYBOX_IMAGE, 'sleep', '600']);
+    expect(await containerIp(h1.docker, 's1', 'n3')).toBe('203.0.113.50');
+    const clash = await h2.docker.docker(['run', '-d', '--name', 's2', '--network', 'n3', '--ip', '203.0.113.50', BUSYBOX_IMAGE, 'sleep', '600']);
+    expect(clash.code).not.toBe(0);
+    expect(clash.stderr).toContain('address 203.0.113.50 is already in use by an endpoint on node h1');
+    await h2.docker.docker(['rm', '-f', 's2']);
+    // Dynamic addresses skip the gateway and the aux reservation on both hosts.
+    const got = [];
+    for (const [i, n] of [h1, h2, h1, h2].entries()) {
+      await n.docker.dockerOk(['run', '-d', '--name', `d${i}`, '--network', 'n3', BUSYBOX_IMAGE, 'sleep', '600']);
+      got.push(await containerIp(n.docker, `d${i}`, 'n3'));
+    }
+    expect(new Set(got).size).toBe(4);
+    expect(got).not.toContain('203.0.113.1');
+    expect(got).not.toContain('203.0.113.2');
+    await h1.docker.dockerOk(['rm', '-f', 's1', 'd0', 'd2']);
+    await h2.docker.dockerOk(['rm', '-f', 'd1', 'd3']);
+    // The static address is free again for the other host.
+    await h2.docker.dockerOk(['run', '-d', '--name', 's3', '--network', 'n3', '--ip', '203.0.113.50', BUSYBOX_IMAGE, 'sleep', '600']);
+    await h2.docker.dockerOk(['rm', '-f', 's3']);
+    for (const n of [h1, h2]) await n.docker.dockerOk(['network', 'rm', 'n3']);
+    expect(cluster.controller.ipam.state.pools.has('underlay/203.0.113.0/24')).toBe(false);
+  });
 });

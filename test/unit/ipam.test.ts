@@ -202,3 +202,39 @@ describe('fold (property)', () => {
     void parseCidr;
   });
 });
+
+describe('request ids and address kinds (no MAC from Docker)', () => {
+  it('a retried request gets the same allocation; a new request gets a new one', () => {
+    const { run } = setup();
+    const p = run((s) => decideRequestPool(s, { node: 'a', space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: {}, v6: false, requestId: 'p1' }));
+    const first = run((s) => decideRequestAddress(s, { node: 'a', poolId: p.poolId, address: '', options: {}, requestId: 'r1' }));
+    expect(run((s) => decideRequestAddress(s, { node: 'a', poolId: p.poolId, address: '', options: {}, requestId: 'r1' }))).toEqual(first);
+    expect(run((s) => decideRequestAddress(s, { node: 'a', poolId: p.poolId, address: '', options: {}, requestId: 'r2' })).address).not.toBe(first.address);
+  });
+
+  it('tells a static endpoint address from an aux reservation by the kind the agent gives', () => {
+    const { run } = setup();
+    const p = run((s) => decideRequestPool(s, { node: 'a', space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: {}, v6: false }));
+    run((s) => decideRequestPool(s, { node: 'b', space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: {}, v6: false }));
+    // An aux reservation is shared by every host ...
+    run((s) => decideRequestAddress(s, { node: 'a', poolId: p.poolId, address: '192.0.2.9', options: {}, requestId: 'x1', kind: 'aux' }));
+    expect(run((s) => decideRequestAddress(s, { node: 'b', poolId: p.poolId, address: '192.0.2.9', options: {}, requestId: 'x2', kind: 'aux' })).address).toBe('192.0.2.9/24');
+    // ... a static endpoint address is not.
+    run((s) => decideRequestAddress(s, { node: 'a', poolId: p.poolId, address: '192.0.2.50', options: {}, requestId: 'e1', kind: 'endpoint' }));
+    expect(() => run((s) => decideRequestAddress(s, { node: 'b', poolId: p.poolId, address: '192.0.2.50', options: {}, requestId: 'e2', kind: 'endpoint' }))).toThrow(
+      'address 192.0.2.50 is already in use by an endpoint on node a',
+    );
+    expect(() => run((s) => decideRequestAddress(s, { node: 'b', poolId: p.poolId, address: '192.0.2.9', options: {}, requestId: 'e3', kind: 'endpoint' }))).toThrow(
+      'address 192.0.2.9 is already in use by an --aux-address reservation',
+    );
+  });
+
+  it('refuses a second network with the same subnet on one host, but not a retry', () => {
+    const { run } = setup();
+    const req = { node: 'a', space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: {}, v6: false };
+    run((s) => decideRequestPool(s, { ...req, requestId: 'p1' }));
+    expect(run((s) => decideRequestPool(s, { ...req, requestId: 'p1' })).poolId).toBe('underlay/192.0.2.0/24');
+    expect(() => run((s) => decideRequestPool(s, { ...req, requestId: 'p2' }))).toThrow(/subnet 192.0.2.0\/24 is already used on this host by/);
+    expect(run((s) => decideRequestPool(s, { ...req, node: 'b', requestId: 'p3' })).poolId).toBe('underlay/192.0.2.0/24');
+  });
+});

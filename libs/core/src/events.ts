@@ -27,7 +27,7 @@ export const PoolCreated = z.object({
 /** A node's Docker asked for the pool (created the network locally). Pools are shared by reference. */
 export const PoolRefAdded = z.object({
   type: z.literal('PoolRefAdded'),
-  data: z.object({ poolId: z.string(), node: z.string() }),
+  data: z.object({ poolId: z.string(), node: z.string(), requestId: z.string().optional() }),
 });
 
 export const PoolRefRemoved = z.object({

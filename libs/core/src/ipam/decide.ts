@@ -83,8 +83,17 @@ export function decideRequestPool(state: IpamState, req: RequestPoolReq): Decisi
         `subnet ${cidrText} is already in use in the cluster with ${existing.subPoolText ? `--ip-range ${existing.subPoolText}` : 'no --ip-range'}; use the same definition on every host`,
       );
     }
-    const events: EventBody[] = existing.refs.has(req.node) ? [] : [{ type: 'PoolRefAdded', data: { poolId, node: req.node } }];
-    return { events, result: { poolId, pool: cidrText } };
+    if (existing.refs.has(req.node)) {
+      const prev = existing.refRequests.get(req.node);
+      // A second Docker network with this subnet on one host (Docker's own IPAM refuses it too); a retry is fine.
+      if (req.requestId && prev && prev !== req.requestId) {
+        throw new ConflictError(
+          `subnet ${cidrText} is already used on this host by ${networksUsing(state, poolId, req.node)}; use another subnet, or --ipam-opt space=NAME for the same subnet on another VLAN`,
+        );
+      }
+      return { events: [], result: { poolId, pool: cidrText } };
+    }
+    return { events: [{ type: 'PoolRefAdded', data: { poolId, node: req.node, requestId: req.requestId } }], result: { poolId, pool: cidrText } };
   }
   for (const other of state.pools.values()) {
     if (other.space === space && overlaps(other.cidr, cidr)) {
@@ -99,17 +108,17 @@ export function decideRequestPool(state: IpamState, req: RequestPoolReq): Decisi
   return {
     events: [
       { type: 'PoolCreated', data: { poolId, space, cidr: cidrText, subPool: subText, v6: req.v6, options, blockPrefix, strictAffinity } },
-      { type: 'PoolRefAdded', data: { poolId, node: req.node } },
+      { type: 'PoolRefAdded', data: { poolId, node: req.node, requestId: req.requestId } },
     ],
     result: { poolId, pool: cidrText },
   };
 }
 
 /** "network n1 (on h1, h2)" for the networks using a pool, for messages. */
-function networksUsing(state: IpamState, poolId: string): string {
+function networksUsing(state: IpamState, poolId: string, onNode?: string): string {
   const byName = new Map<string, string[]>();
   for (const n of state.networks.values()) {
-    if (!n.poolIds.includes(poolId)) continue;
+    if (!n.poolIds.includes(poolId) || (onNode && n.node !== onNode)) continue;
     const name = n.name ?? n.networkId.slice(0, 12);
     byName.set(name, [...(byName.get(name) ?? []), n.node]);
   }
@@ -199,7 +208,8 @@ export function decideRequestAddress(state: IpamState, req: RequestAddressReq): 
     throw new ExhaustedError(`no free address in ${p.cidrText} for the gateway`);
   }
 
-  const handle = mac ? `${req.node}/${mac.toLowerCase()}` : undefined;
+  const handle = req.requestId ? `${req.node}/req/${req.requestId}` : mac ? `${req.node}/${mac.toLowerCase()}` : undefined;
+  const kind = req.kind ?? (mac ? 'endpoint' : 'aux');
   if (handle) {
     const held = p.handles.get(handle);
     if (held !== undefined && (!req.address || requestedValue(p, req.address) === held)) return existing(held);
@@ -207,10 +217,10 @@ export function decideRequestAddress(state: IpamState, req: RequestAddressReq): 
   if (req.address) {
     const v = requestedValue(p, req.address);
     const a = p.allocs.get(v);
-    // An --aux-address is requested with no options; the same reservation from another host is the same one.
-    if (!mac && a?.kind === 'aux') return existing(v);
+    // The same --aux-address reservation from another host is the same reservation.
+    if (kind === 'aux' && a?.kind === 'aux') return existing(v);
     if (a) throw new ConflictError(`address ${req.address} is already in use by ${holderText(p, v)}`);
-    return alloc(v, mac ? 'endpoint' : 'aux', true, handle);
+    return alloc(v, kind, true, kind === 'aux' ? undefined : handle);
   }
   const found = findInBlocks(p, req.node);
   if (!found) {

@@ -23,6 +23,7 @@ const PoolSnap = z.object({
     strictAffinity: z.boolean(),
   }),
   refs: z.array(z.string()),
+  refRequests: z.array(z.tuple([z.string(), z.string()])),
   gateway: z.string().optional(),
   // [address, seq, kind, node, handle, time, endpointId, networkId, boundTime]
   allocs: z.array(z.tuple([z.string(), z.number(), z.enum(['endpoint', 'gateway', 'aux']), z.string(), z.string().nullable(), z.string(), z.string().nullable(), z.string().nullable(), z.string().nullable()])),
@@ -58,6 +59,7 @@ export function snapshot(state: IpamState): SnapshotData {
         strictAffinity: p.strictAffinity,
       },
       refs: [...p.refs],
+      refRequests: [...p.refRequests],
       gateway: p.gateway === undefined ? undefined : hex(p.gateway),
       allocs: [...p.allocs].map(([v, a]) => [hex(v), a.seq, a.kind, a.node, a.handle ?? null, a.time, a.endpointId ?? null, a.networkId ?? null, a.boundTime ?? null] as const),
       blocks: [...p.blocks.values()].map((b) => [hex(b.network), b.node, b.claimedSeq, b.endpoints, b.used, hex(b.cursor), b.emptySince ?? null] as const),
@@ -75,6 +77,7 @@ export function restore(raw: unknown): IpamState {
   for (const ps of data.pools) {
     const p = createPool(ps.def);
     for (const r of ps.refs) p.refs.add(r);
+    for (const [n, id] of ps.refRequests) p.refRequests.set(n, id);
     if (ps.gateway !== undefined) p.gateway = big(ps.gateway);
     for (const [v, seq, kind, node, handle, time, endpointId, networkId, boundTime] of ps.allocs) {
       const value = big(v);

@@ -51,6 +51,8 @@ export interface Pool {
   readonly strictAffinity: boolean;
   /** Nodes whose Docker holds the pool. */
   readonly refs: Set<string>;
+  /** The request that added each node's reference (a retry of it is not a second network). */
+  readonly refRequests: Map<string, string>;
   /** address value → allocation (endpoints, the gateway, aux addresses). */
   readonly allocs: Map<bigint, Allocation>;
   /** handle → address value, for idempotent repeats. */
@@ -142,6 +144,7 @@ export function createPool(d: PoolDefinition): Pool {
     blockSizeValue: 1n << BigInt(bits(cidr.family) - Math.max(d.blockPrefix, cidr.prefix)),
     strictAffinity: d.strictAffinity,
     refs: new Set(),
+    refRequests: new Map(),
     allocs: new Map(),
     handles: new Map(),
     blocks: new Map(),
@@ -165,12 +168,18 @@ export function apply(state: IpamState, ev: ClusterEvent): IpamState {
       state.pools.set(d.poolId, createPool(d));
       break;
     }
-    case 'PoolRefAdded':
-      pool(ev.data.poolId).refs.add(ev.data.node);
+    case 'PoolRefAdded': {
+      const p = pool(ev.data.poolId);
+      p.refs.add(ev.data.node);
+      if (ev.data.requestId) p.refRequests.set(ev.data.node, ev.data.requestId);
       break;
-    case 'PoolRefRemoved':
-      pool(ev.data.poolId).refs.delete(ev.data.node);
+    }
+    case 'PoolRefRemoved': {
+      const p = pool(ev.data.poolId);
+      p.refs.delete(ev.data.node);
+      p.refRequests.delete(ev.data.node);
       break;
+    }
     case 'PoolDeleted':
       pool(ev.data.poolId);
       state.pools.delete(ev.data.poolId);
@@ -293,6 +302,7 @@ export function describe(state: IpamState): unknown {
         blockPrefix: p.blockPrefix,
         strictAffinity: p.strictAffinity,
         refs: [...p.refs].sort(),
+        refRequests: [...p.refRequests].sort(),
         gateway: p.gateway === undefined ? undefined : formatValue(p.cidr.family, p.gateway),
         blocks: [...p.blocks.values()]
           .sort((a, b) => cmpBig(a.network, b.network))

@@ -19,6 +19,8 @@ export const RequestPoolReq = z.object({
   subPool: z.string().default(''),
   options: z.record(z.string(), z.string()).default({}),
   v6: z.boolean().default(false),
+  /** Made by the agent per Docker request and reused across its retries: a repeat is the same request. */
+  requestId: z.string().min(1).max(64).optional(),
 });
 export type RequestPoolReq = z.infer<typeof RequestPoolReq>;
 export const RequestPoolRes = z.object({ poolId: z.string(), pool: z.string(), data: z.record(z.string(), z.string()).default({}) });
@@ -33,6 +35,13 @@ export const RequestAddressReq = z.object({
   /** "" or a bare IP (Docker sends no mask). */
   address: z.string().default(''),
   options: z.record(z.string(), z.string()).default({}),
+  /** Made by the agent per Docker request and reused across its retries: the allocation's handle. */
+  requestId: z.string().min(1).max(64).optional(),
+  /**
+   * For a requested address: an endpoint's static --ip, or an --aux-address reservation (Docker sends both with no
+   * options; the agent tells them apart by call order). Without it, a request with a MAC is an endpoint's.
+   */
+  kind: z.enum(['endpoint', 'aux']).optional(),
 });
 export type RequestAddressReq = z.infer<typeof RequestAddressReq>;
 export const RequestAddressRes = z.object({

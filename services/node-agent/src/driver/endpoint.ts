@@ -10,6 +10,8 @@ export async function createEndpoint(ctx: DriverContext, raw: unknown): Promise<
     if (!net) throw new NotFoundError(`network id ${JSON.stringify(req.NetworkID)} not found`);
     const iface = req.Interface ?? { Address: '', AddressIPv6: '', MacAddress: '' };
     if (!iface.Address) throw new InvalidArgumentError('create endpoint was not passed an IP address');
+    // ipvlan slaves share the parent's MAC (the kernel refuses another).
+    if (net.type === 'ipvlan' && iface.MacAddress) throw new InvalidArgumentError('ipvlan interfaces do not support custom mac address assignment');
     let mac = iface.MacAddress || undefined;
     let answer: { Interface?: { MacAddress: string } } = {};
     if (!mac && net.type === 'macvlan') {
@@ -23,7 +25,7 @@ export async function createEndpoint(ctx: DriverContext, raw: unknown): Promise<
       addressV6: iface.AddressIPv6 || undefined,
       mac,
     });
-    await bindEndpoint(ctx, req.NetworkID, req.EndpointID, [iface.Address, iface.AddressIPv6], iface.MacAddress || undefined);
+    await bindEndpoint(ctx, req.NetworkID, req.EndpointID, [iface.Address, iface.AddressIPv6], net.poolIds);
     return answer;
   });
 }

@@ -8,12 +8,13 @@ import {
   newTraceparent,
   plugin,
 } from '@underlay/core';
+import { randomUUID } from 'node:crypto';
 import type { DriverContext } from './context.js';
 
 export function capabilities() {
-  // RequiresMACAddress: Docker then passes the endpoint's MAC with RequestAddress, which ties a repeated
-  // request to the same allocation.
-  return { RequiresMACAddress: true, RequiresRequestReplay: false };
+  // No RequiresMACAddress: Docker would then set a MAC on every endpoint's interface, which ipvlan cannot take.
+  // Repeats are tied together by a request id the agent makes per Docker call instead (see requestAddress).
+  return { RequiresMACAddress: false, RequiresRequestReplay: false };
 }
 
 export function defaultAddressSpaces() {
@@ -24,7 +25,7 @@ export async function requestPool(ctx: DriverContext, raw: unknown) {
   const r = plugin.RequestPoolRequest.parse(raw);
   const res = await ctx.controller.call(
     'requestPool',
-    { node: ctx.node, space: r.AddressSpace || plugin.LOCAL_ADDRESS_SPACE, pool: r.Pool, subPool: r.SubPool, options: r.Options ?? {}, v6: r.V6 },
+    { node: ctx.node, space: r.AddressSpace || plugin.LOCAL_ADDRESS_SPACE, pool: r.Pool, subPool: r.SubPool, options: r.Options ?? {}, v6: r.V6, requestId: randomUUID() },
     RequestPoolRes,
     { traceparent: newTraceparent() },
   );
@@ -41,7 +42,11 @@ export async function releasePool(ctx: DriverContext, raw: unknown) {
 export async function requestAddress(ctx: DriverContext, raw: unknown) {
   const r = plugin.RequestAddressRequest.parse(raw);
   const options = r.Options ?? {};
-  const res = await ctx.controller.call('requestAddress', { node: ctx.node, poolId: r.PoolID, address: r.Address, options }, RequestAddressRes);
+  // Docker requests --aux-address reservations while creating the network, and an endpoint's addresses only once
+  // the network exists here; both come with no options.
+  const kind = r.Address && options['RequestAddressType'] === undefined ? (ctx.store.poolInUse(r.PoolID) ? 'endpoint' : 'aux') : undefined;
+  // One id per Docker call, reused by the client's retries: a retry gets the same allocation.
+  const res = await ctx.controller.call('requestAddress', { node: ctx.node, poolId: r.PoolID, address: r.Address, options, requestId: randomUUID(), kind }, RequestAddressRes);
   const mac = options[MAC_OPTION]?.toLowerCase();
   ctx.store.setAlloc(r.PoolID, res.address.split('/')[0]!, { seq: res.allocSeq, ...(mac ? { mac } : {}) });
   return { Address: res.address, Data: {} };
@@ -56,11 +61,11 @@ export async function releaseAddress(ctx: DriverContext, raw: unknown) {
 }
 
 /** CreateEndpoint: tell the controller which endpoint holds each address, so it is never taken for a leak. */
-export async function bindEndpoint(ctx: DriverContext, networkId: string, endpointId: string, cidrs: (string | undefined)[], mac?: string): Promise<void> {
+export async function bindEndpoint(ctx: DriverContext, networkId: string, endpointId: string, cidrs: (string | undefined)[], poolIds: readonly string[]): Promise<void> {
   for (const cidr of cidrs) {
     if (!cidr) continue;
     const address = cidr.split('/')[0]!;
-    const a = ctx.store.findAlloc(address, mac);
+    const a = ctx.store.findAlloc(address, poolIds);
     if (!a) continue;
     await ctx.controller.call('bindEndpoint', { node: ctx.node, poolId: a.poolId, address, allocSeq: a.seq, endpointId, networkId }, BindEndpointRes);
   }

@@ -83,10 +83,11 @@ export async function createNetwork(ctx: DriverContext, raw: unknown): Promise<R
       internal: o.internal || !o.parent,
       ipv4: v4.map((d) => ({ pool: d.Pool, gateway: d.Gateway })),
       ipv6: v6.map((d) => ({ pool: d.Pool, gateway: d.Gateway })),
+      poolIds: [],
     };
     const poolIds = [...v4, ...v6].map((d) => ctx.recentPools.get(d.Pool)).filter((x): x is string => !!x);
     await ctx.controller.call('networkRecord', { node: ctx.node, networkId: id, poolIds, options: stringMap(opts[plugin.netlabel.generic]) }, EmptyRes);
-    ctx.store.putNetwork(rec);
+    ctx.store.putNetwork({ ...rec, poolIds });
     ctx.log(`network ${id.slice(0, 12)} created: ${o.type} on ${parent}${created ? ' (created by underlay)' : ''}`);
     void learnName(ctx, id);
     return {};

@@ -22,6 +22,8 @@ export const NetworkRecord = z.object({
   internal: z.boolean(),
   ipv4: z.array(z.object({ pool: z.string(), gateway: z.string().optional() })),
   ipv6: z.array(z.object({ pool: z.string(), gateway: z.string().optional() })),
+  /** The controller's pools this network uses. */
+  poolIds: z.array(z.string()).default([]),
 });
 export type NetworkRecord = z.infer<typeof NetworkRecord>;
 
@@ -102,16 +104,17 @@ export class LocalStore {
   allocSeq(poolId: string, address: string): number | undefined {
     return this.allocs.get(`${poolId}|${address}`)?.seq;
   }
-  /** The allocation Docker made for this address (and MAC, which tells apart the same address in two address spaces). */
-  findAlloc(address: string, mac?: string): AllocInfo | undefined {
-    let any: AllocInfo | undefined;
-    for (const [k, v] of this.allocs) {
-      const i = k.lastIndexOf('|');
-      if (k.slice(i + 1) !== address) continue;
-      const info = { poolId: k.slice(0, i), address, ...v };
-      if (mac && v.mac === mac.toLowerCase()) return info;
-      any ??= info;
+  /** The allocation of this address in one of the network's pools (the same address may exist in two address spaces). */
+  findAlloc(address: string, poolIds: readonly string[]): AllocInfo | undefined {
+    for (const poolId of poolIds) {
+      const v = this.allocs.get(`${poolId}|${address}`);
+      if (v) return { poolId, address, ...v };
     }
-    return any;
+    return undefined;
+  }
+  /** Whether a network this node created uses the pool (so an address request for it is an endpoint's). */
+  poolInUse(poolId: string): boolean {
+    for (const n of this.networks.values()) if (n.poolIds.includes(poolId)) return true;
+    return false;
   }
 }

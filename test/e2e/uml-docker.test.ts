@@ -1,0 +1,168 @@
+/**
+ * A real dockerd 20.10 INSIDE a user-mode-linux guest (test/uml/uml.ts), driving the product as a
+ * Docker remote network + IPAM plugin on ipvlan, a link kind the host kernel lacks. One boot runs
+ * test/uml/docker/guest.js, which starts dockerd (vfs, no bridge/iptables, its own containerd,
+ * cgroup v2 / cgroupfs), `underlay up` (etcd + nats + controller + agent serving
+ * /run/docker/plugins/underlay.sock), imports a busybox image, and for ipvlan_mode l2 and l3:
+ * `docker network create -d underlay --ipam-driver underlay -o parent=eth1 -o ipvlan_mode=M`,
+ * two `docker run` containers, ping both ways, `docker rm -f`, `docker network rm`.
+ * eth1 is one end of a veth pair inside the guest. Nothing touches the host's network or files
+ * outside the run's temp dir (the guest mounts tmpfs over everything dockerd writes).
+ *
+ * Needs root, Debian's user-mode-linux, docker.io (/usr/sbin/dockerd, /usr/bin/docker,
+ * containerd, runc), busybox, iproute2, etcd, nats-server, node, and a build (`npx tsc -b`).
+ * Fails (never skips) when something is missing.
+ *
+ * Run: npx jest --selectProjects e2e --runTestsByPath test/e2e/uml-docker.test.ts
+ * Debug: UML_DOCKER_KEEP=1 keeps the run's temp dir; UML_DOCKERD_DEBUG=1 runs dockerd --debug.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { checkUml, runInUml, tail, type UmlResult } from '../uml/uml';
+
+const REPO = path.resolve(__dirname, '../..');
+/** Whole UML run: boot + dockerd + underlay up + both networks + poweroff. */
+const BUDGET_MS = Number(process.env.UML_DOCKER_TIMEOUT_MS ?? 90_000);
+
+interface Step {
+  name: string;
+  cmd?: string;
+  code: number | string;
+  ms?: number;
+  stdout?: string;
+  stderr?: string;
+}
+interface ContainerResult {
+  started: boolean;
+  ip?: string;
+  error?: string;
+  links?: string;
+}
+interface NetworkResult {
+  mode: string;
+  name: string;
+  subnet: string;
+  created: boolean;
+  inspect?: { Driver?: string; IPAM?: { Driver?: string; Config?: Array<{ Subnet?: string }> }; Options?: Record<string, string> };
+  containers: Record<string, ContainerResult>;
+  ping: Record<string, { ok: boolean; output: string }>;
+  containersRemoved?: boolean;
+  removed: boolean;
+  errors: string[];
+  linksAfter?: string;
+}
+interface Results {
+  uname: string;
+  node: string;
+  modes: string[];
+  steps: Step[];
+  setup: { ok: boolean };
+  networks: Record<string, NetworkResult>;
+  dockerdLogTail: string;
+  underlayLogTail: string;
+  totalMs: number;
+  error?: string;
+}
+
+jest.setTimeout(BUDGET_MS + 60_000);
+
+let run: UmlResult;
+let results: Results;
+
+const REQUIRED = ['/usr/sbin/dockerd', '/usr/bin/docker', '/usr/bin/containerd', '/usr/bin/containerd-shim-runc-v2', 'cli/bin/underlay.js', 'services/node-agent/dist', 'services/controller/dist'];
+
+beforeAll(async () => {
+  const missing = REQUIRED.filter((f) => !fs.existsSync(path.resolve(REPO, f)));
+  if (missing.length) throw new Error(`missing: ${missing.join(', ')} (install docker.io; build with \`npx tsc -b\`)`);
+  checkUml(); // throws UmlError('unavailable') with what is missing
+  run = await runInUml({
+    script: 'exec node test/uml/docker/guest.js "$UML_RESULT" l2 l3\n',
+    timeoutMs: BUDGET_MS,
+    memMb: 1024,
+    keepDir: process.env.UML_DOCKER_KEEP === '1',
+    env: Object.fromEntries(['UML_DOCKERD_DEBUG', 'UML_UNDERLAY_CLI'].filter((k) => process.env[k]).map((k) => [k, process.env[k]!])),
+  });
+  if (run.result === undefined) {
+    throw new Error(`the guest wrote no result (script exit ${run.exitCode})\n--- guest output ---\n${tail(run.guestLog)}\n--- UML console ---\n${tail(run.log)}`);
+  }
+  results = JSON.parse(run.result) as Results;
+  const t = run.timings;
+  console.log(
+    `uml-docker: kernel ${results.uname}, boot ${t.bootMs} ms, setup ${t.setupMs} ms, script ${t.scriptMs} ms, shutdown ${t.shutdownMs} ms, total ${t.totalMs} ms` +
+      (process.env.UML_DOCKER_KEEP === '1' ? `, dir ${run.dir}` : '') +
+      `\n${describeSteps()}`,
+  );
+}, BUDGET_MS + 60_000);
+
+/** One line per step: name, exit, time, and the first line of stderr when it failed. */
+function describeSteps(): string {
+  return results.steps
+    .map((s) => {
+      const err = s.code !== 0 && (s.stderr || s.stdout) ? `  <- ${(s.stderr || s.stdout || '').split('\n').slice(-3).join(' | ')}` : '';
+      return `  ${s.code === 0 ? 'ok  ' : 'FAIL'} ${s.name} (exit ${s.code}${s.ms !== undefined ? `, ${s.ms} ms` : ''})${err}`;
+    })
+    .join('\n');
+}
+
+function context(): string {
+  return (
+    `steps:\n${describeSteps()}` +
+    (results.error ? `\nguest error: ${results.error}` : '') +
+    `\n--- dockerd log (tail) ---\n${tail(results.dockerdLogTail, 25)}\n--- underlay up log (tail) ---\n${tail(results.underlayLogTail, 25)}`
+  );
+}
+
+function expectOk(cond: boolean, what: string): void {
+  if (!cond) throw new Error(`${what}\n${context()}`);
+}
+
+describe('dockerd 20.10 in a user-mode-linux guest with the underlay plugin on ipvlan', () => {
+  it('dockerd, the plugin and the busybox image come up in the guest', () => {
+    expect(results.uname).toMatch(/^\d+\.\d+/);
+    expectOk(results.setup.ok, 'setup failed (mounts, veth parent, dockerd, underlay up or docker import)');
+  });
+
+  describe.each([
+    ['l2', '192.0.2.'],
+    ['l3', '198.51.100.'],
+  ])('ipvlan_mode=%s', (mode, prefix) => {
+    const net = (): NetworkResult => {
+      const n = results.networks[mode];
+      expectOk(n !== undefined, `network for ${mode} was not attempted`);
+      return n!;
+    };
+
+    it('docker network create -d underlay --ipam-driver underlay -o parent=eth1 succeeds', () => {
+      const n = net();
+      expectOk(n.created, `network create failed: ${n.errors.join('\n')}`);
+      expect(n.inspect?.Driver).toBe('underlay');
+      expect(n.inspect?.IPAM?.Driver).toBe('underlay');
+      expect(n.inspect?.Options).toMatchObject({ parent: 'eth1', ipvlan_mode: mode });
+    });
+
+    it('two containers start with distinct addresses in the subnet', () => {
+      const n = net();
+      const cs = Object.entries(n.containers);
+      expect(cs).toHaveLength(2);
+      for (const [name, c] of cs) expectOk(c.started, `docker run ${name} failed: ${c.error}`);
+      const ips = cs.map(([, c]) => c.ip ?? '');
+      for (const ip of ips) expect(ip.startsWith(prefix)).toBe(true);
+      expect(new Set(ips).size).toBe(2);
+      for (const [, c] of cs) expect(c.links).toMatch(/ipvlan/);
+    });
+
+    it('the containers ping each other', () => {
+      const n = net();
+      const pings = Object.entries(n.ping);
+      expectOk(pings.length === 2, `no pings ran (containers did not both start): ${n.errors.join('\n')}`);
+      for (const [pair, p] of pings) expectOk(p.ok, `ping ${pair} failed:\n${p.output}`);
+    });
+
+    it('docker rm -f then docker network rm succeed', () => {
+      const n = net();
+      expectOk(n.containersRemoved === true, `docker rm -f failed: ${n.errors.join('\n')}`);
+      expectOk(n.removed, `docker network rm failed: ${n.errors.join('\n')}`);
+    });
+  });
+});

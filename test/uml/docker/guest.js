@@ -1,0 +1,288 @@
+#!/usr/bin/env node
+// Runs INSIDE a user-mode-linux guest (test/uml/uml.ts): a real dockerd 20.10 plus `underlay up`
+// (etcd + nats + controller + agent, serving /run/docker/plugins/underlay.sock), then ipvlan
+// networks through the plugin and containers on them. ipvlan exists only in the guest kernel.
+//
+//   node test/uml/docker/guest.js RESULT_FILE [l2] [l3]
+//
+// Everything the guest writes lives on guest-only tmpfs mounts (/run, and tmpfs over /etc/docker,
+// /opt, /var/lib/docker, /var/lib/containerd): the guest's root is the host's / through hostfs.
+// Every step is recorded ({ name, cmd, code, ms, stdout, stderr }) and RESULT_FILE is rewritten
+// after each step, so a hang or crash still leaves what happened so far.
+'use strict';
+const { spawn, spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const resultFile = process.argv[2];
+if (!resultFile) {
+  console.error('usage: guest.js RESULT_FILE [l2] [l3]');
+  process.exit(2);
+}
+const MODES = process.argv.slice(3).length ? process.argv.slice(3) : ['l2', 'l3'];
+const REPO = path.resolve(__dirname, '../../..');
+const DK = '/run/dk';
+const SOCK = `${DK}/docker.sock`;
+const PLUGIN_DIR = '/run/docker/plugins';
+const PLUGIN_SOCK = `${PLUGIN_DIR}/underlay.sock`;
+const DOCKER = fs.existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
+const IMAGE = 'underlay-busybox:latest';
+const t0 = Date.now();
+
+const out = {
+  uname: '',
+  node: process.version,
+  modes: MODES,
+  steps: [],
+  setup: { ok: false },
+  networks: {},
+  dockerdLogTail: '',
+  underlayLogTail: '',
+  totalMs: 0,
+};
+const save = () => {
+  out.totalMs = Date.now() - t0;
+  fs.writeFileSync(`${resultFile}.tmp`, JSON.stringify(out, null, 1));
+  fs.renameSync(`${resultFile}.tmp`, resultFile);
+};
+const cut = (s, n = 4000) => (s.length > n ? `${s.slice(0, n / 2)}\n...[${s.length - n} chars cut]...\n${s.slice(-n / 2)}` : s);
+const tailOf = (f, n = 60) => {
+  try {
+    return fs.readFileSync(f, 'utf8').trimEnd().split('\n').slice(-n).join('\n');
+  } catch (e) {
+    return `(${e.message})`;
+  }
+};
+
+/** Runs a command with a timeout; records and returns { code, stdout, stderr, ms }. Never throws. */
+function step(name, cmd, args, { timeoutMs = 30_000, env, input } = {}) {
+  const started = Date.now();
+  const r = spawnSync(cmd, args, {
+    encoding: 'utf8',
+    timeout: timeoutMs,
+    killSignal: 'SIGKILL',
+    env: { ...process.env, ...env },
+    input,
+    maxBuffer: 16 << 20,
+  });
+  const rec = {
+    name,
+    cmd: [cmd, ...args].join(' '),
+    code: r.status === null ? (r.error ? `error: ${r.error.message}` : `signal ${r.signal}`) : r.status,
+    ms: Date.now() - started,
+    stdout: cut((r.stdout || '').trim()),
+    stderr: cut((r.stderr || '').trim()),
+  };
+  out.steps.push(rec);
+  save();
+  return rec;
+}
+const sh = (name, script, o) => step(name, '/bin/sh', ['-c', script], o);
+const dockerEnv = { DOCKER_HOST: `unix://${SOCK}`, DOCKER_CONFIG: `${DK}/cli`, DOCKER_API_VERSION: '1.41' };
+const docker = (name, args, o = {}) => step(name, DOCKER, args, { ...o, env: { ...dockerEnv, ...o.env } });
+
+function sleep(ms) {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+function waitFor(what, fn, timeoutMs) {
+  const started = Date.now();
+  while (Date.now() - started < timeoutMs) {
+    if (fn()) {
+      out.steps.push({ name: `wait ${what}`, code: 0, ms: Date.now() - started });
+      save();
+      return true;
+    }
+    sleep(200);
+  }
+  out.steps.push({ name: `wait ${what}`, code: 'timeout', ms: Date.now() - started });
+  save();
+  return false;
+}
+
+/** Starts a long-running background process with its output in a log file. */
+function background(name, cmd, args, logFile, env) {
+  const fd = fs.openSync(logFile, 'a');
+  const child = spawn(cmd, args, { stdio: ['ignore', fd, fd], env: { ...process.env, ...env }, detached: true });
+  fs.closeSync(fd);
+  child.unref();
+  out.steps.push({ name: `start ${name}`, cmd: [cmd, ...args].join(' '), code: 0, pid: child.pid });
+  save();
+  return child;
+}
+
+function setup() {
+  out.uname = spawnSync('uname', ['-r'], { encoding: 'utf8' }).stdout.trim();
+  // Guest-only mounts. cgroup v2 (dockerd 20.10 + runc support it; cgroupfs driver).
+  const mounts = sh(
+    'mounts',
+    `set -e
+mkdir -p ${DK}/cli ${DK}/data ${DK}/exec ${PLUGIN_DIR} /run/underlay
+mount -t cgroup2 none /sys/fs/cgroup
+echo "+cpu +memory +pids +io" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+cat /sys/fs/cgroup/cgroup.controllers
+# dockerd 20.10 writes /etc/docker/key.json; containerd's opt plugin creates /opt/containerd.
+mount -t tmpfs -o mode=0755 tmpfs /etc/docker
+mount -t tmpfs -o mode=0755 tmpfs /opt
+for d in /var/lib/docker /var/lib/containerd; do [ -d $d ] && mount -t tmpfs tmpfs $d || true; done
+mountpoint -q /dev/pts || { mkdir -p /dev/pts; mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts || true; }
+mountpoint -q /dev/shm || mount -t tmpfs tmpfs /dev/shm || true
+echo '{}' > ${DK}/daemon.json
+mount | grep -E 'cgroup|tmpfs|devpts' || true`,
+  );
+  if (mounts.code !== 0) return false;
+  // The parent interface for the networks: a veth pair, both ends up.
+  const link = sh('parent eth1', 'set -e\nip link add eth1 type veth peer name eth1p\nip link set eth1 up\nip link set eth1p up\nip -d link show eth1');
+  if (link.code !== 0) return false;
+
+  // A busybox image: /bin/busybox + one symlink per applet.
+  const bb = sh(
+    'busybox rootfs tar',
+    `set -e
+bb=$(command -v busybox)
+r=${DK}/bbroot
+mkdir -p $r/bin $r/etc $r/root $r/var $r/tmp
+chmod 1777 $r/tmp
+cp "$bb" $r/bin/busybox && chmod 755 $r/bin/busybox
+for a in $("$bb" --list); do [ "$a" = busybox ] || ln -s busybox "$r/bin/$a"; done
+busybox tar -C $r -cf ${DK}/busybox.tar .
+rm -rf $r
+ls -l ${DK}/busybox.tar`,
+  );
+  if (bb.code !== 0) return false;
+
+  const dockerd = background(
+    'dockerd',
+    '/usr/sbin/dockerd',
+    [
+      '--config-file', `${DK}/daemon.json`,
+      '--data-root', `${DK}/data`,
+      '--exec-root', `${DK}/exec`,
+      '--pidfile', `${DK}/docker.pid`,
+      '-H', `unix://${SOCK}`,
+      '--bridge=none',
+      '--iptables=false',
+      '--ip6tables=false',
+      '--ip-masq=false',
+      '--userland-proxy=false',
+      '--storage-driver=vfs',
+      '--exec-opt', 'native.cgroupdriver=cgroupfs',
+      '--shutdown-timeout=3',
+      ...(process.env.UML_DOCKERD_DEBUG === '1' ? ['--debug'] : []),
+    ],
+    `${DK}/dockerd.log`,
+  );
+  out.dockerdPid = dockerd.pid;
+  const up = waitFor('dockerd /_ping', () => docker('docker version', ['version', '--format', '{{.Server.Version}}'], { timeoutMs: 10_000 }).code === 0, 60_000);
+  // Keep only the last `docker version` attempt in the record.
+  const versions = out.steps.filter((s) => s.name === 'docker version');
+  out.steps = out.steps.filter((s) => s.name !== 'docker version' || s === versions[versions.length - 1]);
+  out.steps.push({ name: 'docker version attempts', code: 0, count: versions.length });
+  out.dockerdLogTail = tailOf(`${DK}/dockerd.log`);
+  save();
+  if (!up) return false;
+
+  background(
+    'underlay up',
+    process.execPath,
+    [
+      // UML_UNDERLAY_CLI: another checkout's CLI (e.g. to compare with an older build).
+      process.env.UML_UNDERLAY_CLI || path.join(REPO, 'cli/bin/underlay.js'),
+      'up',
+      '--state-dir', '/run/underlay',
+      '--plugin-dir', PLUGIN_DIR,
+      '--node', 'uml1',
+      '--etcd-port', '23790',
+      '--nats-port', '24222',
+      '--listen', '127.0.0.1:27070',
+      '--docker', `unix://${SOCK}`,
+    ],
+    '/run/underlay.log',
+  );
+  const plugin = waitFor('plugin socket', () => fs.existsSync(PLUGIN_SOCK), 45_000);
+  out.underlayLogTail = tailOf('/run/underlay.log');
+  save();
+  if (!plugin) return false;
+  const imp = docker('docker import busybox', ['import', '--change', 'CMD ["sh"]', `${DK}/busybox.tar`, IMAGE], { timeoutMs: 60_000 });
+  return imp.code === 0;
+}
+
+function network(mode, name, subnet) {
+  const n = { mode, name, subnet, created: false, containers: {}, ping: {}, removed: false, errors: [] };
+  out.networks[mode] = n;
+  const fail = (what, r) => {
+    n.errors.push(`${what}: exit ${r.code}: ${r.stderr || r.stdout}`);
+    save();
+  };
+  const c = docker(`[${mode}] network create`, ['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--subnet', subnet, '-o', 'parent=eth1', '-o', `ipvlan_mode=${mode}`, name], {
+    timeoutMs: 60_000,
+  });
+  n.created = c.code === 0;
+  if (!n.created) fail('network create', c);
+  else {
+    const insp = docker(`[${mode}] network inspect`, ['network', 'inspect', name]);
+    try {
+      n.inspect = JSON.parse(insp.stdout)[0];
+    } catch {
+      /* recorded in steps */
+    }
+    const names = [`${name}-a`, `${name}-b`];
+    for (const cn of names) {
+      const r = docker(`[${mode}] run ${cn}`, ['run', '-d', '--name', cn, '--network', name, IMAGE, 'sleep', '600'], { timeoutMs: 60_000 });
+      const ci = { started: r.code === 0, ip: undefined, error: r.code === 0 ? undefined : r.stderr || r.stdout };
+      if (r.code !== 0) fail(`docker run ${cn}`, r);
+      else {
+        const ip = docker(`[${mode}] ip of ${cn}`, ['inspect', '--format', `{{(index .NetworkSettings.Networks "${name}").IPAddress}}`, cn]);
+        ci.ip = ip.stdout.trim() || undefined;
+        // busybox ip has no -d: look at the container's netns with the guest's (host's) iproute2.
+        const pid = docker(`[${mode}] pid of ${cn}`, ['inspect', '--format', '{{.State.Pid}}', cn]).stdout.trim();
+        const links = step(`[${mode}] links in ${cn}`, 'nsenter', ['-t', pid, '-n', 'ip', '-d', 'addr', 'show', 'eth0']);
+        ci.links = links.stdout || links.stderr;
+      }
+      n.containers[cn] = ci;
+      save();
+    }
+    const [a, b] = names.map((cn) => n.containers[cn]);
+    if (a.ip && b.ip) {
+      for (const [from, to] of [
+        [names[0], b.ip],
+        [names[1], a.ip],
+      ]) {
+        const p = docker(`[${mode}] ping ${from} -> ${to}`, ['exec', from, 'ping', '-c', '2', '-W', '2', to], { timeoutMs: 20_000 });
+        n.ping[`${from}->${to}`] = { ok: p.code === 0, output: p.stdout || p.stderr };
+      }
+    }
+    const rm = docker(`[${mode}] rm -f containers`, ['rm', '-f', ...names], { timeoutMs: 60_000 });
+    n.containersRemoved = rm.code === 0;
+  }
+  // Remove the network (also after a failed run, so `network rm` is recorded either way).
+  if (n.created) {
+    const rm = docker(`[${mode}] network rm`, ['network', 'rm', name], { timeoutMs: 60_000 });
+    n.removed = rm.code === 0;
+    if (!n.removed) fail('network rm', rm);
+  }
+  n.linksAfter = step(`[${mode}] guest links after`, 'ip', ['-br', 'link']).stdout;
+  save();
+}
+
+try {
+  out.setup.ok = setup();
+  if (out.setup.ok) {
+    const subnets = { l2: '192.0.2.0/24', l3: '198.51.100.0/24', l3s: '203.0.113.0/24' };
+    for (const mode of MODES) network(mode, `n-${mode}`, subnets[mode] || '192.0.2.0/24');
+  }
+} catch (e) {
+  out.error = e && e.stack ? e.stack : String(e);
+} finally {
+  out.dockerdLogTail = tailOf(`${DK}/dockerd.log`, 80);
+  out.underlayLogTail = tailOf('/run/underlay.log', 60);
+  save();
+}
+// Stop dockerd quickly (the guest powers off afterwards anyway; this keeps shutdown short).
+if (out.dockerdPid) {
+  try {
+    process.kill(out.dockerdPid, 'SIGTERM');
+  } catch {
+    /* gone */
+  }
+}
+process.exit(0);
