@@ -149,7 +149,8 @@ describe('dockerd 20.10 in a user-mode-linux guest with the underlay plugin on i
       const ips = cs.map(([, c]) => c.ip ?? '');
       for (const ip of ips) expect(ip.startsWith(prefix)).toBe(true);
       expect(new Set(ips).size).toBe(2);
-      for (const [, c] of cs) expect(c.links).toMatch(/ipvlan/);
+      // The container's eth0 is an ipvlan slave in the requested mode (iproute2 `ip -d`: "ipvlan  mode l2 bridge").
+      for (const [, c] of cs) expect(c.links).toMatch(new RegExp(`ipvlan\\s+mode ${mode}\\b`));
     });
 
     it('the containers ping each other', () => {
@@ -163,6 +164,9 @@ describe('dockerd 20.10 in a user-mode-linux guest with the underlay plugin on i
       const n = net();
       expectOk(n.containersRemoved === true, `docker rm -f failed: ${n.errors.join('\n')}`);
       expectOk(n.removed, `docker network rm failed: ${n.errors.join('\n')}`);
+      // The parent eth1 existed before (veth), so it stays; no endpoint link is left in the guest's root namespace.
+      expect(n.linksAfter).toMatch(/^eth1@/m);
+      expect(n.linksAfter).not.toMatch(/^ul/m);
     });
   });
 });
