@@ -33,7 +33,12 @@ describe('macvlan modes', () => {
     expect((await create('mb', '192.0.2.0/24', 'parent=eth1', 'macvlan_mode=bridge')).code).toBe(0);
     await run('b1', 'mb');
     await run('b2', 'mb');
-    expect(await canPing('b1', await containerIp(d, 'b2', 'mb'))).toBe(true);
+    const ip2 = await containerIp(d, 'b2', 'mb');
+    expect(await canPing('b1', ip2)).toBe(true);
+    // The MAC is derived from the IPv4 address as libnetwork does (unique, since addresses are unique cluster-wide).
+    const mac2 = (await d.dockerOk(['exec', 'b2', 'cat', '/sys/class/net/eth0/address'])).trim();
+    const octets = ip2.split('.').map((x) => Number(x).toString(16).padStart(2, '0'));
+    expect(mac2).toBe(`02:42:${octets.join(':')}`);
     // Docker's embedded DNS answers for underlay networks as for the built-in drivers.
     await d.dockerOk(['exec', 'b1', 'ping', '-c', '1', '-W', '2', 'b2']);
     await d.dockerOk(['exec', 'b2', 'ping', '-c', '1', '-W', '2', 'b1']);
@@ -81,6 +86,32 @@ describe('macvlan modes', () => {
       await ctx.lab.exec(host, 'ip', ['link', 'del', 'par3']);
     }
     expect(await extraLinks(ctx.lab, host)).toEqual([]);
+  });
+});
+
+describe('gateways', () => {
+  it('--internal: containers talk to each other but get no gateway', async () => {
+    const r = await d.docker(['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--internal', '--subnet', '192.0.2.0/24', '-o', 'parent=eth1', 'ni']);
+    expect(r.code).toBe(0);
+    await run('n1', 'ni');
+    await run('n2', 'ni');
+    expect(await canPing('n1', await containerIp(d, 'n2', 'ni'))).toBe(true);
+    expect(await d.dockerOk(['exec', 'n1', 'ip', 'route'])).not.toContain('default');
+    await cleanup(['n1', 'n2'], ['ni']);
+  });
+
+  it('dual stack: IPv4 and IPv6 addresses and both gateways', async () => {
+    const r = await d.docker(['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--ipv6', '--subnet', '192.0.2.0/24', '--gateway', '192.0.2.1',
+      '--subnet', '2001:db8:5::/64', '--gateway', '2001:db8:5::1', '-o', 'parent=eth1', 'ds']);
+    expect(r.code).toBe(0);
+    await run('ds1', 'ds');
+    await run('ds2', 'ds');
+    const v6 = (await d.dockerOk(['inspect', '-f', '{{(index .NetworkSettings.Networks "ds").GlobalIPv6Address}}', 'ds2'])).trim();
+    expect(v6).toMatch(/^2001:db8:5::[0-9a-f]+$/);
+    expect(await d.dockerOk(['exec', 'ds1', 'ip', '-6', 'route'])).toContain('default via 2001:db8:5::1 dev eth0');
+    expect(await d.dockerOk(['exec', 'ds1', 'ip', 'route'])).toContain('default via 192.0.2.1 dev eth0');
+    await waitFor(() => canPing('ds1', v6), { timeoutMs: 10_000, what: 'IPv6 ping (after duplicate address detection)' });
+    await cleanup(['ds1', 'ds2'], ['ds']);
   });
 });
 
