@@ -76,12 +76,16 @@ export class Controller {
       loadState: () => loadState(this.log, this.snaps, logger),
       onCommitted: (evs, encoded) => {
         this.publisher?.enqueue(evs, encoded);
-        this.snapshotter.maybeSnapshot();
+        this.snapshotter.onCommitted(evs);
       },
       fence: () => this.currentFence(),
+      // A reload while leading (after a commit conflict) restarts the snapshotter's shadow from etcd's state.
+      onLoaded: (state) => {
+        if (this.role === 'leader') this.snapshotter.reset(state);
+      },
       logger,
     });
-    this.snapshotter = new Snapshotter(this.ipam, this.snaps, this.config.snapshotEvery, logger);
+    this.snapshotter = new Snapshotter(this.snaps, this.config.snapshotEvery, logger);
   }
 
   private currentFence(): Fence {
@@ -169,9 +173,10 @@ export class Controller {
   /** Becomes the serving leader: catch up with the log, catch up the stream, answer requests, collect. */
   private async lead(): Promise<void> {
     await this.ipam.refresh();
+    // The state equals the committed log here: the snapshotter's shadow starts from it.
+    this.snapshotter.reset(this.ipam.state);
     this.ipam.markDeciding();
     this.role = 'leader';
-    this.snapshotter.reset(this.ipam.state.seq);
     await this.publisher!.catchUp();
     const nc = this.nc!;
     const ctx = (req: { node: string }, rc: RpcContext) => ({ actor: `node:${req.node}`, traceId: traceIdOf(rc.traceparent) });

@@ -41,6 +41,8 @@ export interface RequestContext {
 
 export interface IpamServiceOptions {
   log: EtcdEventLog;
+  /** Called after each full load from etcd, with the state (equal to the committed log). */
+  onLoaded?: (state: IpamState) => void;
   /** Loads the starting state: the latest snapshot folded forward with the log (default: the whole log). */
   loadState?: () => Promise<IpamState>;
   onCommitted?: (events: ClusterEvent[], encoded: string[]) => void;
@@ -64,6 +66,7 @@ export class IpamService {
     const state = this.opts.loadState ? await this.opts.loadState() : fold(await this.opts.log.readAll());
     this.setState(state);
     this.clean = true;
+    this.opts.onLoaded?.(state);
   }
 
   /**

@@ -100,3 +100,28 @@ export function restore(raw: unknown): IpamState {
   }
   return state;
 }
+
+/**
+ * The same snapshot as JSON text in parts of at most about `slice` entries each, so a caller can
+ * yield between parts (the state must not change until the last part is taken).
+ * `JSON.parse(parts.join(''))` equals `snapshot(state)`.
+ */
+export function* snapshotJsonParts(state: IpamState, slice = 2_000): Generator<string> {
+  const s = snapshot({ ...state, pools: new Map() });
+  yield `${JSON.stringify(s).slice(0, -'[]}'.length)}[`;
+  let firstPool = true;
+  for (const p of state.pools.values()) {
+    const one = snapshot({ seq: state.seq, nodes: new Map(), networks: new Map(), pools: new Map([[p.poolId, { ...p, allocs: new Map() }]]) }).pools[0]!;
+    const head = JSON.stringify(one);
+    yield `${firstPool ? '' : ','}${head.slice(0, head.indexOf('"allocs":[') + '"allocs":['.length)}`;
+    firstPool = false;
+    const entries = [...p.allocs];
+    for (let i = 0; i < entries.length; i += slice) {
+      const part = snapshot({ seq: state.seq, nodes: new Map(), networks: new Map(), pools: new Map([[p.poolId, { ...p, allocs: new Map(entries.slice(i, i + slice)) }]]) }).pools[0]!.allocs;
+      yield `${i === 0 ? '' : ','}${JSON.stringify(part).slice(1, -1)}`;
+    }
+    // The rest of the pool after its (empty) allocs array: `],"blocks":[…],…}`.
+    yield head.slice(head.indexOf('"allocs":[') + '"allocs":['.length);
+  }
+  yield ']}';
+}
