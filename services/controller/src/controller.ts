@@ -175,7 +175,6 @@ export class Controller {
     await this.ipam.refresh();
     // The state equals the committed log here: the snapshotter's shadow starts from it.
     this.snapshotter.reset(this.ipam.state);
-    this.ipam.markDeciding();
     this.role = 'leader';
     await this.publisher!.catchUp();
     const nc = this.nc!;
@@ -242,6 +241,7 @@ export class Controller {
     this.stopSignal('stopping');
     await this.election?.stop().catch(() => {});
     await this.loop;
+    await this.snapshotter.flush();
     this.role = 'stopped';
     this.publisher?.stop();
     await this.publisher?.flush();

@@ -76,14 +76,11 @@ export class IpamService {
    */
   async refresh(): Promise<void> {
     if (!this.clean || !this.committer) return this.load();
+    const before = this.engine.state.seq;
     let state = this.engine.state;
     for await (const page of this.opts.log.read(state.seq + 1)) state = fold(page, state);
-    this.setState(state);
-  }
-
-  /** From now on the state may run ahead of etcd (this controller decides). */
-  markDeciding(): void {
-    this.clean = false;
+    // A standby calls this every 250 ms: keep the committer unless the log moved.
+    if (state.seq !== before) this.setState(state);
   }
 
   private setState(state: IpamState): void {
@@ -120,11 +117,6 @@ export class IpamService {
   /** Last committed seq (events up to here are durable). */
   get committedSeq(): number {
     return this.committer.committedSeq;
-  }
-
-  /** Resolves once everything up to `seq` is durable (rejects if that commit failed). */
-  waitCommitted(seq: number): Promise<void> {
-    return this.committer.waitFor(seq);
   }
 
   /** Resolves once everything decided so far is durable. */

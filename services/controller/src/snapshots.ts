@@ -13,11 +13,9 @@ export async function loadState(log: EtcdEventLog, snaps: EtcdSnapshots, logger:
   } catch (e) {
     logger(`snapshot unreadable, folding the whole log: ${(e as Error).message}`);
   }
-  const from = base ? base.seq + 1 : 1;
-  const state = base ?? undefined;
-  let out = state;
-  for await (const page of log.read(from)) out = fold(page, out);
-  return out ?? fold([]);
+  let state = base ?? fold([]);
+  for await (const page of log.read(state.seq + 1)) state = fold(page, state);
+  return state;
 }
 
 /**
@@ -31,6 +29,7 @@ export class Snapshotter {
   private lastSeq = 0;
   private busy = false;
   private buffered: ClusterEvent[] = [];
+  private writing: Promise<void> = Promise.resolve();
   written = 0;
 
   constructor(
@@ -61,7 +60,17 @@ export class Snapshotter {
       this.shadow = undefined;
       return;
     }
-    if (this.shadow.seq - this.lastSeq >= this.every) void this.write();
+    if (this.shadow.seq - this.lastSeq >= this.every) this.writing = this.write();
+  }
+
+  /** Resolves when the snapshot being written (if any) is done: a stopping controller finishes it. */
+  async flush(): Promise<void> {
+    // A write that ends may start the next one from the events buffered meanwhile.
+    let p: Promise<void>;
+    do {
+      p = this.writing;
+      await p;
+    } while (p !== this.writing);
   }
 
   private async write(): Promise<void> {
