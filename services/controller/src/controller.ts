@@ -189,14 +189,7 @@ export class Controller {
       serveRpc(nc, 'networkName', NetworkNameReq, (r, rc) => this.ipam.networkName(r, ctx(r, rc))),
       serveRpc(nc, 'networkRemove', NetworkRemoveReq, (r, rc) => this.ipam.networkRemove(r, ctx(r, rc))),
       serveRpc(nc, 'nodeReport', NodeReport, (r, rc) => this.ipam.nodeReport(r, ctx(r, rc))),
-      serveRpc(nc, 'readEvents', ReadEventsReq, async (r) => {
-        const out = [];
-        for await (const page of this.log.read(r.fromSeq, r.limit)) {
-          out.push(...page);
-          if (out.length >= r.limit) break;
-        }
-        return { events: out.slice(0, r.limit) };
-      }),
+      serveRpc(nc, 'readEvents', ReadEventsReq, async (r) => ({ events: await this.log.readAll(r.fromSeq, r.limit) })),
     );
     await nc.flush();
     const c = this.config;

@@ -26,12 +26,7 @@ export function createHttpApi(ipam: IpamService, log: EtcdEventLog, status: () =
           const since = Number(u.searchParams.get('since') ?? '0');
           if (!Number.isInteger(since) || since < 0) return send(400, { error: 'since must be a whole number ≥ 0' });
           const limit = Math.min(Number(u.searchParams.get('limit') ?? '1000') || 1000, 10000);
-          const out = [];
-          for await (const page of log.read(since + 1, limit)) {
-            out.push(...page);
-            if (out.length >= limit) break;
-          }
-          return send(200, { events: out.slice(0, limit) });
+          return send(200, { events: await log.readAll(since + 1, limit) });
         }
         send(404, { error: `no such path: ${u.pathname}` });
       } catch (e) {

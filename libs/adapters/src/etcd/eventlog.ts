@@ -59,10 +59,14 @@ export class EtcdEventLog {
     }
   }
 
-  async readAll(fromSeq = 1): Promise<ClusterEvent[]> {
+  /** Events with seq ≥ fromSeq, at most `limit` of them. */
+  async readAll(fromSeq = 1, limit = Infinity): Promise<ClusterEvent[]> {
     const out: ClusterEvent[] = [];
-    for await (const page of this.read(fromSeq)) out.push(...page);
-    return out;
+    for await (const page of this.read(fromSeq, Math.min(limit, 5000))) {
+      out.push(...page);
+      if (out.length >= limit) break;
+    }
+    return out.slice(0, limit);
   }
 
   /**
