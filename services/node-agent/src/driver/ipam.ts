@@ -4,8 +4,6 @@ import {
   RequestPoolRes,
   EmptyRes,
   BindEndpointRes,
-  MAC_OPTION,
-  newTraceparent,
   plugin,
 } from '@underlay/core';
 import { randomUUID } from 'node:crypto';
@@ -27,7 +25,6 @@ export async function requestPool(ctx: DriverContext, raw: unknown) {
     'requestPool',
     { node: ctx.node, space: r.AddressSpace || plugin.LOCAL_ADDRESS_SPACE, pool: r.Pool, subPool: r.SubPool, options: r.Options ?? {}, v6: r.V6, requestId: randomUUID() },
     RequestPoolRes,
-    { traceparent: newTraceparent() },
   );
   ctx.recentPools.set(r.Pool, res.poolId);
   return { PoolID: res.poolId, Pool: res.pool, Data: res.data };
@@ -47,8 +44,7 @@ export async function requestAddress(ctx: DriverContext, raw: unknown) {
   const kind = r.Address && options['RequestAddressType'] === undefined ? (ctx.store.poolInUse(r.PoolID) ? 'endpoint' : 'aux') : undefined;
   // One id per Docker call, reused by the client's retries: a retry gets the same allocation.
   const res = await ctx.controller.call('requestAddress', { node: ctx.node, poolId: r.PoolID, address: r.Address, options, requestId: randomUUID(), kind }, RequestAddressRes);
-  const mac = options[MAC_OPTION]?.toLowerCase();
-  ctx.store.setAlloc(r.PoolID, res.address.split('/')[0]!, { seq: res.allocSeq, ...(mac ? { mac } : {}) });
+  ctx.store.setAlloc(r.PoolID, res.address.split('/')[0]!, res.allocSeq);
   return { Address: res.address, Data: {} };
 }
 

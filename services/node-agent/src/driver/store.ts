@@ -38,9 +38,9 @@ export const EndpointRecord = z.object({
 });
 export type EndpointRecord = z.infer<typeof EndpointRecord>;
 
-/** `<poolId>|<address>` → the allocation's seq and the MAC Docker sent with the request. */
-export const AllocRecord = z.record(z.string(), z.object({ seq: z.number(), mac: z.string().optional() }));
-export type AllocInfo = { poolId: string; address: string; seq: number; mac?: string };
+/** `<poolId>|<address>` → the allocation's seq. */
+export const AllocRecord = z.record(z.string(), z.object({ seq: z.number() }));
+export type AllocInfo = { poolId: string; address: string; seq: number };
 
 function writeAtomic(file: string, data: unknown): void {
   const tmp = `${file}.tmp-${process.pid}`;
@@ -62,8 +62,8 @@ function readDir<T>(dir: string, schema: z.ZodType<T>): Map<string, T> {
 export class LocalStore {
   readonly networks: Map<string, NetworkRecord>;
   readonly endpoints: Map<string, EndpointRecord>;
-  /** `<poolId>|<address>` → allocation seq (so releases carry it) and MAC (to find it at CreateEndpoint). */
-  readonly allocs: Map<string, { seq: number; mac?: string }>;
+  /** `<poolId>|<address>` → allocation seq (so releases carry it and CreateEndpoint can bind it). */
+  readonly allocs: Map<string, { seq: number }>;
   private readonly netDir: string;
   private readonly epDir: string;
   private readonly allocFile: string;
@@ -95,10 +95,10 @@ export class LocalStore {
     fs.rmSync(path.join(this.epDir, `${id}.json`), { force: true });
     this.endpoints.delete(id);
   }
-  setAlloc(poolId: string, address: string, info: { seq: number; mac?: string } | undefined): void {
+  setAlloc(poolId: string, address: string, seq: number | undefined): void {
     const k = `${poolId}|${address}`;
-    if (info === undefined) this.allocs.delete(k);
-    else this.allocs.set(k, info);
+    if (seq === undefined) this.allocs.delete(k);
+    else this.allocs.set(k, { seq });
     writeAtomic(this.allocFile, Object.fromEntries(this.allocs));
   }
   allocSeq(poolId: string, address: string): number | undefined {
