@@ -293,10 +293,16 @@ export function decideReleaseAddress(state: IpamState, req: ReleaseAddressReq): 
   const events: EventBody[] = [
     { type: 'AddressReleased', data: { poolId: p.poolId, address: formatValue(p.cidr.family, a.value), node: req.node, allocSeq: cur.seq } },
   ];
-  // A pool that no host holds any more goes with its last endpoint.
-  const othersLeft = [...p.allocs].some(([v, x]) => x.kind === 'endpoint' && v !== a.value);
-  if (p.refs.size === 0 && !othersLeft) events.push({ type: 'PoolDeleted', data: { poolId: p.poolId } });
+  if (poolGoesWith(p, 1)) events.push({ type: 'PoolDeleted', data: { poolId: p.poolId } });
   return { events, result: {} };
+}
+
+/** A pool that no host holds any more goes with its last endpoint: true when releasing `released` endpoints empties it. */
+export function poolGoesWith(p: Pool, released: number): boolean {
+  if (p.refs.size > 0) return false;
+  let endpoints = 0;
+  for (const a of p.allocs.values()) if (a.kind === 'endpoint') endpoints++;
+  return endpoints === released;
 }
 
 /** CreateEndpoint on a node: the address is now held by that endpoint. */

@@ -10,6 +10,7 @@
 import type { EventBody } from '../events.js';
 import { formatValue } from '../ip.js';
 import type { IpamState } from './state.js';
+import { poolGoesWith } from './decide.js';
 
 export interface NodeLiveness {
   /** When the controller last heard from the node (ms since epoch). */
@@ -95,10 +96,6 @@ export function collectLeaks(
   // Pools left with no holder and no endpoint go too (as after a normal release).
   const freed = new Map<string, number>();
   for (const c of reclaimed) freed.set(c.poolId, (freed.get(c.poolId) ?? 0) + 1);
-  for (const [poolId, n] of freed) {
-    const p = state.pools.get(poolId)!;
-    const endpoints = [...p.allocs.values()].filter((a) => a.kind === 'endpoint').length;
-    if (p.refs.size === 0 && endpoints === n) events.push({ type: 'PoolDeleted', data: { poolId } });
-  }
+  for (const [poolId, n] of freed) if (poolGoesWith(state.pools.get(poolId)!, n)) events.push({ type: 'PoolDeleted', data: { poolId } });
   return { events, remember, reclaimed };
 }
