@@ -3,6 +3,7 @@
  * (the controller is the only writer) and then published on NATS JetStream. State = fold(events).
  */
 import { z } from 'zod';
+import { NetworkDefinition } from './network/definition.js';
 
 const cidrString = z.string().min(1);
 const addrString = z.string().min(1);
@@ -105,10 +106,32 @@ export const NetworkRecorded = z.object({
   }),
 });
 
-/** Docker's name of the network, learned from the Docker Engine API after CreateNetwork. */
+/**
+ * Docker's name of the network, learned from the Docker Engine API after CreateNetwork. `cluster` says
+ * whether this Docker network is a member (origin or replica) of the cluster network of that name:
+ * false when its definition differed (the agent then removes it); absent before cluster networks.
+ */
 export const NetworkNamed = z.object({
   type: z.literal('NetworkNamed'),
-  data: z.object({ networkId: z.string(), name: z.string() }),
+  data: z.object({ networkId: z.string(), name: z.string(), cluster: z.boolean().optional() }),
+});
+
+/** A cluster-wide network: every agent makes a replica of it in its Docker. */
+export const ClusterNetworkCreated = z.object({
+  type: z.literal('ClusterNetworkCreated'),
+  data: z.object({
+    name: z.string(),
+    definition: NetworkDefinition,
+    /** Where it was first created: a node's Docker network, or absent for `underlay network create`. */
+    originNode: z.string().optional(),
+    originNetworkId: z.string().optional(),
+  }),
+});
+
+/** The cluster network is gone: every agent removes its replica (at once, or when it comes back). */
+export const ClusterNetworkRemoved = z.object({
+  type: z.literal('ClusterNetworkRemoved'),
+  data: z.object({ name: z.string() }),
 });
 
 export const NetworkRemoved = z.object({
@@ -116,10 +139,16 @@ export const NetworkRemoved = z.object({
   data: z.object({ networkId: z.string(), node: z.string() }),
 });
 
-/** A node agent was seen for the first time (liveness itself is kept in memory, not in the log). */
+/** A node agent registered, or its details changed (liveness itself is a lease kept in memory, not in the log). */
 export const NodeRegistered = z.object({
   type: z.literal('NodeRegistered'),
-  data: z.object({ node: z.string(), address: z.string().optional(), version: z.string().optional() }),
+  data: z.object({
+    node: z.string(),
+    address: z.string().optional(),
+    version: z.string().optional(),
+    /** The host's network interfaces (names), as the agent last registered them. */
+    interfaces: z.array(z.string()).optional(),
+  }),
 });
 
 export const EventBody = z.discriminatedUnion('type', [
@@ -136,6 +165,8 @@ export const EventBody = z.discriminatedUnion('type', [
   NetworkRecorded,
   NetworkNamed,
   NetworkRemoved,
+  ClusterNetworkCreated,
+  ClusterNetworkRemoved,
 ]);
 export type EventBody = z.infer<typeof EventBody>;
 export type EventType = EventBody['type'];
@@ -153,6 +184,8 @@ export const EVENT_TYPES: readonly EventType[] = [
   'NetworkRecorded',
   'NetworkNamed',
   'NetworkRemoved',
+  'ClusterNetworkCreated',
+  'ClusterNetworkRemoved',
 ];
 
 export const EventMeta = z.object({

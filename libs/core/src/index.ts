@@ -7,6 +7,8 @@ export * from './ipam/decide.js';
 export * from './ipam/engine.js';
 export * from './ipam/leaks.js';
 export * from './ipam/snapshot.js';
+export * from './network/definition.js';
+export * from './network/decide.js';
 export * from './protocol/ipam.js';
 export * from './protocol/rpc.js';
 export * from './protocol/subjects.js';

@@ -2,7 +2,7 @@
  * Periodic housekeeping on the leader: reclaims leaked addresses (two sightings in a row, see
  * core's leak rules) and releases blocks that have been empty for the grace period.
  */
-import { DEFAULT_LEAK_POLICY, collectLeaks, decideReleaseEmptyBlocks, findLeakCandidates, type LeakCandidate, type LeakPolicy } from '@underlay/core';
+import { DEFAULT_LEAK_POLICY, collectLeaks, decideReleaseEmptyBlocks, findLeakCandidates, type LeakCandidate, type LeakPolicy, type NodeLiveness } from '@underlay/core';
 import type { IpamService } from './ipam-service.js';
 
 export interface CollectorOptions {
@@ -23,6 +23,8 @@ export class Collector {
 
   constructor(
     private readonly ipam: IpamService,
+    /** What the controller heard from each node (NodeDirectory.liveness). */
+    private readonly liveness: ReadonlyMap<string, NodeLiveness>,
     private readonly opts: CollectorOptions,
     /** The time since which the controller could hear from nodes (its start as leader). */
     private readonly sinceMs: number,
@@ -49,7 +51,7 @@ export class Collector {
     try {
       await this.ipam.settled();
       const r = await this.ipam.run((s) => {
-        const found = findLeakCandidates(s, nowMs, this.ipam.liveness, this.opts.leakPolicy, this.sinceMs);
+        const found = findLeakCandidates(s, nowMs, this.liveness, this.opts.leakPolicy, this.sinceMs);
         const out = collectLeaks(s, this.previous, found);
         return { events: out.events, result: out };
       }, { actor: 'controller' });

@@ -21,6 +21,11 @@ export const ControllerConfig = z.object({
   reportSlackMs: ms('report slack').default(10_000),
   nodeExpiredMs: ms('node expiry').default(3_600_000),
   blockGraceMs: ms('block grace').default(300_000),
+  /** A node that sent no report for this long is NotReady (agents may ask for their own lease). */
+  nodeLeaseMs: ms('node lease').default(15_000),
+  /** Bearer token the HTTP API requires on /v1 (or read from apiTokenFile). */
+  apiToken: z.string().min(16, 'the API token must be at least 16 characters').optional(),
+  apiTokenFile: z.string().min(1).optional(),
 });
 export type ControllerConfig = z.infer<typeof ControllerConfig>;
 export type ControllerConfigInput = z.input<typeof ControllerConfig>;

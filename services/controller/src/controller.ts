@@ -7,8 +7,12 @@
  */
 import type { Server } from 'node:http';
 import type { Subscription } from '@nats-io/transport-node';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
 import {
   BindEndpointReq,
+  NetworkNameRes,
+  rpc,
   NetworkNameReq,
   NetworkRecordReq,
   NetworkRemoveReq,
@@ -19,6 +23,7 @@ import {
   RequestAddressReq,
   RequestPoolReq,
   UnavailableError,
+  EmptyReq,
   traceIdOf,
 } from '@underlay/core';
 import {
@@ -39,6 +44,7 @@ import { createHttpApi } from './http-api.js';
 import { Collector } from './collector.js';
 import { Snapshotter, loadState } from './snapshots.js';
 import { LeaderElection } from './leader.js';
+import { NodeDirectory } from './nodes.js';
 
 export type Logger = (msg: string) => void;
 export type Role = 'starting' | 'standby' | 'leader' | 'stopped';
@@ -52,6 +58,10 @@ export class Controller {
   readonly snaps: EtcdSnapshots;
   readonly ipam: IpamService;
   readonly snapshotter: Snapshotter;
+  /** Every node's latest report and lease (kept by leader and standbys alike). */
+  readonly nodes: NodeDirectory;
+  /** The bearer token the HTTP API requires. */
+  readonly apiToken: string;
   role: Role = 'starting';
   collector?: Collector;
   /** Number of times this controller became leader. */
@@ -86,6 +96,8 @@ export class Controller {
       logger,
     });
     this.snapshotter = new Snapshotter(this.snaps, this.config.snapshotEvery, logger);
+    this.nodes = new NodeDirectory(this.config.nodeLeaseMs);
+    this.apiToken = resolveApiToken(this.config, logger);
   }
 
   private currentFence(): Fence {
@@ -98,6 +110,7 @@ export class Controller {
   async start(): Promise<void> {
     this.nc = await connectNats(this.config.nats, `underlay-controller-${this.config.name}`);
     this.publisher = new OrderedPublisher(await EventPublisher.open(this.nc), this.log, this.logger);
+    this.listenToReports(this.nc);
     await this.startHttp();
     this.role = 'standby';
     this.loop = this.leadLoop();
@@ -186,15 +199,20 @@ export class Controller {
       serveRpc(nc, 'releaseAddress', ReleaseAddressReq, (r, rc) => this.ipam.releaseAddress(r, ctx(r, rc))),
       serveRpc(nc, 'bindEndpoint', BindEndpointReq, (r, rc) => this.ipam.bindEndpoint(r, ctx(r, rc))),
       serveRpc(nc, 'networkRecord', NetworkRecordReq, (r, rc) => this.ipam.networkRecord(r, ctx(r, rc))),
-      serveRpc(nc, 'networkName', NetworkNameReq, (r, rc) => this.ipam.networkName(r, ctx(r, rc))),
-      serveRpc(nc, 'networkRemove', NetworkRemoveReq, (r, rc) => this.ipam.networkRemove(r, ctx(r, rc))),
+      serveRpc(nc, 'networkName', NetworkNameReq, (r, rc) => this.ipam.networkName(r, ctx(r, rc)).then((x) => NetworkNameRes.parse(x))),
+      serveRpc(nc, 'networkRemove', NetworkRemoveReq, (r, rc) => this.ipam.networkRemove(r, ctx(r, rc), this.nodes.containerOf)),
       serveRpc(nc, 'nodeReport', NodeReport, (r, rc) => this.ipam.nodeReport(r, ctx(r, rc))),
       serveRpc(nc, 'readEvents', ReadEventsReq, async (r) => ({ events: await this.log.readAll(r.fromSeq, r.limit) })),
+      serveRpc(nc, 'eventsHead', EmptyReq, async () => {
+        await this.ipam.settled();
+        return { seq: this.ipam.committedSeq };
+      }),
     );
     await nc.flush();
     const c = this.config;
     this.collector = new Collector(
       this.ipam,
+      this.nodes.liveness,
       { intervalMs: c.collectIntervalMs, blockGraceMs: c.blockGraceMs, leakPolicy: { unboundGraceMs: c.unboundGraceMs, reportSlackMs: c.reportSlackMs, nodeExpiredMs: c.nodeExpiredMs } },
       Date.now(),
       this.logger,
@@ -211,9 +229,47 @@ export class Controller {
     await this.nc?.flush().catch(() => {});
   }
 
+  /**
+   * Every controller hears every node report (a plain subscription next to the leader's queue
+   * group), so leases and statuses survive a change of leader.
+   */
+  private listenToReports(nc: NatsConnection): void {
+    const sub = nc.subscribe(rpc.nodeReport, {
+      callback: (err, msg) => {
+        if (err) return;
+        try {
+          this.nodes.record(NodeReport.parse(msg.json()));
+        } catch {
+          /* a malformed report is answered (refused) by the leader */
+        }
+      },
+    });
+    this.reportSub = sub;
+  }
+  private reportSub?: Subscription;
+
+  /** The leader's actions behind POST/DELETE /v1/networks. */
+  private leaderOnly(): void {
+    if (this.role !== 'leader') throw new UnavailableError(`controller ${this.config.name} is a standby; ask the leader`);
+  }
+
   private async startHttp(): Promise<void> {
     const [host, port] = splitHostPort(this.config.listen);
-    this.http = createHttpApi(this.ipam, this.log, () => ({ role: this.role, name: this.config.name }));
+    this.http = createHttpApi({
+      state: () => this.ipam.state,
+      status: () => ({ role: this.role, name: this.config.name }),
+      nodes: this.nodes,
+      log: this.log,
+      token: this.apiToken,
+      createNetwork: async (name, definition, actor) => {
+        this.leaderOnly();
+        return this.ipam.clusterNetworkCreate({ name, definition }, { actor });
+      },
+      removeNetwork: async (name, actor) => {
+        this.leaderOnly();
+        await this.ipam.clusterNetworkRemove({ name }, { actor }, this.nodes.containerOf);
+      },
+    });
     await new Promise<void>((resolve, reject) => {
       this.http!.once('error', reject);
       this.http!.listen(port, host, () => resolve());
@@ -243,9 +299,27 @@ export class Controller {
       this.http.closeAllConnections();
       await closed;
     }
+    this.reportSub?.unsubscribe();
     if (this.nc) await this.nc.drain().catch(() => this.nc?.close());
     this.log.close();
   }
+}
+
+/** The API token: given, read from a file, or (neither) made up, written to the file when one is named, and logged once. */
+export function resolveApiToken(c: ControllerConfig, logger: Logger): string {
+  if (c.apiToken) return c.apiToken;
+  if (c.apiTokenFile && fs.existsSync(c.apiTokenFile)) {
+    const t = fs.readFileSync(c.apiTokenFile, 'utf8').trim();
+    if (t) return t;
+  }
+  const t = randomBytes(24).toString('base64url');
+  if (c.apiTokenFile) {
+    fs.writeFileSync(c.apiTokenFile, `${t}\n`, { mode: 0o600 });
+    logger(`API token written to ${c.apiTokenFile}`);
+  } else {
+    logger('no --api-token or --api-token-file: made up a token for this run; the HTTP API will refuse every /v1 request without it');
+  }
+  return t;
 }
 
 export function splitHostPort(s: string): [string, number] {

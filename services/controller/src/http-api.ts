@@ -4,10 +4,11 @@
  */
 import * as http from 'node:http';
 import { describe as describeState } from '@underlay/core';
-import type { EtcdEventLog } from '@underlay/adapters';
-import type { IpamService } from './ipam-service.js';
+import type { ApiDeps } from './api/deps.js';
 
-export function createHttpApi(ipam: IpamService, log: EtcdEventLog, status: () => { role: string; name: string }): http.Server {
+export function createHttpApi(deps: ApiDeps): http.Server {
+  const { log, status } = deps;
+  const ipam = { get state() { return deps.state(); } };
   return http.createServer((req, res) => {
     const send = (code: number, body: unknown) => {
       res.writeHead(code, { 'content-type': 'application/json' });

@@ -6,6 +6,9 @@
 import {
   IpamEngine,
   decideBindEndpoint,
+  decideClusterNetworkCreate,
+  decideClusterNetworkRemove,
+  decideNetworkDefine,
   decideNetworkNamed,
   decideNetworkRecorded,
   decideNetworkRemoved,
@@ -21,7 +24,9 @@ import {
   type IpamState,
   type BindEndpointReq,
   type NetworkRecordReq,
-  type NodeLiveness,
+  type ContainerLookup,
+  type NetworkDefinitionInput,
+  type NetworkNameReq,
   type NodeReport,
   type ReleaseAddressReq,
   type ReleasePoolReq,
@@ -124,8 +129,6 @@ export class IpamService {
     return this.committer.waitFor(this.engine.state.seq);
   }
 
-  /** What the controller knows of each node's liveness (memory only; rebuilt from reports after a restart). */
-  readonly liveness = new Map<string, NodeLiveness>();
 
   /**
    * Admission: decisions run at most ADMIT_SLICE per turn of the event loop, so a burst of requests
@@ -190,15 +193,23 @@ export class IpamService {
   networkRecord(req: NetworkRecordReq, ctx: RequestContext) {
     return this.run((s) => decideNetworkRecorded(s, req), ctx);
   }
-  networkName(req: { networkId: string; name: string }, ctx: RequestContext) {
-    return this.run((s) => decideNetworkNamed(s, req), ctx);
+  /** The network's name (and, from agents that know cluster networks, its definition). */
+  networkName(req: NetworkNameReq, ctx: RequestContext): Promise<{ member: boolean; conflict?: string }> {
+    const { definition } = req;
+    if (definition) return this.run((s) => decideNetworkDefine(s, { ...req, definition }), ctx);
+    return this.run((s) => decideNetworkNamed(s, req), ctx).then(() => ({ member: false }));
   }
-  networkRemove(req: { networkId: string; node: string }, ctx: RequestContext) {
-    return this.run((s) => decideNetworkRemoved(s, req), ctx);
+  networkRemove(req: { networkId: string; node: string }, ctx: RequestContext, who?: ContainerLookup) {
+    return this.run((s) => decideNetworkRemoved(s, req, who), ctx);
   }
-  async nodeReport(req: NodeReport, ctx: RequestContext, nowMs = Date.now()) {
+  clusterNetworkCreate(req: { name: string; definition: NetworkDefinitionInput }, ctx: RequestContext) {
+    return this.run((s) => decideClusterNetworkCreate(s, req), ctx);
+  }
+  clusterNetworkRemove(req: { name: string }, ctx: RequestContext, who?: ContainerLookup) {
+    return this.run((s) => decideClusterNetworkRemove(s, req, who), ctx);
+  }
+  async nodeReport(req: NodeReport, ctx: RequestContext) {
     await this.run((s) => decideNodeHello(s, req), ctx);
-    this.liveness.set(req.node, { lastSeenMs: nowMs, report: { atMs: nowMs, endpoints: new Set(req.endpoints) } });
     return {};
   }
 }

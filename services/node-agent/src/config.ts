@@ -1,13 +1,56 @@
 import { z } from 'zod';
 import { NodeName } from '@underlay/core';
 
+const ms = (what: string, min = 100) =>
+  z.coerce.number().int(`${what} must be whole milliseconds`).min(min, `${what} must be at least ${min} ms`);
+
+/** `eth0=ens3,eth1=ens4` (or a map): cluster parent names → this host's interface names. */
+export const ParentMap = z.preprocess(
+  (v) => {
+    if (typeof v === 'string') v = v.split(',');
+    if (Array.isArray(v)) {
+      return Object.fromEntries(
+        v.filter((x) => String(x).trim() !== '').map((x) => {
+          const [a, b] = String(x).split('=');
+          return [a?.trim() ?? '', b?.trim() ?? ''];
+        }),
+      );
+    }
+    return v;
+  },
+  z.record(
+    z.string().regex(/^[^\s=/]{1,15}$/, 'each --parent-map entry is CLUSTER=LOCAL, for example eth0=ens3'),
+    z.string().regex(/^[^\s=/]{1,15}$/, 'each --parent-map entry is CLUSTER=LOCAL, for example eth0=ens3'),
+  ),
+);
+
 export const AgentConfig = z.object({
   node: NodeName,
   nats: z.string().min(1),
   docker: z.string().regex(/^unix:\/\/\/.+/, 'docker must be a unix:// URL such as unix:///var/run/docker.sock').default('unix:///var/run/docker.sock'),
   pluginDir: z.string().min(1).default('/run/docker/plugins'),
   stateDir: z.string().min(1).default('/var/lib/underlay'),
-  /** How often the agent reports to the controller that it is alive and which endpoints it holds. */
-  reportIntervalMs: z.coerce.number().int('report interval must be whole milliseconds').min(100, 'report interval must be at least 100 ms').default(10_000),
+  /** How often the agent reports to the controller (which renews its lease). */
+  reportIntervalMs: ms('report interval').default(5_000),
+  /** The node is NotReady when the controller heard nothing for this long (default: 3 report intervals). */
+  leaseMs: ms('lease').optional(),
+  /** This host's address on the underlay network: next hop for routes to its blocks (default: its first IPv4 address). */
+  address: z.string().min(1).optional(),
+  /** Cluster parent names → this host's interfaces, so one definition fits hosts with other NIC names. */
+  parentMap: ParentMap.default({}),
+  /** How often cluster networks are reconciled with the local Docker (also on every change). */
+  reconcileIntervalMs: ms('reconcile interval').default(10_000),
 });
 export type AgentConfig = z.infer<typeof AgentConfig>;
+export type AgentConfigInput = z.input<typeof AgentConfig>;
+
+/** The host interface for a cluster parent name: `eth0` → `ens3`, and `eth0.20` → `ens3.20`. */
+export function mapParent(map: Readonly<Record<string, string>>, parent: string): string {
+  if (map[parent]) return map[parent];
+  const dot = parent.lastIndexOf('.');
+  if (dot > 0) {
+    const base = parent.slice(0, dot);
+    if (map[base]) return `${map[base]}${parent.slice(dot)}`;
+  }
+  return parent;
+}

@@ -137,10 +137,6 @@ export function decideNetworkNamed(state: IpamState, req: { networkId: string; n
   return { events: n && n.name !== req.name ? [{ type: 'NetworkNamed', data: { networkId: req.networkId, name: req.name } }] : [], result: {} };
 }
 
-export function decideNetworkRemoved(state: IpamState, req: { networkId: string; node: string }): Decision<Record<string, never>> {
-  return { events: state.networks.has(req.networkId) ? [{ type: 'NetworkRemoved', data: { networkId: req.networkId, node: req.node } }] : [], result: {} };
-}
-
 export function decideReleasePool(state: IpamState, req: ReleasePoolReq): Decision<Record<string, never>> {
   const pool = state.pools.get(req.poolId);
   if (!pool || !pool.refs.has(req.node)) return { events: [], result: {} };
@@ -328,8 +324,9 @@ export function decideBindEndpoint(state: IpamState, req: BindEndpointReq): Deci
 /** An agent says hello (on start and with each report): registered once, re-registered when its details change. */
 export function decideNodeHello(state: IpamState, req: NodeHello): Decision<Record<string, never>> {
   const n = state.nodes.get(req.node);
-  if (n && n.address === req.address && n.version === req.version) return { events: [], result: {} };
-  return { events: [{ type: 'NodeRegistered', data: { node: req.node, address: req.address, version: req.version } }], result: {} };
+  const sameIfs = (n?.interfaces ?? []).join() === (req.interfaces ?? []).join();
+  if (n && n.address === req.address && n.version === req.version && sameIfs) return { events: [], result: {} };
+  return { events: [{ type: 'NodeRegistered', data: { node: req.node, address: req.address, version: req.version, ...(req.interfaces ? { interfaces: req.interfaces } : {}) } }], result: {} };
 }
 
 /** Blocks that have held no endpoint for longer than the grace period go back to the pool. */

@@ -4,6 +4,7 @@
  * only the events after it.
  */
 import { z } from 'zod';
+import { NetworkDefinition } from '../network/definition.js';
 import { createPool, type IpamState, type Pool } from './state.js';
 
 export const SNAPSHOT_VERSION = 1;
@@ -35,8 +36,21 @@ const PoolSnap = z.object({
 export const SnapshotData = z.object({
   version: z.literal(SNAPSHOT_VERSION),
   seq: z.number().int().nonnegative(),
-  nodes: z.array(z.object({ node: z.string(), registeredSeq: z.number(), address: z.string().optional(), version: z.string().optional() })),
-  networks: z.array(z.object({ networkId: z.string(), node: z.string(), poolIds: z.array(z.string()), options: z.record(z.string(), z.string()), name: z.string().optional() })),
+  nodes: z.array(z.object({ node: z.string(), registeredSeq: z.number(), address: z.string().optional(), version: z.string().optional(), interfaces: z.array(z.string()).optional() })),
+  networks: z.array(z.object({ networkId: z.string(), node: z.string(), poolIds: z.array(z.string()), options: z.record(z.string(), z.string()), name: z.string().optional(), cluster: z.boolean().optional() })),
+  clusterNetworks: z
+    .array(
+      z.object({
+        name: z.string(),
+        definition: NetworkDefinition,
+        createdSeq: z.number(),
+        time: z.string(),
+        actor: z.string(),
+        originNode: z.string().optional(),
+        originNetworkId: z.string().optional(),
+      }),
+    )
+    .default([]),
   pools: z.array(PoolSnap),
 });
 export type SnapshotData = z.infer<typeof SnapshotData>;
@@ -46,7 +60,8 @@ export function snapshot(state: IpamState): SnapshotData {
     version: SNAPSHOT_VERSION,
     seq: state.seq,
     nodes: [...state.nodes.values()].map((n) => ({ ...n })),
-    networks: [...state.networks.values()].map((n) => ({ networkId: n.networkId, node: n.node, poolIds: [...n.poolIds], options: { ...n.options }, name: n.name })),
+    networks: [...state.networks.values()].map((n) => ({ networkId: n.networkId, node: n.node, poolIds: [...n.poolIds], options: { ...n.options }, name: n.name, cluster: n.cluster })),
+    clusterNetworks: [...state.clusterNetworks.values()].map((c) => ({ ...c })),
     pools: [...state.pools.values()].map((p: Pool) => ({
       def: {
         poolId: p.poolId,
@@ -70,10 +85,11 @@ export function snapshot(state: IpamState): SnapshotData {
 
 export function restore(raw: unknown): IpamState {
   const data = SnapshotData.parse(raw);
-  const state: IpamState = { seq: data.seq, pools: new Map(), nodes: new Map(), networks: new Map() };
+  const state: IpamState = { seq: data.seq, pools: new Map(), nodes: new Map(), networks: new Map(), clusterNetworks: new Map() };
   for (const n of data.nodes) state.nodes.set(n.node, { ...n });
   // Same key order as the fold builds.
-  for (const n of data.networks) state.networks.set(n.networkId, { networkId: n.networkId, node: n.node, poolIds: n.poolIds, options: n.options, name: n.name });
+  for (const n of data.networks) state.networks.set(n.networkId, { networkId: n.networkId, node: n.node, poolIds: n.poolIds, options: n.options, name: n.name, cluster: n.cluster });
+  for (const c of data.clusterNetworks) state.clusterNetworks.set(c.name, { ...c });
   for (const ps of data.pools) {
     const p = createPool(ps.def);
     for (const r of ps.refs) p.refs.add(r);
@@ -111,13 +127,13 @@ export function* snapshotJsonParts(state: IpamState, slice = 2_000): Generator<s
   yield `${JSON.stringify(s).slice(0, -'[]}'.length)}[`;
   let firstPool = true;
   for (const p of state.pools.values()) {
-    const one = snapshot({ seq: state.seq, nodes: new Map(), networks: new Map(), pools: new Map([[p.poolId, { ...p, allocs: new Map() }]]) }).pools[0]!;
+    const one = snapshot({ seq: state.seq, nodes: new Map(), networks: new Map(), clusterNetworks: new Map(), pools: new Map([[p.poolId, { ...p, allocs: new Map() }]]) }).pools[0]!;
     const head = JSON.stringify(one);
     yield `${firstPool ? '' : ','}${head.slice(0, head.indexOf('"allocs":[') + '"allocs":['.length)}`;
     firstPool = false;
     const entries = [...p.allocs];
     for (let i = 0; i < entries.length; i += slice) {
-      const part = snapshot({ seq: state.seq, nodes: new Map(), networks: new Map(), pools: new Map([[p.poolId, { ...p, allocs: new Map(entries.slice(i, i + slice)) }]]) }).pools[0]!.allocs;
+      const part = snapshot({ seq: state.seq, nodes: new Map(), networks: new Map(), clusterNetworks: new Map(), pools: new Map([[p.poolId, { ...p, allocs: new Map(entries.slice(i, i + slice)) }]]) }).pools[0]!.allocs;
       yield `${i === 0 ? '' : ','}${JSON.stringify(part).slice(1, -1)}`;
     }
     // The rest of the pool after its (empty) allocs array: `],"blocks":[…],…}`.

@@ -5,6 +5,7 @@
  * randomness, or anything but the events.
  */
 import type { AddressKind, ClusterEvent } from '../events.js';
+import type { NetworkDefinition } from '../network/definition.js';
 import { type Cidr, bits, formatValue, lastAddr, parseAddr, parseCidr, usableRange } from '../ip.js';
 
 export interface Allocation {
@@ -73,6 +74,7 @@ export interface NodeInfo {
   readonly registeredSeq: number;
   address?: string;
   version?: string;
+  interfaces?: string[];
 }
 
 export interface NetworkInfo {
@@ -81,6 +83,19 @@ export interface NetworkInfo {
   readonly poolIds: readonly string[];
   readonly options: Readonly<Record<string, string>>;
   name?: string;
+  /** Member of the cluster network `name` (true), refused for a different definition (false), unknown (undefined). */
+  cluster?: boolean;
+}
+
+/** A cluster-wide network, by name. */
+export interface ClusterNetwork {
+  readonly name: string;
+  readonly definition: NetworkDefinition;
+  readonly createdSeq: number;
+  readonly time: string;
+  readonly actor: string;
+  readonly originNode?: string;
+  readonly originNetworkId?: string;
 }
 
 export interface IpamState {
@@ -90,9 +105,11 @@ export interface IpamState {
   readonly nodes: Map<string, NodeInfo>;
   /** Docker networks by their (per-node) id. */
   readonly networks: Map<string, NetworkInfo>;
+  /** Cluster networks by name. */
+  readonly clusterNetworks: Map<string, ClusterNetwork>;
 }
 
-export const emptyState = (): IpamState => ({ seq: 0, pools: new Map(), nodes: new Map(), networks: new Map() });
+export const emptyState = (): IpamState => ({ seq: 0, pools: new Map(), nodes: new Map(), networks: new Map(), clusterNetworks: new Map() });
 
 export class FoldError extends Error {
   constructor(seq: number, message: string) {
@@ -259,19 +276,39 @@ export function apply(state: IpamState, ev: ClusterEvent): IpamState {
     case 'NetworkRecorded': {
       const d = ev.data;
       const prev = state.networks.get(d.networkId);
-      state.networks.set(d.networkId, { networkId: d.networkId, node: d.node, poolIds: [...d.poolIds], options: { ...d.options }, name: prev?.name });
+      state.networks.set(d.networkId, { networkId: d.networkId, node: d.node, poolIds: [...d.poolIds], options: { ...d.options }, name: prev?.name, cluster: prev?.cluster });
       break;
     }
     case 'NetworkNamed': {
       const n = state.networks.get(ev.data.networkId);
-      if (n) n.name = ev.data.name;
+      if (n) {
+        n.name = ev.data.name;
+        n.cluster = ev.data.cluster;
+      }
       break;
     }
+    case 'ClusterNetworkCreated': {
+      const d = ev.data;
+      if (state.clusterNetworks.has(d.name)) throw new FoldError(ev.seq, `cluster network ${d.name} exists`);
+      state.clusterNetworks.set(d.name, {
+        name: d.name,
+        definition: d.definition,
+        createdSeq: ev.seq,
+        time: ev.time,
+        actor: ev.actor,
+        ...(d.originNode ? { originNode: d.originNode } : {}),
+        ...(d.originNetworkId ? { originNetworkId: d.originNetworkId } : {}),
+      });
+      break;
+    }
+    case 'ClusterNetworkRemoved':
+      state.clusterNetworks.delete(ev.data.name);
+      break;
     case 'NetworkRemoved':
       state.networks.delete(ev.data.networkId);
       break;
     case 'NodeRegistered':
-      state.nodes.set(ev.data.node, { node: ev.data.node, registeredSeq: ev.seq, address: ev.data.address, version: ev.data.version });
+      state.nodes.set(ev.data.node, { node: ev.data.node, registeredSeq: ev.seq, address: ev.data.address, version: ev.data.version, interfaces: ev.data.interfaces });
       break;
   }
   state.seq = ev.seq;
@@ -291,6 +328,7 @@ export function describe(state: IpamState): unknown {
     seq: state.seq,
     nodes: [...state.nodes.values()].sort((a, b) => a.node.localeCompare(b.node)),
     networks: [...state.networks.values()].sort((a, b) => a.networkId.localeCompare(b.networkId)),
+    clusterNetworks: [...state.clusterNetworks.values()].sort((a, b) => a.name.localeCompare(b.name)),
     pools: [...state.pools.values()]
       .sort((a, b) => a.poolId.localeCompare(b.poolId))
       .map((p) => ({

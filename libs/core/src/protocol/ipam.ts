@@ -3,6 +3,7 @@
  * Subjects are in ./subjects.ts. Every message is validated with these schemas on both ends.
  */
 import { z } from 'zod';
+import { NetworkDefinition } from '../network/definition.js';
 
 export const NodeName = z
   .string()
@@ -77,14 +78,53 @@ export const BindEndpointRes = z.object({ bound: z.boolean() });
 
 export const NodeHello = z.object({
   node: NodeName,
+  /** The host's address on the underlay (next hop of routes to its blocks). */
   address: z.string().optional(),
   version: z.string().optional(),
+  /** Names of the host's network interfaces. */
+  interfaces: z.array(z.string()).optional(),
 });
 export type NodeHello = z.infer<typeof NodeHello>;
 
-/** An agent's periodic report: it is alive, and these are every endpoint its Docker holds now. */
+/** One endpoint as its host sees it. */
+export const EndpointStatus = z.object({
+  endpointId: z.string(),
+  networkId: z.string(),
+  /** The network's Docker name. */
+  network: z.string().optional(),
+  container: z.string().optional(),
+  containerId: z.string().optional(),
+  address: z.string().optional(),
+  addressV6: z.string().optional(),
+  /** Host-side link (before it moves into the container). */
+  link: z.string().optional(),
+  state: z.enum(['created', 'joined', 'error']),
+  error: z.string().optional(),
+});
+export type EndpointStatus = z.infer<typeof EndpointStatus>;
+
+/** One network on a host: is its replica there and usable. */
+export const NetworkStatus = z.object({
+  name: z.string(),
+  networkId: z.string().optional(),
+  state: z.enum(['ready', 'creating', 'parent-missing', 'conflict', 'removing', 'error']),
+  detail: z.string().optional(),
+  parent: z.string().optional(),
+  /** Made by this host's agent from the cluster definition (not typed by a user here). */
+  replica: z.boolean().default(false),
+});
+export type NetworkStatus = z.infer<typeof NetworkStatus>;
+
+/**
+ * An agent's periodic report, which also renews its lease: it is alive, these are every endpoint its
+ * Docker holds now (the leak rules rely on it), and the state of its endpoints and networks.
+ */
 export const NodeReport = NodeHello.extend({
   endpoints: z.array(z.string()),
+  /** The node counts as NotReady when no report came for this long. */
+  leaseMs: z.number().int().positive().optional(),
+  endpointStates: z.array(EndpointStatus).default([]),
+  networkStates: z.array(NetworkStatus).default([]),
 });
 export type NodeReport = z.infer<typeof NodeReport>;
 
@@ -96,5 +136,14 @@ export const NetworkRecordReq = z.object({
   options: z.record(z.string(), z.string()).default({}),
 });
 export type NetworkRecordReq = z.infer<typeof NetworkRecordReq>;
-export const NetworkNameReq = z.object({ node: NodeName, networkId: z.string().min(1), name: z.string().min(1) });
+/** The network's Docker name and definition, read from the Docker Engine API after CreateNetwork. */
+export const NetworkNameReq = z.object({
+  node: NodeName,
+  networkId: z.string().min(1),
+  name: z.string().min(1),
+  definition: NetworkDefinition.optional(),
+});
+export type NetworkNameReq = z.infer<typeof NetworkNameReq>;
+export const NetworkNameRes = z.object({ member: z.boolean(), conflict: z.string().optional() });
+export const EventsHeadRes = z.object({ seq: z.number().int().nonnegative() });
 export const NetworkRemoveReq = z.object({ node: NodeName, networkId: z.string().min(1) });

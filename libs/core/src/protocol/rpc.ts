@@ -16,3 +16,5 @@ export type RpcReply = z.infer<typeof RpcReply>;
 export const ReadEventsReq = z.object({ fromSeq: z.number().int().positive(), limit: z.number().int().positive().max(10000).default(1000) });
 export type ReadEventsReq = z.infer<typeof ReadEventsReq>;
 export const ReadEventsRes = z.object({ events: z.array(z.unknown()) });
+
+export const EmptyReq = z.looseObject({});

@@ -15,6 +15,8 @@ export const rpc = {
   nodeReport: 'underlay.rpc.v1.node.report',
   /** Read committed events from the log (for consumers that see a gap). */
   readEvents: 'underlay.rpc.v1.events.read',
+  /** The seq of the last committed event (an agent knows when it has caught up). */
+  eventsHead: 'underlay.rpc.v1.events.head',
 } as const;
 export type RpcMethod = keyof typeof rpc;
 export const CONTROLLER_QUEUE = 'controllers';

@@ -1,0 +1,160 @@
+/**
+ * Cluster network decisions (pure, like ipam/decide.ts): defining a network once for the cluster,
+ * recognising each host's Docker network as a member of it, and removing it once for every host.
+ */
+import { ConflictError, InvalidArgumentError, NotFoundError } from '../errors.js';
+import type { EventBody } from '../events.js';
+import { formatCidr, overlaps, parseCidr } from '../ip.js';
+import type { Decision } from '../ipam/decide.js';
+import { SPACE_OPTION } from '../ipam/decide.js';
+import type { IpamState } from '../ipam/state.js';
+import { formatValue } from '../ip.js';
+import { LOCAL_ADDRESS_SPACE } from '../protocol/plugin.js';
+import { diffDefinitions, normalizeDefinition, type NetworkDefinition, type NetworkDefinitionInput } from './definition.js';
+
+/** An endpoint holding an address on one host's member of a cluster network. */
+export interface AttachedEndpoint {
+  node: string;
+  endpointId: string;
+  networkId: string;
+  poolId: string;
+  address: string;
+}
+
+/** Every bound endpoint on any host's member of the cluster network `name`. */
+export function attachedEndpoints(state: IpamState, name: string): AttachedEndpoint[] {
+  const members = new Set([...state.networks.values()].filter((n) => n.name === name && n.cluster !== false).map((n) => n.networkId));
+  const out: AttachedEndpoint[] = [];
+  if (members.size === 0) return out;
+  for (const p of state.pools.values()) {
+    for (const [v, a] of p.allocs) {
+      if (a.kind === 'endpoint' && a.networkId && members.has(a.networkId) && a.endpointId) {
+        out.push({ node: a.node, endpointId: a.endpointId, networkId: a.networkId, poolId: p.poolId, address: formatValue(p.cidr.family, v) });
+      }
+    }
+  }
+  return out.sort((x, y) => x.node.localeCompare(y.node) || x.address.localeCompare(y.address));
+}
+
+/** Names the container of an endpoint, when a node's report says it. */
+export type ContainerLookup = (node: string, endpointId: string) => string | undefined;
+
+function inUseError(name: string, attached: AttachedEndpoint[], who: ContainerLookup): ConflictError {
+  const byNode = new Map<string, string[]>();
+  for (const a of attached) {
+    const c = who(a.node, a.endpointId);
+    const what = `${c ? `container ${c}` : `endpoint ${a.endpointId.slice(0, 12)}`} (${a.address})`;
+    byNode.set(a.node, [...(byNode.get(a.node) ?? []), what]);
+  }
+  const list = [...byNode].map(([node, l]) => `on ${node}: ${l.join(', ')}`).join('; ');
+  return new ConflictError(`error while removing network: network ${name} has active endpoints ${list}. Stop those containers or disconnect them (docker network disconnect ${name} CONTAINER on their host) first`);
+}
+
+/** Another cluster network already using one of these subnets (same address space). */
+function subnetClash(state: IpamState, name: string, def: NetworkDefinition): string | undefined {
+  const space = def.ipamOptions[SPACE_OPTION] ?? '';
+  for (const other of state.clusterNetworks.values()) {
+    if (other.name === name || (other.definition.ipamOptions[SPACE_OPTION] ?? '') !== space) continue;
+    for (const s of def.subnets) {
+      const c = parseCidr(s.subnet);
+      const hit = other.definition.subnets.find((o) => overlaps(parseCidr(o.subnet), c));
+      if (hit) return `subnet ${s.subnet} overlaps with ${hit.subnet} of network ${other.name}`;
+    }
+  }
+  return undefined;
+}
+
+export interface NetworkDefineReq {
+  node: string;
+  networkId: string;
+  name: string;
+  definition: NetworkDefinitionInput;
+}
+export interface NetworkDefineResult {
+  /** This Docker network is (now) a member of the cluster network of its name. */
+  member: boolean;
+  /** Why it is not: how it differs from the cluster's network of the same name. */
+  conflict?: string;
+}
+
+/**
+ * A host's Docker network got its name: it becomes the cluster network of that name (the first one),
+ * a member of it (same definition), or is refused (different definition or a subnet another cluster
+ * network uses): then the agent removes it.
+ */
+export function decideNetworkDefine(state: IpamState, req: NetworkDefineReq): Decision<NetworkDefineResult> {
+  const n = state.networks.get(req.networkId);
+  if (!n) return { events: [], result: { member: false, conflict: `network ${req.networkId.slice(0, 12)} was never recorded` } };
+  const def = normalizeDefinition(req.definition);
+  const named = (cluster: boolean): EventBody[] => (n.name === req.name && n.cluster === cluster ? [] : [{ type: 'NetworkNamed', data: { networkId: req.networkId, name: req.name, cluster } }]);
+  const cn = state.clusterNetworks.get(req.name);
+  if (cn) {
+    const diff = diffDefinitions(cn.definition, def);
+    if (diff.length === 0) return { events: named(true), result: { member: true } };
+    const conflict = `network ${req.name} already exists in the cluster with a different definition: ${diff.join('; ')}`;
+    return { events: named(false), result: { member: false, conflict } };
+  }
+  const clash = subnetClash(state, req.name, def);
+  if (clash) return { events: named(false), result: { member: false, conflict: clash } };
+  return {
+    events: [{ type: 'ClusterNetworkCreated', data: { name: req.name, definition: def, originNode: req.node, originNetworkId: req.networkId } }, ...named(true)],
+    result: { member: true },
+  };
+}
+
+/** `underlay network create` (the HTTP API): defines the network; agents create it in their Docker. */
+export function decideClusterNetworkCreate(state: IpamState, req: { name: string; definition: NetworkDefinitionInput }): Decision<{ created: boolean }> {
+  const def = normalizeDefinition(req.definition);
+  for (const s of def.subnets) {
+    let c;
+    try {
+      c = parseCidr(s.subnet, { strict: true });
+    } catch (e) {
+      throw new InvalidArgumentError(`subnets: ${(e as Error).message}`);
+    }
+    if (formatCidr(c) !== s.subnet) throw new InvalidArgumentError(`subnets: write ${s.subnet} as ${formatCidr(c)}`);
+    if ((c.family === 6) && !def.ipv6) throw new InvalidArgumentError(`subnets: ${s.subnet} is IPv6: set ipv6 to true`);
+  }
+  const cn = state.clusterNetworks.get(req.name);
+  if (cn) {
+    const diff = diffDefinitions(cn.definition, def);
+    if (diff.length === 0) return { events: [], result: { created: false } };
+    throw new ConflictError(`network ${req.name} already exists with a different definition: ${diff.join('; ')}`);
+  }
+  const clash = subnetClash(state, req.name, def);
+  if (clash) throw new ConflictError(clash);
+  const space = def.ipamOptions[SPACE_OPTION] || LOCAL_ADDRESS_SPACE;
+  for (const s of def.subnets) {
+    const c = parseCidr(s.subnet);
+    for (const p of state.pools.values()) {
+      if (p.space === space && overlaps(p.cidr, c)) throw new ConflictError(`subnet ${s.subnet} overlaps with ${p.cidrText}, already in use in address space "${space}"`);
+    }
+  }
+  return { events: [{ type: 'ClusterNetworkCreated', data: { name: req.name, definition: def } }], result: { created: true } };
+}
+
+/** `underlay network rm`: refused while any host has an endpoint on it. */
+export function decideClusterNetworkRemove(state: IpamState, req: { name: string }, who: ContainerLookup = () => undefined): Decision<Record<string, never>> {
+  if (!state.clusterNetworks.has(req.name)) throw new NotFoundError(`network ${req.name} not found`);
+  const attached = attachedEndpoints(state, req.name);
+  if (attached.length > 0) throw inUseError(req.name, attached, who);
+  return { events: [{ type: 'ClusterNetworkRemoved', data: { name: req.name } }], result: {} };
+}
+
+/**
+ * DeleteNetwork on a host (`docker network rm` there, or an agent removing its replica). For a member
+ * of a live cluster network this is `docker network rm` for the whole cluster: refused while another
+ * host has an endpoint on it, otherwise the cluster network goes too.
+ */
+export function decideNetworkRemoved(state: IpamState, req: { networkId: string; node: string }, who: ContainerLookup = () => undefined): Decision<Record<string, never>> {
+  const n = state.networks.get(req.networkId);
+  if (!n) return { events: [], result: {} };
+  const events: EventBody[] = [];
+  if (n.cluster && n.name && state.clusterNetworks.has(n.name)) {
+    const attached = attachedEndpoints(state, n.name);
+    if (attached.length > 0) throw inUseError(n.name, attached, who);
+    events.push({ type: 'ClusterNetworkRemoved', data: { name: n.name } });
+  }
+  events.push({ type: 'NetworkRemoved', data: { networkId: req.networkId, node: req.node } });
+  return { events, result: {} };
+}

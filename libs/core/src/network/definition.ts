@@ -1,0 +1,166 @@
+/**
+ * A cluster network's definition: what `docker network create` was given (or `underlay network create`),
+ * in a normal form two hosts can compare. Every agent creates its replica from it through the Docker
+ * Engine API, so the same name means the same network everywhere.
+ */
+import { z } from 'zod';
+
+export const SubnetConfig = z.object({
+  subnet: z.string().min(1),
+  ipRange: z.string().min(1).optional(),
+  gateway: z.string().min(1).optional(),
+  auxAddresses: z.record(z.string(), z.string()).default({}),
+});
+export type SubnetConfig = z.infer<typeof SubnetConfig>;
+
+export const NetworkDefinition = z.object({
+  /** Driver options (`-o`): parent, macvlan_mode, ipvlan_mode, ipvlan_flag. */
+  options: z.record(z.string(), z.string()).default({}),
+  /** `--ipam-opt`. */
+  ipamOptions: z.record(z.string(), z.string()).default({}),
+  subnets: z.array(SubnetConfig).min(1, 'a network needs at least one --subnet'),
+  ipv6: z.boolean().default(false),
+  internal: z.boolean().default(false),
+  /** `--label`, less underlay's own (io.underlay.*). */
+  labels: z.record(z.string(), z.string()).default({}),
+});
+export type NetworkDefinition = z.infer<typeof NetworkDefinition>;
+export type NetworkDefinitionInput = z.input<typeof NetworkDefinition>;
+
+/** Network names as Docker allows them. */
+export const NetworkName = z
+  .string()
+  .regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/, 'a network name starts with a letter or digit and holds only letters, digits, "_", "." or "-"');
+
+/** Labels underlay puts on Docker networks it creates. */
+export const REPLICA_LABEL = 'io.underlay.replica';
+const OWN_LABEL_PREFIX = 'io.underlay.';
+/** Docker-internal keys that may show in a network's Options but are not driver options. */
+const DOCKER_OPTION_PREFIX = 'com.docker.network.';
+
+const sortedMap = (m: Record<string, string> | null | undefined, keep: (k: string) => boolean = () => true): Record<string, string> =>
+  Object.fromEntries(
+    Object.entries(m ?? {})
+      .filter(([k]) => keep(k))
+      .map(([k, v]) => [k, String(v)] as [string, string])
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+  );
+
+/** The normal form: sorted maps and subnets, no empty strings, no underlay labels. */
+export function normalizeDefinition(input: NetworkDefinitionInput): NetworkDefinition {
+  const d = NetworkDefinition.parse(input);
+  const subnets = d.subnets
+    .map((s) => ({
+      subnet: s.subnet,
+      ...(s.ipRange ? { ipRange: s.ipRange } : {}),
+      ...(s.gateway ? { gateway: s.gateway } : {}),
+      auxAddresses: sortedMap(s.auxAddresses),
+    }))
+    .sort((a, b) => (a.subnet < b.subnet ? -1 : a.subnet > b.subnet ? 1 : 0));
+  return {
+    options: sortedMap(d.options, (k) => !k.startsWith(DOCKER_OPTION_PREFIX)),
+    ipamOptions: sortedMap(d.ipamOptions),
+    subnets,
+    ipv6: d.ipv6,
+    internal: d.internal,
+    labels: sortedMap(d.labels, (k) => !k.startsWith(OWN_LABEL_PREFIX)),
+  };
+}
+
+const show = (v: unknown) => (v === undefined ? 'not set' : JSON.stringify(v));
+
+function diffMap(what: string, a: Record<string, string>, b: Record<string, string>, out: string[]): void {
+  for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) {
+    if (a[k] !== b[k]) out.push(`${what} ${k}: cluster has ${show(a[k])}, this one has ${show(b[k])}`);
+  }
+}
+
+/** Lines describing how `b` differs from the cluster's `a` (empty when they are the same network). */
+export function diffDefinitions(aIn: NetworkDefinitionInput, bIn: NetworkDefinitionInput): string[] {
+  const a = normalizeDefinition(aIn);
+  const b = normalizeDefinition(bIn);
+  const out: string[] = [];
+  diffMap('option', a.options, b.options, out);
+  diffMap('ipam option', a.ipamOptions, b.ipamOptions, out);
+  const sa = new Map(a.subnets.map((s) => [s.subnet, s]));
+  const sb = new Map(b.subnets.map((s) => [s.subnet, s]));
+  for (const s of sa.keys()) if (!sb.has(s)) out.push(`subnet ${s}: cluster has it, this one does not`);
+  for (const s of sb.keys()) if (!sa.has(s)) out.push(`subnet ${s}: this one has it, the cluster does not`);
+  for (const [s, x] of sa) {
+    const y = sb.get(s);
+    if (!y) continue;
+    if (x.ipRange !== y.ipRange) out.push(`subnet ${s} ip-range: cluster has ${show(x.ipRange)}, this one has ${show(y.ipRange)}`);
+    if (x.gateway !== y.gateway) out.push(`subnet ${s} gateway: cluster has ${show(x.gateway)}, this one has ${show(y.gateway)}`);
+    diffMap(`subnet ${s} aux-address`, x.auxAddresses, y.auxAddresses, out);
+  }
+  if (a.ipv6 !== b.ipv6) out.push(`ipv6: cluster has ${a.ipv6}, this one has ${b.ipv6}`);
+  if (a.internal !== b.internal) out.push(`internal: cluster has ${a.internal}, this one has ${b.internal}`);
+  diffMap('label', a.labels, b.labels, out);
+  return out;
+}
+
+/** What the Docker Engine API answers for GET /networks/{id} (the fields underlay reads). */
+export const DockerNetworkInspect = z.object({
+  Name: z.string(),
+  Id: z.string(),
+  Driver: z.string(),
+  EnableIPv6: z.boolean().optional().default(false),
+  Internal: z.boolean().optional().default(false),
+  IPAM: z
+    .object({
+      Driver: z.string().optional(),
+      Options: z.record(z.string(), z.string()).nullish(),
+      Config: z
+        .array(
+          z.object({
+            Subnet: z.string().optional(),
+            IPRange: z.string().optional(),
+            Gateway: z.string().optional(),
+            AuxiliaryAddresses: z.record(z.string(), z.string()).nullish(),
+          }),
+        )
+        .nullish(),
+    })
+    .optional(),
+  Options: z.record(z.string(), z.string()).nullish(),
+  Labels: z.record(z.string(), z.string()).nullish(),
+  Containers: z.record(z.string(), z.object({ Name: z.string().optional(), EndpointID: z.string().optional(), IPv4Address: z.string().optional(), IPv6Address: z.string().optional() })).nullish(),
+});
+export type DockerNetworkInspect = z.infer<typeof DockerNetworkInspect>;
+
+/** The definition of a network as the local Docker holds it. */
+export function definitionFromDocker(n: DockerNetworkInspect): NetworkDefinition {
+  return normalizeDefinition({
+    options: n.Options ?? {},
+    ipamOptions: n.IPAM?.Options ?? {},
+    subnets: (n.IPAM?.Config ?? [])
+      .filter((c) => c.Subnet)
+      .map((c) => ({ subnet: c.Subnet!, ipRange: c.IPRange || undefined, gateway: c.Gateway || undefined, auxAddresses: c.AuxiliaryAddresses ?? {} })),
+    ipv6: n.EnableIPv6,
+    internal: n.Internal,
+    labels: n.Labels ?? {},
+  });
+}
+
+/** The body of POST /networks/create that makes this network in a local Docker. */
+export function dockerCreateBody(name: string, def: NetworkDefinition, driver: string, labels: Record<string, string>): Record<string, unknown> {
+  return {
+    Name: name,
+    CheckDuplicate: true,
+    Driver: driver,
+    EnableIPv6: def.ipv6,
+    Internal: def.internal,
+    Options: def.options,
+    Labels: { ...def.labels, ...labels },
+    IPAM: {
+      Driver: driver,
+      Options: def.ipamOptions,
+      Config: def.subnets.map((s) => ({
+        Subnet: s.subnet,
+        ...(s.ipRange ? { IPRange: s.ipRange } : {}),
+        ...(s.gateway ? { Gateway: s.gateway } : {}),
+        ...(Object.keys(s.auxAddresses).length ? { AuxiliaryAddresses: s.auxAddresses } : {}),
+      })),
+    },
+  };
+}

@@ -1,0 +1,25 @@
+/** What the HTTP API needs from the controller (so it can be served and tested on its own). */
+import type { IpamState, NetworkDefinitionInput } from '@underlay/core';
+import type { EtcdEventLog } from '@underlay/adapters';
+import type { NodeDirectory } from '../nodes.js';
+
+export interface ApiDeps {
+  /** The folded cluster state (the leader's, or a standby's that follows the log). */
+  state(): IpamState;
+  /** This controller's role and name. */
+  status(): { role: string; name: string };
+  /** Latest reports and leases of every node. */
+  nodes: NodeDirectory;
+  /** The event log (GET /v1/events). */
+  log: EtcdEventLog;
+  /**
+   * Defines a cluster network (leader only: throws UnavailableError on a standby). Throws
+   * ConflictError with the difference when the name exists with another definition, InvalidArgumentError
+   * for a bad definition. `created` is false when the same network already exists.
+   */
+  createNetwork(name: string, definition: NetworkDefinitionInput, actor: string): Promise<{ created: boolean }>;
+  /** Removes a cluster network (leader only). NotFoundError, or ConflictError naming hosts and containers still attached. */
+  removeNetwork(name: string, actor: string): Promise<void>;
+  /** Bearer token every /v1 request must carry. */
+  token: string;
+}

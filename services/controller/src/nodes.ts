@@ -1,0 +1,45 @@
+/**
+ * The controller's view of node liveness and status: the latest report of every agent and when it
+ * came. Reports renew a node's lease; a node whose lease ran out is NotReady. Every controller
+ * (leader and standbys) listens to the reports, so a new leader starts with the same view.
+ * Kept in memory only: the next report after a restart refills it.
+ */
+import type { ContainerLookup, NodeLiveness, NodeReport } from '@underlay/core';
+
+export interface NodeEntry {
+  node: string;
+  lastSeenMs: number;
+  leaseMs: number;
+  report: NodeReport;
+}
+
+export class NodeDirectory {
+  private readonly entries = new Map<string, NodeEntry>();
+  /** The leak rules' view (same data, the shape core's collector reads). */
+  readonly liveness = new Map<string, NodeLiveness>();
+
+  constructor(private readonly defaultLeaseMs: number) {}
+
+  record(report: NodeReport, nowMs = Date.now()): void {
+    this.entries.set(report.node, { node: report.node, lastSeenMs: nowMs, leaseMs: report.leaseMs ?? this.defaultLeaseMs, report });
+    this.liveness.set(report.node, { lastSeenMs: nowMs, report: { atMs: nowMs, endpoints: new Set(report.endpoints) } });
+  }
+
+  get(node: string): NodeEntry | undefined {
+    return this.entries.get(node);
+  }
+
+  all(): NodeEntry[] {
+    return [...this.entries.values()].sort((a, b) => a.node.localeCompare(b.node));
+  }
+
+  /** Ready while the lease holds. */
+  ready(node: string, nowMs = Date.now()): boolean {
+    const e = this.entries.get(node);
+    return !!e && nowMs - e.lastSeenMs <= e.leaseMs;
+  }
+
+  /** The container holding an endpoint, as its node last reported. */
+  readonly containerOf: ContainerLookup = (node, endpointId) =>
+    this.entries.get(node)?.report.endpointStates.find((e) => e.endpointId === endpointId)?.container;
+}
