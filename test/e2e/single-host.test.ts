@@ -16,7 +16,7 @@ beforeAll(async () => {
 describe('one host', () => {
   it('speaks the plugin protocol on its socket: Activate, capabilities, Err vs Error', async () => {
     const sock = cluster.nodes.get('h1')!.docker.pluginSocket();
-    expect(await post(sock, '/Plugin.Activate', '')).toEqual({ Implements: ['NetworkDriver', 'IpamDriver'] });
+    expect(await post(sock, '/Plugin.Activate', '')).toEqual({ Implements: ['NetworkDriver', 'IpamDriver', 'authz'] });
     expect(await post(sock, '/NetworkDriver.GetCapabilities', '')).toEqual({ Scope: 'local', ConnectivityScope: 'global' });
     expect(await post(sock, '/IpamDriver.GetCapabilities', '')).toEqual({ RequiresMACAddress: false, RequiresRequestReplay: false });
     expect(await post(sock, '/IpamDriver.GetDefaultAddressSpaces', '')).toEqual({ LocalDefaultAddressSpace: 'underlay', GlobalDefaultAddressSpace: 'underlay-global' });

@@ -29,7 +29,7 @@ describe('underlay up', () => {
     await waitFor(() => fs.readFileSync(proc.logFile, 'utf8').includes('underlay is up'), { timeoutMs: 60_000, what: 'underlay up to print its next steps' });
     const out = fs.readFileSync(proc.logFile, 'utf8');
     expect(out).toContain('docker network create -d underlay --ipam-driver underlay');
-    expect(await pluginPost(sock, '/Plugin.Activate')).toEqual({ Implements: ['NetworkDriver', 'IpamDriver'] });
+    expect(await pluginPost(sock, '/Plugin.Activate')).toEqual({ Implements: ['NetworkDriver', 'IpamDriver', 'authz'] });
 
     // `underlay events` prints the log: the agent registered its node on start.
     await waitFor(async () => (await lab.exec('h1', process.execPath, [CLI, 'events', '--controller', 'http://127.0.0.1:37410'])).stdout.includes('NodeRegistered'), {

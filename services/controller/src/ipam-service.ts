@@ -199,8 +199,16 @@ export class IpamService {
     if (definition) return this.run((s) => decideNetworkDefine(s, { ...req, definition }), ctx);
     return this.run((s) => decideNetworkNamed(s, req), ctx).then(() => ({ member: false }));
   }
-  networkRemove(req: { networkId: string; node: string }, ctx: RequestContext, who?: ContainerLookup) {
-    return this.run((s) => decideNetworkRemoved(s, req, who), ctx);
+  async networkRemove(req: { networkId: string; node: string; cluster?: boolean; dryRun?: boolean }, ctx: RequestContext, who?: ContainerLookup) {
+    if (req.dryRun) {
+      // Throws the refusal, if any, without deciding anything.
+      await this.gate;
+      await this.settled();
+      decideNetworkRemoved(this.state, req, who);
+      return {};
+    }
+    await this.run((s) => decideNetworkRemoved(s, req, who), ctx);
+    return { seq: this.committedSeq };
   }
   clusterNetworkCreate(req: { name: string; definition: NetworkDefinitionInput }, ctx: RequestContext) {
     return this.run((s) => decideClusterNetworkCreate(s, req), ctx);

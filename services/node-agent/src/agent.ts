@@ -5,13 +5,17 @@
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
 import { DockerEngine, RpcClient, connectNats, type NatsConnection } from '@underlay/adapters';
-import { EmptyRes, plugin } from '@underlay/core';
-import { AgentConfig } from './config.js';
+import { EmptyRes, plugin, type ClusterEvent } from '@underlay/core';
+import { AgentConfig, type AgentConfigInput } from './config.js';
+import { ClusterView } from './cluster-view.js';
+import { ReplicaReconciler } from './driver/replicas.js';
+import { buildReport, defaultAddress } from './status.js';
 import { KeyedMutex, type DriverContext } from './driver/context.js';
 import * as ipam from './driver/ipam.js';
 import * as network from './driver/network.js';
 import * as endpoint from './driver/endpoint.js';
 import * as joinleave from './driver/joinleave.js';
+import * as authz from './driver/authz.js';
 import type { LinkOps } from './driver/links.js';
 import { LocalStore } from './driver/store.js';
 import { restore } from './driver/restore.js';
@@ -20,17 +24,35 @@ import { createPluginServer, listenOnSocket, type Routes } from './plugin-server
 export type Logger = (msg: string) => void;
 export const AGENT_VERSION = '0.1.0';
 
+/** Remembers the error of a failed endpoint call for status reports, and passes it on to Docker. */
+function recordingErrors(ctx: DriverContext, fn: (b: unknown) => unknown): (b: unknown) => Promise<unknown> {
+  return async (b) => {
+    try {
+      const r = await fn(b);
+      const id = (b as { EndpointID?: string })?.EndpointID;
+      if (id) ctx.endpointErrors?.delete(id);
+      return r;
+    } catch (e) {
+      const { EndpointID, NetworkID } = (b ?? {}) as { EndpointID?: string; NetworkID?: string };
+      if (EndpointID) ctx.endpointErrors?.set(EndpointID, { networkId: NetworkID ?? '', error: (e as Error).message, atMs: Date.now() });
+      throw e;
+    }
+  };
+}
+
 export function pluginRoutes(ctx: DriverContext): Routes {
   const noop = () => ({});
   return {
-    '/Plugin.Activate': () => ({ Implements: [...plugin.IMPLEMENTS] }),
+    '/Plugin.Activate': () => ({ Implements: [...plugin.IMPLEMENTS, 'authz'] }),
+    '/AuthZPlugin.AuthZReq': (b) => authz.authzRequest(ctx, b),
+    '/AuthZPlugin.AuthZRes': () => authz.authzResponse(),
     '/NetworkDriver.GetCapabilities': () => ({ Scope: 'local', ConnectivityScope: 'global' }),
     '/NetworkDriver.CreateNetwork': (b) => network.createNetwork(ctx, b),
     '/NetworkDriver.DeleteNetwork': (b) => network.deleteNetwork(ctx, b),
-    '/NetworkDriver.CreateEndpoint': (b) => endpoint.createEndpoint(ctx, b),
+    '/NetworkDriver.CreateEndpoint': recordingErrors(ctx, (b) => endpoint.createEndpoint(ctx, b)),
     '/NetworkDriver.DeleteEndpoint': (b) => endpoint.deleteEndpoint(ctx, b),
     '/NetworkDriver.EndpointOperInfo': (b) => endpoint.endpointOperInfo(ctx, b),
-    '/NetworkDriver.Join': (b) => joinleave.join(ctx, b),
+    '/NetworkDriver.Join': recordingErrors(ctx, (b) => joinleave.join(ctx, b)),
     '/NetworkDriver.Leave': (b) => joinleave.leave(ctx, b),
     '/NetworkDriver.DiscoverNew': noop,
     '/NetworkDriver.DiscoverDelete': noop,
@@ -56,10 +78,15 @@ export class Agent {
   private links?: LinkOps;
   private reportTimer?: NodeJS.Timeout;
   private ctx?: DriverContext;
+  view?: ClusterView;
+  replicas?: ReplicaReconciler;
+  private unlisten?: () => void;
+  /** This host's address on the underlay (reported; next hop of routes to its blocks). */
+  address?: string;
   socketPath?: string;
 
   constructor(
-    config: Partial<AgentConfig> & Pick<AgentConfig, 'node' | 'nats'>,
+    config: AgentConfigInput,
     private readonly openLinks: () => LinkOps | Promise<LinkOps>,
     private readonly logger: Logger = () => {},
   ) {
@@ -80,8 +107,13 @@ export class Agent {
       log: this.logger,
       docker: new DockerEngine(this.config.docker),
       recentPools: new Map(),
+      parentMap: this.config.parentMap,
+      endpointErrors: new Map(),
+      conflicts: new Map(),
+      onNetworksChanged: () => this.replicas?.trigger(),
     };
     this.ctx = ctx;
+    this.address = this.config.address ?? defaultAddress();
     // Before serving Docker: bring back parents and clear links left by a crash.
     const r = await restore(ctx, async () => (await ctx.links.listLinks()).map((l) => l.name));
     this.logger(
@@ -96,16 +128,35 @@ export class Agent {
     void this.report();
     this.reportTimer = setInterval(() => void this.report(), this.config.reportIntervalMs);
     this.reportTimer.unref();
+    // The cluster's state, for replicas of cluster networks (and routes).
+    const view = new ClusterView({ nc: this.nc, rpc: ctx.controller, logger: this.logger });
+    this.view = view;
+    this.replicas = new ReplicaReconciler(ctx, view, this.config.reconcileIntervalMs);
+    const relevant = new Set<ClusterEvent['type']>(['ClusterNetworkCreated', 'ClusterNetworkRemoved', 'NetworkNamed', 'NetworkRecorded', 'NetworkRemoved']);
+    this.unlisten = view.onChange((evs) => {
+      if (evs.some((e) => relevant.has(e.type))) this.replicas?.trigger();
+    });
+    await view.start();
+    void view.ready().then(() => {
+      this.logger(`cluster state caught up at seq ${view.seq}: ${view.state.clusterNetworks.size} cluster networks`);
+      this.replicas?.start();
+    });
   }
 
-  /** Tells the controller this node is alive and which endpoints its Docker holds (the leak rules rely on it). */
+  /** Renews the node's lease and reports its endpoints and networks (the leak rules rely on the endpoint list). */
   async report(): Promise<void> {
     const ctx = this.ctx;
     if (!ctx) return;
     try {
-      await ctx.controller.call('nodeReport', { node: ctx.node, version: AGENT_VERSION, endpoints: [...ctx.store.endpoints.keys()] }, EmptyRes, {
-        deadlineMs: this.config.reportIntervalMs,
+      const report = await buildReport({
+        ctx,
+        version: AGENT_VERSION,
+        address: this.address,
+        leaseMs: this.config.leaseMs ?? 3 * this.config.reportIntervalMs,
+        state: this.view?.isReady ? this.view.state : undefined,
+        replicas: this.replicas?.status,
       });
+      await ctx.controller.call('nodeReport', report, EmptyRes, { deadlineMs: this.config.reportIntervalMs });
     } catch (e) {
       this.logger(`report to the controller failed: ${(e as Error).message}`);
     }
@@ -113,6 +164,9 @@ export class Agent {
 
   async stop(): Promise<void> {
     if (this.reportTimer) clearInterval(this.reportTimer);
+    this.unlisten?.();
+    await this.replicas?.stop();
+    await this.view?.stop();
     if (this.server) {
       const closed = new Promise<void>((r) => this.server!.close(() => r()));
       this.server.closeAllConnections();

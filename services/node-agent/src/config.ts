@@ -40,6 +40,19 @@ export const AgentConfig = z.object({
   parentMap: ParentMap.default({}),
   /** How often cluster networks are reconciled with the local Docker (also on every change). */
   reconcileIntervalMs: ms('reconcile interval').default(10_000),
+  /** Program routes to other hosts' blocks for ipvlan l3/l3s networks (and check the kernel this often). */
+  routes: z.boolean().default(true),
+  routeReconcileMs: ms('route reconcile interval').default(10_000),
+  /** BGP through a local gobgpd: this host's AS number (BGP is off without it). */
+  bgpAsn: z.coerce.number().int().min(1).max(4294967295).optional(),
+  /** BGP router id (default: the host address). */
+  bgpRouterId: z.string().optional(),
+  /** Peers as ADDRESS:ASN (e.g. 198.51.100.254:65000). */
+  bgpPeers: z.array(z.string().regex(/^[0-9a-fA-F.:]+:\d+$/, 'each BGP peer is ADDRESS:ASN, for example 198.51.100.254:65000')).default([]),
+  /** gobgpd's gRPC API: 127.0.0.1:PORT, [::1]:PORT or unix:PATH (never all addresses). */
+  bgpApi: z.string().default('127.0.0.1:50051'),
+  /** Install routes learned from BGP peers (with underlay's protocol number). */
+  bgpInstallLearned: z.boolean().default(false),
 });
 export type AgentConfig = z.infer<typeof AgentConfig>;
 export type AgentConfigInput = z.input<typeof AgentConfig>;

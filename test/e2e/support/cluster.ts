@@ -42,12 +42,35 @@ export interface Cluster {
   etcdUrl: string;
   nodes: Map<string, HostNode>;
   startAgent(host: LabHost, d: Dockerd): Promise<Proc>;
+  /** Starts a dockerd and an agent on a lab host that was not started with the cluster. */
+  addHost(host: LabHost, o?: { authz?: boolean }): Promise<HostNode>;
+  /** Stops a host's agent (SIGTERM, or SIGKILL) and waits until it has exited. */
+  stopAgent(name: string, signal?: NodeJS.Signals): Promise<void>;
+  /** Starts a stopped host's agent again. */
+  restartAgent(name: string): Promise<void>;
 }
 
 export interface ClusterOptions {
   controller?: Partial<ControllerConfigInput>;
   /** Agents' --report-interval-ms. */
   reportIntervalMs?: number;
+  /** More flags for every agent. */
+  agentArgs?: string[];
+  /** Turn on underlay's authorization hook in every dockerd (after its agent is up). */
+  authz?: boolean;
+}
+
+/**
+ * Adds underlay as dockerd's authorization plugin through a configuration reload (SIGHUP): dockerd
+ * checks the plugin when it loads the setting, so the agent must be serving first.
+ */
+export async function enableAuthz(d: Dockerd): Promise<void> {
+  const file = path.join(d.dir, 'daemon.json');
+  const cfg = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  fs.writeFileSync(file, JSON.stringify({ ...cfg, 'authorization-plugins': ['underlay'] }, null, 2));
+  const before = (fs.readFileSync(d.logFile, 'utf8').match(/Reloaded configuration/g) ?? []).length;
+  process.kill(d.pid, 'SIGHUP');
+  await waitFor(() => (fs.readFileSync(d.logFile, 'utf8').match(/Reloaded configuration/g) ?? []).length > before, { timeoutMs: 20_000, what: `dockerd on ${d.host.name} reloaded with the authorization plugin` });
 }
 
 export async function startCluster(lab: Lab, hosts: LabHost[], opts: ClusterOptions = {}): Promise<Cluster> {
@@ -67,19 +90,38 @@ export async function startCluster(lab: Lab, hosts: LabHost[], opts: ClusterOpti
       const stateDir = path.join(lab.dir, 'agent', host.name);
       fs.mkdirSync(stateDir, { recursive: true });
       const report = opts.reportIntervalMs ? ['--report-interval-ms', String(opts.reportIntervalMs)] : [];
-      const proc = lab.spawnIn(host, process.execPath, [CLI, 'agent', '--node', host.name, '--nats', nats.url, '--plugin-dir', d.pluginDir, '--state-dir', stateDir, '--docker', d.dockerHost, ...report], { name: 'agent' });
+      const proc = lab.spawnIn(
+        host,
+        process.execPath,
+        [CLI, 'agent', '--node', host.name, '--nats', nats.url, '--plugin-dir', d.pluginDir, '--state-dir', stateDir, '--docker', d.dockerHost, ...report, ...(opts.agentArgs ?? [])],
+        { name: 'agent' },
+      );
       await waitFor(() => fs.existsSync(d.pluginSocket()), { timeoutMs: 20_000, what: `agent socket on ${host.name}` });
       return proc;
     },
-  };
-  await Promise.all(
-    hosts.map(async (host) => {
+    async addHost(host, o = {}) {
       const docker = await startDockerd(lab, host);
       await importBusybox(docker);
       const agent = await cluster.startAgent(host, docker);
-      cluster.nodes.set(host.name, { host, docker, agent, stateDir: path.join(lab.dir, 'agent', host.name) });
-    }),
-  );
+      if (o.authz ?? opts.authz) await enableAuthz(docker);
+      const node = { host, docker, agent, stateDir: path.join(lab.dir, 'agent', host.name) };
+      cluster.nodes.set(host.name, node);
+      return node;
+    },
+    async stopAgent(name, signal = 'SIGTERM') {
+      const n = cluster.nodes.get(name)!;
+      if (!n.agent.isRunning()) return;
+      process.kill(n.agent.pid, signal);
+      await n.agent.exited;
+      // A killed agent leaves its socket behind; the next one replaces it.
+      fs.rmSync(n.docker.pluginSocket(), { force: true });
+    },
+    async restartAgent(name) {
+      const n = cluster.nodes.get(name)!;
+      n.agent = await cluster.startAgent(n.host, n.docker);
+    },
+  };
+  await Promise.all(hosts.map((host) => cluster.addHost(host)));
   return cluster;
 }
 

@@ -20,13 +20,18 @@ export class DockerEngine {
   }
 
   private get<T>(path: string, timeoutMs = 5_000): Promise<T> {
+    return this.request<T>('GET', path, undefined, timeoutMs);
+  }
+
+  private request<T>(method: string, path: string, body?: unknown, timeoutMs = 5_000): Promise<T> {
     return new Promise((resolve, reject) => {
-      const req = http.get({ socketPath: this.socketPath, path, timeout: timeoutMs }, (res) => {
+      const payload = body === undefined ? undefined : JSON.stringify(body);
+      const req = http.request({ socketPath: this.socketPath, path, method, timeout: timeoutMs, headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {} }, (res) => {
         let body = '';
         res.setEncoding('utf8');
         res.on('data', (c: string) => (body += c));
         res.on('end', () => {
-          if (res.statusCode !== 200) {
+          if (!res.statusCode || res.statusCode < 200 || res.statusCode > 299) {
             let msg = body;
             try {
               msg = (JSON.parse(body) as { message?: string }).message ?? body;
@@ -35,6 +40,7 @@ export class DockerEngine {
             }
             return reject(new DockerApiError(res.statusCode ?? 0, `Docker ${path}: ${res.statusCode} ${msg.trim()}`));
           }
+          if (body.trim() === '') return resolve(undefined as T);
           try {
             resolve(JSON.parse(body) as T);
           } catch (e) {
@@ -44,7 +50,41 @@ export class DockerEngine {
       });
       req.on('timeout', () => req.destroy(new Error(`Docker ${path}: no answer within ${timeoutMs} ms`)));
       req.on('error', reject);
+      req.end(payload);
     });
+  }
+
+  /** GET /networks/{id}: the network with its containers, or undefined when Docker has none by that id. */
+  async inspectNetwork(id: string): Promise<unknown> {
+    try {
+      return await this.get<unknown>(`/networks/${encodeURIComponent(id)}`);
+    } catch (e) {
+      if (e instanceof DockerApiError && e.status === 404) return undefined;
+      throw e;
+    }
+  }
+
+  /** GET /networks filtered by driver. */
+  listNetworks(driver: string): Promise<unknown[]> {
+    const filters = encodeURIComponent(JSON.stringify({ driver: [driver] }));
+    return this.get<unknown[]>(`/networks?filters=${filters}`);
+  }
+
+  /** POST /networks/create; resolves to the new network's id. Docker calls the plugin during this request. */
+  async createNetwork(body: Record<string, unknown>, timeoutMs = 60_000): Promise<string> {
+    const r = await this.request<{ Id: string }>('POST', '/networks/create', body, timeoutMs);
+    return r.Id;
+  }
+
+  /** DELETE /networks/{id}; false when Docker had no such network. */
+  async deleteNetwork(id: string, timeoutMs = 60_000): Promise<boolean> {
+    try {
+      await this.request('DELETE', `/networks/${encodeURIComponent(id)}`, undefined, timeoutMs);
+      return true;
+    } catch (e) {
+      if (e instanceof DockerApiError && e.status === 404) return false;
+      throw e;
+    }
   }
 
   async networkName(id: string): Promise<string | undefined> {

@@ -69,6 +69,8 @@ export interface NetworkDefineReq {
   networkId: string;
   name: string;
   definition: NetworkDefinitionInput;
+  /** Made from the cluster's definition by an agent: joins the cluster network but never creates it. */
+  replica?: boolean;
 }
 export interface NetworkDefineResult {
   /** This Docker network is (now) a member of the cluster network of its name. */
@@ -94,6 +96,8 @@ export function decideNetworkDefine(state: IpamState, req: NetworkDefineReq): De
     const conflict = `network ${req.name} already exists in the cluster with a different definition: ${diff.join('; ')}`;
     return { events: named(false), result: { member: false, conflict } };
   }
+  // A replica of a cluster network removed meanwhile: a member of nothing, which its agent removes.
+  if (req.replica) return { events: named(true), result: { member: true } };
   const clash = subnetClash(state, req.name, def);
   if (clash) return { events: named(false), result: { member: false, conflict: clash } };
   return {
@@ -146,11 +150,15 @@ export function decideClusterNetworkRemove(state: IpamState, req: { name: string
  * of a live cluster network this is `docker network rm` for the whole cluster: refused while another
  * host has an endpoint on it, otherwise the cluster network goes too.
  */
-export function decideNetworkRemoved(state: IpamState, req: { networkId: string; node: string }, who: ContainerLookup = () => undefined): Decision<Record<string, never>> {
+export function decideNetworkRemoved(
+  state: IpamState,
+  req: { networkId: string; node: string; cluster?: boolean },
+  who: ContainerLookup = () => undefined,
+): Decision<Record<string, never>> {
   const n = state.networks.get(req.networkId);
   if (!n) return { events: [], result: {} };
   const events: EventBody[] = [];
-  if (n.cluster && n.name && state.clusterNetworks.has(n.name)) {
+  if (req.cluster !== false && n.cluster && n.name && state.clusterNetworks.has(n.name)) {
     const attached = attachedEndpoints(state, n.name);
     if (attached.length > 0) throw inUseError(n.name, attached, who);
     events.push({ type: 'ClusterNetworkRemoved', data: { name: n.name } });

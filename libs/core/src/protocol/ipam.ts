@@ -142,8 +142,20 @@ export const NetworkNameReq = z.object({
   networkId: z.string().min(1),
   name: z.string().min(1),
   definition: NetworkDefinition.optional(),
+  /** The agent made this network from the cluster's definition: it may join the cluster network, never create it. */
+  replica: z.boolean().default(false),
 });
 export type NetworkNameReq = z.infer<typeof NetworkNameReq>;
 export const NetworkNameRes = z.object({ member: z.boolean(), conflict: z.string().optional() });
 export const EventsHeadRes = z.object({ seq: z.number().int().nonnegative() });
-export const NetworkRemoveReq = z.object({ node: NodeName, networkId: z.string().min(1) });
+export const NetworkRemoveReq = z.object({
+  node: NodeName,
+  networkId: z.string().min(1),
+  /** Removing a member of a cluster network removes the cluster network (false: record only this host's removal). */
+  cluster: z.boolean().default(true),
+  /** Only say whether the removal would be refused (Docker's authorization hook asks before `docker network rm`). */
+  dryRun: z.boolean().default(false),
+});
+export type NetworkRemoveReq = z.infer<typeof NetworkRemoveReq>;
+/** `seq`: the log position after the removal (an agent waits until its view has it before reconciling). */
+export const NetworkRemoveRes = z.object({ seq: z.number().int().nonnegative().optional() });

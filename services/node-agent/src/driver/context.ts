@@ -27,4 +27,14 @@ export interface DriverContext {
   docker: DockerEngine;
   /** The pool this node's Docker requested last for each CIDR: CreateNetwork names only the CIDR, right after RequestPool. */
   recentPools: Map<string, string>;
+  /** Cluster parent names → this host's interfaces (--parent-map). */
+  parentMap?: Readonly<Record<string, string>>;
+  /** The last error of each endpoint's Docker calls, for status reports (kept a while after the endpoint is gone). */
+  endpointErrors?: Map<string, { networkId: string; error: string; atMs: number }>;
+  /** Docker networks the controller refused (same name, other definition): id → why. */
+  conflicts?: Map<string, string>;
+  /** The replica reconcile waits until the cluster view has reached this seq (a removal this agent caused). */
+  awaitSeq?: number;
+  /** Called after this host's networks changed (a replica reconcile, routes). */
+  onNetworksChanged?: () => void;
 }

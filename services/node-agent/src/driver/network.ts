@@ -1,14 +1,21 @@
 /** NetworkDriver.CreateNetwork / DeleteNetwork (libnetwork: macvlan_network.go). */
 import {
   ConflictError,
+  DockerNetworkInspect,
+  NetworkNameRes,
+  NetworkRemoveRes,
+  REPLICA_LABEL,
+  definitionFromDocker,
   InvalidArgumentError,
   NotFoundError,
+  UnderlayError,
   parseNetworkOptions,
   plugin,
   EmptyRes,
   type NetworkOptions,
 } from '@underlay/core';
 import type { DriverContext } from './context.js';
+import { mapParent } from '../config.js';
 import { ensureParent, removeCreatedParent } from './links.js';
 import type { NetworkRecord } from './store.js';
 
@@ -60,10 +67,12 @@ export async function createNetwork(ctx: DriverContext, raw: unknown): Promise<R
     if (v4.length === 0 || v4.every((d) => d.Pool === '0.0.0.0/0')) throw new InvalidArgumentError('ipv4 pool is empty');
     requireUnderlayIpam(req);
     const opts = req.Options ?? {};
-    const o = parseNetworkOptions(stringMap(opts[plugin.netlabel.generic]), {
+    const parsed = parseNetworkOptions(stringMap(opts[plugin.netlabel.generic]), {
       internal: truthy(opts[plugin.netlabel.internal]),
       ipv6: truthy(opts[plugin.netlabel.enableIPv6]),
     });
+    // The definition names the cluster's parent; this host may call it otherwise (--parent-map).
+    const o: NetworkOptions = parsed.parent ? { ...parsed, parent: mapParent(ctx.parentMap ?? {}, parsed.parent) } : parsed;
     const existing = ctx.store.networks.get(id);
     if (existing) return {}; // Docker re-creating a network we restored.
     const wanted = o.parent ?? undefined;
@@ -89,26 +98,44 @@ export async function createNetwork(ctx: DriverContext, raw: unknown): Promise<R
     await ctx.controller.call('networkRecord', { node: ctx.node, networkId: id, poolIds, options: stringMap(opts[plugin.netlabel.generic]) }, EmptyRes);
     ctx.store.putNetwork({ ...rec, poolIds });
     ctx.log(`network ${id.slice(0, 12)} created: ${o.type} on ${parent}${created ? ' (created by underlay)' : ''}`);
-    void learnName(ctx, id);
+    void defineLater(ctx, id);
     return {};
   });
 }
 
-/** Docker stores the network (with its name) only after CreateNetwork returns: ask for the name a little later. */
-async function learnName(ctx: DriverContext, id: string): Promise<void> {
+/**
+ * Docker stores the network (with its name) only after CreateNetwork returns: a little later, read
+ * its name and definition and tell the controller, which makes it the cluster network of that name,
+ * a member of it, or refuses it (then the replica reconcile removes it here).
+ */
+async function defineLater(ctx: DriverContext, id: string): Promise<void> {
   for (let i = 0; i < 50; i++) {
     await new Promise((r) => setTimeout(r, i === 0 ? 50 : 200));
+    if (!ctx.store.networks.has(id)) return;
     try {
-      const name = await ctx.docker.networkName(id);
-      if (name) {
-        await ctx.controller.call('networkName', { node: ctx.node, networkId: id, name }, EmptyRes);
+      const raw = await ctx.docker.inspectNetwork(id);
+      if (raw) {
+        await defineNetwork(ctx, DockerNetworkInspect.parse(raw));
         return;
       }
     } catch (e) {
-      ctx.log(`could not learn the name of network ${id.slice(0, 12)}: ${(e as Error).message}`);
+      ctx.log(`could not define network ${id.slice(0, 12)} for the cluster: ${(e as Error).message}`);
     }
-    if (!ctx.store.networks.has(id)) return;
   }
+}
+
+/** Sends the network's name and definition; returns the controller's verdict. */
+export async function defineNetwork(ctx: DriverContext, n: DockerNetworkInspect): Promise<{ member: boolean; conflict?: string }> {
+  const replica = !!n.Labels?.[REPLICA_LABEL];
+  const r = await ctx.controller.call('networkName', { node: ctx.node, networkId: n.Id, name: n.Name, definition: definitionFromDocker(n), replica }, NetworkNameRes);
+  if (r.conflict) {
+    ctx.conflicts?.set(n.Id, r.conflict);
+    ctx.log(`network ${n.Name} (${n.Id.slice(0, 12)}) refused: ${r.conflict}; it will be removed from this host`);
+  } else {
+    ctx.conflicts?.delete(n.Id);
+  }
+  ctx.onNetworksChanged?.();
+  return r;
 }
 
 export async function deleteNetwork(ctx: DriverContext, raw: unknown): Promise<Record<string, never>> {
@@ -116,17 +143,37 @@ export async function deleteNetwork(ctx: DriverContext, raw: unknown): Promise<R
   return ctx.lock.run(id, async () => {
     const rec = ctx.store.networks.get(id);
     if (!rec) throw new NotFoundError(`network id ${JSON.stringify(id)} not found`);
+    // First the cluster: removing a member of a cluster network removes it from every host, and the
+    // controller refuses while another host has endpoints on it (Docker then keeps the network here).
+    // Docker removes the network whatever DeleteNetwork answers (libnetwork only logs a driver's error), so a
+    // refusal cannot stop `docker network rm` here (the authorization hook can, before it starts): record only
+    // this host's removal, and the replica reconcile puts the cluster's network back.
+    try {
+      const r = await ctx.controller.call('networkRemove', { node: ctx.node, networkId: id }, NetworkRemoveRes, { deadlineMs: 10_000 });
+      // Reconcile only with a view that has seen this removal (else it would put the network back).
+      if (r.seq !== undefined) ctx.awaitSeq = Math.max(ctx.awaitSeq ?? 0, r.seq);
+    } catch (e) {
+      if (e instanceof UnderlayError && e.code === 'conflict') {
+        ctx.log(`docker network rm refused for the cluster, so the network comes back on this host: ${e.message}`);
+        await ctx.controller.call('networkRemove', { node: ctx.node, networkId: id, cluster: false }, EmptyRes, { deadlineMs: 10_000 }).catch(() => {});
+      } else if (e instanceof UnderlayError && e.code === 'unavailable') {
+        ctx.log(`network ${id.slice(0, 12)} removal not recorded (the controller did not answer): ${(e as Error).message}`);
+      } else {
+        throw e;
+      }
+    }
     for (const ep of [...ctx.store.endpoints.values()].filter((e) => e.networkId === id)) {
       if (ep.srcName) await ctx.links.deleteLink(ep.srcName).catch(() => false);
       ctx.store.deleteEndpoint(ep.id);
     }
-    await ctx.controller.call('networkRemove', { node: ctx.node, networkId: id }, EmptyRes).catch((e) => ctx.log(`network ${id.slice(0, 12)} removal not recorded: ${(e as Error).message}`));
     ctx.store.deleteNetwork(id);
+    ctx.conflicts?.delete(id);
     const stillUsed = [...ctx.store.networks.values()].some((n) => n.parent === rec.parent);
     if (rec.createdParent && !stillUsed) {
       await removeCreatedParent(ctx.links, rec.parent).catch((e) => ctx.log(`could not delete parent ${rec.parent}: ${(e as Error).message}`));
     }
     ctx.log(`network ${id.slice(0, 12)} deleted`);
+    ctx.onNetworksChanged?.();
     return {};
   });
 }

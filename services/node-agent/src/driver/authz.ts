@@ -1,0 +1,50 @@
+/**
+ * Docker's authorization hook (AuthZPlugin), served on the same socket when dockerd runs with
+ * `--authorization-plugin=underlay` (or "authorization-plugins" in daemon.json, reloadable with SIGHUP).
+ *
+ * libnetwork removes a network whatever the driver's DeleteNetwork answers, so this hook is the only
+ * way to refuse `docker network rm` up front. It looks only at `DELETE /networks/{id or name}` of an
+ * underlay network and asks the controller whether the cluster would refuse the removal (endpoints
+ * on other hosts); every other request is allowed at once. When the controller cannot be reached the
+ * removal is allowed (and handled as in DeleteNetwork).
+ */
+import { DockerNetworkInspect, EmptyRes, UnderlayError, plugin } from '@underlay/core';
+import { z } from 'zod';
+import type { DriverContext } from './context.js';
+
+const AuthZRequest = z.looseObject({
+  RequestMethod: z.string().optional(),
+  RequestUri: z.string().optional(),
+});
+
+export interface AuthZResponse {
+  Allow: boolean;
+  Msg?: string;
+  Err?: string;
+}
+
+const NETWORK_DELETE = /^(?:\/v[0-9.]+)?\/networks\/([^/?]+)\/?(?:\?.*)?$/;
+
+export async function authzRequest(ctx: DriverContext, raw: unknown): Promise<AuthZResponse> {
+  const req = AuthZRequest.safeParse(raw);
+  if (!req.success || req.data.RequestMethod !== 'DELETE') return { Allow: true };
+  const m = NETWORK_DELETE.exec(req.data.RequestUri ?? '');
+  if (!m) return { Allow: true };
+  try {
+    const raw = await ctx.docker.inspectNetwork(decodeURIComponent(m[1]!));
+    if (!raw) return { Allow: true };
+    const n = DockerNetworkInspect.parse(raw);
+    if (n.Driver !== plugin.PLUGIN_NAME) return { Allow: true };
+    await ctx.controller.call('networkRemove', { node: ctx.node, networkId: n.Id, dryRun: true }, EmptyRes, { deadlineMs: 5_000 });
+    return { Allow: true };
+  } catch (e) {
+    if (e instanceof UnderlayError && e.code === 'conflict') return { Allow: false, Msg: e.message };
+    ctx.log(`authorization check of ${req.data.RequestUri} failed, allowing it: ${(e as Error).message}`);
+    return { Allow: true };
+  }
+}
+
+/** Responses are never held back. */
+export function authzResponse(): AuthZResponse {
+  return { Allow: true };
+}

@@ -1,0 +1,127 @@
+/**
+ * Cluster networks on this host: desired state is the cluster's networks (from the ClusterView),
+ * actual state is the local Docker's underlay networks. Each pass is idempotent and safe to repeat
+ * after a crash:
+ *  - a cluster network missing here is created in Docker through its API (labelled as a replica),
+ *    so Docker calls our driver exactly as for `docker network create`;
+ *  - a local member of a cluster network that no longer exists is removed (also after this agent was
+ *    down during the removal);
+ *  - a local network the controller refused (same name, other definition) is removed while unused;
+ *  - a local network not yet named in the cluster is defined (a crash between CreateNetwork and that).
+ */
+import { DockerNetworkInspect, REPLICA_LABEL, dockerCreateBody, plugin, type IpamState } from '@underlay/core';
+import type { DriverContext } from './context.js';
+import { defineNetwork } from './network.js';
+
+export interface ReplicaState {
+  /** Network name → what happened last time (for status reports). */
+  readonly lastError: Map<string, string>;
+  /** Names being removed here because the cluster removed them, with why they are still here. */
+  readonly removing: Map<string, string>;
+}
+
+export class ReplicaReconciler {
+  readonly status: ReplicaState = { lastError: new Map(), removing: new Map() };
+  private running?: Promise<void>;
+  private again = false;
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+  passes = 0;
+
+  constructor(
+    private readonly ctx: DriverContext,
+    private readonly view: { readonly state: IpamState; readonly isReady: boolean },
+    private readonly intervalMs: number,
+  ) {}
+
+  start(): void {
+    this.trigger();
+    this.timer = setInterval(() => this.trigger(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.running;
+  }
+
+  /** Runs a pass now, or once more right after the running one. */
+  trigger(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = this.pass()
+      .catch((e) => this.ctx.log(`cluster network reconcile failed: ${(e as Error).message}`))
+      .finally(() => {
+        this.running = undefined;
+        if (this.again) {
+          this.again = false;
+          this.trigger();
+        }
+      });
+  }
+
+  /** Resolves when no pass is running. */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  private async pass(): Promise<void> {
+    if (!this.view.isReady) return;
+    // The view will see the awaited event soon and trigger another pass.
+    if (this.view.state.seq < (this.ctx.awaitSeq ?? 0)) return;
+    this.passes++;
+    const { ctx } = this;
+    const s = this.view.state;
+    const local = (await ctx.docker.listNetworks(plugin.PLUGIN_NAME)).map((x) => DockerNetworkInspect.parse(x));
+    const present = new Set<string>();
+    for (const n of local) {
+      const info = s.networks.get(n.Id);
+      if (!info || !ctx.store.networks.has(n.Id)) {
+        present.add(n.Name); // not ours yet (being created) or not recorded: leave it alone
+        continue;
+      }
+      if (info.name === undefined || info.cluster === undefined) {
+        await defineNetwork(ctx, n).catch((e) => ctx.log(`could not define network ${n.Name}: ${(e as Error).message}`));
+        present.add(n.Name);
+        continue;
+      }
+      const removedFromCluster = info.cluster && !s.clusterNetworks.has(info.name);
+      const refused = info.cluster === false;
+      if (!removedFromCluster && !refused) {
+        present.add(n.Name);
+        this.status.removing.delete(n.Name);
+        continue;
+      }
+      try {
+        await ctx.docker.deleteNetwork(n.Id);
+        ctx.log(`removed network ${n.Name} from this host: ${refused ? `the cluster refused it (${ctx.conflicts?.get(n.Id) ?? 'another definition'})` : 'it was removed from the cluster'}`);
+        this.status.removing.delete(n.Name);
+      } catch (e) {
+        present.add(n.Name);
+        this.status.removing.set(n.Name, (e as Error).message);
+        ctx.log(`could not remove network ${n.Name}: ${(e as Error).message}`);
+      }
+    }
+    for (const cn of s.clusterNetworks.values()) {
+      if (present.has(cn.name)) {
+        this.status.lastError.delete(cn.name);
+        continue;
+      }
+      try {
+        const id = await ctx.docker.createNetwork(dockerCreateBody(cn.name, cn.definition, plugin.PLUGIN_NAME, { [REPLICA_LABEL]: cn.originNode ?? 'api' }));
+        ctx.log(`created replica of cluster network ${cn.name} (${id.slice(0, 12)})`);
+        this.status.lastError.delete(cn.name);
+      } catch (e) {
+        const msg = (e as Error).message;
+        if (/already exists/i.test(msg)) continue; // created meanwhile (by a user or a pass that raced us)
+        this.status.lastError.set(cn.name, msg);
+        ctx.log(`could not create cluster network ${cn.name} here: ${msg}`);
+      }
+    }
+    for (const name of this.status.lastError.keys()) if (!s.clusterNetworks.has(name)) this.status.lastError.delete(name);
+  }
+}

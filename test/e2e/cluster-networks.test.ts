@@ -1,0 +1,161 @@
+/**
+ * Issue 5 on real parts: four hosts (namespaces on a bridge), each with its own dockerd and agent.
+ * A network created once (on a host, or through the controller) appears in every Docker; removal
+ * once removes it everywhere, and is refused while any host still has a container on it; a host that
+ * starts later, or was down during a removal, catches up; nodes hold leases and turn NotReady when
+ * their agent dies.
+ */
+import { BUSYBOX_IMAGE, waitFor, withLab } from '../lab';
+import { containerIp, extraLinks, startCluster, type Cluster, type HostNode } from './support/cluster';
+
+jest.setTimeout(300_000);
+const ctx = withLab({ hosts: ['h1', 'h2', 'h3', 'h4'] });
+let cluster: Cluster;
+
+const REPORT_MS = 250;
+const LEASE_MS = 1_500;
+
+beforeAll(async () => {
+  cluster = await startCluster(ctx.lab, [ctx.host('h1'), ctx.host('h2'), ctx.host('h3')], {
+    reportIntervalMs: REPORT_MS,
+    // Every host names its uplink eth1; the cluster's definitions say "lan0".
+    agentArgs: ['--lease-ms', String(LEASE_MS), '--parent-map', 'lan0=eth1', '--reconcile-interval-ms', '1000'],
+    // Lets `docker network rm` be refused up front (libnetwork ignores DeleteNetwork's answer).
+    authz: true,
+  });
+}, 300_000);
+
+const node = (name: string): HostNode => cluster.nodes.get(name)!;
+const hasNetwork = async (n: HostNode, name: string) => (await n.docker.docker(['network', 'inspect', name])).code === 0;
+
+/** Polls every 20 ms until the network exists (or not) in that host's Docker; returns how long it took. */
+async function timeUntil(n: HostNode, name: string, present: boolean, timeoutMs = 10_000): Promise<number> {
+  const t0 = Date.now();
+  await waitFor(async () => (await hasNetwork(n, name)) === present, { timeoutMs, intervalMs: 20, what: `network ${name} ${present ? 'on' : 'gone from'} ${n.host.name}` });
+  return Date.now() - t0;
+}
+
+describe('cluster-wide networks', () => {
+  it('a network created on one host appears on every host within 2 s; containers everywhere get distinct addresses and ping each other; a late host gets it', async () => {
+    const t0 = Date.now();
+    await node('h1').docker.dockerOk(['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--subnet', '192.0.2.0/24', '-o', 'parent=lan0', '--label', 'team=net', 'cn1']);
+    const created = Date.now() - t0;
+    const times = await Promise.all(['h2', 'h3'].map((h) => timeUntil(node(h), 'cn1', true)));
+    // Measured from when `docker network create` returned on h1.
+    for (const t of times) expect(t).toBeLessThanOrEqual(2_000);
+    process.stderr.write(`cn1 created on h1 in ${created} ms; on h2/h3 ${times.join('/')} ms later\n`);
+
+    // The replicas are marked as such and carry the same definition (the parent maps to eth1 on each host).
+    const inspect = JSON.parse(await node('h2').docker.dockerOk(['network', 'inspect', 'cn1']))[0];
+    expect(inspect.Labels).toMatchObject({ team: 'net', 'io.underlay.replica': 'h1' });
+    expect(inspect.Options).toEqual({ parent: 'lan0' });
+    expect(inspect.IPAM.Config).toEqual([{ Subnet: '192.0.2.0/24' }]);
+    const h1Inspect = JSON.parse(await node('h1').docker.dockerOk(['network', 'inspect', 'cn1']))[0];
+    expect(h1Inspect.Labels['io.underlay.replica']).toBeUndefined();
+
+    // One cluster network; every host's Docker network is a member of it.
+    const s = cluster.controller.ipam.state;
+    expect([...s.clusterNetworks.keys()]).toEqual(['cn1']);
+    await waitFor(() => [...s.networks.values()].filter((n) => n.name === 'cn1' && n.cluster).length === 3, { timeoutMs: 5_000, what: 'three members' });
+
+    // A fourth host that starts later gets the network. (It runs without the authorization hook: with
+    // it, dockerd answers nothing while the agent is down, and this host's agent is stopped below.)
+    const h4 = await cluster.addHost(ctx.host('h4'), { authz: false });
+    await timeUntil(h4, 'cn1', true, 15_000);
+
+    for (const h of ['h1', 'h2', 'h3', 'h4']) await node(h).docker.dockerOk(['run', '-d', '--name', `c-${h}`, '--network', 'cn1', BUSYBOX_IMAGE, 'sleep', '600']);
+    const ips = new Map<string, string>();
+    for (const h of ['h1', 'h2', 'h3', 'h4']) ips.set(h, await containerIp(node(h).docker, `c-${h}`, 'cn1'));
+    expect(new Set(ips.values()).size).toBe(4);
+    for (const ip of ips.values()) expect(ip).toMatch(/^192\.0\.2\.\d+$/);
+    for (const [from, _] of ips) {
+      for (const [to, ip] of ips) {
+        if (from !== to) await node(from).docker.dockerOk(['exec', `c-${from}`, 'ping', '-c', '1', '-W', '3', ip]);
+      }
+    }
+  });
+
+  it('status comes back: the controller holds each node\'s endpoints (with container names) and networks', async () => {
+    await waitFor(
+      () => ['h1', 'h2', 'h3', 'h4'].every((h) => cluster.controller.nodes.get(h)?.report.endpointStates.some((e) => e.container === `c-${h}` && e.state === 'joined' && e.network === 'cn1')),
+      { timeoutMs: 5_000, what: 'reports with joined endpoints' },
+    );
+    for (const h of ['h1', 'h2', 'h3', 'h4']) {
+      const r = cluster.controller.nodes.get(h)!.report;
+      expect(r.networkStates).toEqual([expect.objectContaining({ name: 'cn1', state: 'ready', parent: 'eth1', replica: h !== 'h1' })]);
+      expect(r.address).toBe(ctx.host(h).address);
+      expect(r.interfaces).toContain('eth1');
+      expect(cluster.controller.ipam.state.nodes.get(h)?.address).toBe(ctx.host(h).address);
+    }
+  });
+
+  it('removal is refused while a container is attached elsewhere, naming the host and container; then removing on another host removes it everywhere, and a host that was down catches up', async () => {
+    for (const h of ['h1', 'h3', 'h4']) await node(h).docker.dockerOk(['rm', '-f', `c-${h}`]);
+    const refused = await node('h3').docker.docker(['network', 'rm', 'cn1']);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('on h2: container c-h2');
+    // Still there, everywhere, and still usable.
+    for (const h of ['h1', 'h2', 'h3', 'h4']) expect(await hasNetwork(node(h), 'cn1')).toBe(true);
+    expect(cluster.controller.ipam.state.clusterNetworks.has('cn1')).toBe(true);
+
+    await node('h2').docker.dockerOk(['rm', '-f', 'c-h2']);
+    // h4's agent is down during the removal.
+    await cluster.stopAgent('h4');
+    await node('h3').docker.dockerOk(['network', 'rm', 'cn1']);
+    expect(cluster.controller.ipam.state.clusterNetworks.has('cn1')).toBe(false);
+    for (const h of ['h1', 'h2']) await timeUntil(node(h), 'cn1', false);
+    for (const h of ['h1', 'h2', 'h3']) expect(await extraLinks(ctx.lab, node(h).host)).toEqual([]);
+    expect(await hasNetwork(node('h4'), 'cn1')).toBe(true);
+
+    await cluster.restartAgent('h4');
+    await timeUntil(node('h4'), 'cn1', false, 15_000);
+    // With the last member gone, the pool is gone too.
+    await waitFor(() => cluster.controller.ipam.state.pools.size === 0, { timeoutMs: 5_000, what: 'pools released' });
+  });
+
+  it('a network defined through the controller appears on every host; removing it there removes it everywhere', async () => {
+    const r = await cluster.controller.ipam.clusterNetworkCreate(
+      { name: 'api1', definition: { options: { parent: 'lan0', macvlan_mode: 'bridge' }, subnets: [{ subnet: '203.0.113.0/24', gateway: '203.0.113.1' }] } },
+      { actor: 'user:test' },
+    );
+    expect(r).toEqual({ created: true });
+    await Promise.all(['h1', 'h2', 'h3', 'h4'].map((h) => timeUntil(node(h), 'api1', true)));
+    const inspect = JSON.parse(await node('h4').docker.dockerOk(['network', 'inspect', 'api1']))[0];
+    expect(inspect.Labels['io.underlay.replica']).toBe('api');
+    expect(inspect.IPAM.Config).toEqual([{ Subnet: '203.0.113.0/24', Gateway: '203.0.113.1' }]);
+
+    // Without the authorization hook (h4), Docker removes its network whatever the driver says; the
+    // cluster refuses, and the agent puts the network back.
+    await node('h1').docker.dockerOk(['run', '-d', '--name', 'a-h1', '--network', 'api1', BUSYBOX_IMAGE, 'sleep', '600']);
+    await node('h4').docker.dockerOk(['network', 'rm', 'api1']);
+    await timeUntil(node('h4'), 'api1', true);
+    expect(cluster.controller.ipam.state.clusterNetworks.has('api1')).toBe(true);
+    await node('h1').docker.dockerOk(['rm', '-f', 'a-h1']);
+
+    // Same name, other definition: refused with the difference.
+    await expect(
+      cluster.controller.ipam.clusterNetworkCreate({ name: 'api1', definition: { options: { parent: 'lan0' }, subnets: [{ subnet: '203.0.113.0/25' }] } }, { actor: 'user:test' }),
+    ).rejects.toThrow(/network api1 already exists with a different definition: option macvlan_mode: cluster has "bridge", this one has not set; subnet 203.0.113.0\/24: cluster has it, this one does not; subnet 203.0.113.0\/25: this one has it, the cluster does not/);
+    // Docker itself refuses the same name on a host that has the replica.
+    const dup = await node('h2').docker.docker(['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--subnet', '203.0.113.0/24', '-o', 'parent=lan0', 'api1']);
+    expect(dup.code).not.toBe(0);
+    expect(dup.stderr).toMatch(/already exists/);
+
+    await cluster.controller.ipam.clusterNetworkRemove({ name: 'api1' }, { actor: 'user:test' });
+    await Promise.all(['h1', 'h2', 'h3', 'h4'].map((h) => timeUntil(node(h), 'api1', false)));
+    await waitFor(() => cluster.controller.ipam.state.networks.size === 0, { timeoutMs: 5_000, what: 'per-host networks removed' });
+  });
+
+  it('an agent killed with SIGKILL turns its node NotReady within the lease; started again, Ready', async () => {
+    const c = cluster.controller;
+    await waitFor(() => c.nodes.ready('h3'), { timeoutMs: 5_000, what: 'h3 Ready' });
+    await cluster.stopAgent('h3', 'SIGKILL');
+    const killedAt = Date.now();
+    await waitFor(() => !c.nodes.ready('h3'), { timeoutMs: LEASE_MS + 2_000, intervalMs: 50, what: 'h3 NotReady' });
+    const took = Date.now() - killedAt;
+    expect(took).toBeLessThanOrEqual(LEASE_MS + REPORT_MS);
+    expect(c.nodes.ready('h2')).toBe(true);
+    await cluster.restartAgent('h3');
+    await waitFor(() => c.nodes.ready('h3'), { timeoutMs: 10_000, what: 'h3 Ready again' });
+  });
+});
