@@ -20,13 +20,18 @@ beforeAll(async () => {
 
 const POOL = 'underlay/192.0.2.0/24';
 
+/** Waits until the network is present (or gone) in that host's Docker. */
+async function onHost(n: { docker: { docker(a: readonly string[]): Promise<{ code: number }> } }, name: string, present: boolean): Promise<void> {
+  await waitFor(async () => ((await n.docker.docker(['network', 'inspect', name])).code === 0) === present, { timeoutMs: 10_000, intervalMs: 50, what: `network ${name} ${present ? 'replicated' : 'removed'}` });
+}
+
 describe('two hosts', () => {
   it('gives containers on different hosts different addresses from one /24, and they ping each other', async () => {
     const h1 = cluster.nodes.get('h1')!;
     const h2 = cluster.nodes.get('h2')!;
-    for (const n of [h1, h2]) {
-      await n.docker.dockerOk(['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--subnet', '192.0.2.0/24', '--gateway', '192.0.2.1', '-o', 'parent=eth1', 'n1']);
-    }
+    // Created once: the agent on h2 makes the replica.
+    await h1.docker.dockerOk(['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--subnet', '192.0.2.0/24', '--gateway', '192.0.2.1', '-o', 'parent=eth1', 'n1']);
+    await onHost(h2, 'n1', true);
     await h1.docker.dockerOk(['run', '-d', '--name', 'ca', '--network', 'n1', BUSYBOX_IMAGE, 'sleep', '600']);
     await h2.docker.dockerOk(['run', '-d', '--name', 'cb', '--network', 'n1', BUSYBOX_IMAGE, 'sleep', '600']);
     const ipA = await containerIp(h1.docker, 'ca', 'n1');
@@ -72,21 +77,20 @@ describe('two hosts', () => {
     await h1.docker.dockerOk(['rm', '-f', 'ca']);
     await h2.docker.dockerOk(['rm', '-f', 'cb']);
     expect([...pool.allocs.values()].filter((x) => x.kind === 'endpoint')).toEqual([]);
-    // A new container may now get a returned address; both networks go away cleanly.
-    for (const n of [h1, h2]) {
-      await n.docker.dockerOk(['network', 'rm', 'n1']);
-      expect(await extraLinks(ctx.lab, n.host)).toEqual([]);
-    }
+    // Removed once (on h2): gone from both hosts, cleanly.
+    await h2.docker.dockerOk(['network', 'rm', 'n1']);
+    await onHost(h1, 'n1', false);
+    for (const n of [h1, h2]) expect(await extraLinks(ctx.lab, n.host)).toEqual([]);
+    await waitFor(() => !cluster.controller.ipam.state.pools.has(POOL), { timeoutMs: 5_000, what: 'pool released' });
     expect(cluster.controller.ipam.state.pools.has(POOL)).toBe(false);
   });
 
   it('keeps a static --ip unique across hosts and shares --aux-address reservations', async () => {
     const h1 = cluster.nodes.get('h1')!;
     const h2 = cluster.nodes.get('h2')!;
-    for (const n of [h1, h2]) {
-      await n.docker.dockerOk(['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--subnet', '203.0.113.0/24', '--ip-range', '203.0.113.0/29',
-        '--aux-address', 'router=203.0.113.2', '-o', 'parent=eth1', 'n3']);
-    }
+    await h1.docker.dockerOk(['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--subnet', '203.0.113.0/24', '--ip-range', '203.0.113.0/29',
+      '--aux-address', 'router=203.0.113.2', '-o', 'parent=eth1', 'n3']);
+    await onHost(h2, 'n3', true);
     await h1.docker.dockerOk(['run', '-d', '--name', 's1', '--network', 'n3', '--ip', '203.0.113.50', BUSYBOX_IMAGE, 'sleep', '600']);
     expect(await containerIp(h1.docker, 's1', 'n3')).toBe('203.0.113.50');
     const clash = await h2.docker.docker(['run', '-d', '--name', 's2', '--network', 'n3', '--ip', '203.0.113.50', BUSYBOX_IMAGE, 'sleep', '600']);
@@ -107,7 +111,8 @@ describe('two hosts', () => {
     // The static address is free again for the other host.
     await h2.docker.dockerOk(['run', '-d', '--name', 's3', '--network', 'n3', '--ip', '203.0.113.50', BUSYBOX_IMAGE, 'sleep', '600']);
     await h2.docker.dockerOk(['rm', '-f', 's3']);
-    for (const n of [h1, h2]) await n.docker.dockerOk(['network', 'rm', 'n3']);
-    expect(cluster.controller.ipam.state.pools.has('underlay/203.0.113.0/24')).toBe(false);
+    await h1.docker.dockerOk(['network', 'rm', 'n3']);
+    await onHost(h2, 'n3', false);
+    await waitFor(() => !cluster.controller.ipam.state.pools.has('underlay/203.0.113.0/24'), { timeoutMs: 5_000, what: 'pool released' });
   });
 });
