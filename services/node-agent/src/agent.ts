@@ -9,7 +9,9 @@ import { EmptyRes, plugin, type ClusterEvent } from '@underlay/core';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ClusterView } from './cluster-view.js';
 import { ReplicaReconciler } from './driver/replicas.js';
-import { buildReport, defaultAddress } from './status.js';
+import { buildReport, defaultAddress, deviceFor } from './status.js';
+import { startRoutes, type RouteService } from './routes/index.js';
+import { parseBgpPeer, startBgp, type BgpService } from './bgp/index.js';
 import { KeyedMutex, type DriverContext } from './driver/context.js';
 import * as ipam from './driver/ipam.js';
 import * as network from './driver/network.js';
@@ -80,6 +82,8 @@ export class Agent {
   private ctx?: DriverContext;
   view?: ClusterView;
   replicas?: ReplicaReconciler;
+  routes?: RouteService;
+  bgp?: BgpService;
   private unlisten?: () => void;
   /** This host's address on the underlay (reported; next hop of routes to its blocks). */
   address?: string;
@@ -110,7 +114,10 @@ export class Agent {
       parentMap: this.config.parentMap,
       endpointErrors: new Map(),
       conflicts: new Map(),
-      onNetworksChanged: () => this.replicas?.trigger(),
+      onNetworksChanged: () => {
+        this.replicas?.trigger();
+        this.routes?.sync();
+      },
     };
     this.ctx = ctx;
     this.address = this.config.address ?? defaultAddress();
@@ -137,6 +144,27 @@ export class Agent {
       if (evs.some((e) => relevant.has(e.type))) this.replicas?.trigger();
     });
     await view.start();
+    const c = this.config;
+    // Routes to other hosts' blocks (ipvlan l3/l3s), and BGP towards the physical network.
+    if (c.routes) {
+      this.routes = await startRoutes({ node: c.node, view, localNetworks: () => ctx.store.networks.values(), reconcileMs: c.routeReconcileMs, logger: this.logger });
+    }
+    if (c.bgpAsn !== undefined) {
+      if (!this.address) throw new Error('BGP needs this host\'s address: set --address');
+      this.bgp = await startBgp({
+        node: c.node,
+        view,
+        address: this.address,
+        asn: c.bgpAsn,
+        routerId: c.bgpRouterId,
+        peers: c.bgpPeers.map(parseBgpPeer),
+        api: c.bgpApi,
+        installLearned: c.bgpInstallLearned,
+        // Learned routes name no device: use the one whose subnet holds the next hop.
+        onLearned: (routes) => this.routes?.setExternal('bgp', routes.map((r) => ({ ...r, dev: r.dev || deviceFor(r.via) || '' }))),
+        logger: this.logger,
+      });
+    }
     void view.ready().then(() => {
       this.logger(`cluster state caught up at seq ${view.seq}: ${view.state.clusterNetworks.size} cluster networks`);
       this.replicas?.start();
@@ -165,6 +193,8 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.reportTimer) clearInterval(this.reportTimer);
     this.unlisten?.();
+    await this.bgp?.stop();
+    await this.routes?.stop();
     await this.replicas?.stop();
     await this.view?.stop();
     if (this.server) {

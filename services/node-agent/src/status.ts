@@ -3,7 +3,7 @@
  * (the leak rules rely on it), and the state of each endpoint and network on this host.
  */
 import * as os from 'node:os';
-import { DockerNetworkInspect, type EndpointStatus, type IpamState, type NetworkStatus, type NodeReport } from '@underlay/core';
+import { DockerNetworkInspect, contains, parseCidr, tryParseAddr, type EndpointStatus, type IpamState, type NetworkStatus, type NodeReport } from '@underlay/core';
 import type { DriverContext } from './driver/context.js';
 import type { ReplicaState } from './driver/replicas.js';
 
@@ -12,6 +12,23 @@ const ERROR_KEEP_MS = 10 * 60_000;
 
 export function hostInterfaces(): string[] {
   return Object.keys(os.networkInterfaces()).sort();
+}
+
+/** The interface whose subnet holds `address` (the device for a route via it), if any. */
+export function deviceFor(address: string): string | undefined {
+  const a = tryParseAddr(address);
+  if (!a) return undefined;
+  for (const [name, list] of Object.entries(os.networkInterfaces())) {
+    for (const i of list ?? []) {
+      if (!i.cidr || i.internal) continue;
+      try {
+        if (contains(parseCidr(i.cidr), a)) return name;
+      } catch {
+        /* not a CIDR we parse */
+      }
+    }
+  }
+  return undefined;
 }
 
 /** The host's first non-internal IPv4 address (the default for --address). */

@@ -1,0 +1,361 @@
+/**
+ * BGP to the physical network through a local gobgpd 3.10 (its gRPC API on loopback or a unix socket).
+ *
+ * The controller's event stream stays the source of truth: this module only mirrors it. It starts gobgpd's
+ * global config (or adopts one already started), adds the configured peers, and advertises every block this
+ * node owns with the host address as next hop, marked with the large community `<AS>:201:1`. Each pass
+ * (on block events, every 30 s, and when gobgpd comes back) compares that with the marked local paths
+ * gobgpd holds and adds or withdraws only the difference, so a restarted agent neither duplicates nor
+ * re-advertises anything, and blocks released while the agent was down are withdrawn. With installLearned it
+ * watches gobgpd's best paths and hands the peers' routes to onLearned. Errors (gobgpd not up yet, restarting)
+ * are logged and retried with backoff; nothing here throws after startBgp has returned.
+ */
+import { GobgpClient, type BgpPath, type BgpWatch } from '@underlay/adapters';
+import { tryParseAddr, type ClusterEvent, type DesiredRoute } from '@underlay/core';
+import type { ClusterView } from '../cluster-view.js';
+import { applyBestPaths, desiredAdvertisements, learnedRoutes, planAdvertisements, sameRoutes } from './plan.js';
+
+export { applyBestPaths, desiredAdvertisements, isUnderlayPath, learnedRoutes, planAdvertisements, underlayMark } from './plan.js';
+
+export interface BgpDeps {
+  node: string;
+  view: ClusterView;
+  /** This host's address: next hop of what it advertises, and default router id. */
+  address: string;
+  asn: number;
+  routerId?: string;
+  peers: { address: string; asn: number }[];
+  /** gobgpd gRPC target. */
+  api: string;
+  installLearned: boolean;
+  /** Called with the full set of learned routes (dst via next hop; dev may be '' for "let the kernel pick") whenever it changes. */
+  onLearned(routes: DesiredRoute[]): void;
+  logger: (m: string) => void;
+  /** For tests. */
+  client?: GobgpClient;
+}
+
+export interface BgpService {
+  stop(): Promise<void>;
+  advertised(): string[];
+  learned(): DesiredRoute[];
+}
+
+/** Periodic pass (also repairs a gobgpd that restarted while its watch stream looked fine). */
+const RESYNC_MS = 30_000;
+const RETRY_MIN_MS = 500;
+const RETRY_MAX_MS = 5_000;
+/** Learned-route changes arriving together are handed over once. */
+const LEARN_SETTLE_MS = 20;
+/** How long to wait for the best-path replay after END_OF_INIT (gobgpd sends none before StartBgp). */
+const SNAPSHOT_WAIT_MS = 1_000;
+/** Peers added by underlay carry this description, so a peer removed from the configuration is deleted. */
+export const PEER_DESCRIPTION = 'underlay';
+/** Seconds between gobgpd's connection attempts to a peer (its default is 120). */
+const PEER_CONNECT_RETRY_S = 5;
+const BLOCK_EVENTS = new Set<ClusterEvent['type']>(['BlockClaimed', 'BlockReleased', 'PoolCreated', 'PoolDeleted']);
+
+const backoff = (failures: number): number => Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.min(Math.max(failures - 1, 0), 6));
+
+/** `ADDRESS:ASN` (the agent's --bgp-peers entries; the last colon separates the AS, so IPv6 works unbracketed too). */
+export function parseBgpPeer(s: string): { address: string; asn: number } {
+  const t = s.trim();
+  const i = t.lastIndexOf(':');
+  const address = (i > 0 ? t.slice(0, i) : '').replace(/^\[(.*)\]$/, '$1');
+  const asn = i > 0 ? Number(t.slice(i + 1)) : NaN;
+  if (!tryParseAddr(address) || !Number.isInteger(asn) || asn < 1 || asn > 0xffffffff) {
+    throw new Error(`BGP peer ${JSON.stringify(s)}: expected ADDRESS:ASN, for example 198.51.100.254:65000`);
+  }
+  return { address, asn };
+}
+
+/**
+ * Starts mirroring this node's blocks into gobgpd. Rejects only for configuration errors (an API address
+ * that is not loopback or a unix socket, an AS number or router id gobgpd cannot take); gobgpd itself may
+ * come up later.
+ */
+export async function startBgp(deps: BgpDeps): Promise<BgpService> {
+  if (!Number.isInteger(deps.asn) || deps.asn < 1 || deps.asn > 0xffffffff) throw new Error(`BGP: invalid AS number ${deps.asn}`);
+  const addr = tryParseAddr(deps.address);
+  if (!addr) throw new Error(`BGP: the host address ${JSON.stringify(deps.address)} is not an IP address`);
+  const routerId = deps.routerId ?? deps.address;
+  const rid = tryParseAddr(routerId);
+  if (!rid || rid.family !== 4) {
+    throw new Error(
+      deps.routerId
+        ? `BGP: the router id must be an IPv4 address (got ${JSON.stringify(routerId)})`
+        : `BGP: the host address ${deps.address} is IPv6; give an IPv4 router id (--bgp-router-id)`,
+    );
+  }
+  for (const p of deps.peers) {
+    if (!tryParseAddr(p.address)) throw new Error(`BGP: peer ${JSON.stringify(p.address)} is not an IP address`);
+    if (!Number.isInteger(p.asn) || p.asn < 1 || p.asn > 0xffffffff) throw new Error(`BGP: peer ${p.address} has an invalid AS number ${p.asn}`);
+  }
+  const client = deps.client ?? GobgpClient.connect(deps.api);
+  const svc = new Bgp(deps, client, !deps.client, routerId);
+  svc.start();
+  return svc;
+}
+
+class Bgp implements BgpService {
+  private stopped = false;
+  private running?: Promise<void>;
+  private dirty = false;
+  private retryTimer?: NodeJS.Timeout;
+  private resyncTimer?: NodeJS.Timeout;
+  private failures = 0;
+  private lastError = '';
+  private adopted?: string;
+  private skippedKey = '';
+  private advertisedNow: string[] = [];
+  private unsubscribe?: () => void;
+  private readonly noted = new Set<string>();
+
+  private watch?: BgpWatch;
+  private watchTimer?: NodeJS.Timeout;
+  private watchFailures = 0;
+  private watchError = '';
+  private learnedTable = new Map<string, BgpPath>();
+  private haveSnapshot = false;
+  private emitTimer?: NodeJS.Timeout;
+  private learnedNow: DesiredRoute[] = [];
+  private emitted = false;
+
+  constructor(
+    private readonly deps: BgpDeps,
+    private readonly client: GobgpClient,
+    private readonly ownClient: boolean,
+    private readonly routerId: string,
+  ) {}
+
+  private log(m: string): void {
+    try {
+      this.deps.logger(`bgp: ${m}`);
+    } catch {
+      // a logger must not stop BGP
+    }
+  }
+
+  /** Logs a message once (a condition every pass would repeat). */
+  private note(m: string): void {
+    if (this.noted.has(m)) return;
+    this.noted.add(m);
+    this.log(m);
+  }
+
+  start(): void {
+    this.unsubscribe = this.deps.view.onChange((events) => {
+      if (!events.some((e) => BLOCK_EVENTS.has(e.type))) return;
+      this.kick();
+      this.scheduleEmit(); // pools changed: the overlap filter of learned routes may too
+    });
+    this.resyncTimer = setInterval(() => this.kick(), RESYNC_MS);
+    this.resyncTimer.unref();
+    void this.deps.view.ready().then(() => {
+      this.kick();
+      this.scheduleEmit();
+    });
+    this.kick();
+    if (this.deps.installLearned) this.startWatch();
+  }
+
+  // ----- advertisements -----------------------------------------------------------------------
+
+  private kick(): void {
+    if (this.stopped) return;
+    this.dirty = true;
+    if (this.running) return;
+    if (this.retryTimer) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
+    this.running = (async () => {
+      while (this.dirty && !this.stopped) {
+        this.dirty = false;
+        try {
+          await this.reconcile();
+          if (this.failures > 0) this.log(`gobgpd at ${this.client.target} answers again`);
+          this.failures = 0;
+          this.lastError = '';
+        } catch (e) {
+          if (this.stopped) break;
+          this.failures++;
+          const msg = (e as Error).message;
+          if (msg !== this.lastError) this.log(`${msg} (retrying)`);
+          this.lastError = msg;
+          this.retryTimer = setTimeout(() => {
+            this.retryTimer = undefined;
+            this.kick();
+          }, backoff(this.failures));
+          this.retryTimer.unref();
+          break;
+        }
+      }
+    })().finally(() => {
+      this.running = undefined;
+      if (this.dirty && !this.retryTimer && !this.stopped) this.kick();
+    });
+  }
+
+  private async reconcile(): Promise<void> {
+    const { deps, client } = this;
+    const g = await client.getBgp();
+    if (!g) {
+      await client.startBgp({ asn: deps.asn, routerId: this.routerId, listenPort: -1 });
+      this.adopted = `${deps.asn}/${this.routerId}`;
+      this.log(`started gobgpd at ${client.target}: AS ${deps.asn}, router id ${this.routerId}, no listener (it dials its peers)`);
+    } else if (this.adopted !== `${g.asn}/${g.routerId}`) {
+      this.adopted = `${g.asn}/${g.routerId}`;
+      this.log(
+        g.asn === deps.asn
+          ? `gobgpd at ${client.target} already runs AS ${g.asn}, router id ${g.routerId}: adopted`
+          : `gobgpd at ${client.target} already runs AS ${g.asn} (configured: ${deps.asn}), router id ${g.routerId}: adopted as is`,
+      );
+    }
+    await this.reconcilePeers();
+    if (!deps.view.isReady) return; // advertising a partial view would withdraw blocks the node still owns
+    const wanted = desiredAdvertisements(deps.view.state, deps.node, deps.address, deps.asn);
+    const key = wanted.skipped.join(',');
+    if (key !== this.skippedKey) {
+      this.skippedKey = key;
+      if (key) this.log(`not advertised (no next hop of their family; the host address is ${deps.address}): ${wanted.skipped.join(', ')}`);
+    }
+    const held = [...(await client.listPath({ family: 'ipv4' })), ...(await client.listPath({ family: 'ipv6' }))];
+    const plan = planAdvertisements(wanted.routes, held);
+    for (const r of plan.add) {
+      await client.addPath(r);
+      this.log(`advertising ${r.prefix} via ${r.nextHop}`);
+    }
+    for (const prefix of plan.withdraw) {
+      await client.deletePath({ prefix });
+      this.log(`withdrew ${prefix}`);
+    }
+    this.advertisedNow = [...wanted.routes.keys()];
+  }
+
+  private async reconcilePeers(): Promise<void> {
+    const { deps, client } = this;
+    const have = await client.listPeers();
+    const same = (a: string, b: string) => {
+      const x = tryParseAddr(a);
+      const y = tryParseAddr(b);
+      return !!x && !!y && x.family === y.family && x.value === y.value;
+    };
+    for (const p of deps.peers) {
+      const cur = have.find((h) => same(h.address, p.address));
+      if (cur && cur.asn === p.asn) continue;
+      if (cur) {
+        if (cur.description !== PEER_DESCRIPTION) {
+          this.note(`peer ${p.address} is configured in gobgpd with AS ${cur.asn} (not ${p.asn}) and was not added by underlay; left as is`);
+          continue;
+        }
+        await client.deletePeer(cur.address);
+        this.log(`peer ${p.address}: AS changed from ${cur.asn} to ${p.asn}`);
+      }
+      await client.addPeer({ address: p.address, asn: p.asn, description: PEER_DESCRIPTION, connectRetry: PEER_CONNECT_RETRY_S });
+      this.log(`added peer ${p.address} AS ${p.asn}`);
+    }
+    for (const h of have) {
+      if (h.description === PEER_DESCRIPTION && !deps.peers.some((p) => same(p.address, h.address))) {
+        await client.deletePeer(h.address);
+        this.log(`deleted peer ${h.address} (no longer configured)`);
+      }
+    }
+  }
+
+  // ----- learned routes -------------------------------------------------------------------------
+
+  private startWatch(): void {
+    if (this.stopped) return;
+    let snapshotPending = false;
+    let snapshotTimer: NodeJS.Timeout | undefined;
+    const takeSnapshot = (paths: readonly BgpPath[]) => {
+      snapshotPending = false;
+      if (snapshotTimer) clearTimeout(snapshotTimer);
+      const t = new Map<string, BgpPath>();
+      applyBestPaths(t, paths);
+      this.learnedTable = t;
+      this.haveSnapshot = true;
+      this.scheduleEmit();
+    };
+    this.watch = this.client.watch({
+      onInit: () => {
+        snapshotPending = true;
+        // gobgpd replays best paths only once BGP is started; without a replay the table is empty.
+        snapshotTimer = setTimeout(() => snapshotPending && takeSnapshot([]), SNAPSHOT_WAIT_MS);
+        snapshotTimer.unref();
+      },
+      onPaths: (paths) => {
+        if (this.watchFailures > 0) this.log('watching best paths again');
+        this.watchFailures = 0;
+        this.watchError = '';
+        if (snapshotPending) takeSnapshot(paths);
+        else {
+          applyBestPaths(this.learnedTable, paths);
+          this.scheduleEmit();
+        }
+      },
+      onEnd: (err) => {
+        if (snapshotTimer) clearTimeout(snapshotTimer);
+        this.watch = undefined;
+        if (this.stopped) return;
+        this.watchFailures++;
+        const msg = err?.message ?? 'watch ended';
+        if (msg !== this.watchError) this.log(`best-path watch: ${msg} (retrying; learned routes kept until gobgpd answers)`);
+        this.watchError = msg;
+        this.watchTimer = setTimeout(() => {
+          this.watchTimer = undefined;
+          this.startWatch();
+        }, backoff(this.watchFailures));
+        this.watchTimer.unref();
+        this.kick(); // gobgpd may have restarted without its config and paths
+      },
+    });
+  }
+
+  private scheduleEmit(): void {
+    if (this.stopped || !this.deps.installLearned || this.emitTimer) return;
+    this.emitTimer = setTimeout(() => {
+      this.emitTimer = undefined;
+      this.emitLearned();
+    }, LEARN_SETTLE_MS);
+    this.emitTimer.unref();
+  }
+
+  private emitLearned(): void {
+    // Both the replay and the cluster's pools are needed: without the pools, other nodes' blocks (learned
+    // through the top-of-rack) would be handed over as external routes.
+    if (this.stopped || !this.haveSnapshot || !this.deps.view.isReady) return;
+    const routes = learnedRoutes(this.learnedTable, this.deps.view.state, this.deps.address);
+    if (this.emitted && sameRoutes(routes, this.learnedNow)) return;
+    this.learnedNow = routes;
+    this.emitted = true;
+    try {
+      this.deps.onLearned(routes.map((r) => ({ ...r })));
+    } catch (e) {
+      this.log(`learned routes handler failed: ${(e as Error).message}`);
+    }
+  }
+
+  // ----- service --------------------------------------------------------------------------------
+
+  advertised(): string[] {
+    return [...this.advertisedNow];
+  }
+
+  learned(): DesiredRoute[] {
+    return this.learnedNow.map((r) => ({ ...r }));
+  }
+
+  /** Stops mirroring. Advertised paths stay in gobgpd (a restarting agent must not flap its blocks). */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.unsubscribe?.();
+    for (const t of [this.retryTimer, this.watchTimer, this.emitTimer]) if (t) clearTimeout(t);
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    this.watch?.cancel();
+    await this.running?.catch(() => {});
+    if (this.ownClient) this.client.close();
+  }
+}
