@@ -7,8 +7,9 @@ import { z } from 'zod';
 
 export const SubnetConfig = z.object({
   subnet: z.string().min(1),
-  ipRange: z.string().min(1).optional(),
-  gateway: z.string().min(1).optional(),
+  /** Empty means not set (as Docker shows it). */
+  ipRange: z.string().optional(),
+  gateway: z.string().optional(),
   auxAddresses: z.record(z.string(), z.string()).default({}),
 });
 export type SubnetConfig = z.infer<typeof SubnetConfig>;
