@@ -146,6 +146,21 @@ describe('cluster-wide networks', () => {
     await waitFor(() => cluster.controller.ipam.state.networks.size === 0, { timeoutMs: 5_000, what: 'per-host networks removed' });
   });
 
+  it('a host without the parent reports parent-missing (and does not churn the IPAM trying)', async () => {
+    const c = cluster.controller;
+    await c.ipam.clusterNetworkCreate({ name: 'pm1', definition: { options: { parent: 'nosuch0' }, subnets: [{ subnet: '198.51.100.0/26' }], ipamOptions: { space: 'pm' } } }, { actor: 'user:test' });
+    const seq = c.ipam.state.seq;
+    await waitFor(
+      () => ['h1', 'h2', 'h3', 'h4'].every((h) => c.nodes.get(h)?.report.networkStates.some((n) => n.name === 'pm1' && n.state === 'parent-missing' && n.detail === 'parent interface nosuch0 not found on this host')),
+      { timeoutMs: 5_000, what: 'parent-missing reported by every host' },
+    );
+    await new Promise((r) => setTimeout(r, 2_500)); // more than two reconcile intervals
+    expect(c.ipam.state.seq).toBe(seq); // no pool requested and released over and over
+    for (const h of ['h1', 'h4']) expect(await hasNetwork(node(h), 'pm1')).toBe(false);
+    await c.ipam.clusterNetworkRemove({ name: 'pm1' }, { actor: 'user:test' });
+    await waitFor(() => ['h1', 'h2', 'h3', 'h4'].every((h) => !c.nodes.get(h)?.report.networkStates.some((n) => n.name === 'pm1')), { timeoutMs: 5_000, what: 'pm1 gone from reports' });
+  });
+
   it('an agent killed with SIGKILL turns its node NotReady within the lease; started again, Ready', async () => {
     const c = cluster.controller;
     await waitFor(() => c.nodes.ready('h3'), { timeoutMs: 5_000, what: 'h3 Ready' });

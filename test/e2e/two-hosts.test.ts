@@ -4,7 +4,7 @@
  * and `docker rm` returns the addresses. (Docker's own macvlan gives both containers 192.0.2.2.)
  */
 import { BUSYBOX_IMAGE, waitFor, withLab } from '../lab';
-import { containerIp, extraLinks, startCluster, type Cluster } from './support/cluster';
+import { containerIp, extraLinks, startCluster, type Cluster, type HostNode } from './support/cluster';
 
 jest.setTimeout(240_000);
 const ctx = withLab({ hosts: ['h1', 'h2'] });
@@ -21,7 +21,7 @@ beforeAll(async () => {
 const POOL = 'underlay/192.0.2.0/24';
 
 /** Waits until the network is present (or gone) in that host's Docker. */
-async function onHost(n: { docker: { docker(a: readonly string[]): Promise<{ code: number }> } }, name: string, present: boolean): Promise<void> {
+async function onHost(n: HostNode, name: string, present: boolean): Promise<void> {
   await waitFor(async () => ((await n.docker.docker(['network', 'inspect', name])).code === 0) === present, { timeoutMs: 10_000, intervalMs: 50, what: `network ${name} ${present ? 'replicated' : 'removed'}` });
 }
 

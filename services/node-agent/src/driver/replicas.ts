@@ -9,9 +9,13 @@
  *  - a local network the controller refused (same name, other definition) is removed while unused;
  *  - a local network not yet named in the cluster is defined (a crash between CreateNetwork and that).
  */
-import { DockerNetworkInspect, REPLICA_LABEL, dockerCreateBody, plugin, type IpamState } from '@underlay/core';
+import { DockerNetworkInspect, REPLICA_LABEL, dockerCreateBody, plugin, type ClusterNetwork, type IpamState } from '@underlay/core';
+import { mapParent } from '../config.js';
 import type { DriverContext } from './context.js';
 import { defineNetwork } from './network.js';
+
+/** Longest wait between two attempts to create a replica that failed. */
+const MAX_BACKOFF_MS = 300_000;
 
 export interface ReplicaState {
   /** Network name → what happened last time (for status reports). */
@@ -26,6 +30,8 @@ export class ReplicaReconciler {
   private again = false;
   private timer?: NodeJS.Timeout;
   private stopped = false;
+  /** Replicas that failed: when to try again (a failed create costs Docker a pool request and release). */
+  private readonly backoff = new Map<string, { at: number; delayMs: number; definitionSeq: number }>();
   passes = 0;
 
   constructor(
@@ -106,22 +112,48 @@ export class ReplicaReconciler {
         ctx.log(`could not remove network ${n.Name}: ${(e as Error).message}`);
       }
     }
+    const now = Date.now();
     for (const cn of s.clusterNetworks.values()) {
       if (present.has(cn.name)) {
         this.status.lastError.delete(cn.name);
+        this.backoff.delete(cn.name);
+        continue;
+      }
+      const b = this.backoff.get(cn.name);
+      if (b && b.definitionSeq === cn.createdSeq && now < b.at) continue;
+      const missing = await this.missingParent(cn);
+      if (missing) {
+        // Not worth a Docker create (and its pool request and release): say so, and look again next pass.
+        if (this.status.lastError.get(cn.name) !== missing) ctx.log(`cannot create cluster network ${cn.name} here: ${missing}`);
+        this.status.lastError.set(cn.name, missing);
         continue;
       }
       try {
         const id = await ctx.docker.createNetwork(dockerCreateBody(cn.name, cn.definition, plugin.PLUGIN_NAME, { [REPLICA_LABEL]: cn.originNode ?? 'api' }));
         ctx.log(`created replica of cluster network ${cn.name} (${id.slice(0, 12)})`);
         this.status.lastError.delete(cn.name);
+        this.backoff.delete(cn.name);
       } catch (e) {
         const msg = (e as Error).message;
         if (/already exists/i.test(msg)) continue; // created meanwhile (by a user or a pass that raced us)
         this.status.lastError.set(cn.name, msg);
-        ctx.log(`could not create cluster network ${cn.name} here: ${msg}`);
+        const delayMs = Math.min(MAX_BACKOFF_MS, b && b.definitionSeq === cn.createdSeq ? b.delayMs * 2 : this.intervalMs);
+        this.backoff.set(cn.name, { at: now + delayMs, delayMs, definitionSeq: cn.createdSeq });
+        ctx.log(`could not create cluster network ${cn.name} here (next try in ${Math.round(delayMs / 1000)} s): ${msg}`);
       }
     }
     for (const name of this.status.lastError.keys()) if (!s.clusterNetworks.has(name)) this.status.lastError.delete(name);
+    for (const name of this.backoff.keys()) if (!s.clusterNetworks.has(name)) this.backoff.delete(name);
+  }
+
+  /** Why this host cannot have the network's parent (none: it exists, or underlay makes it: a dummy, or a VLAN of an existing link). */
+  private async missingParent(cn: ClusterNetwork): Promise<string | undefined> {
+    const wanted = cn.definition.options.parent ?? cn.definition.options.host_iface;
+    if (!wanted) return undefined;
+    const parent = mapParent(this.ctx.parentMap ?? {}, wanted);
+    if (await this.ctx.links.getLink(parent).catch(() => undefined)) return undefined;
+    const dot = parent.lastIndexOf('.');
+    if (dot > 0 && /^\d+$/.test(parent.slice(dot + 1)) && (await this.ctx.links.getLink(parent.slice(0, dot)).catch(() => undefined))) return undefined;
+    return `parent interface ${parent}${parent !== wanted ? ` (${wanted} in the cluster's definition)` : ''} not found on this host`;
   }
 }
