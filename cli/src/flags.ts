@@ -17,43 +17,89 @@ export interface FlagSpec {
   key: string;
   /** kebab-case flag name without dashes. */
   flag: string;
+  /** One-letter alias (`-o`). */
+  short?: string;
   boolean?: boolean;
+  /** Comma-separated values (`--etcd a,b`). */
   list?: boolean;
+  /** May be given several times; the values add up (`--label a=1 --label b=2`). With `list`, each may also be a comma list. */
+  repeat?: boolean;
+  /** Shown instead of VALUE in the help. */
+  value?: string;
   help: string;
 }
 
 export const envName = (flag: string) => `UNDERLAY_${flag.toUpperCase().replace(/-/g, '_')}`;
 
-export function parseFlags(argv: string[], specs: FlagSpec[], env: NodeJS.ProcessEnv = process.env): { values: Record<string, unknown>; rest: string[] } {
+export interface ParsedFlags {
+  values: Record<string, unknown>;
+  /** Arguments that are not flags (subcommands, names), in order. */
+  rest: string[];
+  /** Keys given as flags (the others came from UNDERLAY_* variables). */
+  fromFlags: Set<string>;
+  /** --help or -h was given. */
+  help: boolean;
+}
+
+export function parseFlags(argv: string[], specs: FlagSpec[], env: NodeJS.ProcessEnv = process.env): ParsedFlags {
   const byFlag = new Map(specs.map((s) => [s.flag, s]));
+  const byShort = new Map(specs.filter((s) => s.short).map((s) => [s.short!, s]));
   const values: Record<string, unknown> = {};
+  const fromFlags = new Set<string>();
   for (const s of specs) {
     const e = env[envName(s.flag)];
-    if (e !== undefined && e !== '') values[s.key] = s.boolean ? e !== '0' && e !== 'false' : s.list ? e.split(',') : e;
+    if (e !== undefined && e !== '') values[s.key] = s.boolean ? e !== '0' && e !== 'false' : s.list || s.repeat ? e.split(',') : e;
   }
   const rest: string[] = [];
+  let help = false;
+  const allowed = () => specs.map((s) => `--${s.flag}${s.short ? ` (-${s.short})` : ''}`).join(', ');
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    if (!a.startsWith('--')) {
+    if (a === '--') {
+      rest.push(...argv.slice(i + 1));
+      break;
+    }
+    if (a === '--help' || a === '-h') {
+      help = true;
+      continue;
+    }
+    let spec: FlagSpec | undefined;
+    let name: string;
+    let v: string | undefined;
+    if (a.startsWith('--')) {
+      const eq = a.indexOf('=');
+      name = `--${a.slice(2, eq < 0 ? undefined : eq)}`;
+      spec = byFlag.get(name.slice(2));
+      v = eq < 0 ? undefined : a.slice(eq + 1);
+    } else if (/^-[A-Za-z]/.test(a)) {
+      name = a.slice(0, 2);
+      spec = byShort.get(a[1]!);
+      v = a.length > 2 ? a.slice(a[2] === '=' ? 3 : 2) : undefined;
+    } else {
       rest.push(a);
       continue;
     }
-    const eq = a.indexOf('=');
-    const name = a.slice(2, eq < 0 ? undefined : eq);
-    const spec = byFlag.get(name);
-    if (!spec) throw new UsageError(`unknown flag --${name}; allowed: ${specs.map((s) => `--${s.flag}`).join(', ')}`);
-    let v: string | undefined = eq < 0 ? undefined : a.slice(eq + 1);
+    if (!spec) throw new UsageError(`unknown flag ${name}; allowed: ${allowed()}`);
     if (spec.boolean) {
       values[spec.key] = v === undefined ? true : v !== 'false' && v !== '0';
+      fromFlags.add(spec.key);
       continue;
     }
     if (v === undefined) {
       v = argv[++i];
-      if (v === undefined) throw new UsageError(`flag --${name} needs a value`);
+      if (v === undefined) throw new UsageError(`flag ${name} needs a value`);
     }
-    values[spec.key] = spec.list ? v.split(',') : v;
+    const parts = spec.list ? v.split(',') : [v];
+    if (spec.repeat) {
+      // Flags replace what the environment said; repeated flags add up.
+      const before = fromFlags.has(spec.key) ? (values[spec.key] as string[]) : [];
+      values[spec.key] = [...before, ...parts];
+    } else {
+      values[spec.key] = spec.list ? parts : v;
+    }
+    fromFlags.add(spec.key);
   }
-  return { values, rest };
+  return { values, rest, fromFlags, help };
 }
 
 export function validate<S extends z.ZodType>(schema: S, values: Record<string, unknown>, specs: FlagSpec[]): z.infer<S> {
@@ -68,5 +114,10 @@ export function validate<S extends z.ZodType>(schema: S, values: Record<string, 
 }
 
 export function helpFor(specs: FlagSpec[]): string {
-  return specs.map((s) => `  --${s.flag}${s.boolean ? '' : ' VALUE'}`.padEnd(28) + s.help).join('\n');
+  return specs
+    .map((s) => {
+      const head = `  ${s.short ? `-${s.short}, ` : ''}--${s.flag}${s.boolean ? '' : ` ${s.value ?? 'VALUE'}`}`;
+      return head.length >= 30 ? `${head}\n${' '.repeat(30)}${s.help}` : head.padEnd(30) + s.help;
+    })
+    .join('\n');
 }

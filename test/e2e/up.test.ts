@@ -32,16 +32,19 @@ describe('underlay up', () => {
     expect(await pluginPost(sock, '/Plugin.Activate')).toEqual({ Implements: ['NetworkDriver', 'IpamDriver', 'authz'] });
 
     // `underlay events` prints the log: the agent registered its node on start.
-    await waitFor(async () => (await lab.exec('h1', process.execPath, [CLI, 'events', '--controller', 'http://127.0.0.1:37410'])).stdout.includes('NodeRegistered'), {
+    await waitFor(async () => (await lab.exec('h1', process.execPath, [CLI, 'events', '--controller', 'http://127.0.0.1:37410', '--token-file', path.join(stateDir, 'api-token')])).stdout.includes('NodeRegistered'), {
       timeoutMs: 10_000,
       what: 'underlay events to list the NodeRegistered event',
     });
-    const json = await lab.execOk('h1', process.execPath, [CLI, 'events', '--controller', 'http://127.0.0.1:37410', '--json']);
+    const json = await lab.execOk('h1', process.execPath, [CLI, 'events', '--controller', 'http://127.0.0.1:37410', '--token-file', path.join(stateDir, 'api-token'), '--json']);
     const first = JSON.parse(json.split('\n')[0]!) as { seq: number; type: string; actor: string };
     expect(first).toMatchObject({ seq: 1, type: 'NodeRegistered', actor: 'node:h1' });
     const down = await lab.exec('h1', process.execPath, [CLI, 'events', '--controller', 'http://127.0.0.1:9']);
-    expect(down.code).toBe(2);
-    expect(down.stderr).toContain('cannot reach the underlay controller at http://127.0.0.1:9');
+    expect(down.code).toBe(1);
+    expect(down.stderr).toContain('cannot reach the controller at http://127.0.0.1:9');
+    // Without the token the API refuses.
+    const noToken = await lab.exec('h1', process.execPath, [CLI, 'events', '--controller', 'http://127.0.0.1:37410', '--token', 'x'.repeat(20)]);
+    expect(noToken.code).toBe(1);
 
     const children = descendantsOf(proc.pid);
     const names = children.map((c) => c.comm);

@@ -13,6 +13,9 @@ export const controllerFlags: FlagSpec[] = [
   { key: 'unboundGraceMs', flag: 'unbound-grace-ms', help: 'an address never bound to an endpoint this long is a leak (60000)' },
   { key: 'nodeExpiredMs', flag: 'node-expired-ms', help: 'addresses of a node unseen this long are reclaimed (3600000)' },
   { key: 'blockGraceMs', flag: 'block-grace-ms', help: 'an empty block goes back to the pool after this long (300000)' },
+  { key: 'nodeLeaseMs', flag: 'node-lease-ms', help: 'a node that sent no report this long is NotReady (15000)' },
+  { key: 'apiToken', flag: 'api-token', value: 'TOKEN', help: 'bearer token the HTTP API requires on /v1 (16+ characters; prefer --api-token-file)' },
+  { key: 'apiTokenFile', flag: 'api-token-file', value: 'FILE', help: 'file holding the API token; made (mode 0600) with a random token if missing' },
 ];
 
 export function controllerCommand(argv: string[]): Promise<number> {

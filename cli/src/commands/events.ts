@@ -1,30 +1,59 @@
+/**
+ * `underlay events [--since SEQ] [--follow] [--json]`: the cluster event log through the HTTP API, page by
+ * page; with --follow it keeps printing new events as they are committed, until interrupted.
+ */
+import { ClusterEvent, EventsPage } from '@underlay/core';
 import { z } from 'zod';
-import { parseFlags, validate, UsageError, type FlagSpec } from '../flags.js';
+import { ApiClient, clientEnv, clientFlags, clientOptions } from '../client.js';
+import { UsageError, helpFor, parseFlags, validate, type FlagSpec } from '../flags.js';
 
 export const eventsFlags: FlagSpec[] = [
-  { key: 'controller', flag: 'controller', help: 'controller HTTP API (http://127.0.0.1:7410)' },
-  { key: 'since', flag: 'since', help: 'print events after this sequence number (0)' },
-  { key: 'json', flag: 'json', boolean: true, help: 'one JSON event per line' },
+  ...clientFlags.map((f) => (f.key === 'json' ? { ...f, help: 'one JSON event per line (NDJSON)' } : f)),
+  { key: 'since', flag: 'since', value: 'SEQ', help: 'print events after this sequence number (0)' },
+  { key: 'follow', flag: 'follow', short: 'f', boolean: true, help: 'keep printing new events as they come' },
 ];
+export const eventsUsage = 'underlay events [--since SEQ] [--follow]   the cluster event log';
 
 const EventsArgs = z.object({
-  controller: z.string().url('must be a URL such as http://127.0.0.1:7410').default('http://127.0.0.1:7410'),
-  since: z.coerce.number().int().nonnegative('must be a whole number ≥ 0').default(0),
-  json: z.boolean().default(false),
+  since: z.string().regex(/^\d+$/, 'must be a whole number ≥ 0').transform(Number).default(0),
+  follow: z.boolean().default(false),
 });
 
+function line(e: ClusterEvent, asJson: boolean): string {
+  if (asJson) return `${JSON.stringify(e)}\n`;
+  return `${String(e.seq).padStart(6)}  ${e.time}  ${e.type.padEnd(21)} ${e.actor.padEnd(14)} ${JSON.stringify(e.data)}\n`;
+}
+
 export async function eventsCommand(argv: string[]): Promise<number> {
-  const { values } = parseFlags(argv, eventsFlags);
-  const a = validate(EventsArgs, values, eventsFlags);
-  let res: Response;
-  try {
-    res = await fetch(`${a.controller}/v1/events?since=${a.since}&limit=10000`);
-  } catch (e) {
-    throw new UsageError(`cannot reach the underlay controller at ${a.controller}: ${(e as Error).cause ?? (e as Error).message}`);
+  const p = parseFlags(argv, eventsFlags, clientEnv());
+  if (p.help) {
+    process.stdout.write(`usage:\n  ${eventsUsage}\n\nflags:\n${helpFor(eventsFlags)}\n`);
+    return 0;
   }
-  const body = (await res.json()) as { events: { seq: number; time: string; type: string; actor: string; data: unknown }[] };
-  for (const e of body.events) {
-    process.stdout.write(a.json ? `${JSON.stringify(e)}\n` : `${String(e.seq).padStart(6)}  ${e.time}  ${e.type.padEnd(17)} ${e.actor.padEnd(14)} ${JSON.stringify(e.data)}\n`);
+  if (p.rest.length) throw new UsageError(`events takes no arguments (got ${p.rest.join(' ')})`);
+  const a = validate(EventsArgs, p.values, eventsFlags);
+  const opts = clientOptions(p);
+  const api = new ApiClient(opts);
+  if (a.follow) {
+    // Until interrupted: when the stream ends or breaks (a quiet hour, a proxy, the controller restarting),
+    // open it again after the last event printed; a controller that cannot be reached ends the command.
+    let cursor = a.since;
+    for (;;) {
+      await api.stream(`/v1/events?since=${cursor}&follow=true`, (raw) => {
+        const r = ClusterEvent.safeParse(raw);
+        process.stdout.write(r.success ? line(r.data as ClusterEvent, opts.json) : `${JSON.stringify(raw)}\n`);
+        if (r.success) cursor = r.data.seq;
+      });
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  let next = a.since;
+  const limit = 1000;
+  for (;;) {
+    const { data } = await api.get(`/v1/events?since=${next}&limit=${limit}`, EventsPage);
+    for (const e of data.events) process.stdout.write(line(e as ClusterEvent, opts.json));
+    if (data.events.length < limit || data.next === next) break;
+    next = data.next;
   }
   return 0;
 }

@@ -104,6 +104,8 @@ export async function upCommand(argv: string[]): Promise<number> {
   const logger = log('up');
   const dirs = { etcd: path.join(a.stateDir, 'etcd'), nats: path.join(a.stateDir, 'nats'), agent: path.join(a.stateDir, 'agent'), logs: path.join(a.stateDir, 'logs') };
   for (const d of Object.values(dirs)) fs.mkdirSync(d, { recursive: true });
+  // The controller's API token: made once (random, mode 0600) and kept with the rest of the state.
+  const tokenFile = path.join(a.stateDir, 'api-token');
   const children: ChildProcess[] = [];
   let controller: Controller | undefined;
   let agent: Agent | undefined;
@@ -127,7 +129,7 @@ export async function upCommand(argv: string[]): Promise<number> {
     await waitTcp(a.etcdPort, 'etcd', etcd, etcdLog);
     await waitTcp(a.natsPort, 'nats-server', nats, natsLog);
     const natsUrl = `nats://127.0.0.1:${a.natsPort}`;
-    controller = new Controller({ etcd: [`http://127.0.0.1:${a.etcdPort}`], nats: natsUrl, listen: a.listen, name: a.node }, log('controller'));
+    controller = new Controller({ etcd: [`http://127.0.0.1:${a.etcdPort}`], nats: natsUrl, listen: a.listen, name: a.node, apiTokenFile: tokenFile }, log('controller'));
     await controller.start();
     await controller.whenLeader();
     agent = new Agent({ node: a.node, nats: natsUrl, docker: a.docker, pluginDir: a.pluginDir, stateDir: dirs.agent }, () => openLinkOps(), log(`agent ${a.node}`));
@@ -138,10 +140,13 @@ export async function upCommand(argv: string[]): Promise<number> {
   }
   process.stdout.write(
     [
-      `underlay is up on node ${a.node}: plugin socket ${agent.socketPath}, controller API http://${a.listen}`,
+      `underlay is up on node ${a.node}: plugin socket ${agent.socketPath}, controller API http://${a.listen} (token in ${tokenFile})`,
       'Next, for example:',
       '  docker network create -d underlay --ipam-driver underlay --subnet 192.0.2.0/24 --gateway 192.0.2.1 -o parent=eth0 net1',
       '  docker run --rm -it --network net1 busybox sh',
+      'The underlay CLI, from another shell:',
+      `  export UNDERLAY_CONTROLLER=http://${a.listen} UNDERLAY_TOKEN_FILE=${tokenFile}`,
+      '  underlay network ls; underlay endpoint ls; underlay node ls; underlay ipam usage; underlay events --follow',
       'Press Ctrl-C to stop.',
       '',
     ].join('\n'),

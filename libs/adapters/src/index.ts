@@ -8,3 +8,6 @@ export type { LinkOps as NetlinkLinkOps, LinkInfo } from './netlink/index.js';
 export * from './etcd/snapshots.js';
 export * from './nats/consumer.js';
 export * from './docker/engine.js';
+export { openRouteOps } from './netlink/index.js';
+export type { KernelRoute, RouteOps, RouteSpec } from './netlink/index.js';
+export * from './bgp/index.js';

@@ -14,3 +14,7 @@ export * from './protocol/rpc.js';
 export * from './protocol/subjects.js';
 export * as plugin from './protocol/plugin.js';
 export * from './trace.js';
+export * from './routes/types.js';
+export * from './routes/desired.js';
+export * from './protocol/api.js';
+export * from './views.js';

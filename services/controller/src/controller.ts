@@ -269,7 +269,7 @@ export class Controller {
         this.leaderOnly();
         await this.ipam.clusterNetworkRemove({ name }, { actor }, this.nodes.containerOf);
       },
-    });
+    }, { logger: this.logger });
     await new Promise<void>((resolve, reject) => {
       this.http!.once('error', reject);
       this.http!.listen(port, host, () => resolve());

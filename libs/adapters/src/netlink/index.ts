@@ -28,3 +28,8 @@ export {
   parseMac,
 } from './encode.js';
 export { decodeLinkMessage, parseAttrs, parseNlmsgs } from './decode.js';
+export { openRouteOps } from './routes.js';
+export type { KernelRoute, RouteOps, RouteOpsOptions, RouteSpec } from './routes.js';
+export { addrBytes, buildDumpRoutesBody, buildRouteBody, formatAddrBytes, parseRouteDst } from './route-encode.js';
+export { decodeRouteMessage } from './route-decode.js';
+export type { KernelRouteMessage } from './route-decode.js';

@@ -1,0 +1,165 @@
+/**
+ * Pure rtnetlink route encoders (no socket). The layout follows iproute2 6.1's `ip route add|replace|del
+ * PREFIX via GW dev DEV proto P` byte for byte (see test/e2e/netlink-routes.test.ts):
+ *   nlmsghdr(16) rtmsg(12) RTA_DST RTA_GATEWAY RTA_OIF
+ * - add:     NLM_F_REQUEST|ACK|CREATE|EXCL, table main, scope universe, type unicast;
+ * - replace: NLM_F_REQUEST|ACK|CREATE|REPLACE, same body;
+ * - delete:  NLM_F_REQUEST|ACK, type 0 (any), scope RT_SCOPE_NOWHERE for IPv4 (any) and 0 for IPv6, as iproute2 sends.
+ * rtm_protocol is always set on a delete, so the kernel only deletes a route with that protocol.
+ * Constants are from linux/rtnetlink.h and linux/socket.h.
+ */
+import { isIP } from 'node:net';
+
+import { NetlinkError } from './errors.js';
+import { nlAttr, u32 } from './encode.js';
+
+export const RTM_NEWROUTE = 24;
+export const RTM_DELROUTE = 25;
+export const RTM_GETROUTE = 26;
+export const NLM_F_REPLACE = 0x100;
+
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+
+export const RTA_DST = 1;
+export const RTA_OIF = 4;
+export const RTA_GATEWAY = 5;
+export const RTA_PRIORITY = 6;
+export const RTA_TABLE = 15;
+export const RTA_VIA = 18;
+
+export const RT_TABLE_MAIN = 254;
+export const RTN_UNICAST = 1;
+export const RT_SCOPE_UNIVERSE = 0;
+export const RT_SCOPE_NOWHERE = 255;
+
+/** struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type (u8 each), flags u32. */
+export const RTMSG_LEN = 12;
+
+export interface RtmsgFields {
+  family: number;
+  dstLen?: number;
+  table?: number;
+  protocol?: number;
+  scope?: number;
+  type?: number;
+  flags?: number;
+}
+
+export function rtmsg(o: RtmsgFields): Buffer {
+  const b = Buffer.alloc(RTMSG_LEN);
+  b[0] = o.family;
+  b[1] = o.dstLen ?? 0;
+  // src_len, tos = 0
+  b[4] = o.table ?? 0;
+  b[5] = o.protocol ?? 0;
+  b[6] = o.scope ?? 0;
+  b[7] = o.type ?? 0;
+  u32(o.flags ?? 0).copy(b, 8);
+  return b;
+}
+
+/** An address as the bytes netlink carries (network order), with its family. (No @underlay/core here: this directory stands alone.) */
+export function addrBytes(op: string, s: string): { family: 4 | 6; bytes: Buffer } {
+  const fam = typeof s === 'string' ? isIP(s) : 0;
+  if (fam === 4) return { family: 4, bytes: Buffer.from(s.split('.').map(Number)) };
+  if (fam === 6) {
+    // An embedded IPv4 tail (::ffff:192.0.2.1) becomes two hex groups first.
+    const text = s.replace(/(\d+)\.(\d+)\.(\d+)\.(\d+)$/, (_m, a, b, c, d) =>
+      `${((Number(a) << 8) | Number(b)).toString(16)}:${((Number(c) << 8) | Number(d)).toString(16)}`,
+    );
+    const part = (x: string): number[] => (x === '' ? [] : x.split(':').map((g) => parseInt(g, 16)));
+    const dbl = text.indexOf('::');
+    let groups: number[];
+    if (dbl === -1) groups = part(text);
+    else {
+      const head = part(text.slice(0, dbl));
+      const tail = part(text.slice(dbl + 2));
+      groups = [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
+    }
+    const bytes = Buffer.alloc(16);
+    groups.forEach((g, i) => bytes.writeUInt16BE(g, i * 2));
+    return { family: 6, bytes };
+  }
+  throw new NetlinkError({ errno: 'EINVAL', op, message: `${op}: ${JSON.stringify(s)} is not an IP address` });
+}
+
+/** Network-order bytes → text (IPv6 compressed as RFC 5952, like iproute2 and @underlay/core print it). */
+export function formatAddrBytes(b: Buffer): string {
+  if (b.length === 4) return [...b].join('.');
+  const g: number[] = [];
+  for (let i = 0; i < 8; i++) g.push(b.readUInt16BE(i * 2));
+  let bestStart = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = g.map((x) => x.toString(16));
+  if (bestStart < 0) return hex.join(':');
+  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+}
+
+/** "192.0.2.16/28" → family, prefix, network bytes. Refuses host bits (the kernel would too: EINVAL). */
+export function parseRouteDst(op: string, dst: string): { family: 4 | 6; prefix: number; bytes: Buffer } {
+  const slash = dst.indexOf('/');
+  const addr = slash === -1 ? dst : dst.slice(0, slash);
+  const { family, bytes } = addrBytes(op, addr);
+  const max = family === 4 ? 32 : 128;
+  const prefix = slash === -1 ? max : Number(dst.slice(slash + 1));
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max || (slash !== -1 && !/^\d+$/.test(dst.slice(slash + 1)))) {
+    throw new NetlinkError({ errno: 'EINVAL', op, message: `${op}: bad prefix length in ${JSON.stringify(dst)}` });
+  }
+  for (let bit = prefix; bit < max; bit++) {
+    if (bytes[bit >> 3]! & (0x80 >> (bit & 7))) {
+      throw new NetlinkError({ errno: 'EINVAL', op, message: `${op}: ${dst} has host bits set (the route's destination must be a network)` });
+    }
+  }
+  return { family, prefix, bytes };
+}
+
+export interface RouteBodyOptions {
+  family: 4 | 6;
+  dstLen: number;
+  dst: Buffer;
+  gateway?: Buffer;
+  oif?: number;
+  protocol: number;
+  table?: number;
+  /** Delete requests: type 0 and the "any" scope, like iproute2. */
+  forDelete?: boolean;
+}
+
+/** RTM_NEWROUTE / RTM_DELROUTE body: rtmsg, RTA_DST, RTA_GATEWAY, RTA_OIF (iproute2's order). */
+export function buildRouteBody(o: RouteBodyOptions): Buffer {
+  const family = o.family === 4 ? AF_INET : AF_INET6;
+  const table = o.table ?? RT_TABLE_MAIN;
+  const head = rtmsg({
+    family,
+    dstLen: o.dstLen,
+    table: table < 256 ? table : 0,
+    protocol: o.protocol,
+    scope: o.forDelete ? (o.family === 4 ? RT_SCOPE_NOWHERE : RT_SCOPE_UNIVERSE) : RT_SCOPE_UNIVERSE,
+    type: o.forDelete ? 0 : RTN_UNICAST,
+  });
+  const parts = [head];
+  if (o.dstLen > 0 || o.dst.some((x) => x !== 0)) parts.push(nlAttr(RTA_DST, o.dst));
+  if (table >= 256) parts.push(nlAttr(RTA_TABLE, u32(table)));
+  if (o.gateway) parts.push(nlAttr(RTA_GATEWAY, o.gateway));
+  if (o.oif !== undefined) parts.push(nlAttr(RTA_OIF, u32(o.oif)));
+  return Buffer.concat(parts);
+}
+
+/** RTM_GETROUTE dump body: every route of every family (filtered by the caller). */
+export function buildDumpRoutesBody(family = 0): Buffer {
+  return rtmsg({ family });
+}

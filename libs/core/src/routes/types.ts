@@ -1,0 +1,12 @@
+/** A route the agent wants in its host's kernel (dst CIDR via a next hop, out of a device). */
+export interface DesiredRoute {
+  /** CIDR: another node's block, or a /32 (/128) for an address borrowed outside its owner's block. */
+  dst: string;
+  /** Next hop: the owning node's address. */
+  via: string;
+  /** Outgoing device: the network's parent on this host. */
+  dev: string;
+}
+
+/** The routing-protocol number on every route underlay installs (rtnetlink rtm_protocol; see docs/ARCHITECTURE.md). */
+export const UNDERLAY_RT_PROTO = 201;

@@ -1,0 +1,288 @@
+/**
+ * What the HTTP API and `underlay … ls` show, computed from the folded state, the nodes' latest
+ * reports and the time. Pure: the same inputs give the same answer (the controller passes Date.now()).
+ */
+import { formatValue, parseAddr, usableRange, type Family } from './ip.js';
+import { blockRange, formatBlock, type ClusterNetwork, type IpamState, type Pool } from './ipam/state.js';
+import { parseNetworkOptions } from './options.js';
+import type { NodeReport } from './protocol/ipam.js';
+import type {
+  BlockUsage,
+  EndpointView,
+  IpamUsage,
+  NetworkDetail,
+  NetworkHost,
+  NetworkSummary,
+  NodeView,
+  PoolUsage,
+} from './protocol/api.js';
+
+/** A node's latest report and lease (the controller's NodeDirectory entries have this shape). */
+export interface NodeSeen {
+  node: string;
+  lastSeenMs: number;
+  leaseMs: number;
+  report: NodeReport;
+}
+
+/** Everything a view reads. */
+export interface ViewInput {
+  state: IpamState;
+  /** Latest report of every node that reported since the controller started. */
+  seen: readonly NodeSeen[];
+  nowMs: number;
+}
+
+const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+const cmpBig = (a: bigint, b: bigint) => (a < b ? -1 : a > b ? 1 : 0);
+/** "192.0.2.5/24" → "192.0.2.5". */
+const bare = (a: string) => a.split('/')[0]!;
+
+const isReady = (s: NodeSeen | undefined, nowMs: number) => !!s && nowMs - s.lastSeenMs <= s.leaseMs;
+
+const seenMap = (seen: readonly NodeSeen[]) => new Map(seen.map((s) => [s.node, s]));
+
+/** Every node the cluster knows: registered in the log, or reporting. */
+function knownNodes(state: IpamState, seen: readonly NodeSeen[]): string[] {
+  return [...new Set([...state.nodes.keys(), ...seen.map((s) => s.node)])].sort(byName);
+}
+
+/** Driver, mode and parent of a definition's options (raw values when they do not parse). */
+export function driverOf(options: Readonly<Record<string, string>>): { driver: string; mode: string; parent?: string } {
+  try {
+    const o = parseNetworkOptions(options);
+    const mode = o.type === 'macvlan' ? o.macvlanMode : o.ipvlanFlag === 'bridge' ? o.ipvlanMode : `${o.ipvlanMode} ${o.ipvlanFlag}`;
+    return { driver: o.type, mode, ...(o.parent ? { parent: o.parent } : {}) };
+  } catch {
+    const parent = options.parent || options.host_iface;
+    return { driver: options.type ?? 'macvlan', mode: options.macvlan_mode ?? options.ipvlan_mode ?? '', ...(parent ? { parent } : {}) };
+  }
+}
+
+/** Every host's replica of the cluster network `name`: from the Docker networks recorded and the nodes' reports. */
+function hostsOf(name: string, { state, seen, nowMs }: ViewInput): NetworkHost[] {
+  const reports = seenMap(seen);
+  const out: NetworkHost[] = [];
+  for (const node of knownNodes(state, seen)) {
+    const s = reports.get(node);
+    const reported = s?.report.networkStates.find((n) => n.name === name);
+    const recorded = [...state.networks.values()].find((n) => n.node === node && n.name === name && n.cluster === true);
+    if (!reported && !recorded) continue;
+    const networkId = reported?.networkId ?? recorded?.networkId;
+    out.push({
+      node,
+      nodeReady: isReady(s, nowMs),
+      state: reported ? reported.state : 'recorded',
+      ...(networkId ? { networkId } : {}),
+      ...(reported ? { replica: reported.replica } : {}),
+      ...(reported?.parent ? { parent: reported.parent } : {}),
+      ...(reported?.detail ? { detail: reported.detail } : {}),
+    });
+  }
+  return out;
+}
+
+function summary(cn: ClusterNetwork, input: ViewInput, endpointCount: number): NetworkSummary {
+  const d = cn.definition;
+  const hosts = hostsOf(cn.name, input);
+  return {
+    name: cn.name,
+    ...driverOf(d.options),
+    subnets: d.subnets.map((s) => s.subnet),
+    ipv6: d.ipv6,
+    internal: d.internal,
+    hosts,
+    readyHosts: hosts.filter((h) => h.nodeReady && (h.state === 'ready' || h.state === 'recorded')).length,
+    totalHosts: knownNodes(input.state, input.seen).length,
+    endpointCount,
+    created: { seq: cn.createdSeq, time: cn.time, actor: cn.actor, ...(cn.originNode ? { originNode: cn.originNode } : {}) },
+  };
+}
+
+/** Distinct endpoints on the members of each cluster network, by network name. */
+function endpointCounts(state: IpamState): Map<string, number> {
+  const ids = new Map<string, Set<string>>();
+  for (const p of state.pools.values()) {
+    for (const a of p.allocs.values()) {
+      if (a.kind !== 'endpoint' || !a.endpointId || !a.networkId) continue;
+      const n = state.networks.get(a.networkId);
+      if (!n?.name || n.cluster === false) continue;
+      const set = ids.get(n.name) ?? new Set<string>();
+      set.add(a.endpointId);
+      ids.set(n.name, set);
+    }
+  }
+  return new Map([...ids].map(([k, v]) => [k, v.size]));
+}
+
+/** `GET /v1/networks`: every cluster network, by name. */
+export function networkList(input: ViewInput): NetworkSummary[] {
+  const counts = endpointCounts(input.state);
+  return [...input.state.clusterNetworks.values()].sort((a, b) => byName(a.name, b.name)).map((cn) => summary(cn, input, counts.get(cn.name) ?? 0));
+}
+
+/** `GET /v1/networks/{name}`: undefined when there is no such cluster network. */
+export function networkInspect(input: ViewInput, name: string): NetworkDetail | undefined {
+  const cn = input.state.clusterNetworks.get(name);
+  if (!cn) return undefined;
+  return { ...summary(cn, input, endpointCounts(input.state).get(name) ?? 0), definition: cn.definition, endpoints: endpointList(input, { network: name }) };
+}
+
+interface Row extends EndpointView {
+  sortValue?: bigint;
+}
+
+/**
+ * `GET /v1/endpoints`: one row per endpoint address (from the allocations), with what the address's node
+ * reports about its endpoint; plus endpoints a node reports that hold no address (failed before binding).
+ * The gateway and --aux-address reservations are not endpoints (see ipam usage).
+ */
+export function endpointList(input: ViewInput, filter: { network?: string; node?: string } = {}): EndpointView[] {
+  const { state } = input;
+  const reports = seenMap(input.seen);
+  const statusOf = (node: string, endpointId: string | undefined) =>
+    endpointId ? reports.get(node)?.report.endpointStates.find((e) => e.endpointId === endpointId) : undefined;
+  const rows: Row[] = [];
+  const withAddress = new Set<string>();
+  for (const p of state.pools.values()) {
+    for (const [v, a] of p.allocs) {
+      if (a.kind !== 'endpoint') continue;
+      const st = statusOf(a.node, a.endpointId);
+      const net = a.networkId ? state.networks.get(a.networkId) : undefined;
+      const network = net?.name ?? st?.network;
+      if (a.endpointId) withAddress.add(`${a.node}/${a.endpointId}`);
+      rows.push({
+        address: formatValue(p.cidr.family, v),
+        family: p.cidr.family,
+        node: a.node,
+        ...(network ? { network } : {}),
+        ...(a.networkId ? { networkId: a.networkId } : {}),
+        ...(a.endpointId ? { endpointId: a.endpointId } : {}),
+        ...(st?.container ? { container: st.container } : {}),
+        ...(st?.containerId ? { containerId: st.containerId } : {}),
+        state: st ? st.state : a.endpointId ? 'bound' : 'allocated',
+        ...(st?.error ? { error: st.error } : {}),
+        ...(st?.link ? { link: st.link } : {}),
+        poolId: p.poolId,
+        allocSeq: a.seq,
+        allocatedAt: a.time,
+        ...(a.boundTime ? { boundAt: a.boundTime } : {}),
+        sortValue: v,
+      });
+    }
+  }
+  // Endpoints their node reports but that hold no address in the cluster state (an error before binding).
+  for (const s of input.seen) {
+    for (const st of s.report.endpointStates) {
+      if (withAddress.has(`${s.node}/${st.endpointId}`)) continue;
+      const net = state.networks.get(st.networkId);
+      const network = net?.name ?? st.network;
+      const addrs = [st.address, st.addressV6].filter((x): x is string => !!x);
+      const base = {
+        node: s.node,
+        ...(network ? { network } : {}),
+        networkId: st.networkId,
+        endpointId: st.endpointId,
+        ...(st.container ? { container: st.container } : {}),
+        ...(st.containerId ? { containerId: st.containerId } : {}),
+        state: st.state,
+        ...(st.error ? { error: st.error } : {}),
+        ...(st.link ? { link: st.link } : {}),
+      };
+      if (addrs.length === 0) rows.push(base);
+      for (const a of addrs) {
+        let family: Family | undefined;
+        let sortValue: bigint | undefined;
+        try {
+          const p = parseAddr(bare(a));
+          family = p.family;
+          sortValue = p.value;
+        } catch {
+          /* shown as reported */
+        }
+        rows.push({ ...base, address: bare(a), ...(family ? { family } : {}), ...(sortValue !== undefined ? { sortValue } : {}) });
+      }
+    }
+  }
+  return rows
+    .filter((r) => (!filter.network || r.network === filter.network) && (!filter.node || r.node === filter.node))
+    .sort(
+      (a, b) =>
+        byName(a.network ?? '', b.network ?? '') ||
+        (a.family ?? 99) - (b.family ?? 99) ||
+        cmpBig(a.sortValue ?? -1n, b.sortValue ?? -1n) ||
+        byName(a.node, b.node) ||
+        byName(a.endpointId ?? '', b.endpointId ?? ''),
+    )
+    .map(({ sortValue: _s, ...r }) => r);
+}
+
+/** `GET /v1/nodes`: every node registered or reporting, Ready while its lease holds. */
+export function nodeList(input: ViewInput): NodeView[] {
+  const { state, nowMs } = input;
+  const reports = seenMap(input.seen);
+  const endpoints = new Map<string, Set<string>>();
+  for (const p of state.pools.values()) {
+    for (const a of p.allocs.values()) {
+      if (a.kind !== 'endpoint' || !a.endpointId) continue;
+      const set = endpoints.get(a.node) ?? new Set<string>();
+      set.add(a.endpointId);
+      endpoints.set(a.node, set);
+    }
+  }
+  return knownNodes(state, input.seen).map((name) => {
+    const s = reports.get(name);
+    const reg = state.nodes.get(name);
+    const address = s?.report.address ?? reg?.address;
+    const version = s?.report.version ?? reg?.version;
+    return {
+      name,
+      status: isReady(s, nowMs) ? 'Ready' : 'NotReady',
+      ...(s ? { lastSeen: new Date(s.lastSeenMs).toISOString(), lastSeenAgoMs: Math.max(0, Math.round(nowMs - s.lastSeenMs)), leaseMs: s.leaseMs } : {}),
+      ...(address ? { address } : {}),
+      ...(version ? { version } : {}),
+      interfaces: [...(s?.report.interfaces ?? reg?.interfaces ?? [])],
+      endpointCount: endpoints.get(name)?.size ?? 0,
+      networks: [...(s?.report.networkStates ?? [])].sort((a, b) => byName(a.name, b.name)),
+      registered: !!reg,
+    };
+  });
+}
+
+function poolUsage(state: IpamState, p: Pool): PoolUsage {
+  const r = usableRange(p.cidr);
+  const size = r.last >= r.first ? r.last - r.first + 1n : 0n;
+  let endpoints = 0;
+  for (const a of p.allocs.values()) if (a.kind === 'endpoint') endpoints++;
+  const used = p.allocs.size;
+  const blocks: BlockUsage[] = [...p.blocks.values()]
+    .sort((a, b) => cmpBig(a.network, b.network))
+    .map((b) => {
+      const br = blockRange(p, b.network);
+      return { block: formatBlock(p, b.network), node: b.node, size: String(br ? br.last - br.first + 1n : 0n), used: b.used, endpoints: b.endpoints };
+    });
+  const networks = [...new Set([...state.networks.values()].filter((n) => n.poolIds.includes(p.poolId) && n.name).map((n) => n.name!))].sort(byName);
+  return {
+    poolId: p.poolId,
+    space: p.space,
+    cidr: p.cidrText,
+    ...(p.subPoolText ? { ipRange: p.subPoolText } : {}),
+    v6: p.v6,
+    networks,
+    nodes: [...p.refs].sort(byName),
+    size: String(size),
+    used,
+    free: String(size > BigInt(used) ? size - BigInt(used) : 0n),
+    endpoints,
+    reserved: used - endpoints,
+    blockPrefix: p.blockPrefix,
+    strictAffinity: p.strictAffinity,
+    blocks,
+  };
+}
+
+/** `GET /v1/ipam/usage`: every pool (by address space and subnet) with its blocks. */
+export function ipamUsage(state: IpamState): IpamUsage {
+  const pools = [...state.pools.values()].sort((a, b) => byName(a.space, b.space) || a.cidr.family - b.cidr.family || cmpBig(a.cidr.network, b.cidr.network) || a.cidr.prefix - b.cidr.prefix);
+  return { pools: pools.map((p) => poolUsage(state, p)) };
+}

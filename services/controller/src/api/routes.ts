@@ -1,0 +1,318 @@
+/**
+ * The API's routes: one table that the server dispatches on and /openapi.json is generated from
+ * (services/controller/src/openapi.ts), so every route is documented with the schemas it really uses.
+ */
+import type * as http from 'node:http';
+import { z } from 'zod';
+import {
+  ApiError,
+  ClusterEvent,
+  EndpointList,
+  EndpointQuery,
+  EVENTS_FOLLOW_POLL_MS,
+  EventsPage,
+  EventsQuery,
+  Health,
+  IpamDescribe,
+  IpamUsage,
+  NetworkCreateRequest,
+  NetworkCreateResponse,
+  NetworkDetail,
+  NetworkList,
+  NetworkName,
+  NodeList,
+  describe as describeState,
+  endpointList,
+  ipamUsage,
+  networkInspect,
+  networkList,
+  nodeList,
+  parseNetworkOptions,
+  type ViewInput,
+} from '@underlay/core';
+import type { ApiDeps } from './deps.js';
+import { HttpError, parseWith, readJsonBody } from './http.js';
+
+export type Method = 'GET' | 'POST' | 'DELETE';
+
+export interface RouteContext {
+  deps: ApiDeps;
+  req: http.IncomingMessage;
+  res: http.ServerResponse;
+  params: Record<string, string>;
+  query: Record<string, string>;
+  /** Who the request acts as (`user:<X-Underlay-User>`, or `user:api`). */
+  actor: string;
+  opts: Required<HttpApiOptions>;
+}
+
+/** A handler's answer; `undefined` when it wrote the response itself (a stream). */
+export interface Reply {
+  status: number;
+  body?: unknown;
+  headers?: Record<string, string>;
+}
+
+export interface ResponseSpec {
+  description: string;
+  /** The JSON body. */
+  schema?: z.ZodType;
+  /** Another representation of the same status (the NDJSON event stream): its media type and the schema of each line. */
+  alternative?: { mediaType: string; schema: z.ZodType };
+}
+
+export interface RouteSpec {
+  method: Method;
+  /** OpenAPI path template: /v1/networks/{name}. */
+  path: string;
+  operationId: string;
+  summary: string;
+  description?: string;
+  /** Needs the bearer token (every /v1 route). */
+  auth: boolean;
+  params?: Record<string, { schema: z.ZodType; description: string }>;
+  query?: z.ZodObject;
+  body?: z.ZodType;
+  responses: Record<number, ResponseSpec>;
+  handle(ctx: RouteContext): Promise<Reply | undefined>;
+}
+
+export interface HttpApiOptions {
+  /** How often a follow stream polls the log. */
+  followPollMs?: number;
+  /** The clock of the views (Ready/NotReady, last seen). */
+  now?: () => number;
+  /** Where unexpected errors (500s) are logged. */
+  logger?: (msg: string) => void;
+}
+
+const err = (description: string): ResponseSpec => ({ description, schema: ApiError });
+const unauthorized = { 401: err('no bearer token, or not the right one') };
+
+const views = (ctx: RouteContext): ViewInput => ({ state: ctx.deps.state(), seen: ctx.deps.nodes.all(), nowMs: ctx.opts.now() });
+
+const nameParam = { name: { schema: NetworkName, description: 'the network name' } };
+
+function networkName(ctx: RouteContext): string {
+  return parseWith(NetworkName, ctx.params.name, 'name');
+}
+
+const sleep = (ms: number, cancel: { wake?: () => void }) =>
+  new Promise<void>((r) => {
+    const t = setTimeout(r, ms);
+    cancel.wake = () => {
+      clearTimeout(t);
+      r();
+    };
+  });
+
+/** `GET /v1/events?follow=true`: every event after `since`, then each new one, one JSON object per line. */
+async function followEvents(ctx: RouteContext, since: number): Promise<undefined> {
+  const { res, deps } = ctx;
+  res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
+  res.flushHeaders();
+  let cursor = since;
+  let closed = false;
+  const sleeper: { wake?: () => void } = {};
+  res.on('close', () => {
+    closed = true;
+    sleeper.wake?.();
+  });
+  const page = 1000;
+  while (!closed) {
+    let events;
+    try {
+      events = await deps.log.readAll(cursor + 1, page);
+    } catch (e) {
+      ctx.opts.logger(`events stream: cannot read the log: ${(e as Error).message}; retrying`);
+      await sleep(1000, sleeper);
+      continue;
+    }
+    for (const e of events) {
+      if (closed) break;
+      if (!res.write(`${JSON.stringify(e)}\n`)) {
+        await new Promise<void>((r) => {
+          const done = () => (res.off('drain', done), res.off('close', done), r());
+          res.on('drain', done);
+          res.on('close', done);
+        });
+      }
+      cursor = e.seq;
+    }
+    if (events.length < page && !closed) await sleep(ctx.opts.followPollMs, sleeper);
+  }
+  if (!res.writableEnded) res.end();
+  return undefined;
+}
+
+/** Every route but /openapi.json (which http-api.ts adds, as it serves the document built from this table). */
+export const apiRoutes: RouteSpec[] = [
+  {
+    method: 'GET',
+    path: '/healthz',
+    operationId: 'health',
+    summary: 'Liveness and role of this controller (no token needed)',
+    auth: false,
+    responses: { 200: { description: 'this controller is running', schema: Health } },
+    async handle({ deps }) {
+      return { status: 200, body: { ok: true, ...deps.status(), seq: deps.state().seq } };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/networks',
+    operationId: 'listNetworks',
+    summary: 'Cluster networks, with their hosts and endpoint counts',
+    auth: true,
+    responses: { 200: { description: 'every cluster network, by name', schema: NetworkList }, ...unauthorized },
+    async handle(ctx) {
+      return { status: 200, body: { networks: networkList(views(ctx)) } };
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/networks',
+    operationId: 'createNetwork',
+    summary: 'Define a cluster network; every agent creates it in its Docker',
+    description:
+      'Like `docker network create -d underlay --ipam-driver underlay`, once for the cluster. 201 when created; 200 when a network of that name exists with the same definition; 409 (with the difference) when it exists with another. Leader only: a standby answers 503.',
+    auth: true,
+    body: NetworkCreateRequest,
+    responses: {
+      201: { description: 'created', schema: NetworkCreateResponse },
+      200: { description: 'the same network already exists', schema: NetworkCreateResponse },
+      400: err('the body is not valid JSON or fails validation; `field` names the wrong part'),
+      ...unauthorized,
+      409: err('a network of that name exists with another definition, or a subnet overlaps'),
+      413: err('the body is larger than 1 MiB'),
+      503: err('this controller is a standby'),
+    },
+    async handle(ctx) {
+      const body = parseWith(NetworkCreateRequest, await readJsonBody(ctx.req));
+      const { name, ...definition } = body;
+      try {
+        parseNetworkOptions(definition.options, { internal: definition.internal, ipv6: definition.ipv6 });
+      } catch (e) {
+        throw new HttpError(400, 'invalid-argument', `options: ${(e as Error).message}`, 'options');
+      }
+      const { created } = await ctx.deps.createNetwork(name, definition, ctx.actor);
+      const network = networkInspect(views(ctx), name);
+      if (!network) throw new HttpError(500, 'internal', `network ${name} was ${created ? 'created' : 'found'} but is not in the state`);
+      return { status: created ? 201 : 200, body: { created, network }, headers: { location: `/v1/networks/${encodeURIComponent(name)}` } };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/networks/{name}',
+    operationId: 'inspectNetwork',
+    summary: 'One cluster network: definition, every host\'s replica, every endpoint',
+    auth: true,
+    params: nameParam,
+    responses: { 200: { description: 'the network', schema: NetworkDetail }, 400: err('not a network name'), ...unauthorized, 404: err('no such network') },
+    async handle(ctx) {
+      const name = networkName(ctx);
+      const n = networkInspect(views(ctx), name);
+      if (!n) throw new HttpError(404, 'not-found', `network ${name} not found`);
+      return { status: 200, body: n };
+    },
+  },
+  {
+    method: 'DELETE',
+    path: '/v1/networks/{name}',
+    operationId: 'removeNetwork',
+    summary: 'Remove a cluster network from every host',
+    description: 'Refused (409) while an endpoint on any host uses it, naming the hosts and containers. Leader only: a standby answers 503.',
+    auth: true,
+    params: nameParam,
+    responses: {
+      204: { description: 'removed' },
+      400: err('not a network name'),
+      ...unauthorized,
+      404: err('no such network'),
+      409: err('endpoints are still attached (hosts and containers named)'),
+      503: err('this controller is a standby'),
+    },
+    async handle(ctx) {
+      await ctx.deps.removeNetwork(networkName(ctx), ctx.actor);
+      return { status: 204 };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/endpoints',
+    operationId: 'listEndpoints',
+    summary: 'Endpoint addresses: host, container, network and state',
+    auth: true,
+    query: EndpointQuery,
+    responses: { 200: { description: 'one entry per endpoint address', schema: EndpointList }, 400: err('bad query'), ...unauthorized },
+    async handle(ctx) {
+      const q = parseWith(EndpointQuery, ctx.query);
+      return { status: 200, body: { endpoints: endpointList(views(ctx), q) } };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/nodes',
+    operationId: 'listNodes',
+    summary: 'Nodes: Ready or NotReady (lease), last seen, address, version, network states',
+    auth: true,
+    responses: { 200: { description: 'every node registered or reporting', schema: NodeList }, ...unauthorized },
+    async handle(ctx) {
+      return { status: 200, body: { nodes: nodeList(views(ctx)) } };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/ipam/usage',
+    operationId: 'ipamUsage',
+    summary: 'Address use per pool and per block',
+    auth: true,
+    responses: { 200: { description: 'every pool with its blocks', schema: IpamUsage }, ...unauthorized },
+    async handle(ctx) {
+      return { status: 200, body: ipamUsage(ctx.deps.state()) };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/ipam',
+    operationId: 'ipamState',
+    summary: 'The raw folded IPAM state (leader only)',
+    auth: true,
+    responses: { 200: { description: 'describe() of the state', schema: IpamDescribe }, ...unauthorized, 503: err('this controller is a standby') },
+    async handle(ctx) {
+      if (ctx.deps.status().role !== 'leader') throw new HttpError(503, 'unavailable', 'this controller is a standby; ask the leader');
+      return { status: 200, body: describeState(ctx.deps.state()) };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/events',
+    operationId: 'readEvents',
+    summary: 'The event log: a page of events after `since`, or with follow=true a stream of them',
+    description:
+      'Without follow: `{events, next}` with at most `limit` events after `since` (pass `next` as `since` to read on). With follow=true: `application/x-ndjson`, one event per line, every event after `since` and then each new one as it is committed, until the client disconnects.',
+    auth: true,
+    query: EventsQuery,
+    responses: {
+      200: {
+        description: 'a page of events; with follow=true, an NDJSON stream of events',
+        schema: EventsPage,
+        alternative: { mediaType: 'application/x-ndjson', schema: ClusterEvent },
+      },
+      400: err('bad since, limit or follow'),
+      ...unauthorized,
+    },
+    async handle(ctx) {
+      const q = parseWith(EventsQuery, ctx.query);
+      if (q.follow) return followEvents(ctx, q.since);
+      const events = await ctx.deps.log.readAll(q.since + 1, q.limit);
+      return { status: 200, body: { events, next: events.length ? events[events.length - 1]!.seq : q.since } };
+    },
+  },
+];
+
+export const defaultOptions = (o: HttpApiOptions): Required<HttpApiOptions> => ({
+  followPollMs: o.followPollMs ?? EVENTS_FOLLOW_POLL_MS,
+  now: o.now ?? Date.now,
+  logger: o.logger ?? (() => {}),
+});

@@ -1,0 +1,268 @@
+/**
+ * Routes between hosts for ipvlan L3 networks (issue 6, part 1).
+ *
+ * The desired routes are a pure function of the cluster view and the host's networks
+ * (`desiredRoutes` in @underlay/core) plus routes from other sources (BGP). This service keeps the
+ * kernel's main table equal to them for the routes carrying UNDERLAY_RT_PROTO, and touches nothing
+ * else:
+ * - it starts once the view has caught up with the controller (in the background: the agent's start
+ *   is not held up), lists the kernel's routes, keeps those that are right (an agent restart does not
+ *   flap routes), deletes stale ones with underlay's protocol and adds the missing ones;
+ * - it applies every change of the view at once (event driven: the view batches events per tick);
+ * - it re-lists the kernel every `reconcileMs` (a route deleted by hand comes back; one added by hand
+ *   with underlay's protocol goes);
+ * - a route is only ever added with NLM_F_EXCL (never overwriting another protocol's route to the same
+ *   destination) and deleted with its protocol named (the kernel will not delete another protocol's);
+ * - errors (parent missing, next hop unreachable, a foreign route in the way) are logged once per
+ *   route and cause, and retried with a backoff (at most every reconcile interval); nothing throws.
+ */
+import { openRouteOps, type RouteOps } from '@underlay/adapters';
+import { UNDERLAY_RT_PROTO, desiredRoutes, formatCidr, formatValue, parseCidr, tryParseAddr, type ClusterEvent, type DesiredRoute } from '@underlay/core';
+
+import type { ClusterView } from '../cluster-view.js';
+import type { NetworkRecord } from '../driver/store.js';
+
+export type { RouteOps } from '@underlay/adapters';
+export { MemoryRouteOps } from './memory.js';
+
+export interface RouteDeps {
+  node: string;
+  view: ClusterView;
+  localNetworks: () => Iterable<NetworkRecord>;
+  reconcileMs: number;
+  logger: (m: string) => void;
+  /** Route ops for this host's netns (default: open the real rtnetlink ones). */
+  ops?: RouteOps;
+}
+
+export interface RouteService {
+  /** Recompute and apply now (the agent calls it after CreateNetwork/DeleteNetwork). */
+  sync(): void;
+  /** Extra routes from another source (BGP learned routes), replacing that source's previous set. */
+  setExternal(source: string, routes: DesiredRoute[]): void;
+  stop(): Promise<void>;
+  /** Counters for tests/bench: applied adds/deletes, last sync time. */
+  stats(): { adds: number; deletes: number; syncs: number };
+}
+
+/** Events that cannot change any route (everything else triggers a recomputation). */
+const IRRELEVANT = new Set<ClusterEvent['type']>(['EndpointBound', 'NetworkNamed', 'PoolRefAdded', 'PoolRefRemoved', 'ClusterNetworkCreated', 'ClusterNetworkRemoved']);
+
+const MIN_RETRY_MS = 200;
+
+interface Route {
+  dst: string;
+  via: string;
+  dev: string;
+}
+
+const same = (a: Route, b: Route): boolean => a.via === b.via && a.dev === b.dev;
+const text = (r: Route): string => `${r.dst} via ${r.via} dev ${r.dev}`;
+
+/** Canonical dst/via (so "2001:DB8::1" and "2001:db8::1" compare equal); undefined when invalid. */
+function normalise(r: DesiredRoute): Route | undefined {
+  try {
+    const dst = parseCidr(r.dst.includes('/') ? r.dst : `${r.dst}/${r.dst.includes(':') ? 128 : 32}`);
+    const via = tryParseAddr(r.via);
+    if (!via || via.family !== dst.family || !r.dev) return undefined;
+    return { dst: formatCidr(dst), via: formatValue(via.family, via.value), dev: r.dev };
+  } catch {
+    return undefined;
+  }
+}
+
+class Routes implements RouteService {
+  private readonly ops: RouteOps;
+  private readonly ownOps: boolean;
+  private readonly external = new Map<string, Route[]>();
+  /** Our routes in the kernel as last listed and changed by us: dst → route. */
+  private current = new Map<string, Route>();
+  private started = false;
+  private stopped = false;
+  private running?: Promise<void>;
+  private dirty = false;
+  private wantList = true;
+  private timer?: NodeJS.Timeout;
+  private retryTimer?: NodeJS.Timeout;
+  private retryMs = MIN_RETRY_MS;
+  private unsubscribe?: () => void;
+  /** Last error logged per route (each cause is logged once until it changes or clears). */
+  private readonly lastError = new Map<string, string>();
+  private readonly counters = { adds: 0, deletes: 0, syncs: 0 };
+
+  constructor(private readonly deps: RouteDeps) {
+    this.ownOps = deps.ops === undefined;
+    this.ops = deps.ops ?? openRouteOps();
+  }
+
+  begin(): void {
+    this.unsubscribe = this.deps.view.onChange((events) => {
+      if (events.some((e) => !IRRELEVANT.has(e.type))) this.sync();
+    });
+    void this.deps.view.ready().then(() => {
+      if (this.stopped) return;
+      this.started = true;
+      this.wantList = true;
+      this.kick();
+      this.timer = setInterval(() => {
+        this.wantList = true;
+        this.kick();
+      }, this.deps.reconcileMs);
+      this.timer.unref();
+    });
+  }
+
+  sync(): void {
+    this.kick();
+  }
+
+  setExternal(source: string, routes: DesiredRoute[]): void {
+    const ok: Route[] = [];
+    for (const r of routes) {
+      const n = normalise(r);
+      if (n) ok.push(n);
+      else this.deps.logger(`routes: ignoring invalid route from ${source}: ${JSON.stringify(r)}`);
+    }
+    if (ok.length) this.external.set(source, ok);
+    else this.external.delete(source);
+    this.kick();
+  }
+
+  stats(): { adds: number; deletes: number; syncs: number } {
+    return { ...this.counters };
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.unsubscribe?.();
+    if (this.timer) clearInterval(this.timer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    await this.running?.catch(() => undefined);
+    if (this.ownOps) this.ops.close();
+  }
+
+  /** Runs a pass now, or right after the one in flight (one at a time). */
+  private kick(): void {
+    if (!this.started || this.stopped) return;
+    this.dirty = true;
+    if (this.running) return;
+    this.running = (async () => {
+      try {
+        // Bounded by the stream of changes: each pass takes all changes made before it started.
+        while (this.dirty && !this.stopped) {
+          this.dirty = false;
+          await this.pass();
+        }
+      } finally {
+        this.running = undefined;
+      }
+    })();
+  }
+
+  private desired(): Map<string, Route> {
+    const out = new Map<string, Route>();
+    // desiredRoutes prints addresses canonically (as the kernel listing does): no re-normalising needed.
+    for (const r of desiredRoutes(this.deps.view.state, this.deps.node, this.deps.localNetworks())) {
+      if (!out.has(r.dst)) out.set(r.dst, r);
+    }
+    // Routes from other sources never override the cluster's own (the event stream is the source of truth).
+    for (const source of [...this.external.keys()].sort()) {
+      for (const r of this.external.get(source)!) if (!out.has(r.dst)) out.set(r.dst, r);
+    }
+    return out;
+  }
+
+  private async pass(): Promise<void> {
+    this.counters.syncs++;
+    let failed = false;
+    const fail = (key: string, msg: string): void => {
+      failed = true;
+      if (this.lastError.get(key) !== msg) {
+        this.lastError.set(key, msg);
+        this.deps.logger(`routes: ${msg} (will retry)`);
+      }
+    };
+    const ok = (key: string): void => {
+      if (this.lastError.delete(key)) this.deps.logger(`routes: ${key} is fine again`);
+    };
+    const extra: Route[] = []; // duplicates of ours in the kernel (same dst twice, e.g. IPv6 metrics)
+    if (this.wantList) {
+      this.wantList = false;
+      try {
+        const listed = await this.ops.listRoutes({ protocol: UNDERLAY_RT_PROTO });
+        const cur = new Map<string, Route>();
+        for (const k of listed) {
+          const r: Route = { dst: k.dst, via: k.via ?? '', dev: k.dev ?? '' };
+          const prev = cur.get(r.dst);
+          if (prev) extra.push(r);
+          else cur.set(r.dst, r);
+        }
+        this.current = cur;
+        ok('listing routes');
+      } catch (e) {
+        fail('listing routes', `cannot list the kernel's routes: ${(e as Error).message}`);
+        this.wantList = true;
+        this.scheduleRetry();
+        return;
+      }
+    }
+    const want = this.desired();
+    // Deletes first (stale routes, duplicates, and routes whose next hop or device changed), then adds.
+    const dels: Route[] = [...extra];
+    for (const [dst, r] of this.current) {
+      const w = want.get(dst);
+      if (!w || !same(w, r)) dels.push(r);
+    }
+    for (const r of dels) {
+      const key = `delete ${r.dst}`;
+      try {
+        await this.ops.deleteRoute({ dst: r.dst, protocol: UNDERLAY_RT_PROTO, ...(r.via ? { via: r.via } : {}), ...(r.dev ? { dev: r.dev } : {}) });
+        if (this.current.get(r.dst) === r) this.current.delete(r.dst);
+        this.counters.deletes++;
+        this.deps.logger(`routes: deleted ${text(r)}`);
+        ok(key);
+      } catch (e) {
+        fail(key, `cannot delete ${text(r)}: ${(e as Error).message}`);
+        this.wantList = true;
+      }
+    }
+    for (const [dst, w] of want) {
+      const c = this.current.get(dst);
+      if (c && same(c, w)) continue;
+      if (c) continue; // its delete failed above; retried with the next pass
+      const key = `add ${dst}`;
+      try {
+        await this.ops.addRoute({ ...w, protocol: UNDERLAY_RT_PROTO });
+        this.current.set(dst, w);
+        this.counters.adds++;
+        this.deps.logger(`routes: added ${text(w)}`);
+        ok(key);
+      } catch (e) {
+        const errno = (e as { errno?: string }).errno;
+        // EEXIST: another protocol's route to dst is there (never overwritten), or ours appeared meanwhile.
+        fail(key, errno === 'EEXIST' ? `cannot add ${text(w)}: a route to ${dst} with another protocol is in the way` : `cannot add ${text(w)}: ${(e as Error).message}`);
+        this.wantList = true;
+      }
+    }
+    if (failed) this.scheduleRetry();
+    else this.retryMs = MIN_RETRY_MS;
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer || this.stopped) return;
+    const ms = this.retryMs;
+    this.retryMs = Math.min(this.retryMs * 2, Math.max(this.deps.reconcileMs, MIN_RETRY_MS));
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.wantList = true;
+      this.kick();
+    }, ms);
+    this.retryTimer.unref();
+  }
+}
+
+export async function startRoutes(deps: RouteDeps): Promise<RouteService> {
+  const s = new Routes(deps);
+  s.begin();
+  return s;
+}

@@ -1,0 +1,395 @@
+#!/usr/bin/env node
+// Runs INSIDE a user-mode-linux guest (test/uml/uml.ts): three hosts (network namespaces h1..h3 on a bridge,
+// eth1 = 198.51.100.N/24), each with its own dockerd and real underlay agent, and one etcd + nats-server +
+// controller on the bridge (198.51.100.254). One ipvlan l3 network with two subnets and block_size=28;
+// containers on different hosts and subnets ping each other through the routes underlay programmed; then a
+// route deleted by hand, an agent restart (with a stale proto-201 route and a foreign static route added by
+// hand), and releases (an address outside any block, then a whole block).
+//
+//   node test/uml/routes/guest.js RESULT_FILE
+//
+// Everything is written under the guest's /run (tmpfs) or guest-only tmpfs mounts. Every step is recorded
+// ({ name, cmd, code, ms, stdout, stderr }) and RESULT_FILE is rewritten after each one.
+'use strict';
+const { spawn, spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const resultFile = process.argv[2];
+if (!resultFile) {
+  console.error('usage: guest.js RESULT_FILE');
+  process.exit(2);
+}
+const REPO = path.resolve(__dirname, '../../..');
+const CLI = process.env.UML_UNDERLAY_CLI || path.join(REPO, 'cli/bin/underlay.js');
+const BASE = '/run/ul';
+const BR = '198.51.100.254';
+const NATS = `nats://${BR}:4222`;
+const HOSTS = ['h1', 'h2', 'h3'];
+const addrOf = (h) => `198.51.100.${h.slice(1)}`;
+const DOCKER = fs.existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
+const IMAGE = 'underlay-busybox:latest';
+const NET = 'l3net';
+const SUBNETS = ['192.0.2.0/24', '203.0.113.0/24'];
+const RECONCILE_MS = 2000;
+const BLOCK_GRACE_MS = 3000;
+const t0 = Date.now();
+
+const out = { uname: '', steps: [], setup: { ok: false }, mode: '', routes: {}, pings: {}, handDelete: {}, restart: {}, release: {}, logs: {}, totalMs: 0 };
+const save = () => {
+  out.totalMs = Date.now() - t0;
+  fs.writeFileSync(`${resultFile}.tmp`, JSON.stringify(out, null, 1));
+  fs.renameSync(`${resultFile}.tmp`, resultFile);
+};
+const cut = (s, n = 4000) => (s.length > n ? `${s.slice(0, n / 2)}\n...[${s.length - n} chars cut]...\n${s.slice(-n / 2)}` : s);
+const tailOf = (f, n = 40) => {
+  try {
+    return fs.readFileSync(f, 'utf8').trimEnd().split('\n').slice(-n).join('\n');
+  } catch (e) {
+    return `(${e.message})`;
+  }
+};
+
+function step(name, cmd, args, { timeoutMs = 30_000, env, quiet } = {}) {
+  const started = Date.now();
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL', env: { ...process.env, ...env }, maxBuffer: 16 << 20 });
+  const rec = {
+    name,
+    cmd: [cmd, ...args].join(' '),
+    code: r.status === null ? (r.error ? `error: ${r.error.message}` : `signal ${r.signal}`) : r.status,
+    ms: Date.now() - started,
+    stdout: cut((r.stdout || '').trim()),
+    stderr: cut((r.stderr || '').trim()),
+  };
+  if (!quiet || rec.code !== 0) {
+    out.steps.push(rec);
+    save();
+  }
+  return rec;
+}
+const sh = (name, script, o) => step(name, '/bin/sh', ['-c', script], o);
+const inNs = (h, name, cmd, args, o) => step(name, 'nsenter', [`--net=/run/netns/${h}`, '--', cmd, ...args], o);
+const dockerEnv = (h) => ({ DOCKER_HOST: `unix://${BASE}/${h}/docker.sock`, DOCKER_CONFIG: `${BASE}/${h}/cli`, DOCKER_API_VERSION: '1.41' });
+const docker = (h, name, args, o = {}) => step(`[${h}] ${name}`, DOCKER, args, { ...o, env: { ...dockerEnv(h), ...o.env } });
+
+function sleep(ms) {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+/** Polls fn every `every` ms until it returns a truthy value or timeoutMs passes; records the wait. */
+function waitFor(what, fn, timeoutMs, every = 100) {
+  const started = Date.now();
+  let v;
+  while (!(v = fn()) && Date.now() - started < timeoutMs) sleep(every);
+  out.steps.push({ name: `wait ${what}`, code: v ? 0 : 'timeout', ms: Date.now() - started });
+  save();
+  return v ? Date.now() - started : undefined;
+}
+
+const procs = {};
+function background(name, cmd, args, logFile, env) {
+  const fd = fs.openSync(logFile, 'a');
+  const child = spawn(cmd, args, { stdio: ['ignore', fd, fd], env: { ...process.env, ...env }, detached: true });
+  fs.closeSync(fd);
+  child.unref();
+  procs[name] = child.pid;
+  out.steps.push({ name: `start ${name}`, cmd: [cmd, ...args].join(' '), code: 0, pid: child.pid });
+  save();
+  return child;
+}
+function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/\) Z /.test(st);
+  } catch {
+    return false;
+  }
+}
+function stopPid(name, sig = 'SIGTERM', waitMs = 10_000) {
+  const pid = procs[name];
+  if (!pid) return true;
+  try {
+    process.kill(pid, sig);
+  } catch {
+    return true;
+  }
+  const started = Date.now();
+  while (alive(pid) && Date.now() - started < waitMs) sleep(50);
+  if (alive(pid)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {}
+  }
+  out.steps.push({ name: `stop ${name} (${sig})`, code: 0, ms: Date.now() - started });
+  save();
+  return true;
+}
+
+/** `ip route show proto 201` in a host: [{dst, via, dev}] */
+function routes201(h) {
+  const r = spawnSync('ip', ['-n', h, '-j', '-4', 'route', 'show', 'proto', '201'], { encoding: 'utf8' });
+  try {
+    return JSON.parse(r.stdout || '[]').map((x) => ({ dst: x.dst.includes('/') ? x.dst : `${x.dst}/32`, via: x.gateway, dev: x.dev }));
+  } catch {
+    return [];
+  }
+}
+const ipToInt = (ip) => ip.split('.').reduce((a, b) => a * 256 + Number(b), 0);
+function covers(cidr, ip) {
+  const [net, len] = cidr.split('/');
+  const size = 2 ** (32 - Number(len));
+  return Math.floor(ipToInt(ip) / size) === Math.floor(ipToInt(net) / size);
+}
+/** The proto-201 route in host h whose destination holds ip (longest prefix). */
+function routeFor(h, ip) {
+  return routes201(h)
+    .filter((r) => covers(r.dst, ip))
+    .sort((a, b) => Number(b.dst.split('/')[1]) - Number(a.dst.split('/')[1]))[0];
+}
+
+// ---- setup --------------------------------------------------------------------------------------
+
+function helpHas(flag) {
+  const r = spawnSync(process.execPath, [CLI, 'agent', '--help'], { encoding: 'utf8' });
+  return `${r.stdout}${r.stderr}`.includes(flag);
+}
+
+function startAgent(h) {
+  const args = [CLI, 'agent', '--node', h, '--nats', NATS, '--plugin-dir', `${BASE}/${h}/plugins`, '--state-dir', `${BASE}/${h}/state`, '--docker', `unix://${BASE}/${h}/docker.sock`, '--report-interval-ms', '1000'];
+  const env = {};
+  if (out.agentFlags.address) args.push('--address', addrOf(h));
+  else env.UNDERLAY_ADDRESS = addrOf(h);
+  if (out.agentFlags.routeReconcile) args.push('--route-reconcile-ms', String(RECONCILE_MS));
+  else env.UNDERLAY_ROUTE_RECONCILE_MS = String(RECONCILE_MS);
+  background(`agent ${h}`, 'nsenter', [`--net=/run/netns/${h}`, '--', process.execPath, ...args], `${BASE}/${h}/agent.log`, env);
+  if (out.mode === 'harness') startHarness(h);
+}
+function startHarness(h) {
+  background(`harness ${h}`, 'nsenter', [`--net=/run/netns/${h}`, '--', process.execPath, path.join(__dirname, 'harness.js'), h, NATS, `${BASE}/${h}/state`, String(RECONCILE_MS)], `${BASE}/${h}/harness.log`);
+}
+function stopAgent(h) {
+  stopPid(`agent ${h}`);
+  if (out.mode === 'harness') stopPid(`harness ${h}`);
+}
+
+function setup() {
+  out.uname = spawnSync('uname', ['-r'], { encoding: 'utf8' }).stdout.trim();
+  const mounts = sh(
+    'mounts',
+    `set -e
+mkdir -p ${BASE}
+mount -t cgroup2 none /sys/fs/cgroup
+echo "+cpu +memory +pids +io" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+for d in /var/lib/docker /var/lib/containerd /etc/docker /opt; do [ -d $d ] && mount -t tmpfs -o mode=0755 tmpfs $d || true; done
+mountpoint -q /dev/pts || { mkdir -p /dev/pts; mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts || true; }
+mountpoint -q /dev/shm || mount -t tmpfs tmpfs /dev/shm || true
+sysctl -qw net.ipv4.ip_forward=1 || true`,
+  );
+  if (mounts.code !== 0) return false;
+  const net = sh(
+    'bridge and hosts',
+    `set -e
+ip link add br0 type bridge
+ip addr add ${BR}/24 dev br0
+ip link set br0 up
+for n in 1 2 3; do
+  h=h$n
+  ip netns add $h
+  ip link add v$n type veth peer name eth1 netns $h
+  ip link set v$n master br0 up
+  ip -n $h link set lo up
+  ip -n $h addr add 198.51.100.$n/24 dev eth1
+  ip -n $h link set eth1 up
+  mkdir -p ${BASE}/$h/plugins ${BASE}/$h/state ${BASE}/$h/data ${BASE}/$h/exec ${BASE}/$h/cli
+  echo '{}' > ${BASE}/$h/daemon.json
+done
+ip netns exec h1 busybox ping -c 1 -W 2 198.51.100.2`,
+  );
+  if (net.code !== 0) return false;
+  const bb = sh(
+    'busybox rootfs tar',
+    `set -e
+bb=$(command -v busybox)
+r=${BASE}/bbroot
+mkdir -p $r/bin $r/etc $r/root $r/var $r/tmp
+chmod 1777 $r/tmp
+cp "$bb" $r/bin/busybox && chmod 755 $r/bin/busybox
+for a in $("$bb" --list); do [ "$a" = busybox ] || ln -s busybox "$r/bin/$a"; done
+busybox tar -C $r -cf ${BASE}/busybox.tar .
+rm -rf $r`,
+  );
+  if (bb.code !== 0) return false;
+
+  // etcd, NATS and the controller on the bridge (root namespace of the guest).
+  background('etcd', 'etcd', ['--data-dir', `${BASE}/etcd`, '--listen-client-urls', `http://${BR}:2379`, '--advertise-client-urls', `http://${BR}:2379`, '--listen-peer-urls', 'http://127.0.0.1:2380', '--initial-advertise-peer-urls', 'http://127.0.0.1:2380', '--initial-cluster', 'default=http://127.0.0.1:2380', '--log-level', 'warn'], `${BASE}/etcd.log`);
+  background('nats', 'nats-server', ['-js', '-a', BR, '-p', '4222', '-sd', `${BASE}/nats`], `${BASE}/nats.log`);
+  if (!waitFor('etcd', () => step('etcd health', process.execPath, ['-e', `require('http').get('http://${BR}:2379/health', (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))`], { quiet: true, timeoutMs: 5000 }).code === 0, 30_000, 300)) return false;
+  background(
+    'controller',
+    process.execPath,
+    [CLI, 'controller', '--etcd', `http://${BR}:2379`, '--nats', NATS, '--listen', '127.0.0.1:27070', '--name', 'c1', '--block-grace-ms', String(BLOCK_GRACE_MS), '--collect-interval-ms', '1000'],
+    `${BASE}/controller.log`,
+  );
+
+  // One dockerd per host: its network namespace and a private mount namespace (own /run/docker/plugins).
+  const script = `set -eu
+h="$1"; shift
+mkdir -p /run/docker /run/containerd
+mount -t tmpfs -o mode=0755 tmpfs /run/docker
+mkdir -p /run/docker/plugins
+mount --bind ${BASE}/$h/plugins /run/docker/plugins
+mount -t tmpfs -o mode=0755 tmpfs /run/containerd
+mount -t tmpfs -o mode=0755 tmpfs /etc/docker
+mount -t tmpfs -o mode=0755 tmpfs /opt
+exec dockerd "$@"`;
+  for (const h of HOSTS) {
+    background(
+      `dockerd ${h}`,
+      'nsenter',
+      [
+        `--net=/run/netns/${h}`, '--', 'unshare', '--mount', '--propagation', 'private', '--', '/bin/sh', '-c', script, 'dockerd-wrap', h,
+        '--config-file', `${BASE}/${h}/daemon.json`, '--data-root', `${BASE}/${h}/data`, '--exec-root', `${BASE}/${h}/exec`, '--pidfile', `${BASE}/${h}/docker.pid`,
+        '-H', `unix://${BASE}/${h}/docker.sock`, '--bridge=none', '--iptables=false', '--ip6tables=false', '--ip-masq=false', '--userland-proxy=false',
+        '--storage-driver=vfs', '--exec-opt', 'native.cgroupdriver=cgroupfs', `--cgroup-parent=/ul${h}`, '--shutdown-timeout=3',
+      ],
+      `${BASE}/${h}/dockerd.log`,
+    );
+  }
+  out.agentFlags = { address: helpHas('--address'), routeReconcile: helpHas('--route-reconcile-ms') };
+  // Until the agent runs the route service itself, the route path runs next to it from the same store.
+  const agentJs = fs.readFileSync(path.join(REPO, 'services/node-agent/dist/agent.js'), 'utf8');
+  out.mode = /startRoutes/.test(agentJs) ? 'agent' : 'harness';
+  save();
+  for (const h of HOSTS) {
+    if (!waitFor(`dockerd ${h}`, () => docker(h, 'docker version', ['version', '--format', '{{.Server.Version}}'], { timeoutMs: 10_000, quiet: true }).code === 0, 90_000, 500)) return false;
+  }
+  for (const h of HOSTS) startAgent(h);
+  for (const h of HOSTS) {
+    if (!waitFor(`plugin ${h}`, () => fs.existsSync(`${BASE}/${h}/plugins/underlay.sock`), 60_000, 200)) return false;
+  }
+  for (const h of HOSTS) {
+    if (docker(h, 'docker import busybox', ['import', '--change', 'CMD ["sh"]', `${BASE}/busybox.tar`, IMAGE], { timeoutMs: 90_000 }).code !== 0) return false;
+  }
+  return true;
+}
+
+// ---- scenario -----------------------------------------------------------------------------------
+
+function createNetwork() {
+  const args = ['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', ...SUBNETS.flatMap((s) => ['--subnet', s]), '--ipam-opt', 'block_size=28', '-o', 'parent=eth1', '-o', 'ipvlan_mode=l3', NET];
+  const c1 = docker('h1', 'network create', args, { timeoutMs: 60_000 });
+  if (c1.code !== 0) return false;
+  out.network = { createdOn: ['h1'], replicated: [] };
+  for (const h of ['h2', 'h3']) {
+    // With cluster-wide networks the agent makes the replica itself; otherwise create the same definition here.
+    const has = () => docker(h, 'network ls', ['network', 'ls', '--filter', `name=^${NET}$`, '--format', '{{.Name}}'], { quiet: true }).stdout.trim() === NET;
+    if (waitFor(`replica of ${NET} on ${h}`, has, 5_000, 250)) out.network.replicated.push(h);
+    else if (docker(h, 'network create', args, { timeoutMs: 60_000 }).code === 0) out.network.createdOn.push(h);
+    else return false;
+  }
+  save();
+  return true;
+}
+
+function run(h, name, extra = []) {
+  const r = docker(h, `run ${name}`, ['run', '-d', '--name', name, '--network', NET, ...extra, IMAGE, 'sleep', '3600'], { timeoutMs: 90_000 });
+  if (r.code !== 0) return undefined;
+  const ip = docker(h, `ip of ${name}`, ['inspect', '--format', `{{(index .NetworkSettings.Networks "${NET}").IPAddress}}`, name]).stdout.trim();
+  return { host: h, name, ip };
+}
+
+function ping(from, to, label) {
+  const p = docker(from.host, `ping ${from.name} -> ${to.name} (${to.ip})`, ['exec', from.name, 'ping', '-c', '2', '-W', '2', to.ip], { timeoutMs: 20_000 });
+  out.pings[label] = { from: `${from.name}@${from.host}`, to: `${to.name}@${to.host} ${to.ip}`, ok: p.code === 0, output: p.stdout || p.stderr };
+  save();
+}
+
+function snapshotRoutes() {
+  return Object.fromEntries(HOSTS.map((h) => [h, routes201(h)]));
+}
+
+function scenario() {
+  if (!createNetwork()) return;
+  const c = {};
+  c.c1 = run('h1', 'c1'); // first subnet, dynamic: claims a /28 block of 192.0.2.0/24
+  c.c2 = run('h2', 'c2', ['--ip', '203.0.113.20']); // second subnet, static: an address outside any block (a /32)
+  c.c3 = run('h3', 'c3'); // first subnet, dynamic: another /28 block
+  out.containers = c;
+  save();
+  if (!c.c1 || !c.c2 || !c.c3) return;
+  const all = [c.c1, c.c2, c.c3];
+  // Every host has a route (via the container's host) to every other host's container.
+  const expected = () => all.every((x) => HOSTS.filter((h) => h !== x.host).every((h) => routeFor(h, x.ip)?.via === addrOf(x.host)));
+  out.routes.convergeMs = waitFor('routes to every container on every other host', expected, 20_000, 50);
+  out.routes.afterContainers = snapshotRoutes();
+  save();
+  ping(c.c1, c.c2, 'c1->c2');
+  ping(c.c2, c.c1, 'c2->c1');
+  ping(c.c1, c.c3, 'c1->c3');
+  ping(c.c3, c.c2, 'c3->c2');
+
+  // A route deleted by hand comes back within the reconcile interval.
+  const r = routeFor('h1', c.c3.ip);
+  if (r) {
+    const del = step('ip route del (by hand) on h1', 'ip', ['-n', 'h1', 'route', 'del', r.dst, 'via', r.via, 'dev', r.dev, 'proto', '201']);
+    out.handDelete = { route: r, deleted: del.code === 0, reconcileMs: RECONCILE_MS };
+    out.handDelete.restoredMs = waitFor('hand-deleted route restored', () => routes201('h1').some((x) => x.dst === r.dst && x.via === r.via), RECONCILE_MS * 3 + 2000, 50);
+    save();
+  }
+
+  // Agent restart on h1: correct routes stay (no delete), a stale proto-201 route goes, a static one stays.
+  const before = routes201('h1');
+  const stale = { dst: '203.0.113.192/28', via: '198.51.100.3', dev: 'eth1' };
+  const foreign = { dst: '203.0.113.208/28', via: '198.51.100.3', dev: 'eth1' };
+  stopAgent('h1');
+  step('stale proto-201 route (by hand)', 'ip', ['-n', 'h1', 'route', 'add', stale.dst, 'via', stale.via, 'dev', stale.dev, 'proto', '201']);
+  step('foreign static route (by hand)', 'ip', ['-n', 'h1', 'route', 'add', foreign.dst, 'via', foreign.via, 'dev', foreign.dev, 'proto', 'static']);
+  background('ip monitor h1', 'ip', ['-n', 'h1', '-ts', 'monitor', 'route'], `${BASE}/h1-monitor.log`);
+  sleep(300);
+  startAgent('h1');
+  const staleGoneMs = waitFor('stale route removed after the restart', () => !routes201('h1').some((x) => x.dst === stale.dst), 30_000, 100);
+  sleep(1500);
+  stopPid('ip monitor h1');
+  const after = routes201('h1');
+  const monitor = tailOf(`${BASE}/h1-monitor.log`, 200);
+  const staticAfter = spawnSync('ip', ['-n', 'h1', '-4', 'route', 'show', 'proto', 'static'], { encoding: 'utf8' }).stdout.trim();
+  out.restart = { before, after, stale, foreign, staleGoneMs, monitor, staticAfter, mode: out.mode };
+  save();
+  ping(c.c1, c.c2, 'c1->c2 after agent restart');
+
+  // Releases: c2's address (outside any block) at once; c3's block after the block grace period.
+  docker('h2', 'rm -f c2', ['rm', '-f', 'c2'], { timeoutMs: 60_000 });
+  const c2Gone = () => ['h1', 'h3'].every((h) => !routeFor(h, c.c2.ip));
+  out.release.addressMs = waitFor('routes to c2 gone on h1 and h3', c2Gone, 20_000, 100);
+  const c3Route = routeFor('h1', c.c3.ip);
+  docker('h3', 'rm -f c3', ['rm', '-f', 'c3'], { timeoutMs: 60_000 });
+  const c3Gone = () => ['h1', 'h2'].every((h) => !routeFor(h, c.c3.ip));
+  out.release.block = c3Route;
+  out.release.blockGraceMs = BLOCK_GRACE_MS;
+  out.release.blockMs = waitFor('routes to c3\'s block gone on h1 and h2', c3Gone, 30_000, 100);
+  out.routes.end = snapshotRoutes();
+  save();
+}
+
+try {
+  out.setup.ok = setup();
+  save();
+  if (out.setup.ok) scenario();
+} catch (e) {
+  out.error = e && e.stack ? e.stack : String(e);
+} finally {
+  for (const h of HOSTS) {
+    out.logs[`agent ${h}`] = tailOf(`${BASE}/${h}/agent.log`, 60);
+    if (out.mode === 'harness') out.logs[`harness ${h}`] = tailOf(`${BASE}/${h}/harness.log`, 60);
+    out.logs[`dockerd ${h}`] = tailOf(`${BASE}/${h}/dockerd.log`, 15);
+  }
+  out.logs.controller = tailOf(`${BASE}/controller.log`, 30);
+  save();
+}
+// Stop quickly (the guest powers off afterwards anyway).
+for (const name of Object.keys(procs)) {
+  try {
+    process.kill(procs[name], name.startsWith('dockerd') ? 'SIGTERM' : 'SIGKILL');
+  } catch {}
+}
+process.exit(0);
