@@ -11,9 +11,6 @@
  * by hand and leaves a static route alone; removing c2 removes its /32 everywhere; removing c3 removes its
  * block's route everywhere after the block grace period.
  *
- * Until the agent runs the route service itself (agent.ts wiring), the guest runs the same route path next
- * to each agent from the agent's own store (test/uml/routes/harness.js); the result says which ("mode").
- *
  * Needs root, user-mode-linux, docker.io, busybox, iproute2, etcd, nats-server, node and a build
  * (`npx tsc -b`). Fails (never skips) when something is missing.
  *
@@ -51,7 +48,6 @@ interface Results {
   uname: string;
   steps: Step[];
   setup: { ok: boolean };
-  mode: 'agent' | 'harness' | '';
   agentFlags?: { address: boolean; routeReconcile: boolean };
   network?: { createdOn: string[]; replicated: string[] };
   containers?: Record<'c1' | 'c2' | 'c3', Container | undefined>;
@@ -87,7 +83,7 @@ beforeAll(async () => {
   r = JSON.parse(run.result) as Results;
   const t = run.timings;
   console.log(
-    `uml-routes: kernel ${r.uname}, route path in the ${r.mode}, network created on ${r.network?.createdOn.join(',')} replicated to ${r.network?.replicated.join(',') || 'none'}, boot ${t.bootMs} ms, script ${t.scriptMs} ms, total ${t.totalMs} ms; ` +
+    `uml-routes: kernel ${r.uname}, network created on ${r.network?.createdOn.join(',')} replicated to ${r.network?.replicated.join(',') || 'none'}, boot ${t.bootMs} ms, script ${t.scriptMs} ms, total ${t.totalMs} ms; ` +
       `routes converged in ${r.routes.convergeMs} ms, hand-deleted route back in ${r.handDelete.restoredMs} ms, ` +
       `stale route gone ${r.restart.staleGoneMs} ms after restart (${r.restart.before?.length} routes kept), /32 gone ${r.release.addressMs} ms after rm, block route gone ${r.release.blockMs} ms after rm` +
       (process.env.UML_ROUTES_KEEP === '1' ? `, dir ${run.dir}` : ''),

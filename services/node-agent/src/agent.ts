@@ -154,7 +154,8 @@ export class Agent {
       this.bgp = await startBgp({
         node: c.node,
         view,
-        address: this.address,
+        // The next hop BGP announces: the host's first address (IPv4 when it has both).
+        address: this.address.split(',')[0]!.trim(),
         asn: c.bgpAsn,
         routerId: c.bgpRouterId,
         peers: c.bgpPeers.map(parseBgpPeer),

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { NodeName } from '@underlay/core';
+import { NodeName, tryParseAddr } from '@underlay/core';
 
 const ms = (what: string, min = 100) =>
   z.coerce.number().int(`${what} must be whole milliseconds`).min(min, `${what} must be at least ${min} ms`);
@@ -34,8 +34,15 @@ export const AgentConfig = z.object({
   reportIntervalMs: ms('report interval').default(5_000),
   /** The node is NotReady when the controller heard nothing for this long (default: 3 report intervals). */
   leaseMs: ms('lease').optional(),
-  /** This host's address on the underlay network: next hop for routes to its blocks (default: its first IPv4 address). */
-  address: z.string().min(1).optional(),
+  /**
+   * This host's address on the underlay network: next hop for routes to its blocks (default: its first IPv4
+   * address). Give an IPv4 and an IPv6 address, comma-separated, for routes to IPv6 blocks.
+   */
+  address: z
+    .string()
+    .min(1)
+    .refine((v) => v.split(',').every((a) => tryParseAddr(a.trim()) !== undefined), 'address must be an IP address, or an IPv4 and an IPv6 address separated by a comma')
+    .optional(),
   /** Cluster parent names → this host's interfaces, so one definition fits hosts with other NIC names. */
   parentMap: ParentMap.default({}),
   /** How often cluster networks are reconciled with the local Docker (also on every change). */

@@ -35,7 +35,7 @@ const RECONCILE_MS = 2000;
 const BLOCK_GRACE_MS = 3000;
 const t0 = Date.now();
 
-const out = { uname: '', steps: [], setup: { ok: false }, mode: '', routes: {}, pings: {}, handDelete: {}, restart: {}, release: {}, logs: {}, totalMs: 0 };
+const out = { uname: '', steps: [], setup: { ok: false }, routes: {}, pings: {}, handDelete: {}, restart: {}, release: {}, logs: {}, totalMs: 0 };
 const save = () => {
   out.totalMs = Date.now() - t0;
   fs.writeFileSync(`${resultFile}.tmp`, JSON.stringify(out, null, 1));
@@ -149,27 +149,14 @@ function routeFor(h, ip) {
 
 // ---- setup --------------------------------------------------------------------------------------
 
-function helpHas(flag) {
-  const r = spawnSync(process.execPath, [CLI, 'agent', '--help'], { encoding: 'utf8' });
-  return `${r.stdout}${r.stderr}`.includes(flag);
-}
-
 function startAgent(h) {
   const args = [CLI, 'agent', '--node', h, '--nats', NATS, '--plugin-dir', `${BASE}/${h}/plugins`, '--state-dir', `${BASE}/${h}/state`, '--docker', `unix://${BASE}/${h}/docker.sock`, '--report-interval-ms', '1000'];
   const env = {};
-  if (out.agentFlags.address) args.push('--address', addrOf(h));
-  else env.UNDERLAY_ADDRESS = addrOf(h);
-  if (out.agentFlags.routeReconcile) args.push('--route-reconcile-ms', String(RECONCILE_MS));
-  else env.UNDERLAY_ROUTE_RECONCILE_MS = String(RECONCILE_MS);
+  args.push('--address', addrOf(h), '--route-reconcile-ms', String(RECONCILE_MS));
   background(`agent ${h}`, 'nsenter', [`--net=/run/netns/${h}`, '--', process.execPath, ...args], `${BASE}/${h}/agent.log`, env);
-  if (out.mode === 'harness') startHarness(h);
-}
-function startHarness(h) {
-  background(`harness ${h}`, 'nsenter', [`--net=/run/netns/${h}`, '--', process.execPath, path.join(__dirname, 'harness.js'), h, NATS, `${BASE}/${h}/state`, String(RECONCILE_MS)], `${BASE}/${h}/harness.log`);
 }
 function stopAgent(h) {
   stopPid(`agent ${h}`);
-  if (out.mode === 'harness') stopPid(`harness ${h}`);
 }
 
 function setup() {
@@ -255,10 +242,6 @@ exec dockerd "$@"`;
       `${BASE}/${h}/dockerd.log`,
     );
   }
-  out.agentFlags = { address: helpHas('--address'), routeReconcile: helpHas('--route-reconcile-ms') };
-  // Until the agent runs the route service itself, the route path runs next to it from the same store.
-  const agentJs = fs.readFileSync(path.join(REPO, 'services/node-agent/dist/agent.js'), 'utf8');
-  out.mode = /startRoutes/.test(agentJs) ? 'agent' : 'harness';
   save();
   for (const h of HOSTS) {
     if (!waitFor(`dockerd ${h}`, () => docker(h, 'docker version', ['version', '--format', '{{.Server.Version}}'], { timeoutMs: 10_000, quiet: true }).code === 0, 90_000, 500)) return false;
@@ -281,11 +264,10 @@ function createNetwork() {
   if (c1.code !== 0) return false;
   out.network = { createdOn: ['h1'], replicated: [] };
   for (const h of ['h2', 'h3']) {
-    // With cluster-wide networks the agent makes the replica itself; otherwise create the same definition here.
+    // The network is created once: the agents on h2 and h3 make the replicas.
     const has = () => docker(h, 'network ls', ['network', 'ls', '--filter', `name=^${NET}$`, '--format', '{{.Name}}'], { quiet: true }).stdout.trim() === NET;
-    if (waitFor(`replica of ${NET} on ${h}`, has, 5_000, 250)) out.network.replicated.push(h);
-    else if (docker(h, 'network create', args, { timeoutMs: 60_000 }).code === 0) out.network.createdOn.push(h);
-    else return false;
+    if (!waitFor(`replica of ${NET} on ${h}`, has, 10_000, 250)) return false;
+    out.network.replicated.push(h);
   }
   save();
   return true;
@@ -380,7 +362,6 @@ try {
 } finally {
   for (const h of HOSTS) {
     out.logs[`agent ${h}`] = tailOf(`${BASE}/${h}/agent.log`, 60);
-    if (out.mode === 'harness') out.logs[`harness ${h}`] = tailOf(`${BASE}/${h}/harness.log`, 60);
     out.logs[`dockerd ${h}`] = tailOf(`${BASE}/${h}/dockerd.log`, 15);
   }
   out.logs.controller = tailOf(`${BASE}/controller.log`, 30);
