@@ -230,8 +230,9 @@ d('BGP through gobgpd 3.10 (ToR + 2 hosts in namespaces)', () => {
       const peerAfter = await torPeer();
       expect(peerAfter.updatesReceived - peerBefore.updatesReceived).toBe(1); // the stale path's withdrawal only
       // One local path per prefix on h1: its block once, and the operator's path left alone.
-      const local = (await after.client.listPath({ family: 'ipv4' })).filter((p) => p.local).map((p) => p.prefix);
-      expect(local).toEqual([H1_BLOCK, '198.19.9.0/24']);
+      // (gobgpd lists destinations in no fixed order)
+      const local = (await after.client.listPath({ family: 'ipv4' })).filter((p) => p.local).map((p) => p.prefix).sort();
+      expect(local).toEqual([H1_BLOCK, '198.19.9.0/24'].sort());
       expect(operatorUuid).toHaveLength(16);
       await after.client.deletePath({ uuid: operatorUuid, family: 'ipv4' }); // by the uuid AddPath returned
       expect((await after.client.listPath({ family: 'ipv4' })).filter((p) => p.local).map((p) => p.prefix)).toEqual([H1_BLOCK]);

@@ -5,8 +5,8 @@
  * starts later, or was down during a removal, catches up; nodes hold leases and turn NotReady when
  * their agent dies.
  */
-import { BUSYBOX_IMAGE, waitFor, withLab } from '../lab';
-import { containerIp, extraLinks, startCluster, type Cluster, type HostNode } from './support/cluster';
+import { BUSYBOX_IMAGE, run, waitFor, withLab } from '../lab';
+import { CLI, containerIp, extraLinks, startCluster, type Cluster, type HostNode } from './support/cluster';
 
 jest.setTimeout(300_000);
 const ctx = withLab({ hosts: ['h1', 'h2', 'h3', 'h4'] });
@@ -26,6 +26,18 @@ beforeAll(async () => {
 }, 300_000);
 
 const node = (name: string): HostNode => cluster.nodes.get(name)!;
+
+/** The operator CLI against this cluster's controller. */
+async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const { host, port } = cluster.controller.httpAddress!;
+  const r = await run(process.execPath, [CLI, ...args], { env: { ...process.env, UNDERLAY_CONTROLLER: `http://${host}:${port}`, UNDERLAY_TOKEN: cluster.controller.apiToken }, timeoutMs: 30_000 });
+  return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+async function cliJson<T = any>(args: string[]): Promise<T> {
+  const r = await cli([...args, '--json']);
+  if (r.code !== 0) throw new Error(`underlay ${args.join(' ')}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
 const hasNetwork = async (n: HostNode, name: string) => (await n.docker.docker(['network', 'inspect', name])).code === 0;
 
 /** Polls every 20 ms until the network exists (or not) in that host's Docker; returns how long it took. */
@@ -87,6 +99,22 @@ describe('cluster-wide networks', () => {
       expect(r.interfaces).toContain('eth1');
       expect(cluster.controller.ipam.state.nodes.get(h)?.address).toBe(ctx.host(h).address);
     }
+    // The same through the operator CLI: tables for people, --json for scripts.
+    const nodes = await cli(['node', 'ls']);
+    expect(nodes.code).toBe(0);
+    for (const h of ['h1', 'h2', 'h3', 'h4']) expect(nodes.stdout).toMatch(new RegExp(`^${h}\\s+Ready\\s`, 'm'));
+    const eps = await cli(['endpoint', 'ls']);
+    for (const h of ['h1', 'h2', 'h3', 'h4']) expect(eps.stdout).toMatch(new RegExp(`192\\.0\\.2\\.\\d+\\s+${h}\\s+c-${h}\\s+cn1\\s+joined`));
+    const epJson = await cliJson<any>(['endpoint', 'ls']);
+    expect(JSON.stringify(epJson)).toContain('c-h3');
+    const nets = await cli(['network', 'ls']);
+    expect(nets.stdout.split('\n')[0]).toMatch(/^NAME\s/);
+    expect(nets.stdout).toMatch(/^cn1\s/m);
+    const inspect = await cliJson<any>(['network', 'inspect', 'cn1']);
+    expect(JSON.stringify(inspect)).toContain('"parent":"lan0"');
+    const usage = await cli(['ipam', 'usage']);
+    expect(usage.code).toBe(0);
+    expect(usage.stdout).toContain('192.0.2.0/24');
   });
 
   it('removal is refused while a container is attached elsewhere, naming the host and container; then removing on another host removes it everywhere, and a host that was down catches up', async () => {
@@ -94,6 +122,9 @@ describe('cluster-wide networks', () => {
     const refused = await node('h3').docker.docker(['network', 'rm', 'cn1']);
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toContain('on h2: container c-h2');
+    const refusedCli = await cli(['network', 'rm', 'cn1']);
+    expect(refusedCli.code).toBe(1);
+    expect(refusedCli.stderr).toContain('network cn1 has active endpoints on h2: container c-h2');
     // Still there, everywhere, and still usable.
     for (const h of ['h1', 'h2', 'h3', 'h4']) expect(await hasNetwork(node(h), 'cn1')).toBe(true);
     expect(cluster.controller.ipam.state.clusterNetworks.has('cn1')).toBe(true);
@@ -113,12 +144,9 @@ describe('cluster-wide networks', () => {
     await waitFor(() => cluster.controller.ipam.state.pools.size === 0, { timeoutMs: 5_000, what: 'pools released' });
   });
 
-  it('a network defined through the controller appears on every host; removing it there removes it everywhere', async () => {
-    const r = await cluster.controller.ipam.clusterNetworkCreate(
-      { name: 'api1', definition: { options: { parent: 'lan0', macvlan_mode: 'bridge' }, subnets: [{ subnet: '203.0.113.0/24', gateway: '203.0.113.1' }] } },
-      { actor: 'user:test' },
-    );
-    expect(r).toEqual({ created: true });
+  it('a network created with `underlay network create` appears on every host; `underlay network rm` removes it everywhere', async () => {
+    const created = await cli(['network', 'create', 'api1', '--subnet', '203.0.113.0/24', '--gateway', '203.0.113.1', '-o', 'parent=lan0', '-o', 'macvlan_mode=bridge']);
+    expect(created.code).toBe(0);
     await Promise.all(['h1', 'h2', 'h3', 'h4'].map((h) => timeUntil(node(h), 'api1', true)));
     const inspect = JSON.parse(await node('h4').docker.dockerOk(['network', 'inspect', 'api1']))[0];
     expect(inspect.Labels['io.underlay.replica']).toBe('api');
@@ -133,15 +161,17 @@ describe('cluster-wide networks', () => {
     await node('h1').docker.dockerOk(['rm', '-f', 'a-h1']);
 
     // Same name, other definition: refused with the difference.
-    await expect(
-      cluster.controller.ipam.clusterNetworkCreate({ name: 'api1', definition: { options: { parent: 'lan0' }, subnets: [{ subnet: '203.0.113.0/25' }] } }, { actor: 'user:test' }),
-    ).rejects.toThrow(/network api1 already exists with a different definition: option macvlan_mode: cluster has "bridge", this one has not set; subnet 203.0.113.0\/24: cluster has it, this one does not; subnet 203.0.113.0\/25: this one has it, the cluster does not/);
+    const other = await cli(['network', 'create', 'api1', '--subnet', '203.0.113.0/25', '-o', 'parent=lan0']);
+    expect(other.code).toBe(1);
+    expect(other.stderr).toContain(
+      'network api1 already exists with a different definition: option macvlan_mode: cluster has "bridge", this one has not set; subnet 203.0.113.0/24: cluster has it, this one does not; subnet 203.0.113.0/25: this one has it, the cluster does not',
+    );
     // Docker itself refuses the same name on a host that has the replica.
     const dup = await node('h2').docker.docker(['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--subnet', '203.0.113.0/24', '-o', 'parent=lan0', 'api1']);
     expect(dup.code).not.toBe(0);
     expect(dup.stderr).toMatch(/already exists/);
 
-    await cluster.controller.ipam.clusterNetworkRemove({ name: 'api1' }, { actor: 'user:test' });
+    expect((await cli(['network', 'rm', 'api1'])).code).toBe(0);
     await Promise.all(['h1', 'h2', 'h3', 'h4'].map((h) => timeUntil(node(h), 'api1', false)));
     await waitFor(() => cluster.controller.ipam.state.networks.size === 0, { timeoutMs: 5_000, what: 'per-host networks removed' });
   });
@@ -170,7 +200,9 @@ describe('cluster-wide networks', () => {
     const took = Date.now() - killedAt;
     expect(took).toBeLessThanOrEqual(LEASE_MS + REPORT_MS);
     expect(c.nodes.ready('h2')).toBe(true);
+    expect((await cli(['node', 'ls'])).stdout).toMatch(/^h3\s+NotReady\s/m);
     await cluster.restartAgent('h3');
     await waitFor(() => c.nodes.ready('h3'), { timeoutMs: 10_000, what: 'h3 Ready again' });
+    expect((await cli(['node', 'ls'])).stdout).toMatch(/^h3\s+Ready\s/m);
   });
 });
