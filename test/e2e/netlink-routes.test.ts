@@ -36,6 +36,7 @@ import {
   parseRouteDst,
 } from '../../libs/adapters/src/netlink/route-encode.js';
 import type { KernelRoute } from '../../libs/adapters/src/netlink/index.js';
+import { rejectionOf } from './support/netns';
 
 const REPO = path.resolve(__dirname, '../..');
 const MODULE_SRC = path.join(REPO, 'libs/adapters/src/netlink');
@@ -258,12 +259,7 @@ describe('RouteOps on the real kernel, in a private network namespace (needs roo
   };
   const list = (protocol?: number) => c().call<KernelRoute[]>('listRoutes', protocol === undefined ? {} : { protocol });
   const rejects = async (p: Promise<unknown>, errno: string, msg?: RegExp) => {
-    let err: unknown;
-    try {
-      await p;
-    } catch (e) {
-      err = e;
-    }
+    const err = await rejectionOf(p);
     expect(err).toBeInstanceOf(RemoteError);
     expect((err as RemoteError).remoteName).toBe('NetlinkError');
     expect((err as RemoteError).errno).toBe(errno);

@@ -40,6 +40,7 @@ import {
   type LinkInfo,
   type MacvlanMode,
 } from '../../libs/adapters/src/netlink/index.js';
+import { rejectionOf } from './support/netns';
 
 const REPO = path.resolve(__dirname, '../..');
 const MODULE_SRC = path.join(REPO, 'libs/adapters/src/netlink');
@@ -352,12 +353,7 @@ function ip(args: string[]): string {
 
 /** Expects the promise to reject with a NetlinkError (thrown in the child) with one of `errnos`. */
 async function expectNetlinkError(p: Promise<unknown>, errnos: string[], message?: RegExp | string): Promise<RemoteError> {
-  let err: unknown;
-  try {
-    await p;
-  } catch (e) {
-    err = e;
-  }
+  const err = await rejectionOf(p);
   expect(err).toBeInstanceOf(RemoteError);
   const r = err as RemoteError;
   expect({ isNetlinkError: r.isNetlinkError, remoteName: r.remoteName }).toEqual({ isNetlinkError: true, remoteName: 'NetlinkError' });

@@ -16,23 +16,11 @@
  * Run: npx jest --selectProjects e2e --runTestsByPath test/e2e/uml-docker.test.ts
  * Debug: UML_DOCKER_KEEP=1 keeps the run's temp dir; UML_DOCKERD_DEBUG=1 runs dockerd --debug.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { describeSteps, runGuestScript, tail, type GuestStep, type UmlResult } from '../uml/uml';
 
-import { checkUml, runInUml, tail, type UmlResult } from '../uml/uml';
-
-const REPO = path.resolve(__dirname, '../..');
 /** Whole UML run: boot + dockerd + underlay up + both networks + poweroff. */
 const BUDGET_MS = Number(process.env.UML_DOCKER_TIMEOUT_MS ?? 90_000);
 
-interface Step {
-  name: string;
-  cmd?: string;
-  code: number | string;
-  ms?: number;
-  stdout?: string;
-  stderr?: string;
-}
 interface ContainerResult {
   started: boolean;
   ip?: string;
@@ -56,7 +44,7 @@ interface Results {
   uname: string;
   node: string;
   modes: string[];
-  steps: Step[];
+  steps: GuestStep[];
   setup: { ok: boolean };
   networks: Record<string, NetworkResult>;
   dockerdLogTail: string;
@@ -73,41 +61,24 @@ let results: Results;
 const REQUIRED = ['/usr/sbin/dockerd', '/usr/bin/docker', '/usr/bin/containerd', '/usr/bin/containerd-shim-runc-v2', 'cli/bin/underlay.js', 'services/node-agent/dist', 'services/controller/dist'];
 
 beforeAll(async () => {
-  const missing = REQUIRED.filter((f) => !fs.existsSync(path.resolve(REPO, f)));
-  if (missing.length) throw new Error(`missing: ${missing.join(', ')} (install docker.io; build with \`npx tsc -b\`)`);
-  checkUml(); // throws UmlError('unavailable') with what is missing
-  run = await runInUml({
+  ({ run, result: results } = await runGuestScript<Results>(REQUIRED, {
     script: 'exec node test/uml/docker/guest.js "$UML_RESULT" l2 l3\n',
     timeoutMs: BUDGET_MS,
     memMb: 1024,
     keepDir: process.env.UML_DOCKER_KEEP === '1',
     env: Object.fromEntries(['UML_DOCKERD_DEBUG', 'UML_UNDERLAY_CLI'].filter((k) => process.env[k]).map((k) => [k, process.env[k]!])),
-  });
-  if (run.result === undefined) {
-    throw new Error(`the guest wrote no result (script exit ${run.exitCode})\n--- guest output ---\n${tail(run.guestLog)}\n--- UML console ---\n${tail(run.log)}`);
-  }
-  results = JSON.parse(run.result) as Results;
+  }));
   const t = run.timings;
   console.log(
     `uml-docker: kernel ${results.uname}, boot ${t.bootMs} ms, setup ${t.setupMs} ms, script ${t.scriptMs} ms, shutdown ${t.shutdownMs} ms, total ${t.totalMs} ms` +
       (process.env.UML_DOCKER_KEEP === '1' ? `, dir ${run.dir}` : '') +
-      `\n${describeSteps()}`,
+      `\n${describeSteps(results.steps)}`,
   );
 }, BUDGET_MS + 60_000);
 
-/** One line per step: name, exit, time, and the first line of stderr when it failed. */
-function describeSteps(): string {
-  return results.steps
-    .map((s) => {
-      const err = s.code !== 0 && (s.stderr || s.stdout) ? `  <- ${(s.stderr || s.stdout || '').split('\n').slice(-3).join(' | ')}` : '';
-      return `  ${s.code === 0 ? 'ok  ' : 'FAIL'} ${s.name} (exit ${s.code}${s.ms !== undefined ? `, ${s.ms} ms` : ''})${err}`;
-    })
-    .join('\n');
-}
-
 function context(): string {
   return (
-    `steps:\n${describeSteps()}` +
+    `steps:\n${describeSteps(results.steps)}` +
     (results.error ? `\nguest error: ${results.error}` : '') +
     `\n--- dockerd log (tail) ---\n${tail(results.dockerdLogTail, 25)}\n--- underlay up log (tail) ---\n${tail(results.underlayLogTail, 25)}`
   );

@@ -17,23 +17,11 @@
  * Run: npx jest --selectProjects e2e --runTestsByPath test/e2e/uml-routes.test.ts
  * Debug: UML_ROUTES_KEEP=1 keeps the run's temp dir.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { describeSteps, runGuestScript, tail, type GuestStep, type UmlResult } from '../uml/uml';
 
-import { checkUml, runInUml, tail, type UmlResult } from '../uml/uml';
-
-const REPO = path.resolve(__dirname, '../..');
 const BUDGET_MS = Number(process.env.UML_ROUTES_TIMEOUT_MS ?? 420_000);
 const RECONCILE_MS = 2000;
 
-interface Step {
-  name: string;
-  cmd?: string;
-  code: number | string;
-  ms?: number;
-  stdout?: string;
-  stderr?: string;
-}
 interface Route {
   dst: string;
   via: string;
@@ -46,7 +34,7 @@ interface Container {
 }
 interface Results {
   uname: string;
-  steps: Step[];
+  steps: GuestStep[];
   setup: { ok: boolean };
   agentFlags?: { address: boolean; routeReconcile: boolean };
   network?: { createdOn: string[]; replicated: string[] };
@@ -68,19 +56,12 @@ let r: Results;
 
 beforeAll(async () => {
   const need = ['/usr/sbin/dockerd', '/usr/bin/docker', 'cli/bin/underlay.js', 'services/node-agent/dist/routes/index.js', 'services/controller/dist'];
-  const missing = need.filter((f) => !fs.existsSync(path.resolve(REPO, f)));
-  if (missing.length) throw new Error(`missing: ${missing.join(', ')} (install docker.io; build with \`npx tsc -b\`)`);
-  checkUml();
-  run = await runInUml({
+  ({ run, result: r } = await runGuestScript<Results>(need, {
     script: 'exec node test/uml/routes/guest.js "$UML_RESULT"\n',
     timeoutMs: BUDGET_MS,
     memMb: 3072,
     keepDir: process.env.UML_ROUTES_KEEP === '1',
-  });
-  if (run.result === undefined) {
-    throw new Error(`the guest wrote no result (script exit ${run.exitCode})\n--- guest output ---\n${tail(run.guestLog)}\n--- UML console ---\n${tail(run.log)}`);
-  }
-  r = JSON.parse(run.result) as Results;
+  }));
   const t = run.timings;
   console.log(
     `uml-routes: kernel ${r.uname}, network created on ${r.network?.createdOn.join(',')} replicated to ${r.network?.replicated.join(',') || 'none'}, boot ${t.bootMs} ms, script ${t.scriptMs} ms, total ${t.totalMs} ms; ` +
@@ -91,9 +72,7 @@ beforeAll(async () => {
 }, BUDGET_MS + 60_000);
 
 function context(): string {
-  const steps = r.steps
-    .map((s) => `  ${s.code === 0 ? 'ok  ' : 'FAIL'} ${s.name} (exit ${s.code}${s.ms !== undefined ? `, ${s.ms} ms` : ''})${s.code !== 0 && (s.stderr || s.stdout) ? `  <- ${(s.stderr || s.stdout || '').split('\n').slice(-3).join(' | ')}` : ''}`)
-    .join('\n');
+  const steps = describeSteps(r.steps);
   const logs = Object.entries(r.logs)
     .filter(([k]) => !k.startsWith('dockerd') || /error|fail/i.test(r.logs[k] ?? ''))
     .map(([k, v]) => `--- ${k} ---\n${tail(v, 20)}`)

@@ -7,8 +7,6 @@
 import { Controller } from '@underlay/controller';
 import {
   ApiError,
-  BindEndpointRes,
-  EmptyRes,
   EndpointList,
   EventsPage,
   Health,
@@ -16,14 +14,11 @@ import {
   NetworkCreateResponse,
   NetworkDetail,
   NetworkList,
-  NetworkNameRes,
   NodeList,
-  RequestAddressRes,
-  RequestPoolRes,
   type ClusterEvent,
 } from '@underlay/core';
 import type { RpcClient } from '@underlay/adapters';
-import { startEnv, type Env } from './support';
+import { joinReplica, joinedReport, sendReport, startEnv, type Env } from './support';
 
 jest.setTimeout(120_000);
 
@@ -184,27 +179,11 @@ describe('controller HTTP API', () => {
     const def = { options: { parent: 'eth1' }, subnets: [{ subnet: '198.18.4.0/24', gateway: '198.18.4.1' }] };
     expect((await call('POST', '/v1/networks', { name: 'web', ...def })).status).toBe(201);
     // What h1's agent does when it makes its replica and a container joins.
-    const pool = await rpc.call('requestPool', { node: 'h1', space: 'underlay', pool: '198.18.4.0/24', subPool: '', options: {}, v6: false }, RequestPoolRes);
-    await rpc.call('requestAddress', { node: 'h1', poolId: pool.poolId, address: '198.18.4.1', options: { RequestAddressType: 'com.docker.network.gateway' } }, RequestAddressRes);
-    await rpc.call('networkRecord', { node: 'h1', networkId: 'nid-h1', poolIds: [pool.poolId], options: { parent: 'eth1' } }, EmptyRes);
-    expect(await rpc.call('networkName', { node: 'h1', networkId: 'nid-h1', name: 'web', definition: def }, NetworkNameRes)).toEqual({ member: true });
-    const a = await rpc.call('requestAddress', { node: 'h1', poolId: pool.poolId, address: '', options: {}, requestId: 'req-1', kind: 'endpoint' }, RequestAddressRes);
+    const h1 = { node: 'h1', networkId: 'nid-h1', name: 'web' };
     const ep = 'e'.repeat(64);
-    await rpc.call('bindEndpoint', { node: 'h1', poolId: pool.poolId, address: a.address.split('/')[0], allocSeq: a.allocSeq, endpointId: ep, networkId: 'nid-h1' }, BindEndpointRes);
-    await rpc.call(
-      'nodeReport',
-      {
-        node: 'h1',
-        address: '203.0.113.1',
-        version: '0.1.0',
-        interfaces: ['eth0', 'eth1'],
-        endpoints: [ep],
-        endpointStates: [{ endpointId: ep, networkId: 'nid-h1', network: 'web', container: 'nginx-1', containerId: 'c0ffee', address: a.address, state: 'joined' }],
-        networkStates: [{ name: 'web', networkId: 'nid-h1', state: 'ready', parent: 'eth1', replica: true }],
-      },
-      EmptyRes,
-    );
-    const address = a.address.split('/')[0];
+    const { named, address, cidr } = await joinReplica(rpc, h1, def, { requestId: 'req-1', endpointId: ep });
+    expect(named).toEqual({ member: true });
+    await sendReport(rpc, joinedReport(h1, ep, cidr));
 
     const eps = EndpointList.parse((await call('GET', '/v1/endpoints')).json).endpoints;
     expect(eps).toEqual([expect.objectContaining({ address, node: 'h1', container: 'nginx-1', network: 'web', state: 'joined', endpointId: ep })]);

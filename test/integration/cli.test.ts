@@ -4,27 +4,23 @@
  * node ls (Ready, then NotReady once the lease runs out), ipam usage, events (--since, --follow), tables
  * and --json, and the messages and exit codes when the controller cannot be reached or refuses the token.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import {
-  BindEndpointRes,
   EmptyRes,
   EndpointList,
   IpamUsage,
   NetworkCreateResponse,
   NetworkDetail,
   NetworkList,
-  NetworkNameRes,
   NodeList,
-  RequestAddressRes,
-  RequestPoolRes,
   type NodeReport,
 } from '@underlay/core';
 import type { RpcClient } from '@underlay/adapters';
 import type { Controller } from '@underlay/controller';
-import { startEnv, type Env } from './support';
+import { joinReplica, joinedReport, spawnCollecting, startEnv, type Env } from './support';
 
 jest.setTimeout(180_000);
 
@@ -60,6 +56,11 @@ function cli(args: string[], extra: Record<string, string> = { UNDERLAY_CONTROLL
   });
 }
 
+/** A long-running CLI command (events --follow) with the token in its environment; its output collected. */
+function follow(args: string[]) {
+  return spawnCollecting(process.execPath, [CLI, ...args], cliEnv({ UNDERLAY_CONTROLLER: base, UNDERLAY_TOKEN: TOKEN }));
+}
+
 async function ok(args: string[]): Promise<string> {
   const r = await cli(args);
   if (r.code !== 0) throw new Error(`underlay ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
@@ -89,17 +90,10 @@ async function waitFor(ok: () => Promise<boolean> | boolean, what: string, timeo
 const EP = 'a1b2c3d4e5f6'.padEnd(64, '7');
 let address: string;
 
+const H1 = { node: 'h1', networkId: 'nid-h1', name: 'web' };
+
 function report(extra: Partial<NodeReport> = {}): NodeReport {
-  return {
-    node: 'h1',
-    address: '203.0.113.1',
-    version: '0.1.0',
-    interfaces: ['eth0', 'eth1'],
-    endpoints: [EP],
-    endpointStates: [{ endpointId: EP, networkId: 'nid-h1', network: 'web', container: 'nginx-1', containerId: 'c0ffee', address: `${address}/24`, state: 'joined' }],
-    networkStates: [{ name: 'web', networkId: 'nid-h1', state: 'ready', parent: 'eth1', replica: true }],
-    ...extra,
-  };
+  return joinedReport(H1, EP, `${address}/24`, extra);
 }
 
 beforeAll(async () => {
@@ -205,13 +199,9 @@ describe('underlay CLI against a live controller', () => {
 
   it('endpoint ls shows an endpoint bound through RPC with the container its node reported', async () => {
     const def = { options: { macvlan_mode: 'bridge', parent: 'eth1' }, ipamOptions: { block_size: '27' }, labels: { team: 'a', tier: 'front' }, subnets: [{ subnet: '198.18.4.0/24', gateway: '198.18.4.1', ipRange: '198.18.4.128/25', auxAddresses: { printer: '198.18.4.10' } }] };
-    const pool = await rpc.call('requestPool', { node: 'h1', space: 'underlay', pool: '198.18.4.0/24', subPool: '198.18.4.128/25', options: { block_size: '27' }, v6: false }, RequestPoolRes);
-    await rpc.call('requestAddress', { node: 'h1', poolId: pool.poolId, address: '198.18.4.1', options: { RequestAddressType: 'com.docker.network.gateway' } }, RequestAddressRes);
-    await rpc.call('networkRecord', { node: 'h1', networkId: 'nid-h1', poolIds: [pool.poolId], options: def.options }, EmptyRes);
-    expect(await rpc.call('networkName', { node: 'h1', networkId: 'nid-h1', name: 'web', definition: def }, NetworkNameRes)).toEqual({ member: true });
-    const a = await rpc.call('requestAddress', { node: 'h1', poolId: pool.poolId, address: '', options: {}, requestId: 'cli-1', kind: 'endpoint' }, RequestAddressRes);
-    address = a.address.split('/')[0]!;
-    await rpc.call('bindEndpoint', { node: 'h1', poolId: pool.poolId, address, allocSeq: a.allocSeq, endpointId: EP, networkId: 'nid-h1' }, BindEndpointRes);
+    const joined = await joinReplica(rpc, H1, def, { requestId: 'cli-1', endpointId: EP });
+    expect(joined.named).toEqual({ member: true });
+    address = joined.address;
     await rpc.call('nodeReport', report(), EmptyRes);
 
     const rows = parseTable(await ok(['endpoint', 'ls']));
@@ -276,24 +266,19 @@ describe('underlay CLI against a live controller', () => {
 
   it('events --follow prints new events as they are committed', async () => {
     const head = (await ok(['events', '--json'])).trimEnd().split('\n').length;
-    const child = spawn(process.execPath, [CLI, 'events', '--follow', '--since', String(head), '--json'], { env: cliEnv({ UNDERLAY_CONTROLLER: base, UNDERLAY_TOKEN: TOKEN }) });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const f = follow(['events', '--follow', '--since', String(head), '--json']);
     try {
       // Give the stream a moment to open, then commit an event.
       await new Promise((r) => setTimeout(r, 500));
-      expect(out).toBe('');
+      expect(f.out).toBe('');
       await ok(['network', 'create', 'followed', '--subnet', '198.18.44.0/24']);
-      await waitFor(() => out.includes('\n'), `the follow stream to print the new event (stderr: ${err})`);
-      const ev = JSON.parse(out.split('\n')[0]!) as { seq: number; type: string; data: { name: string } };
+      await waitFor(() => f.out.includes('\n'), `the follow stream to print the new event (stderr: ${f.err})`);
+      const ev = JSON.parse(f.out.split('\n')[0]!) as { seq: number; type: string; data: { name: string } };
       expect(ev).toMatchObject({ seq: head + 1, type: 'ClusterNetworkCreated', data: { name: 'followed' } });
     } finally {
-      child.kill('SIGTERM');
+      f.child.kill('SIGTERM');
     }
-    expect(await exited).toBeNull();
+    expect(await f.exited).toBeNull();
   });
 
   it('says clearly when the controller cannot be reached (exit 1)', async () => {
@@ -335,23 +320,18 @@ describe('underlay CLI against a live controller', () => {
 
   // Last: it stops the controller.
   it('events --follow ends with the unreachable message (exit 1) when the controller goes away', async () => {
-    const child = spawn(process.execPath, [CLI, 'events', '--follow', '--since', '1'], { env: cliEnv({ UNDERLAY_CONTROLLER: base, UNDERLAY_TOKEN: TOKEN }) });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const f = follow(['events', '--follow', '--since', '1']);
     try {
-      await waitFor(() => out.split('\n').length > 3, 'the backlog on the follow stream');
-      expect(out.trimStart()).toMatch(/^2  /);
+      await waitFor(() => f.out.split('\n').length > 3, 'the backlog on the follow stream');
+      expect(f.out.trimStart()).toMatch(/^2  /);
       await controller.stop();
       let timer: NodeJS.Timeout | undefined;
-      const code = await Promise.race([exited, new Promise((r) => (timer = setTimeout(() => r('still running'), 15_000)))]);
+      const code = await Promise.race([f.exited, new Promise((r) => (timer = setTimeout(() => r('still running'), 15_000)))]);
       clearTimeout(timer);
       expect(code).toBe(1);
-      expect(err).toBe(`underlay: cannot reach the controller at ${base} (connect ECONNREFUSED); is it running? set --controller or UNDERLAY_CONTROLLER\n`);
+      expect(f.err).toBe(`underlay: cannot reach the controller at ${base} (connect ECONNREFUSED); is it running? set --controller or UNDERLAY_CONTROLLER\n`);
     } finally {
-      child.kill('SIGKILL');
+      f.child.kill('SIGKILL');
     }
   });
 });

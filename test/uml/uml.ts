@@ -384,3 +384,43 @@ export async function runInUml(opts: UmlOptions): Promise<UmlResult> {
     if (!opts.keepDir) fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
   }
 }
+
+// ------------------------------------------------------------------------------------------------
+// Guest scripts that record their run as JSON (test/uml/guest-common.js), for the e2e tests using them.
+// ------------------------------------------------------------------------------------------------
+
+/** One step a guest script recorded (guest-common.js `step`, `background`, or a wait). */
+export interface GuestStep {
+  name: string;
+  cmd?: string;
+  code: number | string;
+  ms?: number;
+  stdout?: string;
+  stderr?: string;
+}
+
+/** One line per step: name, exit, time, and the last lines of its stderr (or stdout) when it failed. */
+export function describeSteps(steps: readonly GuestStep[]): string {
+  return steps
+    .map((s) => {
+      const err = s.code !== 0 && (s.stderr || s.stdout) ? `  <- ${(s.stderr || s.stdout || '').split('\n').slice(-3).join(' | ')}` : '';
+      return `  ${s.code === 0 ? 'ok  ' : 'FAIL'} ${s.name} (exit ${s.code}${s.ms !== undefined ? `, ${s.ms} ms` : ''})${err}`;
+    })
+    .join('\n');
+}
+
+/**
+ * Runs a guest script in UML (`opts.script` starts it with "$UML_RESULT") and returns the JSON it wrote
+ * there as `result`. First checks that every path in `required` (absolute, or under the repository)
+ * exists and that UML is available (checkUml); throws, with the guest's output, when it wrote nothing.
+ */
+export async function runGuestScript<T>(required: readonly string[], opts: UmlOptions): Promise<{ run: UmlResult; result: T }> {
+  const missing = required.filter((f) => !fs.existsSync(path.resolve(REPO, f)));
+  if (missing.length) throw new Error(`missing: ${missing.join(', ')} (install docker.io; build with \`npx tsc -b\`)`);
+  checkUml(); // throws UmlError('unavailable') with what is missing
+  const run = await runInUml(opts);
+  if (run.result === undefined) {
+    throw new Error(`the guest wrote no result (script exit ${run.exitCode})\n--- guest output ---\n${tail(run.guestLog)}\n--- UML console ---\n${tail(run.log)}`);
+  }
+  return { run, result: JSON.parse(run.result) as T };
+}

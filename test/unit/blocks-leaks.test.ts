@@ -1,5 +1,4 @@
 import {
-  IpamEngine,
   collectLeaks,
   decideBindEndpoint,
   decideReleaseAddress,
@@ -11,29 +10,20 @@ import {
   fold,
   restore,
   snapshot,
-  type ClusterEvent,
-  type EngineClock,
   type IpamState,
   type NodeLiveness,
 } from '@underlay/core';
+import { engineWithClock } from './support';
 
 const mac = (n: number) => ({ 'com.docker.network.endpoint.macaddress': `02:00:00:00:00:${n.toString(16).padStart(2, '0')}` });
 
-function setup(startMs = Date.parse('2026-01-01T00:00:00Z')) {
-  let now = startMs;
-  let id = 0;
-  const clock: EngineClock = { now: () => new Date(now), newId: () => `id-${++id}` };
-  const engine = new IpamEngine(undefined, clock);
-  const log: ClusterEvent[] = [];
-  const run = <R>(d: (s: IpamState) => { events: any[]; result: R }, actor = 'node:a') => {
-    const out = engine.execute(d, { actor });
-    log.push(...out.events);
-    return out.result;
-  };
+function setup() {
+  const t = engineWithClock();
+  const { run } = t;
   const pool = (node: string, options: Record<string, string> = {}, pool = '192.0.2.0/24') =>
     run((s) => decideRequestPool(s, { node, space: 'underlay', pool, subPool: '', options, v6: pool.includes(':') })).poolId;
   const addr = (node: string, poolId: string, n: number) => run((s) => decideRequestAddress(s, { node, poolId, address: '', options: mac(n) }));
-  return { engine, log, run, pool, addr, advance: (ms: number) => (now += ms), nowMs: () => now };
+  return { ...t, pool, addr };
 }
 
 describe('per-host blocks', () => {

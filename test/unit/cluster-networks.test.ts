@@ -1,6 +1,5 @@
 /** Cluster network decisions and definitions (pure logic: no I/O). */
 import {
-  IpamEngine,
   attachedEndpoints,
   decideBindEndpoint,
   decideClusterNetworkCreate,
@@ -18,21 +17,14 @@ import {
   normalizeDefinition,
   restore,
   snapshot,
-  type ClusterEvent,
-  type IpamState,
   type NetworkDefinitionInput,
 } from '@underlay/core';
+import { engineWithLog } from './support';
 
 const DEF: NetworkDefinitionInput = { options: { parent: 'eth0' }, subnets: [{ subnet: '192.0.2.0/24' }] };
 
 function setup() {
-  const engine = new IpamEngine();
-  const log: ClusterEvent[] = [];
-  const run = <R>(d: (s: IpamState) => { events: any[]; result: R }, actor = 'node:a') => {
-    const out = engine.execute(d, { actor });
-    log.push(...out.events);
-    return out.result;
-  };
+  const { engine, log, run } = engineWithLog();
   /** A Docker network on a node, using the 192.0.2.0/24 pool, as CreateNetwork records it. */
   const dockerNetwork = (node: string, networkId: string) => {
     const p = run((s) => decideRequestPool(s, { node, space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: {}, v6: false, requestId: `rq-${networkId}` }));

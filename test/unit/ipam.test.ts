@@ -1,5 +1,4 @@
 import {
-  IpamEngine,
   decideBindEndpoint,
   decideReleaseEmptyBlocks,
   restore,
@@ -13,23 +12,14 @@ import {
   parseAddr,
   parseCidr,
   usableRange,
-  type ClusterEvent,
   type IpamState,
 } from '@underlay/core';
+import { engineWithLog } from './support';
 
 const GW = { RequestAddressType: 'com.docker.network.gateway' };
 const mac = (n: number) => ({ 'com.docker.network.endpoint.macaddress': `02:00:00:00:${((n >> 8) & 255).toString(16).padStart(2, '0')}:${(n & 255).toString(16).padStart(2, '0')}` });
 
-function setup() {
-  const engine = new IpamEngine();
-  const log: ClusterEvent[] = [];
-  const run = <R>(d: (s: IpamState) => { events: any[]; result: R }, actor = 'node:a') => {
-    const out = engine.execute(d, { actor });
-    log.push(...out.events);
-    return out.result;
-  };
-  return { engine, log, run };
-}
+const setup = () => engineWithLog();
 
 describe('IPAM decisions', () => {
   it('shares one pool and one gateway between hosts', () => {

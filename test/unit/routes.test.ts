@@ -3,7 +3,6 @@
  * computed from states built by the real decisions (IpamEngine + decide*), as the controller makes them.
  */
 import {
-  IpamEngine,
   UNDERLAY_RT_PROTO,
   decideNodeHello,
   decideReleaseAddress,
@@ -14,32 +13,29 @@ import {
   fold,
   nextHopOf,
   type ClusterEvent,
-  type EngineClock,
   type IpamState,
   type RouteNetwork,
 } from '@underlay/core';
+import { engineWithClock } from './support';
 
 const mac = (n: number) => ({ 'com.docker.network.endpoint.macaddress': `02:00:00:00:${(n >> 8).toString(16).padStart(2, '0')}:${(n & 0xff).toString(16).padStart(2, '0')}` });
 
-function setup(startMs = Date.parse('2026-01-01T00:00:00Z')) {
-  let now = startMs;
-  let id = 0;
+function setup() {
+  const t = engineWithClock();
+  const { run } = t;
   let macs = 0;
-  const clock: EngineClock = { now: () => new Date(now), newId: () => `id-${++id}` };
-  const engine = new IpamEngine(undefined, clock);
-  const log: ClusterEvent[] = [];
-  const run = <R>(d: (s: IpamState) => { events: any[]; result: R }, actor = 'node:a') => {
-    const out = engine.execute(d, { actor });
-    log.push(...out.events);
-    return out.result;
-  };
   const hello = (node: string, address?: string) => run((s) => decideNodeHello(s, { node, ...(address ? { address } : {}) }), `node:${node}`);
   const pool = (node: string, pool: string, options: Record<string, string> = {}) =>
     run((s) => decideRequestPool(s, { node, space: 'underlay', pool, subPool: '', options, v6: pool.includes(':') }), `node:${node}`).poolId;
   const addr = (node: string, poolId: string) => run((s) => decideRequestAddress(s, { node, poolId, address: '', options: mac(++macs) }), `node:${node}`);
   const release = (node: string, poolId: string, a: { address: string; allocSeq: number }) =>
     run((s) => decideReleaseAddress(s, { node, poolId, address: a.address.replace(/\/\d+$/, ''), allocSeq: a.allocSeq }), `node:${node}`);
-  return { engine, log, run, hello, pool, addr, release, advance: (ms: number) => (now += ms), nowMs: () => now };
+  /** `nodes` say hello with 198.51.100.1, .2, … in order, then each requests the pool `cidr` (block_size `blockSize`): its id. */
+  const hostsOnPool = (nodes: string[], cidr: string, blockSize: string) => {
+    nodes.forEach((n, i) => hello(n, `198.51.100.${i + 1}`));
+    return nodes.map((n) => pool(n, cidr, { block_size: blockSize }))[0]!;
+  };
+  return { ...t, hello, pool, addr, release, hostsOnPool };
 }
 
 const l3 = (poolIds: string[], parent = 'eth1'): RouteNetwork => ({ type: 'ipvlan', ipvlanMode: 'l3', parent, poolIds });
@@ -47,12 +43,7 @@ const l3 = (poolIds: string[], parent = 'eth1'): RouteNetwork => ({ type: 'ipvla
 describe('desiredRoutes', () => {
   it('routes each block of another node via that node\'s address out of the network\'s parent', () => {
     const t = setup();
-    t.hello('a', '198.51.100.1');
-    t.hello('b', '198.51.100.2');
-    t.hello('c', '198.51.100.3');
-    const id = t.pool('a', '192.0.2.0/24', { block_size: '28' });
-    t.pool('b', '192.0.2.0/24', { block_size: '28' });
-    t.pool('c', '192.0.2.0/24', { block_size: '28' });
+    const id = t.hostsOnPool(['a', 'b', 'c'], '192.0.2.0/24', '28');
     t.addr('a', id); // a: 192.0.2.0/28
     t.addr('b', id); // b: 192.0.2.16/28
     t.addr('c', id); // c: 192.0.2.32/28
@@ -97,12 +88,7 @@ describe('desiredRoutes', () => {
 
   it('adds a host route for an address borrowed outside its owner\'s blocks (also inside my own block)', () => {
     const t = setup();
-    t.hello('a', '198.51.100.1');
-    t.hello('b', '198.51.100.2');
-    t.hello('c', '198.51.100.3');
-    const id = t.pool('a', '192.0.2.0/28', { block_size: '29' });
-    t.pool('b', '192.0.2.0/28', { block_size: '29' });
-    t.pool('c', '192.0.2.0/28', { block_size: '29' });
+    const id = t.hostsOnPool(['a', 'b', 'c'], '192.0.2.0/28', '29');
     for (let n = 1; n <= 7; n++) t.addr('a', id); // a owns 192.0.2.0/29 (full)
     t.addr('b', id); // b claims 192.0.2.8/29 and gets .8
     const borrowed = t.addr('a', id); // no block left: a borrows .9 from b's block
@@ -137,10 +123,7 @@ describe('desiredRoutes', () => {
 
   it('drops a block\'s route when the block goes back to the pool', () => {
     const t = setup();
-    t.hello('a', '198.51.100.1');
-    t.hello('b', '198.51.100.2');
-    const id = t.pool('a', '192.0.2.0/24', { block_size: '28' });
-    t.pool('b', '192.0.2.0/24', { block_size: '28' });
+    const id = t.hostsOnPool(['a', 'b'], '192.0.2.0/24', '28');
     t.addr('a', id);
     const x = t.addr('b', id);
     expect(desiredRoutes(t.engine.state, 'a', [l3([id])])).toEqual([{ dst: '192.0.2.16/28', via: '198.51.100.2', dev: 'eth1' }]);
@@ -155,10 +138,7 @@ describe('desiredRoutes', () => {
 
   it('never routes gateway or aux addresses, and gives one route per destination', () => {
     const t = setup();
-    t.hello('a', '198.51.100.1');
-    t.hello('b', '198.51.100.2');
-    const id = t.pool('a', '192.0.2.0/24', { block_size: '28' });
-    t.pool('b', '192.0.2.0/24', { block_size: '28' });
+    const id = t.hostsOnPool(['a', 'b'], '192.0.2.0/24', '28');
     t.run((s) => decideRequestAddress(s, { node: 'b', poolId: id, address: '192.0.2.1', options: { RequestAddressType: 'com.docker.network.gateway' } }), 'node:b');
     t.run((s) => decideRequestAddress(s, { node: 'b', poolId: id, address: '192.0.2.200', options: {}, kind: 'aux' }), 'node:b');
     expect(desiredRoutes(t.engine.state, 'a', [l3([id])])).toEqual([]);
@@ -297,10 +277,7 @@ describe('RouteService (in-memory table)', () => {
 
   function cluster() {
     const t = setup();
-    t.hello('a', '198.51.100.1');
-    t.hello('b', '198.51.100.2');
-    const id = t.pool('a', '192.0.2.0/24', { block_size: '28' });
-    t.pool('b', '192.0.2.0/24', { block_size: '28' });
+    const id = t.hostsOnPool(['a', 'b'], '192.0.2.0/24', '28');
     return { t, id };
   }
 

@@ -10,24 +10,17 @@
 // Every step is recorded ({ name, cmd, code, ms, stdout, stderr }) and RESULT_FILE is rewritten
 // after each step, so a hang or crash still leaves what happened so far.
 'use strict';
-const { spawn, spawnSync } = require('node:child_process');
+const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
+const { REPO, IMAGE, resultFileArg, tailOf, sleep, recorder, busyboxTarScript, importBusyboxArgs, dockerdArgs } = require('../guest-common');
 
-const resultFile = process.argv[2];
-if (!resultFile) {
-  console.error('usage: guest.js RESULT_FILE [l2] [l3]');
-  process.exit(2);
-}
+const resultFile = resultFileArg('guest.js RESULT_FILE [l2] [l3]');
 const MODES = process.argv.slice(3).length ? process.argv.slice(3) : ['l2', 'l3'];
-const REPO = path.resolve(__dirname, '../../..');
 const DK = '/run/dk';
 const SOCK = `${DK}/docker.sock`;
 const PLUGIN_DIR = '/run/docker/plugins';
 const PLUGIN_SOCK = `${PLUGIN_DIR}/underlay.sock`;
-const DOCKER = fs.existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
-const IMAGE = 'underlay-busybox:latest';
-const t0 = Date.now();
 
 const out = {
   uname: '',
@@ -40,50 +33,10 @@ const out = {
   underlayLogTail: '',
   totalMs: 0,
 };
-const save = () => {
-  out.totalMs = Date.now() - t0;
-  fs.writeFileSync(`${resultFile}.tmp`, JSON.stringify(out, null, 1));
-  fs.renameSync(`${resultFile}.tmp`, resultFile);
-};
-const cut = (s, n = 4000) => (s.length > n ? `${s.slice(0, n / 2)}\n...[${s.length - n} chars cut]...\n${s.slice(-n / 2)}` : s);
-const tailOf = (f, n = 60) => {
-  try {
-    return fs.readFileSync(f, 'utf8').trimEnd().split('\n').slice(-n).join('\n');
-  } catch (e) {
-    return `(${e.message})`;
-  }
-};
-
-/** Runs a command with a timeout; records and returns { code, stdout, stderr, ms }. Never throws. */
-function step(name, cmd, args, { timeoutMs = 30_000, env, input } = {}) {
-  const started = Date.now();
-  const r = spawnSync(cmd, args, {
-    encoding: 'utf8',
-    timeout: timeoutMs,
-    killSignal: 'SIGKILL',
-    env: { ...process.env, ...env },
-    input,
-    maxBuffer: 16 << 20,
-  });
-  const rec = {
-    name,
-    cmd: [cmd, ...args].join(' '),
-    code: r.status === null ? (r.error ? `error: ${r.error.message}` : `signal ${r.signal}`) : r.status,
-    ms: Date.now() - started,
-    stdout: cut((r.stdout || '').trim()),
-    stderr: cut((r.stderr || '').trim()),
-  };
-  out.steps.push(rec);
-  save();
-  return rec;
-}
-const sh = (name, script, o) => step(name, '/bin/sh', ['-c', script], o);
+const { save, step, sh, dockerStep, background } = recorder(resultFile, out);
 const dockerEnv = { DOCKER_HOST: `unix://${SOCK}`, DOCKER_CONFIG: `${DK}/cli`, DOCKER_API_VERSION: '1.41' };
-const docker = (name, args, o = {}) => step(name, DOCKER, args, { ...o, env: { ...dockerEnv, ...o.env } });
+const docker = (name, args, o) => dockerStep(dockerEnv, name, args, o);
 
-function sleep(ms) {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
 function waitFor(what, fn, timeoutMs) {
   const started = Date.now();
   while (Date.now() - started < timeoutMs) {
@@ -97,17 +50,6 @@ function waitFor(what, fn, timeoutMs) {
   out.steps.push({ name: `wait ${what}`, code: 'timeout', ms: Date.now() - started });
   save();
   return false;
-}
-
-/** Starts a long-running background process with its output in a log file. */
-function background(name, cmd, args, logFile, env) {
-  const fd = fs.openSync(logFile, 'a');
-  const child = spawn(cmd, args, { stdio: ['ignore', fd, fd], env: { ...process.env, ...env }, detached: true });
-  fs.closeSync(fd);
-  child.unref();
-  out.steps.push({ name: `start ${name}`, cmd: [cmd, ...args].join(' '), code: 0, pid: child.pid });
-  save();
-  return child;
 }
 
 function setup() {
@@ -135,37 +77,14 @@ mount | grep -E 'cgroup|tmpfs|devpts' || true`,
   if (link.code !== 0) return false;
 
   // A busybox image: /bin/busybox + one symlink per applet.
-  const bb = sh(
-    'busybox rootfs tar',
-    `set -e
-bb=$(command -v busybox)
-r=${DK}/bbroot
-mkdir -p $r/bin $r/etc $r/root $r/var $r/tmp
-chmod 1777 $r/tmp
-cp "$bb" $r/bin/busybox && chmod 755 $r/bin/busybox
-for a in $("$bb" --list); do [ "$a" = busybox ] || ln -s busybox "$r/bin/$a"; done
-busybox tar -C $r -cf ${DK}/busybox.tar .
-rm -rf $r
-ls -l ${DK}/busybox.tar`,
-  );
+  const bb = sh('busybox rootfs tar', `${busyboxTarScript(DK)}\nls -l ${DK}/busybox.tar`);
   if (bb.code !== 0) return false;
 
   const dockerd = background(
     'dockerd',
     '/usr/sbin/dockerd',
     [
-      '--config-file', `${DK}/daemon.json`,
-      '--data-root', `${DK}/data`,
-      '--exec-root', `${DK}/exec`,
-      '--pidfile', `${DK}/docker.pid`,
-      '-H', `unix://${SOCK}`,
-      '--bridge=none',
-      '--iptables=false',
-      '--ip6tables=false',
-      '--ip-masq=false',
-      '--userland-proxy=false',
-      '--storage-driver=vfs',
-      '--exec-opt', 'native.cgroupdriver=cgroupfs',
+      ...dockerdArgs(DK),
       '--shutdown-timeout=3',
       ...(process.env.UML_DOCKERD_DEBUG === '1' ? ['--debug'] : []),
     ],
@@ -202,7 +121,7 @@ ls -l ${DK}/busybox.tar`,
   out.underlayLogTail = tailOf('/run/underlay.log');
   save();
   if (!plugin) return false;
-  const imp = docker('docker import busybox', ['import', '--change', 'CMD ["sh"]', `${DK}/busybox.tar`, IMAGE], { timeoutMs: 60_000 });
+  const imp = docker('docker import busybox', importBusyboxArgs(DK), { timeoutMs: 60_000 });
   return imp.code === 0;
 }
 

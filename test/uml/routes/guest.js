@@ -11,70 +11,29 @@
 // Everything is written under the guest's /run (tmpfs) or guest-only tmpfs mounts. Every step is recorded
 // ({ name, cmd, code, ms, stdout, stderr }) and RESULT_FILE is rewritten after each one.
 'use strict';
-const { spawn, spawnSync } = require('node:child_process');
+const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
+const { REPO, IMAGE, resultFileArg, tailOf, sleep, recorder, busyboxTarScript, importBusyboxArgs, dockerdArgs } = require('../guest-common');
 
-const resultFile = process.argv[2];
-if (!resultFile) {
-  console.error('usage: guest.js RESULT_FILE');
-  process.exit(2);
-}
-const REPO = path.resolve(__dirname, '../../..');
+const resultFile = resultFileArg('guest.js RESULT_FILE');
 const CLI = process.env.UML_UNDERLAY_CLI || path.join(REPO, 'cli/bin/underlay.js');
 const BASE = '/run/ul';
 const BR = '198.51.100.254';
 const NATS = `nats://${BR}:4222`;
 const HOSTS = ['h1', 'h2', 'h3'];
 const addrOf = (h) => `198.51.100.${h.slice(1)}`;
-const DOCKER = fs.existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
-const IMAGE = 'underlay-busybox:latest';
 const NET = 'l3net';
 const SUBNETS = ['192.0.2.0/24', '203.0.113.0/24'];
 const RECONCILE_MS = 2000;
 const BLOCK_GRACE_MS = 3000;
-const t0 = Date.now();
 
 const out = { uname: '', steps: [], setup: { ok: false }, routes: {}, pings: {}, handDelete: {}, restart: {}, release: {}, logs: {}, totalMs: 0 };
-const save = () => {
-  out.totalMs = Date.now() - t0;
-  fs.writeFileSync(`${resultFile}.tmp`, JSON.stringify(out, null, 1));
-  fs.renameSync(`${resultFile}.tmp`, resultFile);
-};
-const cut = (s, n = 4000) => (s.length > n ? `${s.slice(0, n / 2)}\n...[${s.length - n} chars cut]...\n${s.slice(-n / 2)}` : s);
-const tailOf = (f, n = 40) => {
-  try {
-    return fs.readFileSync(f, 'utf8').trimEnd().split('\n').slice(-n).join('\n');
-  } catch (e) {
-    return `(${e.message})`;
-  }
-};
-
-function step(name, cmd, args, { timeoutMs = 30_000, env, quiet } = {}) {
-  const started = Date.now();
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL', env: { ...process.env, ...env }, maxBuffer: 16 << 20 });
-  const rec = {
-    name,
-    cmd: [cmd, ...args].join(' '),
-    code: r.status === null ? (r.error ? `error: ${r.error.message}` : `signal ${r.signal}`) : r.status,
-    ms: Date.now() - started,
-    stdout: cut((r.stdout || '').trim()),
-    stderr: cut((r.stderr || '').trim()),
-  };
-  if (!quiet || rec.code !== 0) {
-    out.steps.push(rec);
-    save();
-  }
-  return rec;
-}
-const sh = (name, script, o) => step(name, '/bin/sh', ['-c', script], o);
+const { save, step, sh, dockerStep, background, procs } = recorder(resultFile, out);
 const inNs = (h, name, cmd, args, o) => step(name, 'nsenter', [`--net=/run/netns/${h}`, '--', cmd, ...args], o);
 const dockerEnv = (h) => ({ DOCKER_HOST: `unix://${BASE}/${h}/docker.sock`, DOCKER_CONFIG: `${BASE}/${h}/cli`, DOCKER_API_VERSION: '1.41' });
-const docker = (h, name, args, o = {}) => step(`[${h}] ${name}`, DOCKER, args, { ...o, env: { ...dockerEnv(h), ...o.env } });
+const docker = (h, name, args, o) => dockerStep(dockerEnv(h), `[${h}] ${name}`, args, o);
 
-function sleep(ms) {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
 /** Polls fn every `every` ms until it returns a truthy value or timeoutMs passes; records the wait. */
 function waitFor(what, fn, timeoutMs, every = 100) {
   const started = Date.now();
@@ -85,17 +44,6 @@ function waitFor(what, fn, timeoutMs, every = 100) {
   return v ? Date.now() - started : undefined;
 }
 
-const procs = {};
-function background(name, cmd, args, logFile, env) {
-  const fd = fs.openSync(logFile, 'a');
-  const child = spawn(cmd, args, { stdio: ['ignore', fd, fd], env: { ...process.env, ...env }, detached: true });
-  fs.closeSync(fd);
-  child.unref();
-  procs[name] = child.pid;
-  out.steps.push({ name: `start ${name}`, cmd: [cmd, ...args].join(' '), code: 0, pid: child.pid });
-  save();
-  return child;
-}
 function alive(pid) {
   try {
     process.kill(pid, 0);
@@ -193,18 +141,7 @@ done
 ip netns exec h1 busybox ping -c 1 -W 2 198.51.100.2`,
   );
   if (net.code !== 0) return false;
-  const bb = sh(
-    'busybox rootfs tar',
-    `set -e
-bb=$(command -v busybox)
-r=${BASE}/bbroot
-mkdir -p $r/bin $r/etc $r/root $r/var $r/tmp
-chmod 1777 $r/tmp
-cp "$bb" $r/bin/busybox && chmod 755 $r/bin/busybox
-for a in $("$bb" --list); do [ "$a" = busybox ] || ln -s busybox "$r/bin/$a"; done
-busybox tar -C $r -cf ${BASE}/busybox.tar .
-rm -rf $r`,
-  );
+  const bb = sh('busybox rootfs tar', busyboxTarScript(BASE));
   if (bb.code !== 0) return false;
 
   // etcd, NATS and the controller on the bridge (root namespace of the guest).
@@ -235,9 +172,7 @@ exec dockerd "$@"`;
       'nsenter',
       [
         `--net=/run/netns/${h}`, '--', 'unshare', '--mount', '--propagation', 'private', '--', '/bin/sh', '-c', script, 'dockerd-wrap', h,
-        '--config-file', `${BASE}/${h}/daemon.json`, '--data-root', `${BASE}/${h}/data`, '--exec-root', `${BASE}/${h}/exec`, '--pidfile', `${BASE}/${h}/docker.pid`,
-        '-H', `unix://${BASE}/${h}/docker.sock`, '--bridge=none', '--iptables=false', '--ip6tables=false', '--ip-masq=false', '--userland-proxy=false',
-        '--storage-driver=vfs', '--exec-opt', 'native.cgroupdriver=cgroupfs', `--cgroup-parent=/ul${h}`, '--shutdown-timeout=3',
+        ...dockerdArgs(`${BASE}/${h}`), `--cgroup-parent=/ul${h}`, '--shutdown-timeout=3',
       ],
       `${BASE}/${h}/dockerd.log`,
     );
@@ -251,7 +186,7 @@ exec dockerd "$@"`;
     if (!waitFor(`plugin ${h}`, () => fs.existsSync(`${BASE}/${h}/plugins/underlay.sock`), 60_000, 200)) return false;
   }
   for (const h of HOSTS) {
-    if (docker(h, 'docker import busybox', ['import', '--change', 'CMD ["sh"]', `${BASE}/busybox.tar`, IMAGE], { timeoutMs: 90_000 }).code !== 0) return false;
+    if (docker(h, 'docker import busybox', importBusyboxArgs(BASE), { timeoutMs: 90_000 }).code !== 0) return false;
   }
   return true;
 }
