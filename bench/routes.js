@@ -14,7 +14,9 @@
  * produces one route on each of the 19 other hosts. An endpoint's convergence time runs from just before its
  * RequestAddress is sent to the LAST of the 19 kernels acknowledging the route (RTM_NEWROUTE ACK: the route
  * is in the table). 100 endpoints, one at a time, on hosts round robin; p50/p99. Afterwards every host's
- * `ip route show proto 201` is checked against what it should hold.
+ * `ip route show proto 201` is checked against what it should hold. Each host also reports when its view
+ * applied the BlockClaimed, when the view's listeners ran and when the RouteService asked rtnetlink, so the
+ * report splits the time of the host that was last into stages (observation only: the path is unchanged).
  *
  * Part 2, 200 simulated agents: the same path (200 ClusterViews, each with its own NATS connection and
  * JetStream consumer, 200 RouteServices) in one separate process, whose routes go to an IN-MEMORY table
@@ -35,17 +37,27 @@
  *   BENCH_ROUTES_SIM_AGENTS  simulated agents (200)
  *   BENCH_ROUTES_SIM_PROF=DIR  CPU profile of the simulated agents' process (node --cpu-prof) into DIR
  *   UNDERLAY_LAB_KEEP=1      keep the lab directory (harness logs in <lab dir>/logs/)
+ * Diagnostics (off by default; each costs some CPU, so compare like with like):
+ *   BENCH_ROUTES_TRACE=1     each real host also reports its scheduler figures (/proc/self/schedstat) and GC
+ *                            time per route; the stage table gains CPU, runnable-wait and GC columns
+ *   BENCH_ROUTES_CPU=1       per endpoint, CPU and runnable-wait of every thread of the driver, the agents,
+ *                            nats-server and etcd, and the machine's busy/idle/steal (read between endpoints)
+ *   BENCH_ROUTES_AGENT_PROF=DIR  CPU profile (node --cpu-prof) of one real host's harness (h02) into DIR
+ *   BENCH_ROUTES_AGENT_NODE_FLAGS='…'  extra node flags for every real host's harness (e.g. --trace-gc, --trace-opt;
+ *                            experiments only: the product does not run with them)
+ *   BENCH_ROUTES_DUMP=FILE   every sample (per host timestamps included) as JSON
  *
  * Internal modes (started by the bench itself): `--agent NODE NATS ADDRESS POOL` (one host's route path, run
  * inside its namespace) and `--sim COUNT NATS POOL` (the simulated agents).
  */
 const path = require('node:path');
-const { performance } = require('node:perf_hooks');
+const fs = require('node:fs');
+const { performance, PerformanceObserver, constants } = require('node:perf_hooks');
 const { randomUUID } = require('node:crypto');
 
 const ROOT = path.resolve(__dirname, '..');
 const TARGET = { p99Ms: 50, simP99Ms: 200 };
-const SUBJ = { ready: 'bench.routes.ready', seen: 'bench.routes.seen', event: 'bench.routes.event', simReady: 'bench.routes.sim.ready', simSeen: 'bench.routes.sim.seen' };
+const SUBJ = { ready: 'bench.routes.ready', seen: 'bench.routes.seen', simReady: 'bench.routes.sim.ready', simSeen: 'bench.routes.sim.seen' };
 const REAL_POOL = '192.0.2.0/24';
 const SIM_POOL = '198.18.0.0/16';
 
@@ -88,6 +100,43 @@ async function agentMode([node, natsUrl, address, poolId]) {
   await rpc.call('nodeReport', { node, address, version: 'bench', endpoints: [] }, core.EmptyRes);
   const view = new V.ClusterView({ nc, rpc, logger: log });
   const real = adapters.openRouteOps();
+  // Per-stage timestamps of each foreign block on this host (observation only; the path is unchanged):
+  // take = the view applied the BlockClaimed (the consumer delivered it), view = the view's listeners ran,
+  // add = the RouteService asked rtnetlink, t = the kernel acknowledged.
+  const trace = new Map(); // dst → { tTake, tView, tAdd, … }
+  // BENCH_ROUTES_TRACE=1: also this process's scheduler figures (/proc/self/schedstat: on CPU, runnable but
+  // waiting) and GC time (perf_hooks) over the same interval and since the previous route (a file read per
+  // stage: off by default, it costs the agents CPU).
+  const deep = process.env.BENCH_ROUTES_TRACE === '1';
+  const sched = () => {
+    try {
+      const [run, wait] = fs.readFileSync('/proc/self/schedstat', 'utf8').split(' ').map(Number);
+      return { run: run / 1e6, wait: wait / 1e6 };
+    } catch {
+      return { run: 0, wait: 0 };
+    }
+  };
+  let gcMs = 0;
+  let gcMajor = 0;
+  if (deep) {
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        gcMs += e.duration;
+        if (e.detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) gcMajor++;
+      }
+    }).observe({ entryTypes: ['gc'] });
+  }
+  let idle = deep ? { s: sched(), gc: 0 } : undefined;
+  const take = view.take.bind(view);
+  view.take = (ev) => {
+    if (ev.type === 'BlockClaimed' && ev.data.node !== node && !trace.has(ev.data.block)) {
+      const x = { tTake: now() };
+      if (deep) Object.assign(x, { s0: sched(), gc0: gcMs, gcMajor0: gcMajor, gcBeforeMs: gcMs - idle.gc });
+      if (deep) x.wakeWaitMs = x.s0.wait - idle.s.wait;
+      trace.set(ev.data.block, x);
+    }
+    return take(ev);
+  };
   // The real ops, with the moment the kernel acknowledged each new route reported to the bench.
   const ops = {
     listRoutes: (f) => real.listRoutes(f),
@@ -95,15 +144,29 @@ async function agentMode([node, natsUrl, address, poolId]) {
     deleteRoute: (r) => real.deleteRoute(r),
     close: () => real.close(),
     addRoute: async (r) => {
+      const x = trace.get(r.dst);
+      if (x) x.tAdd = now();
       await real.addRoute(r);
-      nc.publish(SUBJ.seen, sc.encode({ node, dst: r.dst, via: r.via, t: now() }));
+      const t = now();
+      const st = x ? { tTake: x.tTake, tView: x.tView, tAdd: x.tAdd } : {};
+      if (x && deep) {
+        const s1 = sched();
+        Object.assign(st, { runMs: s1.run - x.s0.run, waitMs: s1.wait - x.s0.wait, wakeWaitMs: x.wakeWaitMs, gcMs: gcMs - x.gc0, gcMajor: gcMajor - x.gcMajor0, gcBeforeMs: x.gcBeforeMs });
+        idle = { s: s1, gc: gcMs };
+      }
+      trace.delete(r.dst);
+      nc.publish(SUBJ.seen, sc.encode({ node, dst: r.dst, via: r.via, t, ...st }));
     },
   };
   const net = { id: 'bench', type: 'ipvlan', ipvlanMode: 'l3', parent: 'eth1', poolIds: [poolId] };
   // When this host's view got each block claim (the earliest over all hosts ≈ when the event was published).
   view.onChange((evs) => {
     const t = now();
-    for (const e of evs) if (e.type === 'BlockClaimed' && e.data.node !== node) nc.publish(SUBJ.event, sc.encode({ dst: e.data.block, t }));
+    for (const e of evs) {
+      if (e.type !== 'BlockClaimed' || e.data.node === node) continue;
+      const x = trace.get(e.data.block);
+      if (x) x.tView = t;
+    }
   });
   await view.start();
   const svc = await R.startRoutes({ node, view, localNetworks: () => [net], reconcileMs: 10_000, logger: log, ops });
@@ -239,41 +302,92 @@ function collect(nc, subject, n, ms, onMsg) {
   });
 }
 
+
+/**
+ * BENCH_ROUTES_CPU=1 (diagnostics): CPU per endpoint by process class, read between endpoints (never inside
+ * the timed window): run and runnable-wait time of every thread (/proc/PID/task/TID/schedstat, ns) of the
+ * driver (controller + bench), the agents, nats-server and etcd, and the machine's /proc/stat (steal, idle).
+ */
+function cpuSampler(classes) {
+  const threads = (pid) => {
+    let run = 0;
+    let wait = 0;
+    let tids = [];
+    try {
+      tids = fs.readdirSync(`/proc/${pid}/task`);
+    } catch {}
+    const byName = {};
+    for (const tid of tids) {
+      try {
+        const [r, w] = fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ').map(Number);
+        run += r / 1e6;
+        wait += w / 1e6;
+        const name = tid === String(pid) ? 'main' : fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim().replace(/\W+/g, '_');
+        byName[name] = (byName[name] ?? 0) + r / 1e6;
+      } catch {}
+    }
+    return { run, wait, byName };
+  };
+  const machine = () => {
+    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const tick = 10; // USER_HZ 100
+    return { busy: (f[0] + f[1] + f[2] + f[5] + f[6]) * tick, idle: (f[3] + f[4]) * tick, steal: (f[7] ?? 0) * tick };
+  };
+  return () => {
+    const out = { machine: machine() };
+    for (const [name, pids] of Object.entries(classes)) {
+      const acc = { run: 0, wait: 0 };
+      for (const pid of pids) {
+        const t = threads(pid);
+        acc.run += t.run;
+        acc.wait += t.wait;
+        if (name === 'agents') for (const [n, v] of Object.entries(t.byName)) acc[`run_${n}`] = (acc[`run_${n}`] ?? 0) + v;
+      }
+      out[name] = acc;
+    }
+    return out;
+  };
+}
+const cpuDelta = (a, b) => {
+  const d = {};
+  for (const k of Object.keys(b)) {
+    d[k] = {};
+    for (const f of Object.keys(b[k])) d[k][f] = b[k][f] - (a[k][f] ?? 0);
+  }
+  return d;
+};
+
 /**
  * One endpoint at a time: RequestAddress for a node (block_size 32: one new block, one new route elsewhere);
  * waits until `expect` other hosts acknowledged the route (or 5 s). Acknowledgements may arrive before the
  * reply does (events are published at commit), so they are counted per destination from the start.
  */
-async function measureEndpoints({ rpc, core, poolId, nodes, count, expect, subject, aggregated, label, placed }) {
-  const acks = new Map(); // dst → { got, last, event }
-  const events = new Map(); // dst → earliest event receipt (real hosts)
+async function measureEndpoints({ rpc, core, poolId, nodes, count, expect, subject, aggregated, label, placed, cpu }) {
+  const acks = new Map(); // dst → { got, last, event, hosts }
   let wake;
   const sub = state.nc.subscribe(subject);
-  const evSub = aggregated ? undefined : state.nc.subscribe(SUBJ.event);
   (async () => {
     for await (const m of sub) {
       const o = sc.decode(m.data);
-      const a = acks.get(o.dst) ?? { got: 0, last: 0 };
+      const a = acks.get(o.dst) ?? { got: 0, last: 0, hosts: [] };
       a.got += aggregated ? expect : 1;
       a.last = Math.max(a.last, aggregated ? o.last : o.t);
       if (aggregated && o.event) a.event = o.event;
+      // Real hosts: the earliest view to get the block claim is when the event was published.
+      if (!aggregated) {
+        a.hosts.push(o);
+        if (o.tView !== undefined) a.event = Math.min(a.event ?? Infinity, o.tView);
+      }
       acks.set(o.dst, a);
       wake?.();
     }
   })();
-  if (evSub) {
-    (async () => {
-      for await (const m of evSub) {
-        const o = sc.decode(m.data);
-        events.set(o.dst, Math.min(events.get(o.dst) ?? Infinity, o.t));
-      }
-    })();
-  }
   await state.nc.flush();
   const out = [];
   let missing = 0;
   for (let i = 0; i < count; i++) {
     const node = nodes[i % nodes.length];
+    const cpu0 = cpu?.();
     const ts = now();
     // What an agent sends for Docker's RequestAddress of an endpoint (a request id, kind endpoint).
     const res = await rpc.call('requestAddress', { node, poolId, address: '', options: {}, requestId: randomUUID(), kind: 'endpoint' }, core.RequestAddressRes);
@@ -290,11 +404,11 @@ async function measureEndpoints({ rpc, core, poolId, nodes, count, expect, subje
       progress(`${label}: ${dst} on ${node}: only ${a?.got ?? 0}/${expect} acknowledgements within 5 s`);
       continue;
     }
-    const ev = aggregated ? a.event : events.get(dst);
-    out.push({ node, dst, ms: a.last - ts, replyMs: replied - ts, ...(ev ? { eventMs: ev - ts, fanoutMs: a.last - ev } : {}) });
+    const ev = a.event;
+    const cpuUse = cpu0 ? cpuDelta(cpu0, cpu()) : undefined;
+    out.push({ ...(cpuUse ? { cpu: cpuUse } : {}), node, dst, ts, ms: a.last - ts, replyMs: replied - ts, ...(ev ? { eventMs: ev - ts, fanoutMs: a.last - ev } : {}), ...(aggregated ? {} : { hosts: a.hosts }) });
   }
   sub.unsubscribe();
-  evSub?.unsubscribe();
   return { samples: out, missing };
 }
 
@@ -326,14 +440,18 @@ async function main() {
   const pool = await rpc.call('requestPool', { node: hosts[0].name, space: 'underlay', pool: REAL_POOL, subPool: '', options: { block_size: '32' }, v6: false, requestId: randomUUID() }, core.RequestPoolRes);
   progress(`pool ${pool.poolId} (block_size=32); starting the route path (ClusterView + RouteService, rtnetlink) in each host`);
 
-  const ready = collect(nc, SUBJ.ready, hosts.length, 120_000);
+  const agentPids = [];
+  const ready = collect(nc, SUBJ.ready, hosts.length, 120_000, (o) => agentPids.push(o.pid));
   await nc.flush(); // the subscription is registered before the first harness can answer
-  for (const h of hosts) lab.spawnIn(h, process.execPath, [__filename, '--agent', h.name, nats.url, h.address, pool.poolId], { name: 'routes', cwd: ROOT });
+  const agentProf = (h) => (process.env.BENCH_ROUTES_AGENT_PROF && h === hosts[1] ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_ROUTES_AGENT_PROF}`] : []);
+  const agentFlags = (process.env.BENCH_ROUTES_AGENT_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  for (const h of hosts) lab.spawnIn(h, process.execPath, [...agentFlags, ...agentProf(h), __filename, '--agent', h.name, nats.url, h.address, pool.poolId], { name: 'routes', cwd: ROOT });
   await ready;
   progress(`${hosts.length} hosts ready; ${WARMUP} warm-up endpoints, then ${N}`);
   const names = hosts.map((h) => h.name);
   const placed = [];
-  const common = { rpc, core, poolId: pool.poolId, nodes: names, expect: hosts.length - 1, subject: SUBJ.seen, aggregated: false, placed };
+  const cpu = process.env.BENCH_ROUTES_CPU === '1' ? cpuSampler({ driver: [process.pid], agents: agentPids, nats: [nats.pid], etcd: [etcd.pid] }) : undefined;
+  const common = { rpc, core, poolId: pool.poolId, nodes: names, expect: hosts.length - 1, subject: SUBJ.seen, aggregated: false, placed, cpu };
   await measureEndpoints({ ...common, count: WARMUP, label: 'warm-up' });
   const real = await measureEndpoints({ ...common, count: N, label: 'real' });
 
@@ -403,6 +521,63 @@ async function main() {
     `simulated: ${SIM_AGENTS} agents (each its own NATS connection, ClusterView and RouteService) in ONE process, applying routes to an IN-MEMORY table (MemoryRouteOps), not a kernel. ` +
       `Time = until the last of the ${SIM_AGENTS - 1} other agents added the route.`,
   );
+  // Where the time goes on the real hosts: per endpoint, the stages of the host that was last.
+  const traced = real.samples.filter((x) => x.hosts?.length && x.hosts.every((h) => h.tTake !== undefined && h.tAdd !== undefined));
+  if (traced.length) {
+    const deep = traced.every((x) => x.hosts.every((h) => h.runMs !== undefined));
+    const rows = traced.map((x) => {
+      const last = x.hosts.reduce((a, b) => (b.t > a.t ? b : a));
+      const firstTake = Math.min(...x.hosts.map((h) => h.tTake));
+      const sum = (f) => x.hosts.reduce((n, h) => n + f(h), 0);
+      return {
+        x,
+        last,
+        firstTakeMs: firstTake - x.ts,
+        spreadMs: last.tTake - firstTake,
+        viewMs: last.tView - last.tTake,
+        passMs: last.tAdd - last.tView,
+        kernelMs: last.t - last.tAdd,
+        ...(deep ? { cpuAllMs: sum((h) => h.runMs), waitLastMs: last.wakeWaitMs + last.waitMs, gcAllMs: sum((h) => h.gcMs + h.gcBeforeMs), majors: sum((h) => h.gcMajor) } : {}),
+      };
+    });
+    const d = (k) => {
+      const st = stats(rows.map((r) => r[k]));
+      return [k, f1(st.p50), f1(st.p90), f1(st.p99), f1(st.max)];
+    };
+    console.log('stages (real; the host that was last for each endpoint): firstTakeMs = request sent → the first view applied the BlockClaimed; spreadMs = first → last host applied it;');
+    console.log('  then on the last host: viewMs = applied → the view\'s listeners ran; passMs → the RouteService asked rtnetlink; kernelMs → the kernel acknowledged');
+    if (deep) console.log('  (BENCH_ROUTES_TRACE=1) cpuAllMs = main-thread CPU of all agents for it; waitLastMs = the last host runnable but not running; gcAllMs = GC time in all agents');
+    const keys = ['firstTakeMs', 'spreadMs', 'viewMs', 'passMs', 'kernelMs', ...(deep ? ['cpuAllMs', 'waitLastMs', 'gcAllMs'] : [])];
+    console.log(table(['stage', 'p50', 'p90', 'p99', 'max'], keys.map(d)));
+    for (const r of [...rows].sort((a, b) => b.x.ms - a.x.ms).slice(0, 3)) {
+      const more = deep
+        ? ` run ${f1(r.last.runMs)} wait ${f1(r.last.waitMs)} wake-wait ${f1(r.last.wakeWaitMs)} gc ${f1(r.last.gcMs)}+${f1(r.last.gcBeforeMs)}); all agents: cpu ${f1(r.cpuAllMs)} gc ${f1(r.gcAllMs)} major GCs ${r.majors}`
+        : ')';
+      console.log(`  slowest: #${real.samples.indexOf(r.x)} ${r.x.dst} ${f1(r.x.ms)} ms: reply ${f1(r.x.replyMs)}, first take ${f1(r.firstTakeMs)}, spread ${f1(r.spreadMs)} (last ${r.last.node}: view ${f1(r.viewMs)} pass ${f1(r.passMs)} kernel ${f1(r.kernelMs)}${more}`);
+    }
+  }
+  const withCpu = real.samples.filter((x) => x.cpu);
+  if (withCpu.length) {
+    const cls = Object.keys(withCpu[0].cpu).filter((k) => k !== 'machine');
+    const d = (name, f) => {
+      const st = stats(withCpu.map(f));
+      return [name, f1(st.p50), f1(st.p90), f1(st.p99), f1(st.max)];
+    };
+    console.log('CPU per endpoint (real; between two endpoints, all threads): run / runnable-wait ms per process class; machine busy/idle/steal from /proc/stat (10 ms ticks)');
+    console.log(
+      table(['what', 'p50', 'p90', 'p99', 'max'], [
+        ...cls.flatMap((c) => [d(`${c} run`, (x) => x.cpu[c].run), d(`${c} wait`, (x) => x.cpu[c].wait)]),
+        ...Object.keys(withCpu[0].cpu.agents).filter((k) => k.startsWith('run_')).map((k) => d(`agents ${k}`, (x) => x.cpu.agents[k] ?? 0)),
+        d('machine busy', (x) => x.cpu.machine.busy),
+        d('machine idle', (x) => x.cpu.machine.idle),
+        d('machine steal', (x) => x.cpu.machine.steal),
+      ]),
+    );
+    for (const x of [...withCpu].sort((a, b) => b.ms - a.ms).slice(0, 5)) {
+      console.log(`  slow #${real.samples.indexOf(x)} ${f1(x.ms)} ms: ${cls.map((c) => `${c} ${f1(x.cpu[c].run)}/${f1(x.cpu[c].wait)}`).join(', ')}; machine busy ${x.cpu.machine.busy} idle ${x.cpu.machine.idle} steal ${x.cpu.machine.steal}`);
+    }
+  }
+  if (process.env.BENCH_ROUTES_DUMP) fs.writeFileSync(process.env.BENCH_ROUTES_DUMP, JSON.stringify({ real: real.samples, sim: sim.samples }));
   const missed = [];
   if (!(r.p99 <= TARGET.p99Ms) || real.missing) missed.push(`real p99 ${f1(r.p99)} ms > ${TARGET.p99Ms} ms${real.missing ? ` or ${real.missing} missing` : ''}`);
   if (!(s.p99 <= TARGET.simP99Ms) || sim.missing) missed.push(`sim p99 ${f1(s.p99)} ms > ${TARGET.simP99Ms} ms${sim.missing ? ` or ${sim.missing} missing` : ''}`);

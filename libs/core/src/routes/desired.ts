@@ -10,8 +10,9 @@
  * Nodes with no known address (or none of the pool's family) get no routes. The result is sorted
  * (IPv4 before IPv6, then by destination), one route per destination.
  */
-import { type Family, formatValue, tryParseAddr } from '../ip.js';
-import { blockOf, formatBlock, type IpamState } from '../ipam/state.js';
+import type { ClusterEvent } from '../events.js';
+import { type Family, formatValue, parseCidr, tryParseAddr } from '../ip.js';
+import { blockOf, blockSize, formatBlock, type IpamState, type Pool } from '../ipam/state.js';
 import type { DesiredRoute } from './types.js';
 
 /** The parts of a local network record the routes depend on (the agent's NetworkRecord fits). */
@@ -99,4 +100,106 @@ export function desiredRoutes(state: IpamState, node: string, localNetworks: Ite
   return [...out.values()]
     .sort((x, y) => x.family - y.family || (x.value < y.value ? -1 : x.value > y.value ? 1 : 0) || x.prefix - y.prefix)
     .map((k) => k.route);
+}
+
+// ---- Incremental recomputation -----------------------------------------------------------------------------
+// The agent applies every event batch at once; recomputing all routes per batch costs O(blocks + allocations)
+// of every routed pool (and as much garbage), on every host, for every container started anywhere. An event
+// only changes the routes of a few destinations, so the agent recomputes just those (`routeKeysOf` +
+// `desiredRouteFor`) and recomputes everything only for what can change routes anywhere (a node's address, a
+// pool created or deleted, its own networks) and when it reconciles with the kernel. For every destination,
+// `desiredRouteFor` gives exactly what `desiredRoutes` gives for it (same order of networks, pools, blocks
+// before host routes).
+
+/** A destination whose route may have changed: its text (as `desiredRoutes` prints it) and its parts. */
+export interface RouteKey {
+  readonly dst: string;
+  readonly family: Family;
+  readonly value: bigint;
+  readonly prefix: number;
+}
+
+const hostKey = (p: Pool, v: bigint): RouteKey => {
+  const family = p.cidr.family;
+  const prefix = family === 4 ? 32 : 128;
+  return { dst: `${formatValue(family, v)}/${prefix}`, family, value: v, prefix };
+};
+
+/**
+ * The destinations whose desired route `ev` can have changed, judged on the state after it was applied (for
+ * `desiredRouteFor`); `[]` when it changes no route; `undefined` when it can change routes anywhere (a node's
+ * address, a pool created or deleted, anything unknown): then recompute them all with `desiredRoutes`.
+ */
+export function routeKeysOf(state: IpamState, ev: ClusterEvent): RouteKey[] | undefined {
+  switch (ev.type) {
+    case 'BlockClaimed':
+    case 'BlockReleased': {
+      const p = state.pools.get(ev.data.poolId);
+      if (!p) return undefined;
+      let net: bigint;
+      try {
+        net = parseCidr(ev.data.block).network; // what the fold keys the block by
+      } catch {
+        return undefined;
+      }
+      const keys: RouteKey[] = [{ dst: formatBlock(p, net), family: p.cidr.family, value: net, prefix: p.blockPrefix }];
+      // Host routes of the addresses inside the block depend on who owns it.
+      const end = net + blockSize(p);
+      if (blockSize(p) <= BigInt(p.allocs.size)) {
+        for (let v = net; v < end; v++) if (p.allocs.has(v)) keys.push(hostKey(p, v));
+      } else {
+        for (const v of p.allocs.keys()) if (v >= net && v < end) keys.push(hostKey(p, v));
+      }
+      return keys;
+    }
+    case 'AddressAllocated':
+    case 'AddressReleased': {
+      const p = state.pools.get(ev.data.poolId);
+      const a = tryParseAddr(ev.data.address);
+      if (!p || !a || a.family !== p.cidr.family) return undefined;
+      return [hostKey(p, a.value)];
+    }
+    // State the routes do not depend on (endpoint bindings, references, names, Docker network records).
+    case 'EndpointBound':
+    case 'PoolRefAdded':
+    case 'PoolRefRemoved':
+    case 'NetworkRecorded':
+    case 'NetworkNamed':
+    case 'NetworkRemoved':
+    case 'ClusterNetworkCreated':
+    case 'ClusterNetworkRemoved':
+      return [];
+    default:
+      return undefined;
+  }
+}
+
+/** The route `desiredRoutes` gives for the destination `key` (undefined: none), without computing the others. */
+export function desiredRouteFor(state: IpamState, node: string, localNetworks: Iterable<RouteNetwork>, key: RouteKey): DesiredRoute | undefined {
+  const seenPools = new Set<string>();
+  for (const net of localNetworks) {
+    if (!needsRoutes(net)) continue;
+    for (const poolId of net.poolIds) {
+      const p = state.pools.get(poolId);
+      if (!p || seenPools.has(poolId)) continue;
+      seenPools.add(poolId);
+      const family = p.cidr.family;
+      if (family !== key.family) continue;
+      if (key.prefix === p.blockPrefix) {
+        const b = p.blocks.get(key.value);
+        if (b && b.node !== node) {
+          const via = nextHopOf(state.nodes.get(b.node)?.address, family);
+          if (via) return { dst: key.dst, via, dev: net.parent };
+        }
+      }
+      if (key.prefix === (family === 4 ? 32 : 128)) {
+        const a = p.allocs.get(key.value);
+        if (a && a.kind === 'endpoint' && a.node !== node && p.blocks.get(blockOf(p, key.value))?.node !== a.node) {
+          const via = nextHopOf(state.nodes.get(a.node)?.address, family);
+          if (via) return { dst: key.dst, via, dev: net.parent };
+        }
+      }
+    }
+  }
+  return undefined;
 }

@@ -8,7 +8,11 @@
  * - it starts once the view has caught up with the controller (in the background: the agent's start
  *   is not held up), lists the kernel's routes, keeps those that are right (an agent restart does not
  *   flap routes), deletes stale ones with underlay's protocol and adds the missing ones;
- * - it applies every change of the view at once (event driven: the view batches events per tick);
+ * - it applies every change of the view at once (event driven: the view batches events per tick), recomputing
+ *   only the destinations the events touch (`routeKeysOf`/`desiredRouteFor`: O(change), not O(cluster));
+ *   everything is recomputed and compared when a change can touch any route (a node's address, a pool
+ *   created or deleted), on `sync()`/`setExternal()`, when its own networks differ, after an error, and at
+ *   every reconcile;
  * - it re-lists the kernel every `reconcileMs` (a route deleted by hand comes back; one added by hand
  *   with underlay's protocol goes);
  * - a route is only ever added with NLM_F_EXCL (never overwriting another protocol's route to the same
@@ -17,7 +21,21 @@
  *   route and cause, and retried with a backoff (at most every reconcile interval); nothing throws.
  */
 import { openRouteOps, type RouteOps } from '@underlay/adapters';
-import { UNDERLAY_RT_PROTO, desiredRoutes, formatCidr, formatValue, parseCidr, tryParseAddr, type ClusterEvent, type DesiredRoute } from '@underlay/core';
+import {
+  UNDERLAY_RT_PROTO,
+  desiredRouteFor,
+  desiredRoutes,
+  formatCidr,
+  formatValue,
+  needsRoutes,
+  parseCidr,
+  routeKeysOf,
+  tryParseAddr,
+  type ClusterEvent,
+  type DesiredRoute,
+  type RouteKey,
+  type RouteNetwork,
+} from '@underlay/core';
 
 import type { ClusterView } from '../cluster-view.js';
 import type { NetworkRecord } from '../driver/store.js';
@@ -45,7 +63,7 @@ export interface RouteService {
   stats(): { adds: number; deletes: number; syncs: number };
 }
 
-/** Events that cannot change any route (everything else triggers a recomputation). */
+/** Events that cannot change any route (the others are looked at by `routeKeysOf`). */
 const IRRELEVANT = new Set<ClusterEvent['type']>(['EndpointBound', 'NetworkNamed', 'PoolRefAdded', 'PoolRefRemoved', 'ClusterNetworkCreated', 'ClusterNetworkRemoved']);
 
 const MIN_RETRY_MS = 200;
@@ -75,8 +93,18 @@ class Routes implements RouteService {
   private readonly ops: RouteOps;
   private readonly ownOps: boolean;
   private readonly external = new Map<string, Route[]>();
+  /** The external routes merged (sources in name order, first wins): dst → route. */
+  private externalByDst = new Map<string, Route>();
   /** Our routes in the kernel as last listed and changed by us: dst → route. */
   private current = new Map<string, Route>();
+  /** The cluster's desired routes as last computed (whole, then kept up to date per destination): dst → route. */
+  private cluster = new Map<string, Route>();
+  /** The next pass recomputes and compares every route (otherwise only `touched`). */
+  private recomputeAll = true;
+  /** Destinations whose route events may have changed since the last pass. */
+  private readonly touched = new Map<string, RouteKey>();
+  /** The routed local networks the cluster routes were computed for (a change means: recompute all). */
+  private networksKey = '';
   private started = false;
   private stopped = false;
   private running?: Promise<void>;
@@ -96,9 +124,7 @@ class Routes implements RouteService {
   }
 
   begin(): void {
-    this.unsubscribe = this.deps.view.onChange((events) => {
-      if (events.some((e) => !IRRELEVANT.has(e.type))) this.sync();
-    });
+    this.unsubscribe = this.deps.view.onChange((events) => this.onEvents(events));
     void this.deps.view.ready().then(() => {
       if (this.stopped) return;
       this.started = true;
@@ -113,7 +139,30 @@ class Routes implements RouteService {
   }
 
   sync(): void {
+    this.recomputeAll = true;
     this.kick();
+  }
+
+  /** Notes which destinations a batch of events may have changed (or that all may have), then runs a pass. */
+  private onEvents(events: readonly ClusterEvent[]): void {
+    let relevant = false;
+    for (const e of events) {
+      if (IRRELEVANT.has(e.type)) continue;
+      if (this.recomputeAll) {
+        relevant = true;
+        continue;
+      }
+      const keys = routeKeysOf(this.deps.view.state, e);
+      if (keys === undefined) {
+        this.recomputeAll = true;
+        this.touched.clear();
+        relevant = true;
+      } else if (keys.length) {
+        for (const k of keys) this.touched.set(k.dst, k);
+        relevant = true;
+      }
+    }
+    if (relevant) this.kick();
   }
 
   setExternal(source: string, routes: DesiredRoute[]): void {
@@ -125,6 +174,12 @@ class Routes implements RouteService {
     }
     if (ok.length) this.external.set(source, ok);
     else this.external.delete(source);
+    const merged = new Map<string, Route>();
+    for (const src of [...this.external.keys()].sort()) {
+      for (const r of this.external.get(src)!) if (!merged.has(r.dst)) merged.set(r.dst, r);
+    }
+    this.externalByDst = merged;
+    this.recomputeAll = true;
     this.kick();
   }
 
@@ -159,15 +214,36 @@ class Routes implements RouteService {
     })();
   }
 
-  private desired(): Map<string, Route> {
-    const out = new Map<string, Route>();
+  /** The routed local networks, as a key that changes when anything the routes depend on changes. */
+  private routedNetworks(): { nets: RouteNetwork[]; key: string } {
+    const nets: RouteNetwork[] = [];
+    for (const n of this.deps.localNetworks()) if (needsRoutes(n)) nets.push(n);
+    return { nets, key: nets.map((n) => `${n.parent}|${n.poolIds.join(',')}`).join(';') };
+  }
+
+  /** Recomputes every cluster route; the desired routes: the cluster's, then the external ones for other destinations. */
+  private desiredAll(nets: RouteNetwork[]): Map<string, Route> {
+    const cluster = new Map<string, Route>();
     // desiredRoutes prints addresses canonically (as the kernel listing does): no re-normalising needed.
-    for (const r of desiredRoutes(this.deps.view.state, this.deps.node, this.deps.localNetworks())) {
-      if (!out.has(r.dst)) out.set(r.dst, r);
+    for (const r of desiredRoutes(this.deps.view.state, this.deps.node, nets)) {
+      if (!cluster.has(r.dst)) cluster.set(r.dst, r);
     }
+    this.cluster = cluster;
     // Routes from other sources never override the cluster's own (the event stream is the source of truth).
-    for (const source of [...this.external.keys()].sort()) {
-      for (const r of this.external.get(source)!) if (!out.has(r.dst)) out.set(r.dst, r);
+    const out = new Map(cluster);
+    for (const [dst, r] of this.externalByDst) if (!out.has(dst)) out.set(dst, r);
+    return out;
+  }
+
+  /** Recomputes the touched destinations only: dst → desired route (undefined: none) for each. */
+  private desiredTouched(nets: RouteNetwork[], keys: RouteKey[]): Map<string, Route | undefined> {
+    const out = new Map<string, Route | undefined>();
+    const state = this.deps.view.state;
+    for (const k of keys) {
+      const r = desiredRouteFor(state, this.deps.node, nets, k);
+      if (r) this.cluster.set(k.dst, r);
+      else this.cluster.delete(k.dst);
+      out.set(k.dst, r ?? this.externalByDst.get(k.dst));
     }
     return out;
   }
@@ -186,6 +262,7 @@ class Routes implements RouteService {
       if (this.lastError.delete(key)) this.deps.logger(`routes: ${key} is fine again`);
     };
     const extra: Route[] = []; // duplicates of ours in the kernel (same dst twice, e.g. IPv6 metrics)
+    const relisted = this.wantList;
     if (this.wantList) {
       this.wantList = false;
       try {
@@ -206,13 +283,29 @@ class Routes implements RouteService {
         return;
       }
     }
-    const want = this.desired();
-    // Deletes first (stale routes, duplicates, and routes whose next hop or device changed), then adds.
+    // Everything (a relisted kernel, a change that can touch any route, other networks), or only what events touched.
+    const { nets, key } = this.routedNetworks();
+    let want: Map<string, Route | undefined>;
     const dels: Route[] = [...extra];
-    for (const [dst, r] of this.current) {
-      const w = want.get(dst);
-      if (!w || !same(w, r)) dels.push(r);
+    if (relisted || this.recomputeAll || key !== this.networksKey) {
+      this.recomputeAll = false;
+      this.touched.clear();
+      this.networksKey = key;
+      want = this.desiredAll(nets);
+      for (const [dst, r] of this.current) {
+        const w = want.get(dst);
+        if (!w || !same(w, r)) dels.push(r);
+      }
+    } else {
+      const keys = [...this.touched.values()];
+      this.touched.clear();
+      want = this.desiredTouched(nets, keys);
+      for (const [dst, w] of want) {
+        const r = this.current.get(dst);
+        if (r && (!w || !same(w, r))) dels.push(r);
+      }
     }
+    // Deletes first (stale routes, duplicates, and routes whose next hop or device changed), then adds.
     for (const r of dels) {
       const key = `delete ${r.dst}`;
       try {
@@ -227,6 +320,7 @@ class Routes implements RouteService {
       }
     }
     for (const [dst, w] of want) {
+      if (!w) continue;
       const c = this.current.get(dst);
       if (c && same(c, w)) continue;
       if (c) continue; // its delete failed above; retried with the next pass
