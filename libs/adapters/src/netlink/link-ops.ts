@@ -1,24 +1,17 @@
 /**
- * LinkOps over one rtnetlink socket (netlink@0.3.0's RawNetlinkSocket; framing, encoding and
- * decoding are done here so the bytes match iproute2's).
+ * LinkOps over one rtnetlink socket (a NetlinkChannel on netlink@0.3.0's RawNetlinkSocket; framing,
+ * encoding and decoding are done here so the bytes match iproute2's).
  *
  * - The socket acts on the network namespace of the process that called openLinkOps().
- * - Requests are serialized (one in flight per LinkOps): the kernel refuses a second dump on a
- *   socket that is still dumping (EBUSY), and one-at-a-time keeps replies trivially matched.
+ * - Requests are serialized (one in flight per LinkOps): see channel.ts.
  * - The socket does not keep the event loop alive while idle.
  */
-import { Protocol, RawNetlinkSocket, type MessageInfo } from 'netlink';
-
-import { decodeErrorMessage, decodeLinkMessage, parseNlmsgs, type Nlmsg } from './decode.js';
+import { NetlinkChannel, kernelError, type Reply } from './channel.js';
+import { decodeLinkMessage } from './decode.js';
 import {
-  NLMSG_DONE,
-  NLMSG_ERROR,
   NLM_F_ACK,
   NLM_F_CREATE,
-  NLM_F_DUMP,
-  NLM_F_DUMP_INTR,
   NLM_F_EXCL,
-  NLM_F_MULTI,
   NLM_F_REQUEST,
   RTM_DELLINK,
   RTM_GETLINK,
@@ -27,7 +20,6 @@ import {
   buildDumpLinksBody,
   buildGetLinkBody,
   buildNewLinkBody,
-  buildNlmsg,
   buildSetUpBody,
   checkIfname,
   encodeDummyInfo,
@@ -35,9 +27,8 @@ import {
   encodeMacvlanInfo,
   encodeVlanInfo,
   parseMac,
-  readS32,
 } from './encode.js';
-import { NetlinkError, describeErrno, errnoName } from './errors.js';
+import { NetlinkError, errnoName } from './errors.js';
 import type {
   CreateDummyOptions,
   CreateIpvlanOptions,
@@ -49,50 +40,12 @@ import type {
 } from './types.js';
 
 const ENODEV = 19;
-const DEFAULT_TIMEOUT_MS = 10_000;
-const DUMP_RETRIES = 5;
-
-interface Reply {
-  /** 0 on success, else the positive errno the kernel returned. */
-  errno: number;
-  /** Data messages of the reply (no NLMSG_ERROR / NLMSG_DONE). */
-  msgs: Nlmsg[];
-  /** NLM_F_DUMP_INTR was set: the dump may be inconsistent and should be retried. */
-  interrupted: boolean;
-}
-
-interface Pending {
-  seq: number;
-  msgs: Nlmsg[];
-  interrupted: boolean;
-  timer: NodeJS.Timeout;
-  resolve(r: Reply): void;
-  reject(e: Error): void;
-}
 
 class RtnlLinkOps implements LinkOps {
-  private sock: RawNetlinkSocket | undefined;
-  private readonly timeoutMs: number;
-  private seq: number;
-  private pending: Pending | undefined;
-  private tail: Promise<unknown> = Promise.resolve();
+  private readonly chan: NetlinkChannel;
 
   constructor(opts: LinkOpsOptions) {
-    this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    this.seq = (Date.now() & 0x7fffffff) >>> 0;
-    let sock: RawNetlinkSocket;
-    try {
-      sock = new RawNetlinkSocket(Protocol.ROUTE);
-    } catch (e) {
-      throw fromSystemError('openLinkOps', 'cannot open an rtnetlink socket', e);
-    }
-    sock.unref(); // idle sockets must not keep the process alive; ref()'d while a request waits
-    sock.on('message', (buf: Buffer, rinfo: MessageInfo) => this.onDatagram(buf, rinfo));
-    sock.on('truncatedMessage', () =>
-      this.failPending(new NetlinkError({ errno: 'EMSGSIZE', op: 'recv', message: 'netlink reply was truncated' })),
-    );
-    sock.on('error', (err: unknown) => this.failPending(fromSystemError('socket', 'netlink socket error', err)));
-    this.sock = sock;
+    this.chan = new NetlinkChannel({ owner: 'LinkOps', openOp: 'openLinkOps', timeoutMs: opts.timeoutMs, seq: (Date.now() & 0x7fffffff) >>> 0 });
   }
 
   // ---- public API --------------------------------------------------------------------------
@@ -107,30 +60,18 @@ class RtnlLinkOps implements LinkOps {
     if (!Number.isInteger(index) || index <= 0 || index > 0x7fffffff) {
       throw new NetlinkError({ errno: 'EINVAL', op, message: `interface index ${index} is not a positive integer` });
     }
-    const r = await this.request(op, RTM_GETLINK, NLM_F_REQUEST, buildGetLinkBody({ index }));
+    const r = await this.chan.request(op, RTM_GETLINK, NLM_F_REQUEST, buildGetLinkBody({ index }));
     if (r.errno === ENODEV) return undefined;
     if (r.errno) throw kernelError(op, r.errno, `cannot look up interface #${index}`, `#${index}`);
     return firstLink(op, r, `#${index}`);
   }
 
   async listLinks(): Promise<LinkInfo[]> {
-    const op = 'listLinks';
-    for (let attempt = 1; ; attempt++) {
-      const r = await this.request(op, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, buildDumpLinksBody());
-      if (r.errno) throw kernelError(op, r.errno, 'cannot list interfaces');
-      if (r.interrupted && attempt < DUMP_RETRIES) continue;
-      if (r.interrupted) {
-        throw new NetlinkError({
-          errno: 'EINTR',
-          op,
-          message: `cannot list interfaces: the link table kept changing during ${DUMP_RETRIES} dumps`,
-        });
-      }
-      return r.msgs
-        .filter((m) => m.type === RTM_NEWLINK)
-        .map((m) => decodeLinkMessage(m.body))
-        .sort((a, b) => a.index - b.index);
-    }
+    const msgs = await this.chan.dump('listLinks', RTM_GETLINK, buildDumpLinksBody(), 'cannot list interfaces', 'the link table');
+    return msgs
+      .filter((m) => m.type === RTM_NEWLINK)
+      .map((m) => decodeLinkMessage(m.body))
+      .sort((a, b) => a.index - b.index);
   }
 
   createMacvlan(o: CreateMacvlanOptions): Promise<LinkInfo> {
@@ -158,7 +99,7 @@ class RtnlLinkOps implements LinkOps {
   async setUp(name: string): Promise<void> {
     const op = 'setUp';
     checkIfname(op, name);
-    const r = await this.request(op, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, buildSetUpBody(name));
+    const r = await this.chan.request(op, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, buildSetUpBody(name));
     if (r.errno === ENODEV) {
       throw kernelError(op, r.errno, `cannot bring interface ${name} up`, name, `interface ${name} not found`);
     }
@@ -168,28 +109,20 @@ class RtnlLinkOps implements LinkOps {
   async deleteLink(name: string): Promise<boolean> {
     const op = 'deleteLink';
     checkIfname(op, name);
-    const r = await this.request(op, RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, buildDelLinkBody(name));
+    const r = await this.chan.request(op, RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, buildDelLinkBody(name));
     if (r.errno === ENODEV) return false;
     if (r.errno) throw kernelError(op, r.errno, `cannot delete interface ${name}`, name);
     return true;
   }
 
   close(): void {
-    const sock = this.sock;
-    if (!sock) return;
-    this.sock = undefined;
-    this.failPending(new NetlinkError({ errno: 'EBADF', op: 'close', message: 'netlink socket was closed while a request was in flight' }));
-    try {
-      sock.close();
-    } catch {
-      // already closed natively; nothing left to release
-    }
+    this.chan.close();
   }
 
   // ---- internals ---------------------------------------------------------------------------
 
   private async lookupByName(op: string, name: string): Promise<LinkInfo | undefined> {
-    const r = await this.request(op, RTM_GETLINK, NLM_F_REQUEST, buildGetLinkBody({ name }));
+    const r = await this.chan.request(op, RTM_GETLINK, NLM_F_REQUEST, buildGetLinkBody({ name }));
     if (r.errno === ENODEV) return undefined;
     if (r.errno) throw kernelError(op, r.errno, `cannot look up interface ${name}`, name);
     return firstLink(op, r, name);
@@ -220,7 +153,7 @@ class RtnlLinkOps implements LinkOps {
       ...(enc.mac ? { mac: enc.mac } : {}),
       up: up === true,
     });
-    const r = await this.request(op, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body);
+    const r = await this.chan.request(op, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body);
     if (r.errno) {
       const e = errnoName(r.errno);
       let detail: string | undefined;
@@ -237,121 +170,12 @@ class RtnlLinkOps implements LinkOps {
     }
     return created;
   }
-
-  /** Serializes requests: each waits for the previous one to settle. */
-  private request(op: string, type: number, flags: number, body: Buffer): Promise<Reply> {
-    const run = (): Promise<Reply> => this.exchange(op, type, flags, body);
-    const p = this.tail.then(run, run);
-    this.tail = p.catch(() => undefined);
-    return p;
-  }
-
-  private exchange(op: string, type: number, flags: number, body: Buffer): Promise<Reply> {
-    const sock = this.sock;
-    if (!sock) return Promise.reject(new NetlinkError({ errno: 'EBADF', op, message: `${op}: the LinkOps was closed` }));
-    this.seq = (this.seq % 0xffffffff) + 1;
-    const seq = this.seq;
-    return new Promise<Reply>((resolve, reject) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        if (this.pending?.seq === seq) this.pending = undefined;
-        this.sock?.unref();
-      };
-      const timer = setTimeout(
-        () => this.failPending(new NetlinkError({ errno: 'ETIMEDOUT', op, message: `${op}: no reply from the kernel within ${this.timeoutMs} ms` })),
-        this.timeoutMs,
-      );
-      this.pending = {
-        seq,
-        msgs: [],
-        interrupted: false,
-        timer,
-        resolve: (r) => {
-          done();
-          resolve(r);
-        },
-        reject: (e) => {
-          done();
-          reject(e);
-        },
-      };
-      sock.ref();
-      try {
-        sock.send(buildNlmsg({ type, flags, seq, body }), { port: 0 }, (err) => {
-          if (err && this.pending?.seq === seq) this.failPending(fromSystemError(op, `${op}: sending the netlink request failed`, err));
-        });
-      } catch (e) {
-        this.failPending(fromSystemError(op, `${op}: sending the netlink request failed`, e));
-      }
-    });
-  }
-
-  private failPending(err: Error): void {
-    const p = this.pending;
-    if (!p) return;
-    this.pending = undefined;
-    p.reject(err);
-  }
-
-  private onDatagram(buf: Buffer, rinfo: MessageInfo): void {
-    if (rinfo.port !== 0) return; // only the kernel talks to us
-    const p = this.pending;
-    if (!p) return;
-    let msgs: Nlmsg[];
-    try {
-      msgs = parseNlmsgs(buf);
-    } catch (e) {
-      this.failPending(new NetlinkError({ errno: 'EPROTO', op: 'recv', message: `undecodable netlink reply: ${(e as Error).message}` }));
-      return;
-    }
-    for (const m of msgs) {
-      if (m.seq !== p.seq || this.pending !== p) continue; // stale reply of a timed-out request
-      if (m.flags & NLM_F_DUMP_INTR) p.interrupted = true;
-      if (m.type === NLMSG_ERROR) {
-        let errno: number;
-        try {
-          errno = decodeErrorMessage(m.body);
-        } catch (e) {
-          this.failPending(new NetlinkError({ errno: 'EPROTO', op: 'recv', message: (e as Error).message }));
-          return;
-        }
-        p.resolve({ errno, msgs: p.msgs, interrupted: p.interrupted });
-      } else if (m.type === NLMSG_DONE) {
-        // The DONE of a dump may carry an error (int) in its payload.
-        const errno = m.body.length >= 4 ? -readS32(m.body, 0) : 0;
-        p.resolve({ errno: errno > 0 ? errno : 0, msgs: p.msgs, interrupted: p.interrupted });
-      } else {
-        p.msgs.push(m);
-        if (!(m.flags & NLM_F_MULTI)) p.resolve({ errno: 0, msgs: p.msgs, interrupted: p.interrupted });
-      }
-    }
-  }
 }
 
 function firstLink(op: string, r: Reply, what: string): LinkInfo {
   const m = r.msgs.find((x) => x.type === RTM_NEWLINK);
   if (!m) throw new NetlinkError({ errno: 'EPROTO', op, link: what, message: `${op}: the kernel sent no link message for ${what}` });
   return decodeLinkMessage(m.body);
-}
-
-function kernelError(op: string, errno: number, context: string, link?: string, message?: string): NetlinkError {
-  const name = errnoName(errno);
-  return new NetlinkError({
-    errno: name,
-    errnoNumber: errno,
-    op,
-    message: message ?? `${context}: ${describeErrno(name)}${describeErrno(name) === name ? '' : ` (${name})`}`,
-    ...(link !== undefined ? { link } : {}),
-  });
-}
-
-function fromSystemError(op: string, context: string, err: unknown): NetlinkError {
-  if (err instanceof NetlinkError) return err;
-  const e = err as { code?: unknown; errno?: unknown; message?: unknown };
-  const code = typeof e?.code === 'string' ? e.code : typeof e?.errno === 'number' ? errnoName(e.errno) : 'EIO';
-  const num = typeof e?.errno === 'number' ? Math.abs(e.errno) : undefined;
-  const text = typeof e?.message === 'string' ? e.message : String(err);
-  return new NetlinkError({ errno: code, op, message: `${context}: ${text}`, ...(num !== undefined ? { errnoNumber: num } : {}) });
 }
 
 /**

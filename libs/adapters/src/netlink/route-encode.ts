@@ -10,6 +10,8 @@
  */
 import { isIP } from 'node:net';
 
+import { formatValue, tryParseAddr, type Family } from '@underlay/core';
+
 import { NetlinkError } from './errors.js';
 import { nlAttr, u32 } from './encode.js';
 
@@ -59,54 +61,25 @@ export function rtmsg(o: RtmsgFields): Buffer {
   return b;
 }
 
-/** An address as the bytes netlink carries (network order), with its family. (No @underlay/core here: this directory stands alone.) */
+/** An address as the bytes netlink carries (network order), with its family (node:net's isIP decides what is an address). */
 export function addrBytes(op: string, s: string): { family: 4 | 6; bytes: Buffer } {
   const fam = typeof s === 'string' ? isIP(s) : 0;
-  if (fam === 4) return { family: 4, bytes: Buffer.from(s.split('.').map(Number)) };
-  if (fam === 6) {
-    // An embedded IPv4 tail (::ffff:192.0.2.1) becomes two hex groups first.
-    const text = s.replace(/(\d+)\.(\d+)\.(\d+)\.(\d+)$/, (_m, a, b, c, d) =>
-      `${((Number(a) << 8) | Number(b)).toString(16)}:${((Number(c) << 8) | Number(d)).toString(16)}`,
-    );
-    const part = (x: string): number[] => (x === '' ? [] : x.split(':').map((g) => parseInt(g, 16)));
-    const dbl = text.indexOf('::');
-    let groups: number[];
-    if (dbl === -1) groups = part(text);
-    else {
-      const head = part(text.slice(0, dbl));
-      const tail = part(text.slice(dbl + 2));
-      groups = [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
-    }
-    const bytes = Buffer.alloc(16);
-    groups.forEach((g, i) => bytes.writeUInt16BE(g, i * 2));
-    return { family: 6, bytes };
-  }
+  // A zone index (fe80::1%eth0) is not part of the address netlink carries.
+  const a = fam === 0 ? undefined : tryParseAddr(fam === 6 ? s.replace(/%.*$/, '') : s);
+  if (a && a.family === fam) return { family: a.family, bytes: valueBytes(a.family, a.value) };
   throw new NetlinkError({ errno: 'EINVAL', op, message: `${op}: ${JSON.stringify(s)} is not an IP address` });
 }
 
 /** Network-order bytes → text (IPv6 compressed as RFC 5952, like iproute2 and @underlay/core print it). */
 export function formatAddrBytes(b: Buffer): string {
-  if (b.length === 4) return [...b].join('.');
-  const g: number[] = [];
-  for (let i = 0; i < 8; i++) g.push(b.readUInt16BE(i * 2));
-  let bestStart = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = g.map((x) => x.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+  const family: Family = b.length === 4 ? 4 : 6;
+  if (family === 6 && b.length < 16) b.readUInt16BE(b.length & ~1); // too short: throws Buffer's RangeError
+  return formatValue(family, BigInt(`0x${b.subarray(0, family === 4 ? 4 : 16).toString('hex')}`));
+}
+
+/** An address value as its network-order bytes. */
+function valueBytes(family: Family, v: bigint): Buffer {
+  return Buffer.from(v.toString(16).padStart(family === 4 ? 8 : 32, '0'), 'hex');
 }
 
 /** "192.0.2.16/28" → family, prefix, network bytes. Refuses host bits (the kernel would too: EINVAL). */

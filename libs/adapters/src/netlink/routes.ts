@@ -7,28 +7,20 @@
  * A route is owned by its rtm_protocol: deleteRoute always names the protocol, so the kernel never
  * deletes a route with another one; addRoute uses NLM_F_EXCL, so it never overwrites any route.
  */
-import { Protocol, RawNetlinkSocket, type MessageInfo } from 'netlink';
-
-import { decodeErrorMessage, decodeLinkMessage, parseNlmsgs, type Nlmsg } from './decode.js';
+import { NetlinkChannel, kernelError } from './channel.js';
+import { decodeLinkMessage } from './decode.js';
 import {
-  NLMSG_DONE,
-  NLMSG_ERROR,
   NLM_F_ACK,
   NLM_F_CREATE,
-  NLM_F_DUMP,
-  NLM_F_DUMP_INTR,
   NLM_F_EXCL,
-  NLM_F_MULTI,
   NLM_F_REQUEST,
   RTM_GETLINK,
   RTM_NEWLINK,
   buildDumpLinksBody,
   buildGetLinkBody,
-  buildNlmsg,
   checkIfname,
-  readS32,
 } from './encode.js';
-import { NetlinkError, describeErrno, errnoName } from './errors.js';
+import { NetlinkError, errnoName } from './errors.js';
 import { decodeRouteMessage } from './route-decode.js';
 import {
   NLM_F_REPLACE,
@@ -46,8 +38,6 @@ import {
 const ENODEV = 19;
 const ESRCH = 3;
 const RTM_F_CLONED = 0x200;
-const DEFAULT_TIMEOUT_MS = 10_000;
-const DUMP_RETRIES = 5;
 
 /** A route to program: `dst via via dev dev proto protocol` in the main table. */
 export interface RouteSpec {
@@ -90,51 +80,19 @@ export interface RouteOpsOptions {
   timeoutMs?: number;
 }
 
-interface Reply {
-  errno: number;
-  msgs: Nlmsg[];
-  interrupted: boolean;
-}
-
-interface Pending {
-  seq: number;
-  msgs: Nlmsg[];
-  interrupted: boolean;
-  resolve(r: Reply): void;
-  reject(e: Error): void;
-}
-
 class RtnlRouteOps implements RouteOps {
-  private sock: RawNetlinkSocket | undefined;
-  private readonly timeoutMs: number;
-  private seq: number;
-  private pending: Pending | undefined;
-  private tail: Promise<unknown> = Promise.resolve();
+  private readonly chan: NetlinkChannel;
   /** name → ifindex, refreshed by every listRoutes and after ENODEV. */
   private readonly indexes = new Map<string, number>();
 
   constructor(opts: RouteOpsOptions) {
-    this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    this.seq = ((Date.now() ^ 0x5a5a5a5a) & 0x7fffffff) >>> 0;
-    let sock: RawNetlinkSocket;
-    try {
-      sock = new RawNetlinkSocket(Protocol.ROUTE);
-    } catch (e) {
-      throw fromSystemError('openRouteOps', 'cannot open an rtnetlink socket', e);
-    }
-    sock.unref();
-    sock.on('message', (buf: Buffer, rinfo: MessageInfo) => this.onDatagram(buf, rinfo));
-    sock.on('truncatedMessage', () =>
-      this.failPending(new NetlinkError({ errno: 'EMSGSIZE', op: 'recv', message: 'netlink reply was truncated' })),
-    );
-    sock.on('error', (err: unknown) => this.failPending(fromSystemError('socket', 'netlink socket error', err)));
-    this.sock = sock;
+    this.chan = new NetlinkChannel({ owner: 'RouteOps', openOp: 'openRouteOps', timeoutMs: opts.timeoutMs, seq: ((Date.now() ^ 0x5a5a5a5a) & 0x7fffffff) >>> 0 });
   }
 
   async listRoutes(filter: { protocol?: number } = {}): Promise<KernelRoute[]> {
     const op = 'listRoutes';
     const names = await this.dumpLinks(op);
-    const msgs = await this.dump(op, RTM_GETROUTE, buildDumpRoutesBody(), 'cannot list routes');
+    const msgs = await this.chan.dump(op, RTM_GETROUTE, buildDumpRoutesBody(), 'cannot list routes');
     const out: KernelRoute[] = [];
     for (const m of msgs) {
       if (m.type !== RTM_NEWROUTE) continue;
@@ -175,7 +133,7 @@ class RtnlRouteOps implements RouteOps {
         if (oif === undefined) return false; // no such device: no route through it
       }
       const body = buildRouteBody({ family: dst.family, dstLen: dst.prefix, dst: dst.bytes, gateway: gw?.bytes, oif, protocol: r.protocol, forDelete: true });
-      const rep = await this.request(op, RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK, body);
+      const rep = await this.chan.request(op, RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK, body);
       if (rep.errno === ESRCH) return false;
       if (rep.errno === ENODEV && r.dev !== undefined && attempt === 1) {
         this.indexes.delete(r.dev);
@@ -187,15 +145,7 @@ class RtnlRouteOps implements RouteOps {
   }
 
   close(): void {
-    const sock = this.sock;
-    if (!sock) return;
-    this.sock = undefined;
-    this.failPending(new NetlinkError({ errno: 'EBADF', op: 'close', message: 'netlink socket was closed while a request was in flight' }));
-    try {
-      sock.close();
-    } catch {
-      // already closed
-    }
+    this.chan.close();
   }
 
   // ---- internals ---------------------------------------------------------------------------
@@ -211,7 +161,7 @@ class RtnlRouteOps implements RouteOps {
       const oif = await this.ifindex(op, r.dev);
       if (oif === undefined) throw new NetlinkError({ errno: 'ENODEV', op, link: r.dev, message: `${what}: interface ${r.dev} not found` });
       const body = buildRouteBody({ family: dst.family, dstLen: dst.prefix, dst: dst.bytes, gateway: gw.bytes, oif, protocol: r.protocol });
-      const rep = await this.request(op, RTM_NEWROUTE, flags, body);
+      const rep = await this.chan.request(op, RTM_NEWROUTE, flags, body);
       if (rep.errno === ENODEV && attempt === 1) {
         this.indexes.delete(r.dev); // the link was re-created with a new index
         continue;
@@ -222,7 +172,7 @@ class RtnlRouteOps implements RouteOps {
         if (e === 'EEXIST') detail = `${what}: a route to ${r.dst} already exists`;
         else if (e === 'ENETUNREACH') detail = `${what}: ${r.via} is not reachable through ${r.dev} (no connected route on it)`;
         else if (e === 'ENETDOWN') detail = `${what}: ${r.dev} is down`;
-        throw kernelError(op, rep.errno, what, detail, r.dev);
+        throw kernelError(op, rep.errno, what, r.dev, detail);
       }
       return;
     }
@@ -232,9 +182,9 @@ class RtnlRouteOps implements RouteOps {
     const cached = this.indexes.get(name);
     if (cached !== undefined) return cached;
     checkIfname(op, name);
-    const r = await this.request(op, RTM_GETLINK, NLM_F_REQUEST, buildGetLinkBody({ name }));
+    const r = await this.chan.request(op, RTM_GETLINK, NLM_F_REQUEST, buildGetLinkBody({ name }));
     if (r.errno === ENODEV) return undefined;
-    if (r.errno) throw kernelError(op, r.errno, `cannot look up interface ${name}`, undefined, name);
+    if (r.errno) throw kernelError(op, r.errno, `cannot look up interface ${name}`, name);
     const m = r.msgs.find((x) => x.type === RTM_NEWLINK);
     if (!m) return undefined;
     const index = decodeLinkMessage(m.body).index;
@@ -243,7 +193,7 @@ class RtnlRouteOps implements RouteOps {
   }
 
   private async dumpLinks(op: string): Promise<Map<number, string>> {
-    const msgs = await this.dump(op, RTM_GETLINK, buildDumpLinksBody(), 'cannot list interfaces');
+    const msgs = await this.chan.dump(op, RTM_GETLINK, buildDumpLinksBody(), 'cannot list interfaces');
     const out = new Map<number, string>();
     this.indexes.clear();
     for (const m of msgs) {
@@ -253,103 +203,6 @@ class RtnlRouteOps implements RouteOps {
       this.indexes.set(l.name, l.index);
     }
     return out;
-  }
-
-  private async dump(op: string, type: number, body: Buffer, what: string): Promise<Nlmsg[]> {
-    for (let attempt = 1; ; attempt++) {
-      const r = await this.request(op, type, NLM_F_REQUEST | NLM_F_DUMP, body);
-      if (r.errno) throw kernelError(op, r.errno, what);
-      if (!r.interrupted) return r.msgs;
-      if (attempt >= DUMP_RETRIES) {
-        throw new NetlinkError({ errno: 'EINTR', op, message: `${what}: the table kept changing during ${DUMP_RETRIES} dumps` });
-      }
-    }
-  }
-
-  private request(op: string, type: number, flags: number, body: Buffer): Promise<Reply> {
-    const run = (): Promise<Reply> => this.exchange(op, type, flags, body);
-    const p = this.tail.then(run, run);
-    this.tail = p.catch(() => undefined);
-    return p;
-  }
-
-  private exchange(op: string, type: number, flags: number, body: Buffer): Promise<Reply> {
-    const sock = this.sock;
-    if (!sock) return Promise.reject(new NetlinkError({ errno: 'EBADF', op, message: `${op}: the RouteOps was closed` }));
-    this.seq = (this.seq % 0xffffffff) + 1;
-    const seq = this.seq;
-    return new Promise<Reply>((resolve, reject) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        if (this.pending?.seq === seq) this.pending = undefined;
-        this.sock?.unref();
-      };
-      const timer = setTimeout(
-        () => this.failPending(new NetlinkError({ errno: 'ETIMEDOUT', op, message: `${op}: no reply from the kernel within ${this.timeoutMs} ms` })),
-        this.timeoutMs,
-      );
-      this.pending = {
-        seq,
-        msgs: [],
-        interrupted: false,
-        resolve: (r) => {
-          done();
-          resolve(r);
-        },
-        reject: (e) => {
-          done();
-          reject(e);
-        },
-      };
-      sock.ref();
-      try {
-        sock.send(buildNlmsg({ type, flags, seq, body }), { port: 0 }, (err) => {
-          if (err && this.pending?.seq === seq) this.failPending(fromSystemError(op, `${op}: sending the netlink request failed`, err));
-        });
-      } catch (e) {
-        this.failPending(fromSystemError(op, `${op}: sending the netlink request failed`, e));
-      }
-    });
-  }
-
-  private failPending(err: Error): void {
-    const p = this.pending;
-    if (!p) return;
-    this.pending = undefined;
-    p.reject(err);
-  }
-
-  private onDatagram(buf: Buffer, rinfo: MessageInfo): void {
-    if (rinfo.port !== 0) return;
-    const p = this.pending;
-    if (!p) return;
-    let msgs: Nlmsg[];
-    try {
-      msgs = parseNlmsgs(buf);
-    } catch (e) {
-      this.failPending(new NetlinkError({ errno: 'EPROTO', op: 'recv', message: `undecodable netlink reply: ${(e as Error).message}` }));
-      return;
-    }
-    for (const m of msgs) {
-      if (m.seq !== p.seq || this.pending !== p) continue;
-      if (m.flags & NLM_F_DUMP_INTR) p.interrupted = true;
-      if (m.type === NLMSG_ERROR) {
-        let errno: number;
-        try {
-          errno = decodeErrorMessage(m.body);
-        } catch (e) {
-          this.failPending(new NetlinkError({ errno: 'EPROTO', op: 'recv', message: (e as Error).message }));
-          return;
-        }
-        p.resolve({ errno, msgs: p.msgs, interrupted: p.interrupted });
-      } else if (m.type === NLMSG_DONE) {
-        const errno = m.body.length >= 4 ? -readS32(m.body, 0) : 0;
-        p.resolve({ errno: errno > 0 ? errno : 0, msgs: p.msgs, interrupted: p.interrupted });
-      } else {
-        p.msgs.push(m);
-        if (!(m.flags & NLM_F_MULTI)) p.resolve({ errno: 0, msgs: p.msgs, interrupted: p.interrupted });
-      }
-    }
   }
 }
 
@@ -361,26 +214,6 @@ function checkProtocol(op: string, p: number): void {
 
 function familyMismatch(op: string, dst: string, via: string): NetlinkError {
   return new NetlinkError({ errno: 'EINVAL', op, message: `${op}: next hop ${via} is not of the family of ${dst}` });
-}
-
-function kernelError(op: string, errno: number, context: string, message?: string, link?: string): NetlinkError {
-  const name = errnoName(errno);
-  return new NetlinkError({
-    errno: name,
-    errnoNumber: errno,
-    op,
-    message: message ?? `${context}: ${describeErrno(name)}${describeErrno(name) === name ? '' : ` (${name})`}`,
-    ...(link !== undefined ? { link } : {}),
-  });
-}
-
-function fromSystemError(op: string, context: string, err: unknown): NetlinkError {
-  if (err instanceof NetlinkError) return err;
-  const e = err as { code?: unknown; errno?: unknown; message?: unknown };
-  const code = typeof e?.code === 'string' ? e.code : typeof e?.errno === 'number' ? errnoName(e.errno) : 'EIO';
-  const num = typeof e?.errno === 'number' ? Math.abs(e.errno) : undefined;
-  const text = typeof e?.message === 'string' ? e.message : String(err);
-  return new NetlinkError({ errno: code, op, message: `${context}: ${text}`, ...(num !== undefined ? { errnoNumber: num } : {}) });
 }
 
 /** Opens one rtnetlink socket in the CURRENT process' network namespace. Synchronous; close() when done. */

@@ -62,12 +62,11 @@ interface Keyed {
   route: DesiredRoute;
 }
 
-export function desiredRoutes(state: IpamState, node: string, localNetworks: Iterable<RouteNetwork>): DesiredRoute[] {
-  const out = new Map<string, Keyed>();
-  const hop = (owner: string, family: Family): string | undefined => nextHopOf(state.nodes.get(owner)?.address, family);
-  const add = (family: Family, value: bigint, prefix: number, dst: string, via: string, dev: string): void => {
-    if (!out.has(dst)) out.set(dst, { family, value, prefix, route: { dst, via, dev } });
-  };
+/**
+ * The routed networks' pools, in order (networks, then each one's pools), each pool once (with the first
+ * network that uses it); pools the state does not know are skipped.
+ */
+function* routedPools(state: IpamState, localNetworks: Iterable<RouteNetwork>): Generator<[RouteNetwork, Pool]> {
   const seenPools = new Set<string>();
   for (const net of localNetworks) {
     if (!needsRoutes(net)) continue;
@@ -75,26 +74,37 @@ export function desiredRoutes(state: IpamState, node: string, localNetworks: Ite
       const p = state.pools.get(poolId);
       if (!p || seenPools.has(poolId)) continue;
       seenPools.add(poolId);
-      const family = p.cidr.family;
-      const hostPrefix = family === 4 ? 32 : 128;
-      for (const b of p.blocks.values()) {
-        if (b.node === node) continue;
-        const via = hop(b.node, family);
-        if (!via) continue;
-        let dst = blockText.get(b);
-        if (dst === undefined) blockText.set(b, (dst = formatBlock(p, b.network)));
-        add(family, b.network, p.blockPrefix, dst, via, net.parent);
-      }
-      for (const [v, a] of p.allocs) {
-        if (a.kind !== 'endpoint' || a.node === node) continue;
-        const owner = p.blocks.get(blockOf(p, v))?.node;
-        if (owner === a.node) continue; // covered by the owner's block route
-        const via = hop(a.node, family);
-        if (!via) continue;
-        let dst = hostText.get(a);
-        if (dst === undefined) hostText.set(a, (dst = `${formatValue(family, v)}/${hostPrefix}`));
-        add(family, v, hostPrefix, dst, via, net.parent);
-      }
+      yield [net, p];
+    }
+  }
+}
+
+export function desiredRoutes(state: IpamState, node: string, localNetworks: Iterable<RouteNetwork>): DesiredRoute[] {
+  const out = new Map<string, Keyed>();
+  const hop = (owner: string, family: Family): string | undefined => nextHopOf(state.nodes.get(owner)?.address, family);
+  const add = (family: Family, value: bigint, prefix: number, dst: string, via: string, dev: string): void => {
+    if (!out.has(dst)) out.set(dst, { family, value, prefix, route: { dst, via, dev } });
+  };
+  for (const [net, p] of routedPools(state, localNetworks)) {
+    const family = p.cidr.family;
+    const hostPrefix = family === 4 ? 32 : 128;
+    for (const b of p.blocks.values()) {
+      if (b.node === node) continue;
+      const via = hop(b.node, family);
+      if (!via) continue;
+      let dst = blockText.get(b);
+      if (dst === undefined) blockText.set(b, (dst = formatBlock(p, b.network)));
+      add(family, b.network, p.blockPrefix, dst, via, net.parent);
+    }
+    for (const [v, a] of p.allocs) {
+      if (a.kind !== 'endpoint' || a.node === node) continue;
+      const owner = p.blocks.get(blockOf(p, v))?.node;
+      if (owner === a.node) continue; // covered by the owner's block route
+      const via = hop(a.node, family);
+      if (!via) continue;
+      let dst = hostText.get(a);
+      if (dst === undefined) hostText.set(a, (dst = `${formatValue(family, v)}/${hostPrefix}`));
+      add(family, v, hostPrefix, dst, via, net.parent);
     }
   }
   return [...out.values()]
@@ -176,28 +186,21 @@ export function routeKeysOf(state: IpamState, ev: ClusterEvent): RouteKey[] | un
 
 /** The route `desiredRoutes` gives for the destination `key` (undefined: none), without computing the others. */
 export function desiredRouteFor(state: IpamState, node: string, localNetworks: Iterable<RouteNetwork>, key: RouteKey): DesiredRoute | undefined {
-  const seenPools = new Set<string>();
-  for (const net of localNetworks) {
-    if (!needsRoutes(net)) continue;
-    for (const poolId of net.poolIds) {
-      const p = state.pools.get(poolId);
-      if (!p || seenPools.has(poolId)) continue;
-      seenPools.add(poolId);
-      const family = p.cidr.family;
-      if (family !== key.family) continue;
-      if (key.prefix === p.blockPrefix) {
-        const b = p.blocks.get(key.value);
-        if (b && b.node !== node) {
-          const via = nextHopOf(state.nodes.get(b.node)?.address, family);
-          if (via) return { dst: key.dst, via, dev: net.parent };
-        }
+  for (const [net, p] of routedPools(state, localNetworks)) {
+    const family = p.cidr.family;
+    if (family !== key.family) continue;
+    if (key.prefix === p.blockPrefix) {
+      const b = p.blocks.get(key.value);
+      if (b && b.node !== node) {
+        const via = nextHopOf(state.nodes.get(b.node)?.address, family);
+        if (via) return { dst: key.dst, via, dev: net.parent };
       }
-      if (key.prefix === (family === 4 ? 32 : 128)) {
-        const a = p.allocs.get(key.value);
-        if (a && a.kind === 'endpoint' && a.node !== node && p.blocks.get(blockOf(p, key.value))?.node !== a.node) {
-          const via = nextHopOf(state.nodes.get(a.node)?.address, family);
-          if (via) return { dst: key.dst, via, dev: net.parent };
-        }
+    }
+    if (key.prefix === (family === 4 ? 32 : 128)) {
+      const a = p.allocs.get(key.value);
+      if (a && a.kind === 'endpoint' && a.node !== node && p.blocks.get(blockOf(p, key.value))?.node !== a.node) {
+        const via = nextHopOf(state.nodes.get(a.node)?.address, family);
+        if (via) return { dst: key.dst, via, dev: net.parent };
       }
     }
   }
