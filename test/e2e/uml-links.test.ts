@@ -14,7 +14,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { checkUml, runInUml, tail, type UmlResult } from '../uml/uml';
+import { runGuestScript, tail, type UmlResult } from '../uml/uml';
 
 const REPO = path.resolve(__dirname, '../..');
 /** The scenarios of test/uml/guest/scenarios.js and what each one shows. */
@@ -69,16 +69,7 @@ beforeAll(async () => {
   const stale = BUILT.filter(([dist, src]) => fs.existsSync(path.join(REPO, src)) && fs.statSync(path.join(REPO, src)).mtimeMs > fs.statSync(path.join(REPO, dist)).mtimeMs + 1000);
   if (stale.length) console.warn(`uml-links: sources newer than their build, the guest tests the OLD code: ${stale.map(([, s]) => s).join(', ')} (run \`npx tsc -b\`)`);
 
-  checkUml(); // throws UmlError('unavailable') with what is missing
-  run = await runInUml({ script: 'exec node test/uml/guest/scenarios.js "$UML_RESULT"\n', timeoutMs: 120_000 });
-  if (run.result === undefined) {
-    throw new Error(`the guest wrote no result (script exit ${run.exitCode})\n--- guest output ---\n${tail(run.guestLog)}\n--- UML console ---\n${tail(run.log)}`);
-  }
-  try {
-    results = JSON.parse(run.result) as Results;
-  } catch (e) {
-    throw new Error(`the guest's result is not JSON (${(e as Error).message}): ${run.result.slice(0, 2000)}`);
-  }
+  ({ run, result: results } = await runGuestScript<Results>([], { script: 'exec node test/uml/guest/scenarios.js "$UML_RESULT"\n', timeoutMs: 120_000 }));
   const t = run.timings;
   console.log(
     `uml-links: kernel ${results.uname}, node ${results.node}, pinned to host cpu ${run.cpu ?? "none"}; boot ${t.bootMs} ms, setup ${t.setupMs} ms, scenarios ${t.scriptMs} ms, ` +

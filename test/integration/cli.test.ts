@@ -21,11 +21,11 @@ import {
 import type { RpcClient } from '@underlay/adapters';
 import type { Controller } from '@underlay/controller';
 import { joinReplica, joinedReport, spawnCollecting, startEnv, type Env } from './support';
+import { CLI, ensureBuilt } from '../e2e/support/cluster';
+import { waitFor } from '../lab/proc';
 
 jest.setTimeout(180_000);
 
-const ROOT = path.resolve(__dirname, '../..');
-const CLI = path.join(ROOT, 'cli/bin/underlay.js');
 const TOKEN = 'cli-test-token-0123456789';
 const LEASE_MS = 5_000;
 
@@ -79,14 +79,6 @@ function parseTable(text: string): Record<string, string>[] {
   return rows.map((row) => Object.fromEntries(names.map((n, i) => [n, row.slice(starts[i], starts[i + 1]).trim()])));
 }
 
-async function waitFor(ok: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await ok())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 const EP = 'a1b2c3d4e5f6'.padEnd(64, '7');
 let address: string;
 
@@ -97,11 +89,7 @@ function report(extra: Partial<NodeReport> = {}): NodeReport {
 }
 
 beforeAll(async () => {
-  await new Promise<void>((resolve, reject) =>
-    execFile(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-b'], { cwd: ROOT, timeout: 170_000 }, (err, stdout, stderr) =>
-      err ? reject(new Error(`tsc -b failed: ${stdout}${stderr}`)) : resolve(),
-    ),
-  );
+  await ensureBuilt();
   env = await startEnv();
   tokenFile = path.join(env.dir, 'api-token');
   fs.writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
@@ -232,7 +220,7 @@ describe('underlay CLI against a live controller', () => {
     expect(rows).toEqual([{ NAME: 'h1', STATUS: 'Ready', 'LAST SEEN': expect.stringMatching(/^(just now|\d seconds? ago)$/), ADDRESS: '203.0.113.1', VERSION: '0.1.0', ENDPOINTS: '1', NETWORKS: '1/1 ready' }]);
     const j = NodeList.parse(JSON.parse(await ok(['node', 'ls', '--json'])));
     expect(j.nodes[0]).toMatchObject({ name: 'h1', status: 'Ready', leaseMs: LEASE_MS });
-    await waitFor(async () => parseTable(await ok(['node', 'ls']))[0]!.STATUS === 'NotReady', 'h1 to turn NotReady', LEASE_MS + 10_000);
+    await waitFor(async () => parseTable(await ok(['node', 'ls']))[0]!.STATUS === 'NotReady', { what: 'h1 to turn NotReady', timeoutMs: LEASE_MS + 10_000 });
     const late = parseTable(await ok(['node', 'ls']))[0]!;
     expect(late['LAST SEEN']).toMatch(/^\d+ seconds ago$/);
     expect(parseTable(await ok(['network', 'ls'])).find((r) => r.NAME === 'web')!.HOSTS).toBe('0/1');
@@ -272,7 +260,9 @@ describe('underlay CLI against a live controller', () => {
       await new Promise((r) => setTimeout(r, 500));
       expect(f.out).toBe('');
       await ok(['network', 'create', 'followed', '--subnet', '198.18.44.0/24']);
-      await waitFor(() => f.out.includes('\n'), `the follow stream to print the new event (stderr: ${f.err})`);
+      await waitFor(() => f.out.includes('\n'), { what: 'the follow stream to print the new event', timeoutMs: 15_000 }).catch((e: Error) => {
+        throw new Error(`${e.message} (stderr: ${f.err})`);
+      });
       const ev = JSON.parse(f.out.split('\n')[0]!) as { seq: number; type: string; data: { name: string } };
       expect(ev).toMatchObject({ seq: head + 1, type: 'ClusterNetworkCreated', data: { name: 'followed' } });
     } finally {
@@ -322,7 +312,7 @@ describe('underlay CLI against a live controller', () => {
   it('events --follow ends with the unreachable message (exit 1) when the controller goes away', async () => {
     const f = follow(['events', '--follow', '--since', '1']);
     try {
-      await waitFor(() => f.out.split('\n').length > 3, 'the backlog on the follow stream');
+      await waitFor(() => f.out.split('\n').length > 3, { what: 'the backlog on the follow stream', timeoutMs: 15_000 });
       expect(f.out.trimStart()).toMatch(/^2  /);
       await controller.stop();
       let timer: NodeJS.Timeout | undefined;

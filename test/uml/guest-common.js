@@ -46,6 +46,7 @@ function sleep(ms) {
  *   dockerStep(dockerEnv, name, args, o): step with the docker CLI, `dockerEnv` added to its environment.
  *   background(name, cmd, args, logFile, env): starts a long-running process (detached, output appended to
  *     logFile), records it and its pid in `procs[name]`; returns the ChildProcess.
+ *   waitFor(what, fn, timeoutMs, every = 200): polls and records the wait; the ms it took, or undefined on timeout.
  */
 function recorder(resultFile, out) {
   const t0 = Date.now();
@@ -84,7 +85,20 @@ function recorder(resultFile, out) {
     save();
     return child;
   }
-  return { out, procs, save, step, sh, dockerStep, background };
+  /**
+   * Polls fn every `every` ms until it returns a truthy value or timeoutMs passes, and records the wait.
+   * Returns the milliseconds it took (0 when fn was true at once), or undefined on timeout: test with `=== undefined`.
+   */
+  function waitFor(what, fn, timeoutMs, every = 200) {
+    const started = Date.now();
+    let v;
+    while (!(v = fn()) && Date.now() - started < timeoutMs) sleep(every);
+    const ms = Date.now() - started;
+    out.steps.push({ name: `wait ${what}`, code: v ? 0 : 'timeout', ms });
+    save();
+    return v ? ms : undefined;
+  }
+  return { out, procs, save, step, sh, dockerStep, background, waitFor };
 }
 
 /** A shell script that makes `${dir}/busybox.tar`: a root with /bin/busybox and one symlink per applet. */

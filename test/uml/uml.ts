@@ -412,15 +412,19 @@ export function describeSteps(steps: readonly GuestStep[]): string {
 /**
  * Runs a guest script in UML (`opts.script` starts it with "$UML_RESULT") and returns the JSON it wrote
  * there as `result`. First checks that every path in `required` (absolute, or under the repository)
- * exists and that UML is available (checkUml); throws, with the guest's output, when it wrote nothing.
+ * exists and that UML is available (runInUml's checkUml); throws, with the guest's output, when it wrote nothing
+ * or not JSON.
  */
 export async function runGuestScript<T>(required: readonly string[], opts: UmlOptions): Promise<{ run: UmlResult; result: T }> {
   const missing = required.filter((f) => !fs.existsSync(path.resolve(REPO, f)));
   if (missing.length) throw new Error(`missing: ${missing.join(', ')} (install docker.io; build with \`npx tsc -b\`)`);
-  checkUml(); // throws UmlError('unavailable') with what is missing
-  const run = await runInUml(opts);
+  const run = await runInUml(opts); // checks UML first: UmlError('unavailable') with what is missing
   if (run.result === undefined) {
     throw new Error(`the guest wrote no result (script exit ${run.exitCode})\n--- guest output ---\n${tail(run.guestLog)}\n--- UML console ---\n${tail(run.log)}`);
   }
-  return { run, result: JSON.parse(run.result) as T };
+  try {
+    return { run, result: JSON.parse(run.result) as T };
+  } catch (e) {
+    throw new Error(`the guest's result is not JSON (${(e as Error).message}): ${run.result.slice(0, 2000)}`);
+  }
 }

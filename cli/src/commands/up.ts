@@ -9,8 +9,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { Controller } from '@underlay/controller';
-import { Agent } from '@underlay/node-agent';
+import { Controller, ControllerConfig } from '@underlay/controller';
+import { Agent, AgentConfig } from '@underlay/node-agent';
 import { openLinkOps } from '@underlay/adapters';
 import { NodeName } from '@underlay/core';
 import { parseFlags, validate, UsageError, type FlagSpec } from '../flags.js';
@@ -27,14 +27,15 @@ export const upFlags: FlagSpec[] = [
 ];
 
 const port = z.coerce.number().int().min(1, 'must be a port number 1-65535').max(65535, 'must be a port number 1-65535');
+// The agent's and controller's own rules (and defaults), so a bad value is refused before anything starts.
 const UpArgs = z.object({
-  stateDir: z.string().min(1).default('/var/lib/underlay'),
+  stateDir: AgentConfig.shape.stateDir,
   node: NodeName.default(os.hostname().split('.')[0] || 'node1'),
   etcdPort: port.default(12379),
   natsPort: port.default(14222),
-  listen: z.string().default('127.0.0.1:7410'),
-  pluginDir: z.string().default('/run/docker/plugins'),
-  docker: z.string().default('unix:///var/run/docker.sock'),
+  listen: ControllerConfig.shape.listen,
+  pluginDir: AgentConfig.shape.pluginDir,
+  docker: AgentConfig.shape.docker,
 });
 
 function findOnPath(cmd: string): string | undefined {

@@ -33,24 +33,9 @@ const out = {
   underlayLogTail: '',
   totalMs: 0,
 };
-const { save, step, sh, dockerStep, background } = recorder(resultFile, out);
+const { save, step, sh, dockerStep, background, waitFor } = recorder(resultFile, out);
 const dockerEnv = { DOCKER_HOST: `unix://${SOCK}`, DOCKER_CONFIG: `${DK}/cli`, DOCKER_API_VERSION: '1.41' };
 const docker = (name, args, o) => dockerStep(dockerEnv, name, args, o);
-
-function waitFor(what, fn, timeoutMs) {
-  const started = Date.now();
-  while (Date.now() - started < timeoutMs) {
-    if (fn()) {
-      out.steps.push({ name: `wait ${what}`, code: 0, ms: Date.now() - started });
-      save();
-      return true;
-    }
-    sleep(200);
-  }
-  out.steps.push({ name: `wait ${what}`, code: 'timeout', ms: Date.now() - started });
-  save();
-  return false;
-}
 
 function setup() {
   out.uname = spawnSync('uname', ['-r'], { encoding: 'utf8' }).stdout.trim();
@@ -98,7 +83,7 @@ mount | grep -E 'cgroup|tmpfs|devpts' || true`,
   out.steps.push({ name: 'docker version attempts', code: 0, count: versions.length });
   out.dockerdLogTail = tailOf(`${DK}/dockerd.log`);
   save();
-  if (!up) return false;
+  if (up === undefined) return false;
 
   background(
     'underlay up',
@@ -120,7 +105,7 @@ mount | grep -E 'cgroup|tmpfs|devpts' || true`,
   const plugin = waitFor('plugin socket', () => fs.existsSync(PLUGIN_SOCK), 45_000);
   out.underlayLogTail = tailOf('/run/underlay.log');
   save();
-  if (!plugin) return false;
+  if (plugin === undefined) return false;
   const imp = docker('docker import busybox', importBusyboxArgs(DK), { timeoutMs: 60_000 });
   return imp.code === 0;
 }

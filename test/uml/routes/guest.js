@@ -29,20 +29,10 @@ const RECONCILE_MS = 2000;
 const BLOCK_GRACE_MS = 3000;
 
 const out = { uname: '', steps: [], setup: { ok: false }, routes: {}, pings: {}, handDelete: {}, restart: {}, release: {}, logs: {}, totalMs: 0 };
-const { save, step, sh, dockerStep, background, procs } = recorder(resultFile, out);
+const { save, step, sh, dockerStep, background, procs, waitFor } = recorder(resultFile, out);
 const inNs = (h, name, cmd, args, o) => step(name, 'nsenter', [`--net=/run/netns/${h}`, '--', cmd, ...args], o);
 const dockerEnv = (h) => ({ DOCKER_HOST: `unix://${BASE}/${h}/docker.sock`, DOCKER_CONFIG: `${BASE}/${h}/cli`, DOCKER_API_VERSION: '1.41' });
 const docker = (h, name, args, o) => dockerStep(dockerEnv(h), `[${h}] ${name}`, args, o);
-
-/** Polls fn every `every` ms until it returns a truthy value or timeoutMs passes; records the wait. */
-function waitFor(what, fn, timeoutMs, every = 100) {
-  const started = Date.now();
-  let v;
-  while (!(v = fn()) && Date.now() - started < timeoutMs) sleep(every);
-  out.steps.push({ name: `wait ${what}`, code: v ? 0 : 'timeout', ms: Date.now() - started });
-  save();
-  return v ? Date.now() - started : undefined;
-}
 
 function alive(pid) {
   try {
@@ -147,7 +137,7 @@ ip netns exec h1 busybox ping -c 1 -W 2 198.51.100.2`,
   // etcd, NATS and the controller on the bridge (root namespace of the guest).
   background('etcd', 'etcd', ['--data-dir', `${BASE}/etcd`, '--listen-client-urls', `http://${BR}:2379`, '--advertise-client-urls', `http://${BR}:2379`, '--listen-peer-urls', 'http://127.0.0.1:2380', '--initial-advertise-peer-urls', 'http://127.0.0.1:2380', '--initial-cluster', 'default=http://127.0.0.1:2380', '--log-level', 'warn'], `${BASE}/etcd.log`);
   background('nats', 'nats-server', ['-js', '-a', BR, '-p', '4222', '-sd', `${BASE}/nats`], `${BASE}/nats.log`);
-  if (!waitFor('etcd', () => step('etcd health', process.execPath, ['-e', `require('http').get('http://${BR}:2379/health', (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))`], { quiet: true, timeoutMs: 5000 }).code === 0, 30_000, 300)) return false;
+  if (waitFor('etcd', () => step('etcd health', process.execPath, ['-e', `require('http').get('http://${BR}:2379/health', (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))`], { quiet: true, timeoutMs: 5000 }).code === 0, 30_000, 300) === undefined) return false;
   background(
     'controller',
     process.execPath,
@@ -179,11 +169,11 @@ exec dockerd "$@"`;
   }
   save();
   for (const h of HOSTS) {
-    if (!waitFor(`dockerd ${h}`, () => docker(h, 'docker version', ['version', '--format', '{{.Server.Version}}'], { timeoutMs: 10_000, quiet: true }).code === 0, 90_000, 500)) return false;
+    if (waitFor(`dockerd ${h}`, () => docker(h, 'docker version', ['version', '--format', '{{.Server.Version}}'], { timeoutMs: 10_000, quiet: true }).code === 0, 90_000, 500) === undefined) return false;
   }
   for (const h of HOSTS) startAgent(h);
   for (const h of HOSTS) {
-    if (!waitFor(`plugin ${h}`, () => fs.existsSync(`${BASE}/${h}/plugins/underlay.sock`), 60_000, 200)) return false;
+    if (waitFor(`plugin ${h}`, () => fs.existsSync(`${BASE}/${h}/plugins/underlay.sock`), 60_000, 200) === undefined) return false;
   }
   for (const h of HOSTS) {
     if (docker(h, 'docker import busybox', importBusyboxArgs(BASE), { timeoutMs: 90_000 }).code !== 0) return false;
@@ -201,7 +191,7 @@ function createNetwork() {
   for (const h of ['h2', 'h3']) {
     // The network is created once: the agents on h2 and h3 make the replicas.
     const has = () => docker(h, 'network ls', ['network', 'ls', '--filter', `name=^${NET}$`, '--format', '{{.Name}}'], { quiet: true }).stdout.trim() === NET;
-    if (!waitFor(`replica of ${NET} on ${h}`, has, 10_000, 250)) return false;
+    if (waitFor(`replica of ${NET} on ${h}`, has, 10_000, 250) === undefined) return false;
     out.network.replicated.push(h);
   }
   save();

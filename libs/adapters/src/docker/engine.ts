@@ -10,6 +10,16 @@ export class DockerApiError extends Error {
   }
 }
 
+/** Docker's 404 (no such object) as a value; other failures stay errors. */
+async function notFoundAs<T, F>(p: Promise<T>, value: F): Promise<T | F> {
+  try {
+    return await p;
+  } catch (e) {
+    if (e instanceof DockerApiError && e.status === 404) return value;
+    throw e;
+  }
+}
+
 export class DockerEngine {
   private readonly socketPath: string;
 
@@ -55,13 +65,8 @@ export class DockerEngine {
   }
 
   /** GET /networks/{id}: the network with its containers, or undefined when Docker has none by that id. */
-  async inspectNetwork(id: string): Promise<unknown> {
-    try {
-      return await this.get<unknown>(`/networks/${encodeURIComponent(id)}`);
-    } catch (e) {
-      if (e instanceof DockerApiError && e.status === 404) return undefined;
-      throw e;
-    }
+  inspectNetwork(id: string): Promise<unknown> {
+    return notFoundAs(this.get<unknown>(`/networks/${encodeURIComponent(id)}`), undefined);
   }
 
   /** GET /networks filtered by driver. */
@@ -77,22 +82,12 @@ export class DockerEngine {
   }
 
   /** DELETE /networks/{id}; false when Docker had no such network. */
-  async deleteNetwork(id: string, timeoutMs = 60_000): Promise<boolean> {
-    try {
-      await this.request('DELETE', `/networks/${encodeURIComponent(id)}`, undefined, timeoutMs);
-      return true;
-    } catch (e) {
-      if (e instanceof DockerApiError && e.status === 404) return false;
-      throw e;
-    }
+  deleteNetwork(id: string, timeoutMs = 60_000): Promise<boolean> {
+    return notFoundAs(this.request('DELETE', `/networks/${encodeURIComponent(id)}`, undefined, timeoutMs).then(() => true), false);
   }
 
+  /** The network's Docker name (undefined when Docker has no such network). */
   async networkName(id: string): Promise<string | undefined> {
-    try {
-      return (await this.get<{ Name: string }>(`/networks/${encodeURIComponent(id)}`)).Name;
-    } catch (e) {
-      if (e instanceof DockerApiError && e.status === 404) return undefined;
-      throw e;
-    }
+    return ((await this.inspectNetwork(id)) as { Name?: string } | undefined)?.Name;
   }
 }

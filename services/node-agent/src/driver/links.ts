@@ -33,6 +33,21 @@ export class LinkError extends UnderlayError {
 
 const reason = (e: unknown) => (e as Error).message;
 
+/**
+ * How a named parent can be had on this host: it exists; it is an 802.1q `name.vid` of an existing link (underlay
+ * creates it); or it is missing (`name`: the link that is not there). A malformed `name.vid` throws libnetwork's text.
+ */
+export async function findParent(
+  links: LinkOps,
+  parent: string,
+): Promise<{ kind: 'existing' } | { kind: 'vlan'; base: string; vlanId: number } | { kind: 'missing'; name: string }> {
+  if (await links.getLink(parent)) return { kind: 'existing' };
+  if (!parent.includes('.')) return { kind: 'missing', name: parent };
+  const { base, vlanId } = parseVlanParent(parent);
+  if (!(await links.getLink(base))) return { kind: 'missing', name: base };
+  return { kind: 'vlan', base, vlanId };
+}
+
 /** Makes sure the network's parent exists; returns its name and whether underlay created it. */
 export async function ensureParent(links: LinkOps, networkId: string, o: NetworkOptions): Promise<{ parent: string; created: boolean }> {
   if (!o.parent) {
@@ -46,18 +61,14 @@ export async function ensureParent(links: LinkOps, networkId: string, o: Network
     }
     return { parent: name, created: true };
   }
-  const existing = await links.getLink(o.parent);
-  if (existing) {
+  const found = await findParent(links, o.parent);
+  if (found.kind === 'existing') {
     await links.setUp(o.parent).catch(() => {});
     return { parent: o.parent, created: false };
   }
-  if (!o.parent.includes('.')) {
-    throw new InvalidArgumentError(`-o parent interface was not found on the host: ${o.parent}`);
-  }
-  const { base, vlanId } = parseVlanParent(o.parent);
-  if (!(await links.getLink(base))) throw new InvalidArgumentError(`-o parent interface was not found on the host: ${base}`);
+  if (found.kind === 'missing') throw new InvalidArgumentError(`-o parent interface was not found on the host: ${found.name}`);
   try {
-    await links.createVlan({ name: o.parent, parent: base, vlanId, up: true });
+    await links.createVlan({ name: o.parent, parent: found.base, vlanId: found.vlanId, up: true });
   } catch (e) {
     throw new LinkError(`failed to create ${o.parent} vlan link: ${reason(e)}`);
   }

@@ -9,9 +9,10 @@
  *  - a local network the controller refused (same name, other definition) is removed while unused;
  *  - a local network not yet named in the cluster is defined (a crash between CreateNetwork and that).
  */
-import { DockerNetworkInspect, REPLICA_LABEL, dockerCreateBody, plugin, type ClusterNetwork, type IpamState } from '@underlay/core';
+import { DockerNetworkInspect, REPLICA_LABEL, dockerCreateBody, parseNetworkOptions, plugin, type ClusterNetwork, type IpamState } from '@underlay/core';
 import { mapParent } from '../config.js';
 import type { DriverContext } from './context.js';
+import { findParent } from './links.js';
 import { defineNetwork } from './network.js';
 
 /** Longest wait between two attempts to create a replica that failed. */
@@ -148,12 +149,16 @@ export class ReplicaReconciler {
 
   /** Why this host cannot have the network's parent (none: it exists, or underlay makes it: a dummy, or a VLAN of an existing link). */
   private async missingParent(cn: ClusterNetwork): Promise<string | undefined> {
-    const wanted = cn.definition.options.parent ?? cn.definition.options.host_iface;
+    let wanted: string | undefined;
+    try {
+      wanted = parseNetworkOptions(cn.definition.options).parent;
+    } catch {
+      return undefined; // options Docker will refuse with libnetwork's text
+    }
     if (!wanted) return undefined;
     const parent = mapParent(this.ctx.parentMap ?? {}, wanted);
-    if (await this.ctx.links.getLink(parent).catch(() => undefined)) return undefined;
-    const dot = parent.lastIndexOf('.');
-    if (dot > 0 && /^\d+$/.test(parent.slice(dot + 1)) && (await this.ctx.links.getLink(parent.slice(0, dot)).catch(() => undefined))) return undefined;
+    const found = await findParent(this.ctx.links, parent).catch(() => undefined);
+    if (found?.kind !== 'missing') return undefined;
     return `parent interface ${parent}${parent !== wanted ? ` (${wanted} in the cluster's definition)` : ''} not found on this host`;
   }
 }
