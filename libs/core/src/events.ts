@@ -170,24 +170,6 @@ export const EventBody = z.discriminatedUnion('type', [
 ]);
 export type EventBody = z.infer<typeof EventBody>;
 export type EventType = EventBody['type'];
-export const EVENT_TYPES: readonly EventType[] = [
-  'PoolCreated',
-  'PoolRefAdded',
-  'PoolRefRemoved',
-  'PoolDeleted',
-  'AddressAllocated',
-  'AddressReleased',
-  'BlockClaimed',
-  'BlockReleased',
-  'EndpointBound',
-  'NodeRegistered',
-  'NetworkRecorded',
-  'NetworkNamed',
-  'NetworkRemoved',
-  'ClusterNetworkCreated',
-  'ClusterNetworkRemoved',
-];
-
 export const EventMeta = z.object({
   /** Position in the log: 1, 2, 3 … with no gaps. Also the JetStream message id. */
   seq: z.number().int().positive(),

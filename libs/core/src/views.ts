@@ -3,7 +3,7 @@
  * reports and the time. Pure: the same inputs give the same answer (the controller passes Date.now()).
  */
 import { formatValue, parseAddr, usableRange, type Family } from './ip.js';
-import { blockRange, formatBlock, type ClusterNetwork, type IpamState, type Pool } from './ipam/state.js';
+import { blockRange, endpointCount, formatBlock, type ClusterNetwork, type IpamState, type Pool } from './ipam/state.js';
 import { parseNetworkOptions } from './options.js';
 import type { NodeReport } from './protocol/ipam.js';
 import type {
@@ -252,8 +252,7 @@ export function nodeList(input: ViewInput): NodeView[] {
 function poolUsage(state: IpamState, p: Pool): PoolUsage {
   const r = usableRange(p.cidr);
   const size = r.last >= r.first ? r.last - r.first + 1n : 0n;
-  let endpoints = 0;
-  for (const a of p.allocs.values()) if (a.kind === 'endpoint') endpoints++;
+  const endpoints = endpointCount(p);
   const used = p.allocs.size;
   const blocks: BlockUsage[] = [...p.blocks.values()]
     .sort((a, b) => cmpBig(a.network, b.network))

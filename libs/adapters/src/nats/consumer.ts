@@ -22,12 +22,9 @@
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, type Consumer, type ConsumerMessages, type JetStreamManager, type JsMsg, type StoredMsg } from '@nats-io/jetstream';
-import { z } from 'zod';
-import { EVENTS_STREAM, headers, parseEvent, type ClusterEvent } from '@underlay/core';
+import { EVENTS_STREAM, ReadEventsRes, headers, parseEvent, type ClusterEvent } from '@underlay/core';
 import { RpcClient } from './rpc.js';
 
-/** Reply of `underlay.rpc.v1.events.read`; each event is validated with `parseEvent`. */
-const ReadEventsRes = z.object({ events: z.array(z.unknown()) });
 
 export interface EventConsumerOptions {
   nc: NatsConnection;

@@ -17,7 +17,7 @@ import {
   type RequestAddressReq,
   type RequestPoolReq,
 } from '../protocol/ipam.js';
-import { blockOf, blockRange, blockSize, formatBlock, type IpamState, type Pool } from './state.js';
+import { blockOf, blockRange, blockSize, endpointCount, formatBlock, type IpamState, type Pool } from './state.js';
 
 export interface Decision<R> {
   events: EventBody[];
@@ -51,6 +51,12 @@ function strictOption(options: Record<string, string>): boolean {
 }
 
 export const poolIdOf = (space: string, cidr: string): string => `${space}/${cidr}`;
+
+/** A pool of that address space overlapping `cidr`, if any. */
+export function overlappingPool(state: IpamState, space: string, cidr: Cidr): Pool | undefined {
+  for (const p of state.pools.values()) if (p.space === space && overlaps(p.cidr, cidr)) return p;
+  return undefined;
+}
 
 export function decideRequestPool(state: IpamState, req: RequestPoolReq): Decision<{ poolId: string; pool: string }> {
   if (req.pool === '') {
@@ -95,12 +101,11 @@ export function decideRequestPool(state: IpamState, req: RequestPoolReq): Decisi
     }
     return { events: [{ type: 'PoolRefAdded', data: { poolId, node: req.node, requestId: req.requestId } }], result: { poolId, pool: cidrText } };
   }
-  for (const other of state.pools.values()) {
-    if (other.space === space && overlaps(other.cidr, cidr)) {
-      throw new ConflictError(
-        `subnet ${cidrText} overlaps with ${other.cidrText} of ${networksUsing(state, other.poolId)}, already in use in address space "${space}"; use a different subnet, or --ipam-opt space=NAME to place it in another address space`,
-      );
-    }
+  const other = overlappingPool(state, space, cidr);
+  if (other) {
+    throw new ConflictError(
+      `subnet ${cidrText} overlaps with ${other.cidrText} of ${networksUsing(state, other.poolId)}, already in use in address space "${space}"; use a different subnet, or --ipam-opt space=NAME to place it in another address space`,
+    );
   }
   const options = { ...req.options };
   const blockPrefix = blockPrefixOption(options, cidr.family);
@@ -141,8 +146,7 @@ export function decideReleasePool(state: IpamState, req: ReleasePoolReq): Decisi
   const pool = state.pools.get(req.poolId);
   if (!pool || !pool.refs.has(req.node)) return { events: [], result: {} };
   const events: EventBody[] = [{ type: 'PoolRefRemoved', data: { poolId: req.poolId, node: req.node } }];
-  const endpointsLeft = [...pool.allocs.values()].some((a) => a.kind === 'endpoint');
-  if (pool.refs.size === 1 && !endpointsLeft) events.push({ type: 'PoolDeleted', data: { poolId: req.poolId } });
+  if (pool.refs.size === 1 && endpointCount(pool) === 0) events.push({ type: 'PoolDeleted', data: { poolId: req.poolId } });
   return { events, result: {} };
 }
 
@@ -295,10 +299,7 @@ export function decideReleaseAddress(state: IpamState, req: ReleaseAddressReq): 
 
 /** A pool that no host holds any more goes with its last endpoint: true when releasing `released` endpoints empties it. */
 export function poolGoesWith(p: Pool, released: number): boolean {
-  if (p.refs.size > 0) return false;
-  let endpoints = 0;
-  for (const a of p.allocs.values()) if (a.kind === 'endpoint') endpoints++;
-  return endpoints === released;
+  return p.refs.size === 0 && endpointCount(p) === released;
 }
 
 /** CreateEndpoint on a node: the address is now held by that endpoint. */

@@ -52,20 +52,21 @@ export function findLeakCandidates(
   for (const p of state.pools.values()) {
     for (const [v, a] of p.allocs) {
       if (a.kind !== 'endpoint') continue;
-      const base = { poolId: p.poolId, address: formatValue(p.cidr.family, v), allocSeq: a.seq, node: a.node };
+      // The address is formatted only for a candidate: this loop runs over every allocation on each pass.
+      const candidate = (rule: LeakCandidate['rule']) => out.push({ poolId: p.poolId, address: formatValue(p.cidr.family, v), allocSeq: a.seq, node: a.node, rule });
       const live = nodes.get(a.node);
       const lastSeen = live?.lastSeenMs ?? knownSinceMs;
       if (nowMs - lastSeen >= policy.nodeExpiredMs) {
-        out.push({ ...base, rule: 'node-expired' });
+        candidate('node-expired');
         continue;
       }
       if (!a.endpointId) {
-        if (nowMs - Date.parse(a.time) >= policy.unboundGraceMs) out.push({ ...base, rule: 'unbound' });
+        if (nowMs - Date.parse(a.time) >= policy.unboundGraceMs) candidate('unbound');
         continue;
       }
       const rep = live?.report;
       if (rep && rep.atMs - Date.parse(a.boundTime ?? a.time) >= policy.reportSlackMs && !rep.endpoints.has(a.endpointId)) {
-        out.push({ ...base, rule: 'endpoint-gone' });
+        candidate('endpoint-gone');
       }
     }
   }

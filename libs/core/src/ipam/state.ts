@@ -130,6 +130,29 @@ export function blockRange(p: Pool, network: bigint): { first: bigint; last: big
   return first <= last ? { first, last } : undefined;
 }
 
+/**
+ * The allocations with addresses in [first, last], in address order when the range is the shorter walk,
+ * else in allocation order: whichever of "probe each address of the range" and "scan the pool's
+ * allocations" costs less (a block claim or a route key must not cost the whole pool).
+ */
+export function* allocsIn(p: Pool, first: bigint, last: bigint): Generator<[bigint, Allocation]> {
+  if (last - first + 1n <= BigInt(p.allocs.size)) {
+    for (let v = first; v <= last; v++) {
+      const a = p.allocs.get(v);
+      if (a) yield [v, a];
+    }
+  } else {
+    for (const e of p.allocs) if (e[0] >= first && e[0] <= last) yield e;
+  }
+}
+
+/** Endpoint allocations in the pool (gateway and aux reservations not counted). */
+export function endpointCount(p: Pool): number {
+  let n = 0;
+  for (const a of p.allocs.values()) if (a.kind === 'endpoint') n++;
+  return n;
+}
+
 export interface PoolDefinition {
   poolId: string;
   space: string;
@@ -208,9 +231,9 @@ export function apply(state: IpamState, ev: ClusterEvent): IpamState {
       let endpoints = 0;
       let used = 0;
       const r = blockRange(p, net);
-      for (const [v, a] of p.allocs) {
+      for (const [v, a] of allocsIn(p, net, net + blockSize(p) - 1n)) {
         if (r && v >= r.first && v <= r.last) used++;
-        if (v >= net && v < net + blockSize(p) && a.kind === 'endpoint') endpoints++;
+        if (a.kind === 'endpoint') endpoints++;
       }
       p.blocks.set(net, { network: net, node: ev.data.node, claimedSeq: ev.seq, endpoints, used, cursor: r ? r.first : net, emptySince: endpoints === 0 ? ev.time : undefined });
       const list = p.nodeBlocks.get(ev.data.node) ?? [];

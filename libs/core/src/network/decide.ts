@@ -6,7 +6,7 @@ import { ConflictError, InvalidArgumentError, NotFoundError } from '../errors.js
 import type { EventBody } from '../events.js';
 import { formatCidr, overlaps, parseCidr } from '../ip.js';
 import type { Decision } from '../ipam/decide.js';
-import { SPACE_OPTION } from '../ipam/decide.js';
+import { SPACE_OPTION, overlappingPool } from '../ipam/decide.js';
 import type { IpamState } from '../ipam/state.js';
 import { formatValue } from '../ip.js';
 import { LOCAL_ADDRESS_SPACE } from '../protocol/plugin.js';
@@ -129,10 +129,8 @@ export function decideClusterNetworkCreate(state: IpamState, req: { name: string
   if (clash) throw new ConflictError(clash);
   const space = def.ipamOptions[SPACE_OPTION] || LOCAL_ADDRESS_SPACE;
   for (const s of def.subnets) {
-    const c = parseCidr(s.subnet);
-    for (const p of state.pools.values()) {
-      if (p.space === space && overlaps(p.cidr, c)) throw new ConflictError(`subnet ${s.subnet} overlaps with ${p.cidrText}, already in use in address space "${space}"`);
-    }
+    const p = overlappingPool(state, space, parseCidr(s.subnet));
+    if (p) throw new ConflictError(`subnet ${s.subnet} overlaps with ${p.cidrText}, already in use in address space "${space}"`);
   }
   return { events: [{ type: 'ClusterNetworkCreated', data: { name: req.name, definition: def } }], result: { created: true } };
 }

@@ -12,7 +12,7 @@
  */
 import type { ClusterEvent } from '../events.js';
 import { type Family, formatValue, parseCidr, tryParseAddr } from '../ip.js';
-import { blockOf, blockSize, formatBlock, type IpamState, type Pool } from '../ipam/state.js';
+import { allocsIn, blockOf, blockSize, formatBlock, type IpamState, type Pool } from '../ipam/state.js';
 import type { DesiredRoute } from './types.js';
 
 /** The parts of a local network record the routes depend on (the agent's NetworkRecord fits). */
@@ -154,12 +154,7 @@ export function routeKeysOf(state: IpamState, ev: ClusterEvent): RouteKey[] | un
       }
       const keys: RouteKey[] = [{ dst: formatBlock(p, net), family: p.cidr.family, value: net, prefix: p.blockPrefix }];
       // Host routes of the addresses inside the block depend on who owns it.
-      const end = net + blockSize(p);
-      if (blockSize(p) <= BigInt(p.allocs.size)) {
-        for (let v = net; v < end; v++) if (p.allocs.has(v)) keys.push(hostKey(p, v));
-      } else {
-        for (const v of p.allocs.keys()) if (v >= net && v < end) keys.push(hostKey(p, v));
-      }
+      for (const [v] of allocsIn(p, net, net + blockSize(p) - 1n)) keys.push(hostKey(p, v));
       return keys;
     }
     case 'AddressAllocated':
