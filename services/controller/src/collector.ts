@@ -2,7 +2,7 @@
  * Periodic housekeeping on the leader: reclaims leaked addresses (two sightings in a row, see
  * core's leak rules) and releases blocks that have been empty for the grace period.
  */
-import { DEFAULT_LEAK_POLICY, collectLeaks, decideReleaseEmptyBlocks, findLeakCandidates, type LeakCandidate, type LeakPolicy, type NodeLiveness } from '@underlay/core';
+import { collectLeaks, decideReleaseEmptyBlocks, findLeakCandidates, type LeakCandidate, type LeakPolicy, type NodeLiveness } from '@underlay/core';
 import type { IpamService } from './ipam-service.js';
 
 export interface CollectorOptions {
@@ -11,7 +11,6 @@ export interface CollectorOptions {
   blockGraceMs: number;
 }
 
-export const DEFAULT_COLLECTOR: CollectorOptions = { intervalMs: 30_000, leakPolicy: DEFAULT_LEAK_POLICY, blockGraceMs: 300_000 };
 
 export class Collector {
   private timer?: NodeJS.Timeout;

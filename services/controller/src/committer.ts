@@ -57,10 +57,6 @@ export class GroupCommitter {
     return new Promise((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
   }
 
-  get queued(): number {
-    return this.queue.length;
-  }
-
   private async loop(): Promise<void> {
     this.running = true;
     try {

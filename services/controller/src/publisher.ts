@@ -67,8 +67,4 @@ export class OrderedPublisher {
   flush(): Promise<void> {
     return this.chain;
   }
-
-  get lastSeq(): number {
-    return this.publishedSeq;
-  }
 }

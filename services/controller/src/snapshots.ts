@@ -30,7 +30,6 @@ export class Snapshotter {
   private busy = false;
   private buffered: ClusterEvent[] = [];
   private writing: Promise<void> = Promise.resolve();
-  written = 0;
 
   constructor(
     private readonly snaps: EtcdSnapshots,
@@ -84,7 +83,7 @@ export class Snapshotter {
         await new Promise((r) => setImmediate(r));
       }
       const json = parts.join('');
-      if (await this.snaps.write(seq, json)) this.written++;
+      await this.snaps.write(seq, json);
       this.logger(`snapshot written at seq ${seq} (${json.length} bytes)`);
     } catch (e) {
       this.logger(`snapshot at ${seq} not written: ${(e as Error).message}`);

@@ -9,7 +9,7 @@ import { EmptyRes, plugin, type ClusterEvent } from '@underlay/core';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ClusterView } from './cluster-view.js';
 import { ReplicaReconciler } from './driver/replicas.js';
-import { buildReport, defaultAddress, deviceFor } from './status.js';
+import { buildReport, defaultAddress, deviceLookup } from './status.js';
 import { startRoutes, type RouteService } from './routes/index.js';
 import { parseBgpPeer, startBgp, type BgpService } from './bgp/index.js';
 import { KeyedMutex, type DriverContext } from './driver/context.js';
@@ -139,9 +139,23 @@ export class Agent {
     const view = new ClusterView({ nc: this.nc, rpc: ctx.controller, logger: this.logger });
     this.view = view;
     this.replicas = new ReplicaReconciler(ctx, view, this.config.reconcileIntervalMs);
-    const relevant = new Set<ClusterEvent['type']>(['ClusterNetworkCreated', 'ClusterNetworkRemoved', 'NetworkNamed', 'NetworkRecorded', 'NetworkRemoved']);
+    // A pass compares the cluster's networks with this host's: other hosts' network events change nothing here.
+    const concernsThisHost = (e: ClusterEvent): boolean => {
+      switch (e.type) {
+        case 'ClusterNetworkCreated':
+        case 'ClusterNetworkRemoved':
+          return true;
+        case 'NetworkRecorded':
+        case 'NetworkRemoved':
+          return e.data.node === ctx.node;
+        case 'NetworkNamed':
+          return ctx.store.networks.has(e.data.networkId);
+        default:
+          return false;
+      }
+    };
     this.unlisten = view.onChange((evs) => {
-      if (evs.some((e) => relevant.has(e.type))) this.replicas?.trigger();
+      if (evs.some(concernsThisHost)) this.replicas?.trigger();
     });
     await view.start();
     const c = this.config;
@@ -162,7 +176,10 @@ export class Agent {
         api: c.bgpApi,
         installLearned: c.bgpInstallLearned,
         // Learned routes name no device: use the one whose subnet holds the next hop.
-        onLearned: (routes) => this.routes?.setExternal('bgp', routes.map((r) => ({ ...r, dev: r.dev || deviceFor(r.via) || '' }))),
+        onLearned: (routes) => {
+          const deviceFor = deviceLookup();
+          this.routes?.setExternal('bgp', routes.map((r) => ({ ...r, dev: r.dev || deviceFor(r.via) || '' })));
+        },
         logger: this.logger,
       });
     }

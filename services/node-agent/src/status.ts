@@ -3,7 +3,7 @@
  * (the leak rules rely on it), and the state of each endpoint and network on this host.
  */
 import * as os from 'node:os';
-import { DockerNetworkInspect, contains, parseCidr, tryParseAddr, type EndpointStatus, type IpamState, type NetworkStatus, type NodeReport } from '@underlay/core';
+import { DockerNetworkInspect, contains, parseCidr, tryParseAddr, type Cidr, type EndpointStatus, type IpamState, type NetworkStatus, type NodeReport } from '@underlay/core';
 import type { DriverContext } from './driver/context.js';
 import type { ReplicaState } from './driver/replicas.js';
 
@@ -14,21 +14,26 @@ export function hostInterfaces(): string[] {
   return Object.keys(os.networkInterfaces()).sort();
 }
 
-/** The interface whose subnet holds `address` (the device for a route via it), if any. */
-export function deviceFor(address: string): string | undefined {
-  const a = tryParseAddr(address);
-  if (!a) return undefined;
+/**
+ * A lookup of the interface whose subnet holds an address (the device for a route via it). The host's
+ * interfaces are read once, when the lookup is made: make one per batch of routes.
+ */
+export function deviceLookup(): (address: string) => string | undefined {
+  const subnets: { name: string; cidr: Cidr }[] = [];
   for (const [name, list] of Object.entries(os.networkInterfaces())) {
     for (const i of list ?? []) {
       if (!i.cidr || i.internal) continue;
       try {
-        if (contains(parseCidr(i.cidr), a)) return name;
+        subnets.push({ name, cidr: parseCidr(i.cidr) });
       } catch {
         /* not a CIDR we parse */
       }
     }
   }
-  return undefined;
+  return (address) => {
+    const a = tryParseAddr(address);
+    return a ? subnets.find((s) => contains(s.cidr, a))?.name : undefined;
+  };
 }
 
 /** The host's first non-internal IPv4 address (the default for --address). */
@@ -106,8 +111,7 @@ export async function buildReport(inp: ReportInputs): Promise<NodeReport> {
     if (seen.has(cn.name)) continue;
     const err = inp.replicas?.lastError.get(cn.name);
     if (err) {
-      const parentMissing = /parent|not found|no such device|does not exist/i.test(err);
-      networkStates.push({ name: cn.name, state: parentMissing ? 'parent-missing' : 'error', detail: err, replica: true });
+      networkStates.push({ name: cn.name, state: err.state, detail: err.detail, replica: true });
     } else {
       networkStates.push({ name: cn.name, state: 'creating', replica: true });
     }

@@ -97,6 +97,7 @@ export async function createNetwork(ctx: DriverContext, raw: unknown): Promise<R
     const poolIds = [...v4, ...v6].map((d) => ctx.recentPools.get(d.Pool)).filter((x): x is string => !!x);
     await ctx.controller.call('networkRecord', { node: ctx.node, networkId: id, poolIds, options: stringMap(opts[plugin.netlabel.generic]) }, EmptyRes);
     ctx.store.putNetwork({ ...rec, poolIds });
+    ctx.onNetworksChanged?.();
     ctx.log(`network ${id.slice(0, 12)} created: ${o.type} on ${parent}${created ? ' (created by underlay)' : ''}`);
     void defineLater(ctx, id);
     return {};
@@ -134,7 +135,6 @@ export async function defineNetwork(ctx: DriverContext, n: DockerNetworkInspect)
   } else {
     ctx.conflicts?.delete(n.Id);
   }
-  ctx.onNetworksChanged?.();
   return r;
 }
 

@@ -20,7 +20,7 @@ const MAX_BACKOFF_MS = 300_000;
 
 export interface ReplicaState {
   /** Network name → what happened last time (for status reports). */
-  readonly lastError: Map<string, string>;
+  readonly lastError: Map<string, { state: 'parent-missing' | 'error'; detail: string }>;
   /** Names being removed here because the cluster removed them, with why they are still here. */
   readonly removing: Map<string, string>;
 }
@@ -125,8 +125,8 @@ export class ReplicaReconciler {
       const missing = await this.missingParent(cn);
       if (missing) {
         // Not worth a Docker create (and its pool request and release): say so, and look again next pass.
-        if (this.status.lastError.get(cn.name) !== missing) ctx.log(`cannot create cluster network ${cn.name} here: ${missing}`);
-        this.status.lastError.set(cn.name, missing);
+        if (this.status.lastError.get(cn.name)?.detail !== missing) ctx.log(`cannot create cluster network ${cn.name} here: ${missing}`);
+        this.status.lastError.set(cn.name, { state: 'parent-missing', detail: missing });
         continue;
       }
       try {
@@ -137,7 +137,7 @@ export class ReplicaReconciler {
       } catch (e) {
         const msg = (e as Error).message;
         if (/already exists/i.test(msg)) continue; // created meanwhile (by a user or a pass that raced us)
-        this.status.lastError.set(cn.name, msg);
+        this.status.lastError.set(cn.name, { state: 'error', detail: msg });
         const delayMs = Math.min(MAX_BACKOFF_MS, b && b.definitionSeq === cn.createdSeq ? b.delayMs * 2 : this.intervalMs);
         this.backoff.set(cn.name, { at: now + delayMs, delayMs, definitionSeq: cn.createdSeq });
         ctx.log(`could not create cluster network ${cn.name} here (next try in ${Math.round(delayMs / 1000)} s): ${msg}`);
