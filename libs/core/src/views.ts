@@ -3,9 +3,9 @@
  * reports and the time. Pure: the same inputs give the same answer (the controller passes Date.now()).
  */
 import { formatValue, parseAddr, usableRange, type Family } from './ip.js';
-import { blockRange, endpointCount, formatBlock, type ClusterNetwork, type IpamState, type Pool } from './ipam/state.js';
+import { blockRange, endpointCount, formatBlock, type ClusterNetwork, type IpamState, type NetworkInfo, type Pool } from './ipam/state.js';
 import { parseNetworkOptions } from './options.js';
-import type { NodeReport } from './protocol/ipam.js';
+import type { EndpointStatus, NetworkStatus, NodeReport } from './protocol/ipam.js';
 import type {
   BlockUsage,
   EndpointView,
@@ -42,6 +42,41 @@ const isReady = (s: NodeSeen | undefined, nowMs: number) => !!s && nowMs - s.las
 
 const seenMap = (seen: readonly NodeSeen[]) => new Map(seen.map((s) => [s.node, s]));
 
+/** Lookups built once per view call (instead of searching lists inside loops over nodes and networks). */
+interface ViewIndex {
+  reports: Map<string, NodeSeen>;
+  nodes: string[];
+  /** network name → node → that node's member Docker network (the first recorded). */
+  members: Map<string, Map<string, NetworkInfo>>;
+  /** node → network name → its reported state (the first reported). */
+  networkStates: Map<string, Map<string, NetworkStatus>>;
+  /** node → endpoint id → its reported state (the first reported). */
+  endpointStates: Map<string, Map<string, EndpointStatus>>;
+}
+
+function firstBy<T>(list: readonly T[], key: (x: T) => string): Map<string, T> {
+  const m = new Map<string, T>();
+  for (const x of list) if (!m.has(key(x))) m.set(key(x), x);
+  return m;
+}
+
+function indexOf(input: ViewInput): ViewIndex {
+  const members = new Map<string, Map<string, NetworkInfo>>();
+  for (const n of input.state.networks.values()) {
+    if (!n.name || n.cluster !== true) continue;
+    const byNode = members.get(n.name) ?? new Map<string, NetworkInfo>();
+    if (!byNode.has(n.node)) byNode.set(n.node, n);
+    members.set(n.name, byNode);
+  }
+  return {
+    reports: seenMap(input.seen),
+    nodes: knownNodes(input.state, input.seen),
+    members,
+    networkStates: new Map(input.seen.map((s) => [s.node, firstBy(s.report.networkStates, (n) => n.name)])),
+    endpointStates: new Map(input.seen.map((s) => [s.node, firstBy(s.report.endpointStates, (e) => e.endpointId)])),
+  };
+}
+
 /** Every node the cluster knows: registered in the log, or reporting. */
 function knownNodes(state: IpamState, seen: readonly NodeSeen[]): string[] {
   return [...new Set([...state.nodes.keys(), ...seen.map((s) => s.node)])].sort(byName);
@@ -60,18 +95,17 @@ export function driverOf(options: Readonly<Record<string, string>>): { driver: s
 }
 
 /** Every host's replica of the cluster network `name`: from the Docker networks recorded and the nodes' reports. */
-function hostsOf(name: string, { state, seen, nowMs }: ViewInput): NetworkHost[] {
-  const reports = seenMap(seen);
+function hostsOf(name: string, input: ViewInput, ix: ViewIndex): NetworkHost[] {
   const out: NetworkHost[] = [];
-  for (const node of knownNodes(state, seen)) {
-    const s = reports.get(node);
-    const reported = s?.report.networkStates.find((n) => n.name === name);
-    const recorded = [...state.networks.values()].find((n) => n.node === node && n.name === name && n.cluster === true);
+  for (const node of ix.nodes) {
+    const s = ix.reports.get(node);
+    const reported = ix.networkStates.get(node)?.get(name);
+    const recorded = ix.members.get(name)?.get(node);
     if (!reported && !recorded) continue;
     const networkId = reported?.networkId ?? recorded?.networkId;
     out.push({
       node,
-      nodeReady: isReady(s, nowMs),
+      nodeReady: isReady(s, input.nowMs),
       state: reported ? reported.state : 'recorded',
       ...(networkId ? { networkId } : {}),
       ...(reported ? { replica: reported.replica } : {}),
@@ -82,9 +116,9 @@ function hostsOf(name: string, { state, seen, nowMs }: ViewInput): NetworkHost[]
   return out;
 }
 
-function summary(cn: ClusterNetwork, input: ViewInput, endpointCount: number): NetworkSummary {
+function summary(cn: ClusterNetwork, input: ViewInput, ix: ViewIndex, endpointCount: number): NetworkSummary {
   const d = cn.definition;
-  const hosts = hostsOf(cn.name, input);
+  const hosts = hostsOf(cn.name, input, ix);
   return {
     name: cn.name,
     ...driverOf(d.options),
@@ -93,7 +127,7 @@ function summary(cn: ClusterNetwork, input: ViewInput, endpointCount: number): N
     internal: d.internal,
     hosts,
     readyHosts: hosts.filter((h) => h.nodeReady && (h.state === 'ready' || h.state === 'recorded')).length,
-    totalHosts: knownNodes(input.state, input.seen).length,
+    totalHosts: ix.nodes.length,
     endpointCount,
     created: { seq: cn.createdSeq, time: cn.time, actor: cn.actor, ...(cn.originNode ? { originNode: cn.originNode } : {}) },
   };
@@ -118,14 +152,15 @@ function endpointCounts(state: IpamState): Map<string, number> {
 /** `GET /v1/networks`: every cluster network, by name. */
 export function networkList(input: ViewInput): NetworkSummary[] {
   const counts = endpointCounts(input.state);
-  return [...input.state.clusterNetworks.values()].sort((a, b) => byName(a.name, b.name)).map((cn) => summary(cn, input, counts.get(cn.name) ?? 0));
+  const ix = indexOf(input);
+  return [...input.state.clusterNetworks.values()].sort((a, b) => byName(a.name, b.name)).map((cn) => summary(cn, input, ix, counts.get(cn.name) ?? 0));
 }
 
 /** `GET /v1/networks/{name}`: undefined when there is no such cluster network. */
 export function networkInspect(input: ViewInput, name: string): NetworkDetail | undefined {
   const cn = input.state.clusterNetworks.get(name);
   if (!cn) return undefined;
-  return { ...summary(cn, input, endpointCounts(input.state).get(name) ?? 0), definition: cn.definition, endpoints: endpointList(input, { network: name }) };
+  return { ...summary(cn, input, indexOf(input), endpointCounts(input.state).get(name) ?? 0), definition: cn.definition, endpoints: endpointList(input, { network: name }) };
 }
 
 interface Row extends EndpointView {
@@ -139,9 +174,8 @@ interface Row extends EndpointView {
  */
 export function endpointList(input: ViewInput, filter: { network?: string; node?: string } = {}): EndpointView[] {
   const { state } = input;
-  const reports = seenMap(input.seen);
-  const statusOf = (node: string, endpointId: string | undefined) =>
-    endpointId ? reports.get(node)?.report.endpointStates.find((e) => e.endpointId === endpointId) : undefined;
+  const ix = indexOf(input);
+  const statusOf = (node: string, endpointId: string | undefined) => (endpointId ? ix.endpointStates.get(node)?.get(endpointId) : undefined);
   const rows: Row[] = [];
   const withAddress = new Set<string>();
   for (const p of state.pools.values()) {
@@ -220,7 +254,7 @@ export function endpointList(input: ViewInput, filter: { network?: string; node?
 /** `GET /v1/nodes`: every node registered or reporting, Ready while its lease holds. */
 export function nodeList(input: ViewInput): NodeView[] {
   const { state, nowMs } = input;
-  const reports = seenMap(input.seen);
+  const { reports, nodes } = indexOf(input);
   const endpoints = new Map<string, Set<string>>();
   for (const p of state.pools.values()) {
     for (const a of p.allocs.values()) {
@@ -230,7 +264,7 @@ export function nodeList(input: ViewInput): NodeView[] {
       endpoints.set(a.node, set);
     }
   }
-  return knownNodes(state, input.seen).map((name) => {
+  return nodes.map((name) => {
     const s = reports.get(name);
     const reg = state.nodes.get(name);
     const address = s?.report.address ?? reg?.address;

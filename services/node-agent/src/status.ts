@@ -95,12 +95,14 @@ export async function buildReport(inp: ReportInputs): Promise<NodeReport> {
     else if (!ctx.store.endpoints.has(id)) endpointStates.push({ endpointId: id, networkId: e.networkId, network: names.get(e.networkId), state: 'error', error: e.error });
   }
   const seen = new Set<string>();
+  // One link dump per report, not one lookup per network.
+  const links = new Set(await ctx.links.listLinks().then((l) => l.map((x) => x.name), () => [] as string[]));
   for (const net of ctx.store.networks.values()) {
     const name = names.get(net.id) ?? inp.state?.networks.get(net.id)?.name ?? net.id.slice(0, 12);
     seen.add(name);
     const conflict = ctx.conflicts?.get(net.id);
     const removing = inp.replicas?.removing.get(name);
-    const parentUp = await ctx.links.getLink(net.parent).then((l) => !!l, () => false);
+    const parentUp = links.has(net.parent);
     const base = { name, networkId: net.id, parent: net.parent, replica: replicaLabel.get(net.id) ?? false };
     if (conflict) networkStates.push({ ...base, state: 'conflict', detail: conflict });
     else if (removing) networkStates.push({ ...base, state: 'removing', detail: removing });

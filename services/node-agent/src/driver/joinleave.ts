@@ -1,5 +1,5 @@
 /** NetworkDriver.Join / Leave (libnetwork: macvlan_joinleave.go, ipvlan_joinleave.go). */
-import { NotFoundError, endpointLinkName, parseAddrWithPrefix, plugin } from '@underlay/core';
+import { NotFoundError, contains, endpointLinkName, parseAddrWithPrefix, parseCidr, plugin } from '@underlay/core';
 import type { DriverContext } from './context.js';
 import { createEndpointLink } from './links.js';
 import type { NetworkRecord } from './store.js';
@@ -10,9 +10,8 @@ function gatewayFor(subnets: NetworkRecord['ipv4'], address: string | undefined)
   const { addr, prefix } = parseAddrWithPrefix(address);
   for (const s of subnets) {
     if (!s.gateway) continue;
-    const pool = parseAddrWithPrefix(s.pool);
-    const mask = (1n << BigInt(addr.family === 4 ? 32 : 128)) - (1n << BigInt((addr.family === 4 ? 32 : 128) - pool.prefix));
-    if (pool.prefix === prefix && pool.addr.family === addr.family && (addr.value & mask) === pool.addr.value) {
+    const pool = parseCidr(s.pool);
+    if (pool.prefix === prefix && contains(pool, addr)) {
       return s.gateway.split('/')[0];
     }
   }

@@ -63,9 +63,6 @@ export interface RouteService {
   stats(): { adds: number; deletes: number; syncs: number };
 }
 
-/** Events that cannot change any route (the others are looked at by `routeKeysOf`). */
-const IRRELEVANT = new Set<ClusterEvent['type']>(['EndpointBound', 'NetworkNamed', 'PoolRefAdded', 'PoolRefRemoved', 'ClusterNetworkCreated', 'ClusterNetworkRemoved']);
-
 const MIN_RETRY_MS = 200;
 
 interface Route {
@@ -147,17 +144,18 @@ class Routes implements RouteService {
   private onEvents(events: readonly ClusterEvent[]): void {
     let relevant = false;
     for (const e of events) {
-      if (IRRELEVANT.has(e.type)) continue;
+      // routeKeysOf: [] for an event that changes no route, undefined when any may change.
+      const keys = routeKeysOf(this.deps.view.state, e);
+      if (keys?.length === 0) continue;
       if (this.recomputeAll) {
         relevant = true;
         continue;
       }
-      const keys = routeKeysOf(this.deps.view.state, e);
       if (keys === undefined) {
         this.recomputeAll = true;
         this.touched.clear();
         relevant = true;
-      } else if (keys.length) {
+      } else {
         for (const k of keys) this.touched.set(k.dst, k);
         relevant = true;
       }
