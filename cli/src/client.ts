@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { z } from 'zod';
 import { ApiError, DEFAULT_CONTROLLER_URL } from '@underlay/core';
-import { UsageError, envName, type FlagSpec, type ParsedFlags } from './flags.js';
+import { UsageError, envName, helpFor, parseFlags, type FlagSpec, type ParsedFlags } from './flags.js';
 
 /** A failure talking to the controller (unreachable, refused, an API error): exit code 1. */
 export class ClientError extends Error {
@@ -30,6 +30,40 @@ export const clientFlags: FlagSpec[] = [
 /** Only the client flags' UNDERLAY_* variables (so UNDERLAY_SUBNET cannot slip into `network create`). */
 export function clientEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   return Object.fromEntries(clientFlags.map((f) => envName(f.flag)).filter((k) => env[k] !== undefined).map((k) => [k, env[k]]));
+}
+
+/** Prints the API's JSON answer as it came (`--json`). */
+export function printJson(raw: unknown): void {
+  process.stdout.write(`${JSON.stringify(raw, null, 2)}\n`);
+}
+
+/**
+ * Prints a command's usage when asked (`help`, `--help`, `-h`: exit 0) or when no sub-command was given
+ * (exit 2); undefined when the command should run.
+ */
+export function helpRequested(sub: string | undefined, p: ParsedFlags, usage: string, flags: FlagSpec[]): number | undefined {
+  if (sub && !p.help && sub !== 'help' && sub !== '--help' && sub !== '-h') return undefined;
+  process.stdout.write(`usage:\n${usage.replace(/^/gm, '  ')}\n\nflags:\n${helpFor(flags)}\n`);
+  return sub || p.help ? 0 : 2;
+}
+
+/** Refuses arguments a command does not take. */
+export function noArgs(p: ParsedFlags, what: string): void {
+  if (p.rest.length) throw new UsageError(`${what} takes no arguments (got ${p.rest.join(' ')})`);
+}
+
+/**
+ * The opening of a command with one sub-command and no arguments (`node ls`, `endpoint ls`, `ipam usage`):
+ * its parsed flags and client options, or the exit code when it printed its usage.
+ */
+export function singleCommand(argv: string[], c: { name: string; subs: readonly string[]; flags: FlagSpec[]; usage: string }): { p: ParsedFlags; opts: ClientOptions } | number {
+  const [sub, ...args] = argv;
+  const p = parseFlags(args, c.flags, clientEnv());
+  const help = helpRequested(sub, p, c.usage, c.flags);
+  if (help !== undefined) return help;
+  if (!c.subs.includes(sub!)) throw new UsageError(`unknown ${c.name} command ${JSON.stringify(sub)}; usage: ${c.usage}`);
+  noArgs(p, `${c.name} ${c.subs[0]}`);
+  return { p, opts: clientOptions(p) };
 }
 
 export interface ClientOptions {

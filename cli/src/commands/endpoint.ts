@@ -1,7 +1,7 @@
 /** `underlay endpoint ls [--network NAME] [--node NAME]`: every endpoint address → host, container, network, state. */
 import { EndpointList } from '@underlay/core';
-import { ApiClient, clientEnv, clientFlags, clientOptions } from '../client.js';
-import { UsageError, helpFor, parseFlags, type FlagSpec } from '../flags.js';
+import { ApiClient, clientFlags, printJson, singleCommand } from '../client.js';
+import type { FlagSpec } from '../flags.js';
 import { table } from '../table.js';
 
 export const endpointFlags: FlagSpec[] = [
@@ -12,21 +12,15 @@ export const endpointFlags: FlagSpec[] = [
 export const endpointUsage = 'underlay endpoint ls [--network NAME] [--node NAME]   endpoint addresses: host, container, network, state';
 
 export async function endpointCommand(argv: string[]): Promise<number> {
-  const [sub, ...args] = argv;
-  const p = parseFlags(args, endpointFlags, clientEnv());
-  if (!sub || p.help || sub === 'help' || sub === '--help' || sub === '-h') {
-    process.stdout.write(`usage:\n  ${endpointUsage}\n\nflags:\n${helpFor(endpointFlags)}\n`);
-    return sub || p.help ? 0 : 2;
-  }
-  if (sub !== 'ls' && sub !== 'list') throw new UsageError(`unknown endpoint command ${JSON.stringify(sub)}; usage: ${endpointUsage}`);
-  if (p.rest.length) throw new UsageError(`endpoint ls takes no arguments (got ${p.rest.join(' ')})`);
-  const opts = clientOptions(p);
+  const c = singleCommand(argv, { name: 'endpoint', subs: ['ls', 'list'], flags: endpointFlags, usage: endpointUsage });
+  if (typeof c === 'number') return c;
+  const { p, opts } = c;
   const q = new URLSearchParams();
   if (typeof p.values.network === 'string') q.set('network', p.values.network);
   if (typeof p.values.node === 'string') q.set('node', p.values.node);
   const { data, raw } = await new ApiClient(opts).get(`/v1/endpoints${q.size ? `?${q}` : ''}`, EndpointList);
   if (opts.json) {
-    process.stdout.write(`${JSON.stringify(raw, null, 2)}\n`);
+    printJson(raw);
     return 0;
   }
   process.stdout.write(

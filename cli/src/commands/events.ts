@@ -4,8 +4,8 @@
  */
 import { ClusterEvent, EventsPage } from '@underlay/core';
 import { z } from 'zod';
-import { ApiClient, clientEnv, clientFlags, clientOptions } from '../client.js';
-import { UsageError, helpFor, parseFlags, validate, type FlagSpec } from '../flags.js';
+import { ApiClient, clientEnv, clientFlags, clientOptions, noArgs } from '../client.js';
+import { helpFor, parseFlags, validate, type FlagSpec } from '../flags.js';
 
 export const eventsFlags: FlagSpec[] = [
   ...clientFlags.map((f) => (f.key === 'json' ? { ...f, help: 'one JSON event per line (NDJSON)' } : f)),
@@ -30,7 +30,7 @@ export async function eventsCommand(argv: string[]): Promise<number> {
     process.stdout.write(`usage:\n  ${eventsUsage}\n\nflags:\n${helpFor(eventsFlags)}\n`);
     return 0;
   }
-  if (p.rest.length) throw new UsageError(`events takes no arguments (got ${p.rest.join(' ')})`);
+  noArgs(p, 'events');
   const a = validate(EventsArgs, p.values, eventsFlags);
   const opts = clientOptions(p);
   const api = new ApiClient(opts);

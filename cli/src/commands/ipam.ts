@@ -1,7 +1,6 @@
 /** `underlay ipam usage`: address use per pool, and per block (which node owns it, how full). */
 import { IpamUsage } from '@underlay/core';
-import { ApiClient, clientEnv, clientFlags, clientOptions } from '../client.js';
-import { UsageError, helpFor, parseFlags } from '../flags.js';
+import { ApiClient, clientFlags, printJson, singleCommand } from '../client.js';
 import { table } from '../table.js';
 
 export const ipamFlags = clientFlags;
@@ -16,18 +15,11 @@ function percent(used: number, size: string): string {
 }
 
 export async function ipamCommand(argv: string[]): Promise<number> {
-  const [sub, ...args] = argv;
-  const p = parseFlags(args, ipamFlags, clientEnv());
-  if (!sub || p.help || sub === 'help' || sub === '--help' || sub === '-h') {
-    process.stdout.write(`usage:\n  ${ipamUsageText}\n\nflags:\n${helpFor(ipamFlags)}\n`);
-    return sub || p.help ? 0 : 2;
-  }
-  if (sub !== 'usage') throw new UsageError(`unknown ipam command ${JSON.stringify(sub)}; usage: ${ipamUsageText}`);
-  if (p.rest.length) throw new UsageError(`ipam usage takes no arguments (got ${p.rest.join(' ')})`);
-  const opts = clientOptions(p);
-  const { data, raw } = await new ApiClient(opts).get('/v1/ipam/usage', IpamUsage);
-  if (opts.json) {
-    process.stdout.write(`${JSON.stringify(raw, null, 2)}\n`);
+  const c = singleCommand(argv, { name: 'ipam', subs: ['usage'], flags: ipamFlags, usage: ipamUsageText });
+  if (typeof c === 'number') return c;
+  const { data, raw } = await new ApiClient(c.opts).get('/v1/ipam/usage', IpamUsage);
+  if (c.opts.json) {
+    printJson(raw);
     return 0;
   }
   const rows: (string | number | undefined)[][] = [];

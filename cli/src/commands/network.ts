@@ -16,8 +16,8 @@ import {
   type NetworkSummary,
 } from '@underlay/core';
 import { z } from 'zod';
-import { ApiClient, ClientError, clientEnv, clientFlags, clientOptions } from '../client.js';
-import { UsageError, helpFor, parseFlags, type FlagSpec } from '../flags.js';
+import { ApiClient, ClientError, clientEnv, clientFlags, clientOptions, helpRequested, noArgs, printJson } from '../client.js';
+import { UsageError, parseFlags, type FlagSpec } from '../flags.js';
 import { since, table } from '../table.js';
 
 export const networkCreateFlags: FlagSpec[] = [
@@ -42,7 +42,6 @@ export const networkUsage = [
 ].join('\n');
 
 const out = (s: string) => process.stdout.write(s);
-const json = (v: unknown) => out(`${JSON.stringify(v, null, 2)}\n`);
 
 function keyValues(flag: string, list: unknown): Record<string, string> {
   const m: Record<string, string> = {};
@@ -161,10 +160,8 @@ function oneName(rest: string[], what: string): string {
 export async function networkCommand(argv: string[]): Promise<number> {
   const [sub, ...args] = argv;
   const p = parseFlags(args, networkFlags, clientEnv());
-  if (!sub || p.help || sub === 'help' || sub === '--help' || sub === '-h') {
-    out(`usage:\n${networkUsage.replace(/^/gm, '  ')}\n\nflags:\n${helpFor(networkFlags)}\n`);
-    return sub || p.help ? 0 : 2;
-  }
+  const help = helpRequested(sub, p, networkUsage, networkFlags);
+  if (help !== undefined) return help;
   const createOnly = networkCreateFlags.map((f) => f.key).filter((k) => p.fromFlags.has(k));
   if (sub !== 'create' && createOnly.length) {
     const f = networkCreateFlags.find((x) => x.key === createOnly[0])!;
@@ -176,16 +173,16 @@ export async function networkCommand(argv: string[]): Promise<number> {
   switch (sub) {
     case 'ls':
     case 'list': {
-      if (p.rest.length) throw new UsageError(`network ls takes no arguments (got ${p.rest.join(' ')})`);
+      noArgs(p, 'network ls');
       const { data, raw } = await api.get('/v1/networks', NetworkList);
-      if (opts.json) json(raw);
+      if (opts.json) printJson(raw);
       else out(networkTable(data.networks, now));
       return 0;
     }
     case 'inspect': {
       const name = oneName(p.rest, 'network inspect');
       const { data, raw } = await api.get(`/v1/networks/${encodeURIComponent(name)}`, NetworkDetail);
-      if (opts.json) json(raw);
+      if (opts.json) printJson(raw);
       else out(inspectText(data, now));
       return 0;
     }
@@ -193,7 +190,7 @@ export async function networkCommand(argv: string[]): Promise<number> {
       const name = oneName(p.rest, 'network create');
       const body = createRequest(name, p.values);
       const { data, raw } = await api.request('POST', '/v1/networks', NetworkCreateResponse, body);
-      if (opts.json) json(raw);
+      if (opts.json) printJson(raw);
       else {
         out(`${data.network.name}\n`);
         if (!data.created) process.stderr.write(`network ${name} already exists with this definition\n`);
@@ -217,7 +214,7 @@ export async function networkCommand(argv: string[]): Promise<number> {
           failed = true;
         }
       }
-      if (opts.json) json({ removed });
+      if (opts.json) printJson({ removed });
       return failed ? 1 : 0;
     }
     default:

@@ -1,25 +1,17 @@
 /** `underlay node ls`: every node, Ready while its lease holds, when it was last seen. */
 import { NodeList } from '@underlay/core';
-import { ApiClient, clientEnv, clientFlags, clientOptions } from '../client.js';
-import { UsageError, helpFor, parseFlags } from '../flags.js';
+import { ApiClient, clientFlags, printJson, singleCommand } from '../client.js';
 import { ago, table } from '../table.js';
 
 export const nodeFlags = clientFlags;
 export const nodeUsage = 'underlay node ls      nodes: Ready or NotReady, last seen, address, version';
 
 export async function nodeCommand(argv: string[]): Promise<number> {
-  const [sub, ...args] = argv;
-  const p = parseFlags(args, nodeFlags, clientEnv());
-  if (!sub || p.help || sub === 'help' || sub === '--help' || sub === '-h') {
-    process.stdout.write(`usage:\n  ${nodeUsage}\n\nflags:\n${helpFor(nodeFlags)}\n`);
-    return sub || p.help ? 0 : 2;
-  }
-  if (sub !== 'ls' && sub !== 'list') throw new UsageError(`unknown node command ${JSON.stringify(sub)}; usage: ${nodeUsage}`);
-  if (p.rest.length) throw new UsageError(`node ls takes no arguments (got ${p.rest.join(' ')})`);
-  const opts = clientOptions(p);
-  const { data, raw } = await new ApiClient(opts).get('/v1/nodes', NodeList);
-  if (opts.json) {
-    process.stdout.write(`${JSON.stringify(raw, null, 2)}\n`);
+  const c = singleCommand(argv, { name: 'node', subs: ['ls', 'list'], flags: nodeFlags, usage: nodeUsage });
+  if (typeof c === 'number') return c;
+  const { data, raw } = await new ApiClient(c.opts).get('/v1/nodes', NodeList);
+  if (c.opts.json) {
+    printJson(raw);
     return 0;
   }
   process.stdout.write(

@@ -145,7 +145,8 @@ class Bgp implements BgpService {
 
   start(): void {
     this.unsubscribe = this.deps.view.onChange((events) => {
-      if (!events.some((e) => BLOCK_EVENTS.has(e.type))) return;
+      // Until the view has caught up a pass only sets up the session (start() and ready() kick for that).
+      if (!this.deps.view.isReady || !events.some((e) => BLOCK_EVENTS.has(e.type))) return;
       this.kick();
       this.scheduleEmit(); // pools changed: the overlap filter of learned routes may too
     });
