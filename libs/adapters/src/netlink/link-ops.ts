@@ -67,11 +67,7 @@ class RtnlLinkOps implements LinkOps {
   }
 
   async listLinks(): Promise<LinkInfo[]> {
-    const msgs = await this.chan.dump('listLinks', RTM_GETLINK, buildDumpLinksBody(), 'cannot list interfaces', 'the link table');
-    return msgs
-      .filter((m) => m.type === RTM_NEWLINK)
-      .map((m) => decodeLinkMessage(m.body))
-      .sort((a, b) => a.index - b.index);
+    return (await dumpLinks(this.chan, 'listLinks')).sort((a, b) => a.index - b.index);
   }
 
   createMacvlan(o: CreateMacvlanOptions): Promise<LinkInfo> {
@@ -121,11 +117,8 @@ class RtnlLinkOps implements LinkOps {
 
   // ---- internals ---------------------------------------------------------------------------
 
-  private async lookupByName(op: string, name: string): Promise<LinkInfo | undefined> {
-    const r = await this.chan.request(op, RTM_GETLINK, NLM_F_REQUEST, buildGetLinkBody({ name }));
-    if (r.errno === ENODEV) return undefined;
-    if (r.errno) throw kernelError(op, r.errno, `cannot look up interface ${name}`, name);
-    return firstLink(op, r, name);
+  private lookupByName(op: string, name: string): Promise<LinkInfo | undefined> {
+    return lookupLink(this.chan, op, name);
   }
 
   private async create(
@@ -170,6 +163,20 @@ class RtnlLinkOps implements LinkOps {
     }
     return created;
   }
+}
+
+/** A link by name on the channel (RTM_GETLINK); undefined when there is none (ENODEV). Shared with the route ops. */
+export async function lookupLink(chan: NetlinkChannel, op: string, name: string): Promise<LinkInfo | undefined> {
+  const r = await chan.request(op, RTM_GETLINK, NLM_F_REQUEST, buildGetLinkBody({ name }));
+  if (r.errno === ENODEV) return undefined;
+  if (r.errno) throw kernelError(op, r.errno, `cannot look up interface ${name}`, name);
+  return firstLink(op, r, name);
+}
+
+/** Every link on the channel (an RTM_GETLINK dump), in the kernel's order. Shared with the route ops. */
+export async function dumpLinks(chan: NetlinkChannel, op: string): Promise<LinkInfo[]> {
+  const msgs = await chan.dump(op, RTM_GETLINK, buildDumpLinksBody(), 'cannot list interfaces', 'the link table');
+  return msgs.filter((m) => m.type === RTM_NEWLINK).map((m) => decodeLinkMessage(m.body));
 }
 
 function firstLink(op: string, r: Reply, what: string): LinkInfo {

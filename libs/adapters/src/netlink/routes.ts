@@ -8,16 +8,12 @@
  * deletes a route with another one; addRoute uses NLM_F_EXCL, so it never overwrites any route.
  */
 import { NetlinkChannel, kernelError } from './channel.js';
-import { decodeLinkMessage } from './decode.js';
+import { dumpLinks, lookupLink } from './link-ops.js';
 import {
   NLM_F_ACK,
   NLM_F_CREATE,
   NLM_F_EXCL,
   NLM_F_REQUEST,
-  RTM_GETLINK,
-  RTM_NEWLINK,
-  buildDumpLinksBody,
-  buildGetLinkBody,
   checkIfname,
 } from './encode.js';
 import { NetlinkError, errnoName } from './errors.js';
@@ -182,23 +178,15 @@ class RtnlRouteOps implements RouteOps {
     const cached = this.indexes.get(name);
     if (cached !== undefined) return cached;
     checkIfname(op, name);
-    const r = await this.chan.request(op, RTM_GETLINK, NLM_F_REQUEST, buildGetLinkBody({ name }));
-    if (r.errno === ENODEV) return undefined;
-    if (r.errno) throw kernelError(op, r.errno, `cannot look up interface ${name}`, name);
-    const m = r.msgs.find((x) => x.type === RTM_NEWLINK);
-    if (!m) return undefined;
-    const index = decodeLinkMessage(m.body).index;
-    this.indexes.set(name, index);
-    return index;
+    const link = await lookupLink(this.chan, op, name);
+    if (link) this.indexes.set(name, link.index);
+    return link?.index;
   }
 
   private async dumpLinks(op: string): Promise<Map<number, string>> {
-    const msgs = await this.chan.dump(op, RTM_GETLINK, buildDumpLinksBody(), 'cannot list interfaces');
     const out = new Map<number, string>();
     this.indexes.clear();
-    for (const m of msgs) {
-      if (m.type !== RTM_NEWLINK) continue;
-      const l = decodeLinkMessage(m.body);
+    for (const l of await dumpLinks(this.chan, op)) {
       out.set(l.index, l.name);
       this.indexes.set(l.name, l.index);
     }
