@@ -250,11 +250,6 @@ export function recordedProcesses(): ProcRef[] {
   return [...registry.values()];
 }
 
-/** Recorded processes that are still alive (zombies count as dead). */
-export function aliveRecordedProcesses(): ProcRef[] {
-  return recordedProcesses().filter((r) => isAlive(r));
-}
-
 // ---------------------------------------------------------------------------
 // Executables
 

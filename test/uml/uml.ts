@@ -24,6 +24,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { descendantsOf } from '../lab/proc';
 
 /** The modules the network tests need, in dependency order (paths under <modules>/kernel, without .ko). */
 export const NETWORK_MODULES = [
@@ -218,35 +219,10 @@ function taskset(): string | undefined {
   return ['/usr/bin/taskset', '/bin/taskset'].find((f) => fs.existsSync(f));
 }
 
-/** PIDs of `root` and all its descendants (from /proc; the tree as seen right now). */
-function processTree(root: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    let stat: string;
-    try {
-      stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    const list = children.get(ppid) ?? [];
-    list.push(Number(e));
-    children.set(ppid, list);
-  }
-  const out: number[] = [];
-  const walk = (p: number) => {
-    out.push(p);
-    for (const c of children.get(p) ?? []) walk(c);
-  };
-  walk(root);
-  return out;
-}
-
 function killTree(pid: number): void {
   // UML runs guest processes as ptraced host children and a few helper threads/processes; it is
   // started in its own process group (detached), so kill the group plus any descendant that left it.
-  for (const p of processTree(pid)) {
+  for (const p of [pid, ...descendantsOf(pid).map((d) => d.pid)]) {
     try {
       process.kill(p, 'SIGKILL');
     } catch {
