@@ -114,3 +114,5 @@ export const dummyParentName = (type: DriverType, networkId: string): string =>
 
 /** Host-side name of an endpoint's link before Docker moves it into the container: deterministic, so retries find it. */
 export const endpointLinkName = (endpointId: string): string => `ul${endpointId.slice(0, 11)}`;
+/** True for a name endpointLinkName makes (Docker's endpoint ids are hex). */
+export const isEndpointLinkName = (name: string): boolean => /^ul[0-9a-f]{11}$/.test(name);

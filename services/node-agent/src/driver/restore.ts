@@ -5,12 +5,9 @@
  * made that no endpoint owns any more are removed. Links inside running containers are not in the
  * host namespace and are never touched, so containers keep their connectivity throughout.
  */
-import { parseNetworkOptions } from '@underlay/core';
+import { isEndpointLinkName, parseNetworkOptions } from '@underlay/core';
 import type { DriverContext } from './context.js';
 import { ensureParent } from './links.js';
-
-/** Host-side endpoint link names (see core's endpointLinkName). */
-const ENDPOINT_LINK = /^ul[0-9a-f]{11}$/;
 
 export interface RestoreReport {
   networks: number;
@@ -35,7 +32,7 @@ export async function restore(ctx: DriverContext, listLinkNames: () => Promise<s
   }
   const owned = new Set([...ctx.store.endpoints.values()].map((e) => e.srcName).filter(Boolean));
   for (const name of await listLinkNames()) {
-    if (!ENDPOINT_LINK.test(name) || owned.has(name)) continue;
+    if (!isEndpointLinkName(name) || owned.has(name)) continue;
     try {
       if (await ctx.links.deleteLink(name)) report.staleLinksRemoved.push(name);
     } catch (e) {
