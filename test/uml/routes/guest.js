@@ -218,9 +218,9 @@ function snapshotRoutes() {
 function scenario() {
   if (!createNetwork()) return;
   const c = {};
-  c.c1 = run('h1', 'c1'); // first subnet, dynamic: claims a /28 block of 192.0.2.0/24
+  c.c1 = run('h1', 'c1'); // dynamic: claims a /28 block of the network's first pool (the CLI orders --subnet at random)
   c.c2 = run('h2', 'c2', ['--ip', '203.0.113.20']); // second subnet, static: an address outside any block (a /32)
-  c.c3 = run('h3', 'c3'); // first subnet, dynamic: another /28 block
+  c.c3 = run('h3', 'c3'); // dynamic: another /28 block, of 192.0.2.0/24 (a replica lists its subnets sorted)
   out.containers = c;
   save();
   if (!c.c1 || !c.c2 || !c.c3) return;
