@@ -250,23 +250,4 @@ describe('EventConsumer on a real controller, etcd and JetStream', () => {
     expect(c.log.filter((m) => /handler failed/.test(m))).toHaveLength(3);
     await stopConsumer(c.consumer);
   });
-  it('with `head`, reads events missing at the very end of the stream once the stream is quiet', async () => {
-    await allocate(3);
-    const n = head();
-    const index = await streamIndex();
-    for (const seq of [n - 1, n]) expect(await jsm.streams.deleteMessage(EVENTS_STREAM, index.get(seq)!)).toBe(true);
-    // Without `head` the last two events wait for a next publication.
-    const without = await collect({ fetchExpiresMs: 1000 });
-    await waitFor(() => without.consumer.lastSeq >= n - 2, 15_000, `consumer without head to reach seq ${n - 2}`);
-    await sleep(2_500);
-    expect(without.consumer.lastSeq).toBe(n - 2);
-    await stopConsumer(without.consumer);
-    // With it, they come from the controller after the first empty fetch.
-    const c = await collect({ fetchExpiresMs: 1000, head: async () => head() });
-    await waitFor(() => c.consumer.lastSeq >= n, 15_000, `consumer with head to reach seq ${n}`);
-    await sleep(300);
-    expect(c.seqs()).toEqual(range(1, n));
-    expect(c.events).toEqual(await logEvents());
-    await stopConsumer(c.consumer);
-  });
 });

@@ -5,7 +5,7 @@
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import { EventConsumer, RpcClient } from '@underlay/adapters';
-import { EventsHeadRes, apply, emptyState, type ClusterEvent, type IpamState } from '@underlay/core';
+import { EventsHeadRes, ReadEventsRes, apply, emptyState, parseEvent, type ClusterEvent, type IpamState } from '@underlay/core';
 
 export type ViewListener = (events: readonly ClusterEvent[], state: IpamState) => void;
 
@@ -13,7 +13,7 @@ export interface ClusterViewOptions {
   nc: NatsConnection;
   rpc?: RpcClient;
   logger?: (m: string) => void;
-  /** How long the stream may be quiet before the consumer compares with the controller's head (events missing at the end of the stream). */
+  /** How often to compare with the controller's head (catches events missing at the end of the stream). */
   headCheckMs?: number;
 }
 
@@ -25,11 +25,10 @@ export class ClusterView {
   private listeners = new Set<ViewListener>();
   private pending: ClusterEvent[] = [];
   private flushQueued = false;
-  private stopped = false;
-  /** The controller's head when the view started; undefined until known. */
-  private startHead?: number;
+  private timer?: NodeJS.Timeout;
   private caughtUp = false;
   private readyWaiters: (() => void)[] = [];
+  private lastBehind?: number;
 
   constructor(private readonly opts: ClusterViewOptions) {
     this.rpc = opts.rpc ?? new RpcClient(opts.nc);
@@ -47,31 +46,11 @@ export class ClusterView {
   }
 
   async start(): Promise<void> {
-    const head = async () => (await this.rpc.call('eventsHead', {}, EventsHeadRes, { deadlineMs: 5_000 })).seq;
-    this.consumer = new EventConsumer({
-      nc: this.opts.nc,
-      rpc: this.rpc,
-      afterSeq: 0,
-      onEvent: (ev) => this.take(ev),
-      logger: this.logger,
-      head,
-      fetchExpiresMs: this.opts.headCheckMs ?? 2_000,
-    });
+    this.consumer = new EventConsumer({ nc: this.opts.nc, rpc: this.rpc, afterSeq: 0, onEvent: (ev) => this.take(ev), logger: this.logger });
     await this.consumer.start();
-    void this.learnStartHead(head);
-  }
-
-  /** The head at start decides when the view is ready; asked until the controller answers. */
-  private async learnStartHead(head: () => Promise<number>): Promise<void> {
-    while (!this.stopped && this.startHead === undefined) {
-      try {
-        this.startHead = await head();
-      } catch (e) {
-        this.logger(`cluster view: could not read the controller's head: ${(e as Error).message}`);
-        await new Promise((r) => setTimeout(r, 500).unref());
-      }
-    }
-    this.checkReady();
+    void this.checkHead();
+    this.timer = setInterval(() => void this.checkHead(), this.opts.headCheckMs ?? 2_000);
+    this.timer.unref();
   }
 
   /** Resolves once the view holds every event the controller had committed when the agent started. */
@@ -84,8 +63,8 @@ export class ClusterView {
     return this.caughtUp;
   }
 
-  /** The consumer delivers every event once, in order. */
   private take(ev: ClusterEvent): void {
+    if (ev.seq <= this.state.seq) return;
     apply(this.state, ev);
     this.pending.push(ev);
     if (!this.flushQueued) {
@@ -97,7 +76,6 @@ export class ClusterView {
   private flush(): void {
     this.flushQueued = false;
     const evs = this.pending.splice(0);
-    this.checkReady();
     if (evs.length === 0) return;
     for (const l of this.listeners) {
       try {
@@ -108,14 +86,33 @@ export class ClusterView {
     }
   }
 
-  private checkReady(): void {
-    if (this.caughtUp || this.startHead === undefined || this.state.seq < this.startHead || this.pending.length > 0) return;
-    this.caughtUp = true;
-    for (const w of this.readyWaiters.splice(0)) w();
+  private async checkHead(): Promise<void> {
+    try {
+      const { seq: head } = await this.rpc.call('eventsHead', {}, EventsHeadRes, { deadlineMs: 5_000 });
+      // Behind at two checks in a row with no progress: read the rest from the controller.
+      if (this.state.seq < head && this.lastBehind === this.state.seq) {
+        while (this.state.seq < head) {
+          const r = await this.rpc.call('readEvents', { fromSeq: this.state.seq + 1, limit: 1000 }, ReadEventsRes);
+          if (r.events.length === 0) break;
+          for (const raw of r.events) this.take(parseEvent(raw));
+        }
+      }
+      this.lastBehind = this.state.seq < head ? this.state.seq : undefined;
+      if (!this.caughtUp && this.state.seq >= head) {
+        this.caughtUp = true;
+        this.flush();
+        for (const w of this.readyWaiters.splice(0)) w();
+      } else if (!this.caughtUp) {
+        setTimeout(() => void this.checkHead(), 100).unref();
+      }
+    } catch (e) {
+      this.logger(`cluster view: could not read the controller's head: ${(e as Error).message}`);
+      if (!this.caughtUp) setTimeout(() => void this.checkHead(), 500).unref();
+    }
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
     await this.consumer?.stop();
   }
 }

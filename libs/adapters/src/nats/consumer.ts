@@ -17,10 +17,8 @@
  * header. The search only has to be close: starting early costs skipped duplicates and starting late
  * costs a gap re-read, so when it cannot tell (deleted messages) it errs early.
  *
- * A gap is noticed when a later message arrives. Events missing at the very end of the stream are
- * found with `head` (the controller's last committed seq): after a fetch that brought nothing, a
- * consumer behind the head reads the rest from the controller. Without `head` they are delivered
- * once the next event is published.
+ * Limitation: a gap is noticed when a later message arrives. Events missing at the very end of the
+ * stream are delivered once the next event is published.
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, type Consumer, type ConsumerMessages, type JetStreamManager, type JsMsg, type StoredMsg } from '@nats-io/jetstream';
@@ -47,12 +45,6 @@ export interface EventConsumerOptions {
   batchSize?: number;
   /** How long one fetch waits for messages before the next (default 10 s, at least 1 s). */
   fetchExpiresMs?: number;
-  /**
-   * The seq of the last committed event. Asked after each fetch that brought nothing (so at most once
-   * per `fetchExpiresMs` while the stream is quiet, never while it flows); events up to it that the
-   * stream lacks are read from the controller.
-   */
-  head?: () => Promise<number>;
   /** Re-subscribe backoff bounds (default 100 ms … 5 s). */
   minBackoffMs?: number;
   maxBackoffMs?: number;
@@ -69,7 +61,6 @@ export class EventConsumer {
   private readonly pageSize: number;
   private readonly batchSize: number;
   private readonly fetchExpiresMs: number;
-  private readonly head?: () => Promise<number>;
   private readonly minBackoffMs: number;
   private readonly maxBackoffMs: number;
 
@@ -91,7 +82,6 @@ export class EventConsumer {
     this.pageSize = Math.min(Math.max(1, Math.floor(opts.pageSize ?? 1000)), 10_000);
     this.batchSize = Math.max(1, Math.floor(opts.batchSize ?? 256));
     this.fetchExpiresMs = Math.max(1000, opts.fetchExpiresMs ?? 10_000);
-    this.head = opts.head;
     this.minBackoffMs = Math.max(1, opts.minBackoffMs ?? 100);
     this.maxBackoffMs = Math.max(this.minBackoffMs, opts.maxBackoffMs ?? 5000);
     this._lastSeq = afterSeq;
@@ -156,7 +146,6 @@ export class EventConsumer {
             await this.handle(m);
           }
           this.batch = undefined;
-          if (got === 0 && !this.stopped) await this.readTail();
           if (this._lastSeq > progressFrom) backoff = this.minBackoffMs;
           // A fetch normally waits `expires` for messages; never spin if one ends early and empty.
           if (got === 0 && Date.now() - fetchedAt < 100) await this.sleep(this.minBackoffMs);
@@ -191,19 +180,6 @@ export class EventConsumer {
     if (ev.seq <= this._lastSeq) return;
     if (ev.seq > this._lastSeq + 1) await this.readThrough(ev.seq - 1);
     await this.deliver(ev);
-  }
-
-  /** The stream is quiet: deliver what the controller committed and the stream lacks (see `head`). */
-  private async readTail(): Promise<void> {
-    if (!this.head) return;
-    let head: number;
-    try {
-      head = await this.head();
-    } catch (e) {
-      this.logger(`event consumer: could not read the controller's head: ${(e as Error).message}`);
-      return;
-    }
-    if (head > this._lastSeq) await this.readThrough(head);
   }
 
   /** Delivers lastSeq+1 … upTo from the log in etcd, through the controller. */
