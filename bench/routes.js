@@ -96,7 +96,7 @@ async function agentMode([node, natsUrl, address, poolId]) {
   const { adapters, core, view: V, routes: R } = loadProduct();
   const log = (m) => process.stdout.write(`[${new Date().toISOString()}] ${node}: ${m}\n`);
   const nc = await adapters.connectNats(natsUrl, `bench-routes-${node}`);
-  const rpc = new adapters.RpcClient(nc);
+  const rpc = new adapters.RpcClient(nc, node);
   await rpc.call('nodeReport', { node, address, version: 'bench', endpoints: [] }, core.EmptyRes);
   const view = new V.ClusterView({ nc, rpc, logger: log });
   const real = adapters.openRouteOps();
@@ -200,7 +200,7 @@ async function simMode([countText, natsUrl, poolId]) {
   for (let i = 0; i < count; i++) {
     const node = `sim${String(i).padStart(3, '0')}`;
     const nc = await adapters.connectNats(natsUrl, `bench-routes-${node}`);
-    const rpc = new adapters.RpcClient(nc);
+    const rpc = new adapters.RpcClient(nc, node);
     await rpc.call('nodeReport', { node, address: addressOf(i + 1), version: 'bench', endpoints: [] }, core.EmptyRes);
     const view = new V.ClusterView({ nc, rpc, logger: (m) => log(`${node}: ${m}`) });
     const ops = new R.MemoryRouteOps();
@@ -436,7 +436,15 @@ async function main() {
   await controller.start();
   await controller.whenLeader();
   const nc = (state.nc = await adapters.connectNats(nats.url, 'bench-routes-driver'));
-  const rpc = new adapters.RpcClient(nc);
+  // The driver speaks for each node it plays (a request goes on the subject of the node its body names).
+  const clients = new Map();
+  const rpc = {
+    call(method, req, schema, o) {
+      let c = clients.get(req.node);
+      if (!c) clients.set(req.node, (c = new adapters.RpcClient(nc, req.node)));
+      return c.call(method, req, schema, o);
+    },
+  };
   const pool = await rpc.call('requestPool', { node: hosts[0].name, space: 'underlay', pool: REAL_POOL, subPool: '', options: { block_size: '32' }, v6: false, requestId: randomUUID() }, core.RequestPoolRes);
   progress(`pool ${pool.poolId} (block_size=32); starting the route path (ClusterView + RouteService, rtnetlink) in each host`);
 

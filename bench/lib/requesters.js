@@ -27,7 +27,7 @@ async function localRequesters({ natsUrl, conns }) {
     await Promise.all(ncs.map((nc) => nc.close().catch(() => {})));
     throw e;
   }
-  const rpc = ncs.map((nc) => new RpcClient(nc));
+  const rpc = ncs.map((nc, i) => new RpcClient(nc, nodeName(i)));
 
   let macCounter = 0;
   /** A distinct locally administered MAC per request. */

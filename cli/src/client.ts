@@ -1,12 +1,17 @@
 /**
- * The CLI's side of the controller's HTTP API: where the controller is, which token to send, and the
- * requests themselves, with answers read through the API's own zod schemas. Failures become a
- * ClientError whose message is one line for people (exit code 1).
+ * The CLI's side of the controller's HTTP API: where the controller is, which token to send (token files
+ * are checked as the controller checks its own: private, `NAME TOKEN` or a bare token), which CA to trust
+ * for https:// (--cacert), and the requests themselves (node:http/https), with answers read through the
+ * API's own zod schemas. Failures become a ClientError whose message is one line for people (exit code 1).
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import * as tls from 'node:tls';
 import { z } from 'zod';
 import { ApiError, DEFAULT_CONTROLLER_URL } from '@underlay/core';
+// The token-file rules alone (this module loads no etcd or NATS code).
+import { readTokenFile, tokenFileError } from '@underlay/controller/dist/api/tokens.js';
 import { UsageError, envName, helpFor, parseFlags, type FlagSpec, type ParsedFlags } from './flags.js';
 
 /** A failure talking to the controller (unreachable, refused, an API error): exit code 1. */
@@ -23,7 +28,8 @@ export const DEFAULT_TOKEN_FILE = '/var/lib/underlay/api-token';
 export const clientFlags: FlagSpec[] = [
   { key: 'controller', flag: 'controller', value: 'URL', help: `controller HTTP API (${DEFAULT_CONTROLLER_URL})` },
   { key: 'token', flag: 'token', help: 'API token (the controller\'s --api-token)' },
-  { key: 'tokenFile', flag: 'token-file', value: 'FILE', help: `file holding the API token (${DEFAULT_TOKEN_FILE} when readable)` },
+  { key: 'tokenFile', flag: 'token-file', value: 'FILE', help: `file holding the API token, mode 0600: the token, or one "NAME TOKEN" line (${DEFAULT_TOKEN_FILE} when readable)` },
+  { key: 'cacert', flag: 'cacert', value: 'FILE', help: 'CA certificate (PEM) to trust for an https:// controller, besides the system\'s' },
   { key: 'json', flag: 'json', boolean: true, help: 'print the API\'s JSON instead of a table' },
 ];
 
@@ -70,6 +76,8 @@ export interface ClientOptions {
   controller: string;
   token?: string;
   json: boolean;
+  /** CA certificates to trust for https:// (the system's and --cacert's). */
+  ca?: string[];
 }
 
 const ControllerUrl = z
@@ -77,15 +85,29 @@ const ControllerUrl = z
   .regex(/^https?:\/\/[^\s/]+(\/[^\s]*)?$/i, 'must be a URL such as http://127.0.0.1:7410')
   .transform((u) => u.replace(/\/+$/, ''));
 
-function readTokenFile(file: string, flag: string): string {
-  let t: string;
+/** The token of a token file: refused when group or others may read or write it, empty, or holding several. */
+function tokenOfFile(file: string, flag: string): string {
+  let tokens;
   try {
-    t = fs.readFileSync(file, 'utf8').trim();
+    tokens = readTokenFile(file);
   } catch (e) {
-    throw new UsageError(`${flag}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new UsageError(`${flag}: ${tokenFileError(e, file).message}`);
   }
-  if (!t) throw new UsageError(`${flag}: ${file} is empty`);
-  return t;
+  if (tokens.length === 0) throw new UsageError(`${flag}: ${file} is empty`);
+  if (tokens.length > 1) throw new UsageError(`${flag}: ${file} holds ${tokens.length} tokens (${tokens.map((t) => t.name).join(', ')}); give the CLI a file with one`);
+  return tokens[0]!.token;
+}
+
+/** --cacert: a PEM file with at least one certificate, trusted besides the system's CAs. */
+function readCa(file: string): string[] {
+  let pem: string;
+  try {
+    pem = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`--cacert (or UNDERLAY_CACERT): cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new UsageError(`--cacert (or UNDERLAY_CACERT): ${file} holds no PEM certificate`);
+  return [...tls.rootCertificates, pem];
 }
 
 /**
@@ -100,85 +122,135 @@ export function clientOptions(p: ParsedFlags): ClientOptions {
   const tokenArg = typeof v.token === 'string' ? v.token.trim() : undefined;
   const fileArg = typeof v.tokenFile === 'string' ? v.tokenFile : undefined;
   if (tokenArg && p.fromFlags.has('token')) token = tokenArg;
-  else if (fileArg && p.fromFlags.has('tokenFile')) token = readTokenFile(fileArg, '--token-file');
+  else if (fileArg && p.fromFlags.has('tokenFile')) token = tokenOfFile(fileArg, '--token-file');
   else if (tokenArg) token = tokenArg;
-  else if (fileArg) token = readTokenFile(fileArg, 'UNDERLAY_TOKEN_FILE');
+  else if (fileArg) token = tokenOfFile(fileArg, 'UNDERLAY_TOKEN_FILE');
   else {
+    let readable = false;
     try {
-      token = fs.readFileSync(DEFAULT_TOKEN_FILE, 'utf8').trim() || undefined;
+      fs.accessSync(DEFAULT_TOKEN_FILE, fs.constants.R_OK);
+      readable = true;
     } catch {
-      /* none */
+      /* none, or not ours to read */
     }
+    if (readable) token = tokenOfFile(DEFAULT_TOKEN_FILE, DEFAULT_TOKEN_FILE);
   }
-  return { controller: c.data, token, json: v.json === true };
+  const ca = typeof v.cacert === 'string' && v.cacert ? readCa(v.cacert) : undefined;
+  return { controller: c.data, token, json: v.json === true, ca };
 }
 
-/** "connect ECONNREFUSED" from what fetch throws. */
-function why(e: unknown): string {
-  const err = e as Error & { cause?: unknown };
-  if (err.name === 'TimeoutError' || err.name === 'AbortError') return 'no answer in time';
-  let c = err.cause as (Error & { code?: string; syscall?: string; errors?: unknown[] }) | undefined;
-  if (c && !c.code && Array.isArray(c.errors) && c.errors.length) c = c.errors[0] as typeof c;
-  if (c?.code) return [c.syscall, c.code].filter(Boolean).join(' ');
-  return c?.message ?? err.message;
+type NetError = Error & { code?: string; syscall?: string; errors?: unknown[]; reason?: string };
+
+/** The first error of an AggregateError (every address of a name refused), or the error itself. */
+function first(e: unknown): NetError {
+  const err = e as NetError;
+  if (!err.code && Array.isArray(err.errors) && err.errors.length) return err.errors[0] as NetError;
+  return err;
 }
+
+/** "connect ECONNREFUSED" from what a request fails with. */
+function why(e: unknown): string {
+  const err = first(e);
+  if (err.name === 'TimeoutError' || err.name === 'AbortError') return 'no answer in time';
+  if (err.code) return [err.syscall, err.code].filter(Boolean).join(' ');
+  return err.message;
+}
+
+/** A failure to verify the controller's certificate (unknown CA, expired, another name). */
+function isCertificateError(e: unknown): boolean {
+  const code = first(e).code ?? '';
+  return /^(CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|ERR_TLS_CERT_ALTNAME_INVALID|INVALID_CA|HOSTNAME_MISMATCH)/.test(code);
+}
+
+const NO_TIMEOUT = 0;
 
 export class ApiClient {
   constructor(readonly opts: ClientOptions) {}
 
   private unreachable(e: unknown): ClientError {
-    return new ClientError(`cannot reach the controller at ${this.opts.controller} (${why(e)}); is it running? set --controller or UNDERLAY_CONTROLLER`);
+    const c = this.opts.controller;
+    const err = first(e);
+    if (isCertificateError(e)) {
+      const reason = err.code === 'ERR_TLS_CERT_ALTNAME_INVALID' ? (err.reason ?? err.message) : err.message;
+      return new ClientError(`cannot verify the TLS certificate of the controller at ${c} (${err.code}: ${reason}); trust its CA with --cacert FILE or UNDERLAY_CACERT`);
+    }
+    if (c.startsWith('https:') && (err.code === 'EPROTO' || /wrong version number|packet length too long/i.test(err.message))) {
+      return new ClientError(`the controller at ${c} does not answer TLS (${why(e)}); if it serves plain HTTP, use http://`);
+    }
+    const hint = c.startsWith('http:') && (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_CONSTANT') ? '; if it serves HTTPS (--tls-cert), use https://' : '';
+    return new ClientError(`cannot reach the controller at ${c} (${why(e)}); is it running? set --controller or UNDERLAY_CONTROLLER${hint}`);
   }
 
   private headers(body: boolean): Record<string, string> {
     const h: Record<string, string> = { accept: 'application/json' };
     if (this.opts.token) h.authorization = `Bearer ${this.opts.token}`;
     if (body) h['content-type'] = 'application/json';
-    let user = 'cli';
-    try {
-      user = os.userInfo().username || user;
-    } catch {
-      /* no user entry */
-    }
-    h['x-underlay-user'] = user;
     return h;
   }
 
+  /** Sends a request; resolves with the answer's head and its body still to read. */
+  private send(method: string, path: string, headers: Record<string, string>, body: string | undefined, timeoutMs: number): Promise<http.IncomingMessage> {
+    const url = new URL(`${this.opts.controller}${path}`);
+    const mod = url.protocol === 'https:' ? https : http;
+    return new Promise((resolve, reject) => {
+      const req = mod.request(
+        url,
+        {
+          method,
+          headers: body === undefined ? headers : { ...headers, 'content-length': String(Buffer.byteLength(body)) },
+          ...(url.protocol === 'https:' && this.opts.ca ? { ca: this.opts.ca } : {}),
+          ...(timeoutMs ? { signal: AbortSignal.timeout(timeoutMs) } : {}),
+        },
+        resolve,
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+
+  /** The whole body of an answer, as text. */
+  private async text(res: http.IncomingMessage): Promise<string> {
+    const chunks: Buffer[] = [];
+    for await (const c of res) chunks.push(c as Buffer);
+    return Buffer.concat(chunks).toString('utf8');
+  }
+
   /** A non-2xx answer as the message a person needs. */
-  private async failure(res: Response): Promise<ClientError> {
-    const text = await res.text().catch(() => '');
-    let message = `HTTP ${res.status} ${res.statusText}`;
+  private async failure(res: http.IncomingMessage): Promise<ClientError> {
+    const status = res.statusCode ?? 0;
+    const text = await this.text(res).catch(() => '');
+    let message = `HTTP ${status} ${res.statusMessage ?? ''}`.trim();
     try {
       message = ApiError.parse(JSON.parse(text)).error.message;
     } catch {
       /* not our error body (a proxy?) */
     }
-    if (res.status === 401) {
+    if (status === 401) {
       message = this.opts.token
         ? `the controller at ${this.opts.controller} refused the API token (${message}); check --token, --token-file, UNDERLAY_TOKEN or UNDERLAY_TOKEN_FILE`
         : `the controller at ${this.opts.controller} needs an API token: set --token, --token-file, UNDERLAY_TOKEN or UNDERLAY_TOKEN_FILE (the controller's --api-token or --api-token-file)`;
     }
-    return new ClientError(message, res.status);
+    return new ClientError(message, status);
   }
 
   /** One request; the answer parsed with `schema` (undefined for 204). */
   async request<S extends z.ZodType>(method: string, path: string, schema: S, body?: unknown): Promise<{ status: number; data: z.infer<S>; raw: unknown }> {
-    let res: Response;
+    let res: http.IncomingMessage;
+    let text: string;
     try {
-      res = await fetch(`${this.opts.controller}${path}`, {
-        method,
-        headers: this.headers(body !== undefined),
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(60_000),
-      });
+      res = await this.send(method, path, this.headers(body !== undefined), body === undefined ? undefined : JSON.stringify(body), 60_000);
+      const status = res.statusCode ?? 0;
+      if (status < 200 || status > 299) throw await this.failure(res);
+      text = await this.text(res);
     } catch (e) {
+      if (e instanceof ClientError) throw e;
       throw this.unreachable(e);
     }
-    if (!res.ok) throw await this.failure(res);
-    if (res.status === 204) return { status: 204, data: undefined as z.infer<S>, raw: undefined };
+    const status = res.statusCode!;
+    if (status === 204) return { status: 204, data: undefined as z.infer<S>, raw: undefined };
     let raw: unknown;
     try {
-      raw = await res.json();
+      raw = JSON.parse(text);
     } catch (e) {
       throw new ClientError(`the controller at ${this.opts.controller} sent an answer that is not JSON: ${(e as Error).message}`);
     }
@@ -187,7 +259,7 @@ export class ApiClient {
       const i = r.error.issues[0]!;
       throw new ClientError(`unexpected answer from the controller at ${this.opts.controller} (${i.path.join('.')}: ${i.message}); is it the same version as this CLI?`);
     }
-    return { status: res.status, data: r.data, raw };
+    return { status, data: r.data, raw };
   }
 
   get<S extends z.ZodType>(path: string, schema: S) {
@@ -199,19 +271,19 @@ export class ApiClient {
    * connection breaks: then `lost` is true). Failing to connect, or an error answer, throws.
    */
   async stream(path: string, onLine: (value: unknown) => void): Promise<{ lost: boolean; why?: string }> {
-    let res: Response;
+    let res: http.IncomingMessage;
     try {
-      res = await fetch(`${this.opts.controller}${path}`, { headers: { ...this.headers(false), accept: 'application/x-ndjson' } });
+      res = await this.send('GET', path, { ...this.headers(false), accept: 'application/x-ndjson' }, undefined, NO_TIMEOUT);
     } catch (e) {
       throw this.unreachable(e);
     }
-    if (!res.ok) throw await this.failure(res);
-    if (!res.body) return { lost: false };
+    const status = res.statusCode ?? 0;
+    if (status < 200 || status > 299) throw await this.failure(res);
     const decoder = new TextDecoder();
     let buf = '';
     try {
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-        buf += decoder.decode(chunk, { stream: true });
+      for await (const chunk of res) {
+        buf += decoder.decode(chunk as Buffer, { stream: true });
         let nl: number;
         while ((nl = buf.indexOf('\n')) >= 0) {
           const line = buf.slice(0, nl).trim();
@@ -222,6 +294,7 @@ export class ApiClient {
     } catch (e) {
       return { lost: true, why: why(e) };
     }
-    return { lost: false };
+    // The stream ended: by the controller (its maximum duration), or cut off mid-way.
+    return res.complete ? { lost: false } : { lost: true, why: 'the connection was cut' };
   }
 }

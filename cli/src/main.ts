@@ -22,6 +22,7 @@ const services: Record<string, ServiceCommand> = {
   up: { about: 'start etcd, NATS, a controller and an agent on this host', load: () => import('./commands/up.js').then((m) => ({ run: m.upCommand, flags: m.upFlags })) },
   controller: { about: 'run a controller', load: () => import('./commands/controller.js').then((m) => ({ run: m.controllerCommand, flags: m.controllerFlags })) },
   agent: { about: 'run the node agent (the Docker plugin)', load: () => import('./commands/agent.js').then((m) => ({ run: m.agentCommand, flags: m.agentFlags })) },
+  creds: { about: 'NATS identities: creds init | node NAME | controller NAME | nats-config', load: () => import('./commands/creds.js').then((m) => ({ run: m.credsCommand, flags: m.credsFlags })) },
 };
 
 /** Commands that talk to a controller's HTTP API. */

@@ -85,7 +85,7 @@ describe('BGP through a real agent', () => {
     // h1 claims a block (as its Docker's RequestPool and RequestAddress do): the ToR learns it via h1.
     const nc = await connectNats(nats.url, 'bgp-agent-test');
     lab.onDestroy('nats client', () => nc.close());
-    const rpc = new RpcClient(nc);
+    const rpc = new RpcClient(nc, 'h1');
     const pool = await rpc.call('requestPool', { node: 'h1', space: 'underlay', pool: '198.18.0.0/22', subPool: '', options: {}, v6: false, requestId: 'p1' }, RequestPoolRes);
     await rpc.call('requestAddress', { node: 'h1', poolId: pool.poolId, address: '', options: {}, requestId: 'a1', kind: 'endpoint' }, RequestAddressRes);
     await waitFor(async () => (await gobgp(torSock, ['global', 'rib', '-a', 'ipv4', '-j'])).includes('198.18.0.0/26'), { timeoutMs: 15_000, what: 'the ToR to learn 198.18.0.0/26', proc: agent });

@@ -7,7 +7,7 @@
  * Addresses: the lab link is 203.0.113.0/24; pools and external prefixes are data only (198.18.0.0/15,
  * 2001:db8::/32) and are never installed anywhere (onLearned is a recorder here).
  */
-import { GobgpClient, connectNats, type BgpPath } from '@underlay/adapters';
+import { GobgpClient, RpcClient, connectNats, type BgpPath } from '@underlay/adapters';
 import { EmptyRes, RequestAddressRes, type DesiredRoute } from '@underlay/core';
 import type { Controller } from '@underlay/controller';
 import { ClusterView } from '../../services/node-agent/src/cluster-view';
@@ -59,7 +59,7 @@ d('BGP through gobgpd 3.10 (ToR + 2 hosts in namespaces)', () => {
       logs.push(m);
       if (verbose) process.stderr.write(`${new Date().toISOString()} ${host.name}: ${m}\n`);
     };
-    const view = new ClusterView({ nc, logger });
+    const view = new ClusterView({ nc, rpc: new RpcClient(nc, host.name), logger });
     await view.start();
     const learnedCalls: DesiredRoute[][] = [];
     // The test's own client (the service would make the same from `api`), so the test can close it.

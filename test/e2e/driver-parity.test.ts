@@ -1,13 +1,15 @@
 /**
  * Driver parity on the host kernel (macvlan only here; ipvlan, 802.1q and dummy are tested in
  * user-mode-linux): every macvlan mode, the parent rules, name resolution, and an agent restart
- * with running containers.
+ * with running containers. Lab host h1 runs dockerd and the agent; h2 is a bare namespace on the same
+ * switch, used as an outside machine (the private-mode test's peer).
  */
 import { BUSYBOX_IMAGE, runOk, waitFor, withLab, type Dockerd, type LabHost } from '../lab';
 import { containerIp, extraLinks, startCluster, type Cluster } from './support/cluster';
 
 jest.setTimeout(240_000);
-const ctx = withLab({ hosts: ['h1'] });
+// h2 has no dockerd and no agent: it is an outside machine on the same switch (the private test's peer).
+const ctx = withLab({ hosts: ['h1', 'h2'] });
 let cluster: Cluster;
 let d: Dockerd;
 let host: LabHost;
@@ -22,6 +24,27 @@ const create = (name: string, subnet: string, ...opts: string[]) =>
   d.docker(['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--subnet', subnet, ...opts.flatMap((o) => ['-o', o]), name]);
 const run = (name: string, net: string) => d.dockerOk(['run', '-d', '--name', name, '--network', net, BUSYBOX_IMAGE, 'sleep', '600']);
 const canPing = async (from: string, ip: string) => (await d.docker(['exec', from, 'ping', '-c', '1', '-W', '2', ip])).code === 0;
+/**
+ * The private test's subnet and its outside peer's address (on h2, kept out of the IPAM with --aux-address).
+ * Not 192.0.2.0/24: this machine's eth0 is 192.0.2.2/24, and the root namespace answers ARP for its own
+ * addresses on the lab bridge too, so a peer pinging 192.0.2.2 would reach the root namespace, not a container.
+ */
+const PRIVATE_SUBNET = '203.0.113.0/24';
+const PEER_IP = '203.0.113.250';
+/** libnetwork's MAC for an IPv4 address: 02:42 and the four octets. */
+const macOf = (ip: string) => `02:42:${ip.split('.').map((x) => Number(x).toString(16).padStart(2, '0')).join(':')}`;
+interface IpLink {
+  address?: string;
+  operstate?: string;
+  linkinfo?: { info_kind?: string; info_data?: { mode?: string } };
+  addr_info?: Array<{ family: string; local: string; prefixlen: number }>;
+}
+/** The container's eth0 as the kernel reports it (`ip -d -j addr` of the host's iproute2 in its netns). */
+const containerLink = async (name: string): Promise<IpLink> => {
+  const pid = (await d.dockerOk(['inspect', '-f', '{{.State.Pid}}', name])).trim();
+  return (JSON.parse(await runOk('nsenter', ['-t', pid, '-n', 'ip', '-d', '-j', 'addr', 'show', 'dev', 'eth0'])) as IpLink[])[0]!;
+};
+const txPackets = async (name: string) => Number((await d.dockerOk(['exec', name, 'cat', '/sys/class/net/eth0/statistics/tx_packets'])).trim());
 const cleanup = async (containers: string[], networks: string[]) => {
   if (containers.length) await d.docker(['rm', '-f', ...containers]);
   for (const n of networks) await d.dockerOk(['network', 'rm', n]);
@@ -45,13 +68,65 @@ describe('macvlan modes', () => {
     await cleanup(['b1', 'b2'], ['mb']);
   });
 
-  it('private: containers on one parent cannot talk to each other', async () => {
-    expect((await create('mp', '192.0.2.0/24', 'parent=eth1', 'macvlan_mode=private')).code).toBe(0);
+  it('private: both containers are up and reachable from outside, yet cannot reach each other, even through a hairpin switch', async () => {
+    // --aux-address keeps the outside peer's address out of the IPAM.
+    const made = await d.docker(['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--subnet', PRIVATE_SUBNET, '--aux-address', `peer=${PEER_IP}`, '-o', 'parent=eth1', '-o', 'macvlan_mode=private', 'mp']);
+    expect({ code: made.code, stderr: made.stderr }).toEqual({ code: 0, stderr: '' });
     await run('p1', 'mp');
     await run('p2', 'mp');
-    const link = await d.dockerOk(['exec', 'p1', 'cat', '/sys/class/net/eth0/address']);
-    expect(link.trim()).toMatch(/^[0-9a-f:]{17}$/);
-    expect(await canPing('p1', await containerIp(d, 'p2', 'mp'))).toBe(false);
+    const ends = [];
+    for (const name of ['p1', 'p2']) {
+      const ip = await containerIp(d, name, 'mp');
+      // The kernel made the container's eth0 a macvlan in mode private, up, with the address.
+      const link = await containerLink(name);
+      expect({ name, kind: link.linkinfo?.info_kind, mode: link.linkinfo?.info_data?.mode, up: link.operstate, addr: link.addr_info?.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`) })
+        .toEqual({ name, kind: 'macvlan', mode: 'private', up: 'UP', addr: [`${ip}/24`] });
+      ends.push({ name, ip, mac: link.address! });
+    }
+    const [p1, p2] = ends as [typeof ends[0], typeof ends[0]];
+    // The MAC is the one libnetwork derives from the address: unique per container since the address is.
+    for (const e of [p1, p2]) expect(e.mac).toBe(macOf(e.ip));
+    expect(p1.mac).not.toBe(p2.mac);
+
+    // Positive control: a bridge-mode macvlan peer on another lab host (same switch, same subnet) reaches both,
+    // and the answer came from each container's own link (the peer learned exactly that MAC for that address).
+    const peer = ctx.host('h2');
+    await ctx.lab.execOk(peer, 'ip', ['link', 'add', 'ulpeer', 'link', peer.parent, 'type', 'macvlan', 'mode', 'bridge']);
+    try {
+      await ctx.lab.execOk(peer, 'ip', ['addr', 'add', `${PEER_IP}/24`, 'dev', 'ulpeer']);
+      await ctx.lab.execOk(peer, 'ip', ['link', 'set', 'ulpeer', 'up']);
+      for (const e of [p1, p2]) {
+        await waitFor(async () => (await ctx.lab.exec(peer, 'busybox', ['ping', '-c', '1', '-W', '2', e.ip])).code === 0, { timeoutMs: 15_000, what: `the outside peer ${PEER_IP} on h2 to ping ${e.name} ${e.ip}` });
+        const neigh = JSON.parse(await ctx.lab.execOk(peer, 'ip', ['-j', 'neigh', 'show', e.ip, 'dev', 'ulpeer'])) as Array<{ lladdr?: string }>;
+        expect({ ip: e.ip, lladdr: neigh[0]?.lladdr }).toEqual({ ip: e.ip, lladdr: e.mac });
+        // Each container's own path out works too: it pings the peer.
+        expect({ from: e.name, ok: await canPing(e.name, PEER_IP) }).toEqual({ from: e.name, ok: true });
+      }
+
+      // The absence: pings between the two go out (transmitted, and eth0 sent frames) and get no reply: on a plain
+      // switch, and with hairpin on this host's switch port (a vepa network talks then, see below; private must not).
+      const isolated = async (from: typeof p1, to: typeof p1, how: string) => {
+        const before = await txPackets(from.name);
+        const r = await d.docker(['exec', from.name, 'ping', '-c', '3', '-W', '1', to.ip]);
+        const out = `${r.stdout}${r.stderr}`;
+        const sent = Number(/(\d+) packets transmitted/.exec(out)?.[1] ?? 0);
+        const received = Number(/(\d+) packets received/.exec(out)?.[1] ?? -1);
+        const tx = (await txPackets(from.name)) - before;
+        expect({ how, from: from.name, to: to.ip, code: r.code, sent, received, txFrames: tx > 0 }).toEqual({ how, from: from.name, to: to.ip, code: 1, sent: 3, received: 0, txFrames: true });
+      };
+      await isolated(p1, p2, 'plain switch');
+      await runOk('bridge', ['link', 'set', 'dev', host.vethRoot, 'hairpin', 'on']);
+      try {
+        await isolated(p1, p2, 'hairpin switch');
+        await isolated(p2, p1, 'hairpin switch');
+      } finally {
+        await runOk('bridge', ['link', 'set', 'dev', host.vethRoot, 'hairpin', 'off']);
+      }
+      // And the two are still up: the peer reaches both after the attempts.
+      for (const e of [p1, p2]) expect({ to: e.name, code: (await ctx.lab.exec(peer, 'busybox', ['ping', '-c', '1', '-W', '2', e.ip])).code }).toEqual({ to: e.name, code: 0 });
+    } finally {
+      await ctx.lab.exec(peer, 'ip', ['link', 'del', 'ulpeer']);
+    }
     await cleanup(['p1', 'p2'], ['mp']);
   });
 

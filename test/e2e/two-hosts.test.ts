@@ -20,6 +20,14 @@ beforeAll(async () => {
 
 const POOL = 'underlay/192.0.2.0/24';
 
+/** Whether an IPv4 address lies in a CIDR. */
+function inCidr(ip: string, cidr: string): boolean {
+  const int = (a: string) => a.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+  const [net, len] = cidr.split('/');
+  const size = 2 ** (32 - Number(len));
+  return Math.floor(int(ip) / size) === Math.floor(int(net!) / size);
+}
+
 /** Waits until the network is present (or gone) in that host's Docker. */
 async function onHost(n: HostNode, name: string, present: boolean): Promise<void> {
   await waitFor(async () => ((await n.docker.docker(['network', 'inspect', name])).code === 0) === present, { timeoutMs: 10_000, intervalMs: 50, what: `network ${name} ${present ? 'replicated' : 'removed'}` });
@@ -106,6 +114,10 @@ describe('two hosts', () => {
     expect(new Set(got).size).toBe(4);
     expect(got).not.toContain('203.0.113.1');
     expect(got).not.toContain('203.0.113.2');
+    // ...and come from --ip-range 203.0.113.0/29 only (on both hosts), though the subnet is a /24 and each host
+    // has a block of its own: .3 to .7 are the range's addresses left after the gateway and the aux reservation.
+    expect(got.map((ip) => ({ ip, inRange: inCidr(ip, '203.0.113.0/29') }))).toEqual(got.map((ip) => ({ ip, inRange: true })));
+    expect(got.every((ip) => ['203.0.113.3', '203.0.113.4', '203.0.113.5', '203.0.113.6', '203.0.113.7'].includes(ip))).toBe(true);
     await h1.docker.dockerOk(['rm', '-f', 's1', 'd0', 'd2']);
     await h2.docker.dockerOk(['rm', '-f', 'd1', 'd3']);
     // The static address is free again for the other host.

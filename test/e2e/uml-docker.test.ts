@@ -13,13 +13,18 @@
  * containerd, runc), busybox, iproute2, etcd, nats-server, node, and a build (`npx tsc -b`).
  * Fails (never skips) when something is missing.
  *
+ * Time budgets: every guest step has one (measured × margin × this machine's factor: test/uml/budget.ts);
+ * a slow step fails the run naming it ("guest step 'dockerd start' took longer than N s"). The measured
+ * durations are printed.
+ *
  * Run: npx jest --selectProjects e2e --runTestsByPath test/e2e/uml-docker.test.ts
- * Debug: UML_DOCKER_KEEP=1 keeps the run's temp dir; UML_DOCKERD_DEBUG=1 runs dockerd --debug.
+ * Debug: UML_DOCKER_KEEP=1 keeps the run's temp dir; UML_DOCKERD_DEBUG=1 runs dockerd --debug;
+ * UML_BUDGET_SCALE=0.05 shows what an overrun looks like.
  */
-import { describeSteps, runGuestScript, tail, type GuestStep, type UmlResult } from '../uml/uml';
+import { jestTimeoutMs } from '../uml/budget';
+import { describeSteps, reportGuestRun, runGuestScript, tail, type GuestBudgetInfo, type GuestStep, type UmlResult } from '../uml/uml';
 
-/** Whole UML run: boot + dockerd + underlay up + both networks + poweroff. */
-const BUDGET_MS = Number(process.env.UML_DOCKER_TIMEOUT_MS ?? 90_000);
+const SUITE = 'uml-docker';
 
 interface ContainerResult {
   started: boolean;
@@ -49,11 +54,13 @@ interface Results {
   networks: Record<string, NetworkResult>;
   dockerdLogTail: string;
   underlayLogTail: string;
+  budgets: GuestBudgetInfo;
+  durations: Record<string, number>;
   totalMs: number;
   error?: string;
 }
 
-jest.setTimeout(BUDGET_MS + 60_000);
+jest.setTimeout(jestTimeoutMs(SUITE));
 
 let run: UmlResult;
 let results: Results;
@@ -63,7 +70,7 @@ const REQUIRED = ['/usr/sbin/dockerd', '/usr/bin/docker', '/usr/bin/containerd',
 beforeAll(async () => {
   ({ run, result: results } = await runGuestScript<Results>(REQUIRED, {
     script: 'exec node test/uml/docker/guest.js "$UML_RESULT" l2 l3\n',
-    timeoutMs: BUDGET_MS,
+    suite: SUITE,
     memMb: 1024,
     keepDir: process.env.UML_DOCKER_KEEP === '1',
     env: Object.fromEntries(['UML_DOCKERD_DEBUG', 'UML_UNDERLAY_CLI'].filter((k) => process.env[k]).map((k) => [k, process.env[k]!])),
@@ -74,7 +81,8 @@ beforeAll(async () => {
       (process.env.UML_DOCKER_KEEP === '1' ? `, dir ${run.dir}` : '') +
       `\n${describeSteps(results.steps)}`,
   );
-}, BUDGET_MS + 60_000);
+  reportGuestRun(SUITE, run, results); // prints every step's duration and budget; throws naming any step that overran
+}, jestTimeoutMs(SUITE));
 
 function context(): string {
   return (

@@ -9,12 +9,18 @@
  * them every test here FAILS with the reason; nothing is skipped. Nothing touches the host's network:
  * all links live in the guest kernel.
  *
+ * Time budgets: each scenario, command and links-check call has one (measured × margin × this machine's
+ * factor: test/uml/budget.ts); an overrun fails the run naming the scenario. The durations are printed.
+ *
  * Run: npx jest --selectProjects e2e --runTestsByPath test/e2e/uml-links.test.ts
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { runGuestScript, tail, type UmlResult } from '../uml/uml';
+import { jestTimeoutMs } from '../uml/budget';
+import { reportGuestRun, runGuestScript, tail, type GuestBudgetInfo, type GuestStep, type UmlResult } from '../uml/uml';
+
+const SUITE = 'uml-links';
 
 const REPO = path.resolve(__dirname, '../..');
 /** The scenarios of test/uml/guest/scenarios.js and what each one shows. */
@@ -56,9 +62,14 @@ interface Results {
   node: string;
   totalMs: number;
   scenarios: Record<string, ScenarioResult>;
+  /** One per scenario, with its duration and budget. */
+  steps: GuestStep[];
+  budgets: GuestBudgetInfo;
+  durations: Record<string, number>;
+  error?: string;
 }
 
-jest.setTimeout(150_000);
+jest.setTimeout(jestTimeoutMs(SUITE));
 
 let run: UmlResult;
 let results: Results;
@@ -69,13 +80,14 @@ beforeAll(async () => {
   const stale = BUILT.filter(([dist, src]) => fs.existsSync(path.join(REPO, src)) && fs.statSync(path.join(REPO, src)).mtimeMs > fs.statSync(path.join(REPO, dist)).mtimeMs + 1000);
   if (stale.length) console.warn(`uml-links: sources newer than their build, the guest tests the OLD code: ${stale.map(([, s]) => s).join(', ')} (run \`npx tsc -b\`)`);
 
-  ({ run, result: results } = await runGuestScript<Results>([], { script: 'exec node test/uml/guest/scenarios.js "$UML_RESULT"\n', timeoutMs: 120_000 }));
+  ({ run, result: results } = await runGuestScript<Results>([], { script: 'exec node test/uml/guest/scenarios.js "$UML_RESULT"\n', suite: SUITE }));
   const t = run.timings;
   console.log(
     `uml-links: kernel ${results.uname}, node ${results.node}, pinned to host cpu ${run.cpu ?? "none"}; boot ${t.bootMs} ms, setup ${t.setupMs} ms, scenarios ${t.scriptMs} ms, ` +
       `shutdown ${t.shutdownMs} ms, total ${t.totalMs} ms; ${SCENARIOS.map((s) => `${s} ${results.scenarios[s]?.ms ?? '?'} ms`).join(', ')}`,
   );
-}, 150_000);
+  reportGuestRun(SUITE, run, results); // prints every scenario's duration and budget; throws naming any that overran
+}, jestTimeoutMs(SUITE));
 
 function report(name: string, s: ScenarioResult | undefined): string {
   if (!s) return `scenario ${name} did not run (guest exit ${run.exitCode})\n--- guest output ---\n${tail(run.guestLog)}`;

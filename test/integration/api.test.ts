@@ -135,7 +135,8 @@ describe('controller HTTP API', () => {
     const created = NetworkCreateResponse.parse(c.json);
     expect(created.created).toBe(true);
     expect(created.network).toMatchObject({ name: 'net1', driver: 'macvlan', mode: 'bridge', parent: 'eth1', subnets: ['198.18.0.0/24'], endpointCount: 0 });
-    expect(created.network.created.actor).toBe('user:alice');
+    // The actor is the name of the token (--api-token: api); X-Underlay-User is not trusted.
+    expect(created.network.created.actor).toBe('user:api');
 
     const list = NetworkList.parse((await call('GET', '/v1/networks')).json);
     expect(list.networks.map((n) => n.name)).toEqual(['net1']);

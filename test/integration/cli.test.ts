@@ -56,6 +56,32 @@ function cli(args: string[], extra: Record<string, string> = { UNDERLAY_CONTROLL
   });
 }
 
+/**
+ * A CLI run that sees its own /var/lib: a tmpfs in a private mount namespace (`unshare --mount`), holding only
+ * `files` (paths under /var/lib). So the default token file (/var/lib/underlay/api-token, what `underlay up`
+ * writes) is what the test puts there, whatever this machine has. Root may mount directly; anyone else gets a
+ * user namespace mapping them to root (`--map-root-user`).
+ */
+function cliWithVarLib(args: string[], extra: Record<string, string>, files: Record<string, { text: string; mode: number }>): Promise<Run> {
+  const asRoot = process.getuid?.() === 0;
+  const setup = [
+    'set -e',
+    'mount -t tmpfs -o mode=0755 tmpfs /var/lib',
+    ...Object.entries(files).flatMap(([f, { text, mode }]) => [
+      `mkdir -p "$(dirname /var/lib/${f})"`,
+      `printf '%s' '${text.replace(/'/g, `'\\''`)}' > /var/lib/${f}`,
+      `chmod ${mode.toString(8)} /var/lib/${f}`,
+    ]),
+    'exec "$@"',
+  ].join('\n');
+  const unshare = ['unshare', ...(asRoot ? [] : ['--user', '--map-root-user']), '--mount', '--propagation', 'private', '--', '/bin/sh', '-c', setup, 'cli'];
+  return new Promise((resolve) => {
+    execFile(unshare[0]!, [...unshare.slice(1), process.execPath, CLI, ...args], { env: cliEnv(extra), timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr });
+    });
+  });
+}
+
 /** A long-running CLI command (events --follow) with the token in its environment; its output collected. */
 function follow(args: string[]) {
   return spawnCollecting(process.execPath, [CLI, ...args], cliEnv({ UNDERLAY_CONTROLLER: base, UNDERLAY_TOKEN: TOKEN }));
@@ -294,11 +320,18 @@ describe('underlay CLI against a live controller', () => {
     expect(wrong.stderr).toBe(
       `underlay: the controller at ${base} refused the API token (the bearer token is not valid for this controller); check --token, --token-file, UNDERLAY_TOKEN or UNDERLAY_TOKEN_FILE\n`,
     );
-    if (!fs.existsSync('/var/lib/underlay/api-token')) {
-      const none = await cli(['node', 'ls'], { UNDERLAY_CONTROLLER: base });
-      expect(none.code).toBe(1);
-      expect(none.stderr).toContain(`underlay: the controller at ${base} needs an API token: set --token, --token-file, UNDERLAY_TOKEN or UNDERLAY_TOKEN_FILE`);
-    }
+    // No token anywhere: the CLI runs with its own empty /var/lib (whatever this machine's /var/lib/underlay holds).
+    const none = await cliWithVarLib(['node', 'ls'], { UNDERLAY_CONTROLLER: base }, {});
+    expect({ code: none.code, stdout: none.stdout }).toEqual({ code: 1, stdout: '' });
+    expect(none.stderr).toBe(
+      `underlay: the controller at ${base} needs an API token: set --token, --token-file, UNDERLAY_TOKEN or UNDERLAY_TOKEN_FILE (the controller's --api-token or --api-token-file)\n`,
+    );
+    // Positive control: the same run finds the token in the file `underlay up` writes (/var/lib/underlay/api-token)...
+    expect(await cliWithVarLib(['node', 'ls', '--json'], { UNDERLAY_CONTROLLER: base }, { 'underlay/api-token': { text: `${TOKEN}\n`, mode: 0o600 } })).toMatchObject({ code: 0, stderr: '' });
+    // ...and refuses it when others may read it, as the controller does.
+    const open = await cliWithVarLib(['node', 'ls'], { UNDERLAY_CONTROLLER: base }, { 'underlay/api-token': { text: `${TOKEN}\n`, mode: 0o644 } });
+    expect(open.code).toBe(2);
+    expect(open.stderr).toContain('/var/lib/underlay/api-token may be read or written by group or others (mode 0644); a token file must be private');
     // --token wins over UNDERLAY_TOKEN_FILE; UNDERLAY_TOKEN works alone; --token-file too.
     expect((await cli(['node', 'ls', '--token', TOKEN], { UNDERLAY_CONTROLLER: base, UNDERLAY_TOKEN_FILE: '/nonexistent' })).code).toBe(0);
     expect((await cli(['node', 'ls'], { UNDERLAY_CONTROLLER: base, UNDERLAY_TOKEN: TOKEN })).code).toBe(0);

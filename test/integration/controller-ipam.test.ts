@@ -20,6 +20,7 @@ import {
   headers,
   type ClusterEvent,
 } from '@underlay/core';
+import { AnyNodeRpc } from '../lab/any-node-rpc';
 import { startEtcd, startNats, type EtcdService, type NatsService } from '../lab/services';
 
 jest.setTimeout(180_000);
@@ -46,7 +47,7 @@ async function startController(name = 'c1'): Promise<Controller> {
 async function agentClient(): Promise<RpcClient> {
   const nc = await connectNats(nats.url, 'test-agent');
   conns.push(nc);
-  return new RpcClient(nc);
+  return new AnyNodeRpc(nc);
 }
 
 beforeAll(async () => {

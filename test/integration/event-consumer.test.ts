@@ -9,8 +9,9 @@ import * as path from 'node:path';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { Controller } from '@underlay/controller';
 import { EtcdEventLog, RpcClient, connectNats, type NatsConnection } from '@underlay/adapters';
-import { EVENTS_STREAM, RequestAddressRes, RequestPoolRes, headers, type ClusterEvent } from '@underlay/core';
-import { EventConsumer, type EventConsumerOptions } from '../../libs/adapters/src/nats/consumer';
+import { EVENTS_STREAM, nodeConsumerName, RequestAddressRes, RequestPoolRes, headers, type ClusterEvent } from '@underlay/core';
+import { EventConsumer, type EventConsumerOptions } from '@underlay/adapters';
+import { AnyNodeRpc } from '../lab/any-node-rpc';
 import { startEtcd, startNats, type EtcdService, type NatsService } from '../lab/services';
 
 jest.setTimeout(120_000);
@@ -55,16 +56,22 @@ const head = () => controller.ipam.state.seq;
 
 interface Collected {
   consumer: EventConsumer;
+  /** The JetStream consumer the controller made for this reader's node. */
+  name: string;
   events: ClusterEvent[];
   seqs: () => number[];
   log: string[];
 }
 
+let readers = 0;
+/** Each consumer reads for a node of its own (`reader-N`), through that node's consumer `agent-reader-N`. */
 async function collect(opts: Partial<EventConsumerOptions> = {}): Promise<Collected> {
   const events: ClusterEvent[] = [];
   const log: string[] = [];
+  const node = `reader-${++readers}`;
   const consumer = new EventConsumer({
     nc: consumerNc,
+    rpc: new RpcClient(consumerNc, node),
     onEvent: (ev) => {
       events.push(ev);
     },
@@ -73,7 +80,7 @@ async function collect(opts: Partial<EventConsumerOptions> = {}): Promise<Collec
   });
   consumers.push(consumer);
   await consumer.start();
-  return { consumer, events, seqs: () => events.map((e) => e.seq), log };
+  return { consumer, name: nodeConsumerName(node), events, seqs: () => events.map((e) => e.seq), log };
 }
 
 async function stopConsumer(c: EventConsumer): Promise<void> {
@@ -101,7 +108,11 @@ async function logEvents(fromSeq = 1): Promise<ClusterEvent[]> {
   }
 }
 
-const consumerCount = async () => (await jsm.streams.info(EVENTS_STREAM)).state.consumer_count;
+const consumerNames = async () => {
+  const names: string[] = [];
+  for await (const ci of jsm.consumers.list(EVENTS_STREAM)) names.push(ci.name);
+  return names.sort();
+};
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ul-evc-'));
@@ -110,7 +121,7 @@ beforeAll(async () => {
   await controller.start();
   agentNc = await connectNats(nats.url, 'test-agent');
   consumerNc = await connectNats(nats.url, 'test-consumer');
-  agent = new RpcClient(agentNc);
+  agent = new AnyNodeRpc(agentNc);
   jsm = await jetstreamManager(consumerNc);
   const pool = await agent.call('requestPool', { node: 'h1', space: 'underlay', pool: SUBNET, subPool: '', options: {}, v6: false }, RequestPoolRes);
   poolId = pool.poolId;
@@ -136,8 +147,8 @@ describe('EventConsumer on a real controller, etcd and JetStream', () => {
     expect(c.consumer.gapReads).toBe(0);
     expect(c.events).toEqual(await logEvents());
     await stopConsumer(c.consumer);
-    // stop() removes its JetStream consumer from the server.
-    expect(await consumerCount()).toBe(0);
+    // It read through the consumer the controller made for its node, and made none itself.
+    expect(await consumerNames()).toEqual([c.name]);
   });
 
   it('re-reads messages missing from the stream from etcd through the controller, still once and in order', async () => {
@@ -228,7 +239,9 @@ describe('EventConsumer on a real controller, etcd and JetStream', () => {
     expect(c.seqs()).toEqual(range(n + 1, n2));
     expect(c.log.some((m) => /re-subscribing/.test(m))).toBe(true);
     await stopConsumer(c.consumer);
-    expect(await consumerCount()).toBe(0);
+    // The controller made the node's consumer again, under the same name.
+    expect(await consumerNames()).toContain(c.name);
+    expect(names).toEqual([c.name]);
   });
 
   it('offers an event again when onEvent throws, and never skips or repeats a delivered one', async () => {

@@ -1,10 +1,13 @@
 /**
  * Cold start from 100,000 events: the controller writes snapshots as the log grows; a new controller
- * restores the latest snapshot and folds only the events after it, reaching exactly the state of the
- * whole log folded from the start.
+ * restores the latest snapshot and folds only the events after it (its load report says how many: the test
+ * bounds that number, so a broken snapshot write or read path fails it), reaching exactly the state of the
+ * whole log folded from the start. A corrupt latest snapshot is detected, logged and counted, and the state
+ * is still right (folded from the whole log); a new snapshot replaces it.
  */
-import { EtcdEventLog, EtcdSnapshots } from '@underlay/adapters';
+import { EtcdEventLog, EtcdSnapshots, keys } from '@underlay/adapters';
 import { describe as describeState, fold, MAC_OPTION } from '@underlay/core';
+import { Controller, loadState, type LoadReport } from '@underlay/controller';
 import { startEnv, windowed, mac, type Env } from './support';
 
 jest.setTimeout(300_000);
@@ -15,7 +18,8 @@ beforeAll(async () => {
 afterAll(() => env?.close());
 
 it('cold-starts from 100,000 events with snapshots to the same state', async () => {
-  const c1 = await env.controller({ snapshotEvery: 10_000 });
+  // No trimming here (eventRetention 0): the test folds the whole log to compare.
+  const c1 = await env.controller({ snapshotEvery: 10_000, eventRetention: 0 });
   const ctx = { actor: 'node:h1' };
   const pools: string[] = [];
   for (const [i, node] of ['h1', 'h2', 'h3', 'h4'].entries()) {
@@ -57,12 +61,92 @@ it('cold-starts from 100,000 events with snapshots to the same state', async () 
     expect(JSON.stringify(describeState(full))).toBe(before);
 
     const tCold = Date.now();
-    const c2 = await env.controller();
+    const c2 = await env.controller({ eventRetention: 0 });
     const coldMs = Date.now() - tCold;
     expect(c2.ipam.state.seq).toBe(seq);
     expect(JSON.stringify(describeState(c2.ipam.state))).toBe(before);
-    console.log(`cold start to leader with snapshot at ${latest!.seq}: ${coldMs} ms; folding the whole log: ${fullMs} ms`);
+    // The cold start restored that snapshot and folded only the events after it: fewer than two snapshot intervals
+    // (a snapshot that was not written, or not read, makes this the whole log: about 100,000).
+    const load = c2.snapshotter.lastLoad!;
+    expect(load).toBeDefined();
+    expect(load.snapshotError).toBeUndefined();
+    expect(load.snapshotSeq).toBe(latest!.seq);
+    expect(load.folded).toBe(seq - latest!.seq);
+    expect(load.folded).toBeLessThan(2 * 10_000);
+    expect(c2.snapshotter.corruptSnapshots).toBe(0);
+    console.log(`cold start to leader with snapshot at ${latest!.seq}, ${load.folded} events folded after it: ${coldMs} ms (load ${load.ms} ms); folding the whole log: ${fullMs} ms`);
   } finally {
     log.close();
   }
+});
+
+describe('a corrupt latest snapshot', () => {
+  let env2: Env;
+  beforeAll(async () => {
+    env2 = await startEnv();
+  });
+  afterAll(() => env2?.close());
+
+  it('is detected, logged and counted; the whole log is folded instead and a new snapshot replaces it', async () => {
+    const every = 500;
+    const c1 = await env2.controller({ snapshotEvery: every, eventRetention: 0 });
+    const pool = (await c1.ipam.requestPool({ node: 'h1', space: 'underlay', pool: '10.77.0.0/16', subPool: '', options: {}, v6: false }, { actor: 'node:h1' })).poolId;
+    await windowed(1_600, 64, (k) => c1.ipam.requestAddress({ node: 'h1', poolId: pool, address: '', options: { [MAC_OPTION]: mac(k) } }, { actor: 'node:h1' }));
+    await c1.ipam.settled();
+    const seq = c1.ipam.state.seq;
+    const before = JSON.stringify(describeState(c1.ipam.state));
+    await c1.stop();
+
+    const log = new EtcdEventLog({ endpoints: [env2.etcd.url] });
+    const snaps = new EtcdSnapshots(log);
+    try {
+      const man = (await snaps.latestManifest())!;
+      expect(man.seq).toBeGreaterThanOrEqual(every);
+      expect(man.sha256).toMatch(/^[0-9a-f]{64}$/);
+      // Positive control: the intact snapshot is used.
+      const good: LoadReport[] = [];
+      await loadState(log, snaps, () => {}, (r) => good.push(r));
+      expect(good[0]).toMatchObject({ snapshotSeq: man.seq, folded: seq - man.seq });
+
+      // One character of part 0 changed, same length: only the checksum can tell.
+      const key = keys.snapshotPart(man.seq, 0);
+      const part = (await log.client.get(key).string())!;
+      const i = Math.floor(part.length / 2);
+      const flipped = part.slice(0, i) + (part[i] === '1' ? '2' : '1') + part.slice(i + 1);
+      await log.client.put(key).value(flipped);
+
+      const lines: string[] = [];
+      const c2 = new Controller({ etcd: [env2.etcd.url], nats: env2.nats.url, listen: '127.0.0.1:0', name: 'c-after-damage', snapshotEvery: every, eventRetention: 0 }, (m) => lines.push(m));
+      env2.controllers.push(c2);
+      await c2.start();
+      await c2.whenLeader();
+      expect(c2.ipam.state.seq).toBe(seq);
+      expect(JSON.stringify(describeState(c2.ipam.state))).toBe(before);
+      const load = c2.snapshotter.lastLoad!;
+      expect(load.snapshotError).toMatch(new RegExp(`^snapshot ${man.seq} is corrupt: SHA-256 `));
+      expect(load).toMatchObject({ snapshotSeq: 0, folded: seq });
+      expect(c2.snapshotter.corruptSnapshots).toBe(1);
+      expect(lines.filter((l) => l.startsWith(`CORRUPT SNAPSHOT: snapshot ${man.seq} is corrupt`))).toHaveLength(1);
+      // The new leader replaced it at once: the latest snapshot reads back whole.
+      await c2.snapshotter.flush();
+      const repaired = await snaps.latest();
+      expect(repaired?.seq).toBe(seq);
+      await c2.stop();
+
+      // Other damage is detected too (loadState directly): a missing part, a manifest that is not JSON.
+      const reports: LoadReport[] = [];
+      const m2 = (await snaps.latestManifest())!;
+      await log.client.delete().key(keys.snapshotPart(m2.seq, 0));
+      await loadState(log, snaps, () => {}, (r) => reports.push(r));
+      await log.client.put(keys.snapshot).value('{"seq": 12, "par');
+      await loadState(log, snaps, () => {}, (r) => reports.push(r));
+      expect(reports.map((r) => r.snapshotError)).toEqual([
+        `snapshot ${m2.seq} is corrupt: part 0 of ${m2.parts} is missing`,
+        `snapshot is corrupt: the manifest ${keys.snapshot} is not JSON`,
+      ]);
+      for (const r of reports) expect(r).toMatchObject({ snapshotSeq: 0, folded: seq, seq });
+    } finally {
+      log.close();
+    }
+  });
 });

@@ -7,6 +7,8 @@ import { Controller, type ControllerConfigInput } from '@underlay/controller';
 import { RpcClient, connectNats, type NatsConnection } from '@underlay/adapters';
 import { BindEndpointRes, EmptyRes, NetworkNameRes, RequestAddressRes, RequestPoolRes, type NodeReport } from '@underlay/core';
 import { startEtcd, startNats, type EtcdService, type NatsService } from '../lab/services';
+import { AnyNodeRpc } from '../lab/any-node-rpc';
+export { AnyNodeRpc };
 
 export const GW = { RequestAddressType: 'com.docker.network.gateway' };
 export const mac = (i: number) =>
@@ -44,7 +46,7 @@ export async function startEnv(): Promise<Env> {
     async client() {
       const nc = await connectNats(nats.url, 'test-agent');
       env.conns.push(nc);
-      return new RpcClient(nc);
+      return new AnyNodeRpc(nc);
     },
     async close() {
       for (const c of env.controllers) await c.stop().catch(() => {});

@@ -3,13 +3,14 @@
 import * as path from 'node:path';
 import type { Feature, Lab, LabHost, LabOptions } from './netlab';
 import { assertPrerequisites, createLab } from './netlab';
-import type { EtcdService, NatsService, ServiceOptions } from './services';
+import type { EtcdService, NatsOptions, NatsService, ServiceOptions } from './services';
 import { startEtcd, startNats } from './services';
 
 export * from './proc';
 export * from './services';
 export * from './netlab';
 export * from './dockerd';
+export * from './nats-auth';
 
 /** Starts etcd bound to the lab bridge (reachable from every host); stopped by lab.destroy(). */
 export async function startLabEtcd(lab: Lab, opts: Partial<ServiceOptions> = {}): Promise<EtcdService> {
@@ -19,7 +20,7 @@ export async function startLabEtcd(lab: Lab, opts: Partial<ServiceOptions> = {})
 }
 
 /** Starts nats-server (JetStream) bound to the lab bridge; stopped by lab.destroy(). */
-export async function startLabNats(lab: Lab, opts: Partial<ServiceOptions> = {}): Promise<NatsService> {
+export async function startLabNats(lab: Lab, opts: Partial<NatsOptions> = {}): Promise<NatsService> {
   const svc = await startNats({ dir: path.join(lab.dir, 'services'), host: lab.bridgeAddress, ...opts });
   lab.onDestroy(svc.name, svc.stop);
   return svc;

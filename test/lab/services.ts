@@ -3,6 +3,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { freePort, httpGet, Proc, requireExecutable, spawnLogged, stopProcess, tcpConnects, waitFor } from './proc';
+import { httpsGet } from './pki';
 
 export interface ServiceOptions {
   /** Parent directory; the service gets its own sub-directory `<dir>/<name>` for data and log. */
@@ -38,12 +39,42 @@ export interface Service {
 export interface EtcdService extends Service {
   /** Same as url; etcd client endpoint. */
   endpoint: string;
+  /** With `tls`: the client files to reach it (CA, and a client certificate of the same CA). */
+  tls?: EtcdTls;
+}
+
+/**
+ * Client TLS for etcd (test/lab/pki.ts makes the files): etcd serves https:// with the server certificate and
+ * requires a client certificate signed by the CA (`--client-cert-auth`); the client files are used for its health
+ * check and handed back for tests.
+ */
+export interface EtcdTls {
+  caFile: string;
+  serverCertFile: string;
+  serverKeyFile: string;
+  clientCertFile: string;
+  clientKeyFile: string;
+}
+
+export interface EtcdOptions extends ServiceOptions {
+  tls?: EtcdTls;
+}
+
+export interface NatsOptions extends ServiceOptions {
+  /**
+   * nats-server configuration text (e.g. `underlay creds nats-config`'s operator, system account and resolver),
+   * written to `<dir>/nats.conf` and given with `-c`; the command line still sets listen, monitor and JetStream.
+   * Default: none (no authentication).
+   */
+  config?: string;
 }
 
 export interface NatsService extends Service {
   /** HTTP monitoring endpoint, e.g. http://198.51.100.254:40125 (serves /healthz, /varz, /jsz). */
   monitorUrl: string;
   monitorPort: number;
+  /** The configuration file given with `-c`, when `config` was. */
+  configFile?: string;
 }
 
 function clientHost(host: string): string {
@@ -71,8 +102,8 @@ async function withPortRetry<T>(attempt: (n: number) => Promise<T>, tries = 3): 
   throw last;
 }
 
-/** Starts a single-member etcd; resolves when GET /health says {"health":"true"}. */
-export async function startEtcd(opts: ServiceOptions): Promise<EtcdService> {
+/** Starts a single-member etcd (with `tls`: https and client certificates); resolves when GET /health says {"health":"true"}. */
+export async function startEtcd(opts: EtcdOptions): Promise<EtcdService> {
   const bin = requireExecutable('etcd', 'install the Debian package etcd-server');
   const host = opts.host ?? '127.0.0.1';
   const name = opts.name ?? randomName('etcd');
@@ -83,15 +114,19 @@ export async function startEtcd(opts: ServiceOptions): Promise<EtcdService> {
     fs.mkdirSync(dir, { recursive: true });
     const port = await freePort(clientHost(host) === '127.0.0.1' ? '127.0.0.1' : host);
     const peerPort = await freePort('127.0.0.1');
-    const url = `http://${clientHost(host)}:${port}`;
+    const scheme = opts.tls ? 'https' : 'http';
+    const url = `${scheme}://${clientHost(host)}:${port}`;
     const peerUrl = `http://127.0.0.1:${peerPort}`;
     const logFile = path.join(dir, `etcd${n ? `.${n}` : ''}.log`);
+    const t = opts.tls;
+    const tlsArgs = t ? ['--cert-file', t.serverCertFile, '--key-file', t.serverKeyFile, '--trusted-ca-file', t.caFile, '--client-cert-auth'] : [];
+    const clientTls = t ? { ca: fs.readFileSync(t.caFile), cert: fs.readFileSync(t.clientCertFile), key: fs.readFileSync(t.clientKeyFile) } : undefined;
     const proc = spawnLogged(
       bin,
       [
         '--name', name,
         '--data-dir', path.join(dir, 'data'),
-        '--listen-client-urls', `http://${host}:${port}`,
+        '--listen-client-urls', `${scheme}://${host}:${port}`,
         '--advertise-client-urls', url,
         '--listen-peer-urls', peerUrl,
         '--initial-advertise-peer-urls', peerUrl,
@@ -100,13 +135,14 @@ export async function startEtcd(opts: ServiceOptions): Promise<EtcdService> {
         '--initial-cluster-token', name,
         '--logger', 'zap',
         '--log-outputs', 'stderr',
+        ...tlsArgs,
       ],
       { name, logFile },
     );
     try {
       await waitFor(
         async () => {
-          const r = await httpGet(`${url}/health`, 1_000);
+          const r = clientTls ? await httpsGet(`${url}/health`, clientTls, 1_000) : await httpGet(`${url}/health`, 1_000);
           return r.status === 200 && (JSON.parse(r.body) as { health?: string }).health === 'true';
         },
         { timeoutMs, what: `etcd ${name} at ${url}/health to report {"health":"true"}`, proc, intervalMs: 100 },
@@ -126,13 +162,26 @@ export async function startEtcd(opts: ServiceOptions): Promise<EtcdService> {
       proc,
       dir,
       logFile,
-      stop: () => (stopping ??= stopProcess(proc, 'SIGTERM', 5_000)),
+      tls: opts.tls,
+      // SIGCONT first: a test may have paused it (SIGSTOP), and a stopped process does not act on SIGTERM.
+      stop: () => (stopping ??= (continueProcess(proc.pid), stopProcess(proc, 'SIGTERM', 5_000))),
     };
   });
 }
 
-/** Starts nats-server with JetStream; resolves when the client port accepts and /healthz says ok. */
-export async function startNats(opts: ServiceOptions): Promise<NatsService> {
+function continueProcess(pid: number): void {
+  try {
+    process.kill(pid, 'SIGCONT');
+  } catch {
+    /* gone already */
+  }
+}
+
+/**
+ * Starts nats-server with JetStream; resolves when the client port accepts and /healthz says ok. With `config`
+ * (authentication, for example) that text is its configuration file.
+ */
+export async function startNats(opts: NatsOptions): Promise<NatsService> {
   const bin = requireExecutable('nats-server', 'install the Debian package nats-server');
   const host = opts.host ?? '127.0.0.1';
   const name = opts.name ?? randomName('nats');
@@ -141,6 +190,8 @@ export async function startNats(opts: ServiceOptions): Promise<NatsService> {
   return withPortRetry(async (n) => {
     fs.rmSync(dir, { recursive: true, force: true });
     fs.mkdirSync(path.join(dir, 'js'), { recursive: true });
+    const configFile = opts.config === undefined ? undefined : path.join(dir, 'nats.conf');
+    if (configFile) fs.writeFileSync(configFile, opts.config!, { mode: 0o600 });
     const bindProbe = clientHost(host) === '127.0.0.1' ? '127.0.0.1' : host;
     const port = await freePort(bindProbe);
     const monitorPort = await freePort(bindProbe);
@@ -151,7 +202,10 @@ export async function startNats(opts: ServiceOptions): Promise<NatsService> {
     // The monitoring listener binds to the same address as the client listener (-a).
     const proc = spawnLogged(
       bin,
-      ['-a', host, '-p', String(port), '-m', String(monitorPort), '-js', '-sd', path.join(dir, 'js'), '--server_name', name],
+      [
+        ...(configFile ? ['-c', configFile] : []),
+        '-a', host, '-p', String(port), '-m', String(monitorPort), '-js', '-sd', path.join(dir, 'js'), '--server_name', name,
+      ],
       { name, logFile },
     );
     try {
@@ -175,6 +229,7 @@ export async function startNats(opts: ServiceOptions): Promise<NatsService> {
       port,
       monitorUrl,
       monitorPort,
+      ...(configFile ? { configFile } : {}),
       pid: proc.pid,
       proc,
       dir,

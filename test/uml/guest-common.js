@@ -1,11 +1,15 @@
 // Scaffolding shared by the guest scripts that run INSIDE a user-mode-linux guest (test/uml/uml.ts) with a
 // plain `node` (so CommonJS JavaScript, nothing to compile): test/uml/docker/guest.js and
 // test/uml/routes/guest.js. A guest records every step of its run in one JSON object and rewrites its
-// RESULT_FILE after each step, so a hang or crash still leaves what happened so far.
+// RESULT_FILE after each step, so a hang or crash still leaves what happened so far. Every step runs within
+// its budget (guestBudgets: measured duration × margin × this machine's factor, from test/uml/budgets.json;
+// see test/uml/budget.ts), and the running steps are published in $UML_DIR/progress.json for the host's
+// watchdog.
 'use strict';
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
+const BUDGETS = require('./budgets.json');
 
 /** The repository root (the guest sees the host's / through hostfs). */
 const REPO = path.resolve(__dirname, '../..');
@@ -38,32 +42,118 @@ function sleep(ms) {
 }
 
 /**
- * The record of a guest run: `out` (with a `steps` array and a `totalMs`), written to `resultFile` by
- * `save` (through a temp file and a rename). The functions returned record into it:
- *   step(name, cmd, args, { timeoutMs, env, input, quiet }): runs a command with a timeout; records and
- *     returns { name, cmd, code, ms, stdout, stderr }; never throws. `quiet`: recorded only when it fails.
+ * The guest's budgets for `suite` (a key of budgets.json `suites`), after calibrating this machine: `node -e 0`
+ * three times (median) against the reference machine's figure; factor = that ratio, at least 1 (times
+ * UML_BUDGET_SCALE, a debugging knob). Returns:
+ *   ms(key): the budget of a step: max(floorMs, measured × margin) × factor × scale; throws for a key with no
+ *     measurement (every step must have one).
+ *   overrun(name, key): "guest step 'NAME' took longer than N s (measured … × margin … × machine factor …)".
+ *   progress(running, last): writes $UML_DIR/progress.json ({ factor, scriptBudgetMs, running: [{ seq, name,
+ *     budgetMs }], last }) for the host's watchdog (nothing outside UML).
+ *   tooSlow: a message when this machine is over maxFactor times slower than the reference (then give up).
+ *   info: what to record in the result (calibration, factor, margin, scriptBudgetMs).
+ */
+function guestBudgets(suite) {
+  const table = BUDGETS.suites[suite];
+  if (!table) throw new Error(`no measured durations for suite ${suite} in test/uml/budgets.json`);
+  const runsMs = [];
+  for (let i = 0; i < 3; i++) {
+    const t0 = process.hrtime.bigint();
+    spawnSync(process.execPath, ['-e', '0'], { stdio: 'ignore', timeout: 120_000 });
+    runsMs.push(Number((process.hrtime.bigint() - t0) / 1000000n));
+  }
+  const nodeStartMs = [...runsMs].sort((a, b) => a - b)[1];
+  const ratio = Math.round((nodeStartMs / BUDGETS.calibration.guestNodeStartMs) * 100) / 100;
+  const factor = Math.max(1, ratio);
+  const scale = Number(process.env.UML_BUDGET_SCALE || 1) || 1;
+  const budget = (measured) => Math.ceil(Math.max(BUDGETS.floorMs, measured * BUDGETS.margin) * factor * scale);
+  const measuredOf = (key) => {
+    const m = table.steps[key];
+    if (m === undefined) throw new Error(`no measured duration for guest step '${key}' (suite ${suite}) in test/uml/budgets.json`);
+    return m;
+  };
+  const ms = (key) => budget(measuredOf(key));
+  const explain = (measured) =>
+    `${measured * BUDGETS.margin < BUDGETS.floorMs ? `floor ${BUDGETS.floorMs / 1000} s` : `measured ${measured / 1000} s × margin ${BUDGETS.margin}`} × machine factor ${factor}` +
+    (scale !== 1 ? ` × UML_BUDGET_SCALE ${scale}` : '');
+  const overrun = (name, key) => `guest step '${name}' took longer than ${ms(key) / 1000} s (${explain(measuredOf(key))})`;
+  const scriptBudgetMs = budget(table.scriptMs);
+  const progressFile = process.env.UML_DIR ? path.join(process.env.UML_DIR, 'progress.json') : undefined;
+  let seq = 0;
+  const progress = (running, last) => {
+    if (!progressFile) return;
+    fs.writeFileSync(`${progressFile}.tmp`, JSON.stringify({ seq: ++seq, factor, scriptBudgetMs, running, last }));
+    fs.renameSync(`${progressFile}.tmp`, progressFile);
+  };
+  const tooSlow =
+    factor > BUDGETS.maxFactor
+      ? `this machine runs the UML guest ${factor}x slower than the one the budgets were measured on (node starts in ${nodeStartMs} ms in the guest, ` +
+        `${BUDGETS.calibration.guestNodeStartMs} ms there; ${BUDGETS.measuredOn}); the budgets scale up to ${BUDGETS.maxFactor}x (test/uml/budgets.json)`
+      : undefined;
+  const info = { suite, nodeStartMs, runsMs, referenceNodeStartMs: BUDGETS.calibration.guestNodeStartMs, ratio, factor, scale, margin: BUDGETS.margin, floorMs: BUDGETS.floorMs, scriptBudgetMs };
+  return { suite, factor, scale, scriptBudgetMs, ms, overrun, progress, tooSlow, info };
+}
+
+/**
+ * The record of a guest run: `out` (with a `steps` array, a `durations` map and a `totalMs`), written to
+ * `resultFile` by `save` (through a temp file and a rename). `budgets` (guestBudgets) bounds every step; the
+ * longest time each budget key took is kept in `out.durations` (quiet steps included), to measure budgets from.
+ * The functions returned record into it:
+ *   step(name, cmd, args, { budget, env, input, quiet }): runs a command within the budget of key `budget`
+ *     (default: the name); records and returns { name, cmd, code, ms, budget, budgetMs, stdout, stderr };
+ *     code 'timeout' and an `error` naming the step when it overran (it is killed). Never throws. `quiet`:
+ *     recorded only when it fails.
  *   sh(name, script, o): step with /bin/sh -c script.
  *   dockerStep(dockerEnv, name, args, o): step with the docker CLI, `dockerEnv` added to its environment.
  *   background(name, cmd, args, logFile, env): starts a long-running process (detached, output appended to
  *     logFile), records it and its pid in `procs[name]`; returns the ChildProcess.
- *   waitFor(what, fn, timeoutMs, every = 200): polls and records the wait; the ms it took, or undefined on timeout.
+ *   waitFor(what, fn, budget, every = 200, abort): polls fn until it returns a truthy value or the budget of key
+ *     `budget` (default "wait <what>") passes, and records the wait. Returns the milliseconds it took (0 when fn
+ *     was true at once), or undefined on timeout or when `abort()` returns a reason to stop (recorded as
+ *     "aborted: <reason>"): test with `=== undefined`.
+ *   timed(name, budget, fn): runs fn (which bounds itself) as a step for the watchdog and the record.
  */
-function recorder(resultFile, out) {
+function recorder(resultFile, out, budgets) {
   const t0 = Date.now();
   const procs = {};
+  out.durations = out.durations || {};
+  const running = [];
+  let seq = 0;
+  let last;
   const save = () => {
     out.totalMs = Date.now() - t0;
     fs.writeFileSync(`${resultFile}.tmp`, JSON.stringify(out, null, 1));
     fs.renameSync(`${resultFile}.tmp`, resultFile);
   };
-  function step(name, cmd, args, { timeoutMs = 30_000, env, input, quiet } = {}) {
+  const begin = (name, budgetMs) => {
+    const e = { seq: ++seq, name, budgetMs };
+    running.push(e);
+    budgets.progress(running, last);
+    return e;
+  };
+  const end = (e, key, ms) => {
+    running.splice(running.indexOf(e), 1);
+    last = e.name;
+    budgets.progress(running, last);
+    out.durations[key] = Math.max(out.durations[key] || 0, ms);
+  };
+  function step(name, cmd, args, { budget, env, input, quiet } = {}) {
+    const key = budget || name;
+    const budgetMs = budgets.ms(key);
     const started = Date.now();
-    const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL', env: { ...process.env, ...env }, input, maxBuffer: 16 << 20 });
+    const e = begin(name, budgetMs);
+    const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: budgetMs, killSignal: 'SIGKILL', env: { ...process.env, ...env }, input, maxBuffer: 16 << 20 });
+    const ms = Date.now() - started;
+    end(e, key, ms);
+    const timedOut = Boolean(r.error && r.error.code === 'ETIMEDOUT');
     const rec = {
       name,
       cmd: [cmd, ...args].join(' '),
-      code: r.status === null ? (r.error ? `error: ${r.error.message}` : `signal ${r.signal}`) : r.status,
-      ms: Date.now() - started,
+      code: timedOut ? 'timeout' : r.status === null ? (r.error ? `error: ${r.error.message}` : `signal ${r.signal}`) : r.status,
+      ms,
+      budget: key,
+      budgetMs,
+      ...(timedOut ? { error: budgets.overrun(name, key) } : {}),
       stdout: cut((r.stdout || '').trim()),
       stderr: cut((r.stderr || '').trim()),
     };
@@ -85,20 +175,37 @@ function recorder(resultFile, out) {
     save();
     return child;
   }
-  /**
-   * Polls fn every `every` ms until it returns a truthy value or timeoutMs passes, and records the wait.
-   * Returns the milliseconds it took (0 when fn was true at once), or undefined on timeout: test with `=== undefined`.
-   */
-  function waitFor(what, fn, timeoutMs, every = 200) {
+  function waitFor(what, fn, budget, every = 200, abort) {
+    const name = `wait ${what}`;
+    const key = budget || name;
+    const budgetMs = budgets.ms(key);
     const started = Date.now();
+    const e = begin(name, budgetMs);
     let v;
-    while (!(v = fn()) && Date.now() - started < timeoutMs) sleep(every);
+    let why;
+    while (!(v = fn()) && !(why = abort && abort()) && Date.now() - started < budgetMs) sleep(every);
     const ms = Date.now() - started;
-    out.steps.push({ name: `wait ${what}`, code: v ? 0 : 'timeout', ms });
+    end(e, key, ms);
+    const code = v ? 0 : why ? `aborted: ${why}` : 'timeout';
+    out.steps.push({ name, code, ms, budget: key, budgetMs, ...(code === 'timeout' ? { error: budgets.overrun(name, key) } : {}) });
     save();
     return v ? ms : undefined;
   }
-  return { out, procs, save, step, sh, dockerStep, background, waitFor };
+  function timed(name, budget, fn) {
+    const key = budget || name;
+    const budgetMs = budgets.ms(key);
+    const started = Date.now();
+    const e = begin(name, budgetMs);
+    try {
+      return fn(budgetMs);
+    } finally {
+      const ms = Date.now() - started;
+      end(e, key, ms);
+      out.steps.push({ name, code: 0, ms, budget: key, budgetMs });
+      save();
+    }
+  }
+  return { out, procs, save, step, sh, dockerStep, background, waitFor, timed };
 }
 
 /** A shell script that makes `${dir}/busybox.tar`: a root with /bin/busybox and one symlink per applet. */
@@ -126,4 +233,4 @@ const dockerdArgs = (dir) => [
   '--storage-driver=vfs', '--exec-opt', 'native.cgroupdriver=cgroupfs',
 ];
 
-module.exports = { REPO, DOCKER, IMAGE, resultFileArg, cut, tailOf, sleep, recorder, busyboxTarScript, importBusyboxArgs, dockerdArgs };
+module.exports = { REPO, DOCKER, IMAGE, BUDGETS, resultFileArg, cut, tailOf, sleep, guestBudgets, recorder, busyboxTarScript, importBusyboxArgs, dockerdArgs };

@@ -18,13 +18,18 @@
  *
  * Nothing is written outside that temp dir: TMPDIR (UML's memory backing file) and uml_dir (its
  * mconsole socket and pid file, ~/.uml by default) point into it, and it is deleted afterwards.
- * Everything is bounded: on timeout the UML process group and every descendant are SIGKILLed.
+ * Everything is bounded: with `suite`, every phase has a budget from test/uml/budgets.json (see
+ * budget.ts): boot, module loading, the guest script's start, each step the guest announces in
+ * $UML_DIR/progress.json, the whole script, the shutdown; the first one overrun ends the run with
+ * "guest step 'X' took longer than N s". With `timeoutMs`, the whole run is bounded too. On expiry the
+ * UML process group and every descendant are SIGKILLed.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { descendantsOf } from '../lab/proc';
+import { budgetScale, durationTable, explainBudget, hostCalibration, hostPhaseBudgetMs, overrunSteps, BUDGETS, type BudgetedStep, type Calibration, type HostPhase } from './budget';
 
 /** The modules the network tests need, in dependency order (paths under <modules>/kernel, without .ko). */
 export const NETWORK_MODULES = [
@@ -49,8 +54,13 @@ const INSTALL_HINT = 'install Debian package user-mode-linux (apt-get install -y
 export interface UmlOptions {
   /** Shell script (POSIX sh) run in the guest as root after the setup, cwd = `cwd` (default: the repository root). */
   script: string;
-  /** Hard limit for the whole run (boot + script + shutdown). On expiry the UML process tree is killed and runInUml rejects. */
-  timeoutMs: number;
+  /**
+   * The suite's budgets (a key of test/uml/budgets.json `suites`): the host watches every phase and every step the
+   * guest announces (guestBudgets in guest-common.js) and ends the run at the first overrun, naming it.
+   */
+  suite?: string;
+  /** Hard limit for the whole run (boot + script + shutdown), on top of `suite`'s budgets. One of the two is needed. */
+  timeoutMs?: number;
   /** Guest memory in MiB (default 512). */
   memMb?: number;
   /** Modules to load, relative to <modules>/kernel without the .ko suffix (default NETWORK_MODULES). */
@@ -98,6 +108,8 @@ export interface UmlResult {
   timings: UmlTimings;
   /** The host CPU UML was pinned to (undefined: not pinned). */
   cpu?: number;
+  /** The host's calibration (with `suite`): the factor its phase budgets were multiplied by. */
+  hostCalibration?: Calibration;
   /** The temp dir (already deleted unless keepDir). */
   dir: string;
 }
@@ -260,6 +272,74 @@ const readOr = (f: string) => {
   }
 };
 
+/** What the guest's progress.json says (guestBudgets in guest-common.js). */
+interface GuestProgress {
+  seq: number;
+  factor: number;
+  scriptBudgetMs: number;
+  running: Array<{ seq: number; name: string; budgetMs: number }>;
+  last?: string;
+}
+
+/**
+ * The host's side of the budgets: looks at the run's files every 250 ms and says which phase or guest step
+ * overran its budget. Times are the host's, from when it first saw each phase or step (within 250 ms). A guest
+ * step gets its own budget plus a grace (the guest stops its slow steps itself and records them; the host only
+ * steps in when it does not); between steps, the guest has the "between guest steps" budget.
+ */
+class Watchdog {
+  private readonly seen = new Map<string, number>();
+  private readonly grace = hostPhaseBudgetMs('between guest steps');
+
+  constructor(
+    private readonly dir: string,
+    private readonly spawned: number,
+  ) {}
+
+  /** When a phase or step was first seen (now, if this is the first time). */
+  private since(key: string): number {
+    let t = this.seen.get(key);
+    if (t === undefined) this.seen.set(key, (t = Date.now()));
+    return t;
+  }
+
+  private phase(phase: HostPhase, since: number): string | undefined {
+    const budget = hostPhaseBudgetMs(phase);
+    if (Date.now() - since <= budget) return undefined;
+    const c = hostCalibration();
+    return `guest step '${phase}' took longer than ${budget / 1000} s (${explainBudget(BUDGETS.host[phase], c.factor)}; the host stopped the guest)`;
+  }
+
+  /** Undefined while every budget holds, else the message naming what overran. */
+  check(): string | undefined {
+    const has = (f: string) => fs.existsSync(path.join(this.dir, f));
+    if (!has('started')) return this.phase('boot', this.spawned);
+    if (!has('script-started')) return this.phase('module loading and mounts', this.since('started'));
+    if (has('exit')) return this.phase('shutdown', this.since('exit'));
+    const scriptStart = this.since('script-started');
+    let p: GuestProgress | undefined;
+    try {
+      p = JSON.parse(fs.readFileSync(path.join(this.dir, 'progress.json'), 'utf8')) as GuestProgress;
+    } catch {
+      /* not written yet (or mid-rename: the next look sees it) */
+    }
+    if (!p) return this.phase('guest script start', scriptStart);
+    if (Date.now() - scriptStart > p.scriptBudgetMs + this.grace) {
+      return `the guest script took longer than ${(p.scriptBudgetMs + this.grace) / 1000} s in all (its budget at machine factor ${p.factor}, plus ${this.grace / 1000} s); the host stopped the guest`;
+    }
+    for (const st of p.running) {
+      if (Date.now() - this.since(`step ${st.seq}`) > st.budgetMs + this.grace) {
+        return `guest step '${st.name}' took longer than ${st.budgetMs / 1000} s (plus ${this.grace / 1000} s for the guest to stop it itself, at machine factor ${p.factor}); the host stopped the guest`;
+      }
+    }
+    if (p.running.length === 0) {
+      const idle = this.since(`idle ${p.seq}`);
+      if (Date.now() - idle > this.grace) return `guest step 'between guest steps' (after '${p.last ?? 'the start'}') took longer than ${this.grace / 1000} s; the host stopped the guest`;
+    }
+    return undefined;
+  }
+}
+
 /** Boots a UML guest, runs `script` in it, waits for poweroff, returns what the guest wrote. */
 export async function runInUml(opts: UmlOptions): Promise<UmlResult> {
   const env = checkUml(opts.kernel, opts.modules ?? NETWORK_MODULES);
@@ -280,7 +360,9 @@ export async function runInUml(opts: UmlOptions): Promise<UmlResult> {
     });
     fs.writeFileSync(path.join(dir, 'script.sh'), opts.script);
     const init = path.join(dir, 'init.sh');
-    fs.writeFileSync(init, initScript({ dir, modules, env: { UML_REPO: REPO, ...opts.env }, cwd: opts.cwd ?? REPO }), { mode: 0o755 });
+    const budgetEnv: Record<string, string> = opts.suite !== undefined && process.env.UML_BUDGET_SCALE ? { UML_BUDGET_SCALE: String(budgetScale()) } : {};
+    if (opts.suite !== undefined) hostCalibration(); // before the clock starts (throws on a machine over maxFactor slower)
+    fs.writeFileSync(init, initScript({ dir, modules, env: { UML_REPO: REPO, ...budgetEnv, ...opts.env }, cwd: opts.cwd ?? REPO }), { mode: 0o755 });
     const args = [
       `mem=${opts.memMb ?? 512}M`,
       `uml_dir=${dir}`,
@@ -307,20 +389,29 @@ export async function runInUml(opts: UmlOptions): Promise<UmlResult> {
       detached: true, // own process group, killed as a whole on timeout
     });
     fs.closeSync(consoleFd);
-    let timedOut = false;
+    if (opts.timeoutMs === undefined && opts.suite === undefined) throw new Error('runInUml needs suite (budgets) or timeoutMs');
+    let timedOut: string | undefined;
+    const stop = (why: string) => {
+      if (timedOut) return;
+      timedOut = why;
+      if (child.pid) killTree(child.pid);
+    };
+    const watchdog = opts.suite !== undefined ? new Watchdog(dir, started) : undefined;
     const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; spawnError?: Error }>((resolve) => {
-      const timer = setTimeout(() => {
-        timedOut = true;
-        if (child.pid) killTree(child.pid);
-      }, opts.timeoutMs);
-      child.on('error', (e) => {
+      const timer = opts.timeoutMs !== undefined ? setTimeout(() => stop(`UML guest did not finish within ${opts.timeoutMs} ms (killed)`), opts.timeoutMs) : undefined;
+      const poll = watchdog
+        ? setInterval(() => {
+            const over = watchdog.check();
+            if (over) stop(over);
+          }, 250)
+        : undefined;
+      const done = (r: { code: number | null; signal: NodeJS.Signals | null; spawnError?: Error }) => {
         clearTimeout(timer);
-        resolve({ code: null, signal: null, spawnError: e });
-      });
-      child.on('close', (code, signal) => {
-        clearTimeout(timer);
-        resolve({ code, signal });
-      });
+        clearInterval(poll);
+        resolve(r);
+      };
+      child.on('error', (e) => done({ code: null, signal: null, spawnError: e }));
+      child.on('close', (code, signal) => done({ code, signal }));
     });
     const ended = Date.now();
     // Normally nothing is left after poweroff; make sure of it.
@@ -328,7 +419,7 @@ export async function runInUml(opts: UmlOptions): Promise<UmlResult> {
     const log = readOr(consoleFile) ?? '';
     const guestLog = readOr(path.join(dir, 'guest.log')) ?? '';
     if (exit.spawnError) throw new UmlError('unavailable', `cannot start ${env.kernel}: ${exit.spawnError.message}`, log, guestLog);
-    if (timedOut) throw new UmlError('timeout', `UML guest did not finish within ${opts.timeoutMs} ms (killed)`, log, guestLog);
+    if (timedOut) throw new UmlError('timeout', timedOut, log, guestLog);
 
     const tStarted = mtime(path.join(dir, 'started'));
     const tScript = mtime(path.join(dir, 'script-started'));
@@ -354,6 +445,7 @@ export async function runInUml(opts: UmlOptions): Promise<UmlResult> {
       guestLog,
       timings,
       cpu: pinned,
+      ...(opts.suite !== undefined ? { hostCalibration: hostCalibration() } : {}),
       dir,
     };
   } finally {
@@ -366,7 +458,7 @@ export async function runInUml(opts: UmlOptions): Promise<UmlResult> {
 // ------------------------------------------------------------------------------------------------
 
 /** One step a guest script recorded (guest-common.js `step`, `background`, or a wait). */
-export interface GuestStep {
+export interface GuestStep extends BudgetedStep {
   name: string;
   cmd?: string;
   code: number | string;
@@ -375,12 +467,48 @@ export interface GuestStep {
   stderr?: string;
 }
 
+/** The calibration and budgets a guest recorded (guestBudgets `info` in guest-common.js). */
+export interface GuestBudgetInfo {
+  suite: string;
+  nodeStartMs: number;
+  runsMs: number[];
+  referenceNodeStartMs: number;
+  ratio: number;
+  factor: number;
+  scale: number;
+  margin: number;
+  floorMs: number;
+  scriptBudgetMs: number;
+}
+
+/**
+ * After a guest run with budgets: prints the calibration and every step's duration against its budget (and the
+ * longest time per budget key, the figures budgets.json is made of), then throws when a step overran its
+ * budget, naming each one: "guest step 'docker run' took longer than 40 s (…)".
+ */
+export function reportGuestRun(suite: string, run: UmlResult, r: { steps: GuestStep[]; budgets?: GuestBudgetInfo; durations?: Record<string, number>; error?: string }): void {
+  const b = r.budgets;
+  const h = run.hostCalibration;
+  const t = run.timings;
+  console.log(
+    `${suite}: machine factor ${b?.factor} (node starts in ${b?.nodeStartMs} ms in the guest [${b?.runsMs.join(', ')}], ${b?.referenceNodeStartMs} ms on the reference machine), ` +
+      `host factor ${h?.factor} (node starts in ${h?.nodeStartMs} ms on the host, ${BUDGETS.calibration.hostNodeStartMs} ms there); margin ${b?.margin}, floor ${(b?.floorMs ?? 0) / 1000} s; ` +
+      `host phases: boot ${t.bootMs} ms, modules ${t.setupMs} ms, script ${t.scriptMs} ms (budget ${(b?.scriptBudgetMs ?? 0) / 1000} s), shutdown ${t.shutdownMs} ms\n` +
+      `measured step durations (ms, of budget):\n${durationTable(r.steps)}\n` +
+      `longest per budget key (ms): ${JSON.stringify({ script: t.scriptMs, ...r.durations })}`,
+  );
+  const over = overrunSteps(r.steps);
+  if (over.length) throw new Error(`${over.join('\n')}\n${describeSteps(r.steps)}`);
+  if (r.error && /slower than the one the budgets were measured on/.test(r.error)) throw new Error(r.error);
+}
+
 /** One line per step: name, exit, time, and the last lines of its stderr (or stdout) when it failed. */
 export function describeSteps(steps: readonly GuestStep[]): string {
   return steps
     .map((s) => {
-      const err = s.code !== 0 && (s.stderr || s.stdout) ? `  <- ${(s.stderr || s.stdout || '').split('\n').slice(-3).join(' | ')}` : '';
-      return `  ${s.code === 0 ? 'ok  ' : 'FAIL'} ${s.name} (exit ${s.code}${s.ms !== undefined ? `, ${s.ms} ms` : ''})${err}`;
+      const err = s.error ? `  <- ${s.error}` : s.code !== 0 && (s.stderr || s.stdout) ? `  <- ${(s.stderr || s.stdout || '').split('\n').slice(-3).join(' | ')}` : '';
+      const budget = s.budgetMs !== undefined ? ` of ${s.budgetMs / 1000} s` : '';
+      return `  ${s.code === 0 ? 'ok  ' : 'FAIL'} ${s.name} (exit ${s.code}${s.ms !== undefined ? `, ${s.ms} ms${budget}` : ''})${err}`;
     })
     .join('\n');
 }

@@ -6,6 +6,10 @@ import { log, runService } from './run.js';
 export const agentFlags: FlagSpec[] = [
   { key: 'node', flag: 'node', help: 'this host\'s node name (required)' },
   { key: 'nats', flag: 'nats', help: 'NATS URL (required)' },
+  { key: 'natsCreds', flag: 'nats-creds', value: 'FILE', help: 'NATS credentials of this node (underlay creds node NAME --out FILE)' },
+  { key: 'natsCa', flag: 'nats-ca', value: 'FILE', help: 'NATS TLS: CA certificates that signed the server\'s certificate' },
+  { key: 'natsCert', flag: 'nats-cert', value: 'FILE', help: 'NATS TLS: client certificate' },
+  { key: 'natsKey', flag: 'nats-key', value: 'FILE', help: 'NATS TLS: client certificate\'s key' },
   { key: 'docker', flag: 'docker', help: 'Docker Engine socket (unix:///var/run/docker.sock)' },
   { key: 'pluginDir', flag: 'plugin-dir', help: 'where Docker looks for plugin sockets (/run/docker/plugins)' },
   { key: 'stateDir', flag: 'state-dir', help: 'local state (/var/lib/underlay)' },

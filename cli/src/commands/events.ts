@@ -4,7 +4,7 @@
  */
 import { ClusterEvent, EventsPage } from '@underlay/core';
 import { z } from 'zod';
-import { ApiClient, clientEnv, clientFlags, clientOptions, noArgs } from '../client.js';
+import { ApiClient, ClientError, clientEnv, clientFlags, clientOptions, noArgs } from '../client.js';
 import { helpFor, parseFlags, validate, type FlagSpec } from '../flags.js';
 
 export const eventsFlags: FlagSpec[] = [
@@ -35,15 +35,23 @@ export async function eventsCommand(argv: string[]): Promise<number> {
   const opts = clientOptions(p);
   const api = new ApiClient(opts);
   if (a.follow) {
-    // Until interrupted: when the stream ends or breaks (a quiet hour, a proxy, the controller restarting),
-    // open it again after the last event printed; a controller that cannot be reached ends the command.
+    // Until interrupted: when the stream ends or breaks (its maximum duration, a proxy, the controller
+    // restarting), open it again after the last event printed; a controller that cannot be reached ends the
+    // command. Once a stream was open, a controller with all its streams taken (503) is asked again later.
     let cursor = a.since;
+    let opened = false;
     for (;;) {
-      await api.stream(`/v1/events?since=${cursor}&follow=true`, (raw) => {
-        const r = ClusterEvent.safeParse(raw);
-        process.stdout.write(r.success ? line(r.data as ClusterEvent, opts.json) : `${JSON.stringify(raw)}\n`);
-        if (r.success) cursor = r.data.seq;
-      });
+      try {
+        await api.stream(`/v1/events?since=${cursor}&follow=true`, (raw) => {
+          const r = ClusterEvent.safeParse(raw);
+          process.stdout.write(r.success ? line(r.data as ClusterEvent, opts.json) : `${JSON.stringify(raw)}\n`);
+          if (r.success) cursor = r.data.seq;
+        });
+        opened = true;
+      } catch (e) {
+        if (!(opened && e instanceof ClientError && e.status === 503)) throw e;
+        await new Promise((r) => setTimeout(r, 4000));
+      }
       await new Promise((r) => setTimeout(r, 1000));
     }
   }

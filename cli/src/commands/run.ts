@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { parseFlags, validate, type FlagSpec } from '../flags.js';
+import { helpFor, parseFlags, validate, type FlagSpec } from '../flags.js';
 
 /** Runs a service until SIGINT/SIGTERM, then stops it cleanly and exits. */
 export const log = (who: string) => (m: string) => process.stderr.write(`${new Date().toISOString()} ${who}: ${m}\n`);
@@ -29,6 +29,25 @@ export function untilSignal(stop: () => Promise<void>, logger: (m: string) => vo
   });
 }
 
+/** Promise rejections nobody handled since the process started (logged, never fatal). */
+export let unhandledRejections = 0;
+let guarded = false;
+
+/**
+ * A service must not stop because one promise somewhere was rejected with nobody waiting for it (Node's
+ * default is to exit): such a rejection is a bug to log and count, not a reason to drop every host's
+ * requests.
+ */
+export function guardProcess(logger: (m: string) => void): void {
+  if (guarded) return;
+  guarded = true;
+  process.on('unhandledRejection', (reason) => {
+    unhandledRejections++;
+    const text = reason instanceof Error ? (reason.stack ?? reason.message) : String(reason);
+    logger(`unhandled promise rejection #${unhandledRejections} (kept running): ${text}`);
+  });
+}
+
 /** A long-running service command: flags → validated config → start → run until a signal → stop. */
 export async function runService<S extends z.ZodType, T extends { start(): Promise<void>; stop(): Promise<void> }>(
   argv: string[],
@@ -36,8 +55,13 @@ export async function runService<S extends z.ZodType, T extends { start(): Promi
   schema: S,
   make: (cfg: z.infer<S>) => { service: T; logger: (m: string) => void },
 ): Promise<number> {
-  const { values } = parseFlags(argv, flags);
+  const { values, help } = parseFlags(argv, flags);
+  if (help) {
+    process.stdout.write(`flags:\n${helpFor(flags)}\n`);
+    return 0;
+  }
   const { service, logger } = make(validate(schema, values, flags));
+  guardProcess(logger);
   await service.start();
   await untilSignal(() => service.stop(), logger);
   return 0;

@@ -2,6 +2,11 @@
  * `underlay up`: the embedded single-host stack. etcd and nats-server (from PATH) with their data
  * under the state directory, one controller and one agent in this process. Ctrl-C or SIGTERM stops
  * all of it and leaves no process behind.
+ *
+ * NATS runs with decentralized authentication unless `--nats-auth=false`: the key store in
+ * `<state-dir>/nats/` is made on the first run (as `underlay creds init`), nats-server gets the configuration
+ * `underlay creds nats-config` prints, and the controller (user `controller`) and the agent (its node) get
+ * `.creds` files issued at every start.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -11,9 +16,9 @@ import * as path from 'node:path';
 import { z } from 'zod';
 import { Controller, ControllerConfig } from '@underlay/controller';
 import { Agent, AgentConfig } from '@underlay/node-agent';
-import { openLinkOps } from '@underlay/adapters';
-import { NodeName } from '@underlay/core';
-import { parseFlags, validate, UsageError, type FlagSpec } from '../flags.js';
+import { NatsKeysError, controllerCreds, ensureNatsKeys, natsServerConfig, nodeCreds, openLinkOps, writePrivateFile } from '@underlay/adapters';
+import { NodeName, nodeToken } from '@underlay/core';
+import { helpFor, parseFlags, validate, UsageError, type FlagSpec } from '../flags.js';
 import { log, untilSignal } from './run.js';
 import { agentFlags } from './agent.js';
 
@@ -23,6 +28,7 @@ export const upFlags: FlagSpec[] = [
   { key: 'etcdPort', flag: 'etcd-port', help: 'etcd client port on 127.0.0.1 (12379)' },
   { key: 'natsPort', flag: 'nats-port', help: 'NATS port on 127.0.0.1 (14222)' },
   { key: 'listen', flag: 'listen', help: 'controller HTTP API HOST:PORT (127.0.0.1:7410)' },
+  { key: 'natsAuth', flag: 'nats-auth', boolean: true, help: 'NATS users and permissions, keys in --state-dir/nats (true; --nats-auth=false: none)' },
   ...agentFlags.filter((f) => f.key === 'pluginDir' || f.key === 'docker'),
 ];
 
@@ -34,6 +40,7 @@ const UpArgs = z.object({
   etcdPort: port.default(12379),
   natsPort: port.default(14222),
   listen: ControllerConfig.shape.listen,
+  natsAuth: z.boolean().default(true),
   pluginDir: AgentConfig.shape.pluginDir,
   docker: AgentConfig.shape.docker,
 });
@@ -90,8 +97,33 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(t);
 }
 
+/**
+ * The key store (made when missing), nats-server's configuration and this run's controller and node credentials,
+ * all in `<stateDir>/nats/` (0700; files 0600).
+ */
+async function natsAuthFiles(stateDir: string, node: string, logger: (m: string) => void): Promise<{ config: string; controller: string; node: string }> {
+  const { keys, created } = await ensureNatsKeys(stateDir).catch((e: unknown) => {
+    throw e instanceof NatsKeysError ? new UsageError(`${e.message} (or run with --nats-auth=false)`) : e;
+  });
+  logger(created ? `NATS keys made in ${keys.dir} (as underlay creds init)` : `NATS keys from ${keys.dir}`);
+  const files = {
+    config: path.join(keys.dir, 'nats-server.conf'),
+    controller: path.join(keys.dir, 'controller.creds'),
+    node: path.join(keys.dir, `node-${nodeToken(node)}.creds`),
+  };
+  writePrivateFile(files.config, natsServerConfig(keys));
+  writePrivateFile(files.controller, await controllerCreds(keys, 'controller'));
+  writePrivateFile(files.node, await nodeCreds(keys, node));
+  return files;
+}
+
 export async function upCommand(argv: string[]): Promise<number> {
-  const { values } = parseFlags(argv, upFlags);
+  const { values, help } = parseFlags(argv, upFlags);
+  if (help) {
+    // Every flag has a default: without this, `underlay up --help` would start the whole stack.
+    process.stdout.write(`usage: underlay up [flags]\n\nflags:\n${helpFor(upFlags)}\n`);
+    return 0;
+  }
   const a = validate(UpArgs, values, upFlags);
   const etcdBin = findOnPath('etcd');
   const natsBin = findOnPath('nats-server');
@@ -125,15 +157,16 @@ export async function upCommand(argv: string[]): Promise<number> {
     ], etcdLog);
     children.push(etcd);
     const natsLog = path.join(dirs.logs, 'nats.log');
-    const nats = startChild(natsBin!, ['-js', '-sd', dirs.nats, '-a', '127.0.0.1', '-p', String(a.natsPort)], natsLog);
+    const auth = a.natsAuth ? await natsAuthFiles(a.stateDir, a.node, logger) : undefined;
+    const nats = startChild(natsBin!, [...(auth ? ['-c', auth.config] : []), '-js', '-sd', dirs.nats, '-a', '127.0.0.1', '-p', String(a.natsPort)], natsLog);
     children.push(nats);
     await waitTcp(a.etcdPort, 'etcd', etcd, etcdLog);
     await waitTcp(a.natsPort, 'nats-server', nats, natsLog);
     const natsUrl = `nats://127.0.0.1:${a.natsPort}`;
-    controller = new Controller({ etcd: [`http://127.0.0.1:${a.etcdPort}`], nats: natsUrl, listen: a.listen, name: a.node, apiTokenFile: tokenFile }, log('controller'));
+    controller = new Controller({ etcd: [`http://127.0.0.1:${a.etcdPort}`], nats: natsUrl, natsCreds: auth?.controller, listen: a.listen, name: a.node, apiTokenFile: tokenFile }, log('controller'));
     await controller.start();
     await controller.whenLeader();
-    agent = new Agent({ node: a.node, nats: natsUrl, docker: a.docker, pluginDir: a.pluginDir, stateDir: dirs.agent }, () => openLinkOps(), log(`agent ${a.node}`));
+    agent = new Agent({ node: a.node, nats: natsUrl, natsCreds: auth?.node, docker: a.docker, pluginDir: a.pluginDir, stateDir: dirs.agent }, () => openLinkOps(), log(`agent ${a.node}`));
     await agent.start();
   } catch (e) {
     await stopAll();
@@ -148,6 +181,9 @@ export async function upCommand(argv: string[]): Promise<number> {
       'The underlay CLI, from another shell:',
       `  export UNDERLAY_CONTROLLER=http://${a.listen} UNDERLAY_TOKEN_FILE=${tokenFile}`,
       '  underlay network ls; underlay endpoint ls; underlay node ls; underlay ipam usage; underlay events --follow',
+      a.natsAuth
+        ? `NATS requires credentials (keys in ${path.join(a.stateDir, 'nats')}); another client's: underlay creds node NAME --state-dir ${a.stateDir} --out FILE`
+        : 'NATS runs WITHOUT authentication (--nats-auth=false): any local process can act as any node.',
       'Press Ctrl-C to stop.',
       '',
     ].join('\n'),

@@ -1,6 +1,8 @@
 export * from './etcd/keys.js';
 export * from './etcd/eventlog.js';
+export * from './etcd/client.js';
 export * from './nats/connect.js';
+export * from './nats/creds.js';
 export * from './nats/rpc.js';
 export * from './nats/events.js';
 export { openLinkOps, NetlinkError } from './netlink/index.js';
@@ -11,3 +13,4 @@ export * from './docker/engine.js';
 export { openRouteOps } from './netlink/index.js';
 export type { KernelRoute, RouteOps, RouteSpec } from './netlink/index.js';
 export * from './bgp/index.js';
+export * from './nats/node-consumers.js';

@@ -4,20 +4,28 @@
  */
 import { z } from 'zod';
 import { NetworkDefinition } from './network/definition.js';
+import { HANDLE_MAX, LIMITS, optionMap, text } from './protocol/limits.js';
 
-const cidrString = z.string().min(1);
-const addrString = z.string().min(1);
+// Events are written by the controller only, from requests bounded by the same LIMITS: every event it
+// makes fits these, and an agent reading the stream refuses anything larger.
+const cidrString = text(LIMITS.address).min(1);
+const addrString = text(LIMITS.address).min(1);
+const poolId = text(LIMITS.poolId);
+const node = text(LIMITS.nodeName);
+const dockerId = text(LIMITS.dockerId);
+const name = text(LIMITS.name);
+const allocSeq = z.number().int().positive();
 
 export const PoolCreated = z.object({
   type: z.literal('PoolCreated'),
   data: z.object({
-    poolId: z.string(),
-    space: z.string(),
+    poolId,
+    space: name,
     cidr: cidrString,
     /** --ip-range: addresses come only from here. */
     subPool: cidrString.optional(),
     v6: z.boolean(),
-    options: z.record(z.string(), z.string()).default({}),
+    options: optionMap().default({}),
     /** Prefix length of the per-node blocks the pool is cut into. */
     blockPrefix: z.number().int().min(0).max(128),
     /** With strict affinity a node never borrows addresses from another node's block. */
@@ -28,17 +36,17 @@ export const PoolCreated = z.object({
 /** A node's Docker asked for the pool (created the network locally). Pools are shared by reference. */
 export const PoolRefAdded = z.object({
   type: z.literal('PoolRefAdded'),
-  data: z.object({ poolId: z.string(), node: z.string(), requestId: z.string().optional() }),
+  data: z.object({ poolId, node, requestId: text(LIMITS.requestId).optional() }),
 });
 
 export const PoolRefRemoved = z.object({
   type: z.literal('PoolRefRemoved'),
-  data: z.object({ poolId: z.string(), node: z.string() }),
+  data: z.object({ poolId, node }),
 });
 
 export const PoolDeleted = z.object({
   type: z.literal('PoolDeleted'),
-  data: z.object({ poolId: z.string() }),
+  data: z.object({ poolId }),
 });
 
 export const AddressKind = z.enum(['endpoint', 'gateway', 'aux']);
@@ -47,12 +55,12 @@ export type AddressKind = z.infer<typeof AddressKind>;
 export const AddressAllocated = z.object({
   type: z.literal('AddressAllocated'),
   data: z.object({
-    poolId: z.string(),
+    poolId,
     address: addrString,
     kind: AddressKind,
-    node: z.string(),
+    node,
     /** Ties repeated requests together (node + MAC); a repeat with the same handle gets the same address. */
-    handle: z.string().optional(),
+    handle: text(HANDLE_MAX).optional(),
     /** True when the caller asked for this exact address (--ip / --gateway / --aux-address). */
     requested: z.boolean().default(false),
   }),
@@ -61,37 +69,37 @@ export const AddressAllocated = z.object({
 export const AddressReleased = z.object({
   type: z.literal('AddressReleased'),
   data: z.object({
-    poolId: z.string(),
+    poolId,
     address: addrString,
-    node: z.string(),
+    node,
     /** Sequence number of the AddressAllocated event being undone. */
-    allocSeq: z.number().int().positive(),
+    allocSeq,
     /** Why, when not released by its holder: `leak: <rule>`. */
-    reason: z.string().optional(),
+    reason: name.optional(),
   }),
 });
 
 /** A node claims a block of a pool; it fills its own blocks first. */
 export const BlockClaimed = z.object({
   type: z.literal('BlockClaimed'),
-  data: z.object({ poolId: z.string(), block: cidrString, node: z.string() }),
+  data: z.object({ poolId, block: cidrString, node }),
 });
 
 export const BlockReleased = z.object({
   type: z.literal('BlockReleased'),
-  data: z.object({ poolId: z.string(), block: cidrString, node: z.string() }),
+  data: z.object({ poolId, block: cidrString, node }),
 });
 
 /** The address is now held by a Docker endpoint (CreateEndpoint on that node). */
 export const EndpointBound = z.object({
   type: z.literal('EndpointBound'),
   data: z.object({
-    poolId: z.string(),
+    poolId,
     address: addrString,
-    allocSeq: z.number().int().positive(),
-    endpointId: z.string(),
-    networkId: z.string(),
-    node: z.string(),
+    allocSeq,
+    endpointId: dockerId,
+    networkId: dockerId,
+    node,
   }),
 });
 
@@ -99,10 +107,10 @@ export const EndpointBound = z.object({
 export const NetworkRecorded = z.object({
   type: z.literal('NetworkRecorded'),
   data: z.object({
-    networkId: z.string(),
-    node: z.string(),
-    poolIds: z.array(z.string()),
-    options: z.record(z.string(), z.string()).default({}),
+    networkId: dockerId,
+    node,
+    poolIds: z.array(poolId).max(LIMITS.poolIds),
+    options: optionMap().default({}),
   }),
 });
 
@@ -113,41 +121,41 @@ export const NetworkRecorded = z.object({
  */
 export const NetworkNamed = z.object({
   type: z.literal('NetworkNamed'),
-  data: z.object({ networkId: z.string(), name: z.string(), cluster: z.boolean().optional() }),
+  data: z.object({ networkId: dockerId, name, cluster: z.boolean().optional() }),
 });
 
 /** A cluster-wide network: every agent makes a replica of it in its Docker. */
 export const ClusterNetworkCreated = z.object({
   type: z.literal('ClusterNetworkCreated'),
   data: z.object({
-    name: z.string(),
+    name,
     definition: NetworkDefinition,
     /** Where it was first created: a node's Docker network, or absent for `underlay network create`. */
-    originNode: z.string().optional(),
-    originNetworkId: z.string().optional(),
+    originNode: node.optional(),
+    originNetworkId: dockerId.optional(),
   }),
 });
 
 /** The cluster network is gone: every agent removes its replica (at once, or when it comes back). */
 export const ClusterNetworkRemoved = z.object({
   type: z.literal('ClusterNetworkRemoved'),
-  data: z.object({ name: z.string() }),
+  data: z.object({ name }),
 });
 
 export const NetworkRemoved = z.object({
   type: z.literal('NetworkRemoved'),
-  data: z.object({ networkId: z.string(), node: z.string() }),
+  data: z.object({ networkId: dockerId, node }),
 });
 
 /** A node agent registered, or its details changed (liveness itself is a lease kept in memory, not in the log). */
 export const NodeRegistered = z.object({
   type: z.literal('NodeRegistered'),
   data: z.object({
-    node: z.string(),
-    address: z.string().optional(),
-    version: z.string().optional(),
+    node,
+    address: text(LIMITS.hostAddress).optional(),
+    version: text(LIMITS.version).optional(),
     /** The host's network interfaces (names), as the agent last registered them. */
-    interfaces: z.array(z.string()).optional(),
+    interfaces: z.array(text(LIMITS.ifName)).max(LIMITS.nodeInterfaces).optional(),
   }),
 });
 
@@ -174,13 +182,13 @@ export const EventMeta = z.object({
   /** Position in the log: 1, 2, 3 … with no gaps. Also the JetStream message id. */
   seq: z.number().int().positive(),
   /** Unique id (uuid). */
-  id: z.string(),
+  id: text(LIMITS.eventMeta),
   /** RFC 3339 time at which the controller decided the event. */
-  time: z.string(),
+  time: text(LIMITS.eventMeta),
   /** Who caused it: `node:<name>`, `user:<name>` or `controller`. */
-  actor: z.string(),
+  actor: text(LIMITS.actor),
   /** W3C trace id of the request that caused it, when there was one. */
-  traceId: z.string().optional(),
+  traceId: text(LIMITS.eventMeta).optional(),
 });
 
 export const ClusterEvent = z.intersection(EventMeta, EventBody);

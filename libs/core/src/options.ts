@@ -3,6 +3,7 @@
  * Pure: no I/O.
  */
 import { InvalidArgumentError } from './errors.js';
+import { LIMITS } from './protocol/limits.js';
 
 export const MACVLAN_MODES = ['bridge', 'private', 'vepa', 'passthru'] as const;
 export const IPVLAN_MODES = ['l2', 'l3', 'l3s'] as const;
@@ -35,7 +36,16 @@ export function parseNetworkOptions(
   generic: Readonly<Record<string, string>>,
   flags: { internal?: boolean; ipv6?: boolean } = {},
 ): NetworkOptions {
-  for (const key of Object.keys(generic)) {
+  const keys = Object.keys(generic);
+  if (keys.length > LIMITS.mapEntries) {
+    throw new InvalidArgumentError(`too many options (${keys.length}): a network takes at most ${LIMITS.mapEntries}`);
+  }
+  for (const key of keys) {
+    if (key.length > LIMITS.name) throw new InvalidArgumentError(`option name ${JSON.stringify(key.slice(0, 32))}… is longer than ${LIMITS.name} characters`);
+    const v = String(generic[key]);
+    if (v.length > LIMITS.optionValue) throw new InvalidArgumentError(`option ${key} is longer than ${LIMITS.optionValue} characters`);
+  }
+  for (const key of keys) {
     if (!oneOf(KNOWN_OPTIONS, key) && !passThrough(key)) {
       throw new InvalidArgumentError(`unknown option ${JSON.stringify(key)}: underlay accepts ${KNOWN_OPTIONS.join(', ')}`);
     }

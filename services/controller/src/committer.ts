@@ -3,9 +3,12 @@
  * as many as fit (etcd allows 128 operations per transaction: up to 127 events plus the head), so
  * throughput grows with concurrency while every reply still waits for a durable commit.
  * One transaction is in flight at a time; a failed one fails everything queued behind it, because
- * their sequence numbers assumed it would succeed.
+ * their sequence numbers assumed it would succeed. After a failure (etcd's deadline, a conflict, a lost fence)
+ * this committer commits nothing more: the state it was fed holds decisions that may not be in etcd. Later
+ * commits are refused at once with a clear `unavailable` error (and ask for a reload again if the last one
+ * ended) until the owner has reloaded the state from etcd and made a new committer.
  */
-import type { ClusterEvent } from '@underlay/core';
+import { UnavailableError, type ClusterEvent } from '@underlay/core';
 import { MAX_TXN_BYTES, MAX_TXN_OPS, type EtcdEventLog, type Fence } from '@underlay/adapters';
 
 interface Pending {
@@ -20,14 +23,20 @@ interface Pending {
 export interface CommitterHooks {
   /** Called after each successful transaction, in order, with each event's JSON. */
   onCommitted(events: ClusterEvent[], encoded: string[]): void;
-  /** Called once when a transaction fails; the caller must rebuild its state before deciding again. */
-  onFailed(err: unknown): void;
+  /**
+   * Called when a transaction fails (and again for a refused commit once the reload it returned has ended); the
+   * caller must rebuild its state before deciding again.
+   */
+  onFailed(err: unknown): void | Promise<unknown>;
 }
 
 export class GroupCommitter {
   private queue: Pending[] = [];
   private waiters: { seq: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
   private running = false;
+  /** The failure that stopped this committer, if one did. */
+  private failure?: unknown;
+  private reloading?: Promise<unknown>;
   /** Batches committed, for benchmarks and tests. */
   transactions = 0;
 
@@ -43,6 +52,7 @@ export class GroupCommitter {
   /** Resolves once the events are durable in etcd. */
   commit(events: ClusterEvent[]): Promise<void> {
     if (events.length === 0) return this.waitFor(0);
+    if (this.failure !== undefined) return Promise.reject(this.refusal());
     return new Promise((resolve, reject) => {
       const encoded = events.map((e) => JSON.stringify(e));
       const bytes = encoded.reduce((n, j) => n + j.length + 64, 0);
@@ -54,7 +64,29 @@ export class GroupCommitter {
   /** Resolves once everything up to `seq` is durable (for answers that depend on events still in flight). */
   waitFor(seq: number): Promise<void> {
     if (seq <= this.committedSeq) return Promise.resolve();
+    if (this.failure !== undefined) return Promise.reject(this.refusal());
     return new Promise((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
+  }
+
+  private refusal(): UnavailableError {
+    if (!this.reloading) this.askReload(this.failure);
+    const why = this.failure instanceof Error ? this.failure.message : String(this.failure);
+    return new UnavailableError(`not committed: an earlier commit failed (${why}); the controller is reloading its state from etcd`);
+  }
+
+  private askReload(err: unknown): void {
+    let asked: unknown;
+    try {
+      asked = this.hooks.onFailed(err); // synchronously: the owner closes its gate before anyone decides again
+    } catch {
+      asked = undefined;
+    }
+    const done = Promise.resolve(asked)
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.reloading === done) this.reloading = undefined;
+      });
+    this.reloading = done;
   }
 
   private async loop(): Promise<void> {
@@ -80,7 +112,8 @@ export class GroupCommitter {
           this.queue = [];
           const waiters = this.waiters;
           this.waiters = [];
-          this.hooks.onFailed(err);
+          this.failure = err;
+          this.askReload(err);
           for (const p of failed) p.reject(err);
           for (const w of waiters) w.reject(err);
           continue;

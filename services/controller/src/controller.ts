@@ -7,12 +7,9 @@
  */
 import type { Server } from 'node:http';
 import type { Subscription } from '@nats-io/transport-node';
-import { randomBytes } from 'node:crypto';
-import * as fs from 'node:fs';
 import {
   BindEndpointReq,
   NetworkNameRes,
-  rpc,
   NetworkNameReq,
   NetworkRecordReq,
   NetworkRemoveReq,
@@ -23,7 +20,13 @@ import {
   RequestAddressReq,
   RequestPoolReq,
   UnavailableError,
+  NotFoundError,
+  InvalidArgumentError,
   EmptyReq,
+  EventsConsumerReq,
+  SnapshotReadReq,
+  rpcServeSubject,
+  nodeOfRpcSubject,
   traceIdOf,
 } from '@underlay/core';
 import {
@@ -31,8 +34,11 @@ import {
   EtcdSnapshots,
   EventPublisher,
   connectNats,
+  ensureNodeConsumer,
   keys,
+  maxPayload,
   serveRpc,
+  REPLY_ENVELOPE_BYTES,
   type Fence,
   type NatsConnection,
   type RpcContext,
@@ -40,9 +46,11 @@ import {
 import { ControllerConfig, type ControllerConfigInput } from './config.js';
 import { IpamService } from './ipam-service.js';
 import { OrderedPublisher } from './publisher.js';
-import { createHttpApi } from './http-api.js';
+import { createHttpApi, readTlsFiles } from './http-api.js';
+import { resolveApiToken, type ApiTokens } from './api/tokens.js';
 import { Collector } from './collector.js';
 import { Snapshotter, loadState } from './snapshots.js';
+import { etcdClientOptions } from './etcd.js';
 import { LeaderElection } from './leader.js';
 import { NodeDirectory } from './nodes.js';
 
@@ -62,6 +70,8 @@ export class Controller {
   readonly nodes: NodeDirectory;
   /** The bearer token the HTTP API requires. */
   readonly apiToken: string;
+  /** Every named token the HTTP API accepts (apiToken is the first). */
+  readonly apiTokens: ApiTokens;
   role: Role = 'starting';
   collector?: Collector;
   /** Number of times this controller became leader. */
@@ -79,11 +89,11 @@ export class Controller {
 
   constructor(config: ControllerConfigInput, private readonly logger: Logger = () => {}) {
     this.config = ControllerConfig.parse(config);
-    this.log = new EtcdEventLog({ endpoints: this.config.etcd });
-    this.snaps = new EtcdSnapshots(this.log.client);
+    this.log = new EtcdEventLog(etcdClientOptions(this.config));
+    this.snaps = new EtcdSnapshots(this.log);
     this.ipam = new IpamService({
       log: this.log,
-      loadState: () => loadState(this.log, this.snaps, logger),
+      loadState: () => loadState(this.log, this.snaps, logger, (r) => this.snapshotter.recordLoad(r)),
       onCommitted: (evs, encoded) => {
         this.publisher?.enqueue(evs, encoded);
         this.snapshotter.onCommitted(evs);
@@ -94,10 +104,12 @@ export class Controller {
         if (this.role === 'leader') this.snapshotter.reset(state);
       },
       logger,
+      poolLimits: { maxPoolPrefixV4: this.config.maxPoolPrefixV4, maxPoolPrefixV6: this.config.maxPoolPrefixV6 },
     });
-    this.snapshotter = new Snapshotter(this.snaps, this.config.snapshotEvery, logger);
+    this.snapshotter = new Snapshotter(this.snaps, this.config.snapshotEvery, logger, { log: this.log, events: this.config.eventRetention, compact: this.config.etcdCompact, compactMargin: this.config.etcdCompactMargin, fence: () => this.currentFence() });
     this.nodes = new NodeDirectory(this.config.nodeLeaseMs);
-    this.apiToken = resolveApiToken(this.config, logger);
+    this.apiTokens = resolveApiToken(this.config, logger);
+    this.apiToken = this.apiTokens.tokens[0]!.token;
   }
 
   private currentFence(): Fence {
@@ -108,8 +120,12 @@ export class Controller {
 
   /** Starts the HTTP API and the campaign; resolves once this controller is leader or standby. */
   async start(): Promise<void> {
-    this.nc = await connectNats(this.config.nats, `underlay-controller-${this.config.name}`);
-    this.publisher = new OrderedPublisher(await EventPublisher.open(this.nc), this.log, this.logger);
+    this.nc = await connectNats(this.config.nats, `underlay-controller-${this.config.name}`, { creds: this.config.natsCreds, tls: { ca: this.config.natsCa, cert: this.config.natsCert, key: this.config.natsKey } });
+    const streamLimits = { maxBytes: this.config.streamMaxBytes, maxAgeMs: this.config.streamMaxAgeMs, maxMsgs: this.config.streamMaxMsgs };
+    this.publisher = new OrderedPublisher(await EventPublisher.open(this.nc, streamLimits), this.log, this.logger, {
+      snapshotSeq: async () => (await this.snaps.latestManifest())?.seq,
+      active: () => this.role === 'leader',
+    });
     this.listenToReports(this.nc);
     await this.startHttp();
     this.role = 'standby';
@@ -124,7 +140,7 @@ export class Controller {
 
   private async leadLoop(): Promise<void> {
     while (!this.stopped) {
-      const election = new LeaderElection({ client: this.log.client, name: this.config.name, ttlSeconds: this.config.leaseTtlSeconds, key: keys.leader, logger: this.logger });
+      const election = new LeaderElection({ client: this.log.client, name: this.config.name, ttlSeconds: this.config.leaseTtlSeconds, key: keys.leader, logger: this.logger, callTimeoutMs: this.config.etcdTimeoutMs });
       this.election = election;
       let lost!: (reason: string) => void;
       const lostP = new Promise<string>((r) => (lost = r));
@@ -191,22 +207,27 @@ export class Controller {
     this.role = 'leader';
     await this.publisher!.catchUp();
     const nc = this.nc!;
-    const ctx = (req: { node: string }, rc: RpcContext) => ({ actor: `node:${req.node}`, traceId: traceIdOf(rc.traceparent) });
+    // The caller is the node its subject names (NATS lets a node's credentials publish only there); serveRpc
+    // has already refused a body naming another node.
+    const ctx = (rc: RpcContext) => ({ actor: `node:${rc.node}`, traceId: traceIdOf(rc.traceparent) });
+    const so = { logger: this.logger };
     this.subs.push(
-      serveRpc(nc, 'requestPool', RequestPoolReq, (r, rc) => this.ipam.requestPool(r, ctx(r, rc))),
-      serveRpc(nc, 'releasePool', ReleasePoolReq, (r, rc) => this.ipam.releasePool(r, ctx(r, rc))),
-      serveRpc(nc, 'requestAddress', RequestAddressReq, (r, rc) => this.ipam.requestAddress(r, ctx(r, rc))),
-      serveRpc(nc, 'releaseAddress', ReleaseAddressReq, (r, rc) => this.ipam.releaseAddress(r, ctx(r, rc))),
-      serveRpc(nc, 'bindEndpoint', BindEndpointReq, (r, rc) => this.ipam.bindEndpoint(r, ctx(r, rc))),
-      serveRpc(nc, 'networkRecord', NetworkRecordReq, (r, rc) => this.ipam.networkRecord(r, ctx(r, rc))),
-      serveRpc(nc, 'networkName', NetworkNameReq, (r, rc) => this.ipam.networkName(r, ctx(r, rc)).then((x) => NetworkNameRes.parse(x))),
-      serveRpc(nc, 'networkRemove', NetworkRemoveReq, (r, rc) => this.ipam.networkRemove(r, ctx(r, rc), this.nodes.containerOf)),
-      serveRpc(nc, 'nodeReport', NodeReport, (r, rc) => this.ipam.nodeReport(r, ctx(r, rc))),
-      serveRpc(nc, 'readEvents', ReadEventsReq, async (r) => ({ events: await this.log.readAll(r.fromSeq, r.limit) })),
+      serveRpc(nc, 'requestPool', RequestPoolReq, (r, rc) => this.ipam.requestPool(r, ctx(rc)), so),
+      serveRpc(nc, 'releasePool', ReleasePoolReq, (r, rc) => this.ipam.releasePool(r, ctx(rc)), so),
+      serveRpc(nc, 'requestAddress', RequestAddressReq, (r, rc) => this.ipam.requestAddress(r, ctx(rc)), so),
+      serveRpc(nc, 'releaseAddress', ReleaseAddressReq, (r, rc) => this.ipam.releaseAddress(r, ctx(rc)), so),
+      serveRpc(nc, 'bindEndpoint', BindEndpointReq, (r, rc) => this.ipam.bindEndpoint(r, ctx(rc)), so),
+      serveRpc(nc, 'networkRecord', NetworkRecordReq, (r, rc) => this.ipam.networkRecord(r, ctx(rc)), so),
+      serveRpc(nc, 'networkName', NetworkNameReq, (r, rc) => this.ipam.networkName(r, ctx(rc)).then((x) => NetworkNameRes.parse(x)), so),
+      serveRpc(nc, 'networkRemove', NetworkRemoveReq, (r, rc) => this.ipam.networkRemove(r, ctx(rc), this.nodes.containerOf), so),
+      serveRpc(nc, 'nodeReport', NodeReport, (r, rc) => this.ipam.nodeReport(r, ctx(rc)), so),
+      serveRpc(nc, 'readEvents', ReadEventsReq, async (r) => ({ events: await this.readEventsPage(r.fromSeq, r.limit, maxPayload(nc) - REPLY_ENVELOPE_BYTES) }), so),
       serveRpc(nc, 'eventsHead', EmptyReq, async () => {
         await this.ipam.settled();
         return { seq: this.ipam.committedSeq };
-      }),
+      }, so),
+      serveRpc(nc, 'eventsConsumer', EventsConsumerReq, (r, rc) => ensureNodeConsumer(nc, rc.node, r.afterSeq), so),
+      serveRpc(nc, 'snapshotRead', SnapshotReadReq, (r) => this.snapshotPart(r.seq, r.part), so),
     );
     await nc.flush();
     const c = this.config;
@@ -218,6 +239,33 @@ export class Controller {
       this.logger,
     );
     this.collector.start();
+  }
+
+  /**
+   * Events from `fromSeq`, at most `limit`, and no more than fit in `maxBytes` of JSON (a NATS reply must fit the
+   * server's max_payload): at least one event, so a reader always progresses.
+   */
+  private async readEventsPage(fromSeq: number, limit: number, maxBytes: number): Promise<unknown[]> {
+    const events = await this.log.readAll(fromSeq, limit);
+    let bytes = 2;
+    const out: unknown[] = [];
+    for (const ev of events) {
+      bytes += Buffer.byteLength(JSON.stringify(ev)) + 1;
+      if (bytes > maxBytes && out.length > 0) break;
+      out.push(ev);
+    }
+    return out;
+  }
+
+  /** One part of the latest snapshot in etcd (`seq: 0` when there is none). */
+  private async snapshotPart(seq: number | undefined, part: number): Promise<{ seq: number; parts: number; part: number; data: string }> {
+    const man = await this.snaps.latestManifest();
+    if (!man) return { seq: 0, parts: 0, part: 0, data: '' };
+    if (seq !== undefined && seq !== man.seq) throw new NotFoundError(`snapshot ${seq} was replaced by snapshot ${man.seq}; start again from part 0`);
+    if (part >= man.parts) throw new InvalidArgumentError(`snapshot ${man.seq} has ${man.parts} parts, not part ${part}`);
+    const data = await this.snaps.readPart(man.seq, part);
+    if (data === undefined) throw new NotFoundError(`snapshot ${man.seq} was replaced; start again from part 0`);
+    return { seq: man.seq, parts: man.parts, part, data };
   }
 
   private async stepDown(): Promise<void> {
@@ -234,11 +282,13 @@ export class Controller {
    * group), so leases and statuses survive a change of leader.
    */
   private listenToReports(nc: NatsConnection): void {
-    const sub = nc.subscribe(rpc.nodeReport, {
+    const sub = nc.subscribe(rpcServeSubject('nodeReport'), {
       callback: (err, msg) => {
         if (err) return;
         try {
-          this.nodes.record(NodeReport.parse(msg.json()));
+          const report = NodeReport.parse(msg.json());
+          // Only a node's own report counts (the leader refuses the others).
+          if (report.node === nodeOfRpcSubject(msg.subject)) this.nodes.record(report);
         } catch {
           /* a malformed report is answered (refused) by the leader */
         }
@@ -255,12 +305,13 @@ export class Controller {
 
   private async startHttp(): Promise<void> {
     const [host, port] = splitHostPort(this.config.listen);
+    const c = this.config;
     this.http = createHttpApi({
       state: () => this.ipam.state,
       status: () => ({ role: this.role, name: this.config.name }),
       nodes: this.nodes,
       log: this.log,
-      token: this.apiToken,
+      tokens: this.apiTokens,
       createNetwork: async (name, definition, actor) => {
         this.leaderOnly();
         return this.ipam.clusterNetworkCreate({ name, definition }, { actor });
@@ -269,14 +320,22 @@ export class Controller {
         this.leaderOnly();
         await this.ipam.clusterNetworkRemove({ name }, { actor }, this.nodes.containerOf);
       },
-    }, { logger: this.logger });
+    }, {
+      logger: this.logger,
+      tls: c.tlsCert && c.tlsKey ? readTlsFiles(c.tlsCert, c.tlsKey) : undefined,
+      limits: {
+        headersTimeoutMs: c.httpHeadersTimeoutMs, requestTimeoutMs: c.httpRequestTimeoutMs, idleTimeoutMs: c.httpIdleTimeoutMs,
+        maxHeaderBytes: c.httpMaxHeaderBytes, maxConnections: c.httpMaxConnections, maxBodyBytes: c.httpMaxBodyBytes,
+        followMax: c.eventsFollowMax, followMaxMs: c.eventsFollowMaxMs, followStallMs: c.eventsFollowStallMs,
+      },
+    });
     await new Promise<void>((resolve, reject) => {
       this.http!.once('error', reject);
       this.http!.listen(port, host, () => resolve());
     });
     const addr = this.http.address();
     if (addr && typeof addr === 'object') this.httpAddress = { host: addr.address, port: addr.port };
-    this.logger(`controller ${this.config.name}: NATS ${this.config.nats}, HTTP ${this.httpAddress?.host}:${this.httpAddress?.port}`);
+    this.logger(`controller ${this.config.name}: NATS ${this.config.nats}, ${c.tlsCert ? 'HTTPS' : 'HTTP'} ${this.httpAddress?.host}:${this.httpAddress?.port}`);
   }
 
   /** Waits until every committed event has been handed to JetStream. */
@@ -305,22 +364,8 @@ export class Controller {
   }
 }
 
-/** The API token: given, read from a file, or (neither) made up, written to the file when one is named, and logged once. */
-export function resolveApiToken(c: ControllerConfig, logger: Logger): string {
-  if (c.apiToken) return c.apiToken;
-  if (c.apiTokenFile && fs.existsSync(c.apiTokenFile)) {
-    const t = fs.readFileSync(c.apiTokenFile, 'utf8').trim();
-    if (t) return t;
-  }
-  const t = randomBytes(24).toString('base64url');
-  if (c.apiTokenFile) {
-    fs.writeFileSync(c.apiTokenFile, `${t}\n`, { mode: 0o600 });
-    logger(`API token written to ${c.apiTokenFile}`);
-  } else {
-    logger('no --api-token or --api-token-file: made up a token for this run; the HTTP API will refuse every /v1 request without it');
-  }
-  return t;
-}
+/** Moved to api/tokens.ts (named tokens); kept exported from here. */
+export { resolveApiToken } from './api/tokens.js';
 
 export function splitHostPort(s: string): [string, number] {
   const i = s.lastIndexOf(':');

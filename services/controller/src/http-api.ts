@@ -7,16 +7,28 @@
  *   GET  /v1/endpoints            GET  /v1/nodes              GET /v1/ipam/usage     GET /v1/ipam
  *   GET  /v1/events?since=SEQ&limit=N[&follow=true]
  *
- * Every /v1 route needs `Authorization: Bearer <token>`. Bodies and queries are validated with the
- * schemas of libs/core/src/protocol/api.ts; a failure is a 400 naming the field. Routes: api/routes.ts.
+ * Every /v1 route needs `Authorization: Bearer <token>` (one of the named tokens; its name is the actor of
+ * the request's events). Bodies and queries are validated with the schemas of libs/core/src/protocol/api.ts;
+ * a failure is a 400 naming the field. Routes: api/routes.ts.
+ *
+ * HTTP or HTTPS (options.tls). No client can stop the server or hold it: headers, request and idle
+ * timeouts, a header size limit, a connection limit, bodies refused before they are read (api/http.ts),
+ * capped follow streams (api/routes.ts); api/limits.ts has the numbers. A handler's error is a 500 with
+ * its message, logged; it never escapes.
  */
+import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
+import * as tls from 'node:tls';
+import { InvalidArgumentError } from '@underlay/core';
 import type { ApiDeps } from './api/deps.js';
 import { HttpError, checkBearer, sendError, sendJson, toHttpError } from './api/http.js';
 import { apiRoutes, defaultOptions, type HttpApiOptions, type RouteContext, type RouteSpec } from './api/routes.js';
 import { OpenApiDocument, openApiDocument } from './openapi.js';
 
 export type { HttpApiOptions } from './api/routes.js';
+export type { HttpLimits } from './api/limits.js';
+export { HTTP_LIMITS } from './api/limits.js';
 
 interface CompiledRoute {
   spec: RouteSpec;
@@ -40,13 +52,43 @@ function compile(spec: RouteSpec): CompiledRoute {
   return { spec, pattern: new RegExp(`^${source}$`), names };
 }
 
+/**
+ * The API's certificate chain and key (`--tls-cert`, `--tls-key`), read and tried together, so a missing
+ * file, a file that is not PEM or a key that does not match the certificate is one clear line at start.
+ */
+export function readTlsFiles(certFile: string, keyFile: string): { cert: Buffer; key: Buffer } {
+  const read = (file: string, flag: string) => {
+    try {
+      return fs.readFileSync(file);
+    } catch (e) {
+      throw new InvalidArgumentError(`${flag}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  };
+  const cert = read(certFile, '--tls-cert');
+  const key = read(keyFile, '--tls-key');
+  try {
+    tls.createSecureContext({ cert, key });
+  } catch (e) {
+    throw new InvalidArgumentError(`--tls-cert ${certFile} and --tls-key ${keyFile} cannot be used together: ${(e as Error).message}`);
+  }
+  return { cert, key };
+}
+
 /** A request's path without its query, for logs. */
 const pathOf = (req: http.IncomingMessage) => (req.url ?? '/').split('?')[0];
 
-/** `user:<X-Underlay-User>` when the header is a plain name (the CLI sends the local user), else `user:api`. */
-function actorOf(req: http.IncomingMessage): string {
-  const u = req.headers['x-underlay-user'];
-  return typeof u === 'string' && /^[A-Za-z0-9_.@-]{1,64}$/.test(u) ? `user:${u}` : 'user:api';
+/** Logs at most one line per `ms` about a recurring condition, with how many times it happened. */
+function throttled(logger: (m: string) => void, ms: number) {
+  let last = 0;
+  let count = 0;
+  return (msg: (n: number) => string) => {
+    count++;
+    const now = Date.now();
+    if (now - last < ms) return;
+    last = now;
+    logger(msg(count));
+    count = 0;
+  };
 }
 
 export function createHttpApi(deps: ApiDeps, options: HttpApiOptions = {}): http.Server {
@@ -68,10 +110,16 @@ export function createHttpApi(deps: ApiDeps, options: HttpApiOptions = {}): http
   const compiled = routes.map(compile);
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
-    const url = new URL(req.url ?? '/', 'http://controller');
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://controller');
+    } catch {
+      throw new HttpError(400, 'invalid-argument', 'the request target is not a valid path');
+    }
     const path = url.pathname;
-    // Every /v1 request needs the token, whatever its path or method.
-    if (path === '/v1' || path.startsWith('/v1/')) checkBearer(req.headers.authorization, deps.token);
+    // Every /v1 request needs a token, whatever its path or method; its name is the actor.
+    let actor = 'user:anonymous';
+    if (path === '/v1' || path.startsWith('/v1/')) actor = `user:${checkBearer(req.headers.authorization, deps.tokens)}`;
     const matches = compiled.map((c) => ({ c, m: c.pattern.exec(path) })).filter((x) => x.m);
     if (matches.length === 0) throw new HttpError(404, 'not-found', `no such path: ${path}`);
     const hit = matches.find((x) => x.c.spec.method === req.method);
@@ -87,19 +135,60 @@ export function createHttpApi(deps: ApiDeps, options: HttpApiOptions = {}): http
         throw new HttpError(400, 'invalid-argument', `${n}: not a valid path segment`, n);
       }
     });
-    const ctx: RouteContext = { deps, req, res, params, query: Object.fromEntries(url.searchParams), actor: actorOf(req), opts };
+    const ctx: RouteContext = { deps, req, res, params, query: Object.fromEntries(url.searchParams), actor, opts };
     const reply = await hit.c.spec.handle(ctx);
     if (reply) sendJson(res, reply.status, reply.body, reply.headers);
   };
 
-  return http.createServer((req, res) => {
-    handle(req, res).catch((e: unknown) => {
-      if (toHttpError(e).status >= 500) opts.logger(`HTTP ${req.method} ${pathOf(req)}: ${(e as Error).message ?? e}`);
-      if (res.headersSent) {
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const fail = (e: unknown) => {
+      try {
+        // Only failures nobody meant (500): refusals (401, 413, 503…) are answers, and logging them would let any client fill the log.
+        if (toHttpError(e).status === 500) opts.logger(`HTTP ${req.method} ${pathOf(req)}: ${(e as Error)?.message ?? e}`);
+        if (res.headersSent) res.destroy();
+        else sendError(res, e);
+      } catch (e2) {
+        opts.logger(`HTTP ${req.method} ${pathOf(req)}: cannot answer: ${(e2 as Error)?.message ?? e2}`);
         res.destroy();
-        return;
       }
-      sendError(res, e);
-    });
+    };
+    try {
+      handle(req, res).catch(fail);
+    } catch (e) {
+      fail(e);
+    }
+  };
+
+  const l = opts.limits;
+  const serverOptions: http.ServerOptions = {
+    headersTimeout: l.headersTimeoutMs,
+    requestTimeout: l.requestTimeoutMs,
+    keepAliveTimeout: l.idleTimeoutMs,
+    maxHeaderSize: l.maxHeaderBytes,
+    // How often expired headers and requests are looked for: often enough that the timeouts hold within about a quarter.
+    connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(l.headersTimeoutMs / 4))),
+  };
+  const server: http.Server = options.tls
+    ? (https.createServer({ ...serverOptions, cert: options.tls.cert, key: options.tls.key, handshakeTimeout: l.headersTimeoutMs }, onRequest) as unknown as http.Server)
+    : http.createServer(serverOptions, onRequest);
+  server.headersTimeout = l.headersTimeoutMs;
+  server.requestTimeout = l.requestTimeoutMs;
+  server.keepAliveTimeout = l.idleTimeoutMs;
+  // A connection with no traffic either way for this long while a request is under way (a client that
+  // does not read its answer) is closed; follow streams turn this off and use their stall limit.
+  server.timeout = l.requestTimeoutMs;
+  server.maxConnections = l.maxConnections;
+  // `Expect: 100-continue` (curl's way with bodies over 1 MiB): a declared body over the limit is refused
+  // without inviting it; anything else is invited and handled as usual.
+  server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (Number(req.headers['content-length']) > l.maxBodyBytes) {
+      sendError(res, new HttpError(413, 'payload-too-large', `the request body is larger than the ${l.maxBodyBytes} bytes allowed`));
+      return;
+    }
+    res.writeContinue();
+    onRequest(req, res);
   });
+  const dropped = throttled(opts.logger, 10_000);
+  server.on('drop', () => dropped((n) => `HTTP: ${n} connection(s) refused: ${l.maxConnections} are open (--http-max-connections)`));
+  return server;
 }

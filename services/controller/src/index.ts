@@ -6,3 +6,6 @@ export * from './collector.js';
 export * from './snapshots.js';
 export * from './controller.js';
 export * from './leader.js';
+export { HTTP_LIMITS, type HttpLimits } from './api/limits.js';
+export { ApiTokens, ensureTokenFile, parseTokenFile, readTokenFile, writeTokenFile, type NamedToken } from './api/tokens.js';
+export * from './etcd.js';

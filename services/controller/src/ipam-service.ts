@@ -28,12 +28,13 @@ import {
   type NetworkDefinitionInput,
   type NetworkNameReq,
   type NodeReport,
+  type PoolLimits,
   type ReleaseAddressReq,
   type ReleasePoolReq,
   type RequestAddressReq,
   type RequestPoolReq,
 } from '@underlay/core';
-import type { EtcdEventLog, Fence } from '@underlay/adapters';
+import { EventsTrimmedError, type EtcdEventLog, type Fence } from '@underlay/adapters';
 import { GroupCommitter } from './committer.js';
 
 /** Decisions per turn of the event loop. */
@@ -53,6 +54,8 @@ export interface IpamServiceOptions {
   onCommitted?: (events: ClusterEvent[], encoded: string[]) => void;
   fence?: () => Fence | undefined;
   logger?: (msg: string) => void;
+  /** The largest pools handed out (--max-pool-prefix-v4/-v6; default core's DEFAULT_POOL_LIMITS). */
+  poolLimits?: PoolLimits;
 }
 
 export class IpamService {
@@ -83,7 +86,13 @@ export class IpamService {
     if (!this.clean || !this.committer) return this.load();
     const before = this.engine.state.seq;
     let state = this.engine.state;
-    for await (const page of this.opts.log.read(state.seq + 1)) state = fold(page, state);
+    try {
+      for await (const page of this.opts.log.read(state.seq + 1)) state = fold(page, state);
+    } catch (e) {
+      // Fell behind the trimmed log (a standby cut off for long): start again from the latest snapshot.
+      if (e instanceof EventsTrimmedError) return this.load();
+      throw e;
+    }
     // A standby calls this every 250 ms: keep the committer unless the log moved.
     if (state.seq !== before) this.setState(state);
   }
@@ -97,7 +106,7 @@ export class IpamService {
         onCommitted: (evs, encoded) => this.opts.onCommitted?.(evs, encoded),
         onFailed: (err) => {
           this.opts.logger?.(`commit failed, reloading state from etcd: ${(err as Error).message}`);
-          void this.reload().catch((e) => this.opts.logger?.(`reload failed: ${(e as Error).message}`));
+          return this.reload().catch((e) => this.opts.logger?.(`reload failed: ${(e as Error).message}`));
         },
       },
       this.opts.fence,
@@ -176,7 +185,7 @@ export class IpamService {
   }
 
   requestPool(req: RequestPoolReq, ctx: RequestContext) {
-    return this.run((s) => decideRequestPool(s, req), ctx);
+    return this.run((s) => decideRequestPool(s, req, this.opts.poolLimits), ctx);
   }
   releasePool(req: ReleasePoolReq, ctx: RequestContext) {
     return this.run((s) => decideReleasePool(s, req), ctx);
@@ -211,7 +220,7 @@ export class IpamService {
     return { seq: this.committedSeq };
   }
   clusterNetworkCreate(req: { name: string; definition: NetworkDefinitionInput }, ctx: RequestContext) {
-    return this.run((s) => decideClusterNetworkCreate(s, req), ctx);
+    return this.run((s) => decideClusterNetworkCreate(s, req, this.opts.poolLimits), ctx);
   }
   clusterNetworkRemove(req: { name: string }, ctx: RequestContext, who?: ContainerLookup) {
     return this.run((s) => decideClusterNetworkRemove(s, req, who), ctx);

@@ -33,6 +33,8 @@ export interface LeaderElectionOptions {
    * fenced by the leader key, which disappears with the lease.
    */
   safeFraction?: number;
+  /** Deadline of every single etcd call (grant, txn, get, revoke, the watch's set-up), default 5000 ms. */
+  callTimeoutMs?: number;
   logger?: (m: string) => void;
 }
 
@@ -44,7 +46,7 @@ export class ElectionStoppedError extends Error {
   }
 }
 
-/** Deadline for single etcd calls (grant, txn, get, revoke). */
+/** Default deadline for single etcd calls (grant, txn, get, revoke, watch set-up). */
 const CALL_TIMEOUT_MS = 5_000;
 /** Default fraction of the TTL after the last answered keepalive's send time at which we consider the lease lost. */
 const SAFE_FRACTION = 0.9;
@@ -78,6 +80,7 @@ export class LeaderElection {
   private readonly client: Etcd3;
   private readonly log: (m: string) => void;
   private readonly safeMs: number;
+  private readonly callTimeoutMs: number;
   private readonly lostCallbacks: ((reason: string) => void)[] = [];
   /** The lease used for the next attempt (standby) or the current term. */
   private handle?: LeaseHandle;
@@ -106,6 +109,9 @@ export class LeaderElection {
     const fraction = opts.safeFraction ?? SAFE_FRACTION;
     if (!(fraction > 0 && fraction <= 1)) throw new RangeError(`safeFraction must be in (0, 1], got ${fraction}`);
     this.safeMs = ttl * 1000 * fraction;
+    const callMs = opts.callTimeoutMs ?? CALL_TIMEOUT_MS;
+    if (!Number.isInteger(callMs) || callMs < 1 || callMs > 2 ** 31 - 1) throw new RangeError(`callTimeoutMs must be a whole number of ms ≥ 1, got ${callMs}`);
+    this.callTimeoutMs = callMs;
     this.log = opts.logger ?? (() => {});
     this.stoppedSignal = new Promise<void>((resolve) => (this.signalStopped = resolve));
   }
@@ -184,7 +190,7 @@ export class LeaderElection {
     for (;;) {
       this.throwIfStopped();
       try {
-        await this.ensureWatch();
+        await withTimeout(this.ensureWatch(), this.callTimeoutMs, `the watch on ${this.key} to start`);
         this.throwIfStopped();
         const h = await this.ensureLease();
         this.throwIfStopped();
@@ -316,7 +322,7 @@ export class LeaderElection {
     if (cur) void this.dropLease(cur, 'stale');
     const h = this.newLease();
     this.handle = h;
-    h.id = await this.raceStop(h.lease.grant());
+    h.id = await this.raceStop(withTimeout(h.lease.grant(), this.callTimeoutMs, `etcd to grant a lease`));
     if (h.dead) throw new Error(`lease ${h.id} was lost right after the grant`);
     return h;
   }
@@ -324,7 +330,7 @@ export class LeaderElection {
   private newLease(): LeaseHandle {
     const sentAt = now();
     // The grant request goes out in the constructor; keepalives start when it is answered.
-    const lease = this.client.lease(this.ttlSeconds, { autoKeepAlive: true, deadline: Date.now() + CALL_TIMEOUT_MS });
+    const lease = this.client.lease(this.ttlSeconds, { autoKeepAlive: true, deadline: Date.now() + this.callTimeoutMs });
     const h: LeaseHandle = { lease, id: '', validUntil: sentAt + this.safeMs, inFlight: [], dead: false };
     // Responses on a keepalive stream come in request order; a new stream starts a new queue.
     lease.on('keepaliveEstablished', () => {
@@ -383,7 +389,7 @@ export class LeaderElection {
     h.dead = true;
     clearTimeout(h.timer);
     if (this.handle === h) this.handle = undefined;
-    return (h.revoking ??= withTimeout(h.lease.revoke({ deadline: Date.now() + CALL_TIMEOUT_MS }), CALL_TIMEOUT_MS + 500).catch((e) => {
+    return (h.revoking ??= withTimeout(h.lease.revoke({ deadline: Date.now() + this.callTimeoutMs }), this.callTimeoutMs + 500, `etcd to revoke lease ${h.id}`).catch((e) => {
       this.log(`could not revoke lease ${h.id || '(pending)'} (it expires by itself): ${errText(e)}`);
     }));
   }
@@ -411,7 +417,7 @@ export class LeaderElection {
   // --- helpers -------------------------------------------------------------------------------
 
   private callOpts(): { deadline: number } {
-    return { deadline: Date.now() + CALL_TIMEOUT_MS };
+    return { deadline: Date.now() + this.callTimeoutMs };
   }
 
   private throwIfStopped(): void {
@@ -436,12 +442,12 @@ function errText(e: unknown): string {
   return e instanceof Error ? `${e.constructor.name}: ${e.message}` : String(e);
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+function withTimeout<T>(p: Promise<T>, ms: number, what = 'etcd'): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([
     p,
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+      timer = setTimeout(() => reject(new Error(`waited ${ms} ms for ${what}`)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
 }

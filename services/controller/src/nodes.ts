@@ -4,7 +4,7 @@
  * (leader and standbys) listens to the reports, so a new leader starts with the same view.
  * Kept in memory only: the next report after a restart refills it.
  */
-import type { ContainerLookup, NodeLiveness, NodeReport } from '@underlay/core';
+import { reportedAddresses, type ContainerLookup, type NodeLiveness, type NodeReport } from '@underlay/core';
 
 export interface NodeEntry {
   node: string;
@@ -22,7 +22,7 @@ export class NodeDirectory {
 
   record(report: NodeReport, nowMs = Date.now()): void {
     this.entries.set(report.node, { node: report.node, lastSeenMs: nowMs, leaseMs: report.leaseMs ?? this.defaultLeaseMs, report });
-    this.liveness.set(report.node, { lastSeenMs: nowMs, report: { atMs: nowMs, endpoints: new Set(report.endpoints) } });
+    this.liveness.set(report.node, { lastSeenMs: nowMs, report: { atMs: nowMs, endpoints: new Set(report.endpoints), addresses: reportedAddresses(report.endpointStates) } });
   }
 
   get(node: string): NodeEntry | undefined {

@@ -129,13 +129,13 @@ export function openApiDocument(routes: readonly RouteSpec[]): JsonSchema {
       title: 'underlay controller API',
       version: API_VERSION,
       description:
-        'Cluster networks, endpoints, nodes, IPAM usage and the event log of an underlay cluster. Every /v1 route needs `Authorization: Bearer TOKEN` (the controller\'s --api-token or --api-token-file). Errors are `{"error": {"code", "message", "field"?}}`.',
+        'Cluster networks, endpoints, nodes, IPAM usage and the event log of an underlay cluster. Every /v1 route needs `Authorization: Bearer TOKEN`, one of the controller\'s named tokens (--api-token-file: `NAME TOKEN` lines; --api-token is named api); the token\'s name is the actor (`user:NAME`) of the events a request causes. Errors are `{"error": {"code", "message", "field"?}}`. Limits: request headers within 10 s, whole requests within 30 s, bodies up to 1 MiB (a larger Content-Length is refused before it is read), 256 connections, 32 follow streams of at most 1 h (the controller\'s --http-* and --events-follow-* flags).',
     },
     security: [{ bearerAuth: [] }],
     paths,
     components: {
       securitySchemes: {
-        bearerAuth: { type: 'http', scheme: 'bearer', description: 'the controller\'s API token (--api-token or --api-token-file)' },
+        bearerAuth: { type: 'http', scheme: 'bearer', description: 'one of the controller\'s named API tokens (--api-token-file, or --api-token named api); its name is the actor of the request' },
       },
       schemas: componentSchemas(),
     },

@@ -2,28 +2,69 @@
  * Publishes committed events to JetStream in order. On start, and after any failure, it catches up
  * from the log in etcd starting after the last event the stream holds, so every event reaches the
  * stream exactly once per message id even if the controller died between commit and publish.
+ *
+ * The stream itself may go: an operator deletes it (or purges it). A publish then fails (no stream
+ * answers), and a periodic check notices it even when nothing is published. Either way the catch-up
+ * recreates the stream with its limits and republishes what it should hold: the events after the last
+ * one it still has or, for an empty stream, the events since the latest snapshot, at most a bounded
+ * tail (readers find anything older in etcd through the controller). Agents' consumers, deleted with the
+ * stream, are made again by the controller when their agents ask.
  */
 import type { ClusterEvent } from '@underlay/core';
 import type { EtcdEventLog, EventPublisher } from '@underlay/adapters';
+
+export interface OrderedPublisherOptions {
+  /** The seq of the latest snapshot in etcd (undefined: none); an empty stream is refilled from after it. */
+  snapshotSeq?: () => Promise<number | undefined>;
+  /** At most this many events are republished into an empty stream (default 10,000). */
+  refillTail?: number;
+  /** How often the stream is checked while this controller publishes (default 2 s; 0: never). */
+  checkIntervalMs?: number;
+  /** Whether this controller publishes now (the leader); the periodic check does nothing otherwise. */
+  active?: () => boolean;
+}
+
+export const DEFAULT_REFILL_TAIL = 10_000;
 
 export class OrderedPublisher {
   private chain: Promise<void> = Promise.resolve();
   private publishedSeq = 0;
   private broken = false;
   private stopped = false;
+  private checking = false;
+  private readonly timer?: NodeJS.Timeout;
+  /** Times the stream was found missing and created again (for logs and tests). */
+  recreated = 0;
 
   constructor(
     private readonly pub: EventPublisher,
     private readonly log: EtcdEventLog,
     private readonly logger: (m: string) => void = () => {},
-  ) {}
+    private readonly opts: OrderedPublisherOptions = {},
+  ) {
+    const every = opts.checkIntervalMs ?? 2_000;
+    if (every > 0) {
+      this.timer = setInterval(() => void this.checkStream(), every);
+      this.timer.unref();
+    }
+  }
 
-  /** Republishes whatever the stream lacks. Resolves or rejects with this attempt; retries by itself. */
+  /** Republishes whatever the stream lacks (recreating it when it is gone). Resolves or rejects with this attempt; retries by itself. */
   catchUp(): Promise<void> {
     const run = this.chain.then(async () => {
       this.pub.resetPosition();
-      this.publishedSeq = await this.pub.lastPublishedSeq();
-      for await (const page of this.log.read(this.publishedSeq + 1, 1000)) {
+      const made = await this.pub.ensureStream();
+      if (made === 'created') {
+        this.recreated++;
+        this.logger(`the JetStream event stream was missing: created it again`);
+      } else if (made === 'updated') {
+        this.logger(`the JetStream event stream's limits were updated`);
+      }
+      const last = await this.pub.lastPublishedSeq();
+      const from = last > 0 ? last + 1 : await this.refillStart();
+      if (last === 0 && from > 1) this.logger(`the event stream is empty: republishing from event ${from} (earlier events are read from etcd)`);
+      this.publishedSeq = from - 1;
+      for await (const page of this.log.read(from, 1000)) {
         for (let i = 0; i < page.length; i += 100) {
           const part = page.slice(i, i + 100);
           await this.pub.publish(part);
@@ -34,6 +75,30 @@ export class OrderedPublisher {
     });
     this.chain = run.catch((err) => this.fail(err));
     return run;
+  }
+
+  /** Where an empty stream starts: after the latest snapshot, and no more than the tail before the head. */
+  private async refillStart(): Promise<number> {
+    const head = await this.log.head();
+    const snap = (await this.opts.snapshotSeq?.().catch(() => undefined)) ?? 0;
+    const tail = Math.max(1, this.opts.refillTail ?? DEFAULT_REFILL_TAIL);
+    return Math.max(1, snap + 1, head - tail + 1);
+  }
+
+  /** The periodic check: a missing stream (or other limits) starts a catch-up, which recreates it. */
+  async checkStream(): Promise<void> {
+    if (this.stopped || this.checking || this.broken || !(this.opts.active?.() ?? true)) return;
+    this.checking = true;
+    try {
+      if (!(await this.pub.streamInPlace())) {
+        this.logger('the JetStream event stream is missing or has other limits: recreating it');
+        await this.catchUp().catch(() => {});
+      }
+    } catch (e) {
+      this.logger(`could not check the JetStream event stream: ${(e as Error).message}`);
+    } finally {
+      this.checking = false;
+    }
   }
 
   enqueue(events: ClusterEvent[], encoded?: string[]): void {
@@ -61,6 +126,7 @@ export class OrderedPublisher {
 
   stop(): void {
     this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
   }
 
   /** Resolves when everything enqueued so far has been published (or has failed). */

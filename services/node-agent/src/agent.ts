@@ -5,7 +5,7 @@
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
 import { DockerEngine, RpcClient, connectNats, type NatsConnection } from '@underlay/adapters';
-import { EmptyRes, plugin, type ClusterEvent } from '@underlay/core';
+import { EmptyRes, nodeInboxPrefix, plugin, type ClusterEvent } from '@underlay/core';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ClusterView } from './cluster-view.js';
 import { ReplicaReconciler } from './driver/replicas.js';
@@ -20,7 +20,7 @@ import * as joinleave from './driver/joinleave.js';
 import * as authz from './driver/authz.js';
 import type { LinkOps } from './driver/links.js';
 import { LocalStore } from './driver/store.js';
-import { restore } from './driver/restore.js';
+import { StoreRebuild, restore } from './driver/restore.js';
 import { createPluginServer, listenOnSocket, type Routes } from './plugin-server.js';
 
 export type Logger = (msg: string) => void;
@@ -85,6 +85,7 @@ export class Agent {
   routes?: RouteService;
   bgp?: BgpService;
   private unlisten?: () => void;
+  private rebuild?: StoreRebuild;
   /** This host's address on the underlay (reported; next hop of routes to its blocks). */
   address?: string;
   socketPath?: string;
@@ -101,12 +102,12 @@ export class Agent {
     fs.mkdirSync(this.config.stateDir, { recursive: true });
     const store = new LocalStore(this.config.stateDir);
     this.links = await this.openLinks();
-    this.nc = await connectNats(this.config.nats, `underlay-agent-${this.config.node}`);
+    this.nc = await connectNats(this.config.nats, `underlay-agent-${this.config.node}`, { inboxPrefix: nodeInboxPrefix(this.config.node), creds: this.config.natsCreds, tls: { ca: this.config.natsCa, cert: this.config.natsCert, key: this.config.natsKey } });
     const ctx: DriverContext = {
       node: this.config.node,
       store,
       links: this.links,
-      controller: new RpcClient(this.nc),
+      controller: new RpcClient(this.nc, this.config.node),
       lock: new KeyedMutex(),
       log: this.logger,
       docker: new DockerEngine(this.config.docker),
@@ -121,7 +122,9 @@ export class Agent {
     };
     this.ctx = ctx;
     this.address = this.config.address ?? defaultAddress();
-    // Before serving Docker: bring back parents and clear links left by a crash.
+    // Before serving Docker: rebuild lost state from Docker, bring back parents and clear links left by a crash.
+    this.rebuild = new StoreRebuild(ctx);
+    await this.rebuild.start();
     const r = await restore(ctx, async () => (await ctx.links.listLinks()).map((l) => l.name));
     this.logger(
       `restored ${r.networks} networks and ${r.endpoints} endpoints` +
@@ -183,7 +186,8 @@ export class Agent {
         logger: this.logger,
       });
     }
-    void view.ready().then(() => {
+    void view.ready().then(async () => {
+      await this.rebuild?.withController(view.state);
       this.logger(`cluster state caught up at seq ${view.seq}: ${view.state.clusterNetworks.size} cluster networks`);
       this.replicas?.start();
     });
@@ -210,6 +214,7 @@ export class Agent {
 
   async stop(): Promise<void> {
     if (this.reportTimer) clearInterval(this.reportTimer);
+    await this.rebuild?.stop();
     this.unlisten?.();
     await this.bgp?.stop();
     await this.routes?.stop();

@@ -1,24 +1,26 @@
 /**
- * The agent's read-only copy of the cluster state: the same fold the controller runs, fed by the
- * JetStream event stream (gaps re-read from the controller). Replicas of cluster networks, routes to
- * other hosts' blocks and BGP announcements are all reconciled against it.
+ * The agent's read-only copy of the cluster state: the same fold the controller runs, started from the
+ * controller's latest snapshot (read over NATS in parts; the log behind it may be trimmed) and fed by the
+ * JetStream event stream through the node's own consumer (gaps re-read from the controller). Replicas of
+ * cluster networks, routes to other hosts' blocks and BGP announcements are all reconciled against it.
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import { EventConsumer, RpcClient } from '@underlay/adapters';
-import { EventsHeadRes, ReadEventsRes, apply, emptyState, parseEvent, type ClusterEvent, type IpamState } from '@underlay/core';
+import { EventsHeadRes, ReadEventsRes, SnapshotReadRes, apply, emptyState, parseEvent, restore, type ClusterEvent, type IpamState } from '@underlay/core';
 
 export type ViewListener = (events: readonly ClusterEvent[], state: IpamState) => void;
 
 export interface ClusterViewOptions {
   nc: NatsConnection;
-  rpc?: RpcClient;
+  /** The node's client (its consumer and its requests are the node's). */
+  rpc: RpcClient;
   logger?: (m: string) => void;
   /** How often to compare with the controller's head (catches events missing at the end of the stream). */
   headCheckMs?: number;
 }
 
 export class ClusterView {
-  readonly state: IpamState = emptyState();
+  private _state: IpamState = emptyState();
   private readonly rpc: RpcClient;
   private readonly logger: (m: string) => void;
   private consumer?: EventConsumer;
@@ -31,13 +33,20 @@ export class ClusterView {
   private lastBehind?: number;
 
   constructor(private readonly opts: ClusterViewOptions) {
-    this.rpc = opts.rpc ?? new RpcClient(opts.nc);
+    this.rpc = opts.rpc;
     this.logger = opts.logger ?? (() => {});
   }
 
-  get seq(): number {
-    return this.state.seq;
+  get state(): IpamState {
+    return this._state;
   }
+
+  get seq(): number {
+    return this._state.seq;
+  }
+
+  /** The seq of the snapshot the view started from (0: it folded the log from the start). */
+  snapshotSeq = 0;
 
   /** Called (batched per turn of the event loop) with the events just applied. */
   onChange(l: ViewListener): () => void {
@@ -46,11 +55,36 @@ export class ClusterView {
   }
 
   async start(): Promise<void> {
-    this.consumer = new EventConsumer({ nc: this.opts.nc, rpc: this.rpc, afterSeq: 0, onEvent: (ev) => this.take(ev), logger: this.logger });
+    await this.loadSnapshot();
+    this.consumer = new EventConsumer({ nc: this.opts.nc, rpc: this.rpc, afterSeq: this._state.seq, onEvent: (ev) => this.take(ev), logger: this.logger });
     await this.consumer.start();
     void this.checkHead();
     this.timer = setInterval(() => void this.checkHead(), this.opts.headCheckMs ?? 2_000);
     this.timer.unref();
+  }
+
+  /**
+   * Starts from the controller's latest snapshot when there is one (before any listener runs). A snapshot
+   * replaced while its parts are read is read again; after a few tries, or when the controller cannot be
+   * asked, the view folds the log from the start (which works while the log is not trimmed).
+   */
+  private async loadSnapshot(): Promise<void> {
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      try {
+        const first = await this.rpc.call('snapshotRead', { part: 0 }, SnapshotReadRes, { deadlineMs: 10_000 });
+        if (first.seq === 0) return;
+        const parts = [first.data];
+        for (let part = 1; part < first.parts; part++) {
+          parts.push((await this.rpc.call('snapshotRead', { seq: first.seq, part }, SnapshotReadRes, { deadlineMs: 10_000 })).data);
+        }
+        this._state = restore(JSON.parse(parts.join('')));
+        this.snapshotSeq = this._state.seq;
+        this.logger(`cluster view: started from snapshot ${this._state.seq} (${first.parts} parts)`);
+        return;
+      } catch (e) {
+        this.logger(`cluster view: could not read the latest snapshot (attempt ${attempt}): ${(e as Error).message}`);
+      }
+    }
   }
 
   /** Resolves once the view holds every event the controller had committed when the agent started. */
@@ -64,8 +98,8 @@ export class ClusterView {
   }
 
   private take(ev: ClusterEvent): void {
-    if (ev.seq <= this.state.seq) return;
-    apply(this.state, ev);
+    if (ev.seq <= this._state.seq) return;
+    apply(this._state, ev);
     this.pending.push(ev);
     if (!this.flushQueued) {
       this.flushQueued = true;

@@ -1,8 +1,21 @@
 import { z } from 'zod';
-import { NodeName, tryParseAddr } from '@underlay/core';
+import { LIMITS, NodeName, tryParseAddr } from '@underlay/core';
 
-const ms = (what: string, min = 100) =>
-  z.coerce.number().int(`${what} must be whole milliseconds`).min(min, `${what} must be at least ${min} ms`);
+/**
+ * Milliseconds from `min` to `max` (at most LIMITS.timerMs, 2^31-1: Node.js fires a longer setTimeout or
+ * setInterval at once). `what` names the flag.
+ */
+const ms = (what: string, min = 100, max: number = LIMITS.timerMs, why = 'the longest timer Node.js keeps') =>
+  z.coerce
+    .number()
+    .int(`${what} must be whole milliseconds`)
+    .min(min, `${what} must be at least ${min} ms`)
+    .max(max, `${what} must be at most ${max} ms (${why})`);
+/** The default lease is three report intervals, and a lease is a timer too. */
+const MAX_REPORT_INTERVAL_MS = Math.floor(LIMITS.timerMs / 3);
+const path = (what: string) => z.string().min(1).max(LIMITS.path, `${what} must be at most ${LIMITS.path} characters`);
+/** Most --parent-map entries and --bgp-peers. */
+const MAX_ENTRIES = LIMITS.mapEntries;
 
 /** `eth0=ens3,eth1=ens4` (or a map): cluster parent names → this host's interface names. */
 export const ParentMap = z.preprocess(
@@ -21,19 +34,24 @@ export const ParentMap = z.preprocess(
   z.record(
     z.string().regex(/^[^\s=/]{1,15}$/, 'each --parent-map entry is CLUSTER=LOCAL, for example eth0=ens3'),
     z.string().regex(/^[^\s=/]{1,15}$/, 'each --parent-map entry is CLUSTER=LOCAL, for example eth0=ens3'),
-  ),
+  ).refine((m) => Object.keys(m).length <= MAX_ENTRIES, `--parent-map takes at most ${MAX_ENTRIES} entries`),
 );
 
 export const AgentConfig = z.object({
   node: NodeName,
-  nats: z.string().min(1),
-  docker: z.string().regex(/^unix:\/\/\/.+/, 'docker must be a unix:// URL such as unix:///var/run/docker.sock').default('unix:///var/run/docker.sock'),
-  pluginDir: z.string().min(1).default('/run/docker/plugins'),
-  stateDir: z.string().min(1).default('/var/lib/underlay'),
+  nats: path('--nats'),
+  /** NATS credentials (a `.creds` file from `underlay creds node NAME`) and TLS files (CA, client certificate, key). */
+  natsCreds: z.string().min(1).optional(),
+  natsCa: z.string().min(1).optional(),
+  natsCert: z.string().min(1).optional(),
+  natsKey: z.string().min(1).optional(),
+  docker: path('--docker').regex(/^unix:\/\/\/.+/, 'docker must be a unix:// URL such as unix:///var/run/docker.sock').default('unix:///var/run/docker.sock'),
+  pluginDir: path('--plugin-dir').default('/run/docker/plugins'),
+  stateDir: path('--state-dir').default('/var/lib/underlay'),
   /** How often the agent reports to the controller (which renews its lease). */
-  reportIntervalMs: ms('report interval').default(5_000),
+  reportIntervalMs: ms('--report-interval-ms', 100, MAX_REPORT_INTERVAL_MS, 'the default lease, three intervals, must fit the longest timer Node.js keeps').default(5_000),
   /** The node is NotReady when the controller heard nothing for this long (default: 3 report intervals). */
-  leaseMs: ms('lease').optional(),
+  leaseMs: ms('--lease-ms').optional(),
   /**
    * This host's address on the underlay network: next hop for routes to its blocks (default: its first IPv4
    * address). Give an IPv4 and an IPv6 address, comma-separated, for routes to IPv6 blocks.
@@ -41,23 +59,27 @@ export const AgentConfig = z.object({
   address: z
     .string()
     .min(1)
+    .max(LIMITS.hostAddress, `--address must be at most ${LIMITS.hostAddress} characters`)
     .refine((v) => v.split(',').every((a) => tryParseAddr(a.trim()) !== undefined), 'address must be an IP address, or an IPv4 and an IPv6 address separated by a comma')
     .optional(),
   /** Cluster parent names → this host's interfaces, so one definition fits hosts with other NIC names. */
   parentMap: ParentMap.default({}),
   /** How often cluster networks are reconciled with the local Docker (also on every change). */
-  reconcileIntervalMs: ms('reconcile interval').default(10_000),
+  reconcileIntervalMs: ms('--reconcile-interval-ms').default(10_000),
   /** Program routes to other hosts' blocks for ipvlan l3/l3s networks (and check the kernel this often). */
   routes: z.boolean().default(true),
-  routeReconcileMs: ms('route reconcile interval').default(10_000),
+  routeReconcileMs: ms('--route-reconcile-ms').default(10_000),
   /** BGP through a local gobgpd: this host's AS number (BGP is off without it). */
-  bgpAsn: z.coerce.number().int().min(1).max(4294967295).optional(),
+  bgpAsn: z.coerce.number().int('--bgp-asn must be a whole number').min(1, '--bgp-asn must be 1 to 4294967295').max(4294967295, '--bgp-asn must be 1 to 4294967295').optional(),
   /** BGP router id (default: the host address). */
-  bgpRouterId: z.string().optional(),
+  bgpRouterId: z.string().max(LIMITS.address, `--bgp-router-id must be at most ${LIMITS.address} characters`).optional(),
   /** Peers as ADDRESS:ASN (e.g. 198.51.100.254:65000). */
-  bgpPeers: z.array(z.string().regex(/^[0-9a-fA-F.:]+:\d+$/, 'each BGP peer is ADDRESS:ASN, for example 198.51.100.254:65000')).default([]),
+  bgpPeers: z
+    .array(z.string().max(LIMITS.address).regex(/^[0-9a-fA-F.:]+:\d+$/, 'each BGP peer is ADDRESS:ASN, for example 198.51.100.254:65000'))
+    .max(MAX_ENTRIES, `--bgp-peers takes at most ${MAX_ENTRIES} peers`)
+    .default([]),
   /** gobgpd's gRPC API: 127.0.0.1:PORT, [::1]:PORT or unix:PATH (never all addresses). */
-  bgpApi: z.string().default('127.0.0.1:50051'),
+  bgpApi: path('--bgp-api').default('127.0.0.1:50051'),
   /** Install routes learned from BGP peers (with underlay's protocol number). */
   bgpInstallLearned: z.boolean().default(false),
 });

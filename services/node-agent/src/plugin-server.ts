@@ -62,7 +62,10 @@ export function createPluginServer(routes: Routes, log: (m: string) => void): ht
   });
 }
 
-/** Listens on `<dir>/underlay.sock`, replacing a stale socket file left by a previous run. */
+/**
+ * Listens on `<dir>/underlay.sock`, replacing a stale socket file left by a previous run. The socket is
+ * mode 0600 whatever the umask (Docker, root, is its only client): made so by chmod right after listen.
+ */
 export async function listenOnSocket(server: http.Server, dir: string, name = plugin.PLUGIN_NAME): Promise<string> {
   fs.mkdirSync(dir, { recursive: true });
   const sock = path.join(dir, `${name}.sock`);
@@ -76,5 +79,11 @@ export async function listenOnSocket(server: http.Server, dir: string, name = pl
     server.once('error', reject);
     server.listen(sock, () => resolve());
   });
+  try {
+    fs.chmodSync(sock, 0o600);
+  } catch (e) {
+    server.close();
+    throw e;
+  }
   return sock;
 }

@@ -1,11 +1,19 @@
 /**
  * The agent's periodic report: liveness (it renews the node's lease), every endpoint its Docker holds
  * (the leak rules rely on it), and the state of each endpoint and network on this host.
+ *
+ * The endpoint list comes from Docker (every container endpoint on every underlay network, read through the
+ * Docker Engine API) as well as from the local store, so an endpoint is listed while its container runs even
+ * when the store lost it (state directory wiped or damaged). When Docker cannot be read, the list also keeps
+ * what Docker last showed and every endpoint the cluster view says this node holds: an unknown is never
+ * reported as gone. With neither Docker nor a caught-up view, no report is sent (the lease is renewed by the
+ * next one): a report that could omit live endpoints is worse than a late one.
  */
 import * as os from 'node:os';
-import { DockerNetworkInspect, contains, parseCidr, tryParseAddr, type Cidr, type EndpointStatus, type IpamState, type NetworkStatus, type NodeReport } from '@underlay/core';
+import { contains, parseCidr, tryParseAddr, type Cidr, type EndpointStatus, type IpamState, type NetworkStatus, type NodeReport } from '@underlay/core';
 import type { DriverContext } from './driver/context.js';
 import type { ReplicaState } from './driver/replicas.js';
+import { readDockerUnderlay } from './driver/docker-state.js';
 
 /** Errors older than this drop out of reports. */
 const ERROR_KEEP_MS = 10 * 60_000;
@@ -54,6 +62,16 @@ export interface ReportInputs {
   nowMs?: number;
 }
 
+/** Endpoints Docker showed in the last report that could read it, per agent (kept while Docker cannot be read). */
+const lastDockerEndpoints = new WeakMap<DriverContext, Set<string>>();
+
+/** The endpoints bound to this node in the cluster state. */
+function boundEndpointsOf(state: IpamState, node: string): string[] {
+  const out: string[] = [];
+  for (const p of state.pools.values()) for (const a of p.allocs.values()) if (a.node === node && a.endpointId) out.push(a.endpointId);
+  return out;
+}
+
 export async function buildReport(inp: ReportInputs): Promise<NodeReport> {
   const { ctx } = inp;
   const now = inp.nowMs ?? Date.now();
@@ -62,17 +80,31 @@ export async function buildReport(inp: ReportInputs): Promise<NodeReport> {
   const containers = new Map<string, { name?: string; id: string }>();
   const names = new Map<string, string>();
   const replicaLabel = new Map<string, boolean>();
-  for (const net of ctx.store.networks.values()) {
-    try {
-      const raw = await ctx.docker.inspectNetwork(net.id);
-      if (!raw) continue;
-      const n = DockerNetworkInspect.parse(raw);
-      names.set(net.id, n.Name);
-      replicaLabel.set(net.id, !!n.Labels?.['io.underlay.replica']);
-      for (const [cid, c] of Object.entries(n.Containers ?? {})) if (c.EndpointID) containers.set(c.EndpointID, { name: c.Name, id: cid });
-    } catch {
-      /* Docker busy or gone: report what the store knows */
+  const docker = await readDockerUnderlay(ctx.docker, ctx.store.networks.keys());
+  if (!docker.complete && !inp.state) {
+    throw new Error(`report postponed: ${docker.errors[0] ?? 'Docker could not be read'}, and the cluster view has not caught up yet`);
+  }
+  // Every endpoint the host holds: the store's, Docker's, and (Docker unreadable) the last known and the cluster's.
+  const endpoints = new Set(ctx.store.endpoints.keys());
+  const fromDocker = new Set<string>();
+  for (const [id, { network: n, endpoints: eps }] of docker.networks) {
+    names.set(id, n.Name);
+    replicaLabel.set(id, !!n.Labels?.['io.underlay.replica']);
+    for (const e of eps) {
+      containers.set(e.endpointId, { name: e.container, id: e.containerId });
+      fromDocker.add(e.endpointId);
+      endpoints.add(e.endpointId);
+      // An endpoint Docker holds that the store does not know (lost state): reported as Docker shows it.
+      if (!ctx.store.endpoints.has(e.endpointId)) {
+        endpointStates.push({ endpointId: e.endpointId, networkId: id, network: n.Name, container: e.container, containerId: e.containerId, address: e.address, addressV6: e.addressV6, state: 'joined' });
+      }
     }
+  }
+  if (docker.complete) {
+    lastDockerEndpoints.set(ctx, fromDocker);
+  } else {
+    for (const id of lastDockerEndpoints.get(ctx) ?? []) endpoints.add(id);
+    for (const id of inp.state ? boundEndpointsOf(inp.state, ctx.node) : []) endpoints.add(id);
   }
   for (const ep of ctx.store.endpoints.values()) {
     const c = containers.get(ep.id);
@@ -92,7 +124,7 @@ export async function buildReport(inp: ReportInputs): Promise<NodeReport> {
   }
   for (const [id, e] of ctx.endpointErrors ?? []) {
     if (now - e.atMs > ERROR_KEEP_MS) ctx.endpointErrors!.delete(id);
-    else if (!ctx.store.endpoints.has(id)) endpointStates.push({ endpointId: id, networkId: e.networkId, network: names.get(e.networkId), state: 'error', error: e.error });
+    else if (!ctx.store.endpoints.has(id) && !fromDocker.has(id)) endpointStates.push({ endpointId: id, networkId: e.networkId, network: names.get(e.networkId), state: 'error', error: e.error });
   }
   const seen = new Set<string>();
   // One link dump per report, not one lookup per network.
@@ -124,7 +156,7 @@ export async function buildReport(inp: ReportInputs): Promise<NodeReport> {
     address: inp.address,
     interfaces: hostInterfaces(),
     leaseMs: inp.leaseMs,
-    endpoints: [...ctx.store.endpoints.keys()],
+    endpoints: [...endpoints],
     endpointStates,
     networkStates,
   };

@@ -13,7 +13,7 @@
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
-const { REPO, IMAGE, resultFileArg, tailOf, sleep, recorder, busyboxTarScript, importBusyboxArgs, dockerdArgs } = require('../guest-common');
+const { REPO, IMAGE, resultFileArg, tailOf, guestBudgets, recorder, busyboxTarScript, importBusyboxArgs, dockerdArgs } = require('../guest-common');
 
 const resultFile = resultFileArg('guest.js RESULT_FILE [l2] [l3]');
 const MODES = process.argv.slice(3).length ? process.argv.slice(3) : ['l2', 'l3'];
@@ -33,7 +33,19 @@ const out = {
   underlayLogTail: '',
   totalMs: 0,
 };
-const { save, step, sh, dockerStep, background, waitFor } = recorder(resultFile, out);
+// Calibrates this machine first (a second): every step below runs within its budget (test/uml/budgets.json).
+const budgets = guestBudgets('uml-docker');
+out.budgets = budgets.info;
+const { save, step, sh, dockerStep, background, waitFor, procs } = recorder(resultFile, out, budgets);
+/** Whether a process we started still runs (not a zombie). */
+function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    return !/\) Z /.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
 const dockerEnv = { DOCKER_HOST: `unix://${SOCK}`, DOCKER_CONFIG: `${DK}/cli`, DOCKER_API_VERSION: '1.41' };
 const docker = (name, args, o) => dockerStep(dockerEnv, name, args, o);
 
@@ -76,7 +88,8 @@ mount | grep -E 'cgroup|tmpfs|devpts' || true`,
     `${DK}/dockerd.log`,
   );
   out.dockerdPid = dockerd.pid;
-  const up = waitFor('dockerd /_ping', () => docker('docker version', ['version', '--format', '{{.Server.Version}}'], { timeoutMs: 10_000 }).code === 0, 60_000);
+  const dockerdUp = () => docker('docker version', ['version', '--format', '{{.Server.Version}}'], { budget: 'docker version' }).code === 0;
+  const up = waitFor('dockerd /_ping', dockerdUp, 'dockerd start', 200, () => (alive(dockerd.pid) ? undefined : 'dockerd exited'));
   // Keep only the last `docker version` attempt in the record.
   const versions = out.steps.filter((s) => s.name === 'docker version');
   out.steps = out.steps.filter((s) => s.name !== 'docker version' || s === versions[versions.length - 1]);
@@ -102,11 +115,11 @@ mount | grep -E 'cgroup|tmpfs|devpts' || true`,
     ],
     '/run/underlay.log',
   );
-  const plugin = waitFor('plugin socket', () => fs.existsSync(PLUGIN_SOCK), 45_000);
+  const plugin = waitFor('plugin socket', () => fs.existsSync(PLUGIN_SOCK), 'underlay up start', 200, () => (alive(procs['underlay up']) ? undefined : 'underlay up exited'));
   out.underlayLogTail = tailOf('/run/underlay.log');
   save();
   if (plugin === undefined) return false;
-  const imp = docker('docker import busybox', importBusyboxArgs(DK), { timeoutMs: 60_000 });
+  const imp = docker('docker import busybox', importBusyboxArgs(DK));
   return imp.code === 0;
 }
 
@@ -118,12 +131,12 @@ function network(mode, name, subnet) {
     save();
   };
   const c = docker(`[${mode}] network create`, ['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--subnet', subnet, '-o', 'parent=eth1', '-o', `ipvlan_mode=${mode}`, name], {
-    timeoutMs: 60_000,
+    budget: 'network create',
   });
   n.created = c.code === 0;
   if (!n.created) fail('network create', c);
   else {
-    const insp = docker(`[${mode}] network inspect`, ['network', 'inspect', name]);
+    const insp = docker(`[${mode}] network inspect`, ['network', 'inspect', name], { budget: 'network inspect' });
     try {
       n.inspect = JSON.parse(insp.stdout)[0];
     } catch {
@@ -131,15 +144,15 @@ function network(mode, name, subnet) {
     }
     const names = [`${name}-a`, `${name}-b`];
     for (const cn of names) {
-      const r = docker(`[${mode}] run ${cn}`, ['run', '-d', '--name', cn, '--network', name, IMAGE, 'sleep', '600'], { timeoutMs: 60_000 });
+      const r = docker(`[${mode}] run ${cn}`, ['run', '-d', '--name', cn, '--network', name, IMAGE, 'sleep', '600'], { budget: 'docker run' });
       const ci = { started: r.code === 0, ip: undefined, error: r.code === 0 ? undefined : r.stderr || r.stdout };
       if (r.code !== 0) fail(`docker run ${cn}`, r);
       else {
-        const ip = docker(`[${mode}] ip of ${cn}`, ['inspect', '--format', `{{(index .NetworkSettings.Networks "${name}").IPAddress}}`, cn]);
+        const ip = docker(`[${mode}] ip of ${cn}`, ['inspect', '--format', `{{(index .NetworkSettings.Networks "${name}").IPAddress}}`, cn], { budget: 'docker inspect' });
         ci.ip = ip.stdout.trim() || undefined;
         // busybox ip has no -d: look at the container's netns with the guest's (host's) iproute2.
-        const pid = docker(`[${mode}] pid of ${cn}`, ['inspect', '--format', '{{.State.Pid}}', cn]).stdout.trim();
-        const links = step(`[${mode}] links in ${cn}`, 'nsenter', ['-t', pid, '-n', 'ip', '-d', 'addr', 'show', 'eth0']);
+        const pid = docker(`[${mode}] pid of ${cn}`, ['inspect', '--format', '{{.State.Pid}}', cn], { budget: 'docker inspect' }).stdout.trim();
+        const links = step(`[${mode}] links in ${cn}`, 'nsenter', ['-t', pid, '-n', 'ip', '-d', 'addr', 'show', 'eth0'], { budget: 'ip' });
         ci.links = links.stdout || links.stderr;
       }
       n.containers[cn] = ci;
@@ -151,24 +164,25 @@ function network(mode, name, subnet) {
         [names[0], b.ip],
         [names[1], a.ip],
       ]) {
-        const p = docker(`[${mode}] ping ${from} -> ${to}`, ['exec', from, 'ping', '-c', '2', '-W', '2', to], { timeoutMs: 20_000 });
+        const p = docker(`[${mode}] ping ${from} -> ${to}`, ['exec', from, 'ping', '-c', '2', '-W', '2', to], { budget: 'docker exec ping' });
         n.ping[`${from}->${to}`] = { ok: p.code === 0, output: p.stdout || p.stderr };
       }
     }
-    const rm = docker(`[${mode}] rm -f containers`, ['rm', '-f', ...names], { timeoutMs: 60_000 });
+    const rm = docker(`[${mode}] rm -f containers`, ['rm', '-f', ...names], { budget: 'docker rm' });
     n.containersRemoved = rm.code === 0;
   }
   // Remove the network (also after a failed run, so `network rm` is recorded either way).
   if (n.created) {
-    const rm = docker(`[${mode}] network rm`, ['network', 'rm', name], { timeoutMs: 60_000 });
+    const rm = docker(`[${mode}] network rm`, ['network', 'rm', name], { budget: 'network rm' });
     n.removed = rm.code === 0;
     if (!n.removed) fail('network rm', rm);
   }
-  n.linksAfter = step(`[${mode}] guest links after`, 'ip', ['-br', 'link']).stdout;
+  n.linksAfter = step(`[${mode}] guest links after`, 'ip', ['-br', 'link'], { budget: 'ip' }).stdout;
   save();
 }
 
 try {
+  if (budgets.tooSlow) throw new Error(budgets.tooSlow);
   out.setup.ok = setup();
   if (out.setup.ok) {
     const subnets = { l2: '192.0.2.0/24', l3: '198.51.100.0/24', l3s: '203.0.113.0/24' };

@@ -10,8 +10,14 @@
  *   node test/uml/guest/scenarios.js RESULT_FILE [SCENARIO ...]     (default: all)
  *
  * RESULT_FILE gets JSON, rewritten after every scenario:
- *   { uname, node, totalMs, scenarios: { NAME: { pass, ms, checks: [{ ok, what, detail? }], error?, notes } } }
+ *   { uname, node, totalMs, scenarios: { NAME: { pass, ms, checks: [{ ok, what, detail? }], error?, notes } },
+ *     steps: [{ name: 'scenario NAME', code, ms, budget, budgetMs, error? }], budgets, durations }
  * Exit status 0 when every selected scenario passed.
+ *
+ * Budgets (test/uml/budgets.json, suite uml-links; see test/uml/budget.ts): each scenario, each command and
+ * each links-check start or call has one (measured × margin × this machine's factor). A scenario that overruns
+ * its budget is recorded as "guest step 'scenario NAME' took longer than N s" and ends the run (its work may
+ * still be going on); the longest time of each kind is kept in `durations`.
  */
 'use strict';
 const { execFile, spawn } = require('node:child_process');
@@ -21,7 +27,14 @@ const path = require('node:path');
 const readline = require('node:readline');
 const util = require('node:util');
 
+const { guestBudgets } = require('../guest-common');
+
 const DRIVER = path.join(__dirname, 'links-check.js');
+/** This run's budgets (guestBudgets), set by main() before any scenario runs. */
+let budgets;
+/** Longest time per kind: command, links-check start, links-check call, scenario NAME. */
+const durations = {};
+const longest = (kind, ms) => (durations[kind] = Math.max(durations[kind] || 0, ms));
 
 // ------------------------------------------------------------------------------------------------
 // helpers
@@ -29,16 +42,19 @@ const DRIVER = path.join(__dirname, 'links-check.js');
 /** Commands and driver calls that took long (SLOW_MS or more), reported in the scenario's notes. */
 const SLOW_MS = 1500;
 let slow = [];
-const timed = (what, start) => {
+const timed = (what, start, kind) => {
   const ms = Date.now() - start;
+  if (kind) longest(kind, ms);
   if (ms >= SLOW_MS) slow.push(`slow: ${what} took ${ms} ms`);
 };
 
-function run(cmd, args, { timeoutMs = 20_000, input } = {}) {
+/** A command, killed after `timeoutMs` (default: the budget of a command); never rejects. */
+function run(cmd, args, { timeoutMs, input } = {}) {
   const start = Date.now();
+  const limit = timeoutMs ?? budgets.ms('command');
   return new Promise((resolve) => {
-    const child = execFile(cmd, args, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      timed(`${cmd} ${args.join(' ')}`, start);
+    const child = execFile(cmd, args, { timeout: limit, killSignal: 'SIGKILL', maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      timed(`${cmd} ${args.join(' ')}`, start, timeoutMs === undefined ? 'command' : undefined);
       const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
       resolve({ code, stdout: String(stdout), stderr: String(stderr), killed: Boolean(err && err.killed) });
     });
@@ -107,7 +123,7 @@ class Driver {
   static async start(ns) {
     const start = Date.now();
     const d = new Driver(ns);
-    await withTimeout(d.ready, 20_000, `links-check start in ${ns}`).finally(() => timed(`links-check start in ${ns}`, start));
+    await withTimeout(d.ready, budgets.ms('links-check start'), `links-check start in ${ns}`).finally(() => timed(`links-check start in ${ns}`, start, 'links-check start'));
     return d;
   }
 
@@ -117,7 +133,7 @@ class Driver {
     const start = Date.now();
     const p = new Promise((resolve, reject) => this.pending.push({ resolve, reject }));
     this.child.stdin.write(JSON.stringify({ id, op, ...fields }) + '\n');
-    return withTimeout(p, 20_000, `links-check ${op} in ${this.ns}`).finally(() => timed(`links-check ${op} ${JSON.stringify(fields)} in ${this.ns}`, start));
+    return withTimeout(p, budgets.ms('links-check call'), `links-check ${op} in ${this.ns}`).finally(() => timed(`links-check ${op} ${JSON.stringify(fields)} in ${this.ns}`, start, 'links-check call'));
   }
 
   /** The value, or throws with the product's error text. */
@@ -502,33 +518,64 @@ async function main() {
   if (!resultFile) throw new Error('usage: scenarios.js RESULT_FILE [SCENARIO ...]');
   const names = process.argv.slice(3).length ? process.argv.slice(3) : Object.keys(SCENARIOS);
   const t0 = Date.now();
-  const out = { uname: (await ok('uname', ['-r'])).trim(), node: process.version, totalMs: 0, scenarios: {} };
+  budgets = guestBudgets('uml-links'); // calibrates this machine (a second)
+  const out = { uname: '', node: process.version, totalMs: 0, scenarios: {}, steps: [], budgets: budgets.info, durations };
+  if (budgets.tooSlow) {
+    out.error = budgets.tooSlow;
+    fs.writeFileSync(resultFile, JSON.stringify(out, null, 2));
+    throw new Error(budgets.tooSlow);
+  }
+  out.uname = (await ok('uname', ['-r'])).trim();
   const save = () => {
     out.totalMs = Date.now() - t0;
     fs.writeFileSync(`${resultFile}.tmp`, JSON.stringify(out, null, 2));
     fs.renameSync(`${resultFile}.tmp`, resultFile);
   };
   save();
+  let seq = 0;
   for (const name of names) {
     const fn = SCENARIOS[name];
     const S = new Scenario(name);
     const start = Date.now();
+    const step = `scenario ${name}`;
+    const budgetMs = fn ? budgets.ms(step) : 0;
+    const running = { seq: ++seq, name: step, budgetMs };
+    budgets.progress([running]);
     let error;
+    let overrun;
     if (!fn) error = `unknown scenario (known: ${Object.keys(SCENARIOS).join(', ')})`;
     else {
+      // The scenario and its cleanup within the scenario's budget.
+      const work = (async () => {
+        try {
+          await fn(S);
+        } catch (e) {
+          error = (e && e.stack) || String(e);
+        }
+        await S.cleanup();
+      })();
       try {
-        await fn(S);
-      } catch (e) {
-        error = (e && e.stack) || String(e);
+        await withTimeout(work, budgetMs, step);
+      } catch {
+        overrun = budgets.overrun(step, step);
+        error = overrun;
       }
     }
-    await S.cleanup();
+    const ms = Date.now() - start;
+    budgets.progress([], step);
+    if (fn) longest(step, ms);
     S.notes.push(...slow);
     slow = [];
     const pass = !error && S.checks.length > 0 && S.checks.every((c) => c.ok);
-    out.scenarios[name] = { pass, ms: Date.now() - start, checks: S.checks, ...(error ? { error } : {}), notes: S.notes };
-    process.stdout.write(`scenario ${name}: ${pass ? 'PASS' : 'FAIL'} (${Date.now() - start} ms)\n`);
+    out.scenarios[name] = { pass, ms, checks: S.checks, ...(error ? { error } : {}), notes: S.notes };
+    out.steps.push({ name: step, code: overrun ? 'timeout' : pass ? 0 : 1, ms, budget: step, budgetMs, ...(overrun ? { error: overrun } : {}) });
+    process.stdout.write(`scenario ${name}: ${pass ? 'PASS' : 'FAIL'} (${ms} ms)\n`);
     save();
+    if (overrun) {
+      // Its work may still be going on: the other scenarios would not be alone. Stop here.
+      process.stdout.write(`${overrun}\n`);
+      process.exit(1);
+    }
   }
   process.exitCode = Object.values(out.scenarios).every((s) => s.pass) ? 0 : 1;
 }

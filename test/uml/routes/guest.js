@@ -14,7 +14,7 @@
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
-const { REPO, IMAGE, resultFileArg, tailOf, sleep, recorder, busyboxTarScript, importBusyboxArgs, dockerdArgs } = require('../guest-common');
+const { REPO, DOCKER, IMAGE, resultFileArg, tailOf, sleep, guestBudgets, recorder, busyboxTarScript, importBusyboxArgs, dockerdArgs } = require('../guest-common');
 
 const resultFile = resultFileArg('guest.js RESULT_FILE');
 const CLI = process.env.UML_UNDERLAY_CLI || path.join(REPO, 'cli/bin/underlay.js');
@@ -29,7 +29,12 @@ const RECONCILE_MS = 2000;
 const BLOCK_GRACE_MS = 3000;
 
 const out = { uname: '', steps: [], setup: { ok: false }, routes: {}, pings: {}, handDelete: {}, restart: {}, release: {}, logs: {}, totalMs: 0 };
-const { save, step, sh, dockerStep, background, procs, waitFor } = recorder(resultFile, out);
+// Calibrates this machine first (a second): every step below runs within its budget (test/uml/budgets.json).
+const budgets = guestBudgets('uml-routes');
+out.budgets = budgets.info;
+const { save, step, sh, dockerStep, background, procs, waitFor, timed } = recorder(resultFile, out, budgets);
+const API = 'http://127.0.0.1:27070';
+const TOKEN_FILE = `${BASE}/api-token`;
 const inNs = (h, name, cmd, args, o) => step(name, 'nsenter', [`--net=/run/netns/${h}`, '--', cmd, ...args], o);
 const dockerEnv = (h) => ({ DOCKER_HOST: `unix://${BASE}/${h}/docker.sock`, DOCKER_CONFIG: `${BASE}/${h}/cli`, DOCKER_API_VERSION: '1.41' });
 const docker = (h, name, args, o) => dockerStep(dockerEnv(h), `[${h}] ${name}`, args, o);
@@ -43,7 +48,8 @@ function alive(pid) {
     return false;
   }
 }
-function stopPid(name, sig = 'SIGTERM', waitMs = 10_000) {
+/** Stops a process we started: `sig`, then SIGKILL when it outlives the budget of a stop. */
+function stopPid(name, sig = 'SIGTERM') {
   const pid = procs[name];
   if (!pid) return true;
   try {
@@ -51,15 +57,15 @@ function stopPid(name, sig = 'SIGTERM', waitMs = 10_000) {
   } catch {
     return true;
   }
-  const started = Date.now();
-  while (alive(pid) && Date.now() - started < waitMs) sleep(50);
-  if (alive(pid)) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {}
-  }
-  out.steps.push({ name: `stop ${name} (${sig})`, code: 0, ms: Date.now() - started });
-  save();
+  timed(`stop ${name} (${sig})`, 'stop process', (budgetMs) => {
+    const started = Date.now();
+    while (alive(pid) && Date.now() - started < budgetMs) sleep(50);
+    if (alive(pid)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {}
+    }
+  });
   return true;
 }
 
@@ -137,11 +143,14 @@ ip netns exec h1 busybox ping -c 1 -W 2 198.51.100.2`,
   // etcd, NATS and the controller on the bridge (root namespace of the guest).
   background('etcd', 'etcd', ['--data-dir', `${BASE}/etcd`, '--listen-client-urls', `http://${BR}:2379`, '--advertise-client-urls', `http://${BR}:2379`, '--listen-peer-urls', 'http://127.0.0.1:2380', '--initial-advertise-peer-urls', 'http://127.0.0.1:2380', '--initial-cluster', 'default=http://127.0.0.1:2380', '--log-level', 'warn'], `${BASE}/etcd.log`);
   background('nats', 'nats-server', ['-js', '-a', BR, '-p', '4222', '-sd', `${BASE}/nats`], `${BASE}/nats.log`);
-  if (waitFor('etcd', () => step('etcd health', process.execPath, ['-e', `require('http').get('http://${BR}:2379/health', (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))`], { quiet: true, timeoutMs: 5000 }).code === 0, 30_000, 300) === undefined) return false;
+  const etcdHealthy = () =>
+    step('etcd health', process.execPath, ['-e', `require('http').get('http://${BR}:2379/health', (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))`], { quiet: true }).code === 0;
+  if (waitFor('etcd', etcdHealthy, 'etcd start', 300, () => (alive(procs.etcd) ? undefined : 'etcd exited')) === undefined) return false;
   background(
     'controller',
     process.execPath,
-    [CLI, 'controller', '--etcd', `http://${BR}:2379`, '--nats', NATS, '--listen', '127.0.0.1:27070', '--name', 'c1', '--block-grace-ms', String(BLOCK_GRACE_MS), '--collect-interval-ms', '1000'],
+    // --api-token-file: made (mode 0600) with a random token; the release checks read the event log with it.
+    [CLI, 'controller', '--etcd', `http://${BR}:2379`, '--nats', NATS, '--listen', '127.0.0.1:27070', '--name', 'c1', '--block-grace-ms', String(BLOCK_GRACE_MS), '--collect-interval-ms', '1000', '--api-token-file', TOKEN_FILE],
     `${BASE}/controller.log`,
   );
 
@@ -169,14 +178,16 @@ exec dockerd "$@"`;
   }
   save();
   for (const h of HOSTS) {
-    if (waitFor(`dockerd ${h}`, () => docker(h, 'docker version', ['version', '--format', '{{.Server.Version}}'], { timeoutMs: 10_000, quiet: true }).code === 0, 90_000, 500) === undefined) return false;
+    const up = () => docker(h, 'docker version', ['version', '--format', '{{.Server.Version}}'], { budget: 'docker version', quiet: true }).code === 0;
+    if (waitFor(`dockerd ${h}`, up, 'dockerd start', 500, () => (alive(procs[`dockerd ${h}`]) ? undefined : `dockerd ${h} exited`)) === undefined) return false;
   }
   for (const h of HOSTS) startAgent(h);
   for (const h of HOSTS) {
-    if (waitFor(`plugin ${h}`, () => fs.existsSync(`${BASE}/${h}/plugins/underlay.sock`), 60_000, 200) === undefined) return false;
+    const exited = () => (alive(procs[`agent ${h}`]) ? undefined : `agent ${h} exited`);
+    if (waitFor(`plugin ${h}`, () => fs.existsSync(`${BASE}/${h}/plugins/underlay.sock`), 'agent start', 200, exited) === undefined) return false;
   }
   for (const h of HOSTS) {
-    if (docker(h, 'docker import busybox', importBusyboxArgs(BASE), { timeoutMs: 90_000 }).code !== 0) return false;
+    if (docker(h, 'docker import busybox', importBusyboxArgs(BASE), { budget: 'docker import busybox' }).code !== 0) return false;
   }
   return true;
 }
@@ -185,13 +196,13 @@ exec dockerd "$@"`;
 
 function createNetwork() {
   const args = ['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', ...SUBNETS.flatMap((s) => ['--subnet', s]), '--ipam-opt', 'block_size=28', '-o', 'parent=eth1', '-o', 'ipvlan_mode=l3', NET];
-  const c1 = docker('h1', 'network create', args, { timeoutMs: 60_000 });
+  const c1 = docker('h1', 'network create', args, { budget: 'network create' });
   if (c1.code !== 0) return false;
   out.network = { createdOn: ['h1'], replicated: [] };
   for (const h of ['h2', 'h3']) {
     // The network is created once: the agents on h2 and h3 make the replicas.
-    const has = () => docker(h, 'network ls', ['network', 'ls', '--filter', `name=^${NET}$`, '--format', '{{.Name}}'], { quiet: true }).stdout.trim() === NET;
-    if (waitFor(`replica of ${NET} on ${h}`, has, 10_000, 250) === undefined) return false;
+    const has = () => docker(h, 'network ls', ['network', 'ls', '--filter', `name=^${NET}$`, '--format', '{{.Name}}'], { budget: 'network ls', quiet: true }).stdout.trim() === NET;
+    if (waitFor(`replica of ${NET} on ${h}`, has, 'wait replica', 250) === undefined) return false;
     out.network.replicated.push(h);
   }
   save();
@@ -199,14 +210,14 @@ function createNetwork() {
 }
 
 function run(h, name, extra = []) {
-  const r = docker(h, `run ${name}`, ['run', '-d', '--name', name, '--network', NET, ...extra, IMAGE, 'sleep', '3600'], { timeoutMs: 90_000 });
+  const r = docker(h, `run ${name}`, ['run', '-d', '--name', name, '--network', NET, ...extra, IMAGE, 'sleep', '3600'], { budget: 'docker run' });
   if (r.code !== 0) return undefined;
-  const ip = docker(h, `ip of ${name}`, ['inspect', '--format', `{{(index .NetworkSettings.Networks "${NET}").IPAddress}}`, name]).stdout.trim();
+  const ip = docker(h, `ip of ${name}`, ['inspect', '--format', `{{(index .NetworkSettings.Networks "${NET}").IPAddress}}`, name], { budget: 'docker inspect' }).stdout.trim();
   return { host: h, name, ip };
 }
 
 function ping(from, to, label) {
-  const p = docker(from.host, `ping ${from.name} -> ${to.name} (${to.ip})`, ['exec', from.name, 'ping', '-c', '2', '-W', '2', to.ip], { timeoutMs: 20_000 });
+  const p = docker(from.host, `ping ${from.name} -> ${to.name} (${to.ip})`, ['exec', from.name, 'ping', '-c', '2', '-W', '2', to.ip], { budget: 'docker exec ping' });
   out.pings[label] = { from: `${from.name}@${from.host}`, to: `${to.name}@${to.host} ${to.ip}`, ok: p.code === 0, output: p.stdout || p.stderr };
   save();
 }
@@ -227,7 +238,7 @@ function scenario() {
   const all = [c.c1, c.c2, c.c3];
   // Every host has a route (via the container's host) to every other host's container.
   const expected = () => all.every((x) => HOSTS.filter((h) => h !== x.host).every((h) => routeFor(h, x.ip)?.via === addrOf(x.host)));
-  out.routes.convergeMs = waitFor('routes to every container on every other host', expected, 20_000, 50);
+  out.routes.convergeMs = waitFor('routes to every container on every other host', expected, 'wait routes converge', 50);
   out.routes.afterContainers = snapshotRoutes();
   save();
   ping(c.c1, c.c2, 'c1->c2');
@@ -238,9 +249,9 @@ function scenario() {
   // A route deleted by hand comes back within the reconcile interval.
   const r = routeFor('h1', c.c3.ip);
   if (r) {
-    const del = step('ip route del (by hand) on h1', 'ip', ['-n', 'h1', 'route', 'del', r.dst, 'via', r.via, 'dev', r.dev, 'proto', '201']);
+    const del = step('ip route del (by hand) on h1', 'ip', ['-n', 'h1', 'route', 'del', r.dst, 'via', r.via, 'dev', r.dev, 'proto', '201'], { budget: 'ip' });
     out.handDelete = { route: r, deleted: del.code === 0, reconcileMs: RECONCILE_MS };
-    out.handDelete.restoredMs = waitFor('hand-deleted route restored', () => routes201('h1').some((x) => x.dst === r.dst && x.via === r.via), RECONCILE_MS * 3 + 2000, 50);
+    out.handDelete.restoredMs = waitFor('hand-deleted route restored', () => routes201('h1').some((x) => x.dst === r.dst && x.via === r.via), 'wait route restored', 50);
     save();
   }
 
@@ -249,12 +260,12 @@ function scenario() {
   const stale = { dst: '203.0.113.192/28', via: '198.51.100.3', dev: 'eth1' };
   const foreign = { dst: '203.0.113.208/28', via: '198.51.100.3', dev: 'eth1' };
   stopAgent('h1');
-  step('stale proto-201 route (by hand)', 'ip', ['-n', 'h1', 'route', 'add', stale.dst, 'via', stale.via, 'dev', stale.dev, 'proto', '201']);
-  step('foreign static route (by hand)', 'ip', ['-n', 'h1', 'route', 'add', foreign.dst, 'via', foreign.via, 'dev', foreign.dev, 'proto', 'static']);
+  step('stale proto-201 route (by hand)', 'ip', ['-n', 'h1', 'route', 'add', stale.dst, 'via', stale.via, 'dev', stale.dev, 'proto', '201'], { budget: 'ip' });
+  step('foreign static route (by hand)', 'ip', ['-n', 'h1', 'route', 'add', foreign.dst, 'via', foreign.via, 'dev', foreign.dev, 'proto', 'static'], { budget: 'ip' });
   background('ip monitor h1', 'ip', ['-n', 'h1', '-ts', 'monitor', 'route'], `${BASE}/h1-monitor.log`);
   sleep(300);
   startAgent('h1');
-  const staleGoneMs = waitFor('stale route removed after the restart', () => !routes201('h1').some((x) => x.dst === stale.dst), 30_000, 100);
+  const staleGoneMs = waitFor('stale route removed after the restart', () => !routes201('h1').some((x) => x.dst === stale.dst), 'wait stale route removed', 100);
   sleep(1500);
   stopPid('ip monitor h1');
   const after = routes201('h1');
@@ -265,20 +276,49 @@ function scenario() {
   ping(c.c1, c.c2, 'c1->c2 after agent restart');
 
   // Releases: c2's address (outside any block) at once; c3's block after the block grace period.
-  docker('h2', 'rm -f c2', ['rm', '-f', 'c2'], { timeoutMs: 60_000 });
+  docker('h2', 'rm -f c2', ['rm', '-f', 'c2'], { budget: 'docker rm' });
   const c2Gone = () => ['h1', 'h3'].every((h) => !routeFor(h, c.c2.ip));
-  out.release.addressMs = waitFor('routes to c2 gone on h1 and h3', c2Gone, 20_000, 100);
+  out.release.addressMs = waitFor('routes to c2 gone on h1 and h3', c2Gone, 'wait /32 route gone', 100);
+  // c3's block: its route must stay on h1 and h2 while the block is empty for less than the grace period, and go
+  // after. `docker rm -f c3` runs in the background so that sampling starts with it (the block cannot be empty
+  // before); each sample notes the time before and after its look at both hosts. The controller's event log then
+  // says when the block became empty (AddressReleased of c3) and when it was released (BlockReleased).
   const c3Route = routeFor('h1', c.c3.ip);
-  docker('h3', 'rm -f c3', ['rm', '-f', 'c3'], { timeoutMs: 60_000 });
-  const c3Gone = () => ['h1', 'h2'].every((h) => !routeFor(h, c.c3.ip));
   out.release.block = c3Route;
   out.release.blockGraceMs = BLOCK_GRACE_MS;
-  out.release.blockMs = waitFor('routes to c3\'s block gone on h1 and h2', c3Gone, 30_000, 100);
+  const samples = [];
+  const rmExit = `${BASE}/rm-c3.exit`;
+  const rmStarted = Date.now();
+  background('docker rm -f c3', '/bin/sh', ['-c', `${DOCKER} rm -f c3; echo $? > ${rmExit}`], `${BASE}/rm-c3.log`, dockerEnv('h3'));
+  const c3Gone = () => {
+    const at = Date.now();
+    const [h1, h2] = ['h1', 'h2'].map((h) => Boolean(routeFor(h, c.c3.ip)));
+    samples.push({ at, end: Date.now(), h1, h2 });
+    return !h1 && !h2;
+  };
+  out.release.blockMs = waitFor("routes to c3's block gone on h1 and h2", c3Gone, 'wait block route gone', 100);
+  out.release.rmStarted = rmStarted;
+  out.release.samples = samples;
+  waitFor('docker rm -f c3 ended', () => fs.existsSync(rmExit), 'docker rm');
+  out.release.rmExit = fs.existsSync(rmExit) ? fs.readFileSync(rmExit, 'utf8').trim() : undefined;
+  const ev = step('event log (underlay events --json)', process.execPath, [CLI, 'events', '--json', '--controller', API, '--token-file', TOKEN_FILE], { budget: 'underlay events' });
+  const events = ev.stdout.split('\n').filter(Boolean).map((l) => {
+    try {
+      return JSON.parse(l);
+    } catch {
+      return undefined;
+    }
+  });
+  const emptied = events.filter((e) => e && e.type === 'AddressReleased' && e.data.address === c.c3.ip).pop();
+  const released = c3Route && events.filter((e) => e && e.type === 'BlockReleased' && e.data.block === c3Route.dst).pop();
+  out.release.emptiedAt = emptied ? Date.parse(emptied.time) : undefined;
+  out.release.releasedAt = released ? Date.parse(released.time) : undefined;
   out.routes.end = snapshotRoutes();
   save();
 }
 
 try {
+  if (budgets.tooSlow) throw new Error(budgets.tooSlow);
   out.setup.ok = setup();
   save();
   if (out.setup.ok) scenario();

@@ -6,7 +6,12 @@ export const keys = {
   event: (seq: number) => `${ROOT}events/${String(seq).padStart(16, '0')}`,
   /** The log head: {"seq": N}. Every append compares it, so two writers can never both succeed. */
   head: `${ROOT}head`,
-  /** Latest snapshot manifest: {"seq": N, "parts": P, "bytes": B}. */
+  /**
+   * Where the trimmed log begins: {"before": N} — every event with seq < N was deleted (behind a snapshot);
+   * absent while nothing was trimmed. Written in the same transaction as each trimming delete.
+   */
+  trimmed: `${ROOT}trimmed`,
+  /** Latest snapshot manifest: {"seq": N, "parts": P, "bytes": B, "sha256": H} (B: characters of the JSON, H: of its UTF-8). */
   snapshot: `${ROOT}snapshot`,
   /** Snapshot chunks: /underlay/v1/snapshots/<seq 16 digits>/<part 4 digits> → a slice of the snapshot JSON. */
   snapshotPrefix: `${ROOT}snapshots/`,

@@ -1,53 +1,139 @@
 /**
  * Snapshots of the folded state in etcd, so a cold start reads one snapshot and the events after it.
  * A snapshot is JSON cut into chunks below etcd's request size limit; the manifest is written last
- * and only moves forward, so a reader never sees a half-written snapshot.
+ * and only moves forward, so a reader never sees a half-written snapshot. The manifest carries the
+ * JSON's length and SHA-256, so a damaged chunk is detected (`SnapshotCorruptError`) instead of restored.
+ * Every call has a deadline (`EtcdCalls`).
  */
+import { createHash } from 'node:crypto';
 import { Range, type Etcd3 } from 'etcd3';
+import { z } from 'zod';
+import { UnderlayError } from '@underlay/core';
 import { keys } from './keys.js';
+import { EtcdCalls } from './client.js';
+import type { EtcdEventLog } from './eventlog.js';
 
 export const SNAPSHOT_CHUNK_BYTES = 512 * 1024;
 
-interface Manifest {
-  seq: number;
-  parts: number;
-  bytes: number;
+export const SnapshotManifest = z.object({
+  seq: z.number().int().positive(),
+  parts: z.number().int().positive().max(100_000),
+  /** Characters of the JSON. */
+  bytes: z.number().int().nonnegative(),
+  /** SHA-256 (hex) of the JSON's UTF-8; absent in snapshots written before it existed. */
+  sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+});
+export type SnapshotManifest = z.infer<typeof SnapshotManifest>;
+
+/** The latest snapshot cannot be used (missing part, wrong length or checksum, unreadable manifest). */
+export class SnapshotCorruptError extends UnderlayError {
+  constructor(
+    readonly seq: number | undefined,
+    detail: string,
+  ) {
+    super('internal', `snapshot${seq === undefined ? '' : ` ${seq}`} is corrupt: ${detail}`);
+    this.name = 'SnapshotCorruptError';
+  }
 }
 
-export class EtcdSnapshots {
-  constructor(private readonly client: Etcd3) {}
+export const sha256Hex = (s: string): string => createHash('sha256').update(s, 'utf8').digest('hex');
 
-  async latest(): Promise<{ seq: number; json: string } | undefined> {
-    const m = await this.client.get(keys.snapshot).string();
+export class EtcdSnapshots {
+  private readonly client: Etcd3;
+  private readonly calls: EtcdCalls;
+
+  /** On the event log's client (and its deadline), or on a bare client (default deadline). */
+  constructor(source: Etcd3 | EtcdEventLog, calls?: EtcdCalls) {
+    if ('calls' in source && 'client' in source) {
+      this.client = source.client;
+      this.calls = calls ?? source.calls;
+    } else {
+      this.client = source;
+      this.calls = calls ?? new EtcdCalls([]);
+    }
+  }
+
+  /** The latest manifest, or undefined when no snapshot was written. Throws SnapshotCorruptError for a bad one. */
+  async latestManifest(): Promise<SnapshotManifest | undefined> {
+    const m = await this.calls.run(`get ${keys.snapshot}`, (o) => this.client.get(keys.snapshot).options(o).string());
     if (m === null) return undefined;
-    const man = JSON.parse(m) as Manifest;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(m);
+    } catch {
+      throw new SnapshotCorruptError(undefined, `the manifest ${keys.snapshot} is not JSON`);
+    }
+    const r = SnapshotManifest.safeParse(parsed);
+    if (!r.success) throw new SnapshotCorruptError(undefined, `the manifest ${keys.snapshot} is invalid (${r.error.issues[0]?.path.join('.')}: ${r.error.issues[0]?.message})`);
+    return r.data;
+  }
+
+  /** One raw chunk of snapshot `seq`, or undefined when it is not there (replaced by a newer snapshot). */
+  async readPart(seq: number, part: number): Promise<string | undefined> {
+    const key = keys.snapshotPart(seq, part);
+    const v = await this.calls.run(`get ${key}`, (o) => this.client.get(key).options(o).string());
+    return v ?? undefined;
+  }
+
+  /** The latest snapshot's JSON, checked against its manifest; undefined when there is none. */
+  async latest(): Promise<{ seq: number; json: string } | undefined> {
+    const man = await this.latestManifest();
+    if (!man) return undefined;
     const parts: string[] = [];
     for (let i = 0; i < man.parts; i++) {
-      const part = await this.client.get(keys.snapshotPart(man.seq, i)).string();
-      if (part === null) throw new Error(`snapshot ${man.seq} is missing part ${i}`);
+      const part = await this.readPart(man.seq, i);
+      if (part === undefined) {
+        // A newer snapshot may have replaced this one while we read: read the newest instead.
+        const now = await this.latestManifest();
+        if (now && now.seq > man.seq) return this.latest();
+        throw new SnapshotCorruptError(man.seq, `part ${i} of ${man.parts} is missing`);
+      }
       parts.push(part);
     }
     const json = parts.join('');
-    if (json.length !== man.bytes) throw new Error(`snapshot ${man.seq} is ${json.length} characters, manifest says ${man.bytes}`);
+    checkSnapshot(man, json);
     return { seq: man.seq, json };
   }
 
-  /** Writes a snapshot at `seq`; returns false when a newer one is already there. Removes older chunks. */
-  async write(seq: number, json: string): Promise<boolean> {
+  /**
+   * Writes a snapshot at `seq`; returns false when a newer one is already there (or one at the same seq, unless
+   * `replaceSameSeq`: a corrupt snapshot is replaced by a good one of the same seq). Removes older chunks.
+   */
+  async write(seq: number, json: string, o: { replaceSameSeq?: boolean } = {}): Promise<boolean> {
     const parts = Math.max(1, Math.ceil(json.length / SNAPSHOT_CHUNK_BYTES));
     for (let i = 0; i < parts; i++) {
-      await this.client.put(keys.snapshotPart(seq, i)).value(json.slice(i * SNAPSHOT_CHUNK_BYTES, (i + 1) * SNAPSHOT_CHUNK_BYTES));
+      const key = keys.snapshotPart(seq, i);
+      await this.calls.run(`put ${key}`, (o) =>
+        this.client.put(key).value(json.slice(i * SNAPSHOT_CHUNK_BYTES, (i + 1) * SNAPSHOT_CHUNK_BYTES)).options(o).exec(),
+      );
     }
-    const cur = await this.client.get(keys.snapshot).exec();
+    const cur = await this.calls.run(`get ${keys.snapshot}`, (o) => this.client.get(keys.snapshot).options(o).exec());
     const kv = cur.kvs[0];
-    const curSeq = kv ? (JSON.parse(kv.value.toString()) as Manifest).seq : 0;
-    if (curSeq >= seq) return false;
-    const manifest: Manifest = { seq, parts, bytes: json.length };
-    const cmp = kv ? this.client.if(keys.snapshot, 'Mod', '==', kv.mod_revision) : this.client.if(keys.snapshot, 'Create', '==', 0);
-    const res = await cmp.then(this.client.put(keys.snapshot).value(JSON.stringify(manifest))).commit();
+    let curSeq = 0;
+    try {
+      curSeq = kv ? (JSON.parse(kv.value.toString()) as SnapshotManifest).seq : 0;
+    } catch {
+      curSeq = 0; // an unreadable manifest is replaced
+    }
+    if (curSeq > seq || (curSeq === seq && !o.replaceSameSeq)) return false;
+    const manifest: SnapshotManifest = { seq, parts, bytes: json.length, sha256: sha256Hex(json) };
+    const res = await this.calls.run(`txn put ${keys.snapshot} at seq ${seq}`, (o) => {
+      const cmp = kv ? this.client.if(keys.snapshot, 'Mod', '==', kv.mod_revision) : this.client.if(keys.snapshot, 'Create', '==', 0);
+      return cmp.then(this.client.put(keys.snapshot).value(JSON.stringify(manifest))).options(o).commit();
+    });
     if (!res.succeeded) return false;
     // Older snapshots are no longer needed.
-    await this.client.delete().range(new Range(keys.snapshotPrefix, keys.snapshotPart(seq, 0).slice(0, -5))).exec();
+    const older = new Range(keys.snapshotPrefix, keys.snapshotPart(seq, 0).slice(0, -5));
+    await this.calls.run(`delete snapshots before ${seq}`, (o) => this.client.delete().range(older).options(o).exec());
     return true;
+  }
+}
+
+/** Throws SnapshotCorruptError unless `json` has the manifest's length and checksum. */
+export function checkSnapshot(man: SnapshotManifest, json: string): void {
+  if (json.length !== man.bytes) throw new SnapshotCorruptError(man.seq, `${json.length} characters, the manifest says ${man.bytes}`);
+  if (man.sha256 !== undefined) {
+    const got = sha256Hex(json);
+    if (got !== man.sha256) throw new SnapshotCorruptError(man.seq, `SHA-256 ${got.slice(0, 16)}… does not match the manifest's ${man.sha256.slice(0, 16)}…`);
   }
 }

@@ -1,7 +1,91 @@
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+/**
+ * The one way services connect to NATS: reconnect forever, and optionally authenticate with a `.creds` file
+ * (decentralized auth, see ./creds.ts), use TLS (CA, client certificate and key files) and a private inbox prefix
+ * (a node's user may subscribe only under `_UL_INBOX.<node token>`).
+ *
+ * The creds file is read once up front (a missing or unreadable file fails the connect with its path) and again
+ * on every reconnect, so a renewed file is picked up without a restart.
+ *
+ * TLS to a server given by IP address: nats.js sends no server name for an IP, so Node would check the server's
+ * certificate against "localhost". Here the certificate must name (IP SAN) one of the IP addresses in the URL list
+ * instead; servers given by host name are checked against that name as usual.
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as tls from 'node:tls';
+import { connect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node';
 
-export async function connectNats(url: string, name: string): Promise<NatsConnection> {
+export interface NatsConnectOptions {
+  /** Path of a standard NATS `.creds` file (user JWT and nkey seed). */
+  creds?: string;
+  /**
+   * TLS: files of the CA bundle that signed the server's certificate, and this client's certificate and key. TLS is
+   * required when any of them is given (an object with none given means no TLS, so configs can pass theirs as is).
+   */
+  tls?: { ca?: string; cert?: string; key?: string };
+  /** Prefix of reply inboxes (default `_INBOX`). */
+  inboxPrefix?: string;
+}
+
+/** A file the connection needs could not be read: its path and why. */
+export class NatsConnectFileError extends Error {
+  constructor(what: string, file: string, cause: unknown) {
+    super(`cannot read the NATS ${what} file ${file}: ${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message}`);
+    this.name = 'NatsConnectFileError';
+  }
+}
+
+function readOrThrow(what: string, file: string): Uint8Array {
+  try {
+    return fs.readFileSync(file);
+  } catch (e) {
+    throw new NatsConnectFileError(what, file, e);
+  }
+}
+
+export async function connectNats(url: string, name: string, opts: NatsConnectOptions = {}): Promise<NatsConnection> {
   // noAsyncTraces: nats-core otherwise builds Error objects (with stack traces) for every request.
-  return connect({ servers: url.split(','), name, maxReconnectAttempts: -1, reconnectTimeWait: 250, noAsyncTraces: true });
+  const o: ConnectionOptions = { servers: url.split(','), name, maxReconnectAttempts: -1, reconnectTimeWait: 250, noAsyncTraces: true };
+  if (opts.creds) {
+    const file = opts.creds;
+    let last = readOrThrow('creds', file);
+    o.authenticator = credsAuthenticator(() => {
+      try {
+        last = fs.readFileSync(file);
+      } catch {
+        /* keep the last good copy; the server says whether it is still valid */
+      }
+      return last;
+    });
+    // A service keeps trying with the (re-read) creds file rather than giving up after two refusals.
+    o.ignoreAuthErrorAbort = true;
+  }
+  if (opts.tls && (opts.tls.ca || opts.tls.cert || opts.tls.key)) {
+    const { ca, cert, key } = opts.tls;
+    for (const [what, f] of [['CA', ca], ['certificate', cert], ['key', key]] as const) if (f) readOrThrow(what, f);
+    const ips = o.servers ? [o.servers].flat().map(hostOf).filter((h) => net.isIP(h)) : [];
+    const checkServerIdentity = (host: string, peer: tls.PeerCertificate): Error | undefined => {
+      // `host` is the server name nats.js gave, or Node's default "localhost" when it gave none (an IP URL).
+      if (host !== 'localhost' || ips.length === 0) return tls.checkServerIdentity(host, peer);
+      let first: Error | undefined;
+      for (const ip of ips) {
+        const e = tls.checkServerIdentity(ip, peer);
+        if (!e) return undefined;
+        first ??= e;
+      }
+      return first;
+    };
+    // nats.js merges these options into Node's tls.connect options (checkServerIdentity passes through).
+    o.tls = { ...(ca ? { caFile: ca } : {}), ...(cert ? { certFile: cert } : {}), ...(key ? { keyFile: key } : {}), checkServerIdentity } as ConnectionOptions['tls'];
+  }
+  if (opts.inboxPrefix) o.inboxPrefix = opts.inboxPrefix;
+  return connect(o);
+}
+/** The host of `nats://host:port`, `tls://[v6]:port` or `host:port`. */
+function hostOf(server: string): string {
+  const hp = server.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '').replace(/^[^@]*@/, '').replace(/\/.*$/, '');
+  const v6 = /^\[([^\]]+)\]/.exec(hp);
+  if (v6) return v6[1]!;
+  return net.isIP(hp) ? hp : hp.replace(/:\d+$/, '');
 }
 export type { NatsConnection };

@@ -7,22 +7,18 @@
  *  - `seq == lastSeq + 1`: delivered;
  *  - `seq > lastSeq + 1`: a gap (message deleted or never stored): the missing range is re-read
  *    from the controller in pages and delivered first, then this one.
- * It reads with an ordered (ephemeral, no-ack) pull consumer, fetching in bounded batches so a slow
- * `onEvent` never makes it buffer the whole stream. Whenever anything breaks (stream missing,
- * consumer deleted, heartbeats lost, RPC failed, `onEvent` threw) it throws the consumer away and
- * starts a new one after `lastSeq`, with bounded exponential backoff.
- *
- * Stream seqs are not event seqs (the stream may have been created earlier, purged, or have gaps),
- * so the starting point is found by a binary search over the stream reading the `Underlay-Seq`
- * header. The search only has to be close: starting early costs skipped duplicates and starting late
- * costs a gap re-read, so when it cannot tell (deleted messages) it errs early.
+ * It reads through the node's own pull consumer (`agent-<node>`, no acks), which the controller makes on
+ * request (`events.consumer`, see node-consumers.ts) starting after `lastSeq`; it fetches in bounded batches
+ * so a slow `onEvent` never makes it buffer the whole stream. Whenever anything breaks (stream missing or
+ * recreated, consumer deleted, RPC failed, `onEvent` threw) it asks the controller for a new consumer after
+ * `lastSeq`, with bounded exponential backoff.
  *
  * Limitation: a gap is noticed when a later message arrives. Events missing at the very end of the
  * stream are delivered once the next event is published.
  */
 import type { NatsConnection } from '@nats-io/transport-node';
-import { jetstream, jetstreamManager, type Consumer, type ConsumerMessages, type JetStreamManager, type JsMsg, type StoredMsg } from '@nats-io/jetstream';
-import { EVENTS_STREAM, ReadEventsRes, headers, parseEvent, type ClusterEvent } from '@underlay/core';
+import { jetstream, type Consumer, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import { EventsConsumerRes, ReadEventsRes, headers, parseEvent, type ClusterEvent } from '@underlay/core';
 import { RpcClient } from './rpc.js';
 
 
@@ -36,8 +32,8 @@ export interface EventConsumerOptions {
    * and offers the same event again.
    */
   onEvent: (ev: ClusterEvent) => Promise<void> | void;
-  /** For gap re-reads (default `new RpcClient(nc)`). */
-  rpc?: RpcClient;
+  /** The node's client: asks the controller for the node's consumer, and re-reads gaps. */
+  rpc: RpcClient;
   logger?: (m: string) => void;
   /** Events per `readEvents` page (default 1000, at most 10000). */
   pageSize?: number;
@@ -50,8 +46,6 @@ export interface EventConsumerOptions {
   maxBackoffMs?: number;
 }
 
-/** Deleted stream messages probed one by one before the start search gives up and errs early. */
-const PROBE_SCAN = 16;
 
 export class EventConsumer {
   private readonly nc: NatsConnection;
@@ -77,7 +71,7 @@ export class EventConsumer {
     if (!Number.isInteger(afterSeq) || afterSeq < 0) throw new RangeError(`afterSeq must be a non-negative integer, not ${afterSeq}`);
     this.nc = opts.nc;
     this.onEvent = opts.onEvent;
-    this.rpc = opts.rpc ?? new RpcClient(opts.nc);
+    this.rpc = opts.rpc;
     this.logger = opts.logger ?? (() => {});
     this.pageSize = Math.min(Math.max(1, Math.floor(opts.pageSize ?? 1000)), 10_000);
     this.batchSize = Math.max(1, Math.floor(opts.batchSize ?? 256));
@@ -110,7 +104,7 @@ export class EventConsumer {
     return firstAttempt;
   }
 
-  /** Stops reading; resolves when no `onEvent` call is running any more and the consumer is deleted. Idempotent. */
+  /** Stops reading; resolves when no `onEvent` call is running any more. Idempotent. */
   async stop(): Promise<void> {
     this.stopped = true;
     this.batch?.stop();
@@ -128,11 +122,10 @@ export class EventConsumer {
       let consumer: Consumer | undefined;
       const progressFrom = this._lastSeq;
       try {
-        const jsm = await jetstreamManager(this.nc);
-        const startStreamSeq = await this.findStart(jsm, this._lastSeq);
+        const made = await this.rpc.call('eventsConsumer', { afterSeq: this._lastSeq }, EventsConsumerRes, { deadlineMs: 10_000 });
         if (this.stopped) return;
-        consumer = await jetstream(this.nc).consumers.get(EVENTS_STREAM, { opt_start_seq: startStreamSeq });
-        this.logger(`event consumer: reading ${EVENTS_STREAM} from stream seq ${startStreamSeq} (after event seq ${this._lastSeq})`);
+        consumer = await jetstream(this.nc).consumers.get(made.stream, made.consumer);
+        this.logger(`event consumer: reading ${made.stream} through ${made.consumer} from stream seq ${made.startStreamSeq} (after event seq ${this._lastSeq})`);
         ready();
         while (!this.stopped) {
           const fetchedAt = Date.now();
@@ -157,7 +150,8 @@ export class EventConsumer {
       } finally {
         this.batch?.stop();
         this.batch = undefined;
-        if (consumer && !this.nc.isClosed()) await consumer.delete().catch(() => {});
+        // The consumer stays: only the controller may delete it (it replaces it on the next request, and the
+        // server removes one nobody pulls from).
       }
       if (this._lastSeq > progressFrom) backoff = this.minBackoffMs;
       await this.sleep(backoff);
@@ -209,37 +203,6 @@ export class EventConsumer {
     this._lastSeq = ev.seq;
   }
 
-  /**
-   * The stream seq to start at: the first message whose event seq is > afterSeq, found by binary
-   * search (event seqs grow with stream seqs). Errs early when deleted messages hide the answer.
-   */
-  private async findStart(jsm: JetStreamManager, afterSeq: number): Promise<number> {
-    const { state } = await jsm.streams.info(EVENTS_STREAM);
-    const end = state.last_seq + 1; // where the next published message will land
-    if (state.messages === 0) return Math.max(1, end);
-    let lo = Math.max(1, state.first_seq);
-    if (afterSeq === 0) return lo;
-    let hi = end;
-    while (lo < hi) {
-      const mid = Math.floor((lo + hi) / 2);
-      const probe = await this.probe(jsm, mid, hi);
-      if (probe === undefined || probe.eventSeq > afterSeq) hi = mid;
-      else lo = probe.streamSeq + 1;
-    }
-    return lo;
-  }
-
-  /** The first message at or after stream seq `from` (below `end`), looking past a few deleted ones. */
-  private async probe(jsm: JetStreamManager, from: number, end: number): Promise<{ streamSeq: number; eventSeq: number } | undefined> {
-    for (let s = from; s < end && s < from + PROBE_SCAN; s++) {
-      const m = await jsm.streams.getMessage(EVENTS_STREAM, { seq: s });
-      if (!m) continue;
-      const eventSeq = eventSeqOf(m);
-      if (eventSeq !== undefined) return { streamSeq: m.seq, eventSeq };
-    }
-    return undefined;
-  }
-
   private sleep(ms: number): Promise<void> {
     if (this.stopped) return Promise.resolve();
     return new Promise<void>((resolve) => {
@@ -250,16 +213,5 @@ export class EventConsumer {
       }
       this.wake = done;
     }).finally(() => (this.wake = undefined));
-  }
-}
-
-function eventSeqOf(m: StoredMsg): number | undefined {
-  const h = Number(m.header?.get(headers.eventSeq));
-  if (Number.isInteger(h) && h > 0) return h;
-  try {
-    const seq = (m.json() as { seq?: unknown })?.seq;
-    return typeof seq === 'number' && Number.isInteger(seq) && seq > 0 ? seq : undefined;
-  } catch {
-    return undefined;
   }
 }

@@ -1,41 +1,122 @@
 /**
  * The JetStream stream of committed events. Each event is published once per sequence number:
  * the message id is the seq, so a republish after a crash is dropped by the server as a duplicate.
+ *
+ * The stream is bounded (limits retention, discard old): at most `maxMsgs` messages, `maxBytes` bytes, and
+ * nothing older than `maxAgeMs`. It is a fast path, not the record: etcd holds every event, and a reader
+ * that finds the stream trimmed, purged or recreated reads what it lacks from the controller.
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import { headers as natsHeaders } from '@nats-io/transport-node';
-import { jetstream, jetstreamManager, type JetStreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
+import {
+  DiscardPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  jetstream,
+  jetstreamManager,
+  type JetStreamManager,
+  RetentionPolicy,
+  StorageType,
+  type StreamConfig,
+} from '@nats-io/jetstream';
 import { EVENTS_STREAM, EVENTS_WILDCARD, eventSubject, eventTraceparent, headers, type ClusterEvent } from '@underlay/core';
 
 const enc = new TextEncoder();
 /** JetStream's de-duplication header (what `msgID` sets on a JetStream publish). */
 const NATS_MSG_ID = 'Nats-Msg-Id';
 const NS_PER_MS = 1_000_000;
+/** How long the server remembers message ids to drop a republished event. */
+const DUPLICATE_WINDOW_MS = 120_000;
 
-export async function ensureEventStream(jsm: JetStreamManager): Promise<void> {
+/** The stream's limits (what the controller's --stream-max-bytes, --stream-max-age-ms, --stream-max-msgs set). */
+export interface StreamLimits {
+  maxBytes: number;
+  maxAgeMs: number;
+  maxMsgs: number;
+}
+
+/** Defaults: 1 GiB, 7 days, 1,000,000 events (an event is a few hundred bytes: the count binds first). */
+export const DEFAULT_STREAM_LIMITS: Readonly<StreamLimits> = { maxBytes: 1024 ** 3, maxAgeMs: 7 * 24 * 3_600_000, maxMsgs: 1_000_000 };
+
+/** Allowed ranges of the limits (inclusive). */
+export const STREAM_LIMIT_BOUNDS: Readonly<Record<keyof StreamLimits, { min: number; max: number }>> = {
+  maxBytes: { min: 1024 ** 2, max: 1024 ** 4 },
+  maxAgeMs: { min: 60_000, max: 365 * 24 * 3_600_000 },
+  maxMsgs: { min: 1_000, max: 1_000_000_000 },
+};
+
+/** The limit fields of the stream's configuration, as the server takes them. */
+function limitConfig(l: StreamLimits): Pick<StreamConfig, 'max_bytes' | 'max_age' | 'max_msgs' | 'discard' | 'duplicate_window'> {
+  return {
+    max_bytes: l.maxBytes,
+    max_age: l.maxAgeMs * NS_PER_MS,
+    max_msgs: l.maxMsgs,
+    discard: DiscardPolicy.Old,
+    // The server refuses a duplicate window longer than the maximum age.
+    duplicate_window: Math.min(DUPLICATE_WINDOW_MS, l.maxAgeMs) * NS_PER_MS,
+  };
+}
+
+/** True for JetStream's "stream not found" (the stream was never made, or was deleted). */
+export function isStreamNotFound(err: unknown): boolean {
+  if (err instanceof JetStreamApiError) return err.code === JetStreamApiCodes.StreamNotFound;
+  return /stream not found/i.test((err as Error)?.message ?? '');
+}
+
+/**
+ * Makes the event stream exist with these limits: creates it when missing, updates its limits when they
+ * differ (the messages it holds stay, unless the new limits drop the oldest). Other errors are thrown.
+ */
+export async function ensureEventStream(jsm: JetStreamManager, limits: StreamLimits = DEFAULT_STREAM_LIMITS): Promise<'created' | 'updated' | 'unchanged'> {
+  const want = limitConfig(limits);
+  let current: StreamConfig;
   try {
-    await jsm.streams.info(EVENTS_STREAM);
-  } catch {
-    await jsm.streams.add({
-      name: EVENTS_STREAM,
-      subjects: [EVENTS_WILDCARD],
-      storage: StorageType.File,
-      retention: RetentionPolicy.Limits,
-      duplicate_window: 120_000 * NS_PER_MS,
-    });
+    current = (await jsm.streams.info(EVENTS_STREAM)).config;
+  } catch (err) {
+    if (!isStreamNotFound(err)) throw err;
+    try {
+      await jsm.streams.add({ name: EVENTS_STREAM, subjects: [EVENTS_WILDCARD], storage: StorageType.File, retention: RetentionPolicy.Limits, ...want });
+      return 'created';
+    } catch (e) {
+      // Another controller made it in between.
+      if (/already in use|already exists/i.test((e as Error).message)) return ensureEventStream(jsm, limits);
+      throw new Error(`could not create the JetStream stream ${EVENTS_STREAM} (${(e as Error).message}); if the server lacks room, lower --stream-max-bytes`);
+    }
   }
+  const same = (Object.keys(want) as (keyof typeof want)[]).every((k) => current[k] === want[k]);
+  if (same) return 'unchanged';
+  await jsm.streams.update(EVENTS_STREAM, want);
+  return 'updated';
 }
 
 export class EventPublisher {
   private constructor(
     private readonly nc: NatsConnection,
     private readonly jsm: JetStreamManager,
+    readonly limits: StreamLimits,
   ) {}
 
-  static async open(nc: NatsConnection): Promise<EventPublisher> {
+  static async open(nc: NatsConnection, limits: StreamLimits = DEFAULT_STREAM_LIMITS): Promise<EventPublisher> {
     const jsm = await jetstreamManager(nc);
-    await ensureEventStream(jsm);
-    return new EventPublisher(nc, jsm);
+    await ensureEventStream(jsm, limits);
+    return new EventPublisher(nc, jsm, limits);
+  }
+
+  /** Creates the stream when it is missing (deleted by an operator), updates limits that differ. */
+  ensureStream(): Promise<'created' | 'updated' | 'unchanged'> {
+    return ensureEventStream(this.jsm, this.limits);
+  }
+
+  /** Whether the stream exists with these limits (a periodic check; throws only when the server cannot be asked). */
+  async streamInPlace(): Promise<boolean> {
+    try {
+      const { config } = await this.jsm.streams.info(EVENTS_STREAM);
+      const want = limitConfig(this.limits);
+      return (Object.keys(want) as (keyof typeof want)[]).every((k) => config[k] === want[k]);
+    } catch (err) {
+      if (isStreamNotFound(err)) return false;
+      throw err;
+    }
   }
 
   /** The seq of the last event in the stream (0 when empty), read from its header. */

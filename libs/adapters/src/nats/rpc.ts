@@ -1,6 +1,12 @@
 /**
- * Request/reply over NATS with zod validation on both ends. The client retries while no controller
- * answers (none running, leader switch) or the controller says the error is retriable, up to a deadline.
+ * Request/reply over NATS with zod validation on both ends. The client speaks for one node: its requests go
+ * on that node's subjects (`underlay.rpc.v1.<node>.…`), which its NATS credentials allow and no other node's
+ * do. It retries while no controller answers (none running, leader switch) or the controller says the error
+ * is retriable, up to a deadline.
+ *
+ * The server side takes the caller's node from the subject, refuses a body naming another node, and never
+ * lets a request stop the process: parse errors, handler errors and replies too large for NATS all become
+ * error replies, and a failure to send a reply is logged.
  */
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import { headers as natsHeaders } from '@nats-io/transport-node';
@@ -11,10 +17,13 @@ import {
   UnavailableError,
   UnderlayError,
   InvalidArgumentError,
+  PermissionDeniedError,
   fromErrorBody,
   headers,
   newTraceparent,
-  rpc,
+  nodeOfRpcSubject,
+  rpcServeSubject,
+  rpcSubject,
   toErrorBody,
   type RpcMethod,
 } from '@underlay/core';
@@ -35,10 +44,18 @@ function isTransient(err: unknown): boolean {
   return /NoResponders|Timeout|RequestError/.test(name) || /no responders|timeout|503/i.test(msg);
 }
 
+function isPermissionViolation(err: unknown): boolean {
+  return /permissions? violation/i.test(`${(err as Error)?.name ?? ''} ${(err as Error)?.message ?? ''}`);
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class RpcClient {
-  constructor(private readonly nc: NatsConnection) {}
+  /** @param node the node this client speaks for (its credentials must allow that node's subjects). */
+  constructor(
+    private readonly nc: NatsConnection,
+    readonly node: string,
+  ) {}
 
   async call<S extends z.ZodType>(method: RpcMethod, req: unknown, resSchema: S, opts: CallOptions = {}): Promise<z.infer<S>> {
     const timeout = opts.timeoutMs ?? 10_000;
@@ -46,17 +63,21 @@ export class RpcClient {
     const h = natsHeaders();
     h.set(headers.traceparent, opts.traceparent ?? newTraceparent());
     const payload = enc.encode(JSON.stringify(req));
+    const subject = rpcSubject(method, this.node);
     let backoff = 50;
     for (let attempt = 1; ; attempt++) {
       let failure: UnderlayError;
       try {
-        const msg = await this.nc.request(rpc[method], payload, { timeout, headers: h });
+        const msg = await this.nc.request(subject, payload, { timeout, headers: h });
         const reply = RpcReply.parse(msg.json());
         if (reply.ok) return resSchema.parse(reply.result);
         failure = fromErrorBody(reply.error);
         if (!failure.retriable) throw failure;
       } catch (err) {
         if (err instanceof UnderlayError && !err.retriable) throw err;
+        if (isPermissionViolation(err)) {
+          throw new PermissionDeniedError(`NATS refused ${subject} for node ${this.node}: check --node and --nats-creds (${(err as Error).message})`);
+        }
         if (!(err instanceof UnderlayError) && !isTransient(err)) throw err;
         failure = err instanceof UnderlayError ? err : new UnavailableError(`the underlay controller did not answer ${method}: ${(err as Error).message}`);
       }
@@ -70,7 +91,23 @@ export class RpcClient {
 }
 
 export interface RpcContext {
+  /** The caller, from the request's subject (which its credentials allow). */
+  node: string;
   traceparent?: string;
+}
+
+export interface ServeOptions {
+  logger?: (m: string) => void;
+  /** Counts handler failures that could not even be answered (for metrics and tests). */
+  onUnanswered?: (err: unknown) => void;
+}
+
+/** Room left in a reply for its envelope (`{"ok":true,"result":…}`) and NATS headers. */
+export const REPLY_ENVELOPE_BYTES = 4096;
+
+/** The largest reply payload this connection's server accepts. */
+export function maxPayload(nc: NatsConnection): number {
+  return nc.info?.max_payload ?? 1024 * 1024;
 }
 
 /** Serves one method in the controllers' queue group. The handler's errors become error replies. */
@@ -79,26 +116,56 @@ export function serveRpc<S extends z.ZodType>(
   method: RpcMethod,
   reqSchema: S,
   handler: (req: z.infer<S>, ctx: RpcContext) => Promise<unknown>,
+  opts: ServeOptions = {},
 ): Subscription {
-  return nc.subscribe(rpc[method], {
+  const logger = opts.logger ?? (() => {});
+  const send = (msg: Msg, reply: RpcReply): void => {
+    let data = enc.encode(JSON.stringify(reply));
+    const limit = maxPayload(nc) - REPLY_ENVELOPE_BYTES;
+    if (data.byteLength > limit) {
+      const err = new InvalidArgumentError(`the reply to ${method} would be ${data.byteLength} bytes, more than NATS allows (${limit}); ask for less`);
+      data = enc.encode(JSON.stringify({ ok: false, error: toErrorBody(err) } satisfies RpcReply));
+    }
+    msg.respond(data);
+  };
+  return nc.subscribe(rpcServeSubject(method), {
     queue: CONTROLLER_QUEUE,
     callback: (err, msg: Msg) => {
-      if (err) return;
+      if (err) {
+        logger(`rpc ${method}: subscription error: ${err.message}`);
+        return;
+      }
+      if (!msg.reply) return; // nobody to answer
       void (async () => {
         let reply: RpcReply;
         try {
-          const parsed = reqSchema.safeParse(msg.json());
+          const node = nodeOfRpcSubject(msg.subject);
+          if (!node) throw new InvalidArgumentError(`bad ${method} request: the subject ${msg.subject} names no node`);
+          let body: unknown;
+          try {
+            body = msg.json();
+          } catch {
+            throw new InvalidArgumentError(`bad ${method} request: the body is not JSON`);
+          }
+          const parsed = reqSchema.safeParse(body);
           if (!parsed.success) {
             const issue = parsed.error.issues[0];
             throw new InvalidArgumentError(`bad ${method} request: ${issue ? `${issue.path.join('.') || '(body)'}: ${issue.message}` : 'invalid'}`);
           }
-          const result = await handler(parsed.data, { traceparent: msg.headers?.get(headers.traceparent) || undefined });
+          const named = (parsed.data as { node?: unknown } | null)?.node;
+          if (typeof named === 'string' && named !== node) {
+            throw new PermissionDeniedError(`node ${node} cannot send ${method} for node ${named}: a node acts only for itself`);
+          }
+          const result = await handler(parsed.data, { node, traceparent: msg.headers?.get(headers.traceparent) || undefined });
           reply = { ok: true, result: result ?? {} };
         } catch (e) {
           reply = { ok: false, error: toErrorBody(e) };
         }
-        msg.respond(enc.encode(JSON.stringify(reply)));
-      })();
+        send(msg, reply);
+      })().catch((e) => {
+        opts.onUnanswered?.(e);
+        logger(`rpc ${method}: could not answer ${msg.subject}: ${(e as Error)?.message ?? String(e)}`);
+      });
     },
   });
 }

@@ -4,7 +4,7 @@
  * request, so decisions made back to back never hand out the same address.
  */
 import type { EventBody } from '../events.js';
-import { ConflictError, ExhaustedError, InvalidArgumentError, NotFoundError } from '../errors.js';
+import { ConflictError, ExhaustedError, InvalidArgumentError, NotFoundError, PermissionDeniedError } from '../errors.js';
 import { type Cidr, contains, formatCidr, formatValue, overlaps, parseCidr, tryParseAddr, usableRange } from '../ip.js';
 import {
   GATEWAY_REQUEST_TYPE,
@@ -17,7 +17,9 @@ import {
   type RequestAddressReq,
   type RequestPoolReq,
 } from '../protocol/ipam.js';
-import { blockOf, blockRange, blockSize, endpointCount, formatBlock, type IpamState, type Pool } from './state.js';
+import { LIMITS } from '../protocol/limits.js';
+import { blockOf, blockRange, blockSize, endpointCount, formatBlock, type Allocation, type IpamState, type Pool } from './state.js';
+import { parentInterfaces } from '../node/interfaces.js';
 
 export interface Decision<R> {
   events: EventBody[];
@@ -32,13 +34,44 @@ export const BLOCK_SIZE_OPTION = 'block_size';
 export const STRICT_AFFINITY_OPTION = 'strict_affinity';
 export const DEFAULT_BLOCK_PREFIX = { 4: 26, 6: 122 } as const;
 
-function blockPrefixOption(options: Record<string, string>, family: 4 | 6): number {
+/**
+ * The largest pools the controller hands out, as the shortest prefix length allowed per family (its
+ * --max-pool-prefix-v4 and --max-pool-prefix-v6). A pool is one subnet that every host shares: a /1 would
+ * claim half of the IPv4 space for one network.
+ */
+export interface PoolLimits {
+  maxPoolPrefixV4: number;
+  maxPoolPrefixV6: number;
+}
+export const DEFAULT_POOL_LIMITS: Readonly<PoolLimits> = { maxPoolPrefixV4: 8, maxPoolPrefixV6: 48 };
+const POOL_LIMIT_FLAG = { 4: '--max-pool-prefix-v4', 6: '--max-pool-prefix-v6' } as const;
+const poolLimit = (limits: PoolLimits, family: 4 | 6): number => (family === 4 ? limits.maxPoolPrefixV4 : limits.maxPoolPrefixV6);
+
+/** Refuses a subnet larger than the limit (a prefix shorter than the family's maximum pool prefix). */
+export function checkPoolSize(cidr: Cidr, limits: PoolLimits = DEFAULT_POOL_LIMITS): void {
+  const limit = poolLimit(limits, cidr.family);
+  if (cidr.prefix < limit) {
+    throw new InvalidArgumentError(
+      `pool ${formatCidr(cidr)} is larger than the limit /${limit} (${POOL_LIMIT_FLAG[cidr.family]}): use a smaller --subnet, or raise the controller's ${POOL_LIMIT_FLAG[cidr.family]}`,
+    );
+  }
+}
+
+/**
+ * `--ipam-opt block_size=N`: a prefix length from the largest pool's (the limit: a block is never larger
+ * than a pool may be) to the family's bits (one address per block). A block larger than its pool is the
+ * whole pool.
+ */
+export function blockPrefixOption(options: Readonly<Record<string, string>>, family: 4 | 6, limits: PoolLimits = DEFAULT_POOL_LIMITS): number {
   const raw = options[BLOCK_SIZE_OPTION];
   if (raw === undefined || raw === '') return DEFAULT_BLOCK_PREFIX[family];
   const m = /^\/?(\d{1,3})$/.exec(raw.trim());
+  const min = poolLimit(limits, family);
   const max = family === 4 ? 32 : 128;
-  if (!m || Number(m[1]) > max) {
-    throw new InvalidArgumentError(`--ipam-opt ${BLOCK_SIZE_OPTION}=${raw} is not valid: give a prefix length from 0 to ${max}, for example ${BLOCK_SIZE_OPTION}=${DEFAULT_BLOCK_PREFIX[family]}`);
+  if (!m || Number(m[1]) < min || Number(m[1]) > max) {
+    throw new InvalidArgumentError(
+      `--ipam-opt ${BLOCK_SIZE_OPTION}=${raw.slice(0, 32)} is not valid: give a prefix length from ${min} to ${max} for IPv${family}, for example ${BLOCK_SIZE_OPTION}=${DEFAULT_BLOCK_PREFIX[family]}`,
+    );
   }
   return Number(m[1]);
 }
@@ -58,7 +91,7 @@ export function overlappingPool(state: IpamState, space: string, cidr: Cidr): Po
   return undefined;
 }
 
-export function decideRequestPool(state: IpamState, req: RequestPoolReq): Decision<{ poolId: string; pool: string }> {
+export function decideRequestPool(state: IpamState, req: RequestPoolReq, limits: PoolLimits = DEFAULT_POOL_LIMITS): Decision<{ poolId: string; pool: string }> {
   if (req.pool === '') {
     throw new InvalidArgumentError(
       `underlay allocates addresses across the whole cluster and needs an explicit subnet: add --subnet (for example --subnet 192.0.2.0/24)${req.v6 ? ' and an IPv6 --subnet' : ''}`,
@@ -79,6 +112,7 @@ export function decideRequestPool(state: IpamState, req: RequestPoolReq): Decisi
     }
   }
   const space = req.options[SPACE_OPTION] || req.space;
+  if (space.length > LIMITS.name) throw new InvalidArgumentError(`--ipam-opt ${SPACE_OPTION}=… is longer than ${LIMITS.name} characters`);
   const cidrText = formatCidr(cidr);
   const subText = subPool ? formatCidr(subPool) : undefined;
   const poolId = poolIdOf(space, cidrText);
@@ -101,6 +135,8 @@ export function decideRequestPool(state: IpamState, req: RequestPoolReq): Decisi
     }
     return { events: [{ type: 'PoolRefAdded', data: { poolId, node: req.node, requestId: req.requestId } }], result: { poolId, pool: cidrText } };
   }
+  // Limits apply to new pools: a host joining a pool that exists (a replica) is not refused for it.
+  checkPoolSize(cidr, limits);
   const other = overlappingPool(state, space, cidr);
   if (other) {
     throw new ConflictError(
@@ -108,7 +144,7 @@ export function decideRequestPool(state: IpamState, req: RequestPoolReq): Decisi
     );
   }
   const options = { ...req.options };
-  const blockPrefix = blockPrefixOption(options, cidr.family);
+  const blockPrefix = blockPrefixOption(options, cidr.family, limits);
   const strictAffinity = strictOption(options);
   return {
     events: [
@@ -131,17 +167,34 @@ function networksUsing(state: IpamState, poolId: string, onNode?: string): strin
   return [...byName].map(([name, nodes]) => `network "${name}" (on ${[...new Set(nodes)].sort().join(', ')})`).join(' and ');
 }
 
+/**
+ * A Docker network id belongs to the node that recorded it (each dockerd makes its own ids): only that node may
+ * record, name, define or remove it.
+ */
+export function checkNetworkOwner(state: IpamState, networkId: string, node: string): void {
+  const n = state.networks.get(networkId);
+  if (n && n.node !== node) {
+    throw new PermissionDeniedError(`network ${networkId.slice(0, 12)}${n.name ? ` (${n.name})` : ''} is recorded by node ${n.node}, not ${node}`);
+  }
+}
+
 export function decideNetworkRecorded(state: IpamState, req: NetworkRecordReq): Decision<Record<string, never>> {
+  checkNetworkOwner(state, req.networkId, req.node);
   const n = state.networks.get(req.networkId);
   const same = n && n.node === req.node && n.poolIds.join() === req.poolIds.join() && JSON.stringify(n.options) === JSON.stringify(req.options);
   return { events: same ? [] : [{ type: 'NetworkRecorded', data: { networkId: req.networkId, node: req.node, poolIds: req.poolIds, options: req.options } }], result: {} };
 }
 
-export function decideNetworkNamed(state: IpamState, req: { networkId: string; name: string }): Decision<Record<string, never>> {
+export function decideNetworkNamed(state: IpamState, req: { networkId: string; name: string; node: string }): Decision<Record<string, never>> {
+  checkNetworkOwner(state, req.networkId, req.node);
   const n = state.networks.get(req.networkId);
   return { events: n && n.name !== req.name ? [{ type: 'NetworkNamed', data: { networkId: req.networkId, name: req.name } }] : [], result: {} };
 }
 
+/**
+ * A node gives up its own reference to a pool, never another's (the event names the caller). Without a
+ * reference this is a no-op, not a refusal: it is also what a retry sees after a lost reply.
+ */
 export function decideReleasePool(state: IpamState, req: ReleasePoolReq): Decision<Record<string, never>> {
   const pool = state.pools.get(req.poolId);
   if (!pool || !pool.refs.has(req.node)) return { events: [], result: {} };
@@ -164,6 +217,11 @@ function holderText(p: Pool, v: bigint): string {
   if (a.kind === 'gateway') return 'the gateway';
   if (a.kind === 'aux') return 'an --aux-address reservation';
   return `an endpoint on node ${a.node}`;
+}
+
+/** A node named an endpoint address another node holds. */
+function notTheHolder(p: Pool, v: bigint, a: Allocation, caller: string): PermissionDeniedError {
+  return new PermissionDeniedError(`address ${formatValue(p.cidr.family, v)} in pool ${p.poolId} is held by node ${a.node}, not ${caller}`);
 }
 
 /** Parses a requested address and checks that the pool may hold it. */
@@ -283,15 +341,21 @@ function findInBlocks(p: Pool, node: string): { value: bigint; claim?: bigint } 
   return undefined;
 }
 
+/**
+ * A node releases an endpoint address it holds. Idempotent: an address already free, or given to another
+ * allocation since (`allocSeq` differs: a late or repeated release), is a no-op. An address another node
+ * holds is refused. Gateway and aux reservations are shared by every host and go with the pool (every
+ * host's Docker releases them: a no-op). The collector reclaims leaks through collectLeaks, not here.
+ */
 export function decideReleaseAddress(state: IpamState, req: ReleaseAddressReq): Decision<Record<string, never>> {
   const p = state.pools.get(req.poolId);
   const a = p ? tryParseAddr(req.address) : undefined;
   const cur = p && a ? p.allocs.get(a.value) : undefined;
-  // Gateway and aux reservations are shared by every host and go with the pool.
   if (!p || !a || !cur || cur.kind !== 'endpoint') return { events: [], result: {} };
   if (req.allocSeq !== undefined && req.allocSeq !== cur.seq) return { events: [], result: {} };
+  if (cur.node !== req.node) throw notTheHolder(p, a.value, cur, req.node);
   const events: EventBody[] = [
-    { type: 'AddressReleased', data: { poolId: p.poolId, address: formatValue(p.cidr.family, a.value), node: req.node, allocSeq: cur.seq } },
+    { type: 'AddressReleased', data: { poolId: p.poolId, address: formatValue(p.cidr.family, a.value), node: cur.node, allocSeq: cur.seq } },
   ];
   if (poolGoesWith(p, 1)) events.push({ type: 'PoolDeleted', data: { poolId: p.poolId } });
   return { events, result: {} };
@@ -302,7 +366,7 @@ export function poolGoesWith(p: Pool, released: number): boolean {
   return p.refs.size === 0 && endpointCount(p) === released;
 }
 
-/** CreateEndpoint on a node: the address is now held by that endpoint. */
+/** CreateEndpoint on a node: the address is now held by that endpoint. Only the node holding the address may bind it. */
 export function decideBindEndpoint(state: IpamState, req: BindEndpointReq): Decision<{ bound: boolean }> {
   const p = state.pools.get(req.poolId);
   const a = p ? tryParseAddr(req.address) : undefined;
@@ -310,6 +374,7 @@ export function decideBindEndpoint(state: IpamState, req: BindEndpointReq): Deci
   if (!p || !a || !cur || cur.kind !== 'endpoint' || (req.allocSeq !== undefined && req.allocSeq !== cur.seq)) {
     return { events: [], result: { bound: false } };
   }
+  if (cur.node !== req.node) throw notTheHolder(p, a.value, cur, req.node);
   if (cur.endpointId === req.endpointId) return { events: [], result: { bound: true } };
   return {
     events: [
@@ -322,12 +387,18 @@ export function decideBindEndpoint(state: IpamState, req: BindEndpointReq): Deci
   };
 }
 
-/** An agent says hello (on start and with each report): registered once, re-registered when its details change. */
+/**
+ * An agent says hello (with each report): registered once, re-registered when what identifies it changes: its
+ * address, version, or the interfaces that can be parents. Veths, Docker's bridges and underlay's own endpoint
+ * links and dummies come and go with containers: they are status (the report, in the node directory), not events.
+ */
 export function decideNodeHello(state: IpamState, req: NodeHello): Decision<Record<string, never>> {
   const n = state.nodes.get(req.node);
-  const sameIfs = (n?.interfaces ?? []).join() === (req.interfaces ?? []).join();
+  const ifs = req.interfaces ? parentInterfaces(req.interfaces) : undefined;
+  // Registrations written before this rule may hold transient names: compare what can be a parent on both sides.
+  const sameIfs = parentInterfaces(n?.interfaces ?? []).join() === (ifs ?? []).join();
   if (n && n.address === req.address && n.version === req.version && sameIfs) return { events: [], result: {} };
-  return { events: [{ type: 'NodeRegistered', data: { node: req.node, address: req.address, version: req.version, ...(req.interfaces ? { interfaces: req.interfaces } : {}) } }], result: {} };
+  return { events: [{ type: 'NodeRegistered', data: { node: req.node, address: req.address, version: req.version, ...(ifs ? { interfaces: ifs } : {}) } }], result: {} };
 }
 
 /** Blocks that have held no endpoint for longer than the grace period go back to the pool. */

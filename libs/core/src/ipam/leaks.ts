@@ -4,19 +4,40 @@
  *  - its node's latest report (received well after the binding) does not list its endpoint, or
  *  - its node has not been seen for a long time (lease expired long ago).
  * A candidate is reclaimed only when seen as leaked on two consecutive passes, so a live address
- * caught by a race in one pass is never reclaimed. Pure: the caller passes the clock and what it
- * knows of the nodes.
+ * caught by a race in one pass is never reclaimed. An address that its node's latest report shows
+ * held by a container (Docker's own view, read by the agent) is never a candidate for the first two
+ * rules, whatever the agent's local store lost. Pure: the caller passes the clock and what it knows
+ * of the nodes.
  */
 import type { EventBody } from '../events.js';
-import { formatValue } from '../ip.js';
+import { formatValue, tryParseAddr } from '../ip.js';
 import type { IpamState } from './state.js';
 import { poolGoesWith } from './decide.js';
 
 export interface NodeLiveness {
   /** When the controller last heard from the node (ms since epoch). */
   lastSeenMs: number;
-  /** The node's latest report: when it was received, and the endpoints it listed. */
-  report?: { atMs: number; endpoints: ReadonlySet<string> };
+  /**
+   * The node's latest report: when it was received, the endpoints it listed, and the addresses it showed held by
+   * containers (`reportedAddresses`).
+   */
+  report?: { atMs: number; endpoints: ReadonlySet<string>; addresses?: ReadonlySet<string> };
+}
+
+/**
+ * The addresses a report shows held by running containers (endpoint states with a container id: the agent read
+ * them from Docker), in canonical form (`formatValue`), without prefix lengths.
+ */
+export function reportedAddresses(states: ReadonlyArray<{ containerId?: string; address?: string; addressV6?: string }>): Set<string> {
+  const out = new Set<string>();
+  for (const s of states) {
+    if (!s.containerId) continue;
+    for (const cidr of [s.address, s.addressV6]) {
+      const a = cidr ? tryParseAddr(cidr.split('/')[0]!) : undefined;
+      if (a) out.add(formatValue(a.family, a.value));
+    }
+  }
+  return out;
 }
 
 export interface LeakPolicy {
@@ -53,8 +74,13 @@ export function findLeakCandidates(
     for (const [v, a] of p.allocs) {
       if (a.kind !== 'endpoint') continue;
       // The address is formatted only for a candidate: this loop runs over every allocation on each pass.
-      const candidate = (rule: LeakCandidate['rule']) => out.push({ poolId: p.poolId, address: formatValue(p.cidr.family, v), allocSeq: a.seq, node: a.node, rule });
       const live = nodes.get(a.node);
+      const candidate = (rule: LeakCandidate['rule']) => {
+        const address = formatValue(p.cidr.family, v);
+        // A container on the node still holds it (as Docker told the agent): live, whatever else says.
+        if (rule !== 'node-expired' && live?.report?.addresses?.has(address)) return;
+        out.push({ poolId: p.poolId, address, allocSeq: a.seq, node: a.node, rule });
+      };
       const lastSeen = live?.lastSeenMs ?? knownSinceMs;
       if (nowMs - lastSeen >= policy.nodeExpiredMs) {
         candidate('node-expired');

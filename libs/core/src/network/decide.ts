@@ -5,11 +5,12 @@
 import { ConflictError, InvalidArgumentError, NotFoundError } from '../errors.js';
 import type { EventBody } from '../events.js';
 import { formatCidr, overlaps, parseCidr } from '../ip.js';
-import type { Decision } from '../ipam/decide.js';
-import { SPACE_OPTION, overlappingPool } from '../ipam/decide.js';
+import type { Decision, PoolLimits } from '../ipam/decide.js';
+import { DEFAULT_POOL_LIMITS, SPACE_OPTION, blockPrefixOption, checkNetworkOwner, checkPoolSize, overlappingPool } from '../ipam/decide.js';
 import type { IpamState } from '../ipam/state.js';
 import { formatValue } from '../ip.js';
 import { LOCAL_ADDRESS_SPACE } from '../protocol/plugin.js';
+import { LIMITS, clipText } from '../protocol/limits.js';
 import { diffDefinitions, normalizeDefinition, type NetworkDefinition, type NetworkDefinitionInput } from './definition.js';
 
 /** An endpoint holding an address on one host's member of a cluster network. */
@@ -39,14 +40,18 @@ export function attachedEndpoints(state: IpamState, name: string): AttachedEndpo
 /** Names the container of an endpoint, when a node's report says it. */
 export type ContainerLookup = (node: string, endpointId: string) => string | undefined;
 
+/** Endpoints an in-use refusal lists by name (the rest are counted). */
+const LISTED_ENDPOINTS = 20;
+
 function inUseError(name: string, attached: AttachedEndpoint[], who: ContainerLookup): ConflictError {
   const byNode = new Map<string, string[]>();
-  for (const a of attached) {
+  for (const a of attached.slice(0, LISTED_ENDPOINTS)) {
     const c = who(a.node, a.endpointId);
     const what = `${c ? `container ${c}` : `endpoint ${a.endpointId.slice(0, 12)}`} (${a.address})`;
     byNode.set(a.node, [...(byNode.get(a.node) ?? []), what]);
   }
-  const list = [...byNode].map(([node, l]) => `on ${node}: ${l.join(', ')}`).join('; ');
+  const more = attached.length - LISTED_ENDPOINTS;
+  const list = [...byNode].map(([node, l]) => `on ${node}: ${l.join(', ')}`).join('; ') + (more > 0 ? `; and ${more} more` : '');
   return new ConflictError(`error while removing network: network ${name} has active endpoints ${list}. Stop those containers or disconnect them (docker network disconnect ${name} CONTAINER on their host) first`);
 }
 
@@ -85,6 +90,7 @@ export interface NetworkDefineResult {
  * network uses): then the agent removes it.
  */
 export function decideNetworkDefine(state: IpamState, req: NetworkDefineReq): Decision<NetworkDefineResult> {
+  checkNetworkOwner(state, req.networkId, req.node);
   const n = state.networks.get(req.networkId);
   if (!n) return { events: [], result: { member: false, conflict: `network ${req.networkId.slice(0, 12)} was never recorded` } };
   const def = normalizeDefinition(req.definition);
@@ -93,7 +99,7 @@ export function decideNetworkDefine(state: IpamState, req: NetworkDefineReq): De
   if (cn) {
     const diff = diffDefinitions(cn.definition, def);
     if (diff.length === 0) return { events: named(true), result: { member: true } };
-    const conflict = `network ${req.name} already exists in the cluster with a different definition: ${diff.join('; ')}`;
+    const conflict = clipText(`network ${req.name} already exists in the cluster with a different definition: ${diff.join('; ')}`, LIMITS.message);
     return { events: named(false), result: { member: false, conflict } };
   }
   // A replica of a cluster network removed meanwhile: a member of nothing, which its agent removes.
@@ -107,7 +113,11 @@ export function decideNetworkDefine(state: IpamState, req: NetworkDefineReq): De
 }
 
 /** `underlay network create` (the HTTP API): defines the network; agents create it in their Docker. */
-export function decideClusterNetworkCreate(state: IpamState, req: { name: string; definition: NetworkDefinitionInput }): Decision<{ created: boolean }> {
+export function decideClusterNetworkCreate(
+  state: IpamState,
+  req: { name: string; definition: NetworkDefinitionInput },
+  limits: PoolLimits = DEFAULT_POOL_LIMITS,
+): Decision<{ created: boolean }> {
   const def = normalizeDefinition(req.definition);
   for (const s of def.subnets) {
     let c;
@@ -118,6 +128,13 @@ export function decideClusterNetworkCreate(state: IpamState, req: { name: string
     }
     if (formatCidr(c) !== s.subnet) throw new InvalidArgumentError(`subnets: write ${s.subnet} as ${formatCidr(c)}`);
     if ((c.family === 6) && !def.ipv6) throw new InvalidArgumentError(`subnets: ${s.subnet} is IPv6: set ipv6 to true`);
+    // The pools the hosts will ask for: refused here at once rather than on every host.
+    try {
+      checkPoolSize(c, limits);
+      blockPrefixOption(def.ipamOptions, c.family, limits);
+    } catch (e) {
+      throw new InvalidArgumentError(`${checkPoolSizeField(e)}: ${(e as Error).message}`);
+    }
   }
   const cn = state.clusterNetworks.get(req.name);
   if (cn) {
@@ -143,10 +160,14 @@ export function decideClusterNetworkRemove(state: IpamState, req: { name: string
   return { events: [{ type: 'ClusterNetworkRemoved', data: { name: req.name } }], result: {} };
 }
 
+/** The request field a pool-limit refusal is about. */
+const checkPoolSizeField = (e: unknown): string => ((e as Error).message.startsWith('--ipam-opt') ? 'ipamOptions' : 'subnets');
+
 /**
  * DeleteNetwork on a host (`docker network rm` there, or an agent removing its replica). For a member
  * of a live cluster network this is `docker network rm` for the whole cluster: refused while another
- * host has an endpoint on it, otherwise the cluster network goes too.
+ * host has an endpoint on it, otherwise the cluster network goes too. Only the node that recorded the
+ * Docker network may remove it (`underlay network rm` is decideClusterNetworkRemove).
  */
 export function decideNetworkRemoved(
   state: IpamState,
@@ -155,6 +176,7 @@ export function decideNetworkRemoved(
 ): Decision<Record<string, never>> {
   const n = state.networks.get(req.networkId);
   if (!n) return { events: [], result: {} };
+  checkNetworkOwner(state, req.networkId, req.node);
   const events: EventBody[] = [];
   if (req.cluster !== false && n.cluster && n.name && state.clusterNetworks.has(n.name)) {
     const attached = attachedEndpoints(state, n.name);

@@ -4,26 +4,30 @@
  * Engine API, so the same name means the same network everywhere.
  */
 import { z } from 'zod';
+import { LIMITS, boundedRecord, cutText, optionMap, text } from '../protocol/limits.js';
+
+/** --aux-address host=IP of one subnet. */
+const auxMap = () => boundedRecord(text(LIMITS.name), text(LIMITS.address), LIMITS.auxAddresses);
 
 export const SubnetConfig = z.object({
-  subnet: z.string().min(1),
+  subnet: text(LIMITS.address).min(1),
   /** Empty means not set (as Docker shows it). */
-  ipRange: z.string().optional(),
-  gateway: z.string().optional(),
-  auxAddresses: z.record(z.string(), z.string()).default({}),
+  ipRange: text(LIMITS.address).optional(),
+  gateway: text(LIMITS.address).optional(),
+  auxAddresses: auxMap().default({}),
 });
 export type SubnetConfig = z.infer<typeof SubnetConfig>;
 
 export const NetworkDefinition = z.object({
   /** Driver options (`-o`): parent, macvlan_mode, ipvlan_mode, ipvlan_flag. */
-  options: z.record(z.string(), z.string()).default({}),
+  options: optionMap().default({}),
   /** `--ipam-opt`. */
-  ipamOptions: z.record(z.string(), z.string()).default({}),
-  subnets: z.array(SubnetConfig).min(1, 'a network needs at least one --subnet'),
+  ipamOptions: optionMap().default({}),
+  subnets: z.array(SubnetConfig).min(1, 'a network needs at least one --subnet').max(LIMITS.subnets, `a network has at most ${LIMITS.subnets} subnets`),
   ipv6: z.boolean().default(false),
   internal: z.boolean().default(false),
   /** `--label`, less underlay's own (io.underlay.*). */
-  labels: z.record(z.string(), z.string()).default({}),
+  labels: optionMap().default({}),
 });
 export type NetworkDefinition = z.infer<typeof NetworkDefinition>;
 export type NetworkDefinitionInput = z.input<typeof NetworkDefinition>;
@@ -102,30 +106,39 @@ export function diffDefinitions(aIn: NetworkDefinitionInput, bIn: NetworkDefinit
 
 /** What the Docker Engine API answers for GET /networks/{id} (the fields underlay reads). */
 export const DockerNetworkInspect = z.object({
-  Name: z.string(),
-  Id: z.string(),
-  Driver: z.string(),
+  Name: text(LIMITS.name),
+  Id: text(LIMITS.dockerId),
+  Driver: text(LIMITS.name),
   EnableIPv6: z.boolean().optional().default(false),
   Internal: z.boolean().optional().default(false),
   IPAM: z
     .object({
-      Driver: z.string().optional(),
-      Options: z.record(z.string(), z.string()).nullish(),
+      Driver: text(LIMITS.name).optional(),
+      Options: optionMap().nullish(),
       Config: z
         .array(
           z.object({
-            Subnet: z.string().optional(),
-            IPRange: z.string().optional(),
-            Gateway: z.string().optional(),
-            AuxiliaryAddresses: z.record(z.string(), z.string()).nullish(),
+            Subnet: text(LIMITS.address).optional(),
+            IPRange: text(LIMITS.address).optional(),
+            Gateway: text(LIMITS.address).optional(),
+            AuxiliaryAddresses: auxMap().nullish(),
           }),
         )
+        .max(LIMITS.subnets)
         .nullish(),
     })
     .optional(),
-  Options: z.record(z.string(), z.string()).nullish(),
-  Labels: z.record(z.string(), z.string()).nullish(),
-  Containers: z.record(z.string(), z.object({ Name: z.string().optional(), EndpointID: z.string().optional(), IPv4Address: z.string().optional(), IPv6Address: z.string().optional() })).nullish(),
+  Options: optionMap().nullish(),
+  Labels: optionMap().nullish(),
+  /**
+   * By container id, or `ep-<endpoint id>` for an endpoint not in a container yet. Docker puts no bound on
+   * container names: a longer one is cut (it is only shown), never refused.
+   */
+  Containers: boundedRecord(
+    text(LIMITS.name),
+    z.object({ Name: cutText(LIMITS.name).optional(), EndpointID: text(LIMITS.dockerId).optional(), IPv4Address: text(LIMITS.address).optional(), IPv6Address: text(LIMITS.address).optional() }),
+    LIMITS.nodeEndpoints,
+  ).nullish(),
 });
 export type DockerNetworkInspect = z.infer<typeof DockerNetworkInspect>;
 

@@ -5,10 +5,12 @@
  * three cannot drift apart.
  */
 import { z } from 'zod';
+import { ERROR_CODES } from '../errors.js';
 import { ClusterEvent } from '../events.js';
 import { parseAddr, parseCidr } from '../ip.js';
 import { NetworkDefinition, NetworkName, SubnetConfig } from '../network/definition.js';
 import { NetworkStatus } from './ipam.js';
+import { LIMITS, boundedRecord, text } from './limits.js';
 
 /** Where the CLI looks for the controller when neither --controller nor UNDERLAY_CONTROLLER says. */
 export const DEFAULT_CONTROLLER_URL = 'http://127.0.0.1:7410';
@@ -20,25 +22,16 @@ export const EVENTS_FOLLOW_POLL_MS = 250;
 // ---------------------------------------------------------------------------------------------
 // Errors
 
-export const ApiErrorCode = z.enum([
-  'invalid-argument',
-  'unauthorized',
-  'not-found',
-  'method-not-allowed',
-  'conflict',
-  'payload-too-large',
-  'exhausted',
-  'unavailable',
-  'internal',
-]);
+/** The core's error codes (errors.ts ERROR_CODES) and the HTTP API's own. */
+export const ApiErrorCode = z.enum([...ERROR_CODES, 'unauthorized', 'method-not-allowed', 'payload-too-large']);
 export type ApiErrorCode = z.infer<typeof ApiErrorCode>;
 
 /** Every non-2xx answer. `field` names the wrong part of a request (`subnets.0.subnet`), when one is. */
 export const ApiError = z.object({
   error: z.object({
     code: ApiErrorCode,
-    message: z.string(),
-    field: z.string().optional(),
+    message: text(LIMITS.message),
+    field: text(LIMITS.name).optional(),
   }),
 });
 export type ApiError = z.infer<typeof ApiError>;
@@ -49,8 +42,8 @@ export type ApiError = z.infer<typeof ApiError>;
 export const Health = z.object({
   ok: z.boolean(),
   /** leader, standby, starting or stopped. */
-  role: z.string(),
-  name: z.string(),
+  role: text(LIMITS.name),
+  name: text(LIMITS.name),
   /** Last event folded into this controller's state. */
   seq: z.number().int().nonnegative(),
 });
@@ -59,7 +52,7 @@ export type Health = z.infer<typeof Health>;
 /** `GET /v1/ipam`: the folded state as `describe()` gives it (pools, nodes, networks, cluster networks). */
 export const IpamDescribe = z.looseObject({
   seq: z.number().int().nonnegative(),
-  pools: z.array(z.looseObject({ poolId: z.string(), cidr: z.string() })),
+  pools: z.array(z.looseObject({ poolId: text(LIMITS.poolId), cidr: text(LIMITS.address) })).max(LIMITS.clusterList),
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -83,23 +76,23 @@ const addrCheck = (s: string, ctx: z.RefinementCtx) => {
 /** A subnet as the API takes it: like SubnetConfig, with every address checked. */
 export const ApiSubnet = z.object({
   subnet: SubnetConfig.shape.subnet.superRefine(cidrCheck(true)).describe('the subnet, e.g. 192.0.2.0/24 (host bits zero)'),
-  ipRange: z.string().min(1).superRefine(cidrCheck(false)).optional().describe('--ip-range: dynamic addresses come only from here'),
-  gateway: z.string().min(1).superRefine(addrCheck).optional().describe('--gateway (default: the first usable address)'),
-  auxAddresses: z.record(z.string(), z.string().superRefine(addrCheck)).default({}).describe('--aux-address host=IP'),
+  ipRange: text(LIMITS.address).min(1).superRefine(cidrCheck(false)).optional().describe('--ip-range: dynamic addresses come only from here'),
+  gateway: text(LIMITS.address).min(1).superRefine(addrCheck).optional().describe('--gateway (default: the first usable address)'),
+  auxAddresses: boundedRecord(text(LIMITS.name), text(LIMITS.address).superRefine(addrCheck), LIMITS.auxAddresses).default({}).describe('--aux-address host=IP'),
 });
 
 /** `POST /v1/networks`: a name and a NetworkDefinition, as `docker network create` takes them. */
 export const NetworkCreateRequest = z.strictObject({
   name: NetworkName,
   ...NetworkDefinition.shape,
-  subnets: z.array(ApiSubnet).min(1, 'a network needs at least one --subnet'),
+  subnets: z.array(ApiSubnet).min(1, 'a network needs at least one --subnet').max(LIMITS.subnets, `a network has at most ${LIMITS.subnets} subnets`),
 });
 export type NetworkCreateRequest = z.infer<typeof NetworkCreateRequest>;
 export type NetworkCreateRequestInput = z.input<typeof NetworkCreateRequest>;
 
 /** Where and how a cluster network exists on one host. */
 export const NetworkHost = z.object({
-  node: z.string(),
+  node: text(LIMITS.nodeName),
   /** The node holds its lease (it reported within its lease). */
   nodeReady: z.boolean(),
   /**
@@ -107,35 +100,35 @@ export const NetworkHost = z.object({
    * Docker network but the node's report does not mention it (yet).
    */
   state: z.union([NetworkStatus.shape.state, z.literal('recorded')]),
-  networkId: z.string().optional(),
+  networkId: text(LIMITS.dockerId).optional(),
   /** Made by the node's agent from the cluster definition (rather than typed there by a user). */
   replica: z.boolean().optional(),
-  parent: z.string().optional(),
-  detail: z.string().optional(),
+  parent: text(LIMITS.ifName).optional(),
+  detail: text(LIMITS.message).optional(),
 });
 export type NetworkHost = z.infer<typeof NetworkHost>;
 
 export const NetworkCreated = z.object({
   seq: z.number().int().positive(),
-  time: z.string(),
-  actor: z.string(),
+  time: text(LIMITS.eventMeta),
+  actor: text(LIMITS.actor),
   /** The node whose `docker network create` defined it (absent for `underlay network create`). */
-  originNode: z.string().optional(),
+  originNode: text(LIMITS.nodeName).optional(),
 });
 
 /** One line of `GET /v1/networks`. */
 export const NetworkSummary = z.object({
-  name: z.string(),
+  name: text(LIMITS.name),
   /** macvlan or ipvlan. */
-  driver: z.string(),
+  driver: text(LIMITS.name),
   /** macvlan_mode (bridge, private, vepa, passthru) or ipvlan_mode (l2, l3, l3s), with the ipvlan flag when not bridge. */
-  mode: z.string(),
+  mode: text(LIMITS.name),
   /** The parent link as defined (each agent maps it with its --parent-map); absent for an isolated network. */
-  parent: z.string().optional(),
-  subnets: z.array(z.string()),
+  parent: text(LIMITS.optionValue).optional(),
+  subnets: z.array(text(LIMITS.address)).max(LIMITS.subnets),
   ipv6: z.boolean(),
   internal: z.boolean(),
-  hosts: z.array(NetworkHost),
+  hosts: z.array(NetworkHost).max(LIMITS.clusterList),
   /** Hosts whose node is Ready and whose replica is ready (or recorded). */
   readyHosts: z.number().int().nonnegative(),
   /** Nodes the cluster knows (every one should hold a replica). */
@@ -146,7 +139,7 @@ export const NetworkSummary = z.object({
 });
 export type NetworkSummary = z.infer<typeof NetworkSummary>;
 
-export const NetworkList = z.object({ networks: z.array(NetworkSummary) });
+export const NetworkList = z.object({ networks: z.array(NetworkSummary).max(LIMITS.clusterList) });
 export type NetworkList = z.infer<typeof NetworkList>;
 
 // ---------------------------------------------------------------------------------------------
@@ -158,45 +151,45 @@ export type EndpointState = z.infer<typeof EndpointState>;
 /** An endpoint address: where it lives and what holds it. */
 export const EndpointView = z.object({
   /** The address (no prefix length); absent for an endpoint its host reports in error before it had one. */
-  address: z.string().optional(),
+  address: text(LIMITS.address).optional(),
   family: z.union([z.literal(4), z.literal(6)]).optional(),
   /** The node whose agent allocated it. */
-  node: z.string(),
+  node: text(LIMITS.nodeName),
   /** The network's Docker name (on that node). */
-  network: z.string().optional(),
-  networkId: z.string().optional(),
-  endpointId: z.string().optional(),
+  network: text(LIMITS.name).optional(),
+  networkId: text(LIMITS.dockerId).optional(),
+  endpointId: text(LIMITS.dockerId).optional(),
   /** Container name and id, as the node last reported. */
-  container: z.string().optional(),
-  containerId: z.string().optional(),
+  container: text(LIMITS.name).optional(),
+  containerId: text(LIMITS.name).optional(),
   /**
    * allocated: not bound to an endpoint yet; bound: bound, its node has not reported it; created, joined,
    * error: as its node reported it.
    */
   state: EndpointState,
-  error: z.string().optional(),
+  error: text(LIMITS.message).optional(),
   /** Host-side link name (before Docker moves it into the container). */
-  link: z.string().optional(),
-  poolId: z.string().optional(),
+  link: text(LIMITS.ifName).optional(),
+  poolId: text(LIMITS.poolId).optional(),
   allocSeq: z.number().int().positive().optional(),
-  allocatedAt: z.string().optional(),
-  boundAt: z.string().optional(),
+  allocatedAt: text(LIMITS.eventMeta).optional(),
+  boundAt: text(LIMITS.eventMeta).optional(),
 });
 export type EndpointView = z.infer<typeof EndpointView>;
 
-export const EndpointList = z.object({ endpoints: z.array(EndpointView) });
+export const EndpointList = z.object({ endpoints: z.array(EndpointView).max(LIMITS.clusterList) });
 export type EndpointList = z.infer<typeof EndpointList>;
 
 /** `GET /v1/endpoints` filters. */
 export const EndpointQuery = z.object({
-  network: z.string().min(1).optional().describe('only endpoints on this network'),
-  node: z.string().min(1).optional().describe('only endpoints of this node'),
+  network: text(LIMITS.name).min(1).optional().describe('only endpoints on this network'),
+  node: text(LIMITS.nodeName).min(1).optional().describe('only endpoints of this node'),
 });
 
 /** `GET /v1/networks/{name}`: the definition, every host's replica and every endpoint. */
 export const NetworkDetail = NetworkSummary.extend({
   definition: NetworkDefinition,
-  endpoints: z.array(EndpointView),
+  endpoints: z.array(EndpointView).max(LIMITS.clusterList),
 });
 export type NetworkDetail = z.infer<typeof NetworkDetail>;
 
@@ -211,36 +204,36 @@ export type NetworkCreateResponse = z.infer<typeof NetworkCreateResponse>;
 // Nodes
 
 export const NodeView = z.object({
-  name: z.string(),
+  name: text(LIMITS.nodeName),
   status: z.enum(['Ready', 'NotReady']),
   /** When its last report came (absent: none since this controller started). */
-  lastSeen: z.string().optional(),
+  lastSeen: text(LIMITS.eventMeta).optional(),
   lastSeenAgoMs: z.number().int().nonnegative().optional(),
-  leaseMs: z.number().int().positive().optional(),
-  address: z.string().optional(),
-  version: z.string().optional(),
-  interfaces: z.array(z.string()),
+  leaseMs: z.number().int().positive().max(LIMITS.timerMs).optional(),
+  address: text(LIMITS.hostAddress).optional(),
+  version: text(LIMITS.version).optional(),
+  interfaces: z.array(text(LIMITS.ifName)).max(LIMITS.nodeInterfaces),
   /** Endpoints bound on it (from the cluster state). */
   endpointCount: z.number().int().nonnegative(),
   /** Its networks' states, as it last reported them. */
-  networks: z.array(NetworkStatus),
+  networks: z.array(NetworkStatus).max(LIMITS.nodeNetworks),
   /** A NodeRegistered event exists for it. */
   registered: z.boolean(),
 });
 export type NodeView = z.infer<typeof NodeView>;
 
-export const NodeList = z.object({ nodes: z.array(NodeView) });
+export const NodeList = z.object({ nodes: z.array(NodeView).max(LIMITS.clusterList) });
 export type NodeList = z.infer<typeof NodeList>;
 
 // ---------------------------------------------------------------------------------------------
 // IPAM usage
 
 /** Address counts that may not fit a JSON number (an IPv6 /64 holds 2^64) are decimal strings. */
-const count = z.string().regex(/^\d+$/);
+const count = text(LIMITS.countDigits).regex(/^\d+$/);
 
 export const BlockUsage = z.object({
-  block: z.string(),
-  node: z.string(),
+  block: text(LIMITS.address),
+  node: text(LIMITS.nodeName),
   /** Addresses the block may hand out (inside the pool's range). */
   size: count,
   used: z.number().int().nonnegative(),
@@ -249,15 +242,15 @@ export const BlockUsage = z.object({
 export type BlockUsage = z.infer<typeof BlockUsage>;
 
 export const PoolUsage = z.object({
-  poolId: z.string(),
-  space: z.string(),
-  cidr: z.string(),
-  ipRange: z.string().optional(),
+  poolId: text(LIMITS.poolId),
+  space: text(LIMITS.name),
+  cidr: text(LIMITS.address),
+  ipRange: text(LIMITS.address).optional(),
   v6: z.boolean(),
   /** Names of the Docker networks using it. */
-  networks: z.array(z.string()),
+  networks: z.array(text(LIMITS.name)).max(LIMITS.clusterList),
   /** Nodes whose Docker holds it. */
-  nodes: z.array(z.string()),
+  nodes: z.array(text(LIMITS.nodeName)).max(LIMITS.clusterList),
   /** Usable addresses of the subnet (less network and broadcast). */
   size: count,
   /** Allocated addresses of any kind (endpoints, gateway, aux). */
@@ -266,25 +259,30 @@ export const PoolUsage = z.object({
   endpoints: z.number().int().nonnegative(),
   /** Gateway and --aux-address reservations. */
   reserved: z.number().int().nonnegative(),
-  blockPrefix: z.number().int(),
+  blockPrefix: z.number().int().min(0).max(128),
   strictAffinity: z.boolean(),
-  blocks: z.array(BlockUsage),
+  blocks: z.array(BlockUsage).max(LIMITS.clusterList),
 });
 export type PoolUsage = z.infer<typeof PoolUsage>;
 
-export const IpamUsage = z.object({ pools: z.array(PoolUsage) });
+export const IpamUsage = z.object({ pools: z.array(PoolUsage).max(LIMITS.clusterList) });
 export type IpamUsage = z.infer<typeof IpamUsage>;
 
 // ---------------------------------------------------------------------------------------------
 // Events
 
-const wholeNumber = () => z.string().regex(/^\d+$/, 'must be a whole number ≥ 0').transform(Number);
+const wholeNumber = () =>
+  z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number ≥ 0')
+    .max(15, 'must be at most 15 digits')
+    .transform(Number);
 
 /** `GET /v1/events` query. */
 export const EventsQuery = z.object({
   since: wholeNumber().default(0).describe('events after this seq (default 0: from the first)'),
   limit: wholeNumber()
-    .pipe(z.number().int().min(1, 'must be 1-10000').max(10_000, 'must be 1-10000'))
+    .pipe(z.number().int().min(1, `must be 1-${LIMITS.readEvents}`).max(LIMITS.readEvents, `must be 1-${LIMITS.readEvents}`))
     .default(1000)
     .describe('at most this many events, 1-10000 (default 1000; ignored with follow)'),
   follow: z
@@ -296,7 +294,7 @@ export const EventsQuery = z.object({
 export type EventsQuery = z.infer<typeof EventsQuery>;
 
 export const EventsPage = z.object({
-  events: z.array(ClusterEvent),
+  events: z.array(ClusterEvent).max(LIMITS.readEvents),
   /** Pass as `since` to read on. */
   next: z.number().int().nonnegative(),
 });

@@ -4,10 +4,18 @@
  */
 import { z } from 'zod';
 import { NetworkDefinition } from '../network/definition.js';
+import { LIMITS, cutText, optionMap, text } from './limits.js';
 
 export const NodeName = z
   .string()
+  .max(LIMITS.nodeName)
   .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'a node name is 1-63 letters, digits, "_", "." or "-"');
+
+const dockerId = text(LIMITS.dockerId).min(1);
+const poolId = text(LIMITS.poolId).min(1);
+const address = text(LIMITS.address);
+const requestId = z.string().min(1).max(LIMITS.requestId);
+const allocSeq = z.number().int().positive();
 
 /** Docker's IpamDriver option that marks the gateway request. */
 export const GATEWAY_REQUEST_TYPE = 'com.docker.network.gateway';
@@ -15,29 +23,29 @@ export const MAC_OPTION = 'com.docker.network.endpoint.macaddress';
 
 export const RequestPoolReq = z.object({
   node: NodeName,
-  space: z.string().min(1),
-  pool: z.string(),
-  subPool: z.string().default(''),
-  options: z.record(z.string(), z.string()).default({}),
+  space: text(LIMITS.name).min(1),
+  pool: address,
+  subPool: address.default(''),
+  options: optionMap().default({}),
   v6: z.boolean().default(false),
   /** Made by the agent per Docker request and reused across its retries: a repeat is the same request. */
-  requestId: z.string().min(1).max(64).optional(),
+  requestId: requestId.optional(),
 });
 export type RequestPoolReq = z.infer<typeof RequestPoolReq>;
-export const RequestPoolRes = z.object({ poolId: z.string(), pool: z.string(), data: z.record(z.string(), z.string()).default({}) });
+export const RequestPoolRes = z.object({ poolId: text(LIMITS.poolId), pool: address, data: optionMap().default({}) });
 export type RequestPoolRes = z.infer<typeof RequestPoolRes>;
 
-export const ReleasePoolReq = z.object({ node: NodeName, poolId: z.string().min(1) });
+export const ReleasePoolReq = z.object({ node: NodeName, poolId });
 export type ReleasePoolReq = z.infer<typeof ReleasePoolReq>;
 
 export const RequestAddressReq = z.object({
   node: NodeName,
-  poolId: z.string().min(1),
+  poolId,
   /** "" or a bare IP (Docker sends no mask). */
-  address: z.string().default(''),
-  options: z.record(z.string(), z.string()).default({}),
+  address: address.default(''),
+  options: optionMap().default({}),
   /** Made by the agent per Docker request and reused across its retries: the allocation's handle. */
-  requestId: z.string().min(1).max(64).optional(),
+  requestId: requestId.optional(),
   /**
    * For a requested address: an endpoint's static --ip, or an --aux-address reservation (Docker sends both with no
    * options; the agent tells them apart by call order). Without it, a request with a MAC is an endpoint's.
@@ -47,7 +55,7 @@ export const RequestAddressReq = z.object({
 export type RequestAddressReq = z.infer<typeof RequestAddressReq>;
 export const RequestAddressRes = z.object({
   /** CIDR: the address with the pool's prefix length. */
-  address: z.string(),
+  address,
   /** Sequence number of the allocation, to be carried by its release. */
   allocSeq: z.number().int().nonnegative(),
 });
@@ -55,10 +63,10 @@ export type RequestAddressRes = z.infer<typeof RequestAddressRes>;
 
 export const ReleaseAddressReq = z.object({
   node: NodeName,
-  poolId: z.string().min(1),
-  address: z.string().min(1),
+  poolId,
+  address: address.min(1),
   /** When given, the release only applies to that allocation (a late release of a reused address is ignored). */
-  allocSeq: z.number().int().positive().optional(),
+  allocSeq: allocSeq.optional(),
 });
 export type ReleaseAddressReq = z.infer<typeof ReleaseAddressReq>;
 
@@ -67,11 +75,11 @@ export const EmptyRes = z.object({});
 /** CreateEndpoint: tie an allocated address to the Docker endpoint holding it. */
 export const BindEndpointReq = z.object({
   node: NodeName,
-  poolId: z.string().min(1),
-  address: z.string().min(1),
-  allocSeq: z.number().int().positive().optional(),
-  endpointId: z.string().min(1),
-  networkId: z.string().min(1),
+  poolId,
+  address: address.min(1),
+  allocSeq: allocSeq.optional(),
+  endpointId: dockerId,
+  networkId: dockerId,
 });
 export type BindEndpointReq = z.infer<typeof BindEndpointReq>;
 export const BindEndpointRes = z.object({ bound: z.boolean() });
@@ -79,37 +87,38 @@ export const BindEndpointRes = z.object({ bound: z.boolean() });
 export const NodeHello = z.object({
   node: NodeName,
   /** The host's address on the underlay (next hop of routes to its blocks). */
-  address: z.string().optional(),
-  version: z.string().optional(),
+  address: text(LIMITS.hostAddress).optional(),
+  version: text(LIMITS.version).optional(),
   /** Names of the host's network interfaces. */
-  interfaces: z.array(z.string()).optional(),
+  interfaces: z.array(text(LIMITS.ifName)).max(LIMITS.nodeInterfaces).optional(),
 });
 export type NodeHello = z.infer<typeof NodeHello>;
 
-/** One endpoint as its host sees it. */
+/** One endpoint as its host sees it. Names and texts only shown are cut to their maxima (cutText), never refused. */
 export const EndpointStatus = z.object({
-  endpointId: z.string(),
-  networkId: z.string(),
+  endpointId: text(LIMITS.dockerId),
+  networkId: text(LIMITS.dockerId),
   /** The network's Docker name. */
-  network: z.string().optional(),
-  container: z.string().optional(),
-  containerId: z.string().optional(),
-  address: z.string().optional(),
-  addressV6: z.string().optional(),
+  network: cutText(LIMITS.name).optional(),
+  container: cutText(LIMITS.name).optional(),
+  /** The container's id (Docker's key in a network's Containers: `ep-<endpoint id>` before a container has it). */
+  containerId: text(LIMITS.name).optional(),
+  address: address.optional(),
+  addressV6: address.optional(),
   /** Host-side link (before it moves into the container). */
-  link: z.string().optional(),
+  link: text(LIMITS.ifName).optional(),
   state: z.enum(['created', 'joined', 'error']),
-  error: z.string().optional(),
+  error: cutText(LIMITS.message).optional(),
 });
 export type EndpointStatus = z.infer<typeof EndpointStatus>;
 
 /** One network on a host: is its replica there and usable. */
 export const NetworkStatus = z.object({
-  name: z.string(),
-  networkId: z.string().optional(),
+  name: cutText(LIMITS.name),
+  networkId: text(LIMITS.dockerId).optional(),
   state: z.enum(['ready', 'creating', 'parent-missing', 'conflict', 'removing', 'error']),
-  detail: z.string().optional(),
-  parent: z.string().optional(),
+  detail: cutText(LIMITS.message).optional(),
+  parent: text(LIMITS.ifName).optional(),
   /** Made by this host's agent from the cluster definition (not typed by a user here). */
   replica: z.boolean().default(false),
 });
@@ -120,37 +129,37 @@ export type NetworkStatus = z.infer<typeof NetworkStatus>;
  * Docker holds now (the leak rules rely on it), and the state of its endpoints and networks.
  */
 export const NodeReport = NodeHello.extend({
-  endpoints: z.array(z.string()),
+  endpoints: z.array(text(LIMITS.dockerId)).max(LIMITS.nodeEndpoints),
   /** The node counts as NotReady when no report came for this long. */
-  leaseMs: z.number().int().positive().optional(),
-  endpointStates: z.array(EndpointStatus).default([]),
-  networkStates: z.array(NetworkStatus).default([]),
+  leaseMs: z.number().int().positive().max(LIMITS.timerMs).optional(),
+  endpointStates: z.array(EndpointStatus).max(LIMITS.nodeEndpoints).default([]),
+  networkStates: z.array(NetworkStatus).max(LIMITS.nodeNetworks).default([]),
 });
 export type NodeReport = z.infer<typeof NodeReport>;
 
 /** CreateNetwork on a node: the Docker network and the pools it uses. */
 export const NetworkRecordReq = z.object({
   node: NodeName,
-  networkId: z.string().min(1),
-  poolIds: z.array(z.string()),
-  options: z.record(z.string(), z.string()).default({}),
+  networkId: dockerId,
+  poolIds: z.array(text(LIMITS.poolId)).max(LIMITS.poolIds),
+  options: optionMap().default({}),
 });
 export type NetworkRecordReq = z.infer<typeof NetworkRecordReq>;
 /** The network's Docker name and definition, read from the Docker Engine API after CreateNetwork. */
 export const NetworkNameReq = z.object({
   node: NodeName,
-  networkId: z.string().min(1),
-  name: z.string().min(1),
+  networkId: dockerId,
+  name: text(LIMITS.name).min(1),
   definition: NetworkDefinition.optional(),
   /** The agent made this network from the cluster's definition: it may join the cluster network, never create it. */
   replica: z.boolean().default(false),
 });
 export type NetworkNameReq = z.infer<typeof NetworkNameReq>;
-export const NetworkNameRes = z.object({ member: z.boolean(), conflict: z.string().optional() });
+export const NetworkNameRes = z.object({ member: z.boolean(), conflict: text(LIMITS.message).optional() });
 export const EventsHeadRes = z.object({ seq: z.number().int().nonnegative() });
 export const NetworkRemoveReq = z.object({
   node: NodeName,
-  networkId: z.string().min(1),
+  networkId: dockerId,
   /** Removing a member of a cluster network removes the cluster network (false: record only this host's removal). */
   cluster: z.boolean().default(true),
   /** Only say whether the removal would be refused (Docker's authorization hook asks before `docker network rm`). */

@@ -4,6 +4,7 @@
  * Requests are loose objects: Docker may add fields in later versions.
  */
 import { z } from 'zod';
+import { LIMITS, boundedRecord, optionMap, text } from './limits.js';
 
 export const PLUGIN_NAME = 'underlay';
 export const IMPLEMENTS = ['NetworkDriver', 'IpamDriver'] as const;
@@ -11,48 +12,52 @@ export const IMPLEMENTS = ['NetworkDriver', 'IpamDriver'] as const;
 export const LOCAL_ADDRESS_SPACE = 'underlay';
 export const GLOBAL_ADDRESS_SPACE = 'underlay-global';
 
-const strMap = z.record(z.string(), z.string());
-const anyMap = z.record(z.string(), z.unknown());
+const strMap = optionMap();
+/** Docker's option maps (a few com.docker.network.* keys); their values are read through stricter schemas. */
+const anyMap = boundedRecord(text(LIMITS.name), z.unknown(), LIMITS.mapEntries);
+const id = text(LIMITS.dockerId).min(1);
+const address = text(LIMITS.address);
+const poolId = text(LIMITS.poolId).min(1);
 
 export const IPAMData = z.looseObject({
-  AddressSpace: z.string().default(''),
-  Pool: z.string(),
-  Gateway: z.string().optional(),
-  AuxAddresses: strMap.nullish(),
+  AddressSpace: text(LIMITS.name).default(''),
+  Pool: address,
+  Gateway: address.optional(),
+  AuxAddresses: boundedRecord(text(LIMITS.name), address, LIMITS.auxAddresses).nullish(),
 });
 export type IPAMData = z.infer<typeof IPAMData>;
 
 export const CreateNetworkRequest = z.looseObject({
-  NetworkID: z.string().min(1),
+  NetworkID: id,
   Options: anyMap.nullish(),
-  IPv4Data: z.array(IPAMData).nullish(),
-  IPv6Data: z.array(IPAMData).nullish(),
+  IPv4Data: z.array(IPAMData).max(LIMITS.subnets).nullish(),
+  IPv6Data: z.array(IPAMData).max(LIMITS.subnets).nullish(),
 });
 export type CreateNetworkRequest = z.infer<typeof CreateNetworkRequest>;
 
-export const NetworkIdRequest = z.looseObject({ NetworkID: z.string().min(1) });
+export const NetworkIdRequest = z.looseObject({ NetworkID: id });
 
 export const EndpointInterface = z.looseObject({
-  Address: z.string().default(''),
-  AddressIPv6: z.string().default(''),
-  MacAddress: z.string().default(''),
+  Address: address.default(''),
+  AddressIPv6: address.default(''),
+  MacAddress: address.default(''),
 });
 
 export const CreateEndpointRequest = z.looseObject({
-  NetworkID: z.string().min(1),
-  EndpointID: z.string().min(1),
+  NetworkID: id,
+  EndpointID: id,
   Interface: EndpointInterface.nullish(),
   Options: anyMap.nullish(),
 });
 export type CreateEndpointRequest = z.infer<typeof CreateEndpointRequest>;
 
-export const EndpointRequest = z.looseObject({ NetworkID: z.string().min(1), EndpointID: z.string().min(1) });
+export const EndpointRequest = z.looseObject({ NetworkID: id, EndpointID: id });
 export type EndpointRequest = z.infer<typeof EndpointRequest>;
 
 export const JoinRequest = z.looseObject({
-  NetworkID: z.string().min(1),
-  EndpointID: z.string().min(1),
-  SandboxKey: z.string().default(''),
+  NetworkID: id,
+  EndpointID: id,
+  SandboxKey: text(LIMITS.path).default(''),
   Options: anyMap.nullish(),
 });
 export type JoinRequest = z.infer<typeof JoinRequest>;
@@ -66,19 +71,19 @@ export interface JoinResponse {
 }
 
 export const RequestPoolRequest = z.looseObject({
-  AddressSpace: z.string().default(''),
-  Pool: z.string().default(''),
-  SubPool: z.string().default(''),
+  AddressSpace: text(LIMITS.name).default(''),
+  Pool: address.default(''),
+  SubPool: address.default(''),
   Options: strMap.nullish(),
   V6: z.boolean().default(false),
 });
-export const ReleasePoolRequest = z.looseObject({ PoolID: z.string().min(1) });
+export const ReleasePoolRequest = z.looseObject({ PoolID: poolId });
 export const RequestAddressRequest = z.looseObject({
-  PoolID: z.string().min(1),
-  Address: z.string().default(''),
+  PoolID: poolId,
+  Address: address.default(''),
   Options: strMap.nullish(),
 });
-export const ReleaseAddressRequest = z.looseObject({ PoolID: z.string().min(1), Address: z.string().min(1) });
+export const ReleaseAddressRequest = z.looseObject({ PoolID: poolId, Address: address.min(1) });
 
 /** Option keys libnetwork puts in CreateNetwork's Options. */
 export const netlabel = {

@@ -1,9 +1,11 @@
 /** Envelope of every controller reply: either a result or an error body. */
 import { z } from 'zod';
+import { ERROR_CODES } from '../errors.js';
+import { LIMITS } from './limits.js';
 
 export const ErrorBodySchema = z.object({
-  code: z.enum(['invalid-argument', 'not-found', 'conflict', 'exhausted', 'unavailable', 'internal']),
-  message: z.string(),
+  code: z.enum(ERROR_CODES),
+  message: z.string().max(LIMITS.message),
   retriable: z.boolean(),
 });
 
@@ -13,8 +15,8 @@ export const RpcReply = z.union([
 ]);
 export type RpcReply = z.infer<typeof RpcReply>;
 
-export const ReadEventsReq = z.object({ fromSeq: z.number().int().positive(), limit: z.number().int().positive().max(10000).default(1000) });
+export const ReadEventsReq = z.object({ fromSeq: z.number().int().positive(), limit: z.number().int().positive().max(LIMITS.readEvents).default(1000) });
 export type ReadEventsReq = z.infer<typeof ReadEventsReq>;
-export const ReadEventsRes = z.object({ events: z.array(z.unknown()) });
+export const ReadEventsRes = z.object({ events: z.array(z.unknown()).max(LIMITS.readEvents) });
 
 export const EmptyReq = z.looseObject({});

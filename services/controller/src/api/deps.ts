@@ -2,6 +2,7 @@
 import type { IpamState, NetworkDefinitionInput } from '@underlay/core';
 import type { EtcdEventLog } from '@underlay/adapters';
 import type { NodeDirectory } from '../nodes.js';
+import type { ApiTokens } from './tokens.js';
 
 export interface ApiDeps {
   /** The folded cluster state (the leader's, or a standby's that follows the log). */
@@ -20,6 +21,6 @@ export interface ApiDeps {
   createNetwork(name: string, definition: NetworkDefinitionInput, actor: string): Promise<{ created: boolean }>;
   /** Removes a cluster network (leader only). NotFoundError, or ConflictError naming hosts and containers still attached. */
   removeNetwork(name: string, actor: string): Promise<void>;
-  /** Bearer token every /v1 request must carry. */
-  token: string;
+  /** The named bearer tokens /v1 requests must carry (one of them); its name is the request's actor. */
+  tokens: ApiTokens;
 }

@@ -1,11 +1,14 @@
 /**
- * HTTP plumbing of the controller's API: JSON answers and errors, bearer-token checks in constant
- * time, request bodies with a size limit, and zod failures turned into a 400 naming the field.
+ * HTTP plumbing of the controller's API: JSON answers and errors, bearer-token checks (named tokens, in
+ * constant time), request bodies with a size limit enforced before reading (declared length) and while
+ * reading (chunked), answers to requests whose body was not read (the connection is closed after a short,
+ * bounded drain), and zod failures turned into a 400 naming the field.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type * as http from 'node:http';
 import type { z } from 'zod';
 import { API_MAX_BODY_BYTES, UnderlayError, type ApiError, type ApiErrorCode, type ErrorCode } from '@underlay/core';
+import { LINGER_BYTES, LINGER_MS } from './limits.js';
+import type { ApiTokens } from './tokens.js';
 
 /** An answer other than 2xx, with the JSON error body it becomes. */
 export class HttpError extends Error {
@@ -26,6 +29,7 @@ export class HttpError extends Error {
 
 const STATUS: Record<ErrorCode, number> = {
   'invalid-argument': 400,
+  'permission-denied': 403,
   'not-found': 404,
   conflict: 409,
   exhausted: 409,
@@ -46,19 +50,52 @@ export function toHttpError(e: unknown): HttpError {
   return new HttpError(500, 'internal', e instanceof Error ? e.message : String(e));
 }
 
+/**
+ * Sends a JSON answer. When the request's body was not read to its end (refused before reading it, cut
+ * off, or a body nobody asked for), the answer says `connection: close` and the connection is closed
+ * once the client has had a moment to read it: what it still sends meanwhile is discarded, at most
+ * LINGER_MS and LINGER_BYTES (closing at once would reset the connection under the client's answer).
+ */
 export function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   if (res.headersSent) {
     res.end();
     return;
   }
+  const req = res.req as http.IncomingMessage | undefined;
+  const unread = !!req && !req.complete;
+  const h: Record<string, string | number> = { ...headers };
+  if (unread) h.connection = 'close';
   if (status === 204) {
-    res.writeHead(204, headers);
-    res.end();
-    return;
+    res.writeHead(204, h);
+  } else {
+    const text = `${JSON.stringify(body)}\n`;
+    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...h });
+    res.write(text);
   }
-  const text = `${JSON.stringify(body)}\n`;
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers });
-  res.end(text);
+  if (unread) linger(req, res);
+  else res.end();
+}
+
+/** Ends `res` after the client finished sending, LINGER_BYTES more came, or LINGER_MS passed; discards what comes. */
+function linger(req: http.IncomingMessage, res: http.ServerResponse): void {
+  let seen = 0;
+  const done = () => {
+    clearTimeout(timer);
+    req.off('data', onData);
+    req.off('end', done);
+    req.off('close', done);
+    if (!res.writableEnded) res.end();
+  };
+  const onData = (b: Buffer) => {
+    seen += b.length;
+    if (seen > LINGER_BYTES) done();
+  };
+  const timer = setTimeout(done, LINGER_MS);
+  timer.unref();
+  req.on('data', onData);
+  req.once('end', done);
+  req.once('close', done);
+  req.resume();
 }
 
 export function sendError(res: http.ServerResponse, e: unknown): void {
@@ -88,10 +125,11 @@ export function parseWith<S extends z.ZodType>(schema: S, value: unknown, where 
   return r.data;
 }
 
-const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
-
-/** Checks `Authorization: Bearer <token>`; compares digests so the time taken does not depend on the token. */
-export function checkBearer(header: string | undefined, token: string): void {
+/**
+ * Checks `Authorization: Bearer <token>` against every named token (in constant time: api/tokens.ts)
+ * and returns the token's name, the actor of what the request does.
+ */
+export function checkBearer(header: string | undefined, tokens: ApiTokens): string {
   const realm = 'Bearer realm="underlay"';
   if (!header) {
     throw new HttpError(401, 'unauthorized', 'this API needs a bearer token: send "Authorization: Bearer TOKEN" (underlay: --token, --token-file, UNDERLAY_TOKEN or UNDERLAY_TOKEN_FILE; the controller\'s --api-token or --api-token-file)', undefined, { 'www-authenticate': realm });
@@ -100,36 +138,60 @@ export function checkBearer(header: string | undefined, token: string): void {
   if (!m) {
     throw new HttpError(401, 'unauthorized', 'the Authorization header must be "Bearer TOKEN"', undefined, { 'www-authenticate': `${realm}, error="invalid_request"` });
   }
-  if (!timingSafeEqual(digest(m[1]!), digest(token))) {
+  const name = tokens.nameOf(m[1]!);
+  if (name === undefined) {
     throw new HttpError(401, 'unauthorized', 'the bearer token is not valid for this controller', undefined, { 'www-authenticate': `${realm}, error="invalid_token"` });
   }
+  return name;
 }
 
 /**
- * Reads a JSON body of at most `limit` bytes. A larger one is read to its end (up to 64 times the limit,
- * so the client gets the answer instead of a reset) and refused with 413.
+ * Reads a JSON body of at most `limit` bytes. A declared Content-Length over the limit is refused (413)
+ * before any of the body is read; a body without one (chunked) is cut off as soon as it passes the limit.
+ * Either way the answer closes the connection (sendJson) and nothing more is buffered.
  */
 export async function readJsonBody(req: http.IncomingMessage, limit = API_MAX_BODY_BYTES): Promise<unknown> {
   const tooLarge = () => new HttpError(413, 'payload-too-large', `the request body is larger than the ${limit} bytes allowed`);
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit * 64) {
-    const e = tooLarge();
-    e.headers.connection = 'close';
-    throw e;
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    const b = chunk as Buffer;
-    size += b.length;
-    if (size <= limit) chunks.push(b);
-    else if (size > limit * 64) {
-      req.destroy();
-      throw tooLarge();
-    }
-  }
-  if (size > limit) throw tooLarge();
-  const text = Buffer.concat(chunks).toString('utf8');
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > limit) throw tooLarge();
+  const body = await new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const stop = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+    };
+    const onData = (b: Buffer) => {
+      size += b.length;
+      if (size > limit) {
+        stop();
+        req.pause();
+        reject(tooLarge());
+        return;
+      }
+      chunks.push(b);
+    };
+    const onEnd = () => {
+      stop();
+      resolve(Buffer.concat(chunks));
+    };
+    const onError = (e: Error) => {
+      stop();
+      reject(new HttpError(400, 'invalid-argument', `the request body could not be read: ${e.message}`));
+    };
+    const onClose = () => {
+      if (req.complete) return;
+      stop();
+      reject(new HttpError(400, 'invalid-argument', 'the client closed the connection before the end of the body'));
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('close', onClose);
+  });
+  const text = body.toString('utf8');
   if (text.trim() === '') throw new HttpError(400, 'invalid-argument', 'the request needs a JSON body');
   try {
     return JSON.parse(text);

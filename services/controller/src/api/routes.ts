@@ -32,6 +32,7 @@ import {
 } from '@underlay/core';
 import type { ApiDeps } from './deps.js';
 import { HttpError, parseWith, readJsonBody } from './http.js';
+import { resolveLimits, type HttpLimits } from './limits.js';
 
 export type Method = 'GET' | 'POST' | 'DELETE';
 
@@ -41,9 +42,9 @@ export interface RouteContext {
   res: http.ServerResponse;
   params: Record<string, string>;
   query: Record<string, string>;
-  /** Who the request acts as (`user:<X-Underlay-User>`, or `user:api`). */
+  /** Who the request acts as: `user:<name of the bearer token>` (headers such as X-Underlay-User are not trusted). */
   actor: string;
-  opts: Required<HttpApiOptions>;
+  opts: ApiRuntime;
 }
 
 /** A handler's answer; `undefined` when it wrote the response itself (a stream). */
@@ -84,6 +85,37 @@ export interface HttpApiOptions {
   now?: () => number;
   /** Where unexpected errors (500s) are logged. */
   logger?: (msg: string) => void;
+  /** Timeouts, sizes and counts (api/limits.ts has the defaults and bounds). */
+  limits?: Partial<HttpLimits>;
+  /** Serve HTTPS with this certificate chain and key (PEM). */
+  tls?: { cert: string | Buffer; key: string | Buffer };
+}
+
+/** Counts open follow streams and refuses one more than `max` (503). */
+export class FollowGate {
+  open = 0;
+  constructor(readonly max: number) {}
+  /** Takes a slot; the returned function gives it back (once). */
+  acquire(): () => void {
+    if (this.open >= this.max) {
+      throw new HttpError(503, 'unavailable', `too many event streams are open on this controller (at most ${this.max}, --events-follow-max); try again later`, undefined, { 'retry-after': '5' });
+    }
+    this.open++;
+    let released = false;
+    return () => {
+      if (!released) this.open--;
+      released = true;
+    };
+  }
+}
+
+/** The options of a running API: defaults filled in, limits bounded, the follow streams' gate. */
+export interface ApiRuntime {
+  followPollMs: number;
+  now: () => number;
+  logger: (msg: string) => void;
+  limits: HttpLimits;
+  follows: FollowGate;
 }
 
 const err = (description: string): ResponseSpec => ({ description, schema: ApiError });
@@ -106,43 +138,85 @@ const sleep = (ms: number, cancel: { wake?: () => void }) =>
     };
   });
 
-/** `GET /v1/events?follow=true`: every event after `since`, then each new one, one JSON object per line. */
+/** Events a follow stream reads from the log at a time. */
+const FOLLOW_PAGE = 100;
+
+/** Resolves true once `res` drained, false when it did not within `ms` (or closed). */
+function drained(res: http.ServerResponse, ms: number): Promise<boolean> {
+  return new Promise<boolean>((r) => {
+    const done = (ok: boolean) => {
+      clearTimeout(t);
+      res.off('drain', onDrain);
+      res.off('close', onClose);
+      r(ok);
+    };
+    const onDrain = () => done(true);
+    const onClose = () => done(false);
+    const t = setTimeout(() => done(false), ms);
+    res.on('drain', onDrain);
+    res.on('close', onClose);
+  });
+}
+
+/**
+ * `GET /v1/events?follow=true`: every event after `since`, then each new one, one JSON object per line.
+ * At most `limits.followMax` streams at once (more: 503); each ends after `limits.followMaxMs` (the CLI
+ * opens it again after the last event it got); a client that takes nothing for `limits.followStallMs`
+ * while the socket's buffers are full is disconnected, so nothing piles up for it.
+ */
 async function followEvents(ctx: RouteContext, since: number): Promise<undefined> {
-  const { res, deps } = ctx;
-  res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
-  res.flushHeaders();
-  let cursor = since;
+  const { res, opts } = ctx;
+  const release = opts.follows.acquire();
   let closed = false;
   const sleeper: { wake?: () => void } = {};
-  res.on('close', () => {
+  const expiry = setTimeout(() => {
     closed = true;
     sleeper.wake?.();
-  });
-  const page = 1000;
-  while (!closed) {
+  }, opts.limits.followMaxMs);
+  try {
+    // A quiet stream sends nothing for long stretches: the socket's inactivity timeout does not apply to it.
+    ctx.req.socket.setTimeout(0);
+    res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
+    res.flushHeaders();
+    res.on('close', () => {
+      closed = true;
+      sleeper.wake?.();
+    });
+    await pump(ctx, since, () => closed, sleeper);
+  } finally {
+    clearTimeout(expiry);
+    release();
+    if (!res.writableEnded && !res.destroyed) res.end();
+  }
+  return undefined;
+}
+
+async function pump(ctx: RouteContext, since: number, isClosed: () => boolean, sleeper: { wake?: () => void }): Promise<void> {
+  const { res, deps, opts } = ctx;
+  let cursor = since;
+  // Events per read: what one stream may hold in memory at once (an event may be a few hundred KB).
+  const page = FOLLOW_PAGE;
+  while (!isClosed()) {
     let events;
     try {
-      events = await deps.log.readAll(cursor + 1, page);
+      events = await deps.log.readAll(cursor + 1, page, { fromFirstKept: true }); // a trimmed start begins at the first kept event
     } catch (e) {
-      ctx.opts.logger(`events stream: cannot read the log: ${(e as Error).message}; retrying`);
+      opts.logger(`events stream: cannot read the log: ${(e as Error).message}; retrying`);
       await sleep(1000, sleeper);
       continue;
     }
     for (const e of events) {
-      if (closed) break;
-      if (!res.write(`${JSON.stringify(e)}\n`)) {
-        await new Promise<void>((r) => {
-          const done = () => (res.off('drain', done), res.off('close', done), r());
-          res.on('drain', done);
-          res.on('close', done);
-        });
-      }
+      if (isClosed()) return;
       cursor = e.seq;
+      if (res.write(`${JSON.stringify(e)}\n`)) continue;
+      if (!(await drained(res, opts.limits.followStallMs)) && !res.destroyed) {
+        opts.logger(`events stream: the client took nothing for ${opts.limits.followStallMs} ms (--events-follow-stall-ms); disconnected it`);
+        res.destroy();
+        return;
+      }
     }
-    if (events.length < page && !closed) await sleep(ctx.opts.followPollMs, sleeper);
+    if (events.length < page && !isClosed()) await sleep(opts.followPollMs, sleeper);
   }
-  if (!res.writableEnded) res.end();
-  return undefined;
 }
 
 /** Every route but /openapi.json (which http-api.ts adds, as it serves the document built from this table). */
@@ -184,11 +258,11 @@ export const apiRoutes: RouteSpec[] = [
       400: err('the body is not valid JSON or fails validation; `field` names the wrong part'),
       ...unauthorized,
       409: err('a network of that name exists with another definition, or a subnet overlaps'),
-      413: err('the body is larger than 1 MiB'),
+      413: err('the body is larger than the limit (--http-max-body-bytes, 1 MiB by default); refused before it is read'),
       503: err('this controller is a standby'),
     },
     async handle(ctx) {
-      const body = parseWith(NetworkCreateRequest, await readJsonBody(ctx.req));
+      const body = parseWith(NetworkCreateRequest, await readJsonBody(ctx.req, ctx.opts.limits.maxBodyBytes));
       const { name, ...definition } = body;
       try {
         parseNetworkOptions(definition.options, { internal: definition.internal, ipv6: definition.ipv6 });
@@ -290,7 +364,7 @@ export const apiRoutes: RouteSpec[] = [
     operationId: 'readEvents',
     summary: 'The event log: a page of events after `since`, or with follow=true a stream of them',
     description:
-      'Without follow: `{events, next}` with at most `limit` events after `since` (pass `next` as `since` to read on). With follow=true: `application/x-ndjson`, one event per line, every event after `since` and then each new one as it is committed, until the client disconnects.',
+      'Without follow: `{events, next}` with at most `limit` events after `since` (pass `next` as `since` to read on). With follow=true: `application/x-ndjson`, one event per line, every event after `since` and then each new one as it is committed, until the client disconnects or the stream reaches its maximum duration (--events-follow-max-ms, 1 h by default; read on from the last event). At most --events-follow-max streams (32 by default) at once: more are answered 503. A client that reads nothing for --events-follow-stall-ms (30 s) while the stream waits is disconnected.',
     auth: true,
     query: EventsQuery,
     responses: {
@@ -301,18 +375,24 @@ export const apiRoutes: RouteSpec[] = [
       },
       400: err('bad since, limit or follow'),
       ...unauthorized,
+      503: err('with follow=true: too many streams are open (--events-follow-max)'),
     },
     async handle(ctx) {
       const q = parseWith(EventsQuery, ctx.query);
       if (q.follow) return followEvents(ctx, q.since);
-      const events = await ctx.deps.log.readAll(q.since + 1, q.limit);
+      const events = await ctx.deps.log.readAll(q.since + 1, q.limit, { fromFirstKept: true }); // a trimmed start begins at the first kept event
       return { status: 200, body: { events, next: events.length ? events[events.length - 1]!.seq : q.since } };
     },
   },
 ];
 
-export const defaultOptions = (o: HttpApiOptions): Required<HttpApiOptions> => ({
-  followPollMs: o.followPollMs ?? EVENTS_FOLLOW_POLL_MS,
-  now: o.now ?? Date.now,
-  logger: o.logger ?? (() => {}),
-});
+export function defaultOptions(o: HttpApiOptions): ApiRuntime {
+  const limits = resolveLimits(o.limits);
+  return {
+    followPollMs: o.followPollMs ?? EVENTS_FOLLOW_POLL_MS,
+    now: o.now ?? Date.now,
+    logger: o.logger ?? (() => {}),
+    limits,
+    follows: new FollowGate(limits.followMax),
+  };
+}

@@ -1,13 +1,40 @@
 /**
- * Agent start after a restart or a host reboot (libnetwork: macvlan_store.go's populateNetworks and
- * populateEndpoints): networks and endpoints come back from the local store; parents underlay
- * created (802.1q sub-interfaces, dummies) that are gone are re-created; endpoint links underlay
- * made that no endpoint owns any more are removed. Links inside running containers are not in the
- * host namespace and are never touched, so containers keep their connectivity throughout.
+ * Agent start after a restart, a host reboot, or the loss of its state files.
+ *
+ * 1. `rebuildFromDocker` (before serving Docker): every underlay network this host's Docker holds and every
+ *    container endpoint on it that the local store does not know (its files were missing, damaged and moved
+ *    aside, or wiped) is recorded again from the Docker Engine API: options, parent, subnets and gateways,
+ *    the endpoints' addresses, MACs and links. The pools are derived as the controller names them
+ *    (`<space>/<subnet>`), so new containers bind their addresses at once.
+ * 2. `restore` (libnetwork: macvlan_store.go's populateNetworks and populateEndpoints): parents underlay
+ *    created (802.1q sub-interfaces, dummies) that are gone are re-created; endpoint links underlay made that
+ *    no endpoint owns any more are removed. Links inside running containers are not in the host namespace and
+ *    are never touched, so containers keep their connectivity throughout.
+ * 3. `rebuildFromController` (once the cluster view has caught up): the pools each network uses as the
+ *    controller recorded them, the allocations this node holds (with their seqs, so releases carry them), and
+ *    a binding for any endpoint address the controller still has unbound.
+ * Running containers keep their addresses: nothing here allocates or releases an address.
  */
-import { isEndpointLinkName, parseNetworkOptions } from '@underlay/core';
+import {
+  BindEndpointRes,
+  SPACE_OPTION,
+  dummyParentName,
+  endpointLinkName,
+  formatCidr,
+  formatValue,
+  isEndpointLinkName,
+  parseCidr,
+  parseNetworkOptions,
+  plugin,
+  poolIdOf,
+  tryParseAddr,
+  type IpamState,
+} from '@underlay/core';
 import type { DriverContext } from './context.js';
 import { ensureParent } from './links.js';
+import { mapParent } from '../config.js';
+import { readDockerUnderlay, type DockerNetworkInfo } from './docker-state.js';
+import type { AllocInfo, EndpointRecord, NetworkRecord } from './store.js';
 
 export interface RestoreReport {
   networks: number;
@@ -40,4 +67,221 @@ export async function restore(ctx: DriverContext, listLinkNames: () => Promise<s
     }
   }
   return report;
+}
+
+export interface DockerRebuildReport {
+  /** Docker answered (false: nothing could be rebuilt; try again later). */
+  dockerRead: boolean;
+  /** Names of the networks recorded again. */
+  networks: string[];
+  /** Endpoints recorded again: `<container> <address>`. */
+  endpoints: string[];
+  errors: string[];
+}
+
+/** The network record of a Docker network, as CreateNetwork would have made it. */
+export function networkRecordFromDocker(ctx: Pick<DriverContext, 'parentMap' | 'store'>, info: DockerNetworkInfo): NetworkRecord {
+  const n = info.network;
+  const parsed = parseNetworkOptions(n.Options ?? {}, { internal: n.Internal, ipv6: n.EnableIPv6 });
+  const o = parsed.parent ? { ...parsed, parent: mapParent(ctx.parentMap ?? {}, parsed.parent) } : parsed;
+  const parent = o.parent ?? dummyParentName(o.type, n.Id);
+  // A dummy is always underlay's. Whether underlay made an 802.1q parent is not in Docker: only when another
+  // network of ours says so; otherwise it is left in place when the network goes (never delete a user's link).
+  const createdParent = !o.parent || [...ctx.store.networks.values()].some((x) => x.parent === parent && x.createdParent);
+  const space = n.IPAM?.Options?.[SPACE_OPTION] || plugin.LOCAL_ADDRESS_SPACE;
+  const ipv4: NetworkRecord['ipv4'] = [];
+  const ipv6: NetworkRecord['ipv6'] = [];
+  const poolIds: string[] = [];
+  for (const c of n.IPAM?.Config ?? []) {
+    if (!c.Subnet) continue;
+    const cidr = parseCidr(c.Subnet);
+    const gateway = c.Gateway ? `${c.Gateway.split('/')[0]}/${cidr.prefix}` : undefined;
+    (cidr.family === 6 ? ipv6 : ipv4).push({ pool: c.Subnet, ...(gateway ? { gateway } : {}) });
+    poolIds.push(poolIdOf(space, formatCidr(cidr)));
+  }
+  return {
+    id: n.Id,
+    type: o.type,
+    requestedParent: o.parent,
+    parent,
+    createdParent,
+    macvlanMode: o.macvlanMode,
+    ipvlanMode: o.ipvlanMode,
+    ipvlanFlag: o.ipvlanFlag,
+    internal: o.internal || !o.parent,
+    ipv4,
+    ipv6,
+    poolIds,
+  };
+}
+
+/** Records every underlay network and container endpoint Docker holds that the store does not know. */
+export async function rebuildFromDocker(ctx: DriverContext): Promise<DockerRebuildReport> {
+  const out: DockerRebuildReport = { dockerRead: false, networks: [], endpoints: [], errors: [] };
+  const docker = await readDockerUnderlay(ctx.docker);
+  out.errors.push(...docker.errors);
+  if (!docker.complete && docker.networks.size === 0) return out;
+  out.dockerRead = docker.complete;
+  for (const info of docker.networks.values()) {
+    const id = info.network.Id;
+    // Serialised with Docker's calls about the same network.
+    await ctx.lock.run(id, async () => {
+      if (!ctx.store.networks.has(id)) {
+        try {
+          ctx.store.putNetwork(networkRecordFromDocker(ctx, info));
+          out.networks.push(info.network.Name);
+        } catch (e) {
+          out.errors.push(`network ${info.network.Name} (${id.slice(0, 12)}) could not be rebuilt from Docker: ${(e as Error).message}`);
+          return;
+        }
+      }
+      for (const ep of info.endpoints) {
+        if (ctx.store.endpoints.has(ep.endpointId)) continue;
+        const rec: EndpointRecord = {
+          id: ep.endpointId,
+          networkId: id,
+          ...(ep.address ? { address: ep.address } : {}),
+          ...(ep.addressV6 ? { addressV6: ep.addressV6 } : {}),
+          ...(ep.mac ? { mac: ep.mac } : {}),
+          // Docker lists only joined endpoints: the link was made at Join and is in the container now.
+          srcName: endpointLinkName(ep.endpointId),
+        };
+        ctx.store.putEndpoint(rec);
+        out.endpoints.push(`${ep.container ?? ep.containerId.slice(0, 12)} ${ep.address ?? ep.addressV6 ?? ''}`.trim());
+      }
+    });
+  }
+  return out;
+}
+
+export interface ControllerRebuildReport {
+  /** Networks whose pools were corrected from the controller's record. */
+  poolsFixed: string[];
+  /** Allocations of this node added to the store. */
+  allocations: number;
+  /** Endpoint addresses bound now (the controller had them unbound). */
+  bound: string[];
+  errors: string[];
+}
+
+/** The allocations `node` holds in the cluster state. */
+export function allocationsOf(state: IpamState, node: string): AllocInfo[] {
+  const out: AllocInfo[] = [];
+  for (const p of state.pools.values()) {
+    for (const [v, a] of p.allocs) if (a.node === node) out.push({ poolId: p.poolId, address: formatValue(p.cidr.family, v), seq: a.seq });
+  }
+  return out;
+}
+
+/** Completes the store from the controller's state (the cluster view, caught up). */
+export async function rebuildFromController(ctx: DriverContext, state: IpamState): Promise<ControllerRebuildReport> {
+  const out: ControllerRebuildReport = { poolsFixed: [], allocations: 0, bound: [], errors: [] };
+  for (const rec of [...ctx.store.networks.values()]) {
+    const info = state.networks.get(rec.id);
+    if (!info || info.node !== ctx.node || info.poolIds.length === 0 || info.poolIds.join() === rec.poolIds.join()) continue;
+    await ctx.lock.run(rec.id, async () => {
+      const cur = ctx.store.networks.get(rec.id);
+      if (cur) ctx.store.putNetwork({ ...cur, poolIds: [...info.poolIds] });
+    });
+    out.poolsFixed.push(rec.id.slice(0, 12));
+  }
+  out.allocations = ctx.store.addAllocs(allocationsOf(state, ctx.node));
+  // An endpoint whose address the controller has unbound (made while the pools were unknown) is bound now, so the
+  // collector's "never bound" rule cannot take it.
+  for (const ep of [...ctx.store.endpoints.values()]) {
+    const net = ctx.store.networks.get(ep.networkId);
+    if (!net) continue;
+    for (const cidr of [ep.address, ep.addressV6]) {
+      const address = cidr?.split('/')[0];
+      const a = address ? tryParseAddr(address) : undefined;
+      if (!address || !a) continue;
+      const held = net.poolIds.map((poolId) => ({ poolId, alloc: state.pools.get(poolId)?.allocs.get(a.value) })).find((x) => x.alloc);
+      if (!held?.alloc) {
+        out.errors.push(`endpoint ${ep.id.slice(0, 12)} holds ${address}, which the controller has no allocation for in pools ${net.poolIds.join(', ')}`);
+        continue;
+      }
+      if (held.alloc.node !== ctx.node) {
+        out.errors.push(`endpoint ${ep.id.slice(0, 12)} holds ${address}, which the controller has for node ${held.alloc.node}`);
+        continue;
+      }
+      if (held.alloc.endpointId) continue;
+      try {
+        await ctx.controller.call('bindEndpoint', { node: ctx.node, poolId: held.poolId, address, allocSeq: held.alloc.seq, endpointId: ep.id, networkId: ep.networkId }, BindEndpointRes);
+        out.bound.push(address);
+      } catch (e) {
+        out.errors.push(`endpoint ${ep.id.slice(0, 12)}: ${address} could not be bound: ${(e as Error).message}`);
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * The rebuild of an agent's store at start, with its logs: damaged state files (moved aside by the store),
+ * then Docker (before the agent serves; if Docker cannot be read yet it tries again in the background, 1 s to
+ * 30 s apart, until it can or the agent stops), then the controller once the cluster view has caught up (and
+ * again after a late Docker rebuild).
+ */
+export class StoreRebuild {
+  private state?: IpamState;
+  private stopped = false;
+  private retry?: Promise<void>;
+  private wake?: () => void;
+
+  constructor(private readonly ctx: DriverContext) {}
+
+  async start(): Promise<void> {
+    const { store, log } = this.ctx;
+    for (const d of store.damaged) {
+      log(`state file ${d.file} ${d.reason}; ${d.movedTo ? `moved aside to ${d.movedTo}` : 'left in place'}: rebuilding what it held from Docker and the controller`);
+    }
+    if (await this.fromDocker()) return;
+    this.retry = (async () => {
+      for (let wait = 1_000; !this.stopped; wait = Math.min(wait * 2, 30_000)) {
+        await new Promise<void>((r) => {
+          this.wake = r;
+          setTimeout(r, wait).unref();
+        });
+        if (this.stopped) return;
+        if (await this.fromDocker()) {
+          if (this.state) await this.withController(this.state);
+          return;
+        }
+      }
+    })();
+  }
+
+  /** One rebuild from Docker; true when Docker could be read. */
+  private async fromDocker(): Promise<boolean> {
+    const { log } = this.ctx;
+    const r = await rebuildFromDocker(this.ctx);
+    if (r.networks.length || r.endpoints.length) {
+      log(`rebuilt from Docker: ${r.networks.length} networks (${r.networks.join(', ') || '-'}) and ${r.endpoints.length} endpoints (${r.endpoints.join(', ') || '-'})`);
+    }
+    for (const e of r.errors) log(`rebuild from Docker: ${e}`);
+    if (!r.dockerRead) log('Docker could not be read: the agent starts with what its state files hold and tries again');
+    return r.dockerRead;
+  }
+
+  /** Completes the store from the caught-up cluster state (pools, allocations, bindings). */
+  async withController(state: IpamState): Promise<void> {
+    this.state = state;
+    const { log } = this.ctx;
+    try {
+      const r = await rebuildFromController(this.ctx, state);
+      if (r.poolsFixed.length || r.allocations || r.bound.length) {
+        const missing = this.ctx.store.allocationsMissing && r.allocations ? 'the allocations file was missing; ' : '';
+        log(`${missing}rebuilt from the controller: ${r.allocations} allocations, pools of ${r.poolsFixed.length} networks, ${r.bound.length} bindings (${r.bound.join(', ') || '-'})`);
+      }
+      for (const e of r.errors) log(`rebuild from the controller: ${e}`);
+    } catch (e) {
+      log(`rebuild from the controller failed: ${(e as Error).message}`);
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.wake?.();
+    await this.retry;
+  }
 }

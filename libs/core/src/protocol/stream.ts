@@ -1,0 +1,28 @@
+/** Requests about the event stream that an agent's view sends to the controller. */
+import { z } from 'zod';
+
+/** Make (or remake) the caller's own JetStream consumer, starting with the first event after `afterSeq`. */
+export const EventsConsumerReq = z.object({ afterSeq: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER) });
+export type EventsConsumerReq = z.infer<typeof EventsConsumerReq>;
+export const EventsConsumerRes = z.object({
+  stream: z.string().min(1).max(256),
+  consumer: z.string().min(1).max(256),
+  /** The stream seq it starts at. */
+  startStreamSeq: z.number().int().nonnegative(),
+});
+export type EventsConsumerRes = z.infer<typeof EventsConsumerRes>;
+
+/** One part of the latest snapshot (`seq` pins the snapshot being read; absent: the latest). */
+export const SnapshotReadReq = z.object({
+  seq: z.number().int().positive().max(Number.MAX_SAFE_INTEGER).optional(),
+  part: z.number().int().nonnegative().max(1_000_000),
+});
+export type SnapshotReadReq = z.infer<typeof SnapshotReadReq>;
+/** `seq: 0` means there is no snapshot: read the log from the start. */
+export const SnapshotReadRes = z.object({
+  seq: z.number().int().nonnegative(),
+  parts: z.number().int().nonnegative(),
+  part: z.number().int().nonnegative(),
+  data: z.string(),
+});
+export type SnapshotReadRes = z.infer<typeof SnapshotReadRes>;

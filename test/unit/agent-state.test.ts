@@ -1,0 +1,279 @@
+/**
+ * The agent's state survives damage: its store writes durably (fsync of file and directory), moves corrupt files
+ * aside instead of failing; what it lost is rebuilt from Docker (networks, endpoints) and the controller's state
+ * (pools, allocations, bindings); and its report lists every endpoint Docker holds, so the leak rules see a
+ * container as live even when the store lost it.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import {
+  decideBindEndpoint,
+  decideNetworkRecorded,
+  decideRequestAddress,
+  decideRequestPool,
+  findLeakCandidates,
+  formatValue,
+  type IpamState,
+} from '@underlay/core';
+import { LocalStore } from '../../services/node-agent/src/driver/store';
+import { rebuildFromController, rebuildFromDocker, restore } from '../../services/node-agent/src/driver/restore';
+import { KeyedMutex, type DriverContext } from '../../services/node-agent/src/driver/context';
+import { buildReport } from '../../services/node-agent/src/status';
+import { NodeDirectory } from '../../services/controller/src/nodes';
+import { engineWithClock } from './support';
+
+// fsync is observed through a pass-through mock (node:fs's own properties cannot be spied on).
+jest.mock('node:fs', () => {
+  const real = jest.requireActual<typeof import('node:fs')>('node:fs');
+  return { ...real, fsyncSync: jest.fn(real.fsyncSync) };
+});
+const fsync = fs.fsyncSync as jest.MockedFunction<typeof fs.fsyncSync>;
+
+const hex64 = (c: string) => c.repeat(64).slice(0, 64);
+const NET = hex64('a1');
+const NET_ISOLATED = hex64('b2');
+const EP1 = hex64('e1');
+const EP2 = hex64('e2');
+
+/** A Docker network as `GET /networks/{id}` shows it. */
+function dockerNetwork(over: Record<string, unknown> = {}) {
+  return {
+    Name: 'n1',
+    Id: NET,
+    Driver: 'underlay',
+    EnableIPv6: false,
+    Internal: false,
+    IPAM: { Driver: 'underlay', Options: {}, Config: [{ Subnet: '192.0.2.0/24', Gateway: '192.0.2.1' }] },
+    Options: { parent: 'eth1' },
+    Labels: {},
+    Containers: {
+      c1c1c1: { Name: 'web', EndpointID: EP1, MacAddress: '02:42:c0:00:02:02', IPv4Address: '192.0.2.2/24', IPv6Address: '' },
+      c2c2c2: { Name: 'db', EndpointID: EP2, MacAddress: '02:42:c0:00:02:03', IPv4Address: '192.0.2.3/24', IPv6Address: '' },
+    },
+    ...over,
+  };
+}
+
+interface FakeDocker {
+  networks: Record<string, unknown>[];
+  down: boolean;
+  listNetworks(driver: string): Promise<unknown[]>;
+  inspectNetwork(id: string): Promise<unknown>;
+  networkName(id: string): Promise<string | undefined>;
+}
+
+function fakeDocker(networks: Record<string, unknown>[]): FakeDocker {
+  const d: FakeDocker = {
+    networks,
+    down: false,
+    async listNetworks(driver) {
+      if (d.down) throw new Error('connect ENOENT /var/run/docker.sock');
+      return d.networks.filter((n) => n.Driver === driver).map((n) => ({ ...n, Containers: {} }));
+    },
+    async inspectNetwork(id) {
+      if (d.down) throw new Error('connect ENOENT /var/run/docker.sock');
+      return d.networks.find((n) => n.Id === id);
+    },
+    async networkName(id) {
+      return (d.networks.find((n) => n.Id === id)?.Name as string | undefined) ?? undefined;
+    },
+  };
+  return d;
+}
+
+function context(stateDir: string, docker: FakeDocker, calls: { method: string; req: unknown }[] = []): DriverContext {
+  return {
+    node: 'h1',
+    store: new LocalStore(stateDir),
+    links: {
+      getLink: async () => ({ name: 'x', index: 1 }),
+      listLinks: async () => [],
+      deleteLink: async () => true,
+      createDummy: async () => ({}),
+    } as unknown as DriverContext['links'],
+    controller: {
+      call: async (method: string, req: unknown) => {
+        calls.push({ method, req });
+        return { bound: true };
+      },
+    } as unknown as DriverContext['controller'],
+    lock: new KeyedMutex(),
+    log: () => {},
+    docker: docker as unknown as DriverContext['docker'],
+    recentPools: new Map(),
+    parentMap: {},
+  };
+}
+
+let dir: string;
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ul-agent-state-'));
+});
+afterEach(() => {
+  fsync.mockClear();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('local store', () => {
+  it('fsyncs every write (the file, then its directory) and leaves no temporary file', () => {
+    const store = new LocalStore(dir);
+    fsync.mockClear();
+    store.setAlloc('underlay/192.0.2.0/24', '192.0.2.2', 7);
+    expect(fsync).toHaveBeenCalledTimes(2);
+    store.putEndpoint({ id: EP1, networkId: NET, address: '192.0.2.2/24' });
+    expect(fsync).toHaveBeenCalledTimes(4);
+    store.deleteEndpoint(EP1);
+    expect(fsync).toHaveBeenCalledTimes(5);
+    const all = [dir, path.join(dir, 'networks'), path.join(dir, 'endpoints')].flatMap((d) => fs.readdirSync(d));
+    expect(all.filter((f) => f.includes('.tmp-'))).toEqual([]);
+    expect(new LocalStore(dir).allocSeq('underlay/192.0.2.0/24', '192.0.2.2')).toBe(7);
+  });
+
+  it('moves corrupt or invalid files aside and starts with the rest', () => {
+    const store = new LocalStore(dir);
+    store.putNetwork({ id: NET, type: 'macvlan', parent: 'eth1', requestedParent: 'eth1', createdParent: false, macvlanMode: 'bridge', ipvlanMode: 'l2', ipvlanFlag: 'bridge', internal: false, ipv4: [{ pool: '192.0.2.0/24' }], ipv6: [], poolIds: ['underlay/192.0.2.0/24'] });
+    store.putEndpoint({ id: EP1, networkId: NET, address: '192.0.2.2/24', srcName: 'ule1e1e1e1e1e' });
+    store.setAlloc('underlay/192.0.2.0/24', '192.0.2.2', 7);
+    // Damage: truncated JSON, a record failing its schema, a record under another name, a half-written temporary.
+    fs.writeFileSync(path.join(dir, 'allocations.json'), '{"underlay/192.0.2.0/24|192.0.2.2": {"seq"');
+    fs.writeFileSync(path.join(dir, 'endpoints', `${EP2}.json`), JSON.stringify({ id: EP2, networkId: 42 }));
+    fs.writeFileSync(path.join(dir, 'endpoints', `${hex64('e3')}.json`), JSON.stringify({ id: EP1, networkId: NET }));
+    fs.writeFileSync(path.join(dir, 'networks', `${NET}.json.tmp-999`), '{"id":');
+
+    const again = new LocalStore(dir, () => new Date('2026-01-02T03:04:05.678Z'));
+    expect(again.damaged.map((d) => path.relative(dir, d.file)).sort()).toEqual(['allocations.json', `endpoints/${EP2}.json`, `endpoints/${hex64('e3')}.json`]);
+    expect(again.damaged.find((d) => d.file.endsWith('allocations.json'))!.reason).toMatch(/^is not valid JSON/);
+    expect(again.damaged.find((d) => d.file.endsWith(`${EP2}.json`))!.reason).toMatch(/^does not match its schema: networkId/);
+    expect(fs.existsSync(path.join(dir, 'allocations.json.corrupt-2026-01-02T03-04-05-678Z'))).toBe(true);
+    expect(fs.existsSync(path.join(dir, 'allocations.json'))).toBe(false);
+    expect(fs.readdirSync(path.join(dir, 'networks'))).toEqual([`${NET}.json`]);
+    // What was intact is kept.
+    expect([...again.networks.keys()]).toEqual([NET]);
+    expect([...again.endpoints.keys()]).toEqual([EP1]);
+    expect(again.allocs.size).toBe(0);
+    expect(again.allocationsMissing).toBe(true);
+    // A third start finds nothing damaged any more.
+    expect(new LocalStore(dir).damaged).toEqual([]);
+  });
+});
+
+describe('rebuild from Docker', () => {
+  it('records the networks and container endpoints Docker holds that the store lost', async () => {
+    const docker = fakeDocker([
+      dockerNetwork(),
+      dockerNetwork({ Name: 'iso', Id: NET_ISOLATED, Options: { type: 'ipvlan', ipvlan_mode: 'l3' }, IPAM: { Options: { space: 'vlan30' }, Config: [{ Subnet: '198.51.100.0/24' }, { Subnet: '2001:db8::/64', Gateway: '2001:db8::1' }] }, Containers: {} }),
+      { ...dockerNetwork({ Name: 'bridge', Id: hex64('cc'), Containers: {} }), Driver: 'bridge' },
+    ]);
+    const ctx = context(dir, docker);
+    ctx.parentMap = { eth1: 'ens4' };
+    const r = await rebuildFromDocker(ctx);
+    expect(r).toEqual({ dockerRead: true, networks: ['n1', 'iso'], endpoints: ['web 192.0.2.2/24', 'db 192.0.2.3/24'], errors: [] });
+    expect(ctx.store.networks.get(NET)).toEqual({
+      id: NET, type: 'macvlan', requestedParent: 'ens4', parent: 'ens4', createdParent: false, macvlanMode: 'bridge', ipvlanMode: 'l2', ipvlanFlag: 'bridge',
+      internal: false, ipv4: [{ pool: '192.0.2.0/24', gateway: '192.0.2.1/24' }], ipv6: [], poolIds: ['underlay/192.0.2.0/24'],
+    });
+    const iso = ctx.store.networks.get(NET_ISOLATED)!;
+    expect(iso).toMatchObject({ type: 'ipvlan', ipvlanMode: 'l3', parent: `di-${NET_ISOLATED.slice(0, 12)}`, createdParent: true, internal: true, poolIds: ['vlan30/198.51.100.0/24', 'vlan30/2001:db8::/64'] });
+    expect(iso.ipv6).toEqual([{ pool: '2001:db8::/64', gateway: '2001:db8::1/64' }]);
+    expect(ctx.store.endpoints.get(EP1)).toEqual({ id: EP1, networkId: NET, address: '192.0.2.2/24', mac: '02:42:c0:00:02:02', srcName: `ul${EP1.slice(0, 11)}` });
+    expect(ctx.store.networks.has(hex64('cc'))).toBe(false);
+    // Durable: a restart reads what was rebuilt; a second rebuild finds nothing to do.
+    const ctx2 = context(dir, docker);
+    expect([...ctx2.store.endpoints.keys()].sort()).toEqual([EP1, EP2]);
+    expect(await rebuildFromDocker(ctx2)).toEqual({ dockerRead: true, networks: [], endpoints: [], errors: [] });
+    // The rebuilt endpoints own their links: restore removes none of them.
+    ctx2.links.listLinks = async () => [{ name: `ul${EP1.slice(0, 11)}`, index: 3 }, { name: 'ul0123456789a', index: 4 }];
+    const deleted: string[] = [];
+    ctx2.links.deleteLink = async (n: string) => (deleted.push(n), true);
+    await restore(ctx2, async () => (await ctx2.links.listLinks()).map((l) => l.name));
+    expect(deleted).toEqual(['ul0123456789a']);
+  });
+
+  it('starts without Docker and says so', async () => {
+    const docker = fakeDocker([dockerNetwork()]);
+    docker.down = true;
+    const ctx = context(dir, docker);
+    const r = await rebuildFromDocker(ctx);
+    expect(r.dockerRead).toBe(false);
+    expect(r.errors[0]).toMatch(/Docker's networks could not be listed: connect ENOENT/);
+    expect(ctx.store.networks.size).toBe(0);
+  });
+});
+
+/** The controller's state: h1 holds the gateway .1, 192.0.2.2 (bound to EP1) and .3 (never bound); h2 holds one in its block. */
+function clusterState(): IpamState {
+  const t = engineWithClock();
+  const { run } = t;
+  const poolId = run((s) => decideRequestPool(s, { node: 'h1', space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: {}, v6: false })).poolId;
+  run((s) => decideRequestPool(s, { node: 'h2', space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: {}, v6: false }));
+  run((s) => decideRequestAddress(s, { node: 'h1', poolId, address: '192.0.2.1', options: { RequestAddressType: 'com.docker.network.gateway' } }));
+  run((s) => decideNetworkRecorded(s, { node: 'h1', networkId: NET, poolIds: [poolId], options: { parent: 'eth1' } }));
+  const a = run((s) => decideRequestAddress(s, { node: 'h1', poolId, address: '', options: {}, requestId: 'r1', kind: 'endpoint' }));
+  run((s) => decideRequestAddress(s, { node: 'h1', poolId, address: '', options: {}, requestId: 'r2', kind: 'endpoint' }));
+  run((s) => decideRequestAddress(s, { node: 'h2', poolId, address: '', options: {}, requestId: 'r3', kind: 'endpoint' }));
+  run((s) => decideBindEndpoint(s, { node: 'h1', poolId, address: a.address.split('/')[0]!, allocSeq: a.allocSeq, endpointId: EP1, networkId: NET }));
+  return t.engine.state;
+}
+
+describe('rebuild from the controller', () => {
+  it('restores the allocations this node holds, with their seqs, and binds what the controller has unbound', async () => {
+    const state = clusterState();
+    const calls: { method: string; req: unknown }[] = [];
+    const ctx = context(dir, fakeDocker([dockerNetwork()]), calls);
+    await rebuildFromDocker(ctx);
+    // The pool the controller recorded for this network wins over the derived one.
+    ctx.store.putNetwork({ ...ctx.store.networks.get(NET)!, poolIds: [] });
+    const r = await rebuildFromController(ctx, state);
+    expect(r.poolsFixed).toEqual([NET.slice(0, 12)]);
+    expect(ctx.store.networks.get(NET)!.poolIds).toEqual(['underlay/192.0.2.0/24']);
+    const pool = state.pools.get('underlay/192.0.2.0/24')!;
+    const mine = [...pool.allocs].filter(([, a]) => a.node === 'h1').map(([v, a]) => [`underlay/192.0.2.0/24|${formatValue(4, v)}`, { seq: a.seq }]);
+    expect(r.allocations).toBe(mine.length);
+    expect(Object.fromEntries(ctx.store.allocs)).toEqual(Object.fromEntries(mine));
+    // 192.0.2.2 is bound already; 192.0.2.3 (held by container db, EP2) was not: it is bound now.
+    expect(r.bound).toEqual(['192.0.2.3']);
+    expect(calls).toEqual([{ method: 'bindEndpoint', req: { node: 'h1', poolId: 'underlay/192.0.2.0/24', address: '192.0.2.3', allocSeq: pool.allocs.get(pool.cidr.network + 3n)!.seq, endpointId: EP2, networkId: NET } }]);
+    expect(r.errors).toEqual([]);
+    // The allocations file is back on disk.
+    expect(new LocalStore(dir).allocs.size).toBe(mine.length);
+  });
+});
+
+describe('node report', () => {
+  it('lists every endpoint Docker holds on underlay networks, even with a wiped store, and the collector sees them live', async () => {
+    const ctx = context(dir, fakeDocker([dockerNetwork()]));
+    const report = await buildReport({ ctx, version: '0.1.0', leaseMs: 15_000 });
+    expect(report.endpoints.sort()).toEqual([EP1, EP2]);
+    expect(report.endpointStates).toEqual(
+      expect.arrayContaining([expect.objectContaining({ endpointId: EP1, container: 'web', containerId: 'c1c1c1', address: '192.0.2.2/24', network: 'n1', state: 'joined' })]),
+    );
+    // The collector's view after this report: no candidate for h1's bound address; the unbound .3 is held by a
+    // container Docker reports, so it is no candidate either; h2's address is untouched by h1's report.
+    const state = clusterState();
+    const nodes = new NodeDirectory(15_000);
+    const t0 = Date.now() + 3_600_000;
+    nodes.record(report, t0);
+    const found = findLeakCandidates(state, t0 + 1, nodes.liveness, { unboundGraceMs: 1, reportSlackMs: 1, nodeExpiredMs: 10 * 3_600_000 }, t0);
+    expect(found.filter((c) => c.node === 'h1')).toEqual([]);
+    // Without Docker's endpoints (the store alone, as before), both of h1's addresses are candidates.
+    const blind = { ...report, endpoints: [], endpointStates: [] };
+    nodes.record(blind, t0);
+    const found2 = findLeakCandidates(state, t0 + 1, nodes.liveness, { unboundGraceMs: 1, reportSlackMs: 1, nodeExpiredMs: 10 * 3_600_000 }, t0);
+    expect(found2.filter((c) => c.node === 'h1').map((c) => `${c.address} ${c.rule}`).sort()).toEqual(['192.0.2.2 endpoint-gone', '192.0.2.3 unbound']);
+  });
+
+  it('keeps what it knew while Docker cannot be read, and sends nothing when it knows nothing', async () => {
+    const docker = fakeDocker([dockerNetwork()]);
+    const ctx = context(dir, docker);
+    await buildReport({ ctx, version: '0.1.0', leaseMs: 15_000 });
+    docker.down = true;
+    const state = clusterState();
+    const report = await buildReport({ ctx, version: '0.1.0', leaseMs: 15_000, state });
+    expect(report.endpoints.sort()).toEqual([EP1, EP2]);
+    // A fresh agent (nothing seen from Docker) still lists what the cluster says this node holds.
+    const fresh = context(fs.mkdtempSync(path.join(dir, 'b-')), docker);
+    expect((await buildReport({ ctx: fresh, version: '0.1.0', leaseMs: 15_000, state })).endpoints).toEqual([EP1]);
+    await expect(buildReport({ ctx: fresh, version: '0.1.0', leaseMs: 15_000 })).rejects.toThrow(/report postponed: Docker's networks could not be listed/);
+  });
+});
