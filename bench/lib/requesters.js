@@ -4,10 +4,12 @@
  * (requestPool, then requestAddress with a distinct MAC per request: MAC + node is the controller's
  * idempotency handle) over their own NATS connections.
  *
- * `createRequesters({ natsUrl, conns, mode })` runs them either in this thread (`inline`, sharing the
- * event loop with an in-process controller) or in a worker thread (`worker`, so agent-side work —
- * building requests, parsing replies — does not queue in front of the controller's own work).
- * Both return the same async interface: openPool(cidr), run(opts), close().
+ * `createRequesters({ natsUrl, conns, connOpts, mode })` runs them either in this thread (`inline`,
+ * sharing the event loop with an in-process controller) or in a worker thread (`worker`, so agent-side
+ * work — building requests, parsing replies — does not queue in front of the controller's own work).
+ * Connection i speaks for node `nodeName(i)`; `connOpts[i]` are its connectNats options (with
+ * authentication: that node's creds, the NATS CA and its inbox prefix; plain data, so they pass to a
+ * worker). Both return the same async interface: openPool(cidr), run(opts), close().
  */
 const path = require('node:path');
 const { performance } = require('node:perf_hooks');
@@ -17,12 +19,12 @@ const MAC_OPTION = 'com.docker.network.endpoint.macaddress';
 const nodeName = (i) => `bench-h${i}`;
 
 /** The requesters themselves; used directly (inline) or inside the worker. */
-async function localRequesters({ natsUrl, conns }) {
+async function localRequesters({ natsUrl, conns, connOpts = [] }) {
   const { RpcClient, connectNats } = require('@underlay/adapters');
   const { RequestPoolRes, RequestAddressRes } = require('@underlay/core');
   const ncs = [];
   try {
-    for (let i = 0; i < conns; i++) ncs.push(await connectNats(natsUrl, `bench-agent-${i}`));
+    for (let i = 0; i < conns; i++) ncs.push(await connectNats(natsUrl, `bench-agent-${i}`, connOpts[i] ?? {}));
   } catch (e) {
     await Promise.all(ncs.map((nc) => nc.close().catch(() => {})));
     throw e;
@@ -131,10 +133,10 @@ async function workerRequesters(opts) {
   };
 }
 
-async function createRequesters({ natsUrl, conns, mode = 'inline' }) {
-  if (mode === 'worker') return workerRequesters({ natsUrl, conns });
+async function createRequesters({ natsUrl, conns, connOpts, mode = 'inline' }) {
+  if (mode === 'worker') return workerRequesters({ natsUrl, conns, connOpts });
   if (mode !== 'inline') throw new Error(`unknown requester mode ${mode} (inline or worker)`);
-  return localRequesters({ natsUrl, conns });
+  return localRequesters({ natsUrl, conns, connOpts });
 }
 
 if (!isMainThread && workerData && parentPort) {

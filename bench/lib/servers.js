@@ -1,177 +1,127 @@
 'use strict';
 /**
- * Throw-away etcd and nats-server (JetStream) processes for benchmarks: own data directories under
- * a temp dir, free ports on 127.0.0.1, wait until healthy. Every process started here is tracked
- * by PID and stopped (SIGTERM, then SIGKILL) by stopAll(); killAllSync() is the last resort for
- * process 'exit'.
+ * The etcd and nats-server of bench/ipam.js, started with the test lab's own helpers (test/lab, loaded through the
+ * transpile-on-require hook of ./docker-run-ts.js), in one of two modes:
+ *
+ * - `plain`: etcd over http:// and nats-server (JetStream) without users or TLS.
+ * - `secured`: everything on, as issue 10 deploys it. etcd with client TLS (certificates required) and
+ *   authentication (users root and `underlay`, read-write on /underlay/: test/lab/etcd-auth.ts); nats-server with
+ *   decentralized authentication (operator, account, signing key: test/lab/nats-auth.ts) and TLS (a `tls {}` block
+ *   with a server certificate for 127.0.0.1 from a CA of its own, made with the openssl CLI: test/lab/pki.ts). The
+ *   controller gets controller creds, the NATS CA, the etcd CA, client certificate, user and password file; each
+ *   requester connection gets its own node's creds, the NATS CA and that node's inbox prefix.
+ *
+ * `startServers(mode, dir)` returns the URLs and PIDs, the controller's extra configuration, the etcd client
+ * options for the bench's own etcd calls (raw compare-and-swap, reading the log back) and `nodeConnect(node)`, the
+ * connectNats options of a node's agent. Every server started here is tracked; `stopAll()` stops them (SIGTERM,
+ * then SIGKILL) and `killAllSync()` is the last resort for process 'exit'.
  */
-const { spawn } = require('node:child_process');
 const fs = require('node:fs');
-const http = require('node:http');
-const net = require('node:net');
 const path = require('node:path');
 
-/** @type {Set<import('node:child_process').ChildProcess>} */
+require('./docker-run-ts.js').install();
+
+const lab = {
+  services: () => require('../../test/lab/services'),
+  etcdAuth: () => require('../../test/lab/etcd-auth'),
+  natsAuth: () => require('../../test/lab/nats-auth'),
+  pki: () => require('../../test/lab/pki'),
+};
+
+const MODES = {
+  plain: 'plain (no authentication, no TLS)',
+  secured: 'secured (NATS users + TLS, etcd TLS + user)',
+};
+
+/** Every server started here: `{ pid, stop() }`. */
 const running = new Set();
 
-function which(name, fallbacks) {
-  for (const dir of (process.env.PATH || '').split(path.delimiter)) {
-    const p = path.join(dir, name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {}
-  }
-  for (const p of fallbacks) if (fs.existsSync(p)) return p;
-  throw new Error(`${name} not found on PATH`);
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.unref();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function httpGet(url, timeoutMs) {
-  return new Promise((resolve) => {
-    const req = http.get(url, { timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode, body }));
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve({ status: 0, body: '' }));
-  });
+function track(svc) {
+  const entry = { pid: svc.pid, stop: () => svc.stop() };
+  running.add(entry);
+  return entry;
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function tail(file, lines = 20) {
-  try {
-    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
-  }
-}
-
-function launch(bin, args, logFile) {
-  const fd = fs.openSync(logFile, 'a');
-  const proc = spawn(bin, args, { stdio: ['ignore', fd, fd] });
-  fs.closeSync(fd);
-  running.add(proc);
-  proc.exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
-  proc.exited.then(() => running.delete(proc));
-  proc.once('error', () => running.delete(proc));
-  return proc;
-}
-
-async function waitHealthy(what, proc, logFile, check, timeoutMs = 20_000) {
-  const until = Date.now() + timeoutMs;
-  let dead = false;
-  proc.exited.then(() => (dead = true));
-  while (Date.now() < until) {
-    if (dead) throw new Error(`${what} exited while starting:\n${tail(logFile)}`);
-    if (await check()) return;
-    await sleep(100);
-  }
-  throw new Error(`${what} not healthy after ${timeoutMs} ms:\n${tail(logFile)}`);
-}
-
-/** Stops one process by PID: SIGTERM, then SIGKILL after graceMs. */
-async function stopProc(proc, graceMs = 5_000) {
-  if (proc.exitCode !== null || proc.signalCode !== null) return;
-  try {
-    process.kill(proc.pid, 'SIGTERM');
-  } catch {
-    return;
-  }
-  const t = sleep(graceMs).then(() => 'timeout');
-  if ((await Promise.race([proc.exited, t])) === 'timeout') {
-    try {
-      process.kill(proc.pid, 'SIGKILL');
-    } catch {}
-    await Promise.race([proc.exited, sleep(2_000)]);
-  }
-}
-
 async function stopAll() {
-  await Promise.all([...running].map((p) => stopProc(p)));
+  const all = [...running];
+  running.clear();
+  await Promise.all(all.map((s) => s.stop().catch(() => {})));
 }
 
 function killAllSync() {
-  for (const p of running) {
+  for (const s of running) {
     try {
-      process.kill(p.pid, 'SIGKILL');
+      process.kill(s.pid, 'SIGKILL');
     } catch {}
   }
   running.clear();
 }
 
-async function startEtcd(dir) {
-  const bin = which('etcd', ['/usr/bin/etcd']);
-  fs.mkdirSync(dir, { recursive: true });
-  const [port, peerPort] = [await freePort(), await freePort()];
-  const url = `http://127.0.0.1:${port}`;
-  const peer = `http://127.0.0.1:${peerPort}`;
-  const logFile = path.join(dir, 'etcd.log');
-  const proc = launch(
-    bin,
-    [
-      '--name', 'bench',
-      '--data-dir', path.join(dir, 'data'),
-      '--listen-client-urls', url,
-      '--advertise-client-urls', url,
-      '--listen-peer-urls', peer,
-      '--initial-advertise-peer-urls', peer,
-      '--initial-cluster', `bench=${peer}`,
-      '--initial-cluster-state', 'new',
-      '--initial-cluster-token', `bench-${process.pid}`,
-      '--logger', 'zap',
-      '--log-outputs', 'stderr',
-      '--log-level', 'warn',
-    ],
-    logFile,
-  );
-  try {
-    await waitHealthy(`etcd (${url})`, proc, logFile, async () => {
-      const r = await httpGet(`${url}/health`, 1_000);
-      return r.status === 200 && /"health":\s*"true"/.test(r.body);
-    });
-  } catch (e) {
-    await stopProc(proc, 1_000);
-    throw e;
-  }
-  return { url, pid: proc.pid, proc, logFile, stop: () => stopProc(proc) };
+async function startPlain(dir) {
+  const { startEtcd, startNats } = lab.services();
+  const [etcd, nats] = await Promise.all([
+    startEtcd({ dir, name: 'etcd' }).then((s) => (track(s), s)),
+    startNats({ dir, name: 'nats' }).then((s) => (track(s), s)),
+  ]);
+  return {
+    etcd: { url: etcd.url, pid: etcd.pid },
+    nats: { url: nats.url, pid: nats.pid },
+    controller: {},
+    etcdClient: { endpoints: [etcd.url] },
+    nodeConnect: async () => ({}),
+  };
 }
 
-async function startNats(dir) {
-  const bin = which('nats-server', ['/usr/sbin/nats-server', '/usr/bin/nats-server']);
-  fs.mkdirSync(path.join(dir, 'js'), { recursive: true });
-  const [port, monitorPort] = [await freePort(), await freePort()];
-  const url = `nats://127.0.0.1:${port}`;
-  const logFile = path.join(dir, 'nats.log');
-  const proc = launch(
-    bin,
-    ['-a', '127.0.0.1', '-p', String(port), '-m', String(monitorPort), '-js', '-sd', path.join(dir, 'js'), '--server_name', 'bench'],
-    logFile,
-  );
-  try {
-    await waitHealthy(`nats-server (${url})`, proc, logFile, async () => {
-      const r = await httpGet(`http://127.0.0.1:${monitorPort}/healthz`, 1_000);
-      return r.status === 200 && /"ok"/.test(r.body);
-    });
-  } catch (e) {
-    await stopProc(proc, 1_000);
-    throw e;
-  }
-  return { url, pid: proc.pid, proc, logFile, stop: () => stopProc(proc) };
+/** nats-server's TLS block: its certificate (IP SAN 127.0.0.1) from a CA of its own. Clients need the CA file. */
+async function natsTls(dir) {
+  const pki = await lab.pki().makePki(path.join(dir, 'nats-pki'), 'underlay-bench-nats-ca');
+  const server = await pki.issue('nats-server', { cn: 'nats-server', server: true, ips: ['127.0.0.1'], dns: ['localhost'] });
+  const q = JSON.stringify;
+  return { caFile: pki.caFile, config: `tls {\n  cert_file: ${q(server.certFile)}\n  key_file: ${q(server.keyFile)}\n  ca_file: ${q(pki.caFile)}\n}\n` };
 }
 
-module.exports = { startEtcd, startNats, stopAll, killAllSync, freePort, sleep };
+async function startSecured(dir) {
+  const [sec, { auth, caFile }] = await Promise.all([
+    lab.etcdAuth().startSecureEtcd({ dir, name: 'etcd' }).then((s) => (track(s.etcd), s)),
+    natsTls(dir).then(async (tls) => {
+      const a = await lab.natsAuth().startAuthNats({ dir, name: 'nats', extraConfig: tls.config });
+      track(a.nats);
+      return { auth: a, caFile: tls.caFile };
+    }),
+  ]);
+  return {
+    etcd: { url: sec.etcd.url, pid: sec.etcd.pid },
+    nats: { url: auth.nats.url, pid: auth.nats.pid },
+    controller: {
+      natsCreds: await auth.controllerCredsFile('bench'),
+      natsCa: caFile,
+      etcdCa: sec.pki.caFile,
+      etcdCert: sec.client.certFile,
+      etcdKey: sec.client.keyFile,
+      etcdUser: sec.user,
+      etcdPasswordFile: sec.passwordFile,
+    },
+    // The same user and files the controller has (its password file is read back, as the controller reads it).
+    etcdClient: {
+      endpoints: [sec.etcd.url],
+      tls: { ca: sec.pki.ca, cert: sec.client.cert, key: sec.client.key },
+      auth: { username: sec.user, password: fs.readFileSync(sec.passwordFile, 'utf8').trim() },
+    },
+    /** A node agent's connection: its own creds (issued now), the NATS CA, its inbox prefix. */
+    async nodeConnect(node) {
+      const { nodeInboxPrefix } = require('@underlay/core');
+      return { creds: await auth.nodeCredsFile(node), tls: { ca: caFile }, inboxPrefix: nodeInboxPrefix(node) };
+    },
+  };
+}
+
+/** Starts etcd and nats-server in `dir` for `mode` (plain or secured). */
+async function startServers(mode, dir) {
+  if (mode === 'plain') return startPlain(dir);
+  if (mode === 'secured') return startSecured(dir);
+  throw new Error(`unknown mode ${mode} (plain or secured)`);
+}
+
+module.exports = { MODES, startServers, stopAll, killAllSync, sleep };

@@ -20,12 +20,15 @@
  * - HTTP: every route of the controller's table (services/controller/src/api/routes.ts, plus
  *   /openapi.json), with generated, mutated and raw bodies, path parameters, query strings, methods and
  *   headers (with the token and without). Every answer has a status the route documents (or the
- *   dispatcher's 401/404/405), never a 5xx, and a JSON body: the route's schema for that status or the error
- *   shape `{"error":{"code","message"}}`. /healthz still answers after.
+ *   dispatcher's 401/404/405, or 431 for a request head over the server's limit), never a 5xx, and a JSON
+ *   body: the route's schema for that status or the error shape `{"error":{"code","message"}}`. /healthz
+ *   still answers after, from the leader.
  *
  * Invalid answers are collected (surface, target, input, answer) rather than shrunk: the test fails listing
  * each kind once with its first input. The seed is fixed (UNDERLAY_FUZZ_SEED overrides it,
- * UNDERLAY_FUZZ_SCALE multiplies the runs) and printed, with how many inputs each surface got.
+ * UNDERLAY_FUZZ_SCALE multiplies the runs) and printed, with how many inputs each surface got and the longest
+ * the event loop was blocked (the controller runs in this process). UNDERLAY_FUZZ_VERBOSE=1 also prints how
+ * the answers went (per target and outcome) to show how deep the inputs reach; =2 adds the error texts.
  */
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -35,8 +38,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import * as fc from 'fast-check';
 import { z } from 'zod';
 import { RpcClient, type NatsConnection } from '@underlay/adapters';
-import type { Controller } from '@underlay/controller';
-import { loadState } from '@underlay/controller';
+import { HTTP_LIMITS, loadState, type Controller } from '@underlay/controller';
 import { pluginRoutes } from '@underlay/node-agent';
 import {
   ApiError,
@@ -431,7 +433,9 @@ async function startAgentInNamespace(natsPort: number, dir: string): Promise<Age
     { name: 'agent', logFile: path.join(dir, 'agent.log'), cwd: ROOT },
   );
   const socketPath = path.join(pluginDir, 'underlay.sock');
-  await waitFor(() => fs.existsSync(socketPath), { timeoutMs: 30_000, what: 'the agent\'s plugin socket', proc: agent });
+  // Answering, not only there: the file exists from bind(), a moment before listen().
+  const answers = () => pluginPost(socketPath, '/Plugin.Activate', Buffer.from('{}')).then((a) => a.status === 200, () => false);
+  await waitFor(async () => fs.existsSync(socketPath) && (await answers()), { timeoutMs: 30_000, what: 'the agent\'s plugin socket to answer', proc: agent });
   // The safety line: the process that makes links from fuzzed parents is not in the root namespace.
   const agentNsLink = fs.readlinkSync(`/proc/${agent.pid}/ns/net`);
   if (agentNsLink === rootNs || agentNsLink !== proxyNs) throw new Error(`refusing to fuzz: the agent (pid ${agent.pid}) is in ${agentNsLink}, not the private namespace ${proxyNs}`);
@@ -654,8 +658,21 @@ function httpInputs(knownNames: string[]): fc.Arbitrary<HttpInput> {
   return fc.oneof({ weight: 12, arbitrary: routeInput }, { weight: 1, arbitrary: stray });
 }
 
-/** The statuses an answer to `method target` may have, and the route it reached (if any). */
-function expectedFor(method: string, target: string, authorized: boolean): { statuses: Set<number>; route?: HttpRoute } {
+/**
+ * The statuses an answer to `method target` may have, and the route it reached (if any): the route's documented
+ * ones, or the dispatcher's (401 on /v1 without the token, 404, 405), or 431 for a request head over the
+ * server's limit (services/controller/src/api/limits.ts: "above it, 431"), which is all that request may get.
+ */
+function expectedFor(method: string, target: string, authorized: boolean, headBytes: number): { statuses: Set<number>; route?: HttpRoute } {
+  const limit = HTTP_LIMITS.maxHeaderBytes.default;
+  if (headBytes > limit) return { statuses: new Set([431]) };
+  // Near the limit the server's count (it includes what the client adds) and ours differ a little.
+  const near = headBytes > limit - 1024 ? [431] : [];
+  const r = routeStatuses(method, target, authorized);
+  return { statuses: new Set([...r.statuses, ...near]), route: r.route };
+}
+
+function routeStatuses(method: string, target: string, authorized: boolean): { statuses: Set<number>; route?: HttpRoute } {
   let pathname: string;
   try {
     pathname = new URL(target, 'http://controller').pathname;
@@ -673,7 +690,8 @@ function expectedFor(method: string, target: string, authorized: boolean): { sta
 
 async function httpCheck(port: number, i: HttpInput): Promise<void> {
   const authorized = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(i.headers.authorization ?? '')?.[1] === TOKEN;
-  const { statuses, route } = expectedFor(i.method, i.target, authorized);
+  const headBytes = Buffer.byteLength(`${i.method} ${i.target} HTTP/1.1\r\n`) + Object.entries(i.headers).reduce((n, [k, v]) => n + Buffer.byteLength(`${k}: ${v}\r\n`), 0);
+  const { statuses, route } = expectedFor(i.method, i.target, authorized, headBytes);
   const target = route ? `${route.method} ${route.path}` : i.note;
   findings.count('http', target);
   const f = (problem: string, answer: string) =>
@@ -913,8 +931,12 @@ describe('fuzz', () => {
     expect(Object.keys(pluginResults).sort()).toEqual([...PLUGIN_PATHS].sort());
     expect(Object.keys(pluginRequests).sort()).toEqual([...PLUGIN_PATHS].sort());
     const post = async (p: string, body: unknown) => {
-      const a = await pluginPost(sock, p, Buffer.from(JSON.stringify(body)));
-      return JSON.parse(a.text) as Record<string, any>;
+      try {
+        const a = await pluginPost(sock, p, Buffer.from(JSON.stringify(body)));
+        return JSON.parse(a.text) as Record<string, any>;
+      } catch (e) {
+        throw new Error(`${p}: ${(e as Error).message}\n${agentNs!.agent.describe(60)}`);
+      }
     };
 
     // A real network on the agent, as Docker makes one: pool, gateway, network (isolated: a dummy parent in the

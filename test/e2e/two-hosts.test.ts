@@ -105,20 +105,24 @@ describe('two hosts', () => {
     expect(clash.code).not.toBe(0);
     expect(clash.stderr).toContain('address 203.0.113.50 is already in use by an endpoint on node h1');
     await h2.docker.docker(['rm', '-f', 's2']);
-    // Dynamic addresses skip the gateway and the aux reservation on both hosts.
+    // Dynamic addresses skip the gateway and the aux reservation on both hosts, and come from --ip-range
+    // 203.0.113.0/29 only, though the subnet is a /24: five containers take exactly .3 to .7 (the range less its
+    // network address, the gateway and the aux reservation), and a sixth finds the range full.
     const got = [];
-    for (const [i, n] of [h1, h2, h1, h2].entries()) {
+    for (const [i, n] of [h1, h2, h1, h2, h1].entries()) {
       await n.docker.dockerOk(['run', '-d', '--name', `d${i}`, '--network', 'n3', BUSYBOX_IMAGE, 'sleep', '600']);
       got.push(await containerIp(n.docker, `d${i}`, 'n3'));
     }
-    expect(new Set(got).size).toBe(4);
+    expect(new Set(got).size).toBe(5);
     expect(got).not.toContain('203.0.113.1');
     expect(got).not.toContain('203.0.113.2');
-    // ...and come from --ip-range 203.0.113.0/29 only (on both hosts), though the subnet is a /24 and each host
-    // has a block of its own: .3 to .7 are the range's addresses left after the gateway and the aux reservation.
     expect(got.map((ip) => ({ ip, inRange: inCidr(ip, '203.0.113.0/29') }))).toEqual(got.map((ip) => ({ ip, inRange: true })));
-    expect(got.every((ip) => ['203.0.113.3', '203.0.113.4', '203.0.113.5', '203.0.113.6', '203.0.113.7'].includes(ip))).toBe(true);
-    await h1.docker.dockerOk(['rm', '-f', 's1', 'd0', 'd2']);
+    expect([...got].sort()).toEqual(['203.0.113.3', '203.0.113.4', '203.0.113.5', '203.0.113.6', '203.0.113.7']);
+    const full = await h2.docker.docker(['run', '-d', '--name', 'd5', '--network', 'n3', BUSYBOX_IMAGE, 'sleep', '600']);
+    expect(full.code).not.toBe(0);
+    expect(full.stderr).toContain('no free address in 203.0.113.0/29');
+    await h2.docker.docker(['rm', '-f', 'd5']);
+    await h1.docker.dockerOk(['rm', '-f', 's1', 'd0', 'd2', 'd4']);
     await h2.docker.dockerOk(['rm', '-f', 'd1', 'd3']);
     // The static address is free again for the other host.
     await h2.docker.dockerOk(['run', '-d', '--name', 's3', '--network', 'n3', '--ip', '203.0.113.50', BUSYBOX_IMAGE, 'sleep', '600']);

@@ -246,13 +246,14 @@ export class Controller {
    * server's max_payload): at least one event, so a reader always progresses.
    */
   private async readEventsPage(fromSeq: number, limit: number, maxBytes: number): Promise<unknown[]> {
-    const events = await this.log.readAll(fromSeq, limit);
     let bytes = 2;
     const out: unknown[] = [];
-    for (const ev of events) {
-      bytes += Buffer.byteLength(JSON.stringify(ev)) + 1;
-      if (bytes > maxBytes && out.length > 0) break;
-      out.push(ev);
+    for await (const page of this.log.read(fromSeq, Math.min(limit, 1000))) {
+      for (const ev of page) {
+        bytes += Buffer.byteLength(JSON.stringify(ev)) + 1;
+        if ((bytes > maxBytes && out.length > 0) || out.length >= limit) return out;
+        out.push(ev);
+      }
     }
     return out;
   }

@@ -2,11 +2,17 @@
  * An underlay cluster in a lab: etcd and NATS on the lab bridge, one controller (in this process,
  * in the root namespace), and per host a dockerd and a real agent process (`underlay agent`) inside
  * the host's network namespace, serving the plugin socket that host's dockerd reads.
+ *
+ * NATS runs with authentication as in production (operator, account, users): the controller has controller
+ * credentials and every agent its own node's (`--nats-creds`), so every end-to-end test also shows that agents
+ * work within a node's permissions.
  */
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { Controller, type ControllerConfigInput } from '@underlay/controller';
+import { controllerCreds, initNatsKeys, natsServerConfig, nodeCreds, writePrivateFile, type NatsKeys } from '@underlay/adapters';
+import { nodeToken } from '@underlay/core';
 import {
   importBusybox,
   runOk,
@@ -40,6 +46,10 @@ export interface Cluster {
   controller: Controller;
   natsUrl: string;
   etcdUrl: string;
+  /** The NATS key store (undefined with `natsAuth: false`). */
+  natsKeys?: NatsKeys;
+  /** Writes a node's (or, with `controller: true`, a controller's) .creds file and returns its path. */
+  credsFile(name: string, o?: { controller?: boolean }): Promise<string | undefined>;
   nodes: Map<string, HostNode>;
   startAgent(host: LabHost, d: Dockerd): Promise<Proc>;
   /** Starts a dockerd and an agent on a lab host that was not started with the cluster. */
@@ -58,6 +68,8 @@ export interface ClusterOptions {
   agentArgs?: string[];
   /** Turn on underlay's authorization hook in every dockerd (after its agent is up). */
   authz?: boolean;
+  /** NATS with users (default true). */
+  natsAuth?: boolean;
 }
 
 /**
@@ -75,8 +87,17 @@ export async function enableAuthz(d: Dockerd): Promise<void> {
 
 export async function startCluster(lab: Lab, hosts: LabHost[], opts: ClusterOptions = {}): Promise<Cluster> {
   await ensureBuilt();
-  const [etcd, nats] = await Promise.all([startLabEtcd(lab), startLabNats(lab)]);
-  const controller = new Controller({ etcd: [etcd.url], nats: nats.url, listen: '127.0.0.1:0', name: 'e2e', ...opts.controller });
+  const natsKeys = opts.natsAuth === false ? undefined : await initNatsKeys(path.join(lab.dir, 'keys'));
+  const [etcd, nats] = await Promise.all([startLabEtcd(lab), startLabNats(lab, natsKeys ? { config: natsServerConfig(natsKeys) } : {})]);
+  const credsFile = async (name: string, o: { controller?: boolean } = {}): Promise<string | undefined> => {
+    if (!natsKeys) return undefined;
+    const file = path.join(lab.dir, 'keys', `${o.controller ? 'controller' : 'node'}-${nodeToken(name)}.creds`);
+    writePrivateFile(file, o.controller ? await controllerCreds(natsKeys, name) : await nodeCreds(natsKeys, name));
+    return file;
+  };
+  const controller = new Controller(
+    { etcd: [etcd.url], nats: nats.url, natsCreds: await credsFile('e2e', { controller: true }), listen: '127.0.0.1:0', name: 'e2e', ...opts.controller },
+  );
   await controller.start();
   await controller.whenLeader();
   lab.onDestroy('controller', () => controller.stop());
@@ -85,15 +106,18 @@ export async function startCluster(lab: Lab, hosts: LabHost[], opts: ClusterOpti
     controller,
     natsUrl: nats.url,
     etcdUrl: etcd.url,
+    natsKeys,
+    credsFile,
     nodes: new Map(),
     async startAgent(host, d) {
       const stateDir = path.join(lab.dir, 'agent', host.name);
       fs.mkdirSync(stateDir, { recursive: true });
       const report = opts.reportIntervalMs ? ['--report-interval-ms', String(opts.reportIntervalMs)] : [];
+      const creds = await credsFile(host.name);
       const proc = lab.spawnIn(
         host,
         process.execPath,
-        [CLI, 'agent', '--node', host.name, '--nats', nats.url, '--plugin-dir', d.pluginDir, '--state-dir', stateDir, '--docker', d.dockerHost, ...report, ...(opts.agentArgs ?? [])],
+        [CLI, 'agent', '--node', host.name, '--nats', nats.url, '--plugin-dir', d.pluginDir, '--state-dir', stateDir, '--docker', d.dockerHost, ...(creds ? ['--nats-creds', creds] : []), ...report, ...(opts.agentArgs ?? [])],
         { name: 'agent' },
       );
       await waitFor(() => fs.existsSync(d.pluginSocket()), { timeoutMs: 20_000, what: `agent socket on ${host.name}` });

@@ -29,6 +29,9 @@ export interface EtcdClientOptions {
   auth?: { username: string; password: string };
 }
 
+/** The largest etcd answer the client accepts. */
+export const ETCD_MAX_RECEIVE_BYTES = 128 * 1024 * 1024;
+
 /** Builds an etcd3 client: TLS when `tls` is given or an endpoint is https://, password auth when `auth` is given. */
 export function createEtcdClient(o: EtcdClientOptions): Etcd3 {
   const timeoutMs = checkTimeout(o.timeoutMs ?? DEFAULT_ETCD_TIMEOUT_MS);
@@ -40,6 +43,9 @@ export function createEtcdClient(o: EtcdClientOptions): Etcd3 {
     hosts: o.endpoints,
     // Unary calls without their own deadline (etcd3's internals, the election's lease grant) get one too.
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeoutMs }),
+    // gRPC's default 4 MiB would refuse a range of a few large events (a network definition with many labels is
+    // hundreds of KiB); reads are paged by bytes as well (EtcdEventLog.read), this is the ceiling.
+    grpcOptions: { 'grpc.max_receive_message_length': ETCD_MAX_RECEIVE_BYTES },
   };
   if (o.tls && (o.tls.ca || o.tls.cert)) {
     // etcd3's type wants a root certificate; undefined means the system's roots (grpc's createSsl).

@@ -58,6 +58,11 @@ const TrimmedMarker = (v: string): number => {
   return before;
 };
 
+/** Events in the first page of a read (grown after it while pages are small). */
+const FIRST_PAGE = 128;
+/** Aim of one page's size in bytes (gRPC's own default limit is 4 MiB). */
+const PAGE_BYTES = 4 * 1024 * 1024;
+
 export class EtcdEventLog {
   readonly client: Etcd3;
   /** Deadlines and error texts of every call. */
@@ -95,17 +100,24 @@ export class EtcdEventLog {
   async *read(fromSeq = 1, pageSize = 5000): AsyncGenerator<ClusterEvent[]> {
     let next = fromSeq;
     const end = Range.prefix(keys.eventPrefix).end;
+    // Paged by count and by bytes: start small, grow while pages stay well under PAGE_BYTES, shrink when one is
+    // over it, so a run of large events never makes one answer too big for gRPC (or for memory).
+    let size = Math.min(pageSize, FIRST_PAGE);
     for (;;) {
       const start = keys.event(next);
-      const res = await this.calls.run(`range ${start}… limit ${pageSize}`, (o) =>
-        this.client.getAll().inRange(new Range(start, end)).sort('Key', 'Ascend').limit(pageSize).options(o).exec(),
+      const limit = size;
+      const res = await this.calls.run(`range ${start}… limit ${limit}`, (o) =>
+        this.client.getAll().inRange(new Range(start, end)).sort('Key', 'Ascend').limit(limit).options(o).exec(),
       );
+      const bytes = res.kvs.reduce((n, kv) => n + kv.value.length, 0);
       const page = res.kvs.map((kv) => parseEvent(JSON.parse(kv.value.toString())));
       if (page[0]?.seq !== next) await this.checkStart(next, page[0]?.seq);
       if (page.length === 0) return;
       yield page;
       next = page[page.length - 1]!.seq + 1;
-      if (res.kvs.length < pageSize) return;
+      if (res.kvs.length < limit) return;
+      if (bytes > PAGE_BYTES) size = Math.max(1, Math.floor((limit * PAGE_BYTES) / bytes));
+      else if (bytes < PAGE_BYTES / 4) size = Math.min(pageSize, size * 4);
     }
   }
 
