@@ -1,22 +1,30 @@
 #!/usr/bin/env node
 'use strict';
 /**
- * `npm run bench:ipam` (issue 3): durable IPAM allocations per second and p50/p99 latency through the
- * full path — a NATS client doing what an agent does → controller → etcd group commit → reply — at
- * 1, 8 and 64 concurrent closed-loop requesters, and, against the same etcd in the same run, etcd's
- * raw sequential compare-and-swap transaction rate, so the ratio shows what group commit buys.
+ * `npm run bench:ipam` (issues 3 and 10): durable IPAM allocations per second and p50/p99 latency
+ * through the full path — a NATS client doing what an agent does → controller → etcd group commit →
+ * reply — at 1, 8 and 64 concurrent closed-loop requesters, and, against the same etcd in the same
+ * run, etcd's raw sequential compare-and-swap transaction rate, so the ratio shows what group commit
+ * buys.
  *
- * Starts its own etcd and nats-server (JetStream) on free 127.0.0.1 ports in a temp dir and the
- * controller in this process; stops all of them and removes the temp dir at the end, on error and
+ * It runs twice, one mode after the other, each with servers of its own (bench/lib/servers.js):
+ *   plain    etcd and nats-server without users or TLS;
+ *   secured  everything on: nats-server with decentralized authentication (the controller with
+ *            controller creds, each requester connection with its own node's creds and inbox prefix)
+ *            and TLS; etcd with client TLS (certificates required) and a user.
+ * Each mode starts its own etcd and nats-server on free 127.0.0.1 ports in a temp dir and the
+ * controller in this process; it stops all of them and removes the temp dir at the end, on error and
  * on Ctrl-C. Needs a build first (`npx tsc -b`). Profile with
  *   node --cpu-prof --cpu-prof-dir=/tmp/prof bench/ipam.js
  *   node bench/lib/cpuprofile.js /tmp/prof/*.cpuprofile --from <s> --to <s>
  * (the [N.Ns] stamps on stderr are seconds since start, matching the profile's clock).
  *
- * The last line of stdout is exactly
- *   ipam allocations_per_s=<n> p99_ms=<n> duplicates=<n> etcd_raw_txn_per_s=<n>
- * for the 64-requester phase. The exit code is 0 even when the targets are missed (a line before
- * says so); it is 1 only when the benchmark itself could not run.
+ * For the 64-requester phase of each mode it prints
+ *   ipam mode=<plain|secured> allocations_per_s=<n> p99_ms=<n> duplicates=<n> etcd_raw_txn_per_s=<n>
+ * and the last line of stdout puts the modes side by side:
+ *   ipam plain: 5,210 allocations/s p99 26 ms | secured (NATS users + TLS, etcd TLS + user): 5,120 allocations/s p99 27 ms
+ * The exit code is 0 even when the targets are missed (a line before says so); it is 1 only when the
+ * benchmark itself could not run.
  *
  * Environment knobs:
  *   BENCH_IPAM_PHASE_MS   duration of each phase (5000)
@@ -25,19 +33,19 @@
  *   BENCH_IPAM_CONNS      NATS connections shared by the requesters (8)
  *   BENCH_IPAM_CLIENTS    inline (default: requesters share this thread's event loop with the
  *                         controller) or worker (requesters in a worker thread, as separate agents)
+ *   BENCH_IPAM_MODE       both (default), plain or secured (also `--mode <m>` on the command line)
  */
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { performance, monitorEventLoopDelay } = require('node:perf_hooks');
-const { startEtcd, startNats, stopAll, killAllSync, sleep } = require('./lib/servers.js');
-const { createRequesters } = require('./lib/requesters.js');
+const { MODES, startServers, stopAll, killAllSync, sleep } = require('./lib/servers.js');
+const { createRequesters, nodeName } = require('./lib/requesters.js');
 
-let Controller, EtcdEventLog, Etcd3;
+let Controller, EtcdEventLog, createEtcdClient;
 try {
   ({ Controller } = require('@underlay/controller'));
-  ({ EtcdEventLog } = require('@underlay/adapters'));
-  ({ Etcd3 } = require('etcd3'));
+  ({ EtcdEventLog, createEtcdClient } = require('@underlay/adapters'));
 } catch (e) {
   console.error(`bench:ipam: cannot load the compiled packages (${e.message}); run \`npx tsc -b\` first`);
   process.exit(1);
@@ -52,6 +60,13 @@ const RAW_MS = envNum('BENCH_IPAM_RAW_MS', 3_000);
 const WARMUP = envNum('BENCH_IPAM_WARMUP', 500);
 const CONNS = envNum('BENCH_IPAM_CONNS', 8);
 const CLIENTS = process.env.BENCH_IPAM_CLIENTS || 'inline';
+const modeArg = process.argv.indexOf('--mode');
+const MODE = (modeArg > 0 ? process.argv[modeArg + 1] : process.env.BENCH_IPAM_MODE) || 'both';
+if (!['both', ...Object.keys(MODES)].includes(MODE)) {
+  console.error(`bench:ipam: unknown mode ${JSON.stringify(MODE)} (both, plain or secured)`);
+  process.exit(1);
+}
+const RUN_MODES = MODE === 'both' ? Object.keys(MODES) : [MODE];
 const PHASES = [1, 8, 64];
 /** Upper bound of requests per phase, in addition to the time bound. */
 const MAX_PER_PHASE = 500_000;
@@ -61,7 +76,11 @@ const progress = (msg) => process.stderr.write(`bench:ipam: [${(performance.now(
 
 // ---- cleanup, also on error and Ctrl-C ------------------------------------------------------------
 
-const state = { dir: undefined, pids: {}, controller: undefined, requesters: undefined, appendMs: undefined, cleaned: undefined };
+/** The running mode's parts (reset for each mode). */
+let state = newState();
+function newState() {
+  return { dir: undefined, pids: {}, controller: undefined, requesters: undefined, appendMs: undefined, cleaned: undefined, tally: newTally() };
+}
 
 const withTimeout = (p, ms) => Promise.race([Promise.resolve(p).catch(() => {}), sleep(ms)]);
 
@@ -127,17 +146,18 @@ function percentile(sorted, p) {
   return sorted[i];
 }
 
-/** Every acknowledged allocation, per pool, and the replies that repeated an address. */
-const acked = new Map(); // poolId -> Set(address without prefix)
-let replyDuplicates = 0;
-let ackedCount = 0;
+/** Every acknowledged allocation of a mode, per pool, and the replies that repeated an address. */
+function newTally() {
+  return { acked: new Map() /* poolId -> Set(address without prefix) */, replyDuplicates: 0, ackedCount: 0 };
+}
 function recordAck(poolId, cidrAddress) {
+  const t = state.tally;
   const addr = cidrAddress.split('/')[0];
-  let set = acked.get(poolId);
-  if (!set) acked.set(poolId, (set = new Set()));
-  if (set.has(addr)) replyDuplicates++;
+  let set = t.acked.get(poolId);
+  if (!set) t.acked.set(poolId, (set = new Set()));
+  if (set.has(addr)) t.replyDuplicates++;
   else set.add(addr);
-  ackedCount++;
+  t.ackedCount++;
 }
 
 /** Runs one phase and reads the controller's counters and this process's health around it. */
@@ -184,10 +204,11 @@ async function phase(poolId, requesters, durationMs, maxRequests) {
 }
 
 /** etcd's raw rate: one compare-and-swap transaction at a time, each waiting for its commit. */
-async function rawEtcdCas(url, durationMs) {
-  const client = new Etcd3({ hosts: [url] });
+async function rawEtcdCas(etcdClient, durationMs) {
+  // The controller's client construction (TLS, user, per-call deadline); a key the `underlay` user may write.
+  const client = createEtcdClient(etcdClient);
   try {
-    const key = '/bench/raw-cas';
+    const key = '/underlay/bench/raw-cas';
     let v = 0;
     await client.put(key).value(String(v));
     const step = async () => {
@@ -211,8 +232,9 @@ async function rawEtcdCas(url, durationMs) {
 }
 
 /** Reads the log back and checks every acknowledged address is exactly one AddressAllocated event. */
-async function verifyLog(url) {
-  const log = new EtcdEventLog({ endpoints: [url] });
+async function verifyLog(etcdClient) {
+  const { acked } = state.tally;
+  const log = new EtcdEventLog(etcdClient);
   try {
     const events = await log.readAll();
     let gaps = 0;
@@ -249,22 +271,28 @@ function table(header, rows) {
 
 // ---- main -----------------------------------------------------------------------------------------
 
-async function main() {
+/** One mode from start to cleanup: servers, controller, requesters, phases, log check. */
+async function runMode(mode) {
+  state = newState();
   const tStart = performance.now();
   const load0 = os.loadavg()[0];
-  state.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ul-bench-ipam-'));
-  progress(`starting etcd and nats-server in ${state.dir}`);
-  const [etcd, nats] = await Promise.all([startEtcd(path.join(state.dir, 'etcd')), startNats(path.join(state.dir, 'nats'))]);
+  state.dir = fs.mkdtempSync(path.join(os.tmpdir(), `ul-bench-ipam-${mode}-`));
+  progress(`${MODES[mode]}: starting etcd and nats-server in ${state.dir}`);
+  const servers = await startServers(mode, state.dir);
+  const { etcd, nats } = servers;
   state.pids = { etcd: etcd.pid, nats: nats.pid };
   progress(`etcd ${etcd.url} (pid ${etcd.pid}), nats-server ${nats.url} (pid ${nats.pid})`);
 
   progress(`etcd raw sequential compare-and-swap for ${RAW_MS} ms`);
-  const rawTxnPerS = await rawEtcdCas(etcd.url, RAW_MS);
+  const rawTxnPerS = await rawEtcdCas(servers.etcdClient, RAW_MS);
 
   // eventRetention 0: verifyLog reads the whole log back, so nothing may be trimmed behind snapshots.
-  const controller = new Controller({ etcd: [etcd.url], nats: nats.url, listen: '127.0.0.1:0', name: 'bench', eventRetention: 0 }, (m) => {
-    if (/fail/i.test(m)) progress(`controller: ${m}`);
-  });
+  const controller = new Controller(
+    { etcd: [etcd.url], nats: nats.url, listen: '127.0.0.1:0', name: 'bench', eventRetention: 0, ...servers.controller },
+    (m) => {
+      if (/fail/i.test(m)) progress(`controller: ${m}`);
+    },
+  );
   state.controller = controller;
   await controller.start();
   // A controller serves requests only as the leader (a single one here wins at once).
@@ -281,7 +309,9 @@ async function main() {
     }
   };
 
-  state.requesters = await createRequesters({ natsUrl: nats.url, conns: CONNS, mode: CLIENTS });
+  // Connection i speaks for node nodeName(i), with that node's own credentials in the secured mode.
+  const connOpts = await Promise.all(Array.from({ length: CONNS }, (_, i) => servers.nodeConnect(nodeName(i))));
+  state.requesters = await createRequesters({ natsUrl: nats.url, conns: CONNS, connOpts, mode: CLIENTS });
   progress(`controller up; ${CONNS} NATS connections for the requesters (${CLIENTS}); warm-up: ${WARMUP} requests from 8 requesters`);
   // IPAM data only, never configured on any link: IPv6 documentation prefix 2001:db8::/32, one /64 per phase.
   const warmPool = await state.requesters.openPool('2001:db8:a0::/64');
@@ -299,7 +329,7 @@ async function main() {
     r.publishLagMs = performance.now() - tf;
     results.push(r);
     progress(
-      `${requesters} requesters: ${fmt.int(r.allocsPerS)} allocs/s, p50 ${fmt.f1(r.p50)} ms, p99 ${fmt.f1(r.p99)} ms, ` +
+      `${mode}, ${requesters} requesters: ${fmt.int(r.allocsPerS)} allocs/s, p50 ${fmt.f1(r.p50)} ms, p99 ${fmt.f1(r.p99)} ms, ` +
         `${r.txns} txns, ${fmt.f1(r.eventsPerTxn)} events/txn, ${r.errors} errors; etcd append p50/p99 ` +
         `${fmt.f1(r.appendP50)}/${fmt.f1(r.appendP99)} ms; controller loop busy ${fmt.int(100 * r.elu)}%, delay p99 ` +
         `${fmt.f1(r.loopDelayP99)} ms; JetStream caught up ${fmt.int(r.publishLagMs)} ms after`,
@@ -308,14 +338,19 @@ async function main() {
   }
 
   progress('reading the log back from etcd');
-  const v = await verifyLog(etcd.url);
+  const v = await verifyLog(servers.etcdClient);
   await cleanup();
-  const totalS = (performance.now() - tStart) / 1000;
-
-  // ---- report -------------------------------------------------------------------------------------
-  const last = results[results.length - 1];
+  state.dir = undefined;
+  const { replyDuplicates, ackedCount } = state.tally;
   // An address handed out twice shows in the replies and (if both were durable) in the log; count it once.
   const duplicates = Math.max(replyDuplicates, v.logDuplicates);
+  return { mode, results, last: results[results.length - 1], rawTxnPerS, v, duplicates, replyDuplicates, ackedCount, load0, totalS: (performance.now() - tStart) / 1000 };
+}
+
+/** A mode's table and checks (stdout). */
+function report(m) {
+  const { results, last, rawTxnPerS, v, duplicates } = m;
+  console.log(`== ${MODES[m.mode]}`);
   console.log(
     table(
       ['requesters', 'allocs/s', 'p50 ms', 'p99 ms', 'txns', 'events/txn', 'append p50/p99 ms', 'loop busy %', 'cpu % node/etcd/nats/other', 'node cpu us/alloc', 'errors'],
@@ -334,15 +369,11 @@ async function main() {
       ]),
     ),
   );
-  console.log(
-    '(cpu: % of one core during the phase; "other" is every other process on this machine; when it is high the numbers are low and noisy)',
-  );
-  console.log('');
   console.log(`etcd raw sequential compare-and-swap txn/s:         ${fmt.int(rawTxnPerS)}`);
   console.log(`group commit gain, allocations_per_s(64) / raw txn/s: ${(last.allocsPerS / rawTxnPerS).toFixed(1)}x`);
   console.log(
-    `verify: acknowledged=${ackedCount} log_events=${v.events} seq_gaps=${v.gaps} reply_duplicates=${replyDuplicates} ` +
-      `log_duplicates=${v.logDuplicates} lost=${v.lost} (requesters ${CLIENTS}, ${os.cpus().length} CPUs, load average ${load0.toFixed(1)} at start, run ${totalS.toFixed(1)} s)`,
+    `verify: acknowledged=${m.ackedCount} log_events=${v.events} seq_gaps=${v.gaps} reply_duplicates=${m.replyDuplicates} ` +
+      `log_duplicates=${v.logDuplicates} lost=${v.lost} (requesters ${CLIENTS}, ${os.cpus().length} CPUs, load average ${m.load0.toFixed(1)} at start, run ${m.totalS.toFixed(1)} s)`,
   );
   const missed = [];
   if (!(last.allocsPerS >= TARGET.allocsPerS)) missed.push(`allocations_per_s ${fmt.int(last.allocsPerS)} < ${TARGET.allocsPerS}`);
@@ -350,11 +381,24 @@ async function main() {
   if (duplicates > 0) missed.push(`duplicates ${duplicates} > 0`);
   if (v.lost > 0) missed.push(`lost ${v.lost} > 0`);
   if (v.gaps > 0) missed.push(`seq_gaps ${v.gaps} > 0`);
-  if (missed.length) console.log(`target missed: ${missed.join(', ')}`);
-  else console.log(`target met: >= ${TARGET.allocsPerS} allocations/s, p99 <= ${TARGET.p99Ms} ms, 0 duplicates`);
+  if (missed.length) console.log(`${m.mode}: target missed: ${missed.join(', ')}`);
+  else console.log(`${m.mode}: target met: >= ${TARGET.allocsPerS} allocations/s, p99 <= ${TARGET.p99Ms} ms, 0 duplicates`);
   console.log(
-    `ipam allocations_per_s=${fmt.int(last.allocsPerS)} p99_ms=${fmt.f1(last.p99)} duplicates=${duplicates} etcd_raw_txn_per_s=${fmt.int(rawTxnPerS)}`,
+    `ipam mode=${m.mode} allocations_per_s=${fmt.int(last.allocsPerS)} p99_ms=${fmt.f1(last.p99)} duplicates=${duplicates} etcd_raw_txn_per_s=${fmt.int(rawTxnPerS)}`,
   );
+  console.log('');
+}
+
+async function main() {
+  const modes = [];
+  for (const mode of RUN_MODES) modes.push(await runMode(mode));
+  for (const m of modes) report(m);
+  console.log(
+    '(cpu: % of one core during the phase; "other" is every other process on this machine; when it is high the numbers are low and noisy)',
+  );
+  const perSecond = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
+  const p99 = (x) => (Number.isFinite(x) ? (x < 10 ? x.toFixed(1) : String(Math.round(x))) : 'n/a');
+  console.log(`ipam ${modes.map((m) => `${m.mode === 'plain' ? 'plain' : MODES[m.mode]}: ${perSecond(m.last.allocsPerS)} allocations/s p99 ${p99(m.last.p99)} ms`).join(' | ')}`);
 }
 
 main().then(

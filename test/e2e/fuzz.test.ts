@@ -145,7 +145,7 @@ let methods: Record<RpcMethod, MethodSpec>;
 let natsHints: Hints;
 let maxPayload = 1024 * 1024;
 
-/** What the controller answered to `data` on `subject`, checked; `body` is the decoded request when it was JSON. */
+/** Sends `data` on `method`'s subject for the node token `subjectNode` and checks the reply; `body` (the generated value, if any) is only shown. */
 async function natsCheck(method: RpcMethod, subjectNode: string, data: Uint8Array, body: unknown): Promise<void> {
   const subject = `underlay.rpc.v1.${subjectNode}.${rpc[method]}`;
   findings.count('nats', method);

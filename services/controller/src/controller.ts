@@ -25,6 +25,7 @@ import {
   EmptyReq,
   EventsConsumerReq,
   SnapshotReadReq,
+  type SnapshotReadRes,
   rpcServeSubject,
   nodeOfRpcSubject,
   traceIdOf,
@@ -259,14 +260,14 @@ export class Controller {
   }
 
   /** One part of the latest snapshot in etcd (`seq: 0` when there is none). */
-  private async snapshotPart(seq: number | undefined, part: number): Promise<{ seq: number; parts: number; part: number; data: string }> {
+  private async snapshotPart(seq: number | undefined, part: number): Promise<SnapshotReadRes> {
     const man = await this.snaps.latestManifest();
     if (!man) return { seq: 0, parts: 0, part: 0, data: '' };
     if (seq !== undefined && seq !== man.seq) throw new NotFoundError(`snapshot ${seq} was replaced by snapshot ${man.seq}; start again from part 0`);
     if (part >= man.parts) throw new InvalidArgumentError(`snapshot ${man.seq} has ${man.parts} parts, not part ${part}`);
     const data = await this.snaps.readPart(man.seq, part);
     if (data === undefined) throw new NotFoundError(`snapshot ${man.seq} was replaced; start again from part 0`);
-    return { seq: man.seq, parts: man.parts, part, data };
+    return { seq: man.seq, parts: man.parts, part, data, ...(man.sha256 ? { sha256: man.sha256 } : {}), bytes: man.bytes };
   }
 
   private async stepDown(): Promise<void> {

@@ -4,6 +4,7 @@
  * JetStream event stream through the node's own consumer (gaps re-read from the controller). Replicas of
  * cluster networks, routes to other hosts' blocks and BGP announcements are all reconciled against it.
  */
+import { createHash } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { EventConsumer, RpcClient } from '@underlay/adapters';
 import { EventsHeadRes, ReadEventsRes, SnapshotReadRes, apply, emptyState, parseEvent, restore, type ClusterEvent, type IpamState } from '@underlay/core';
@@ -77,7 +78,12 @@ export class ClusterView {
         for (let part = 1; part < first.parts; part++) {
           parts.push((await this.rpc.call('snapshotRead', { seq: first.seq, part }, SnapshotReadRes, { deadlineMs: 10_000 })).data);
         }
-        this._state = restore(JSON.parse(parts.join('')));
+        const json = parts.join('');
+        if (first.bytes !== undefined && json.length !== first.bytes) throw new Error(`snapshot ${first.seq} is ${json.length} characters, the controller said ${first.bytes}`);
+        if (first.sha256 !== undefined && createHash('sha256').update(json, 'utf8').digest('hex') !== first.sha256) {
+          throw new Error(`snapshot ${first.seq} does not match its SHA-256`);
+        }
+        this._state = restore(JSON.parse(json));
         this.snapshotSeq = this._state.seq;
         this.logger(`cluster view: started from snapshot ${this._state.seq} (${first.parts} parts)`);
         return;

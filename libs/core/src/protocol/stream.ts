@@ -8,7 +8,7 @@ export const EventsConsumerRes = z.object({
   stream: z.string().min(1).max(256),
   consumer: z.string().min(1).max(256),
   /** The stream seq it starts at. */
-  startStreamSeq: z.number().int().nonnegative(),
+  startStreamSeq: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
 });
 export type EventsConsumerRes = z.infer<typeof EventsConsumerRes>;
 
@@ -20,9 +20,14 @@ export const SnapshotReadReq = z.object({
 export type SnapshotReadReq = z.infer<typeof SnapshotReadReq>;
 /** `seq: 0` means there is no snapshot: read the log from the start. */
 export const SnapshotReadRes = z.object({
-  seq: z.number().int().nonnegative(),
-  parts: z.number().int().nonnegative(),
-  part: z.number().int().nonnegative(),
-  data: z.string(),
+  seq: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  parts: z.number().int().nonnegative().max(1_000_000),
+  part: z.number().int().nonnegative().max(1_000_000),
+  /** At most one etcd chunk (512 KiB of text). */
+  data: z.string().max(512 * 1024),
+  /** Of the whole snapshot's JSON text, when the manifest has it: the reader checks what it put together. */
+  sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+  /** Characters of the whole snapshot's JSON text. */
+  bytes: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional(),
 });
 export type SnapshotReadRes = z.infer<typeof SnapshotReadRes>;
