@@ -32,6 +32,7 @@ import {
 } from '@underlay/core';
 import { ClusterView } from '../../services/node-agent/src/cluster-view';
 import { startEtcd, type EtcdService } from '../lab/services';
+import { waitFor as labWaitFor } from '../lab/proc';
 import { startAuthNats, type AuthNats } from '../lab/nats-auth';
 
 jest.setTimeout(120_000);
@@ -66,13 +67,8 @@ async function connectAs(node: string): Promise<Host> {
   return { name: node, nc, rpc: new RpcClient(nc, node), errors };
 }
 
-async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(25);
-  }
-}
+/** The lab's waitFor, polling every 25 ms. */
+const waitFor = (cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<unknown> => labWaitFor(cond, { timeoutMs, what, intervalMs: 25 });
 
 /** Answers with a permission error from NATS (a publish or subscribe the user may not make), within a bound. */
 async function natsRefuses(h: Host, before: number): Promise<string> {

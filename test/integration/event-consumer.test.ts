@@ -13,6 +13,7 @@ import { EVENTS_STREAM, nodeConsumerName, RequestAddressRes, RequestPoolRes, hea
 import { EventConsumer, type EventConsumerOptions } from '@underlay/adapters';
 import { AnyNodeRpc } from '../lab/any-node-rpc';
 import { startEtcd, startNats, type EtcdService, type NatsService } from '../lab/services';
+import { waitFor as labWaitFor } from '../lab/proc';
 
 jest.setTimeout(120_000);
 
@@ -34,13 +35,8 @@ let poolId: string;
 let macs = 0;
 const consumers: EventConsumer[] = [];
 
-async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
+/** The lab's waitFor, polling every 20 ms. */
+const waitFor = (cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<unknown> => labWaitFor(cond, { timeoutMs, what, intervalMs: 20 });
 
 /** `n` address requests through the controller; resolves when their events are on JetStream. */
 async function allocate(n: number, concurrent = true): Promise<RequestAddressRes[]> {

@@ -16,6 +16,7 @@ import { EventConsumer } from '../../libs/adapters/src/nats/consumer';
 import { RpcClient } from '../../libs/adapters/src/nats/rpc';
 import { AnyNodeRpc } from '../lab/any-node-rpc';
 import { startEtcd, startNats, type EtcdService, type NatsService } from '../lab/services';
+import { waitFor as labWaitFor } from '../lab/proc';
 
 jest.setTimeout(120_000);
 
@@ -36,13 +37,8 @@ let poolId: string;
 let macs = 0;
 const consumers: EventConsumer[] = [];
 
-async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
+/** The lab's waitFor, polling every 50 ms. */
+const waitFor = (cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<unknown> => labWaitFor(cond, { timeoutMs, what, intervalMs: 50 });
 
 async function startController(extra: Partial<ControllerConfigInput> = {}): Promise<Controller> {
   const logger = process.env.UNDERLAY_TEST_LOG ? (m: string) => process.stderr.write(`controller: ${m}\n`) : undefined;
