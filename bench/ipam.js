@@ -7,17 +7,23 @@
  * run, etcd's raw sequential compare-and-swap transaction rate, so the ratio shows what group commit
  * buys.
  *
- * It runs twice, one mode after the other, each with servers of its own (bench/lib/servers.js):
+ * Two modes, each with servers of its own (bench/lib/servers.js) and its own controller:
  *   plain    etcd and nats-server without users or TLS;
  *   secured  everything on: nats-server with decentralized authentication (the controller with
  *            controller creds, each requester connection with its own node's creds and inbox prefix)
  *            and TLS; etcd with client TLS (certificates required) and a user.
- * Each mode starts its own etcd and nats-server on free 127.0.0.1 ports in a temp dir and the
- * controller in this process; it stops all of them and removes the temp dir at the end, on error and
- * on Ctrl-C. Needs a build first (`npx tsc -b`). Profile with
+ * Both run in the same pass, interleaved so that other load on the machine falls on both alike:
+ * every measurement (each phase, the raw etcd loop) is cut in halves run in the order plain,
+ * secured, secured, plain, and each mode's halves are added up. Only the mode being measured gets
+ * requests; the other one idles.
+ *
+ * Servers run on free 127.0.0.1 ports in temp dirs, the controllers in this process; everything is
+ * stopped and removed at the end, on error and on Ctrl-C. Needs a build first (`npx tsc -b`).
+ * Profile with
  *   node --cpu-prof --cpu-prof-dir=/tmp/prof bench/ipam.js
  *   node bench/lib/cpuprofile.js /tmp/prof/*.cpuprofile --from <s> --to <s>
- * (the [N.Ns] stamps on stderr are seconds since start, matching the profile's clock).
+ * (the [N.Ns] stamps on stderr are seconds since start, matching the profile's clock; use one mode
+ * for whole-phase windows).
  *
  * For the 64-requester phase of each mode it prints
  *   ipam mode=<plain|secured> allocations_per_s=<n> p99_ms=<n> duplicates=<n> etcd_raw_txn_per_s=<n>
@@ -27,10 +33,10 @@
  * benchmark itself could not run.
  *
  * Environment knobs:
- *   BENCH_IPAM_PHASE_MS   duration of each phase (5000)
- *   BENCH_IPAM_RAW_MS     duration of the raw etcd loop (3000)
- *   BENCH_IPAM_WARMUP     warm-up requests (500)
- *   BENCH_IPAM_CONNS      NATS connections shared by the requesters (8)
+ *   BENCH_IPAM_PHASE_MS   duration of each phase, per mode (5000)
+ *   BENCH_IPAM_RAW_MS     duration of the raw etcd loop, per mode (3000)
+ *   BENCH_IPAM_WARMUP     warm-up requests, per mode (500)
+ *   BENCH_IPAM_CONNS      NATS connections (one per node) shared by the requesters (8)
  *   BENCH_IPAM_CLIENTS    inline (default: requesters share this thread's event loop with the
  *                         controller) or worker (requesters in a worker thread, as separate agents)
  *   BENCH_IPAM_MODE       both (default), plain or secured (also `--mode <m>` on the command line)
@@ -74,24 +80,43 @@ const TARGET = { allocsPerS: 5_000, p99Ms: 25 };
 
 const progress = (msg) => process.stderr.write(`bench:ipam: [${(performance.now() / 1000).toFixed(1)}s] ${msg}\n`);
 
-// ---- cleanup, also on error and Ctrl-C ------------------------------------------------------------
+// ---- the modes' parts, and cleanup, also on error and Ctrl-C --------------------------------------
 
-/** The running mode's parts (reset for each mode). */
-let state = newState();
-function newState() {
-  return { dir: undefined, pids: {}, controller: undefined, requesters: undefined, appendMs: undefined, cleaned: undefined, tally: newTally() };
+/** One mode's running parts and its tally of acknowledged addresses. */
+function newMode(mode) {
+  return {
+    mode,
+    dir: undefined,
+    pids: {},
+    servers: undefined,
+    controller: undefined,
+    requesters: undefined,
+    /** The etcd append times of the slice being measured (see the wrapper in startMode). */
+    appendMs: undefined,
+    /** Every acknowledged allocation, per pool (poolId -> Set(address without prefix)), and the replies that repeated one. */
+    acked: new Map(),
+    replyDuplicates: 0,
+    ackedCount: 0,
+  };
 }
+/** @type {ReturnType<typeof newMode>[]} */
+const modes = [];
+let cleaned;
 
 const withTimeout = (p, ms) => Promise.race([Promise.resolve(p).catch(() => {}), sleep(ms)]);
 
+function removeDirs() {
+  for (const m of modes) if (m.dir) fs.rmSync(m.dir, { recursive: true, force: true });
+}
+
 function cleanup() {
-  state.cleaned ??= (async () => {
-    if (state.requesters) await withTimeout(state.requesters.close(), 5_000);
-    if (state.controller) await withTimeout(state.controller.stop(), 10_000);
+  cleaned ??= (async () => {
+    await Promise.all(modes.map((m) => m.requesters && withTimeout(m.requesters.close(), 5_000)));
+    await Promise.all(modes.map((m) => m.controller && withTimeout(m.controller.stop(), 10_000)));
     await stopAll();
-    if (state.dir) fs.rmSync(state.dir, { recursive: true, force: true });
+    removeDirs();
   })();
-  return state.cleaned;
+  return cleaned;
 }
 
 let interrupted = false;
@@ -99,14 +124,14 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, () => {
     if (interrupted) return;
     interrupted = true;
-    progress(`${sig}: stopping etcd and nats-server, removing ${state.dir ?? 'nothing'}`);
+    progress(`${sig}: stopping etcd and nats-server, removing ${modes.map((m) => m.dir).filter(Boolean).join(', ') || 'nothing'}`);
     withTimeout(cleanup(), 15_000).finally(() => process.exit(130));
   });
 }
 process.on('exit', () => {
-  // Last resort if something bypassed cleanup(): SIGKILL what is still running, remove the dir.
+  // Last resort if something bypassed cleanup(): SIGKILL what is still running, remove the dirs.
   killAllSync();
-  if (state.dir) fs.rmSync(state.dir, { recursive: true, force: true });
+  removeDirs();
 });
 
 // ---- measurements ---------------------------------------------------------------------------------
@@ -134,10 +159,11 @@ function machineCpuS() {
   }
 }
 
-function cpuSnapshot() {
+/** CPU seconds so far of this process, the mode's etcd and nats-server, and the whole machine. */
+function cpuSnapshot(m) {
   const u = process.cpuUsage();
-  const m = machineCpuS();
-  return { self: (u.user + u.system) / 1e6, etcd: procCpuS(state.pids.etcd), nats: procCpuS(state.pids.nats), machine: m.busy, steal: m.steal };
+  const mc = machineCpuS();
+  return { self: (u.user + u.system) / 1e6, etcd: procCpuS(m.pids.etcd), nats: procCpuS(m.pids.nats), machine: mc.busy, steal: mc.steal };
 }
 
 function percentile(sorted, p) {
@@ -146,67 +172,103 @@ function percentile(sorted, p) {
   return sorted[i];
 }
 
-/** Every acknowledged allocation of a mode, per pool, and the replies that repeated an address. */
-function newTally() {
-  return { acked: new Map() /* poolId -> Set(address without prefix) */, replyDuplicates: 0, ackedCount: 0 };
-}
-function recordAck(poolId, cidrAddress) {
-  const t = state.tally;
+function recordAck(m, poolId, cidrAddress) {
   const addr = cidrAddress.split('/')[0];
-  let set = t.acked.get(poolId);
-  if (!set) t.acked.set(poolId, (set = new Set()));
-  if (set.has(addr)) t.replyDuplicates++;
+  let set = m.acked.get(poolId);
+  if (!set) m.acked.set(poolId, (set = new Set()));
+  if (set.has(addr)) m.replyDuplicates++;
   else set.add(addr);
-  t.ackedCount++;
+  m.ackedCount++;
 }
 
-/** Runs one phase and reads the controller's counters and this process's health around it. */
-async function phase(poolId, requesters, durationMs, maxRequests) {
-  const c = state.controller;
-  const appendMs = (state.appendMs = []);
-  const loopDelay = monitorEventLoopDelay({ resolution: 1 });
-  loopDelay.enable();
-  const elu0 = performance.eventLoopUtilization();
-  const cpu0 = cpuSnapshot();
-  const txn0 = c.ipam.transactions;
-  const seq0 = c.ipam.state.seq;
-
-  const res = await state.requesters.run({ poolId, requesters, durationMs, maxRequests });
-
-  const elapsedS = res.elapsedMs / 1000;
-  const txns = c.ipam.transactions - txn0;
-  const events = c.ipam.state.seq - seq0;
-  const cpu1 = cpuSnapshot();
-  const elu = performance.eventLoopUtilization(elu0).utilization;
-  loopDelay.disable();
-  state.appendMs = undefined;
-  for (const a of res.addresses) recordAck(poolId, a);
-  const sorted = Float64Array.from(res.lat).sort();
-  const appendSorted = Float64Array.from(appendMs).sort();
+/** What one mode's slices of one phase add up to. */
+function newPhase(requesters) {
   return {
     requesters,
-    done: sorted.length,
-    errors: res.errors,
-    firstError: res.firstError,
-    allocsPerS: sorted.length / elapsedS,
-    p50: percentile(sorted, 0.5),
-    p99: percentile(sorted, 0.99),
-    txns,
-    eventsPerTxn: txns ? events / txns : 0,
-    appendP50: percentile(appendSorted, 0.5),
-    appendP99: percentile(appendSorted, 0.99),
-    loopDelayP99: loopDelay.percentile(99) / 1e6,
-    /** Share of the time this (controller) thread's event loop was busy. */
-    elu,
-    /** Share of one core each process used during the phase (2 cores = 200%). */
-    cpu: Object.fromEntries(Object.keys(cpu0).map((k) => [k, (100 * (cpu1[k] - cpu0[k])) / elapsedS])),
+    elapsedMs: 0,
+    lat: [],
+    errors: 0,
+    firstError: undefined,
+    txns: 0,
+    events: 0,
+    appendMs: [],
+    loopDelay: monitorEventLoopDelay({ resolution: 1 }),
+    eluActive: 0,
+    eluIdle: 0,
+    cpu: { self: 0, etcd: 0, nats: 0, machine: 0, steal: 0 },
   };
 }
 
-/** etcd's raw rate: one compare-and-swap transaction at a time, each waiting for its commit. */
-async function rawEtcdCas(etcdClient, durationMs) {
+/** Runs one slice of a phase on mode `m` and adds it to `acc`, reading the controller's counters and this process's health around it. */
+async function slice(m, acc, poolId, durationMs, maxRequests) {
+  const c = m.controller;
+  m.appendMs = acc.appendMs;
+  acc.loopDelay.enable();
+  const elu0 = performance.eventLoopUtilization();
+  const cpu0 = cpuSnapshot(m);
+  const txn0 = c.ipam.transactions;
+  const seq0 = c.ipam.state.seq;
+
+  const res = await m.requesters.run({ poolId, requesters: acc.requesters, durationMs, maxRequests });
+
+  acc.txns += c.ipam.transactions - txn0;
+  acc.events += c.ipam.state.seq - seq0;
+  const cpu1 = cpuSnapshot(m);
+  const elu = performance.eventLoopUtilization(elu0);
+  acc.loopDelay.disable();
+  m.appendMs = undefined;
+  acc.elapsedMs += res.elapsedMs;
+  acc.eluActive += elu.active;
+  acc.eluIdle += elu.idle;
+  for (const k of Object.keys(acc.cpu)) acc.cpu[k] += cpu1[k] - cpu0[k];
+  acc.lat.push(res.lat);
+  acc.errors += res.errors;
+  acc.firstError ??= res.firstError;
+  for (const a of res.addresses) recordAck(m, poolId, a);
+}
+
+/** A phase's figures from its slices. */
+function phaseResult(acc) {
+  const elapsedS = acc.elapsedMs / 1000;
+  const all = new Float64Array(acc.lat.reduce((n, l) => n + l.length, 0));
+  let o = 0;
+  for (const l of acc.lat) all.set(l, (o += l.length) - l.length);
+  const sorted = all.sort();
+  const appendSorted = Float64Array.from(acc.appendMs).sort();
+  return {
+    requesters: acc.requesters,
+    done: sorted.length,
+    errors: acc.errors,
+    firstError: acc.firstError,
+    allocsPerS: sorted.length / elapsedS,
+    p50: percentile(sorted, 0.5),
+    p99: percentile(sorted, 0.99),
+    txns: acc.txns,
+    eventsPerTxn: acc.txns ? acc.events / acc.txns : 0,
+    appendP50: percentile(appendSorted, 0.5),
+    appendP99: percentile(appendSorted, 0.99),
+    loopDelayP99: acc.loopDelay.percentile(99) / 1e6,
+    /** Share of the time this (controller) thread's event loop was busy. */
+    elu: acc.eluActive / (acc.eluActive + acc.eluIdle),
+    /** Share of one core each process used during the phase (2 cores = 200%). */
+    cpu: Object.fromEntries(Object.entries(acc.cpu).map(([k, v]) => [k, (100 * v) / elapsedS])),
+  };
+}
+
+/**
+ * Runs `run(m, ms)` for every mode for `totalMs` each: with two modes in halves, in the order A, B,
+ * B, A (a drift in the machine's other load then falls on both alike); with one, in one go.
+ */
+async function interleaved(totalMs, run) {
+  if (modes.length === 1) return void (await run(modes[0], totalMs));
+  const [a, b] = modes;
+  for (const m of [a, b, b, a]) await run(m, totalMs / 2);
+}
+
+/** etcd's raw rate: one compare-and-swap transaction at a time, each waiting for its commit. Adds to `acc` {n, ms}. */
+async function rawEtcdCas(m, durationMs, acc) {
   // The controller's client construction (TLS, user, per-call deadline); a key the `underlay` user may write.
-  const client = createEtcdClient(etcdClient);
+  const client = createEtcdClient(m.servers.etcdClient);
   try {
     const key = '/underlay/bench/raw-cas';
     let v = 0;
@@ -225,16 +287,16 @@ async function rawEtcdCas(etcdClient, durationMs) {
       await step();
       n++;
     }
-    return n / ((performance.now() - t0) / 1000);
+    acc.n += n;
+    acc.ms += performance.now() - t0;
   } finally {
     client.close();
   }
 }
 
 /** Reads the log back and checks every acknowledged address is exactly one AddressAllocated event. */
-async function verifyLog(etcdClient) {
-  const { acked } = state.tally;
-  const log = new EtcdEventLog(etcdClient);
+async function verifyLog(m) {
+  const log = new EtcdEventLog(m.servers.etcdClient);
   try {
     const events = await log.readAll();
     let gaps = 0;
@@ -251,7 +313,7 @@ async function verifyLog(etcdClient) {
       if (n > 1) logDuplicates++;
     }
     let lost = 0;
-    for (const [poolId, set] of acked) for (const addr of set) if (!counts.get(`${poolId} ${addr}`)) lost++;
+    for (const [poolId, set] of m.acked) for (const addr of set) if (!counts.get(`${poolId} ${addr}`)) lost++;
     return { events: events.length, gaps, logDuplicates, lost };
   } finally {
     log.close();
@@ -271,29 +333,27 @@ function table(header, rows) {
 
 // ---- main -----------------------------------------------------------------------------------------
 
-/** One mode from start to cleanup: servers, controller, requesters, phases, log check. */
-async function runMode(mode) {
-  state = newState();
-  const tStart = performance.now();
-  const load0 = os.loadavg()[0];
-  state.dir = fs.mkdtempSync(path.join(os.tmpdir(), `ul-bench-ipam-${mode}-`));
-  progress(`${MODES[mode]}: starting etcd and nats-server in ${state.dir}`);
-  const servers = await startServers(mode, state.dir);
-  const { etcd, nats } = servers;
-  state.pids = { etcd: etcd.pid, nats: nats.pid };
-  progress(`etcd ${etcd.url} (pid ${etcd.pid}), nats-server ${nats.url} (pid ${nats.pid})`);
+/** Starts a mode's servers (in its own temp dir). */
+async function startServersOf(m) {
+  m.dir = fs.mkdtempSync(path.join(os.tmpdir(), `ul-bench-ipam-${m.mode}-`));
+  progress(`${MODES[m.mode]}: starting etcd and nats-server in ${m.dir}`);
+  m.servers = await startServers(m.mode, m.dir);
+  const { etcd, nats } = m.servers;
+  m.pids = { etcd: etcd.pid, nats: nats.pid };
+  progress(`${m.mode}: etcd ${etcd.url} (pid ${etcd.pid}), nats-server ${nats.url} (pid ${nats.pid})`);
+}
 
-  progress(`etcd raw sequential compare-and-swap for ${RAW_MS} ms`);
-  const rawTxnPerS = await rawEtcdCas(servers.etcdClient, RAW_MS);
-
+/** Starts a mode's controller (leader) and requesters. */
+async function startClients(m) {
+  const { etcd, nats } = m.servers;
   // eventRetention 0: verifyLog reads the whole log back, so nothing may be trimmed behind snapshots.
   const controller = new Controller(
-    { etcd: [etcd.url], nats: nats.url, listen: '127.0.0.1:0', name: 'bench', eventRetention: 0, ...servers.controller },
-    (m) => {
-      if (/fail/i.test(m)) progress(`controller: ${m}`);
+    { etcd: [etcd.url], nats: nats.url, listen: '127.0.0.1:0', name: `bench-${m.mode}`, eventRetention: 0, ...m.servers.controller },
+    (msg) => {
+      if (/fail/i.test(msg)) progress(`${m.mode} controller: ${msg}`);
     },
   );
-  state.controller = controller;
+  m.controller = controller;
   await controller.start();
   // A controller serves requests only as the leader (a single one here wins at once).
   if (typeof controller.whenLeader === 'function') await controller.whenLeader();
@@ -305,51 +365,90 @@ async function runMode(mode) {
     try {
       return await append(...args);
     } finally {
-      state.appendMs?.push(performance.now() - t);
+      m.appendMs?.push(performance.now() - t);
     }
   };
-
   // Connection i speaks for node nodeName(i), with that node's own credentials in the secured mode.
-  const connOpts = await Promise.all(Array.from({ length: CONNS }, (_, i) => servers.nodeConnect(nodeName(i))));
-  state.requesters = await createRequesters({ natsUrl: nats.url, conns: CONNS, connOpts, mode: CLIENTS });
-  progress(`controller up; ${CONNS} NATS connections for the requesters (${CLIENTS}); warm-up: ${WARMUP} requests from 8 requesters`);
-  // IPAM data only, never configured on any link: IPv6 documentation prefix 2001:db8::/32, one /64 per phase.
-  const warmPool = await state.requesters.openPool('2001:db8:a0::/64');
-  await phase(warmPool, 8, 60_000, WARMUP);
-  await controller.flushEvents();
-
-  const results = [];
-  for (const requesters of PHASES) {
-    const poolId = await state.requesters.openPool(`2001:db8:${requesters}::/64`);
-    const r = await phase(poolId, requesters, PHASE_MS, MAX_PER_PHASE);
-    // The controller publishes committed events to JetStream behind the replies; let it catch up so
-    // one phase's backlog does not slow the next (the wait is reported).
-    const tf = performance.now();
-    await controller.flushEvents();
-    r.publishLagMs = performance.now() - tf;
-    results.push(r);
-    progress(
-      `${mode}, ${requesters} requesters: ${fmt.int(r.allocsPerS)} allocs/s, p50 ${fmt.f1(r.p50)} ms, p99 ${fmt.f1(r.p99)} ms, ` +
-        `${r.txns} txns, ${fmt.f1(r.eventsPerTxn)} events/txn, ${r.errors} errors; etcd append p50/p99 ` +
-        `${fmt.f1(r.appendP50)}/${fmt.f1(r.appendP99)} ms; controller loop busy ${fmt.int(100 * r.elu)}%, delay p99 ` +
-        `${fmt.f1(r.loopDelayP99)} ms; JetStream caught up ${fmt.int(r.publishLagMs)} ms after`,
-    );
-    if (r.firstError) progress(`  first error: ${r.firstError}`);
-  }
-
-  progress('reading the log back from etcd');
-  const v = await verifyLog(servers.etcdClient);
-  await cleanup();
-  state.dir = undefined;
-  const { replyDuplicates, ackedCount } = state.tally;
-  // An address handed out twice shows in the replies and (if both were durable) in the log; count it once.
-  const duplicates = Math.max(replyDuplicates, v.logDuplicates);
-  return { mode, results, last: results[results.length - 1], rawTxnPerS, v, duplicates, replyDuplicates, ackedCount, load0, totalS: (performance.now() - tStart) / 1000 };
+  const connOpts = await Promise.all(Array.from({ length: CONNS }, (_, i) => m.servers.nodeConnect(nodeName(i))));
+  m.requesters = await createRequesters({ natsUrl: nats.url, conns: CONNS, connOpts, mode: CLIENTS });
+  progress(`${m.mode}: controller up; ${CONNS} NATS connections for the requesters (${CLIENTS})`);
 }
 
-/** A mode's table and checks (stdout). */
-function report(m) {
-  const { results, last, rawTxnPerS, v, duplicates } = m;
+async function main() {
+  const tStart = performance.now();
+  const load0 = os.loadavg()[0];
+  for (const mode of RUN_MODES) modes.push(newMode(mode));
+  await Promise.all(modes.map(startServersOf));
+
+  progress(`etcd raw sequential compare-and-swap for ${RAW_MS} ms per mode`);
+  const raw = new Map(modes.map((m) => [m, { n: 0, ms: 0 }]));
+  await interleaved(RAW_MS, (m, ms) => rawEtcdCas(m, ms, raw.get(m)));
+
+  for (const m of modes) await startClients(m);
+  // IPAM data only, never configured on any link: IPv6 documentation prefix 2001:db8::/32, one /64 per phase.
+  for (const m of modes) {
+    progress(`${m.mode}: warm-up: ${WARMUP} requests from 8 requesters`);
+    const warmPool = await m.requesters.openPool('2001:db8:a0::/64');
+    await slice(m, newPhase(8), warmPool, 60_000, WARMUP);
+    await m.controller.flushEvents();
+  }
+
+  const results = new Map(modes.map((m) => [m, []]));
+  for (const requesters of PHASES) {
+    const pools = new Map();
+    for (const m of modes) pools.set(m, await m.requesters.openPool(`2001:db8:${requesters}::/64`));
+    const accs = new Map(modes.map((m) => [m, newPhase(requesters)]));
+    const lagMs = new Map(modes.map((m) => [m, 0]));
+    await interleaved(PHASE_MS, async (m, ms) => {
+      await slice(m, accs.get(m), pools.get(m), ms, MAX_PER_PHASE / 2);
+      // The controller publishes committed events to JetStream behind the replies; let it catch up so
+      // one slice's backlog does not slow the next (the wait is reported).
+      const tf = performance.now();
+      await m.controller.flushEvents();
+      lagMs.set(m, lagMs.get(m) + performance.now() - tf);
+    });
+    for (const m of modes) {
+      const r = phaseResult(accs.get(m));
+      r.publishLagMs = lagMs.get(m);
+      results.get(m).push(r);
+      progress(
+        `${m.mode}, ${requesters} requesters: ${fmt.int(r.allocsPerS)} allocs/s, p50 ${fmt.f1(r.p50)} ms, p99 ${fmt.f1(r.p99)} ms, ` +
+          `${r.txns} txns, ${fmt.f1(r.eventsPerTxn)} events/txn, ${r.errors} errors; etcd append p50/p99 ` +
+          `${fmt.f1(r.appendP50)}/${fmt.f1(r.appendP99)} ms; controller loop busy ${fmt.int(100 * r.elu)}%, delay p99 ` +
+          `${fmt.f1(r.loopDelayP99)} ms; JetStream caught up ${fmt.int(r.publishLagMs)} ms after`,
+      );
+      if (r.firstError) progress(`  first error: ${r.firstError}`);
+    }
+  }
+
+  progress('reading the logs back from etcd');
+  const verified = new Map();
+  for (const m of modes) verified.set(m, await verifyLog(m));
+  await cleanup();
+  const totalS = (performance.now() - tStart) / 1000;
+
+  // ---- report -------------------------------------------------------------------------------------
+  const summary = modes.map((m) => report(m, results.get(m), raw.get(m), verified.get(m)));
+  console.log(
+    '(cpu: % of one core during the phase; "other" is every other process on this machine; when it is high the numbers are low and noisy)',
+  );
+  console.log(
+    `(requesters ${CLIENTS}, ${os.cpus().length} CPUs, load average ${load0.toFixed(1)} at start, run ${totalS.toFixed(1)} s` +
+      `${modes.length > 1 ? '; the modes were interleaved, halves in the order plain, secured, secured, plain' : ''})`,
+  );
+  const perSecond = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
+  const p99 = (x) => (Number.isFinite(x) ? (x < 10 ? x.toFixed(1) : String(Math.round(x))) : 'n/a');
+  console.log(
+    `ipam ${summary.map((s) => `${s.mode === 'plain' ? 'plain' : MODES[s.mode]}: ${perSecond(s.last.allocsPerS)} allocations/s p99 ${p99(s.last.p99)} ms`).join(' | ')}`,
+  );
+}
+
+/** A mode's table, checks and key=value line (stdout). */
+function report(m, results, raw, v) {
+  const last = results[results.length - 1];
+  const rawTxnPerS = raw.n / (raw.ms / 1000);
+  // An address handed out twice shows in the replies and (if both were durable) in the log; count it once.
+  const duplicates = Math.max(m.replyDuplicates, v.logDuplicates);
   console.log(`== ${MODES[m.mode]}`);
   console.log(
     table(
@@ -373,7 +472,7 @@ function report(m) {
   console.log(`group commit gain, allocations_per_s(64) / raw txn/s: ${(last.allocsPerS / rawTxnPerS).toFixed(1)}x`);
   console.log(
     `verify: acknowledged=${m.ackedCount} log_events=${v.events} seq_gaps=${v.gaps} reply_duplicates=${m.replyDuplicates} ` +
-      `log_duplicates=${v.logDuplicates} lost=${v.lost} (requesters ${CLIENTS}, ${os.cpus().length} CPUs, load average ${m.load0.toFixed(1)} at start, run ${m.totalS.toFixed(1)} s)`,
+      `log_duplicates=${v.logDuplicates} lost=${v.lost}`,
   );
   const missed = [];
   if (!(last.allocsPerS >= TARGET.allocsPerS)) missed.push(`allocations_per_s ${fmt.int(last.allocsPerS)} < ${TARGET.allocsPerS}`);
@@ -387,18 +486,7 @@ function report(m) {
     `ipam mode=${m.mode} allocations_per_s=${fmt.int(last.allocsPerS)} p99_ms=${fmt.f1(last.p99)} duplicates=${duplicates} etcd_raw_txn_per_s=${fmt.int(rawTxnPerS)}`,
   );
   console.log('');
-}
-
-async function main() {
-  const modes = [];
-  for (const mode of RUN_MODES) modes.push(await runMode(mode));
-  for (const m of modes) report(m);
-  console.log(
-    '(cpu: % of one core during the phase; "other" is every other process on this machine; when it is high the numbers are low and noisy)',
-  );
-  const perSecond = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
-  const p99 = (x) => (Number.isFinite(x) ? (x < 10 ? x.toFixed(1) : String(Math.round(x))) : 'n/a');
-  console.log(`ipam ${modes.map((m) => `${m.mode === 'plain' ? 'plain' : MODES[m.mode]}: ${perSecond(m.last.allocsPerS)} allocations/s p99 ${p99(m.last.p99)} ms`).join(' | ')}`);
+  return { mode: m.mode, last };
 }
 
 main().then(

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { Controller } from '@underlay/controller';
 import { EtcdEventLog, RpcClient, connectNats, type NatsConnection } from '@underlay/adapters';
-import { EVENTS_STREAM, nodeConsumerName, RequestAddressRes, RequestPoolRes, headers, type ClusterEvent } from '@underlay/core';
+import { EVENTS_STREAM, EventsConsumerRes, nodeConsumerName, RequestAddressRes, RequestPoolRes, headers, type ClusterEvent } from '@underlay/core';
 import { EventConsumer, type EventConsumerOptions } from '@underlay/adapters';
 import { AnyNodeRpc } from '../lab/any-node-rpc';
 import { startEtcd, startNats, type EtcdService, type NatsService } from '../lab/services';
@@ -258,5 +258,13 @@ describe('EventConsumer on a real controller, etcd and JetStream', () => {
     expect(delivered).toEqual(range(1, n));
     expect(c.log.filter((m) => /handler failed/.test(m))).toHaveLength(3);
     await stopConsumer(c.consumer);
+  });
+
+  it('serves concurrent consumer requests of one node one at a time: each succeeds and the consumer is the last one asked for', async () => {
+    const rpc = new RpcClient(consumerNc, 'racer');
+    const answers = await Promise.all([0, 3, 5, 2].map((afterSeq) => rpc.call('eventsConsumer', { afterSeq }, EventsConsumerRes)));
+    expect(answers.map((a) => a.consumer)).toEqual(Array(4).fill(nodeConsumerName('racer')));
+    const info = await jsm.consumers.info(EVENTS_STREAM, nodeConsumerName('racer'));
+    expect(info.config.opt_start_seq).toBe(answers[3]!.startStreamSeq);
   });
 });

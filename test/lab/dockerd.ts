@@ -24,6 +24,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Lab, LabHost } from './netlab';
 import { assertPrerequisites } from './netlab';
+import { labBudgetMs, labOverrun, recordLabStep } from './budget';
 import {
   CommandError,
   ProcInfo,
@@ -83,7 +84,7 @@ export interface DockerdOptions {
   extraArgs?: string[];
   /** Extra content for daemon.json (default {}). */
   daemonConfig?: Record<string, unknown>;
-  /** How long to wait for /_ping. Default 60 s. */
+  /** How long to wait for /_ping. Default: the budget of 'dockerd start' (test/lab/budget.ts). */
   timeoutMs?: number;
 }
 
@@ -242,13 +243,20 @@ export async function startDockerd(lab: Lab, host: LabHost | string, opts: Docke
   lab.onDestroy(`dockerd@${h.name}`, stop, { beforeProcesses: true });
 
   try {
+    const started = Date.now();
     await waitFor(
       async () => {
         const r = await httpGet({ socketPath: sock, path: '/_ping' }, 2_000);
         return r.status === 200 && r.body.trim() === 'OK';
       },
-      { timeoutMs: opts.timeoutMs ?? 60_000, what: `dockerd@${h.name} to answer /_ping on ${sock}`, proc, intervalMs: 100 },
+      {
+        timeoutMs: opts.timeoutMs ?? labBudgetMs('dockerd start'),
+        what: `dockerd@${h.name} to answer /_ping on ${sock}${opts.timeoutMs === undefined ? ` (${labOverrun('dockerd start', `on ${h.name}`)})` : ''}`,
+        proc,
+        intervalMs: 100,
+      },
     );
+    recordLabStep('dockerd start', Date.now() - started);
     const mnt = readNamespaceInode(proc.pid, 'mnt');
     if (mnt === undefined || mnt === ownMnt) {
       throw new Error(`dockerd@${h.name} is not in a private mount namespace (mnt ${mnt}, ours ${ownMnt})\n${proc.describe()}`);
@@ -276,7 +284,13 @@ export async function startDockerd(lab: Lab, host: LabHost | string, opts: Docke
     env,
     mountNsInode,
     pluginSocket: (name = DEFAULT_PLUGIN_NAME) => path.join(pluginDir, `${name}.sock`),
-    docker: (args, o = {}) => run(bin, args, { timeoutMs: 120_000, ...o, env: { ...env, ...(o.env ?? {}) } }),
+    async docker(args, o = {}) {
+      const started = Date.now();
+      const r = await run(bin, args, { timeoutMs: labBudgetMs('docker cli'), ...o, env: { ...env, ...(o.env ?? {}) } });
+      recordLabStep('docker cli', Date.now() - started);
+      if (r.timedOut && o.timeoutMs === undefined) r.stderr += `\n${labOverrun('docker cli', `(docker ${args[0] ?? ''} on ${h.name})`)}`;
+      return r;
+    },
     async dockerOk(args, o = {}) {
       const r = await d.docker(args, o);
       if (r.code !== 0) {

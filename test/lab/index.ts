@@ -5,6 +5,7 @@ import type { Feature, Lab, LabHost, LabOptions } from './netlab';
 import { assertPrerequisites, createLab } from './netlab';
 import type { EtcdService, NatsOptions, NatsService, ServiceOptions } from './services';
 import { startEtcd, startNats } from './services';
+import { labBudgetMs } from './budget';
 
 export * from './proc';
 export * from './services';
@@ -33,7 +34,7 @@ export interface WithLabOptions extends LabOptions {
   features?: Feature[];
   /** beforeAll timeout (default 300 s: it includes waiting for another process's lab to finish). */
   setupTimeoutMs?: number;
-  /** afterAll timeout (default 120 s). */
+  /** afterAll timeout (default: the budget of 'lab teardown', test/lab/budget.ts). */
   teardownTimeoutMs?: number;
 }
 
@@ -69,7 +70,7 @@ export function withLab(opts: WithLabOptions = {}): LabContext {
     // If jest gave up on beforeAll while createLab was still running, wait for it so nothing leaks.
     if (!lab && pending) lab = await pending.catch(() => undefined);
     if (lab) await lab.destroy();
-  }, opts.teardownTimeoutMs ?? 120_000);
+  }, opts.teardownTimeoutMs ?? labBudgetMs('lab teardown'));
   const ctx: LabContext = {
     get lab(): Lab {
       if (!lab) {

@@ -14,6 +14,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { labStepReport, recordLabStep } from './budget';
 import {
   CommandError,
   ProcInfo,
@@ -633,6 +634,7 @@ async function createLabLocked(opts: LabOptions, releaseLock: () => Promise<void
       if (destroyed) return Promise.resolve();
       teardownStarted = true;
       destroying ??= (async () => {
+        const started = Date.now();
         const errors: string[] = [];
         // Cleanup steps and spawned processes run once; the sweep runs again on a retry.
         const runSteps = async (list: Cleanup[]): Promise<void> => {
@@ -664,6 +666,9 @@ async function createLabLocked(opts: LabOptions, releaseLock: () => Promise<void
         destroyed = true;
         removeState(labPrefix);
         await releaseLock();
+        recordLabStep('lab teardown', Date.now() - started);
+        const report = labStepReport();
+        if (report) console.log(report);
       })();
       return destroying;
     },

@@ -92,6 +92,9 @@ export interface UmlTimings {
   /** The script's end until the UML process exited (poweroff). */
   shutdownMs?: number;
   totalMs: number;
+  /** With `suite` (host watchdog, ±250 ms): the guest script's start until its first step, and the longest gap between steps. */
+  scriptStartMs?: number;
+  longestIdleMs?: number;
 }
 
 export interface UmlResult {
@@ -290,6 +293,9 @@ interface GuestProgress {
 class Watchdog {
   private readonly seen = new Map<string, number>();
   private readonly grace = hostPhaseBudgetMs('between guest steps');
+  /** What the watchdog saw (host clock): the guest script's start until its first step, the longest time between steps. */
+  readonly observed: { scriptStartMs?: number; longestIdleMs: number } = { longestIdleMs: 0 };
+  private idleSince?: number;
 
   constructor(
     private readonly dir: string,
@@ -324,6 +330,7 @@ class Watchdog {
       /* not written yet (or mid-rename: the next look sees it) */
     }
     if (!p) return this.phase('guest script start', scriptStart);
+    this.observed.scriptStartMs ??= this.since('first progress') - scriptStart;
     if (Date.now() - scriptStart > p.scriptBudgetMs + this.grace) {
       return `the guest script took longer than ${(p.scriptBudgetMs + this.grace) / 1000} s in all (its budget at machine factor ${p.factor}, plus ${this.grace / 1000} s); the host stopped the guest`;
     }
@@ -334,6 +341,7 @@ class Watchdog {
     }
     if (p.running.length === 0) {
       const idle = this.since(`idle ${p.seq}`);
+      this.observed.longestIdleMs = Math.max(this.observed.longestIdleMs, Date.now() - idle);
       if (Date.now() - idle > this.grace) return `guest step 'between guest steps' (after '${p.last ?? 'the start'}') took longer than ${this.grace / 1000} s; the host stopped the guest`;
     }
     return undefined;
@@ -361,7 +369,7 @@ export async function runInUml(opts: UmlOptions): Promise<UmlResult> {
     fs.writeFileSync(path.join(dir, 'script.sh'), opts.script);
     const init = path.join(dir, 'init.sh');
     const budgetEnv: Record<string, string> = opts.suite !== undefined && process.env.UML_BUDGET_SCALE ? { UML_BUDGET_SCALE: String(budgetScale()) } : {};
-    if (opts.suite !== undefined) hostCalibration(); // before the clock starts (throws on a machine over maxFactor slower)
+    if (opts.suite !== undefined) hostCalibration(); // before the clock starts
     fs.writeFileSync(init, initScript({ dir, modules, env: { UML_REPO: REPO, ...budgetEnv, ...opts.env }, cwd: opts.cwd ?? REPO }), { mode: 0o755 });
     const args = [
       `mem=${opts.memMb ?? 512}M`,
@@ -430,6 +438,7 @@ export async function runInUml(opts: UmlOptions): Promise<UmlResult> {
       scriptMs: tScript !== undefined && tExit !== undefined ? Math.round(tExit - tScript) : undefined,
       shutdownMs: tExit !== undefined ? Math.round(ended - tExit) : undefined,
       totalMs: ended - started,
+      ...(watchdog ? { scriptStartMs: watchdog.observed.scriptStartMs, longestIdleMs: watchdog.observed.longestIdleMs } : {}),
     };
     const failedModules = readOr(path.join(dir, 'modules'));
     if (tStarted === undefined) throw new UmlError('crashed', `UML exited (code ${exit.code}, signal ${exit.signal}) before the guest init ran`, log, guestLog);
@@ -493,7 +502,8 @@ export function reportGuestRun(suite: string, run: UmlResult, r: { steps: GuestS
   console.log(
     `${suite}: machine factor ${b?.factor} (node starts in ${b?.nodeStartMs} ms in the guest [${b?.runsMs.join(', ')}], ${b?.referenceNodeStartMs} ms on the reference machine), ` +
       `host factor ${h?.factor} (node starts in ${h?.nodeStartMs} ms on the host, ${BUDGETS.calibration.hostNodeStartMs} ms there); margin ${b?.margin}, floor ${(b?.floorMs ?? 0) / 1000} s; ` +
-      `host phases: boot ${t.bootMs} ms, modules ${t.setupMs} ms, script ${t.scriptMs} ms (budget ${(b?.scriptBudgetMs ?? 0) / 1000} s), shutdown ${t.shutdownMs} ms\n` +
+      `host phases: boot ${t.bootMs} ms, modules ${t.setupMs} ms, guest script start ${t.scriptStartMs} ms, script ${t.scriptMs} ms (budget ${(b?.scriptBudgetMs ?? 0) / 1000} s), ` +
+      `longest between steps ${t.longestIdleMs} ms, shutdown ${t.shutdownMs} ms\n` +
       `measured step durations (ms, of budget):\n${durationTable(r.steps)}\n` +
       `longest per budget key (ms): ${JSON.stringify({ script: t.scriptMs, ...r.durations })}`,
   );

@@ -188,6 +188,26 @@ export function createHttpApi(deps: ApiDeps, options: HttpApiOptions = {}): http
     res.writeContinue();
     onRequest(req, res);
   });
+  // A request Node's parser refuses before any handler runs (a head over --http-max-header-bytes, a malformed
+  // request line) still gets the API's JSON error, then the connection is closed.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: import('node:stream').Duplex) => {
+    if (!socket.writable || (socket as { _httpMessage?: unknown })._httpMessage) {
+      socket.destroy();
+      return;
+    }
+    const [status, code, message] =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? ([431, 'invalid-argument', `the request head is larger than the ${l.maxHeaderBytes} bytes allowed`] as const)
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? ([408, 'invalid-argument', 'the request took too long to arrive'] as const)
+          : ([400, 'invalid-argument', 'the request is not valid HTTP'] as const);
+    const body = JSON.stringify(new HttpError(status, code, message).body());
+    // An answer to HEAD has no body (the raw packet tells the method when the parser got that far).
+    const head = (err as { rawPacket?: Buffer }).rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
+    socket.end(
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${head ? '' : body}`,
+    );
+  });
   const dropped = throttled(opts.logger, 10_000);
   server.on('drop', () => dropped((n) => `HTTP: ${n} connection(s) refused: ${l.maxConnections} are open (--http-max-connections)`));
   return server;

@@ -18,13 +18,31 @@ export const NODE_CONSUMER_INACTIVE_MS = 10 * 60_000;
 /** Deleted stream messages probed one by one before the start search gives up and errs early. */
 const PROBE_SCAN = 16;
 const managers = new WeakMap<NatsConnection, JetStreamManager>();
+/** The last remake queued per consumer name. */
+const inFlight = new Map<string, Promise<void>>();
 
 /** (Re)creates `node`'s consumer so that it delivers the events after `afterSeq`. */
-export async function ensureNodeConsumer(
+export function ensureNodeConsumer(
   nc: NatsConnection,
   node: string,
   afterSeq: number,
 ): Promise<{ stream: string; consumer: string; startStreamSeq: number }> {
+  // One at a time per consumer: a delete and an add of the same name from two requests would interleave
+  // (the server refuses an add whose start differs from the existing consumer's).
+  const name = nodeConsumerName(node);
+  const run = (inFlight.get(name) ?? Promise.resolve()).catch(() => {}).then(() => remakeConsumer(nc, node, afterSeq));
+  const tail = run.then(
+    () => {},
+    () => {},
+  );
+  inFlight.set(name, tail);
+  void tail.then(() => {
+    if (inFlight.get(name) === tail) inFlight.delete(name);
+  });
+  return run;
+}
+
+async function remakeConsumer(nc: NatsConnection, node: string, afterSeq: number): Promise<{ stream: string; consumer: string; startStreamSeq: number }> {
   let jsm = managers.get(nc);
   if (!jsm) {
     jsm = await jetstreamManager(nc);

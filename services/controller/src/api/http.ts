@@ -6,7 +6,7 @@
  */
 import type * as http from 'node:http';
 import type { z } from 'zod';
-import { API_MAX_BODY_BYTES, UnderlayError, type ApiError, type ApiErrorCode, type ErrorCode } from '@underlay/core';
+import { API_MAX_BODY_BYTES, LIMITS, UnderlayError, clipText, type ApiError, type ApiErrorCode, type ErrorCode } from '@underlay/core';
 import { LINGER_BYTES, LINGER_MS } from './limits.js';
 import type { ApiTokens } from './tokens.js';
 
@@ -16,12 +16,16 @@ export class HttpError extends Error {
     readonly status: number,
     readonly code: ApiErrorCode,
     message: string,
-    readonly field?: string,
+    field?: string,
     readonly headers: Record<string, string> = {},
   ) {
-    super(message);
+    // A message or field path built from a client's input (an echoed value, a long key) still fits the
+    // answer's schema.
+    super(clipText(message, LIMITS.message));
     this.name = 'HttpError';
+    this.field = field === undefined ? undefined : clipText(field, LIMITS.name);
   }
+  readonly field?: string;
   body(): ApiError {
     return { error: { code: this.code, message: this.message, ...(this.field ? { field: this.field } : {}) } };
   }
