@@ -26,6 +26,7 @@ import {
   rpc,
   rpcServeSubject,
   rpcSubject,
+  LIMITS,
   formatValue,
   type IpamState,
   type RpcMethod,
@@ -265,24 +266,30 @@ describe('attacks on the control plane (real nats-server with accounts, real etc
     const page = await h2.rpc.call('readEvents', { fromSeq: 1, limit: 10_000 }, ReadEventsRes);
     expect(page.events.length).toBeGreaterThan(0);
     expect(page.events.length).toBeLessThan(controller.ipam.state.seq);
-    const big = 'x'.repeat(20_000); // three of them still fit the 128 KiB max_payload
+    // Every field at the schemas' maxima (LIMITS), lists and maps as long as the server's 128 KiB max_payload lets a
+    // message be: what the controller must take without stopping, whatever it then answers.
+    const x = (n: number) => 'x'.repeat(n);
+    const map = (entries: number) => Object.fromEntries(Array.from({ length: entries }, (_, i) => [`${i}`.padEnd(LIMITS.name, 'k'), x(LIMITS.optionValue)]));
+    const ids = (n: number, len: number) => Array.from({ length: n }, (_, i) => `${i}`.padStart(len, '0'));
+    const node = 'evil';
     const maxima: Record<RpcMethod, unknown> = {
-      requestPool: { node: 'evil', space: big.slice(0, 255), pool: big, subPool: big, options: {}, v6: false, requestId: 'r'.repeat(64) },
-      releasePool: { node: 'evil', poolId: big },
-      requestAddress: { node: 'evil', poolId: big, address: big, options: {}, requestId: 'r'.repeat(64) },
-      releaseAddress: { node: 'evil', poolId: big, address: big },
-      bindEndpoint: { node: 'evil', poolId: big, address: big, endpointId: big, networkId: big },
-      networkRecord: { node: 'evil', networkId: big, poolIds: Array.from({ length: 64 }, () => 'p'.repeat(320)), options: {} },
-      networkName: { node: 'evil', networkId: big, name: big },
-      networkRemove: { node: 'evil', networkId: big },
-      nodeReport: { node: 'evil', endpoints: Array.from({ length: 1500 }, (_, i) => `${i}`.padStart(64, '0')), interfaces: Array.from({ length: 200 }, (_, i) => `if${i}`) },
-      readEvents: { fromSeq: 1, limit: 10_000 },
+      requestPool: { node, space: x(LIMITS.name), pool: x(LIMITS.address), subPool: x(LIMITS.address), options: map(24), v6: false, requestId: x(LIMITS.requestId) },
+      releasePool: { node, poolId: x(LIMITS.poolId) },
+      requestAddress: { node, poolId: x(LIMITS.poolId), address: x(LIMITS.address), options: map(24), requestId: x(LIMITS.requestId), kind: 'endpoint' },
+      releaseAddress: { node, poolId: x(LIMITS.poolId), address: x(LIMITS.address), allocSeq: Number.MAX_SAFE_INTEGER },
+      bindEndpoint: { node, poolId: x(LIMITS.poolId), address: x(LIMITS.address), allocSeq: Number.MAX_SAFE_INTEGER, endpointId: x(LIMITS.dockerId), networkId: x(LIMITS.dockerId) },
+      networkRecord: { node, networkId: x(LIMITS.dockerId), poolIds: ids(LIMITS.poolIds, LIMITS.poolId), options: map(20) },
+      networkName: { node, networkId: x(LIMITS.dockerId), name: x(LIMITS.name), replica: true },
+      networkRemove: { node, networkId: x(LIMITS.dockerId), cluster: true, dryRun: true },
+      nodeReport: { node, address: x(LIMITS.hostAddress), version: x(LIMITS.version), endpoints: ids(1800, LIMITS.dockerId), interfaces: ids(64, LIMITS.ifName) },
+      readEvents: { fromSeq: 1, limit: LIMITS.readEvents },
       eventsHead: {},
       eventsConsumer: { afterSeq: Number.MAX_SAFE_INTEGER },
       snapshotRead: { part: 1_000_000 },
     };
     for (const method of Object.keys(rpc) as RpcMethod[]) {
       const payload = enc.encode(JSON.stringify(maxima[method]));
+      expect(payload.byteLength).toBeLessThan(128 * 1024);
       const msg = await evil.nc.request(rpcSubject(method, 'evil'), payload, { timeout: 10_000 });
       const reply = RpcReply.safeParse(msg.json());
       expect({ method, ok: reply.success }).toEqual({ method, ok: true });
