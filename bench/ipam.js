@@ -40,12 +40,15 @@
  *   BENCH_IPAM_CLIENTS    inline (default: requesters share this thread's event loop with the
  *                         controller) or worker (requesters in a worker thread, as separate agents)
  *   BENCH_IPAM_MODE       both (default), plain or secured (also `--mode <m>` on the command line)
+ *   BENCH_IPAM_SECURED    what the secured mode turns on, a comma-separated subset of nats-auth,
+ *                         nats-tls, etcd-tls, etcd-auth (default all; fewer only to see what each costs;
+ *                         etcd-auth needs etcd-tls)
  */
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { performance, monitorEventLoopDelay } = require('node:perf_hooks');
-const { MODES, startServers, stopAll, killAllSync, sleep } = require('./lib/servers.js');
+const { SECURED_PARTS, modeLabel, startServers, stopAll, killAllSync, sleep } = require('./lib/servers.js');
 const { createRequesters, nodeName } = require('./lib/requesters.js');
 
 let Controller, EtcdEventLog, createEtcdClient;
@@ -68,11 +71,17 @@ const CONNS = envNum('BENCH_IPAM_CONNS', 8);
 const CLIENTS = process.env.BENCH_IPAM_CLIENTS || 'inline';
 const modeArg = process.argv.indexOf('--mode');
 const MODE = (modeArg > 0 ? process.argv[modeArg + 1] : process.env.BENCH_IPAM_MODE) || 'both';
-if (!['both', ...Object.keys(MODES)].includes(MODE)) {
+if (!['both', 'plain', 'secured'].includes(MODE)) {
   console.error(`bench:ipam: unknown mode ${JSON.stringify(MODE)} (both, plain or secured)`);
   process.exit(1);
 }
-const RUN_MODES = MODE === 'both' ? Object.keys(MODES) : [MODE];
+const RUN_MODES = MODE === 'both' ? ['plain', 'secured'] : [MODE];
+const PARTS = (process.env.BENCH_IPAM_SECURED ?? SECURED_PARTS.join(',')).split(',').map((p) => p.trim()).filter(Boolean);
+if (PARTS.some((p) => !SECURED_PARTS.includes(p)) || (PARTS.includes('etcd-auth') && !PARTS.includes('etcd-tls'))) {
+  console.error(`bench:ipam: BENCH_IPAM_SECURED takes a comma-separated list of ${SECURED_PARTS.join(', ')} (etcd-auth needs etcd-tls)`);
+  process.exit(1);
+}
+const label = (mode) => modeLabel(mode, PARTS);
 const PHASES = [1, 8, 64];
 /** Upper bound of requests per phase, in addition to the time bound. */
 const MAX_PER_PHASE = 500_000;
@@ -256,13 +265,12 @@ function phaseResult(acc) {
 }
 
 /**
- * Runs `run(m, ms)` for every mode for `totalMs` each: with two modes in halves, in the order A, B,
- * B, A (a drift in the machine's other load then falls on both alike); with one, in one go.
+ * Runs `run(m, ms)` for every mode for `totalMs` each: with several modes in halves, in the order
+ * A, B, B, A (a drift in the machine's other load then falls on all alike); with one, in one go.
  */
 async function interleaved(totalMs, run) {
   if (modes.length === 1) return void (await run(modes[0], totalMs));
-  const [a, b] = modes;
-  for (const m of [a, b, b, a]) await run(m, totalMs / 2);
+  for (const m of [...modes, ...[...modes].reverse()]) await run(m, totalMs / 2);
 }
 
 /** etcd's raw rate: one compare-and-swap transaction at a time, each waiting for its commit. Adds to `acc` {n, ms}. */
@@ -336,8 +344,8 @@ function table(header, rows) {
 /** Starts a mode's servers (in its own temp dir). */
 async function startServersOf(m) {
   m.dir = fs.mkdtempSync(path.join(os.tmpdir(), `ul-bench-ipam-${m.mode}-`));
-  progress(`${MODES[m.mode]}: starting etcd and nats-server in ${m.dir}`);
-  m.servers = await startServers(m.mode, m.dir);
+  progress(`${label(m.mode)}: starting etcd and nats-server in ${m.dir}`);
+  m.servers = await startServers(m.mode, m.dir, PARTS);
   const { etcd, nats } = m.servers;
   m.pids = { etcd: etcd.pid, nats: nats.pid };
   progress(`${m.mode}: etcd ${etcd.url} (pid ${etcd.pid}), nats-server ${nats.url} (pid ${nats.pid})`);
@@ -434,12 +442,12 @@ async function main() {
   );
   console.log(
     `(requesters ${CLIENTS}, ${os.cpus().length} CPUs, load average ${load0.toFixed(1)} at start, run ${totalS.toFixed(1)} s` +
-      `${modes.length > 1 ? '; the modes were interleaved, halves in the order plain, secured, secured, plain' : ''})`,
+      `${modes.length > 1 ? `; the modes were interleaved, halves in the order ${[...modes, ...[...modes].reverse()].map((m) => m.mode).join(', ')}` : ''})`,
   );
   const perSecond = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
   const p99 = (x) => (Number.isFinite(x) ? (x < 10 ? x.toFixed(1) : String(Math.round(x))) : 'n/a');
   console.log(
-    `ipam ${summary.map((s) => `${s.mode === 'plain' ? 'plain' : MODES[s.mode]}: ${perSecond(s.last.allocsPerS)} allocations/s p99 ${p99(s.last.p99)} ms`).join(' | ')}`,
+    `ipam ${summary.map((s) => `${s.mode === 'plain' ? 'plain' : label(s.mode)}: ${perSecond(s.last.allocsPerS)} allocations/s p99 ${p99(s.last.p99)} ms`).join(' | ')}`,
   );
 }
 
@@ -449,7 +457,7 @@ function report(m, results, raw, v) {
   const rawTxnPerS = raw.n / (raw.ms / 1000);
   // An address handed out twice shows in the replies and (if both were durable) in the log; count it once.
   const duplicates = Math.max(m.replyDuplicates, v.logDuplicates);
-  console.log(`== ${MODES[m.mode]}`);
+  console.log(`== ${label(m.mode)}`);
   console.log(
     table(
       ['requesters', 'allocs/s', 'p50 ms', 'p99 ms', 'txns', 'events/txn', 'append p50/p99 ms', 'loop busy %', 'cpu % node/etcd/nats/other', 'node cpu us/alloc', 'errors'],

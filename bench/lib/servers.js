@@ -11,10 +11,11 @@
  *   controller gets controller creds, the NATS CA, the etcd CA, client certificate, user and password file; each
  *   requester connection gets its own node's creds, the NATS CA and that node's inbox prefix.
  *
- * `startServers(mode, dir)` returns the URLs and PIDs, the controller's extra configuration, the etcd client
- * options for the bench's own etcd calls (raw compare-and-swap, reading the log back) and `nodeConnect(node)`, the
- * connectNats options of a node's agent. Every server started here is tracked; `stopAll()` stops them (SIGTERM,
- * then SIGKILL) and `killAllSync()` is the last resort for process 'exit'.
+ * `startServers(mode, dir, parts)` returns the URLs and PIDs, the controller's extra configuration, the etcd
+ * client options for the bench's own etcd calls (raw compare-and-swap, reading the log back) and `nodeConnect(node)`,
+ * the connectNats options of a node's agent. `parts` (default all of SECURED_PARTS: nats-auth, nats-tls, etcd-tls,
+ * etcd-auth) lets a diagnostic run turn on only some of them, to see what each costs. Every server started here is
+ * tracked; `stopAll()` stops them (SIGTERM, then SIGKILL) and `killAllSync()` is the last resort for process 'exit'.
  */
 const fs = require('node:fs');
 const path = require('node:path');
@@ -28,10 +29,15 @@ const lab = {
   pki: () => require('../../test/lab/pki'),
 };
 
-const MODES = {
-  plain: 'plain (no authentication, no TLS)',
-  secured: 'secured (NATS users + TLS, etcd TLS + user)',
-};
+/** What the secured mode turns on (all by default; fewer only to see what each part costs). */
+const SECURED_PARTS = ['nats-auth', 'nats-tls', 'etcd-tls', 'etcd-auth'];
+
+/** How a mode is named in the report. */
+function modeLabel(mode, parts = SECURED_PARTS) {
+  if (mode === 'plain') return 'plain (no authentication, no TLS)';
+  if (SECURED_PARTS.every((p) => parts.includes(p))) return 'secured (NATS users + TLS, etcd TLS + user)';
+  return `secured, only ${parts.join(' + ') || 'nothing'}`;
+}
 
 /** Every server started here: `{ pid, stop() }`. */
 const running = new Set();
@@ -82,46 +88,60 @@ async function natsTls(dir) {
   return { caFile: pki.caFile, config: `tls {\n  cert_file: ${q(server.certFile)}\n  key_file: ${q(server.keyFile)}\n  ca_file: ${q(pki.caFile)}\n}\n` };
 }
 
-async function startSecured(dir) {
-  const [sec, { auth, caFile }] = await Promise.all([
-    lab.etcdAuth().startSecureEtcd({ dir, name: 'etcd' }).then((s) => (track(s.etcd), s)),
-    natsTls(dir).then(async (tls) => {
-      const a = await lab.natsAuth().startAuthNats({ dir, name: 'nats', extraConfig: tls.config });
-      track(a.nats);
-      return { auth: a, caFile: tls.caFile };
-    }),
+async function startSecured(dir, parts) {
+  const on = (p) => parts.includes(p);
+  if (on('etcd-auth') && !on('etcd-tls')) throw new Error('etcd-auth needs etcd-tls here (the lab makes etcd users over TLS only)');
+  const { startEtcd, startNats } = lab.services();
+  const [sec, plainEtcd, nats] = await Promise.all([
+    on('etcd-tls') ? lab.etcdAuth().startSecureEtcd({ dir, name: 'etcd', auth: on('etcd-auth') }).then((s) => (track(s.etcd), s)) : undefined,
+    on('etcd-tls') ? undefined : startEtcd({ dir, name: 'etcd' }).then((s) => (track(s), s)),
+    (async () => {
+      const tls = on('nats-tls') ? await natsTls(dir) : undefined;
+      if (on('nats-auth')) {
+        const auth = await lab.natsAuth().startAuthNats({ dir, name: 'nats', extraConfig: tls?.config });
+        track(auth.nats);
+        return { svc: auth.nats, auth, caFile: tls?.caFile };
+      }
+      const svc = await startNats({ dir, name: 'nats', config: tls?.config });
+      track(svc);
+      return { svc, caFile: tls?.caFile };
+    })(),
   ]);
+  const etcd = sec ? sec.etcd : plainEtcd;
+  const controller = {};
+  if (nats.auth) controller.natsCreds = await nats.auth.controllerCredsFile('bench');
+  if (nats.caFile) controller.natsCa = nats.caFile;
+  const etcdClient = { endpoints: [etcd.url] };
+  if (sec) {
+    Object.assign(controller, { etcdCa: sec.pki.caFile, etcdCert: sec.client.certFile, etcdKey: sec.client.keyFile });
+    etcdClient.tls = { ca: sec.pki.ca, cert: sec.client.cert, key: sec.client.key };
+    if (on('etcd-auth')) {
+      Object.assign(controller, { etcdUser: sec.user, etcdPasswordFile: sec.passwordFile });
+      // The same user the controller has (its password file read back, as the controller reads it).
+      etcdClient.auth = { username: sec.user, password: fs.readFileSync(sec.passwordFile, 'utf8').trim() };
+    }
+  }
   return {
-    etcd: { url: sec.etcd.url, pid: sec.etcd.pid },
-    nats: { url: auth.nats.url, pid: auth.nats.pid },
-    controller: {
-      natsCreds: await auth.controllerCredsFile('bench'),
-      natsCa: caFile,
-      etcdCa: sec.pki.caFile,
-      etcdCert: sec.client.certFile,
-      etcdKey: sec.client.keyFile,
-      etcdUser: sec.user,
-      etcdPasswordFile: sec.passwordFile,
-    },
-    // The same user and files the controller has (its password file is read back, as the controller reads it).
-    etcdClient: {
-      endpoints: [sec.etcd.url],
-      tls: { ca: sec.pki.ca, cert: sec.client.cert, key: sec.client.key },
-      auth: { username: sec.user, password: fs.readFileSync(sec.passwordFile, 'utf8').trim() },
-    },
-    /** A node agent's connection: its own creds (issued now), the NATS CA, its inbox prefix. */
+    etcd: { url: etcd.url, pid: etcd.pid },
+    nats: { url: nats.svc.url, pid: nats.svc.pid },
+    controller,
+    etcdClient,
+    /** A node agent's connection: its own creds (issued now) and inbox prefix, the NATS CA. */
     async nodeConnect(node) {
       const { nodeInboxPrefix } = require('@underlay/core');
-      return { creds: await auth.nodeCredsFile(node), tls: { ca: caFile }, inboxPrefix: nodeInboxPrefix(node) };
+      const o = {};
+      if (nats.auth) Object.assign(o, { creds: await nats.auth.nodeCredsFile(node), inboxPrefix: nodeInboxPrefix(node) });
+      if (nats.caFile) o.tls = { ca: nats.caFile };
+      return o;
     },
   };
 }
 
-/** Starts etcd and nats-server in `dir` for `mode` (plain or secured). */
-async function startServers(mode, dir) {
+/** Starts etcd and nats-server in `dir` for `mode` (plain, or secured with `parts`). */
+async function startServers(mode, dir, parts = SECURED_PARTS) {
   if (mode === 'plain') return startPlain(dir);
-  if (mode === 'secured') return startSecured(dir);
+  if (mode === 'secured') return startSecured(dir, parts);
   throw new Error(`unknown mode ${mode} (plain or secured)`);
 }
 
-module.exports = { MODES, startServers, stopAll, killAllSync, sleep };
+module.exports = { SECURED_PARTS, modeLabel, startServers, stopAll, killAllSync, sleep };

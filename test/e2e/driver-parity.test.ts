@@ -26,8 +26,8 @@ const run = (name: string, net: string) => d.dockerOk(['run', '-d', '--name', na
 const canPing = async (from: string, ip: string) => (await d.docker(['exec', from, 'ping', '-c', '1', '-W', '2', ip])).code === 0;
 /**
  * The private test's subnet and its outside peer's address (on h2, kept out of the IPAM with --aux-address).
- * Not 192.0.2.0/24: this machine's eth0 is 192.0.2.2/24, and the root namespace answers ARP for its own
- * addresses on the lab bridge too, so a peer pinging 192.0.2.2 would reach the root namespace, not a container.
+ * Not 192.0.2.0/24, which holds this machine's own eth0 address (192.0.2.2): a peer pinging that must never be
+ * answered by anything but a container (the lab bridge has arp_ignore=1 for that reason too).
  */
 const PRIVATE_SUBNET = '203.0.113.0/24';
 const PEER_IP = '203.0.113.250';

@@ -5,8 +5,10 @@
  *
  *   budget = max(floorMs, measured × margin) × factor
  *
- * (floorMs per step: for the docker CLI it is the old fixed limit, 120 s: a safety limit for any
- * docker command, some of which wait on the product's own deadlines.)
+ * (floorMs per step: the fixed limit the step had before, 60 s for dockerd start and 120 s for the
+ * docker CLI and the teardown; the measured times are far below, so the floors hold here and a slower
+ * machine gets them multiplied. The docker CLI's limit applies to any docker command, some of which
+ * wait on the product's own deadlines.)
  *
  * factor = this machine's `node -e 0` time (median of 3, measured once per process) over the reference
  * machine's, at least 1 and at most maxFactor. A budget that runs out names its step ("lab step

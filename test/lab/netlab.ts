@@ -676,6 +676,10 @@ async function createLabLocked(opts: LabOptions, releaseLock: () => Promise<void
 
   try {
     await ip(['link', 'add', bridge, 'type', 'bridge']);
+    // The root namespace answers ARP on the bridge only for the bridge's own address: by default Linux answers for
+    // any of its addresses on any interface, and this machine's own (e.g. eth0's, which may lie in a subnet the
+    // tests give containers) would draw the hosts' container traffic into the root namespace and out of it.
+    fs.writeFileSync(`/proc/sys/net/ipv4/conf/${bridge}/arp_ignore`, '1');
     await ip(['addr', 'add', `${BRIDGE_ADDRESS}/${LAB_PREFIX_LEN}`, 'dev', bridge]);
     await ip(['link', 'set', bridge, 'up']);
   } catch (e) {

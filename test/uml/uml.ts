@@ -295,7 +295,6 @@ class Watchdog {
   private readonly grace = hostPhaseBudgetMs('between guest steps');
   /** What the watchdog saw (host clock): the guest script's start until its first step, the longest time between steps. */
   readonly observed: { scriptStartMs?: number; longestIdleMs: number } = { longestIdleMs: 0 };
-  private idleSince?: number;
 
   constructor(
     private readonly dir: string,

@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { z } from 'zod';
 import { Controller, ControllerConfig } from '@underlay/controller';
 import { Agent, AgentConfig } from '@underlay/node-agent';
-import { NatsKeysError, controllerCreds, ensureNatsKeys, natsServerConfig, nodeCreds, openLinkOps, writePrivateFile } from '@underlay/adapters';
+import { DEFAULT_STREAM_LIMITS, NatsKeysError, controllerCreds, ensureNatsKeys, natsServerConfig, nodeCreds, openLinkOps, writePrivateFile } from '@underlay/adapters';
 import { NodeName, nodeToken } from '@underlay/core';
 import { helpFor, parseFlags, validate, UsageError, type FlagSpec } from '../flags.js';
 import { log, untilSignal } from './run.js';
@@ -101,6 +101,22 @@ async function stopChild(child: ChildProcess): Promise<void> {
  * The key store (made when missing), nats-server's configuration and this run's controller and node credentials,
  * all in `<stateDir>/nats/` (0700; files 0600).
  */
+/**
+ * The event stream's byte limit for the embedded NATS: the controller's default (1 GiB), or a quarter of the free
+ * space where NATS keeps its data when that is less (nats-server refuses a stream larger than the storage it has:
+ * a small disk or a tmpfs would otherwise stop `up`). At least 1 MiB, the lowest limit the controller takes.
+ */
+export function streamBytesFor(dir: string): number {
+  let free = Infinity;
+  try {
+    const st = fs.statfsSync(dir);
+    free = st.bavail * st.bsize;
+  } catch {
+    /* unknown: keep the default */
+  }
+  return Math.max(1024 ** 2, Math.min(DEFAULT_STREAM_LIMITS.maxBytes, Math.floor(free / 4)));
+}
+
 async function natsAuthFiles(stateDir: string, node: string, logger: (m: string) => void): Promise<{ config: string; controller: string; node: string }> {
   const { keys, created } = await ensureNatsKeys(stateDir).catch((e: unknown) => {
     throw e instanceof NatsKeysError ? new UsageError(`${e.message} (or run with --nats-auth=false)`) : e;
@@ -163,7 +179,10 @@ export async function upCommand(argv: string[]): Promise<number> {
     await waitTcp(a.etcdPort, 'etcd', etcd, etcdLog);
     await waitTcp(a.natsPort, 'nats-server', nats, natsLog);
     const natsUrl = `nats://127.0.0.1:${a.natsPort}`;
-    controller = new Controller({ etcd: [`http://127.0.0.1:${a.etcdPort}`], nats: natsUrl, natsCreds: auth?.controller, listen: a.listen, name: a.node, apiTokenFile: tokenFile }, log('controller'));
+    controller = new Controller(
+      { etcd: [`http://127.0.0.1:${a.etcdPort}`], nats: natsUrl, natsCreds: auth?.controller, listen: a.listen, name: a.node, apiTokenFile: tokenFile, streamMaxBytes: streamBytesFor(dirs.nats) },
+      log('controller'),
+    );
     await controller.start();
     await controller.whenLeader();
     agent = new Agent({ node: a.node, nats: natsUrl, natsCreds: auth?.node, docker: a.docker, pluginDir: a.pluginDir, stateDir: dirs.agent }, () => openLinkOps(), log(`agent ${a.node}`));
