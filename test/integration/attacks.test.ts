@@ -34,7 +34,7 @@ import {
 import { ClusterView } from '../../services/node-agent/src/cluster-view';
 import { startEtcd, type EtcdService } from '../lab/services';
 import { waitFor as labWaitFor } from '../lab/proc';
-import { startAuthNats, type AuthNats } from '../lab/nats-auth';
+import { asyncErrors, closedWith, expectViolation, requestError, startAuthNats, violationOf, type AuthNats } from '../lab/nats-auth';
 
 jest.setTimeout(120_000);
 
@@ -54,27 +54,30 @@ interface Host {
   name: string;
   nc: NatsConnection;
   rpc: RpcClient;
-  /** Errors NATS reported on this connection (permission violations arrive here). */
-  errors: string[];
+  /** Errors NATS reported on this connection (permission violations for publishes arrive here). */
+  errors: Error[];
 }
 
 async function connectAs(node: string): Promise<Host> {
   const nc = await connectNats(auth.nats.url, `attack-${node}`, { creds: await auth.nodeCredsFile(node), inboxPrefix: nodeInboxPrefix(node) });
   conns.push(nc);
-  const errors: string[] = [];
-  void (async () => {
-    for await (const s of nc.status()) if (s.type === 'error') errors.push(String((s as { error?: unknown }).error ?? s.type));
-  })();
-  return { name: node, nc, rpc: new RpcClient(nc, node), errors };
+  return { name: node, nc, rpc: new RpcClient(nc, node), errors: asyncErrors(nc) };
 }
 
 /** The lab's waitFor, polling every 25 ms. */
 const waitFor = (cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<unknown> => labWaitFor(cond, { timeoutMs, what, intervalMs: 25 });
 
-/** Answers with a permission error from NATS (a publish or subscribe the user may not make), within a bound. */
-async function natsRefuses(h: Host, before: number): Promise<string> {
-  await waitFor(() => h.errors.length > before, 5_000, `a NATS permission error on ${h.name}'s connection`);
-  return h.errors.slice(before).join('\n');
+/** The server refused `operation` on exactly `subject` for this connection (an async error after `before`). */
+async function natsRefused(h: Host, before: number, operation: 'publish' | 'subscription', subject: string): Promise<void> {
+  const mine = () => h.errors.slice(before).find((e) => {
+    try {
+      const v = violationOf(e);
+      return v.operation === operation && v.subject === subject;
+    } catch {
+      return false;
+    }
+  });
+  await waitFor(() => mine() !== undefined, 5_000, `NATS to refuse ${operation} of ${subject} for ${h.name}`);
 }
 
 let h1: Host;
@@ -135,12 +138,12 @@ describe('attacks on the control plane (real nats-server with accounts, real etc
   });
 
   it("a node's credentials cannot serve the controllers' subjects: requests still reach the controller", async () => {
-    const before = evil.errors.length;
     let hijacked = 0;
     // The callback also hears the subscription's own error (err set, no message): count only messages.
-    evil.nc.subscribe(rpcServeSubject('requestAddress'), { queue: 'controllers', callback: (err) => void (err || hijacked++) });
-    evil.nc.subscribe(rpcServeSubject('releaseAddress'), { callback: (err) => void (err || hijacked++) });
-    expect(await natsRefuses(evil, before)).toMatch(/permissions violation for subscription/i);
+    const queued = evil.nc.subscribe(rpcServeSubject('requestAddress'), { queue: 'controllers', callback: (err) => void (err || hijacked++) });
+    const plain = evil.nc.subscribe(rpcServeSubject('releaseAddress'), { callback: (err) => void (err || hijacked++) });
+    expectViolation(await closedWith(queued), 'subscription', rpcServeSubject('requestAddress'));
+    expectViolation(await closedWith(plain), 'subscription', rpcServeSubject('releaseAddress'));
     for (let i = 0; i < 10; i++) {
       const r = await h2.rpc.call('requestAddress', { node: 'h2', poolId, address: '', options: {}, requestId: `serve-${i}`, kind: 'endpoint' }, RequestAddressRes);
       expect(allocations().find((a) => a.seq === r.allocSeq)?.node).toBe('h2');
@@ -162,7 +165,7 @@ describe('attacks on the control plane (real nats-server with accounts, real etc
     h.set('Nats-Msg-Id', String(seq));
     const before = evil.errors.length;
     evil.nc.publish(eventSubject('AddressReleased'), enc.encode(JSON.stringify(forged)), { headers: h });
-    expect(await natsRefuses(evil, before)).toMatch(/permissions violation for publish/i);
+    await natsRefused(evil, before, 'publish', eventSubject('AddressReleased'));
     await sleep(300);
     expect((await jsm.streams.info(EVENTS_STREAM)).state.messages).toBe(streamBefore.messages);
     // The next real event takes that seq; the view has the real one, never the forgery.
@@ -175,7 +178,6 @@ describe('attacks on the control plane (real nats-server with accounts, real etc
   it('a node cannot delete, purge or edit the stream, nor read it directly', async () => {
     const jsm = await jetstreamManager(ops);
     const info = await jsm.streams.info(EVENTS_STREAM);
-    const api = (subject: string, body: unknown = {}) => evil.nc.request(subject, enc.encode(JSON.stringify(body)), { timeout: 1_000 });
     for (const subject of [
       `$JS.API.STREAM.DELETE.${EVENTS_STREAM}`,
       `$JS.API.STREAM.PURGE.${EVENTS_STREAM}`,
@@ -185,9 +187,7 @@ describe('attacks on the control plane (real nats-server with accounts, real etc
       `$JS.API.CONSUMER.CREATE.${EVENTS_STREAM}`,
       `$JS.API.CONSUMER.MSG.NEXT.${EVENTS_STREAM}.agent-h1`,
     ]) {
-      const before = evil.errors.length;
-      await expect(api(subject, { seq: 1, config: { name: EVENTS_STREAM, subjects: ['x'] } })).rejects.toThrow();
-      expect(await natsRefuses(evil, before)).toMatch(/permissions violation for publish/i);
+      expectViolation(await requestError(evil.nc, subject, JSON.stringify({ seq: 1, config: { name: EVENTS_STREAM, subjects: ['x'] } })), 'publish', subject);
     }
     const after = await jsm.streams.info(EVENTS_STREAM);
     expect(after.config.subjects).toEqual(info.config.subjects);
@@ -196,11 +196,11 @@ describe('attacks on the control plane (real nats-server with accounts, real etc
   });
 
   it("a node cannot read another node's replies", async () => {
-    const before = evil.errors.length;
     let seen = 0;
-    evil.nc.subscribe(`${nodeInboxPrefix('h1')}.>`, { callback: (err) => void (err || seen++) });
-    evil.nc.subscribe('_INBOX.>', { callback: (err) => void (err || seen++) });
-    expect(await natsRefuses(evil, before)).toMatch(/permissions violation for subscription/i);
+    const other = evil.nc.subscribe(`${nodeInboxPrefix('h1')}.>`, { callback: (err) => void (err || seen++) });
+    const all = evil.nc.subscribe('_INBOX.>', { callback: (err) => void (err || seen++) });
+    expectViolation(await closedWith(other), 'subscription', `${nodeInboxPrefix('h1')}.>`);
+    expectViolation(await closedWith(all), 'subscription', '_INBOX.>');
     const r = await h1.rpc.call('eventsHead', {}, EventsHeadRes);
     expect(r.seq).toBeGreaterThan(0);
     await sleep(200);

@@ -6,6 +6,7 @@
  * the deadline (measured), the controller recovers by itself, and no address is handed out twice (every address
  * an agent got is held by exactly that allocation in the state folded from etcd).
  */
+import { waitFor as labWaitFor } from '../lab/proc';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -187,9 +188,9 @@ it('refuses clients without the certificate, with a wrong password, or without a
   fs.writeFileSync(badPw, 'not-the-password\n', { mode: 0o600 });
   const cBad = controller('c-badpw', { etcdPasswordFile: badPw, name: 'c-badpw' });
   await cBad.start();
-  await new Promise((r) => setTimeout(r, 3_000));
+  await labWaitFor(() => logs.get('c-badpw')!.some((l) => /authentication refused/.test(l)), { timeoutMs: 30_000, what: 'the controller with a wrong password to log "authentication refused"' });
   expect(cBad.role).not.toBe('leader');
-  expect(logs.get('c-badpw')!.some((l) => /authentication refused/.test(l))).toBe(true);
+  expect(cBad.terms).toBe(0);
   await cBad.stop();
 
   // A password file others can read is refused before anything starts.

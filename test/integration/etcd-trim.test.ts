@@ -6,6 +6,7 @@
  * start (snapshot + the events after it) gives the same state; a log trimmed past every usable snapshot is refused
  * loudly instead of folded partially. Real etcd and NATS.
  */
+import { waitFor as labWaitFor } from '../lab/proc';
 import { Range } from 'etcd3';
 import { Controller, loadState } from '@underlay/controller';
 import { EtcdEventLog, EtcdSnapshots, keys } from '@underlay/adapters';
@@ -123,9 +124,11 @@ it('deletes in bounded transactions, only under the fence, and refuses a log tri
   const c = new Controller({ etcd: [env.etcd.url], nats: env.nats.url, listen: '127.0.0.1:0', name: 'c-partial' }, (m) => lines.push(m));
   env.controllers.push(c);
   await c.start();
-  await new Promise((res) => setTimeout(res, 3_000));
+  await labWaitFor(() => lines.some((l) => l.includes('there is no snapshot and the event log before seq') && l.includes('refusing to fold a partial log')), {
+    timeoutMs: 30_000,
+    what: 'the controller to refuse folding a partial log',
+  });
   expect(c.role).not.toBe('leader');
   expect(c.terms).toBe(0);
-  expect(lines.some((l) => l.includes('there is no snapshot and the event log before seq') && l.includes('refusing to fold a partial log'))).toBe(true);
   await c.stop();
 });

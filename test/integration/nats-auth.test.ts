@@ -11,10 +11,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { AckPolicy, jetstream, jetstreamManager, type JetStreamManager, type StreamInfo } from '@nats-io/jetstream';
-import { errors, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import type { Msg, NatsConnection } from '@nats-io/transport-node';
 import { connectNats, ensureNodeConsumer, initNatsKeys, nodeCreds, writePrivateFile } from '@underlay/adapters';
 import { EVENTS_STREAM, EVENTS_WILDCARD, eventSubject, nodeConsumerName, nodeInboxPrefix, nodeToken, rpcServeSubject, rpcSubject } from '@underlay/core';
-import { startAuthNats, type AuthNats } from '../lab/nats-auth';
+import { asyncErrors, closedWith, expectViolation, requestError, startAuthNats, violationOf, type AuthNats } from '../lab/nats-auth';
 import { isAlive, waitFor } from '../lab/proc';
 
 jest.setTimeout(60_000);
@@ -35,47 +35,6 @@ async function nodeConn(node: string, creds?: string): Promise<NatsConnection> {
   const nc = await connectNats(auth.nats.url, `test-${node}`, { creds: creds ?? (await auth.nodeCredsFile(node)), inboxPrefix: nodeInboxPrefix(node) });
   conns.push(nc);
   return nc;
-}
-
-/** Every async error the server sent this connection (permission violations arrive this way for publishes). */
-function asyncErrors(nc: NatsConnection): Error[] {
-  const seen: Error[] = [];
-  void (async () => {
-    for await (const s of nc.status()) if (s.type === 'error') seen.push(s.error);
-  })();
-  return seen;
-}
-
-type Violation = InstanceType<typeof errors.PermissionViolationError>;
-
-/** The server's permission violation: as is (async errors, closed subscriptions) or as a failed request's cause. */
-function violationOf(e: unknown): Violation {
-  const pv = e instanceof errors.RequestError ? e.cause : e;
-  if (!(pv instanceof errors.PermissionViolationError)) throw new Error(`expected a permission violation, got ${String(e)}${e instanceof Error && e.cause ? ` (cause: ${String(e.cause)})` : ''}`);
-  return pv;
-}
-
-function expectViolation(e: unknown, operation: 'publish' | 'subscription', subject: string): void {
-  const pv = violationOf(e);
-  expect({ operation: pv.operation, subject: pv.subject }).toEqual({ operation, subject });
-}
-
-async function requestError(nc: NatsConnection, subject: string, data = '{}'): Promise<unknown> {
-  return nc.request(subject, enc.encode(data), { timeout: 5_000 }).then(
-    (m) => new Error(`expected a refusal, got a reply: ${dec.decode(m.data)}`),
-    (e: unknown) => e,
-  );
-}
-
-/** The error a subscription was closed with (the server refused it), or a timeout error. */
-async function closedWith(sub: Subscription, ms = 5_000): Promise<unknown> {
-  let t: NodeJS.Timeout | undefined;
-  const timeout = new Promise<Error>((r) => (t = setTimeout(() => r(new Error(`subscription ${sub.getSubject()} still open after ${ms} ms`)), ms)));
-  try {
-    return await Promise.race([sub.closed.then((e) => e ?? new Error('closed without an error')), timeout]);
-  } finally {
-    clearTimeout(t);
-  }
 }
 
 const streamView = (i: StreamInfo) => ({ config: i.config, messages: i.state.messages, last_seq: i.state.last_seq });

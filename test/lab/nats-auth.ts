@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { controllerCreds, initNatsKeys, natsServerConfig, nodeCreds, writePrivateFile, type NatsKeys } from '@underlay/adapters';
 import { nodeToken } from '@underlay/core';
+import { errors, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { startNats, type NatsOptions, type NatsService } from './services';
 
 export interface AuthNats {
@@ -45,3 +46,49 @@ export async function startAuthNats(opts: NatsOptions & { extraConfig?: string }
     stop: () => nats.stop(),
   };
 }
+
+// How nats.js reports the server's refusals, for tests that check them.
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** Every async error the server sent this connection (permission violations arrive this way for publishes). */
+export function asyncErrors(nc: NatsConnection): Error[] {
+  const seen: Error[] = [];
+  void (async () => {
+    for await (const s of nc.status()) if (s.type === 'error') seen.push(s.error);
+  })();
+  return seen;
+}
+
+export type Violation = InstanceType<typeof errors.PermissionViolationError>;
+
+/** The server's permission violation: as is (async errors, closed subscriptions) or as a failed request's cause. */
+export function violationOf(e: unknown): Violation {
+  const pv = e instanceof errors.RequestError ? e.cause : e;
+  if (!(pv instanceof errors.PermissionViolationError)) throw new Error(`expected a permission violation, got ${String(e)}${e instanceof Error && e.cause ? ` (cause: ${String(e.cause)})` : ''}`);
+  return pv;
+}
+
+export function expectViolation(e: unknown, operation: 'publish' | 'subscription', subject: string): void {
+  const pv = violationOf(e);
+  expect({ operation: pv.operation, subject: pv.subject }).toEqual({ operation, subject });
+}
+
+export async function requestError(nc: NatsConnection, subject: string, data = '{}'): Promise<unknown> {
+  return nc.request(subject, enc.encode(data), { timeout: 5_000 }).then(
+    (m) => new Error(`expected a refusal, got a reply: ${dec.decode(m.data)}`),
+    (e: unknown) => e,
+  );
+}
+
+/** The error a subscription was closed with (the server refused it), or a timeout error. */
+export async function closedWith(sub: Subscription, ms = 5_000): Promise<unknown> {
+  let t: NodeJS.Timeout | undefined;
+  const timeout = new Promise<Error>((r) => (t = setTimeout(() => r(new Error(`subscription ${sub.getSubject()} still open after ${ms} ms`)), ms)));
+  try {
+    return await Promise.race([sub.closed.then((e) => e ?? new Error('closed without an error')), timeout]);
+  } finally {
+    clearTimeout(t);
+  }
+}
+
