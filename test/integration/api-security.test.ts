@@ -412,15 +412,22 @@ describe('events --follow streams', () => {
     expect(took).toBeGreaterThanOrEqual(1_400);
     expect(took).toBeLessThan(5_000);
 
+    // At least one event before the CLI starts, so its first stream prints something.
+    expect((await call('POST', '/v1/networks', BOB, { name: 'before-reopen', subnets: [{ subnet: '198.18.243.0/24' }], options: { parent: 'eth1' } })).status).toBe(201);
     const e: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('UNDERLAY_')) e[k] = v;
     const f = spawnCollecting(process.execPath, [CLI, 'events', '--follow', '--json'], { ...e, UNDERLAY_CONTROLLER: `http://127.0.0.1:${port}`, UNDERLAY_TOKEN: ALICE });
     try {
-      await sleep(4_000); // two streams ended meanwhile
+      // The first stream is open once the CLI printed the log; the controller ends each stream 1.5 s after it began
+      // (shown above), so 3.5 s later at least two streams have ended and been reopened.
+      await waitFor(() => f.out.length > 0, { what: 'the CLI to print the log from its first stream', timeoutMs: 15_000 });
+      await sleep(3_500);
       expect((await call('POST', '/v1/networks', BOB, { name: 'after-reopen', subnets: [{ subnet: '198.18.42.0/24' }], options: { parent: 'eth1' } })).status).toBe(201);
       await waitFor(() => f.out.includes('after-reopen'), { what: 'the event after the streams were reopened', timeoutMs: 10_000 });
       const seqs = f.out.trimEnd().split('\n').map((l) => (JSON.parse(l) as ClusterEvent).seq);
-      expect(seqs).toEqual([...new Set(seqs)].sort((x, y) => x - y));
+      // Every event of the log, once, in order: nothing lost or repeated across the reopenings.
+      const log = (await call('GET', '/v1/events?since=0&limit=10000', ALICE, undefined, {}, `http://127.0.0.1:${port}`)).json as { events: ClusterEvent[] };
+      expect(seqs).toEqual(log.events.map((ev) => ev.seq));
       expect(f.err).toBe('');
     } finally {
       f.child.kill('SIGKILL');
