@@ -299,6 +299,23 @@ describe('attacks on the control plane (real nats-server with accounts, real etc
     await h1StillHolds();
   });
 
+  it('an event too large for a NATS message is refused before it is recorded, and publishing goes on', async () => {
+    const labels = Object.fromEntries(Array.from({ length: 40 }, (_, k) => [`l${k}`, 'x'.repeat(4096)])); // ~170 KB > 128 KiB
+    const before = controller.ipam.state.seq;
+    await expect(controller.ipam.clusterNetworkCreate({ name: 'too-big', definition: { subnets: [{ subnet: '198.18.99.0/24' }], labels } }, { actor: 'user:test' })).rejects.toMatchObject({
+      code: 'invalid-argument',
+      message: expect.stringMatching(/ClusterNetworkCreated event of \d+ bytes, more than the \d+ bytes/),
+    });
+    expect(controller.ipam.state.seq).toBe(before);
+    expect(controller.ipam.state.clusterNetworks.has('too-big')).toBe(false);
+    // Positive control: the same network with fewer labels is recorded, and the stream keeps up.
+    await controller.ipam.clusterNetworkCreate({ name: 'small', definition: { subnets: [{ subnet: '198.18.99.0/24' }], labels: { a: 'b' } } }, { actor: 'user:test' });
+    const jsm = await jetstreamManager(ops);
+    await controller.flushEvents();
+    const last = await jsm.streams.getMessage(EVENTS_STREAM, { last_by_subj: eventSubject('ClusterNetworkCreated') });
+    expect(JSON.parse(new TextDecoder().decode(last!.data)).data.name).toBe('small');
+  });
+
   it('a stream deleted by an operator is recreated, and views converge', async () => {
     const view = new ClusterView({ nc: h1.nc, rpc: h1.rpc });
     views.push(view);

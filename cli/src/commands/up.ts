@@ -19,7 +19,7 @@ import { Agent, AgentConfig } from '@underlay/node-agent';
 import { DEFAULT_STREAM_LIMITS, NatsKeysError, controllerCreds, ensureNatsKeys, natsServerConfig, nodeCreds, openLinkOps, writePrivateFile } from '@underlay/adapters';
 import { NodeName, nodeToken } from '@underlay/core';
 import { helpFor, parseFlags, validate, UsageError, type FlagSpec } from '../flags.js';
-import { log, untilSignal } from './run.js';
+import { guardProcess, log, untilSignal } from './run.js';
 import { agentFlags } from './agent.js';
 
 export const upFlags: FlagSpec[] = [
@@ -151,6 +151,8 @@ export async function upCommand(argv: string[]): Promise<number> {
     if (!(await portFree(p))) throw new UsageError(`port ${p} (${what}) is already in use on 127.0.0.1; choose another with ${what.startsWith('--') ? what : '--etcd-port'}`);
   }
   const logger = log('up');
+  // The controller and the agent run in this process: a stray rejection is logged and counted, never fatal.
+  guardProcess(logger);
   const dirs = { etcd: path.join(a.stateDir, 'etcd'), nats: path.join(a.stateDir, 'nats'), agent: path.join(a.stateDir, 'agent'), logs: path.join(a.stateDir, 'logs') };
   for (const d of Object.values(dirs)) fs.mkdirSync(d, { recursive: true });
   // The controller's API token: made once (random, mode 0600) and kept with the rest of the state.

@@ -49,12 +49,11 @@ export class GroupCommitter {
     private readonly maxEvents = MAX_TXN_OPS - 1,
   ) {}
 
-  /** Resolves once the events are durable in etcd. */
-  commit(events: ClusterEvent[]): Promise<void> {
+  /** Resolves once the events are durable in etcd. `encoded`: their JSON, when the caller has it already. */
+  commit(events: ClusterEvent[], encoded: string[] = events.map((e) => JSON.stringify(e))): Promise<void> {
     if (events.length === 0) return this.waitFor(0);
     if (this.failure !== undefined) return Promise.reject(this.refusal());
     return new Promise((resolve, reject) => {
-      const encoded = events.map((e) => JSON.stringify(e));
       const bytes = encoded.reduce((n, j) => n + j.length + 64, 0);
       this.queue.push({ events, encoded, bytes, resolve, reject });
       if (!this.running) void this.loop();

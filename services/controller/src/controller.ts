@@ -100,6 +100,8 @@ export class Controller {
         this.snapshotter.onCommitted(evs);
       },
       fence: () => this.currentFence(),
+      // An event must fit one NATS message (the stream, `events.read`) with room for its envelope and headers.
+      maxEventBytes: () => (this.nc ? maxPayload(this.nc) - REPLY_ENVELOPE_BYTES : Infinity),
       // A reload while leading (after a commit conflict) restarts the snapshotter's shadow from etcd's state.
       onLoaded: (state) => {
         if (this.role === 'leader') this.snapshotter.reset(state);

@@ -56,6 +56,8 @@ export interface IpamServiceOptions {
   logger?: (msg: string) => void;
   /** The largest pools handed out (--max-pool-prefix-v4/-v6; default core's DEFAULT_POOL_LIMITS). */
   poolLimits?: PoolLimits;
+  /** The longest event (JSON bytes) every reader can take in one NATS message; longer ones are refused. */
+  maxEventBytes?: () => number;
 }
 
 export class IpamService {
@@ -167,20 +169,21 @@ export class IpamService {
   async run<R>(decide: (s: IpamState) => Decision<R>, ctx: RequestContext): Promise<R> {
     await this.admit();
     await this.gate;
-    let decided: { events: ClusterEvent[]; result: R };
+    let decided: { events: ClusterEvent[]; encoded: string[]; result: R };
+    const maxEventBytes = this.opts.maxEventBytes?.() ?? Infinity;
     try {
-      decided = this.engine.execute(decide, ctx);
+      decided = this.engine.execute(decide, ctx, maxEventBytes);
     } catch (err) {
       // A refusal must rest on current state: if another writer moved the log, reload and decide again.
       if (!(err instanceof UnderlayError) || (await this.opts.log.head()) === this.committer.committedSeq) throw err;
       await this.reload();
-      decided = this.engine.execute(decide, ctx);
+      decided = this.engine.execute(decide, ctx, maxEventBytes);
     }
-    const { events, result } = decided;
+    const { events, encoded, result } = decided;
     if (events.length > 0) this.clean = false;
     // With no new events the answer may still rest on events in flight: wait for those.
     if (events.length === 0) await this.committer.waitFor(this.engine.state.seq);
-    else await this.committer.commit(events);
+    else await this.committer.commit(events, encoded);
     return result;
   }
 

@@ -4,9 +4,8 @@
  * JetStream event stream through the node's own consumer (gaps re-read from the controller). Replicas of
  * cluster networks, routes to other hosts' blocks and BGP announcements are all reconciled against it.
  */
-import { createHash } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { EventConsumer, RpcClient } from '@underlay/adapters';
+import { EventConsumer, RpcClient, checkSnapshot } from '@underlay/adapters';
 import { EventsHeadRes, ReadEventsRes, SnapshotReadRes, apply, emptyState, parseEvent, restore, type ClusterEvent, type IpamState } from '@underlay/core';
 
 export type ViewListener = (events: readonly ClusterEvent[], state: IpamState) => void;
@@ -79,11 +78,11 @@ export class ClusterView {
           parts.push((await this.rpc.call('snapshotRead', { seq: first.seq, part }, SnapshotReadRes, { deadlineMs: 10_000 })).data);
         }
         const json = parts.join('');
-        if (first.bytes !== undefined && json.length !== first.bytes) throw new Error(`snapshot ${first.seq} is ${json.length} characters, the controller said ${first.bytes}`);
-        if (first.sha256 !== undefined && createHash('sha256').update(json, 'utf8').digest('hex') !== first.sha256) {
-          throw new Error(`snapshot ${first.seq} does not match its SHA-256`);
-        }
-        this._state = restore(JSON.parse(json));
+        // The controller's own checks: size and SHA-256 from the manifest, and the state at the snapshot's seq.
+        checkSnapshot({ seq: first.seq, parts: first.parts, bytes: first.bytes ?? json.length, ...(first.sha256 ? { sha256: first.sha256 } : {}) }, json);
+        const state = restore(JSON.parse(json));
+        if (state.seq !== first.seq) throw new Error(`snapshot ${first.seq} holds the state at seq ${state.seq}`);
+        this._state = state;
         this.snapshotSeq = this._state.seq;
         this.logger(`cluster view: started from snapshot ${this._state.seq} (${first.parts} parts)`);
         return;

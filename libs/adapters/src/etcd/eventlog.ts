@@ -111,8 +111,9 @@ export class EtcdEventLog {
       );
       const bytes = res.kvs.reduce((n, kv) => n + kv.value.length, 0);
       const page = res.kvs.map((kv) => parseEvent(JSON.parse(kv.value.toString())));
-      if (page[0]?.seq !== next) await this.checkStart(next, page[0]?.seq);
+      // An empty page is the head (trimming never deletes the last event), not a trimmed start: no check needed.
       if (page.length === 0) return;
+      if (page[0]!.seq !== next) await this.checkStart(next, page[0]!.seq);
       yield page;
       next = page[page.length - 1]!.seq + 1;
       if (res.kvs.length < limit) return;

@@ -121,7 +121,8 @@ export function serveRpc<S extends z.ZodType>(
   const logger = opts.logger ?? (() => {});
   const send = (msg: Msg, reply: RpcReply): void => {
     let data = enc.encode(JSON.stringify(reply));
-    const limit = maxPayload(nc) - REPLY_ENVELOPE_BYTES;
+    // Handlers keep REPLY_ENVELOPE_BYTES free for the envelope; the reply itself may use all of max_payload.
+    const limit = maxPayload(nc);
     if (data.byteLength > limit) {
       const err = new InvalidArgumentError(`the reply to ${method} would be ${data.byteLength} bytes, more than NATS allows (${limit}); ask for less`);
       data = enc.encode(JSON.stringify({ ok: false, error: toErrorBody(err) } satisfies RpcReply));

@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { ClusterEvent, EventBody } from '../events.js';
 import type { Decision } from './decide.js';
 import { apply, emptyState, type IpamState } from './state.js';
+import { InvalidArgumentError } from '../errors.js';
 
 export interface EventContext {
   actor: string;
@@ -32,11 +33,22 @@ export class IpamEngine {
     return ev;
   }
 
-  /** Decides and applies. Throws (with nothing applied) when the decision refuses the request. */
-  execute<R>(decide: (s: IpamState) => Decision<R>, ctx: EventContext): { events: ClusterEvent[]; result: R } {
+  /**
+   * Decides and applies. Throws (with nothing applied) when the decision refuses the request, or when an event's
+   * JSON would be longer than `maxEventBytes` (an event every reader must be able to take in one message: the
+   * stream's and `events.read`'s NATS max_payload). Returns each event's JSON too, for the commit.
+   */
+  execute<R>(decide: (s: IpamState) => Decision<R>, ctx: EventContext, maxEventBytes = Infinity): { events: ClusterEvent[]; encoded: string[]; result: R } {
     const d = decide(this.state);
     const events = d.events.map((b, i) => this.stamp(b, this.state.seq + 1 + i, ctx));
+    const encoded = events.map((e) => JSON.stringify(e));
+    for (const [i, json] of encoded.entries()) {
+      // Characters bound bytes from below; only a long event pays for the exact count.
+      if (json.length > maxEventBytes / 3 && Buffer.byteLength(json) > maxEventBytes) {
+        throw new InvalidArgumentError(`this request would record a ${events[i]!.type} event of ${Buffer.byteLength(json)} bytes, more than the ${maxEventBytes} bytes every reader of the event stream can take; make it smaller (fewer or shorter labels and options)`);
+      }
+    }
     for (const ev of events) apply(this.state, ev);
-    return { events, result: d.result };
+    return { events, encoded, result: d.result };
   }
 }
