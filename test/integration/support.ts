@@ -25,9 +25,10 @@ export interface Env {
   close(): Promise<void>;
 }
 
-export async function startEnv(): Promise<Env> {
+/** `natsConfig`: nats-server configuration text (e.g. a small `max_payload`). */
+export async function startEnv(o: { natsConfig?: string } = {}): Promise<Env> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ul-int-'));
-  const [etcd, nats] = await Promise.all([startEtcd({ dir }), startNats({ dir })]);
+  const [etcd, nats] = await Promise.all([startEtcd({ dir }), startNats({ dir, ...(o.natsConfig !== undefined ? { config: o.natsConfig } : {}) })]);
   const env: Env = {
     dir,
     etcd,

@@ -230,7 +230,7 @@ export class Controller {
         return { seq: this.ipam.committedSeq };
       }, so),
       serveRpc(nc, 'eventsConsumer', EventsConsumerReq, (r, rc) => ensureNodeConsumer(nc, rc.node, r.afterSeq), so),
-      serveRpc(nc, 'snapshotRead', SnapshotReadReq, (r) => this.snapshotPart(r.seq, r.part), so),
+      serveRpc(nc, 'snapshotRead', SnapshotReadReq, (r) => this.snapshotPart(r.seq, r.part, r.offset, maxPayload(nc) - REPLY_ENVELOPE_BYTES), so),
     );
     await nc.flush();
     const c = this.config;
@@ -261,15 +261,22 @@ export class Controller {
     return out;
   }
 
-  /** One part of the latest snapshot in etcd (`seq: 0` when there is none). */
-  private async snapshotPart(seq: number | undefined, part: number): Promise<SnapshotReadRes> {
+  /**
+   * A piece of one part of the latest snapshot in etcd (`seq: 0` when there is none): from `offset`, as much as fits
+   * `maxBytes` of JSON (quotes and non-ASCII text take more bytes in JSON than characters in the part).
+   */
+  private async snapshotPart(seq: number | undefined, part: number, offset: number, maxBytes: number): Promise<SnapshotReadRes> {
     const man = await this.snaps.latestManifest();
-    if (!man) return { seq: 0, parts: 0, part: 0, data: '' };
+    if (!man) return { seq: 0, parts: 0, part: 0, data: '', offset: 0 };
     if (seq !== undefined && seq !== man.seq) throw new NotFoundError(`snapshot ${seq} was replaced by snapshot ${man.seq}; start again from part 0`);
     if (part >= man.parts) throw new InvalidArgumentError(`snapshot ${man.seq} has ${man.parts} parts, not part ${part}`);
-    const data = await this.snaps.readPart(man.seq, part);
-    if (data === undefined) throw new NotFoundError(`snapshot ${man.seq} was replaced; start again from part 0`);
-    return { seq: man.seq, parts: man.parts, part, data, ...(man.sha256 ? { sha256: man.sha256 } : {}), bytes: man.bytes };
+    const text = await this.snaps.readPart(man.seq, part);
+    if (text === undefined) throw new NotFoundError(`snapshot ${man.seq} was replaced; start again from part 0`);
+    if (offset > text.length) throw new InvalidArgumentError(`part ${part} of snapshot ${man.seq} has ${text.length} characters, not offset ${offset}`);
+    let length = Math.min(text.length - offset, maxBytes);
+    while (length > 1 && Buffer.byteLength(JSON.stringify(text.slice(offset, offset + length))) > maxBytes) length = Math.floor(length / 2);
+    const data = text.slice(offset, offset + length);
+    return { seq: man.seq, parts: man.parts, part, data, offset, partLength: text.length, ...(man.sha256 ? { sha256: man.sha256 } : {}), bytes: man.bytes };
   }
 
   private async stepDown(): Promise<void> {

@@ -71,13 +71,22 @@ export class ClusterView {
   private async loadSnapshot(): Promise<void> {
     for (let attempt = 1; attempt <= 3; attempt++) {
       try {
-        const first = await this.rpc.call('snapshotRead', { part: 0 }, SnapshotReadRes, { deadlineMs: 10_000 });
+        const read = (seq: number | undefined, part: number, offset: number) =>
+          this.rpc.call('snapshotRead', { ...(seq ? { seq } : {}), part, offset }, SnapshotReadRes, { deadlineMs: 10_000 });
+        const first = await read(undefined, 0, 0);
         if (first.seq === 0) return;
-        const parts = [first.data];
-        for (let part = 1; part < first.parts; part++) {
-          parts.push((await this.rpc.call('snapshotRead', { seq: first.seq, part }, SnapshotReadRes, { deadlineMs: 10_000 })).data);
+        const pieces: string[] = [];
+        for (let part = 0; part < first.parts; part++) {
+          // Each part comes in pieces that fit a NATS message.
+          let piece = part === 0 ? first : await read(first.seq, part, 0);
+          pieces.push(piece.data);
+          for (let got = piece.data.length; got < (piece.partLength ?? got); got += piece.data.length) {
+            piece = await read(first.seq, part, got);
+            if (piece.data.length === 0) throw new Error(`part ${part} of snapshot ${first.seq} stopped at ${got} of ${piece.partLength} characters`);
+            pieces.push(piece.data);
+          }
         }
-        const json = parts.join('');
+        const json = pieces.join('');
         // The controller's own checks: size and SHA-256 from the manifest, and the state at the snapshot's seq.
         checkSnapshot({ seq: first.seq, parts: first.parts, bytes: first.bytes ?? json.length, ...(first.sha256 ? { sha256: first.sha256 } : {}) }, json);
         const state = restore(JSON.parse(json));
@@ -87,7 +96,10 @@ export class ClusterView {
         this.logger(`cluster view: started from snapshot ${this._state.seq} (${first.parts} parts)`);
         return;
       } catch (e) {
-        this.logger(`cluster view: could not read the latest snapshot (attempt ${attempt}): ${(e as Error).message}`);
+        this.logger(
+          `cluster view: could not read the latest snapshot (attempt ${attempt} of 3): ${(e as Error).message}` +
+            (attempt === 3 ? '; reading the event log from seq 1 instead (which fails if the log was trimmed)' : ''),
+        );
       }
     }
   }
