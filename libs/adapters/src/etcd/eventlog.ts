@@ -98,6 +98,11 @@ export class EtcdEventLog {
    * position of a later page, if trimming overtook the reader) lies below the first kept event.
    */
   async *read(fromSeq = 1, pageSize = 5000): AsyncGenerator<ClusterEvent[]> {
+    for await (const { events } of this.readSized(fromSeq, pageSize)) yield events;
+  }
+
+  /** As `read`, with each event's size in the log (bytes of its JSON). */
+  async *readSized(fromSeq = 1, pageSize = 5000): AsyncGenerator<{ events: ClusterEvent[]; sizes: number[] }> {
     let next = fromSeq;
     const end = Range.prefix(keys.eventPrefix).end;
     // Paged by count and by bytes: start small, grow while pages stay well under PAGE_BYTES, shrink when one is
@@ -114,7 +119,7 @@ export class EtcdEventLog {
       // An empty page is the head (trimming never deletes the last event), not a trimmed start: no check needed.
       if (page.length === 0) return;
       if (page[0]!.seq !== next) await this.checkStart(next, page[0]!.seq);
-      yield page;
+      yield { events: page, sizes: res.kvs.map((kv) => kv.value.length) };
       next = page[page.length - 1]!.seq + 1;
       if (res.kvs.length < limit) return;
       if (bytes > PAGE_BYTES) size = Math.max(1, Math.floor((limit * PAGE_BYTES) / bytes));
@@ -135,23 +140,29 @@ export class EtcdEventLog {
    * Events with seq ≥ fromSeq, at most `limit` of them. With `fromFirstKept` (an operator's listing), a start below
    * the trimmed log begins at the first kept event instead of failing with EventsTrimmedError.
    */
-  async readAll(fromSeq = 1, limit = Infinity, o: { fromFirstKept?: boolean } = {}): Promise<ClusterEvent[]> {
+  async readAll(fromSeq = 1, limit = Infinity, o: { fromFirstKept?: boolean; maxBytes?: number } = {}): Promise<ClusterEvent[]> {
     try {
-      return await this.readPages(fromSeq, limit);
+      return await this.readPages(fromSeq, limit, o.maxBytes);
     } catch (e) {
-      if (o.fromFirstKept && e instanceof EventsTrimmedError && e.firstKept > fromSeq) return this.readPages(e.firstKept, limit);
+      if (o.fromFirstKept && e instanceof EventsTrimmedError && e.firstKept > fromSeq) return this.readPages(e.firstKept, limit, o.maxBytes);
       throw e;
     }
   }
 
-  private async readPages(fromSeq: number, limit: number): Promise<ClusterEvent[]> {
+  /** At most `limit` events and `maxBytes` of their JSON (but at least one event, so a reader always progresses). */
+  private async readPages(fromSeq: number, limit: number, maxBytes = Infinity): Promise<ClusterEvent[]> {
     const out: ClusterEvent[] = [];
-    for await (const page of this.read(fromSeq, Math.min(limit, 5000))) {
-      out.push(...page);
-      if (out.length >= limit) break;
+    let bytes = 0;
+    for await (const { events, sizes } of this.readSized(fromSeq, Math.min(limit, 5000))) {
+      for (const [i, ev] of events.entries()) {
+        bytes += sizes[i]! + 1;
+        if (out.length >= limit || (bytes > maxBytes && out.length > 0)) return out;
+        out.push(ev);
+      }
     }
-    return out.slice(0, limit);
+    return out;
   }
+
 
   /**
    * Appends events whose seqs continue `expectHead` without gaps. Throws CommitConflictError when the

@@ -138,6 +138,9 @@ const sleep = (ms: number, cancel: { wake?: () => void }) =>
     };
   });
 
+/** The most event JSON one `GET /v1/events` page holds (at least one event). */
+export const EVENTS_PAGE_MAX_BYTES = 16 * 1024 * 1024;
+
 /** Events a follow stream reads from the log at a time. */
 const FOLLOW_PAGE = 100;
 
@@ -380,7 +383,9 @@ export const apiRoutes: RouteSpec[] = [
     async handle(ctx) {
       const q = parseWith(EventsQuery, ctx.query);
       if (q.follow) return followEvents(ctx, q.since);
-      const events = await ctx.deps.log.readAll(q.since + 1, q.limit, { fromFirstKept: true }); // a trimmed start begins at the first kept event
+      // A trimmed start begins at the first kept event; a page holds at most EVENTS_PAGE_MAX_BYTES of events (pass
+      // `next` as `since` to read on), so one request cannot make the controller build an answer of any size.
+      const events = await ctx.deps.log.readAll(q.since + 1, q.limit, { fromFirstKept: true, maxBytes: EVENTS_PAGE_MAX_BYTES });
       return { status: 200, body: { events, next: events.length ? events[events.length - 1]!.seq : q.since } };
     },
   },
