@@ -197,7 +197,7 @@ it('refuses clients without the certificate, with a wrong password, or without a
   const open = path.join(dir, 'open-password');
   fs.writeFileSync(open, `${sec.password}\n`);
   fs.chmodSync(open, 0o644);
-  expect(() => controller('c-open', { etcdPasswordFile: open })).toThrow(`--etcd-password-file ${open} is readable by others (mode 0644); run chmod 600 ${open}`);
+  expect(() => controller('c-open', { etcdPasswordFile: open })).toThrow(`--etcd-password-file: ${open} may be read or written by group or others (mode 0644); a password file must be private: chmod 600 ${open}`);
   // Flags that need each other, and the deadline's bounds.
   const base = { etcd: [url], nats: nats.url };
   expect(ControllerConfig.safeParse({ ...base, etcdUser: 'u' }).error?.issues[0]?.message).toBe('etcd authentication needs both --etcd-user and --etcd-password-file');

@@ -14,3 +14,4 @@ export { openRouteOps } from './netlink/index.js';
 export type { KernelRoute, RouteOps, RouteSpec } from './netlink/index.js';
 export * from './bgp/index.js';
 export * from './nats/node-consumers.js';
+export * from './private-file.js';

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { InvalidArgumentError } from '@underlay/core';
-import type { EtcdClientOptions } from '@underlay/adapters';
+import { readPrivateFile, type EtcdClientOptions } from '@underlay/adapters';
 import type { ControllerConfig } from './config.js';
 
 type EtcdConfig = Pick<ControllerConfig, 'etcd' | 'etcdTimeoutMs' | 'etcdCa' | 'etcdCert' | 'etcdKey' | 'etcdUser' | 'etcdPasswordFile'>;
@@ -21,20 +21,14 @@ function readFile(path: string, flag: string): Buffer {
 
 /** Reads the password file, refusing one that group or others may access. */
 export function readEtcdPassword(path: string): string {
-  let st: fs.Stats;
+  let text: string;
   try {
-    st = fs.statSync(path);
+    text = readPrivateFile(path, 'a password file', 64 * 1024);
   } catch (e) {
-    throw new InvalidArgumentError(`--etcd-password-file ${path}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    const why = e instanceof InvalidArgumentError ? e.message : `cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`;
+    throw new InvalidArgumentError(`--etcd-password-file: ${why}`);
   }
-  if (!st.isFile()) throw new InvalidArgumentError(`--etcd-password-file ${path} is not a file`);
-  const mode = st.mode & 0o777;
-  if (mode & 0o077) {
-    throw new InvalidArgumentError(
-      `--etcd-password-file ${path} is readable by others (mode ${mode.toString(8).padStart(4, '0')}); run chmod 600 ${path}`,
-    );
-  }
-  const pw = readFile(path, '--etcd-password-file').toString('utf8').replace(/\r?\n$/, '');
+  const pw = text.replace(/\r?\n$/, '');
   if (!pw) throw new InvalidArgumentError(`--etcd-password-file ${path} is empty`);
   return pw;
 }

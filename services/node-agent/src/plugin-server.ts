@@ -77,7 +77,14 @@ export async function listenOnSocket(server: http.Server, dir: string, name = pl
   }
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(sock, () => resolve());
+    // The socket is made 0600 as it is bound (the bind happens inside listen(), synchronously): no moment in which
+    // another local user could connect and act as Docker for this node. The chmod below makes sure of it.
+    const umask = process.umask(0o177);
+    try {
+      server.listen(sock, () => resolve());
+    } finally {
+      process.umask(umask);
+    }
   });
   try {
     fs.chmodSync(sock, 0o600);

@@ -22,6 +22,7 @@ import * as path from 'node:path';
 import { z } from 'zod';
 import { encodeAccount, encodeOperator, encodeUser, fmtCreds, decode, type Account, type Permissions } from '@nats-io/jwt';
 import { createAccount, createOperator, createUser, fromSeed, type KeyPair } from '@nats-io/nkeys';
+import { ensurePrivateDir, writePrivateFile } from '../private-file.js';
 import { NodeName, nodeConsumerApiSubjects, nodeInboxPrefix, rpcNodeSubjects } from '@underlay/core';
 
 /** A key store problem, with the text a user sees (and usually the command that fixes it). */
@@ -85,27 +86,6 @@ export interface NatsKeys {
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-
-/** Creates `dir` (and parents) and makes it 0700 whatever the umask or its mode before. */
-export function ensurePrivateDir(dir: string): void {
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  fs.chmodSync(dir, 0o700);
-}
-
-/**
- * Writes `text` to `file` with mode 0600 whatever the umask (set before any byte is written) and fsyncs it. An
- * existing file is truncated and its mode corrected.
- */
-export function writePrivateFile(file: string, text: string | Uint8Array): void {
-  const fd = fs.openSync(file, 'w', 0o600);
-  try {
-    fs.fchmodSync(fd, 0o600);
-    fs.writeSync(fd, typeof text === 'string' ? enc.encode(text) : text);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 /** Writes through a temporary file and a rename, so a reader never sees half a key. */
 function replacePrivateFile(file: string, text: string): void {

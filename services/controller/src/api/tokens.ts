@@ -11,6 +11,8 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs';
 import { InvalidArgumentError } from '@underlay/core';
+// The module itself, not the package's index: the CLI loads this file for its token checks without etcd or NATS code.
+import { readPrivateFile, writePrivateFile } from '@underlay/adapters/dist/private-file.js';
 
 export interface NamedToken {
   name: string;
@@ -27,14 +29,6 @@ export const DEFAULT_TOKEN_NAME = 'api';
 const MAX_FILE_BYTES = 1024 * 1024;
 const MAX_TOKENS = 10_000;
 
-/** Refuses a token file that is not a regular file, or that group or others may read or write. */
-export function checkPrivate(st: fs.Stats, file: string): void {
-  if (!st.isFile()) throw new InvalidArgumentError(`${file} is not a regular file`);
-  if ((st.mode & 0o066) !== 0) {
-    const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-    throw new InvalidArgumentError(`${file} may be read or written by group or others (mode ${mode}); a token file must be private: chmod 600 ${file}`);
-  }
-}
 
 /** Parses a token file's text; `file` names it in errors. An empty list when it holds no token. */
 export function parseTokenFile(text: string, file: string): NamedToken[] {
@@ -70,15 +64,7 @@ export function parseTokenFile(text: string, file: string): NamedToken[] {
 
 /** Reads and parses a token file after checking it is private (on the opened file, so it cannot be swapped in between). */
 export function readTokenFile(file: string): NamedToken[] {
-  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-  try {
-    const st = fs.fstatSync(fd);
-    checkPrivate(st, file);
-    if (st.size > MAX_FILE_BYTES) throw new InvalidArgumentError(`${file} is larger than ${MAX_FILE_BYTES} bytes; it is not a token file`);
-    return parseTokenFile(fs.readFileSync(fd, 'utf8'), file);
-  } finally {
-    fs.closeSync(fd);
-  }
+  return parseTokenFile(readPrivateFile(file, 'a token file', MAX_FILE_BYTES), file);
 }
 
 /** The text of a token file. */
@@ -91,14 +77,7 @@ export function formatTokenFile(tokens: readonly NamedToken[]): string {
  * mode is set on the open file before the tokens are written, then the data is flushed to disk.
  */
 export function writeTokenFile(file: string, tokens: readonly NamedToken[]): void {
-  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o600);
-  try {
-    fs.fchmodSync(fd, 0o600);
-    fs.writeSync(fd, formatTokenFile(tokens));
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
+  writePrivateFile(file, formatTokenFile(tokens));
 }
 
 /** A new random token (32 characters, base64url). */
