@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { Controller } from '@underlay/controller';
 import { EtcdEventLog, RpcClient, connectNats, type NatsConnection } from '@underlay/adapters';
-import { EVENTS_STREAM, EventsConsumerRes, nodeConsumerName, RequestAddressRes, RequestPoolRes, headers, type ClusterEvent } from '@underlay/core';
+import { EVENTS_STREAM, EventsConsumerRes, RpcReply, nodeConsumerName, rpcSubject, RequestAddressRes, RequestPoolRes, headers, type ClusterEvent } from '@underlay/core';
 import { EventConsumer, type EventConsumerOptions } from '@underlay/adapters';
 import { AnyNodeRpc } from '../lab/any-node-rpc';
 import { startEtcd, startNats, type EtcdService, type NatsService } from '../lab/services';
@@ -266,5 +266,17 @@ describe('EventConsumer on a real controller, etcd and JetStream', () => {
     expect(answers.map((a) => a.consumer)).toEqual(Array(4).fill(nodeConsumerName('racer')));
     const info = await jsm.consumers.info(EVENTS_STREAM, nodeConsumerName('racer'));
     expect(info.config.opt_start_seq).toBe(answers[3]!.startStreamSeq);
+  });
+
+  it("bounds a node's consumer requests: a flood is answered 'retry later', the rest are served", async () => {
+    const enc = new TextEncoder();
+    const replies = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => consumerNc.request(rpcSubject('eventsConsumer', 'flooder'), enc.encode(JSON.stringify({ afterSeq: i })), { timeout: 20_000 })),
+    );
+    const answers = replies.map((m) => RpcReply.parse(m.json()));
+    const refused = answers.filter((a) => !a.ok);
+    expect(answers.filter((a) => a.ok).length).toBeGreaterThanOrEqual(4);
+    expect(refused.length).toBeGreaterThan(0);
+    for (const r of refused) expect(r).toMatchObject({ ok: false, error: { code: 'unavailable', retriable: true, message: expect.stringMatching(/retry later/) } });
   });
 });

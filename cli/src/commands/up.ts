@@ -98,10 +98,6 @@ async function stopChild(child: ChildProcess): Promise<void> {
 }
 
 /**
- * The key store (made when missing), nats-server's configuration and this run's controller and node credentials,
- * all in `<stateDir>/nats/` (0700; files 0600).
- */
-/**
  * The event stream's byte limit for the embedded NATS: the controller's default (1 GiB), or a quarter of the free
  * space where NATS keeps its data when that is less (nats-server refuses a stream larger than the storage it has:
  * a small disk or a tmpfs would otherwise stop `up`). At least 1 MiB, the lowest limit the controller takes.
@@ -117,6 +113,10 @@ export function streamBytesFor(dir: string): number {
   return Math.max(1024 ** 2, Math.min(DEFAULT_STREAM_LIMITS.maxBytes, Math.floor(free / 4)));
 }
 
+/**
+ * The key store (made when missing), nats-server's configuration and this run's controller and node credentials,
+ * all in `<stateDir>/nats/` (0700; files 0600).
+ */
 async function natsAuthFiles(stateDir: string, node: string, logger: (m: string) => void): Promise<{ config: string; controller: string; node: string }> {
   const { keys, created } = await ensureNatsKeys(stateDir).catch((e: unknown) => {
     throw e instanceof NatsKeysError ? new UsageError(`${e.message} (or run with --nats-auth=false)`) : e;

@@ -10,7 +10,7 @@
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import { AckPolicy, DeliverPolicy, jetstreamManager, type JetStreamManager, type StoredMsg } from '@nats-io/jetstream';
-import { EVENTS_STREAM, headers, nodeConsumerName } from '@underlay/core';
+import { EVENTS_STREAM, UnavailableError, headers, nodeConsumerName } from '@underlay/core';
 
 const NS_PER_MS = 1_000_000;
 /** A consumer nobody pulled from for this long is removed by the server. */
@@ -18,8 +18,11 @@ export const NODE_CONSUMER_INACTIVE_MS = 10 * 60_000;
 /** Deleted stream messages probed one by one before the start search gives up and errs early. */
 const PROBE_SCAN = 16;
 const managers = new WeakMap<NatsConnection, JetStreamManager>();
-/** The last remake queued per consumer name. */
-const inFlight = new Map<string, Promise<void>>();
+/** Per consumer name: the last remake queued, how many wait, when the last one ended. */
+const queues = new Map<string, { tail: Promise<void>; waiting: number; lastMs: number }>();
+/** Remakes of one node's consumer waiting at most, and the least time between two. */
+const MAX_QUEUED = 4;
+const MIN_INTERVAL_MS = 100;
 
 /** (Re)creates `node`'s consumer so that it delivers the events after `afterSeq`. */
 export function ensureNodeConsumer(
@@ -27,18 +30,33 @@ export function ensureNodeConsumer(
   node: string,
   afterSeq: number,
 ): Promise<{ stream: string; consumer: string; startStreamSeq: number }> {
-  // One at a time per consumer: a delete and an add of the same name from two requests would interleave
-  // (the server refuses an add whose start differs from the existing consumer's).
+  // One at a time per consumer: a delete and an add of the same name from two requests would interleave (the server
+  // refuses an add whose start differs from the existing consumer's). Each remake costs the controller a few dozen
+  // JetStream calls, so a node gets at most MAX_QUEUED waiting and one remake per MIN_INTERVAL_MS: a node that asks
+  // in a loop is answered "retry later" instead of queueing work without bound.
   const name = nodeConsumerName(node);
-  const run = (inFlight.get(name) ?? Promise.resolve()).catch(() => {}).then(() => remakeConsumer(nc, node, afterSeq));
+  const q = queues.get(name) ?? { tail: Promise.resolve(), waiting: 0, lastMs: 0 };
+  if (q.waiting >= MAX_QUEUED) {
+    return Promise.reject(new UnavailableError(`node ${node} asked for its event consumer ${q.waiting} times at once; retry later`));
+  }
+  q.waiting++;
+  queues.set(name, q);
+  const run = q.tail.then(async () => {
+    const wait = q.lastMs + MIN_INTERVAL_MS - Date.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    try {
+      return await remakeConsumer(nc, node, afterSeq);
+    } finally {
+      q.lastMs = Date.now();
+    }
+  });
   const tail = run.then(
     () => {},
     () => {},
   );
-  inFlight.set(name, tail);
-  void tail.then(() => {
-    if (inFlight.get(name) === tail) inFlight.delete(name);
-  });
+  q.tail = tail;
+  // The entry stays (one per node identity ever seen) so the spacing holds for requests made one after another.
+  void tail.then(() => void q.waiting--);
   return run;
 }
 
