@@ -5,9 +5,11 @@
  * max_payload, so one 512 KiB snapshot part needs many pieces) and controller.
  */
 import { connectNats, EtcdEventLog } from '@underlay/adapters';
-import { describe as describeState, MAC_OPTION, RequestAddressRes, nodeInboxPrefix, snapshot } from '@underlay/core';
+import { describe as describeState, EVENTS_STREAM, MAC_OPTION, RequestAddressRes, nodeInboxPrefix, snapshot } from '@underlay/core';
 import { RpcClient } from '@underlay/adapters';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { ClusterView } from '../../services/node-agent/src/cluster-view';
+import { waitFor as labWaitFor } from '../lab/proc';
 import { startEnv, windowed, mac, type Env } from './support';
 
 jest.setTimeout(120_000);
@@ -54,6 +56,62 @@ it('starts from the latest snapshot when the log was trimmed, and converges with
     expect(snapshot(view.state)).toEqual(snapshot(c.ipam.state));
     expect(describeState(view.state)).toEqual(describeState(c.ipam.state));
   } finally {
+    await view.stop();
+  }
+});
+
+it('a running view that fell behind the trimmed log starts again from the latest snapshot and tells its listeners', async () => {
+  const c = env.controllers[0]!;
+  const pool = [...c.ipam.state.pools.keys()][0]!;
+  const nc = await connectNats(env.nats.url, 'view-h3', { inboxPrefix: nodeInboxPrefix('h3') });
+  env.conns.push(nc);
+  const logs: string[] = [];
+  const view = new ClusterView({ nc, rpc: new RpcClient(nc, 'h3'), logger: (m) => logs.push(m) });
+  // A gate in front of the view's fold: while it is shut the view takes nothing (as if the host were cut off).
+  let open = true;
+  let opened: () => void = () => {};
+  const take = (view as unknown as { take(ev: unknown): void }).take.bind(view);
+  (view as unknown as { take(ev: unknown): Promise<void> }).take = async (ev) => {
+    if (!open) await new Promise<void>((r) => (opened = r));
+    take(ev);
+  };
+  const resyncs: number[] = [];
+  view.onChange((evs, state, info) => {
+    if (info?.resync) resyncs.push(state.seq);
+  });
+  await view.start();
+  try {
+    await view.ready();
+    const before = view.seq;
+    open = false;
+    let k = 20_000;
+    const alloc = () => c.ipam.requestAddress({ node: 'h1', poolId: pool, address: '', options: { [MAC_OPTION]: mac(k++) } }, { actor: 'node:h1' });
+    await alloc(); // the view holds this one at the gate
+    // Meanwhile the log moves on and is trimmed behind new snapshots, and an operator purges the stream.
+    await windowed(4_500, 64, () => alloc());
+    await c.ipam.settled();
+    await c.snapshotter.flush();
+    await c.flushEvents();
+    const log = new EtcdEventLog({ endpoints: [env.etcd.url] });
+    const first = await log.firstSeq().finally(() => log.close());
+    expect(first).toBeGreaterThan(before + 2);
+    const purger = await connectNats(env.nats.url, 'purger');
+    env.conns.push(purger);
+    const jsm = await jetstreamManager(purger);
+    await jsm.streams.purge(EVENTS_STREAM);
+    await alloc(); // a message after the hole
+    await c.flushEvents();
+    open = true;
+    opened();
+    await labWaitFor(() => view.seq === c.ipam.committedSeq, { timeoutMs: 30_000, what: `the view to reach seq ${c.ipam.committedSeq} after starting again from a snapshot` });
+    expect(view.resyncs).toBe(1);
+    expect(resyncs).toHaveLength(1);
+    expect(resyncs[0]).toBeGreaterThanOrEqual(first - 1);
+    expect(logs.some((m) => /fell behind the trimmed log at seq \d+; started again from snapshot \d+/.test(m))).toBe(true);
+    expect(snapshot(view.state)).toEqual(snapshot(c.ipam.state));
+  } finally {
+    open = true;
+    opened();
     await view.stop();
   }
 });

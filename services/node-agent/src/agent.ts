@@ -157,8 +157,8 @@ export class Agent {
           return false;
       }
     };
-    this.unlisten = view.onChange((evs) => {
-      if (evs.some(concernsThisHost)) this.replicas?.trigger();
+    this.unlisten = view.onChange((evs, _state, info) => {
+      if (info?.resync || evs.some(concernsThisHost)) this.replicas?.trigger();
     });
     await view.start();
     const c = this.config;

@@ -8,7 +8,11 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { EventConsumer, RpcClient, checkSnapshot } from '@underlay/adapters';
 import { EventsHeadRes, ReadEventsRes, SnapshotReadRes, apply, emptyState, parseEvent, restore, type ClusterEvent, type IpamState } from '@underlay/core';
 
-export type ViewListener = (events: readonly ClusterEvent[], state: IpamState) => void;
+/**
+ * `resync`: the view replaced its whole state (it started again from the latest snapshot after falling behind the
+ * trimmed log); `events` is empty and a listener must recompute from `state` rather than from events.
+ */
+export type ViewListener = (events: readonly ClusterEvent[], state: IpamState, info?: { resync: true }) => void;
 
 export interface ClusterViewOptions {
   nc: NatsConnection;
@@ -56,7 +60,7 @@ export class ClusterView {
 
   async start(): Promise<void> {
     await this.loadSnapshot();
-    this.consumer = new EventConsumer({ nc: this.opts.nc, rpc: this.rpc, afterSeq: this._state.seq, onEvent: (ev) => this.take(ev), logger: this.logger });
+    this.consumer = new EventConsumer({ nc: this.opts.nc, rpc: this.rpc, afterSeq: this._state.seq, onTrimmed: () => this.resync(), onEvent: (ev) => this.take(ev), logger: this.logger });
     await this.consumer.start();
     void this.checkHead();
     this.timer = setInterval(() => void this.checkHead(), this.opts.headCheckMs ?? 2_000);
@@ -68,13 +72,13 @@ export class ClusterView {
    * replaced while its parts are read is read again; after a few tries, or when the controller cannot be
    * asked, the view folds the log from the start (which works while the log is not trimmed).
    */
-  private async loadSnapshot(): Promise<void> {
+  private async loadSnapshot(): Promise<boolean> {
     for (let attempt = 1; attempt <= 3; attempt++) {
       try {
         const read = (seq: number | undefined, part: number, offset: number) =>
           this.rpc.call('snapshotRead', { ...(seq ? { seq } : {}), part, offset }, SnapshotReadRes, { deadlineMs: 10_000 });
         const first = await read(undefined, 0, 0);
-        if (first.seq === 0) return;
+        if (first.seq === 0) return false;
         const pieces: string[] = [];
         for (let part = 0; part < first.parts; part++) {
           // Each part comes in pieces that fit a NATS message.
@@ -94,7 +98,7 @@ export class ClusterView {
         this._state = state;
         this.snapshotSeq = this._state.seq;
         this.logger(`cluster view: started from snapshot ${this._state.seq} (${first.parts} parts)`);
-        return;
+        return true;
       } catch (e) {
         this.logger(
           `cluster view: could not read the latest snapshot (attempt ${attempt} of 3): ${(e as Error).message}` +
@@ -102,7 +106,32 @@ export class ClusterView {
         );
       }
     }
+    return false;
   }
+
+  /**
+   * The view fell behind the trimmed log (a long outage): start again from the latest snapshot, replace the whole
+   * state and tell the listeners to recompute. Returns the new seq (the consumer goes on after it).
+   */
+  private async resync(): Promise<number> {
+    const before = this._state.seq;
+    if (!(await this.loadSnapshot())) throw new Error('no snapshot to start again from');
+    this.resyncs++;
+    this.pending = [];
+    this.logger(`cluster view: fell behind the trimmed log at seq ${before}; started again from snapshot ${this._state.seq}`);
+    for (const l of this.listeners) {
+      try {
+        l([], this._state, { resync: true });
+      } catch (e) {
+        this.logger(`cluster view listener failed: ${(e as Error).message}`);
+      }
+    }
+    return this._state.seq;
+  }
+
+  /** How often the view started again from a snapshot while running. */
+  resyncs = 0;
+
 
   /** Resolves once the view holds every event the controller had committed when the agent started. */
   ready(): Promise<void> {

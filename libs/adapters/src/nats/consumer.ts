@@ -18,7 +18,7 @@
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstream, type Consumer, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
-import { EventsConsumerRes, ReadEventsRes, headers, parseEvent, type ClusterEvent } from '@underlay/core';
+import { EventsConsumerRes, ReadEventsRes, UnderlayError, headers, parseEvent, type ClusterEvent } from '@underlay/core';
 import { RpcClient } from './rpc.js';
 
 
@@ -37,6 +37,12 @@ export interface EventConsumerOptions {
   logger?: (m: string) => void;
   /** Events per `readEvents` page (default 1000, at most 10000). */
   pageSize?: number;
+  /**
+   * The events after `lastSeq` are gone from the log (trimmed behind a snapshot) and from the stream: the reader
+   * must start again from the latest snapshot. Returns the seq it now has; the consumer goes on after it. Without
+   * it, the consumer keeps retrying (and logs why).
+   */
+  onTrimmed?: () => Promise<number>;
   /** Messages per JetStream fetch (default 256). Bounds what is buffered ahead of `onEvent`. */
   batchSize?: number;
   /** How long one fetch waits for messages before the next (default 10 s, at least 1 s). */
@@ -50,6 +56,7 @@ export interface EventConsumerOptions {
 export class EventConsumer {
   private readonly nc: NatsConnection;
   private readonly onEvent: (ev: ClusterEvent) => Promise<void> | void;
+  private readonly onTrimmed?: () => Promise<number>;
   private readonly rpc: RpcClient;
   private readonly logger: (m: string) => void;
   private readonly pageSize: number;
@@ -71,6 +78,7 @@ export class EventConsumer {
     if (!Number.isInteger(afterSeq) || afterSeq < 0) throw new RangeError(`afterSeq must be a non-negative integer, not ${afterSeq}`);
     this.nc = opts.nc;
     this.onEvent = opts.onEvent;
+    this.onTrimmed = opts.onTrimmed;
     this.rpc = opts.rpc;
     this.logger = opts.logger ?? (() => {});
     this.pageSize = Math.min(Math.max(1, Math.floor(opts.pageSize ?? 1000)), 10_000);
@@ -146,6 +154,16 @@ export class EventConsumer {
       } catch (err) {
         ready();
         if (this.stopped) break;
+        if (this.onTrimmed && isTrimmed(err)) {
+          this.logger(`event consumer: ${(err as Error).message} (after event seq ${this._lastSeq}); starting again from the latest snapshot`);
+          try {
+            this._lastSeq = await this.onTrimmed();
+            backoff = this.minBackoffMs;
+            continue;
+          } catch (e) {
+            this.logger(`event consumer: could not start again from the latest snapshot: ${(e as Error).message}`);
+          }
+        }
         this.logger(`event consumer: ${(err as Error).message ?? String(err)}; re-subscribing after event seq ${this._lastSeq} in ${backoff} ms`);
       } finally {
         this.batch?.stop();
@@ -214,4 +232,9 @@ export class EventConsumer {
       this.wake = done;
     }).finally(() => (this.wake = undefined));
   }
+}
+
+/** The controller's answer to a read below the first kept event (EventsTrimmedError, `not-found`). */
+function isTrimmed(err: unknown): boolean {
+  return err instanceof UnderlayError && err.code === 'not-found' && /were trimmed/.test(err.message);
 }

@@ -144,9 +144,10 @@ class Bgp implements BgpService {
   }
 
   start(): void {
-    this.unsubscribe = this.deps.view.onChange((events) => {
-      // Until the view has caught up a pass only sets up the session (start() and ready() kick for that).
-      if (!this.deps.view.isReady || !events.some((e) => BLOCK_EVENTS.has(e.type))) return;
+    this.unsubscribe = this.deps.view.onChange((events, _state, info) => {
+      // Until the view has caught up a pass only sets up the session (start() and ready() kick for that). A resync
+      // (the view started again from a snapshot) carries no events: a full pass.
+      if (!this.deps.view.isReady || (!info?.resync && !events.some((e) => BLOCK_EVENTS.has(e.type)))) return;
       this.kick();
       this.scheduleEmit(); // pools changed: the overlap filter of learned routes may too
     });

@@ -121,7 +121,8 @@ class Routes implements RouteService {
   }
 
   begin(): void {
-    this.unsubscribe = this.deps.view.onChange((events) => this.onEvents(events));
+    // A resync (the view started again from a snapshot) carries no events: recompute everything.
+    this.unsubscribe = this.deps.view.onChange((events, _state, info) => (info?.resync ? this.sync() : this.onEvents(events)));
     void this.deps.view.ready().then(() => {
       if (this.stopped) return;
       this.started = true;
