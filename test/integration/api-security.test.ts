@@ -7,6 +7,7 @@
  * timeouts; the connection limit; follow streams capped in number and duration, and a follower that reads
  * nothing dropped. Each limit is set small on a controller of its own (standbys: they serve reads).
  */
+import { makePki } from '../lab/pki';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -88,14 +89,13 @@ async function cli(args: string[], extra: Record<string, string> = {}) {
 }
 
 /** A CA and a certificate for 127.0.0.1 and localhost signed by it, made with the openssl CLI (argument arrays only). */
+/** A CA and a server certificate for 127.0.0.1 and localhost (the lab's PKI), as server.pem/server.key and ca.pem. */
 async function makeCertificates(dir: string): Promise<void> {
-  fs.mkdirSync(dir, { recursive: true });
-  const f = (n: string) => path.join(dir, n);
-  const openssl = (args: string[]) => run('openssl', args, { cwd: dir });
-  await openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2', '-subj', '/CN=underlay test CA']);
-  await openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=127.0.0.1']);
-  fs.writeFileSync(f('ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
-  await openssl(['x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('server.pem'), '-days', '2', '-extfile', f('ext.cnf')]);
+  const pki = await makePki(dir);
+  const server = await pki.issue('server-issued', { cn: '127.0.0.1', server: true, ips: ['127.0.0.1'], dns: ['localhost'] });
+  fs.copyFileSync(pki.caFile, path.join(dir, 'ca.pem'));
+  fs.copyFileSync(server.certFile, path.join(dir, 'server.pem'));
+  fs.copyFileSync(server.keyFile, path.join(dir, 'server.key'));
 }
 
 beforeAll(async () => {

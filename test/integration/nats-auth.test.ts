@@ -6,7 +6,6 @@
  * on its own subjects) succeeds, so no case can pass because nothing happened. Last, the same over TLS with a
  * client certificate (`--nats-ca`, `--nats-cert`, `--nats-key`).
  */
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -14,6 +13,7 @@ import { AckPolicy, jetstream, jetstreamManager, type JetStreamManager, type Str
 import type { Msg, NatsConnection } from '@nats-io/transport-node';
 import { connectNats, ensureNodeConsumer, initNatsKeys, nodeCreds, writePrivateFile } from '@underlay/adapters';
 import { EVENTS_STREAM, EVENTS_WILDCARD, eventSubject, nodeConsumerName, nodeInboxPrefix, nodeToken, rpcServeSubject, rpcSubject } from '@underlay/core';
+import { makePki } from '../lab/pki';
 import { asyncErrors, closedWith, expectViolation, requestError, startAuthNats, violationOf, type AuthNats } from '../lab/nats-auth';
 import { isAlive, waitFor } from '../lab/proc';
 
@@ -246,7 +246,7 @@ describe('NATS decentralized authentication', () => {
   });
 
   it('connects over TLS with the CA, client certificate and key files (and not without them)', async () => {
-    const tls = makeTlsFiles(path.join(dir, 'tls'));
+    const tls = await tlsFiles(path.join(dir, 'tls'), ['127.0.0.1']);
     const tlsNats = await startAuthNats({
       dir: path.join(dir, 'tls-nats'),
       extraConfig: `tls {\n  cert_file: "${tls.serverCert}"\n  key_file: "${tls.serverKey}"\n  ca_file: "${tls.ca}"\n  verify: true\n}\n`,
@@ -269,7 +269,7 @@ describe('NATS decentralized authentication', () => {
       await tlsNats.stop();
     }
     // A certificate from the right CA that does not name 127.0.0.1 is refused too.
-    const wrong = makeTlsFiles(path.join(dir, 'tls-wrong'), 'subjectAltName=IP:127.0.0.2,DNS:localhost');
+    const wrong = await tlsFiles(path.join(dir, 'tls-wrong'), ['127.0.0.2'], ['localhost']);
     const wrongNats = await startAuthNats({
       dir: path.join(dir, 'tls-wrong-nats'),
       extraConfig: `tls {\n  cert_file: "${wrong.serverCert}"\n  key_file: "${wrong.serverKey}"\n}\n`,
@@ -284,17 +284,10 @@ describe('NATS decentralized authentication', () => {
   });
 });
 
-/** A throw-away CA, a server certificate for 127.0.0.1 and a client certificate (openssl). */
-function makeTlsFiles(tlsDir: string, serverNames = 'subjectAltName=IP:127.0.0.1') {
-  fs.mkdirSync(tlsDir, { recursive: true });
-  const f = (n: string) => path.join(tlsDir, n);
-  const ssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  ssl('req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2', '-subj', '/CN=underlay-test-ca');
-  for (const [name, ext] of [['server', `${serverNames}\nextendedKeyUsage=serverAuth`], ['client', 'extendedKeyUsage=clientAuth']] as const) {
-    fs.writeFileSync(f(`${name}.ext`), `${ext}\n`);
-    ssl('req', ...ec, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`), '-subj', `/CN=${name}`);
-    ssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f(`${name}.pem`), '-days', '2', '-extfile', f(`${name}.ext`));
-  }
-  return { ca: f('ca.pem'), serverCert: f('server.pem'), serverKey: f('server.key'), clientCert: f('client.pem'), clientKey: f('client.key') };
+/** A CA, a server certificate naming `ips`/`dns` and a client certificate (the lab's PKI). */
+async function tlsFiles(tlsDir: string, ips: string[], dns: string[] = []) {
+  const pki = await makePki(tlsDir);
+  const server = await pki.issue('server', { cn: 'server', server: true, ips, dns });
+  const client = await pki.issue('client', { cn: 'client', client: true });
+  return { ca: pki.caFile, serverCert: server.certFile, serverKey: server.keyFile, clientCert: client.certFile, clientKey: client.keyFile };
 }
