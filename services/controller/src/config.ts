@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { DEFAULT_POOL_LIMITS, LIMITS } from '@underlay/core';
 import { HTTP_LIMITS } from './api/limits.js';
-import { DEFAULT_STREAM_LIMITS, STREAM_LIMIT_BOUNDS } from '@underlay/adapters';
+import { DEFAULT_ETCD_TIMEOUT_MS, DEFAULT_STREAM_LIMITS, MAX_ETCD_TIMEOUT_MS, MIN_ETCD_TIMEOUT_MS, STREAM_LIMIT_BOUNDS } from '@underlay/adapters';
 
 const url = (what: string) =>
   z.string().regex(/^[a-z][a-z0-9+.-]*:\/\/[^\s,]+$/i, `${what} must be a URL such as http://127.0.0.1:2379`);
@@ -54,7 +54,12 @@ export const ControllerConfig = z.object({
   etcdUser: z.string().min(1).max(256).optional(),
   etcdPasswordFile: z.string().min(1).optional(),
   /** Deadline of every etcd call. */
-  etcdTimeoutMs: z.coerce.number().int('the etcd timeout must be a whole number of milliseconds').min(100, 'the etcd timeout must be 100 to 120000 ms').max(120_000, 'the etcd timeout must be 100 to 120000 ms').default(5_000),
+  etcdTimeoutMs: z.coerce
+    .number()
+    .int('the etcd timeout must be a whole number of milliseconds')
+    .min(MIN_ETCD_TIMEOUT_MS, `the etcd timeout must be ${MIN_ETCD_TIMEOUT_MS} to ${MAX_ETCD_TIMEOUT_MS} ms`)
+    .max(MAX_ETCD_TIMEOUT_MS, `the etcd timeout must be ${MIN_ETCD_TIMEOUT_MS} to ${MAX_ETCD_TIMEOUT_MS} ms`)
+    .default(DEFAULT_ETCD_TIMEOUT_MS),
   /** Events kept before the latest snapshot's seq; older ones are deleted after each snapshot (0: never trim). */
   eventRetention: z.coerce.number().int('the event retention must be a whole number of events').min(0, 'the event retention must be 0 (never trim) or more').max(1_000_000_000, 'the event retention must be at most 1000000000').default(100_000),
   /** Compact etcd's history after trimming, to the current revision minus etcdCompactMargin revisions. */

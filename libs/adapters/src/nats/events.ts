@@ -63,6 +63,12 @@ export function isStreamNotFound(err: unknown): boolean {
   return /stream not found/i.test((err as Error)?.message ?? '');
 }
 
+/** Whether a stream's configuration has exactly these limits. */
+function hasLimits(config: StreamConfig, limits: StreamLimits): boolean {
+  const want = limitConfig(limits);
+  return (Object.keys(want) as (keyof typeof want)[]).every((k) => config[k] === want[k]);
+}
+
 /**
  * Makes the event stream exist with these limits: creates it when missing, updates its limits when they
  * differ (the messages it holds stay, unless the new limits drop the oldest). Other errors are thrown.
@@ -83,8 +89,7 @@ export async function ensureEventStream(jsm: JetStreamManager, limits: StreamLim
       throw new Error(`could not create the JetStream stream ${EVENTS_STREAM} (${(e as Error).message}); if the server lacks room, lower --stream-max-bytes`);
     }
   }
-  const same = (Object.keys(want) as (keyof typeof want)[]).every((k) => current[k] === want[k]);
-  if (same) return 'unchanged';
+  if (hasLimits(current, limits)) return 'unchanged';
   await jsm.streams.update(EVENTS_STREAM, want);
   return 'updated';
 }
@@ -110,9 +115,7 @@ export class EventPublisher {
   /** Whether the stream exists with these limits (a periodic check; throws only when the server cannot be asked). */
   async streamInPlace(): Promise<boolean> {
     try {
-      const { config } = await this.jsm.streams.info(EVENTS_STREAM);
-      const want = limitConfig(this.limits);
-      return (Object.keys(want) as (keyof typeof want)[]).every((k) => config[k] === want[k]);
+      return hasLimits((await this.jsm.streams.info(EVENTS_STREAM)).config, this.limits);
     } catch (err) {
       if (isStreamNotFound(err)) return false;
       throw err;
