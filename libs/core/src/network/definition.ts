@@ -136,7 +136,13 @@ export const DockerNetworkInspect = z.object({
    */
   Containers: boundedRecord(
     text(LIMITS.name),
-    z.object({ Name: cutText(LIMITS.name).optional(), EndpointID: text(LIMITS.dockerId).optional(), IPv4Address: text(LIMITS.address).optional(), IPv6Address: text(LIMITS.address).optional() }),
+    z.object({
+      Name: cutText(LIMITS.name).optional(),
+      EndpointID: text(LIMITS.dockerId).optional(),
+      MacAddress: text(LIMITS.address).optional(),
+      IPv4Address: text(LIMITS.address).optional(),
+      IPv6Address: text(LIMITS.address).optional(),
+    }),
     LIMITS.nodeEndpoints,
   ).nullish(),
 });

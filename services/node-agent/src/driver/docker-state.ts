@@ -4,18 +4,8 @@
  * endpoints of the containers attached to it. The node report lists these endpoints whatever the local store
  * says (the leak rules rely on it), and a restarted agent rebuilds its store from them.
  */
-import { z } from 'zod';
 import { DockerNetworkInspect, plugin } from '@underlay/core';
 import type { DockerEngine } from '@underlay/adapters';
-
-/** One container's endpoint as `GET /networks/{id}` lists it. */
-const DockerEndpoint = z.object({
-  Name: z.string().optional(),
-  EndpointID: z.string().optional(),
-  MacAddress: z.string().optional(),
-  IPv4Address: z.string().optional(),
-  IPv6Address: z.string().optional(),
-});
 
 export interface DockerEndpointInfo {
   endpointId: string;
@@ -43,18 +33,16 @@ type DockerLike = Pick<DockerEngine, 'listNetworks' | 'inspectNetwork'>;
 
 function parseNetwork(raw: unknown): DockerNetworkInfo {
   const network = DockerNetworkInspect.parse(raw);
-  const containers = (raw as { Containers?: Record<string, unknown> | null }).Containers ?? {};
   const endpoints: DockerEndpointInfo[] = [];
-  for (const [containerId, c] of Object.entries(containers)) {
-    const e = DockerEndpoint.safeParse(c);
-    if (!e.success || !e.data.EndpointID) continue;
+  for (const [containerId, c] of Object.entries(network.Containers ?? {})) {
+    if (!c.EndpointID) continue;
     endpoints.push({
-      endpointId: e.data.EndpointID,
+      endpointId: c.EndpointID,
       containerId,
-      container: e.data.Name || undefined,
-      address: e.data.IPv4Address || undefined,
-      addressV6: e.data.IPv6Address || undefined,
-      mac: e.data.MacAddress || undefined,
+      container: c.Name || undefined,
+      address: c.IPv4Address || undefined,
+      addressV6: c.IPv6Address || undefined,
+      mac: c.MacAddress || undefined,
     });
   }
   return { network, endpoints };
