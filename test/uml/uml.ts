@@ -292,7 +292,15 @@ interface GuestProgress {
  */
 class Watchdog {
   private readonly seen = new Map<string, number>();
-  private readonly grace = hostPhaseBudgetMs('between guest steps');
+  /**
+   * Time the guest has between its steps (and to stop a slow step itself): the host's budget, scaled up when the
+   * guest measured itself slower than the host did (its work between steps runs at the guest's speed).
+   */
+  private graceFor(p?: GuestProgress): number {
+    const host = hostCalibration().factor;
+    return Math.round(hostPhaseBudgetMs('between guest steps') * Math.max(1, (p?.factor ?? host) / host));
+  }
+  private grace = hostPhaseBudgetMs('between guest steps');
   /** What the watchdog saw (host clock): the guest script's start until its first step, the longest time between steps. */
   readonly observed: { scriptStartMs?: number; longestIdleMs: number } = { longestIdleMs: 0 };
 
@@ -329,6 +337,7 @@ class Watchdog {
       /* not written yet (or mid-rename: the next look sees it) */
     }
     if (!p) return this.phase('guest script start', scriptStart);
+    this.grace = this.graceFor(p);
     this.observed.scriptStartMs ??= this.since('first progress') - scriptStart;
     if (Date.now() - scriptStart > p.scriptBudgetMs + this.grace) {
       return `the guest script took longer than ${(p.scriptBudgetMs + this.grace) / 1000} s in all (its budget at machine factor ${p.factor}, plus ${this.grace / 1000} s); the host stopped the guest`;
