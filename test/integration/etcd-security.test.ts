@@ -6,6 +6,7 @@
  * the deadline (measured), the controller recovers by itself, and no address is handed out twice (every address
  * an agent got is held by exactly that allocation in the state folded from etcd).
  */
+import { labFactor } from '../lab/budget';
 import { waitFor as labWaitFor } from '../lab/proc';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -21,8 +22,8 @@ import { AnyNodeRpc, mac } from './support';
 jest.setTimeout(180_000);
 
 const DEADLINE_MS = 5_000; // the default --etcd-timeout-ms
-/** Room for scheduling, NATS and the reply on top of the deadline. */
-const MARGIN_MS = 1_500;
+/** Room for scheduling, NATS and the reply on top of the deadline (scaled by this machine's factor, test/lab/budget.ts). */
+const MARGIN_MS = 1_500 * labFactor();
 
 let dir: string;
 let sec: SecureEtcd;
