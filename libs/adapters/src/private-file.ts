@@ -4,7 +4,9 @@
  * then the data is flushed to disk), and read only when private: opened without following a link, checked on the
  * open descriptor (no window between the check and the read), refused when group or others have any access.
  */
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { InvalidArgumentError } from '@underlay/core';
 
 export function ensurePrivateDir(dir: string): void {
@@ -22,6 +24,36 @@ export function writePrivateFile(file: string, text: string | Uint8Array): void 
     fs.closeSync(fd);
   }
 }
+
+/** fsync of a directory, so a rename or an unlink in it is durable. */
+export function syncDir(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Replaces `file` with `text` (0600): all of it or, after a crash, the previous content, never a mix. Written under
+ * a temporary name (`<file>.tmp-…`, which a reader of the folder may remove when it finds one), fsynced, renamed
+ * over the file, and the folder fsynced so the rename survives a power cut too.
+ */
+export function replacePrivateFile(file: string, text: string | Uint8Array): void {
+  const tmp = `${file}${TMP_MARK}${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+  try {
+    writePrivateFile(tmp, text);
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+  syncDir(path.dirname(file));
+}
+
+/** What the temporary files of replacePrivateFile have in their names. */
+export const TMP_MARK = '.tmp-';
 
 /** Refuses a file group or others may access, saying what to run; `kind` names it ("a token file"). */
 export function checkPrivate(st: fs.Stats, file: string, kind: string): void {

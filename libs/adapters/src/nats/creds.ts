@@ -16,13 +16,12 @@
  * `"type": "module"`), so they load with a plain `import` under `module: nodenext` in this CommonJS package; no
  * dynamic import is needed.
  */
-import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
 import { encodeAccount, encodeOperator, encodeUser, fmtCreds, decode, type Account, type Permissions } from '@nats-io/jwt';
 import { createAccount, createOperator, createUser, fromSeed, type KeyPair } from '@nats-io/nkeys';
-import { ensurePrivateDir, writePrivateFile } from '../private-file.js';
+import { ensurePrivateDir, replacePrivateFile } from '../private-file.js';
 import { NodeName, nodeConsumerApiSubjects, nodeInboxPrefix, rpcNodeSubjects } from '@underlay/core';
 
 /** A key store problem, with the text a user sees (and usually the command that fixes it). */
@@ -87,17 +86,6 @@ export interface NatsKeys {
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-/** Writes through a temporary file and a rename, so a reader never sees half a key. */
-function replacePrivateFile(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
-  try {
-    writePrivateFile(tmp, text);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
-}
 
 const initHint = (stateDir: string) => `underlay creds init --state-dir ${stateDir}`;
 

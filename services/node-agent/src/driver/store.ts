@@ -11,6 +11,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { TMP_MARK, replacePrivateFile, syncDir } from '@underlay/adapters';
 import { z } from 'zod';
 
 export const NetworkRecord = z.object({
@@ -56,30 +57,9 @@ export interface DamagedFile {
   reason: string;
 }
 
-const TMP_MARK = '.tmp-';
-
-/** fsync of a directory, so a rename or unlink in it is durable. */
-function syncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
 /** Writes `data` as JSON to `file`: all of it or (after a crash) the previous content, never a mix. */
 export function writeDurable(file: string, data: unknown): void {
-  const tmp = `${file}${TMP_MARK}${process.pid}`;
-  const fd = fs.openSync(tmp, 'w', 0o600);
-  try {
-    fs.writeSync(fd, JSON.stringify(data, null, 2));
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
-  syncDir(path.dirname(file));
+  replacePrivateFile(file, JSON.stringify(data, null, 2));
 }
 
 function removeDurable(file: string): void {
