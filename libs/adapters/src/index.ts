@@ -15,3 +15,5 @@ export type { KernelRoute, RouteOps, RouteSpec } from './netlink/index.js';
 export * from './bgp/index.js';
 export * from './nats/node-consumers.js';
 export * from './private-file.js';
+export * from './runtime/retry.js';
+export * from './runtime/reconcile-runner.js';

@@ -21,9 +21,9 @@ export class UnderlayError extends Error {
   readonly code: ErrorCode;
   /** True when repeating the same request later may succeed (leader change, commit conflict). */
   readonly retriable: boolean;
-  constructor(code: ErrorCode, message: string, opts: { retriable?: boolean } = {}) {
+  constructor(code: ErrorCode, message: string, opts: { retriable?: boolean; cause?: unknown } = {}) {
     // A message built from many parts (every endpoint on a network…) still fits the wire's bound.
-    super(clipText(message, LIMITS.message));
+    super(clipText(message, LIMITS.message), opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'UnderlayError';
     this.code = code;
     this.retriable = opts.retriable ?? false;

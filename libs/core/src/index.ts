@@ -21,3 +21,4 @@ export * from './routes/types.js';
 export * from './routes/desired.js';
 export * from './protocol/api.js';
 export * from './views.js';
+export * from './backoff.js';
