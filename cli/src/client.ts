@@ -9,15 +9,24 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
 import { z } from 'zod';
-import { ApiError, DEFAULT_CONTROLLER_URL } from '@underlay/core';
+import { ApiError, DEFAULT_CONTROLLER_URL, UnderlayError, type ErrorCode } from '@underlay/core';
 // The token-file rules alone (this module loads no etcd or NATS code).
 import { readTokenFile, tokenFileError } from '@underlay/controller/dist/api/tokens.js';
 import { UsageError, envName, helpFor, parseFlags, type FlagSpec, type ParsedFlags } from './flags.js';
 
-/** A failure talking to the controller (unreachable, refused, an API error): exit code 1. */
-export class ClientError extends Error {
-  constructor(message: string, readonly status?: number) {
-    super(message);
+/**
+ * A failure talking to the controller (unreachable, refused, an API error): exit code 1. The code is the API
+ * error's (or `unavailable` when the controller could not be reached, `internal` for an answer this CLI cannot
+ * read); retriable when unreachable or answered 503.
+ */
+export class ClientError extends UnderlayError {
+  constructor(
+    message: string,
+    readonly status?: number,
+    opts: { code?: ErrorCode; cause?: unknown } = {},
+  ) {
+    const code = opts.code ?? (status === undefined ? 'unavailable' : 'internal');
+    super(code, message, { retriable: status === 503 || (status === undefined && code === 'unavailable'), cause: opts.cause });
     this.name = 'ClientError';
   }
 }
@@ -172,13 +181,13 @@ export class ApiClient {
     const err = first(e);
     if (isCertificateError(e)) {
       const reason = err.code === 'ERR_TLS_CERT_ALTNAME_INVALID' ? (err.reason ?? err.message) : err.message;
-      return new ClientError(`cannot verify the TLS certificate of the controller at ${c} (${err.code}: ${reason}); trust its CA with --cacert FILE or UNDERLAY_CACERT`);
+      return new ClientError(`cannot verify the TLS certificate of the controller at ${c} (${err.code}: ${reason}); trust its CA with --cacert FILE or UNDERLAY_CACERT`, undefined, { code: 'invalid-argument', cause: e });
     }
     if (c.startsWith('https:') && (err.code === 'EPROTO' || /wrong version number|packet length too long/i.test(err.message))) {
-      return new ClientError(`the controller at ${c} does not answer TLS (${why(e)}); if it serves plain HTTP, use http://`);
+      return new ClientError(`the controller at ${c} does not answer TLS (${why(e)}); if it serves plain HTTP, use http://`, undefined, { code: 'invalid-argument', cause: e });
     }
     const hint = c.startsWith('http:') && (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_CONSTANT') ? '; if it serves HTTPS (--tls-cert), use https://' : '';
-    return new ClientError(`cannot reach the controller at ${c} (${why(e)}); is it running? set --controller or UNDERLAY_CONTROLLER${hint}`);
+    return new ClientError(`cannot reach the controller at ${c} (${why(e)}); is it running? set --controller or UNDERLAY_CONTROLLER${hint}`, undefined, { code: 'unavailable', cause: e });
   }
 
   private headers(body: boolean): Record<string, string> {
@@ -220,8 +229,9 @@ export class ApiClient {
     const status = res.statusCode ?? 0;
     const text = await this.text(res).catch(() => '');
     let message = `HTTP ${status} ${res.statusMessage ?? ''}`.trim();
+    let code: ErrorCode | undefined;
     try {
-      message = ApiError.parse(JSON.parse(text)).error.message;
+      ({ message, code } = ApiError.parse(JSON.parse(text)).error);
     } catch {
       /* not our error body (a proxy?) */
     }
@@ -230,7 +240,7 @@ export class ApiClient {
         ? `the controller at ${this.opts.controller} refused the API token (${message}); check --token, --token-file, UNDERLAY_TOKEN or UNDERLAY_TOKEN_FILE`
         : `the controller at ${this.opts.controller} needs an API token: set --token, --token-file, UNDERLAY_TOKEN or UNDERLAY_TOKEN_FILE (the controller's --api-token or --api-token-file)`;
     }
-    return new ClientError(message, status);
+    return new ClientError(message, status, { code: code ?? (status === 401 ? 'unauthorized' : status === 503 ? 'unavailable' : 'internal') });
   }
 
   /** One request; the answer parsed with `schema` (undefined for 204). */
@@ -252,12 +262,12 @@ export class ApiClient {
     try {
       raw = JSON.parse(text);
     } catch (e) {
-      throw new ClientError(`the controller at ${this.opts.controller} sent an answer that is not JSON: ${(e as Error).message}`);
+      throw new ClientError(`the controller at ${this.opts.controller} sent an answer that is not JSON: ${(e as Error).message}`, undefined, { code: 'internal', cause: e });
     }
     const r = schema.safeParse(raw);
     if (!r.success) {
       const i = r.error.issues[0]!;
-      throw new ClientError(`unexpected answer from the controller at ${this.opts.controller} (${i.path.join('.')}: ${i.message}); is it the same version as this CLI?`);
+      throw new ClientError(`unexpected answer from the controller at ${this.opts.controller} (${i.path.join('.')}: ${i.message}); is it the same version as this CLI?`, undefined, { code: 'internal', cause: r.error });
     }
     return { status, data: r.data, raw };
   }

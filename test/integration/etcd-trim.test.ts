@@ -1,7 +1,7 @@
 /**
  * Growth of etcd is bounded: after each snapshot the leader deletes the events more than `eventRetention` before
  * it (bounded range deletes, the `trimmed` marker moving with them) and compacts etcd's history. A read of a trimmed
- * range fails with a clear not-found error (directly and over NATS, as an agent catching up would see it; an
+ * range fails with a clear events-trimmed error (directly and over NATS, as an agent catching up would see it; an
  * operator's listing over HTTP begins at the first kept event instead); a cold
  * start (snapshot + the events after it) gives the same state; a log trimmed past every usable snapshot is refused
  * loudly instead of folded partially. Real etcd and NATS.
@@ -59,13 +59,13 @@ it('trims the log behind the latest snapshot, compacts etcd, and cold-starts to 
   expect(await log.client.getAll().prefix(keys.eventPrefix).count()).toBe(head - first + 1);
   expect(JSON.parse((await log.client.get(keys.trimmed).string())!)).toEqual({ before: first });
 
-  // Reading a trimmed range: a clear not-found, never a partial answer; the kept range reads as before.
-  await expect(log.readAll(1)).rejects.toMatchObject({ code: 'not-found', message: trimmedText(first) });
-  await expect(log.readAll(first - 1, 10)).rejects.toMatchObject({ code: 'not-found', message: trimmedText(first) });
+  // Reading a trimmed range: a clear events-trimmed error, never a partial answer; the kept range reads as before.
+  await expect(log.readAll(1)).rejects.toMatchObject({ code: 'events-trimmed', message: trimmedText(first) });
+  await expect(log.readAll(first - 1, 10)).rejects.toMatchObject({ code: 'events-trimmed', message: trimmedText(first) });
   expect((await log.readAll(first, 5)).map((e) => e.seq)).toEqual([first, first + 1, first + 2, first + 3, first + 4]);
   // The same over NATS, as an agent catching up asks the leader.
   const rpc = await env.client();
-  await expect(rpc.call('readEvents', { fromSeq: 1, limit: 10 }, ReadEventsRes, { deadlineMs: 1 })).rejects.toMatchObject({ code: 'not-found', message: trimmedText(first) });
+  await expect(rpc.call('readEvents', { fromSeq: 1, limit: 10 }, ReadEventsRes, { deadlineMs: 1 })).rejects.toMatchObject({ code: 'events-trimmed', message: trimmedText(first) });
   expect((await rpc.call('readEvents', { fromSeq: first, limit: 3 }, ReadEventsRes)).events).toHaveLength(3);
 
   // An operator's listing (HTTP API) from 0 begins at the first kept event.

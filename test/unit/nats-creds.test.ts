@@ -71,7 +71,8 @@ describe('NATS key store', () => {
       loadNatsKeys(dir);
     } catch (e) {
       expect(e).toBeInstanceOf(NatsKeysError);
-      expect((e as NatsKeysError).code).toBe('missing');
+      expect((e as NatsKeysError).reason).toBe('missing');
+      expect((e as NatsKeysError).code).toBe('not-found');
     }
     await initNatsKeys(dir);
     fs.rmSync(path.join(dir, 'nats', 'account-signing.nk'));

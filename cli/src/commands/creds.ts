@@ -11,6 +11,7 @@
  */
 import * as fs from 'node:fs';
 import { z } from 'zod';
+import { UnderlayError } from '@underlay/core';
 import {
   NatsKeysError,
   controllerCreds,
@@ -42,7 +43,13 @@ const CredsArgs = z.object({
   force: z.boolean().default(false),
 });
 
-class CredsFailure extends Error {}
+/** A file `--out` names cannot be written (exit code 1); `cause` is the file system's error. */
+export class CredsFailure extends UnderlayError {
+  constructor(message: string, opts: { cause?: unknown } = {}) {
+    super('invalid-argument', message, opts);
+    this.name = 'CredsFailure';
+  }
+}
 
 function emit(text: string, out: string | undefined, secret: boolean): void {
   if (!out) {
@@ -57,7 +64,7 @@ function emit(text: string, out: string | undefined, secret: boolean): void {
       fs.chmodSync(out, 0o644);
     }
   } catch (e) {
-    throw new CredsFailure(`cannot write ${out}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new CredsFailure(`cannot write ${out}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
   }
 }
 
@@ -103,7 +110,7 @@ export async function credsCommand(argv: string[]): Promise<number> {
   try {
     return await run(argv);
   } catch (e) {
-    if (e instanceof NatsKeysError && e.code === 'name') throw new UsageError(e.message);
+    if (e instanceof NatsKeysError && e.reason === 'name') throw new UsageError(e.message);
     if (e instanceof NatsKeysError || e instanceof CredsFailure) {
       process.stderr.write(`underlay creds: ${e.message}\n`);
       return 1;

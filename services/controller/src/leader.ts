@@ -15,6 +15,7 @@
  */
 import { EtcdLeaseInvalidError, type Etcd3, type IKeyValue, type Lease, type Watcher } from 'etcd3';
 import type { Fence } from '@underlay/adapters';
+import { UnderlayError } from '@underlay/core';
 
 /** The leader key. Belongs in libs/adapters/src/etcd/keys.ts (`${ROOT}leader`). */
 export const LEADER_KEY = '/underlay/v1/leader';
@@ -39,9 +40,9 @@ export interface LeaderElectionOptions {
 }
 
 /** campaign() rejects with this when stop() is called before it was elected. */
-export class ElectionStoppedError extends Error {
+export class ElectionStoppedError extends UnderlayError {
   constructor() {
-    super('leader election stopped');
+    super('election-stopped', 'leader election stopped');
     this.name = 'ElectionStoppedError';
   }
 }

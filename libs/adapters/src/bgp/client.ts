@@ -20,6 +20,7 @@ import {
   type BgpRoute,
 } from './codec.js';
 import { gobgpTarget } from './target.js';
+import { UnderlayError } from '@underlay/core';
 
 export type BgpSessionState = 'UNKNOWN' | 'IDLE' | 'CONNECT' | 'ACTIVE' | 'OPENSENT' | 'OPENCONFIRM' | 'ESTABLISHED';
 
@@ -86,19 +87,24 @@ export interface BgpWatch {
   cancel(): void;
 }
 
-export class GobgpError extends Error {
+/** gobgpd is not reachable (not started, restarting, wrong socket): a later call may succeed. */
+const grpcUnavailable = (code: number): boolean => code === grpc.status.UNAVAILABLE || code === grpc.status.DEADLINE_EXCEEDED;
+
+/** A failed gobgpd call: code `gobgp`, the gRPC status in `grpcCode`; retriable while gobgpd is not reachable. */
+export class GobgpError extends UnderlayError {
   constructor(
     readonly method: string,
-    readonly code: number,
+    readonly grpcCode: number,
     readonly details: string,
+    cause?: unknown,
   ) {
-    super(`gobgpd ${method}: ${details || grpc.status[code] || `code ${code}`}`);
+    super('gobgp', `gobgpd ${method}: ${details || grpc.status[grpcCode] || `code ${grpcCode}`}`, { retriable: grpcUnavailable(grpcCode), cause });
     this.name = 'GobgpError';
   }
 
   /** gobgpd is not reachable (not started, restarting, wrong socket). */
   get unavailable(): boolean {
-    return this.code === grpc.status.UNAVAILABLE || this.code === grpc.status.DEADLINE_EXCEEDED;
+    return grpcUnavailable(this.grpcCode);
   }
 }
 
@@ -162,7 +168,7 @@ export class GobgpClient {
   /** Resolves once the channel is connected (rejects after timeoutMs). */
   waitReady(timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.client.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(new GobgpError('connect', grpc.status.UNAVAILABLE, `${this.target}: ${err.message}`)) : resolve()));
+      this.client.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(new GobgpError('connect', grpc.status.UNAVAILABLE, `${this.target}: ${err.message}`, err)) : resolve()));
     });
   }
 
@@ -171,7 +177,7 @@ export class GobgpClient {
       if (this.closed) return reject(new GobgpError(method, grpc.status.CANCELLED, 'client closed'));
       const fn = this.client[method] as (req: object, md: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: T) => void) => void;
       fn.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (err, res) => {
-        if (err) reject(new GobgpError(method, err.code, err.details));
+        if (err) reject(new GobgpError(method, err.code, err.details, err));
         else resolve(res);
       });
     });
@@ -184,7 +190,7 @@ export class GobgpClient {
       const call = fn.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + deadlineMs });
       const out: T[] = [];
       call.on('data', (d: T) => out.push(d));
-      call.on('error', (err: grpc.ServiceError) => reject(new GobgpError(method, err.code, err.details)));
+      call.on('error', (err: grpc.ServiceError) => reject(new GobgpError(method, err.code, err.details, err)));
       call.on('end', () => resolve(out));
     });
   }
@@ -339,7 +345,7 @@ export class GobgpClient {
         // a handler's failure must not become an uncaught exception in the stream
       }
     });
-    call.on('error', (err: grpc.ServiceError) => end(cancelled && err.code === grpc.status.CANCELLED ? undefined : new GobgpError('WatchEvent', err.code, err.details)));
+    call.on('error', (err: grpc.ServiceError) => end(cancelled && err.code === grpc.status.CANCELLED ? undefined : new GobgpError('WatchEvent', err.code, err.details, err)));
     call.on('end', () => end(cancelled ? undefined : new GobgpError('WatchEvent', grpc.status.UNAVAILABLE, 'stream ended')));
     return {
       cancel: () => {

@@ -3,11 +3,13 @@
  * authentication (anyone who reaches it can add peers and paths), and gobgpd's own default, `:50051`,
  * is every address of the host.
  */
-import { tryParseAddr } from '@underlay/core';
+import { UnderlayError, tryParseAddr } from '@underlay/core';
 
-export class GobgpTargetError extends Error {
+/** An API address that is not loopback or a unix socket (a configuration error). */
+export class GobgpTargetError extends UnderlayError {
   constructor(target: string, why: string) {
     super(
+      'invalid-argument',
       `gobgpd API ${JSON.stringify(target)}: ${why}; use 127.0.0.1:PORT, [::1]:PORT or unix:/PATH ` +
         '(start gobgpd with --api-hosts 127.0.0.1:50051 or --api-hosts unix:///run/gobgpd.sock): its gRPC API has no authentication',
     );

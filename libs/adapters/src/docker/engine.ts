@@ -2,10 +2,12 @@
  * A thin Docker Engine API client over its unix socket (only what the agent needs so far).
  */
 import * as http from 'node:http';
+import { UnderlayError } from '@underlay/core';
 
-export class DockerApiError extends Error {
+/** Docker answered with an error status (`status`; 0 when it sent none). Retriable for 5xx (the daemon may recover). */
+export class DockerApiError extends UnderlayError {
   constructor(readonly status: number, message: string) {
-    super(message);
+    super('docker-api', message, { retriable: status >= 500 });
     this.name = 'DockerApiError';
   }
 }

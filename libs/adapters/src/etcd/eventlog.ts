@@ -4,11 +4,11 @@
  *
  * Growth: the leader trims the log behind its latest snapshot (`trimBefore`, bounded range deletes, each with the
  * `trimmed` marker in the same transaction) and compacts etcd's history (`compact`). A read that starts below the
- * first kept event fails with `EventsTrimmedError` (code not-found) instead of returning a partial log; a gap that
+ * first kept event fails with `EventsTrimmedError` (code events-trimmed) instead of returning a partial log; a gap that
  * no trimming explains fails too. Every call has a deadline (`EtcdCalls`).
  */
 import { Etcd3, Range } from 'etcd3';
-import { NotFoundError, parseEvent, type ClusterEvent, UnderlayError, UnavailableError } from '@underlay/core';
+import { parseEvent, type ClusterEvent, UnderlayError, UnavailableError } from '@underlay/core';
 import { keys } from './keys.js';
 import { createEtcdClient, EtcdCalls, type EtcdClientOptions } from './client.js';
 
@@ -20,15 +20,18 @@ export const TRIM_CHUNK = 10_000;
 
 export class CommitConflictError extends UnderlayError {
   constructor(expected: number) {
-    super('unavailable', `event log moved past sequence ${expected}: another writer committed; state is reloaded`, { retriable: true });
+    super('commit-conflict', `event log moved past sequence ${expected}: another writer committed; state is reloaded`, { retriable: true });
     this.name = 'CommitConflictError';
   }
 }
 
-/** A read from below the first kept event: the caller must start from the latest snapshot instead. */
-export class EventsTrimmedError extends NotFoundError {
+/**
+ * A read from below the first kept event: the caller must start from the latest snapshot instead. Code
+ * `events-trimmed`, which the NATS reply carries, so an agent reading through the controller knows it by code.
+ */
+export class EventsTrimmedError extends UnderlayError {
   constructor(readonly firstKept: number) {
-    super(`events before seq ${firstKept} were trimmed; load the latest snapshot`);
+    super('events-trimmed', `events before seq ${firstKept} were trimmed; load the latest snapshot`);
     this.name = 'EventsTrimmedError';
   }
 }

@@ -30,8 +30,9 @@ export class SnapshotCorruptError extends UnderlayError {
   constructor(
     readonly seq: number | undefined,
     detail: string,
+    cause?: unknown,
   ) {
-    super('internal', `snapshot${seq === undefined ? '' : ` ${seq}`} is corrupt: ${detail}`);
+    super('snapshot-corrupt', `snapshot${seq === undefined ? '' : ` ${seq}`} is corrupt: ${detail}`, { cause });
     this.name = 'SnapshotCorruptError';
   }
 }
@@ -60,8 +61,8 @@ export class EtcdSnapshots {
     let parsed: unknown;
     try {
       parsed = JSON.parse(m);
-    } catch {
-      throw new SnapshotCorruptError(undefined, `the manifest ${keys.snapshot} is not JSON`);
+    } catch (e) {
+      throw new SnapshotCorruptError(undefined, `the manifest ${keys.snapshot} is not JSON`, e);
     }
     const r = SnapshotManifest.safeParse(parsed);
     if (!r.success) throw new SnapshotCorruptError(undefined, `the manifest ${keys.snapshot} is invalid (${r.error.issues[0]?.path.join('.')}: ${r.error.issues[0]?.message})`);

@@ -14,6 +14,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { connect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node';
+import { UnderlayError } from '@underlay/core';
 
 export interface NatsConnectOptions {
   /** Path of a standard NATS `.creds` file (user JWT and nkey seed). */
@@ -28,9 +29,9 @@ export interface NatsConnectOptions {
 }
 
 /** A file the connection needs could not be read: its path and why. */
-export class NatsConnectFileError extends Error {
+export class NatsConnectFileError extends UnderlayError {
   constructor(what: string, file: string, cause: unknown) {
-    super(`cannot read the NATS ${what} file ${file}: ${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message}`);
+    super('invalid-argument', `cannot read the NATS ${what} file ${file}: ${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message}`, { cause });
     this.name = 'NatsConnectFileError';
   }
 }

@@ -234,7 +234,7 @@ export class EventConsumer {
   }
 }
 
-/** The controller's answer to a read below the first kept event (EventsTrimmedError, `not-found`). */
+/** The controller's answer to a read below the first kept event (EventsTrimmedError, `events-trimmed`). */
 function isTrimmed(err: unknown): boolean {
-  return err instanceof UnderlayError && err.code === 'not-found' && /were trimmed/.test(err.message);
+  return err instanceof UnderlayError && err.code === 'events-trimmed';
 }

@@ -22,16 +22,28 @@ import { z } from 'zod';
 import { encodeAccount, encodeOperator, encodeUser, fmtCreds, decode, type Account, type Permissions } from '@nats-io/jwt';
 import { createAccount, createOperator, createUser, fromSeed, type KeyPair } from '@nats-io/nkeys';
 import { ensurePrivateDir, replacePrivateFile } from '../private-file.js';
-import { NodeName, nodeConsumerApiSubjects, nodeInboxPrefix, rpcNodeSubjects } from '@underlay/core';
+import { NodeName, UnderlayError, nodeConsumerApiSubjects, nodeInboxPrefix, rpcNodeSubjects, type ErrorCode } from '@underlay/core';
+
+/** What is wrong with a key store, and the error code it becomes. */
+const KEYS_ERROR_CODE = {
+  /** No store yet. */
+  missing: 'not-found',
+  /** init would overwrite one. */
+  exists: 'conflict',
+  /** Files missing or not matching. */
+  damaged: 'internal',
+  /** A bad user name. */
+  name: 'invalid-argument',
+} as const satisfies Record<string, ErrorCode>;
 
 /** A key store problem, with the text a user sees (and usually the command that fixes it). */
-export class NatsKeysError extends Error {
+export class NatsKeysError extends UnderlayError {
   /** missing: no store yet; exists: init would overwrite; damaged: files missing or not matching; name: a bad user name. */
-  readonly code: 'missing' | 'exists' | 'damaged' | 'name';
-  constructor(code: NatsKeysError['code'], message: string) {
-    super(message);
+  readonly reason: keyof typeof KEYS_ERROR_CODE;
+  constructor(reason: NatsKeysError['reason'], message: string, opts: { cause?: unknown } = {}) {
+    super(KEYS_ERROR_CODE[reason], message, opts);
     this.name = 'NatsKeysError';
-    this.code = code;
+    this.reason = reason;
   }
 }
 
@@ -180,7 +192,7 @@ export function loadNatsKeys(stateDir: string): NatsKeys {
     try {
       c = decode(jwt);
     } catch (e) {
-      throw new NatsKeysError('damaged', `${path.join(dir, file)}: ${(e as Error).message}`);
+      throw new NatsKeysError('damaged', `${path.join(dir, file)}: ${(e as Error).message}`, { cause: e });
     }
     if (c.sub !== sub || c.iss !== iss) {
       throw new NatsKeysError('damaged', `${path.join(dir, file)} does not belong to the keys in ${dir}; run \`${initHint(stateDir)} --force\``);

@@ -165,7 +165,7 @@ export class NetlinkChannel {
     try {
       msgs = parseNlmsgs(buf);
     } catch (e) {
-      this.failPending(new NetlinkError({ errno: 'EPROTO', op: 'recv', message: `undecodable netlink reply: ${(e as Error).message}` }));
+      this.failPending(new NetlinkError({ errno: 'EPROTO', op: 'recv', message: `undecodable netlink reply: ${(e as Error).message}`, cause: e }));
       return;
     }
     for (const m of msgs) {
@@ -176,7 +176,7 @@ export class NetlinkChannel {
         try {
           errno = decodeErrorMessage(m.body);
         } catch (e) {
-          this.failPending(new NetlinkError({ errno: 'EPROTO', op: 'recv', message: (e as Error).message }));
+          this.failPending(new NetlinkError({ errno: 'EPROTO', op: 'recv', message: (e as Error).message, cause: e }));
           return;
         }
         p.resolve({ errno, msgs: p.msgs, interrupted: p.interrupted });
@@ -211,5 +211,5 @@ export function fromSystemError(op: string, context: string, err: unknown): Netl
   const code = typeof e?.code === 'string' ? e.code : typeof e?.errno === 'number' ? errnoName(e.errno) : 'EIO';
   const num = typeof e?.errno === 'number' ? Math.abs(e.errno) : undefined;
   const text = typeof e?.message === 'string' ? e.message : String(err);
-  return new NetlinkError({ errno: code, op, message: `${context}: ${text}`, ...(num !== undefined ? { errnoNumber: num } : {}) });
+  return new NetlinkError({ errno: code, op, message: `${context}: ${text}`, cause: err, ...(num !== undefined ? { errnoNumber: num } : {}) });
 }

@@ -1,4 +1,8 @@
 import { getSystemErrorName } from 'node:util';
+import { UnderlayError } from '@underlay/core';
+
+/** Errnos after which the same operation may succeed later (the kernel was busy or slow). */
+const RETRIABLE_ERRNOS = new Set(['EBUSY', 'EAGAIN', 'ETIMEDOUT', 'ENOBUFS', 'EINTR']);
 
 /**
  * Every failure of the netlink link adapter. `message` reads well on its own
@@ -8,7 +12,7 @@ import { getSystemErrorName } from 'node:util';
  * Note: Node names errno 95 'ENOTSUP' (on Linux EOPNOTSUPP == ENOTSUP == 95), which is what the
  * kernel returns for a link kind it does not know (e.g. ipvlan without the module).
  */
-export class NetlinkError extends Error {
+export class NetlinkError extends UnderlayError {
   /** Symbolic errno, e.g. 'ENODEV'. */
   readonly errno: string;
   /** The LinkOps operation that failed, e.g. 'createMacvlan'. */
@@ -18,8 +22,9 @@ export class NetlinkError extends Error {
   /** The link name (or "#index") the operation was about, when there is one. */
   readonly link?: string;
 
-  constructor(opts: { errno: string; op: string; message: string; errnoNumber?: number; link?: string }) {
-    super(opts.message);
+  constructor(opts: { errno: string; op: string; message: string; errnoNumber?: number; link?: string; cause?: unknown }) {
+    // Retriable when the kernel was busy or slow; the rest (no such device, exists, not supported) stays so.
+    super('netlink', opts.message, { retriable: RETRIABLE_ERRNOS.has(opts.errno), cause: opts.cause });
     this.name = 'NetlinkError';
     this.errno = opts.errno;
     this.op = opts.op;

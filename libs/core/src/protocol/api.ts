@@ -22,8 +22,8 @@ export const EVENTS_FOLLOW_POLL_MS = 250;
 // ---------------------------------------------------------------------------------------------
 // Errors
 
-/** The core's error codes (errors.ts ERROR_CODES) and the HTTP API's own. */
-export const ApiErrorCode = z.enum([...ERROR_CODES, 'unauthorized', 'method-not-allowed', 'payload-too-large']);
+/** The one list of error codes (errors.ts ERROR_CODES), the HTTP API's own among them. */
+export const ApiErrorCode = z.enum(ERROR_CODES);
 export type ApiErrorCode = z.infer<typeof ApiErrorCode>;
 
 /** Every non-2xx answer. `field` names the wrong part of a request (`subnets.0.subnet`), when one is. */

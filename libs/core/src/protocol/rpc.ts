@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { ERROR_CODES } from '../errors.js';
 import { LIMITS } from './limits.js';
 
+/** An error on the wire. Its code enum is made from errors.ts ERROR_CODES, the one list (no copy here). */
 export const ErrorBodySchema = z.object({
   code: z.enum(ERROR_CODES),
   message: z.string().max(LIMITS.message),

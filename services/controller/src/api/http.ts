@@ -6,22 +6,26 @@
  */
 import type * as http from 'node:http';
 import type { z } from 'zod';
-import { API_MAX_BODY_BYTES, LIMITS, UnderlayError, clipText, type ApiError, type ApiErrorCode, type ErrorCode } from '@underlay/core';
+import { API_MAX_BODY_BYTES, LIMITS, UnderlayError, clipText, type ApiError, type ErrorCode } from '@underlay/core';
 import { LINGER_BYTES, LINGER_MS } from './limits.js';
 import type { ApiTokens } from './tokens.js';
 
-/** An answer other than 2xx, with the JSON error body it becomes. */
-export class HttpError extends Error {
+/**
+ * An answer other than 2xx, with the JSON error body it becomes. Retriable when the status is 503 (the client may
+ * ask again later); `cause` is the error it was made from, if any.
+ */
+export class HttpError extends UnderlayError {
   constructor(
     readonly status: number,
-    readonly code: ApiErrorCode,
+    code: ErrorCode,
     message: string,
     field?: string,
     readonly headers: Record<string, string> = {},
+    cause?: unknown,
   ) {
     // A message or field path built from a client's input (an echoed value, a long key) still fits the
-    // answer's schema.
-    super(clipText(message, LIMITS.message));
+    // answer's schema (UnderlayError clips the message).
+    super(code, message, { retriable: status === 503, cause });
     this.name = 'HttpError';
     this.field = field === undefined ? undefined : clipText(field, LIMITS.name);
   }
@@ -39,6 +43,18 @@ const STATUS: Record<ErrorCode, number> = {
   exhausted: 409,
   unavailable: 503,
   internal: 500,
+  // Read below the first kept event: 404, as before it had a code of its own.
+  'events-trimmed': 404,
+  // Another writer committed first: asking again later succeeds, as for unavailable.
+  'commit-conflict': 503,
+  'election-stopped': 503,
+  'snapshot-corrupt': 500,
+  netlink: 500,
+  'docker-api': 500,
+  gobgp: 500,
+  unauthorized: 401,
+  'method-not-allowed': 405,
+  'payload-too-large': 413,
 };
 
 /** A field named at the start of a message ("subnets: …", "options: …"). */
@@ -49,9 +65,9 @@ export function toHttpError(e: unknown): HttpError {
   if (e instanceof HttpError) return e;
   if (e instanceof UnderlayError) {
     const field = e.code === 'invalid-argument' ? leadingField.exec(e.message)?.[1] : undefined;
-    return new HttpError(STATUS[e.code], e.code, e.message, field);
+    return new HttpError(STATUS[e.code], e.code, e.message, field, {}, e);
   }
-  return new HttpError(500, 'internal', e instanceof Error ? e.message : String(e));
+  return new HttpError(500, 'internal', e instanceof Error ? e.message : String(e), undefined, {}, e);
 }
 
 /**

@@ -24,9 +24,10 @@ export interface LinkOps {
   close(): void;
 }
 
+/** A link could not be made (libnetwork's texts); `cause` is the kernel's error, whose `retriable` it keeps. */
 export class LinkError extends UnderlayError {
-  constructor(message: string) {
-    super('internal', message);
+  constructor(message: string, opts: { cause?: unknown } = {}) {
+    super('internal', message, { cause: opts.cause, retriable: opts.cause instanceof UnderlayError && opts.cause.retriable });
     this.name = 'LinkError';
   }
 }
@@ -56,7 +57,7 @@ export async function ensureParent(links: LinkOps, networkId: string, o: Network
       try {
         await links.createDummy({ name, up: true });
       } catch (e) {
-        throw new LinkError(`failed to create the dummy parent ${name} for an isolated network: ${reason(e)}`);
+        throw new LinkError(`failed to create the dummy parent ${name} for an isolated network: ${reason(e)}`, { cause: e });
       }
     }
     return { parent: name, created: true };
@@ -70,7 +71,7 @@ export async function ensureParent(links: LinkOps, networkId: string, o: Network
   try {
     await links.createVlan({ name: o.parent, parent: found.base, vlanId: found.vlanId, up: true });
   } catch (e) {
-    throw new LinkError(`failed to create ${o.parent} vlan link: ${reason(e)}`);
+    throw new LinkError(`failed to create ${o.parent} vlan link: ${reason(e)}`, { cause: e });
   }
   return { parent: o.parent, created: true };
 }
@@ -104,6 +105,6 @@ export async function createEndpointLink(links: LinkOps, s: EndpointLinkSpec): P
       await links.createIpvlan({ name: s.name, parent: s.parent, mode: s.ipvlanMode as 'l2', flag: s.ipvlanFlag as 'bridge' });
     }
   } catch (e) {
-    throw new LinkError(`failed to create the ${s.type} port: ${reason(e)}`);
+    throw new LinkError(`failed to create the ${s.type} port: ${reason(e)}`, { cause: e });
   }
 }
