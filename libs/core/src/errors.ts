@@ -40,6 +40,12 @@ export const ERROR_CODES = [
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
+/**
+ * Codes whose failures are retriable unless the error says otherwise: the same request later may succeed (the
+ * controller is back, the log was reloaded). Every other code is final unless its error says it is retriable.
+ */
+export const RETRIABLE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['unavailable', 'commit-conflict']);
+
 /** Whether `code` is one of ERROR_CODES. */
 export function isErrorCode(code: unknown): code is ErrorCode {
   return typeof code === 'string' && (ERROR_CODES as readonly string[]).includes(code);
@@ -56,7 +62,7 @@ export function isRetriable(err: unknown): boolean {
 }
 
 export interface UnderlayErrorOptions {
-  /** Default false. */
+  /** Default: whether the code is in RETRIABLE_CODES. */
   retriable?: boolean;
   /** The failure this error wraps (kept as the standard `cause`). */
   cause?: unknown;
@@ -71,7 +77,7 @@ export class UnderlayError extends Error {
     super(clipText(message, LIMITS.message), opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'UnderlayError';
     this.code = code;
-    this.retriable = opts.retriable ?? false;
+    this.retriable = opts.retriable ?? RETRIABLE_CODES.has(code);
   }
 }
 

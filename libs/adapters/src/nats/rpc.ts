@@ -1,15 +1,17 @@
 /**
  * Request/reply over NATS with zod validation on both ends. The client speaks for one node: its requests go
  * on that node's subjects (`underlay.rpc.v1.<node>.…`), which its NATS credentials allow and no other node's
- * do. It retries while no controller answers (none running, leader switch) or the controller says the error
- * is retriable, up to a deadline.
+ * do. What it retries is decided by error code (the one error model, libs/core/src/errors.ts), never by message
+ * text: NATS's own failures are first turned into UnderlayErrors by their class (no controller answered or in
+ * time: `unavailable`, retriable; NATS refused the subject: `permission-denied`, final), then every retriable
+ * failure is tried again with the shared backoff (`retry`, libs/adapters/src/runtime/retry.ts) up to a deadline.
  *
  * The server side takes the caller's node from the subject, refuses a body naming another node, and never
  * lets a request stop the process: parse errors, handler errors and replies too large for NATS all become
  * error replies, and a failure to send a reply is logged.
  */
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
-import { headers as natsHeaders } from '@nats-io/transport-node';
+import { errors as natsErrors, headers as natsHeaders } from '@nats-io/transport-node';
 import type { z } from 'zod';
 import {
   CONTROLLER_QUEUE,
@@ -20,13 +22,16 @@ import {
   PermissionDeniedError,
   fromErrorBody,
   headers,
+  isRetriable,
   newTraceparent,
   nodeOfRpcSubject,
   rpcServeSubject,
   rpcSubject,
   toErrorBody,
+  type BackoffPolicy,
   type RpcMethod,
 } from '@underlay/core';
+import { RetryExhausted, retry } from '../runtime/retry.js';
 
 const enc = new TextEncoder();
 
@@ -36,19 +41,30 @@ export interface CallOptions {
   /** Total time to keep retrying retriable failures. */
   deadlineMs?: number;
   traceparent?: string;
+  /** Stops retrying when aborted (the last failure is thrown). */
+  signal?: AbortSignal;
 }
 
-function isTransient(err: unknown): boolean {
-  const name = (err as Error)?.name ?? '';
-  const msg = (err as Error)?.message ?? '';
-  return /NoResponders|Timeout|RequestError/.test(name) || /no responders|timeout|503/i.test(msg);
-}
+/** Waits between attempts: 50 ms doubling to 1 s, with jitter. */
+export const RPC_BACKOFF: BackoffPolicy = { minMs: 50, maxMs: 1_000 };
 
-function isPermissionViolation(err: unknown): boolean {
-  return /permissions? violation/i.test(`${(err as Error)?.name ?? ''} ${(err as Error)?.message ?? ''}`);
+/**
+ * A failed NATS request as an error of the one model, decided by the error's class: no responders, a timeout or
+ * a lost connection (RequestError) mean no controller answered (`unavailable`, retriable); a permission violation
+ * means this node's credentials do not allow the subject (`permission-denied`, final). UnderlayErrors and anything
+ * else are returned as they are (anything else is not retriable).
+ */
+export function fromNatsRequestError(err: unknown, method: RpcMethod, subject: string, node: string): unknown {
+  if (err instanceof UnderlayError) return err;
+  const cause = err instanceof natsErrors.RequestError ? err.cause : undefined;
+  if (err instanceof natsErrors.PermissionViolationError || cause instanceof natsErrors.PermissionViolationError) {
+    return new PermissionDeniedError(`NATS refused ${subject} for node ${node}: check --node and --nats-creds (${(err as Error).message})`, { cause: err });
+  }
+  if (err instanceof natsErrors.NoRespondersError || err instanceof natsErrors.TimeoutError || err instanceof natsErrors.RequestError) {
+    return new UnavailableError(`the underlay controller did not answer ${method}: ${err.message}`, { cause: err });
+  }
+  return err;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class RpcClient {
   /** @param node the node this client speaks for (its credentials must allow that node's subjects). */
@@ -64,28 +80,23 @@ export class RpcClient {
     h.set(headers.traceparent, opts.traceparent ?? newTraceparent());
     const payload = enc.encode(JSON.stringify(req));
     const subject = rpcSubject(method, this.node);
-    let backoff = 50;
-    for (let attempt = 1; ; attempt++) {
-      let failure: UnderlayError;
+    const attempt = async (): Promise<z.infer<S>> => {
+      let msg: Msg;
       try {
-        const msg = await this.nc.request(subject, payload, { timeout, headers: h });
-        const reply = RpcReply.parse(msg.json());
-        if (reply.ok) return resSchema.parse(reply.result);
-        failure = fromErrorBody(reply.error);
-        if (!failure.retriable) throw failure;
+        msg = await this.nc.request(subject, payload, { timeout, headers: h });
       } catch (err) {
-        if (err instanceof UnderlayError && !err.retriable) throw err;
-        if (isPermissionViolation(err)) {
-          throw new PermissionDeniedError(`NATS refused ${subject} for node ${this.node}: check --node and --nats-creds (${(err as Error).message})`);
-        }
-        if (!(err instanceof UnderlayError) && !isTransient(err)) throw err;
-        failure = err instanceof UnderlayError ? err : new UnavailableError(`the underlay controller did not answer ${method}: ${(err as Error).message}`);
+        throw fromNatsRequestError(err, method, subject, this.node);
       }
-      if (Date.now() + backoff > deadline) {
-        throw new UnavailableError(`${failure.message} (gave up after ${attempt} attempts)`);
-      }
-      await sleep(backoff);
-      backoff = Math.min(backoff * 2, 1000);
+      const reply = RpcReply.parse(msg.json());
+      if (!reply.ok) throw fromErrorBody(reply.error);
+      return resSchema.parse(reply.result);
+    };
+    try {
+      return await retry(attempt, { backoff: RPC_BACKOFF, retryIf: isRetriable, deadline, ...(opts.signal ? { signal: opts.signal } : {}) });
+    } catch (err) {
+      // Out of time while no controller could answer: to the caller, the controller is unavailable (a later call may succeed).
+      if (err instanceof RetryExhausted) throw new UnavailableError(err.message, { cause: err });
+      throw err;
     }
   }
 }
