@@ -15,7 +15,7 @@ function readFile(path: string, flag: string): Buffer {
   try {
     return fs.readFileSync(path);
   } catch (e) {
-    throw new InvalidArgumentError(`${flag} ${path}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new InvalidArgumentError(`${flag} ${path}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
   }
 }
 
@@ -26,7 +26,7 @@ export function readEtcdPassword(path: string): string {
     text = readPrivateFile(path, 'a password file', 64 * 1024);
   } catch (e) {
     const why = e instanceof InvalidArgumentError ? e.message : `cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`;
-    throw new InvalidArgumentError(`--etcd-password-file: ${why}`);
+    throw new InvalidArgumentError(`--etcd-password-file: ${why}`, { cause: e });
   }
   const pw = text.replace(/\r?\n$/, '');
   if (!pw) throw new InvalidArgumentError(`--etcd-password-file ${path} is empty`);

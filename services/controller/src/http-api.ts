@@ -61,7 +61,7 @@ export function readTlsFiles(certFile: string, keyFile: string): { cert: Buffer;
     try {
       return fs.readFileSync(file);
     } catch (e) {
-      throw new InvalidArgumentError(`${flag}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      throw new InvalidArgumentError(`${flag}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
     }
   };
   const cert = read(certFile, '--tls-cert');
@@ -69,7 +69,7 @@ export function readTlsFiles(certFile: string, keyFile: string): { cert: Buffer;
   try {
     tls.createSecureContext({ cert, key });
   } catch (e) {
-    throw new InvalidArgumentError(`--tls-cert ${certFile} and --tls-key ${keyFile} cannot be used together: ${(e as Error).message}`);
+    throw new InvalidArgumentError(`--tls-cert ${certFile} and --tls-key ${keyFile} cannot be used together: ${(e as Error).message}`, { cause: e });
   }
   return { cert, key };
 }

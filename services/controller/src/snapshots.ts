@@ -64,6 +64,7 @@ export async function loadState(
       throw new UnderlayError(
         'internal',
         `cannot load the cluster state: ${why} and the event log before seq ${e.firstKept} was trimmed; refusing to fold a partial log (restore etcd from a backup)`,
+        { cause: e },
       );
     }
     throw e;

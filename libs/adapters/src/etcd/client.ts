@@ -98,33 +98,34 @@ export class EtcdCalls {
   }
 
   /** The error for a call that got no answer within the deadline. */
-  timeout(what: string): UnavailableError {
-    return new UnavailableError(`etcd at ${this.where}: did not answer within ${this.timeoutMs} ms (${what})`);
+  timeout(what: string, cause?: unknown): UnavailableError {
+    return new UnavailableError(`etcd at ${this.where}: did not answer within ${this.timeoutMs} ms (${what})`, { cause });
   }
 
   /** Our own errors pass through; etcd and gRPC failures become UnavailableError with the endpoint and operation. */
   translate(e: unknown, what: string): Error {
     if (e instanceof UnderlayError) return e;
     const err = e instanceof Error ? e : new Error(String(e));
-    if (err instanceof GRPCDeadlineExceededError) return this.timeout(what);
+    if (err instanceof GRPCDeadlineExceededError) return this.timeout(what, err);
     if (err instanceof EtcdAuthenticationFailedError || err instanceof GRPCUnauthenticatedError) {
-      return new UnavailableError(`etcd at ${this.where}: authentication refused (${oneLine(err.message)}); check --etcd-user and --etcd-password-file (${what})`);
+      return new UnavailableError(`etcd at ${this.where}: authentication refused (${oneLine(err.message)}); check --etcd-user and --etcd-password-file (${what})`, { cause: err });
     }
     if (err instanceof EtcdPermissionDeniedError) {
-      return new UnavailableError(`etcd at ${this.where}: permission denied (${oneLine(err.message)}); check --etcd-user and that the user may read and write /underlay/ (${what})`);
+      return new UnavailableError(`etcd at ${this.where}: permission denied (${oneLine(err.message)}); check --etcd-user and that the user may read and write /underlay/ (${what})`, { cause: err });
     }
     if (/No connection established|failed to connect|ECONNREFUSED|handshake/i.test(err.message)) {
       return new UnavailableError(
         `etcd at ${this.where}: cannot connect (${oneLine(err.message)}); check the endpoint and, for https, --etcd-ca, --etcd-cert and --etcd-key (${what})`,
+        { cause: err },
       );
     }
     if (/circuit breaker is open|BrokenCircuit/i.test(`${err.name} ${err.message}`)) {
-      return new UnavailableError(`etcd at ${this.where}: not reachable: its last calls failed or timed out; the client tries again within 5 s (${what})`);
+      return new UnavailableError(`etcd at ${this.where}: not reachable: its last calls failed or timed out; the client tries again within 5 s (${what})`, { cause: err });
     }
     if (/closed/i.test(err.message) && /etcd3/.test(err.message)) {
-      return new UnavailableError(`etcd client for ${this.where} is closed (${what})`);
+      return new UnavailableError(`etcd client for ${this.where} is closed (${what})`, { cause: err });
     }
-    return new UnavailableError(`etcd at ${this.where}: ${oneLine(err.message) || err.name} (${what})`);
+    return new UnavailableError(`etcd at ${this.where}: ${oneLine(err.message) || err.name} (${what})`, { cause: err });
   }
 }
 

@@ -199,7 +199,7 @@ export async function readJsonBody(req: http.IncomingMessage, limit = API_MAX_BO
     };
     const onError = (e: Error) => {
       stop();
-      reject(new HttpError(400, 'invalid-argument', `the request body could not be read: ${e.message}`));
+      reject(new HttpError(400, 'invalid-argument', `the request body could not be read: ${e.message}`, undefined, {}, e));
     };
     const onClose = () => {
       if (req.complete) return;
@@ -216,6 +216,6 @@ export async function readJsonBody(req: http.IncomingMessage, limit = API_MAX_BO
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new HttpError(400, 'invalid-argument', `the request body is not valid JSON: ${(e as Error).message}`);
+    throw new HttpError(400, 'invalid-argument', `the request body is not valid JSON: ${(e as Error).message}`, undefined, {}, e);
   }
 }

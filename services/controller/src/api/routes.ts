@@ -270,7 +270,7 @@ export const apiRoutes: RouteSpec[] = [
       try {
         parseNetworkOptions(definition.options, { internal: definition.internal, ipv6: definition.ipv6 });
       } catch (e) {
-        throw new HttpError(400, 'invalid-argument', `options: ${(e as Error).message}`, 'options');
+        throw new HttpError(400, 'invalid-argument', `options: ${(e as Error).message}`, 'options', {}, e);
       }
       const { created } = await ctx.deps.createNetwork(name, definition, ctx.actor);
       const network = networkInspect(views(ctx), name);

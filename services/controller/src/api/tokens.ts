@@ -105,8 +105,8 @@ export function ensureTokenFile(file: string): { tokens: NamedToken[]; made: boo
 export function tokenFileError(e: unknown, file: string): Error {
   if (e instanceof InvalidArgumentError) return e;
   const code = (e as NodeJS.ErrnoException).code;
-  if (code === 'ELOOP') return new InvalidArgumentError(`${file} is a symbolic link; give the token file itself`);
-  return new InvalidArgumentError(`cannot read ${file}: ${code ?? (e as Error).message}`);
+  if (code === 'ELOOP') return new InvalidArgumentError(`${file} is a symbolic link; give the token file itself`, { cause: e });
+  return new InvalidArgumentError(`cannot read ${file}: ${code ?? (e as Error).message}`, { cause: e });
 }
 
 const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
