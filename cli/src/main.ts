@@ -69,9 +69,15 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`underlay: ${e.message}\n`);
       return 1;
     }
-    if (e instanceof UsageError || e instanceof UnderlayError) {
+    // Exit 2 for usage: a bad flag, argument or configuration file. Any other error of the one model (etcd
+    // unreachable, Docker or the kernel refusing) is its message and exit 1; anything else a bug, with its stack.
+    if (e instanceof UsageError || (e instanceof UnderlayError && e.code === 'invalid-argument')) {
       process.stderr.write(`underlay ${cmd}: ${e.message}\n`);
       return 2;
+    }
+    if (e instanceof UnderlayError) {
+      process.stderr.write(`underlay ${cmd}: ${e.message}\n`);
+      return 1;
     }
     process.stderr.write(`underlay ${cmd}: ${(e as Error).stack ?? e}\n`);
     return 1;
