@@ -7,7 +7,7 @@
  * first kept event fails with `EventsTrimmedError` (code events-trimmed) instead of returning a partial log; a gap that
  * no trimming explains fails too. Every call has a deadline (`EtcdCalls`).
  */
-import { Etcd3, Range } from 'etcd3';
+import { Etcd3, GRPCOutOfRangeError, Range } from 'etcd3';
 import { parseEvent, type ClusterEvent, UnderlayError, UnavailableError } from '@underlay/core';
 import { keys } from './keys.js';
 import { createEtcdClient, EtcdCalls, type EtcdClientOptions } from './client.js';
@@ -239,7 +239,8 @@ export class EtcdEventLog {
     try {
       await this.calls.run(`compact to revision ${rev}`, (o) => this.client.kv.compact({ revision: rev, physical: false }, o));
     } catch (e) {
-      if (/compacted/i.test((e as Error).message)) return undefined;
+      // etcd had already compacted past it (OUT_OF_RANGE: "required revision has been compacted"), by its class.
+      if (e instanceof UnderlayError && e.cause instanceof GRPCOutOfRangeError) return undefined;
       throw e;
     }
     return rev;
