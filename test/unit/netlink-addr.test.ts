@@ -30,7 +30,7 @@ describe('netlink address text', () => {
     expect(formatAddrBytes(b('20010db8000000000001000000000001'))).toBe('2001:db8::1:0:0:1');
     expect(formatAddrBytes(b('20010db8000000010000000000000001'))).toBe('2001:db8:0:1::1');
     expect(formatAddrBytes(b('00000000000000000000000000000000'))).toBe('::');
-    expect(formatAddrBytes(b('00000000000000000000ffffc0000201'))).toBe('::ffff:c000:201');
+    expect(formatAddrBytes(b('00000000000000000000ffffc0000201'))).toBe('::ffff:192.0.2.1');
     expect(() => formatAddrBytes(b('c00002'))).toThrow(RangeError);
     expect(() => formatAddrBytes(b('20010db8'.padEnd(30, '0')))).toThrow(RangeError);
   });

@@ -104,7 +104,10 @@ export function parseAddr(s: string): Addr {
 /** The address as text: IPv4 dotted decimal, IPv6 as RFC 5952 (ipaddr.js's toRFC5952String). */
 export function formatValue(family: Family, v: bigint): string {
   const ip = toIp(family, v);
-  return ip.kind() === 'ipv6' ? (ip as ipaddr.IPv6).toRFC5952String() : ip.toString();
+  if (ip.kind() !== 'ipv6') return ip.toString();
+  const v6 = ip as ipaddr.IPv6;
+  // RFC 5952 section 5 (and iproute2): an IPv4-mapped address keeps its IPv4 part in dotted decimal.
+  return v6.isIPv4MappedAddress() ? `::ffff:${v6.toIPv4Address().toString()}` : v6.toRFC5952String();
 }
 
 export const formatAddr = (a: Addr): string => formatValue(a.family, a.value);
