@@ -7,7 +7,13 @@ import type { EtcdService, NatsOptions, NatsService, ServiceOptions } from './se
 import { startEtcd, startNats } from './services';
 import { labBudgetMs } from './budget';
 
-export * from './proc';
+export * from './procfs';
+export * from './kill';
+export * from './run';
+export * from './spawn';
+export * from './wait';
+export * from './probes';
+export * from './cgroups';
 export * from './services';
 export * from './netlab';
 export * from './dockerd';

@@ -15,30 +15,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { labStepReport, recordLabStep } from './budget';
-import {
-  CommandError,
-  ProcInfo,
-  Proc,
-  RunOptions,
-  RunResult,
-  cgroupDirsWithPrefix,
-  isAlive,
-  killAll,
-  listProcesses,
-  isLabProcessFor,
-  mountsUnder,
-  pidsInCgroups,
-  readNamespaceInode,
-  readProcStat,
-  recordPid,
-  removeCgroups,
-  run,
-  runOk,
-  settlesWithin,
-  spawnLogged,
-  stopProcess,
-  which,
-} from './proc';
+import { ProcInfo, isAlive, listProcesses, isLabProcessFor, mountsUnder, readNamespaceInode, readProcStat } from './procfs';
+import { killAll, recordPid } from './kill';
+import { CommandError, RunOptions, RunResult, run, runOk, which } from './run';
+import { Proc, spawnLogged, stopProcess } from './spawn';
+import { settlesWithin } from './wait';
+import { cgroupDirsWithPrefix, pidsInCgroups, removeCgroups } from './cgroups';
 
 export const LAB_NET = '198.51.100';
 export const LAB_PREFIX_LEN = 24;
