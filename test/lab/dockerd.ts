@@ -23,7 +23,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Lab, LabHost } from './netlab';
-import { assertPrerequisites } from './netlab';
+import { assertPrerequisites } from './prerequisites';
 import { labBudgetMs, labOverrun, recordLabStep } from './budget';
 import { ProcInfo, listProcesses, isLabProcessFor, mountsUnder, readNamespaceInode } from './procfs';
 import { killAll, recordPid } from './kill';
