@@ -33,7 +33,7 @@ import {
 } from '@underlay/core';
 import { ClusterView } from '../../services/node-agent/src/cluster-view';
 import { startEtcd, type EtcdService } from '../lab/services';
-import { waitFor as labWaitFor } from '../lab/proc';
+import { waitFor as labWaitFor } from '../lab/wait';
 import { asyncErrors, closedWith, expectViolation, requestError, startAuthNats, violationOf, type AuthNats } from '../lab/nats-auth';
 
 jest.setTimeout(120_000);

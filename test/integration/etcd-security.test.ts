@@ -7,7 +7,7 @@
  * an agent got is held by exactly that allocation in the state folded from etcd).
  */
 import { labFactor } from '../lab/budget';
-import { waitFor as labWaitFor } from '../lab/proc';
+import { waitFor as labWaitFor } from '../lab/wait';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';

@@ -6,7 +6,7 @@
  * start (snapshot + the events after it) gives the same state; a log trimmed past every usable snapshot is refused
  * loudly instead of folded partially. Real etcd and NATS.
  */
-import { waitFor as labWaitFor } from '../lab/proc';
+import { waitFor as labWaitFor } from '../lab/wait';
 import { Range } from 'etcd3';
 import { Controller, loadState } from '@underlay/controller';
 import { EtcdEventLog, EtcdSnapshots, keys } from '@underlay/adapters';

@@ -13,7 +13,7 @@ import { EVENTS_STREAM, EventsConsumerRes, RpcReply, nodeConsumerName, rpcSubjec
 import { EventConsumer, type EventConsumerOptions } from '@underlay/adapters';
 import { AnyNodeRpc } from '../lab/any-node-rpc';
 import { startEtcd, startNats, type EtcdService, type NatsService } from '../lab/services';
-import { waitFor as labWaitFor } from '../lab/proc';
+import { waitFor as labWaitFor } from '../lab/wait';
 
 jest.setTimeout(120_000);
 

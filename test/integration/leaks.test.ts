@@ -6,7 +6,7 @@
  */
 import { BindEndpointRes, EmptyRes } from '@underlay/core';
 import { EtcdEventLog } from '@underlay/adapters';
-import { waitFor } from '../lab/proc';
+import { waitFor } from '../lab/wait';
 import { FakeDockerHost, startEnv, type Env } from './support';
 
 jest.setTimeout(120_000);

@@ -16,7 +16,7 @@ import { EventConsumer } from '../../libs/adapters/src/nats/consumer';
 import { RpcClient } from '../../libs/adapters/src/nats/rpc';
 import { AnyNodeRpc } from '../lab/any-node-rpc';
 import { startEtcd, startNats, type EtcdService, type NatsService } from '../lab/services';
-import { waitFor as labWaitFor } from '../lab/proc';
+import { waitFor as labWaitFor } from '../lab/wait';
 
 jest.setTimeout(120_000);
 

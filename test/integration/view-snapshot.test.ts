@@ -9,7 +9,7 @@ import { describe as describeState, EVENTS_STREAM, MAC_OPTION, RequestAddressRes
 import { RpcClient } from '@underlay/adapters';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { ClusterView } from '../../services/node-agent/src/cluster-view';
-import { waitFor as labWaitFor } from '../lab/proc';
+import { waitFor as labWaitFor } from '../lab/wait';
 import { startEnv, windowed, mac, type Env } from './support';
 
 jest.setTimeout(120_000);
