@@ -74,7 +74,7 @@ import {
   plugin,
   rpc,
   rpcSubject,
-  type IpamState,
+  type ClusterState,
   type RpcMethod,
 } from '@underlay/core';
 import { apiRoutes, type RouteSpec } from '../../services/controller/src/api/routes';
@@ -270,7 +270,7 @@ function oversizedNatsInputs(): NatsInput[] {
 }
 
 /** Addresses held twice in a state: the same address (in one space and family) in two pools. */
-function duplicateAddresses(state: IpamState): string[] {
+function duplicateAddresses(state: ClusterState): string[] {
   const seen = new Map<string, string>();
   const dups: string[] = [];
   for (const p of state.pools.values()) {

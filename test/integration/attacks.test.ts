@@ -28,7 +28,7 @@ import {
   rpcSubject,
   LIMITS,
   formatValue,
-  type IpamState,
+  type ClusterState,
   type RpcMethod,
 } from '@underlay/core';
 import { ClusterView } from '../../services/node-agent/src/cluster-view';
@@ -88,7 +88,7 @@ let poolId: string;
 let held: { address: string; allocSeq: number };
 
 /** Every allocation of the pool, with its address as text. */
-const allocationsIn = (state: IpamState) => {
+const allocationsIn = (state: ClusterState) => {
   const p = state.pools.get(poolId);
   return p ? [...p.allocs].map(([v, a]) => ({ ...a, address: formatValue(p.cidr.family, v) })) : [];
 };

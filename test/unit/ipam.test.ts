@@ -12,7 +12,7 @@ import {
   parseAddr,
   parseCidr,
   usableRange,
-  type IpamState,
+  type ClusterState,
 } from '@underlay/core';
 import { engineWithLog } from './support';
 
@@ -111,7 +111,7 @@ describe('fold (property)', () => {
   const nodes = ['a', 'b', 'c', 'd'];
   const subnets = ['192.0.2.0/28', '198.51.100.0/29', '2001:db8::/125'];
 
-  function checkInvariants(state: IpamState, held: Map<string, string>) {
+  function checkInvariants(state: ClusterState, held: Map<string, string>) {
     for (const p of state.pools.values()) {
       const { first, last } = usableRange(p.cidr);
       for (const [v, a] of p.allocs) {

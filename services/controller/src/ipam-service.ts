@@ -4,7 +4,7 @@
  * If a commit fails, the state is rebuilt from etcd before anything else is decided.
  */
 import {
-  IpamEngine,
+  ClusterEngine,
   decideBindEndpoint,
   decideClusterNetworkCreate,
   decideClusterNetworkRemove,
@@ -21,7 +21,7 @@ import {
   UnderlayError,
   type ClusterEvent,
   type Decision,
-  type IpamState,
+  type ClusterState,
   type BindEndpointReq,
   type NetworkRecordReq,
   type ContainerLookup,
@@ -48,9 +48,9 @@ export interface RequestContext {
 export interface IpamServiceOptions {
   log: EtcdEventLog;
   /** Called after each full load from etcd, with the state (equal to the committed log). */
-  onLoaded?: (state: IpamState) => void;
+  onLoaded?: (state: ClusterState) => void;
   /** Loads the starting state: the latest snapshot folded forward with the log (default: the whole log). */
-  loadState?: () => Promise<IpamState>;
+  loadState?: () => Promise<ClusterState>;
   onCommitted?: (events: ClusterEvent[], encoded: string[]) => void;
   fence?: () => Fence | undefined;
   logger?: (msg: string) => void;
@@ -61,7 +61,7 @@ export interface IpamServiceOptions {
 }
 
 export class IpamService {
-  readonly engine = new IpamEngine();
+  readonly engine = new ClusterEngine();
   private committer!: GroupCommitter;
   private gate: Promise<void> = Promise.resolve();
 
@@ -99,7 +99,7 @@ export class IpamService {
     if (state.seq !== before) this.setState(state);
   }
 
-  private setState(state: IpamState): void {
+  private setState(state: ClusterState): void {
     this.engine.state = state;
     this.committer = new GroupCommitter(
       this.opts.log,
@@ -122,7 +122,7 @@ export class IpamService {
     return next;
   }
 
-  get state(): IpamState {
+  get state(): ClusterState {
     return this.engine.state;
   }
 
@@ -166,7 +166,7 @@ export class IpamService {
   }
 
   /** Decides with the current state and commits: for the collector and other internal actors. */
-  async run<R>(decide: (s: IpamState) => Decision<R>, ctx: RequestContext): Promise<R> {
+  async run<R>(decide: (s: ClusterState) => Decision<R>, ctx: RequestContext): Promise<R> {
     await this.admit();
     await this.gate;
     let decided: { events: ClusterEvent[]; encoded: string[]; result: R };
