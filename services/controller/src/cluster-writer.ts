@@ -7,7 +7,7 @@
  * decided. What is decided lives in the request modules (ipam-requests.ts, network-records.ts,
  * node-registration.ts, the collector); this module only runs decisions and writes their events.
  */
-import { ClusterEngine, fold, UnderlayError, type ClusterEvent, type ClusterState, type Decision } from '@underlay/core';
+import { ClusterEngine, FoldError, fold, UnderlayError, type ClusterEvent, type ClusterState, type Decision } from '@underlay/core';
 import { EventsTrimmedError, type EtcdEventLog, type Fence } from '@underlay/adapters';
 import { GroupCommitter } from './committer.js';
 
@@ -158,8 +158,9 @@ export class ClusterWriter {
     try {
       decided = this.engine.execute(decide, ctx, maxEventBytes);
     } catch (err) {
-      // A refusal must rest on current state: if another writer moved the log, reload and decide again.
-      if (!(err instanceof UnderlayError) || (await this.opts.log.head()) === this.committer.committedSeq) throw err;
+      // A refusal must rest on current state: if another writer moved the log, reload and decide again. (An event
+      // that does not fold is no refusal: it goes up as it is.)
+      if (!(err instanceof UnderlayError) || err instanceof FoldError || (await this.opts.log.head()) === this.committer.committedSeq) throw err;
       await this.reload();
       decided = this.engine.execute(decide, ctx, maxEventBytes);
     }
