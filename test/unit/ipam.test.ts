@@ -9,6 +9,8 @@ import {
   decideRequestPool,
   describe as describeState,
   fold,
+  FoldError,
+  UnderlayError,
   parseAddr,
   parseCidr,
   usableRange,
@@ -226,5 +228,22 @@ describe('request ids and address kinds (no MAC from Docker)', () => {
     expect(run((s) => decideRequestPool(s, { ...req, requestId: 'p1' })).poolId).toBe('underlay/192.0.2.0/24');
     expect(() => run((s) => decideRequestPool(s, { ...req, requestId: 'p2' }))).toThrow(/subnet 192.0.2.0\/24 is already used on this host by/);
     expect(run((s) => decideRequestPool(s, { ...req, node: 'b', requestId: 'p3' })).poolId).toBe('underlay/192.0.2.0/24');
+  });
+});
+
+describe('the fold', () => {
+  it('refuses an event out of order with a FoldError, an UnderlayError with code internal, not retriable', () => {
+    const { run, log } = setup();
+    run((s) => decideRequestPool(s, { node: 'a', space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: {}, v6: false }));
+    let err: unknown;
+    try {
+      fold(log.slice(1));
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(FoldError);
+    expect(err).toBeInstanceOf(UnderlayError);
+    expect(err).toMatchObject({ name: 'FoldError', code: 'internal', retriable: false, seq: 2 });
+    expect((err as Error).message).toBe('event 2: out of order, expected 1');
   });
 });

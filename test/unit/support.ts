@@ -1,4 +1,4 @@
-/** Shared set-up for the unit tests: an IPAM engine driven by the real decisions, and the events it recorded. */
+/** Shared set-up for the unit tests: a cluster engine driven by the real decisions, and the events it recorded. */
 import { ClusterEngine, type ClusterEvent, type EngineClock, type ClusterState } from '@underlay/core';
 
 /** A decision as ClusterEngine.execute takes it. */
