@@ -1,3 +1,9 @@
+/**
+ * @underlay/core: pure, no I/O. Layers, bottom to top (test/unit/core-layers.test.ts checks every import):
+ * base (the files here: errors, ip, options, limits, backoff, trace) → state/ (the cluster state, its events,
+ * the fold, snapshots, network definitions) → protocol/ (wire schemas) → decisions (ipam/, network/, node/,
+ * routes/, views/, which never import each other).
+ */
 export * from './errors.js';
 export * from './ip.js';
 export * from './state/events.js';

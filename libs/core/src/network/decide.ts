@@ -5,12 +5,11 @@
  */
 import { ConflictError, InvalidArgumentError, NotFoundError } from '../errors.js';
 import type { EventBody } from '../state/events.js';
-import { formatCidr, overlaps, parseCidr } from '../ip.js';
+import { formatCidr, formatValue, overlaps, parseCidr } from '../ip.js';
 import type { Decision } from '../state/decision.js';
 import { DEFAULT_POOL_LIMITS, SPACE_OPTION, blockPrefixOption, checkPoolSize, overlappingPool, type PoolLimits } from '../state/pool-rules.js';
 import { checkNetworkOwner } from '../state/network-owner.js';
 import type { ClusterState } from '../state/cluster-state.js';
-import { formatValue } from '../ip.js';
 import { LOCAL_ADDRESS_SPACE } from '../protocol/plugin.js';
 import type { NetworkRecordReq } from '../protocol/ipam.js';
 import { LIMITS, clipText } from '../limits.js';
