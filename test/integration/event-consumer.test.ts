@@ -48,7 +48,7 @@ async function allocate(n: number, concurrent = true): Promise<RequestAddressRes
   return out;
 }
 
-const head = () => controller.ipam.state.seq;
+const head = () => controller.writer.state.seq;
 
 interface Collected {
   consumer: EventConsumer;

@@ -59,7 +59,7 @@ async function allocate(n: number): Promise<void> {
   await controller!.flushEvents();
 }
 
-const head = () => controller!.ipam.state.seq;
+const head = () => controller!.writer.state.seq;
 
 async function streamInfo() {
   return jsm.streams.info(EVENTS_STREAM).catch(() => undefined);

@@ -3,7 +3,7 @@
  * Docker's own `remote: ` prefix, so it must read well on its own. ERROR_CODES is the one list of codes:
  * the wire enum (protocol/rpc.ts) and the HTTP API's codes (protocol/api.ts) are made from it.
  */
-import { LIMITS, clipText } from './protocol/limits.js';
+import { LIMITS, clipText } from './limits.js';
 
 export const ERROR_CODES = [
   'invalid-argument',

@@ -1,7 +1,7 @@
 /** Envelope of every controller reply: either a result or an error body. */
 import { z } from 'zod';
 import { ERROR_CODES } from '../errors.js';
-import { LIMITS } from './limits.js';
+import { LIMITS } from '../limits.js';
 
 export const ErrorBodySchema = z.object({
   code: z.enum(ERROR_CODES),
