@@ -2,12 +2,28 @@
  * Flag parsing: `--name value`, `--name=value`, boolean `--name`, and UNDERLAY_NAME environment
  * variables (flags win). Values are validated by each command's zod schema; a bad value is refused
  * with a message naming the flag and what is allowed.
+ *
+ * Why not node:util `parseArgs`: it would replace only the split of `--name=value` / `-o value` (about
+ * fifteen lines of the loop below), while everything around it stays ours, and its semantics differ where
+ * the CLI's users (and the cli tests) already rely on ours:
+ * - defaults from UNDERLAY_* variables, with `fromFlags` telling which keys came from the command line,
+ *   and repeated flags (`--label a=1 --label b=2`) replacing what the environment said rather than adding to it;
+ * - comma lists (`--etcd a,b`, `--subnet x,y`), also inside repeated flags;
+ * - `--nats-auth=false` / `--follow=0` for booleans: strict parseArgs refuses a value on a boolean option;
+ * - error texts that name the flag and list the allowed ones (`unknown flag --bogus; allowed: ...`,
+ *   `flag --subnet needs a value`): strict parseArgs throws its own texts with only an error code, so keeping
+ *   ours would mean matching its messages, and non-strict mode needs the same checks written here anyway;
+ * - `-o=KEY=VALUE` is `KEY=VALUE` here but `=KEY=VALUE` for parseArgs, and `-fx` (a boolean with a value
+ *   attached) would be split into `-f -x`.
+ * With `tokens: true` the loop would stay about as long as it is; so the parser stays hand-written.
  */
+import { UnderlayError } from '@underlay/core';
 import type { z } from 'zod';
 
-export class UsageError extends Error {
+/** A command line the CLI refuses (exit code 2); code `invalid-argument`. */
+export class UsageError extends UnderlayError {
   constructor(message: string) {
-    super(message);
+    super('invalid-argument', message);
     this.name = 'UsageError';
   }
 }

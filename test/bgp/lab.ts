@@ -14,7 +14,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { GobgpClient } from '@underlay/adapters';
-import { requireExecutable, runOk, run, spawnLogged, stopProcess, waitFor, type Proc } from '../lab/proc';
+import { requireExecutable, runOk, run } from '../lab/run';
+import { spawnLogged, stopProcess, type Proc } from '../lab/spawn';
+import { waitFor } from '../lab/wait';
 
 export const BGP_NET = '203.0.113';
 export const TOR_ADDRESS = `${BGP_NET}.254`;

@@ -36,7 +36,7 @@ async function leakReleases(address: string): Promise<unknown[]> {
 
 /** The allocation of `address` in the pool, as the controller holds it. */
 const allocOf = (address: string) => {
-  const p = cluster.controller.ipam.state.pools.get(POOL)!;
+  const p = cluster.controller.writer.state.pools.get(POOL)!;
   return [...p.allocs.entries()].find(([v]) => v === p.cidr.network + BigInt(Number(address.split('.')[3])))?.[1];
 };
 

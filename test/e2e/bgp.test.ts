@@ -7,14 +7,14 @@
  * Addresses: the lab link is 203.0.113.0/24; pools and external prefixes are data only (198.18.0.0/15,
  * 2001:db8::/32) and are never installed anywhere (onLearned is a recorder here).
  */
-import { GobgpClient, RpcClient, connectNats, type BgpPath } from '@underlay/adapters';
+import { GobgpClient, RpcClient, connectNats, sleep, type BgpPath } from '@underlay/adapters';
 import { EmptyRes, RequestAddressRes, type DesiredRoute } from '@underlay/core';
 import type { Controller } from '@underlay/controller';
 import { ClusterView } from '../../services/node-agent/src/cluster-view';
 import { startBgp, type BgpService } from '../../services/node-agent/src/bgp/index';
 import { FakeDockerHost, startEnv, type Env } from '../integration/support';
 import { bgpLabMissing, createBgpLab, TOR_ADDRESS, TOR_ASN, type BgpHost, type BgpLab } from '../bgp/lab';
-import { sleep, waitFor } from '../lab/proc';
+import { waitFor } from '../lab/wait';
 
 jest.setTimeout(240_000);
 

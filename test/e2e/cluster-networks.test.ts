@@ -66,7 +66,7 @@ describe('cluster-wide networks', () => {
     expect(h1Inspect.Labels['io.underlay.replica']).toBeUndefined();
 
     // One cluster network; every host's Docker network is a member of it.
-    const s = cluster.controller.ipam.state;
+    const s = cluster.controller.writer.state;
     expect([...s.clusterNetworks.keys()]).toEqual(['cn1']);
     await waitFor(() => [...s.networks.values()].filter((n) => n.name === 'cn1' && n.cluster).length === 3, { timeoutMs: 5_000, what: 'three members' });
 
@@ -97,7 +97,7 @@ describe('cluster-wide networks', () => {
       expect(r.networkStates).toEqual([expect.objectContaining({ name: 'cn1', state: 'ready', parent: 'eth1', replica: h !== 'h1' })]);
       expect(r.address).toBe(ctx.host(h).address);
       expect(r.interfaces).toContain('eth1');
-      expect(cluster.controller.ipam.state.nodes.get(h)?.address).toBe(ctx.host(h).address);
+      expect(cluster.controller.writer.state.nodes.get(h)?.address).toBe(ctx.host(h).address);
     }
     // The same through the operator CLI: tables for people, --json for scripts.
     const nodes = await cli(['node', 'ls']);
@@ -127,13 +127,13 @@ describe('cluster-wide networks', () => {
     expect(refusedCli.stderr).toContain('network cn1 has active endpoints on h2: container c-h2');
     // Still there, everywhere, and still usable.
     for (const h of ['h1', 'h2', 'h3', 'h4']) expect(await hasNetwork(node(h), 'cn1')).toBe(true);
-    expect(cluster.controller.ipam.state.clusterNetworks.has('cn1')).toBe(true);
+    expect(cluster.controller.writer.state.clusterNetworks.has('cn1')).toBe(true);
 
     await node('h2').docker.dockerOk(['rm', '-f', 'c-h2']);
     // h4's agent is down during the removal.
     await cluster.stopAgent('h4');
     await node('h3').docker.dockerOk(['network', 'rm', 'cn1']);
-    expect(cluster.controller.ipam.state.clusterNetworks.has('cn1')).toBe(false);
+    expect(cluster.controller.writer.state.clusterNetworks.has('cn1')).toBe(false);
     for (const h of ['h1', 'h2']) await timeUntil(node(h), 'cn1', false);
     for (const h of ['h1', 'h2', 'h3']) expect(await extraLinks(ctx.lab, node(h).host)).toEqual([]);
     expect(await hasNetwork(node('h4'), 'cn1')).toBe(true);
@@ -141,7 +141,7 @@ describe('cluster-wide networks', () => {
     await cluster.restartAgent('h4');
     await timeUntil(node('h4'), 'cn1', false, 15_000);
     // With the last member gone, the pool is gone too.
-    await waitFor(() => cluster.controller.ipam.state.pools.size === 0, { timeoutMs: 5_000, what: 'pools released' });
+    await waitFor(() => cluster.controller.writer.state.pools.size === 0, { timeoutMs: 5_000, what: 'pools released' });
   });
 
   it('a network created with `underlay network create` appears on every host; `underlay network rm` removes it everywhere', async () => {
@@ -157,7 +157,7 @@ describe('cluster-wide networks', () => {
     await node('h1').docker.dockerOk(['run', '-d', '--name', 'a-h1', '--network', 'api1', BUSYBOX_IMAGE, 'sleep', '600']);
     await node('h4').docker.dockerOk(['network', 'rm', 'api1']);
     await timeUntil(node('h4'), 'api1', true);
-    expect(cluster.controller.ipam.state.clusterNetworks.has('api1')).toBe(true);
+    expect(cluster.controller.writer.state.clusterNetworks.has('api1')).toBe(true);
     await node('h1').docker.dockerOk(['rm', '-f', 'a-h1']);
 
     // Same name, other definition: refused with the difference.
@@ -173,21 +173,21 @@ describe('cluster-wide networks', () => {
 
     expect((await cli(['network', 'rm', 'api1'])).code).toBe(0);
     await Promise.all(['h1', 'h2', 'h3', 'h4'].map((h) => timeUntil(node(h), 'api1', false)));
-    await waitFor(() => cluster.controller.ipam.state.networks.size === 0, { timeoutMs: 5_000, what: 'per-host networks removed' });
+    await waitFor(() => cluster.controller.writer.state.networks.size === 0, { timeoutMs: 5_000, what: 'per-host networks removed' });
   });
 
   it('a host without the parent reports parent-missing (and does not churn the IPAM trying)', async () => {
     const c = cluster.controller;
-    await c.ipam.clusterNetworkCreate({ name: 'pm1', definition: { options: { parent: 'nosuch0' }, subnets: [{ subnet: '198.51.100.0/26' }], ipamOptions: { space: 'pm' } } }, { actor: 'user:test' });
-    const seq = c.ipam.state.seq;
+    await c.networks.clusterNetworkCreate({ name: 'pm1', definition: { options: { parent: 'nosuch0' }, subnets: [{ subnet: '198.51.100.0/26' }], ipamOptions: { space: 'pm' } } }, { actor: 'user:test' });
+    const seq = c.writer.state.seq;
     await waitFor(
       () => ['h1', 'h2', 'h3', 'h4'].every((h) => c.nodes.get(h)?.report.networkStates.some((n) => n.name === 'pm1' && n.state === 'parent-missing' && n.detail === 'parent interface nosuch0 not found on this host')),
       { timeoutMs: 5_000, what: 'parent-missing reported by every host' },
     );
     await new Promise((r) => setTimeout(r, 2_500)); // more than two reconcile intervals
-    expect(c.ipam.state.seq).toBe(seq); // no pool requested and released over and over
+    expect(c.writer.state.seq).toBe(seq); // no pool requested and released over and over
     for (const h of ['h1', 'h4']) expect(await hasNetwork(node(h), 'pm1')).toBe(false);
-    await c.ipam.clusterNetworkRemove({ name: 'pm1' }, { actor: 'user:test' });
+    await c.networks.clusterNetworkRemove({ name: 'pm1' }, { actor: 'user:test' });
     await waitFor(() => ['h1', 'h2', 'h3', 'h4'].every((h) => !c.nodes.get(h)?.report.networkStates.some((n) => n.name === 'pm1')), { timeoutMs: 5_000, what: 'pm1 gone from reports' });
   });
 

@@ -74,7 +74,7 @@ import {
   plugin,
   rpc,
   rpcSubject,
-  type IpamState,
+  type ClusterState,
   type RpcMethod,
 } from '@underlay/core';
 import { apiRoutes, type RouteSpec } from '../../services/controller/src/api/routes';
@@ -270,7 +270,7 @@ function oversizedNatsInputs(): NatsInput[] {
 }
 
 /** Addresses held twice in a state: the same address (in one space and family) in two pools. */
-function duplicateAddresses(state: IpamState): string[] {
+function duplicateAddresses(state: ClusterState): string[] {
   const seen = new Map<string, string>();
   const dups: string[] = [];
   for (const p of state.pools.values()) {
@@ -911,16 +911,16 @@ describe('fuzz', () => {
     const pool = await host.pool('fd0f:f022::/64');
     const a = await host.address(pool.poolId, 1);
     expect(a.address).toMatch(/^fd0f:f022::/);
-    await controller.ipam.settled();
+    await controller.writer.settled();
     let refolded = await loadState(controller.log, controller.snaps);
-    for (let i = 0; i < 20 && refolded.seq !== controller.ipam.state.seq; i++) {
+    for (let i = 0; i < 20 && refolded.seq !== controller.writer.state.seq; i++) {
       await new Promise((r) => setTimeout(r, 100));
-      await controller.ipam.settled();
+      await controller.writer.settled();
       refolded = await loadState(controller.log, controller.snaps);
     }
-    expect(refolded.seq).toBe(controller.ipam.state.seq);
-    expect(JSON.stringify(describeState(refolded))).toBe(JSON.stringify(describeState(controller.ipam.state)));
-    expect(duplicateAddresses(controller.ipam.state)).toEqual([]);
+    expect(refolded.seq).toBe(controller.writer.state.seq);
+    expect(JSON.stringify(describeState(refolded))).toBe(JSON.stringify(describeState(controller.writer.state)));
+    expect(duplicateAddresses(controller.writer.state)).toEqual([]);
     expect(findings.report('nats') || 'no invalid answers').toBe('no invalid answers');
   });
 

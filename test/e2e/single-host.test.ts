@@ -66,6 +66,6 @@ describe('one host', () => {
     await d.dockerOk(['network', 'rm', 'n1']);
     expect(await extraLinks(ctx.lab, host)).toEqual([]);
     // The controller released the endpoints and, with the last holder gone, the pool.
-    expect([...cluster.controller.ipam.state.pools.keys()]).not.toContain('underlay/192.0.2.0/24');
+    expect([...cluster.controller.writer.state.pools.keys()]).not.toContain('underlay/192.0.2.0/24');
   });
 });

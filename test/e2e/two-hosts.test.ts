@@ -54,7 +54,7 @@ describe('two hosts', () => {
     await h2.docker.dockerOk(['exec', 'cb', 'ping', '-c', '2', '-W', '3', ipA]);
 
     // The controller knows which node holds which address.
-    const pool = cluster.controller.ipam.state.pools.get(POOL)!;
+    const pool = cluster.controller.writer.state.pools.get(POOL)!;
     const endpoints = [...pool.allocs.values()].filter((x) => x.kind === 'endpoint').map((x) => x.node).sort();
     expect(endpoints).toEqual(['h1', 'h2']);
     // Each address is bound to the Docker endpoint holding it, and each agent registered its node.
@@ -62,12 +62,12 @@ describe('two hosts', () => {
     const dockerEp = (await h1.docker.dockerOk(['inspect', '-f', '{{(index .NetworkSettings.Networks "n1").EndpointID}}', 'ca'])).trim();
     expect(epIds).toContain(dockerEp);
     expect(epIds.every((e) => typeof e === 'string' && e.length === 64)).toBe(true);
-    expect([...cluster.controller.ipam.state.nodes.keys()].sort()).toEqual(['h1', 'h2']);
+    expect([...cluster.controller.writer.state.nodes.keys()].sort()).toEqual(['h1', 'h2']);
     // Each host filled its own block: the two addresses come from different /26 blocks.
     expect([...pool.blocks.values()].map((b) => b.node).sort()).toEqual(['h1', 'h2']);
 
     // The controller knows the network on both hosts by its Docker name, and names it when refusing an overlap.
-    const named = () => [...cluster.controller.ipam.state.networks.values()].filter((n) => n.name === 'n1').map((n) => n.node).sort();
+    const named = () => [...cluster.controller.writer.state.networks.values()].filter((n) => n.name === 'n1').map((n) => n.node).sort();
     await waitFor(() => named().join() === 'h1,h2', { timeoutMs: 10_000, what: 'network n1 recorded and named on both hosts' });
     const overlap = await h1.docker.docker(['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--subnet', '192.0.2.128/25', '-o', 'parent=eth1', 'n2']);
     expect(overlap.code).not.toBe(0);
@@ -89,8 +89,8 @@ describe('two hosts', () => {
     await h2.docker.dockerOk(['network', 'rm', 'n1']);
     await onHost(h1, 'n1', false);
     for (const n of [h1, h2]) expect(await extraLinks(ctx.lab, n.host)).toEqual([]);
-    await waitFor(() => !cluster.controller.ipam.state.pools.has(POOL), { timeoutMs: 5_000, what: 'pool released' });
-    expect(cluster.controller.ipam.state.pools.has(POOL)).toBe(false);
+    await waitFor(() => !cluster.controller.writer.state.pools.has(POOL), { timeoutMs: 5_000, what: 'pool released' });
+    expect(cluster.controller.writer.state.pools.has(POOL)).toBe(false);
   });
 
   it('keeps a static --ip unique across hosts and shares --aux-address reservations', async () => {
@@ -129,6 +129,6 @@ describe('two hosts', () => {
     await h2.docker.dockerOk(['rm', '-f', 's3']);
     await h1.docker.dockerOk(['network', 'rm', 'n3']);
     await onHost(h2, 'n3', false);
-    await waitFor(() => !cluster.controller.ipam.state.pools.has('underlay/203.0.113.0/24'), { timeoutMs: 5_000, what: 'pool released' });
+    await waitFor(() => !cluster.controller.writer.state.pools.has('underlay/203.0.113.0/24'), { timeoutMs: 5_000, what: 'pool released' });
   });
 });

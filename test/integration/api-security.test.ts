@@ -20,7 +20,7 @@ import { createPluginServer, listenOnSocket } from '@underlay/node-agent';
 import { NetworkCreateResponse, NodeList, type ClusterEvent } from '@underlay/core';
 import { spawnCollecting, startEnv, windowed, type Env } from './support';
 import { CLI, ensureBuilt } from '../e2e/support/cluster';
-import { waitFor } from '../lab/proc';
+import { waitFor } from '../lab/wait';
 
 jest.setTimeout(180_000);
 

@@ -28,12 +28,12 @@ import {
   rpcSubject,
   LIMITS,
   formatValue,
-  type IpamState,
+  type ClusterState,
   type RpcMethod,
 } from '@underlay/core';
 import { ClusterView } from '../../services/node-agent/src/cluster-view';
 import { startEtcd, type EtcdService } from '../lab/services';
-import { waitFor as labWaitFor } from '../lab/proc';
+import { waitFor as labWaitFor } from '../lab/wait';
 import { asyncErrors, closedWith, expectViolation, requestError, startAuthNats, violationOf, type AuthNats } from '../lab/nats-auth';
 
 jest.setTimeout(120_000);
@@ -88,11 +88,11 @@ let poolId: string;
 let held: { address: string; allocSeq: number };
 
 /** Every allocation of the pool, with its address as text. */
-const allocationsIn = (state: IpamState) => {
+const allocationsIn = (state: ClusterState) => {
   const p = state.pools.get(poolId);
   return p ? [...p.allocs].map(([v, a]) => ({ ...a, address: formatValue(p.cidr.family, v) })) : [];
 };
-const allocations = () => allocationsIn(controller.ipam.state);
+const allocations = () => allocationsIn(controller.writer.state);
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ul-attack-'));
@@ -158,7 +158,7 @@ describe('attacks on the control plane (real nats-server with accounts, real etc
     await view.start();
     await view.ready();
     const streamBefore = (await jsm.streams.info(EVENTS_STREAM)).state;
-    const seq = controller.ipam.state.seq + 1;
+    const seq = controller.writer.state.seq + 1;
     const forged = { seq, id: '00000000-0000-4000-8000-000000000000', time: new Date().toISOString(), actor: 'node:h1', type: 'AddressReleased', data: { poolId, address: held.address, node: 'h1', allocSeq: held.allocSeq } };
     const h = natsHeaders();
     h.set('Underlay-Seq', String(seq));
@@ -249,7 +249,7 @@ describe('attacks on the control plane (real nats-server with accounts, real etc
       code: 'permission-denied',
       message: expect.stringMatching(/h1/),
     });
-    expect([...controller.ipam.state.networks.values()].some((n) => n.networkId === 'n'.repeat(64) && n.node === 'h1')).toBe(true);
+    expect([...controller.writer.state.networks.values()].some((n) => n.networkId === 'n'.repeat(64) && n.node === 'h1')).toBe(true);
   });
 
   it('a 0.0.0.0/1 pool is refused with the limit', async () => {
@@ -257,7 +257,7 @@ describe('attacks on the control plane (real nats-server with accounts, real etc
       code: 'invalid-argument',
       message: expect.stringMatching(/\/8/),
     });
-    expect([...controller.ipam.state.pools.values()].some((p) => p.cidrText === '0.0.0.0/1')).toBe(false);
+    expect([...controller.writer.state.pools.values()].some((p) => p.cidrText === '0.0.0.0/1')).toBe(false);
   });
 
   it('the largest allowed request of every method, and a reply larger than NATS allows, leave the controller up', async () => {
@@ -265,7 +265,7 @@ describe('attacks on the control plane (real nats-server with accounts, real etc
     await Promise.all(Array.from({ length: 600 }, (_, i) => h2.rpc.call('requestAddress', { node: 'h2', poolId: poolId, address: '', options: {}, requestId: `bulk-${i}`, kind: 'endpoint' }, RequestAddressRes).catch(() => undefined)));
     const page = await h2.rpc.call('readEvents', { fromSeq: 1, limit: 10_000 }, ReadEventsRes);
     expect(page.events.length).toBeGreaterThan(0);
-    expect(page.events.length).toBeLessThan(controller.ipam.state.seq);
+    expect(page.events.length).toBeLessThan(controller.writer.state.seq);
     // Every field at the schemas' maxima (LIMITS), lists and maps as long as the server's 128 KiB max_payload lets a
     // message be: what the controller must take without stopping, whatever it then answers.
     const x = (n: number) => 'x'.repeat(n);
@@ -295,21 +295,21 @@ describe('attacks on the control plane (real nats-server with accounts, real etc
       expect({ method, ok: reply.success }).toEqual({ method, ok: true });
     }
     expect(controller.role).toBe('leader');
-    expect((await h1.rpc.call('eventsHead', {}, EventsHeadRes)).seq).toBe(controller.ipam.committedSeq);
+    expect((await h1.rpc.call('eventsHead', {}, EventsHeadRes)).seq).toBe(controller.writer.committedSeq);
     await h1StillHolds();
   });
 
   it('an event too large for a NATS message is refused before it is recorded, and publishing goes on', async () => {
     const labels = Object.fromEntries(Array.from({ length: 40 }, (_, k) => [`l${k}`, 'x'.repeat(4096)])); // ~170 KB > 128 KiB
-    const before = controller.ipam.state.seq;
-    await expect(controller.ipam.clusterNetworkCreate({ name: 'too-big', definition: { subnets: [{ subnet: '198.18.99.0/24' }], labels } }, { actor: 'user:test' })).rejects.toMatchObject({
+    const before = controller.writer.state.seq;
+    await expect(controller.networks.clusterNetworkCreate({ name: 'too-big', definition: { subnets: [{ subnet: '198.18.99.0/24' }], labels } }, { actor: 'user:test' })).rejects.toMatchObject({
       code: 'invalid-argument',
       message: expect.stringMatching(/ClusterNetworkCreated event of \d+ bytes, more than the \d+ bytes/),
     });
-    expect(controller.ipam.state.seq).toBe(before);
-    expect(controller.ipam.state.clusterNetworks.has('too-big')).toBe(false);
+    expect(controller.writer.state.seq).toBe(before);
+    expect(controller.writer.state.clusterNetworks.has('too-big')).toBe(false);
     // Positive control: the same network with fewer labels is recorded, and the stream keeps up.
-    await controller.ipam.clusterNetworkCreate({ name: 'small', definition: { subnets: [{ subnet: '198.18.99.0/24' }], labels: { a: 'b' } } }, { actor: 'user:test' });
+    await controller.networks.clusterNetworkCreate({ name: 'small', definition: { subnets: [{ subnet: '198.18.99.0/24' }], labels: { a: 'b' } } }, { actor: 'user:test' });
     const jsm = await jetstreamManager(ops);
     await controller.flushEvents();
     const last = await jsm.streams.getMessage(EVENTS_STREAM, { last_by_subj: eventSubject('ClusterNetworkCreated') });
@@ -330,6 +330,6 @@ describe('attacks on the control plane (real nats-server with accounts, real etc
     const mine = allocationsIn(view.state);
     expect(mine.find((a) => a.seq === r.allocSeq)?.node).toBe('h2');
     expect(mine.find((a) => a.seq === r2.allocSeq)?.node).toBe('h2');
-    expect(view.seq).toBe(controller.ipam.committedSeq);
+    expect(view.seq).toBe(controller.writer.committedSeq);
   });
 });

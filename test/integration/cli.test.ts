@@ -22,7 +22,7 @@ import type { RpcClient } from '@underlay/adapters';
 import type { Controller } from '@underlay/controller';
 import { joinReplica, joinedReport, spawnCollecting, startEnv, type Env } from './support';
 import { CLI, ensureBuilt } from '../e2e/support/cluster';
-import { waitFor } from '../lab/proc';
+import { waitFor } from '../lab/wait';
 
 jest.setTimeout(180_000);
 

@@ -95,13 +95,13 @@ describe('controller IPAM on real etcd and NATS', () => {
       expect(['198.18.0.0', '198.18.3.255', '198.18.0.1']).not.toContain(a);
     }
     // Group commit: far fewer transactions than events.
-    expect(controller.ipam.transactions).toBeLessThan(controller.ipam.state.seq / 2);
+    expect(controller.writer.transactions).toBeLessThan(controller.writer.state.seq / 2);
     // Repeating a request with the same handle returns the same allocation, with no new event.
-    const seqBefore = controller.ipam.state.seq;
+    const seqBefore = controller.writer.state.seq;
     const again = await agents[0]!.call('requestAddress', { node: 'h1', poolId, address: '', options: { 'com.docker.network.endpoint.macaddress': macOf(0) } }, RequestAddressRes);
     expect(again).toEqual(results[0]);
-    expect(controller.ipam.state.seq).toBe(seqBefore);
-    before = describeState(controller.ipam.state);
+    expect(controller.writer.state.seq).toBe(seqBefore);
+    before = describeState(controller.writer.state);
   });
 
   it('publishes every committed event on JetStream exactly once, in order, with its seq as message id', async () => {
@@ -109,22 +109,22 @@ describe('controller IPAM on real etcd and NATS', () => {
     await c.flushEvents();
     const jsm = await jetstreamManager(conns[0]!);
     const info = await jsm.streams.info(EVENTS_STREAM);
-    expect(info.state.messages).toBe(c.ipam.state.seq);
+    expect(info.state.messages).toBe(c.writer.state.seq);
     const first = await jsm.streams.getMessage(EVENTS_STREAM, { seq: info.state.first_seq });
     const last = await jsm.streams.getMessage(EVENTS_STREAM, { seq: info.state.last_seq });
     expect(first!.header!.get(headers.eventSeq)).toBe('1');
-    expect(last!.header!.get(headers.eventSeq)).toBe(String(c.ipam.state.seq));
-    expect((last!.json() as ClusterEvent).seq).toBe(c.ipam.state.seq);
+    expect(last!.header!.get(headers.eventSeq)).toBe(String(c.writer.state.seq));
+    expect((last!.json() as ClusterEvent).seq).toBe(c.writer.state.seq);
   });
 
   it('rebuilds the same state from the etcd log after a restart, and does not republish', async () => {
     await controllers[0]!.stop();
     controllers.shift();
     const c2 = await startController('c2');
-    expect(describeState(c2.ipam.state)).toEqual(before);
+    expect(describeState(c2.writer.state)).toEqual(before);
     await c2.flushEvents();
     const jsm = await jetstreamManager(conns[0]!);
-    expect((await jsm.streams.info(EVENTS_STREAM)).state.messages).toBe(c2.ipam.state.seq);
+    expect((await jsm.streams.info(EVENTS_STREAM)).state.messages).toBe(c2.writer.state.seq);
     // The restarted controller keeps serving, continuing the sequence.
     const a = await agentClient();
     const r = await a.call('requestAddress', { node: 'h1', poolId, address: '', options: { 'com.docker.network.endpoint.macaddress': macOf(5000) } }, RequestAddressRes);

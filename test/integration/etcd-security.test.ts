@@ -7,7 +7,7 @@
  * an agent got is held by exactly that allocation in the state folded from etcd).
  */
 import { labFactor } from '../lab/budget';
-import { waitFor as labWaitFor } from '../lab/proc';
+import { waitFor as labWaitFor } from '../lab/wait';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -138,14 +138,14 @@ it('a controller with TLS and an etcd user allocates, and a restarted one goes o
   await leaderWithin(c1, 20_000);
   poolId = (await rpc.call('requestPool', { node: 'h1', space: 'underlay', pool: '10.99.0.0/16', subPool: '', options: {}, v6: false }, RequestPoolRes)).poolId;
   for (const node of ['h1', 'h2', 'h3']) for (let i = 0; i < 10; i++) await allocate(node);
-  await c1.ipam.settled();
-  const before = JSON.stringify(describeState(c1.ipam.state));
+  await c1.writer.settled();
+  const before = JSON.stringify(describeState(c1.writer.state));
   await c1.stop();
 
   const c2 = controller('c2');
   await c2.start();
   await leaderWithin(c2, 20_000);
-  expect(JSON.stringify(describeState(c2.ipam.state))).toBe(before);
+  expect(JSON.stringify(describeState(c2.writer.state))).toBe(before);
   for (const node of ['h1', 'h2', 'h3']) await allocate(node);
   await expectNoDuplicates();
 });
@@ -269,7 +269,7 @@ it('etcd unreachable for 30 s: requests fail with a clear unavailable error with
   const ok = await allocate('h3', { deadlineMs: 30_000 });
   timings.push(`after SIGCONT: leader again in ${leadMs} ms, first allocation after ${Date.now() - tBack} ms (${ok.address})`);
   for (const node of ['h1', 'h2', 'h3']) for (let i = 0; i < 5; i++) await allocate(node);
-  await c.ipam.settled();
+  await c.writer.settled();
   console.log(timings.join('\n'));
   await expectNoDuplicates();
 });

@@ -6,7 +6,7 @@
  * start (snapshot + the events after it) gives the same state; a log trimmed past every usable snapshot is refused
  * loudly instead of folded partially. Real etcd and NATS.
  */
-import { waitFor as labWaitFor } from '../lab/proc';
+import { waitFor as labWaitFor } from '../lab/wait';
 import { Range } from 'etcd3';
 import { Controller, loadState } from '@underlay/controller';
 import { EtcdEventLog, EtcdSnapshots, keys } from '@underlay/adapters';
@@ -38,7 +38,7 @@ async function allocate(c: Controller, pool: string, from: number, n: number): P
     const r = await c.ipam.requestAddress({ node: 'h1', poolId: pool, address: '', options: { [MAC_OPTION]: mac(k) } }, { actor: 'node:h1' });
     if (k % 4 === 0) await c.ipam.releaseAddress({ node: 'h1', poolId: pool, address: r.address.split('/')[0]!, allocSeq: r.allocSeq }, { actor: 'node:h1' });
   });
-  await c.ipam.settled();
+  await c.writer.settled();
   await c.snapshotter.flush();
 }
 
@@ -84,12 +84,12 @@ it('trims the log behind the latest snapshot, compacts etcd, and cold-starts to 
   expect(await log.compact(1)).toBeUndefined();
 
   // Cold start: the latest snapshot and the events after it give the same state.
-  const before = JSON.stringify(describeState(c1.ipam.state));
-  const seq = c1.ipam.state.seq;
+  const before = JSON.stringify(describeState(c1.writer.state));
+  const seq = c1.writer.state.seq;
   await c1.stop();
   const c2 = await env.controller(cfg);
-  expect(c2.ipam.state.seq).toBe(seq);
-  expect(JSON.stringify(describeState(c2.ipam.state))).toBe(before);
+  expect(c2.writer.state.seq).toBe(seq);
+  expect(JSON.stringify(describeState(c2.writer.state))).toBe(before);
   expect(c2.snapshotter.lastLoad).toMatchObject({ snapshotSeq: (await snaps.latestManifest())!.seq, folded: seq - (await snaps.latestManifest())!.seq });
   // The new leader goes on allocating, snapshotting and trimming.
   await allocate(c2, pool, 1_500, 700);

@@ -13,7 +13,7 @@ import { EVENTS_STREAM, EventsConsumerRes, RpcReply, nodeConsumerName, rpcSubjec
 import { EventConsumer, type EventConsumerOptions } from '@underlay/adapters';
 import { AnyNodeRpc } from '../lab/any-node-rpc';
 import { startEtcd, startNats, type EtcdService, type NatsService } from '../lab/services';
-import { waitFor as labWaitFor } from '../lab/proc';
+import { waitFor as labWaitFor } from '../lab/wait';
 
 jest.setTimeout(120_000);
 
@@ -48,7 +48,7 @@ async function allocate(n: number, concurrent = true): Promise<RequestAddressRes
   return out;
 }
 
-const head = () => controller.ipam.state.seq;
+const head = () => controller.writer.state.seq;
 
 interface Collected {
   consumer: EventConsumer;

@@ -7,7 +7,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { EtcdEventLog } from '@underlay/adapters';
 import { fold, parseAddr } from '@underlay/core';
-import { freePort, httpGet, spawnLogged, stopProcess, waitFor, type Proc } from '../lab/proc';
+import { spawnLogged, stopProcess, type Proc } from '../lab/spawn';
+import { waitFor } from '../lab/wait';
+import { freePort, httpGet } from '../lab/probes';
 import { CLI, ensureBuilt } from '../e2e/support/cluster';
 import { FakeDockerHost, startEnv, windowed, type Env } from './support';
 

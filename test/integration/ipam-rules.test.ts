@@ -41,7 +41,7 @@ it('8 requesters × 2,000 allocations, 2,000 in flight at once: no duplicate, no
     log.close();
   }
   // Each host filled blocks of its own (/26 by default), borrowing none.
-  const p = env.controllers[0]!.ipam.state.pools.get(poolId)!;
+  const p = env.controllers[0]!.writer.state.pools.get(poolId)!;
   const borrowed = [...p.allocs].filter(([v, a]) => p.blocks.get(blockOf(p, v))?.node !== a.node);
   expect(borrowed).toEqual([]);
 });

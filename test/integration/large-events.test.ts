@@ -27,9 +27,9 @@ it('a log of large events is read by a standby, a cold start, events.read and th
   await standby.start();
   // Enough large events that one etcd range of the default page would be well over gRPC's 4 MiB.
   for (let i = 0; i < 70; i++) {
-    await leader.ipam.clusterNetworkCreate({ name: `big${i}`, definition: { subnets: [{ subnet: `198.18.${i}.0/24` }], labels: labels(i) } }, { actor: 'user:test' });
+    await leader.networks.clusterNetworkCreate({ name: `big${i}`, definition: { subnets: [{ subnet: `198.18.${i}.0/24` }], labels: labels(i) } }, { actor: 'user:test' });
   }
-  const head = leader.ipam.committedSeq;
+  const head = leader.writer.committedSeq;
   expect(head).toBeGreaterThanOrEqual(70);
 
   const log = new EtcdEventLog({ endpoints: [env.etcd.url] });
@@ -42,10 +42,10 @@ it('a log of large events is read by a standby, a cold start, events.read and th
   }
   // A standby follows (it folds new events every 250 ms).
   const deadline = Date.now() + 20_000;
-  while (standby.ipam.state.seq < head && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  while (standby.writer.state.seq < head && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   expect(standby.role).toBe('standby');
-  expect(standby.ipam.state.seq).toBe(head);
-  expect(standby.ipam.state.clusterNetworks.size).toBe(70);
+  expect(standby.writer.state.seq).toBe(head);
+  expect(standby.writer.state.clusterNetworks.size).toBe(70);
   // events.read over NATS: pages that fit max_payload, and every event comes.
   const rpc = await env.client();
   const got: number[] = [];

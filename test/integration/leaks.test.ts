@@ -6,7 +6,7 @@
  */
 import { BindEndpointRes, EmptyRes } from '@underlay/core';
 import { EtcdEventLog } from '@underlay/adapters';
-import { waitFor } from '../lab/proc';
+import { waitFor } from '../lab/wait';
 import { FakeDockerHost, startEnv, type Env } from './support';
 
 jest.setTimeout(120_000);
@@ -69,13 +69,13 @@ it('reclaims planted leaks and never a live allocation', async () => {
   expect(rules[planted[0]!]).toBe('unbound');
   expect(rules[planted[1]!]).toBe('endpoint-gone');
   expect(rules[planted[2]!]).toBe('node-expired');
-  const pool = c.ipam.state.pools.get(poolId)!;
+  const pool = c.writer.state.pools.get(poolId)!;
   const held = [...pool.allocs.values()].filter((a) => a.kind === 'endpoint').map((a) => a.endpointId).sort();
   expect(held).toEqual(['ep-1', 'ep-2', ...churn.map((_, i) => `ep-${100 + i}`)].sort());
   expect(churn.length).toBeGreaterThan(5);
 
   // The dead node's block, now empty, went back to the pool after the grace period.
-  await waitFor(() => ![...c.ipam.state.pools.get(poolId)!.blocks.values()].some((b) => b.node === 'dying'), { timeoutMs: 10_000, what: 'the dead node\'s empty block to be released' });
+  await waitFor(() => ![...c.writer.state.pools.get(poolId)!.blocks.values()].some((b) => b.node === 'dying'), { timeoutMs: 10_000, what: 'the dead node\'s empty block to be released' });
   const log = new EtcdEventLog({ endpoints: [env.etcd.url] });
   try {
     const events = await log.readAll();

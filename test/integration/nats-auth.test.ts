@@ -15,7 +15,8 @@ import { connectNats, ensureNodeConsumer, initNatsKeys, nodeCreds, writePrivateF
 import { EVENTS_STREAM, EVENTS_WILDCARD, eventSubject, nodeConsumerName, nodeInboxPrefix, nodeToken, rpcServeSubject, rpcSubject } from '@underlay/core';
 import { makePki } from '../lab/pki';
 import { asyncErrors, closedWith, expectViolation, requestError, startAuthNats, violationOf, type AuthNats } from '../lab/nats-auth';
-import { isAlive, waitFor } from '../lab/proc';
+import { isAlive } from '../lab/procfs';
+import { waitFor } from '../lab/wait';
 
 jest.setTimeout(60_000);
 

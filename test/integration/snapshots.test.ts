@@ -27,7 +27,7 @@ it('cold-starts from 100,000 events with snapshots to the same state', async () 
   }
   let n = 0;
   const t0 = Date.now();
-  while (c1.ipam.state.seq < 100_000) {
+  while (c1.writer.state.seq < 100_000) {
     const base = n;
     const batch = await windowed(5_000, 256, async (i) => {
       const k = base + i;
@@ -40,11 +40,11 @@ it('cold-starts from 100,000 events with snapshots to the same state', async () 
     });
     n += batch.length;
   }
-  await c1.ipam.settled();
-  const seq = c1.ipam.state.seq;
-  console.log(`${seq} events committed in ${Date.now() - t0} ms (${c1.ipam.transactions} transactions)`);
+  await c1.writer.settled();
+  const seq = c1.writer.state.seq;
+  console.log(`${seq} events committed in ${Date.now() - t0} ms (${c1.writer.transactions} transactions)`);
   expect(seq).toBeGreaterThanOrEqual(100_000);
-  const before = JSON.stringify(describeState(c1.ipam.state));
+  const before = JSON.stringify(describeState(c1.writer.state));
   await c1.stop();
 
   const log = new EtcdEventLog({ endpoints: [env.etcd.url] });
@@ -63,8 +63,8 @@ it('cold-starts from 100,000 events with snapshots to the same state', async () 
     const tCold = Date.now();
     const c2 = await env.controller({ eventRetention: 0 });
     const coldMs = Date.now() - tCold;
-    expect(c2.ipam.state.seq).toBe(seq);
-    expect(JSON.stringify(describeState(c2.ipam.state))).toBe(before);
+    expect(c2.writer.state.seq).toBe(seq);
+    expect(JSON.stringify(describeState(c2.writer.state))).toBe(before);
     // The cold start restored that snapshot and folded only the events after it: fewer than two snapshot intervals
     // (a snapshot that was not written, or not read, makes this the whole log: about 100,000).
     const load = c2.snapshotter.lastLoad!;
@@ -92,9 +92,9 @@ describe('a corrupt latest snapshot', () => {
     const c1 = await env2.controller({ snapshotEvery: every, eventRetention: 0 });
     const pool = (await c1.ipam.requestPool({ node: 'h1', space: 'underlay', pool: '10.77.0.0/16', subPool: '', options: {}, v6: false }, { actor: 'node:h1' })).poolId;
     await windowed(1_600, 64, (k) => c1.ipam.requestAddress({ node: 'h1', poolId: pool, address: '', options: { [MAC_OPTION]: mac(k) } }, { actor: 'node:h1' }));
-    await c1.ipam.settled();
-    const seq = c1.ipam.state.seq;
-    const before = JSON.stringify(describeState(c1.ipam.state));
+    await c1.writer.settled();
+    const seq = c1.writer.state.seq;
+    const before = JSON.stringify(describeState(c1.writer.state));
     await c1.stop();
 
     const log = new EtcdEventLog({ endpoints: [env2.etcd.url] });
@@ -120,8 +120,8 @@ describe('a corrupt latest snapshot', () => {
       env2.controllers.push(c2);
       await c2.start();
       await c2.whenLeader();
-      expect(c2.ipam.state.seq).toBe(seq);
-      expect(JSON.stringify(describeState(c2.ipam.state))).toBe(before);
+      expect(c2.writer.state.seq).toBe(seq);
+      expect(JSON.stringify(describeState(c2.writer.state))).toBe(before);
       const load = c2.snapshotter.lastLoad!;
       expect(load.snapshotError).toMatch(new RegExp(`^snapshot ${man.seq} is corrupt: SHA-256 `));
       expect(load).toMatchObject({ snapshotSeq: 0, folded: seq });

@@ -16,7 +16,7 @@ import { EventConsumer } from '../../libs/adapters/src/nats/consumer';
 import { RpcClient } from '../../libs/adapters/src/nats/rpc';
 import { AnyNodeRpc } from '../lab/any-node-rpc';
 import { startEtcd, startNats, type EtcdService, type NatsService } from '../lab/services';
-import { waitFor as labWaitFor } from '../lab/proc';
+import { waitFor as labWaitFor } from '../lab/wait';
 
 jest.setTimeout(120_000);
 
@@ -59,7 +59,7 @@ async function allocate(n: number): Promise<void> {
   await controller!.flushEvents();
 }
 
-const head = () => controller!.ipam.state.seq;
+const head = () => controller!.writer.state.seq;
 
 async function streamInfo() {
   return jsm.streams.info(EVENTS_STREAM).catch(() => undefined);

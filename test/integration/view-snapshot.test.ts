@@ -9,7 +9,7 @@ import { describe as describeState, EVENTS_STREAM, MAC_OPTION, RequestAddressRes
 import { RpcClient } from '@underlay/adapters';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { ClusterView } from '../../services/node-agent/src/cluster-view';
-import { waitFor as labWaitFor } from '../lab/proc';
+import { waitFor as labWaitFor } from '../lab/wait';
 import { startEnv, windowed, mac, type Env } from './support';
 
 jest.setTimeout(120_000);
@@ -25,7 +25,7 @@ it('starts from the latest snapshot when the log was trimmed, and converges with
   const c = await env.controller({ snapshotEvery: 2_000, eventRetention: 50 });
   const pool = (await c.ipam.requestPool({ node: 'h1', space: 'underlay', pool: '10.89.0.0/16', subPool: '', options: {}, v6: false }, { actor: 'node:h1' })).poolId;
   await windowed(6_000, 64, (i) => c.ipam.requestAddress({ node: 'h1', poolId: pool, address: '', options: { [MAC_OPTION]: mac(i) } }, { actor: 'node:h1' }));
-  await c.ipam.settled();
+  await c.writer.settled();
   await c.snapshotter.flush();
   const log = new EtcdEventLog({ endpoints: [env.etcd.url] });
   const first = await log.firstSeq().finally(() => log.close());
@@ -52,9 +52,9 @@ it('starts from the latest snapshot when the log was trimmed, and converges with
     const r = await rpc.call('requestAddress', { node: 'h2', poolId: pool, address: '', options: { [MAC_OPTION]: mac(10_000) } }, RequestAddressRes);
     const deadline = Date.now() + 10_000;
     while (view.seq < r.allocSeq && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
-    expect(view.seq).toBe(c.ipam.committedSeq);
-    expect(snapshot(view.state)).toEqual(snapshot(c.ipam.state));
-    expect(describeState(view.state)).toEqual(describeState(c.ipam.state));
+    expect(view.seq).toBe(c.writer.committedSeq);
+    expect(snapshot(view.state)).toEqual(snapshot(c.writer.state));
+    expect(describeState(view.state)).toEqual(describeState(c.writer.state));
   } finally {
     await view.stop();
   }
@@ -62,7 +62,7 @@ it('starts from the latest snapshot when the log was trimmed, and converges with
 
 it('a running view that fell behind the trimmed log starts again from the latest snapshot and tells its listeners', async () => {
   const c = env.controllers[0]!;
-  const pool = [...c.ipam.state.pools.keys()][0]!;
+  const pool = [...c.writer.state.pools.keys()][0]!;
   const nc = await connectNats(env.nats.url, 'view-h3', { inboxPrefix: nodeInboxPrefix('h3') });
   env.conns.push(nc);
   const logs: string[] = [];
@@ -89,7 +89,7 @@ it('a running view that fell behind the trimmed log starts again from the latest
     await alloc(); // the view holds this one at the gate
     // Meanwhile the log moves on and is trimmed behind new snapshots, and an operator purges the stream.
     await windowed(4_500, 64, () => alloc());
-    await c.ipam.settled();
+    await c.writer.settled();
     await c.snapshotter.flush();
     await c.flushEvents();
     const log = new EtcdEventLog({ endpoints: [env.etcd.url] });
@@ -103,12 +103,12 @@ it('a running view that fell behind the trimmed log starts again from the latest
     await c.flushEvents();
     open = true;
     opened();
-    await labWaitFor(() => view.seq === c.ipam.committedSeq, { timeoutMs: 30_000, what: `the view to reach seq ${c.ipam.committedSeq} after starting again from a snapshot` });
+    await labWaitFor(() => view.seq === c.writer.committedSeq, { timeoutMs: 30_000, what: `the view to reach seq ${c.writer.committedSeq} after starting again from a snapshot` });
     expect(view.resyncs).toBe(1);
     expect(resyncs).toHaveLength(1);
     expect(resyncs[0]).toBeGreaterThanOrEqual(first - 1);
     expect(logs.some((m) => /fell behind the trimmed log at seq \d+; started again from snapshot \d+/.test(m))).toBe(true);
-    expect(snapshot(view.state)).toEqual(snapshot(c.ipam.state));
+    expect(snapshot(view.state)).toEqual(snapshot(c.writer.state));
   } finally {
     open = true;
     opened();

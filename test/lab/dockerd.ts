@@ -23,31 +23,15 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Lab, LabHost } from './netlab';
-import { assertPrerequisites } from './netlab';
+import { assertPrerequisites } from './prerequisites';
 import { labBudgetMs, labOverrun, recordLabStep } from './budget';
-import {
-  CommandError,
-  ProcInfo,
-  Proc,
-  RunOptions,
-  RunResult,
-  httpGet,
-  killAll,
-  listProcesses,
-  isLabProcessFor,
-  mountsUnder,
-  pidsInCgroups,
-  readNamespaceInode,
-  recordPid,
-  removeCgroups,
-  requireExecutable,
-  run,
-  runOk,
-  spawnLogged,
-  stopProcess,
-  waitFor,
-  which,
-} from './proc';
+import { ProcInfo, listProcesses, isLabProcessFor, mountsUnder, readNamespaceInode } from './procfs';
+import { killAll, recordPid } from './kill';
+import { CommandError, RunOptions, RunResult, requireExecutable, run, runOk, which } from './run';
+import { Proc, spawnLogged, stopProcess } from './spawn';
+import { waitFor } from './wait';
+import { httpGet } from './probes';
+import { pidsInCgroups, removeCgroups } from './cgroups';
 
 /** Image imported by importBusybox(): static busybox plus one symlink per applet in /bin. */
 export const BUSYBOX_IMAGE = 'underlay-busybox:latest';

@@ -1,15 +1,26 @@
 // Reusable end-to-end lab: simulated hosts (network namespaces on a bridge),
 // one dockerd per host, etcd and NATS. See README.md in this directory.
 import * as path from 'node:path';
-import type { Feature, Lab, LabHost, LabOptions } from './netlab';
-import { assertPrerequisites, createLab } from './netlab';
+import type { Lab, LabHost, LabOptions } from './netlab';
+import { createLab } from './netlab';
+import { assertPrerequisites, type Feature } from './prerequisites';
 import type { EtcdService, NatsOptions, NatsService, ServiceOptions } from './services';
 import { startEtcd, startNats } from './services';
 import { labBudgetMs } from './budget';
 
-export * from './proc';
+export * from './procfs';
+export * from './kill';
+export * from './run';
+export * from './spawn';
+export * from './wait';
+export * from './probes';
+export * from './cgroups';
 export * from './services';
 export * from './netlab';
+export * from './prerequisites';
+export * from './netns';
+export * from './lab-state';
+export * from './sweep';
 export * from './dockerd';
 export * from './nats-auth';
 

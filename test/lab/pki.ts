@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as https from 'node:https';
 import * as path from 'node:path';
-import { requireExecutable } from './proc';
+import { requireExecutable } from './run';
 
 export interface CertFiles {
   certFile: string;

@@ -2,7 +2,12 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { freePort, httpGet, Proc, requireExecutable, spawnLogged, stopProcess, tcpConnects, waitFor } from './proc';
+import { retry } from '@underlay/adapters';
+import { UnderlayError } from '@underlay/core';
+import { requireExecutable } from './run';
+import { Proc, spawnLogged, stopProcess, tailFile } from './spawn';
+import { waitFor } from './wait';
+import { freePort, httpGet, tcpConnects } from './probes';
 import { httpsGet } from './pki';
 
 export interface ServiceOptions {
@@ -86,20 +91,21 @@ function randomName(kind: string): string {
 }
 
 /**
- * Retries a start attempt when the "free" port got taken in between
- * (bind-then-close is inherently racy).
+ * A server that exited because a port that was free a moment ago got taken
+ * (bind-then-close is inherently racy). The child's log is its only account of
+ * why it failed, so its text is read here, once, and turned into a code.
  */
-async function withPortRetry<T>(attempt: (n: number) => Promise<T>, tries = 3): Promise<T> {
-  let last: unknown;
-  for (let i = 0; i < tries; i++) {
-    try {
-      return await attempt(i);
-    } catch (e) {
-      last = e;
-      if (!/address already in use|EADDRINUSE|bind:/i.test(String((e as Error).message))) throw e;
-    }
-  }
-  throw last;
+function portTakenOr(e: unknown, logFile: string): unknown {
+  if (!/address already in use|EADDRINUSE|bind:/i.test(tailFile(logFile, 40))) return e;
+  return new UnderlayError('conflict', `a port was taken before the server could bind it: ${(e as Error).message}`, { retriable: true, cause: e });
+}
+
+/** Up to three start attempts, each on fresh ports, while the failure is a port taken (portTakenOr). */
+function withPortRetry<T>(attempt: (n: number) => Promise<T>, tries = 3): Promise<T> {
+  return retry((n) => attempt(n - 1), {
+    backoff: { minMs: 0, maxMs: 0 }, // new ports: nothing to wait for
+    retryIf: (e, n) => n < tries && e instanceof UnderlayError && e.code === 'conflict',
+  });
 }
 
 /** Starts a single-member etcd (with `tls`: https and client certificates); resolves when GET /health says {"health":"true"}. */
@@ -149,7 +155,7 @@ export async function startEtcd(opts: EtcdOptions): Promise<EtcdService> {
       );
     } catch (e) {
       await stopProcess(proc, 'SIGKILL', 1_000).catch(() => undefined);
-      throw e;
+      throw portTakenOr(e, logFile);
     }
     let stopping: Promise<void> | undefined;
     return {
@@ -219,7 +225,7 @@ export async function startNats(opts: NatsOptions): Promise<NatsService> {
       );
     } catch (e) {
       await stopProcess(proc, 'SIGKILL', 1_000).catch(() => undefined);
-      throw e;
+      throw portTakenOr(e, logFile);
     }
     let stopping: Promise<void> | undefined;
     return {

@@ -28,7 +28,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { descendantsOf } from '../lab/proc';
+import { descendantsOf } from '../lab/procfs';
 import { budgetScale, durationTable, explainBudget, hostCalibration, hostPhaseBudgetMs, overrunSteps, BUDGETS, type BudgetedStep, type Calibration, type HostPhase } from './budget';
 
 /** The modules the network tests need, in dependency order (paths under <modules>/kernel, without .ko). */

@@ -14,7 +14,7 @@ import {
   decideRequestPool,
   findLeakCandidates,
   formatValue,
-  type IpamState,
+  type ClusterState,
 } from '@underlay/core';
 import { LocalStore } from '../../services/node-agent/src/driver/store';
 import { rebuildFromController, rebuildFromDocker, restore } from '../../services/node-agent/src/driver/restore';
@@ -202,7 +202,7 @@ describe('rebuild from Docker', () => {
 });
 
 /** The controller's state: h1 holds the gateway .1, 192.0.2.2 (bound to EP1) and .3 (never bound); h2 holds one in its block. */
-function clusterState(): IpamState {
+function clusterState(): ClusterState {
   const t = engineWithClock();
   const { run } = t;
   const poolId = run((s) => decideRequestPool(s, { node: 'h1', space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: {}, v6: false })).poolId;

@@ -15,13 +15,13 @@ import {
   type BgpPath,
 } from '@underlay/adapters';
 import {
-  IpamEngine,
+  ClusterEngine,
   decideReleaseAddress,
   decideReleaseEmptyBlocks,
   decideRequestAddress,
   decideRequestPool,
   type EngineClock,
-  type IpamState,
+  type ClusterState,
 } from '@underlay/core';
 import {
   applyBestPaths,
@@ -125,8 +125,8 @@ function setup() {
   let id = 0;
   let macs = 0;
   const clock: EngineClock = { now: () => new Date(now), newId: () => `id-${++id}` };
-  const engine = new IpamEngine(undefined, clock);
-  const run = <R>(d: (s: IpamState) => { events: any[]; result: R }, actor = 'node:a') => engine.execute(d, { actor }).result;
+  const engine = new ClusterEngine(undefined, clock);
+  const run = <R>(d: (s: ClusterState) => { events: any[]; result: R }, actor = 'node:a') => engine.execute(d, { actor }).result;
   const pool = (node: string, cidr: string, options: Record<string, string> = {}) =>
     run((s) => decideRequestPool(s, { node, space: 'underlay', pool: cidr, subPool: '', options, v6: cidr.includes(':') })).poolId;
   const mac = () => ({ 'com.docker.network.endpoint.macaddress': `02:00:00:00:00:${(++macs).toString(16).padStart(2, '0')}` });

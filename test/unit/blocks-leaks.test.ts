@@ -10,7 +10,7 @@ import {
   fold,
   restore,
   snapshot,
-  type IpamState,
+  type ClusterState,
   type NodeLiveness,
 } from '@underlay/core';
 import { engineWithClock } from './support';
@@ -141,7 +141,7 @@ describe('snapshots', () => {
     // Identical when serialised too (a cold start is checked this way on 100,000 events).
     expect(JSON.stringify(describeState(restored))).toBe(JSON.stringify(describeState(t.engine.state)));
     // The same next decision on both.
-    const next = (s: IpamState) => decideRequestAddress(s, { node: 'b', poolId: id, address: '', options: mac(99) });
+    const next = (s: ClusterState) => decideRequestAddress(s, { node: 'b', poolId: id, address: '', options: mac(99) });
     expect(next(restored).result).toEqual(next(t.engine.state).result);
   });
 });

@@ -1,4 +1,18 @@
-import { contains, formatCidr, formatValue, macFromIPv4, overlaps, parseAddr, parseCidr, usableRange } from '@underlay/core';
+import {
+  addrFromBytes,
+  addrToBytes,
+  contains,
+  formatAddr,
+  formatCidr,
+  formatValue,
+  macFromIPv4,
+  overlaps,
+  parseAddr,
+  parseAddrWithPrefix,
+  parseCidr,
+  tryParseAddr,
+  usableRange,
+} from '@underlay/core';
 
 describe('addresses', () => {
   it('round-trips IPv4 and IPv6 text', () => {
@@ -14,6 +28,52 @@ describe('addresses', () => {
     ];
     for (const [i, o] of v6) expect(formatValue(6, parseAddr(i).value)).toBe(o);
   });
+  it('prints IPv6 as RFC 5952 text', () => {
+    const cases: [string, string][] = [
+      // 4.2.3: of two equal runs of zeros the first is compressed
+      ['2001:db8:0:0:1:0:0:1', '2001:db8::1:0:0:1'],
+      // 4.2.3: the longest run is compressed
+      ['2001:0:0:1:0:0:0:1', '2001:0:0:1::1'],
+      // 4.2.2: a single zero group is not compressed
+      ['2001:db8:0:1:1:1:1:1', '2001:db8:0:1:1:1:1:1'],
+      // 4.3: lower case
+      ['2001:DB8::ABCD:EF01', '2001:db8::abcd:ef01'],
+      // 4.1: no leading zeros
+      ['2001:0db8:00a0:0000:0000:0000:0000:0001', '2001:db8:a0::1'],
+      ['0:0:0:0:0:0:0:0', '::'],
+      ['1:0:0:0:0:0:0:0', '1::'],
+      ['fe80:0:0:0:0:0:0:1', 'fe80::1'],
+    ];
+    for (const [i, o] of cases) expect(formatAddr(parseAddr(i))).toBe(o);
+  });
+  it('reads embedded IPv4 text, IPv4-mapped and IPv4-compatible, as IPv6', () => {
+    const mapped = parseAddr('::ffff:192.0.2.1');
+    expect(mapped).toEqual({ family: 6, value: 0xffffc0000201n });
+    expect(parseAddr('::FFFF:192.0.2.1')).toEqual(mapped);
+    expect(parseAddr('0:0:0:0:0:ffff:192.0.2.1')).toEqual(mapped);
+    expect(parseAddr('::ffff:c000:201')).toEqual(mapped);
+    expect(formatAddr(mapped)).toBe('::ffff:192.0.2.1');
+    // ::a.b.c.d is ::a.b.c.d (as inet_pton reads it), not the IPv4-mapped ::ffff:a.b.c.d
+    expect(parseAddr('::192.0.2.1')).toEqual({ family: 6, value: 0xc0000201n });
+    expect(parseAddr('64:ff9b::192.0.2.1').value).toBe(0x0064ff9b0000000000000000c0000201n);
+  });
+  it('refuses the non-standard IPv4 forms inet_aton accepts, and zone indexes', () => {
+    for (const s of ['127.1', '0x7f.1', '0x7f.0.0.1', '0177.0.0.1', '2130706433', '127.0.0.01', '1.2.3.4 ', ' 1.2.3.4', '1.2.3.4.5']) {
+      expect(tryParseAddr(s)).toBeUndefined();
+      expect(() => parseAddr(s)).toThrow(`invalid IP address: ${JSON.stringify(s)}`);
+    }
+    for (const s of ['::ffff:127.1', '::ffff:0x7f.0.0.1', '::ffff:01.2.3.4', '::ffff:1.2.3.256', '::127.1', 'fe80::1%eth0', 'fe80::1%', '1:2:3:4:5:6:7:8:9', '1:2:3:4:5:6:7:', ':::1', '12345::1']) {
+      expect(tryParseAddr(s)).toBeUndefined();
+    }
+    expect(tryParseAddr(7 as unknown as string)).toBeUndefined();
+  });
+  it('converts to and from network-order bytes', () => {
+    expect(addrToBytes(parseAddr('192.0.2.1'))).toEqual([192, 0, 2, 1]);
+    expect(addrToBytes(parseAddr('2001:db8::1'))).toEqual([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    expect(addrFromBytes([192, 0, 2, 1])).toEqual(parseAddr('192.0.2.1'));
+    expect(addrFromBytes(Buffer.from('20010db8000000000000000000000001', 'hex'))).toEqual(parseAddr('2001:db8::1'));
+    expect(() => addrFromBytes([1, 2, 3])).toThrow(/4 or 16 bytes/);
+  });
   it('refuses malformed addresses', () => {
     for (const s of ['1.2.3', '1.2.3.256', '01.2.3.4', 'a.b.c.d', '1::2::3', '2001:db8::1::', '12345::', '']) {
       expect(() => parseAddr(s)).toThrow(/invalid IP address/);
@@ -28,6 +88,17 @@ describe('CIDRs', () => {
     expect(() => parseCidr('192.0.2.77/24', { strict: true })).toThrow(/host bits are set; did you mean 192.0.2.0\/24/);
     expect(() => parseCidr('192.0.2.0/33')).toThrow(/invalid CIDR/);
     expect(() => parseCidr('192.0.2.0')).toThrow(/invalid CIDR/);
+    expect(formatCidr(parseCidr('2001:DB8:0:0::/32'))).toBe('2001:db8::/32');
+    expect(formatCidr(parseCidr('::ffff:192.0.2.0/120'))).toBe('::ffff:192.0.2.0/120');
+    expect(formatCidr(parseCidr('192.0.2.0/024'))).toBe('192.0.2.0/24');
+    for (const s of ['127.1/8', '0x7f.0.0.0/8', '010.0.0.0/8', '::/129', '2001:db8::/-1', '192.0.2.0/0024', '192.0.2.0/', '/24', 'fe80::%eth0/64', '192.0.2.0/24/24']) {
+      expect(() => parseCidr(s)).toThrow(`invalid CIDR: ${JSON.stringify(s)}`);
+    }
+  });
+  it('keeps the address of an interface address', () => {
+    expect(parseAddrWithPrefix('10.0.0.1/24')).toEqual({ addr: parseAddr('10.0.0.1'), prefix: 24 });
+    expect(parseAddrWithPrefix('2001:DB8::1/64')).toEqual({ addr: parseAddr('2001:db8::1'), prefix: 64 });
+    expect(() => parseAddrWithPrefix('10.1/24')).toThrow(/invalid CIDR/);
   });
   it('contains and overlaps', () => {
     const a = parseCidr('192.0.2.0/24');

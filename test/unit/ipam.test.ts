@@ -9,10 +9,12 @@ import {
   decideRequestPool,
   describe as describeState,
   fold,
+  FoldError,
+  UnderlayError,
   parseAddr,
   parseCidr,
   usableRange,
-  type IpamState,
+  type ClusterState,
 } from '@underlay/core';
 import { engineWithLog } from './support';
 
@@ -111,7 +113,7 @@ describe('fold (property)', () => {
   const nodes = ['a', 'b', 'c', 'd'];
   const subnets = ['192.0.2.0/28', '198.51.100.0/29', '2001:db8::/125'];
 
-  function checkInvariants(state: IpamState, held: Map<string, string>) {
+  function checkInvariants(state: ClusterState, held: Map<string, string>) {
     for (const p of state.pools.values()) {
       const { first, last } = usableRange(p.cidr);
       for (const [v, a] of p.allocs) {
@@ -226,5 +228,22 @@ describe('request ids and address kinds (no MAC from Docker)', () => {
     expect(run((s) => decideRequestPool(s, { ...req, requestId: 'p1' })).poolId).toBe('underlay/192.0.2.0/24');
     expect(() => run((s) => decideRequestPool(s, { ...req, requestId: 'p2' }))).toThrow(/subnet 192.0.2.0\/24 is already used on this host by/);
     expect(run((s) => decideRequestPool(s, { ...req, node: 'b', requestId: 'p3' })).poolId).toBe('underlay/192.0.2.0/24');
+  });
+});
+
+describe('the fold', () => {
+  it('refuses an event out of order with a FoldError, an UnderlayError with code internal, not retriable', () => {
+    const { run, log } = setup();
+    run((s) => decideRequestPool(s, { node: 'a', space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: {}, v6: false }));
+    let err: unknown;
+    try {
+      fold(log.slice(1));
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(FoldError);
+    expect(err).toBeInstanceOf(UnderlayError);
+    expect(err).toMatchObject({ name: 'FoldError', code: 'internal', retriable: false, seq: 2 });
+    expect((err as Error).message).toBe('event 2: out of order, expected 1');
   });
 });

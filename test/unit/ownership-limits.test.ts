@@ -1,6 +1,6 @@
 /**
  * Issue 10 (2, 4): a node acts only on what it holds, pools and block sizes have limits, every schema that
- * crosses a boundary has maxima (protocol/limits.ts), and numeric settings are bounded. Pure: no I/O.
+ * crosses a boundary has maxima (libs/core/src/limits.ts), and numeric settings are bounded. Pure: no I/O.
  */
 import {
   ApiErrorCode,
@@ -267,7 +267,7 @@ const BOUNDS: Bound[] = [
   { what: 'EventsQuery since digits', schema: EventsQuery, max: 15, at: (n) => ({ since: s(n, '1') }) },
 ];
 
-describe('schema maxima (protocol/limits.ts)', () => {
+describe('schema maxima (limits.ts)', () => {
   it.each(BOUNDS.map((b) => [b.what, b] as const))('%s: the maximum passes, one more is refused', (_what, b) => {
     const ok = b.schema.safeParse(b.at(b.max));
     expect(ok.error?.issues ?? []).toEqual([]);

@@ -1,6 +1,6 @@
 /**
  * desiredRoutes (libs/core/src/routes/desired.ts): the routes a host programs for its ipvlan L3 networks,
- * computed from states built by the real decisions (IpamEngine + decide*), as the controller makes them.
+ * computed from states built by the real decisions (ClusterEngine + decide*), as the controller makes them.
  */
 import {
   UNDERLAY_RT_PROTO,
@@ -13,7 +13,7 @@ import {
   fold,
   nextHopOf,
   type ClusterEvent,
-  type IpamState,
+  type ClusterState,
   type RouteNetwork,
 } from '@underlay/core';
 import { engineWithClock } from './support';
@@ -221,7 +221,7 @@ import type { NetworkRecord } from '../../services/node-agent/src/driver/store';
 
 /** A ClusterView stand-in: the engine's state, listeners called like the real view (batched per tick). */
 function fakeView(t: ReturnType<typeof setup>) {
-  const listeners = new Set<(evs: readonly ClusterEvent[], s: IpamState) => void>();
+  const listeners = new Set<(evs: readonly ClusterEvent[], s: ClusterState) => void>();
   let ready!: () => void;
   const readyP = new Promise<void>((r) => (ready = r));
   let sent = t.log.length;
@@ -232,7 +232,7 @@ function fakeView(t: ReturnType<typeof setup>) {
     get seq() {
       return t.engine.state.seq;
     },
-    onChange(l: (evs: readonly ClusterEvent[], s: IpamState) => void) {
+    onChange(l: (evs: readonly ClusterEvent[], s: ClusterState) => void) {
       listeners.add(l);
       return () => listeners.delete(l);
     },

@@ -1,15 +1,15 @@
-/** Shared set-up for the unit tests: an IPAM engine driven by the real decisions, and the events it recorded. */
-import { IpamEngine, type ClusterEvent, type EngineClock, type IpamState } from '@underlay/core';
+/** Shared set-up for the unit tests: a cluster engine driven by the real decisions, and the events it recorded. */
+import { ClusterEngine, type ClusterEvent, type EngineClock, type ClusterState } from '@underlay/core';
 
-/** A decision as IpamEngine.execute takes it. */
-export type Decision<R> = (s: IpamState) => { events: any[]; result: R };
+/** A decision as ClusterEngine.execute takes it. */
+export type Decision<R> = (s: ClusterState) => { events: any[]; result: R };
 
 /**
  * An engine (on `clock`, or the system clock), the log of every event it committed, and `run`, which
  * executes a decision as `actor` (default node:a), appends its events to the log and returns its result.
  */
 export function engineWithLog(clock?: EngineClock) {
-  const engine = new IpamEngine(undefined, clock);
+  const engine = new ClusterEngine(undefined, clock);
   const log: ClusterEvent[] = [];
   const run = <R>(d: Decision<R>, actor = 'node:a') => {
     const out = engine.execute(d, { actor });

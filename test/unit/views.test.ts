@@ -4,7 +4,7 @@
  */
 import {
   EndpointList,
-  IpamEngine,
+  ClusterEngine,
   IpamUsage,
   NetworkDetail,
   NetworkList,
@@ -22,7 +22,7 @@ import {
   networkInspect,
   networkList,
   nodeList,
-  type IpamState,
+  type ClusterState,
   type NodeReport,
   type NodeSeen,
 } from '@underlay/core';
@@ -33,8 +33,8 @@ const DEF = { options: { parent: 'eth1' }, subnets: [{ subnet: '192.0.2.0/24', g
 
 function cluster() {
   let n = 0;
-  const engine = new IpamEngine(undefined, { now: () => new Date(T0), newId: () => `id${++n}` });
-  const run = <R>(d: (s: IpamState) => { events: any[]; result: R }, actor = 'node:h1') => engine.execute(d, { actor }).result;
+  const engine = new ClusterEngine(undefined, { now: () => new Date(T0), newId: () => `id${++n}` });
+  const run = <R>(d: (s: ClusterState) => { events: any[]; result: R }, actor = 'node:h1') => engine.execute(d, { actor }).result;
   // net1: defined through the API; h1 and h2 hold replicas; h1 runs two containers (one dual-stack pool is not needed).
   run((s) => decideClusterNetworkCreate(s, { name: 'net1', definition: DEF }), 'user:alice');
   run((s) => decideClusterNetworkCreate(s, { name: 'iso', definition: { options: { type: 'ipvlan', ipvlan_mode: 'l3' }, subnets: [{ subnet: '198.51.100.0/24' }] } }), 'user:alice');
@@ -169,7 +169,7 @@ describe('views', () => {
   });
 
   it('counts an IPv6 /64 exactly', () => {
-    const engine = new IpamEngine();
+    const engine = new ClusterEngine();
     engine.execute((s) => decideRequestPool(s, { node: 'h1', space: 'underlay', pool: '2001:db8::/64', subPool: '', options: {}, v6: true }), { actor: 'node:h1' });
     expect(ipamUsage(engine.state).pools[0]).toMatchObject({ size: '18446744073709551615', used: 0, v6: true });
   });

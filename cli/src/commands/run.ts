@@ -2,6 +2,13 @@ import type { z } from 'zod';
 import { helpFor, parseFlags, validate, type FlagSpec } from '../flags.js';
 
 /** Runs a service until SIGINT/SIGTERM, then stops it cleanly and exits. */
+/**
+ * The services' log: one line per message on stderr, `<ISO time> <who>: <text>`. Kept hand-written rather than
+ * pino: every message is a sentence for a person (no levels, no structured fields anywhere in the code), the
+ * controller and the agent take only a `(msg: string) => void` (their `Logger` type), so they depend on no
+ * logging library, and this one line is the whole implementation. When levels or fields are wanted, pino goes
+ * here (and in that `Logger` type); nothing else changes.
+ */
 export const log = (who: string) => (m: string) => process.stderr.write(`${new Date().toISOString()} ${who}: ${m}\n`);
 
 export function untilSignal(stop: () => Promise<void>, logger: (m: string) => void): Promise<void> {

@@ -6,7 +6,7 @@
  * ERROR_CODES is the one list of codes: the NATS wire enum (protocol/rpc.ts) and the HTTP API's codes
  * (protocol/api.ts) are made from it. Callers decide by code (and `retriable`), never by matching message text.
  */
-import { LIMITS, clipText } from './protocol/limits.js';
+import { LIMITS, clipText } from './limits.js';
 
 export const ERROR_CODES = [
   'invalid-argument',

@@ -1,18 +1,29 @@
+/**
+ * @underlay/core: pure, no I/O. Layers, bottom to top (test/unit/core-layers.test.ts checks every import):
+ * base (the files here: errors, ip, options, limits, backoff, trace) → state/ (the cluster state, its events,
+ * the fold, snapshots, network definitions) → protocol/ (wire schemas) → decisions (ipam/, network/, node/,
+ * routes/, views/, which never import each other).
+ */
 export * from './errors.js';
 export * from './ip.js';
-export * from './events.js';
+export * from './state/events.js';
 export * from './options.js';
-export * from './ipam/state.js';
+export * from './state/cluster-state.js';
+export * from './state/fold.js';
+export * from './state/decision.js';
+export * from './state/pool-rules.js';
+export * from './state/network-owner.js';
 export * from './ipam/decide.js';
-export * from './ipam/engine.js';
+export * from './state/engine.js';
 export * from './ipam/leaks.js';
-export * from './ipam/snapshot.js';
-export * from './network/definition.js';
+export * from './state/snapshot.js';
+export * from './state/network-definition.js';
 export * from './network/decide.js';
 export * from './node/interfaces.js';
+export * from './node/decide.js';
 export * from './protocol/ipam.js';
 export * from './protocol/rpc.js';
-export * from './protocol/limits.js';
+export * from './limits.js';
 export * from './protocol/subjects.js';
 export * from './protocol/stream.js';
 export * as plugin from './protocol/plugin.js';
@@ -20,5 +31,5 @@ export * from './trace.js';
 export * from './routes/types.js';
 export * from './routes/desired.js';
 export * from './protocol/api.js';
-export * from './views.js';
+export * from './views/views.js';
 export * from './backoff.js';

@@ -1,7 +1,20 @@
 /**
- * IPv4/IPv6 address and CIDR math on bigints. Pure: no I/O.
+ * IPv4/IPv6 addresses and CIDRs. ipaddr.js parses, validates and prints the text (IPv6 as RFC 5952 text:
+ * lower case, no leading zeros, the longest run of zero groups compressed); the range arithmetic the
+ * allocator needs is done here on bigints. Pure: no I/O.
  * An address is { family, value } where value is the address as an unsigned integer.
+ *
+ * The text accepted is stricter than ipaddr.js's own parse:
+ * - IPv4 only as four decimal parts without leading zeros ("192.0.2.1"). ipaddr.js also reads inet_aton's
+ *   forms ("127.1", "0x7f.0.0.1", "0177.0.0.1", "2130706433"), which name another address than they seem to.
+ * - IPv6 without a zone index ("fe80::1%eth0"), and an embedded IPv4 part (RFC 4291 2.2, e.g. the IPv4-mapped
+ *   "::ffff:192.0.2.1") only in that same four-part form.
+ * - "::a.b.c.d" (IPv4-compatible, RFC 4291 2.5.5.1) is ::a.b.c.d, as inet_pton and the kernel read it;
+ *   ipaddr.js alone would read it as the IPv4-mapped ::ffff:a.b.c.d.
+ * An IPv4-mapped address stays an IPv6 address (family 6), as it is on the wire.
  */
+import ipaddr from 'ipaddr.js';
+
 import { InvalidArgumentError } from './errors.js';
 
 export type Family = 4 | 6;
@@ -20,64 +33,66 @@ export interface Cidr {
 
 export const bits = (family: Family): number => (family === 4 ? 32 : 128);
 
-function parseV4(s: string): bigint | undefined {
-  const parts = s.split('.');
-  if (parts.length !== 4) return undefined;
-  let v = 0n;
-  for (const p of parts) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
-    const n = Number(p);
-    if (n > 255) return undefined;
-    v = (v << 8n) | BigInt(n);
-  }
-  return v;
+const isFourPartDecimal = (s: string): boolean => ipaddr.IPv4.isValidFourPartDecimal(s);
+
+/** The text to hand to ipaddr.js for an address the project accepts (see the header), else undefined. */
+function strictText(s: string): string | undefined {
+  if (typeof s !== 'string') return undefined;
+  // Each family's validator only sees text that could be of that family: ipaddr.js answers "no" by throwing, which is slow.
+  if (!s.includes(':')) return isFourPartDecimal(s) ? s : undefined;
+  if (s.includes('%')) return undefined;
+  if (!s.includes('.')) return s;
+  const v4 = s.slice(s.lastIndexOf(':') + 1);
+  if (!isFourPartDecimal(v4)) return undefined;
+  // ipaddr.js reads "::a.b.c.d" as ::ffff:a.b.c.d; "::0:a.b.c.d" is the same address as "::a.b.c.d" in its other grammar.
+  return s === `::${v4}` ? `::0:${v4}` : s;
 }
 
-function parseV6(s: string): bigint | undefined {
-  if (!/^[0-9a-fA-F:.]+$/.test(s)) return undefined;
-  const dbl = s.split('::');
-  if (dbl.length > 2) return undefined;
-  const groups = (part: string): number[] | undefined => {
-    if (part === '') return [];
-    const out: number[] = [];
-    const items = part.split(':');
-    for (let i = 0; i < items.length; i++) {
-      const it = items[i]!;
-      if (it.includes('.')) {
-        if (i !== items.length - 1) return undefined;
-        const v4 = parseV4(it);
-        if (v4 === undefined) return undefined;
-        out.push(Number(v4 >> 16n), Number(v4 & 0xffffn));
-      } else {
-        if (!/^[0-9a-fA-F]{1,4}$/.test(it)) return undefined;
-        out.push(parseInt(it, 16));
-      }
-    }
-    return out;
-  };
-  const head = groups(dbl[0]!);
-  const tail = dbl.length === 2 ? groups(dbl[1]!) : [];
-  if (!head || !tail) return undefined;
-  let all: number[];
-  if (dbl.length === 2) {
-    const fill = 8 - head.length - tail.length;
-    if (fill < 1) return undefined;
-    all = [...head, ...new Array<number>(fill).fill(0), ...tail];
-  } else {
-    all = head;
+function parseIp(s: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
+  const t = strictText(s);
+  if (t === undefined) return undefined;
+  try {
+    return t.includes(':') ? ipaddr.IPv6.parse(t) : ipaddr.IPv4.parse(t);
+  } catch {
+    return undefined;
   }
-  if (all.length !== 8) return undefined;
-  return all.reduce((acc, g) => (acc << 16n) | BigInt(g), 0n);
+}
+
+function toAddr(ip: ipaddr.IPv4 | ipaddr.IPv6): Addr {
+  return addrFromBytes(ip.toByteArray());
+}
+
+function toIp(family: Family, v: bigint): ipaddr.IPv4 | ipaddr.IPv6 {
+  return ipaddr.fromByteArray(valueBytes(family, v));
+}
+
+/** The address's bytes in network order (4 or 16). */
+function valueBytes(family: Family, v: bigint): number[] {
+  const n = family === 4 ? 4 : 16;
+  const out = new Array<number>(n);
+  for (let i = n - 1; i >= 0; i--) {
+    out[i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+  return out;
+}
+
+/** The address as the bytes the wire carries (network order): 4 for IPv4, 16 for IPv6. */
+export const addrToBytes = (a: Addr): number[] => valueBytes(a.family, a.value);
+
+/** Network-order bytes (4 → IPv4, 16 → IPv6) as an address; throws InvalidArgumentError for another length. */
+export function addrFromBytes(b: ArrayLike<number>): Addr {
+  if (b.length !== 4 && b.length !== 16) {
+    throw new InvalidArgumentError(`an IP address is 4 or 16 bytes, not ${b.length}`);
+  }
+  let v = 0n;
+  for (let i = 0; i < b.length; i++) v = (v << 8n) | BigInt(b[i]! & 0xff);
+  return { family: b.length === 4 ? 4 : 6, value: v };
 }
 
 export function tryParseAddr(s: string): Addr | undefined {
-  const v4 = parseV4(s);
-  if (v4 !== undefined) return { family: 4, value: v4 };
-  if (s.includes(':')) {
-    const v6 = parseV6(s);
-    if (v6 !== undefined) return { family: 6, value: v6 };
-  }
-  return undefined;
+  const ip = parseIp(s);
+  return ip && toAddr(ip);
 }
 
 export function parseAddr(s: string): Addr {
@@ -86,31 +101,13 @@ export function parseAddr(s: string): Addr {
   return a;
 }
 
+/** The address as text: IPv4 dotted decimal, IPv6 as RFC 5952 (ipaddr.js's toRFC5952String). */
 export function formatValue(family: Family, v: bigint): string {
-  if (family === 4) {
-    return [24n, 16n, 8n, 0n].map((sh) => String((v >> sh) & 0xffn)).join('.');
-  }
-  const g: number[] = [];
-  for (let i = 7; i >= 0; i--) g.push(Number((v >> BigInt(i * 16)) & 0xffffn));
-  // RFC 5952: compress the longest run (≥ 2) of zero groups, leftmost on ties.
-  let bestStart = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = g.map((x) => x.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+  const ip = toIp(family, v);
+  if (ip.kind() !== 'ipv6') return ip.toString();
+  const v6 = ip as ipaddr.IPv6;
+  // RFC 5952 section 5 (and iproute2): an IPv4-mapped address keeps its IPv4 part in dotted decimal.
+  return v6.isIPv4MappedAddress() ? `::ffff:${v6.toIPv4Address().toString()}` : v6.toRFC5952String();
 }
 
 export const formatAddr = (a: Addr): string => formatValue(a.family, a.value);
@@ -121,14 +118,26 @@ const mask = (family: Family, prefix: number): bigint => {
   return ((1n << total) - 1n) ^ ((1n << host) - 1n);
 };
 
-/** Parses "a.b.c.d/n". With strict, host bits must be zero (Docker's --subnet rule). */
-export function parseCidr(s: string, opts: { strict?: boolean } = {}): Cidr {
-  const m = /^([^/]+)\/(\d{1,3})$/.exec(s);
-  const addr = m ? tryParseAddr(m[1]!) : undefined;
-  const prefix = m ? Number(m[2]) : NaN;
-  if (!m || !addr || !(prefix >= 0 && prefix <= bits(addr.family))) {
-    throw new InvalidArgumentError(`invalid CIDR: ${JSON.stringify(s)}`);
+/** "addr/len" split into the address (strictly parsed, see the header) and the prefix length, checked by ipaddr.js's parseCIDR. */
+function tryParseWithPrefix(s: string): { addr: Addr; prefix: number } | undefined {
+  if (typeof s !== 'string') return undefined;
+  const slash = s.lastIndexOf('/');
+  const text = slash > 0 ? strictText(s.slice(0, slash)) : undefined;
+  const len = s.slice(slash + 1);
+  if (text === undefined || !/^\d{1,3}$/.test(len)) return undefined;
+  try {
+    const [ip, prefix] = text.includes(':') ? ipaddr.IPv6.parseCIDR(`${text}/${len}`) : ipaddr.IPv4.parseCIDR(`${text}/${len}`);
+    return { addr: toAddr(ip), prefix };
+  } catch {
+    return undefined;
   }
+}
+
+/** Parses "a.b.c.d/n" or "x::y/n". With strict, host bits must be zero (Docker's --subnet rule). */
+export function parseCidr(s: string, opts: { strict?: boolean } = {}): Cidr {
+  const p = tryParseWithPrefix(s);
+  if (!p) throw new InvalidArgumentError(`invalid CIDR: ${JSON.stringify(s)}`);
+  const { addr, prefix } = p;
   const network = addr.value & mask(addr.family, prefix);
   if (opts.strict && network !== addr.value) {
     throw new InvalidArgumentError(
@@ -140,9 +149,9 @@ export function parseCidr(s: string, opts: { strict?: boolean } = {}): Cidr {
 
 /** Parses "a.b.c.d/n" keeping the address (for interface addresses such as Docker's Gateway "10.0.0.1/24"). */
 export function parseAddrWithPrefix(s: string): { addr: Addr; prefix: number } {
-  const c = parseCidr(s);
-  const ip = s.slice(0, s.indexOf('/'));
-  return { addr: parseAddr(ip), prefix: c.prefix };
+  const p = tryParseWithPrefix(s);
+  if (!p) throw new InvalidArgumentError(`invalid CIDR: ${JSON.stringify(s)}`);
+  return p;
 }
 
 export const formatCidr = (c: Cidr): string => `${formatValue(c.family, c.network)}/${c.prefix}`;
@@ -180,6 +189,6 @@ export function usableRange(c: Cidr): { first: bigint; last: bigint } {
 /** Docker's IPv4-derived MAC (libnetwork genMAC): 02:42 followed by the four address bytes. */
 export function macFromIPv4(a: Addr): string {
   if (a.family !== 4) throw new InvalidArgumentError('a MAC can only be derived from an IPv4 address');
-  const b = [0x02, 0x42, ...[24n, 16n, 8n, 0n].map((sh) => Number((a.value >> sh) & 0xffn))];
+  const b = [0x02, 0x42, ...addrToBytes(a)];
   return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
 }

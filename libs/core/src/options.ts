@@ -3,7 +3,7 @@
  * Pure: no I/O.
  */
 import { InvalidArgumentError } from './errors.js';
-import { LIMITS } from './protocol/limits.js';
+import { LIMITS } from './limits.js';
 
 export const MACVLAN_MODES = ['bridge', 'private', 'vepa', 'passthru'] as const;
 export const IPVLAN_MODES = ['l2', 'l3', 'l3s'] as const;

@@ -3,7 +3,7 @@
  * core's leak rules) and releases blocks that have been empty for the grace period.
  */
 import { collectLeaks, decideReleaseEmptyBlocks, findLeakCandidates, type LeakCandidate, type LeakPolicy, type NodeLiveness } from '@underlay/core';
-import type { IpamService } from './ipam-service.js';
+import type { ClusterWriter } from './cluster-writer.js';
 
 export interface CollectorOptions {
   intervalMs: number;
@@ -21,7 +21,7 @@ export class Collector {
   passes = 0;
 
   constructor(
-    private readonly ipam: IpamService,
+    private readonly writer: ClusterWriter,
     /** What the controller heard from each node (NodeDirectory.liveness). */
     private readonly liveness: ReadonlyMap<string, NodeLiveness>,
     private readonly opts: CollectorOptions,
@@ -48,8 +48,8 @@ export class Collector {
 
   private async doPass(nowMs: number): Promise<void> {
     try {
-      await this.ipam.settled();
-      const r = await this.ipam.run((s) => {
+      await this.writer.settled();
+      const r = await this.writer.run((s) => {
         const found = findLeakCandidates(s, nowMs, this.liveness, this.opts.leakPolicy, this.sinceMs);
         const out = collectLeaks(s, this.previous, found);
         return { events: out.events, result: out };
@@ -57,7 +57,7 @@ export class Collector {
       this.previous = r.remember;
       this.reclaimed.push(...r.reclaimed);
       for (const c of r.reclaimed) this.logger(`reclaimed leaked ${c.address} of ${c.poolId} held by ${c.node} (${c.rule})`);
-      const blocks = await this.ipam.run((s) => decideReleaseEmptyBlocks(s, nowMs, this.opts.blockGraceMs), { actor: 'controller' });
+      const blocks = await this.writer.run((s) => decideReleaseEmptyBlocks(s, nowMs, this.opts.blockGraceMs), { actor: 'controller' });
       for (const b of blocks.released) this.logger(`released empty block ${b}`);
       this.passes++;
     } catch (e) {

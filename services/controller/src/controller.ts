@@ -45,7 +45,10 @@ import {
   type RpcContext,
 } from '@underlay/adapters';
 import { ControllerConfig, type ControllerConfigInput } from './config.js';
-import { IpamService } from './ipam-service.js';
+import { ClusterWriter } from './cluster-writer.js';
+import { IpamRequests } from './ipam-requests.js';
+import { NetworkRecords } from './network-records.js';
+import { NodeRegistration } from './node-registration.js';
 import { OrderedPublisher } from './publisher.js';
 import { createHttpApi, readTlsFiles } from './http-api.js';
 import { resolveApiToken, type ApiTokens } from './api/tokens.js';
@@ -65,7 +68,14 @@ export class Controller {
   readonly config: ControllerConfig;
   readonly log: EtcdEventLog;
   readonly snaps: EtcdSnapshots;
-  readonly ipam: IpamService;
+  /** The write path: decide → commit → publish. */
+  readonly writer: ClusterWriter;
+  /** The Docker IPAM driver's requests (pools, addresses, endpoint bindings). */
+  readonly ipam: IpamRequests;
+  /** Host networks recorded and named, cluster networks defined and removed. */
+  readonly networks: NetworkRecords;
+  /** Agents registering their nodes. */
+  readonly registration: NodeRegistration;
   readonly snapshotter: Snapshotter;
   /** Every node's latest report and lease (kept by leader and standbys alike). */
   readonly nodes: NodeDirectory;
@@ -92,7 +102,7 @@ export class Controller {
     this.config = ControllerConfig.parse(config);
     this.log = new EtcdEventLog(etcdClientOptions(this.config));
     this.snaps = new EtcdSnapshots(this.log);
-    this.ipam = new IpamService({
+    this.writer = new ClusterWriter({
       log: this.log,
       loadState: () => loadState(this.log, this.snaps, logger, (r) => this.snapshotter.recordLoad(r)),
       onCommitted: (evs, encoded) => {
@@ -107,8 +117,11 @@ export class Controller {
         if (this.role === 'leader') this.snapshotter.reset(state);
       },
       logger,
-      poolLimits: { maxPoolPrefixV4: this.config.maxPoolPrefixV4, maxPoolPrefixV6: this.config.maxPoolPrefixV6 },
     });
+    const poolLimits = { maxPoolPrefixV4: this.config.maxPoolPrefixV4, maxPoolPrefixV6: this.config.maxPoolPrefixV6 };
+    this.ipam = new IpamRequests(this.writer, poolLimits);
+    this.networks = new NetworkRecords(this.writer, poolLimits);
+    this.registration = new NodeRegistration(this.writer);
     this.snapshotter = new Snapshotter(this.snaps, this.config.snapshotEvery, logger, { log: this.log, events: this.config.eventRetention, compact: this.config.etcdCompact, compactMargin: this.config.etcdCompactMargin, fence: () => this.currentFence() });
     this.nodes = new NodeDirectory(this.config.nodeLeaseMs);
     this.apiTokens = resolveApiToken(this.config, logger);
@@ -164,7 +177,7 @@ export class Controller {
       try {
         await this.lead();
         this.terms++;
-        this.logger(`leader (term ${this.terms}) at seq ${this.ipam.state.seq}`);
+        this.logger(`leader (term ${this.terms}) at seq ${this.writer.state.seq}`);
         for (const w of this.leaderWaiters.splice(0)) w();
         const reason = await Promise.race([lostP, this.stoppedP]);
         if (!this.stopped) this.logger(`leadership lost: ${reason}`);
@@ -186,7 +199,7 @@ export class Controller {
     let wake: () => void = () => {};
     const loop = (async () => {
       while (!stopped && !this.stopped) {
-        await this.ipam.refresh().catch((e) => this.logger(`standby could not follow the log: ${(e as Error).message}`));
+        await this.writer.refresh().catch((e) => this.logger(`standby could not follow the log: ${(e as Error).message}`));
         await new Promise<void>((r) => {
           wake = r;
           setTimeout(r, FOLLOW_MS).unref();
@@ -204,9 +217,9 @@ export class Controller {
 
   /** Becomes the serving leader: catch up with the log, catch up the stream, answer requests, collect. */
   private async lead(): Promise<void> {
-    await this.ipam.refresh();
+    await this.writer.refresh();
     // The state equals the committed log here: the snapshotter's shadow starts from it.
-    this.snapshotter.reset(this.ipam.state);
+    this.snapshotter.reset(this.writer.state);
     this.role = 'leader';
     await this.publisher!.catchUp();
     const nc = this.nc!;
@@ -220,14 +233,14 @@ export class Controller {
       serveRpc(nc, 'requestAddress', RequestAddressReq, (r, rc) => this.ipam.requestAddress(r, ctx(rc)), so),
       serveRpc(nc, 'releaseAddress', ReleaseAddressReq, (r, rc) => this.ipam.releaseAddress(r, ctx(rc)), so),
       serveRpc(nc, 'bindEndpoint', BindEndpointReq, (r, rc) => this.ipam.bindEndpoint(r, ctx(rc)), so),
-      serveRpc(nc, 'networkRecord', NetworkRecordReq, (r, rc) => this.ipam.networkRecord(r, ctx(rc)), so),
-      serveRpc(nc, 'networkName', NetworkNameReq, (r, rc) => this.ipam.networkName(r, ctx(rc)).then((x) => NetworkNameRes.parse(x)), so),
-      serveRpc(nc, 'networkRemove', NetworkRemoveReq, (r, rc) => this.ipam.networkRemove(r, ctx(rc), this.nodes.containerOf), so),
-      serveRpc(nc, 'nodeReport', NodeReport, (r, rc) => this.ipam.nodeReport(r, ctx(rc)), so),
+      serveRpc(nc, 'networkRecord', NetworkRecordReq, (r, rc) => this.networks.networkRecord(r, ctx(rc)), so),
+      serveRpc(nc, 'networkName', NetworkNameReq, (r, rc) => this.networks.networkName(r, ctx(rc)).then((x) => NetworkNameRes.parse(x)), so),
+      serveRpc(nc, 'networkRemove', NetworkRemoveReq, (r, rc) => this.networks.networkRemove(r, ctx(rc), this.nodes.containerOf), so),
+      serveRpc(nc, 'nodeReport', NodeReport, (r, rc) => this.registration.nodeReport(r, ctx(rc)), so),
       serveRpc(nc, 'readEvents', ReadEventsReq, async (r) => ({ events: await this.readEventsPage(r.fromSeq, r.limit, maxPayload(nc) - REPLY_ENVELOPE_BYTES) }), so),
       serveRpc(nc, 'eventsHead', EmptyReq, async () => {
-        await this.ipam.settled();
-        return { seq: this.ipam.committedSeq };
+        await this.writer.settled();
+        return { seq: this.writer.committedSeq };
       }, so),
       serveRpc(nc, 'eventsConsumer', EventsConsumerReq, (r, rc) => ensureNodeConsumer(nc, rc.node, r.afterSeq), so),
       serveRpc(nc, 'snapshotRead', SnapshotReadReq, (r) => this.snapshotPart(r.seq, r.part, r.offset, maxPayload(nc) - REPLY_ENVELOPE_BYTES), so),
@@ -235,7 +248,7 @@ export class Controller {
     await nc.flush();
     const c = this.config;
     this.collector = new Collector(
-      this.ipam,
+      this.writer,
       this.nodes.liveness,
       { intervalMs: c.collectIntervalMs, blockGraceMs: c.blockGraceMs, leakPolicy: { unboundGraceMs: c.unboundGraceMs, reportSlackMs: c.reportSlackMs, nodeExpiredMs: c.nodeExpiredMs } },
       Date.now(),
@@ -318,18 +331,18 @@ export class Controller {
     const [host, port] = splitHostPort(this.config.listen);
     const c = this.config;
     this.http = createHttpApi({
-      state: () => this.ipam.state,
+      state: () => this.writer.state,
       status: () => ({ role: this.role, name: this.config.name }),
       nodes: this.nodes,
       log: this.log,
       tokens: this.apiTokens,
       createNetwork: async (name, definition, actor) => {
         this.leaderOnly();
-        return this.ipam.clusterNetworkCreate({ name, definition }, { actor });
+        return this.networks.clusterNetworkCreate({ name, definition }, { actor });
       },
       removeNetwork: async (name, actor) => {
         this.leaderOnly();
-        await this.ipam.clusterNetworkRemove({ name }, { actor }, this.nodes.containerOf);
+        await this.networks.clusterNetworkRemove({ name }, { actor }, this.nodes.containerOf);
       },
     }, {
       logger: this.logger,

@@ -13,7 +13,7 @@ import {
   UnavailableError,
   UnderlayError,
   type ClusterEvent,
-  type IpamState,
+  type ClusterState,
 } from '@underlay/core';
 import { EventsTrimmedError, type EtcdEventLog, type EtcdSnapshots, type Fence } from '@underlay/adapters';
 
@@ -40,9 +40,9 @@ export async function loadState(
   snaps: EtcdSnapshots,
   logger: (m: string) => void = () => {},
   report: (r: LoadReport) => void = () => {},
-): Promise<IpamState> {
+): Promise<ClusterState> {
   const t0 = Date.now();
-  let base: IpamState | undefined;
+  let base: ClusterState | undefined;
   let snapshotError: string | undefined;
   try {
     const s = await snaps.latest();
@@ -80,7 +80,7 @@ export async function loadState(
 }
 
 /** The state a snapshot holds; throws when its JSON or content is invalid, or its seq is not the manifest's. */
-function restoreSnapshot(s: { seq: number; json: string }): IpamState {
+function restoreSnapshot(s: { seq: number; json: string }): ClusterState {
   const state = restore(JSON.parse(s.json));
   if (state.seq !== s.seq) throw new Error(`snapshot ${s.seq} holds the state at seq ${state.seq}`);
   return state;
@@ -105,7 +105,7 @@ export interface RetentionOptions {
  * in memory; serialising 60,000 allocations at once would block the leader for about 50 ms.
  */
 export class Snapshotter {
-  private shadow?: IpamState;
+  private shadow?: ClusterState;
   private lastSeq = 0;
   private busy = false;
   private buffered: ClusterEvent[] = [];
@@ -138,7 +138,7 @@ export class Snapshotter {
   }
 
   /** Starts from a state equal to the committed log (the leader's state right after taking over). */
-  reset(committed: IpamState): void {
+  reset(committed: ClusterState): void {
     this.shadow = restore(JSON.parse(JSON.stringify(snapshot(committed))));
     this.lastSeq = committed.seq;
     this.buffered = [];

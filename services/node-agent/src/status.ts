@@ -10,7 +10,7 @@
  * next one): a report that could omit live endpoints is worse than a late one.
  */
 import * as os from 'node:os';
-import { contains, parseCidr, tryParseAddr, type Cidr, type EndpointStatus, type IpamState, type NetworkStatus, type NodeReport } from '@underlay/core';
+import { contains, parseCidr, tryParseAddr, type Cidr, type EndpointStatus, type ClusterState, type NetworkStatus, type NodeReport } from '@underlay/core';
 import type { DriverContext } from './driver/context.js';
 import type { ReplicaState } from './driver/replicas.js';
 import { readDockerUnderlay } from './driver/docker-state.js';
@@ -57,7 +57,7 @@ export interface ReportInputs {
   version: string;
   address?: string;
   leaseMs: number;
-  state?: IpamState;
+  state?: ClusterState;
   replicas?: ReplicaState;
   nowMs?: number;
 }
@@ -66,7 +66,7 @@ export interface ReportInputs {
 const lastDockerEndpoints = new WeakMap<DriverContext, Set<string>>();
 
 /** The endpoints bound to this node in the cluster state. */
-function boundEndpointsOf(state: IpamState, node: string): string[] {
+function boundEndpointsOf(state: ClusterState, node: string): string[] {
   const out: string[] = [];
   for (const p of state.pools.values()) for (const a of p.allocs.values()) if (a.node === node && a.endpointId) out.push(a.endpointId);
   return out;

@@ -10,7 +10,7 @@
  */
 import { isIP } from 'node:net';
 
-import { formatValue, tryParseAddr, type Family } from '@underlay/core';
+import { addrFromBytes, addrToBytes, formatAddr, tryParseAddr } from '@underlay/core';
 
 import { NetlinkError } from './errors.js';
 import { nlAttr, u32 } from './encode.js';
@@ -61,25 +61,25 @@ export function rtmsg(o: RtmsgFields): Buffer {
   return b;
 }
 
-/** An address as the bytes netlink carries (network order), with its family (node:net's isIP decides what is an address). */
+/**
+ * An address as the bytes netlink carries (network order), with its family. @underlay/core's parser (ipaddr.js,
+ * four-part decimal IPv4 only) decides what is an address; node:net's isIP must agree, and a zone index
+ * (fe80::1%eth0), which isIP accepts, is not part of the address netlink carries.
+ */
 export function addrBytes(op: string, s: string): { family: 4 | 6; bytes: Buffer } {
   const fam = typeof s === 'string' ? isIP(s) : 0;
-  // A zone index (fe80::1%eth0) is not part of the address netlink carries.
   const a = fam === 0 ? undefined : tryParseAddr(fam === 6 ? s.replace(/%.*$/, '') : s);
-  if (a && a.family === fam) return { family: a.family, bytes: valueBytes(a.family, a.value) };
+  if (a && a.family === fam) return { family: a.family, bytes: Buffer.from(addrToBytes(a)) };
   throw new NetlinkError({ errno: 'EINVAL', op, message: `${op}: ${JSON.stringify(s)} is not an IP address` });
 }
 
-/** Network-order bytes → text (IPv6 compressed as RFC 5952, like iproute2 and @underlay/core print it). */
+/**
+ * Network-order bytes (4, or the first 16 of 16 or more) → text as @underlay/core prints it (IPv6 as RFC 5952
+ * text from ipaddr.js). Throws a RangeError for another length.
+ */
 export function formatAddrBytes(b: Buffer): string {
-  const family: Family = b.length === 4 ? 4 : 6;
-  if (family === 6 && b.length < 16) b.readUInt16BE(b.length & ~1); // too short: throws Buffer's RangeError
-  return formatValue(family, BigInt(`0x${b.subarray(0, family === 4 ? 4 : 16).toString('hex')}`));
-}
-
-/** An address value as its network-order bytes. */
-function valueBytes(family: Family, v: bigint): Buffer {
-  return Buffer.from(v.toString(16).padStart(family === 4 ? 8 : 32, '0'), 'hex');
+  if (b.length !== 4 && b.length < 16) throw new RangeError(`an address is 4 or 16 bytes, not ${b.length}`);
+  return formatAddr(addrFromBytes(b.length === 4 ? b : b.subarray(0, 16)));
 }
 
 /** "192.0.2.16/28" → family, prefix, network bytes. Refuses host bits (the kernel would too: EINVAL). */

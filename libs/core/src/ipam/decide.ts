@@ -3,78 +3,22 @@
  * Pure: the controller applies the returned events to its state (in order) before deciding the next
  * request, so decisions made back to back never hand out the same address.
  */
-import type { EventBody } from '../events.js';
+import type { EventBody } from '../state/events.js';
 import { ConflictError, ExhaustedError, InvalidArgumentError, NotFoundError, PermissionDeniedError } from '../errors.js';
-import { type Cidr, contains, formatCidr, formatValue, overlaps, parseCidr, tryParseAddr, usableRange } from '../ip.js';
+import { type Cidr, contains, formatCidr, formatValue, parseCidr, tryParseAddr, usableRange } from '../ip.js';
 import {
   GATEWAY_REQUEST_TYPE,
   MAC_OPTION,
   type BindEndpointReq,
-  type NetworkRecordReq,
-  type NodeHello,
   type ReleaseAddressReq,
   type ReleasePoolReq,
   type RequestAddressReq,
   type RequestPoolReq,
 } from '../protocol/ipam.js';
-import { LIMITS } from '../protocol/limits.js';
-import { blockOf, blockRange, blockSize, endpointCount, formatBlock, type Allocation, type IpamState, type Pool } from './state.js';
-import { parentInterfaces } from '../node/interfaces.js';
-
-export interface Decision<R> {
-  events: EventBody[];
-  result: R;
-}
-
-/** `--ipam-opt space=NAME` places a pool in its own address space (the same subnet on two VLANs). */
-export const SPACE_OPTION = 'space';
-/** `--ipam-opt block_size=26`: prefix length of the per-node blocks (default /26 for IPv4, /122 for IPv6). */
-export const BLOCK_SIZE_OPTION = 'block_size';
-/** `--ipam-opt strict_affinity=true`: a node never borrows from another node's block. */
-export const STRICT_AFFINITY_OPTION = 'strict_affinity';
-export const DEFAULT_BLOCK_PREFIX = { 4: 26, 6: 122 } as const;
-
-/**
- * The largest pools the controller hands out, as the shortest prefix length allowed per family (its
- * --max-pool-prefix-v4 and --max-pool-prefix-v6). A pool is one subnet that every host shares: a /1 would
- * claim half of the IPv4 space for one network.
- */
-export interface PoolLimits {
-  maxPoolPrefixV4: number;
-  maxPoolPrefixV6: number;
-}
-export const DEFAULT_POOL_LIMITS: Readonly<PoolLimits> = { maxPoolPrefixV4: 8, maxPoolPrefixV6: 48 };
-const POOL_LIMIT_FLAG = { 4: '--max-pool-prefix-v4', 6: '--max-pool-prefix-v6' } as const;
-const poolLimit = (limits: PoolLimits, family: 4 | 6): number => (family === 4 ? limits.maxPoolPrefixV4 : limits.maxPoolPrefixV6);
-
-/** Refuses a subnet larger than the limit (a prefix shorter than the family's maximum pool prefix). */
-export function checkPoolSize(cidr: Cidr, limits: PoolLimits = DEFAULT_POOL_LIMITS): void {
-  const limit = poolLimit(limits, cidr.family);
-  if (cidr.prefix < limit) {
-    throw new InvalidArgumentError(
-      `pool ${formatCidr(cidr)} is larger than the limit /${limit} (${POOL_LIMIT_FLAG[cidr.family]}): use a smaller --subnet, or raise the controller's ${POOL_LIMIT_FLAG[cidr.family]}`,
-    );
-  }
-}
-
-/**
- * `--ipam-opt block_size=N`: a prefix length from the largest pool's (the limit: a block is never larger
- * than a pool may be) to the family's bits (one address per block). A block larger than its pool is the
- * whole pool.
- */
-export function blockPrefixOption(options: Readonly<Record<string, string>>, family: 4 | 6, limits: PoolLimits = DEFAULT_POOL_LIMITS): number {
-  const raw = options[BLOCK_SIZE_OPTION];
-  if (raw === undefined || raw === '') return DEFAULT_BLOCK_PREFIX[family];
-  const m = /^\/?(\d{1,3})$/.exec(raw.trim());
-  const min = poolLimit(limits, family);
-  const max = family === 4 ? 32 : 128;
-  if (!m || Number(m[1]) < min || Number(m[1]) > max) {
-    throw new InvalidArgumentError(
-      `--ipam-opt ${BLOCK_SIZE_OPTION}=${raw.slice(0, 32)} is not valid: give a prefix length from ${min} to ${max} for IPv${family}, for example ${BLOCK_SIZE_OPTION}=${DEFAULT_BLOCK_PREFIX[family]}`,
-    );
-  }
-  return Number(m[1]);
-}
+import { LIMITS } from '../limits.js';
+import { blockOf, blockRange, blockSize, endpointCount, formatBlock, type Allocation, type ClusterState, type Pool } from '../state/cluster-state.js';
+import type { Decision } from '../state/decision.js';
+import { DEFAULT_POOL_LIMITS, STRICT_AFFINITY_OPTION, SPACE_OPTION, blockPrefixOption, checkPoolSize, overlappingPool, poolIdOf, type PoolLimits } from '../state/pool-rules.js';
 
 function strictOption(options: Record<string, string>): boolean {
   const raw = options[STRICT_AFFINITY_OPTION];
@@ -83,15 +27,7 @@ function strictOption(options: Record<string, string>): boolean {
   throw new InvalidArgumentError(`--ipam-opt ${STRICT_AFFINITY_OPTION}=${raw} is not valid: use true or false`);
 }
 
-export const poolIdOf = (space: string, cidr: string): string => `${space}/${cidr}`;
-
-/** A pool of that address space overlapping `cidr`, if any. */
-export function overlappingPool(state: IpamState, space: string, cidr: Cidr): Pool | undefined {
-  for (const p of state.pools.values()) if (p.space === space && overlaps(p.cidr, cidr)) return p;
-  return undefined;
-}
-
-export function decideRequestPool(state: IpamState, req: RequestPoolReq, limits: PoolLimits = DEFAULT_POOL_LIMITS): Decision<{ poolId: string; pool: string }> {
+export function decideRequestPool(state: ClusterState, req: RequestPoolReq, limits: PoolLimits = DEFAULT_POOL_LIMITS): Decision<{ poolId: string; pool: string }> {
   if (req.pool === '') {
     throw new InvalidArgumentError(
       `underlay allocates addresses across the whole cluster and needs an explicit subnet: add --subnet (for example --subnet 192.0.2.0/24)${req.v6 ? ' and an IPv6 --subnet' : ''}`,
@@ -156,7 +92,7 @@ export function decideRequestPool(state: IpamState, req: RequestPoolReq, limits:
 }
 
 /** "network n1 (on h1, h2)" for the networks using a pool, for messages. */
-function networksUsing(state: IpamState, poolId: string, onNode?: string): string {
+function networksUsing(state: ClusterState, poolId: string, onNode?: string): string {
   const byName = new Map<string, string[]>();
   for (const n of state.networks.values()) {
     if (!n.poolIds.includes(poolId) || (onNode && n.node !== onNode)) continue;
@@ -168,34 +104,10 @@ function networksUsing(state: IpamState, poolId: string, onNode?: string): strin
 }
 
 /**
- * A Docker network id belongs to the node that recorded it (each dockerd makes its own ids): only that node may
- * record, name, define or remove it.
- */
-export function checkNetworkOwner(state: IpamState, networkId: string, node: string): void {
-  const n = state.networks.get(networkId);
-  if (n && n.node !== node) {
-    throw new PermissionDeniedError(`network ${networkId.slice(0, 12)}${n.name ? ` (${n.name})` : ''} is recorded by node ${n.node}, not ${node}`);
-  }
-}
-
-export function decideNetworkRecorded(state: IpamState, req: NetworkRecordReq): Decision<Record<string, never>> {
-  checkNetworkOwner(state, req.networkId, req.node);
-  const n = state.networks.get(req.networkId);
-  const same = n && n.node === req.node && n.poolIds.join() === req.poolIds.join() && JSON.stringify(n.options) === JSON.stringify(req.options);
-  return { events: same ? [] : [{ type: 'NetworkRecorded', data: { networkId: req.networkId, node: req.node, poolIds: req.poolIds, options: req.options } }], result: {} };
-}
-
-export function decideNetworkNamed(state: IpamState, req: { networkId: string; name: string; node: string }): Decision<Record<string, never>> {
-  checkNetworkOwner(state, req.networkId, req.node);
-  const n = state.networks.get(req.networkId);
-  return { events: n && n.name !== req.name ? [{ type: 'NetworkNamed', data: { networkId: req.networkId, name: req.name } }] : [], result: {} };
-}
-
-/**
  * A node gives up its own reference to a pool, never another's (the event names the caller). Without a
  * reference this is a no-op, not a refusal: it is also what a retry sees after a lost reply.
  */
-export function decideReleasePool(state: IpamState, req: ReleasePoolReq): Decision<Record<string, never>> {
+export function decideReleasePool(state: ClusterState, req: ReleasePoolReq): Decision<Record<string, never>> {
   const pool = state.pools.get(req.poolId);
   if (!pool || !pool.refs.has(req.node)) return { events: [], result: {} };
   const events: EventBody[] = [{ type: 'PoolRefRemoved', data: { poolId: req.poolId, node: req.node } }];
@@ -203,7 +115,7 @@ export function decideReleasePool(state: IpamState, req: ReleasePoolReq): Decisi
   return { events, result: {} };
 }
 
-const getPool = (state: IpamState, poolId: string): Pool => {
+const getPool = (state: ClusterState, poolId: string): Pool => {
   const p = state.pools.get(poolId);
   if (!p) throw new NotFoundError(`unknown pool ${poolId}: the network's pool is not known to the underlay controller`);
   return p;
@@ -236,7 +148,7 @@ function requestedValue(p: Pool, text: string): bigint {
   return a.value;
 }
 
-export function decideRequestAddress(state: IpamState, req: RequestAddressReq): Decision<{ address: string; allocSeq: number }> {
+export function decideRequestAddress(state: ClusterState, req: RequestAddressReq): Decision<{ address: string; allocSeq: number }> {
   const p = getPool(state, req.poolId);
   const nextSeq = state.seq + 1;
   const isGateway = req.options['RequestAddressType'] === GATEWAY_REQUEST_TYPE;
@@ -347,7 +259,7 @@ function findInBlocks(p: Pool, node: string): { value: bigint; claim?: bigint } 
  * holds is refused. Gateway and aux reservations are shared by every host and go with the pool (every
  * host's Docker releases them: a no-op). The collector reclaims leaks through collectLeaks, not here.
  */
-export function decideReleaseAddress(state: IpamState, req: ReleaseAddressReq): Decision<Record<string, never>> {
+export function decideReleaseAddress(state: ClusterState, req: ReleaseAddressReq): Decision<Record<string, never>> {
   const p = state.pools.get(req.poolId);
   const a = p ? tryParseAddr(req.address) : undefined;
   const cur = p && a ? p.allocs.get(a.value) : undefined;
@@ -367,7 +279,7 @@ export function poolGoesWith(p: Pool, released: number): boolean {
 }
 
 /** CreateEndpoint on a node: the address is now held by that endpoint. Only the node holding the address may bind it. */
-export function decideBindEndpoint(state: IpamState, req: BindEndpointReq): Decision<{ bound: boolean }> {
+export function decideBindEndpoint(state: ClusterState, req: BindEndpointReq): Decision<{ bound: boolean }> {
   const p = state.pools.get(req.poolId);
   const a = p ? tryParseAddr(req.address) : undefined;
   const cur = p && a ? p.allocs.get(a.value) : undefined;
@@ -387,22 +299,8 @@ export function decideBindEndpoint(state: IpamState, req: BindEndpointReq): Deci
   };
 }
 
-/**
- * An agent says hello (with each report): registered once, re-registered when what identifies it changes: its
- * address, version, or the interfaces that can be parents. Veths, Docker's bridges and underlay's own endpoint
- * links and dummies come and go with containers: they are status (the report, in the node directory), not events.
- */
-export function decideNodeHello(state: IpamState, req: NodeHello): Decision<Record<string, never>> {
-  const n = state.nodes.get(req.node);
-  const ifs = req.interfaces ? parentInterfaces(req.interfaces) : undefined;
-  // Registrations written before this rule may hold transient names: compare what can be a parent on both sides.
-  const sameIfs = parentInterfaces(n?.interfaces ?? []).join() === (ifs ?? []).join();
-  if (n && n.address === req.address && n.version === req.version && sameIfs) return { events: [], result: {} };
-  return { events: [{ type: 'NodeRegistered', data: { node: req.node, address: req.address, version: req.version, ...(ifs ? { interfaces: ifs } : {}) } }], result: {} };
-}
-
 /** Blocks that have held no endpoint for longer than the grace period go back to the pool. */
-export function decideReleaseEmptyBlocks(state: IpamState, nowMs: number, graceMs: number): Decision<{ released: string[] }> {
+export function decideReleaseEmptyBlocks(state: ClusterState, nowMs: number, graceMs: number): Decision<{ released: string[] }> {
   const events: EventBody[] = [];
   const released: string[] = [];
   for (const p of state.pools.values()) {

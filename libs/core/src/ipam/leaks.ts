@@ -9,9 +9,9 @@
  * rules, whatever the agent's local store lost. Pure: the caller passes the clock and what it knows
  * of the nodes.
  */
-import type { EventBody } from '../events.js';
+import type { EventBody } from '../state/events.js';
 import { formatValue, tryParseAddr } from '../ip.js';
-import type { IpamState } from './state.js';
+import type { ClusterState } from '../state/cluster-state.js';
 import { poolGoesWith } from './decide.js';
 
 export interface NodeLiveness {
@@ -62,7 +62,7 @@ export interface LeakCandidate {
 export const candidateKey = (c: Pick<LeakCandidate, 'poolId' | 'address' | 'allocSeq'>) => `${c.poolId}|${c.address}|${c.allocSeq}`;
 
 export function findLeakCandidates(
-  state: IpamState,
+  state: ClusterState,
   nowMs: number,
   nodes: ReadonlyMap<string, NodeLiveness>,
   policy: LeakPolicy,
@@ -104,7 +104,7 @@ export function findLeakCandidates(
  * and the candidates to remember for the next one.
  */
 export function collectLeaks(
-  state: IpamState,
+  state: ClusterState,
   previous: ReadonlySet<string>,
   candidates: LeakCandidate[],
 ): { events: EventBody[]; remember: Set<string>; reclaimed: LeakCandidate[] } {

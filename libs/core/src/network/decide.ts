@@ -1,17 +1,19 @@
 /**
- * Cluster network decisions (pure, like ipam/decide.ts): defining a network once for the cluster,
- * recognising each host's Docker network as a member of it, and removing it once for every host.
+ * Network decisions (pure, like ipam/decide.ts): recording and naming a host's Docker network, defining a
+ * network once for the cluster, recognising each host's Docker network as a member of it, and removing it
+ * once for every host.
  */
 import { ConflictError, InvalidArgumentError, NotFoundError } from '../errors.js';
-import type { EventBody } from '../events.js';
-import { formatCidr, overlaps, parseCidr } from '../ip.js';
-import type { Decision, PoolLimits } from '../ipam/decide.js';
-import { DEFAULT_POOL_LIMITS, SPACE_OPTION, blockPrefixOption, checkNetworkOwner, checkPoolSize, overlappingPool } from '../ipam/decide.js';
-import type { IpamState } from '../ipam/state.js';
-import { formatValue } from '../ip.js';
+import type { EventBody } from '../state/events.js';
+import { formatCidr, formatValue, overlaps, parseCidr } from '../ip.js';
+import type { Decision } from '../state/decision.js';
+import { DEFAULT_POOL_LIMITS, SPACE_OPTION, blockPrefixOption, checkPoolSize, overlappingPool, type PoolLimits } from '../state/pool-rules.js';
+import { checkNetworkOwner } from '../state/network-owner.js';
+import type { ClusterState } from '../state/cluster-state.js';
 import { LOCAL_ADDRESS_SPACE } from '../protocol/plugin.js';
-import { LIMITS, clipText } from '../protocol/limits.js';
-import { diffDefinitions, normalizeDefinition, type NetworkDefinition, type NetworkDefinitionInput } from './definition.js';
+import type { NetworkRecordReq } from '../protocol/ipam.js';
+import { LIMITS, clipText } from '../limits.js';
+import { diffDefinitions, normalizeDefinition, type NetworkDefinition, type NetworkDefinitionInput } from '../state/network-definition.js';
 
 /** An endpoint holding an address on one host's member of a cluster network. */
 export interface AttachedEndpoint {
@@ -23,7 +25,7 @@ export interface AttachedEndpoint {
 }
 
 /** Every bound endpoint on any host's member of the cluster network `name`. */
-export function attachedEndpoints(state: IpamState, name: string): AttachedEndpoint[] {
+export function attachedEndpoints(state: ClusterState, name: string): AttachedEndpoint[] {
   const members = new Set([...state.networks.values()].filter((n) => n.name === name && n.cluster !== false).map((n) => n.networkId));
   const out: AttachedEndpoint[] = [];
   if (members.size === 0) return out;
@@ -56,7 +58,7 @@ function inUseError(name: string, attached: AttachedEndpoint[], who: ContainerLo
 }
 
 /** Another cluster network already using one of these subnets (same address space). */
-function subnetClash(state: IpamState, name: string, def: NetworkDefinition): string | undefined {
+function subnetClash(state: ClusterState, name: string, def: NetworkDefinition): string | undefined {
   const space = def.ipamOptions[SPACE_OPTION] ?? '';
   for (const other of state.clusterNetworks.values()) {
     if (other.name === name || (other.definition.ipamOptions[SPACE_OPTION] ?? '') !== space) continue;
@@ -89,7 +91,7 @@ export interface NetworkDefineResult {
  * a member of it (same definition), or is refused (different definition or a subnet another cluster
  * network uses): then the agent removes it.
  */
-export function decideNetworkDefine(state: IpamState, req: NetworkDefineReq): Decision<NetworkDefineResult> {
+export function decideNetworkDefine(state: ClusterState, req: NetworkDefineReq): Decision<NetworkDefineResult> {
   checkNetworkOwner(state, req.networkId, req.node);
   const n = state.networks.get(req.networkId);
   if (!n) return { events: [], result: { member: false, conflict: `network ${req.networkId.slice(0, 12)} was never recorded` } };
@@ -114,7 +116,7 @@ export function decideNetworkDefine(state: IpamState, req: NetworkDefineReq): De
 
 /** `underlay network create` (the HTTP API): defines the network; agents create it in their Docker. */
 export function decideClusterNetworkCreate(
-  state: IpamState,
+  state: ClusterState,
   req: { name: string; definition: NetworkDefinitionInput },
   limits: PoolLimits = DEFAULT_POOL_LIMITS,
 ): Decision<{ created: boolean }> {
@@ -153,7 +155,7 @@ export function decideClusterNetworkCreate(
 }
 
 /** `underlay network rm`: refused while any host has an endpoint on it. */
-export function decideClusterNetworkRemove(state: IpamState, req: { name: string }, who: ContainerLookup = () => undefined): Decision<Record<string, never>> {
+export function decideClusterNetworkRemove(state: ClusterState, req: { name: string }, who: ContainerLookup = () => undefined): Decision<Record<string, never>> {
   if (!state.clusterNetworks.has(req.name)) throw new NotFoundError(`network ${req.name} not found`);
   const attached = attachedEndpoints(state, req.name);
   if (attached.length > 0) throw inUseError(req.name, attached, who);
@@ -170,7 +172,7 @@ const checkPoolSizeField = (e: unknown): string => ((e as Error).message.startsW
  * Docker network may remove it (`underlay network rm` is decideClusterNetworkRemove).
  */
 export function decideNetworkRemoved(
-  state: IpamState,
+  state: ClusterState,
   req: { networkId: string; node: string; cluster?: boolean },
   who: ContainerLookup = () => undefined,
 ): Decision<Record<string, never>> {
@@ -185,4 +187,16 @@ export function decideNetworkRemoved(
   }
   events.push({ type: 'NetworkRemoved', data: { networkId: req.networkId, node: req.node } });
   return { events, result: {} };
+}
+export function decideNetworkRecorded(state: ClusterState, req: NetworkRecordReq): Decision<Record<string, never>> {
+  checkNetworkOwner(state, req.networkId, req.node);
+  const n = state.networks.get(req.networkId);
+  const same = n && n.node === req.node && n.poolIds.join() === req.poolIds.join() && JSON.stringify(n.options) === JSON.stringify(req.options);
+  return { events: same ? [] : [{ type: 'NetworkRecorded', data: { networkId: req.networkId, node: req.node, poolIds: req.poolIds, options: req.options } }], result: {} };
+}
+
+export function decideNetworkNamed(state: ClusterState, req: { networkId: string; name: string; node: string }): Decision<Record<string, never>> {
+  checkNetworkOwner(state, req.networkId, req.node);
+  const n = state.networks.get(req.networkId);
+  return { events: n && n.name !== req.name ? [{ type: 'NetworkNamed', data: { networkId: req.networkId, name: req.name } }] : [], result: {} };
 }

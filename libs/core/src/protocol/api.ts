@@ -6,11 +6,11 @@
  */
 import { z } from 'zod';
 import { ERROR_CODES } from '../errors.js';
-import { ClusterEvent } from '../events.js';
+import { ClusterEvent } from '../state/events.js';
 import { parseAddr, parseCidr } from '../ip.js';
-import { NetworkDefinition, NetworkName, SubnetConfig } from '../network/definition.js';
+import { NetworkDefinition, NetworkName, SubnetConfig } from '../state/network-definition.js';
 import { NetworkStatus } from './ipam.js';
-import { LIMITS, boundedRecord, text } from './limits.js';
+import { LIMITS, boundedRecord, text } from '../limits.js';
 
 /** Where the CLI looks for the controller when neither --controller nor UNDERLAY_CONTROLLER says. */
 export const DEFAULT_CONTROLLER_URL = 'http://127.0.0.1:7410';

@@ -3,8 +3,8 @@
  * Subjects are in ./subjects.ts. Every message is validated with these schemas on both ends.
  */
 import { z } from 'zod';
-import { NetworkDefinition } from '../network/definition.js';
-import { LIMITS, cutText, optionMap, text } from './limits.js';
+import { NetworkDefinition } from '../state/network-definition.js';
+import { LIMITS, cutText, optionMap, text } from '../limits.js';
 
 export const NodeName = z
   .string()

@@ -4,7 +4,7 @@
  * Requests are loose objects: Docker may add fields in later versions.
  */
 import { z } from 'zod';
-import { LIMITS, boundedRecord, optionMap, text } from './limits.js';
+import { LIMITS, boundedRecord, optionMap, text } from '../limits.js';
 
 export const PLUGIN_NAME = 'underlay';
 export const IMPLEMENTS = ['NetworkDriver', 'IpamDriver'] as const;

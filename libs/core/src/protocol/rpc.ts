@@ -1,7 +1,7 @@
 /** Envelope of every controller reply: either a result or an error body. */
 import { z } from 'zod';
 import { ERROR_CODES } from '../errors.js';
-import { LIMITS } from './limits.js';
+import { LIMITS } from '../limits.js';
 
 /** An error on the wire. Its code enum is made from errors.ts ERROR_CODES, the one list (no copy here). */
 export const ErrorBodySchema = z.object({

@@ -10,9 +10,9 @@
  * Nodes with no known address (or none of the pool's family) get no routes. The result is sorted
  * (IPv4 before IPv6, then by destination), one route per destination.
  */
-import type { ClusterEvent } from '../events.js';
+import type { ClusterEvent } from '../state/events.js';
 import { type Family, formatValue, parseCidr, tryParseAddr } from '../ip.js';
-import { allocsIn, blockOf, blockSize, formatBlock, type IpamState, type Pool } from '../ipam/state.js';
+import { allocsIn, blockOf, blockSize, formatBlock, type ClusterState, type Pool } from '../state/cluster-state.js';
 import type { DesiredRoute } from './types.js';
 
 /** The parts of a local network record the routes depend on (the agent's NetworkRecord fits). */
@@ -66,7 +66,7 @@ interface Keyed {
  * The routed networks' pools, in order (networks, then each one's pools), each pool once (with the first
  * network that uses it); pools the state does not know are skipped.
  */
-function* routedPools(state: IpamState, localNetworks: Iterable<RouteNetwork>): Generator<[RouteNetwork, Pool]> {
+function* routedPools(state: ClusterState, localNetworks: Iterable<RouteNetwork>): Generator<[RouteNetwork, Pool]> {
   const seenPools = new Set<string>();
   for (const net of localNetworks) {
     if (!needsRoutes(net)) continue;
@@ -79,7 +79,7 @@ function* routedPools(state: IpamState, localNetworks: Iterable<RouteNetwork>): 
   }
 }
 
-export function desiredRoutes(state: IpamState, node: string, localNetworks: Iterable<RouteNetwork>): DesiredRoute[] {
+export function desiredRoutes(state: ClusterState, node: string, localNetworks: Iterable<RouteNetwork>): DesiredRoute[] {
   const out = new Map<string, Keyed>();
   const hop = (owner: string, family: Family): string | undefined => nextHopOf(state.nodes.get(owner)?.address, family);
   const add = (family: Family, value: bigint, prefix: number, dst: string, via: string, dev: string): void => {
@@ -140,7 +140,7 @@ const hostKey = (p: Pool, v: bigint): RouteKey => {
  * `desiredRouteFor`); `[]` when it changes no route; `undefined` when it can change routes anywhere (a node's
  * address, a pool created or deleted, anything unknown): then recompute them all with `desiredRoutes`.
  */
-export function routeKeysOf(state: IpamState, ev: ClusterEvent): RouteKey[] | undefined {
+export function routeKeysOf(state: ClusterState, ev: ClusterEvent): RouteKey[] | undefined {
   switch (ev.type) {
     case 'BlockClaimed':
     case 'BlockReleased': {
@@ -180,7 +180,7 @@ export function routeKeysOf(state: IpamState, ev: ClusterEvent): RouteKey[] | un
 }
 
 /** The route `desiredRoutes` gives for the destination `key` (undefined: none), without computing the others. */
-export function desiredRouteFor(state: IpamState, node: string, localNetworks: Iterable<RouteNetwork>, key: RouteKey): DesiredRoute | undefined {
+export function desiredRouteFor(state: ClusterState, node: string, localNetworks: Iterable<RouteNetwork>, key: RouteKey): DesiredRoute | undefined {
   for (const [net, p] of routedPools(state, localNetworks)) {
     const family = p.cidr.family;
     if (family !== key.family) continue;

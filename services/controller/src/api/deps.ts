@@ -1,12 +1,12 @@
 /** What the HTTP API needs from the controller (so it can be served and tested on its own). */
-import type { IpamState, NetworkDefinitionInput } from '@underlay/core';
+import type { ClusterState, NetworkDefinitionInput } from '@underlay/core';
 import type { EtcdEventLog } from '@underlay/adapters';
 import type { NodeDirectory } from '../nodes.js';
 import type { ApiTokens } from './tokens.js';
 
 export interface ApiDeps {
   /** The folded cluster state (the leader's, or a standby's that follows the log). */
-  state(): IpamState;
+  state(): ClusterState;
   /** This controller's role and name. */
   status(): { role: string; name: string };
   /** Latest reports and leases of every node. */

@@ -3,7 +3,7 @@
  * and withdraw given what gobgpd holds, and the learned routes to hand to the route installer.
  */
 import type { BgpPath, BgpRoute } from '@underlay/adapters';
-import { formatBlock, formatValue, overlaps, parseCidr, tryParseAddr, type IpamState, type DesiredRoute } from '@underlay/core';
+import { formatBlock, formatValue, overlaps, parseCidr, tryParseAddr, type ClusterState, type DesiredRoute } from '@underlay/core';
 
 /** Marks the paths underlay originates: large community `<AS>:201:1` (201 = underlay's route protocol number). */
 export const UNDERLAY_MARK_DATA1 = 201;
@@ -24,7 +24,7 @@ export interface Advertisements {
 }
 
 /** Every block `node` owns, in every pool, with `nextHop` (deduplicated: pools in different address spaces may repeat a block). */
-export function desiredAdvertisements(state: IpamState, node: string, nextHop: string, asn: number): Advertisements {
+export function desiredAdvertisements(state: ClusterState, node: string, nextHop: string, asn: number): Advertisements {
   const nh = tryParseAddr(nextHop);
   const routes = new Map<string, BgpRoute>();
   const skipped: string[] = [];
@@ -106,7 +106,7 @@ export function applyBestPaths(table: Map<string, BgpPath>, paths: readonly BgpP
  * routes module programs them), next hops that are this host, unspecified or of the other family, and
  * paths gobgpd marks as having an unreachable next hop.
  */
-export function learnedRoutes(table: ReadonlyMap<string, BgpPath>, state: IpamState, selfAddress: string): DesiredRoute[] {
+export function learnedRoutes(table: ReadonlyMap<string, BgpPath>, state: ClusterState, selfAddress: string): DesiredRoute[] {
   const pools = [...state.pools.values()].map((p) => p.cidr);
   const self = tryParseAddr(selfAddress);
   const out: DesiredRoute[] = [];

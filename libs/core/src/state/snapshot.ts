@@ -4,8 +4,8 @@
  * only the events after it.
  */
 import { z } from 'zod';
-import { NetworkDefinition } from '../network/definition.js';
-import { createPool, type IpamState, type Pool } from './state.js';
+import { NetworkDefinition } from './network-definition.js';
+import { createPool, type ClusterState, type Pool } from './cluster-state.js';
 
 export const SNAPSHOT_VERSION = 1;
 
@@ -55,7 +55,7 @@ export const SnapshotData = z.object({
 });
 export type SnapshotData = z.infer<typeof SnapshotData>;
 
-export function snapshot(state: IpamState): SnapshotData {
+export function snapshot(state: ClusterState): SnapshotData {
   return {
     version: SNAPSHOT_VERSION,
     seq: state.seq,
@@ -83,9 +83,9 @@ export function snapshot(state: IpamState): SnapshotData {
   };
 }
 
-export function restore(raw: unknown): IpamState {
+export function restore(raw: unknown): ClusterState {
   const data = SnapshotData.parse(raw);
-  const state: IpamState = { seq: data.seq, pools: new Map(), nodes: new Map(), networks: new Map(), clusterNetworks: new Map() };
+  const state: ClusterState = { seq: data.seq, pools: new Map(), nodes: new Map(), networks: new Map(), clusterNetworks: new Map() };
   for (const n of data.nodes) state.nodes.set(n.node, { ...n });
   // Same key order as the fold builds.
   for (const n of data.networks) state.networks.set(n.networkId, { networkId: n.networkId, node: n.node, poolIds: n.poolIds, options: n.options, name: n.name, cluster: n.cluster });
@@ -122,7 +122,7 @@ export function restore(raw: unknown): IpamState {
  * yield between parts (the state must not change until the last part is taken).
  * `JSON.parse(parts.join(''))` equals `snapshot(state)`.
  */
-export function* snapshotJsonParts(state: IpamState, slice = 2_000): Generator<string> {
+export function* snapshotJsonParts(state: ClusterState, slice = 2_000): Generator<string> {
   const s = snapshot({ ...state, pools: new Map() });
   yield `${JSON.stringify(s).slice(0, -'[]}'.length)}[`;
   let firstPool = true;

@@ -4,7 +4,7 @@
  * Engine API, so the same name means the same network everywhere.
  */
 import { z } from 'zod';
-import { LIMITS, boundedRecord, cutText, optionMap, text } from '../protocol/limits.js';
+import { LIMITS, boundedRecord, cutText, optionMap, text } from '../limits.js';
 
 /** --aux-address host=IP of one subnet. */
 const auxMap = () => boundedRecord(text(LIMITS.name), text(LIMITS.address), LIMITS.auxAddresses);

@@ -1,12 +1,13 @@
 /**
- * Runs IPAM decisions against a state: decides, stamps the events with sequence numbers, ids and
+ * Runs decisions (ipam/, network/, node/) against the cluster state: decides, stamps the events with sequence numbers, ids and
  * time, and applies them at once, so the next decision sees them. Used by the controller (which
  * then commits the events) and by tests.
  */
 import { randomUUID } from 'node:crypto';
-import type { ClusterEvent, EventBody } from '../events.js';
-import type { Decision } from './decide.js';
-import { apply, emptyState, type IpamState } from './state.js';
+import type { ClusterEvent, EventBody } from './events.js';
+import type { Decision } from './decision.js';
+import { emptyState, type ClusterState } from './cluster-state.js';
+import { apply } from './fold.js';
 import { InvalidArgumentError } from '../errors.js';
 
 export interface EventContext {
@@ -21,9 +22,9 @@ export interface EngineClock {
 
 const systemClock: EngineClock = { now: () => new Date(), newId: () => randomUUID() };
 
-export class IpamEngine {
+export class ClusterEngine {
   constructor(
-    public state: IpamState = emptyState(),
+    public state: ClusterState = emptyState(),
     private readonly clock: EngineClock = systemClock,
   ) {}
 
@@ -38,7 +39,7 @@ export class IpamEngine {
    * JSON would be longer than `maxEventBytes` (an event every reader must be able to take in one message: the
    * stream's and `events.read`'s NATS max_payload). Returns each event's JSON too, for the commit.
    */
-  execute<R>(decide: (s: IpamState) => Decision<R>, ctx: EventContext, maxEventBytes = Infinity): { events: ClusterEvent[]; encoded: string[]; result: R } {
+  execute<R>(decide: (s: ClusterState) => Decision<R>, ctx: EventContext, maxEventBytes = Infinity): { events: ClusterEvent[]; encoded: string[]; result: R } {
     const d = decide(this.state);
     const events = d.events.map((b, i) => this.stamp(b, this.state.seq + 1 + i, ctx));
     const encoded = events.map((e) => JSON.stringify(e));
@@ -52,3 +53,8 @@ export class IpamEngine {
     return { events, encoded, result: d.result };
   }
 }
+
+/** @deprecated the engine's old name: use ClusterEngine. */
+export const IpamEngine = ClusterEngine;
+/** @deprecated the engine's old name: use ClusterEngine. */
+export type IpamEngine = ClusterEngine;

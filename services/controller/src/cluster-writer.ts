@@ -1,39 +1,13 @@
 /**
- * The controller's IPAM: decides each request against the in-memory state (the fold of the log),
- * queues the resulting events for group commit, and answers once they are durable.
- * If a commit fails, the state is rebuilt from etcd before anything else is decided.
+ * The controller's one write path, where events are appended to the cluster's log: decide → commit → publish.
+ * A decision runs against the in-memory cluster state (the fold of the log) and is applied at once (so the
+ * next decision sees it); its events are queued for group commit in etcd (committer.ts); once they are
+ * durable the caller is answered and `onCommitted` hands them on (the publisher puts them on the stream,
+ * the snapshotter folds them). If a commit fails, the state is rebuilt from etcd before anything else is
+ * decided. What is decided lives in the request modules (ipam-requests.ts, network-records.ts,
+ * node-registration.ts, the collector); this module only runs decisions and writes their events.
  */
-import {
-  IpamEngine,
-  decideBindEndpoint,
-  decideClusterNetworkCreate,
-  decideClusterNetworkRemove,
-  decideNetworkDefine,
-  decideNetworkNamed,
-  decideNetworkRecorded,
-  decideNetworkRemoved,
-  decideNodeHello,
-  decideReleaseAddress,
-  decideReleasePool,
-  decideRequestAddress,
-  decideRequestPool,
-  fold,
-  UnderlayError,
-  type ClusterEvent,
-  type Decision,
-  type IpamState,
-  type BindEndpointReq,
-  type NetworkRecordReq,
-  type ContainerLookup,
-  type NetworkDefinitionInput,
-  type NetworkNameReq,
-  type NodeReport,
-  type PoolLimits,
-  type ReleaseAddressReq,
-  type ReleasePoolReq,
-  type RequestAddressReq,
-  type RequestPoolReq,
-} from '@underlay/core';
+import { ClusterEngine, FoldError, fold, UnderlayError, type ClusterEvent, type ClusterState, type Decision } from '@underlay/core';
 import { EventsTrimmedError, type EtcdEventLog, type Fence } from '@underlay/adapters';
 import { GroupCommitter } from './committer.js';
 
@@ -45,27 +19,25 @@ export interface RequestContext {
   traceId?: string;
 }
 
-export interface IpamServiceOptions {
+export interface ClusterWriterOptions {
   log: EtcdEventLog;
   /** Called after each full load from etcd, with the state (equal to the committed log). */
-  onLoaded?: (state: IpamState) => void;
+  onLoaded?: (state: ClusterState) => void;
   /** Loads the starting state: the latest snapshot folded forward with the log (default: the whole log). */
-  loadState?: () => Promise<IpamState>;
+  loadState?: () => Promise<ClusterState>;
   onCommitted?: (events: ClusterEvent[], encoded: string[]) => void;
   fence?: () => Fence | undefined;
   logger?: (msg: string) => void;
-  /** The largest pools handed out (--max-pool-prefix-v4/-v6; default core's DEFAULT_POOL_LIMITS). */
-  poolLimits?: PoolLimits;
   /** The longest event (JSON bytes) every reader can take in one NATS message; longer ones are refused. */
   maxEventBytes?: () => number;
 }
 
-export class IpamService {
-  readonly engine = new IpamEngine();
+export class ClusterWriter {
+  readonly engine = new ClusterEngine();
   private committer!: GroupCommitter;
   private gate: Promise<void> = Promise.resolve();
 
-  constructor(private readonly opts: IpamServiceOptions) {}
+  constructor(private readonly opts: ClusterWriterOptions) {}
 
   /** True while the state in memory is exactly a prefix of the log (nothing decided that might not be committed). */
   private clean = false;
@@ -99,7 +71,7 @@ export class IpamService {
     if (state.seq !== before) this.setState(state);
   }
 
-  private setState(state: IpamState): void {
+  private setState(state: ClusterState): void {
     this.engine.state = state;
     this.committer = new GroupCommitter(
       this.opts.log,
@@ -122,7 +94,7 @@ export class IpamService {
     return next;
   }
 
-  get state(): IpamState {
+  get state(): ClusterState {
     return this.engine.state;
   }
 
@@ -140,6 +112,15 @@ export class IpamService {
     return this.committer.waitFor(this.engine.state.seq);
   }
 
+  /**
+   * Runs a decision for its refusal only (a dry run): after any reload and once everything decided so far is
+   * durable, so the answer rests on committed state. Nothing is applied or committed.
+   */
+  async check(decide: (s: ClusterState) => unknown): Promise<void> {
+    await this.gate;
+    await this.settled();
+    decide(this.state);
+  }
 
   /**
    * Admission: decisions run at most ADMIT_SLICE per turn of the event loop, so a burst of requests
@@ -165,8 +146,11 @@ export class IpamService {
     }
   }
 
-  /** Decides with the current state and commits: for the collector and other internal actors. */
-  async run<R>(decide: (s: IpamState) => Decision<R>, ctx: RequestContext): Promise<R> {
+  /**
+   * Decides with the current state and commits: every write goes through here. Answers once the events (or,
+   * with none, those the answer rests on) are durable.
+   */
+  async run<R>(decide: (s: ClusterState) => Decision<R>, ctx: RequestContext): Promise<R> {
     await this.admit();
     await this.gate;
     let decided: { events: ClusterEvent[]; encoded: string[]; result: R };
@@ -174,8 +158,9 @@ export class IpamService {
     try {
       decided = this.engine.execute(decide, ctx, maxEventBytes);
     } catch (err) {
-      // A refusal must rest on current state: if another writer moved the log, reload and decide again.
-      if (!(err instanceof UnderlayError) || (await this.opts.log.head()) === this.committer.committedSeq) throw err;
+      // A refusal must rest on current state: if another writer moved the log, reload and decide again. (An event
+      // that does not fold is no refusal: it goes up as it is.)
+      if (!(err instanceof UnderlayError) || err instanceof FoldError || (await this.opts.log.head()) === this.committer.committedSeq) throw err;
       await this.reload();
       decided = this.engine.execute(decide, ctx, maxEventBytes);
     }
@@ -185,51 +170,5 @@ export class IpamService {
     if (events.length === 0) await this.committer.waitFor(this.engine.state.seq);
     else await this.committer.commit(events, encoded);
     return result;
-  }
-
-  requestPool(req: RequestPoolReq, ctx: RequestContext) {
-    return this.run((s) => decideRequestPool(s, req, this.opts.poolLimits), ctx);
-  }
-  releasePool(req: ReleasePoolReq, ctx: RequestContext) {
-    return this.run((s) => decideReleasePool(s, req), ctx);
-  }
-  requestAddress(req: RequestAddressReq, ctx: RequestContext) {
-    return this.run((s) => decideRequestAddress(s, req), ctx);
-  }
-  releaseAddress(req: ReleaseAddressReq, ctx: RequestContext) {
-    return this.run((s) => decideReleaseAddress(s, req), ctx);
-  }
-  bindEndpoint(req: BindEndpointReq, ctx: RequestContext) {
-    return this.run((s) => decideBindEndpoint(s, req), ctx);
-  }
-  networkRecord(req: NetworkRecordReq, ctx: RequestContext) {
-    return this.run((s) => decideNetworkRecorded(s, req), ctx);
-  }
-  /** The network's name (and, from agents that know cluster networks, its definition). */
-  networkName(req: NetworkNameReq, ctx: RequestContext): Promise<{ member: boolean; conflict?: string }> {
-    const { definition } = req;
-    if (definition) return this.run((s) => decideNetworkDefine(s, { ...req, definition }), ctx);
-    return this.run((s) => decideNetworkNamed(s, req), ctx).then(() => ({ member: false }));
-  }
-  async networkRemove(req: { networkId: string; node: string; cluster?: boolean; dryRun?: boolean }, ctx: RequestContext, who?: ContainerLookup) {
-    if (req.dryRun) {
-      // Throws the refusal, if any, without deciding anything.
-      await this.gate;
-      await this.settled();
-      decideNetworkRemoved(this.state, req, who);
-      return {};
-    }
-    await this.run((s) => decideNetworkRemoved(s, req, who), ctx);
-    return { seq: this.committedSeq };
-  }
-  clusterNetworkCreate(req: { name: string; definition: NetworkDefinitionInput }, ctx: RequestContext) {
-    return this.run((s) => decideClusterNetworkCreate(s, req, this.opts.poolLimits), ctx);
-  }
-  clusterNetworkRemove(req: { name: string }, ctx: RequestContext, who?: ContainerLookup) {
-    return this.run((s) => decideClusterNetworkRemove(s, req, who), ctx);
-  }
-  async nodeReport(req: NodeReport, ctx: RequestContext) {
-    await this.run((s) => decideNodeHello(s, req), ctx);
-    return {};
   }
 }

@@ -2,10 +2,10 @@
  * What the HTTP API and `underlay … ls` show, computed from the folded state, the nodes' latest
  * reports and the time. Pure: the same inputs give the same answer (the controller passes Date.now()).
  */
-import { formatValue, parseAddr, usableRange, type Family } from './ip.js';
-import { blockRange, endpointCount, formatBlock, type ClusterNetwork, type IpamState, type NetworkInfo, type Pool } from './ipam/state.js';
-import { parseNetworkOptions } from './options.js';
-import type { EndpointStatus, NetworkStatus, NodeReport } from './protocol/ipam.js';
+import { formatValue, parseAddr, usableRange, type Family } from '../ip.js';
+import { blockRange, endpointCount, formatBlock, type ClusterNetwork, type ClusterState, type NetworkInfo, type Pool } from '../state/cluster-state.js';
+import { parseNetworkOptions } from '../options.js';
+import type { EndpointStatus, NetworkStatus, NodeReport } from '../protocol/ipam.js';
 import type {
   BlockUsage,
   EndpointView,
@@ -15,7 +15,7 @@ import type {
   NetworkSummary,
   NodeView,
   PoolUsage,
-} from './protocol/api.js';
+} from '../protocol/api.js';
 
 /** A node's latest report and lease (the controller's NodeDirectory entries have this shape). */
 export interface NodeSeen {
@@ -27,7 +27,7 @@ export interface NodeSeen {
 
 /** Everything a view reads. */
 export interface ViewInput {
-  state: IpamState;
+  state: ClusterState;
   /** Latest report of every node that reported since the controller started. */
   seen: readonly NodeSeen[];
   nowMs: number;
@@ -78,7 +78,7 @@ function indexOf(input: ViewInput): ViewIndex {
 }
 
 /** Every node the cluster knows: registered in the log, or reporting. */
-function knownNodes(state: IpamState, seen: readonly NodeSeen[]): string[] {
+function knownNodes(state: ClusterState, seen: readonly NodeSeen[]): string[] {
   return [...new Set([...state.nodes.keys(), ...seen.map((s) => s.node)])].sort(byName);
 }
 
@@ -134,7 +134,7 @@ function summary(cn: ClusterNetwork, input: ViewInput, ix: ViewIndex, endpointCo
 }
 
 /** Distinct endpoints on the members of each cluster network, by network name. */
-function endpointCounts(state: IpamState): Map<string, number> {
+function endpointCounts(state: ClusterState): Map<string, number> {
   const ids = new Map<string, Set<string>>();
   for (const p of state.pools.values()) {
     for (const a of p.allocs.values()) {
@@ -283,7 +283,7 @@ export function nodeList(input: ViewInput): NodeView[] {
   });
 }
 
-function poolUsage(state: IpamState, p: Pool): PoolUsage {
+function poolUsage(state: ClusterState, p: Pool): PoolUsage {
   const r = usableRange(p.cidr);
   const size = r.last >= r.first ? r.last - r.first + 1n : 0n;
   const endpoints = endpointCount(p);
@@ -315,7 +315,7 @@ function poolUsage(state: IpamState, p: Pool): PoolUsage {
 }
 
 /** `GET /v1/ipam/usage`: every pool (by address space and subnet) with its blocks. */
-export function ipamUsage(state: IpamState): IpamUsage {
+export function ipamUsage(state: ClusterState): IpamUsage {
   const pools = [...state.pools.values()].sort((a, b) => byName(a.space, b.space) || a.cidr.family - b.cidr.family || cmpBig(a.cidr.network, b.cidr.network) || a.cidr.prefix - b.cidr.prefix);
   return { pools: pools.map((p) => poolUsage(state, p)) };
 }

@@ -3,8 +3,8 @@
  * (the controller is the only writer) and then published on NATS JetStream. State = fold(events).
  */
 import { z } from 'zod';
-import { NetworkDefinition } from './network/definition.js';
-import { HANDLE_MAX, LIMITS, optionMap, text } from './protocol/limits.js';
+import { NetworkDefinition } from './network-definition.js';
+import { HANDLE_MAX, LIMITS, optionMap, text } from '../limits.js';
 
 // Events are written by the controller only, from requests bounded by the same LIMITS: every event it
 // makes fits these, and an agent reading the stream refuses anything larger.

@@ -1,0 +1,53 @@
+/**
+ * Networks: each host's Docker network recorded and named (agents, over NATS), and cluster networks defined
+ * and removed once for every host (agents, and the HTTP API). Each one is a decision of core's network/ run
+ * through the cluster writer (decide → commit → publish).
+ */
+import {
+  DEFAULT_POOL_LIMITS,
+  decideClusterNetworkCreate,
+  decideClusterNetworkRemove,
+  decideNetworkDefine,
+  decideNetworkNamed,
+  decideNetworkRecorded,
+  decideNetworkRemoved,
+  type ContainerLookup,
+  type NetworkDefinitionInput,
+  type NetworkNameReq,
+  type NetworkRecordReq,
+  type PoolLimits,
+} from '@underlay/core';
+import type { ClusterWriter, RequestContext } from './cluster-writer.js';
+
+export class NetworkRecords {
+  constructor(
+    private readonly writer: Pick<ClusterWriter, 'run' | 'check' | 'committedSeq'>,
+    /** The largest pools a cluster network may define (--max-pool-prefix-v4/-v6). */
+    private readonly poolLimits: PoolLimits = DEFAULT_POOL_LIMITS,
+  ) {}
+
+  networkRecord(req: NetworkRecordReq, ctx: RequestContext) {
+    return this.writer.run((s) => decideNetworkRecorded(s, req), ctx);
+  }
+  /** The network's name (and, from agents that know cluster networks, its definition). */
+  networkName(req: NetworkNameReq, ctx: RequestContext): Promise<{ member: boolean; conflict?: string }> {
+    const { definition } = req;
+    if (definition) return this.writer.run((s) => decideNetworkDefine(s, { ...req, definition }), ctx);
+    return this.writer.run((s) => decideNetworkNamed(s, req), ctx).then(() => ({ member: false }));
+  }
+  async networkRemove(req: { networkId: string; node: string; cluster?: boolean; dryRun?: boolean }, ctx: RequestContext, who?: ContainerLookup) {
+    if (req.dryRun) {
+      // Throws the refusal, if any, without deciding anything.
+      await this.writer.check((s) => decideNetworkRemoved(s, req, who));
+      return {};
+    }
+    await this.writer.run((s) => decideNetworkRemoved(s, req, who), ctx);
+    return { seq: this.writer.committedSeq };
+  }
+  clusterNetworkCreate(req: { name: string; definition: NetworkDefinitionInput }, ctx: RequestContext) {
+    return this.writer.run((s) => decideClusterNetworkCreate(s, req, this.poolLimits), ctx);
+  }
+  clusterNetworkRemove(req: { name: string }, ctx: RequestContext, who?: ContainerLookup) {
+    return this.writer.run((s) => decideClusterNetworkRemove(s, req, who), ctx);
+  }
+}
