@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { errors as natsErrors, type Msg, type NatsConnection } from '@nats-io/transport-node';
 import { z } from 'zod';
+import { ClientClosedError, GRPCDeadlineExceededError } from 'etcd3';
 import {
   ApiErrorCode,
   ConflictError,
@@ -26,6 +27,7 @@ import {
 import {
   CommitConflictError,
   DockerApiError,
+  EtcdCalls,
   EventsTrimmedError,
   GobgpError,
   GobgpTargetError,
@@ -145,6 +147,17 @@ describe('one error model', () => {
     expect([link.cause, link.retriable, link.code]).toEqual([kernel, true, 'internal']);
     const http = toHttpError(new EventsTrimmedError(3));
     expect([http.status, http.code, http.cause instanceof EventsTrimmedError]).toEqual([404, 'events-trimmed', true]);
+  });
+
+  it('turns etcd failures into unavailable by their class, with the failure as the cause', () => {
+    const calls = new EtcdCalls(['http://127.0.0.1:2379'], 1000);
+    const closed = new ClientClosedError('kv');
+    const e = calls.translate(closed, 'get /underlay/v1/head');
+    expect([e.constructor, e.message, e.cause]).toEqual([UnavailableError, 'etcd client for http://127.0.0.1:2379 is closed (get /underlay/v1/head)', closed]);
+    const late = new GRPCDeadlineExceededError('4 DEADLINE_EXCEEDED');
+    expect(calls.translate(late, 'txn')).toMatchObject({ code: 'unavailable', retriable: true, cause: late });
+    const own = new ConflictError('x');
+    expect(calls.translate(own, 'txn')).toBe(own);
   });
 
   it('keeps the texts users see', () => {

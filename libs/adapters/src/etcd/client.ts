@@ -9,7 +9,7 @@
  * `etcd at http://127.0.0.1:2379: did not answer within 5000 ms (range /underlay/v1/events/…)`.
  * Streams (watches, lease keepalives) carry no deadline; the leader election bounds them itself.
  */
-import { Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, GRPCDeadlineExceededError, GRPCUnauthenticatedError, type IOptions } from 'etcd3';
+import { ClientClosedError, Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, GRPCDeadlineExceededError, GRPCUnauthenticatedError, type IOptions } from 'etcd3';
 import { UnavailableError, UnderlayError } from '@underlay/core';
 
 /** Default deadline of one etcd call. */
@@ -122,7 +122,7 @@ export class EtcdCalls {
     if (/circuit breaker is open|BrokenCircuit/i.test(`${err.name} ${err.message}`)) {
       return new UnavailableError(`etcd at ${this.where}: not reachable: its last calls failed or timed out; the client tries again within 5 s (${what})`, { cause: err });
     }
-    if (/closed/i.test(err.message) && /etcd3/.test(err.message)) {
+    if (err instanceof ClientClosedError) {
       return new UnavailableError(`etcd client for ${this.where} is closed (${what})`, { cause: err });
     }
     return new UnavailableError(`etcd at ${this.where}: ${oneLine(err.message) || err.name} (${what})`, { cause: err });
