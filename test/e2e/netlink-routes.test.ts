@@ -37,6 +37,7 @@ import {
 } from '../../libs/adapters/src/netlink/route-encode.js';
 import type { KernelRoute } from '../../libs/adapters/src/netlink/index.js';
 import { rejectionOf } from './support/netns';
+import { UnderlayError } from '@underlay/core';
 
 const REPO = path.resolve(__dirname, '../..');
 const MODULE_SRC = path.join(REPO, 'libs/adapters/src/netlink');
@@ -149,13 +150,15 @@ readline.createInterface({ input: process.stdin }).on('line', async (line) => {
 }).on('close', () => { ops.close(); process.exit(0); });
 `;
 
-class RemoteError extends Error {
+/** An error thrown inside the namespace child, with its errno and name. */
+class RemoteError extends UnderlayError {
   constructor(
     message: string,
     readonly errno?: string,
     readonly remoteName?: string,
   ) {
-    super(message);
+    super(remoteName === 'NetlinkError' ? 'netlink' : 'internal', message, { retriable: false });
+    this.name = 'RemoteError';
   }
 }
 

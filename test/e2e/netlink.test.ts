@@ -44,6 +44,7 @@ import {
   type MacvlanMode,
 } from '../../libs/adapters/src/netlink/index.js';
 import { rejectionOf } from './support/netns';
+import { UnderlayError } from '@underlay/core';
 
 const REPO = path.resolve(__dirname, '../..');
 const MODULE_SRC = path.join(REPO, 'libs/adapters/src/netlink');
@@ -237,14 +238,14 @@ interface RemoteErrorFields {
   isNetlinkError?: boolean;
 }
 
-/** An error thrown inside the namespace child, with the NetlinkError fields preserved. */
-class RemoteError extends Error {
+/** An error thrown inside the namespace child, with the NetlinkError fields preserved (code netlink when it was one). */
+class RemoteError extends UnderlayError {
   readonly errno?: string;
   readonly op?: string;
   readonly isNetlinkError: boolean;
   readonly remoteName?: string;
   constructor(f: RemoteErrorFields) {
-    super(f.message ?? 'unknown remote error');
+    super(f.isNetlinkError === true ? 'netlink' : 'internal', f.message ?? 'unknown remote error', { retriable: false });
     this.name = 'RemoteError';
     if (f.errno !== undefined) this.errno = f.errno;
     if (f.op !== undefined) this.op = f.op;

@@ -29,6 +29,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { descendantsOf } from '../lab/procfs';
+import { UnderlayError, type ErrorCode } from '@underlay/core';
 import { budgetScale, durationTable, explainBudget, hostCalibration, hostPhaseBudgetMs, overrunSteps, BUDGETS, type BudgetedStep, type Calibration, type HostPhase } from './budget';
 
 /** The modules the network tests need, in dependency order (paths under <modules>/kernel, without .ko). */
@@ -119,7 +120,10 @@ export interface UmlResult {
 
 export type UmlErrorKind = 'unavailable' | 'timeout' | 'modules' | 'crashed';
 
-export class UmlError extends Error {
+const UML_ERROR_CODE: Record<UmlErrorKind, ErrorCode> = { unavailable: 'unavailable', timeout: 'unavailable', modules: 'not-found', crashed: 'internal' };
+
+/** A failure to run user-mode Linux (`kind` says which); not retriable: the same run fails the same way. */
+export class UmlError extends UnderlayError {
   constructor(
     readonly kind: UmlErrorKind,
     message: string,
@@ -127,9 +131,11 @@ export class UmlError extends Error {
     readonly guestLog = '',
   ) {
     super(
+      UML_ERROR_CODE[kind],
       message +
         (guestLog ? `\n--- guest output (tail) ---\n${tail(guestLog)}` : '') +
         (log ? `\n--- UML console (tail) ---\n${tail(log)}` : ''),
+      { retriable: false },
     );
     this.name = 'UmlError';
   }
