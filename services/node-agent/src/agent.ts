@@ -4,7 +4,7 @@
  */
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
-import { DockerEngine, RpcClient, connectNats, type NatsConnection } from '@underlay/adapters';
+import { DockerEngine, RpcClient, connectNats, openRouteOps, type NatsConnection, type RouteOps } from '@underlay/adapters';
 import { EmptyRes, nodeInboxPrefix, plugin, type ClusterEvent } from '@underlay/core';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ClusterView } from './cluster-view.js';
@@ -78,6 +78,7 @@ export class Agent {
   private nc?: NatsConnection;
   private server?: Server;
   private links?: LinkOps;
+  private routeOps?: RouteOps;
   private reportTimer?: NodeJS.Timeout;
   private ctx?: DriverContext;
   view?: ClusterView;
@@ -94,6 +95,8 @@ export class Agent {
     config: AgentConfigInput,
     private readonly openLinks: () => LinkOps | Promise<LinkOps>,
     private readonly logger: Logger = () => {},
+    /** The kernel's route table (ipvlan L3 routes), opened only when routes are on; closed by stop(). */
+    private readonly openRoutes: () => RouteOps = () => openRouteOps(),
   ) {
     this.config = AgentConfig.parse(config);
   }
@@ -164,7 +167,8 @@ export class Agent {
     const c = this.config;
     // Routes to other hosts' blocks (ipvlan l3/l3s), and BGP towards the physical network.
     if (c.routes) {
-      this.routes = await startRoutes({ node: c.node, view, localNetworks: () => ctx.store.networks.values(), reconcileMs: c.routeReconcileMs, logger: this.logger });
+      this.routeOps = this.openRoutes();
+      this.routes = await startRoutes({ node: c.node, view, localNetworks: () => ctx.store.networks.values(), reconcileMs: c.routeReconcileMs, logger: this.logger, ops: this.routeOps });
     }
     if (c.bgpAsn !== undefined) {
       if (!this.address) throw new Error('BGP needs this host\'s address: set --address');
@@ -227,6 +231,7 @@ export class Agent {
     }
     if (this.socketPath) fs.rmSync(this.socketPath, { force: true });
     this.links?.close();
+    this.routeOps?.close();
     if (this.nc) await this.nc.drain().catch(() => this.nc?.close());
   }
 }
