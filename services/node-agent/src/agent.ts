@@ -4,7 +4,7 @@
  */
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
-import { DockerEngine, RpcClient, connectNats, openRouteOps, type NatsConnection, type RouteOps } from '@underlay/adapters';
+import { DockerEngine, ReconcileRunner, RpcClient, connectNats, openRouteOps, type NatsConnection, type RouteOps } from '@underlay/adapters';
 import { EmptyRes, nodeInboxPrefix, plugin, type ClusterEvent } from '@underlay/core';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ClusterView } from './cluster-view.js';
@@ -79,7 +79,8 @@ export class Agent {
   private server?: Server;
   private links?: LinkOps;
   private routeOps?: RouteOps;
-  private reportTimer?: NodeJS.Timeout;
+  /** Reports to the controller now and every reportIntervalMs (a report logs its own failure). */
+  private reporter?: ReconcileRunner;
   private ctx?: DriverContext;
   view?: ClusterView;
   replicas?: ReplicaReconciler;
@@ -138,9 +139,8 @@ export class Agent {
     this.server = createPluginServer(pluginRoutes(ctx), this.logger);
     this.socketPath = await listenOnSocket(this.server, this.config.pluginDir);
     this.logger(`agent ${this.config.node} serving ${this.socketPath}`);
-    void this.report();
-    this.reportTimer = setInterval(() => void this.report(), this.config.reportIntervalMs);
-    this.reportTimer.unref();
+    this.reporter = new ReconcileRunner({ name: 'report', resyncMs: this.config.reportIntervalMs, reconcile: () => this.report() });
+    this.reporter.start();
     // The cluster's state, for replicas of cluster networks (and routes).
     const view = new ClusterView({ nc: this.nc, rpc: ctx.controller, logger: this.logger });
     this.view = view;
@@ -217,7 +217,7 @@ export class Agent {
   }
 
   async stop(): Promise<void> {
-    if (this.reportTimer) clearInterval(this.reportTimer);
+    await this.reporter?.stop();
     await this.rebuild?.stop();
     this.unlisten?.();
     await this.bgp?.stop();
