@@ -387,6 +387,7 @@ export class LeaderElection {
   private armWatchdog(h: LeaseHandle): void {
     clearTimeout(h.timer);
     if (h.dead) return;
+    // A deadline (the lease's validity), re-armed when a keepalive moved it: not a retry loop.
     h.timer = setTimeout(() => {
       if (h.dead) return;
       if (now() >= h.validUntil) this.leaseDied(h, this.staleReason(h));
@@ -464,6 +465,7 @@ function errText(e: unknown): string {
   return e instanceof Error ? `${e.constructor.name}: ${e.message}` : String(e);
 }
 
+/** A deadline for one etcd call (not a retry). */
 function withTimeout<T>(p: Promise<T>, ms: number, what = 'etcd'): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([
