@@ -217,7 +217,8 @@ export class Agent {
   }
 
   async stop(): Promise<void> {
-    await this.reporter?.stop();
+    // Stops the schedule at once; a report in flight is not waited for (it may wait its deadline on a NATS outage).
+    void this.reporter?.stop();
     await this.rebuild?.stop();
     this.unlisten?.();
     await this.bgp?.stop();
