@@ -13,7 +13,7 @@
  * back when the earliest of those waits ends ({ requeueAfterMs }).
  */
 import { ReconcileRunner, type PassResult } from '@underlay/adapters';
-import { Backoff, DockerNetworkInspect, REPLICA_LABEL, dockerCreateBody, parseNetworkOptions, plugin, type ClusterNetwork, type IpamState } from '@underlay/core';
+import { Backoff, DockerNetworkInspect, type BackoffPolicy, REPLICA_LABEL, dockerCreateBody, parseNetworkOptions, plugin, type ClusterNetwork, type IpamState } from '@underlay/core';
 import { mapParent } from '../config.js';
 import type { DriverContext } from './context.js';
 import { findParent } from './links.js';
@@ -39,7 +39,9 @@ export class ReplicaReconciler {
   constructor(
     private readonly ctx: DriverContext,
     private readonly view: { readonly state: IpamState; readonly isReady: boolean },
-    private readonly intervalMs: number,
+    intervalMs: number,
+    /** The wait of a replica whose create failed (default: one interval, doubling to 5 minutes). */
+    private readonly replicaBackoff: BackoffPolicy = { minMs: intervalMs, maxMs: Math.max(intervalMs, MAX_BACKOFF_MS) },
   ) {
     this.runner = new ReconcileRunner({
       name: 'replicas',
@@ -133,7 +135,7 @@ export class ReplicaReconciler {
         if (/already exists/i.test(msg)) continue; // created meanwhile (by a user or a pass that raced us)
         this.status.lastError.set(cn.name, { state: 'error', detail: msg });
         // The same definition failing again waits longer; a new definition (created again) starts over.
-        const backoff = b && b.definitionSeq === cn.createdSeq ? b.backoff : new Backoff({ minMs: this.intervalMs, maxMs: Math.max(this.intervalMs, MAX_BACKOFF_MS) });
+        const backoff = b && b.definitionSeq === cn.createdSeq ? b.backoff : new Backoff(this.replicaBackoff);
         const delayMs = backoff.next();
         this.backoff.set(cn.name, { at: now + delayMs, backoff, definitionSeq: cn.createdSeq });
         ctx.log(`could not create cluster network ${cn.name} here (next try in ${Math.round(delayMs / 1000)} s): ${msg}`);
