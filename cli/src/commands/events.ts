@@ -2,7 +2,8 @@
  * `underlay events [--since SEQ] [--follow] [--json]`: the cluster event log through the HTTP API, page by
  * page; with --follow it keeps printing new events as they are committed, until interrupted.
  */
-import { ClusterEvent, EventsPage } from '@underlay/core';
+import { retry, sleep } from '@underlay/adapters';
+import { ClusterEvent, EventsPage, type BackoffPolicy } from '@underlay/core';
 import { z } from 'zod';
 import { ApiClient, ClientError, clientEnv, clientFlags, clientOptions, noArgs } from '../client.js';
 import { helpFor, parseFlags, validate, type FlagSpec } from '../flags.js';
@@ -18,6 +19,11 @@ const EventsArgs = z.object({
   since: z.string().regex(/^\d+$/, 'must be a whole number ≥ 0').transform(Number).default(0),
   follow: z.boolean().default(false),
 });
+
+/** A controller with all its streams taken (503) is asked again after these delays. */
+const BUSY_RETRY: BackoffPolicy = { minMs: 5_000, maxMs: 30_000 };
+/** Pause before opening a stream again after it ended. */
+const REOPEN_MS = 1_000;
 
 function line(e: ClusterEvent, asJson: boolean): string {
   if (asJson) return `${JSON.stringify(e)}\n`;
@@ -41,18 +47,18 @@ export async function eventsCommand(argv: string[]): Promise<number> {
     let cursor = a.since;
     let opened = false;
     for (;;) {
-      try {
-        await api.stream(`/v1/events?since=${cursor}&follow=true`, (raw) => {
-          const r = ClusterEvent.safeParse(raw);
-          process.stdout.write(r.success ? line(r.data as ClusterEvent, opts.json) : `${JSON.stringify(raw)}\n`);
-          if (r.success) cursor = r.data.seq;
-        });
-        opened = true;
-      } catch (e) {
-        if (!(opened && e instanceof ClientError && e.status === 503)) throw e;
-        await new Promise((r) => setTimeout(r, 4000));
-      }
-      await new Promise((r) => setTimeout(r, 1000));
+      await retry(
+        async () => {
+          await api.stream(`/v1/events?since=${cursor}&follow=true`, (raw) => {
+            const r = ClusterEvent.safeParse(raw);
+            process.stdout.write(r.success ? line(r.data as ClusterEvent, opts.json) : `${JSON.stringify(raw)}\n`);
+            if (r.success) cursor = r.data.seq;
+          });
+          opened = true;
+        },
+        { backoff: BUSY_RETRY, retryIf: (e) => opened && e instanceof ClientError && e.status === 503, keepAlive: true },
+      );
+      await sleep(REOPEN_MS, undefined, { keepAlive: true });
     }
   }
   let next = a.since;

@@ -16,8 +16,8 @@ import * as path from 'node:path';
 import { z } from 'zod';
 import { Controller, ControllerConfig } from '@underlay/controller';
 import { Agent, AgentConfig } from '@underlay/node-agent';
-import { DEFAULT_STREAM_LIMITS, NatsKeysError, controllerCreds, ensureNatsKeys, natsServerConfig, nodeCreds, openLinkOps, writePrivateFile } from '@underlay/adapters';
-import { NodeName, nodeToken } from '@underlay/core';
+import { DEFAULT_STREAM_LIMITS, NatsKeysError, RetryExhausted, retry, controllerCreds, ensureNatsKeys, natsServerConfig, nodeCreds, openLinkOps, writePrivateFile } from '@underlay/adapters';
+import { NodeName, UnavailableError, UnderlayError, nodeToken } from '@underlay/core';
 import { helpFor, parseFlags, validate, UsageError, type FlagSpec } from '../flags.js';
 import { guardProcess, log, untilSignal } from './run.js';
 import { agentFlags } from './agent.js';
@@ -67,18 +67,28 @@ function portFree(p: number): Promise<boolean> {
 }
 
 async function waitTcp(p: number, what: string, child: ChildProcess, logFile: string, timeoutMs = 30_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (child.exitCode !== null) throw new UsageError(`${what} exited with code ${child.exitCode}; see ${logFile}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(p, '127.0.0.1');
-      s.once('connect', () => (s.destroy(), resolve(true)));
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
+  try {
+    await retry(
+      async () => {
+        if (child.exitCode !== null) throw new UsageError(`${what} exited with code ${child.exitCode}; see ${logFile}`);
+        const ok = await new Promise<boolean>((resolve) => {
+          const s = net.connect(p, '127.0.0.1');
+          s.once('connect', () => (s.destroy(), resolve(true)));
+          s.once('error', () => resolve(false));
+        });
+        if (!ok) throw new UnavailableError(`${what} is not listening on port ${p} yet`);
+      },
+      {
+        backoff: { minMs: 100, maxMs: 250 },
+        retryIf: (e) => e instanceof UnderlayError && e.code === 'unavailable',
+        deadline: Date.now() + timeoutMs,
+        keepAlive: true,
+      },
+    );
+  } catch (e) {
+    if (e instanceof RetryExhausted) throw new UsageError(`${what} did not start listening on port ${p} within ${timeoutMs / 1000} s; see ${logFile}`);
+    throw e;
   }
-  throw new UsageError(`${what} did not start listening on port ${p} within ${timeoutMs / 1000} s; see ${logFile}`);
 }
 
 function startChild(cmd: string, args: string[], logFile: string): ChildProcess {
@@ -92,6 +102,7 @@ async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   child.kill('SIGTERM');
+  // One deadline for this one stop (not a retry).
   const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
   await exited;
   clearTimeout(t);

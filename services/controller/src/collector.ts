@@ -1,7 +1,9 @@
 /**
  * Periodic housekeeping on the leader: reclaims leaked addresses (two sightings in a row, see
- * core's leak rules) and releases blocks that have been empty for the grace period.
+ * core's leak rules) and releases blocks that have been empty for the grace period. The schedule is the shared
+ * ReconcileRunner's resync (the first pass one interval after start, as a pass needs the nodes' reports).
  */
+import { ReconcileRunner } from '@underlay/adapters';
 import { collectLeaks, decideReleaseEmptyBlocks, findLeakCandidates, type LeakCandidate, type LeakPolicy, type NodeLiveness } from '@underlay/core';
 import type { ClusterWriter } from './cluster-writer.js';
 
@@ -13,7 +15,7 @@ export interface CollectorOptions {
 
 
 export class Collector {
-  private timer?: NodeJS.Timeout;
+  private readonly runner: ReconcileRunner;
   private previous = new Set<string>();
   private running?: Promise<void>;
   /** Everything reclaimed so far (for logs and tests). */
@@ -28,15 +30,24 @@ export class Collector {
     /** The time since which the controller could hear from nodes (its start as leader). */
     private readonly sinceMs: number,
     private readonly logger: (m: string) => void = () => {},
-  ) {}
+  ) {
+    this.runner = new ReconcileRunner({
+      name: 'collector',
+      resyncMs: opts.intervalMs,
+      // A pass logs its own failure and is tried again at the next interval.
+      reconcile: async (p) => {
+        if (p.reasons.size === 1 && p.reasons.has('start')) return; // the first pass comes after one interval
+        await this.pass();
+      },
+    });
+  }
 
   start(): void {
-    this.timer = setInterval(() => void this.pass(), this.opts.intervalMs);
-    this.timer.unref();
+    this.runner.start();
   }
 
   async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
+    await this.runner.stop();
     await this.running;
   }
 

@@ -8,6 +8,7 @@
 import type { Server } from 'node:http';
 import type { Subscription } from '@nats-io/transport-node';
 import {
+  Backoff,
   BindEndpointReq,
   NetworkNameRes,
   NetworkNameReq,
@@ -34,7 +35,9 @@ import {
   EtcdEventLog,
   EtcdSnapshots,
   EventPublisher,
+  ReconcileRunner,
   connectNats,
+  sleep,
   ensureNodeConsumer,
   keys,
   maxPayload,
@@ -63,6 +66,10 @@ export type Role = 'starting' | 'standby' | 'leader' | 'stopped';
 
 /** How often a standby folds new events from the log. */
 const FOLLOW_MS = 250;
+/** A standby that cannot read the log tries again after FOLLOW_MS, then less often (at most every second). */
+const FOLLOW_RETRY = { minMs: FOLLOW_MS, maxMs: 1_000 };
+/** Between campaigns that failed (campaign() retries etcd failures itself: this is for anything else). */
+const CAMPAIGN_RETRY = { minMs: 500, maxMs: 5_000 };
 
 export class Controller {
   readonly config: ControllerConfig;
@@ -94,6 +101,8 @@ export class Controller {
   private http?: Server;
   private loop?: Promise<void>;
   private stopped = false;
+  /** Aborted by stop(): ends the waits between campaigns. */
+  private readonly abort = new AbortController();
   private leaderWaiters: (() => void)[] = [];
   /** The bound HTTP address once started. */
   httpAddress?: { host: string; port: number };
@@ -155,6 +164,7 @@ export class Controller {
   }
 
   private async leadLoop(): Promise<void> {
+    const retry = new Backoff(CAMPAIGN_RETRY);
     while (!this.stopped) {
       const election = new LeaderElection({ client: this.log.client, name: this.config.name, ttlSeconds: this.config.leaseTtlSeconds, key: keys.leader, logger: this.logger, callTimeoutMs: this.config.etcdTimeoutMs });
       this.election = election;
@@ -168,10 +178,12 @@ export class Controller {
       } catch (e) {
         await follower.stop();
         if (this.stopped) break;
-        this.logger(`campaign failed: ${(e as Error).message}; retrying`);
-        await new Promise((r) => setTimeout(r, 500));
+        const delayMs = retry.next();
+        this.logger(`campaign failed: ${(e as Error).message}; retrying in ${delayMs} ms`);
+        await sleep(delayMs, this.abort.signal);
         continue;
       }
+      retry.reset();
       await follower.stop();
       if (this.stopped) break;
       try {
@@ -193,26 +205,19 @@ export class Controller {
   private stopSignal!: (reason: string) => void;
   private readonly stoppedP = new Promise<string>((r) => (this.stopSignal = r));
 
-  /** Folds new events from the log every FOLLOW_MS until stopped. */
+  /** Folds new events from the log every FOLLOW_MS until stopped (a ReconcileRunner whose pass is one refresh). */
   private follow(): { stop(): Promise<void> } {
-    let stopped = false;
-    let wake: () => void = () => {};
-    const loop = (async () => {
-      while (!stopped && !this.stopped) {
-        await this.writer.refresh().catch((e) => this.logger(`standby could not follow the log: ${(e as Error).message}`));
-        await new Promise<void>((r) => {
-          wake = r;
-          setTimeout(r, FOLLOW_MS).unref();
-        });
-      }
-    })();
-    return {
-      stop: async () => {
-        stopped = true;
-        wake();
-        await loop;
+    const runner = new ReconcileRunner({
+      name: 'standby-follow',
+      resyncMs: FOLLOW_MS,
+      backoff: FOLLOW_RETRY,
+      reconcile: async () => {
+        if (!this.stopped) await this.writer.refresh();
       },
-    };
+      onError: (e) => this.logger(`standby could not follow the log: ${(e as Error).message}`),
+    });
+    runner.start();
+    return { stop: () => runner.stop() };
   }
 
   /** Becomes the serving leader: catch up with the log, catch up the stream, answer requests, collect. */
@@ -371,6 +376,7 @@ export class Controller {
     if (this.stopped) return;
     this.stopped = true;
     this.stopSignal('stopping');
+    this.abort.abort();
     await this.election?.stop().catch(() => {});
     await this.loop;
     await this.snapshotter.flush();

@@ -14,8 +14,8 @@
  * (monotonic clock), checked by a timer and again, synchronously, in fence() and isLeader().
  */
 import { EtcdLeaseInvalidError, type Etcd3, type IKeyValue, type Lease, type Watcher } from 'etcd3';
-import type { Fence } from '@underlay/adapters';
-import { UnderlayError } from '@underlay/core';
+import { retry, type Fence } from '@underlay/adapters';
+import { UnderlayError, type BackoffPolicy } from '@underlay/core';
 
 /** The leader key. Belongs in libs/adapters/src/etcd/keys.ts (`${ROOT}leader`). */
 export const LEADER_KEY = '/underlay/v1/leader';
@@ -51,6 +51,8 @@ export class ElectionStoppedError extends UnderlayError {
 const CALL_TIMEOUT_MS = 5_000;
 /** Default fraction of the TTL after the last answered keepalive's send time at which we consider the lease lost. */
 const SAFE_FRACTION = 0.9;
+/** Between failed campaign attempts (etcd unreachable, a call timed out); a new attempt after a standby's wait starts over. */
+const CAMPAIGN_BACKOFF: BackoffPolicy = { minMs: 50, maxMs: 1_000 };
 
 const now = (): number => performance.now();
 
@@ -93,6 +95,8 @@ export class LeaderElection {
   private stopping?: Promise<void>;
   private readonly stoppedSignal: Promise<void>;
   private signalStopped!: () => void;
+  /** Aborted by stop(): ends a campaign's wait between attempts. */
+  private readonly abort = new AbortController();
   /** Highest revision at which the watch saw the key deleted. */
   private lastDeleteRev = 0;
   private wake?: () => void;
@@ -162,6 +166,7 @@ export class LeaderElection {
   private async doStop(): Promise<void> {
     this.stopped = true;
     this.signalStopped();
+    this.abort.abort();
     this.wake?.();
     const term = this.term;
     this.term = undefined; // a voluntary resignation: no onLost
@@ -186,55 +191,75 @@ export class LeaderElection {
   }
 
   private async runCampaign(): Promise<Fence> {
-    let backoff = 50;
     this.log(`campaigning for ${this.key} as ${this.name}`);
     for (;;) {
       this.throwIfStopped();
+      // Failed attempts are retried with the shared backoff (until stop()); an attempt that found the key held
+      // waits for its deletion, and the next one starts with a fresh backoff.
+      let r: { fence?: Fence; waitRev?: number };
       try {
-        await withTimeout(this.ensureWatch(), this.callTimeoutMs, `the watch on ${this.key} to start`);
-        this.throwIfStopped();
-        const h = await this.ensureLease();
-        this.throwIfStopped();
-        const res = await this.client
-          .if(this.key, 'Create', '==', 0)
-          .then(this.client.put(this.key).value(this.name).lease(h.id))
-          .else(this.client.get(this.key))
-          .options(this.callOpts())
-          .commit();
-        this.throwIfStopped(); // stop() revokes h, which removes the key if we just created it
-        backoff = 50;
-        let createRevision: string | undefined;
-        let holder = '';
-        if (res.succeeded) {
-          createRevision = res.header.revision;
-        } else {
-          const kv: IKeyValue | undefined = res.responses[0]?.response_range?.kvs?.[0];
-          // An earlier attempt whose answer we never got may have created the key with our lease.
-          if (kv && kv.lease === h.id) createRevision = kv.create_revision;
-          else holder = kv ? `${kv.value.toString()} (lease ${kv.lease}, create revision ${kv.create_revision})` : 'someone';
-        }
-        if (createRevision !== undefined) {
-          if (h.dead || now() >= h.validUntil) {
-            this.log(`won ${this.key} but cannot vouch for lease ${h.id} any more; giving it up and retrying`);
-            await this.dropLease(h, 'stale when elected');
-            continue;
-          }
-          const fence: Fence = Object.freeze({ key: this.key, createRevision });
-          this.lastHolder = '';
-          this.term = { fence, rev: Number(createRevision), handle: h };
-          this.log(`elected: ${this.name} holds ${this.key} (create revision ${createRevision}, lease ${h.id})`);
-          return fence;
-        }
-        if (holder !== this.lastHolder) this.log(`${this.key} is held by ${holder}; waiting for it to go`);
-        this.lastHolder = holder;
-        await this.waitForDeletion(Number(res.header.revision));
+        r = await retry(() => this.attempt(), {
+          backoff: CAMPAIGN_BACKOFF,
+          retryIf: () => !this.stopped,
+          signal: this.abort.signal,
+          onRetry: (e, _n, delayMs) => this.log(`campaign attempt failed: ${errText(e)}; retrying in ${delayMs} ms`),
+        });
       } catch (e) {
         if (this.stopped) throw new ElectionStoppedError();
-        if (e instanceof EtcdLeaseInvalidError && this.handle) await this.dropLease(this.handle, 'lease invalid');
-        this.log(`campaign attempt failed: ${errText(e)}; retrying in ${backoff} ms`);
-        await this.sleep(backoff);
-        backoff = Math.min(backoff * 2, 1_000);
+        throw e;
       }
+      if (r.fence) return r.fence;
+      if (r.waitRev !== undefined) await this.waitForDeletion(r.waitRev);
+    }
+  }
+
+  /**
+   * One try for the key: the fence when elected; the revision to wait from when someone else holds it; nothing
+   * when the lease went stale as it won (try again at once). Throws when etcd fails (retried by runCampaign).
+   */
+  private async attempt(): Promise<{ fence?: Fence; waitRev?: number }> {
+    try {
+      this.throwIfStopped();
+      await withTimeout(this.ensureWatch(), this.callTimeoutMs, `the watch on ${this.key} to start`);
+      this.throwIfStopped();
+      const h = await this.ensureLease();
+      this.throwIfStopped();
+      const res = await this.client
+        .if(this.key, 'Create', '==', 0)
+        .then(this.client.put(this.key).value(this.name).lease(h.id))
+        .else(this.client.get(this.key))
+        .options(this.callOpts())
+        .commit();
+      this.throwIfStopped(); // stop() revokes h, which removes the key if we just created it
+      let createRevision: string | undefined;
+      let holder = '';
+      if (res.succeeded) {
+        createRevision = res.header.revision;
+      } else {
+        const kv: IKeyValue | undefined = res.responses[0]?.response_range?.kvs?.[0];
+        // An earlier attempt whose answer we never got may have created the key with our lease.
+        if (kv && kv.lease === h.id) createRevision = kv.create_revision;
+        else holder = kv ? `${kv.value.toString()} (lease ${kv.lease}, create revision ${kv.create_revision})` : 'someone';
+      }
+      if (createRevision !== undefined) {
+        if (h.dead || now() >= h.validUntil) {
+          this.log(`won ${this.key} but cannot vouch for lease ${h.id} any more; giving it up and retrying`);
+          await this.dropLease(h, 'stale when elected');
+          return {};
+        }
+        const fence: Fence = Object.freeze({ key: this.key, createRevision });
+        this.lastHolder = '';
+        this.term = { fence, rev: Number(createRevision), handle: h };
+        this.log(`elected: ${this.name} holds ${this.key} (create revision ${createRevision}, lease ${h.id})`);
+        return { fence };
+      }
+      if (holder !== this.lastHolder) this.log(`${this.key} is held by ${holder}; waiting for it to go`);
+      this.lastHolder = holder;
+      return { waitRev: Number(res.header.revision) };
+    } catch (e) {
+      if (this.stopped) throw new ElectionStoppedError();
+      if (e instanceof EtcdLeaseInvalidError && this.handle) await this.dropLease(this.handle, 'lease invalid');
+      throw e;
     }
   }
 
@@ -246,6 +271,7 @@ export class LeaderElection {
       await Promise.race([
         new Promise<void>((resolve) => {
           this.wake = resolve;
+          // A fallback deadline for this one wait (the watch normally wakes us), not a retry loop.
           timer = setTimeout(resolve, this.ttlSeconds * 1000);
         }),
         this.stoppedSignal,
@@ -361,6 +387,7 @@ export class LeaderElection {
   private armWatchdog(h: LeaseHandle): void {
     clearTimeout(h.timer);
     if (h.dead) return;
+    // A deadline (the lease's validity), re-armed when a keepalive moved it: not a retry loop.
     h.timer = setTimeout(() => {
       if (h.dead) return;
       if (now() >= h.validUntil) this.leaseDied(h, this.staleReason(h));
@@ -432,17 +459,13 @@ export class LeaderElection {
     return r.v;
   }
 
-  private async sleep(ms: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([new Promise<void>((r) => (timer = setTimeout(r, ms))), this.stoppedSignal]);
-    clearTimeout(timer);
-  }
 }
 
 function errText(e: unknown): string {
   return e instanceof Error ? `${e.constructor.name}: ${e.message}` : String(e);
 }
 
+/** A deadline for one etcd call (not a retry). */
 function withTimeout<T>(p: Promise<T>, ms: number, what = 'etcd'): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([

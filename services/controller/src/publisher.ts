@@ -9,9 +9,13 @@
  * one it still has or, for an empty stream, the events since the latest snapshot, at most a bounded
  * tail (readers find anything older in etcd through the controller). Agents' consumers, deleted with the
  * stream, are made again by the controller when their agents ask.
+ *
+ * Retrying a failed catch-up and the periodic check are one level-triggered loop on the shared ReconcileRunner: a
+ * pass catches up while publishing is broken (a failure backs off, 500 ms … 2 s) and checks the stream at each
+ * resync.
  */
-import type { ClusterEvent } from '@underlay/core';
-import type { EtcdEventLog, EventPublisher } from '@underlay/adapters';
+import type { BackoffPolicy, ClusterEvent } from '@underlay/core';
+import { ReconcileRunner, type EtcdEventLog, type EventPublisher, type Pass } from '@underlay/adapters';
 
 export interface OrderedPublisherOptions {
   /** The seq of the latest snapshot in etcd (undefined: none); an empty stream is refilled from after it. */
@@ -25,6 +29,8 @@ export interface OrderedPublisherOptions {
 }
 
 export const DEFAULT_REFILL_TAIL = 10_000;
+/** Between catch-ups while publishing fails. */
+const CATCH_UP_BACKOFF: BackoffPolicy = { minMs: 500, maxMs: 2_000 };
 
 export class OrderedPublisher {
   private chain: Promise<void> = Promise.resolve();
@@ -32,7 +38,7 @@ export class OrderedPublisher {
   private broken = false;
   private stopped = false;
   private checking = false;
-  private readonly timer?: NodeJS.Timeout;
+  private readonly runner: ReconcileRunner;
   /** Times the stream was found missing and created again (for logs and tests). */
   recreated = 0;
 
@@ -43,10 +49,21 @@ export class OrderedPublisher {
     private readonly opts: OrderedPublisherOptions = {},
   ) {
     const every = opts.checkIntervalMs ?? 2_000;
-    if (every > 0) {
-      this.timer = setInterval(() => void this.checkStream(), every);
-      this.timer.unref();
-    }
+    this.runner = new ReconcileRunner({
+      name: 'publisher',
+      resyncMs: every > 0 ? every : undefined,
+      backoff: CATCH_UP_BACKOFF,
+      reconcile: (pass) => this.pass(pass),
+      // fail() logged the first failure; the runner retries with backoff.
+    });
+    this.runner.start();
+  }
+
+  /** Catches up while broken (throws when that fails: the runner retries), else checks the stream at a resync. */
+  private async pass(p: Pass): Promise<void> {
+    if (this.stopped) return;
+    if (this.broken) await this.catchUp();
+    else if (p.reasons.has('resync')) await this.checkStream();
   }
 
   /** Republishes whatever the stream lacks (recreating it when it is gone). Resolves or rejects with this attempt; retries by itself. */
@@ -120,13 +137,12 @@ export class OrderedPublisher {
     const first = !this.broken;
     this.broken = true;
     if (first) this.logger(`publishing events failed (${(err as Error).message}); catching up from etcd`);
-    const t = setTimeout(() => void this.catchUp().catch(() => {}), 500);
-    t.unref();
+    this.runner.trigger();
   }
 
   stop(): void {
     this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
+    void this.runner.stop();
   }
 
   /** Resolves when everything enqueued so far has been published (or has failed). */

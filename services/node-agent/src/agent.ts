@@ -4,7 +4,7 @@
  */
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
-import { DockerEngine, RpcClient, connectNats, type NatsConnection } from '@underlay/adapters';
+import { DockerEngine, ReconcileRunner, RpcClient, connectNats, openRouteOps, type NatsConnection, type RouteOps } from '@underlay/adapters';
 import { EmptyRes, nodeInboxPrefix, plugin, type ClusterEvent } from '@underlay/core';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ClusterView } from './cluster-view.js';
@@ -78,7 +78,9 @@ export class Agent {
   private nc?: NatsConnection;
   private server?: Server;
   private links?: LinkOps;
-  private reportTimer?: NodeJS.Timeout;
+  private routeOps?: RouteOps;
+  /** Reports to the controller now and every reportIntervalMs (a report logs its own failure). */
+  private reporter?: ReconcileRunner;
   private ctx?: DriverContext;
   view?: ClusterView;
   replicas?: ReplicaReconciler;
@@ -94,6 +96,8 @@ export class Agent {
     config: AgentConfigInput,
     private readonly openLinks: () => LinkOps | Promise<LinkOps>,
     private readonly logger: Logger = () => {},
+    /** The kernel's route table (ipvlan L3 routes), opened only when routes are on; closed by stop(). */
+    private readonly openRoutes: () => RouteOps = () => openRouteOps(),
   ) {
     this.config = AgentConfig.parse(config);
   }
@@ -135,9 +139,8 @@ export class Agent {
     this.server = createPluginServer(pluginRoutes(ctx), this.logger);
     this.socketPath = await listenOnSocket(this.server, this.config.pluginDir);
     this.logger(`agent ${this.config.node} serving ${this.socketPath}`);
-    void this.report();
-    this.reportTimer = setInterval(() => void this.report(), this.config.reportIntervalMs);
-    this.reportTimer.unref();
+    this.reporter = new ReconcileRunner({ name: 'report', resyncMs: this.config.reportIntervalMs, reconcile: () => this.report() });
+    this.reporter.start();
     // The cluster's state, for replicas of cluster networks (and routes).
     const view = new ClusterView({ nc: this.nc, rpc: ctx.controller, logger: this.logger });
     this.view = view;
@@ -164,7 +167,8 @@ export class Agent {
     const c = this.config;
     // Routes to other hosts' blocks (ipvlan l3/l3s), and BGP towards the physical network.
     if (c.routes) {
-      this.routes = await startRoutes({ node: c.node, view, localNetworks: () => ctx.store.networks.values(), reconcileMs: c.routeReconcileMs, logger: this.logger });
+      this.routeOps = this.openRoutes();
+      this.routes = await startRoutes({ node: c.node, view, localNetworks: () => ctx.store.networks.values(), reconcileMs: c.routeReconcileMs, logger: this.logger, ops: this.routeOps });
     }
     if (c.bgpAsn !== undefined) {
       if (!this.address) throw new Error('BGP needs this host\'s address: set --address');
@@ -213,7 +217,8 @@ export class Agent {
   }
 
   async stop(): Promise<void> {
-    if (this.reportTimer) clearInterval(this.reportTimer);
+    // Stops the schedule at once; a report in flight is not waited for (it may wait its deadline on a NATS outage).
+    void this.reporter?.stop();
     await this.rebuild?.stop();
     this.unlisten?.();
     await this.bgp?.stop();
@@ -227,6 +232,7 @@ export class Agent {
     }
     if (this.socketPath) fs.rmSync(this.socketPath, { force: true });
     this.links?.close();
+    this.routeOps?.close();
     if (this.nc) await this.nc.drain().catch(() => this.nc?.close());
   }
 }

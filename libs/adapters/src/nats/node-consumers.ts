@@ -11,6 +11,7 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { AckPolicy, DeliverPolicy, jetstreamManager, type JetStreamManager, type StoredMsg } from '@nats-io/jetstream';
 import { EVENTS_STREAM, UnavailableError, headers, nodeConsumerName } from '@underlay/core';
+import { sleep } from '../runtime/retry.js';
 
 const NS_PER_MS = 1_000_000;
 /** A consumer nobody pulled from for this long is removed by the server. */
@@ -43,7 +44,7 @@ export function ensureNodeConsumer(
   queues.set(name, q);
   const run = q.tail.then(async () => {
     const wait = q.lastMs + MIN_INTERVAL_MS - Date.now();
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    await sleep(wait); // spacing between two remakes (not a retry)
     try {
       return await remakeConsumer(nc, node, afterSeq);
     } finally {

@@ -5,8 +5,11 @@
  */
 import { Backoff, UnderlayError, type BackoffPolicy } from '@underlay/core';
 
-/** Resolves after `ms`, or at once (without throwing) when `signal` aborts. The timer does not hold the process open. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+/**
+ * Resolves after `ms`, or at once (without throwing) when `signal` aborts. The timer does not hold the process open,
+ * unless `keepAlive` (a command-line tool whose only pending work is this wait).
+ */
+export function sleep(ms: number, signal?: AbortSignal, opts: { keepAlive?: boolean } = {}): Promise<void> {
   if (signal?.aborted || ms <= 0) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
@@ -15,7 +18,7 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
       resolve();
     };
     const t = setTimeout(done, ms);
-    t.unref?.();
+    if (!opts.keepAlive) t.unref?.();
     signal?.addEventListener('abort', done, { once: true });
   });
 }
@@ -31,6 +34,8 @@ export interface RetryOptions {
   /** Called before each wait (for a log line). */
   onRetry?: (err: unknown, attempt: number, delayMs: number) => void;
   random?: () => number;
+  /** The waits hold the process open (see sleep). */
+  keepAlive?: boolean;
 }
 
 /**
@@ -63,7 +68,7 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, opts: RetryO
       const delay = backoff.next();
       if (opts.deadline !== undefined && Date.now() + delay > opts.deadline) throw new RetryExhausted(attempt, err);
       opts.onRetry?.(err, attempt, delay);
-      await sleep(delay, opts.signal);
+      await sleep(delay, opts.signal, { keepAlive: opts.keepAlive });
       if (opts.signal?.aborted) throw err;
     }
   }

@@ -4,8 +4,10 @@
  */
 import type * as http from 'node:http';
 import { z } from 'zod';
+import { sleep } from '@underlay/adapters';
 import {
   ApiError,
+  Backoff,
   ClusterEvent,
   EndpointList,
   EndpointQuery,
@@ -28,6 +30,7 @@ import {
   networkList,
   nodeList,
   parseNetworkOptions,
+  type BackoffPolicy,
   type ViewInput,
 } from '@underlay/core';
 import type { ApiDeps } from './deps.js';
@@ -129,17 +132,11 @@ function networkName(ctx: RouteContext): string {
   return parseWith(NetworkName, ctx.params.name, 'name');
 }
 
-const sleep = (ms: number, cancel: { wake?: () => void }) =>
-  new Promise<void>((r) => {
-    const t = setTimeout(r, ms);
-    cancel.wake = () => {
-      clearTimeout(t);
-      r();
-    };
-  });
-
 /** The most event JSON one `GET /v1/events` page holds (at least one event). */
 export const EVENTS_PAGE_MAX_BYTES = 16 * 1024 * 1024;
+
+/** A follow stream that cannot read the log tries again after these delays. */
+const FOLLOW_READ_RETRY: BackoffPolicy = { minMs: 1_000, maxMs: 5_000 };
 
 /** Events a follow stream reads from the log at a time. */
 const FOLLOW_PAGE = 100;
@@ -171,10 +168,12 @@ async function followEvents(ctx: RouteContext, since: number): Promise<undefined
   const { res, opts } = ctx;
   const release = opts.follows.acquire();
   let closed = false;
-  const sleeper: { wake?: () => void } = {};
+  // Aborted when the stream ends: ends the pump's wait at once.
+  const ended = new AbortController();
+  // The stream's one deadline (not a retry).
   const expiry = setTimeout(() => {
     closed = true;
-    sleeper.wake?.();
+    ended.abort();
   }, opts.limits.followMaxMs);
   try {
     // A quiet stream sends nothing for long stretches: the socket's inactivity timeout does not apply to it.
@@ -183,9 +182,9 @@ async function followEvents(ctx: RouteContext, since: number): Promise<undefined
     res.flushHeaders();
     res.on('close', () => {
       closed = true;
-      sleeper.wake?.();
+      ended.abort();
     });
-    await pump(ctx, since, () => closed, sleeper);
+    await pump(ctx, since, () => closed, ended.signal);
   } finally {
     clearTimeout(expiry);
     release();
@@ -194,18 +193,21 @@ async function followEvents(ctx: RouteContext, since: number): Promise<undefined
   return undefined;
 }
 
-async function pump(ctx: RouteContext, since: number, isClosed: () => boolean, sleeper: { wake?: () => void }): Promise<void> {
+async function pump(ctx: RouteContext, since: number, isClosed: () => boolean, signal: AbortSignal): Promise<void> {
   const { res, deps, opts } = ctx;
   let cursor = since;
+  const readRetry = new Backoff(FOLLOW_READ_RETRY);
   // Events per read: what one stream may hold in memory at once (an event may be a few hundred KB).
   const page = FOLLOW_PAGE;
   while (!isClosed()) {
     let events;
     try {
       events = await deps.log.readAll(cursor + 1, page, { fromFirstKept: true }); // a trimmed start begins at the first kept event
+      readRetry.reset();
     } catch (e) {
-      opts.logger(`events stream: cannot read the log: ${(e as Error).message}; retrying`);
-      await sleep(1000, sleeper);
+      const delayMs = readRetry.next();
+      opts.logger(`events stream: cannot read the log: ${(e as Error).message}; retrying in ${delayMs} ms`);
+      await sleep(delayMs, signal);
       continue;
     }
     for (const e of events) {
@@ -218,7 +220,7 @@ async function pump(ctx: RouteContext, since: number, isClosed: () => boolean, s
         return;
       }
     }
-    if (events.length < page && !isClosed()) await sleep(opts.followPollMs, sleeper);
+    if (events.length < page && !isClosed()) await sleep(opts.followPollMs, signal);
   }
 }
 

@@ -9,9 +9,11 @@
  * re-advertises anything, and blocks released while the agent was down are withdrawn. With installLearned it
  * watches gobgpd's best paths and hands the peers' routes to onLearned. Errors (gobgpd not up yet, restarting)
  * are logged and retried with backoff; nothing here throws after startBgp has returned.
+ * The advertisement loop (coalesced kicks, one pass at a time, the 30 s resync, backoff while gobgpd is away, stop)
+ * is the shared ReconcileRunner; re-opening the best-path watch waits a shared Backoff's delay.
  */
-import { GobgpClient, type BgpPath, type BgpWatch } from '@underlay/adapters';
-import { tryParseAddr, type ClusterEvent, type DesiredRoute } from '@underlay/core';
+import { GobgpClient, ReconcileRunner, sleep, type BgpPath, type BgpWatch } from '@underlay/adapters';
+import { Backoff, tryParseAddr, type BackoffPolicy, type ClusterEvent, type DesiredRoute } from '@underlay/core';
 import type { ClusterView } from '../cluster-view.js';
 import { applyBestPaths, desiredAdvertisements, learnedRoutes, planAdvertisements, sameRoutes } from './plan.js';
 
@@ -43,8 +45,8 @@ export interface BgpService {
 
 /** Periodic pass (also repairs a gobgpd that restarted while its watch stream looked fine). */
 const RESYNC_MS = 30_000;
-const RETRY_MIN_MS = 500;
-const RETRY_MAX_MS = 5_000;
+/** Between tries while gobgpd does not answer (the advertisement pass and the best-path watch). */
+const RETRY: BackoffPolicy = { minMs: 500, maxMs: 5_000 };
 /** Learned-route changes arriving together are handed over once. */
 const LEARN_SETTLE_MS = 20;
 /** How long to wait for the best-path replay after END_OF_INIT (gobgpd sends none before StartBgp). */
@@ -54,8 +56,6 @@ export const PEER_DESCRIPTION = 'underlay';
 /** Seconds between gobgpd's connection attempts to a peer (its default is 120). */
 const PEER_CONNECT_RETRY_S = 5;
 const BLOCK_EVENTS = new Set<ClusterEvent['type']>(['BlockClaimed', 'BlockReleased', 'PoolCreated', 'PoolDeleted']);
-
-const backoff = (failures: number): number => Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.min(Math.max(failures - 1, 0), 6));
 
 /** `ADDRESS:ASN` (the agent's --bgp-peers entries; the last colon separates the AS, so IPv6 works unbracketed too). */
 export function parseBgpPeer(s: string): { address: string; asn: number } {
@@ -99,11 +99,8 @@ export async function startBgp(deps: BgpDeps): Promise<BgpService> {
 
 class Bgp implements BgpService {
   private stopped = false;
-  private running?: Promise<void>;
-  private dirty = false;
-  private retryTimer?: NodeJS.Timeout;
-  private resyncTimer?: NodeJS.Timeout;
-  private failures = 0;
+  private readonly abort = new AbortController();
+  private readonly runner: ReconcileRunner;
   private lastError = '';
   private adopted?: string;
   private skippedKey = '';
@@ -112,8 +109,7 @@ class Bgp implements BgpService {
   private readonly noted = new Set<string>();
 
   private watch?: BgpWatch;
-  private watchTimer?: NodeJS.Timeout;
-  private watchFailures = 0;
+  private readonly watchBackoff = new Backoff(RETRY);
   private watchError = '';
   private learnedTable = new Map<string, BgpPath>();
   private haveSnapshot = false;
@@ -126,7 +122,23 @@ class Bgp implements BgpService {
     private readonly client: GobgpClient,
     private readonly ownClient: boolean,
     private readonly routerId: string,
-  ) {}
+  ) {
+    this.runner = new ReconcileRunner({
+      name: 'bgp',
+      resyncMs: RESYNC_MS,
+      backoff: RETRY,
+      reconcile: () => this.reconcile(),
+      onError: (e) => {
+        const msg = (e as Error).message;
+        if (msg !== this.lastError) this.log(`${msg} (retrying)`);
+        this.lastError = msg;
+      },
+      onRecovered: () => {
+        this.log(`gobgpd at ${this.client.target} answers again`);
+        this.lastError = '';
+      },
+    });
+  }
 
   private log(m: string): void {
     try {
@@ -151,52 +163,19 @@ class Bgp implements BgpService {
       this.kick();
       this.scheduleEmit(); // pools changed: the overlap filter of learned routes may too
     });
-    this.resyncTimer = setInterval(() => this.kick(), RESYNC_MS);
-    this.resyncTimer.unref();
     void this.deps.view.ready().then(() => {
       this.kick();
       this.scheduleEmit();
     });
-    this.kick();
+    this.runner.start();
     if (this.deps.installLearned) this.startWatch();
   }
 
   // ----- advertisements -----------------------------------------------------------------------
 
+  /** A pass now, or right after the running one (a kick while backing off runs it at once). */
   private kick(): void {
-    if (this.stopped) return;
-    this.dirty = true;
-    if (this.running) return;
-    if (this.retryTimer) {
-      clearTimeout(this.retryTimer);
-      this.retryTimer = undefined;
-    }
-    this.running = (async () => {
-      while (this.dirty && !this.stopped) {
-        this.dirty = false;
-        try {
-          await this.reconcile();
-          if (this.failures > 0) this.log(`gobgpd at ${this.client.target} answers again`);
-          this.failures = 0;
-          this.lastError = '';
-        } catch (e) {
-          if (this.stopped) break;
-          this.failures++;
-          const msg = (e as Error).message;
-          if (msg !== this.lastError) this.log(`${msg} (retrying)`);
-          this.lastError = msg;
-          this.retryTimer = setTimeout(() => {
-            this.retryTimer = undefined;
-            this.kick();
-          }, backoff(this.failures));
-          this.retryTimer.unref();
-          break;
-        }
-      }
-    })().finally(() => {
-      this.running = undefined;
-      if (this.dirty && !this.retryTimer && !this.stopped) this.kick();
-    });
+    this.runner.trigger();
   }
 
   private async reconcile(): Promise<void> {
@@ -283,13 +262,14 @@ class Bgp implements BgpService {
     this.watch = this.client.watch({
       onInit: () => {
         snapshotPending = true;
-        // gobgpd replays best paths only once BGP is started; without a replay the table is empty.
+        // gobgpd replays best paths only once BGP is started; without a replay the table is empty. (A single wait
+        // for one reply, not a retry loop.)
         snapshotTimer = setTimeout(() => snapshotPending && takeSnapshot([]), SNAPSHOT_WAIT_MS);
         snapshotTimer.unref();
       },
       onPaths: (paths) => {
-        if (this.watchFailures > 0) this.log('watching best paths again');
-        this.watchFailures = 0;
+        if (this.watchBackoff.attempts > 0) this.log('watching best paths again');
+        this.watchBackoff.reset();
         this.watchError = '';
         if (snapshotPending) takeSnapshot(paths);
         else {
@@ -301,15 +281,11 @@ class Bgp implements BgpService {
         if (snapshotTimer) clearTimeout(snapshotTimer);
         this.watch = undefined;
         if (this.stopped) return;
-        this.watchFailures++;
         const msg = err?.message ?? 'watch ended';
         if (msg !== this.watchError) this.log(`best-path watch: ${msg} (retrying; learned routes kept until gobgpd answers)`);
         this.watchError = msg;
-        this.watchTimer = setTimeout(() => {
-          this.watchTimer = undefined;
-          this.startWatch();
-        }, backoff(this.watchFailures));
-        this.watchTimer.unref();
+        // Re-open after the shared backoff's delay (reset by the first paths the new watch delivers).
+        void sleep(this.watchBackoff.next(), this.abort.signal).then(() => this.startWatch());
         this.kick(); // gobgpd may have restarted without its config and paths
       },
     });
@@ -317,6 +293,7 @@ class Bgp implements BgpService {
 
   private scheduleEmit(): void {
     if (this.stopped || !this.deps.installLearned || this.emitTimer) return;
+    // A debounce (changes arriving together are handed over once), not a retry loop.
     this.emitTimer = setTimeout(() => {
       this.emitTimer = undefined;
       this.emitLearned();
@@ -354,10 +331,10 @@ class Bgp implements BgpService {
     if (this.stopped) return;
     this.stopped = true;
     this.unsubscribe?.();
-    for (const t of [this.retryTimer, this.watchTimer, this.emitTimer]) if (t) clearTimeout(t);
-    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    this.abort.abort();
+    if (this.emitTimer) clearTimeout(this.emitTimer);
     this.watch?.cancel();
-    await this.running?.catch(() => {});
+    await this.runner.stop();
     if (this.ownClient) this.client.close();
   }
 }

@@ -8,8 +8,12 @@
  *    down during the removal);
  *  - a local network the controller refused (same name, other definition) is removed while unused;
  *  - a local network not yet named in the cluster is defined (a crash between CreateNetwork and that).
+ * The loop (coalesced triggers, one pass at a time, the periodic pass, backoff after a failed pass, stop) is the
+ * shared ReconcileRunner; a replica whose create failed waits its own Backoff, and the pass asks the runner to come
+ * back when the earliest of those waits ends ({ requeueAfterMs }).
  */
-import { DockerNetworkInspect, REPLICA_LABEL, dockerCreateBody, parseNetworkOptions, plugin, type ClusterNetwork, type IpamState } from '@underlay/core';
+import { ReconcileRunner, type PassResult } from '@underlay/adapters';
+import { Backoff, DockerNetworkInspect, type BackoffPolicy, REPLICA_LABEL, dockerCreateBody, parseNetworkOptions, plugin, type ClusterNetwork, type IpamState } from '@underlay/core';
 import { mapParent } from '../config.js';
 import type { DriverContext } from './context.js';
 import { findParent } from './links.js';
@@ -27,56 +31,48 @@ export interface ReplicaState {
 
 export class ReplicaReconciler {
   readonly status: ReplicaState = { lastError: new Map(), removing: new Map() };
-  private running?: Promise<void>;
-  private again = false;
-  private timer?: NodeJS.Timeout;
-  private stopped = false;
+  private readonly runner: ReconcileRunner;
   /** Replicas that failed: when to try again (a failed create costs Docker a pool request and release). */
-  private readonly backoff = new Map<string, { at: number; delayMs: number; definitionSeq: number }>();
+  private readonly backoff = new Map<string, { at: number; backoff: Backoff; definitionSeq: number }>();
   passes = 0;
 
   constructor(
     private readonly ctx: DriverContext,
     private readonly view: { readonly state: IpamState; readonly isReady: boolean },
-    private readonly intervalMs: number,
-  ) {}
+    intervalMs: number,
+    /** The wait of a replica whose create failed (default: one interval, doubling to 5 minutes). */
+    private readonly replicaBackoff: BackoffPolicy = { minMs: intervalMs, maxMs: Math.max(intervalMs, MAX_BACKOFF_MS) },
+  ) {
+    this.runner = new ReconcileRunner({
+      name: 'replicas',
+      resyncMs: intervalMs,
+      // A pass that failed as a whole (Docker not answering) is tried again sooner, never later than the periodic one.
+      backoff: { minMs: intervalMs < 1_000 ? intervalMs : 1_000, maxMs: intervalMs },
+      reconcile: () => this.pass(),
+      onError: (e) => this.ctx.log(`cluster network reconcile failed: ${(e as Error).message}`),
+    });
+  }
 
+  /** The first pass now, then one every interval (triggers before this wait for it). */
   start(): void {
-    this.trigger();
-    this.timer = setInterval(() => this.trigger(), this.intervalMs);
-    this.timer.unref();
+    this.runner.start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
-    await this.running;
+    await this.runner.stop();
   }
 
   /** Runs a pass now, or once more right after the running one. */
   trigger(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = this.pass()
-      .catch((e) => this.ctx.log(`cluster network reconcile failed: ${(e as Error).message}`))
-      .finally(() => {
-        this.running = undefined;
-        if (this.again) {
-          this.again = false;
-          this.trigger();
-        }
-      });
+    this.runner.trigger();
   }
 
-  /** Resolves when no pass is running. */
-  async idle(): Promise<void> {
-    while (this.running) await this.running;
+  /** Resolves when no pass is running or due. */
+  idle(): Promise<void> {
+    return this.runner.idle();
   }
 
-  private async pass(): Promise<void> {
+  private async pass(): Promise<PassResult | void> {
     if (!this.view.isReady) return;
     // The view will see the awaited event soon and trigger another pass.
     if (this.view.state.seq < (this.ctx.awaitSeq ?? 0)) return;
@@ -138,13 +134,19 @@ export class ReplicaReconciler {
         const msg = (e as Error).message;
         if (/already exists/i.test(msg)) continue; // created meanwhile (by a user or a pass that raced us)
         this.status.lastError.set(cn.name, { state: 'error', detail: msg });
-        const delayMs = Math.min(MAX_BACKOFF_MS, b && b.definitionSeq === cn.createdSeq ? b.delayMs * 2 : this.intervalMs);
-        this.backoff.set(cn.name, { at: now + delayMs, delayMs, definitionSeq: cn.createdSeq });
+        // The same definition failing again waits longer; a new definition (created again) starts over.
+        const backoff = b && b.definitionSeq === cn.createdSeq ? b.backoff : new Backoff(this.replicaBackoff);
+        const delayMs = backoff.next();
+        this.backoff.set(cn.name, { at: now + delayMs, backoff, definitionSeq: cn.createdSeq });
         ctx.log(`could not create cluster network ${cn.name} here (next try in ${Math.round(delayMs / 1000)} s): ${msg}`);
       }
     }
     for (const name of this.status.lastError.keys()) if (!s.clusterNetworks.has(name)) this.status.lastError.delete(name);
     for (const name of this.backoff.keys()) if (!s.clusterNetworks.has(name)) this.backoff.delete(name);
+    // Come back when the first replica's wait ends (sooner than the periodic pass when it is due sooner).
+    let next = Infinity;
+    for (const b of this.backoff.values()) if (b.at < next) next = b.at;
+    if (next !== Infinity) return { requeueAfterMs: Math.max(0, next - Date.now()) };
   }
 
   /** Why this host cannot have the network's parent (none: it exists, or underlay makes it: a dummy, or a VLAN of an existing link). */

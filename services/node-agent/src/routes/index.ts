@@ -19,9 +19,13 @@
  *   destination) and deleted with its protocol named (the kernel will not delete another protocol's);
  * - errors (parent missing, next hop unreachable, a foreign route in the way) are logged once per
  *   route and cause, and retried with a backoff (at most every reconcile interval); nothing throws.
+ * The loop around a pass (coalesced triggers, one pass at a time, the periodic re-list, backoff, stop) is the
+ * shared ReconcileRunner; this module is the level-triggered pass. The RouteOps are the caller's (the agent opens
+ * and closes them, as it does its LinkOps).
  */
-import { openRouteOps, type RouteOps } from '@underlay/adapters';
+import { ReconcileRunner, type Pass, type PassResult, type RouteOps } from '@underlay/adapters';
 import {
+  Backoff,
   UNDERLAY_RT_PROTO,
   desiredRouteFor,
   desiredRoutes,
@@ -49,8 +53,8 @@ export interface RouteDeps {
   localNetworks: () => Iterable<NetworkRecord>;
   reconcileMs: number;
   logger: (m: string) => void;
-  /** Route ops for this host's netns (default: open the real rtnetlink ones). */
-  ops?: RouteOps;
+  /** Route ops for this host's netns (the caller owns them: opened and closed by the agent). */
+  ops: RouteOps;
 }
 
 export interface RouteService {
@@ -88,7 +92,6 @@ function normalise(r: DesiredRoute): Route | undefined {
 
 class Routes implements RouteService {
   private readonly ops: RouteOps;
-  private readonly ownOps: boolean;
   private readonly external = new Map<string, Route[]>();
   /** The external routes merged (sources in name order, first wins): dst → route. */
   private externalByDst = new Map<string, Route>();
@@ -102,22 +105,28 @@ class Routes implements RouteService {
   private readonly touched = new Map<string, RouteKey>();
   /** The routed local networks the cluster routes were computed for (a change means: recompute all). */
   private networksKey = '';
-  private started = false;
   private stopped = false;
-  private running?: Promise<void>;
-  private dirty = false;
   private wantList = true;
-  private timer?: NodeJS.Timeout;
-  private retryTimer?: NodeJS.Timeout;
-  private retryMs = MIN_RETRY_MS;
+  /** Routes failing (any of them): the delay before the next try (one pass retries them all). */
+  private readonly retryBackoff: Backoff;
+  private readonly runner: ReconcileRunner;
   private unsubscribe?: () => void;
   /** Last error logged per route (each cause is logged once until it changes or clears). */
   private readonly lastError = new Map<string, string>();
   private readonly counters = { adds: 0, deletes: 0, syncs: 0 };
 
   constructor(private readonly deps: RouteDeps) {
-    this.ownOps = deps.ops === undefined;
-    this.ops = deps.ops ?? openRouteOps();
+    this.ops = deps.ops;
+    // From MIN_RETRY_MS, doubling, to at most one reconcile interval.
+    this.retryBackoff = new Backoff({ minMs: MIN_RETRY_MS, maxMs: Math.max(deps.reconcileMs, MIN_RETRY_MS) });
+    this.runner = new ReconcileRunner({
+      name: 'routes',
+      resyncMs: deps.reconcileMs,
+      backoff: { minMs: MIN_RETRY_MS, maxMs: Math.max(deps.reconcileMs, MIN_RETRY_MS) },
+      reconcile: (pass) => this.pass(pass),
+      // pass() reports each route's failure itself and never throws for one: this is a bug, logged.
+      onError: (e, { retryInMs }) => this.deps.logger(`routes: pass failed: ${(e as Error).message} (retry in ${retryInMs} ms)`),
+    });
   }
 
   begin(): void {
@@ -125,14 +134,7 @@ class Routes implements RouteService {
     this.unsubscribe = this.deps.view.onChange((events, _state, info) => (info?.resync ? this.sync() : this.onEvents(events)));
     void this.deps.view.ready().then(() => {
       if (this.stopped) return;
-      this.started = true;
-      this.wantList = true;
-      this.kick();
-      this.timer = setInterval(() => {
-        this.wantList = true;
-        this.kick();
-      }, this.deps.reconcileMs);
-      this.timer.unref();
+      this.runner.start();
     });
   }
 
@@ -189,28 +191,12 @@ class Routes implements RouteService {
   async stop(): Promise<void> {
     this.stopped = true;
     this.unsubscribe?.();
-    if (this.timer) clearInterval(this.timer);
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    await this.running?.catch(() => undefined);
-    if (this.ownOps) this.ops.close();
+    await this.runner.stop();
   }
 
-  /** Runs a pass now, or right after the one in flight (one at a time). */
+  /** Runs a pass now, or right after the one in flight (the runner coalesces; before the view is ready, at its start). */
   private kick(): void {
-    if (!this.started || this.stopped) return;
-    this.dirty = true;
-    if (this.running) return;
-    this.running = (async () => {
-      try {
-        // Bounded by the stream of changes: each pass takes all changes made before it started.
-        while (this.dirty && !this.stopped) {
-          this.dirty = false;
-          await this.pass();
-        }
-      } finally {
-        this.running = undefined;
-      }
-    })();
+    this.runner.trigger();
   }
 
   /** The routed local networks, as a key that changes when anything the routes depend on changes. */
@@ -247,7 +233,12 @@ class Routes implements RouteService {
     return out;
   }
 
-  private async pass(): Promise<void> {
+  /**
+   * One level-triggered pass. The kernel is listed again at the start, at every resync and after a failure;
+   * failing routes are logged once each and the pass asks to run again after a backoff ({ requeueAfterMs }).
+   */
+  private async pass(p: Pass): Promise<PassResult | void> {
+    if (p.reasons.has('start') || p.reasons.has('resync') || p.reasons.has('requeue')) this.wantList = true;
     this.counters.syncs++;
     let failed = false;
     const fail = (key: string, msg: string): void => {
@@ -278,8 +269,7 @@ class Routes implements RouteService {
       } catch (e) {
         fail('listing routes', `cannot list the kernel's routes: ${(e as Error).message}`);
         this.wantList = true;
-        this.scheduleRetry();
-        return;
+        return { requeueAfterMs: this.retryBackoff.next() };
       }
     }
     // Everything (a relisted kernel, a change that can touch any route, other networks), or only what events touched.
@@ -337,20 +327,8 @@ class Routes implements RouteService {
         this.wantList = true;
       }
     }
-    if (failed) this.scheduleRetry();
-    else this.retryMs = MIN_RETRY_MS;
-  }
-
-  private scheduleRetry(): void {
-    if (this.retryTimer || this.stopped) return;
-    const ms = this.retryMs;
-    this.retryMs = Math.min(this.retryMs * 2, Math.max(this.deps.reconcileMs, MIN_RETRY_MS));
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = undefined;
-      this.wantList = true;
-      this.kick();
-    }, ms);
-    this.retryTimer.unref();
+    if (failed) return { requeueAfterMs: this.retryBackoff.next() };
+    this.retryBackoff.reset();
   }
 }
 

@@ -1,0 +1,107 @@
+/**
+ * ReplicaReconciler (services/node-agent/src/driver/replicas.ts) on fakes: a cluster network missing here is created
+ * through Docker; a create that fails waits its own backoff (passes triggered meanwhile leave it alone) and the
+ * runner comes back when that wait ends, without waiting for the periodic pass. The real Docker side is
+ * test/e2e/cluster-networks.
+ */
+import type { ClusterNetwork, IpamState } from '@underlay/core';
+import type { DriverContext } from '../../services/node-agent/src/driver/context';
+import { ReplicaReconciler } from '../../services/node-agent/src/driver/replicas';
+
+const net = (name: string, createdSeq = 1): ClusterNetwork =>
+  ({
+    name,
+    createdSeq,
+    time: '2026-01-01T00:00:00Z',
+    actor: 'api',
+    definition: { type: 'macvlan', ipv6: false, internal: false, options: {}, labels: {}, ipamOptions: {}, subnets: [] },
+  }) as unknown as ClusterNetwork;
+
+function setup(intervalMs: number, retryMs?: number) {
+  const created: { name: string; at: number }[] = [];
+  const tries: { name: string; at: number }[] = [];
+  let failing = new Set<string>();
+  const logs: string[] = [];
+  const docker = {
+    // Lists what it created (as networks not recorded here yet: the reconciler leaves those alone).
+    async listNetworks() {
+      return created.map((c) => ({ Name: c.name, Id: `id-${c.name}`, Driver: 'underlay' }));
+    },
+    async createNetwork(body: { Name: string }) {
+      tries.push({ name: body.Name, at: Date.now() });
+      if (failing.has(body.Name)) throw new Error(`driver refused ${body.Name}`);
+      created.push({ name: body.Name, at: Date.now() });
+      return `id-${body.Name}-${'0'.repeat(12)}`;
+    },
+    async deleteNetwork() {
+      return true;
+    },
+  };
+  const ctx = {
+    node: 'h1',
+    docker,
+    store: { networks: new Map() },
+    links: { getLink: async () => ({ name: 'eth0' }) },
+    log: (m: string) => logs.push(m),
+    parentMap: {},
+    conflicts: new Map(),
+  } as unknown as DriverContext;
+  const state = { seq: 1, networks: new Map(), clusterNetworks: new Map<string, ClusterNetwork>() };
+  const view = { state: state as unknown as IpamState, isReady: true };
+  const r = new ReplicaReconciler(ctx, view, intervalMs, retryMs === undefined ? undefined : { minMs: retryMs, maxMs: retryMs * 4 });
+  return { r, state, created, tries, logs, fail: (names: string[]) => (failing = new Set(names)) };
+}
+
+const until = async (cond: () => boolean, ms = 5000) => {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((res) => setTimeout(res, 5));
+  }
+};
+
+describe('ReplicaReconciler', () => {
+  let stop: (() => Promise<void>) | undefined;
+  afterEach(async () => {
+    await stop?.();
+    stop = undefined;
+  });
+
+  it('creates missing replicas at start and on trigger', async () => {
+    const t = setup(60_000);
+    stop = () => t.r.stop();
+    t.state.clusterNetworks.set('a', net('a'));
+    t.r.start();
+    await until(() => t.created.length === 1);
+    t.state.clusterNetworks.set('b', net('b'));
+    t.r.trigger();
+    await until(() => t.created.length === 2);
+    t.r.trigger();
+    await t.r.idle();
+    expect(t.created.map((c) => c.name)).toEqual(['a', 'b']);
+  });
+
+  it('retries a failed create after its own backoff (not on every trigger), then clears its error', async () => {
+    const retryMs = 300;
+    // The periodic pass never comes within the test: only the requeue for the replica's wait brings the retry.
+    const t = setup(60_000, retryMs);
+    stop = () => t.r.stop();
+    t.fail(['a']);
+    t.state.clusterNetworks.set('a', net('a'));
+    t.r.start();
+    await until(() => t.tries.length === 1);
+    expect(t.r.status.lastError.get('a')).toMatchObject({ state: 'error' });
+    // Passes triggered during the wait leave the failing replica alone.
+    for (let i = 0; i < 3; i++) {
+      t.r.trigger();
+      await t.r.idle();
+    }
+    expect(t.tries).toHaveLength(1);
+    t.fail([]);
+    await until(() => t.created.length === 1, 3000);
+    const waited = t.created[0]!.at - t.tries[0]!.at;
+    expect(waited).toBeGreaterThanOrEqual(retryMs * 0.8 - 5);
+    expect(waited).toBeLessThan(retryMs * 5);
+    expect(t.r.status.lastError.has('a')).toBe(false);
+  });
+});
