@@ -190,7 +190,7 @@ export class EventConsumer {
         reconcile: (pass) => this.checkTail(pass.signal),
         resyncMs: Math.max(CATCH_UP_CHECK_MS, headCheckMs),
         backoff: { minMs: Math.min(500, backoff.maxMs), maxMs: Math.max(500, headCheckMs) },
-        onError: (err, { retryInMs }) => this.logger(`event consumer: could not check the controller's head: ${(err as Error).message} (again in ${retryInMs} ms)`),
+        onError: (err, { retryInMs }) => this.logger(`event consumer: tail check (the controller's head, events missing at the end of the stream) failed: ${(err as Error)?.message ?? String(err)} (again in ${retryInMs} ms)`),
       });
     }
     this._lastSeq = afterSeq;
@@ -257,6 +257,7 @@ export class EventConsumer {
         return;
       }
       const progressFrom = this._lastSeq;
+      let failure: unknown;
       try {
         this.resubscribe = false;
         const { subscription, describe } = await this.source.subscribe(this._lastSeq);
@@ -287,7 +288,7 @@ export class EventConsumer {
         ready();
         if (this.stopped) break;
         if (isTrimmed(err) && (await this.exclusive(() => this.restart(at, err)))) continue;
-        this.logger(`event consumer: ${(err as Error).message ?? String(err)}; re-subscribing after event seq ${this._lastSeq} in ${this.backoff.peek()} ms`);
+        failure = err;
       } finally {
         this.batch?.stop();
         this.batch = undefined;
@@ -296,7 +297,9 @@ export class EventConsumer {
       }
       if (this.stopped || this.resubscribe) continue;
       if (this._lastSeq > progressFrom) this.backoff.reset();
-      await sleep(this.backoff.next(), this.abort.signal);
+      const delay = this.backoff.next();
+      if (failure !== undefined) this.logger(`event consumer: ${(failure as Error)?.message ?? String(failure)}; re-subscribing after event seq ${this._lastSeq} in ${delay} ms`);
+      await sleep(delay, this.abort.signal);
     }
   }
 
