@@ -243,7 +243,7 @@ describe('EventConsumer on an in-memory source', () => {
     await sleep(1300);
     for (let i = 0; i < 5; i++) {
       src.commit(1);
-      await until(() => r.consumer.lastSeq === src.log.length, `live event ${src.log.length}`, 500);
+      await until(() => r.consumer.lastSeq === src.log.length, `live event ${src.log.length}`, 1000);
     }
     expect(r.seqs).toEqual(range(1, 10));
     expect(r.caughtUpAt()).toBeUndefined();
