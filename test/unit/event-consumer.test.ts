@@ -39,6 +39,13 @@ class FakeSource implements EventSource {
   beforeReadAnswer?: (fromSeq: number) => Promise<void>;
   private streamSeq = 0;
   private wakers = new Set<() => void>();
+  /** Subscriptions the server lost (their fetches never deliver): all made before this count. */
+  private deadBelow = 0;
+
+  /** The server loses every subscription made so far (a lost pull request: no message, no error). */
+  loseSubscriptions(): void {
+    this.deadBelow = this.subscribes.length;
+  }
 
   /** Commits `n` events; publishes them unless told which not to. */
   commit(n: number, skip: (seq: number) => boolean = () => false): void {
@@ -60,6 +67,7 @@ class FakeSource implements EventSource {
 
   async subscribe(afterSeq: number) {
     this.subscribes.push(afterSeq);
+    const id = this.subscribes.length;
     // Like the controller: the first stream message with a seq after afterSeq (the next one to come when none).
     let next = this.stream.find((e) => e.seq > afterSeq)?.streamSeq ?? this.streamSeq + 1;
     const source = this;
@@ -78,7 +86,7 @@ class FakeSource implements EventSource {
             async *[Symbol.asyncIterator](): AsyncGenerator<StreamMessage> {
               let got = 0;
               while (!stopped && got < opts.max_messages) {
-                const e = source.stream.find((x) => x.streamSeq >= next);
+                const e = id > source.deadBelow ? source.stream.find((x) => x.streamSeq >= next) : undefined;
                 if (e) {
                   next = e.streamSeq + 1;
                   got++;
@@ -230,6 +238,26 @@ describe('EventConsumer on an in-memory source', () => {
     await sleep(100);
     expect(r.seqs).toEqual(range(1, 7));
     expect(r.overlapped()).toBe(false);
+  });
+
+  it('a subscription that went silent (a pull request the server lost): the tail read brings the events and it subscribes again', async () => {
+    const src = new FakeSource();
+    src.commit(5);
+    const r = reader(src, { fetchExpiresMs: 60_000 });
+    await r.consumer.start();
+    await until(() => r.consumer.lastSeq === 5, 'seq 5');
+    src.loseSubscriptions();
+    src.commit(3);
+    await until(() => r.consumer.lastSeq === 8, 'seq 8 through the tail read');
+    await until(() => src.subscribes.length === 2, 'a new subscription');
+    expect(src.subscribes).toEqual([0, 8]);
+    // The new subscription delivers from the stream again, without another read.
+    for (let i = 0; i < 3; i++) {
+      src.commit(1);
+      await until(() => r.consumer.lastSeq === src.log.length, `live event ${src.log.length}`, 1000);
+    }
+    expect(r.seqs).toEqual(range(1, 11));
+    expect(r.consumer.tailReads).toBe(1);
   });
 
   it('never puts the head on the delivery path: a controller that does not answer head does not hold the stream back', async () => {

@@ -19,7 +19,8 @@
  * later message. A second, independent loop (a ReconcileRunner, every `headCheckMs` and right after each
  * (re)subscribe or restart from a snapshot) asks the controller for its head, the last committed seq. When the
  * consumer is behind it at two checks in a row, made no progress in between and is not delivering, the stream
- * has nothing more to give: it reads the rest from the controller. This check runs BESIDE the fetch loop, never
+ * has nothing more to give: it reads the rest from the controller, and the fetch loop subscribes again (a pull
+ * request the server lost delivers nothing and fails only after two missed heartbeats). This check runs BESIDE the fetch loop, never
  * inside it: awaiting the head RPC on the delivery path (commit 79f2074, reverted in 6807f7d) took bench:routes' 200
  * simulated agents from p99 ~60 ms to 2-3 s. Both loops deliver through one lock, so `onEvent` never runs twice
  * at once and the order holds.
@@ -166,8 +167,9 @@ export class EventConsumer {
   /** The controller's head when the consumer started (undefined until it answered). */
   private startHead?: number;
   private _caughtUp = false;
-  /** lastSeq at the previous head check when it was behind (undefined when it was not). */
+  /** lastSeq when a head check first found it behind (undefined when it was not), and when that was. */
   private behindAt?: number;
+  private behindSince = 0;
 
   constructor(opts: EventConsumerOptions | EventSourceConsumerOptions) {
     const afterSeq = opts.afterSeq ?? 0;
@@ -335,19 +337,26 @@ export class EventConsumer {
       this.startHead = head;
       this.noteCaughtUp();
     }
-    const quiet = this.behindAt === this._lastSeq && this.holders === 0;
+    // Quiet: no progress since an earlier check (at least CATCH_UP_CHECK_MS ago) and no delivery running or waiting.
+    const quiet = this.behindAt === this._lastSeq && Date.now() - this.behindSince >= CATCH_UP_CHECK_MS && this.holders === 0;
     if (this._lastSeq < head && quiet && !this.stopped) {
       const from = this._lastSeq;
       try {
         await this.exclusive(() => this.readThrough(head, 'tail'));
       } catch (err) {
         if (!isTrimmed(err) || !(await this.exclusive(() => this.restart(from, err)))) throw err;
-        // Restarted from a snapshot: the fetch loop subscribes again after it.
-        this.resubscribe = true;
-        this.batch?.stop();
       }
+      // Restarted from a snapshot, or the stream stayed silent while the controller had events: either way the
+      // subscription is suspect (a pull request the server lost is only noticed after two missed heartbeats, 2 x
+      // fetchExpiresMs / 2), so the fetch loop subscribes again after lastSeq now.
+      this.resubscribe = true;
+      this.batch?.stop();
     }
-    this.behindAt = this._lastSeq < head ? this._lastSeq : undefined;
+    if (this._lastSeq >= head) this.behindAt = undefined;
+    else if (this.behindAt !== this._lastSeq) {
+      this.behindAt = this._lastSeq;
+      this.behindSince = Date.now();
+    }
     if (!this._caughtUp) return { requeueAfterMs: CATCH_UP_CHECK_MS };
   }
 
