@@ -159,7 +159,7 @@ export class EventConsumer {
   private readonly abort = new AbortController();
   private loop?: Promise<void>;
   private batch?: StreamBatch;
-  /** Set when the tail loop restarted from a snapshot: the fetch loop re-subscribes after the new lastSeq. */
+  /** Set by the tail loop (after a tail read or a restart from a snapshot): the fetch loop re-subscribes after lastSeq. */
   private resubscribe = false;
   /** The delivery lock: every delivery (stream, gap, tail, restart) runs after the previous one ended. */
   private chain: Promise<unknown> = Promise.resolve();
