@@ -280,3 +280,28 @@ describe('EventConsumer on a real controller, etcd and JetStream', () => {
     for (const r of refused) expect(r).toMatchObject({ ok: false, error: { code: 'unavailable', retriable: true, message: expect.stringMatching(/retry later/) } });
   });
 });
+
+describe('EventConsumer: the tail', () => {
+  it('reads events missing at the very end of the stream from the controller, beside the fetch loop, and says when it caught up', async () => {
+    await allocate(3);
+    const n = head();
+    const index = await streamIndex();
+    for (const seq of [n - 1, n]) expect(await jsm.streams.deleteMessage(EVENTS_STREAM, index.get(seq)!)).toBe(true);
+    // Without the tail check the last two events wait for a next publication.
+    const without = await collect({ headCheckMs: 0, fetchExpiresMs: 1000 });
+    await waitFor(() => without.consumer.lastSeq >= n - 2, 15_000, `consumer without the tail check to reach seq ${n - 2}`);
+    await sleep(1_500);
+    expect(without.consumer.lastSeq).toBe(n - 2);
+    await stopConsumer(without.consumer);
+    // With it (the default), they come from the controller once the stream has nothing more to give.
+    let caughtUpAt: number | undefined;
+    const c = await collect({ headCheckMs: 200, onCaughtUp: () => (caughtUpAt = c.consumer.lastSeq) });
+    await waitFor(() => c.consumer.lastSeq >= n, 15_000, `consumer with the tail check to reach seq ${n}`);
+    await sleep(300);
+    expect(c.seqs()).toEqual(range(1, n));
+    expect(c.events).toEqual(await logEvents());
+    expect(c.consumer.tailReads).toBe(1);
+    expect(caughtUpAt).toBe(n);
+    await stopConsumer(c.consumer);
+  });
+});

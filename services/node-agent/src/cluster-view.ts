@@ -1,12 +1,14 @@
 /**
  * The agent's read-only copy of the cluster state: the same fold the controller runs, started from the
  * controller's latest snapshot (read over NATS in parts; the log behind it may be trimmed) and fed by the
- * JetStream event stream through the node's own consumer (gaps re-read from the controller). Replicas of
- * cluster networks, routes to other hosts' blocks and BGP announcements are all reconciled against it.
+ * node's EventConsumer, which hands it every event once, in order, with no gaps and including the tail (see
+ * libs/adapters/src/nats/consumer.ts): the view only folds what it is handed, and is ready when the consumer says it
+ * caught up. Replicas of cluster networks, routes to other hosts' blocks and BGP announcements are all reconciled
+ * against it.
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import { EventConsumer, RpcClient, checkSnapshot } from '@underlay/adapters';
-import { EventsHeadRes, ReadEventsRes, SnapshotReadRes, apply, emptyState, parseEvent, restore, type ClusterEvent, type IpamState } from '@underlay/core';
+import { SnapshotReadRes, apply, emptyState, restore, type ClusterEvent, type IpamState } from '@underlay/core';
 
 /**
  * `resync`: the view replaced its whole state (it started again from the latest snapshot after falling behind the
@@ -19,7 +21,7 @@ export interface ClusterViewOptions {
   /** The node's client (its consumer and its requests are the node's). */
   rpc: RpcClient;
   logger?: (m: string) => void;
-  /** How often to compare with the controller's head (catches events missing at the end of the stream). */
+  /** How often the consumer compares with the controller's head (catches events missing at the end of the stream). */
   headCheckMs?: number;
 }
 
@@ -31,10 +33,8 @@ export class ClusterView {
   private listeners = new Set<ViewListener>();
   private pending: ClusterEvent[] = [];
   private flushQueued = false;
-  private timer?: NodeJS.Timeout;
   private caughtUp = false;
   private readyWaiters: (() => void)[] = [];
-  private lastBehind?: number;
 
   constructor(private readonly opts: ClusterViewOptions) {
     this.rpc = opts.rpc;
@@ -60,11 +60,17 @@ export class ClusterView {
 
   async start(): Promise<void> {
     await this.loadSnapshot();
-    this.consumer = new EventConsumer({ nc: this.opts.nc, rpc: this.rpc, afterSeq: this._state.seq, onTrimmed: () => this.resync(), onEvent: (ev) => this.take(ev), logger: this.logger });
+    this.consumer = new EventConsumer({
+      nc: this.opts.nc,
+      rpc: this.rpc,
+      afterSeq: this._state.seq,
+      onEvent: (ev) => this.take(ev),
+      onCaughtUp: () => this.markReady(),
+      onTrimmed: () => this.resync(),
+      logger: this.logger,
+      ...(this.opts.headCheckMs !== undefined ? { headCheckMs: this.opts.headCheckMs } : {}),
+    });
     await this.consumer.start();
-    void this.checkHead();
-    this.timer = setInterval(() => void this.checkHead(), this.opts.headCheckMs ?? 2_000);
-    this.timer.unref();
   }
 
   /**
@@ -143,8 +149,8 @@ export class ClusterView {
     return this.caughtUp;
   }
 
+  /** The consumer hands every event once, in order, with no gaps: fold it. */
   private take(ev: ClusterEvent): void {
-    if (ev.seq <= this._state.seq) return;
     apply(this._state, ev);
     this.pending.push(ev);
     if (!this.flushQueued) {
@@ -166,33 +172,15 @@ export class ClusterView {
     }
   }
 
-  private async checkHead(): Promise<void> {
-    try {
-      const { seq: head } = await this.rpc.call('eventsHead', {}, EventsHeadRes, { deadlineMs: 5_000 });
-      // Behind at two checks in a row with no progress: read the rest from the controller.
-      if (this.state.seq < head && this.lastBehind === this.state.seq) {
-        while (this.state.seq < head) {
-          const r = await this.rpc.call('readEvents', { fromSeq: this.state.seq + 1, limit: 1000 }, ReadEventsRes);
-          if (r.events.length === 0) break;
-          for (const raw of r.events) this.take(parseEvent(raw));
-        }
-      }
-      this.lastBehind = this.state.seq < head ? this.state.seq : undefined;
-      if (!this.caughtUp && this.state.seq >= head) {
-        this.caughtUp = true;
-        this.flush();
-        for (const w of this.readyWaiters.splice(0)) w();
-      } else if (!this.caughtUp) {
-        setTimeout(() => void this.checkHead(), 100).unref();
-      }
-    } catch (e) {
-      this.logger(`cluster view: could not read the controller's head: ${(e as Error).message}`);
-      if (!this.caughtUp) setTimeout(() => void this.checkHead(), 500).unref();
-    }
+  /** Every event committed when the view started is folded: listeners get them before ready() resolves. */
+  private markReady(): void {
+    if (this.caughtUp) return;
+    this.caughtUp = true;
+    this.flush();
+    for (const w of this.readyWaiters.splice(0)) w();
   }
 
   async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
     await this.consumer?.stop();
   }
 }

@@ -1,8 +1,10 @@
 /**
- * Reads the stream of committed events in order, exactly once per event seq, with no gaps.
+ * Event delivery, complete in one place: hands its reader every committed event exactly once, in seq order, with no
+ * gaps, including the tail (events committed but missing at the end of the stream). The reader (the agent's cluster
+ * view) only folds what it is handed.
  *
- * JetStream is the fast path; etcd (through the controller's `readEvents` RPC) is the truth. The
- * consumer keeps `lastSeq`, the seq of the last event handed to `onEvent`, and for every message:
+ * JetStream is the fast path; etcd (through the controller's `readEvents` RPC) is the truth. The consumer keeps
+ * `lastSeq`, the seq of the last event handed to `onEvent`, and for every message:
  *  - `seq <= lastSeq`: a duplicate (republish, overlap after a re-subscribe): skipped;
  *  - `seq == lastSeq + 1`: delivered;
  *  - `seq > lastSeq + 1`: a gap (message deleted or never stored): the missing range is re-read
@@ -11,19 +13,83 @@
  * request (`events.consumer`, see node-consumers.ts) starting after `lastSeq`; it fetches in bounded batches
  * so a slow `onEvent` never makes it buffer the whole stream. Whenever anything breaks (stream missing or
  * recreated, consumer deleted, RPC failed, `onEvent` threw) it asks the controller for a new consumer after
- * `lastSeq`, with bounded exponential backoff.
+ * `lastSeq`, after a backoff (libs/core/src/backoff.ts).
  *
- * Limitation: a gap is noticed when a later message arrives. Events missing at the very end of the
- * stream are delivered once the next event is published.
+ * The tail. A gap is noticed when a later message arrives; events missing at the very end of the stream have no
+ * later message. A second, independent loop (a ReconcileRunner, every `headCheckMs` and right after each
+ * (re)subscribe or restart from a snapshot) asks the controller for its head, the last committed seq. When the
+ * consumer is behind it at two checks in a row, made no progress in between and is not delivering, the stream
+ * has nothing more to give: it reads the rest from the controller, and the fetch loop subscribes again (a pull
+ * request the server lost delivers nothing and fails only after two missed heartbeats). This check runs BESIDE the fetch loop, never
+ * inside it: awaiting the head RPC on the delivery path (commit 79f2074, reverted in 6807f7d) took bench:routes' 200
+ * simulated agents from p99 ~60 ms to 2-3 s. Both loops deliver through one lock, so `onEvent` never runs twice
+ * at once and the order holds.
+ *
+ * Readiness: the first head the controller reports is the start head; `onCaughtUp` runs once every event up to it
+ * was delivered (the reader then holds everything committed when it started).
+ *
+ * Fallen behind the trimmed log (a read below the first kept event): `onTrimmed` restarts the reader from the
+ * latest snapshot and returns its seq; the consumer goes on after it and re-subscribes there.
  */
 import type { NatsConnection } from '@nats-io/transport-node';
-import { jetstream, type Consumer, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
-import { EventsConsumerRes, ReadEventsRes, UnderlayError, headers, parseEvent, type ClusterEvent } from '@underlay/core';
+import { jetstream } from '@nats-io/jetstream';
+import { Backoff, EventsConsumerRes, EventsHeadRes, ReadEventsRes, UnderlayError, headers, parseEvent, type ClusterEvent } from '@underlay/core';
 import { RpcClient } from './rpc.js';
+import { sleep } from '../runtime/retry.js';
+import { ReconcileRunner, type PassResult } from '../runtime/reconcile-runner.js';
 
+/** One stream message, as the consumer reads it (a JetStream `JsMsg` is one). */
+export interface StreamMessage {
+  /** The stream's own sequence number. */
+  readonly seq: number;
+  readonly headers?: { get(key: string): string };
+  json<T = unknown>(): T;
+}
 
-export interface EventConsumerOptions {
-  nc: NatsConnection;
+/** The messages of one fetch; `stop()` ends the iteration early. */
+export interface StreamBatch extends AsyncIterable<StreamMessage> {
+  stop(): void;
+}
+
+/** A subscription positioned after an event seq (a JetStream pull consumer is one). */
+export interface StreamSubscription {
+  fetch(opts: { max_messages: number; expires: number }): Promise<StreamBatch>;
+}
+
+/**
+ * Where events come from: the stream (fast path) and the controller's log (truth). `natsEventSource` is the real
+ * one; tests hand the consumer an in-memory one.
+ */
+export interface EventSource {
+  /** A subscription to the stream positioned after event seq `afterSeq`, and a line saying what it reads. */
+  subscribe(afterSeq: number): Promise<{ subscription: StreamSubscription; describe: string }>;
+  /** Committed events from `fromSeq`, at most `limit`, in order (raw: the consumer parses them). */
+  read(fromSeq: number, limit: number): Promise<readonly unknown[]>;
+  /** The seq of the last committed event. */
+  head(): Promise<number>;
+  /** True once the source can never deliver again (the connection closed): the consumer stops. */
+  isClosed(): boolean;
+}
+
+/** The real source: the node's JetStream consumer (made by the controller) and the controller's RPCs. */
+export function natsEventSource(nc: NatsConnection, rpc: RpcClient): EventSource {
+  return {
+    async subscribe(afterSeq) {
+      const made = await rpc.call('eventsConsumer', { afterSeq }, EventsConsumerRes, { deadlineMs: 10_000 });
+      const subscription = await jetstream(nc).consumers.get(made.stream, made.consumer);
+      return { subscription, describe: `${made.stream} through ${made.consumer} from stream seq ${made.startStreamSeq}` };
+    },
+    async read(fromSeq, limit) {
+      return (await rpc.call('readEvents', { fromSeq, limit }, ReadEventsRes)).events;
+    },
+    async head() {
+      return (await rpc.call('eventsHead', {}, EventsHeadRes, { deadlineMs: 5_000 })).seq;
+    },
+    isClosed: () => nc.isClosed(),
+  };
+}
+
+interface DeliveryOptions {
   /** Deliver events with seq > afterSeq (0 = from the beginning). */
   afterSeq?: number;
   /**
@@ -32,8 +98,8 @@ export interface EventConsumerOptions {
    * and offers the same event again.
    */
   onEvent: (ev: ClusterEvent) => Promise<void> | void;
-  /** The node's client: asks the controller for the node's consumer, and re-reads gaps. */
-  rpc: RpcClient;
+  /** Runs once, when every event up to the controller's head at start was delivered. */
+  onCaughtUp?: () => void;
   logger?: (m: string) => void;
   /** Events per `readEvents` page (default 1000, at most 10000). */
   pageSize?: number;
@@ -47,45 +113,88 @@ export interface EventConsumerOptions {
   batchSize?: number;
   /** How long one fetch waits for messages before the next (default 10 s, at least 1 s). */
   fetchExpiresMs?: number;
+  /**
+   * How often the controller's head is asked, to find events missing at the end of the stream (default 2 s; every
+   * 100 ms until caught up). 0 turns the tail check off (then such events wait for the next publication, and
+   * `onCaughtUp` never runs).
+   */
+  headCheckMs?: number;
   /** Re-subscribe backoff bounds (default 100 ms … 5 s). */
   minBackoffMs?: number;
   maxBackoffMs?: number;
 }
 
+export interface EventConsumerOptions extends DeliveryOptions {
+  nc: NatsConnection;
+  /** The node's client: asks the controller for the node's consumer, re-reads gaps and the tail, reads the head. */
+  rpc: RpcClient;
+}
+
+/** Options with any source of events instead of NATS (tests). */
+export interface EventSourceConsumerOptions extends DeliveryOptions {
+  source: EventSource;
+}
+
+/** Head checks before the consumer caught up come this often (ms). */
+const CATCH_UP_CHECK_MS = 100;
 
 export class EventConsumer {
-  private readonly nc: NatsConnection;
+  private readonly source: EventSource;
   private readonly onEvent: (ev: ClusterEvent) => Promise<void> | void;
+  private readonly onCaughtUp?: () => void;
   private readonly onTrimmed?: () => Promise<number>;
-  private readonly rpc: RpcClient;
   private readonly logger: (m: string) => void;
   private readonly pageSize: number;
   private readonly batchSize: number;
   private readonly fetchExpiresMs: number;
   private readonly minBackoffMs: number;
-  private readonly maxBackoffMs: number;
+  private readonly backoff: Backoff;
+  private readonly tail?: ReconcileRunner;
 
   private _lastSeq: number;
   private _gapReads = 0;
+  private _tailReads = 0;
   private started = false;
   private stopped = false;
+  private readonly abort = new AbortController();
   private loop?: Promise<void>;
-  private batch?: ConsumerMessages;
-  private wake?: () => void;
+  private batch?: StreamBatch;
+  /** Set by the tail loop (after a tail read or a restart from a snapshot): the fetch loop re-subscribes after lastSeq. */
+  private resubscribe = false;
+  /** The delivery lock: every delivery (stream, gap, tail, restart) runs after the previous one ended. */
+  private chain: Promise<unknown> = Promise.resolve();
+  private holders = 0;
+  /** The controller's head when the consumer started (undefined until it answered). */
+  private startHead?: number;
+  private _caughtUp = false;
+  /** lastSeq when a head check first found it behind (undefined when it was not), and when that was. */
+  private behindAt?: number;
+  private behindSince = 0;
 
-  constructor(opts: EventConsumerOptions) {
+  constructor(opts: EventConsumerOptions | EventSourceConsumerOptions) {
     const afterSeq = opts.afterSeq ?? 0;
     if (!Number.isInteger(afterSeq) || afterSeq < 0) throw new RangeError(`afterSeq must be a non-negative integer, not ${afterSeq}`);
-    this.nc = opts.nc;
+    this.source = 'source' in opts ? opts.source : natsEventSource(opts.nc, opts.rpc);
     this.onEvent = opts.onEvent;
+    this.onCaughtUp = opts.onCaughtUp;
     this.onTrimmed = opts.onTrimmed;
-    this.rpc = opts.rpc;
     this.logger = opts.logger ?? (() => {});
     this.pageSize = Math.min(Math.max(1, Math.floor(opts.pageSize ?? 1000)), 10_000);
     this.batchSize = Math.max(1, Math.floor(opts.batchSize ?? 256));
     this.fetchExpiresMs = Math.max(1000, opts.fetchExpiresMs ?? 10_000);
     this.minBackoffMs = Math.max(1, opts.minBackoffMs ?? 100);
-    this.maxBackoffMs = Math.max(this.minBackoffMs, opts.maxBackoffMs ?? 5000);
+    const backoff = { minMs: this.minBackoffMs, maxMs: Math.max(this.minBackoffMs, opts.maxBackoffMs ?? 5000) };
+    this.backoff = new Backoff(backoff);
+    const headCheckMs = opts.headCheckMs ?? 2_000;
+    if (headCheckMs > 0) {
+      this.tail = new ReconcileRunner({
+        name: 'event consumer tail',
+        reconcile: (pass) => this.checkTail(pass.signal),
+        resyncMs: Math.max(CATCH_UP_CHECK_MS, headCheckMs),
+        backoff: { minMs: Math.min(500, backoff.maxMs), maxMs: Math.max(500, headCheckMs) },
+        onError: (err, { retryInMs }) => this.logger(`event consumer: tail check (the controller's head, events missing at the end of the stream) failed: ${(err as Error)?.message ?? String(err)} (again in ${retryInMs} ms)`),
+      });
+    }
     this._lastSeq = afterSeq;
   }
 
@@ -99,6 +208,16 @@ export class EventConsumer {
     return this._gapReads;
   }
 
+  /** Number of tail reads done: events missing at the end of the stream, read from the controller. */
+  get tailReads(): number {
+    return this._tailReads;
+  }
+
+  /** Whether every event up to the controller's head at start was delivered. */
+  get caughtUp(): boolean {
+    return this._caughtUp;
+  }
+
   /**
    * Starts reading in the background. Resolves once the first JetStream consumer is in place, or
    * after the first attempt failed (it keeps retrying in the background, logging why).
@@ -109,75 +228,85 @@ export class EventConsumer {
     let ready!: () => void;
     const firstAttempt = new Promise<void>((r) => (ready = r));
     this.loop = this.run(ready).finally(ready);
+    // The head is first asked once the first subscription is in place (or failed), like the reads it may lead to.
+    void firstAttempt.then(() => this.tail?.start());
     return firstAttempt;
   }
 
   /** Stops reading; resolves when no `onEvent` call is running any more. Idempotent. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.abort.abort();
     this.batch?.stop();
-    this.wake?.();
+    await this.tail?.stop();
     await this.loop;
+    await this.chain;
   }
 
+  /** Runs `fn` once every delivery before it ended: one delivery at a time, in the order asked. */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    this.holders++;
+    const run = this.chain.then(fn).finally(() => this.holders--);
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** The fetch loop: subscribe after lastSeq, fetch, deliver; on any failure re-subscribe after a backoff. */
   private async run(ready: () => void): Promise<void> {
-    let backoff = this.minBackoffMs;
     while (!this.stopped) {
-      if (this.nc.isClosed()) {
+      if (this.source.isClosed()) {
         this.logger('event consumer: NATS connection closed; stopping');
         return;
       }
-      let consumer: Consumer | undefined;
       const progressFrom = this._lastSeq;
+      let failure: unknown;
       try {
-        const made = await this.rpc.call('eventsConsumer', { afterSeq: this._lastSeq }, EventsConsumerRes, { deadlineMs: 10_000 });
+        this.resubscribe = false;
+        const { subscription, describe } = await this.source.subscribe(this._lastSeq);
         if (this.stopped) return;
-        consumer = await jetstream(this.nc).consumers.get(made.stream, made.consumer);
-        this.logger(`event consumer: reading ${made.stream} through ${made.consumer} from stream seq ${made.startStreamSeq} (after event seq ${this._lastSeq})`);
+        this.logger(`event consumer: reading ${describe} (after event seq ${this._lastSeq})`);
         ready();
-        while (!this.stopped) {
+        // What the stream lacks at its end is read beside this loop, right after each (re)subscribe.
+        this.tail?.trigger();
+        while (!this.stopped && !this.resubscribe) {
           const fetchedAt = Date.now();
           let got = 0;
-          const batch = await consumer.fetch({ max_messages: this.batchSize, expires: this.fetchExpiresMs });
+          const batch = await subscription.fetch({ max_messages: this.batchSize, expires: this.fetchExpiresMs });
           this.batch = batch;
-          if (this.stopped) batch.stop();
+          if (this.stopped || this.resubscribe) batch.stop();
           for await (const m of batch) {
-            if (this.stopped) break;
+            if (this.stopped || this.resubscribe) break;
             got++;
-            await this.handle(m);
+            await this.exclusive(() => this.handle(m));
           }
           this.batch = undefined;
-          if (this._lastSeq > progressFrom) backoff = this.minBackoffMs;
+          if (this._lastSeq > progressFrom) this.backoff.reset();
           // A fetch normally waits `expires` for messages; never spin if one ends early and empty.
-          if (got === 0 && Date.now() - fetchedAt < 100) await this.sleep(this.minBackoffMs);
+          if (got === 0 && Date.now() - fetchedAt < 100) await sleep(this.minBackoffMs, this.abort.signal);
         }
+        if (this.resubscribe && !this.stopped) this.backoff.reset();
       } catch (err) {
+        const at = this._lastSeq;
         ready();
         if (this.stopped) break;
-        if (this.onTrimmed && isTrimmed(err)) {
-          this.logger(`event consumer: ${(err as Error).message} (after event seq ${this._lastSeq}); starting again from the latest snapshot`);
-          try {
-            this._lastSeq = await this.onTrimmed();
-            backoff = this.minBackoffMs;
-            continue;
-          } catch (e) {
-            this.logger(`event consumer: could not start again from the latest snapshot: ${(e as Error).message}`);
-          }
-        }
-        this.logger(`event consumer: ${(err as Error).message ?? String(err)}; re-subscribing after event seq ${this._lastSeq} in ${backoff} ms`);
+        if (isTrimmed(err) && (await this.exclusive(() => this.restart(at, err)))) continue;
+        failure = err;
       } finally {
         this.batch?.stop();
         this.batch = undefined;
         // The consumer stays: only the controller may delete it (it replaces it on the next request, and the
         // server removes one nobody pulls from).
       }
-      if (this._lastSeq > progressFrom) backoff = this.minBackoffMs;
-      await this.sleep(backoff);
-      backoff = Math.min(backoff * 2, this.maxBackoffMs);
+      if (this.stopped || this.resubscribe) continue;
+      if (this._lastSeq > progressFrom) this.backoff.reset();
+      const delay = this.backoff.next();
+      if (failure !== undefined) this.logger(`event consumer: ${(failure as Error)?.message ?? String(failure)}; re-subscribing after event seq ${this._lastSeq} in ${delay} ms`);
+      await sleep(delay, this.abort.signal);
     }
   }
 
-  private async handle(m: JsMsg): Promise<void> {
+  private async handle(m: StreamMessage): Promise<void> {
+    if (this.stopped) return;
     let ev: ClusterEvent | undefined;
     try {
       ev = parseEvent(m.json());
@@ -186,23 +315,86 @@ export class EventConsumer {
       // read up to it from etcd now; otherwise the next message reveals the gap.
       const hseq = Number(m.headers?.get(headers.eventSeq));
       this.logger(`event consumer: bad event at stream seq ${m.seq} (Underlay-Seq ${hseq || '?'}): ${(err as Error).message}`);
-      if (Number.isInteger(hseq) && hseq > this._lastSeq) await this.readThrough(hseq);
+      if (Number.isInteger(hseq) && hseq > this._lastSeq) await this.readThrough(hseq, 'gap');
       return;
     }
     if (ev.seq <= this._lastSeq) return;
-    if (ev.seq > this._lastSeq + 1) await this.readThrough(ev.seq - 1);
+    if (ev.seq > this._lastSeq + 1) await this.readThrough(ev.seq - 1, 'gap');
     await this.deliver(ev);
   }
 
+  /**
+   * One head check (a pass of the tail runner, never on the fetch loop's path). Learns the start head, and reads
+   * the tail when the consumer is behind the head at two checks in a row, made no progress in between and is not
+   * delivering: the stream has nothing more to give.
+   */
+  private async checkTail(signal: AbortSignal): Promise<PassResult | void> {
+    if (this.stopped) return;
+    // stop() does not wait for a controller that does not answer.
+    const head = await unlessAborted(this.source.head(), signal);
+    if (head === undefined || this.stopped) return;
+    if (this.startHead === undefined) {
+      this.startHead = head;
+      this.noteCaughtUp();
+    }
+    // Quiet: no progress since an earlier check (at least CATCH_UP_CHECK_MS ago) and no delivery running or waiting.
+    const quiet = this.behindAt === this._lastSeq && Date.now() - this.behindSince >= CATCH_UP_CHECK_MS && this.holders === 0;
+    if (this._lastSeq < head && quiet && !this.stopped) {
+      const from = this._lastSeq;
+      try {
+        await this.exclusive(() => this.readThrough(head, 'tail'));
+      } catch (err) {
+        if (!isTrimmed(err) || !(await this.exclusive(() => this.restart(from, err)))) throw err;
+      }
+      // Restarted from a snapshot, or the stream stayed silent while the controller had events: either way the
+      // subscription is suspect (a pull request the server lost is only noticed after two missed heartbeats, 2 x
+      // fetchExpiresMs / 2), so the fetch loop subscribes again after lastSeq now.
+      this.resubscribe = true;
+      this.batch?.stop();
+    }
+    if (this._lastSeq >= head) this.behindAt = undefined;
+    else if (this.behindAt !== this._lastSeq) {
+      this.behindAt = this._lastSeq;
+      this.behindSince = Date.now();
+    }
+    if (!this._caughtUp) return { requeueAfterMs: CATCH_UP_CHECK_MS };
+  }
+
+  /**
+   * Fallen behind the trimmed log at `from`: start again from the latest snapshot (once per fall: when the other
+   * loop already did, or delivered past it, nothing to do). Returns whether the consumer now stands after a snapshot.
+   */
+  private async restart(from: number, err: unknown): Promise<boolean> {
+    if (!this.onTrimmed || this.stopped) return false;
+    if (this._lastSeq !== from) return true;
+    this.logger(`event consumer: ${(err as Error).message} (after event seq ${this._lastSeq}); starting again from the latest snapshot`);
+    try {
+      this._lastSeq = await this.onTrimmed();
+    } catch (e) {
+      this.logger(`event consumer: could not start again from the latest snapshot: ${(e as Error).message}`);
+      return false;
+    }
+    this.backoff.reset();
+    this.behindAt = undefined;
+    this.noteCaughtUp();
+    this.tail?.trigger();
+    return true;
+  }
+
   /** Delivers lastSeq+1 … upTo from the log in etcd, through the controller. */
-  private async readThrough(upTo: number): Promise<void> {
-    this._gapReads++;
-    this.logger(`event consumer: gap after seq ${this._lastSeq}; re-reading ${this._lastSeq + 1}..${upTo} from the controller`);
+  private async readThrough(upTo: number, why: 'gap' | 'tail'): Promise<void> {
+    if (this._lastSeq >= upTo || this.stopped) return;
+    if (why === 'gap') this._gapReads++;
+    else this._tailReads++;
+    this.logger(
+      why === 'gap'
+        ? `event consumer: gap after seq ${this._lastSeq}; re-reading ${this._lastSeq + 1}..${upTo} from the controller`
+        : `event consumer: the stream ends at seq ${this._lastSeq}, the controller's head is ${upTo}; reading the rest from the controller`,
+    );
     while (this._lastSeq < upTo && !this.stopped) {
       const fromSeq = this._lastSeq + 1;
       const limit = Math.min(this.pageSize, upTo - this._lastSeq);
-      const res = await this.rpc.call('readEvents', { fromSeq, limit }, ReadEventsRes);
-      const events = res.events.map((e) => parseEvent(e));
+      const events = (await this.source.read(fromSeq, limit)).map((e) => parseEvent(e));
       let progressed = false;
       for (const ev of events) {
         if (this.stopped) return;
@@ -219,19 +411,28 @@ export class EventConsumer {
   private async deliver(ev: ClusterEvent): Promise<void> {
     await this.onEvent(ev);
     this._lastSeq = ev.seq;
+    this.noteCaughtUp();
   }
 
-  private sleep(ms: number): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      const t = setTimeout(done, ms);
-      function done() {
-        clearTimeout(t);
-        resolve();
-      }
-      this.wake = done;
-    }).finally(() => (this.wake = undefined));
+  private noteCaughtUp(): void {
+    if (this._caughtUp || this.startHead === undefined || this._lastSeq < this.startHead) return;
+    this._caughtUp = true;
+    try {
+      this.onCaughtUp?.();
+    } catch (e) {
+      this.logger(`event consumer: onCaughtUp failed: ${(e as Error).message}`);
+    }
   }
+}
+
+/** `p`'s value, or undefined as soon as `signal` aborts. */
+function unlessAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
+  if (signal.aborted) return Promise.resolve(undefined);
+  return new Promise<T | undefined>((resolve, reject) => {
+    const onAbort = () => resolve(undefined);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 /** The controller's answer to a read below the first kept event (EventsTrimmedError, `events-trimmed`). */

@@ -4,7 +4,8 @@
  *
  * The stream is bounded (limits retention, discard old): at most `maxMsgs` messages, `maxBytes` bytes, and
  * nothing older than `maxAgeMs`. It is a fast path, not the record: etcd holds every event, and a reader
- * that finds the stream trimmed, purged or recreated reads what it lacks from the controller.
+ * that finds the stream trimmed, purged or recreated reads what it lacks from the controller. Reading is done in one
+ * place, the EventConsumer (consumer.ts): gaps, the tail and restarts from a snapshot, handed on as one stream.
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import { headers as natsHeaders } from '@nats-io/transport-node';
