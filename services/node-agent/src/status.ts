@@ -11,7 +11,9 @@
  */
 import * as os from 'node:os';
 import { contains, parseCidr, tryParseAddr, type Cidr, type EndpointStatus, type IpamState, type NetworkStatus, type NodeReport } from '@underlay/core';
-import type { DriverContext } from './driver/context.js';
+import type { Docker, EndpointError } from './driver/context.js';
+import type { LinkOps } from './driver/links.js';
+import type { LocalStore } from './driver/store.js';
 import type { ReplicaState } from './driver/replicas.js';
 import { readDockerUnderlay } from './driver/docker-state.js';
 
@@ -52,8 +54,18 @@ export function defaultAddress(): string | undefined {
   return undefined;
 }
 
+/** What the report reads of the agent's driver (a subset of its DriverContext; keep passing the same object). */
+export interface ReportSource {
+  node: string;
+  store: LocalStore;
+  docker: Pick<Docker, 'listNetworkIds' | 'inspectNetwork'>;
+  links: Pick<LinkOps, 'listLinks'>;
+  endpointErrors?: Map<string, EndpointError>;
+  conflicts?: ReadonlyMap<string, string>;
+}
+
 export interface ReportInputs {
-  ctx: DriverContext;
+  ctx: ReportSource;
   version: string;
   address?: string;
   leaseMs: number;
@@ -63,7 +75,7 @@ export interface ReportInputs {
 }
 
 /** Endpoints Docker showed in the last report that could read it, per agent (kept while Docker cannot be read). */
-const lastDockerEndpoints = new WeakMap<DriverContext, Set<string>>();
+const lastDockerEndpoints = new WeakMap<ReportSource, Set<string>>();
 
 /** The endpoints bound to this node in the cluster state. */
 function boundEndpointsOf(state: IpamState, node: string): string[] {
