@@ -10,7 +10,7 @@
  * next one): a report that could omit live endpoints is worse than a late one.
  */
 import * as os from 'node:os';
-import { contains, parseCidr, tryParseAddr, type Cidr, type EndpointStatus, type IpamState, type NetworkStatus, type NodeReport } from '@underlay/core';
+import { UnavailableError, contains, parseCidr, tryParseAddr, type Cidr, type EndpointStatus, type IpamState, type NetworkStatus, type NodeReport } from '@underlay/core';
 import type { Docker, EndpointError } from './driver/context.js';
 import type { LinkOps } from './driver/links.js';
 import type { LocalStore } from './driver/store.js';
@@ -94,7 +94,7 @@ export async function buildReport(inp: ReportInputs): Promise<NodeReport> {
   const replicaLabel = new Map<string, boolean>();
   const docker = await readDockerUnderlay(ctx.docker, ctx.store.networks.keys());
   if (!docker.complete && !inp.state) {
-    throw new Error(`report postponed: ${docker.errors[0] ?? 'Docker could not be read'}, and the cluster view has not caught up yet`);
+    throw new UnavailableError(`report postponed: ${docker.errors[0] ?? 'Docker could not be read'}, and the cluster view has not caught up yet`);
   }
   // Every endpoint the host holds: the store's, Docker's, and (Docker unreadable) the last known and the cluster's.
   const endpoints = new Set(ctx.store.endpoints.keys());
