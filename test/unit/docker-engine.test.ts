@@ -78,7 +78,7 @@ describe('DockerEngine', () => {
 
   it('lists networks parsed, and their ids skipping entries without one', async () => {
     routes[`GET ${listPath}`] = () => [200, [{ ...inspect, Containers: {} }, { Name: 'x', Driver: 'underlay' }]];
-    expect(await docker.listNetworkIds('underlay')).toEqual([NET]);
+    expect(await docker.listNetworkIds('underlay')).toStrictEqual([NET]);
     await expect(docker.listNetworks('underlay')).rejects.toBeInstanceOf(ZodError);
     routes[`GET ${listPath}`] = () => [200, [{ ...inspect, Containers: {} }]];
     expect((await docker.listNetworks('underlay')).map((n) => [n.Name, n.Id, n.Internal])).toEqual([['lan', NET, false]]);

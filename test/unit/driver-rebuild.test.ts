@@ -64,10 +64,10 @@ describe('StoreRebuild', () => {
     f.docker.down = true;
     const rb = new StoreRebuild(f.ctx);
     await rb.start();
+    const n = f.docker.calls.length;
     const t0 = Date.now();
     await rb.stop();
     expect(Date.now() - t0).toBeLessThan(200);
-    const n = f.docker.calls.length;
     await new Promise((r) => setTimeout(r, 1_200));
     expect(f.docker.calls).toHaveLength(n);
   });
