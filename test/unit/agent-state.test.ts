@@ -18,7 +18,10 @@ import {
 } from '@underlay/core';
 import { LocalStore } from '../../services/node-agent/src/driver/store';
 import { rebuildFromController, rebuildFromDocker, restore } from '../../services/node-agent/src/driver/restore';
-import { KeyedMutex, type DriverContext } from '../../services/node-agent/src/driver/context';
+import { KeyedMutex, driverContext, type DriverContext } from '../../services/node-agent/src/driver/context';
+import { rpcControllerClient } from '../../services/node-agent/src/driver/controller-client';
+import type { RpcClient } from '@underlay/adapters';
+import { FakeDocker, FakeLinks } from './driver-fakes';
 import { buildReport } from '../../services/node-agent/src/status';
 import { NodeDirectory } from '../../services/controller/src/nodes';
 import { engineWithClock } from './support';
@@ -55,55 +58,29 @@ function dockerNetwork(over: Record<string, unknown> = {}) {
   };
 }
 
-interface FakeDocker {
-  networks: Record<string, unknown>[];
-  down: boolean;
-  listNetworks(driver: string): Promise<unknown[]>;
-  inspectNetwork(id: string): Promise<unknown>;
-  networkName(id: string): Promise<string | undefined>;
+function fakeDocker(networks: Record<string, unknown>[]): FakeDocker {
+  return new FakeDocker(networks);
 }
 
-function fakeDocker(networks: Record<string, unknown>[]): FakeDocker {
-  const d: FakeDocker = {
-    networks,
-    down: false,
-    async listNetworks(driver) {
-      if (d.down) throw new Error('connect ENOENT /var/run/docker.sock');
-      return d.networks.filter((n) => n.Driver === driver).map((n) => ({ ...n, Containers: {} }));
-    },
-    async inspectNetwork(id) {
-      if (d.down) throw new Error('connect ENOENT /var/run/docker.sock');
-      return d.networks.find((n) => n.Id === id);
-    },
-    async networkName(id) {
-      return (d.networks.find((n) => n.Id === id)?.Name as string | undefined) ?? undefined;
+/** The agent's controller client over a NATS RPC client that records each request (with the node it fills in). */
+function context(stateDir: string, docker: FakeDocker, calls: { method: string; req: unknown }[] = []): DriverContext {
+  const rpc = {
+    node: 'h1',
+    call: async (method: string, req: unknown) => {
+      calls.push({ method, req });
+      return { bound: true };
     },
   };
-  return d;
-}
-
-function context(stateDir: string, docker: FakeDocker, calls: { method: string; req: unknown }[] = []): DriverContext {
-  return {
+  return driverContext({
     node: 'h1',
     store: new LocalStore(stateDir),
-    links: {
-      getLink: async () => ({ name: 'x', index: 1 }),
-      listLinks: async () => [],
-      deleteLink: async () => true,
-      createDummy: async () => ({}),
-    } as unknown as DriverContext['links'],
-    controller: {
-      call: async (method: string, req: unknown) => {
-        calls.push({ method, req });
-        return { bound: true };
-      },
-    } as unknown as DriverContext['controller'],
+    links: new FakeLinks(['x']),
+    controller: rpcControllerClient(rpc as unknown as RpcClient),
     lock: new KeyedMutex(),
     log: () => {},
-    docker: docker as unknown as DriverContext['docker'],
-    recentPools: new Map(),
+    docker,
     parentMap: {},
-  };
+  });
 }
 
 let dir: string;

@@ -4,7 +4,7 @@
  * runner comes back when that wait ends, without waiting for the periodic pass. The real Docker side is
  * test/e2e/cluster-networks.
  */
-import type { ClusterNetwork, IpamState } from '@underlay/core';
+import type { ClusterNetwork, ClusterState } from '@underlay/core';
 import type { DriverContext } from '../../services/node-agent/src/driver/context';
 import { ReplicaReconciler } from '../../services/node-agent/src/driver/replicas';
 
@@ -47,7 +47,7 @@ function setup(intervalMs: number, retryMs?: number) {
     conflicts: new Map(),
   } as unknown as DriverContext;
   const state = { seq: 1, networks: new Map(), clusterNetworks: new Map<string, ClusterNetwork>() };
-  const view = { state: state as unknown as IpamState, isReady: true };
+  const view = { state: state as unknown as ClusterState, isReady: true };
   const r = new ReplicaReconciler(ctx, view, intervalMs, retryMs === undefined ? undefined : { minMs: retryMs, maxMs: retryMs * 4 });
   return { r, state, created, tries, logs, fail: (names: string[]) => (failing = new Set(names)) };
 }

@@ -5,14 +5,15 @@
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
 import { DockerEngine, ReconcileRunner, RpcClient, connectNats, openRouteOps, type NatsConnection, type RouteOps } from '@underlay/adapters';
-import { EmptyRes, nodeInboxPrefix, plugin, type ClusterEvent } from '@underlay/core';
+import { nodeInboxPrefix, plugin, type ClusterEvent } from '@underlay/core';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ClusterView } from './cluster-view.js';
 import { ReplicaReconciler } from './driver/replicas.js';
 import { buildReport, defaultAddress, deviceLookup } from './status.js';
 import { startRoutes, type RouteService } from './routes/index.js';
 import { parseBgpPeer, startBgp, type BgpService } from './bgp/index.js';
-import { KeyedMutex, type DriverContext } from './driver/context.js';
+import { KeyedMutex, driverContext, type DriverContext } from './driver/context.js';
+import { rpcControllerClient } from './driver/controller-client.js';
 import * as ipam from './driver/ipam.js';
 import * as network from './driver/network.js';
 import * as endpoint from './driver/endpoint.js';
@@ -20,7 +21,8 @@ import * as joinleave from './driver/joinleave.js';
 import * as authz from './driver/authz.js';
 import type { LinkOps } from './driver/links.js';
 import { LocalStore } from './driver/store.js';
-import { StoreRebuild, restore } from './driver/restore.js';
+import { restore } from './driver/restore.js';
+import { StoreRebuild } from './driver/store-rebuild.js';
 import { createPluginServer, listenOnSocket, type Routes } from './plugin-server.js';
 
 export type Logger = (msg: string) => void;
@@ -32,11 +34,11 @@ function recordingErrors(ctx: DriverContext, fn: (b: unknown) => unknown): (b: u
     try {
       const r = await fn(b);
       const id = (b as { EndpointID?: string })?.EndpointID;
-      if (id) ctx.endpointErrors?.delete(id);
+      if (id) ctx.endpointErrors.delete(id);
       return r;
     } catch (e) {
       const { EndpointID, NetworkID } = (b ?? {}) as { EndpointID?: string; NetworkID?: string };
-      if (EndpointID) ctx.endpointErrors?.set(EndpointID, { networkId: NetworkID ?? '', error: (e as Error).message, atMs: Date.now() });
+      if (EndpointID) ctx.endpointErrors.set(EndpointID, { networkId: NetworkID ?? '', error: (e as Error).message, atMs: Date.now() });
       throw e;
     }
   };
@@ -107,23 +109,21 @@ export class Agent {
     const store = new LocalStore(this.config.stateDir);
     this.links = await this.openLinks();
     this.nc = await connectNats(this.config.nats, `underlay-agent-${this.config.node}`, { inboxPrefix: nodeInboxPrefix(this.config.node), creds: this.config.natsCreds, tls: { ca: this.config.natsCa, cert: this.config.natsCert, key: this.config.natsKey } });
-    const ctx: DriverContext = {
+    const rpc = new RpcClient(this.nc, this.config.node);
+    const ctx: DriverContext = driverContext({
       node: this.config.node,
       store,
       links: this.links,
-      controller: new RpcClient(this.nc, this.config.node),
+      controller: rpcControllerClient(rpc),
       lock: new KeyedMutex(),
       log: this.logger,
       docker: new DockerEngine(this.config.docker),
-      recentPools: new Map(),
       parentMap: this.config.parentMap,
-      endpointErrors: new Map(),
-      conflicts: new Map(),
       onNetworksChanged: () => {
         this.replicas?.trigger();
         this.routes?.sync();
       },
-    };
+    });
     this.ctx = ctx;
     this.address = this.config.address ?? defaultAddress();
     // Before serving Docker: rebuild lost state from Docker, bring back parents and clear links left by a crash.
@@ -142,7 +142,7 @@ export class Agent {
     this.reporter = new ReconcileRunner({ name: 'report', resyncMs: this.config.reportIntervalMs, reconcile: () => this.report() });
     this.reporter.start();
     // The cluster's state, for replicas of cluster networks (and routes).
-    const view = new ClusterView({ nc: this.nc, rpc: ctx.controller, logger: this.logger });
+    const view = new ClusterView({ nc: this.nc, rpc, logger: this.logger });
     this.view = view;
     this.replicas = new ReplicaReconciler(ctx, view, this.config.reconcileIntervalMs);
     // A pass compares the cluster's networks with this host's: other hosts' network events change nothing here.
@@ -210,7 +210,7 @@ export class Agent {
         state: this.view?.isReady ? this.view.state : undefined,
         replicas: this.replicas?.status,
       });
-      await ctx.controller.call('nodeReport', report, EmptyRes, { deadlineMs: this.config.reportIntervalMs });
+      await ctx.controller.nodeReport(report, { deadlineMs: this.config.reportIntervalMs });
     } catch (e) {
       this.logger(`report to the controller failed: ${(e as Error).message}`);
     }

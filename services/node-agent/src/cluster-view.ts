@@ -8,13 +8,13 @@
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import { EventConsumer, RpcClient, checkSnapshot } from '@underlay/adapters';
-import { SnapshotReadRes, apply, emptyState, restore, type ClusterEvent, type IpamState } from '@underlay/core';
+import { SnapshotReadRes, apply, emptyState, restore, type ClusterEvent, type ClusterState } from '@underlay/core';
 
 /**
  * `resync`: the view replaced its whole state (it started again from the latest snapshot after falling behind the
  * trimmed log); `events` is empty and a listener must recompute from `state` rather than from events.
  */
-export type ViewListener = (events: readonly ClusterEvent[], state: IpamState, info?: { resync: true }) => void;
+export type ViewListener = (events: readonly ClusterEvent[], state: ClusterState, info?: { resync: true }) => void;
 
 export interface ClusterViewOptions {
   nc: NatsConnection;
@@ -26,7 +26,7 @@ export interface ClusterViewOptions {
 }
 
 export class ClusterView {
-  private _state: IpamState = emptyState();
+  private _state: ClusterState = emptyState();
   private readonly rpc: RpcClient;
   private readonly logger: (m: string) => void;
   private consumer?: EventConsumer;
@@ -41,7 +41,7 @@ export class ClusterView {
     this.logger = opts.logger ?? (() => {});
   }
 
-  get state(): IpamState {
+  get state(): ClusterState {
     return this._state;
   }
 

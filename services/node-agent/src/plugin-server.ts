@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { ZodError } from 'zod';
-import { UnderlayError, plugin } from '@underlay/core';
+import { InvalidArgumentError, UnderlayError, plugin } from '@underlay/core';
 
 export type Handler = (body: unknown) => Promise<unknown> | unknown;
 export type Routes = Record<string, Handler>;
@@ -47,7 +47,7 @@ export function createPluginServer(routes: Routes, log: (m: string) => void): ht
     req.on('end', () => {
       void (async () => {
         try {
-          if (size > MAX_BODY) throw new Error('request body too large');
+          if (size > MAX_BODY) throw new InvalidArgumentError('request body too large');
           const text = Buffer.concat(chunks).toString('utf8').trim();
           const body = text === '' ? {} : JSON.parse(text);
           const out = await handler(body);

@@ -10,8 +10,10 @@
  * next one): a report that could omit live endpoints is worse than a late one.
  */
 import * as os from 'node:os';
-import { contains, parseCidr, tryParseAddr, type Cidr, type EndpointStatus, type ClusterState, type NetworkStatus, type NodeReport } from '@underlay/core';
-import type { DriverContext } from './driver/context.js';
+import { UnavailableError, contains, parseCidr, tryParseAddr, type Cidr, type EndpointStatus, type ClusterState, type NetworkStatus, type NodeReport } from '@underlay/core';
+import type { Docker, EndpointError } from './driver/context.js';
+import type { LinkOps } from './driver/links.js';
+import type { LocalStore } from './driver/store.js';
 import type { ReplicaState } from './driver/replicas.js';
 import { readDockerUnderlay } from './driver/docker-state.js';
 
@@ -52,8 +54,18 @@ export function defaultAddress(): string | undefined {
   return undefined;
 }
 
+/** What the report reads of the agent's driver (a subset of its DriverContext; keep passing the same object). */
+export interface ReportSource {
+  node: string;
+  store: LocalStore;
+  docker: Pick<Docker, 'listNetworkIds' | 'inspectNetwork'>;
+  links: Pick<LinkOps, 'listLinks'>;
+  endpointErrors?: Map<string, EndpointError>;
+  conflicts?: ReadonlyMap<string, string>;
+}
+
 export interface ReportInputs {
-  ctx: DriverContext;
+  ctx: ReportSource;
   version: string;
   address?: string;
   leaseMs: number;
@@ -63,7 +75,7 @@ export interface ReportInputs {
 }
 
 /** Endpoints Docker showed in the last report that could read it, per agent (kept while Docker cannot be read). */
-const lastDockerEndpoints = new WeakMap<DriverContext, Set<string>>();
+const lastDockerEndpoints = new WeakMap<ReportSource, Set<string>>();
 
 /** The endpoints bound to this node in the cluster state. */
 function boundEndpointsOf(state: ClusterState, node: string): string[] {
@@ -82,7 +94,7 @@ export async function buildReport(inp: ReportInputs): Promise<NodeReport> {
   const replicaLabel = new Map<string, boolean>();
   const docker = await readDockerUnderlay(ctx.docker, ctx.store.networks.keys());
   if (!docker.complete && !inp.state) {
-    throw new Error(`report postponed: ${docker.errors[0] ?? 'Docker could not be read'}, and the cluster view has not caught up yet`);
+    throw new UnavailableError(`report postponed: ${docker.errors[0] ?? 'Docker could not be read'}, and the cluster view has not caught up yet`);
   }
   // Every endpoint the host holds: the store's, Docker's, and (Docker unreadable) the last known and the cluster's.
   const endpoints = new Set(ctx.store.endpoints.keys());

@@ -1,8 +1,15 @@
 /**
- * A thin Docker Engine API client over its unix socket (only what the agent needs so far).
+ * A thin Docker Engine API client over its unix socket (only what the agent needs so far). Answers are parsed
+ * here, once, with zod: callers get typed results (`DockerNetworkInspect`), never `unknown`.
  */
 import * as http from 'node:http';
-import { UnderlayError } from '@underlay/core';
+import { z } from 'zod';
+import { DockerNetworkInspect, UnderlayError } from '@underlay/core';
+
+/** POST /networks/create answers the new network's id. */
+const CreatedNetwork = z.looseObject({ Id: z.string().min(1) });
+/** GET /networks: an array; only the ids are read from it by `listNetworkIds` (an entry without one is skipped). */
+const NetworkList = z.array(z.unknown());
 
 /** Docker answered with an error status (`status`; 0 when it sent none). Retriable for 5xx (the daemon may recover). */
 export class DockerApiError extends UnderlayError {
@@ -66,21 +73,38 @@ export class DockerEngine {
     });
   }
 
-  /** GET /networks/{id}: the network with its containers, or undefined when Docker has none by that id. */
-  inspectNetwork(id: string): Promise<unknown> {
-    return notFoundAs(this.get<unknown>(`/networks/${encodeURIComponent(id)}`), undefined);
+  /**
+   * GET /networks/{id}: the network with its containers, or undefined when Docker has none by that id. An answer
+   * that does not match DockerNetworkInspect throws (zod's error).
+   */
+  async inspectNetwork(id: string): Promise<DockerNetworkInspect | undefined> {
+    const raw = await notFoundAs(this.get<unknown>(`/networks/${encodeURIComponent(id)}`), undefined);
+    return raw === undefined ? undefined : DockerNetworkInspect.parse(raw);
   }
 
-  /** GET /networks filtered by driver. */
-  listNetworks(driver: string): Promise<unknown[]> {
+  /** GET /networks filtered by driver, each parsed (Docker's list shows no containers). One malformed entry throws. */
+  async listNetworks(driver: string): Promise<DockerNetworkInspect[]> {
+    return (await this.listRaw(driver)).map((n) => DockerNetworkInspect.parse(n));
+  }
+
+  /** The ids of the networks of `driver` (entries without an id are skipped, nothing else is read). */
+  async listNetworkIds(driver: string): Promise<string[]> {
+    const ids: string[] = [];
+    for (const n of await this.listRaw(driver)) {
+      const id = (n as { Id?: unknown } | null)?.Id;
+      if (typeof id === 'string' && id) ids.push(id);
+    }
+    return ids;
+  }
+
+  private async listRaw(driver: string): Promise<unknown[]> {
     const filters = encodeURIComponent(JSON.stringify({ driver: [driver] }));
-    return this.get<unknown[]>(`/networks?filters=${filters}`);
+    return NetworkList.parse(await this.get<unknown>(`/networks?filters=${filters}`));
   }
 
   /** POST /networks/create; resolves to the new network's id. Docker calls the plugin during this request. */
   async createNetwork(body: Record<string, unknown>, timeoutMs = 60_000): Promise<string> {
-    const r = await this.request<{ Id: string }>('POST', '/networks/create', body, timeoutMs);
-    return r.Id;
+    return CreatedNetwork.parse(await this.request<unknown>('POST', '/networks/create', body, timeoutMs)).Id;
   }
 
   /** DELETE /networks/{id}; false when Docker had no such network. */
@@ -90,6 +114,6 @@ export class DockerEngine {
 
   /** The network's Docker name (undefined when Docker has no such network). */
   async networkName(id: string): Promise<string | undefined> {
-    return ((await this.inspectNetwork(id)) as { Name?: string } | undefined)?.Name;
+    return (await this.inspectNetwork(id))?.Name;
   }
 }

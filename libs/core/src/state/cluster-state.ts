@@ -109,8 +109,6 @@ export interface ClusterState {
   readonly clusterNetworks: Map<string, ClusterNetwork>;
 }
 
-/** @deprecated the cluster state's old name: use ClusterState. */
-export type IpamState = ClusterState;
 
 export const emptyState = (): ClusterState => ({ seq: 0, pools: new Map(), nodes: new Map(), networks: new Map(), clusterNetworks: new Map() });
 

@@ -54,7 +54,3 @@ export class ClusterEngine {
   }
 }
 
-/** @deprecated the engine's old name: use ClusterEngine. */
-export const IpamEngine = ClusterEngine;
-/** @deprecated the engine's old name: use ClusterEngine. */
-export type IpamEngine = ClusterEngine;

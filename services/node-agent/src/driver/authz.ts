@@ -8,9 +8,16 @@
  * on other hosts); every other request is allowed at once. When the controller cannot be reached the
  * removal is allowed (and handled as in DeleteNetwork).
  */
-import { DockerNetworkInspect, EmptyRes, UnderlayError, plugin } from '@underlay/core';
+import { UnderlayError, plugin } from '@underlay/core';
 import { z } from 'zod';
-import type { DriverContext } from './context.js';
+import type { ControllerClient, Docker, Log } from './context.js';
+
+/** What the authorization hook uses. */
+export interface AuthzDeps {
+  docker: Pick<Docker, 'inspectNetwork'>;
+  controller: ControllerClient;
+  log: Log;
+}
 
 const AuthZRequest = z.looseObject({
   RequestMethod: z.string().optional(),
@@ -25,17 +32,15 @@ export interface AuthZResponse {
 
 const NETWORK_DELETE = /^(?:\/v[0-9.]+)?\/networks\/([^/?]+)\/?(?:\?.*)?$/;
 
-export async function authzRequest(ctx: DriverContext, raw: unknown): Promise<AuthZResponse> {
+export async function authzRequest(ctx: AuthzDeps, raw: unknown): Promise<AuthZResponse> {
   const req = AuthZRequest.safeParse(raw);
   if (!req.success || req.data.RequestMethod !== 'DELETE') return { Allow: true };
   const m = NETWORK_DELETE.exec(req.data.RequestUri ?? '');
   if (!m) return { Allow: true };
   try {
-    const raw = await ctx.docker.inspectNetwork(decodeURIComponent(m[1]!));
-    if (!raw) return { Allow: true };
-    const n = DockerNetworkInspect.parse(raw);
-    if (n.Driver !== plugin.PLUGIN_NAME) return { Allow: true };
-    await ctx.controller.call('networkRemove', { node: ctx.node, networkId: n.Id, dryRun: true }, EmptyRes, { deadlineMs: 5_000 });
+    const n = await ctx.docker.inspectNetwork(decodeURIComponent(m[1]!));
+    if (!n || n.Driver !== plugin.PLUGIN_NAME) return { Allow: true };
+    await ctx.controller.networkRemove({ networkId: n.Id, dryRun: true }, { deadlineMs: 5_000 });
     return { Allow: true };
   } catch (e) {
     if (e instanceof UnderlayError && e.code === 'conflict') return { Allow: false, Msg: e.message };

@@ -1,4 +1,31 @@
-import type { DockerEngine, RpcClient } from '@underlay/adapters';
+/**
+ * What the driver's handlers depend on: small interfaces, each implemented by an adapter in the agent and by an
+ * in-memory fake in the unit tests (test/unit/driver-fakes.ts).
+ *  - ControllerClient: the controller RPCs the handlers make, for this node (over NATS: controller-client.ts);
+ *  - Docker: what the agent reads from and asks of the local Docker Engine (adapters' DockerEngine);
+ *  - LinkOps (links.ts): the kernel's links (adapters' netlink LinkOps);
+ *  - LocalStore (store.ts), a KeyedMutex per network, and the driver's shared memory (DriverMemory).
+ * Each handler takes only the ones it uses (IpamDeps, EndpointDeps, ...); the agent builds one object holding all
+ * of them (DriverContext) and passes it everywhere.
+ */
+import type { z } from 'zod';
+import type {
+  BindEndpointReq,
+  BindEndpointRes,
+  DockerNetworkInspect,
+  NetworkNameReq,
+  NetworkNameRes,
+  NetworkRecordReq,
+  NetworkRemoveReq,
+  NetworkRemoveRes,
+  NodeReport,
+  ReleaseAddressReq,
+  ReleasePoolReq,
+  RequestAddressReq,
+  RequestAddressRes,
+  RequestPoolReq,
+  RequestPoolRes,
+} from '@underlay/core';
 import type { LinkOps } from './links.js';
 import type { LocalStore } from './store.js';
 
@@ -17,24 +44,146 @@ export class KeyedMutex {
   }
 }
 
-export interface DriverContext {
-  node: string;
-  store: LocalStore;
-  links: LinkOps;
-  controller: RpcClient;
-  lock: KeyedMutex;
-  log: (msg: string) => void;
-  docker: DockerEngine;
+/** A request as the handlers make it: the client fills in the node it speaks for. */
+type Req<S extends z.ZodType> = Omit<z.input<S>, 'node'>;
+
+/** Per-call options of a controller RPC. */
+export interface ControllerCallOptions {
+  /** Total time to keep retrying retriable failures. */
+  deadlineMs?: number;
+}
+
+/**
+ * The controller RPCs the agent makes, for one node. Failures are UnderlayErrors with the controller's code
+ * (`conflict`, `unavailable` once the retries ran out, ...).
+ */
+export interface ControllerClient {
+  requestPool(req: Req<typeof RequestPoolReq>): Promise<RequestPoolRes>;
+  releasePool(req: Req<typeof ReleasePoolReq>): Promise<void>;
+  requestAddress(req: Req<typeof RequestAddressReq>): Promise<RequestAddressRes>;
+  releaseAddress(req: Req<typeof ReleaseAddressReq>): Promise<void>;
+  bindEndpoint(req: Req<typeof BindEndpointReq>): Promise<z.infer<typeof BindEndpointRes>>;
+  networkRecord(req: Req<typeof NetworkRecordReq>): Promise<void>;
+  networkName(req: Req<typeof NetworkNameReq>): Promise<z.infer<typeof NetworkNameRes>>;
+  /** `seq` (when given): the event that recorded the removal. */
+  networkRemove(req: Req<typeof NetworkRemoveReq>, opts?: ControllerCallOptions): Promise<z.infer<typeof NetworkRemoveRes>>;
+  nodeReport(report: NodeReport, opts?: ControllerCallOptions): Promise<void>;
+}
+
+/** The local Docker Engine, as the agent uses it (typed answers, parsed by the adapter). */
+export interface Docker {
+  /** undefined when Docker has no network by that id. */
+  inspectNetwork(id: string): Promise<DockerNetworkInspect | undefined>;
+  listNetworks(driver: string): Promise<DockerNetworkInspect[]>;
+  listNetworkIds(driver: string): Promise<string[]>;
+  networkName(id: string): Promise<string | undefined>;
+  /** Resolves to the new network's id. */
+  createNetwork(body: Record<string, unknown>, timeoutMs?: number): Promise<string>;
+  /** false when Docker had no such network. */
+  deleteNetwork(id: string, timeoutMs?: number): Promise<boolean>;
+}
+
+export type Log = (msg: string) => void;
+
+/** The last error of an endpoint's Docker call, for status reports. */
+export interface EndpointError {
+  networkId: string;
+  error: string;
+  atMs: number;
+}
+
+/**
+ * What the driver remembers between Docker's calls besides its store (lost on restart, rebuilt by Docker's next
+ * calls): shared by the handlers, the replica reconcile and the status report.
+ */
+export class DriverMemory {
   /** The pool this node's Docker requested last for each CIDR: CreateNetwork names only the CIDR, right after RequestPool. */
-  recentPools: Map<string, string>;
+  readonly recentPools = new Map<string, string>();
+  /** The last error of each endpoint's Docker calls, for status reports (kept a while after the endpoint is gone). */
+  readonly endpointErrors = new Map<string, EndpointError>();
+  /** Docker networks the controller refused (same name, other definition): id → why. */
+  readonly conflicts = new Map<string, string>();
+  private removalSeq = 0;
+
+  /** The replica reconcile waits until the cluster view has reached this seq (the last removal this agent caused). */
+  get awaitSeq(): number {
+    return this.removalSeq;
+  }
+
+  /** A removal this agent caused was recorded at `seq`: reconcile only with a view that has seen it. */
+  removalRecorded(seq: number): void {
+    this.removalSeq = Math.max(this.removalSeq, seq);
+  }
+}
+
+/** IpamDriver handlers (ipam.ts). */
+export interface IpamDeps {
+  controller: ControllerClient;
+  store: LocalStore;
+  memory: Pick<DriverMemory, 'recentPools'>;
+}
+
+/** CreateEndpoint / DeleteEndpoint / EndpointOperInfo (endpoint.ts). */
+export interface EndpointDeps {
+  controller: ControllerClient;
+  store: LocalStore;
+  lock: KeyedMutex;
+  links: LinkOps;
+}
+
+/** Join / Leave (joinleave.ts). */
+export interface JoinDeps {
+  store: LocalStore;
+  lock: KeyedMutex;
+  links: LinkOps;
+}
+
+/** Sending a network's name and definition to the controller (network.ts's defineNetwork). */
+export interface DefineDeps {
+  controller: ControllerClient;
+  memory: Pick<DriverMemory, 'conflicts'>;
+  log: Log;
+}
+
+/** CreateNetwork / DeleteNetwork (network.ts). */
+export interface NetworkDeps extends DefineDeps {
+  store: LocalStore;
+  lock: KeyedMutex;
+  links: LinkOps;
+  docker: Pick<Docker, 'inspectNetwork' | 'networkName'>;
+  memory: Pick<DriverMemory, 'conflicts' | 'recentPools' | 'removalRecorded'>;
   /** Cluster parent names → this host's interfaces (--parent-map). */
   parentMap?: Readonly<Record<string, string>>;
-  /** The last error of each endpoint's Docker calls, for status reports (kept a while after the endpoint is gone). */
-  endpointErrors?: Map<string, { networkId: string; error: string; atMs: number }>;
-  /** Docker networks the controller refused (same name, other definition): id → why. */
-  conflicts?: Map<string, string>;
-  /** The replica reconcile waits until the cluster view has reached this seq (a removal this agent caused). */
-  awaitSeq?: number;
   /** Called after this host's networks changed (a replica reconcile, routes). */
   onNetworksChanged?: () => void;
+}
+
+/**
+ * Everything the agent's driver holds (built once in agent.ts): a superset of each handler's dependencies.
+ * `conflicts` and `awaitSeq` are DriverMemory's, repeated here for the replica reconcile.
+ */
+export interface DriverContext extends NetworkDeps, IpamDeps, EndpointDeps {
+  node: string;
+  docker: Docker;
+  memory: DriverMemory;
+  /** The last error of each endpoint's Docker calls (memory.endpointErrors). */
+  readonly endpointErrors: Map<string, EndpointError>;
+  /** Docker networks the controller refused (memory.conflicts). */
+  readonly conflicts: Map<string, string>;
+  /** memory.awaitSeq. */
+  readonly awaitSeq: number;
+}
+
+/** The agent's DriverContext from its parts. */
+export function driverContext(parts: Omit<DriverContext, 'memory' | 'endpointErrors' | 'conflicts' | 'awaitSeq'> & { memory?: DriverMemory }): DriverContext {
+  const memory = parts.memory ?? new DriverMemory();
+  return {
+    ...parts,
+    memory,
+    endpointErrors: memory.endpointErrors,
+    conflicts: memory.conflicts,
+    get awaitSeq() {
+      return memory.awaitSeq;
+    },
+  };
 }

@@ -4,8 +4,8 @@
  * endpoints of the containers attached to it. The node report lists these endpoints whatever the local store
  * says (the leak rules rely on it), and a restarted agent rebuilds its store from them.
  */
-import { DockerNetworkInspect, plugin } from '@underlay/core';
-import type { DockerEngine } from '@underlay/adapters';
+import { plugin, type DockerNetworkInspect } from '@underlay/core';
+import type { Docker } from './context.js';
 
 export interface DockerEndpointInfo {
   endpointId: string;
@@ -29,10 +29,9 @@ export interface DockerUnderlayState {
   errors: string[];
 }
 
-type DockerLike = Pick<DockerEngine, 'listNetworks' | 'inspectNetwork'>;
+type DockerLike = Pick<Docker, 'listNetworkIds' | 'inspectNetwork'>;
 
-function parseNetwork(raw: unknown): DockerNetworkInfo {
-  const network = DockerNetworkInspect.parse(raw);
+function networkInfo(network: DockerNetworkInspect): DockerNetworkInfo {
   const endpoints: DockerEndpointInfo[] = [];
   for (const [containerId, c] of Object.entries(network.Containers ?? {})) {
     if (!c.EndpointID) continue;
@@ -54,10 +53,7 @@ export async function readDockerUnderlay(docker: DockerLike, alsoIds: Iterable<s
   const ids = new Set<string>();
   let complete = true;
   try {
-    for (const raw of await docker.listNetworks(plugin.PLUGIN_NAME)) {
-      const id = (raw as { Id?: unknown })?.Id;
-      if (typeof id === 'string' && id) ids.add(id);
-    }
+    for (const id of await docker.listNetworkIds(plugin.PLUGIN_NAME)) ids.add(id);
   } catch (e) {
     complete = false;
     errors.push(`Docker's networks could not be listed: ${(e as Error).message}`);
@@ -67,8 +63,8 @@ export async function readDockerUnderlay(docker: DockerLike, alsoIds: Iterable<s
   await Promise.all(
     [...ids].map(async (id) => {
       try {
-        const raw = await docker.inspectNetwork(id);
-        if (raw) networks.set(id, parseNetwork(raw));
+        const network = await docker.inspectNetwork(id);
+        if (network) networks.set(id, networkInfo(network));
       } catch (e) {
         complete = false;
         errors.push(`Docker network ${id.slice(0, 12)} could not be read: ${(e as Error).message}`);

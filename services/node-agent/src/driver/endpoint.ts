@@ -1,9 +1,9 @@
 /** NetworkDriver.CreateEndpoint / DeleteEndpoint / EndpointOperInfo (libnetwork: macvlan_endpoint.go). */
 import { InvalidArgumentError, NotFoundError, macFromIPv4, parseAddrWithPrefix, plugin } from '@underlay/core';
-import type { DriverContext } from './context.js';
+import type { EndpointDeps } from './context.js';
 import { bindEndpoint } from './ipam.js';
 
-export async function createEndpoint(ctx: DriverContext, raw: unknown): Promise<{ Interface?: { MacAddress: string } }> {
+export async function createEndpoint(ctx: EndpointDeps, raw: unknown): Promise<{ Interface?: { MacAddress: string } }> {
   const req = plugin.CreateEndpointRequest.parse(raw);
   return ctx.lock.run(req.NetworkID, async () => {
     const net = ctx.store.networks.get(req.NetworkID);
@@ -30,7 +30,7 @@ export async function createEndpoint(ctx: DriverContext, raw: unknown): Promise<
   });
 }
 
-export async function deleteEndpoint(ctx: DriverContext, raw: unknown): Promise<Record<string, never>> {
+export async function deleteEndpoint(ctx: EndpointDeps, raw: unknown): Promise<Record<string, never>> {
   const req = plugin.EndpointRequest.parse(raw);
   return ctx.lock.run(req.NetworkID, async () => {
     const ep = ctx.store.endpoints.get(req.EndpointID);
@@ -42,7 +42,7 @@ export async function deleteEndpoint(ctx: DriverContext, raw: unknown): Promise<
   });
 }
 
-export async function endpointOperInfo(ctx: DriverContext, raw: unknown): Promise<{ Value: Record<string, unknown> }> {
+export async function endpointOperInfo(ctx: EndpointDeps, raw: unknown): Promise<{ Value: Record<string, unknown> }> {
   const req = plugin.EndpointRequest.parse(raw);
   const ep = ctx.store.endpoints.get(req.EndpointID);
   if (!ep) throw new NotFoundError(`endpoint id ${JSON.stringify(req.EndpointID)} not found`);

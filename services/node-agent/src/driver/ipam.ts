@@ -1,13 +1,7 @@
 /** IpamDriver: every call goes to the controller, which owns the cluster-wide allocation state. */
-import {
-  RequestAddressRes,
-  RequestPoolRes,
-  EmptyRes,
-  BindEndpointRes,
-  plugin,
-} from '@underlay/core';
+import { plugin } from '@underlay/core';
 import { randomUUID } from 'node:crypto';
-import type { DriverContext } from './context.js';
+import type { EndpointDeps, IpamDeps } from './context.js';
 
 export function capabilities() {
   // No RequiresMACAddress: Docker would then set a MAC on every endpoint's interface, which ipvlan cannot take.
@@ -19,50 +13,53 @@ export function defaultAddressSpaces() {
   return { LocalDefaultAddressSpace: plugin.LOCAL_ADDRESS_SPACE, GlobalDefaultAddressSpace: plugin.GLOBAL_ADDRESS_SPACE };
 }
 
-export async function requestPool(ctx: DriverContext, raw: unknown) {
+export async function requestPool(ctx: IpamDeps, raw: unknown) {
   const r = plugin.RequestPoolRequest.parse(raw);
-  const res = await ctx.controller.call(
-    'requestPool',
-    { node: ctx.node, space: r.AddressSpace || plugin.LOCAL_ADDRESS_SPACE, pool: r.Pool, subPool: r.SubPool, options: r.Options ?? {}, v6: r.V6, requestId: randomUUID() },
-    RequestPoolRes,
-  );
-  ctx.recentPools.set(r.Pool, res.poolId);
+  const res = await ctx.controller.requestPool({
+    space: r.AddressSpace || plugin.LOCAL_ADDRESS_SPACE,
+    pool: r.Pool,
+    subPool: r.SubPool,
+    options: r.Options ?? {},
+    v6: r.V6,
+    requestId: randomUUID(),
+  });
+  ctx.memory.recentPools.set(r.Pool, res.poolId);
   return { PoolID: res.poolId, Pool: res.pool, Data: res.data };
 }
 
-export async function releasePool(ctx: DriverContext, raw: unknown) {
+export async function releasePool(ctx: IpamDeps, raw: unknown) {
   const r = plugin.ReleasePoolRequest.parse(raw);
-  await ctx.controller.call('releasePool', { node: ctx.node, poolId: r.PoolID }, EmptyRes);
+  await ctx.controller.releasePool({ poolId: r.PoolID });
   return {};
 }
 
-export async function requestAddress(ctx: DriverContext, raw: unknown) {
+export async function requestAddress(ctx: IpamDeps, raw: unknown) {
   const r = plugin.RequestAddressRequest.parse(raw);
   const options = r.Options ?? {};
   // Docker requests --aux-address reservations while creating the network, and an endpoint's addresses only once
   // the network exists here; both come with no options.
   const kind = r.Address && options['RequestAddressType'] === undefined ? (ctx.store.poolInUse(r.PoolID) ? 'endpoint' : 'aux') : undefined;
   // One id per Docker call, reused by the client's retries: a retry gets the same allocation.
-  const res = await ctx.controller.call('requestAddress', { node: ctx.node, poolId: r.PoolID, address: r.Address, options, requestId: randomUUID(), kind }, RequestAddressRes);
+  const res = await ctx.controller.requestAddress({ poolId: r.PoolID, address: r.Address, options, requestId: randomUUID(), kind });
   ctx.store.setAlloc(r.PoolID, res.address.split('/')[0]!, res.allocSeq);
   return { Address: res.address, Data: {} };
 }
 
-export async function releaseAddress(ctx: DriverContext, raw: unknown) {
+export async function releaseAddress(ctx: IpamDeps, raw: unknown) {
   const r = plugin.ReleaseAddressRequest.parse(raw);
   const allocSeq = ctx.store.allocSeq(r.PoolID, r.Address);
-  await ctx.controller.call('releaseAddress', { node: ctx.node, poolId: r.PoolID, address: r.Address, allocSeq }, EmptyRes);
+  await ctx.controller.releaseAddress({ poolId: r.PoolID, address: r.Address, allocSeq });
   ctx.store.setAlloc(r.PoolID, r.Address, undefined);
   return {};
 }
 
 /** CreateEndpoint: tell the controller which endpoint holds each address, so it is never taken for a leak. */
-export async function bindEndpoint(ctx: DriverContext, networkId: string, endpointId: string, cidrs: (string | undefined)[], poolIds: readonly string[]): Promise<void> {
+export async function bindEndpoint(ctx: Pick<EndpointDeps, 'controller' | 'store'>, networkId: string, endpointId: string, cidrs: (string | undefined)[], poolIds: readonly string[]): Promise<void> {
   for (const cidr of cidrs) {
     if (!cidr) continue;
     const address = cidr.split('/')[0]!;
     const a = ctx.store.findAlloc(address, poolIds);
     if (!a) continue;
-    await ctx.controller.call('bindEndpoint', { node: ctx.node, poolId: a.poolId, address, allocSeq: a.seq, endpointId, networkId }, BindEndpointRes);
+    await ctx.controller.bindEndpoint({ poolId: a.poolId, address, allocSeq: a.seq, endpointId, networkId });
   }
 }

@@ -1,6 +1,6 @@
 /** NetworkDriver.Join / Leave (libnetwork: macvlan_joinleave.go, ipvlan_joinleave.go). */
 import { NotFoundError, contains, endpointLinkName, parseAddrWithPrefix, parseCidr, plugin } from '@underlay/core';
-import type { DriverContext } from './context.js';
+import type { JoinDeps } from './context.js';
 import { createEndpointLink } from './links.js';
 import type { NetworkRecord } from './store.js';
 
@@ -18,7 +18,7 @@ function gatewayFor(subnets: NetworkRecord['ipv4'], address: string | undefined)
   return undefined;
 }
 
-export async function join(ctx: DriverContext, raw: unknown): Promise<plugin.JoinResponse> {
+export async function join(ctx: JoinDeps, raw: unknown): Promise<plugin.JoinResponse> {
   const req = plugin.JoinRequest.parse(raw);
   return ctx.lock.run(req.NetworkID, async () => {
     const net = ctx.store.networks.get(req.NetworkID);
@@ -53,7 +53,7 @@ export async function join(ctx: DriverContext, raw: unknown): Promise<plugin.Joi
   });
 }
 
-export async function leave(ctx: DriverContext, raw: unknown): Promise<Record<string, never>> {
+export async function leave(ctx: JoinDeps, raw: unknown): Promise<Record<string, never>> {
   const req = plugin.EndpointRequest.parse(raw);
   if (!ctx.store.endpoints.has(req.EndpointID)) throw new NotFoundError(`endpoint id ${JSON.stringify(req.EndpointID)} not found`);
   return {};

@@ -1,20 +1,19 @@
 /** NetworkDriver.CreateNetwork / DeleteNetwork (libnetwork: macvlan_network.go). */
 import {
   ConflictError,
-  DockerNetworkInspect,
-  NetworkNameRes,
-  NetworkRemoveRes,
   REPLICA_LABEL,
   definitionFromDocker,
   InvalidArgumentError,
   NotFoundError,
+  UnavailableError,
   UnderlayError,
   parseNetworkOptions,
   plugin,
-  EmptyRes,
+  type DockerNetworkInspect,
   type NetworkOptions,
 } from '@underlay/core';
-import type { DriverContext } from './context.js';
+import { retry, sleep } from '@underlay/adapters';
+import type { DefineDeps, NetworkDeps } from './context.js';
 import { mapParent } from '../config.js';
 import { ensureParent, removeCreatedParent } from './links.js';
 import type { NetworkRecord } from './store.js';
@@ -27,6 +26,11 @@ function stringMap(v: unknown): Record<string, string> {
 }
 
 const truthy = (v: unknown) => v === true || v === 'true';
+
+/** defineLater: first look 50 ms after CreateNetwork, then every 200 ms, 50 looks in all (about 10 s). */
+const DEFINE_FIRST_MS = 50;
+const DEFINE_RETRY = { minMs: 200, maxMs: 200, jitter: 0 } as const;
+const DEFINE_ATTEMPTS = 50;
 
 /** Refuses a network whose addresses would come from a host-local IPAM. */
 function requireUnderlayIpam(req: plugin.CreateNetworkRequest): void {
@@ -45,7 +49,7 @@ function requireUnderlayIpam(req: plugin.CreateNetworkRequest): void {
  * Parent rules: macvlan and ipvlan never share a parent; one ipvlan network per parent; passthru takes
  * the parent alone. Refusals name the other network by its Docker name (not its dummy, as libnetwork does).
  */
-async function checkParentRules(ctx: DriverContext, id: string, o: NetworkOptions, parent: string): Promise<void> {
+async function checkParentRules(ctx: NetworkDeps, id: string, o: NetworkOptions, parent: string): Promise<void> {
   for (const other of ctx.store.networks.values()) {
     if (other.id === id || other.parent !== parent) continue;
     const name = (await ctx.docker.networkName(other.id).catch(() => undefined)) ?? other.id.slice(0, 12);
@@ -58,7 +62,7 @@ async function checkParentRules(ctx: DriverContext, id: string, o: NetworkOption
   }
 }
 
-export async function createNetwork(ctx: DriverContext, raw: unknown): Promise<Record<string, never>> {
+export async function createNetwork(ctx: NetworkDeps, raw: unknown): Promise<Record<string, never>> {
   const req = plugin.CreateNetworkRequest.parse(raw);
   const id = req.NetworkID;
   return ctx.lock.run(id, async () => {
@@ -94,8 +98,8 @@ export async function createNetwork(ctx: DriverContext, raw: unknown): Promise<R
       ipv6: v6.map((d) => ({ pool: d.Pool, gateway: d.Gateway })),
       poolIds: [],
     };
-    const poolIds = [...v4, ...v6].map((d) => ctx.recentPools.get(d.Pool)).filter((x): x is string => !!x);
-    await ctx.controller.call('networkRecord', { node: ctx.node, networkId: id, poolIds, options: stringMap(opts[plugin.netlabel.generic]) }, EmptyRes);
+    const poolIds = [...v4, ...v6].map((d) => ctx.memory.recentPools.get(d.Pool)).filter((x): x is string => !!x);
+    await ctx.controller.networkRecord({ networkId: id, poolIds, options: stringMap(opts[plugin.netlabel.generic]) });
     ctx.store.putNetwork({ ...rec, poolIds });
     ctx.onNetworksChanged?.();
     ctx.log(`network ${id.slice(0, 12)} created: ${o.type} on ${parent}${created ? ' (created by underlay)' : ''}`);
@@ -109,36 +113,39 @@ export async function createNetwork(ctx: DriverContext, raw: unknown): Promise<R
  * its name and definition and tell the controller, which makes it the cluster network of that name,
  * a member of it, or refuses it (then the replica reconcile removes it here).
  */
-async function defineLater(ctx: DriverContext, id: string): Promise<void> {
-  for (let i = 0; i < 50; i++) {
-    await new Promise((r) => setTimeout(r, i === 0 ? 50 : 200));
-    if (!ctx.store.networks.has(id)) return;
-    try {
-      const raw = await ctx.docker.inspectNetwork(id);
-      if (raw) {
-        await defineNetwork(ctx, DockerNetworkInspect.parse(raw));
-        return;
+async function defineLater(ctx: NetworkDeps, id: string): Promise<void> {
+  await sleep(DEFINE_FIRST_MS);
+  await retry(
+    async () => {
+      if (!ctx.store.networks.has(id)) return; // deleted meanwhile
+      let n: DockerNetworkInspect | undefined;
+      try {
+        n = await ctx.docker.inspectNetwork(id);
+        if (n) await defineNetwork(ctx, n);
+      } catch (e) {
+        ctx.log(`could not define network ${id.slice(0, 12)} for the cluster: ${(e as Error).message}`);
+        throw e;
       }
-    } catch (e) {
-      ctx.log(`could not define network ${id.slice(0, 12)} for the cluster: ${(e as Error).message}`);
-    }
-  }
+      if (!n) throw new UnavailableError(`Docker does not show network ${id.slice(0, 12)} yet`);
+    },
+    { backoff: DEFINE_RETRY, retryIf: (_e, attempt) => attempt < DEFINE_ATTEMPTS },
+  ).catch(() => {});
 }
 
 /** Sends the network's name and definition; returns the controller's verdict. */
-export async function defineNetwork(ctx: DriverContext, n: DockerNetworkInspect): Promise<{ member: boolean; conflict?: string }> {
+export async function defineNetwork(ctx: DefineDeps, n: DockerNetworkInspect): Promise<{ member: boolean; conflict?: string }> {
   const replica = !!n.Labels?.[REPLICA_LABEL];
-  const r = await ctx.controller.call('networkName', { node: ctx.node, networkId: n.Id, name: n.Name, definition: definitionFromDocker(n), replica }, NetworkNameRes);
+  const r = await ctx.controller.networkName({ networkId: n.Id, name: n.Name, definition: definitionFromDocker(n), replica });
   if (r.conflict) {
-    ctx.conflicts?.set(n.Id, r.conflict);
+    ctx.memory.conflicts.set(n.Id, r.conflict);
     ctx.log(`network ${n.Name} (${n.Id.slice(0, 12)}) refused: ${r.conflict}; it will be removed from this host`);
   } else {
-    ctx.conflicts?.delete(n.Id);
+    ctx.memory.conflicts.delete(n.Id);
   }
   return r;
 }
 
-export async function deleteNetwork(ctx: DriverContext, raw: unknown): Promise<Record<string, never>> {
+export async function deleteNetwork(ctx: NetworkDeps, raw: unknown): Promise<Record<string, never>> {
   const { NetworkID: id } = plugin.NetworkIdRequest.parse(raw);
   return ctx.lock.run(id, async () => {
     const rec = ctx.store.networks.get(id);
@@ -149,13 +156,13 @@ export async function deleteNetwork(ctx: DriverContext, raw: unknown): Promise<R
     // refusal cannot stop `docker network rm` here (the authorization hook can, before it starts): record only
     // this host's removal, and the replica reconcile puts the cluster's network back.
     try {
-      const r = await ctx.controller.call('networkRemove', { node: ctx.node, networkId: id }, NetworkRemoveRes, { deadlineMs: 10_000 });
+      const r = await ctx.controller.networkRemove({ networkId: id }, { deadlineMs: 10_000 });
       // Reconcile only with a view that has seen this removal (else it would put the network back).
-      if (r.seq !== undefined) ctx.awaitSeq = Math.max(ctx.awaitSeq ?? 0, r.seq);
+      if (r.seq !== undefined) ctx.memory.removalRecorded(r.seq);
     } catch (e) {
       if (e instanceof UnderlayError && e.code === 'conflict') {
         ctx.log(`docker network rm refused for the cluster, so the network comes back on this host: ${e.message}`);
-        await ctx.controller.call('networkRemove', { node: ctx.node, networkId: id, cluster: false }, EmptyRes, { deadlineMs: 10_000 }).catch(() => {});
+        await ctx.controller.networkRemove({ networkId: id, cluster: false }, { deadlineMs: 10_000 }).catch(() => {});
       } else if (e instanceof UnderlayError && e.code === 'unavailable') {
         ctx.log(`network ${id.slice(0, 12)} removal not recorded (the controller did not answer): ${(e as Error).message}`);
       } else {
@@ -167,7 +174,7 @@ export async function deleteNetwork(ctx: DriverContext, raw: unknown): Promise<R
       ctx.store.deleteEndpoint(ep.id);
     }
     ctx.store.deleteNetwork(id);
-    ctx.conflicts?.delete(id);
+    ctx.memory.conflicts.delete(id);
     const stillUsed = [...ctx.store.networks.values()].some((n) => n.parent === rec.parent);
     if (rec.createdParent && !stillUsed) {
       await removeCreatedParent(ctx.links, rec.parent).catch((e) => ctx.log(`could not delete parent ${rec.parent}: ${(e as Error).message}`));

@@ -13,7 +13,7 @@
  * back when the earliest of those waits ends ({ requeueAfterMs }).
  */
 import { ReconcileRunner, type PassResult } from '@underlay/adapters';
-import { Backoff, DockerNetworkInspect, type BackoffPolicy, REPLICA_LABEL, dockerCreateBody, parseNetworkOptions, plugin, type ClusterNetwork, type IpamState } from '@underlay/core';
+import { Backoff, DockerNetworkInspect, type BackoffPolicy, REPLICA_LABEL, dockerCreateBody, parseNetworkOptions, plugin, type ClusterNetwork, type ClusterState } from '@underlay/core';
 import { mapParent } from '../config.js';
 import type { DriverContext } from './context.js';
 import { findParent } from './links.js';
@@ -38,7 +38,7 @@ export class ReplicaReconciler {
 
   constructor(
     private readonly ctx: DriverContext,
-    private readonly view: { readonly state: IpamState; readonly isReady: boolean },
+    private readonly view: { readonly state: ClusterState; readonly isReady: boolean },
     intervalMs: number,
     /** The wait of a replica whose create failed (default: one interval, doubling to 5 minutes). */
     private readonly replicaBackoff: BackoffPolicy = { minMs: intervalMs, maxMs: Math.max(intervalMs, MAX_BACKOFF_MS) },

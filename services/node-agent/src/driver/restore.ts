@@ -16,7 +16,6 @@
  * Running containers keep their addresses: nothing here allocates or releases an address.
  */
 import {
-  BindEndpointRes,
   SPACE_OPTION,
   dummyParentName,
   endpointLinkName,
@@ -28,13 +27,24 @@ import {
   plugin,
   poolIdOf,
   tryParseAddr,
-  type IpamState,
+  type ClusterState,
 } from '@underlay/core';
-import type { DriverContext } from './context.js';
-import { ensureParent } from './links.js';
+import type { ControllerClient, Docker, KeyedMutex } from './context.js';
+import { ensureParent, type LinkOps } from './links.js';
 import { mapParent } from '../config.js';
 import { readDockerUnderlay, type DockerNetworkInfo } from './docker-state.js';
-import type { AllocInfo, EndpointRecord, NetworkRecord } from './store.js';
+import type { AllocInfo, EndpointRecord, LocalStore, NetworkRecord } from './store.js';
+
+/** What the rebuilds read and write (a subset of the agent's DriverContext). */
+export interface RebuildDeps {
+  node: string;
+  store: LocalStore;
+  lock: KeyedMutex;
+  docker: Pick<Docker, 'listNetworkIds' | 'inspectNetwork'>;
+  controller: Pick<ControllerClient, 'bindEndpoint'>;
+  /** Cluster parent names → this host's interfaces (--parent-map). */
+  parentMap?: Readonly<Record<string, string>>;
+}
 
 export interface RestoreReport {
   networks: number;
@@ -44,7 +54,7 @@ export interface RestoreReport {
   errors: string[];
 }
 
-export async function restore(ctx: DriverContext, listLinkNames: () => Promise<string[]>): Promise<RestoreReport> {
+export async function restore(ctx: { store: LocalStore; links: LinkOps }, listLinkNames: () => Promise<string[]>): Promise<RestoreReport> {
   const report: RestoreReport = { networks: ctx.store.networks.size, endpoints: ctx.store.endpoints.size, parentsRecreated: [], staleLinksRemoved: [], errors: [] };
   for (const n of ctx.store.networks.values()) {
     if (!n.createdParent) continue;
@@ -80,7 +90,7 @@ export interface DockerRebuildReport {
 }
 
 /** The network record of a Docker network, as CreateNetwork would have made it. */
-export function networkRecordFromDocker(ctx: Pick<DriverContext, 'parentMap' | 'store'>, info: DockerNetworkInfo): NetworkRecord {
+export function networkRecordFromDocker(ctx: Pick<RebuildDeps, 'parentMap' | 'store'>, info: DockerNetworkInfo): NetworkRecord {
   const n = info.network;
   const parsed = parseNetworkOptions(n.Options ?? {}, { internal: n.Internal, ipv6: n.EnableIPv6 });
   const o = parsed.parent ? { ...parsed, parent: mapParent(ctx.parentMap ?? {}, parsed.parent) } : parsed;
@@ -116,7 +126,7 @@ export function networkRecordFromDocker(ctx: Pick<DriverContext, 'parentMap' | '
 }
 
 /** Records every underlay network and container endpoint Docker holds that the store does not know. */
-export async function rebuildFromDocker(ctx: DriverContext): Promise<DockerRebuildReport> {
+export async function rebuildFromDocker(ctx: Omit<RebuildDeps, 'node' | 'controller'>): Promise<DockerRebuildReport> {
   const out: DockerRebuildReport = { dockerRead: false, networks: [], endpoints: [], errors: [] };
   const docker = await readDockerUnderlay(ctx.docker);
   out.errors.push(...docker.errors);
@@ -165,7 +175,7 @@ export interface ControllerRebuildReport {
 }
 
 /** The allocations `node` holds in the cluster state. */
-export function allocationsOf(state: IpamState, node: string): AllocInfo[] {
+export function allocationsOf(state: ClusterState, node: string): AllocInfo[] {
   const out: AllocInfo[] = [];
   for (const p of state.pools.values()) {
     for (const [v, a] of p.allocs) if (a.node === node) out.push({ poolId: p.poolId, address: formatValue(p.cidr.family, v), seq: a.seq });
@@ -174,7 +184,7 @@ export function allocationsOf(state: IpamState, node: string): AllocInfo[] {
 }
 
 /** Completes the store from the controller's state (the cluster view, caught up). */
-export async function rebuildFromController(ctx: DriverContext, state: IpamState): Promise<ControllerRebuildReport> {
+export async function rebuildFromController(ctx: Omit<RebuildDeps, 'docker' | 'parentMap'>, state: ClusterState): Promise<ControllerRebuildReport> {
   const out: ControllerRebuildReport = { poolsFixed: [], allocations: 0, bound: [], errors: [] };
   for (const rec of [...ctx.store.networks.values()]) {
     const info = state.networks.get(rec.id);
@@ -206,7 +216,7 @@ export async function rebuildFromController(ctx: DriverContext, state: IpamState
       }
       if (held.alloc.endpointId) continue;
       try {
-        await ctx.controller.call('bindEndpoint', { node: ctx.node, poolId: held.poolId, address, allocSeq: held.alloc.seq, endpointId: ep.id, networkId: ep.networkId }, BindEndpointRes);
+        await ctx.controller.bindEndpoint({ poolId: held.poolId, address, allocSeq: held.alloc.seq, endpointId: ep.id, networkId: ep.networkId });
         out.bound.push(address);
       } catch (e) {
         out.errors.push(`endpoint ${ep.id.slice(0, 12)}: ${address} could not be bound: ${(e as Error).message}`);
@@ -214,74 +224,4 @@ export async function rebuildFromController(ctx: DriverContext, state: IpamState
     }
   }
   return out;
-}
-
-/**
- * The rebuild of an agent's store at start, with its logs: damaged state files (moved aside by the store),
- * then Docker (before the agent serves; if Docker cannot be read yet it tries again in the background, 1 s to
- * 30 s apart, until it can or the agent stops), then the controller once the cluster view has caught up (and
- * again after a late Docker rebuild).
- */
-export class StoreRebuild {
-  private state?: IpamState;
-  private stopped = false;
-  private retry?: Promise<void>;
-  private wake?: () => void;
-
-  constructor(private readonly ctx: DriverContext) {}
-
-  async start(): Promise<void> {
-    const { store, log } = this.ctx;
-    for (const d of store.damaged) {
-      log(`state file ${d.file} ${d.reason}; ${d.movedTo ? `moved aside to ${d.movedTo}` : 'left in place'}: rebuilding what it held from Docker and the controller`);
-    }
-    if (await this.fromDocker()) return;
-    this.retry = (async () => {
-      for (let wait = 1_000; !this.stopped; wait = Math.min(wait * 2, 30_000)) {
-        await new Promise<void>((r) => {
-          this.wake = r;
-          setTimeout(r, wait).unref();
-        });
-        if (this.stopped) return;
-        if (await this.fromDocker()) {
-          if (this.state) await this.withController(this.state);
-          return;
-        }
-      }
-    })();
-  }
-
-  /** One rebuild from Docker; true when Docker could be read. */
-  private async fromDocker(): Promise<boolean> {
-    const { log } = this.ctx;
-    const r = await rebuildFromDocker(this.ctx);
-    if (r.networks.length || r.endpoints.length) {
-      log(`rebuilt from Docker: ${r.networks.length} networks (${r.networks.join(', ') || '-'}) and ${r.endpoints.length} endpoints (${r.endpoints.join(', ') || '-'})`);
-    }
-    for (const e of r.errors) log(`rebuild from Docker: ${e}`);
-    if (!r.dockerRead) log('Docker could not be read: the agent starts with what its state files hold and tries again');
-    return r.dockerRead;
-  }
-
-  /** Completes the store from the caught-up cluster state (pools, allocations, bindings). */
-  async withController(state: IpamState): Promise<void> {
-    this.state = state;
-    const { log } = this.ctx;
-    try {
-      const r = await rebuildFromController(this.ctx, state);
-      if (r.poolsFixed.length || r.allocations || r.bound.length) {
-        const missing = this.ctx.store.allocationsMissing && r.allocations ? 'the allocations file was missing; ' : '';
-        log(`${missing}rebuilt from the controller: ${r.allocations} allocations, pools of ${r.poolsFixed.length} networks, ${r.bound.length} bindings (${r.bound.join(', ') || '-'})`);
-      }
-      for (const e of r.errors) log(`rebuild from the controller: ${e}`);
-    } catch (e) {
-      log(`rebuild from the controller failed: ${(e as Error).message}`);
-    }
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    this.wake?.();
-    await this.retry;
-  }
 }

@@ -1,0 +1,78 @@
+/**
+ * The rebuild of an agent's store at start, with its logs: damaged state files (moved aside by the store),
+ * then Docker (before the agent serves; if Docker cannot be read yet it tries again in the background, 1 s to
+ * 30 s apart with the shared backoff, until it can or the agent stops), then the controller once the cluster view
+ * has caught up (and again after a late Docker rebuild). The rebuild steps themselves are in restore.ts (which the
+ * UML guest loads alone, so this module's runtime imports stay out of it).
+ */
+import { Backoff, type ClusterState } from '@underlay/core';
+import { sleep } from '@underlay/adapters';
+import type { Log } from './context.js';
+import { rebuildFromController, rebuildFromDocker, type RebuildDeps } from './restore.js';
+
+/** Waits between two tries to read Docker at start. */
+export const DOCKER_REBUILD_BACKOFF = { minMs: 1_000, maxMs: 30_000 } as const;
+
+export class StoreRebuild {
+  private state?: ClusterState;
+  private readonly stopping = new AbortController();
+  private retrying?: Promise<void>;
+
+  constructor(private readonly ctx: RebuildDeps & { log: Log }) {}
+
+  async start(): Promise<void> {
+    const { store, log } = this.ctx;
+    for (const d of store.damaged) {
+      log(`state file ${d.file} ${d.reason}; ${d.movedTo ? `moved aside to ${d.movedTo}` : 'left in place'}: rebuilding what it held from Docker and the controller`);
+    }
+    if (await this.fromDocker()) return;
+    this.retrying = this.retryDocker();
+  }
+
+  /** Reads Docker again after each wait until it answers or the rebuild stops; then completes from the controller. */
+  private async retryDocker(): Promise<void> {
+    const { signal } = this.stopping;
+    const backoff = new Backoff(DOCKER_REBUILD_BACKOFF);
+    while (!signal.aborted) {
+      await sleep(backoff.next(), signal);
+      if (signal.aborted) return;
+      if (await this.fromDocker()) {
+        if (this.state) await this.withController(this.state);
+        return;
+      }
+    }
+  }
+
+  /** One rebuild from Docker; true when Docker could be read. */
+  private async fromDocker(): Promise<boolean> {
+    const { log } = this.ctx;
+    const r = await rebuildFromDocker(this.ctx);
+    if (r.networks.length || r.endpoints.length) {
+      log(`rebuilt from Docker: ${r.networks.length} networks (${r.networks.join(', ') || '-'}) and ${r.endpoints.length} endpoints (${r.endpoints.join(', ') || '-'})`);
+    }
+    for (const e of r.errors) log(`rebuild from Docker: ${e}`);
+    if (!r.dockerRead) log('Docker could not be read: the agent starts with what its state files hold and tries again');
+    return r.dockerRead;
+  }
+
+  /** Completes the store from the caught-up cluster state (pools, allocations, bindings). */
+  async withController(state: ClusterState): Promise<void> {
+    this.state = state;
+    const { log } = this.ctx;
+    try {
+      const r = await rebuildFromController(this.ctx, state);
+      if (r.poolsFixed.length || r.allocations || r.bound.length) {
+        const missing = this.ctx.store.allocationsMissing && r.allocations ? 'the allocations file was missing; ' : '';
+        log(`${missing}rebuilt from the controller: ${r.allocations} allocations, pools of ${r.poolsFixed.length} networks, ${r.bound.length} bindings (${r.bound.join(', ') || '-'})`);
+      }
+      for (const e of r.errors) log(`rebuild from the controller: ${e}`);
+    } catch (e) {
+      log(`rebuild from the controller failed: ${(e as Error).message}`);
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    await this.retrying;
+  }
+}
