@@ -20,7 +20,7 @@ import {
   StorageType,
   type StreamConfig,
 } from '@nats-io/jetstream';
-import { EVENTS_STREAM, EVENTS_WILDCARD, eventSubject, eventTraceparent, headers, type ClusterEvent } from '@underlay/core';
+import { EVENTS_STREAM, EVENTS_WILDCARD, UnderlayError, eventSubject, eventTraceparent, headers, type ClusterEvent } from '@underlay/core';
 
 const enc = new TextEncoder();
 /** JetStream's de-duplication header (what `msgID` sets on a JetStream publish). */
@@ -58,11 +58,13 @@ function limitConfig(l: StreamLimits): Pick<StreamConfig, 'max_bytes' | 'max_age
   };
 }
 
-/** True for JetStream's "stream not found" (the stream was never made, or was deleted). */
+/** True for JetStream's "stream not found" (the stream was never made, or was deleted), by its API error code. */
 export function isStreamNotFound(err: unknown): boolean {
-  if (err instanceof JetStreamApiError) return err.code === JetStreamApiCodes.StreamNotFound;
-  return /stream not found/i.test((err as Error)?.message ?? '');
+  return err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound;
 }
+
+/** JetStream's API error code for "stream name already in use" (another controller made the stream first). */
+const STREAM_NAME_IN_USE = 10058;
 
 /** Whether a stream's configuration has exactly these limits. */
 function hasLimits(config: StreamConfig, limits: StreamLimits): boolean {
@@ -86,8 +88,8 @@ export async function ensureEventStream(jsm: JetStreamManager, limits: StreamLim
       return 'created';
     } catch (e) {
       // Another controller made it in between.
-      if (/already in use|already exists/i.test((e as Error).message)) return ensureEventStream(jsm, limits);
-      throw new Error(`could not create the JetStream stream ${EVENTS_STREAM} (${(e as Error).message}); if the server lacks room, lower --stream-max-bytes`);
+      if (e instanceof JetStreamApiError && e.code === STREAM_NAME_IN_USE) return ensureEventStream(jsm, limits);
+      throw new UnderlayError('internal', `could not create the JetStream stream ${EVENTS_STREAM} (${(e as Error).message}); if the server lacks room, lower --stream-max-bytes`, { cause: e });
     }
   }
   if (hasLimits(current, limits)) return 'unchanged';
