@@ -6,9 +6,8 @@
 import type { EventBody } from '../state/events.js';
 import { ConflictError, ExhaustedError, InvalidArgumentError, NotFoundError, PermissionDeniedError } from '../errors.js';
 import { type Cidr, contains, formatCidr, formatValue, parseCidr, tryParseAddr, usableRange } from '../ip.js';
+import { GATEWAY_REQUEST_TYPE, MAC_OPTION } from '../options.js';
 import {
-  GATEWAY_REQUEST_TYPE,
-  MAC_OPTION,
   type BindEndpointReq,
   type ReleaseAddressReq,
   type ReleasePoolReq,

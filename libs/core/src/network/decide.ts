@@ -10,7 +10,7 @@ import type { Decision } from '../state/decision.js';
 import { DEFAULT_POOL_LIMITS, SPACE_OPTION, blockPrefixOption, checkPoolSize, overlappingPool, type PoolLimits } from '../state/pool-rules.js';
 import { checkNetworkOwner } from '../state/network-owner.js';
 import type { ClusterState } from '../state/cluster-state.js';
-import { LOCAL_ADDRESS_SPACE } from '../protocol/plugin.js';
+import { LOCAL_ADDRESS_SPACE } from '../options.js';
 import type { NetworkRecordReq } from '../protocol/ipam.js';
 import { LIMITS, clipText } from '../limits.js';
 import { diffDefinitions, normalizeDefinition, type NetworkDefinition, type NetworkDefinitionInput } from '../state/network-definition.js';

@@ -17,9 +17,8 @@ const address = text(LIMITS.address);
 const requestId = z.string().min(1).max(LIMITS.requestId);
 const allocSeq = z.number().int().positive();
 
-/** Docker's IpamDriver option that marks the gateway request. */
-export const GATEWAY_REQUEST_TYPE = 'com.docker.network.gateway';
-export const MAC_OPTION = 'com.docker.network.endpoint.macaddress';
+/** libnetwork's option names, defined with the driver options; re-exported for the wire's readers. */
+export { GATEWAY_REQUEST_TYPE, MAC_OPTION } from '../options.js';
 
 export const RequestPoolReq = z.object({
   node: NodeName,
