@@ -13,6 +13,7 @@ export * from './state/fold.js';
 export * from './state/decision.js';
 export * from './state/pool-rules.js';
 export * from './state/network-owner.js';
+export * from './ipam/requests.js';
 export * from './ipam/decide.js';
 export * from './state/engine.js';
 export * from './ipam/leaks.js';
