@@ -1,8 +1,9 @@
 /**
  * @underlay/core: pure, no I/O. Layers, bottom to top (test/unit/core-layers.test.ts checks every import):
  * base (the files here: errors, ip, options, limits, backoff, trace) → state/ (the cluster state, its events,
- * the fold, snapshots, network definitions) → protocol/ (wire schemas) → decisions (ipam/, network/, node/,
- * routes/, views/, which never import each other).
+ * the fold, snapshots, network definitions) → decisions (ipam/, network/, node/, routes/, which never import
+ * each other nor the wire, and take their own input types) → protocol/ (wire schemas, which parse to the
+ * decisions' inputs, and the API's views of the state).
  */
 export * from './errors.js';
 export * from './ip.js';
@@ -13,6 +14,7 @@ export * from './state/fold.js';
 export * from './state/decision.js';
 export * from './state/pool-rules.js';
 export * from './state/network-owner.js';
+export * from './ipam/requests.js';
 export * from './ipam/decide.js';
 export * from './state/engine.js';
 export * from './ipam/leaks.js';
@@ -31,5 +33,5 @@ export * from './trace.js';
 export * from './routes/types.js';
 export * from './routes/desired.js';
 export * from './protocol/api.js';
-export * from './views/views.js';
+export * from './protocol/views.js';
 export * from './backoff.js';

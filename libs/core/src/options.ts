@@ -14,6 +14,14 @@ export type IpvlanMode = (typeof IPVLAN_MODES)[number];
 export type IpvlanFlag = (typeof IPVLAN_FLAGS)[number];
 export type DriverType = (typeof DRIVER_TYPES)[number];
 
+/** Docker's IpamDriver option that marks the gateway request (the value of RequestAddress's `RequestAddressType`). */
+export const GATEWAY_REQUEST_TYPE = 'com.docker.network.gateway';
+/** The endpoint's MAC address among RequestAddress's options. */
+export const MAC_OPTION = 'com.docker.network.endpoint.macaddress';
+/** Address spaces underlay's IpamDriver announces; pools outside them did not come from underlay. */
+export const LOCAL_ADDRESS_SPACE = 'underlay';
+export const GLOBAL_ADDRESS_SPACE = 'underlay-global';
+
 export const KNOWN_OPTIONS = ['type', 'parent', 'host_iface', 'macvlan_mode', 'ipvlan_mode', 'ipvlan_flag'] as const;
 
 export interface NetworkOptions {

@@ -6,15 +6,8 @@
 import type { EventBody } from '../state/events.js';
 import { ConflictError, ExhaustedError, InvalidArgumentError, NotFoundError, PermissionDeniedError } from '../errors.js';
 import { type Cidr, contains, formatCidr, formatValue, parseCidr, tryParseAddr, usableRange } from '../ip.js';
-import {
-  GATEWAY_REQUEST_TYPE,
-  MAC_OPTION,
-  type BindEndpointReq,
-  type ReleaseAddressReq,
-  type ReleasePoolReq,
-  type RequestAddressReq,
-  type RequestPoolReq,
-} from '../protocol/ipam.js';
+import { GATEWAY_REQUEST_TYPE, MAC_OPTION } from '../options.js';
+import type { AddressRelease, AddressRequest, EndpointBinding, PoolRelease, PoolRequest } from './requests.js';
 import { LIMITS } from '../limits.js';
 import { blockOf, blockRange, blockSize, endpointCount, formatBlock, type Allocation, type ClusterState, type Pool } from '../state/cluster-state.js';
 import type { Decision } from '../state/decision.js';
@@ -27,7 +20,7 @@ function strictOption(options: Record<string, string>): boolean {
   throw new InvalidArgumentError(`--ipam-opt ${STRICT_AFFINITY_OPTION}=${raw} is not valid: use true or false`);
 }
 
-export function decideRequestPool(state: ClusterState, req: RequestPoolReq, limits: PoolLimits = DEFAULT_POOL_LIMITS): Decision<{ poolId: string; pool: string }> {
+export function decideRequestPool(state: ClusterState, req: PoolRequest, limits: PoolLimits = DEFAULT_POOL_LIMITS): Decision<{ poolId: string; pool: string }> {
   if (req.pool === '') {
     throw new InvalidArgumentError(
       `underlay allocates addresses across the whole cluster and needs an explicit subnet: add --subnet (for example --subnet 192.0.2.0/24)${req.v6 ? ' and an IPv6 --subnet' : ''}`,
@@ -107,7 +100,7 @@ function networksUsing(state: ClusterState, poolId: string, onNode?: string): st
  * A node gives up its own reference to a pool, never another's (the event names the caller). Without a
  * reference this is a no-op, not a refusal: it is also what a retry sees after a lost reply.
  */
-export function decideReleasePool(state: ClusterState, req: ReleasePoolReq): Decision<Record<string, never>> {
+export function decideReleasePool(state: ClusterState, req: PoolRelease): Decision<Record<string, never>> {
   const pool = state.pools.get(req.poolId);
   if (!pool || !pool.refs.has(req.node)) return { events: [], result: {} };
   const events: EventBody[] = [{ type: 'PoolRefRemoved', data: { poolId: req.poolId, node: req.node } }];
@@ -148,7 +141,7 @@ function requestedValue(p: Pool, text: string): bigint {
   return a.value;
 }
 
-export function decideRequestAddress(state: ClusterState, req: RequestAddressReq): Decision<{ address: string; allocSeq: number }> {
+export function decideRequestAddress(state: ClusterState, req: AddressRequest): Decision<{ address: string; allocSeq: number }> {
   const p = getPool(state, req.poolId);
   const nextSeq = state.seq + 1;
   const isGateway = req.options['RequestAddressType'] === GATEWAY_REQUEST_TYPE;
@@ -259,7 +252,7 @@ function findInBlocks(p: Pool, node: string): { value: bigint; claim?: bigint } 
  * holds is refused. Gateway and aux reservations are shared by every host and go with the pool (every
  * host's Docker releases them: a no-op). The collector reclaims leaks through collectLeaks, not here.
  */
-export function decideReleaseAddress(state: ClusterState, req: ReleaseAddressReq): Decision<Record<string, never>> {
+export function decideReleaseAddress(state: ClusterState, req: AddressRelease): Decision<Record<string, never>> {
   const p = state.pools.get(req.poolId);
   const a = p ? tryParseAddr(req.address) : undefined;
   const cur = p && a ? p.allocs.get(a.value) : undefined;
@@ -279,7 +272,7 @@ export function poolGoesWith(p: Pool, released: number): boolean {
 }
 
 /** CreateEndpoint on a node: the address is now held by that endpoint. Only the node holding the address may bind it. */
-export function decideBindEndpoint(state: ClusterState, req: BindEndpointReq): Decision<{ bound: boolean }> {
+export function decideBindEndpoint(state: ClusterState, req: EndpointBinding): Decision<{ bound: boolean }> {
   const p = state.pools.get(req.poolId);
   const a = p ? tryParseAddr(req.address) : undefined;
   const cur = p && a ? p.allocs.get(a.value) : undefined;

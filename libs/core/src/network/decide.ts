@@ -10,8 +10,7 @@ import type { Decision } from '../state/decision.js';
 import { DEFAULT_POOL_LIMITS, SPACE_OPTION, blockPrefixOption, checkPoolSize, overlappingPool, type PoolLimits } from '../state/pool-rules.js';
 import { checkNetworkOwner } from '../state/network-owner.js';
 import type { ClusterState } from '../state/cluster-state.js';
-import { LOCAL_ADDRESS_SPACE } from '../protocol/plugin.js';
-import type { NetworkRecordReq } from '../protocol/ipam.js';
+import { LOCAL_ADDRESS_SPACE } from '../options.js';
 import { LIMITS, clipText } from '../limits.js';
 import { diffDefinitions, normalizeDefinition, type NetworkDefinition, type NetworkDefinitionInput } from '../state/network-definition.js';
 
@@ -69,6 +68,14 @@ function subnetClash(state: ClusterState, name: string, def: NetworkDefinition):
     }
   }
   return undefined;
+}
+
+/** CreateNetwork on a node: the Docker network and the pools it uses. */
+export interface NetworkRecordRequest {
+  node: string;
+  networkId: string;
+  poolIds: string[];
+  options: Record<string, string>;
 }
 
 export interface NetworkDefineReq {
@@ -188,7 +195,7 @@ export function decideNetworkRemoved(
   events.push({ type: 'NetworkRemoved', data: { networkId: req.networkId, node: req.node } });
   return { events, result: {} };
 }
-export function decideNetworkRecorded(state: ClusterState, req: NetworkRecordReq): Decision<Record<string, never>> {
+export function decideNetworkRecorded(state: ClusterState, req: NetworkRecordRequest): Decision<Record<string, never>> {
   checkNetworkOwner(state, req.networkId, req.node);
   const n = state.networks.get(req.networkId);
   const same = n && n.node === req.node && n.poolIds.join() === req.poolIds.join() && JSON.stringify(n.options) === JSON.stringify(req.options);

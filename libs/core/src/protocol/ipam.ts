@@ -1,10 +1,16 @@
 /**
  * The IPAM requests an agent sends to the controller over NATS request/reply, and the answers.
- * Subjects are in ./subjects.ts. Every message is validated with these schemas on both ends.
+ * Subjects are in ./subjects.ts. Every message is validated with these schemas on both ends. A request a
+ * decision takes parses to that decision's own input type (ipam/requests.ts, network/, node/), checked by
+ * parsesTo at compile time.
  */
 import { z } from 'zod';
 import { NetworkDefinition } from '../state/network-definition.js';
 import { LIMITS, cutText, optionMap, text } from '../limits.js';
+import type { AddressRelease, AddressRequest, EndpointBinding, PoolRelease, PoolRequest } from '../ipam/requests.js';
+import type { NetworkRecordRequest } from '../network/decide.js';
+import type { NodeIdentity } from '../node/decide.js';
+import { parsesTo } from './agree.js';
 
 export const NodeName = z
   .string()
@@ -17,11 +23,10 @@ const address = text(LIMITS.address);
 const requestId = z.string().min(1).max(LIMITS.requestId);
 const allocSeq = z.number().int().positive();
 
-/** Docker's IpamDriver option that marks the gateway request. */
-export const GATEWAY_REQUEST_TYPE = 'com.docker.network.gateway';
-export const MAC_OPTION = 'com.docker.network.endpoint.macaddress';
+/** libnetwork's option names, defined with the driver options; re-exported for the wire's readers. */
+export { GATEWAY_REQUEST_TYPE, MAC_OPTION } from '../options.js';
 
-export const RequestPoolReq = z.object({
+export const RequestPoolReq = parsesTo<PoolRequest>()(z.object({
   node: NodeName,
   space: text(LIMITS.name).min(1),
   pool: address,
@@ -30,15 +35,15 @@ export const RequestPoolReq = z.object({
   v6: z.boolean().default(false),
   /** Made by the agent per Docker request and reused across its retries: a repeat is the same request. */
   requestId: requestId.optional(),
-});
+}));
 export type RequestPoolReq = z.infer<typeof RequestPoolReq>;
 export const RequestPoolRes = z.object({ poolId: text(LIMITS.poolId), pool: address, data: optionMap().default({}) });
 export type RequestPoolRes = z.infer<typeof RequestPoolRes>;
 
-export const ReleasePoolReq = z.object({ node: NodeName, poolId });
+export const ReleasePoolReq = parsesTo<PoolRelease>()(z.object({ node: NodeName, poolId }));
 export type ReleasePoolReq = z.infer<typeof ReleasePoolReq>;
 
-export const RequestAddressReq = z.object({
+export const RequestAddressReq = parsesTo<AddressRequest>()(z.object({
   node: NodeName,
   poolId,
   /** "" or a bare IP (Docker sends no mask). */
@@ -51,7 +56,7 @@ export const RequestAddressReq = z.object({
    * options; the agent tells them apart by call order). Without it, a request with a MAC is an endpoint's.
    */
   kind: z.enum(['endpoint', 'aux']).optional(),
-});
+}));
 export type RequestAddressReq = z.infer<typeof RequestAddressReq>;
 export const RequestAddressRes = z.object({
   /** CIDR: the address with the pool's prefix length. */
@@ -61,37 +66,37 @@ export const RequestAddressRes = z.object({
 });
 export type RequestAddressRes = z.infer<typeof RequestAddressRes>;
 
-export const ReleaseAddressReq = z.object({
+export const ReleaseAddressReq = parsesTo<AddressRelease>()(z.object({
   node: NodeName,
   poolId,
   address: address.min(1),
   /** When given, the release only applies to that allocation (a late release of a reused address is ignored). */
   allocSeq: allocSeq.optional(),
-});
+}));
 export type ReleaseAddressReq = z.infer<typeof ReleaseAddressReq>;
 
 export const EmptyRes = z.object({});
 
 /** CreateEndpoint: tie an allocated address to the Docker endpoint holding it. */
-export const BindEndpointReq = z.object({
+export const BindEndpointReq = parsesTo<EndpointBinding>()(z.object({
   node: NodeName,
   poolId,
   address: address.min(1),
   allocSeq: allocSeq.optional(),
   endpointId: dockerId,
   networkId: dockerId,
-});
+}));
 export type BindEndpointReq = z.infer<typeof BindEndpointReq>;
 export const BindEndpointRes = z.object({ bound: z.boolean() });
 
-export const NodeHello = z.object({
+export const NodeHello = parsesTo<NodeIdentity>()(z.object({
   node: NodeName,
   /** The host's address on the underlay (next hop of routes to its blocks). */
   address: text(LIMITS.hostAddress).optional(),
   version: text(LIMITS.version).optional(),
   /** Names of the host's network interfaces. */
   interfaces: z.array(text(LIMITS.ifName)).max(LIMITS.nodeInterfaces).optional(),
-});
+}));
 export type NodeHello = z.infer<typeof NodeHello>;
 
 /** One endpoint as its host sees it. Names and texts only shown are cut to their maxima (cutText), never refused. */
@@ -138,12 +143,12 @@ export const NodeReport = NodeHello.extend({
 export type NodeReport = z.infer<typeof NodeReport>;
 
 /** CreateNetwork on a node: the Docker network and the pools it uses. */
-export const NetworkRecordReq = z.object({
+export const NetworkRecordReq = parsesTo<NetworkRecordRequest>()(z.object({
   node: NodeName,
   networkId: dockerId,
   poolIds: z.array(text(LIMITS.poolId)).max(LIMITS.poolIds),
   options: optionMap().default({}),
-});
+}));
 export type NetworkRecordReq = z.infer<typeof NetworkRecordReq>;
 /** The network's Docker name and definition, read from the Docker Engine API after CreateNetwork. */
 export const NetworkNameReq = z.object({

@@ -8,9 +8,8 @@ import { LIMITS, boundedRecord, optionMap, text } from '../limits.js';
 
 export const PLUGIN_NAME = 'underlay';
 export const IMPLEMENTS = ['NetworkDriver', 'IpamDriver'] as const;
-/** Address spaces our IpamDriver announces; pools outside them did not come from underlay. */
-export const LOCAL_ADDRESS_SPACE = 'underlay';
-export const GLOBAL_ADDRESS_SPACE = 'underlay-global';
+/** Address spaces our IpamDriver announces (defined with the driver options in ../options.ts). */
+export { LOCAL_ADDRESS_SPACE, GLOBAL_ADDRESS_SPACE } from '../options.js';
 
 const strMap = optionMap();
 /** Docker's option maps (a few com.docker.network.* keys); their values are read through stricter schemas. */

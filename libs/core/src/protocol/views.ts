@@ -1,11 +1,12 @@
 /**
  * What the HTTP API and `underlay … ls` show, computed from the folded state, the nodes' latest
  * reports and the time. Pure: the same inputs give the same answer (the controller passes Date.now()).
+ * The translation from the cluster state to the API's shapes (./api.ts), so it sits with the wire schemas.
  */
 import { formatValue, parseAddr, usableRange, type Family } from '../ip.js';
 import { blockRange, endpointCount, formatBlock, type ClusterNetwork, type ClusterState, type NetworkInfo, type Pool } from '../state/cluster-state.js';
 import { parseNetworkOptions } from '../options.js';
-import type { EndpointStatus, NetworkStatus, NodeReport } from '../protocol/ipam.js';
+import type { EndpointStatus, NetworkStatus, NodeReport } from './ipam.js';
 import type {
   BlockUsage,
   EndpointView,
@@ -15,7 +16,7 @@ import type {
   NetworkSummary,
   NodeView,
   PoolUsage,
-} from '../protocol/api.js';
+} from './api.js';
 
 /** A node's latest report and lease (the controller's NodeDirectory entries have this shape). */
 export interface NodeSeen {
