@@ -14,11 +14,11 @@
  * (monotonic clock), checked by a timer and again, synchronously, in fence() and isLeader().
  */
 import { EtcdLeaseInvalidError, type Etcd3, type IKeyValue, type Lease, type Watcher } from 'etcd3';
-import { retry, type Fence } from '@underlay/adapters';
+import { keys, retry, type Fence } from '@underlay/adapters';
 import { UnderlayError, type BackoffPolicy } from '@underlay/core';
 
-/** The leader key. Belongs in libs/adapters/src/etcd/keys.ts (`${ROOT}leader`). */
-export const LEADER_KEY = '/underlay/v1/leader';
+/** The leader key, from the one keyspace (libs/adapters/src/etcd/keys.ts). */
+export const LEADER_KEY = keys.leader;
 
 export interface LeaderElectionOptions {
   client: Etcd3;

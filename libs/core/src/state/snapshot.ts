@@ -1,5 +1,5 @@
 /**
- * Snapshots of the IPAM state: a JSON-friendly form (bigints as hex strings) and back.
+ * Snapshots of the cluster state (ClusterState): a JSON-friendly form (bigints as hex strings) and back.
  * restore(snapshot(s)) folds on exactly like s; a cold start reads the latest snapshot and
  * only the events after it.
  */

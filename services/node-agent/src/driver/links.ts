@@ -1,5 +1,5 @@
 /**
- * Link setup: the only module that touches the kernel. Parents (existing links, 802.1q
+ * Link setup: the only module that makes links (routes are routes/index.ts's). Parents (existing links, 802.1q
  * sub-interfaces, dummies) and endpoint links (macvlan/ipvlan slaves). Every action is idempotent.
  */
 import { InvalidArgumentError, UnderlayError, dummyParentName, parseVlanParent, type NetworkOptions } from '@underlay/core';

@@ -1,5 +1,5 @@
 /**
- * Routes between hosts for ipvlan L3 networks (issue 6, part 1).
+ * Routes between hosts for ipvlan L3 networks.
  *
  * The desired routes are a pure function of the cluster view and the host's networks
  * (`desiredRoutes` in @underlay/core) plus routes from other sources (BGP). This service keeps the
