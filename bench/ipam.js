@@ -215,13 +215,13 @@ async function slice(m, acc, poolId, durationMs, maxRequests) {
   acc.loopDelay.enable();
   const elu0 = performance.eventLoopUtilization();
   const cpu0 = cpuSnapshot(m);
-  const txn0 = c.ipam.transactions;
-  const seq0 = c.ipam.state.seq;
+  const txn0 = c.writer.transactions;
+  const seq0 = c.writer.state.seq;
 
   const res = await m.requesters.run({ poolId, requesters: acc.requesters, durationMs, maxRequests });
 
-  acc.txns += c.ipam.transactions - txn0;
-  acc.events += c.ipam.state.seq - seq0;
+  acc.txns += c.writer.transactions - txn0;
+  acc.events += c.writer.state.seq - seq0;
   const cpu1 = cpuSnapshot(m);
   const elu = performance.eventLoopUtilization(elu0);
   acc.loopDelay.disable();

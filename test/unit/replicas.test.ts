@@ -21,15 +21,25 @@ function setup(intervalMs: number, retryMs?: number) {
   const created: { name: string; at: number }[] = [];
   const tries: { name: string; at: number }[] = [];
   let failing = new Set<string>();
+  // Networks of these names appear in Docker (made by someone else) just as this agent's create fails.
+  let racing = new Set<string>();
   const logs: string[] = [];
+  const others: { Name: string; Id: string; Driver: string }[] = [];
   const docker = {
+    async inspectNetwork(idOrName: string) {
+      return others.find((n) => n.Name === idOrName || n.Id === idOrName);
+    },
     // Lists what it created (as networks not recorded here yet: the reconciler leaves those alone).
     async listNetworks() {
       return created.map((c) => ({ Name: c.name, Id: `id-${c.name}`, Driver: 'underlay' }));
     },
     async createNetwork(body: { Name: string }) {
       tries.push({ name: body.Name, at: Date.now() });
-      if (failing.has(body.Name)) throw new Error(`driver refused ${body.Name}`);
+      if (racing.has(body.Name)) {
+        others.push({ Name: body.Name, Id: `other-${body.Name}`, Driver: 'bridge' });
+        throw new Error(`Error response from daemon: network with name ${body.Name} already exists`);
+      }
+      if (failing.has(body.Name)) throw new Error(`driver refused ${body.Name}: network ${body.Name} already exists with a different definition`);
       created.push({ name: body.Name, at: Date.now() });
       return `id-${body.Name}-${'0'.repeat(12)}`;
     },
@@ -49,7 +59,7 @@ function setup(intervalMs: number, retryMs?: number) {
   const state = { seq: 1, networks: new Map(), clusterNetworks: new Map<string, ClusterNetwork>() };
   const view = { state: state as unknown as ClusterState, isReady: true };
   const r = new ReplicaReconciler(ctx, view, intervalMs, retryMs === undefined ? undefined : { minMs: retryMs, maxMs: retryMs * 4 });
-  return { r, state, created, tries, logs, fail: (names: string[]) => (failing = new Set(names)) };
+  return { r, state, created, tries, logs, fail: (names: string[]) => (failing = new Set(names)), race: (names: string[]) => (racing = new Set(names)) };
 }
 
 const until = async (cond: () => boolean, ms = 5000) => {
@@ -103,5 +113,21 @@ describe('ReplicaReconciler', () => {
     expect(waited).toBeGreaterThanOrEqual(retryMs * 0.8 - 5);
     expect(waited).toBeLessThan(retryMs * 5);
     expect(t.r.status.lastError.has('a')).toBe(false);
+  });
+
+  it('leaves a network Docker shows after its create failed (made meanwhile), and records a refusal whatever its text', async () => {
+    const t = setup(60_000, 60_000);
+    stop = () => t.r.stop();
+    t.race(['a']);
+    t.fail(['b']);
+    t.state.clusterNetworks.set('a', net('a'));
+    t.state.clusterNetworks.set('b', net('b'));
+    t.r.start();
+    await until(() => t.tries.length === 2);
+    await t.r.idle();
+    // 'a' exists in Docker now: nothing to report. 'b' was refused (its text says "already exists" too): an error.
+    expect(t.r.status.lastError.has('a')).toBe(false);
+    expect(t.r.status.lastError.get('b')).toMatchObject({ state: 'error', detail: expect.stringContaining('different definition') });
+    expect(t.logs.some((l) => l.includes('could not create cluster network a'))).toBe(false);
   });
 });

@@ -13,7 +13,7 @@
  * back when the earliest of those waits ends ({ requeueAfterMs }).
  */
 import { ReconcileRunner, type PassResult } from '@underlay/adapters';
-import { Backoff, DockerNetworkInspect, type BackoffPolicy, REPLICA_LABEL, dockerCreateBody, parseNetworkOptions, plugin, type ClusterNetwork, type ClusterState } from '@underlay/core';
+import { Backoff, type BackoffPolicy, REPLICA_LABEL, dockerCreateBody, parseNetworkOptions, plugin, type ClusterNetwork, type ClusterState } from '@underlay/core';
 import { mapParent } from '../config.js';
 import type { DriverContext } from './context.js';
 import { findParent } from './links.js';
@@ -79,7 +79,7 @@ export class ReplicaReconciler {
     this.passes++;
     const { ctx } = this;
     const s = this.view.state;
-    const local = (await ctx.docker.listNetworks(plugin.PLUGIN_NAME)).map((x) => DockerNetworkInspect.parse(x));
+    const local = await ctx.docker.listNetworks(plugin.PLUGIN_NAME);
     const present = new Set<string>();
     for (const n of local) {
       const info = s.networks.get(n.Id);
@@ -132,7 +132,9 @@ export class ReplicaReconciler {
         this.backoff.delete(cn.name);
       } catch (e) {
         const msg = (e as Error).message;
-        if (/already exists/i.test(msg)) continue; // created meanwhile (by a user or a pass that raced us)
+        // Created meanwhile (by a user, or a Docker event's pass that raced this one): Docker now shows it. Decided by
+        // what Docker holds, not by the error's text (which is also the text of a refusal).
+        if (await this.dockerHas(cn.name)) continue;
         this.status.lastError.set(cn.name, { state: 'error', detail: msg });
         // The same definition failing again waits longer; a new definition (created again) starts over.
         const backoff = b && b.definitionSeq === cn.createdSeq ? b.backoff : new Backoff(this.replicaBackoff);
@@ -150,6 +152,12 @@ export class ReplicaReconciler {
   }
 
   /** Why this host cannot have the network's parent (none: it exists, or underlay makes it: a dummy, or a VLAN of an existing link). */
+  /** Docker holds a network of this exact name (of any driver); false when Docker cannot be read either. */
+  private async dockerHas(name: string): Promise<boolean> {
+    const n = await this.ctx.docker.inspectNetwork(name).catch(() => undefined);
+    return n?.Name === name;
+  }
+
   private async missingParent(cn: ClusterNetwork): Promise<string | undefined> {
     let wanted: string | undefined;
     try {

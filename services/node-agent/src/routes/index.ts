@@ -117,12 +117,13 @@ class Routes implements RouteService {
 
   constructor(private readonly deps: RouteDeps) {
     this.ops = deps.ops;
-    // From MIN_RETRY_MS, doubling, to at most one reconcile interval.
-    this.retryBackoff = new Backoff({ minMs: MIN_RETRY_MS, maxMs: Math.max(deps.reconcileMs, MIN_RETRY_MS) });
+    // From MIN_RETRY_MS, doubling, to at most one reconcile interval: for failed routes and for a failed pass.
+    const policy = { minMs: MIN_RETRY_MS, maxMs: Math.max(deps.reconcileMs, MIN_RETRY_MS) };
+    this.retryBackoff = new Backoff(policy);
     this.runner = new ReconcileRunner({
       name: 'routes',
       resyncMs: deps.reconcileMs,
-      backoff: { minMs: MIN_RETRY_MS, maxMs: Math.max(deps.reconcileMs, MIN_RETRY_MS) },
+      backoff: policy,
       reconcile: (pass) => this.pass(pass),
       // pass() reports each route's failure itself and never throws for one: this is a bug, logged.
       onError: (e, { retryInMs }) => this.deps.logger(`routes: pass failed: ${(e as Error).message} (retry in ${retryInMs} ms)`),
