@@ -30,9 +30,28 @@ interface FakeAlloc {
   networkId?: string;
 }
 
-/** A controller with its IPAM: pools by id (`<space>/<cidr>`), allocations with seqs, bindings, network records. */
-export class FakeController implements ControllerClient {
+/** Records every call; `failNext` makes the next call of a method throw (the fakes' common part). */
+class Recorder<M> {
   readonly calls: Call[] = [];
+  private readonly failures = new Map<string, Error>();
+
+  /** The next call of `method` throws `err`. */
+  failNext(method: keyof M & string, err: Error): void {
+    this.failures.set(method, err);
+  }
+
+  protected enter(method: string, req: unknown): void {
+    this.calls.push({ method, req });
+    const f = this.failures.get(method);
+    if (f) {
+      this.failures.delete(method);
+      throw f;
+    }
+  }
+}
+
+/** A controller with its IPAM: pools by id (`<space>/<cidr>`), allocations with seqs, bindings, network records. */
+export class FakeController extends Recorder<ControllerClient> implements ControllerClient {
   readonly pools = new Map<string, { cidr: Cidr; allocs: Map<string, FakeAlloc> }>();
   readonly networks = new Map<string, { poolIds: string[]; options: Record<string, string>; name?: string }>();
   readonly reports: unknown[] = [];
@@ -41,21 +60,6 @@ export class FakeController implements ControllerClient {
   /** networkRemove refuses with this error (e.g. a ConflictError) when set. */
   removeError?: Error;
   private seq = 100;
-  private readonly failures = new Map<string, Error>();
-
-  /** The next call of `method` throws `err`. */
-  failNext(method: keyof ControllerClient, err: Error): void {
-    this.failures.set(method, err);
-  }
-
-  private enter(method: string, req: unknown): void {
-    this.calls.push({ method, req });
-    const f = this.failures.get(method);
-    if (f) {
-      this.failures.delete(method);
-      throw f;
-    }
-  }
 
   methods(): string[] {
     return this.calls.map((c) => c.method);
@@ -152,28 +156,14 @@ interface FakeLink extends LinkInfoLike {
 }
 
 /** A kernel's links: creating an existing name or on a missing parent fails as netlink does. */
-export class FakeLinks implements LinkOps {
+export class FakeLinks extends Recorder<LinkOps> implements LinkOps {
   readonly links = new Map<string, FakeLink>();
-  readonly calls: Call[] = [];
   private nextIndex = 1;
-  private readonly failures = new Map<string, Error>();
   closed = false;
 
   constructor(existing: string[] = []) {
+    super();
     for (const name of existing) this.add({ name, kind: 'device', up: true });
-  }
-
-  failNext(method: keyof LinkOps, err: Error): void {
-    this.failures.set(method, err);
-  }
-
-  private enter(method: string, req: unknown): void {
-    this.calls.push({ method, req });
-    const f = this.failures.get(method);
-    if (f) {
-      this.failures.delete(method);
-      throw f;
-    }
   }
 
   private add(l: Omit<FakeLink, 'index'>): FakeLink {
