@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import type { Tracing } from '@underlay/adapters';
 import { helpFor, parseFlags, validate, type FlagSpec } from '../flags.js';
 
 /** Runs a service until SIGINT/SIGTERM, then stops it cleanly and exits. */
@@ -72,4 +73,19 @@ export async function runService<S extends z.ZodType, T extends { start(): Promi
   await service.start();
   await untilSignal(() => service.stop(), logger);
   return 0;
+}
+
+/** The service, whose stop also flushes and stops tracing (started by the command from the OTEL_* variables). */
+export function withTracing<T extends { start(): Promise<void>; stop(): Promise<void> }>(service: T, tracing: Tracing | undefined): { start(): Promise<void>; stop(): Promise<void> } {
+  if (!tracing) return service;
+  return {
+    start: () => service.start(),
+    stop: async () => {
+      try {
+        await service.stop();
+      } finally {
+        await tracing.shutdown();
+      }
+    },
+  };
 }

@@ -8,7 +8,7 @@
  * node-registration.ts, the collector); this module only runs decisions and writes their events.
  */
 import { ClusterEngine, FoldError, fold, UnderlayError, type ClusterEvent, type ClusterState, type Decision } from '@underlay/core';
-import { EventsTrimmedError, type EtcdEventLog, type Fence } from '@underlay/adapters';
+import { EventsTrimmedError, attr, currentOperation, tracingOn, withSpanSync, type EtcdEventLog, type Fence } from '@underlay/adapters';
 import { GroupCommitter } from './committer.js';
 
 /** Decisions per turn of the event loop. */
@@ -146,6 +146,16 @@ export class ClusterWriter {
     }
   }
 
+  /** One decision, applied to the state; with tracing on, in a `decide <operation>` span. */
+  private execute<R>(decide: (s: ClusterState) => Decision<R>, ctx: RequestContext, maxEventBytes: number) {
+    if (!tracingOn()) return this.engine.execute(decide, ctx, maxEventBytes);
+    return withSpanSync(`decide ${currentOperation() ?? 'request'}`, {}, (span) => {
+      const d = this.engine.execute(decide, ctx, maxEventBytes);
+      span.setAttributes({ [attr.seq]: this.engine.state.seq, 'underlay.events': d.events.length });
+      return d;
+    });
+  }
+
   /**
    * Decides with the current state and commits: every write goes through here. Answers once the events (or,
    * with none, those the answer rests on) are durable.
@@ -156,13 +166,13 @@ export class ClusterWriter {
     let decided: { events: ClusterEvent[]; encoded: string[]; result: R };
     const maxEventBytes = this.opts.maxEventBytes?.() ?? Infinity;
     try {
-      decided = this.engine.execute(decide, ctx, maxEventBytes);
+      decided = this.execute(decide, ctx, maxEventBytes);
     } catch (err) {
       // A refusal must rest on current state: if another writer moved the log, reload and decide again. (An event
       // that does not fold is no refusal: it goes up as it is.)
       if (!(err instanceof UnderlayError) || err instanceof FoldError || (await this.opts.log.head()) === this.committer.committedSeq) throw err;
       await this.reload();
-      decided = this.engine.execute(decide, ctx, maxEventBytes);
+      decided = this.execute(decide, ctx, maxEventBytes);
     }
     const { events, encoded, result } = decided;
     if (events.length > 0) this.clean = false;

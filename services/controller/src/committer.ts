@@ -9,7 +9,7 @@
  * ended) until the owner has reloaded the state from etcd and made a new committer.
  */
 import { UnavailableError, type ClusterEvent } from '@underlay/core';
-import { MAX_TXN_BYTES, MAX_TXN_OPS, type EtcdEventLog, type Fence } from '@underlay/adapters';
+import { MAX_TXN_BYTES, MAX_TXN_OPS, activeSpanContext, attr, runInSpan, traceContext, tracingOn, withSpan, type EtcdEventLog, type Fence, type SpanContext } from '@underlay/adapters';
 
 interface Pending {
   events: ClusterEvent[];
@@ -18,6 +18,8 @@ interface Pending {
   bytes: number;
   resolve: () => void;
   reject: (e: unknown) => void;
+  /** The request's span (tracing on): the commit span links it. */
+  span?: SpanContext;
 }
 
 export interface CommitterHooks {
@@ -37,6 +39,8 @@ export class GroupCommitter {
   /** The failure that stopped this committer, if one did. */
   private failure?: unknown;
   private reloading?: Promise<unknown>;
+  /** The last commit's span (tracing on). */
+  private commitSpan?: SpanContext;
   /** Batches committed, for benchmarks and tests. */
   transactions = 0;
 
@@ -55,7 +59,7 @@ export class GroupCommitter {
     if (this.failure !== undefined) return Promise.reject(this.refusal());
     return new Promise((resolve, reject) => {
       const bytes = encoded.reduce((n, j) => n + j.length + 64, 0);
-      this.queue.push({ events, encoded, bytes, resolve, reject });
+      this.queue.push({ events, encoded, bytes, resolve, reject, span: activeSpanContext() });
       if (!this.running) void this.loop();
     });
   }
@@ -88,6 +92,27 @@ export class GroupCommitter {
     this.reloading = done;
   }
 
+  /**
+   * One etcd transaction; with tracing on, in a `commit` span: a child of the first request it carries (so a lone
+   * request's trace holds its commit), linked to every request it carries.
+   */
+  private append(batch: Pending[], events: ClusterEvent[], encoded: string[]): Promise<void> {
+    if (!tracingOn()) return this.log.append(events, this.committedSeq, this.fence(), encoded);
+    const spans = batch.flatMap((p) => (p.span ? [p.span] : []));
+    return withSpan(
+      'commit',
+      {
+        parent: traceContext(spans[0]),
+        links: spans.map((context) => ({ context })),
+        attributes: { [attr.seq]: events[events.length - 1]!.seq, 'underlay.events': events.length, 'underlay.requests': batch.length, 'db.system.name': 'etcd' },
+      },
+      (span) => {
+        this.commitSpan = span.spanContext();
+        return this.log.append(events, this.committedSeq, this.fence(), encoded);
+      },
+    );
+  }
+
   private async loop(): Promise<void> {
     this.running = true;
     try {
@@ -105,7 +130,7 @@ export class GroupCommitter {
         const events = batch.flatMap((p) => p.events);
         const encoded = batch.flatMap((p) => p.encoded);
         try {
-          await this.log.append(events, this.committedSeq, this.fence(), encoded);
+          await this.append(batch, events, encoded);
         } catch (err) {
           const failed = [...batch, ...this.queue];
           this.queue = [];
@@ -119,7 +144,8 @@ export class GroupCommitter {
         }
         this.transactions++;
         this.committedSeq = events[events.length - 1]!.seq;
-        this.hooks.onCommitted(events, encoded);
+        // The publish that follows is a child of this commit (tracing on).
+        runInSpan(this.commitSpan, () => this.hooks.onCommitted(events, encoded));
         for (const p of batch) p.resolve();
         this.waiters = this.waiters.filter((w) => {
           if (w.seq > this.committedSeq) return true;

@@ -14,8 +14,8 @@
  * pass catches up while publishing is broken (a failure backs off, 500 ms … 2 s) and checks the stream at each
  * resync.
  */
-import type { BackoffPolicy, ClusterEvent } from '@underlay/core';
-import { ReconcileRunner, type EtcdEventLog, type EventPublisher, type Pass } from '@underlay/adapters';
+import { EVENTS_STREAM, type BackoffPolicy, type ClusterEvent } from '@underlay/core';
+import { ReconcileRunner, SpanKind, activeSpanContext, attr, traceContext, withSpan, type EtcdEventLog, type EventPublisher, type Pass } from '@underlay/adapters';
 
 export interface OrderedPublisherOptions {
   /** The seq of the latest snapshot in etcd (undefined: none); an empty stream is refilled from after it. */
@@ -119,6 +119,8 @@ export class OrderedPublisher {
   }
 
   enqueue(events: ClusterEvent[], encoded?: string[]): void {
+    // Tracing on: the publish span is a child of the commit that hands these events over.
+    const parent = activeSpanContext();
     this.chain = this.chain
       .then(async () => {
         // While broken, the pending catch-up reads these from etcd.
@@ -126,7 +128,11 @@ export class OrderedPublisher {
         const skip = events.findIndex((e) => e.seq > this.publishedSeq);
         if (skip < 0) return;
         const fresh = events.slice(skip);
-        await this.pub.publish(fresh, encoded?.slice(skip));
+        await withSpan(
+          'publish',
+          { kind: SpanKind.PRODUCER, parent: traceContext(parent), attributes: { [attr.messagingSystem]: 'nats', [attr.destination]: EVENTS_STREAM, 'messaging.batch.message_count': fresh.length, [attr.seq]: fresh[fresh.length - 1]!.seq } },
+          () => this.pub.publish(fresh, encoded?.slice(skip)),
+        );
         this.publishedSeq = fresh[fresh.length - 1]!.seq;
       })
       .catch((err) => this.fail(err));

@@ -32,6 +32,8 @@ import {
   type RpcMethod,
 } from '@underlay/core';
 import { RetryExhausted, retry } from '../runtime/retry.js';
+import { context, trace } from '@opentelemetry/api';
+import { SpanKind, attr, contextFrom, contextFromNats, injectNats, traceparentOf, tracingOn, withOperation, withSpan } from '../telemetry/tracing.js';
 
 const enc = new TextEncoder();
 
@@ -74,10 +76,23 @@ export class RpcClient {
   ) {}
 
   async call<S extends z.ZodType>(method: RpcMethod, req: unknown, resSchema: S, opts: CallOptions = {}): Promise<z.infer<S>> {
+    if (!tracingOn()) return this.send(method, req, resSchema, opts, opts.traceparent ?? newTraceparent());
+    // A CLIENT span, child of the active span (or of opts.traceparent when none is active); its context is the traceparent sent.
+    const subject = rpcSubject(method, this.node);
+    const parent = opts.traceparent && !trace.getActiveSpan() ? contextFrom(opts.traceparent) : context.active();
+    return withSpan(
+      `request ${subject}`,
+      { kind: SpanKind.CLIENT, parent, attributes: { [attr.messagingSystem]: 'nats', [attr.destination]: subject, [attr.operation]: 'send', [attr.node]: this.node } },
+      (span) => this.send(method, req, resSchema, opts, traceparentOf(span.spanContext())),
+    );
+  }
+
+  private async send<S extends z.ZodType>(method: RpcMethod, req: unknown, resSchema: S, opts: CallOptions, traceparent: string): Promise<z.infer<S>> {
     const timeout = opts.timeoutMs ?? 10_000;
     const deadline = Date.now() + (opts.deadlineMs ?? 30_000);
     const h = natsHeaders();
-    h.set(headers.traceparent, opts.traceparent ?? newTraceparent());
+    h.set(headers.traceparent, traceparent);
+    if (tracingOn()) injectNats(h); // tracestate and baggage, when the propagators carry any
     const payload = enc.encode(JSON.stringify(req));
     const subject = rpcSubject(method, this.node);
     const attempt = async (): Promise<z.infer<S>> => {
@@ -168,7 +183,15 @@ export function serveRpc<S extends z.ZodType>(
           if (typeof named === 'string' && named !== node) {
             throw new PermissionDeniedError(`node ${node} cannot send ${method} for node ${named}: a node acts only for itself`);
           }
-          const result = await handler(parsed.data, { node, traceparent: msg.headers?.get(headers.traceparent) || undefined });
+          const traceparent = msg.headers?.get(headers.traceparent) || undefined;
+          const result = tracingOn()
+            ? await withSpan(
+                `process ${method}`,
+                { kind: SpanKind.SERVER, parent: contextFromNats(msg.headers), attributes: { [attr.messagingSystem]: 'nats', [attr.destination]: msg.subject, [attr.operation]: 'process', [attr.node]: node } },
+                // The caller's trace is the events' trace; a request without one gets this span's.
+                (span) => withOperation(method, () => handler(parsed.data, { node, traceparent: traceparent ?? traceparentOf(span.spanContext()) })),
+              )
+            : await handler(parsed.data, { node, traceparent });
           reply = { ok: true, result: result ?? {} };
         } catch (e) {
           reply = { ok: false, error: toErrorBody(e) };
