@@ -4,7 +4,7 @@
  */
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
-import { DockerEngine, ReconcileRunner, RpcClient, connectNats, openRouteOps, type NatsConnection, type RouteOps } from '@underlay/adapters';
+import { DockerEngine, ReconcileRunner, RpcClient, connectNats, openRouteOps, spanNames, traceMethods, type Attributes, type NatsConnection, type RouteOps } from '@underlay/adapters';
 import { nodeInboxPrefix, plugin, type ClusterEvent } from '@underlay/core';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ClusterView } from './cluster-view.js';
@@ -75,6 +75,24 @@ export function pluginRoutes(ctx: DriverContext): Routes {
   };
 }
 
+/** Tracing on: netlink link calls, Docker API calls and route changes as child spans (`netlink <op>`, `docker api <op>`, `route add|del`). */
+const LINK_SPANS = spanNames('netlink', ['getLink', 'listLinks', 'createMacvlan', 'createIpvlan', 'createVlan', 'createDummy', 'setUp', 'deleteLink'] as const);
+const DOCKER_SPANS = spanNames('docker api', ['inspectNetwork', 'listNetworks', 'listNetworkIds', 'createNetwork', 'deleteNetwork', 'networkName'] as const);
+const ROUTE_SPANS = { addRoute: 'route add', deleteRoute: 'route del', replaceRoute: 'route replace' } as const;
+const linkAttrs = (args: unknown[]): Attributes => {
+  const a = args[0] as { name?: unknown } | string | undefined;
+  const name = typeof a === 'string' ? a : typeof a?.name === 'string' ? a.name : undefined;
+  return name ? { 'network.interface.name': name } : {};
+};
+const routeAttrs = (args: unknown[]): Attributes => {
+  const r = args[0] as { dst?: unknown; via?: unknown; dev?: unknown } | undefined;
+  const out: Attributes = {};
+  if (typeof r?.dst === 'string') out['underlay.address'] = r.dst;
+  if (typeof r?.via === 'string') out['network.peer.address'] = r.via;
+  if (typeof r?.dev === 'string') out['network.interface.name'] = r.dev;
+  return out;
+};
+
 export class Agent {
   readonly config: AgentConfig;
   private nc?: NatsConnection;
@@ -107,7 +125,7 @@ export class Agent {
   async start(): Promise<void> {
     fs.mkdirSync(this.config.stateDir, { recursive: true });
     const store = new LocalStore(this.config.stateDir);
-    this.links = await this.openLinks();
+    this.links = traceMethods(await this.openLinks(), LINK_SPANS, linkAttrs);
     this.nc = await connectNats(this.config.nats, `underlay-agent-${this.config.node}`, { inboxPrefix: nodeInboxPrefix(this.config.node), creds: this.config.natsCreds, tls: { ca: this.config.natsCa, cert: this.config.natsCert, key: this.config.natsKey } });
     const rpc = new RpcClient(this.nc, this.config.node);
     const ctx: DriverContext = driverContext({
@@ -117,7 +135,7 @@ export class Agent {
       controller: rpcControllerClient(rpc),
       lock: new KeyedMutex(),
       log: this.logger,
-      docker: new DockerEngine(this.config.docker),
+      docker: traceMethods(new DockerEngine(this.config.docker), DOCKER_SPANS),
       parentMap: this.config.parentMap,
       onNetworksChanged: () => {
         this.replicas?.trigger();
@@ -168,7 +186,7 @@ export class Agent {
     // Routes to other hosts' blocks (ipvlan l3/l3s), and BGP towards the physical network.
     if (c.routes) {
       this.routeOps = this.openRoutes();
-      this.routes = await startRoutes({ node: c.node, view, localNetworks: () => ctx.store.networks.values(), reconcileMs: c.routeReconcileMs, logger: this.logger, ops: this.routeOps });
+      this.routes = await startRoutes({ node: c.node, view, localNetworks: () => ctx.store.networks.values(), reconcileMs: c.routeReconcileMs, logger: this.logger, ops: traceMethods(this.routeOps, ROUTE_SPANS, routeAttrs) });
     }
     if (c.bgpAsn !== undefined) {
       if (!this.address) throw new Error('BGP needs this host\'s address: set --address');

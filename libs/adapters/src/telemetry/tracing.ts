@@ -28,7 +28,7 @@ import {
 } from '@opentelemetry/api';
 import type { MsgHdrs } from '@nats-io/transport-node';
 
-export { SpanKind, type Attributes, type Context, type Link, type Span, type SpanContext };
+export { ROOT_CONTEXT, SpanKind, type Attributes, type Context, type Link, type Span, type SpanContext };
 
 /** Attribute names (messaging semantic conventions and underlay's own). */
 export const attr = {
@@ -254,4 +254,29 @@ export function currentOperation(): string | undefined {
 export function withOperation<T>(op: string, fn: () => T): T {
   if (!enabled) return fn();
   return context.with(context.active().setValue(OPERATION, op), fn);
+}
+
+/**
+ * The object with the named async methods each run in a child span (`names[method]`, e.g. `netlink createMacvlan`),
+ * only when a span is active: background loops start no traces of their own. Tracing off: the object itself.
+ * `describe` turns the call's arguments into attributes.
+ */
+export function traceMethods<T extends object>(obj: T, names: Partial<Record<keyof T & string, string>>, describe?: (args: unknown[]) => Attributes): T {
+  if (!enabled) return obj;
+  return new Proxy(obj, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver) as unknown;
+      const name = typeof prop === 'string' ? (names as Record<string, string | undefined>)[prop] : undefined;
+      if (!name || typeof value !== 'function') return typeof value === 'function' ? value.bind(target) : value;
+      return (...args: unknown[]) => {
+        if (!trace.getActiveSpan()) return (value as (...a: unknown[]) => unknown).apply(target, args);
+        return withSpan(name, { attributes: describe?.(args) }, async () => (value as (...a: unknown[]) => unknown).apply(target, args));
+      };
+    },
+  });
+}
+
+/** `{ createMacvlan: 'netlink createMacvlan', … }` for the given methods. */
+export function spanNames<K extends string>(prefix: string, methods: readonly K[]): Record<K, string> {
+  return Object.fromEntries(methods.map((m) => [m, `${prefix} ${m}`])) as Record<K, string>;
 }

@@ -12,7 +12,7 @@
  * The advertisement loop (coalesced kicks, one pass at a time, the 30 s resync, backoff while gobgpd is away, stop)
  * is the shared ReconcileRunner; re-opening the best-path watch waits a shared Backoff's delay.
  */
-import { GobgpClient, ReconcileRunner, sleep, type BgpPath, type BgpWatch } from '@underlay/adapters';
+import { GobgpClient, ReconcileRunner, sleep, spanNames, traceMethods, type BgpPath, type BgpWatch } from '@underlay/adapters';
 import { Backoff, tryParseAddr, type BackoffPolicy, type ClusterEvent, type DesiredRoute } from '@underlay/core';
 import type { ClusterView } from '../cluster-view.js';
 import { applyBestPaths, desiredAdvertisements, learnedRoutes, planAdvertisements, sameRoutes } from './plan.js';
@@ -91,7 +91,8 @@ export async function startBgp(deps: BgpDeps): Promise<BgpService> {
     if (!tryParseAddr(p.address)) throw new Error(`BGP: peer ${JSON.stringify(p.address)} is not an IP address`);
     if (!Number.isInteger(p.asn) || p.asn < 1 || p.asn > 0xffffffff) throw new Error(`BGP: peer ${p.address} has an invalid AS number ${p.asn}`);
   }
-  const client = deps.client ?? GobgpClient.connect(deps.api);
+  // Tracing on: gobgp calls made under an active span are its children (`bgp <op>`).
+  const client = traceMethods(deps.client ?? GobgpClient.connect(deps.api), spanNames('bgp', ['getBgp', 'startBgp', 'stopBgp', 'addPeer', 'deletePeer', 'listPeers', 'addPath', 'deletePath', 'listPath'] as const));
   const svc = new Bgp(deps, client, !deps.client, routerId);
   svc.start();
   return svc;

@@ -12,7 +12,7 @@
  * shared ReconcileRunner; a replica whose create failed waits its own Backoff, and the pass asks the runner to come
  * back when the earliest of those waits ends ({ requeueAfterMs }).
  */
-import { ReconcileRunner, type PassResult } from '@underlay/adapters';
+import { ROOT_CONTEXT, ReconcileRunner, SpanKind, attr, withSpan, type PassResult } from '@underlay/adapters';
 import { Backoff, type BackoffPolicy, REPLICA_LABEL, dockerCreateBody, parseNetworkOptions, plugin, type ClusterNetwork, type ClusterState } from '@underlay/core';
 import { mapParent } from '../config.js';
 import type { DriverContext } from './context.js';
@@ -126,7 +126,10 @@ export class ReplicaReconciler {
         continue;
       }
       try {
-        const id = await ctx.docker.createNetwork(dockerCreateBody(cn.name, cn.definition, plugin.PLUGIN_NAME, { [REPLICA_LABEL]: cn.originNode ?? 'api' }));
+        // Tracing on: creating a replica applies the cluster network's event to this host (`apply event`, CONSUMER).
+        const id = await withSpan('apply event', { kind: SpanKind.CONSUMER, parent: ROOT_CONTEXT, attributes: { [attr.node]: ctx.node, [attr.network]: cn.name, [attr.seq]: cn.createdSeq } }, () =>
+          ctx.docker.createNetwork(dockerCreateBody(cn.name, cn.definition, plugin.PLUGIN_NAME, { [REPLICA_LABEL]: cn.originNode ?? 'api' })),
+        );
         ctx.log(`created replica of cluster network ${cn.name} (${id.slice(0, 12)})`);
         this.status.lastError.delete(cn.name);
         this.backoff.delete(cn.name);

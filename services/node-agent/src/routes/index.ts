@@ -23,11 +23,12 @@
  * shared ReconcileRunner; this module is the level-triggered pass. The RouteOps are the caller's (the agent opens
  * and closes them, as it does its LinkOps).
  */
-import { ReconcileRunner, type Pass, type PassResult, type RouteOps } from '@underlay/adapters';
+import { ROOT_CONTEXT, ReconcileRunner, SpanKind, attr, linkTo, tracingOn, withSpan, type Link, type Pass, type PassResult, type RouteOps } from '@underlay/adapters';
 import {
   Backoff,
   UNDERLAY_RT_PROTO,
   desiredRouteFor,
+  eventTraceparent,
   desiredRoutes,
   formatCidr,
   formatValue,
@@ -114,6 +115,8 @@ class Routes implements RouteService {
   /** Last error logged per route (each cause is logged once until it changes or clears). */
   private readonly lastError = new Map<string, string>();
   private readonly counters = { adds: 0, deletes: 0, syncs: 0 };
+  /** Tracing on: the traces of the events the next pass applies (its `apply event` span links them). */
+  private eventLinks: Link[] = [];
 
   constructor(private readonly deps: RouteDeps) {
     this.ops = deps.ops;
@@ -151,6 +154,10 @@ class Routes implements RouteService {
       // routeKeysOf: [] for an event that changes no route, undefined when any may change.
       const keys = routeKeysOf(this.deps.view.state, e);
       if (keys?.length === 0) continue;
+      if (e.traceId && tracingOn() && this.eventLinks.length < MAX_EVENT_LINKS) {
+        const link = linkTo(eventTraceparent(e.traceId, e.seq), { [attr.seq]: e.seq });
+        if (link) this.eventLinks.push(link);
+      }
       if (this.recomputeAll) {
         relevant = true;
         continue;
@@ -296,42 +303,55 @@ class Routes implements RouteService {
       }
     }
     // Deletes first (stale routes, duplicates, and routes whose next hop or device changed), then adds.
-    for (const r of dels) {
-      const key = `delete ${r.dst}`;
-      try {
-        await this.ops.deleteRoute({ dst: r.dst, protocol: UNDERLAY_RT_PROTO, ...(r.via ? { via: r.via } : {}), ...(r.dev ? { dev: r.dev } : {}) });
-        if (this.current.get(r.dst) === r) this.current.delete(r.dst);
-        this.counters.deletes++;
-        this.deps.logger(`routes: deleted ${text(r)}`);
-        ok(key);
-      } catch (e) {
-        fail(key, `cannot delete ${text(r)}: ${(e as Error).message}`);
-        this.wantList = true;
+    const apply = async (): Promise<void> => {
+      for (const r of dels) {
+        const key = `delete ${r.dst}`;
+        try {
+          await this.ops.deleteRoute({ dst: r.dst, protocol: UNDERLAY_RT_PROTO, ...(r.via ? { via: r.via } : {}), ...(r.dev ? { dev: r.dev } : {}) });
+          if (this.current.get(r.dst) === r) this.current.delete(r.dst);
+          this.counters.deletes++;
+          this.deps.logger(`routes: deleted ${text(r)}`);
+          ok(key);
+        } catch (e) {
+          fail(key, `cannot delete ${text(r)}: ${(e as Error).message}`);
+          this.wantList = true;
+        }
       }
-    }
-    for (const [dst, w] of want) {
-      if (!w) continue;
-      const c = this.current.get(dst);
-      if (c && same(c, w)) continue;
-      if (c) continue; // its delete failed above; retried with the next pass
-      const key = `add ${dst}`;
-      try {
-        await this.ops.addRoute({ ...w, protocol: UNDERLAY_RT_PROTO });
-        this.current.set(dst, w);
-        this.counters.adds++;
-        this.deps.logger(`routes: added ${text(w)}`);
-        ok(key);
-      } catch (e) {
-        const errno = (e as { errno?: string }).errno;
-        // EEXIST: another protocol's route to dst is there (never overwritten), or ours appeared meanwhile.
-        fail(key, errno === 'EEXIST' ? `cannot add ${text(w)}: a route to ${dst} with another protocol is in the way` : `cannot add ${text(w)}: ${(e as Error).message}`);
-        this.wantList = true;
+      for (const [dst, w] of want) {
+        if (!w) continue;
+        const c = this.current.get(dst);
+        if (c && same(c, w)) continue;
+        if (c) continue; // its delete failed above; retried with the next pass
+        const key = `add ${dst}`;
+        try {
+          await this.ops.addRoute({ ...w, protocol: UNDERLAY_RT_PROTO });
+          this.current.set(dst, w);
+          this.counters.adds++;
+          this.deps.logger(`routes: added ${text(w)}`);
+          ok(key);
+        } catch (e) {
+          const errno = (e as { errno?: string }).errno;
+          // EEXIST: another protocol's route to dst is there (never overwritten), or ours appeared meanwhile.
+          fail(key, errno === 'EEXIST' ? `cannot add ${text(w)}: a route to ${dst} with another protocol is in the way` : `cannot add ${text(w)}: ${(e as Error).message}`);
+          this.wantList = true;
+        }
       }
+    };
+    // Tracing on: route changes that follow events are an `apply event` span (CONSUMER) linked to those events' traces.
+    const links = this.eventLinks;
+    this.eventLinks = [];
+    if (links.length > 0 && tracingOn() && (dels.length > 0 || [...want].some(([dst, w]) => w && !this.current.has(dst)))) {
+      await withSpan('apply event', { kind: SpanKind.CONSUMER, parent: ROOT_CONTEXT, links, attributes: { [attr.messagingSystem]: 'nats', [attr.node]: this.deps.node, [attr.seq]: this.deps.view.seq } }, apply);
+    } else {
+      await apply();
     }
     if (failed) return { requeueAfterMs: this.retryBackoff.next() };
     this.retryBackoff.reset();
   }
 }
+
+/** At most this many event traces linked from one `apply event` span. */
+const MAX_EVENT_LINKS = 32;
 
 export async function startRoutes(deps: RouteDeps): Promise<RouteService> {
   const s = new Routes(deps);
