@@ -36,6 +36,7 @@ import {
   EtcdSnapshots,
   EventPublisher,
   ReconcileRunner,
+  activeTraceId,
   connectNats,
   sleep,
   ensureNodeConsumer,
@@ -343,11 +344,11 @@ export class Controller {
       tokens: this.apiTokens,
       createNetwork: async (name, definition, actor) => {
         this.leaderOnly();
-        return this.networks.clusterNetworkCreate({ name, definition }, { actor });
+        return this.networks.clusterNetworkCreate({ name, definition }, { actor, traceId: activeTraceId() });
       },
       removeNetwork: async (name, actor) => {
         this.leaderOnly();
-        await this.networks.clusterNetworkRemove({ name }, { actor }, this.nodes.containerOf);
+        await this.networks.clusterNetworkRemove({ name }, { actor, traceId: activeTraceId() }, this.nodes.containerOf);
       },
     }, {
       logger: this.logger,

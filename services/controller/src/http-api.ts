@@ -21,6 +21,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
 import { InvalidArgumentError } from '@underlay/core';
+import { SpanKind, contextFrom, tracingOn, withOperation, withSpan } from '@underlay/adapters';
 import type { ApiDeps } from './api/deps.js';
 import { HttpError, checkBearer, sendError, sendJson, toHttpError } from './api/http.js';
 import { apiRoutes, defaultOptions, type HttpApiOptions, type RouteContext, type RouteSpec } from './api/routes.js';
@@ -29,6 +30,19 @@ import { OpenApiDocument, openApiDocument } from './openapi.js';
 export type { HttpApiOptions } from './api/routes.js';
 export type { HttpLimits } from './api/limits.js';
 export { HTTP_LIMITS } from './api/limits.js';
+
+/** A route's handler in a SERVER span `<METHOD> <route>`, a child of the request's `traceparent` when it has one. */
+function tracedRoute(req: http.IncomingMessage, spec: RouteSpec, ctx: RouteContext): ReturnType<RouteSpec['handle']> {
+  const route = `${req.method} ${spec.path}`;
+  const attributes = { 'http.request.method': req.method ?? '', 'http.route': spec.path, 'url.path': pathOf(req) };
+  return withSpan(route, { kind: SpanKind.SERVER, parent: contextFrom(req.headers), attributes }, (span) =>
+    withOperation(route, async () => {
+      const reply = await spec.handle(ctx);
+      span.setAttribute('http.response.status_code', reply ? reply.status : 200);
+      return reply;
+    }),
+  );
+}
 
 interface CompiledRoute {
   spec: RouteSpec;
@@ -136,7 +150,7 @@ export function createHttpApi(deps: ApiDeps, options: HttpApiOptions = {}): http
       }
     });
     const ctx: RouteContext = { deps, req, res, params, query: Object.fromEntries(url.searchParams), actor, opts };
-    const reply = await hit.c.spec.handle(ctx);
+    const reply = tracingOn() ? await tracedRoute(req, hit.c.spec, ctx) : await hit.c.spec.handle(ctx);
     if (reply) sendJson(res, reply.status, reply.body, reply.headers);
   };
 

@@ -161,6 +161,11 @@ export function activeSpanContext(): SpanContext | undefined {
   return sc && trace.isSpanContextValid(sc) ? sc : undefined;
 }
 
+/** The trace id of the active span (tracing on and a span active). */
+export function activeTraceId(): string | undefined {
+  return activeSpanContext()?.traceId;
+}
+
 /** A context whose parent is the given span (none: the root). */
 export function traceContext(sc: SpanContext | undefined): Context {
   return sc ? trace.setSpanContext(ROOT_CONTEXT, sc) : ROOT_CONTEXT;
