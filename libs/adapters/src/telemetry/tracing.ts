@@ -27,6 +27,7 @@ import {
   type TextMapSetter,
 } from '@opentelemetry/api';
 import type { MsgHdrs } from '@nats-io/transport-node';
+import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
 
 export { ROOT_CONTEXT, SpanKind, type Attributes, type Context, type Link, type Span, type SpanContext };
 
@@ -49,6 +50,11 @@ export interface TracingOptions {
   logger?: (m: string) => void;
   /** The environment to read (default process.env). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Tests only: these processors instead of the exporter the environment names (tracing then starts without an
+   * endpoint). Jest cannot run the OTLP exporters (they load `http` by a dynamic import).
+   */
+  spanProcessors?: SpanProcessor[];
 }
 
 export interface Tracing {
@@ -82,7 +88,7 @@ export function tracingOffReason(env: NodeJS.ProcessEnv = process.env): string |
 export function startTracing(opts: TracingOptions): Tracing | undefined {
   const env = opts.env ?? process.env;
   const off = tracingOffReason(env);
-  if (off) return undefined;
+  if (off && !(opts.spanProcessors && !off.startsWith('OTEL_SDK_DISABLED'))) return undefined;
   if (enabled) throw new Error('tracing is already started in this process');
   // Loaded only when on: tracing off costs no module load.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -93,6 +99,7 @@ export function startTracing(opts: TracingOptions): Tracing | undefined {
     resource: defaultResource().merge(resourceFromAttributes({ 'service.instance.id': opts.instance })),
     // OTEL_SERVICE_NAME (read by the SDK's environment detector) wins over the default.
     ...((env.OTEL_SERVICE_NAME ?? '').trim() ? {} : { serviceName: opts.service }),
+    ...(opts.spanProcessors ? { spanProcessors: opts.spanProcessors } : {}),
     instrumentations: [],
     metricReaders: [],
     logRecordProcessors: [],

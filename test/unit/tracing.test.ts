@@ -1,0 +1,122 @@
+/**
+ * libs/adapters/src/telemetry/tracing.ts with the real OpenTelemetry Node SDK (spans kept in memory: Jest cannot run
+ * the OTLP exporters, which load `http` by a dynamic import; the OTLP/JSON export is tested with real processes in
+ * test/integration/tracing.test.ts): off without an exporter endpoint (nothing started, functions run as they
+ * are); on, the group commit's span is a child of the first request it carries and links every one; child spans of
+ * wrapped objects appear only under an active span; the resource names the service and the instance.
+ */
+import { ROOT_CONTEXT, SpanKind, startTracing, traceMethods, traceparentOf, tracingOffReason, tracingOn, withSpan, withSpanSync, type Tracing } from '@underlay/adapters';
+import type { ClusterEvent } from '@underlay/core';
+import type { EtcdEventLog } from '@underlay/adapters';
+import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { SpanKind as Kind } from '@opentelemetry/api';
+import { GroupCommitter } from '../../services/controller/src/committer';
+
+const ev = (seq: number) => ({ seq, id: String(seq), time: '2026-01-01T00:00:00Z', actor: 'x', type: 'NodeHello', data: {} }) as unknown as ClusterEvent;
+
+describe('tracing off', () => {
+  it('stays off without an exporter endpoint, when disabled, or with the none exporter', () => {
+    expect(tracingOffReason({})).toMatch(/OTEL_EXPORTER_OTLP_ENDPOINT/);
+    expect(tracingOffReason({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_SDK_DISABLED: 'true' })).toMatch(/DISABLED/);
+    expect(tracingOffReason({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_TRACES_EXPORTER: 'none' })).toMatch(/none/);
+    expect(tracingOffReason({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://127.0.0.1:1/v1/traces' })).toBeUndefined();
+    expect(tracingOffReason({ OTEL_TRACES_EXPORTER: 'console' })).toBeUndefined();
+    expect(startTracing({ service: 'underlay-agent', instance: 'h1', env: {} })).toBeUndefined();
+    expect(tracingOn()).toBe(false);
+  });
+
+  it('runs functions as they are, and wraps nothing', async () => {
+    const obj = { async f(x: number) { return x + 1; } };
+    expect(traceMethods(obj, { f: 'f' })).toBe(obj);
+    await expect(withSpan('x', {}, async (span) => {
+      expect(span.isRecording()).toBe(false);
+      return 7;
+    })).resolves.toBe(7);
+    expect(withSpanSync('y', {}, () => 8)).toBe(8);
+  });
+});
+
+describe('tracing on (one SDK for this file, spans in memory)', () => {
+  const exporter = new InMemorySpanExporter();
+  const processor = new SimpleSpanProcessor(exporter);
+  let tracing: Tracing | undefined;
+  const saved = { ...process.env };
+  const spans = async (): Promise<ReadableSpan[]> => {
+    await processor.forceFlush();
+    return exporter.getFinishedSpans();
+  };
+
+  beforeAll(() => {
+    delete process.env.OTEL_SERVICE_NAME;
+    tracing = startTracing({ service: 'underlay-controller', instance: 'c1', env: {}, spanProcessors: [processor] });
+  });
+  afterAll(async () => {
+    await tracing?.shutdown();
+    process.env = saved;
+  });
+
+  it('links a group commit to every request it carries, as a child of the first', async () => {
+    expect(tracingOn()).toBe(true);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const appended: number[][] = [];
+    const log = {
+      async append(events: ClusterEvent[]) {
+        appended.push(events.map((e) => e.seq));
+        if (appended.length === 1) await gate; // the first transaction waits: the next two requests share one
+      },
+    } as unknown as EtcdEventLog;
+    const committer = new GroupCommitter(log, 0, { onCommitted: () => {}, onFailed: () => {} });
+    const request = (name: string, seq: number) =>
+      withSpan(name, { kind: SpanKind.SERVER, parent: ROOT_CONTEXT }, async (span) => {
+        await committer.commit([ev(seq)]);
+        return span.spanContext();
+      });
+    const a = request('process a', 1);
+    await new Promise((r) => setImmediate(r));
+    const b = request('process b', 2);
+    const c = request('process c', 3);
+    await new Promise((r) => setImmediate(r));
+    release();
+    const [sa, sb, sc] = await Promise.all([a, b, c]);
+    expect(appended).toEqual([[1], [2, 3]]);
+    const all = await spans();
+    const commits = all.filter((s) => s.name === 'commit');
+    expect(commits).toHaveLength(2);
+    const second = commits.find((s) => s.attributes['underlay.events'] === 2)!;
+    expect(second.spanContext().traceId).toBe(sb.traceId);
+    expect(second.parentSpanContext?.spanId).toBe(sb.spanId);
+    expect(second.links.map((l) => l.context.spanId).sort()).toEqual([sb.spanId, sc.spanId].sort());
+    expect(second.attributes['underlay.seq']).toBe(3);
+    const first = commits.find((s) => s.attributes['underlay.events'] === 1)!;
+    expect(first.spanContext().traceId).toBe(sa.traceId);
+    const proc = all.find((s) => s.name === 'process a')!;
+    expect(proc.kind).toBe(Kind.SERVER);
+    expect(proc.resource.attributes['service.name']).toBe('underlay-controller');
+    expect(proc.resource.attributes['service.instance.id']).toBe('c1');
+    expect(traceparentOf(sa)).toBe(`00-${sa.traceId}-${sa.spanId}-01`);
+  });
+
+  it('makes child spans of wrapped objects only under an active span, named and described', async () => {
+    exporter.reset();
+    const ops = {
+      calls: 0,
+      async createMacvlan(o: { name: string }) {
+        this.calls++;
+        return o.name;
+      },
+    };
+    const traced = traceMethods(ops, { createMacvlan: 'netlink createMacvlan' }, (args) => ({ 'network.interface.name': (args[0] as { name: string }).name }));
+    await traced.createMacvlan({ name: 'background' }); // no active span: no trace of its own
+    await withSpan('docker CreateEndpoint', { kind: SpanKind.SERVER }, () => traced.createMacvlan({ name: 'ul-1' }));
+    await expect(withSpan('fails', {}, async () => { throw new Error('boom'); })).rejects.toThrow('boom');
+    expect(ops.calls).toBe(2);
+    const all = await spans();
+    const link = all.filter((s) => s.name === 'netlink createMacvlan');
+    expect(link).toHaveLength(1);
+    const parent = all.find((s) => s.name === 'docker CreateEndpoint')!;
+    expect(link[0]!.parentSpanContext?.spanId).toBe(parent.spanContext().spanId);
+    expect(link[0]!.attributes['network.interface.name']).toBe('ul-1');
+    expect(all.find((s) => s.name === 'fails')!.status.code).toBe(2);
+  });
+});
