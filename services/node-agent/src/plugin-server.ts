@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { ZodError } from 'zod';
 import { InvalidArgumentError, UnderlayError, plugin } from '@underlay/core';
 import { SpanKind, attr, contextFrom, tracingOn, withSpan } from '@underlay/adapters';
+import { PluginTraces } from './plugin-traces.js';
 
 export type Handler = (body: unknown) => Promise<unknown> | unknown;
 export type Routes = Record<string, Handler>;
@@ -25,17 +26,26 @@ function errorText(e: unknown): string {
   return (e as Error)?.message ?? String(e);
 }
 
-/** A plugin call in a SERVER span `docker <Call>` (`/NetworkDriver.Join` → `docker Join`), under Docker's traceparent if it sent one. */
-function tracedCall(method: string, handler: Handler, body: unknown, headers: http.IncomingHttpHeaders): Promise<unknown> {
+/**
+ * A plugin call in a SERVER span `docker <Call>` (`/NetworkDriver.Join` → `docker Join`): under Docker's traceparent
+ * if it sent one, else in the trace of the same container's earlier call (plugin-traces.ts).
+ */
+function tracedCall(traces: PluginTraces, method: string, handler: Handler, body: unknown, headers: http.IncomingHttpHeaders): Promise<unknown> {
   const call = method.slice(method.lastIndexOf('.') + 1);
   const b = (body ?? {}) as { NetworkID?: unknown; Address?: unknown; PoolID?: unknown };
   const attributes: Record<string, string> = { 'rpc.system': 'docker-plugin', 'rpc.method': call };
   if (typeof b.NetworkID === 'string') attributes[attr.network] = b.NetworkID;
   if (typeof b.Address === 'string' && b.Address) attributes[attr.address] = b.Address;
-  return withSpan(`docker ${call}`, { kind: SpanKind.SERVER, parent: contextFrom(headers as Record<string, string>), attributes }, () => Promise.resolve(handler(body)));
+  const parent = headers.traceparent ? contextFrom(headers as Record<string, string>) : traces.parent(call, body);
+  return withSpan(`docker ${call}`, { kind: SpanKind.SERVER, parent, attributes }, async (span) => {
+    const out = await handler(body);
+    traces.done(call, body, out, span.spanContext());
+    return out;
+  });
 }
 
 export function createPluginServer(routes: Routes, log: (m: string) => void): http.Server {
+  const traces = new PluginTraces();
   return http.createServer((req, res) => {
     const send = (code: number, body: unknown) => {
       const s = JSON.stringify(body);
@@ -61,7 +71,7 @@ export function createPluginServer(routes: Routes, log: (m: string) => void): ht
           if (size > MAX_BODY) throw new InvalidArgumentError('request body too large');
           const text = Buffer.concat(chunks).toString('utf8').trim();
           const body = text === '' ? {} : JSON.parse(text);
-          const out = tracingOn() ? await tracedCall(method, handler, body, req.headers) : await handler(body);
+          const out = tracingOn() ? await tracedCall(traces, method, handler, body, req.headers) : await handler(body);
           send(200, out ?? {});
         } catch (e) {
           const msg = errorText(e);

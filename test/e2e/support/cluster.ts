@@ -70,6 +70,8 @@ export interface ClusterOptions {
   authz?: boolean;
   /** NATS with users (default true). */
   natsAuth?: boolean;
+  /** More environment for every agent (e.g. OTEL_*). */
+  agentEnv?: Record<string, string>;
 }
 
 /**
@@ -118,7 +120,7 @@ export async function startCluster(lab: Lab, hosts: LabHost[], opts: ClusterOpti
         host,
         process.execPath,
         [CLI, 'agent', '--node', host.name, '--nats', nats.url, '--plugin-dir', d.pluginDir, '--state-dir', stateDir, '--docker', d.dockerHost, ...(creds ? ['--nats-creds', creds] : []), ...report, ...(opts.agentArgs ?? [])],
-        { name: 'agent' },
+        { name: 'agent', ...(opts.agentEnv ? { env: { ...process.env, ...opts.agentEnv } } : {}) },
       );
       await waitFor(() => fs.existsSync(d.pluginSocket()), { timeoutMs: 20_000, what: `agent socket on ${host.name}` });
       return proc;
