@@ -68,7 +68,7 @@ describe('tracing across the agent and the controller', () => {
 
     const agent = (name: string) => (s: ReceivedSpan) => s.service === 'underlay-agent' && s.instance === 'h1' && s.name === name;
     // The RequestAddress that handed out the container's address starts the trace.
-    const req = await receiver.waitFor(`agent span docker RequestAddress for ${ip}`, (s) => agent('docker RequestAddress')(s) && !s.parentSpanId && receiver.spans.some((c) => c.parentSpanId === s.spanId && c.kind === KIND.client && c.name.endsWith('.requestAddress')), SPANS_MS);
+    const req = await receiver.waitFor(`agent span docker RequestAddress for ${ip}`, (s) => agent('docker RequestAddress')(s) && String(s.attributes['underlay.address']).split('/')[0] === ip, SPANS_MS);
     const trace = req.traceId;
     const inTrace = (s: ReceivedSpan) => s.traceId === trace;
     const create = await receiver.waitFor('docker CreateEndpoint in that trace', (s) => agent('docker CreateEndpoint')(s) && inTrace(s), SPANS_MS);

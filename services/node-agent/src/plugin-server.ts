@@ -39,6 +39,8 @@ function tracedCall(traces: PluginTraces, method: string, handler: Handler, body
   const parent = headers.traceparent ? contextFrom(headers as Record<string, string>) : traces.parent(call, body);
   return withSpan(`docker ${call}`, { kind: SpanKind.SERVER, parent, attributes }, async (span) => {
     const out = await handler(body);
+    const given = (out as { Address?: unknown } | undefined)?.Address;
+    if (typeof given === 'string' && given) span.setAttribute(attr.address, given);
     traces.done(call, body, out, span.spanContext());
     return out;
   });
