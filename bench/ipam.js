@@ -43,6 +43,13 @@
  *   BENCH_IPAM_SECURED    what the secured mode turns on, a comma-separated subset of nats-auth,
  *                         nats-tls, etcd-tls, etcd-auth (default all; fewer only to see what each costs;
  *                         etcd-auth needs etcd-tls)
+ *   BENCH_IPAM_TRACING    on (default) or off: after the phases, the first mode runs 64 requesters with
+ *                         OpenTelemetry tracing off and on (always_on sampling, OTLP http/protobuf to a
+ *                         receiver in this process, the SDK's default batching), interleaved off, on, on,
+ *                         off, BENCH_IPAM_PHASE_MS in all for each, and prints
+ *                           ipam tracing: on <n> allocations/s, off <n> allocations/s, ratio <r> (target >= 0.85)
+ *                         The requesters (RpcClient: CLIENT spans) and the controller (process, decide,
+ *                         commit, publish spans) share this process, so both sides' cost is in the ratio.
  */
 const fs = require('node:fs');
 const os = require('node:os');
@@ -413,6 +420,51 @@ async function startClients(m) {
   progress(`${m.mode}: controller up; ${CONNS} NATS connections for the requesters (${CLIENTS})`);
 }
 
+/** An OTLP/HTTP receiver that accepts and counts what it is sent (no decoding). */
+async function startTraceSink() {
+  const http = require('node:http');
+  const sink = { requests: 0, bytes: 0, server: undefined, endpoint: '' };
+  sink.server = http.createServer((req, res) => {
+    req.on('data', (c) => (sink.bytes += c.length));
+    req.on('end', () => {
+      sink.requests++;
+      res.writeHead(200, { 'content-type': req.headers['content-type'] || 'application/x-protobuf' }).end();
+    });
+  });
+  await new Promise((r) => sink.server.listen(0, '127.0.0.1', r));
+  sink.endpoint = `http://127.0.0.1:${sink.server.address().port}`;
+  return sink;
+}
+
+/**
+ * Tracing on against off, on the first mode at 64 requesters: the SDK is started once (from OTEL_* variables set
+ * here) and paused for the "off" slices, in the order off, on, on, off.
+ */
+async function tracingComparison(m) {
+  const { startTracing } = require('@underlay/adapters');
+  const sink = await startTraceSink();
+  Object.assign(process.env, { OTEL_EXPORTER_OTLP_ENDPOINT: sink.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf', OTEL_TRACES_SAMPLER: 'always_on' });
+  const tracing = startTracing({ service: 'underlay-controller', instance: `bench-${m.mode}` });
+  try {
+    const pool = await m.requesters.openPool('2001:db8:7ace::/64');
+    const acc = { on: newPhase(64), off: newPhase(64) };
+    for (const state of ['off', 'on', 'on', 'off']) {
+      tracing.pause(state === 'off');
+      progress(`${m.mode}: tracing ${state}, 64 requesters, ${PHASE_MS / 2} ms`);
+      await slice(m, acc[state], pool, PHASE_MS / 2, MAX_PER_PHASE / 2);
+      await m.controller.flushEvents();
+    }
+    tracing.pause(true);
+    const on = phaseResult(acc.on);
+    const off = phaseResult(acc.off);
+    await tracing.shutdown();
+    return { on, off, ratio: on.allocsPerS / off.allocsPerS, exports: sink.requests, bytes: sink.bytes };
+  } finally {
+    await tracing.shutdown();
+    await new Promise((r) => sink.server.close(r));
+  }
+}
+
 async function main() {
   const tStart = performance.now();
   const load0 = os.loadavg()[0];
@@ -462,6 +514,9 @@ async function main() {
     }
   }
 
+  const TRACING = (process.env.BENCH_IPAM_TRACING || 'on') !== 'off';
+  const traced = TRACING ? await tracingComparison(modes[0]) : undefined;
+
   progress('reading the logs back from etcd');
   const verified = new Map();
   for (const m of modes) verified.set(m, await verifyLog(m));
@@ -478,6 +533,16 @@ async function main() {
       `${modes.length > 1 ? `; the modes were interleaved, halves in the order ${[...modes, ...[...modes].reverse()].map((m) => m.mode).join(', ')}` : ''})`,
   );
   const perSecond = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
+  if (traced) {
+    console.log(
+      `(tracing, ${modes[0].mode} mode, 64 requesters: on p99 ${fmt.f1(traced.on.p99)} ms, off p99 ${fmt.f1(traced.off.p99)} ms; ` +
+        `${traced.exports} OTLP exports, ${traced.bytes.toLocaleString('en-US')} bytes; ${traced.on.errors + traced.off.errors} errors)`,
+    );
+    console.log(
+      `ipam tracing: on ${perSecond(traced.on.allocsPerS)} allocations/s, off ${perSecond(traced.off.allocsPerS)} allocations/s, ratio ${traced.ratio.toFixed(2)} ` +
+        `(target >= 0.85: ${traced.ratio >= 0.85 ? 'met' : 'missed'})`,
+    );
+  }
   const p99 = (x) => (Number.isFinite(x) ? (x < 10 ? x.toFixed(1) : String(Math.round(x))) : 'n/a');
   console.log(
     `ipam ${summary.map((s) => `${s.mode === 'plain' ? 'plain' : label(s.mode)}: ${perSecond(s.last.allocsPerS)} allocations/s (${perSecond(s.last.sustainedPerS)} with publishing) p99 ${p99(s.last.p99)} ms`).join(' | ')}`,

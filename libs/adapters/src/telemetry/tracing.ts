@@ -60,6 +60,8 @@ export interface TracingOptions {
 export interface Tracing {
   /** Flushes and stops the exporter. */
   shutdown(): Promise<void>;
+  /** Benchmarks: stops (true) or resumes (false) making spans, the SDK staying loaded (tracing on vs off in one run). */
+  pause(paused: boolean): void;
 }
 
 let enabled = false;
@@ -109,6 +111,9 @@ export function startTracing(opts: TracingOptions): Tracing | undefined {
   opts.logger?.(`tracing on: ${env.OTEL_TRACES_EXPORTER || 'otlp'} ${env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT || ''} (${env.OTEL_EXPORTER_OTLP_PROTOCOL || 'http/protobuf'}), service ${(env.OTEL_SERVICE_NAME ?? '').trim() || opts.service}, instance ${opts.instance}`);
   let done: Promise<void> | undefined;
   return {
+    pause: (paused) => {
+      if (!done) enabled = !paused;
+    },
     shutdown: () =>
       (done ??= sdk.shutdown().then(
         () => {
