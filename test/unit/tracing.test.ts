@@ -9,7 +9,8 @@ import { ROOT_CONTEXT, SpanKind, startTracing, traceMethods, traceparentOf, trac
 import type { ClusterEvent } from '@underlay/core';
 import type { EtcdEventLog } from '@underlay/adapters';
 import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { SpanKind as Kind } from '@opentelemetry/api';
+import { SpanKind as Kind, trace } from '@opentelemetry/api';
+import { PluginTraces } from '../../services/node-agent/src/plugin-traces';
 import { GroupCommitter } from '../../services/controller/src/committer';
 
 const ev = (seq: number) => ({ seq, id: String(seq), time: '2026-01-01T00:00:00Z', actor: 'x', type: 'NodeHello', data: {} }) as unknown as ClusterEvent;
@@ -118,5 +119,34 @@ describe('tracing on (one SDK for this file, spans in memory)', () => {
     expect(link[0]!.parentSpanContext?.spanId).toBe(parent.spanContext().spanId);
     expect(link[0]!.attributes['network.interface.name']).toBe('ul-1');
     expect(all.find((s) => s.name === 'fails')!.status.code).toBe(2);
+  });
+});
+
+describe('PluginTraces: one container start (and stop) as one trace', () => {
+  const sc = (n: number) => ({ traceId: n.toString(16).padStart(32, '0'), spanId: n.toString(16).padStart(16, '0'), traceFlags: 1 });
+  const parentOf = (t: PluginTraces, call: string, body: unknown) => trace.getSpanContext(t.parent(call, body));
+
+  it('chains RequestAddress → CreateEndpoint → Join, and Leave → DeleteEndpoint → ReleaseAddress', () => {
+    const t = new PluginTraces();
+    expect(parentOf(t, 'RequestAddress', { PoolID: 'p', Address: '' })).toBeUndefined();
+    t.done('RequestAddress', { PoolID: 'p' }, { Address: '10.0.0.5/24' }, sc(1));
+    const create = { NetworkID: 'n', EndpointID: 'e1', Interface: { Address: '10.0.0.5/24' } };
+    expect(parentOf(t, 'CreateEndpoint', create)?.spanId).toBe(sc(1).spanId);
+    t.done('CreateEndpoint', create, {}, sc(2));
+    expect(parentOf(t, 'Join', { NetworkID: 'n', EndpointID: 'e1' })?.spanId).toBe(sc(2).spanId);
+    // Taken once: a second Join is a trace of its own.
+    expect(parentOf(t, 'Join', { NetworkID: 'n', EndpointID: 'e1' })).toBeUndefined();
+    t.done('Leave', { NetworkID: 'n', EndpointID: 'e1' }, {}, sc(3));
+    expect(parentOf(t, 'DeleteEndpoint', { NetworkID: 'n', EndpointID: 'e1' })?.spanId).toBe(sc(3).spanId);
+    t.done('DeleteEndpoint', { NetworkID: 'n', EndpointID: 'e1' }, {}, sc(4));
+    expect(parentOf(t, 'ReleaseAddress', { PoolID: 'p', Address: '10.0.0.5' })?.spanId).toBe(sc(4).spanId);
+  });
+
+  it('forgets a call whose follower does not come within a minute', () => {
+    let now = 0;
+    const t = new PluginTraces(() => now);
+    t.done('RequestAddress', {}, { Address: '10.0.0.6/24' }, sc(5));
+    now = 61_000;
+    expect(parentOf(t, 'CreateEndpoint', { EndpointID: 'e2', Interface: { Address: '10.0.0.6/24' } })).toBeUndefined();
   });
 });
