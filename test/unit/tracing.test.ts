@@ -12,6 +12,11 @@ import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@o
 import { SpanKind as Kind, trace } from '@opentelemetry/api';
 import { PluginTraces } from '../../services/node-agent/src/plugin-traces';
 import { GroupCommitter } from '../../services/controller/src/committer';
+import { MemoryRouteOps, startRoutes } from '../../services/node-agent/src/routes/index';
+import type { ClusterView } from '../../services/node-agent/src/cluster-view';
+import type { NetworkRecord } from '../../services/node-agent/src/driver/store';
+import { decideNodeHello, decideRequestAddress, decideRequestPool } from '@underlay/core';
+import { engineWithClock } from './support';
 
 const ev = (seq: number) => ({ seq, id: String(seq), time: '2026-01-01T00:00:00Z', actor: 'x', type: 'NodeHello', data: {} }) as unknown as ClusterEvent;
 
@@ -119,6 +124,45 @@ describe('tracing on (one SDK for this file, spans in memory)', () => {
     expect(link[0]!.parentSpanContext?.spanId).toBe(parent.spanContext().spanId);
     expect(link[0]!.attributes['network.interface.name']).toBe('ul-1');
     expect(all.find((s) => s.name === 'fails')!.status.code).toBe(2);
+  });
+
+  it('makes an apply event span (CONSUMER) linked to the event\'s trace when an event adds a route, with route add under it', async () => {
+    exporter.reset();
+    const t = engineWithClock();
+    let macs = 0;
+    t.run((st) => decideNodeHello(st, { node: 'a', address: '198.51.100.1' }), 'node:a');
+    t.run((st) => decideNodeHello(st, { node: 'b', address: '198.51.100.2' }), 'node:b');
+    const poolOf = (node: string) => t.run((st) => decideRequestPool(st, { node, space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: { block_size: '28' }, v6: false }), `node:${node}`).poolId;
+    const id = poolOf('a');
+    poolOf('b');
+    const listeners = new Set<(evs: readonly ClusterEvent[]) => void>();
+    let sent = t.log.length;
+    const view = { get state() { return t.engine.state; }, get seq() { return t.engine.state.seq; }, onChange: (l: (evs: readonly ClusterEvent[]) => void) => (listeners.add(l), () => listeners.delete(l)), ready: () => Promise.resolve() };
+    const ops = new MemoryRouteOps();
+    const net = { id: 'n1', type: 'ipvlan', parent: 'eth1', createdParent: false, macvlanMode: '', ipvlanMode: 'l3', ipvlanFlag: 'bridge', internal: false, ipv4: [], ipv6: [], poolIds: [id] } as unknown as NetworkRecord;
+    const svc = await startRoutes({ node: 'a', view: view as unknown as ClusterView, localNetworks: () => [net], reconcileMs: 60_000, logger: () => {}, ops: traceMethods(ops, { addRoute: 'route add', deleteRoute: 'route del' }) });
+    try {
+      await new Promise((r) => setTimeout(r, 20)); // the first pass: nothing to do
+      const traceId = 'abcdefabcdefabcdefabcdefabcdef12';
+      t.run((st) => decideRequestAddress(st, { node: 'b', poolId: id, address: '', options: { 'com.docker.network.endpoint.macaddress': `02:00:00:00:00:0${++macs}` } }), 'node:b');
+      const evs = t.log.slice(sent) as ClusterEvent[];
+      sent = t.log.length;
+      for (const e of evs) (e as { traceId?: string }).traceId = traceId;
+      for (const l of listeners) l(evs);
+      const end = Date.now() + 2_000;
+      while (!ops.table.has('192.0.2.0/28') && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+      expect(ops.table.has('192.0.2.0/28')).toBe(true);
+    } finally {
+      await svc.stop();
+    }
+    const all = await spans();
+    const applied = all.find((x) => x.name === 'apply event')!;
+    expect(applied.kind).toBe(Kind.CONSUMER);
+    expect(applied.parentSpanContext).toBeUndefined();
+    expect(applied.links.map((l) => l.context.traceId)).toContain('abcdefabcdefabcdefabcdefabcdef12');
+    const add = all.find((x) => x.name === 'route add')!;
+    expect(add.parentSpanContext?.spanId).toBe(applied.spanContext().spanId);
+    expect(add.attributes).toEqual({}); // the unit test wraps without describing
   });
 });
 
