@@ -2,8 +2,10 @@
  * One `docker run` as one trace, from real processes: a lab host h1 with a real dockerd and agent process, and a
  * controller process (the compiled CLI) leading the cluster, both exporting OTLP/JSON over HTTP to a receiver in
  * this test (on the lab bridge, reachable from the host's namespace). The trace of the container's RequestAddress
- * holds the agent's plugin spans (RequestAddress, CreateEndpoint, Join), the agent's NATS request spans, and the
- * controller's process, decide and commit spans.
+ * holds the agent's plugin spans (RequestAddress, CreateEndpoint, Join), the agent's NATS request spans, the
+ * controller's process, decide and commit spans, and the macvlan link's netlink span. The network (a cluster
+ * network) gets its replica on h2: that agent's `apply event` span (CONSUMER) is linked to the trace that created
+ * the network, with the Docker API call under it.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -20,7 +22,7 @@ jest.setTimeout(240_000);
 const TAKEOVER_MS = 30_000;
 const SPANS_MS = 15_000;
 
-const ctx = withLab({ hosts: ['h1'] });
+const ctx = withLab({ hosts: ['h1', 'h2'] });
 let cluster: Cluster;
 let receiver: OtlpReceiver;
 let controller: Proc | undefined;
@@ -28,7 +30,7 @@ let controller: Proc | undefined;
 beforeAll(async () => {
   receiver = await startOtlpReceiver(ctx.lab.bridgeAddress);
   const otel = otelEnv(receiver.endpoint);
-  cluster = await startCluster(ctx.lab, [ctx.host('h1')], { agentEnv: otel });
+  cluster = await startCluster(ctx.lab, [ctx.host('h1'), ctx.host('h2')], { agentEnv: otel, agentArgs: ['--reconcile-interval-ms', '1000'] });
   // The traced controller is a process of its own: the cluster's in-process one steps down for it.
   await cluster.controller.stop();
   const port = await freePort();
@@ -92,8 +94,24 @@ describe('tracing across the agent and the controller', () => {
     const start = spans.reduce((m, s) => (s.startNs < m ? s.startNs : m), spans[0]!.startNs);
     const end = spans.reduce((m, s) => (s.endNs > m ? s.endNs : m), 0n);
     expect(Number(end - start) / 1e6).toBeLessThanOrEqual(runMs + 1_000);
+    await receiver.waitFor('netlink createMacvlan under docker Join', (s) => agent('netlink createMacvlan')(s) && s.parentSpanId === join.spanId, SPANS_MS);
     fs.writeFileSync(path.join(ctx.lab.dir, 'docker-run-trace.txt'), spans.map((s) => `${s.service} ${s.name} ${s.spanId} <- ${s.parentSpanId ?? '-'}`).join('\n'));
     await d.dockerOk(['rm', '-f', 'traced1']);
-    await d.dockerOk(['network', 'rm', 'tn']);
+  });
+
+  it('links the replica\'s apply event span on h2 to the trace that created the network on h1', async () => {
+    const applied = await receiver.waitFor(
+      'apply event for network tn on h2',
+      (s) => s.service === 'underlay-agent' && s.instance === 'h2' && s.name === 'apply event' && s.attributes['underlay.network'] === 'tn',
+      SPANS_MS,
+    );
+    expect(applied.kind).toBe(KIND.consumer);
+    expect(applied.links.length).toBe(1);
+    const linked = applied.links[0]!.traceId;
+    // That trace began on h1 (a plugin call or a request of its agent) and holds the controller's decision.
+    expect(receiver.spans.some((s) => s.traceId === linked && s.service === 'underlay-agent' && s.instance === 'h1')).toBe(true);
+    expect(receiver.spans.some((s) => s.traceId === linked && s.service === 'underlay-controller' && s.name.startsWith('decide '))).toBe(true);
+    await receiver.waitFor('docker api createNetwork under it', (s) => s.instance === 'h2' && s.name === 'docker api createNetwork' && s.parentSpanId === applied.spanId, SPANS_MS);
+    await cluster.nodes.get('h1')!.docker.dockerOk(['network', 'rm', 'tn']);
   });
 });

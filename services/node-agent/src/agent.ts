@@ -179,6 +179,7 @@ export class Agent {
       }
     };
     this.unlisten = view.onChange((evs, _state, info) => {
+      this.replicas?.noteEvents(evs);
       if (info?.resync || evs.some(concernsThisHost)) this.replicas?.trigger();
     });
     await view.start();

@@ -12,8 +12,8 @@
  * shared ReconcileRunner; a replica whose create failed waits its own Backoff, and the pass asks the runner to come
  * back when the earliest of those waits ends ({ requeueAfterMs }).
  */
-import { ROOT_CONTEXT, ReconcileRunner, SpanKind, attr, withSpan, type PassResult } from '@underlay/adapters';
-import { Backoff, type BackoffPolicy, REPLICA_LABEL, dockerCreateBody, parseNetworkOptions, plugin, type ClusterNetwork, type ClusterState } from '@underlay/core';
+import { ROOT_CONTEXT, ReconcileRunner, SpanKind, attr, linkTo, tracingOn, withSpan, type Link, type PassResult } from '@underlay/adapters';
+import { Backoff, type BackoffPolicy, REPLICA_LABEL, dockerCreateBody, eventTraceparent, parseNetworkOptions, plugin, type ClusterEvent, type ClusterNetwork, type ClusterState } from '@underlay/core';
 import { mapParent } from '../config.js';
 import type { DriverContext } from './context.js';
 import { findParent } from './links.js';
@@ -60,6 +60,22 @@ export class ReplicaReconciler {
 
   async stop(): Promise<void> {
     await this.runner.stop();
+  }
+
+  /** Tracing on: the trace of each cluster network's creation (name → link), for the `apply event` span of its replica. */
+  private readonly createdTraces = new Map<string, Link>();
+
+  /** Notes the traces of cluster networks created (tracing on; at most 256 kept, oldest dropped). */
+  noteEvents(events: readonly ClusterEvent[]): void {
+    if (!tracingOn()) return;
+    for (const e of events) {
+      if (e.type !== 'ClusterNetworkCreated' || !e.traceId) continue;
+      const link = linkTo(eventTraceparent(e.traceId, e.seq), { [attr.seq]: e.seq });
+      if (!link) continue;
+      this.createdTraces.delete(e.data.name);
+      this.createdTraces.set(e.data.name, link);
+      if (this.createdTraces.size > 256) this.createdTraces.delete(this.createdTraces.keys().next().value!);
+    }
   }
 
   /** Runs a pass now, or once more right after the running one. */
@@ -127,10 +143,12 @@ export class ReplicaReconciler {
       }
       try {
         // Tracing on: creating a replica applies the cluster network's event to this host (`apply event`, CONSUMER).
-        const id = await withSpan('apply event', { kind: SpanKind.CONSUMER, parent: ROOT_CONTEXT, attributes: { [attr.node]: ctx.node, [attr.network]: cn.name, [attr.seq]: cn.createdSeq } }, () =>
+        const link = this.createdTraces.get(cn.name);
+        const id = await withSpan('apply event', { kind: SpanKind.CONSUMER, parent: ROOT_CONTEXT, links: link ? [link] : [], attributes: { [attr.node]: ctx.node, [attr.network]: cn.name, [attr.seq]: cn.createdSeq } }, () =>
           ctx.docker.createNetwork(dockerCreateBody(cn.name, cn.definition, plugin.PLUGIN_NAME, { [REPLICA_LABEL]: cn.originNode ?? 'api' })),
         );
         ctx.log(`created replica of cluster network ${cn.name} (${id.slice(0, 12)})`);
+        this.createdTraces.delete(cn.name);
         this.status.lastError.delete(cn.name);
         this.backoff.delete(cn.name);
       } catch (e) {
