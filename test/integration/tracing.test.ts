@@ -4,7 +4,7 @@
  * `process <method>` span (a child of the caller's span), its `decide <method>` span, the `commit` span of the
  * etcd transaction (linked to the request's span) and the `publish` span; the event it made stores that trace id.
  * An HTTP API request with a traceparent gets a SERVER span in the caller's trace. A controller with no exporter
- * endpoint exports nothing.
+ * endpoint exports nothing; `http/protobuf` goes to the same endpoint (counted, not decoded).
  */
 import * as path from 'node:path';
 import { RequestAddressRes, RequestPoolRes, ReadEventsRes, rpcSubject } from '@underlay/core';
@@ -120,13 +120,34 @@ describe('a traced controller process', () => {
     expect(span.attributes['http.response.status_code']).toBe(200);
   });
 
-  it('flushes its spans when it stops', async () => {
-    const before = receiver.requests;
-    await rpc.call('requestPool', { node: 'h2', space: 'underlay', pool: '10.78.0.0/16', subPool: '', options: {}, v6: false }, RequestPoolRes, { traceparent: `00-${'c'.repeat(32)}-${CALLER}-01` });
+  it('exports what it holds when it stops (SIGTERM flushes the exporter)', async () => {
     await stopProcess(c1.proc, 'SIGTERM', 10_000);
     expect(c1.proc.exitInfo()?.code).toBe(0);
-    expect(receiver.requests).toBeGreaterThan(before);
-    expect(receiver.spans.some((s) => s.traceId === 'c'.repeat(32) && s.name === 'process requestPool')).toBe(true);
+    // A controller whose batches would wait 10 minutes: only the flush at stop can send its spans.
+    const slow = await startController('c4', { ...otelEnv(receiver.endpoint), OTEL_BSP_SCHEDULE_DELAY: '600000' });
+    const trace = 'c'.repeat(32);
+    await rpc.call('requestPool', { node: 'h2', space: 'underlay', pool: '10.78.0.0/16', subPool: '', options: {}, v6: false }, RequestPoolRes, { traceparent: `00-${trace}-${CALLER}-01` });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(receiver.spans.some((s) => s.traceId === trace)).toBe(false);
+    await stopProcess(slow.proc, 'SIGTERM', 10_000);
+    expect(slow.proc.exitInfo()?.code).toBe(0);
+    expect(receiver.spans.filter((s) => s.traceId === trace).map((s) => s.name)).toEqual(expect.arrayContaining(['process requestPool', 'decide requestPool', 'commit']));
+  });
+});
+
+describe('a controller process with OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf', () => {
+  it('exports OTLP/protobuf to the same endpoint', async () => {
+    const proto = await startOtlpReceiver();
+    let proc: Proc | undefined;
+    try {
+      ({ proc } = await startController('c5', { ...otelEnv(proto.endpoint), OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf' }));
+      await rpc.call('requestPool', { node: 'h5', space: 'underlay', pool: '10.81.0.0/16', subPool: '', options: {}, v6: false }, RequestPoolRes, { traceparent: `00-${'f'.repeat(32)}-${CALLER}-01` });
+      await waitFor(() => proto.protobufBodies > 0, { timeoutMs: SPANS_MS, intervalMs: 20, what: 'an OTLP/protobuf export from c5' });
+      expect(proto.rejected).toBe(0);
+    } finally {
+      if (proc) await stopProcess(proc, 'SIGTERM', 10_000);
+      await proto.close();
+    }
   });
 });
 

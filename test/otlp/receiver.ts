@@ -85,6 +85,8 @@ export interface OtlpReceiver {
   /** Requests received (any path), and bodies that were not OTLP/JSON. */
   requests: number;
   rejected: number;
+  /** OTLP/protobuf bodies (http/protobuf exporters): accepted and counted, not decoded. */
+  protobufBodies: number;
   /** Resolves when a span matching `pred` has arrived (rejects after timeoutMs, naming `what`). */
   waitFor(what: string, pred: (s: ReceivedSpan) => boolean, timeoutMs: number): Promise<ReceivedSpan>;
   close(): Promise<void>;
@@ -99,6 +101,7 @@ export async function startOtlpReceiver(host = '127.0.0.1', port = 0): Promise<O
     spans,
     requests: 0,
     rejected: 0,
+    protobufBodies: 0,
     waitFor(what, pred, timeoutMs) {
       return new Promise((resolve, reject) => {
         const check = (): boolean => {
@@ -129,6 +132,11 @@ export async function startOtlpReceiver(host = '127.0.0.1', port = 0): Promise<O
     req.on('end', () => {
       if (req.method !== 'POST' || (req.url ?? '').split('?')[0] !== '/v1/traces') {
         res.writeHead(404).end();
+        return;
+      }
+      if ((req.headers['content-type'] ?? '').includes('protobuf')) {
+        r.protobufBodies++;
+        res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
         return;
       }
       try {
