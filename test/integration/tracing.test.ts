@@ -4,7 +4,7 @@
  * `process <method>` span (a child of the caller's span), its `decide <method>` span, the `commit` span of the
  * etcd transaction (linked to the request's span) and the `publish` span; the event it made stores that trace id.
  * An HTTP API request with a traceparent gets a SERVER span in the caller's trace. A controller with no exporter
- * endpoint exports nothing; `http/protobuf` goes to the same endpoint (counted, not decoded).
+ * endpoint exports nothing; `http/protobuf` and `grpc` exports arrive too (counted, not decoded).
  */
 import * as path from 'node:path';
 import { RequestAddressRes, RequestPoolRes, ReadEventsRes, rpcSubject } from '@underlay/core';
@@ -14,7 +14,7 @@ import { CLI, ensureBuilt } from '../e2e/support/cluster';
 import { spawnLogged, stopProcess, type Proc } from '../lab/spawn';
 import { freePort, httpGet } from '../lab/probes';
 import { waitFor } from '../lab/wait';
-import { KIND, otelEnv, startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../otlp/receiver';
+import { KIND, otelEnv, startOtlpGrpcReceiver, startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../otlp/receiver';
 
 jest.setTimeout(120_000);
 
@@ -147,6 +147,22 @@ describe('a controller process with OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf', 
     } finally {
       if (proc) await stopProcess(proc, 'SIGTERM', 10_000);
       await proto.close();
+    }
+  });
+});
+
+describe('a controller process with OTEL_EXPORTER_OTLP_PROTOCOL=grpc', () => {
+  it('exports over OTLP/gRPC', async () => {
+    const g = await startOtlpGrpcReceiver();
+    let proc: Proc | undefined;
+    try {
+      ({ proc } = await startController('c6', { ...otelEnv(g.endpoint), OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }));
+      await rpc.call('requestPool', { node: 'h6', space: 'underlay', pool: '10.82.0.0/16', subPool: '', options: {}, v6: false }, RequestPoolRes, { traceparent: `00-${'9'.repeat(32)}-${CALLER}-01` });
+      await waitFor(() => g.exports > 0, { timeoutMs: SPANS_MS, intervalMs: 20, what: 'an OTLP/gRPC export from c6' });
+      expect(g.bytes).toBeGreaterThan(0);
+    } finally {
+      if (proc) await stopProcess(proc, 'SIGTERM', 10_000);
+      await g.close();
     }
   });
 });

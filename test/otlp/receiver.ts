@@ -168,3 +168,29 @@ export function otelEnv(endpoint: string): Record<string, string> {
     OTEL_BSP_SCHEDULE_DELAY: '100',
   };
 }
+
+/**
+ * An OTLP/gRPC trace receiver (OTEL_EXPORTER_OTLP_PROTOCOL=grpc): answers TraceService/Export with an empty
+ * response and counts the calls and bytes (no protobuf decoding).
+ */
+export async function startOtlpGrpcReceiver(host = '127.0.0.1'): Promise<{ endpoint: string; exports: number; bytes: number; close(): Promise<void> }> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const grpc = require('@grpc/grpc-js') as typeof import('@grpc/grpc-js');
+  const server = new grpc.Server();
+  const out = { endpoint: '', exports: 0, bytes: 0, close: () => new Promise<void>((r) => server.tryShutdown(() => r())) };
+  const raw = (b: Buffer) => b;
+  server.register<Buffer, Buffer>(
+    '/opentelemetry.proto.collector.trace.v1.TraceService/Export',
+    (call: { request: Buffer }, callback: (err: null, res: Buffer) => void) => {
+      out.exports++;
+      out.bytes += call.request.length;
+      callback(null, Buffer.alloc(0));
+    },
+    raw,
+    raw,
+    'unary',
+  );
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync(`${host}:0`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  out.endpoint = `http://${host}:${port}`;
+  return out;
+}
