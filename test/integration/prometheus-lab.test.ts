@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { freePort } from '../lab/probes';
 import { isAlive } from '../lab/procfs';
 import { dashboardFileExpressions } from '../lab/promql';
-import { prometheusBudgetMs, startPrometheus, type PrometheusService } from '../lab/prometheus';
+import { evaluateExpressions, prometheusBudgetMs, ruleMetricExpressions, startPrometheus, type PrometheusService } from '../lab/prometheus';
 import { waitFor } from '../lab/wait';
 
 const ROOT = path.resolve(__dirname, '../..');
@@ -103,13 +103,9 @@ test('a PromQL error comes back with Prometheus\' message', async () => {
 test('every dashboard expression evaluates without error; those over the fake\'s metrics return data', async () => {
   await prom!.waitForData('underlay_rpc_requests_total', FIRST_SCRAPE_MS);
   const exprs = ['underlay-cluster.json', 'underlay-agent.json', 'underlay-traces.json'].flatMap((f) => dashboardFileExpressions(path.join(ROOT, 'deploy/grafana', f)));
-  const withData: string[] = [];
-  for (const e of exprs) {
-    const r = await prom!.query(e.expr).catch((err: Error) => {
-      throw new Error(`${e.where}: ${err.message}`);
-    });
-    if (r.samples.length > 0) withData.push(e.where);
-  }
+  const results = await evaluateExpressions(prom!, exprs);
+  expect(results.filter((r) => r.error !== undefined)).toEqual([]);
+  const withData = results.filter((r) => r.samples > 0).map((r) => r.where);
   // Pool use, in use per pool/node, allocation rate, requestAddress latency, leader … (the agent's are absent here).
   expect(withData).toEqual(expect.arrayContaining([
     "underlay-cluster.json: panel 'Pool use' target A",
@@ -131,4 +127,11 @@ test('the shipped alert rules load; UnderlayPoolNearlyFull goes pending over the
   });
   const after = await prom!.rules();
   expect(after.find((r) => r.name === 'UnderlayNoLeader')).toMatchObject({ state: 'inactive', health: 'ok' });
+  // The metrics the rules read: the fake serves the pool and leader ones only.
+  const present = (await evaluateExpressions(prom!, ruleMetricExpressions(after))).filter((r) => r.samples > 0).map((r) => r.where);
+  expect(present.sort()).toEqual([
+    'rule UnderlayNoLeader: underlay_leader',
+    'rule UnderlayPoolNearlyFull: underlay_ipam_addresses_in_use',
+    'rule UnderlayPoolNearlyFull: underlay_ipam_pool_size_addresses',
+  ]);
 }, FIRST_SCRAPE_MS + 10_000);

@@ -227,3 +227,39 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
   };
   return service;
 }
+
+/** One expression evaluated: how many samples it returned, or Prometheus' error. */
+export interface ExpressionResult {
+  where: string;
+  expr: string;
+  samples: number;
+  error?: string;
+}
+
+/**
+ * Evaluates each expression (e.g. `dashboardExpressions` of promql.ts) as an instant query. For the acceptance
+ * "every expression returns data after the scenario": `.filter((r) => r.samples === 0 || r.error)` is the list
+ * to report.
+ */
+export async function evaluateExpressions(prom: Pick<PrometheusService, 'query'>, exprs: ReadonlyArray<{ where: string; expr: string }>): Promise<ExpressionResult[]> {
+  const out: ExpressionResult[] = [];
+  for (const e of exprs) {
+    try {
+      out.push({ where: e.where, expr: e.expr, samples: (await prom.query(e.expr)).samples.length });
+    } catch (err) {
+      out.push({ where: e.where, expr: e.expr, samples: 0, error: (err as Error).message });
+    }
+  }
+  return out;
+}
+
+/**
+ * An alert's expression returns data only while its condition holds. What can be asked of a healthy cluster is
+ * that every metric an alert rule reads exists: one `count(<metric>)` per underlay_* name of each rule (the rules
+ * as `rules()` reports them).
+ */
+export function ruleMetricExpressions(rules: readonly PromRule[]): Array<{ where: string; expr: string }> {
+  return rules.flatMap((r) =>
+    [...new Set(r.query.match(/\bunderlay_[a-z0-9_]+/g) ?? [])].map((m) => ({ where: `rule ${r.name}: ${m}`, expr: `count(${m})` })),
+  );
+}
