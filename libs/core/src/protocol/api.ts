@@ -293,7 +293,7 @@ export const EventsQuery = z.object({
     .describe('true: keep the answer open and send every event after since, then each new one, as NDJSON lines'),
   trace: z
     .string()
-    .regex(TRACE_ID_PATTERN, TRACE_ID_RULE)
+    .regex(TRACE_ID_PATTERN, { message: TRACE_ID_RULE, abort: true })
     .refine(isTraceId, TRACE_ID_RULE)
     .optional()
     .describe(
