@@ -8,6 +8,7 @@ import { eventsCommand, eventsUsage } from './commands/events.js';
 import { ipamCommand, ipamUsageText } from './commands/ipam.js';
 import { networkCommand, networkCreateFlags, networkUsage } from './commands/network.js';
 import { nodeCommand, nodeUsage } from './commands/node.js';
+import { traceCommand, traceUsage } from './commands/trace.js';
 
 interface ServiceCommand {
   about: string;
@@ -32,6 +33,7 @@ const clients = {
   node: { run: nodeCommand, about: 'nodes: ls', usage: nodeUsage },
   ipam: { run: ipamCommand, about: 'address use: usage', usage: ipamUsageText },
   events: { run: eventsCommand, about: 'print (or --follow) the cluster event log', usage: eventsUsage },
+  trace: { run: traceCommand, about: 'print the events of one trace (a TRACE id of events) from the log', usage: traceUsage },
 } as const;
 
 const commands: Record<string, { run: (argv: string[]) => Promise<number> }> = {

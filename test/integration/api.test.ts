@@ -111,6 +111,11 @@ describe('controller HTTP API', () => {
     expect(q.status).toBe(400);
     expect(q.json.error).toMatchObject({ field: 'since', message: 'since: must be a whole number ≥ 0' });
     expect((await call('GET', '/v1/events?limit=0')).json.error.field).toBe('limit');
+    for (const t of ['xyz', '0'.repeat(32), 'A'.repeat(32)]) {
+      const tq = await call('GET', `/v1/events?trace=${t}`);
+      expect(tq.status).toBe(400);
+      expect(tq.json.error).toMatchObject({ field: 'trace', message: 'trace: must be a W3C trace id: 32 lowercase hex digits, not all zeros' });
+    }
     expect((await call('GET', '/v1/networks/-x')).json.error.field).toBe('name');
   });
 
@@ -232,7 +237,7 @@ describe('controller HTTP API', () => {
     expect(schemas.NodeView.properties.status.enum).toEqual(['Ready', 'NotReady']);
     expect(doc.paths['/v1/networks'].post.requestBody.content['application/json'].schema).toEqual({ $ref: '#/components/schemas/NetworkCreateRequest' });
     expect(doc.paths['/v1/networks'].post.responses['201'].content['application/json'].schema).toEqual({ $ref: '#/components/schemas/NetworkCreateResponse' });
-    expect(doc.paths['/v1/events'].get.parameters.map((p: { name: string }) => p.name)).toEqual(['since', 'limit', 'follow']);
+    expect(doc.paths['/v1/events'].get.parameters.map((p: { name: string }) => p.name)).toEqual(['since', 'limit', 'follow', 'trace']);
     expect(doc.paths['/v1/events'].get.responses['200'].content['application/x-ndjson']).toBeDefined();
     // Every $ref points at a component that exists.
     const refs: string[] = [];
@@ -254,6 +259,22 @@ describe('controller HTTP API', () => {
     expect(page.events.map((e) => e.seq)).toEqual([3, 4, 5]);
     expect(page.next).toBe(5);
     expect(EventsPage.parse((await call('GET', `/v1/events?since=${head}`)).json)).toEqual({ events: [], next: head });
+
+    // trace=ID: only that trace's events, filtered by the controller; `next` is the last event read (matched or not).
+    const traced = all.events.find((e) => e.traceId)!;
+    const same = all.events.filter((e) => e.traceId === traced.traceId);
+    expect(EventsPage.parse((await call('GET', `/v1/events?trace=${traced.traceId}`)).json)).toEqual({ events: same, next: head });
+    expect(EventsPage.parse((await call('GET', `/v1/events?trace=${traced.traceId}&limit=1`)).json)).toEqual({ events: [same[0]], next: same[0]!.seq });
+    expect(EventsPage.parse((await call('GET', `/v1/events?trace=${'f'.repeat(32)}&since=1`)).json)).toEqual({ events: [], next: head });
+    // ...and in a follow stream.
+    const tracedStream = await fetch(`${base}/v1/events?since=0&follow=true&trace=${traced.traceId}`, { headers: AUTH, signal: AbortSignal.timeout(1_500) });
+    let tracedText = '';
+    try {
+      for await (const chunk of tracedStream.body as unknown as AsyncIterable<Uint8Array>) tracedText += Buffer.from(chunk).toString();
+    } catch {
+      /* the timeout ends it */
+    }
+    expect(tracedText.trimEnd().split('\n').map((l) => (JSON.parse(l) as ClusterEvent).seq)).toEqual(same.map((e) => e.seq));
 
     // follow: the stream first sends what is after `since`, then each new event.
     const ac = new AbortController();

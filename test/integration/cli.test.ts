@@ -1,8 +1,9 @@
 /**
  * The compiled `underlay` CLI against a live controller (real etcd and NATS): network ls/inspect/
  * create/rm, endpoint ls (an endpoint bound through RPC, its container named by the node's report),
- * node ls (Ready, then NotReady once the lease runs out), ipam usage, events (--since, --follow), tables
- * and --json, and the messages and exit codes when the controller cannot be reached or refuses the token.
+ * node ls (Ready, then NotReady once the lease runs out), ipam usage, events (--since, --follow, the TRACE
+ * column), trace ID (the events of requests made with a known traceparent), tables and --json, and the messages
+ * and exit codes when the controller cannot be reached or refuses the token.
  */
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -16,6 +17,8 @@ import {
   NetworkDetail,
   NetworkList,
   NodeList,
+  RequestAddressRes,
+  type ClusterEvent,
   type NodeReport,
 } from '@underlay/core';
 import type { RpcClient } from '@underlay/adapters';
@@ -274,7 +277,7 @@ describe('underlay CLI against a live controller', () => {
     const head = all.length;
     const tail = (await ok(['events', '--since', String(head - 2)])).trimEnd().split('\n');
     expect(tail).toHaveLength(2);
-    expect(tail[0]).toMatch(new RegExp(`^ *${head - 1}  \\d{4}-\\d\\d-\\d\\dT\\S+Z  \\w+ +\\S+ +\\{`));
+    expect(tail[0]).toMatch(new RegExp(`^ *${head - 1}  \\d{4}-\\d\\d-\\d\\dT\\S+Z  \\w+ +\\S+ +(-|[0-9a-f]{32}) +\\{`));
     expect(await ok(['events', '--since', String(head)])).toBe('');
   });
 
@@ -297,6 +300,61 @@ describe('underlay CLI against a live controller', () => {
     expect(await f.exited).toBeNull();
   });
 
+  it('events shows each event\'s trace id; trace ID prints exactly the events of that trace', async () => {
+    const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const OTHER = '0af7651916cd43dd8448eb211c80319c';
+    const tp = (trace: string, span: string) => ({ traceparent: `00-${trace}-${span}-01` });
+    const head = (await ok(['events', '--json'])).trimEnd().split('\n').length;
+    const poolId = IpamUsage.parse(JSON.parse(await ok(['ipam', 'usage', '--json']))).pools.find((p) => p.cidr === '198.18.4.0/24')!.poolId;
+    // Two requests of one trace (an allocation and its release, as an agent's RequestAddress and ReleaseAddress), one of another trace in between.
+    const a = await rpc.call('requestAddress', { node: 'h1', poolId, address: '', options: {}, requestId: 'trace-1', kind: 'endpoint' }, RequestAddressRes, tp(TRACE, '00f067aa0ba902b7'));
+    const b = await rpc.call('requestAddress', { node: 'h1', poolId, address: '', options: {}, requestId: 'trace-2', kind: 'endpoint' }, RequestAddressRes, tp(OTHER, '00f067aa0ba902b8'));
+    await rpc.call('releaseAddress', { node: 'h1', poolId, address: a.address.split('/')[0]!, allocSeq: a.allocSeq }, EmptyRes, tp(TRACE, '00f067aa0ba902b9'));
+    await rpc.call('releaseAddress', { node: 'h1', poolId, address: b.address.split('/')[0]!, allocSeq: b.allocSeq }, EmptyRes, tp(OTHER, '00f067aa0ba902ba'));
+
+    // --json: every event as the API sent it, traceId included; the CLI's own requests (network create) have none.
+    const all = (await ok(['events', '--json'])).trimEnd().split('\n').map((l) => JSON.parse(l) as ClusterEvent);
+    const ours = all.filter((e) => e.traceId === TRACE);
+    expect(ours.length).toBeGreaterThanOrEqual(2);
+    expect(ours.every((e) => e.seq > head)).toBe(true);
+    expect(ours.map((e) => e.type)).toEqual(expect.arrayContaining(['AddressAllocated', 'AddressReleased']));
+    expect(all.filter((e) => e.seq > head).every((e) => e.traceId === TRACE || e.traceId === OTHER)).toBe(true);
+    expect(all.find((e) => e.type === 'ClusterNetworkCreated')!.traceId).toBeUndefined();
+
+    // The table: a TRACE column, the trace id or '-'.
+    const traceColumn = (line: string) => /^ *(\d+)  \S+  \w+ +\S+ +(-|[0-9a-f]{32}) +\{/.exec(line);
+    const lines = (await ok(['events'])).trimEnd().split('\n');
+    const cells = lines.map((l) => traceColumn(l));
+    expect(cells.every(Boolean)).toBe(true);
+    expect(cells.map((m) => [Number(m![1]), m![2]])).toEqual(all.map((e) => [e.seq, e.traceId ?? '-']));
+
+    // trace ID: exactly that trace's events, in seq order, as events prints them.
+    const j = await cli(['trace', TRACE, '--json']);
+    expect({ code: j.code, stderr: j.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(j.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as ClusterEvent)).toEqual(ours);
+    const t = await ok(['trace', TRACE]);
+    expect(t).toBe(lines.filter((_, i) => cells[i]![2] === TRACE).map((l) => `${l}\n`).join(''));
+    expect((await ok(['trace', OTHER, '--json'])).trimEnd().split('\n').map((l) => (JSON.parse(l) as ClusterEvent).traceId)).toEqual(all.filter((e) => e.traceId === OTHER).map(() => OTHER));
+    // --since: only the later ones.
+    const later = (await ok(['trace', TRACE, '--json', '--since', String(ours[0]!.seq)])).trimEnd().split('\n').map((l) => (JSON.parse(l) as ClusterEvent).seq);
+    expect(later).toEqual(ours.slice(1).map((e) => e.seq));
+
+    // A trace with no events: nothing on stdout (empty NDJSON with --json), a note on stderr, exit 0.
+    const none = 'f'.repeat(32);
+    expect(await cli(['trace', none])).toEqual({ code: 0, stdout: '', stderr: `underlay trace: no events for trace ${none}\n` });
+    expect(await cli(['trace', none, '--json'])).toEqual({ code: 0, stdout: '', stderr: `underlay trace: no events for trace ${none}\n` });
+
+    // Not a trace id: exit 2 before asking the controller.
+    for (const bad of ['xyz', '0'.repeat(32), TRACE.toUpperCase(), `00-${TRACE}-00f067aa0ba902b7-01`]) {
+      const r = await cli(['trace', bad]);
+      expect({ bad, code: r.code, stdout: r.stdout }).toEqual({ bad, code: 2, stdout: '' });
+      expect(r.stderr).toBe(`underlay trace: TRACE_ID must be a W3C trace id: 32 lowercase hex digits, not all zeros (got ${JSON.stringify(bad)})\n`);
+    }
+    const missing = await cli(['trace']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('trace takes one trace id (got none)');
+  });
+
   it('says clearly when the controller cannot be reached (exit 1)', async () => {
     const port = await new Promise<number>((resolve) => {
       const s = net.createServer().listen(0, '127.0.0.1', () => {
@@ -304,7 +362,7 @@ describe('underlay CLI against a live controller', () => {
         s.close(() => resolve(p));
       });
     });
-    for (const args of [['network', 'ls'], ['node', 'ls'], ['events'], ['events', '--follow']]) {
+    for (const args of [['network', 'ls'], ['node', 'ls'], ['events'], ['events', '--follow'], ['trace', '4bf92f3577b34da6a3ce929d0e0e4736']]) {
       const r = await cli([...args, '--controller', `http://127.0.0.1:${port}`]);
       expect({ args, code: r.code, stdout: r.stdout }).toEqual({ args, code: 1, stdout: '' });
       expect(r.stderr).toBe(`underlay: cannot reach the controller at http://127.0.0.1:${port} (connect ECONNREFUSED); is it running? set --controller or UNDERLAY_CONTROLLER\n`);

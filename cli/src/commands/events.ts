@@ -1,6 +1,9 @@
 /**
  * `underlay events [--since SEQ] [--follow] [--json]`: the cluster event log through the HTTP API, page by
- * page; with --follow it keeps printing new events as they are committed, until interrupted.
+ * page; with --follow it keeps printing new events as they are committed, until interrupted. One line per
+ * event: SEQ, TIME, TYPE, ACTOR, TRACE (the W3C trace id of the request that caused it, `-` when none; what
+ * `underlay trace ID` takes) and the event's data as JSON; --json prints each event as the API sends it
+ * (its `traceId` field when it has one).
  */
 import { retry, sleep } from '@underlay/adapters';
 import { ClusterEvent, EventsPage, type BackoffPolicy } from '@underlay/core';
@@ -25,9 +28,19 @@ const BUSY_RETRY: BackoffPolicy = { minMs: 5_000, maxMs: 30_000 };
 /** Pause before opening a stream again after it ended. */
 const REOPEN_MS = 1_000;
 
-function line(e: ClusterEvent, asJson: boolean): string {
+/** Width of the TRACE column: a W3C trace id. */
+const TRACE_WIDTH = 32;
+
+/** The TRACE cell: the event's trace id, `-` when it has none; whitespace folded so the columns stay parseable. */
+export function traceCell(traceId: string | undefined): string {
+  const t = traceId?.replace(/\s+/g, '');
+  return t ? t : '-';
+}
+
+/** One event as `underlay events` and `underlay trace` print it: a line of columns, or its JSON (NDJSON). */
+export function eventLine(e: ClusterEvent, asJson: boolean): string {
   if (asJson) return `${JSON.stringify(e)}\n`;
-  return `${String(e.seq).padStart(6)}  ${e.time}  ${e.type.padEnd(21)} ${e.actor.padEnd(14)} ${JSON.stringify(e.data)}\n`;
+  return `${String(e.seq).padStart(6)}  ${e.time}  ${e.type.padEnd(21)} ${e.actor.padEnd(14)} ${traceCell(e.traceId).padEnd(TRACE_WIDTH)} ${JSON.stringify(e.data)}\n`;
 }
 
 export async function eventsCommand(argv: string[]): Promise<number> {
@@ -51,7 +64,7 @@ export async function eventsCommand(argv: string[]): Promise<number> {
         async () => {
           await api.stream(`/v1/events?since=${cursor}&follow=true`, (raw) => {
             const r = ClusterEvent.safeParse(raw);
-            process.stdout.write(r.success ? line(r.data as ClusterEvent, opts.json) : `${JSON.stringify(raw)}\n`);
+            process.stdout.write(r.success ? eventLine(r.data as ClusterEvent, opts.json) : `${JSON.stringify(raw)}\n`);
             if (r.success) cursor = r.data.seq;
           });
           opened = true;
@@ -65,7 +78,7 @@ export async function eventsCommand(argv: string[]): Promise<number> {
   const limit = 1000;
   for (;;) {
     const { data } = await api.get(`/v1/events?since=${next}&limit=${limit}`, EventsPage);
-    for (const e of data.events) process.stdout.write(line(e as ClusterEvent, opts.json));
+    for (const e of data.events) process.stdout.write(eventLine(e as ClusterEvent, opts.json));
     if (data.events.length < limit || data.next === next) break;
     next = data.next;
   }

@@ -39,6 +39,7 @@ import {
   activeTraceId,
   connectNats,
   sleep,
+  failureLog,
   ensureNodeConsumer,
   keys,
   maxPayload,
@@ -208,6 +209,7 @@ export class Controller {
 
   /** Folds new events from the log every FOLLOW_MS until stopped (a ReconcileRunner whose pass is one refresh). */
   private follow(): { stop(): Promise<void> } {
+    const failures = failureLog(this.logger, 'standby following the log');
     const runner = new ReconcileRunner({
       name: 'standby-follow',
       resyncMs: FOLLOW_MS,
@@ -215,7 +217,8 @@ export class Controller {
       reconcile: async () => {
         if (!this.stopped) await this.writer.refresh();
       },
-      onError: (e) => this.logger(`standby could not follow the log: ${(e as Error).message}`),
+      onError: (e) => failures.failed(e),
+      onRecovered: () => failures.recovered(),
     });
     runner.start();
     return { stop: () => runner.stop() };

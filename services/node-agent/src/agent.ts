@@ -4,7 +4,7 @@
  */
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
-import { DockerEngine, ReconcileRunner, RpcClient, connectNats, openRouteOps, spanNames, traceMethods, type Attributes, type NatsConnection, type RouteOps } from '@underlay/adapters';
+import { DockerEngine, ReconcileRunner, failureLog, RpcClient, connectNats, openRouteOps, spanNames, traceMethods, type Attributes, type NatsConnection, type RouteOps } from '@underlay/adapters';
 import { nodeInboxPrefix, plugin, type ClusterEvent } from '@underlay/core';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ClusterView } from './cluster-view.js';
@@ -101,6 +101,7 @@ export class Agent {
   private routeOps?: RouteOps;
   /** Reports to the controller now and every reportIntervalMs (a report logs its own failure). */
   private reporter?: ReconcileRunner;
+  private readonly reportFailures = failureLog((line) => this.logger(line), 'report to the controller');
   private ctx?: DriverContext;
   view?: ClusterView;
   replicas?: ReplicaReconciler;
@@ -230,8 +231,10 @@ export class Agent {
         replicas: this.replicas?.status,
       });
       await ctx.controller.nodeReport(report, { deadlineMs: this.config.reportIntervalMs });
+      this.reportFailures.recovered();
     } catch (e) {
-      this.logger(`report to the controller failed: ${(e as Error).message}`);
+      // Docker or NATS down fails every report: logged when it starts, changes, and ends (with the count).
+      this.reportFailures.failed(e);
     }
   }
 

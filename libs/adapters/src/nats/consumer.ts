@@ -37,6 +37,7 @@ import { Backoff, EventsConsumerRes, EventsHeadRes, ReadEventsRes, UnderlayError
 import { RpcClient } from './rpc.js';
 import { sleep } from '../runtime/retry.js';
 import { ReconcileRunner, type PassResult } from '../runtime/reconcile-runner.js';
+import { failureLog } from '../runtime/failure-log.js';
 
 /** One stream message, as the consumer reads it (a JetStream `JsMsg` is one). */
 export interface StreamMessage {
@@ -187,12 +188,14 @@ export class EventConsumer {
     this.backoff = new Backoff(backoff);
     const headCheckMs = opts.headCheckMs ?? 2_000;
     if (headCheckMs > 0) {
+      const failures = failureLog(this.logger, "event consumer: tail check (the controller's head, events missing at the end of the stream)");
       this.tail = new ReconcileRunner({
         name: 'event consumer tail',
         reconcile: (pass) => this.checkTail(pass.signal),
         resyncMs: Math.max(CATCH_UP_CHECK_MS, headCheckMs),
         backoff: { minMs: Math.min(500, backoff.maxMs), maxMs: Math.max(500, headCheckMs) },
-        onError: (err, { retryInMs }) => this.logger(`event consumer: tail check (the controller's head, events missing at the end of the stream) failed: ${(err as Error)?.message ?? String(err)} (again in ${retryInMs} ms)`),
+        onError: (err) => failures.failed(err),
+        onRecovered: () => failures.recovered(),
       });
     }
     this._lastSeq = afterSeq;

@@ -11,6 +11,7 @@ import { parseAddr, parseCidr } from '../ip.js';
 import { NetworkDefinition, NetworkName, SubnetConfig } from '../state/network-definition.js';
 import { NetworkStatus } from './ipam.js';
 import { LIMITS, boundedRecord, text } from '../limits.js';
+import { TRACE_ID_PATTERN, TRACE_ID_RULE, isTraceId } from '../trace.js';
 
 /** Where the CLI looks for the controller when neither --controller nor UNDERLAY_CONTROLLER says. */
 export const DEFAULT_CONTROLLER_URL = 'http://127.0.0.1:7410';
@@ -290,6 +291,14 @@ export const EventsQuery = z.object({
     .transform((v) => v === 'true' || v === '1')
     .default(false)
     .describe('true: keep the answer open and send every event after since, then each new one, as NDJSON lines'),
+  trace: z
+    .string()
+    .regex(TRACE_ID_PATTERN, { message: TRACE_ID_RULE, abort: true })
+    .refine(isTraceId, TRACE_ID_RULE)
+    .optional()
+    .describe(
+      'only the events of this W3C trace id (32 lowercase hex digits), filtered by the controller; `limit` counts matches, and `next` is the last event looked at (not only matched): read on from it until `next` stops moving',
+    ),
 });
 export type EventsQuery = z.infer<typeof EventsQuery>;
 

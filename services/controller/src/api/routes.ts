@@ -36,6 +36,7 @@ import {
 import type { ApiDeps } from './deps.js';
 import { HttpError, parseWith, readJsonBody } from './http.js';
 import { resolveLimits, type HttpLimits } from './limits.js';
+import { traceEvents } from './trace-events.js';
 
 export type Method = 'GET' | 'POST' | 'DELETE';
 
@@ -164,7 +165,7 @@ function drained(res: http.ServerResponse, ms: number): Promise<boolean> {
  * opens it again after the last event it got); a client that takes nothing for `limits.followStallMs`
  * while the socket's buffers are full is disconnected, so nothing piles up for it.
  */
-async function followEvents(ctx: RouteContext, since: number): Promise<undefined> {
+async function followEvents(ctx: RouteContext, since: number, trace?: string): Promise<undefined> {
   const { res, opts } = ctx;
   const release = opts.follows.acquire();
   let closed = false;
@@ -184,7 +185,7 @@ async function followEvents(ctx: RouteContext, since: number): Promise<undefined
       closed = true;
       ended.abort();
     });
-    await pump(ctx, since, () => closed, ended.signal);
+    await pump(ctx, since, () => closed, ended.signal, trace);
   } finally {
     clearTimeout(expiry);
     release();
@@ -193,7 +194,7 @@ async function followEvents(ctx: RouteContext, since: number): Promise<undefined
   return undefined;
 }
 
-async function pump(ctx: RouteContext, since: number, isClosed: () => boolean, signal: AbortSignal): Promise<void> {
+async function pump(ctx: RouteContext, since: number, isClosed: () => boolean, signal: AbortSignal, trace?: string): Promise<void> {
   const { res, deps, opts } = ctx;
   let cursor = since;
   const readRetry = new Backoff(FOLLOW_READ_RETRY);
@@ -213,6 +214,7 @@ async function pump(ctx: RouteContext, since: number, isClosed: () => boolean, s
     for (const e of events) {
       if (isClosed()) return;
       cursor = e.seq;
+      if (trace && e.traceId !== trace) continue;
       if (res.write(`${JSON.stringify(e)}\n`)) continue;
       if (!(await drained(res, opts.limits.followStallMs)) && !res.destroyed) {
         opts.logger(`events stream: the client took nothing for ${opts.limits.followStallMs} ms (--events-follow-stall-ms); disconnected it`);
@@ -369,7 +371,7 @@ export const apiRoutes: RouteSpec[] = [
     operationId: 'readEvents',
     summary: 'The event log: a page of events after `since`, or with follow=true a stream of them',
     description:
-      'Without follow: `{events, next}` with at most `limit` events after `since` (pass `next` as `since` to read on). With follow=true: `application/x-ndjson`, one event per line, every event after `since` and then each new one as it is committed, until the client disconnects or the stream reaches its maximum duration (--events-follow-max-ms, 1 h by default; read on from the last event). At most --events-follow-max streams (32 by default) at once: more are answered 503. A client that reads nothing for --events-follow-stall-ms (30 s) while the stream waits is disconnected.',
+      'Without follow: `{events, next}` with at most `limit` events after `since` (pass `next` as `since` to read on). With follow=true: `application/x-ndjson`, one event per line, every event after `since` and then each new one as it is committed, until the client disconnects or the stream reaches its maximum duration (--events-follow-max-ms, 1 h by default; read on from the last event). At most --events-follow-max streams (32 by default) at once: more are answered 503. A client that reads nothing for --events-follow-stall-ms (30 s) while the stream waits is disconnected. With trace=ID only that trace\'s events, filtered by the controller (in pages and in a follow stream); in a page, `next` is then the last event read, matched or not (read on until it stops moving).',
     auth: true,
     query: EventsQuery,
     responses: {
@@ -378,13 +380,14 @@ export const apiRoutes: RouteSpec[] = [
         schema: EventsPage,
         alternative: { mediaType: 'application/x-ndjson', schema: ClusterEvent },
       },
-      400: err('bad since, limit or follow'),
+      400: err('bad since, limit, follow or trace'),
       ...unauthorized,
       503: err('with follow=true: too many streams are open (--events-follow-max)'),
     },
     async handle(ctx) {
       const q = parseWith(EventsQuery, ctx.query);
-      if (q.follow) return followEvents(ctx, q.since);
+      if (q.follow) return followEvents(ctx, q.since, q.trace);
+      if (q.trace) return { status: 200, body: await traceEvents(ctx.deps.log, q.trace, q.since, { limit: q.limit, maxBytes: EVENTS_PAGE_MAX_BYTES }) };
       // A trimmed start begins at the first kept event; a page holds at most EVENTS_PAGE_MAX_BYTES of events (pass
       // `next` as `since` to read on), so one request cannot make the controller build an answer of any size.
       const events = await ctx.deps.log.readAll(q.since + 1, q.limit, { fromFirstKept: true, maxBytes: EVENTS_PAGE_MAX_BYTES });

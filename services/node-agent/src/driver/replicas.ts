@@ -12,7 +12,7 @@
  * shared ReconcileRunner; a replica whose create failed waits its own Backoff, and the pass asks the runner to come
  * back when the earliest of those waits ends ({ requeueAfterMs }).
  */
-import { ROOT_CONTEXT, ReconcileRunner, SpanKind, attr, linkTo, tracingOn, withSpan, type Link, type PassResult } from '@underlay/adapters';
+import { ROOT_CONTEXT, ReconcileRunner, SpanKind, attr, failureLog, linkTo, tracingOn, withSpan, type Link, type PassResult } from '@underlay/adapters';
 import { Backoff, type BackoffPolicy, REPLICA_LABEL, dockerCreateBody, eventTraceparent, parseNetworkOptions, plugin, type ClusterEvent, type ClusterNetwork, type ClusterState } from '@underlay/core';
 import { mapParent } from '../config.js';
 import type { DriverContext } from './context.js';
@@ -43,13 +43,15 @@ export class ReplicaReconciler {
     /** The wait of a replica whose create failed (default: one interval, doubling to 5 minutes). */
     private readonly replicaBackoff: BackoffPolicy = { minMs: intervalMs, maxMs: Math.max(intervalMs, MAX_BACKOFF_MS) },
   ) {
+    const failures = failureLog((line) => this.ctx.log(line), 'cluster network reconcile');
     this.runner = new ReconcileRunner({
       name: 'replicas',
       resyncMs: intervalMs,
       // A pass that failed as a whole (Docker not answering) is tried again sooner, never later than the periodic one.
       backoff: { minMs: intervalMs < 1_000 ? intervalMs : 1_000, maxMs: intervalMs },
       reconcile: () => this.pass(),
-      onError: (e) => this.ctx.log(`cluster network reconcile failed: ${(e as Error).message}`),
+      onError: (e) => failures.failed(e),
+      onRecovered: () => failures.recovered(),
     });
   }
 
