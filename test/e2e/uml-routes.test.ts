@@ -63,6 +63,8 @@ interface Results {
     emptiedAt?: number;
     releasedAt?: number;
   };
+  /** Spans the agents and the controller exported to the guest's OTLP/JSON receiver (a few names only). */
+  traces?: Array<{ service: string; instance: string; name: string; kind: number; traceId: string; spanId: string; parentSpanId: string; links: string[]; address?: string }>;
   budgets: GuestBudgetInfo;
   durations: Record<string, number>;
   logs: Record<string, string>;
@@ -212,5 +214,20 @@ describe('routes between hosts for an ipvlan l3 network, three hosts with docker
     const gone = samples.find((x) => !x.h1 && !x.h2)!;
     expect(gone.end - releasedAt!).toBeLessThanOrEqual(COLLECT_MS + 5000 * r.budgets.factor);
     for (const h of ['h1', 'h2']) expect(routeTo(r.routes.end![h], r.containers!.c3!.ip)).toBeUndefined();
+  });
+  it('traces: the route on another host is an apply event span linked to the trace of the docker run that claimed the block', () => {
+    const c1 = r.containers?.c1;
+    ok(c1, 'c1 did not start');
+    const spans = r.traces ?? [];
+    const req = spans.find((x) => x.instance === 'h1' && x.name === 'docker RequestAddress' && (x.address ?? '').split('/')[0] === c1!.ip);
+    ok(req, `no docker RequestAddress span on h1 for ${c1!.ip} (${spans.length} spans received)`);
+    ok(spans.some((x) => x.service === 'underlay-controller' && x.name === 'decide requestAddress' && x.traceId === req!.traceId), 'the controller\'s decision is not in that trace');
+    for (const h of ['h2', 'h3']) {
+      const applied = spans.filter((x) => x.instance === h && x.name === 'apply event' && x.links.includes(req!.traceId));
+      ok(applied.length > 0, `no apply event span on ${h} linked to c1's trace`);
+      const add = spans.find((x) => x.instance === h && x.name === 'route add' && applied.some((a) => a.spanId === x.parentSpanId) && covers(x.address ?? '0.0.0.0/32', c1!.ip));
+      ok(add, `no route add span to c1's block under ${h}'s apply event`);
+      expect(applied[0]!.kind).toBe(5); // CONSUMER
+    }
   });
 });

@@ -20,6 +20,47 @@ const resultFile = resultFileArg('guest.js RESULT_FILE');
 const CLI = process.env.UML_UNDERLAY_CLI || path.join(REPO, 'cli/bin/underlay.js');
 const BASE = '/run/ul';
 const BR = '198.51.100.254';
+/** Traces: an OTLP/JSON receiver on the bridge (a child process appending each export to SPANS_FILE); every agent and the controller export to it. */
+const OTLP_PORT = 4318;
+const SPANS_FILE = () => `${BASE}/spans.jsonl`;
+const OTEL_ENV = { OTEL_EXPORTER_OTLP_ENDPOINT: `http://${BR}:${OTLP_PORT}`, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_TRACES_SAMPLER: 'always_on', OTEL_BSP_SCHEDULE_DELAY: '200' };
+const RECEIVER_SRC = (file) =>
+  `const fs=require('fs');require('http').createServer((q,r)=>{const c=[];q.on('data',(d)=>c.push(d));q.on('end',()=>{if(q.url==='/v1/traces')fs.appendFileSync(${JSON.stringify(file)},Buffer.concat(c).toString('utf8').replace(/\\n/g,' ')+'\\n');r.writeHead(200,{'content-type':'application/json'}).end('{}');});}).listen(${OTLP_PORT},${JSON.stringify(BR)});`;
+/** The spans received (the few fields the test reads). */
+function readSpans() {
+  const out = [];
+  const hex = (v) => (typeof v === 'string' && /^[0-9a-f]+$/i.test(v) ? v.toLowerCase() : v ? Buffer.from(v, 'base64').toString('hex') : '');
+  let text = '';
+  try {
+    text = fs.readFileSync(SPANS_FILE(), 'utf8');
+  } catch {
+    return out;
+  }
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    let body;
+    try {
+      body = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    for (const rs of body.resourceSpans || []) {
+      const res = Object.fromEntries((rs.resource?.attributes || []).map((a) => [a.key, a.value?.stringValue]));
+      for (const ss of rs.scopeSpans || []) {
+        for (const sp of ss.spans || []) {
+          const attrs = Object.fromEntries((sp.attributes || []).map((a) => [a.key, a.value?.stringValue ?? (a.value?.intValue !== undefined ? Number(a.value.intValue) : undefined)]));
+          if (!['docker RequestAddress', 'apply event', 'route add', 'route del', 'decide requestAddress', 'commit'].includes(sp.name)) continue;
+          out.push({
+            service: res['service.name'], instance: res['service.instance.id'], name: sp.name, kind: sp.kind,
+            traceId: hex(sp.traceId), spanId: hex(sp.spanId), parentSpanId: hex(sp.parentSpanId),
+            links: (sp.links || []).map((l) => hex(l.traceId)), address: attrs['underlay.address'],
+          });
+        }
+      }
+    }
+  }
+  return out;
+}
 const NATS = `nats://${BR}:4222`;
 const HOSTS = ['h1', 'h2', 'h3'];
 const addrOf = (h) => `198.51.100.${h.slice(1)}`;
@@ -95,7 +136,7 @@ function routeFor(h, ip) {
 
 function startAgent(h) {
   const args = [CLI, 'agent', '--node', h, '--nats', NATS, '--plugin-dir', `${BASE}/${h}/plugins`, '--state-dir', `${BASE}/${h}/state`, '--docker', `unix://${BASE}/${h}/docker.sock`, '--report-interval-ms', '1000'];
-  const env = {};
+  const env = { ...OTEL_ENV };
   args.push('--address', addrOf(h), '--route-reconcile-ms', String(RECONCILE_MS));
   background(`agent ${h}`, 'nsenter', [`--net=/run/netns/${h}`, '--', process.execPath, ...args], `${BASE}/${h}/agent.log`, env);
 }
@@ -146,12 +187,14 @@ ip netns exec h1 busybox ping -c 1 -W 2 198.51.100.2`,
   const etcdHealthy = () =>
     step('etcd health', process.execPath, ['-e', `require('http').get('http://${BR}:2379/health', (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))`], { quiet: true }).code === 0;
   if (waitFor('etcd', etcdHealthy, 'etcd start', 300, () => (alive(procs.etcd) ? undefined : 'etcd exited')) === undefined) return false;
+  background('otlp receiver', process.execPath, ['-e', RECEIVER_SRC(SPANS_FILE())], `${BASE}/otlp.log`);
   background(
     'controller',
     process.execPath,
     // --api-token-file: made (mode 0600) with a random token; the release checks read the event log with it.
     [CLI, 'controller', '--etcd', `http://${BR}:2379`, '--nats', NATS, '--listen', '127.0.0.1:27070', '--name', 'c1', '--block-grace-ms', String(BLOCK_GRACE_MS), '--collect-interval-ms', '1000', '--api-token-file', TOKEN_FILE],
     `${BASE}/controller.log`,
+    OTEL_ENV,
   );
 
   // One dockerd per host: its network namespace and a private mount namespace (own /run/docker/plugins).
@@ -330,6 +373,8 @@ try {
     out.logs[`dockerd ${h}`] = tailOf(`${BASE}/${h}/dockerd.log`, 15);
   }
   out.logs.controller = tailOf(`${BASE}/controller.log`, 30);
+  sleep(600); // the last batches (200 ms delay) reach the receiver
+  out.traces = readSpans();
   save();
 }
 // Stop quickly (the guest powers off afterwards anyway).
