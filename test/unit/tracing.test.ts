@@ -17,6 +17,7 @@ import type { ClusterView } from '../../services/node-agent/src/cluster-view';
 import type { NetworkRecord } from '../../services/node-agent/src/driver/store';
 import { decideNodeHello, decideRequestAddress, decideRequestPool } from '@underlay/core';
 import { engineWithClock } from './support';
+import { log } from '../../cli/src/commands/run';
 
 const ev = (seq: number) => ({ seq, id: String(seq), time: '2026-01-01T00:00:00Z', actor: 'x', type: 'NodeHello', data: {} }) as unknown as ClusterEvent;
 
@@ -124,6 +125,20 @@ describe('tracing on (one SDK for this file, spans in memory)', () => {
     expect(link[0]!.parentSpanContext?.spanId).toBe(parent.spanContext().spanId);
     expect(link[0]!.attributes['network.interface.name']).toBe('ul-1');
     expect(all.find((s) => s.name === 'fails')!.status.code).toBe(2);
+  });
+
+  it('names the active span in service log lines (trace_id, span_id), and nothing outside spans', async () => {
+    const lines: string[] = [];
+    const spy = jest.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => (lines.push(String(chunk)), true));
+    try {
+      const logger = log('agent h1');
+      logger('outside');
+      const sc = await withSpan('docker Join', { kind: SpanKind.SERVER }, async (span) => (logger('inside'), span.spanContext()));
+      expect(lines[0]).toMatch(/agent h1: outside\n$/);
+      expect(lines[1]).toContain(`agent h1: inside trace_id=${sc.traceId} span_id=${sc.spanId}`);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('makes an apply event span (CONSUMER) linked to the event\'s trace when an event adds a route, with route add under it', async () => {

@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import type { Tracing } from '@underlay/adapters';
+import { activeSpanContext, type Tracing } from '@underlay/adapters';
 import { helpFor, parseFlags, validate, type FlagSpec } from '../flags.js';
 
 /** Runs a service until SIGINT/SIGTERM, then stops it cleanly and exits. */
@@ -10,7 +10,11 @@ import { helpFor, parseFlags, validate, type FlagSpec } from '../flags.js';
  * logging library, and this one line is the whole implementation. When levels or fields are wanted, pino goes
  * here (and in that `Logger` type); nothing else changes.
  */
-export const log = (who: string) => (m: string) => process.stderr.write(`${new Date().toISOString()} ${who}: ${m}\n`);
+export const log = (who: string) => (m: string) => {
+  // Tracing on and a span active (a plugin call, a request): the line names it, to find the trace from the log.
+  const sc = activeSpanContext();
+  process.stderr.write(`${new Date().toISOString()} ${who}: ${m}${sc ? ` trace_id=${sc.traceId} span_id=${sc.spanId}` : ''}\n`);
+};
 
 export function untilSignal(stop: () => Promise<void>, logger: (m: string) => void): Promise<void> {
   return new Promise((resolve) => {
