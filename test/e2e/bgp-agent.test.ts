@@ -2,7 +2,9 @@
  * The whole BGP path through a real agent process (issue 6, part 2): a "top-of-rack" gobgpd in one lab
  * namespace, and on host h1 a bare gobgpd (API on a unix socket) driven by `underlay agent --bgp-asn …
  * --bgp-install-learned`. The ToR learns h1's block with h1's address as next hop; a route the ToR
- * announces is installed in h1's kernel with underlay's protocol number and removed on withdrawal.
+ * announces is installed in h1's kernel with underlay's protocol number and removed on withdrawal. The agent
+ * exports traces to a receiver in this test: the advertisement is an `apply event` span linked to the trace of the
+ * request that claimed the block, with the `bgp addPath` call under it.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -11,6 +13,7 @@ import { RpcClient, connectNats } from '@underlay/adapters';
 import { RequestAddressRes, RequestPoolRes, UNDERLAY_RT_PROTO } from '@underlay/core';
 import { runOk, startLabEtcd, startLabNats, waitFor, withLab, type LabHost } from '../lab';
 import { CLI, ensureBuilt } from './support/cluster';
+import { KIND, otelEnv, startOtlpReceiver } from '../otlp/receiver';
 
 jest.setTimeout(180_000);
 const ctx = withLab({ hosts: ['h1', 'tor'], features: ['lab', 'etcd', 'nats'] });
@@ -64,6 +67,8 @@ describe('BGP through a real agent', () => {
     lab.spawnIn(h1, 'gobgpd', ['--api-hosts', `unix://${h1Sock}`, '-p', '--pprof-disable'], { name: 'gobgpd' });
     await waitFor(() => fs.existsSync(torSock) && fs.existsSync(h1Sock), { timeoutMs: 15_000, what: 'gobgpd API sockets' });
 
+    const receiver = await startOtlpReceiver(lab.bridgeAddress);
+    lab.onDestroy('otlp receiver', () => receiver.close());
     const stateDir = path.join(lab.dir, 'agent');
     const pluginDir = path.join(lab.dir, 'plugins');
     fs.mkdirSync(pluginDir, { recursive: true });
@@ -76,7 +81,7 @@ describe('BGP through a real agent', () => {
         '--address', h1.address, '--bgp-asn', String(H1_ASN), '--bgp-peers', `${tor.address}:${TOR_ASN}`,
         '--bgp-api', `unix:${h1Sock}`, '--bgp-install-learned',
       ],
-      { name: 'agent' },
+      { name: 'agent', env: { ...process.env, ...otelEnv(receiver.endpoint) } },
     );
 
     // The session comes up (the agent added the ToR as a peer).
@@ -87,10 +92,14 @@ describe('BGP through a real agent', () => {
     lab.onDestroy('nats client', () => nc.close());
     const rpc = new RpcClient(nc, 'h1');
     const pool = await rpc.call('requestPool', { node: 'h1', space: 'underlay', pool: '198.18.0.0/22', subPool: '', options: {}, v6: false, requestId: 'p1' }, RequestPoolRes);
-    await rpc.call('requestAddress', { node: 'h1', poolId: pool.poolId, address: '', options: {}, requestId: 'a1', kind: 'endpoint' }, RequestAddressRes);
+    const trace = '0123456789abcdef0123456789abcdef';
+    await rpc.call('requestAddress', { node: 'h1', poolId: pool.poolId, address: '', options: {}, requestId: 'a1', kind: 'endpoint' }, RequestAddressRes, { traceparent: `00-${trace}-0123456789abcdef-01` });
     await waitFor(async () => (await gobgp(torSock, ['global', 'rib', '-a', 'ipv4', '-j'])).includes('198.18.0.0/26'), { timeoutMs: 15_000, what: 'the ToR to learn 198.18.0.0/26', proc: agent });
     const rib = JSON.parse(await gobgp(torSock, ['global', 'rib', '-a', 'ipv4', '-j'])) as Record<string, { attrs: { type: number; nexthop?: string }[] }[]>;
     expect(rib['198.18.0.0/26']?.[0]?.attrs.find((a) => a.type === 3)?.nexthop).toBe(h1.address);
+    const applied = await receiver.waitFor('apply event on h1 linked to the block claim', (x) => x.instance === 'h1' && x.name === 'apply event' && x.links.some((l) => l.traceId === trace), 10_000);
+    expect(applied.kind).toBe(KIND.consumer);
+    await receiver.waitFor('bgp addPath under it', (x) => x.name === 'bgp addPath' && x.parentSpanId === applied.spanId, 10_000);
 
     // The ToR announces a route: h1's kernel gets it with underlay's protocol number, out of the link to the ToR.
     const routes = () => lab.execOk(h1, 'ip', ['-4', 'route', 'show', 'proto', String(UNDERLAY_RT_PROTO)]);

@@ -12,8 +12,8 @@
  * The advertisement loop (coalesced kicks, one pass at a time, the 30 s resync, backoff while gobgpd is away, stop)
  * is the shared ReconcileRunner; re-opening the best-path watch waits a shared Backoff's delay.
  */
-import { GobgpClient, ReconcileRunner, sleep, spanNames, traceMethods, type BgpPath, type BgpWatch } from '@underlay/adapters';
-import { Backoff, tryParseAddr, type BackoffPolicy, type ClusterEvent, type DesiredRoute } from '@underlay/core';
+import { GobgpClient, ROOT_CONTEXT, ReconcileRunner, SpanKind, attr, linkTo, sleep, spanNames, traceMethods, tracingOn, withSpan, type BgpPath, type BgpWatch, type Link } from '@underlay/adapters';
+import { Backoff, eventTraceparent, tryParseAddr, type BackoffPolicy, type ClusterEvent, type DesiredRoute } from '@underlay/core';
 import type { ClusterView } from '../cluster-view.js';
 import { applyBestPaths, desiredAdvertisements, learnedRoutes, planAdvertisements, sameRoutes } from './plan.js';
 
@@ -108,6 +108,8 @@ class Bgp implements BgpService {
   private advertisedNow: string[] = [];
   private unsubscribe?: () => void;
   private readonly noted = new Set<string>();
+  /** Tracing on: the traces of the block events the next pass advertises (its `apply event` span links them). */
+  private eventLinks: Link[] = [];
 
   private watch?: BgpWatch;
   private readonly watchBackoff = new Backoff(RETRY);
@@ -161,6 +163,13 @@ class Bgp implements BgpService {
       // Until the view has caught up a pass only sets up the session (start() and ready() kick for that). A resync
       // (the view started again from a snapshot) carries no events: a full pass.
       if (!this.deps.view.isReady || (!info?.resync && !events.some((e) => BLOCK_EVENTS.has(e.type)))) return;
+      if (tracingOn()) {
+        for (const e of events) {
+          if (!BLOCK_EVENTS.has(e.type) || !e.traceId || this.eventLinks.length >= 32) continue;
+          const link = linkTo(eventTraceparent(e.traceId, e.seq), { [attr.seq]: e.seq });
+          if (link) this.eventLinks.push(link);
+        }
+      }
       this.kick();
       this.scheduleEmit(); // pools changed: the overlap filter of learned routes may too
     });
@@ -196,6 +205,10 @@ class Bgp implements BgpService {
     }
     await this.reconcilePeers();
     if (!deps.view.isReady) return; // advertising a partial view would withdraw blocks the node still owns
+    // The links of the events this pass's view reflects: taken with the state read (no await between), so an event
+    // applied while this pass waits on gobgpd keeps its link for the pass its kick runs.
+    const links = this.eventLinks;
+    this.eventLinks = [];
     const wanted = desiredAdvertisements(deps.view.state, deps.node, deps.address, deps.asn);
     const key = wanted.skipped.join(',');
     if (key !== this.skippedKey) {
@@ -204,13 +217,21 @@ class Bgp implements BgpService {
     }
     const held = [...(await client.listPath({ family: 'ipv4' })), ...(await client.listPath({ family: 'ipv6' }))];
     const plan = planAdvertisements(wanted.routes, held);
-    for (const r of plan.add) {
-      await client.addPath(r);
-      this.log(`advertising ${r.prefix} via ${r.nextHop}`);
-    }
-    for (const prefix of plan.withdraw) {
-      await client.deletePath({ prefix });
-      this.log(`withdrew ${prefix}`);
+    const advertise = async (): Promise<void> => {
+      for (const r of plan.add) {
+        await client.addPath(r);
+        this.log(`advertising ${r.prefix} via ${r.nextHop}`);
+      }
+      for (const prefix of plan.withdraw) {
+        await client.deletePath({ prefix });
+        this.log(`withdrew ${prefix}`);
+      }
+    };
+    // Tracing on: changes that follow block events are an `apply event` span (CONSUMER) linked to their traces.
+    if (links.length > 0 && tracingOn() && plan.add.length + plan.withdraw.length > 0) {
+      await withSpan('apply event', { kind: SpanKind.CONSUMER, parent: ROOT_CONTEXT, links, attributes: { [attr.node]: deps.node, [attr.seq]: deps.view.state.seq } }, advertise);
+    } else {
+      await advertise();
     }
     this.advertisedNow = [...wanted.routes.keys()];
   }
