@@ -17,3 +17,4 @@ export * from './nats/node-consumers.js';
 export * from './private-file.js';
 export * from './runtime/retry.js';
 export * from './runtime/reconcile-runner.js';
+export * from './telemetry/metrics.js';
