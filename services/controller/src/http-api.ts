@@ -1,7 +1,9 @@
 /**
  * The controller's JSON HTTP API (every controller serves it; writes need the leader):
  *
- *   GET  /healthz                 role, name, seq (no token)
+ *   GET  /healthz                 status "ok", role, name, seq (no token)
+ *   GET  /readyz                  etcd reachable and a leader known: 200, or 503 naming the failing check (no token)
+ *   GET  /metrics                 Prometheus text, or OpenMetrics by Accept (no token; services/controller/src/metrics.ts)
  *   GET  /openapi.json            OpenAPI 3.1, generated from the zod schemas (no token)
  *   GET  /v1/networks             POST /v1/networks           GET|DELETE /v1/networks/{name}
  *   GET  /v1/endpoints            GET  /v1/nodes              GET /v1/ipam/usage     GET /v1/ipam
@@ -21,6 +23,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
 import { InvalidArgumentError } from '@underlay/core';
+import { secondsSince } from '@underlay/adapters';
 import type { ApiDeps } from './api/deps.js';
 import { HttpError, checkBearer, sendError, sendJson, toHttpError } from './api/http.js';
 import { apiRoutes, defaultOptions, type HttpApiOptions, type RouteContext, type RouteSpec } from './api/routes.js';
@@ -109,7 +112,7 @@ export function createHttpApi(deps: ApiDeps, options: HttpApiOptions = {}): http
   const routes: RouteSpec[] = [...apiRoutes.filter((r) => !r.auth), openapiRoute, ...apiRoutes.filter((r) => r.auth)];
   const compiled = routes.map(compile);
 
-  const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse, seen: { route: string }): Promise<void> => {
     let url: URL;
     try {
       url = new URL(req.url ?? '/', 'http://controller');
@@ -127,6 +130,7 @@ export function createHttpApi(deps: ApiDeps, options: HttpApiOptions = {}): http
       const allow = matches.map((x) => x.c.spec.method).join(', ');
       throw new HttpError(405, 'method-not-allowed', `${req.method} is not allowed on ${path}; allowed: ${allow}`, undefined, { allow });
     }
+    seen.route = hit.c.spec.path;
     const params: Record<string, string> = {};
     hit.c.names.forEach((n, i) => {
       try {
@@ -141,6 +145,10 @@ export function createHttpApi(deps: ApiDeps, options: HttpApiOptions = {}): http
   };
 
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    // underlay_http_requests_total and _duration_seconds: by route pattern (`unmatched` for a path no route has).
+    const started = process.hrtime.bigint();
+    const seen = { route: 'unmatched' };
+    res.once('close', () => deps.telemetry.http?.(seen.route, res.statusCode, secondsSince(started)));
     const fail = (e: unknown) => {
       try {
         // Only failures nobody meant (500): refusals (401, 413, 503…) are answers, and logging them would let any client fill the log.
@@ -153,7 +161,7 @@ export function createHttpApi(deps: ApiDeps, options: HttpApiOptions = {}): http
       }
     };
     try {
-      handle(req, res).catch(fail);
+      handle(req, res, seen).catch(fail);
     } catch (e) {
       fail(e);
     }
