@@ -120,6 +120,9 @@ export function createHttpApi(deps: ApiDeps, options: HttpApiOptions = {}): http
       throw new HttpError(400, 'invalid-argument', 'the request target is not a valid path');
     }
     const path = url.pathname;
+    // The route pattern of the metrics' label, also for a request refused before dispatch (401).
+    const labelled = compiled.find((c) => c.spec.method === req.method && c.pattern.test(path));
+    if (labelled) seen.route = labelled.spec.path;
     // Every /v1 request needs a token, whatever its path or method; its name is the actor.
     let actor = 'user:anonymous';
     if (path === '/v1' || path.startsWith('/v1/')) actor = `user:${checkBearer(req.headers.authorization, deps.tokens)}`;
@@ -130,7 +133,6 @@ export function createHttpApi(deps: ApiDeps, options: HttpApiOptions = {}): http
       const allow = matches.map((x) => x.c.spec.method).join(', ');
       throw new HttpError(405, 'method-not-allowed', `${req.method} is not allowed on ${path}; allowed: ${allow}`, undefined, { allow });
     }
-    seen.route = hit.c.spec.path;
     const params: Record<string, string> = {};
     hit.c.names.forEach((n, i) => {
       try {
