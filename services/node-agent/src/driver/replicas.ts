@@ -42,6 +42,8 @@ export class ReplicaReconciler {
     intervalMs: number,
     /** The wait of a replica whose create failed (default: one interval, doubling to 5 minutes). */
     private readonly replicaBackoff: BackoffPolicy = { minMs: intervalMs, maxMs: Math.max(intervalMs, MAX_BACKOFF_MS) },
+    /** Metrics: the reconcile runner's observer. */
+    observe?: (loop: string, ok: boolean) => void,
   ) {
     this.runner = new ReconcileRunner({
       name: 'replicas',
@@ -49,6 +51,7 @@ export class ReplicaReconciler {
       // A pass that failed as a whole (Docker not answering) is tried again sooner, never later than the periodic one.
       backoff: { minMs: intervalMs < 1_000 ? intervalMs : 1_000, maxMs: intervalMs },
       reconcile: () => this.pass(),
+      ...(observe ? { observe } : {}),
       onError: (e) => this.ctx.log(`cluster network reconcile failed: ${(e as Error).message}`),
     });
   }
