@@ -22,6 +22,8 @@ import { UnavailableError, decideRequestAddress, decideRequestPool } from '@unde
 import { AgentMetrics, callName } from '../../services/node-agent/src/metrics';
 import { ipamCounts } from '../../services/controller/src/metrics';
 import { engineWithLog } from './support';
+import { AgentConfig } from '../../services/node-agent/src/config';
+import { parseListen } from '../../services/node-agent/src/http';
 
 describe('runReadiness', () => {
   it('is ready when every check is ok, and says which is not', async () => {
@@ -190,5 +192,17 @@ describe('controller IPAM counts', () => {
     expect(Object.fromEntries(c.inUse.get(poolId)!)).toEqual({ a: 3, b: 2 });
     expect(Object.fromEntries(c.borrowed.get(poolId)!)).toEqual({ b: 2 });
     expect(Object.fromEntries(c.blocks.get(poolId)!)).toEqual({ a: 1 });
+  });
+});
+
+describe('agent --listen', () => {
+  it('defaults to 127.0.0.1:7411, takes HOST:PORT or [v6]:PORT, and is off with \'\' or off', () => {
+    const cfg = (listen?: string) => AgentConfig.safeParse({ node: 'h1', nats: 'nats://127.0.0.1:4222', ...(listen === undefined ? {} : { listen }) });
+    expect(parseListen(cfg().data!.listen)).toEqual({ host: '127.0.0.1', port: 7411 });
+    expect(parseListen(cfg('198.51.100.1:9100').data!.listen)).toEqual({ host: '198.51.100.1', port: 9100 });
+    expect(parseListen(cfg('[::1]:7411').data!.listen)).toEqual({ host: '::1', port: 7411 });
+    expect(parseListen(cfg('').data!.listen)).toBeUndefined();
+    expect(parseListen(cfg('off').data!.listen)).toBeUndefined();
+    for (const bad of ['7411', 'host', '1.2.3.4:99999']) expect(cfg(bad).error?.issues[0]?.message).toMatch(/--listen must be HOST:PORT/);
   });
 });
