@@ -18,3 +18,4 @@ export * from './private-file.js';
 export * from './runtime/retry.js';
 export * from './runtime/reconcile-runner.js';
 export * from './runtime/failure-log.js';
+export * from './telemetry/metrics.js';

@@ -32,6 +32,7 @@ import {
   type RpcMethod,
 } from '@underlay/core';
 import { RetryExhausted, retry } from '../runtime/retry.js';
+import { secondsSince, type RpcObserver } from '../telemetry/metrics.js';
 
 const enc = new TextEncoder();
 
@@ -67,13 +68,31 @@ export function fromNatsRequestError(err: unknown, method: RpcMethod, subject: s
 }
 
 export class RpcClient {
-  /** @param node the node this client speaks for (its credentials must allow that node's subjects). */
+  /**
+   * @param node the node this client speaks for (its credentials must allow that node's subjects).
+   * @param observe told of each call when it ends (method, `ok` or the error code, seconds, traceparent): metrics.
+   */
   constructor(
     private readonly nc: NatsConnection,
     readonly node: string,
+    private readonly observe?: RpcObserver,
   ) {}
 
   async call<S extends z.ZodType>(method: RpcMethod, req: unknown, resSchema: S, opts: CallOptions = {}): Promise<z.infer<S>> {
+    if (!this.observe) return this.attempts(method, req, resSchema, opts);
+    const start = process.hrtime.bigint();
+    const traceparent = (opts.traceparent ??= newTraceparent());
+    try {
+      const r = await this.attempts(method, req, resSchema, opts);
+      this.observe(method, 'ok', secondsSince(start), traceparent);
+      return r;
+    } catch (e) {
+      this.observe(method, toErrorBody(e).code, secondsSince(start), traceparent);
+      throw e;
+    }
+  }
+
+  private async attempts<S extends z.ZodType>(method: RpcMethod, req: unknown, resSchema: S, opts: CallOptions): Promise<z.infer<S>> {
     const timeout = opts.timeoutMs ?? 10_000;
     const deadline = Date.now() + (opts.deadlineMs ?? 30_000);
     const h = natsHeaders();
@@ -111,6 +130,8 @@ export interface ServeOptions {
   logger?: (m: string) => void;
   /** Counts handler failures that could not even be answered (for metrics and tests). */
   onUnanswered?: (err: unknown) => void;
+  /** Told of each request when its reply is sent (method, `ok` or the error code, seconds, traceparent): metrics. */
+  observe?: RpcObserver;
 }
 
 /** Room left in a reply for its envelope (`{"ok":true,"result":…}`) and NATS headers. */
@@ -148,6 +169,7 @@ export function serveRpc<S extends z.ZodType>(
         return;
       }
       if (!msg.reply) return; // nobody to answer
+      const start = process.hrtime.bigint();
       void (async () => {
         let reply: RpcReply;
         try {
@@ -174,6 +196,7 @@ export function serveRpc<S extends z.ZodType>(
           reply = { ok: false, error: toErrorBody(e) };
         }
         send(msg, reply);
+        opts.observe?.(method, reply.ok ? 'ok' : reply.error.code, secondsSince(start), msg.headers?.get(headers.traceparent) || undefined);
       })().catch((e) => {
         opts.onUnanswered?.(e);
         logger(`rpc ${method}: could not answer ${msg.subject}: ${(e as Error)?.message ?? String(e)}`);

@@ -55,6 +55,9 @@ export interface RouteDeps {
   logger: (m: string) => void;
   /** Route ops for this host's netns (the caller owns them: opened and closed by the agent). */
   ops: RouteOps;
+  /** Metrics: the reconcile runner's observer, and each route added for an event (seconds since the event's time). */
+  observe?: (loop: string, ok: boolean) => void;
+  onProgrammed?: (seconds: number) => void;
 }
 
 export interface RouteService {
@@ -63,8 +66,8 @@ export interface RouteService {
   /** Extra routes from another source (BGP learned routes), replacing that source's previous set. */
   setExternal(source: string, routes: DesiredRoute[]): void;
   stop(): Promise<void>;
-  /** Counters for tests/bench: applied adds/deletes, last sync time. */
-  stats(): { adds: number; deletes: number; syncs: number };
+  /** Counters for tests/bench: applied adds/deletes, last sync time; `routes`: ours in the kernel now. */
+  stats(): { adds: number; deletes: number; syncs: number; routes: number };
 }
 
 const MIN_RETRY_MS = 200;
@@ -114,6 +117,9 @@ class Routes implements RouteService {
   /** Last error logged per route (each cause is logged once until it changes or clears). */
   private readonly lastError = new Map<string, string>();
   private readonly counters = { adds: 0, deletes: 0, syncs: 0 };
+  /** Metrics: the earliest time (ms) of the events that touched each destination (or any) since the last pass. */
+  private readonly eventTimes = new Map<string, number>();
+  private anyEventTime?: number;
 
   constructor(private readonly deps: RouteDeps) {
     this.ops = deps.ops;
@@ -125,6 +131,7 @@ class Routes implements RouteService {
       resyncMs: deps.reconcileMs,
       backoff: policy,
       reconcile: (pass) => this.pass(pass),
+      ...(deps.observe ? { observe: deps.observe } : {}),
       // pass() reports each route's failure itself and never throws for one: this is a bug, logged.
       onError: (e, { retryInMs }) => this.deps.logger(`routes: pass failed: ${(e as Error).message} (retry in ${retryInMs} ms)`),
     });
@@ -151,6 +158,7 @@ class Routes implements RouteService {
       // routeKeysOf: [] for an event that changes no route, undefined when any may change.
       const keys = routeKeysOf(this.deps.view.state, e);
       if (keys?.length === 0) continue;
+      if (this.deps.onProgrammed) this.noteEventTime(e, keys);
       if (this.recomputeAll) {
         relevant = true;
         continue;
@@ -185,8 +193,15 @@ class Routes implements RouteService {
     this.kick();
   }
 
-  stats(): { adds: number; deletes: number; syncs: number } {
-    return { ...this.counters };
+  stats(): { adds: number; deletes: number; syncs: number; routes: number } {
+    return { ...this.counters, routes: this.current.size };
+  }
+
+  private noteEventTime(e: ClusterEvent, keys: RouteKey[] | undefined): void {
+    const t = Date.parse(e.time);
+    if (!Number.isFinite(t)) return;
+    if (keys === undefined) this.anyEventTime = Math.min(this.anyEventTime ?? t, t);
+    else for (const k of keys) this.eventTimes.set(k.dst, Math.min(this.eventTimes.get(k.dst) ?? t, t));
   }
 
   async stop(): Promise<void> {
@@ -252,6 +267,11 @@ class Routes implements RouteService {
     const ok = (key: string): void => {
       if (this.lastError.delete(key)) this.deps.logger(`routes: ${key} is fine again`);
     };
+    // The event times this pass answers (routes added below are timed from them).
+    const times = new Map(this.eventTimes);
+    const anyTime = this.anyEventTime;
+    this.eventTimes.clear();
+    this.anyEventTime = undefined;
     const extra: Route[] = []; // duplicates of ours in the kernel (same dst twice, e.g. IPv6 metrics)
     const relisted = this.wantList;
     if (this.wantList) {
@@ -319,6 +339,8 @@ class Routes implements RouteService {
         await this.ops.addRoute({ ...w, protocol: UNDERLAY_RT_PROTO });
         this.current.set(dst, w);
         this.counters.adds++;
+        const since = times.get(dst) ?? anyTime;
+        if (since !== undefined) this.deps.onProgrammed?.((Date.now() - since) / 1000);
         this.deps.logger(`routes: added ${text(w)}`);
         ok(key);
       } catch (e) {
