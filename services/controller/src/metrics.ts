@@ -56,6 +56,17 @@ export function ipamCounts(state: ClusterState): IpamCounts {
       if (owner !== undefined && owner !== a.node) bump(out.borrowed, p.poolId, a.node);
     }
   }
+  // Borrowed is a series (at 0) for every pool and node that holds addresses or blocks: a panel or alert on it has
+  // data before the first borrowing, and a drop back to none shows as 0 rather than a gap.
+  for (const src of [out.inUse, out.blocks]) {
+    for (const [pool, per] of src) {
+      for (const node of per.keys()) {
+        let b = out.borrowed.get(pool);
+        if (!b) out.borrowed.set(pool, (b = new Map()));
+        if (!b.has(node)) b.set(node, 0);
+      }
+    }
+  }
   return out;
 }
 
@@ -113,10 +124,21 @@ export class ControllerMetrics {
       registers,
       collect() {
         this.reset();
+        // Every pool has a series (0 when the collector holds no candidate), so the leak panel and alert see data.
+        for (const pool of counts().size.keys()) this.set({ pool }, 0);
         for (const [pool, n] of src.leakCandidates()) this.set({ pool }, n);
       },
     });
-    this.leaksReclaimed = new Counter({ name: 'underlay_ipam_leaks_reclaimed_total', help: 'Allocations the collector reclaimed', labelNames: ['pool'], registers });
+    this.leaksReclaimed = new Counter({
+      name: 'underlay_ipam_leaks_reclaimed_total',
+      help: 'Allocations the collector reclaimed',
+      labelNames: ['pool'],
+      registers,
+      // Every pool's counter exists from its first scrape (at 0), so increase() and the leak alert have a series.
+      collect() {
+        for (const pool of counts().size.keys()) this.inc({ pool }, 0);
+      },
+    });
     this.commitBatch = new Histogram({ name: 'underlay_commit_batch_events', help: 'Events per group-commit transaction', buckets: [1, 2, 4, 8, 16, 32, 64, 127], registers });
     this.etcdTxn = new Histogram({ name: 'underlay_etcd_txn_duration_seconds', help: 'Latency of the etcd transaction appending a group of events', buckets: LATENCY_BUCKETS, registers });
     this.commitFailures = new Counter({ name: 'underlay_commit_failures_total', help: 'Failed group-commit transactions', registers });
