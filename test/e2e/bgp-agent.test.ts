@@ -79,7 +79,7 @@ describe('BGP through a real agent', () => {
         CLI, 'agent', '--node', 'h1', '--nats', nats.url, '--plugin-dir', pluginDir, '--state-dir', stateDir,
         '--docker', `unix://${path.join(lab.dir, 'no-docker.sock')}`, '--report-interval-ms', '500',
         '--address', h1.address, '--bgp-asn', String(H1_ASN), '--bgp-peers', `${tor.address}:${TOR_ASN}`,
-        '--bgp-api', `unix:${h1Sock}`, '--bgp-install-learned',
+        '--bgp-api', `unix:${h1Sock}`, '--bgp-install-learned', '--listen', `${h1.address}:7411`,
       ],
       { name: 'agent', env: { ...process.env, ...otelEnv(receiver.endpoint) } },
     );
@@ -105,6 +105,11 @@ describe('BGP through a real agent', () => {
     const routes = () => lab.execOk(h1, 'ip', ['-4', 'route', 'show', 'proto', String(UNDERLAY_RT_PROTO)]);
     await gobgp(torSock, ['global', 'rib', 'add', '-a', 'ipv4', EXTERNAL, 'nexthop', tor.address]);
     await waitFor(async () => (await routes()).includes(`${EXTERNAL} via ${tor.address} dev eth1`), { timeoutMs: 15_000, what: `${EXTERNAL} installed on h1`, proc: agent });
+    // The agent's metrics (--listen on its lab address): the session is up, the learned route is one of its routes.
+    const metrics = await (await fetch(`http://${h1.address}:7411/metrics`, { signal: AbortSignal.timeout(10_000) })).text();
+    expect(metrics).toContain(`underlay_bgp_session_up{peer="${tor.address}"} 1`);
+    expect(metrics).toMatch(/^underlay_routes [1-9]/m);
+    expect(metrics).toMatch(/^underlay_reconcile_passes_total\{loop="bgp"\} [1-9]/m);
     // Withdrawn: gone from the kernel; other routes (the lab's connected route) untouched.
     await gobgp(torSock, ['global', 'rib', 'del', '-a', 'ipv4', EXTERNAL]);
     await waitFor(async () => !(await routes()).includes(EXTERNAL), { timeoutMs: 15_000, what: `${EXTERNAL} removed from h1`, proc: agent });

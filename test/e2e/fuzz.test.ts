@@ -528,7 +528,7 @@ interface HttpRoute {
   auth: boolean;
   spec?: RouteSpec;
   pattern: RegExp;
-  responses: Record<number, { schema?: z.ZodType; alternative?: { mediaType: string; schema: z.ZodType } }>;
+  responses: Record<number, { schema?: z.ZodType; mediaType?: string; alternative?: { mediaType: string; schema: z.ZodType } }>;
 }
 
 function compileRoute(r: { method: string; path: string; auth: boolean; responses: HttpRoute['responses'] }, spec?: RouteSpec): HttpRoute {
@@ -729,6 +729,12 @@ async function httpCheck(port: number, i: HttpInput): Promise<void> {
     }
     return;
   }
+  // A documented non-JSON body (GET /metrics): its media type, not checked further here.
+  const mediaType = route?.responses[a.status]?.mediaType;
+  if (mediaType) {
+    if (!String(a.headers['content-type'] ?? '').startsWith(mediaType)) f(`content-type ${a.headers['content-type']} is not the documented ${mediaType}`, shown);
+    return;
+  }
   if (!/^application\/json\b/.test(String(a.headers['content-type'] ?? ''))) f(`content-type ${a.headers['content-type']} is not JSON`, shown);
   let json: unknown;
   try {
@@ -737,7 +743,8 @@ async function httpCheck(port: number, i: HttpInput): Promise<void> {
     f('the body is not JSON', shown);
     return;
   }
-  if (a.status >= 200 && a.status < 300) {
+  // A 2xx, or another status whose body the route documents (GET /readyz's 503), matches the route's schema.
+  if ((a.status >= 200 && a.status < 300) || (route?.responses[a.status]?.schema && route.responses[a.status]!.schema !== ApiError)) {
     const schema = route?.responses[a.status]?.schema;
     if (!schema) f('a 2xx without a documented schema', shown);
     else {

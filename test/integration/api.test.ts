@@ -221,7 +221,7 @@ describe('controller HTTP API', () => {
     const doc = r.json;
     expect(doc.openapi).toBe('3.1.0');
     expect(doc.info).toMatchObject({ title: expect.any(String), version: expect.any(String) });
-    expect(Object.keys(doc.paths).sort()).toEqual(['/healthz', '/openapi.json', '/v1/endpoints', '/v1/events', '/v1/ipam', '/v1/ipam/usage', '/v1/networks', '/v1/networks/{name}', '/v1/nodes']);
+    expect(Object.keys(doc.paths).sort()).toEqual(['/healthz', '/metrics', '/openapi.json', '/readyz', '/v1/endpoints', '/v1/events', '/v1/ipam', '/v1/ipam/usage', '/v1/networks', '/v1/networks/{name}', '/v1/nodes']);
     expect(Object.keys(doc.paths['/v1/networks']).sort()).toEqual(['get', 'post']);
     expect(Object.keys(doc.paths['/v1/networks/{name}']).sort()).toEqual(['delete', 'get']);
     expect(doc.components.securitySchemes.bearerAuth).toEqual(expect.objectContaining({ type: 'http', scheme: 'bearer' }));

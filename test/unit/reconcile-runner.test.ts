@@ -36,6 +36,26 @@ describe('backoff', () => {
 });
 
 describe('ReconcileRunner', () => {
+  it('tells its observer of every pass, failed or not (metrics), and survives an observer that throws', async () => {
+    const seen: string[] = [];
+    let n = 0;
+    const r = new ReconcileRunner({
+      name: 'loop1',
+      backoff: { minMs: 1, maxMs: 1 },
+      reconcile: async () => {
+        if (++n === 1) throw new Error('first fails');
+      },
+      observe: (name, ok) => {
+        seen.push(`${name} ${ok}`);
+        throw new Error('a broken observer');
+      },
+    });
+    r.start();
+    await until(() => seen.length >= 2, 'two passes');
+    await r.stop();
+    expect(seen.slice(0, 2)).toEqual(['loop1 false', 'loop1 true']);
+  });
+
   it('coalesces triggers during a pass into one more pass, never overlapping', async () => {
     let active = 0;
     let maxActive = 0;

@@ -324,6 +324,26 @@ describe('RouteService (in-memory table)', () => {
     await until(() => !ops.table.has('192.0.2.0/28'));
   });
 
+  it('times each route from its event to the kernel, counts its passes and the routes held (metrics hooks)', async () => {
+    const { t, id } = cluster();
+    const v = fakeView(t);
+    const ops = new MemoryRouteOps();
+    const timed: number[] = [];
+    const passes: string[] = [];
+    v.setReady();
+    svc = await startRoutes({ node: 'a', view: v.view, localNetworks: () => [netRec([id])], reconcileMs: 60_000, logger: () => {}, ops, onProgrammed: (s) => timed.push(s), observe: (loop, ok) => passes.push(`${loop} ${ok}`) });
+    await until(() => passes.length >= 1);
+    t.advance(Date.now() - 50 - t.nowMs()); // the event is decided 50 ms before now
+    t.addr('b', id);
+    v.flush();
+    await until(() => ops.table.has('192.0.2.0/28'));
+    expect(timed).toHaveLength(1);
+    expect(timed[0]).toBeGreaterThanOrEqual(0.04);
+    expect(timed[0]).toBeLessThan(5);
+    expect(svc.stats().routes).toBe(1);
+    expect(passes[0]).toBe('routes true');
+  });
+
   it('logs and retries errors (missing parent), never overwrites another protocol\'s route, and merges external routes', async () => {
     const { t, id } = cluster();
     t.addr('b', id);

@@ -13,6 +13,7 @@ export const agentFlags: FlagSpec[] = [
   { key: 'docker', flag: 'docker', help: 'Docker Engine socket (unix:///var/run/docker.sock)' },
   { key: 'pluginDir', flag: 'plugin-dir', help: 'where Docker looks for plugin sockets (/run/docker/plugins)' },
   { key: 'stateDir', flag: 'state-dir', help: 'local state (/var/lib/underlay)' },
+  { key: 'listen', flag: 'listen', help: 'GET /metrics, /healthz, /readyz on HOST:PORT, no token; \'\' or off turns it off (127.0.0.1:7411)' },
   { key: 'reportIntervalMs', flag: 'report-interval-ms', help: 'how often to report (renews the node lease) (5000)' },
   { key: 'leaseMs', flag: 'lease-ms', help: 'node is NotReady after this long without a report (3 report intervals)' },
   { key: 'address', flag: 'address', help: 'this host\'s address on the underlay (first IPv4 address)' },

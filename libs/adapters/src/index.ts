@@ -19,3 +19,4 @@ export * from './runtime/retry.js';
 export * from './runtime/reconcile-runner.js';
 export * from './telemetry/tracing.js';
 export * from './runtime/failure-log.js';
+export * from './telemetry/metrics.js';

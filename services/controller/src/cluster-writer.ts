@@ -26,6 +26,8 @@ export interface ClusterWriterOptions {
   /** Loads the starting state: the latest snapshot folded forward with the log (default: the whole log). */
   loadState?: () => Promise<ClusterState>;
   onCommitted?: (events: ClusterEvent[], encoded: string[]) => void;
+  /** Each etcd transaction of the group committer: events, seconds, committed or not (metrics). */
+  onTransaction?: (events: number, seconds: number, ok: boolean) => void;
   fence?: () => Fence | undefined;
   logger?: (msg: string) => void;
   /** The longest event (JSON bytes) every reader can take in one NATS message; longer ones are refused. */
@@ -78,6 +80,7 @@ export class ClusterWriter {
       state.seq,
       {
         onCommitted: (evs, encoded) => this.opts.onCommitted?.(evs, encoded),
+        onTransaction: (n, s, ok) => this.opts.onTransaction?.(n, s, ok),
         onFailed: (err) => {
           this.opts.logger?.(`commit failed, reloading state from etcd: ${(err as Error).message}`);
           return this.reload().catch((e) => this.opts.logger?.(`reload failed: ${(e as Error).message}`));

@@ -4,7 +4,7 @@
  * ReconcileRunner's resync (the first pass one interval after start, as a pass needs the nodes' reports).
  */
 import { ReconcileRunner } from '@underlay/adapters';
-import { collectLeaks, decideReleaseEmptyBlocks, findLeakCandidates, type LeakCandidate, type LeakPolicy, type NodeLiveness } from '@underlay/core';
+import { candidateKey, collectLeaks, decideReleaseEmptyBlocks, findLeakCandidates, type LeakCandidate, type LeakPolicy, type NodeLiveness } from '@underlay/core';
 import type { ClusterWriter } from './cluster-writer.js';
 
 export interface CollectorOptions {
@@ -21,6 +21,8 @@ export class Collector {
   /** Everything reclaimed so far (for logs and tests). */
   readonly reclaimed: LeakCandidate[] = [];
   passes = 0;
+  /** Allocations seen unused once (reclaimed if seen again next pass), by pool (metrics). */
+  candidates: ReadonlyMap<string, number> = new Map();
 
   constructor(
     private readonly writer: ClusterWriter,
@@ -30,6 +32,8 @@ export class Collector {
     /** The time since which the controller could hear from nodes (its start as leader). */
     private readonly sinceMs: number,
     private readonly logger: (m: string) => void = () => {},
+    /** Told of the pools of each reclaimed allocation (metrics). */
+    private readonly onReclaimed?: (pools: string[]) => void,
   ) {
     this.runner = new ReconcileRunner({
       name: 'collector',
@@ -63,9 +67,13 @@ export class Collector {
       const r = await this.writer.run((s) => {
         const found = findLeakCandidates(s, nowMs, this.liveness, this.opts.leakPolicy, this.sinceMs);
         const out = collectLeaks(s, this.previous, found);
-        return { events: out.events, result: out };
+        return { events: out.events, result: { ...out, seen: found.filter((c) => out.remember.has(candidateKey(c))) } };
       }, { actor: 'controller' });
       this.previous = r.remember;
+      const byPool = new Map<string, number>();
+      for (const c of r.seen) byPool.set(c.poolId, (byPool.get(c.poolId) ?? 0) + 1);
+      this.candidates = byPool;
+      this.onReclaimed?.(r.reclaimed.map((c) => c.poolId));
       this.reclaimed.push(...r.reclaimed);
       for (const c of r.reclaimed) this.logger(`reclaimed leaked ${c.address} of ${c.poolId} held by ${c.node} (${c.rule})`);
       const blocks = await this.writer.run((s) => decideReleaseEmptyBlocks(s, nowMs, this.opts.blockGraceMs), { actor: 'controller' });

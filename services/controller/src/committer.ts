@@ -9,7 +9,7 @@
  * ended) until the owner has reloaded the state from etcd and made a new committer.
  */
 import { UnavailableError, type ClusterEvent } from '@underlay/core';
-import { MAX_TXN_BYTES, MAX_TXN_OPS, activeSpanContext, attr, runInSpan, traceContext, tracingOn, withSpan, type EtcdEventLog, type Fence, type SpanContext } from '@underlay/adapters';
+import { MAX_TXN_BYTES, MAX_TXN_OPS, activeSpanContext, attr, runInSpan, secondsSince, traceContext, tracingOn, withSpan, type EtcdEventLog, type Fence, type SpanContext } from '@underlay/adapters';
 
 interface Pending {
   events: ClusterEvent[];
@@ -30,6 +30,8 @@ export interface CommitterHooks {
    * caller must rebuild its state before deciding again.
    */
   onFailed(err: unknown): void | Promise<unknown>;
+  /** Told of each etcd transaction when it ends: its events, its duration and whether it committed (metrics). */
+  onTransaction?(events: number, seconds: number, ok: boolean): void;
 }
 
 export class GroupCommitter {
@@ -129,9 +131,11 @@ export class GroupCommitter {
         }
         const events = batch.flatMap((p) => p.events);
         const encoded = batch.flatMap((p) => p.encoded);
+        const started = process.hrtime.bigint();
         try {
           await this.append(batch, events, encoded);
         } catch (err) {
+          this.hooks.onTransaction?.(events.length, secondsSince(started), false);
           const failed = [...batch, ...this.queue];
           this.queue = [];
           const waiters = this.waiters;
@@ -142,6 +146,7 @@ export class GroupCommitter {
           for (const w of waiters) w.reject(err);
           continue;
         }
+        this.hooks.onTransaction?.(events.length, secondsSince(started), true);
         this.transactions++;
         this.committedSeq = events[events.length - 1]!.seq;
         // The publish that follows is a child of this commit (tracing on).

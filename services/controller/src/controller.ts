@@ -30,6 +30,7 @@ import {
   rpcServeSubject,
   nodeOfRpcSubject,
   traceIdOf,
+  nodeList,
 } from '@underlay/core';
 import {
   EtcdEventLog,
@@ -45,6 +46,7 @@ import {
   maxPayload,
   serveRpc,
   REPLY_ENVELOPE_BYTES,
+  runReadiness,
   type Fence,
   type NatsConnection,
   type RpcContext,
@@ -62,6 +64,7 @@ import { Snapshotter, loadState } from './snapshots.js';
 import { etcdClientOptions } from './etcd.js';
 import { LeaderElection } from './leader.js';
 import { NodeDirectory } from './nodes.js';
+import { ControllerMetrics } from './metrics.js';
 
 export type Logger = (msg: string) => void;
 export type Role = 'starting' | 'standby' | 'leader' | 'stopped';
@@ -108,6 +111,8 @@ export class Controller {
   private leaderWaiters: (() => void)[] = [];
   /** The bound HTTP address once started. */
   httpAddress?: { host: string; port: number };
+  /** Prometheus metrics (GET /metrics). */
+  readonly metrics: ControllerMetrics;
 
   constructor(config: ControllerConfigInput, private readonly logger: Logger = () => {}) {
     this.config = ControllerConfig.parse(config);
@@ -120,6 +125,7 @@ export class Controller {
         this.publisher?.enqueue(evs, encoded);
         this.snapshotter.onCommitted(evs);
       },
+      onTransaction: (n, seconds, ok) => this.metrics.transaction(n, seconds, ok),
       fence: () => this.currentFence(),
       // An event must fit one NATS message (the stream, `events.read`) with room for its envelope and headers.
       maxEventBytes: () => (this.nc ? maxPayload(this.nc) - REPLY_ENVELOPE_BYTES : Infinity),
@@ -137,6 +143,42 @@ export class Controller {
     this.nodes = new NodeDirectory(this.config.nodeLeaseMs);
     this.apiTokens = resolveApiToken(this.config, logger);
     this.apiToken = this.apiTokens.tokens[0]!.token;
+    this.metrics = new ControllerMetrics({
+      state: () => this.writer.state,
+      leader: () => this.role === 'leader',
+      headSeq: () => (this.role === 'leader' ? this.writer.committedSeq : this.writer.state.seq),
+      publishedSeq: () => (this.role === 'leader' ? (this.publisher?.published ?? 0) : 0),
+      nodes: () => {
+        const all = nodeList({ state: this.writer.state, seen: this.nodes.all(), nowMs: Date.now() });
+        const ready = all.filter((n) => n.status === 'Ready').length;
+        return { ready, notReady: all.length - ready };
+      },
+      leakCandidates: () => this.collector?.candidates ?? new Map(),
+    });
+  }
+
+  /**
+   * `/readyz`: etcd answers a read of the leader key within the deadline, and a leader is known (this controller,
+   * or another one's key is there).
+   */
+  async readiness(deadlineMs = Math.min(2_000, this.config.etcdTimeoutMs)) {
+    let leaderKey: Promise<string | null> | undefined;
+    // One read serves both checks.
+    const read = () => (leaderKey ??= this.log.calls.run(`get ${keys.leader}`, (o) => this.log.client.get(keys.leader).options({ deadline: Math.min(o.deadline, Date.now() + deadlineMs) }).string()));
+    return runReadiness(
+      {
+        etcd: async () => {
+          await read();
+          return { ok: true, detail: `etcd at ${this.log.calls.where} answered` };
+        },
+        leader: async () => {
+          if (this.role === 'leader') return { ok: true, detail: `this controller (${this.config.name}) is the leader` };
+          const v = await read();
+          return v ? { ok: true, detail: 'another controller is the leader' } : { ok: false, detail: 'no controller is the leader' };
+        },
+      },
+      deadlineMs,
+    );
   }
 
   private currentFence(): Fence {
@@ -191,6 +233,7 @@ export class Controller {
       try {
         await this.lead();
         this.terms++;
+        this.metrics.electionWon();
         this.logger(`leader (term ${this.terms}) at seq ${this.writer.state.seq}`);
         for (const w of this.leaderWaiters.splice(0)) w();
         const reason = await Promise.race([lostP, this.stoppedP]);
@@ -235,7 +278,7 @@ export class Controller {
     // The caller is the node its subject names (NATS lets a node's credentials publish only there); serveRpc
     // has already refused a body naming another node.
     const ctx = (rc: RpcContext) => ({ actor: `node:${rc.node}`, traceId: traceIdOf(rc.traceparent) });
-    const so = { logger: this.logger };
+    const so = { logger: this.logger, observe: this.metrics.rpc };
     this.subs.push(
       serveRpc(nc, 'requestPool', RequestPoolReq, (r, rc) => this.ipam.requestPool(r, ctx(rc)), so),
       serveRpc(nc, 'releasePool', ReleasePoolReq, (r, rc) => this.ipam.releasePool(r, ctx(rc)), so),
@@ -262,6 +305,7 @@ export class Controller {
       { intervalMs: c.collectIntervalMs, blockGraceMs: c.blockGraceMs, leakPolicy: { unboundGraceMs: c.unboundGraceMs, reportSlackMs: c.reportSlackMs, nodeExpiredMs: c.nodeExpiredMs } },
       Date.now(),
       this.logger,
+      (pools) => this.metrics.reclaimed(pools),
     );
     this.collector.start();
   }
@@ -345,6 +389,7 @@ export class Controller {
       nodes: this.nodes,
       log: this.log,
       tokens: this.apiTokens,
+      telemetry: { registry: this.metrics.registry, readiness: () => this.readiness(), http: (route, code, seconds) => this.metrics.http(route, code, seconds) },
       createNetwork: async (name, definition, actor) => {
         this.leaderOnly();
         return this.networks.clusterNetworkCreate({ name, definition }, { actor, traceId: activeTraceId() });

@@ -1,7 +1,9 @@
 /**
  * The controller's JSON HTTP API (every controller serves it; writes need the leader):
  *
- *   GET  /healthz                 role, name, seq (no token)
+ *   GET  /healthz                 status "ok", role, name, seq (no token)
+ *   GET  /readyz                  etcd reachable and a leader known: 200, or 503 naming the failing check (no token)
+ *   GET  /metrics                 Prometheus text, or OpenMetrics by Accept (no token; services/controller/src/metrics.ts)
  *   GET  /openapi.json            OpenAPI 3.1, generated from the zod schemas (no token)
  *   GET  /v1/networks             POST /v1/networks           GET|DELETE /v1/networks/{name}
  *   GET  /v1/endpoints            GET  /v1/nodes              GET /v1/ipam/usage     GET /v1/ipam
@@ -21,7 +23,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
 import { InvalidArgumentError } from '@underlay/core';
-import { SpanKind, contextFrom, tracingOn, withOperation, withSpan } from '@underlay/adapters';
+import { SpanKind, contextFrom, secondsSince, tracingOn, withOperation, withSpan } from '@underlay/adapters';
 import type { ApiDeps } from './api/deps.js';
 import { HttpError, checkBearer, sendError, sendJson, toHttpError } from './api/http.js';
 import { apiRoutes, defaultOptions, type HttpApiOptions, type RouteContext, type RouteSpec } from './api/routes.js';
@@ -123,7 +125,7 @@ export function createHttpApi(deps: ApiDeps, options: HttpApiOptions = {}): http
   const routes: RouteSpec[] = [...apiRoutes.filter((r) => !r.auth), openapiRoute, ...apiRoutes.filter((r) => r.auth)];
   const compiled = routes.map(compile);
 
-  const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse, seen: { route: string }): Promise<void> => {
     let url: URL;
     try {
       url = new URL(req.url ?? '/', 'http://controller');
@@ -131,6 +133,9 @@ export function createHttpApi(deps: ApiDeps, options: HttpApiOptions = {}): http
       throw new HttpError(400, 'invalid-argument', 'the request target is not a valid path');
     }
     const path = url.pathname;
+    // The route pattern of the metrics' label, also for a request refused before dispatch (401).
+    const labelled = compiled.find((c) => c.spec.method === req.method && c.pattern.test(path));
+    if (labelled) seen.route = labelled.spec.path;
     // Every /v1 request needs a token, whatever its path or method; its name is the actor.
     let actor = 'user:anonymous';
     if (path === '/v1' || path.startsWith('/v1/')) actor = `user:${checkBearer(req.headers.authorization, deps.tokens)}`;
@@ -155,6 +160,10 @@ export function createHttpApi(deps: ApiDeps, options: HttpApiOptions = {}): http
   };
 
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    // underlay_http_requests_total and _duration_seconds: by route pattern (`unmatched` for a path no route has).
+    const started = process.hrtime.bigint();
+    const seen = { route: 'unmatched' };
+    res.once('close', () => deps.telemetry.http?.(seen.route, res.statusCode, secondsSince(started)));
     const fail = (e: unknown) => {
       try {
         // Only failures nobody meant (500): refusals (401, 413, 503…) are answers, and logging them would let any client fill the log.
@@ -167,7 +176,7 @@ export function createHttpApi(deps: ApiDeps, options: HttpApiOptions = {}): http
       }
     };
     try {
-      handle(req, res).catch(fail);
+      handle(req, res, seen).catch(fail);
     } catch (e) {
       fail(e);
     }

@@ -108,6 +108,7 @@ export function openApiDocument(routes: readonly RouteSpec[]): JsonSchema {
     for (const [status, spec] of Object.entries(r.responses)) {
       const content: Record<string, unknown> = {};
       if (spec.schema) content['application/json'] = { schema: schemaRef(spec.schema, 'output') };
+      if (spec.mediaType) content[spec.mediaType] = { schema: { type: 'string' } };
       if (spec.alternative) content[spec.alternative.mediaType] = { schema: schemaRef(spec.alternative.schema, 'output') };
       responses[status] = { description: spec.description, ...(Object.keys(content).length ? { content } : {}) };
     }

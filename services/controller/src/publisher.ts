@@ -39,6 +39,10 @@ export class OrderedPublisher {
   private stopped = false;
   private checking = false;
   private readonly runner: ReconcileRunner;
+  /** Last seq handed to JetStream (metrics). */
+  get published(): number {
+    return this.publishedSeq;
+  }
   /** Times the stream was found missing and created again (for logs and tests). */
   recreated = 0;
 

@@ -4,7 +4,7 @@
  */
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
-import { DockerEngine, ReconcileRunner, failureLog, RpcClient, connectNats, openRouteOps, spanNames, traceMethods, type Attributes, type NatsConnection, type RouteOps } from '@underlay/adapters';
+import { DockerEngine, ReconcileRunner, RpcClient, connectNats, failureLog, openRouteOps, runReadiness, spanNames, traceMethods, type Attributes, type NatsConnection, type Readiness, type RouteOps } from '@underlay/adapters';
 import { nodeInboxPrefix, plugin, type ClusterEvent } from '@underlay/core';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ClusterView } from './cluster-view.js';
@@ -24,6 +24,11 @@ import { LocalStore } from './driver/store.js';
 import { restore } from './driver/restore.js';
 import { StoreRebuild } from './driver/store-rebuild.js';
 import { createPluginServer, listenOnSocket, type Routes } from './plugin-server.js';
+import { AgentMetrics } from './metrics.js';
+import { parseListen, startTelemetryServer, type TelemetryServer } from './http.js';
+
+/** Each /readyz check answers within this long. */
+const READY_DEADLINE_MS = 2_000;
 
 export type Logger = (msg: string) => void;
 export const AGENT_VERSION = '0.1.0';
@@ -112,6 +117,11 @@ export class Agent {
   /** This host's address on the underlay (reported; next hop of routes to its blocks). */
   address?: string;
   socketPath?: string;
+  /** Prometheus metrics (GET /metrics on --listen). */
+  readonly metrics: AgentMetrics;
+  private telemetry?: TelemetryServer;
+  /** Where --listen serves /metrics, /healthz and /readyz (undefined when off). */
+  listenAddress?: { host: string; port: number };
 
   constructor(
     config: AgentConfigInput,
@@ -121,14 +131,46 @@ export class Agent {
     private readonly openRoutes: () => RouteOps = () => openRouteOps(),
   ) {
     this.config = AgentConfig.parse(config);
+    this.metrics = new AgentMetrics({
+      appliedSeq: () => this.view?.seq ?? 0,
+      knownHead: () => this.view?.knownHead ?? 0,
+      routes: () => this.routes?.stats().routes,
+      bgpSessions: async () => this.bgp?.sessions(),
+      ready: async () => (await this.readiness()).ready,
+    });
+  }
+
+  /** `/readyz`: NATS connected (a PING answered), the cluster view caught up with the log, the plugin socket served. */
+  readiness(): Promise<Readiness> {
+    return runReadiness(
+      {
+        nats: async () => {
+          if (!this.nc || this.nc.isClosed()) return { ok: false, detail: 'not connected' };
+          await this.nc.flush();
+          return { ok: true, detail: `connected to ${this.nc.getServer()}` };
+        },
+        view: async () => {
+          const v = this.view;
+          if (!v) return { ok: false, detail: 'not started' };
+          const detail = `at seq ${v.seq}, controller head ${v.knownHead}`;
+          return v.isReady ? { ok: true, detail } : { ok: false, detail: `catching up: ${detail}` };
+        },
+        plugin: async () => {
+          const ok = !!this.server?.listening && !!this.socketPath && fs.statSync(this.socketPath, { throwIfNoEntry: false })?.isSocket() === true;
+          return ok ? { ok, detail: this.socketPath } : { ok, detail: this.socketPath ? `${this.socketPath} is not served` : 'not started' };
+        },
+      },
+      READY_DEADLINE_MS,
+    );
   }
 
   async start(): Promise<void> {
     fs.mkdirSync(this.config.stateDir, { recursive: true });
+    await this.startTelemetry();
     const store = new LocalStore(this.config.stateDir);
-    this.links = traceMethods(await this.openLinks(), LINK_SPANS, linkAttrs);
+    this.links = this.metrics.netlink(traceMethods(await this.openLinks(), LINK_SPANS, linkAttrs));
     this.nc = await connectNats(this.config.nats, `underlay-agent-${this.config.node}`, { inboxPrefix: nodeInboxPrefix(this.config.node), creds: this.config.natsCreds, tls: { ca: this.config.natsCa, cert: this.config.natsCert, key: this.config.natsKey } });
-    const rpc = new RpcClient(this.nc, this.config.node);
+    const rpc = new RpcClient(this.nc, this.config.node, this.metrics.rpc);
     const ctx: DriverContext = driverContext({
       node: this.config.node,
       store,
@@ -155,15 +197,15 @@ export class Agent {
         (r.staleLinksRemoved.length ? `; removed stale links ${r.staleLinksRemoved.join(', ')}` : ''),
     );
     for (const e of r.errors) this.logger(e);
-    this.server = createPluginServer(pluginRoutes(ctx), this.logger);
+    this.server = createPluginServer(this.metrics.plugin(pluginRoutes(ctx)), this.logger);
     this.socketPath = await listenOnSocket(this.server, this.config.pluginDir);
     this.logger(`agent ${this.config.node} serving ${this.socketPath}`);
-    this.reporter = new ReconcileRunner({ name: 'report', resyncMs: this.config.reportIntervalMs, reconcile: () => this.report() });
+    this.reporter = new ReconcileRunner({ name: 'report', resyncMs: this.config.reportIntervalMs, reconcile: () => this.report(), observe: this.metrics.reconcile });
     this.reporter.start();
     // The cluster's state, for replicas of cluster networks (and routes).
     const view = new ClusterView({ nc: this.nc, rpc, logger: this.logger });
     this.view = view;
-    this.replicas = new ReplicaReconciler(ctx, view, this.config.reconcileIntervalMs);
+    this.replicas = new ReplicaReconciler(ctx, view, this.config.reconcileIntervalMs, undefined, this.metrics.reconcile);
     // A pass compares the cluster's networks with this host's: other hosts' network events change nothing here.
     const concernsThisHost = (e: ClusterEvent): boolean => {
       switch (e.type) {
@@ -187,8 +229,11 @@ export class Agent {
     const c = this.config;
     // Routes to other hosts' blocks (ipvlan l3/l3s), and BGP towards the physical network.
     if (c.routes) {
-      this.routeOps = this.openRoutes();
-      this.routes = await startRoutes({ node: c.node, view, localNetworks: () => ctx.store.networks.values(), reconcileMs: c.routeReconcileMs, logger: this.logger, ops: traceMethods(this.routeOps, ROUTE_SPANS, routeAttrs) });
+      this.routeOps = this.metrics.netlink(this.openRoutes());
+      this.routes = await startRoutes({
+        node: c.node, view, localNetworks: () => ctx.store.networks.values(), reconcileMs: c.routeReconcileMs, logger: this.logger, ops: traceMethods(this.routeOps, ROUTE_SPANS, routeAttrs),
+        observe: this.metrics.reconcile, onProgrammed: this.metrics.routeProgrammed,
+      });
     }
     if (c.bgpAsn !== undefined) {
       if (!this.address) throw new Error('BGP needs this host\'s address: set --address');
@@ -208,6 +253,7 @@ export class Agent {
           this.routes?.setExternal('bgp', routes.map((r) => ({ ...r, dev: r.dev || deviceFor(r.via) || '' })));
         },
         logger: this.logger,
+        observe: this.metrics.reconcile,
       });
     }
     void view.ready().then(async () => {
@@ -215,6 +261,22 @@ export class Agent {
       this.logger(`cluster state caught up at seq ${view.seq}: ${view.state.clusterNetworks.size} cluster networks`);
       this.replicas?.start();
     });
+  }
+
+  /**
+   * `--listen`: /metrics, /healthz, /readyz. A listener that cannot bind (the port taken) is logged and left off:
+   * Docker's plugin matters more than the metrics.
+   */
+  private async startTelemetry(): Promise<void> {
+    const listen = parseListen(this.config.listen);
+    if (!listen) return;
+    try {
+      this.telemetry = await startTelemetryServer(listen, { registry: this.metrics.registry, readiness: () => this.readiness() });
+      this.listenAddress = this.telemetry.address;
+      this.logger(`agent ${this.config.node}: /metrics, /healthz and /readyz on http://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${this.telemetry.address.port}`);
+    } catch (e) {
+      this.logger(`agent ${this.config.node}: cannot serve /metrics on --listen ${this.config.listen}: ${(e as Error).message}; going on without it`);
+    }
   }
 
   /** Renews the node's lease and reports its endpoints and networks (the leak rules rely on the endpoint list). */
@@ -253,6 +315,7 @@ export class Agent {
       await closed;
     }
     if (this.socketPath) fs.rmSync(this.socketPath, { force: true });
+    await this.telemetry?.close();
     this.links?.close();
     this.routeOps?.close();
     if (this.nc) await this.nc.drain().catch(() => this.nc?.close());

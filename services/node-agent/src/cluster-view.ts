@@ -49,6 +49,11 @@ export class ClusterView {
     return this._state.seq;
   }
 
+  /** The controller's head as last known (metrics: underlay_agent_seq_lag_events). */
+  get knownHead(): number {
+    return Math.max(this.consumer?.knownHead ?? 0, this._state.seq);
+  }
+
   /** The seq of the snapshot the view started from (0: it folded the log from the start). */
   snapshotSeq = 0;
 

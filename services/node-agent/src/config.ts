@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { LIMITS, NodeName, tryParseAddr } from '@underlay/core';
+import { parseListen } from './http.js';
 
 /**
  * Milliseconds from `min` to `max` (at most LIMITS.timerMs, 2^31-1: Node.js fires a longer setTimeout or
@@ -47,6 +48,19 @@ export const AgentConfig = z.object({
   natsKey: z.string().min(1).optional(),
   docker: path('--docker').regex(/^unix:\/\/\/.+/, 'docker must be a unix:// URL such as unix:///var/run/docker.sock').default('unix:///var/run/docker.sock'),
   pluginDir: path('--plugin-dir').default('/run/docker/plugins'),
+  /** GET /metrics, /healthz and /readyz on HOST:PORT (no token); '' or `off` turns the listener off. */
+  listen: z
+    .string()
+    .max(LIMITS.hostAddress, `--listen must be at most ${LIMITS.hostAddress} characters`)
+    .refine((v) => {
+      try {
+        parseListen(v);
+        return true;
+      } catch {
+        return false;
+      }
+    }, "--listen must be HOST:PORT (for example 127.0.0.1:7411), or '' or off to turn it off")
+    .default('127.0.0.1:7411'),
   stateDir: path('--state-dir').default('/var/lib/underlay'),
   /** How often the agent reports to the controller (which renews its lease). */
   reportIntervalMs: ms('--report-interval-ms', 100, MAX_REPORT_INTERVAL_MS, 'the default lease, three intervals, must fit the longest timer Node.js keeps').default(5_000),

@@ -45,6 +45,8 @@ export interface Cluster {
   lab: Lab;
   controller: Controller;
   natsUrl: string;
+  /** nats-server's process id (a test may SIGSTOP and SIGCONT it). */
+  natsPid: number;
   etcdUrl: string;
   /** The NATS key store (undefined with `natsAuth: false`). */
   natsKeys?: NatsKeys;
@@ -107,6 +109,7 @@ export async function startCluster(lab: Lab, hosts: LabHost[], opts: ClusterOpti
     lab,
     controller,
     natsUrl: nats.url,
+    natsPid: nats.pid,
     etcdUrl: etcd.url,
     natsKeys,
     credsFile,

@@ -167,6 +167,8 @@ export class EventConsumer {
   private holders = 0;
   /** The controller's head when the consumer started (undefined until it answered). */
   private startHead?: number;
+  /** The highest head the controller reported (metrics: the view's lag). */
+  private _knownHead = 0;
   private _caughtUp = false;
   /** lastSeq when a head check first found it behind (undefined when it was not), and when that was. */
   private behindAt?: number;
@@ -202,6 +204,11 @@ export class EventConsumer {
   }
 
   /** Seq of the last event delivered. */
+  /** The controller's head as last known: the highest it reported, or the last seq delivered if later. */
+  get knownHead(): number {
+    return Math.max(this._knownHead, this._lastSeq);
+  }
+
   get lastSeq(): number {
     return this._lastSeq;
   }
@@ -336,6 +343,7 @@ export class EventConsumer {
     // stop() does not wait for a controller that does not answer.
     const head = await unlessAborted(this.source.head(), signal);
     if (head === undefined || this.stopped) return;
+    this._knownHead = Math.max(this._knownHead, head);
     if (this.startHead === undefined) {
       this.startHead = head;
       this.noteCaughtUp();

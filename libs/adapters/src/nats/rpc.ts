@@ -34,6 +34,7 @@ import {
 import { RetryExhausted, retry } from '../runtime/retry.js';
 import { context, trace } from '@opentelemetry/api';
 import { SpanKind, attr, contextFrom, contextFromNats, injectNats, traceparentOf, tracingOn, withOperation, withSpan } from '../telemetry/tracing.js';
+import { secondsSince, type RpcObserver } from '../telemetry/metrics.js';
 
 const enc = new TextEncoder();
 
@@ -69,22 +70,40 @@ export function fromNatsRequestError(err: unknown, method: RpcMethod, subject: s
 }
 
 export class RpcClient {
-  /** @param node the node this client speaks for (its credentials must allow that node's subjects). */
+  /**
+   * @param node the node this client speaks for (its credentials must allow that node's subjects).
+   * @param observe told of each call when it ends (method, `ok` or the error code, seconds, traceparent): metrics.
+   */
   constructor(
     private readonly nc: NatsConnection,
     readonly node: string,
+    private readonly observe?: RpcObserver,
   ) {}
 
   async call<S extends z.ZodType>(method: RpcMethod, req: unknown, resSchema: S, opts: CallOptions = {}): Promise<z.infer<S>> {
-    if (!tracingOn()) return this.send(method, req, resSchema, opts, opts.traceparent ?? newTraceparent());
+    if (!tracingOn()) return this.observed(method, req, resSchema, opts, opts.traceparent ?? newTraceparent());
     // A CLIENT span, child of the active span (or of opts.traceparent when none is active); its context is the traceparent sent.
     const subject = rpcSubject(method, this.node);
     const parent = opts.traceparent && !trace.getActiveSpan() ? contextFrom(opts.traceparent) : context.active();
     return withSpan(
       `request ${subject}`,
       { kind: SpanKind.CLIENT, parent, attributes: { [attr.messagingSystem]: 'nats', [attr.destination]: subject, [attr.operation]: 'send', [attr.node]: this.node } },
-      (span) => this.send(method, req, resSchema, opts, traceparentOf(span.spanContext())),
+      (span) => this.observed(method, req, resSchema, opts, traceparentOf(span.spanContext())),
     );
+  }
+
+  /** The call, counted and timed by the observer (metrics on), with the traceparent it sends as the exemplar. */
+  private async observed<S extends z.ZodType>(method: RpcMethod, req: unknown, resSchema: S, opts: CallOptions, traceparent: string): Promise<z.infer<S>> {
+    if (!this.observe) return this.send(method, req, resSchema, opts, traceparent);
+    const start = process.hrtime.bigint();
+    try {
+      const r = await this.send(method, req, resSchema, opts, traceparent);
+      this.observe(method, 'ok', secondsSince(start), traceparent);
+      return r;
+    } catch (e) {
+      this.observe(method, toErrorBody(e).code, secondsSince(start), traceparent);
+      throw e;
+    }
   }
 
   private async send<S extends z.ZodType>(method: RpcMethod, req: unknown, resSchema: S, opts: CallOptions, traceparent: string): Promise<z.infer<S>> {
@@ -126,6 +145,8 @@ export interface ServeOptions {
   logger?: (m: string) => void;
   /** Counts handler failures that could not even be answered (for metrics and tests). */
   onUnanswered?: (err: unknown) => void;
+  /** Told of each request when its reply is sent (method, `ok` or the error code, seconds, traceparent): metrics. */
+  observe?: RpcObserver;
 }
 
 /** Room left in a reply for its envelope (`{"ok":true,"result":…}`) and NATS headers. */
@@ -163,6 +184,7 @@ export function serveRpc<S extends z.ZodType>(
         return;
       }
       if (!msg.reply) return; // nobody to answer
+      const start = process.hrtime.bigint();
       void (async () => {
         let reply: RpcReply;
         try {
@@ -197,6 +219,7 @@ export function serveRpc<S extends z.ZodType>(
           reply = { ok: false, error: toErrorBody(e) };
         }
         send(msg, reply);
+        opts.observe?.(method, reply.ok ? 'ok' : reply.error.code, secondsSince(start), msg.headers?.get(headers.traceparent) || undefined);
       })().catch((e) => {
         opts.onUnanswered?.(e);
         logger(`rpc ${method}: could not answer ${msg.subject}: ${(e as Error)?.message ?? String(e)}`);

@@ -42,6 +42,8 @@ export interface ReconcileRunnerOptions {
   onError?: (err: unknown, info: { name: string; failures: number; retryInMs: number }) => void;
   /** A pass succeeded after `failures` failed ones. */
   onRecovered?: (info: { name: string; failures: number }) => void;
+  /** Told of every pass when it ends: the loop's name and whether it succeeded (metrics). */
+  observe?: (name: string, ok: boolean) => void;
   random?: () => number;
 }
 
@@ -106,6 +108,14 @@ export class ReconcileRunner {
     });
   }
 
+  private observe(ok: boolean): void {
+    try {
+      this.opts.observe?.(this.opts.name, ok);
+    } catch {
+      // Metrics must not stop the loop.
+    }
+  }
+
   private async loop(): Promise<void> {
     while (this.reasons.size > 0 && !this.stopped) {
       const reasons = new Set(this.reasons);
@@ -115,12 +125,14 @@ export class ReconcileRunner {
       try {
         const result = await this.opts.reconcile({ reasons, signal: this.abort.signal, failures });
         if (this.stopped) return;
+        this.observe(true);
         if (failures > 0) this.opts.onRecovered?.({ name: this.opts.name, failures });
         this.backoff.reset();
         if (result?.requeueAfterMs !== undefined) this.requeue(result.requeueAfterMs);
       } catch (err) {
         if (this.stopped) return;
         this.counts.errors++;
+        this.observe(false);
         const delay = this.backoff.next();
         try {
           this.opts.onError?.(err, { name: this.opts.name, failures: this.backoff.attempts, retryInMs: delay });

@@ -41,6 +41,8 @@ export type ApiError = z.infer<typeof ApiError>;
 // Health and the raw state
 
 export const Health = z.object({
+  /** "ok" while the process serves (the liveness probe's answer). */
+  status: z.literal('ok').optional(),
   ok: z.boolean(),
   /** leader, standby, starting or stopped. */
   role: text(LIMITS.name),

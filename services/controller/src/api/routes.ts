@@ -4,7 +4,7 @@
  */
 import type * as http from 'node:http';
 import { z } from 'zod';
-import { sleep } from '@underlay/adapters';
+import { HEALTHY, answerMetrics, sleep } from '@underlay/adapters';
 import {
   ApiError,
   Backoff,
@@ -60,6 +60,8 @@ export interface Reply {
 
 export interface ResponseSpec {
   description: string;
+  /** A body that is not JSON (the metrics exposition): its media type; the handler writes it itself. */
+  mediaType?: string;
   /** The JSON body. */
   schema?: z.ZodType;
   /** Another representation of the same status (the NDJSON event stream): its media type and the schema of each line. */
@@ -123,6 +125,12 @@ export interface ApiRuntime {
 }
 
 const err = (description: string): ResponseSpec => ({ description, schema: ApiError });
+
+/** `/readyz`'s body. */
+export const Readiness = z.object({
+  ready: z.boolean(),
+  checks: z.record(z.string(), z.object({ ok: z.boolean(), detail: z.string().optional() })),
+});
 const unauthorized = { 401: err('no bearer token, or not the right one') };
 
 const views = (ctx: RouteContext): ViewInput => ({ state: ctx.deps.state(), seen: ctx.deps.nodes.all(), nowMs: ctx.opts.now() });
@@ -236,7 +244,36 @@ export const apiRoutes: RouteSpec[] = [
     auth: false,
     responses: { 200: { description: 'this controller is running', schema: Health } },
     async handle({ deps }) {
-      return { status: 200, body: { ok: true, ...deps.status(), seq: deps.state().seq } };
+      return { status: 200, body: { ...HEALTHY, ok: true, ...deps.status(), seq: deps.state().seq } };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/readyz',
+    operationId: 'ready',
+    summary: 'Readiness: etcd reachable and a leader known (no token needed)',
+    description: 'Each check with `ok` and a `detail`; etcd must answer a read of the leader key within 2 s (or --etcd-timeout-ms if shorter).',
+    auth: false,
+    responses: {
+      200: { description: 'ready', schema: Readiness },
+      503: { description: 'not ready: the failing checks say why', schema: Readiness },
+    },
+    async handle({ deps }) {
+      const r = await deps.telemetry.readiness();
+      return { status: r.ready ? 200 : 503, body: r };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/metrics',
+    operationId: 'metrics',
+    summary: 'Prometheus metrics (no token needed)',
+    description: 'Prometheus text format 0.0.4; OpenMetrics 1.0 (with trace_id exemplars) when the Accept header asks for `application/openmetrics-text`.',
+    auth: false,
+    responses: { 200: { description: 'the exposition', mediaType: 'text/plain; version=0.0.4' } },
+    async handle({ deps, req, res }) {
+      await answerMetrics(req, res, deps.telemetry.registry);
+      return undefined;
     },
   },
   {

@@ -35,12 +35,16 @@ export interface BgpDeps {
   logger: (m: string) => void;
   /** For tests. */
   client?: GobgpClient;
+  /** Metrics: the reconcile runner's observer. */
+  observe?: (loop: string, ok: boolean) => void;
 }
 
 export interface BgpService {
   stop(): Promise<void>;
   advertised(): string[];
   learned(): DesiredRoute[];
+  /** The configured peers' sessions as gobgpd reports them now (metrics: underlay_bgp_session_up). */
+  sessions(): Promise<{ peer: string; up: boolean }[]>;
 }
 
 /** Periodic pass (also repairs a gobgpd that restarted while its watch stream looked fine). */
@@ -131,6 +135,7 @@ class Bgp implements BgpService {
       resyncMs: RESYNC_MS,
       backoff: RETRY,
       reconcile: () => this.reconcile(),
+      ...(deps.observe ? { observe: deps.observe } : {}),
       onError: (e) => {
         const msg = (e as Error).message;
         if (msg !== this.lastError) this.log(`${msg} (retrying)`);
@@ -342,6 +347,18 @@ class Bgp implements BgpService {
 
   advertised(): string[] {
     return [...this.advertisedNow];
+  }
+
+  async sessions(): Promise<{ peer: string; up: boolean }[]> {
+    const have = await this.client.listPeers();
+    return this.deps.peers.map((p) => {
+      const want = tryParseAddr(p.address);
+      const cur = have.find((h) => {
+        const a = tryParseAddr(h.address);
+        return !!a && !!want && a.family === want.family && a.value === want.value;
+      });
+      return { peer: p.address, up: cur?.state === 'ESTABLISHED' };
+    });
   }
 
   learned(): DesiredRoute[] {

@@ -42,6 +42,8 @@ export class ReplicaReconciler {
     intervalMs: number,
     /** The wait of a replica whose create failed (default: one interval, doubling to 5 minutes). */
     private readonly replicaBackoff: BackoffPolicy = { minMs: intervalMs, maxMs: Math.max(intervalMs, MAX_BACKOFF_MS) },
+    /** Metrics: the reconcile runner's observer. */
+    observe?: (loop: string, ok: boolean) => void,
   ) {
     const failures = failureLog((line) => this.ctx.log(line), 'cluster network reconcile');
     this.runner = new ReconcileRunner({
@@ -50,6 +52,7 @@ export class ReplicaReconciler {
       // A pass that failed as a whole (Docker not answering) is tried again sooner, never later than the periodic one.
       backoff: { minMs: intervalMs < 1_000 ? intervalMs : 1_000, maxMs: intervalMs },
       reconcile: () => this.pass(),
+      ...(observe ? { observe } : {}),
       onError: (e) => failures.failed(e),
       onRecovered: () => failures.recovered(),
     });

@@ -56,6 +56,9 @@ export interface RouteDeps {
   logger: (m: string) => void;
   /** Route ops for this host's netns (the caller owns them: opened and closed by the agent). */
   ops: RouteOps;
+  /** Metrics: the reconcile runner's observer, and each route added for an event (seconds since the event's time). */
+  observe?: (loop: string, ok: boolean) => void;
+  onProgrammed?: (seconds: number) => void;
 }
 
 export interface RouteService {
@@ -64,8 +67,8 @@ export interface RouteService {
   /** Extra routes from another source (BGP learned routes), replacing that source's previous set. */
   setExternal(source: string, routes: DesiredRoute[]): void;
   stop(): Promise<void>;
-  /** Counters for tests/bench: applied adds/deletes, last sync time. */
-  stats(): { adds: number; deletes: number; syncs: number };
+  /** Counters for tests/bench: applied adds/deletes, last sync time; `routes`: ours in the kernel now. */
+  stats(): { adds: number; deletes: number; syncs: number; routes: number };
 }
 
 const MIN_RETRY_MS = 200;
@@ -117,6 +120,9 @@ class Routes implements RouteService {
   private readonly counters = { adds: 0, deletes: 0, syncs: 0 };
   /** Tracing on: the traces of the events the next pass applies (its `apply event` span links them). */
   private eventLinks: Link[] = [];
+  /** Metrics: the earliest time (ms) of the events that touched each destination (or any) since the last pass. */
+  private readonly eventTimes = new Map<string, number>();
+  private anyEventTime?: number;
 
   constructor(private readonly deps: RouteDeps) {
     this.ops = deps.ops;
@@ -128,6 +134,7 @@ class Routes implements RouteService {
       resyncMs: deps.reconcileMs,
       backoff: policy,
       reconcile: (pass) => this.pass(pass),
+      ...(deps.observe ? { observe: deps.observe } : {}),
       // pass() reports each route's failure itself and never throws for one: this is a bug, logged.
       onError: (e, { retryInMs }) => this.deps.logger(`routes: pass failed: ${(e as Error).message} (retry in ${retryInMs} ms)`),
     });
@@ -158,6 +165,7 @@ class Routes implements RouteService {
         const link = linkTo(eventTraceparent(e.traceId, e.seq), { [attr.seq]: e.seq });
         if (link) this.eventLinks.push(link);
       }
+      if (this.deps.onProgrammed) this.noteEventTime(e, keys);
       if (this.recomputeAll) {
         relevant = true;
         continue;
@@ -192,8 +200,15 @@ class Routes implements RouteService {
     this.kick();
   }
 
-  stats(): { adds: number; deletes: number; syncs: number } {
-    return { ...this.counters };
+  stats(): { adds: number; deletes: number; syncs: number; routes: number } {
+    return { ...this.counters, routes: this.current.size };
+  }
+
+  private noteEventTime(e: ClusterEvent, keys: RouteKey[] | undefined): void {
+    const t = Date.parse(e.time);
+    if (!Number.isFinite(t)) return;
+    if (keys === undefined) this.anyEventTime = Math.min(this.anyEventTime ?? t, t);
+    else for (const k of keys) this.eventTimes.set(k.dst, Math.min(this.eventTimes.get(k.dst) ?? t, t));
   }
 
   async stop(): Promise<void> {
@@ -259,6 +274,14 @@ class Routes implements RouteService {
     const ok = (key: string): void => {
       if (this.lastError.delete(key)) this.deps.logger(`routes: ${key} is fine again`);
     };
+    // The event times this pass answers (routes added below are timed from them).
+    const times = new Map(this.eventTimes);
+    const anyTime = this.anyEventTime;
+    this.eventTimes.clear();
+    this.anyEventTime = undefined;
+    // The traces of the events this pass answers (taken with their times, before the pass reads the view).
+    const links = this.eventLinks;
+    this.eventLinks = [];
     const extra: Route[] = []; // duplicates of ours in the kernel (same dst twice, e.g. IPv6 metrics)
     const relisted = this.wantList;
     if (this.wantList) {
@@ -327,6 +350,8 @@ class Routes implements RouteService {
           await this.ops.addRoute({ ...w, protocol: UNDERLAY_RT_PROTO });
           this.current.set(dst, w);
           this.counters.adds++;
+          const since = times.get(dst) ?? anyTime;
+          if (since !== undefined) this.deps.onProgrammed?.((Date.now() - since) / 1000);
           this.deps.logger(`routes: added ${text(w)}`);
           ok(key);
         } catch (e) {
@@ -338,8 +363,6 @@ class Routes implements RouteService {
       }
     };
     // Tracing on: route changes that follow events are an `apply event` span (CONSUMER) linked to those events' traces.
-    const links = this.eventLinks;
-    this.eventLinks = [];
     if (links.length > 0 && tracingOn() && (dels.length > 0 || [...want].some(([dst, w]) => w && !this.current.has(dst)))) {
       await withSpan('apply event', { kind: SpanKind.CONSUMER, parent: ROOT_CONTEXT, links, attributes: { [attr.messagingSystem]: 'nats', [attr.node]: this.deps.node, [attr.seq]: this.deps.view.seq } }, apply);
     } else {
