@@ -6,6 +6,7 @@
  * An HTTP API request with a traceparent gets a SERVER span in the caller's trace. A controller with no exporter
  * endpoint exports nothing; `http/protobuf` and `grpc` exports arrive too (counted, not decoded).
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { RequestAddressRes, RequestPoolRes, ReadEventsRes, rpcSubject } from '@underlay/core';
 import type { RpcClient } from '@underlay/adapters';
@@ -133,6 +134,14 @@ describe('a traced controller process', () => {
     expect(slow.proc.exitInfo()?.code).toBe(0);
     expect(receiver.spans.filter((s) => s.traceId === trace).map((s) => s.name)).toEqual(expect.arrayContaining(['process requestPool', 'decide requestPool', 'commit']));
   });
+
+  it('logged JSON lines (level, service, instance, msg), its stop included', () => {
+    const lines = fs.readFileSync(c1.proc.logFile, 'utf8').split('\n').filter((l) => l && !l.startsWith('#'));
+    const parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    for (const p of parsed) expect(p).toMatchObject({ service: 'underlay-controller', instance: 'c1', level: expect.stringMatching(/^(debug|info|warn|error)$/), msg: expect.any(String) });
+    expect(parsed.some((p) => /^leader \(term \d+\)/.test(String(p.msg)))).toBe(true);
+    expect(parsed.some((p) => p.msg === 'SIGTERM: stopping')).toBe(true);
+  });
 });
 
 describe('a controller process with OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf', () => {
@@ -189,5 +198,16 @@ describe.each([
       if (proc) await stopProcess(proc, 'SIGTERM', 10_000);
       await off.close();
     }
+  });
+});
+
+describe('a controller process with --log-format text (UNDERLAY_LOG_FORMAT)', () => {
+  it('logs text lines: time, level, who, message', async () => {
+    const { proc } = await startController('c7', { UNDERLAY_LOG_FORMAT: 'text' });
+    await stopProcess(proc, 'SIGTERM', 10_000);
+    const lines = fs.readFileSync(proc.logFile, 'utf8').split('\n').filter((l) => l && !l.startsWith('#'));
+    expect(lines.length).toBeGreaterThan(0);
+    for (const l of lines) expect(l).toMatch(/^\[\d{4}-\d\d-\d\dT[\d:.]+Z\] (DEBUG|INFO|WARN|ERROR): controller c7: /);
+    expect(lines.some((l) => l.endsWith('INFO: controller c7: SIGTERM: stopping'))).toBe(true);
   });
 });

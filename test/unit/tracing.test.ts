@@ -5,7 +5,8 @@
  * are); on, the group commit's span is a child of the first request it carries and links every one; child spans of
  * wrapped objects appear only under an active span; the resource names the service and the instance.
  */
-import { ROOT_CONTEXT, SpanKind, startTracing, traceMethods, traceparentOf, tracingOffReason, tracingOn, withSpan, withSpanSync, type Tracing } from '@underlay/adapters';
+import { Writable } from 'node:stream';
+import { ROOT_CONTEXT, SpanKind, createServiceLog, startTracing, traceMethods, traceparentOf, tracingOffReason, tracingOn, withSpan, withSpanSync, type Tracing } from '@underlay/adapters';
 import type { ClusterEvent } from '@underlay/core';
 import type { EtcdEventLog } from '@underlay/adapters';
 import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
@@ -17,7 +18,6 @@ import type { ClusterView } from '../../services/node-agent/src/cluster-view';
 import type { NetworkRecord } from '../../services/node-agent/src/driver/store';
 import { decideNodeHello, decideRequestAddress, decideRequestPool } from '@underlay/core';
 import { engineWithClock } from './support';
-import { log } from '../../cli/src/commands/run';
 
 const ev = (seq: number) => ({ seq, id: String(seq), time: '2026-01-01T00:00:00Z', actor: 'x', type: 'NodeHello', data: {} }) as unknown as ClusterEvent;
 
@@ -129,16 +129,14 @@ describe('tracing on (one SDK for this file, spans in memory)', () => {
 
   it('names the active span in service log lines (trace_id, span_id), and nothing outside spans', async () => {
     const lines: string[] = [];
-    const spy = jest.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => (lines.push(String(chunk)), true));
-    try {
-      const logger = log('agent h1');
-      logger('outside');
-      const sc = await withSpan('docker Join', { kind: SpanKind.SERVER }, async (span) => (logger('inside'), span.spanContext()));
-      expect(lines[0]).toMatch(/agent h1: outside\n$/);
-      expect(lines[1]).toContain(`agent h1: inside trace_id=${sc.traceId} span_id=${sc.spanId}`);
-    } finally {
-      spy.mockRestore();
-    }
+    const stream = new Writable({ write: (chunk: Buffer, _enc, done) => (lines.push(chunk.toString()), done()) });
+    const logger = createServiceLog({ service: 'underlay-agent', instance: 'h1', who: 'agent h1', format: 'json', stream });
+    logger('outside');
+    const sc = await withSpan('docker Join', { kind: SpanKind.SERVER }, async (span) => (logger('inside'), span.spanContext()));
+    const [outside, inside] = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(outside).toMatchObject({ msg: 'outside', level: 'info', service: 'underlay-agent', instance: 'h1' });
+    expect(outside).not.toHaveProperty('trace_id');
+    expect(inside).toMatchObject({ msg: 'inside', trace_id: sc.traceId, span_id: sc.spanId });
   });
 
   it('makes an apply event span (CONSUMER) linked to the event\'s trace when an event adds a route, with route add under it', async () => {

@@ -1,7 +1,7 @@
 import { Agent, AgentConfig } from '@underlay/node-agent';
 import { openLinkOps, startTracing } from '@underlay/adapters';
 import type { FlagSpec } from '../flags.js';
-import { log, runService, withTracing } from './run.js';
+import { runService, serviceLog, withTracing } from './run.js';
 
 export const agentFlags: FlagSpec[] = [
   { key: 'node', flag: 'node', help: 'this host\'s node name (required)' },
@@ -29,8 +29,8 @@ export const agentFlags: FlagSpec[] = [
 ];
 
 export function agentCommand(argv: string[]): Promise<number> {
-  return runService(argv, agentFlags, AgentConfig, (cfg) => {
-    const logger = log(`agent ${cfg.node}`);
+  return runService(argv, agentFlags, AgentConfig, (cfg, logSettings) => {
+    const logger = serviceLog(logSettings, 'underlay-agent', `agent ${cfg.node}`, cfg.node);
     // Traces, when the OTEL_* variables configure an exporter (off otherwise).
     const tracing = startTracing({ service: 'underlay-agent', instance: cfg.node, logger });
     return { service: withTracing(new Agent(cfg, () => openLinkOps(), logger), tracing), logger };

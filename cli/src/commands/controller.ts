@@ -1,7 +1,7 @@
 import { Controller, ControllerConfig, HTTP_LIMITS, type HttpLimits } from '@underlay/controller';
 import { startTracing } from '@underlay/adapters';
 import type { FlagSpec } from '../flags.js';
-import { log, runService, withTracing } from './run.js';
+import { runService, serviceLog, withTracing } from './run.js';
 
 /** Flags of the HTTP API's limits, with their default and range from the controller. */
 function limitFlags(rows: [key: string, flag: string, limit: keyof HttpLimits, help: string][]): FlagSpec[] {
@@ -59,8 +59,8 @@ export const controllerFlags: FlagSpec[] = [
 ];
 
 export function controllerCommand(argv: string[]): Promise<number> {
-  return runService(argv, controllerFlags, ControllerConfig, (cfg) => {
-    const logger = log(`controller ${cfg.name}`);
+  return runService(argv, controllerFlags, ControllerConfig, (cfg, logSettings) => {
+    const logger = serviceLog(logSettings, 'underlay-controller', `controller ${cfg.name}`, cfg.name);
     // Traces, when the OTEL_* variables configure an exporter (off otherwise).
     const tracing = startTracing({ service: 'underlay-controller', instance: cfg.name, logger });
     return { service: withTracing(new Controller(cfg, logger), tracing), logger };

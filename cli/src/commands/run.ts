@@ -1,21 +1,32 @@
 import type { z } from 'zod';
-import { activeSpanContext, type Tracing } from '@underlay/adapters';
+import { LogOptions, createServiceLog, logError, type ServiceLog, type Tracing } from '@underlay/adapters';
 import { helpFor, parseFlags, validate, type FlagSpec } from '../flags.js';
 
-/** Runs a service until SIGINT/SIGTERM, then stops it cleanly and exits. */
 /**
- * The services' log: one line per message on stderr, `<ISO time> <who>: <text>`. Kept hand-written rather than
- * pino: every message is a sentence for a person (no levels, no structured fields anywhere in the code), the
- * controller and the agent take only a `(msg: string) => void` (their `Logger` type), so they depend on no
- * logging library, and this one line is the whole implementation. When levels or fields are wanted, pino goes
- * here (and in that `Logger` type); nothing else changes.
+ * The services' log flags (controller, agent, up): JSON lines by default, text on a terminal or with
+ * `--log-format text`; levels debug, info, warn, error (libs/adapters telemetry/log.ts, pino).
  */
-export const log = (who: string) => (m: string) => {
-  // Tracing on and a span active (a plugin call, a request): the line names it, to find the trace from the log.
-  const sc = activeSpanContext();
-  process.stderr.write(`${new Date().toISOString()} ${who}: ${m}${sc ? ` trace_id=${sc.traceId} span_id=${sc.spanId}` : ''}\n`);
-};
+export const logFlags: FlagSpec[] = [
+  { key: 'logFormat', flag: 'log-format', value: 'json|text', help: 'log lines as JSON objects or as text (json; text when stderr is a terminal)' },
+  { key: 'logLevel', flag: 'log-level', value: 'LEVEL', help: 'least level logged: debug, info, warn or error (info)' },
+];
 
+export type LogSettings = z.infer<typeof LogOptions>;
+
+/** Takes the log flags out of parsed values (the service's own schema never sees them) and validates them. */
+export function takeLogSettings(values: Record<string, unknown>): LogSettings {
+  const picked = { logFormat: values.logFormat, logLevel: values.logLevel };
+  delete values.logFormat;
+  delete values.logLevel;
+  return validate(LogOptions, picked, logFlags);
+}
+
+/** A service's log (`who` names it in text lines; service and instance are fields of JSON lines). */
+export function serviceLog(settings: LogSettings, service: string, who: string, instance?: string): ServiceLog {
+  return createServiceLog({ service, who, ...(instance !== undefined ? { instance } : {}), ...(settings.logFormat ? { format: settings.logFormat } : {}), level: settings.logLevel });
+}
+
+/** Runs a service until SIGINT/SIGTERM, then stops it cleanly and exits. */
 export function untilSignal(stop: () => Promise<void>, logger: (m: string) => void): Promise<void> {
   return new Promise((resolve) => {
     let stopping = false;
@@ -24,12 +35,12 @@ export function untilSignal(stop: () => Promise<void>, logger: (m: string) => vo
       stopping = true;
       logger(`${sig}: stopping`);
       const force = setTimeout(() => {
-        logger('did not stop within 15 s; exiting');
+        logError(logger, 'did not stop within 15 s; exiting');
         process.exit(1);
       }, 15_000);
       force.unref();
       stop()
-        .catch((e) => logger(`error while stopping: ${(e as Error).message}`))
+        .catch((e) => logError(logger, `error while stopping: ${(e as Error).message}`))
         .finally(() => {
           process.off('SIGINT', onSignal);
           process.off('SIGTERM', onSignal);
@@ -56,7 +67,7 @@ export function guardProcess(logger: (m: string) => void): void {
   process.on('unhandledRejection', (reason) => {
     unhandledRejections++;
     const text = reason instanceof Error ? (reason.stack ?? reason.message) : String(reason);
-    logger(`unhandled promise rejection #${unhandledRejections} (kept running): ${text}`);
+    logError(logger, `unhandled promise rejection #${unhandledRejections} (kept running): ${text}`);
   });
 }
 
@@ -65,14 +76,16 @@ export async function runService<S extends z.ZodType, T extends { start(): Promi
   argv: string[],
   flags: FlagSpec[],
   schema: S,
-  make: (cfg: z.infer<S>) => { service: T; logger: (m: string) => void },
+  make: (cfg: z.infer<S>, log: LogSettings) => { service: T; logger: (m: string) => void },
 ): Promise<number> {
-  const { values, help } = parseFlags(argv, flags);
+  const all = [...flags, ...logFlags];
+  const { values, help } = parseFlags(argv, all);
   if (help) {
-    process.stdout.write(`flags:\n${helpFor(flags)}\n`);
+    process.stdout.write(`flags:\n${helpFor(all)}\n`);
     return 0;
   }
-  const { service, logger } = make(validate(schema, values, flags));
+  const logSettings = takeLogSettings(values);
+  const { service, logger } = make(validate(schema, values, flags), logSettings);
   guardProcess(logger);
   await service.start();
   await untilSignal(() => service.stop(), logger);

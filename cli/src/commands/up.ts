@@ -19,7 +19,7 @@ import { Agent, AgentConfig } from '@underlay/node-agent';
 import { DEFAULT_STREAM_LIMITS, NatsKeysError, RetryExhausted, retry, controllerCreds, ensureNatsKeys, natsServerConfig, nodeCreds, openLinkOps, writePrivateFile } from '@underlay/adapters';
 import { NodeName, UnavailableError, UnderlayError, nodeToken } from '@underlay/core';
 import { helpFor, parseFlags, validate, UsageError, type FlagSpec } from '../flags.js';
-import { guardProcess, log, untilSignal } from './run.js';
+import { guardProcess, logFlags, serviceLog, takeLogSettings, untilSignal } from './run.js';
 import { agentFlags } from './agent.js';
 
 export const upFlags: FlagSpec[] = [
@@ -30,6 +30,7 @@ export const upFlags: FlagSpec[] = [
   { key: 'listen', flag: 'listen', help: 'controller HTTP API HOST:PORT (127.0.0.1:7410)' },
   { key: 'natsAuth', flag: 'nats-auth', boolean: true, help: 'NATS users and permissions, keys in --state-dir/nats (true; --nats-auth=false: none)' },
   ...agentFlags.filter((f) => f.key === 'pluginDir' || f.key === 'docker'),
+  ...logFlags,
 ];
 
 const port = z.coerce.number().int().min(1, 'must be a port number 1-65535').max(65535, 'must be a port number 1-65535');
@@ -151,6 +152,7 @@ export async function upCommand(argv: string[]): Promise<number> {
     process.stdout.write(`usage: underlay up [flags]\n\nflags:\n${helpFor(upFlags)}\n`);
     return 0;
   }
+  const logSettings = takeLogSettings(values);
   const a = validate(UpArgs, values, upFlags);
   const etcdBin = findOnPath('etcd');
   const natsBin = findOnPath('nats-server');
@@ -161,7 +163,7 @@ export async function upCommand(argv: string[]): Promise<number> {
   for (const [p, what] of [[a.etcdPort, '--etcd-port'], [a.etcdPort + 1, 'the etcd peer port (--etcd-port + 1)'], [a.natsPort, '--nats-port']] as const) {
     if (!(await portFree(p))) throw new UsageError(`port ${p} (${what}) is already in use on 127.0.0.1; choose another with ${what.startsWith('--') ? what : '--etcd-port'}`);
   }
-  const logger = log('up');
+  const logger = serviceLog(logSettings, 'underlay', 'up', a.node);
   // The controller and the agent run in this process: a stray rejection is logged and counted, never fatal.
   guardProcess(logger);
   const dirs = { etcd: path.join(a.stateDir, 'etcd'), nats: path.join(a.stateDir, 'nats'), agent: path.join(a.stateDir, 'agent'), logs: path.join(a.stateDir, 'logs') };
@@ -194,11 +196,11 @@ export async function upCommand(argv: string[]): Promise<number> {
     const natsUrl = `nats://127.0.0.1:${a.natsPort}`;
     controller = new Controller(
       { etcd: [`http://127.0.0.1:${a.etcdPort}`], nats: natsUrl, natsCreds: auth?.controller, listen: a.listen, name: a.node, apiTokenFile: tokenFile, streamMaxBytes: streamBytesFor(dirs.nats) },
-      log('controller'),
+      logger.child('controller', a.node),
     );
     await controller.start();
     await controller.whenLeader();
-    agent = new Agent({ node: a.node, nats: natsUrl, natsCreds: auth?.node, docker: a.docker, pluginDir: a.pluginDir, stateDir: dirs.agent }, () => openLinkOps(), log(`agent ${a.node}`));
+    agent = new Agent({ node: a.node, nats: natsUrl, natsCreds: auth?.node, docker: a.docker, pluginDir: a.pluginDir, stateDir: dirs.agent }, () => openLinkOps(), logger.child(`agent ${a.node}`, a.node));
     await agent.start();
   } catch (e) {
     await stopAll();

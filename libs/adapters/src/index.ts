@@ -20,3 +20,4 @@ export * from './runtime/reconcile-runner.js';
 export * from './telemetry/tracing.js';
 export * from './runtime/failure-log.js';
 export * from './telemetry/metrics.js';
+export * from './telemetry/log.js';

@@ -3,7 +3,7 @@
  * core's leak rules) and releases blocks that have been empty for the grace period. The schedule is the shared
  * ReconcileRunner's resync (the first pass one interval after start, as a pass needs the nodes' reports).
  */
-import { ReconcileRunner } from '@underlay/adapters';
+import { ReconcileRunner, logWarn } from '@underlay/adapters';
 import { candidateKey, collectLeaks, decideReleaseEmptyBlocks, findLeakCandidates, type LeakCandidate, type LeakPolicy, type NodeLiveness } from '@underlay/core';
 import type { ClusterWriter } from './cluster-writer.js';
 
@@ -80,7 +80,7 @@ export class Collector {
       for (const b of blocks.released) this.logger(`released empty block ${b}`);
       this.passes++;
     } catch (e) {
-      this.logger(`collector pass failed: ${(e as Error).message}`);
+      logWarn(this.logger, `collector pass failed: ${(e as Error).message}`);
     }
   }
 }

@@ -32,25 +32,7 @@ import {
   traceIdOf,
   nodeList,
 } from '@underlay/core';
-import {
-  EtcdEventLog,
-  EtcdSnapshots,
-  EventPublisher,
-  ReconcileRunner,
-  activeTraceId,
-  connectNats,
-  sleep,
-  failureLog,
-  ensureNodeConsumer,
-  keys,
-  maxPayload,
-  serveRpc,
-  REPLY_ENVELOPE_BYTES,
-  runReadiness,
-  type Fence,
-  type NatsConnection,
-  type RpcContext,
-} from '@underlay/adapters';
+import { EtcdEventLog, EtcdSnapshots, EventPublisher, ReconcileRunner, activeTraceId, connectNats, sleep, failureLog, ensureNodeConsumer, keys, maxPayload, serveRpc, REPLY_ENVELOPE_BYTES, runReadiness, type Fence, type NatsConnection, type RpcContext, logError, logWarn } from '@underlay/adapters';
 import { ControllerConfig, type ControllerConfigInput } from './config.js';
 import { ClusterWriter } from './cluster-writer.js';
 import { IpamRequests } from './ipam-requests.js';
@@ -223,7 +205,7 @@ export class Controller {
         await follower.stop();
         if (this.stopped) break;
         const delayMs = retry.next();
-        this.logger(`campaign failed: ${(e as Error).message}; retrying in ${delayMs} ms`);
+        logWarn(this.logger, `campaign failed: ${(e as Error).message}; retrying in ${delayMs} ms`);
         await sleep(delayMs, this.abort.signal);
         continue;
       }
@@ -237,9 +219,9 @@ export class Controller {
         this.logger(`leader (term ${this.terms}) at seq ${this.writer.state.seq}`);
         for (const w of this.leaderWaiters.splice(0)) w();
         const reason = await Promise.race([lostP, this.stoppedP]);
-        if (!this.stopped) this.logger(`leadership lost: ${reason}`);
+        if (!this.stopped) logWarn(this.logger, `leadership lost: ${reason}`);
       } catch (e) {
-        this.logger(`failed to take over as leader: ${(e as Error).message}`);
+        logError(this.logger, `failed to take over as leader: ${(e as Error).message}`);
       } finally {
         await this.stepDown();
         await election.stop().catch(() => {});

@@ -23,7 +23,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
 import { InvalidArgumentError } from '@underlay/core';
-import { SpanKind, contextFrom, secondsSince, tracingOn, withOperation, withSpan } from '@underlay/adapters';
+import { SpanKind, contextFrom, secondsSince, tracingOn, withOperation, withSpan, logError } from '@underlay/adapters';
 import type { ApiDeps } from './api/deps.js';
 import { HttpError, checkBearer, sendError, sendJson, toHttpError } from './api/http.js';
 import { apiRoutes, defaultOptions, type HttpApiOptions, type RouteContext, type RouteSpec } from './api/routes.js';
@@ -167,11 +167,11 @@ export function createHttpApi(deps: ApiDeps, options: HttpApiOptions = {}): http
     const fail = (e: unknown) => {
       try {
         // Only failures nobody meant (500): refusals (401, 413, 503…) are answers, and logging them would let any client fill the log.
-        if (toHttpError(e).status === 500) opts.logger(`HTTP ${req.method} ${pathOf(req)}: ${(e as Error)?.message ?? e}`);
+        if (toHttpError(e).status === 500) logError(opts.logger, `HTTP ${req.method} ${pathOf(req)}: ${(e as Error)?.message ?? e}`);
         if (res.headersSent) res.destroy();
         else sendError(res, e);
       } catch (e2) {
-        opts.logger(`HTTP ${req.method} ${pathOf(req)}: cannot answer: ${(e2 as Error)?.message ?? e2}`);
+        logError(opts.logger, `HTTP ${req.method} ${pathOf(req)}: cannot answer: ${(e2 as Error)?.message ?? e2}`);
         res.destroy();
       }
     };

@@ -14,7 +14,7 @@
  * (monotonic clock), checked by a timer and again, synchronously, in fence() and isLeader().
  */
 import { EtcdLeaseInvalidError, type Etcd3, type IKeyValue, type Lease, type Watcher } from 'etcd3';
-import { keys, retry, type Fence } from '@underlay/adapters';
+import { keys, retry, type Fence, logError, logWarn } from '@underlay/adapters';
 import { UnderlayError, type BackoffPolicy } from '@underlay/core';
 
 /** The leader key, from the one keyspace (libs/adapters/src/etcd/keys.ts). */
@@ -202,7 +202,7 @@ export class LeaderElection {
           backoff: CAMPAIGN_BACKOFF,
           retryIf: () => !this.stopped,
           signal: this.abort.signal,
-          onRetry: (e, _n, delayMs) => this.log(`campaign attempt failed: ${errText(e)}; retrying in ${delayMs} ms`),
+          onRetry: (e, _n, delayMs) => logWarn(this.log, `campaign attempt failed: ${errText(e)}; retrying in ${delayMs} ms`),
         });
       } catch (e) {
         if (this.stopped) throw new ElectionStoppedError();
@@ -292,7 +292,7 @@ export class LeaderElection {
     this.watcher = w;
     w.on('put', (kv) => this.onWatchEvent('put', kv))
       .on('delete', (kv) => this.onWatchEvent('delete', kv))
-      .on('disconnected', (e) => this.log(`watch on ${this.key} disconnected (reconnecting): ${errText(e)}`))
+      .on('disconnected', (e) => logWarn(this.log, `watch on ${this.key} disconnected (reconnecting): ${errText(e)}`))
       .on('error', (e) => this.onWatchError(w, e));
     this.watchReady = new Promise<void>((resolve, reject) => {
       w.once('connected', () => resolve());
@@ -322,7 +322,7 @@ export class LeaderElection {
     this.watchReady = undefined;
     void w.cancel().catch(() => undefined);
     if (this.stopped) return;
-    this.log(`watch on ${this.key} failed, re-creating it: ${errText(e)}`);
+    logWarn(this.log, `watch on ${this.key} failed, re-creating it: ${errText(e)}`);
     this.wake?.(); // a campaigning standby retries now (with a new watch)
     const t = this.term;
     if (!t) return;
@@ -377,7 +377,7 @@ export class LeaderElection {
       }
     });
     lease.on('keepaliveFailed', (err) => {
-      if (!h.dead) this.log(`keepalive for lease ${h.id || '(pending)'} failed: ${errText(err)}`);
+      if (!h.dead) logWarn(this.log, `keepalive for lease ${h.id || '(pending)'} failed: ${errText(err)}`);
     });
     lease.on('lost', (err) => this.leaseDied(h, `lease ${h.id || '(pending)'} lost: ${errText(err)}`));
     this.armWatchdog(h);
@@ -429,14 +429,14 @@ export class LeaderElection {
     const t = this.term;
     if (!t) return;
     this.term = undefined;
-    this.log(`lost leadership of ${this.key} (create revision ${t.fence.createRevision}): ${reason}`);
+    logWarn(this.log, `lost leadership of ${this.key} (create revision ${t.fence.createRevision}): ${reason}`);
     void this.dropLease(t.handle, reason);
     for (const cb of this.lostCallbacks) {
       queueMicrotask(() => {
         try {
           cb(reason);
         } catch (e) {
-          this.log(`onLost callback threw: ${errText(e)}`);
+          logError(this.log, `onLost callback threw: ${errText(e)}`);
         }
       });
     }

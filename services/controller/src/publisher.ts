@@ -15,7 +15,7 @@
  * resync.
  */
 import { EVENTS_STREAM, type BackoffPolicy, type ClusterEvent } from '@underlay/core';
-import { ReconcileRunner, SpanKind, activeSpanContext, attr, traceContext, withSpan, type EtcdEventLog, type EventPublisher, type Pass } from '@underlay/adapters';
+import { ReconcileRunner, SpanKind, activeSpanContext, attr, traceContext, withSpan, type EtcdEventLog, type EventPublisher, type Pass, logWarn } from '@underlay/adapters';
 
 export interface OrderedPublisherOptions {
   /** The seq of the latest snapshot in etcd (undefined: none); an empty stream is refilled from after it. */
@@ -116,7 +116,7 @@ export class OrderedPublisher {
         await this.catchUp().catch(() => {});
       }
     } catch (e) {
-      this.logger(`could not check the JetStream event stream: ${(e as Error).message}`);
+      logWarn(this.logger, `could not check the JetStream event stream: ${(e as Error).message}`);
     } finally {
       this.checking = false;
     }
@@ -146,7 +146,7 @@ export class OrderedPublisher {
     if (this.stopped) return;
     const first = !this.broken;
     this.broken = true;
-    if (first) this.logger(`publishing events failed (${(err as Error).message}); catching up from etcd`);
+    if (first) logWarn(this.logger, `publishing events failed (${(err as Error).message}); catching up from etcd`);
     this.runner.trigger();
   }
 

@@ -15,7 +15,7 @@ import {
   type ClusterEvent,
   type ClusterState,
 } from '@underlay/core';
-import { EventsTrimmedError, type EtcdEventLog, type EtcdSnapshots, type Fence } from '@underlay/adapters';
+import { EventsTrimmedError, type EtcdEventLog, type EtcdSnapshots, type Fence, logError, logWarn } from '@underlay/adapters';
 
 /** What one cold start (`loadState`) did. */
 export interface LoadReport {
@@ -52,7 +52,7 @@ export async function loadState(
     base = undefined;
     const msg = (e as Error).message.replace(/\s+/g, ' ').slice(0, 400);
     snapshotError = msg.startsWith('snapshot') ? msg : `the latest snapshot is unusable: ${msg}`;
-    logger(`CORRUPT SNAPSHOT: ${snapshotError}; folding the whole event log instead`);
+    logError(logger, `CORRUPT SNAPSHOT: ${snapshotError}; folding the whole event log instead`);
   }
   let state = base ?? fold([]);
   const snapshotSeq = base?.seq ?? 0;
@@ -160,7 +160,7 @@ export class Snapshotter {
       for (const ev of events) apply(this.shadow, ev);
     } catch (e) {
       // The log moved under us (another writer): snapshots resume after the next full reload.
-      this.logger(`snapshot shadow dropped: ${(e as Error).message}`);
+      logWarn(this.logger, `snapshot shadow dropped: ${(e as Error).message}`);
       this.shadow = undefined;
       return;
     }
@@ -225,7 +225,7 @@ export class Snapshotter {
       this.logger(written ? `snapshot written at seq ${seq} (${json.length} bytes)` : `snapshot at seq ${seq} not written: a newer one exists`);
       if (written) await this.trim(seq);
     } catch (e) {
-      this.logger(`snapshot at ${seq} not written or log not trimmed: ${(e as Error).message}`);
+      logWarn(this.logger, `snapshot at ${seq} not written or log not trimmed: ${(e as Error).message}`);
     } finally {
       // Written or not, the next attempt comes `every` events later (no retry loop while etcd is away).
       this.lastSeq = seq;

@@ -4,7 +4,7 @@
  */
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
-import { DockerEngine, ReconcileRunner, RpcClient, connectNats, failureLog, openRouteOps, runReadiness, spanNames, traceMethods, type Attributes, type NatsConnection, type Readiness, type RouteOps } from '@underlay/adapters';
+import { DockerEngine, ReconcileRunner, RpcClient, connectNats, failureLog, openRouteOps, runReadiness, type FailureLog, spanNames, traceMethods, type Attributes, type NatsConnection, type Readiness, type RouteOps, logError } from '@underlay/adapters';
 import { nodeInboxPrefix, plugin, type ClusterEvent } from '@underlay/core';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ClusterView } from './cluster-view.js';
@@ -106,7 +106,7 @@ export class Agent {
   private routeOps?: RouteOps;
   /** Reports to the controller now and every reportIntervalMs (a report logs its own failure). */
   private reporter?: ReconcileRunner;
-  private readonly reportFailures = failureLog((line) => this.logger(line), 'report to the controller');
+  private readonly reportFailures: FailureLog;
   private ctx?: DriverContext;
   view?: ClusterView;
   replicas?: ReplicaReconciler;
@@ -131,6 +131,7 @@ export class Agent {
     private readonly openRoutes: () => RouteOps = () => openRouteOps(),
   ) {
     this.config = AgentConfig.parse(config);
+    this.reportFailures = failureLog(this.logger, 'report to the controller');
     this.metrics = new AgentMetrics({
       appliedSeq: () => this.view?.seq ?? 0,
       knownHead: () => this.view?.knownHead ?? 0,
@@ -275,7 +276,7 @@ export class Agent {
       this.listenAddress = this.telemetry.address;
       this.logger(`agent ${this.config.node}: /metrics, /healthz and /readyz on http://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${this.telemetry.address.port}`);
     } catch (e) {
-      this.logger(`agent ${this.config.node}: cannot serve /metrics on --listen ${this.config.listen}: ${(e as Error).message}; going on without it`);
+      logError(this.logger, `agent ${this.config.node}: cannot serve /metrics on --listen ${this.config.listen}: ${(e as Error).message}; going on without it`);
     }
   }
 

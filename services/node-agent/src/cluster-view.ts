@@ -7,7 +7,7 @@
  * against it.
  */
 import type { NatsConnection } from '@nats-io/transport-node';
-import { EventConsumer, RpcClient, checkSnapshot } from '@underlay/adapters';
+import { EventConsumer, RpcClient, checkSnapshot, logError } from '@underlay/adapters';
 import { SnapshotReadRes, apply, emptyState, restore, type ClusterEvent, type ClusterState } from '@underlay/core';
 
 /**
@@ -134,7 +134,7 @@ export class ClusterView {
       try {
         l([], this._state, { resync: true });
       } catch (e) {
-        this.logger(`cluster view listener failed: ${(e as Error).message}`);
+        logError(this.logger, `cluster view listener failed: ${(e as Error).message}`);
       }
     }
     return this._state.seq;
@@ -172,7 +172,7 @@ export class ClusterView {
       try {
         l(evs, this.state);
       } catch (e) {
-        this.logger(`cluster view listener failed: ${(e as Error).message}`);
+        logError(this.logger, `cluster view listener failed: ${(e as Error).message}`);
       }
     }
   }

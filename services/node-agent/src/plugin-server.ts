@@ -8,7 +8,7 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { ZodError } from 'zod';
 import { InvalidArgumentError, UnderlayError, plugin } from '@underlay/core';
-import { SpanKind, attr, contextFrom, tracingOn, withSpan } from '@underlay/adapters';
+import { SpanKind, attr, contextFrom, tracingOn, withSpan, logWarn } from '@underlay/adapters';
 import { PluginTraces } from './plugin-traces.js';
 
 export type Handler = (body: unknown) => Promise<unknown> | unknown;
@@ -77,7 +77,7 @@ export function createPluginServer(routes: Routes, log: (m: string) => void): ht
           send(200, out ?? {});
         } catch (e) {
           const msg = errorText(e);
-          log(`${method} failed: ${msg}`);
+          logWarn(log, `${method} failed: ${msg}`);
           send(200, { [errField]: msg });
         }
       })();

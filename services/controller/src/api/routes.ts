@@ -4,7 +4,7 @@
  */
 import type * as http from 'node:http';
 import { z } from 'zod';
-import { HEALTHY, answerMetrics, sleep } from '@underlay/adapters';
+import { HEALTHY, answerMetrics, sleep, logWarn } from '@underlay/adapters';
 import {
   ApiError,
   Backoff,
@@ -215,7 +215,7 @@ async function pump(ctx: RouteContext, since: number, isClosed: () => boolean, s
       readRetry.reset();
     } catch (e) {
       const delayMs = readRetry.next();
-      opts.logger(`events stream: cannot read the log: ${(e as Error).message}; retrying in ${delayMs} ms`);
+      logWarn(opts.logger, `events stream: cannot read the log: ${(e as Error).message}; retrying in ${delayMs} ms`);
       await sleep(delayMs, signal);
       continue;
     }

@@ -11,6 +11,7 @@
 import { UnderlayError, plugin } from '@underlay/core';
 import { z } from 'zod';
 import type { ControllerClient, Docker, Log } from './context.js';
+import { logWarn } from '@underlay/adapters';
 
 /** What the authorization hook uses. */
 export interface AuthzDeps {
@@ -44,7 +45,7 @@ export async function authzRequest(ctx: AuthzDeps, raw: unknown): Promise<AuthZR
     return { Allow: true };
   } catch (e) {
     if (e instanceof UnderlayError && e.code === 'conflict') return { Allow: false, Msg: e.message };
-    ctx.log(`authorization check of ${req.data.RequestUri} failed, allowing it: ${(e as Error).message}`);
+    logWarn(ctx.log, `authorization check of ${req.data.RequestUri} failed, allowing it: ${(e as Error).message}`);
     return { Allow: true };
   }
 }

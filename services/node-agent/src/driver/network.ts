@@ -12,7 +12,7 @@ import {
   type DockerNetworkInspect,
   type NetworkOptions,
 } from '@underlay/core';
-import { retry, sleep } from '@underlay/adapters';
+import { retry, sleep, logWarn } from '@underlay/adapters';
 import type { DefineDeps, NetworkDeps } from './context.js';
 import { mapParent } from '../config.js';
 import { ensureParent, removeCreatedParent } from './links.js';
@@ -123,7 +123,7 @@ async function defineLater(ctx: NetworkDeps, id: string): Promise<void> {
         n = await ctx.docker.inspectNetwork(id);
         if (n) await defineNetwork(ctx, n);
       } catch (e) {
-        ctx.log(`could not define network ${id.slice(0, 12)} for the cluster: ${(e as Error).message}`);
+        logWarn(ctx.log, `could not define network ${id.slice(0, 12)} for the cluster: ${(e as Error).message}`);
         throw e;
       }
       if (!n) throw new UnavailableError(`Docker does not show network ${id.slice(0, 12)} yet`);
@@ -138,7 +138,7 @@ export async function defineNetwork(ctx: DefineDeps, n: DockerNetworkInspect): P
   const r = await ctx.controller.networkName({ networkId: n.Id, name: n.Name, definition: definitionFromDocker(n), replica });
   if (r.conflict) {
     ctx.memory.conflicts.set(n.Id, r.conflict);
-    ctx.log(`network ${n.Name} (${n.Id.slice(0, 12)}) refused: ${r.conflict}; it will be removed from this host`);
+    logWarn(ctx.log, `network ${n.Name} (${n.Id.slice(0, 12)}) refused: ${r.conflict}; it will be removed from this host`);
   } else {
     ctx.memory.conflicts.delete(n.Id);
   }
@@ -164,7 +164,7 @@ export async function deleteNetwork(ctx: NetworkDeps, raw: unknown): Promise<Rec
         ctx.log(`docker network rm refused for the cluster, so the network comes back on this host: ${e.message}`);
         await ctx.controller.networkRemove({ networkId: id, cluster: false }, { deadlineMs: 10_000 }).catch(() => {});
       } else if (e instanceof UnderlayError && e.code === 'unavailable') {
-        ctx.log(`network ${id.slice(0, 12)} removal not recorded (the controller did not answer): ${(e as Error).message}`);
+        logWarn(ctx.log, `network ${id.slice(0, 12)} removal not recorded (the controller did not answer): ${(e as Error).message}`);
       } else {
         throw e;
       }
@@ -177,7 +177,7 @@ export async function deleteNetwork(ctx: NetworkDeps, raw: unknown): Promise<Rec
     ctx.memory.conflicts.delete(id);
     const stillUsed = [...ctx.store.networks.values()].some((n) => n.parent === rec.parent);
     if (rec.createdParent && !stillUsed) {
-      await removeCreatedParent(ctx.links, rec.parent).catch((e) => ctx.log(`could not delete parent ${rec.parent}: ${(e as Error).message}`));
+      await removeCreatedParent(ctx.links, rec.parent).catch((e) => logWarn(ctx.log, `could not delete parent ${rec.parent}: ${(e as Error).message}`));
     }
     ctx.log(`network ${id.slice(0, 12)} deleted`);
     ctx.onNetworksChanged?.();

@@ -12,7 +12,7 @@
  * shared ReconcileRunner; a replica whose create failed waits its own Backoff, and the pass asks the runner to come
  * back when the earliest of those waits ends ({ requeueAfterMs }).
  */
-import { ROOT_CONTEXT, ReconcileRunner, SpanKind, attr, failureLog, linkTo, tracingOn, withSpan, type Link, type PassResult } from '@underlay/adapters';
+import { ROOT_CONTEXT, ReconcileRunner, SpanKind, attr, failureLog, linkTo, tracingOn, withSpan, type Link, type PassResult, logWarn } from '@underlay/adapters';
 import { Backoff, type BackoffPolicy, REPLICA_LABEL, dockerCreateBody, eventTraceparent, parseNetworkOptions, plugin, type ClusterEvent, type ClusterNetwork, type ClusterState } from '@underlay/core';
 import { mapParent } from '../config.js';
 import type { DriverContext } from './context.js';
@@ -109,7 +109,7 @@ export class ReplicaReconciler {
         continue;
       }
       if (info.name === undefined || info.cluster === undefined) {
-        await defineNetwork(ctx, n).catch((e) => ctx.log(`could not define network ${n.Name}: ${(e as Error).message}`));
+        await defineNetwork(ctx, n).catch((e) => logWarn(ctx.log, `could not define network ${n.Name}: ${(e as Error).message}`));
         present.add(n.Name);
         continue;
       }
@@ -127,7 +127,7 @@ export class ReplicaReconciler {
       } catch (e) {
         present.add(n.Name);
         this.status.removing.set(n.Name, (e as Error).message);
-        ctx.log(`could not remove network ${n.Name}: ${(e as Error).message}`);
+        logWarn(ctx.log, `could not remove network ${n.Name}: ${(e as Error).message}`);
       }
     }
     const now = Date.now();
@@ -142,7 +142,7 @@ export class ReplicaReconciler {
       const missing = await this.missingParent(cn);
       if (missing) {
         // Not worth a Docker create (and its pool request and release): say so, and look again next pass.
-        if (this.status.lastError.get(cn.name)?.detail !== missing) ctx.log(`cannot create cluster network ${cn.name} here: ${missing}`);
+        if (this.status.lastError.get(cn.name)?.detail !== missing) logWarn(ctx.log, `cannot create cluster network ${cn.name} here: ${missing}`);
         this.status.lastError.set(cn.name, { state: 'parent-missing', detail: missing });
         continue;
       }
@@ -166,7 +166,7 @@ export class ReplicaReconciler {
         const backoff = b && b.definitionSeq === cn.createdSeq ? b.backoff : new Backoff(this.replicaBackoff);
         const delayMs = backoff.next();
         this.backoff.set(cn.name, { at: now + delayMs, backoff, definitionSeq: cn.createdSeq });
-        ctx.log(`could not create cluster network ${cn.name} here (next try in ${Math.round(delayMs / 1000)} s): ${msg}`);
+        logWarn(ctx.log, `could not create cluster network ${cn.name} here (next try in ${Math.round(delayMs / 1000)} s): ${msg}`);
       }
     }
     for (const name of this.status.lastError.keys()) if (!s.clusterNetworks.has(name)) this.status.lastError.delete(name);

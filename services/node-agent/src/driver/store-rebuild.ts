@@ -6,7 +6,7 @@
  * UML guest loads alone, so this module's runtime imports stay out of it).
  */
 import { Backoff, type ClusterState } from '@underlay/core';
-import { sleep } from '@underlay/adapters';
+import { sleep, logWarn } from '@underlay/adapters';
 import type { Log } from './context.js';
 import { rebuildFromController, rebuildFromDocker, type RebuildDeps } from './restore.js';
 
@@ -67,7 +67,7 @@ export class StoreRebuild {
       }
       for (const e of r.errors) log(`rebuild from the controller: ${e}`);
     } catch (e) {
-      log(`rebuild from the controller failed: ${(e as Error).message}`);
+      logWarn(log, `rebuild from the controller failed: ${(e as Error).message}`);
     }
   }
 

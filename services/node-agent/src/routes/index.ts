@@ -23,7 +23,7 @@
  * shared ReconcileRunner; this module is the level-triggered pass. The RouteOps are the caller's (the agent opens
  * and closes them, as it does its LinkOps).
  */
-import { ROOT_CONTEXT, ReconcileRunner, SpanKind, attr, linkTo, tracingOn, withSpan, type Link, type Pass, type PassResult, type RouteOps } from '@underlay/adapters';
+import { ROOT_CONTEXT, ReconcileRunner, SpanKind, attr, linkTo, tracingOn, withSpan, type Link, type Pass, type PassResult, type RouteOps, logWarn } from '@underlay/adapters';
 import {
   Backoff,
   UNDERLAY_RT_PROTO,
@@ -136,7 +136,7 @@ class Routes implements RouteService {
       reconcile: (pass) => this.pass(pass),
       ...(deps.observe ? { observe: deps.observe } : {}),
       // pass() reports each route's failure itself and never throws for one: this is a bug, logged.
-      onError: (e, { retryInMs }) => this.deps.logger(`routes: pass failed: ${(e as Error).message} (retry in ${retryInMs} ms)`),
+      onError: (e, { retryInMs }) => logWarn(this.deps.logger, `routes: pass failed: ${(e as Error).message} (retry in ${retryInMs} ms)`),
     });
   }
 
@@ -187,7 +187,7 @@ class Routes implements RouteService {
     for (const r of routes) {
       const n = normalise(r);
       if (n) ok.push(n);
-      else this.deps.logger(`routes: ignoring invalid route from ${source}: ${JSON.stringify(r)}`);
+      else logWarn(this.deps.logger, `routes: ignoring invalid route from ${source}: ${JSON.stringify(r)}`);
     }
     if (ok.length) this.external.set(source, ok);
     else this.external.delete(source);
