@@ -46,7 +46,7 @@
  *   BENCH_IPAM_TRACING    on (default) or off: after the phases, the first mode runs 64 requesters with
  *                         OpenTelemetry tracing off and on (always_on sampling, OTLP http/protobuf to a
  *                         receiver in this process, the SDK's default batching), interleaved off, on, on,
- *                         off, BENCH_IPAM_PHASE_MS in all for each, and prints
+ *                         off twice, 2 x BENCH_IPAM_PHASE_MS in all for each, and prints
  *                           ipam tracing: on <n> allocations/s, off <n> allocations/s, ratio <r> (target >= 0.85)
  *                         The requesters (RpcClient: CLIENT spans) and the controller (process, decide,
  *                         commit, publish spans) share this process, so both sides' cost is in the ratio.
@@ -438,17 +438,20 @@ async function startTraceSink() {
 
 /**
  * Tracing on against off, on the first mode at 64 requesters: the SDK is started once (from OTEL_* variables set
- * here) and paused for the "off" slices, in the order off, on, on, off.
+ * here) as `underlay controller` starts it (explicit context propagation) and paused for the "off" slices (no
+ * spans; an async context manager, had it one, disabled too), in the order off, on, on, off, off, on, on, off.
  */
 async function tracingComparison(m) {
   const { startTracing } = require('@underlay/adapters');
   const sink = await startTraceSink();
   Object.assign(process.env, { OTEL_EXPORTER_OTLP_ENDPOINT: sink.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf', OTEL_TRACES_SAMPLER: 'always_on' });
-  const tracing = startTracing({ service: 'underlay-controller', instance: `bench-${m.mode}` });
+  // As `underlay controller` starts it: explicit propagation, no async context manager.
+  const tracing = startTracing({ service: 'underlay-controller', instance: `bench-${m.mode}`, contextPropagation: 'explicit' });
   try {
     const pool = await m.requesters.openPool('2001:db8:7ace::/64');
     const acc = { on: newPhase(64), off: newPhase(64) };
-    for (const state of ['off', 'on', 'on', 'off']) {
+    // ABBA twice: the state grows during the run (each slice allocates), and slices early and late weigh alike.
+    for (const state of ['off', 'on', 'on', 'off', 'off', 'on', 'on', 'off']) {
       tracing.pause(state === 'off');
       progress(`${m.mode}: tracing ${state}, 64 requesters, ${PHASE_MS / 2} ms`);
       await slice(m, acc[state], pool, PHASE_MS / 2, MAX_PER_PHASE / 2);

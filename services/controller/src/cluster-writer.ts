@@ -8,7 +8,7 @@
  * node-registration.ts, the collector); this module only runs decisions and writes their events.
  */
 import { ClusterEngine, FoldError, fold, UnderlayError, type ClusterEvent, type ClusterState, type Decision } from '@underlay/core';
-import { EventsTrimmedError, attr, currentOperation, tracingOn, withSpanSync, type EtcdEventLog, type Fence } from '@underlay/adapters';
+import { EventsTrimmedError, attr, currentOperation, traceContext, tracingOn, withSpanSync, type EtcdEventLog, type Fence, type SpanContext } from '@underlay/adapters';
 import { GroupCommitter } from './committer.js';
 
 /** Decisions per turn of the event loop. */
@@ -17,6 +17,13 @@ const ADMIT_SLICE = 128;
 export interface RequestContext {
   actor: string;
   traceId?: string;
+  /**
+   * Tracing on: the span serving the request (an RPC's `process` span, an API request's SERVER span) and its
+   * operation. The controller passes them explicitly rather than through an async context (it runs without
+   * one: see "Traces" in docs/ARCHITECTURE.md), so the `decide` span is its child and the commit links it.
+   */
+  span?: SpanContext;
+  operation?: string;
 }
 
 export interface ClusterWriterOptions {
@@ -25,7 +32,7 @@ export interface ClusterWriterOptions {
   onLoaded?: (state: ClusterState) => void;
   /** Loads the starting state: the latest snapshot folded forward with the log (default: the whole log). */
   loadState?: () => Promise<ClusterState>;
-  onCommitted?: (events: ClusterEvent[], encoded: string[]) => void;
+  onCommitted?: (events: ClusterEvent[], encoded: string[], commitSpan?: SpanContext) => void;
   /** Each etcd transaction of the group committer: events, seconds, committed or not (metrics). */
   onTransaction?: (events: number, seconds: number, ok: boolean) => void;
   fence?: () => Fence | undefined;
@@ -79,7 +86,7 @@ export class ClusterWriter {
       this.opts.log,
       state.seq,
       {
-        onCommitted: (evs, encoded) => this.opts.onCommitted?.(evs, encoded),
+        onCommitted: (evs, encoded, commitSpan) => this.opts.onCommitted?.(evs, encoded, commitSpan),
         onTransaction: (n, s, ok) => this.opts.onTransaction?.(n, s, ok),
         onFailed: (err) => {
           this.opts.logger?.(`commit failed, reloading state from etcd: ${(err as Error).message}`);
@@ -150,9 +157,10 @@ export class ClusterWriter {
   }
 
   /** One decision, applied to the state; with tracing on, in a `decide <operation>` span. */
-  private execute<R>(decide: (s: ClusterState) => Decision<R>, ctx: RequestContext, maxEventBytes: number) {
+  private execute<R>(decide: (s: ClusterState) => Decision<R>, ctx: RequestContext, maxEventBytes: number): { events: ClusterEvent[]; encoded: string[]; result: R } {
     if (!tracingOn()) return this.engine.execute(decide, ctx, maxEventBytes);
-    return withSpanSync(`decide ${currentOperation() ?? 'request'}`, {}, (span) => {
+    const parent = ctx.span ? traceContext(ctx.span) : undefined;
+    return withSpanSync(`decide ${ctx.operation ?? currentOperation() ?? 'request'}`, parent ? { parent } : {}, (span) => {
       const d = this.engine.execute(decide, ctx, maxEventBytes);
       span.setAttributes({ [attr.seq]: this.engine.state.seq, 'underlay.events': d.events.length });
       return d;
@@ -181,7 +189,8 @@ export class ClusterWriter {
     if (events.length > 0) this.clean = false;
     // With no new events the answer may still rest on events in flight: wait for those.
     if (events.length === 0) await this.committer.waitFor(this.engine.state.seq);
-    else await this.committer.commit(events, encoded);
+    // The commit links the request's span (and is the child of the first request it carries).
+    else await this.committer.commit(events, encoded, ctx.span);
     return result;
   }
 }

@@ -24,7 +24,8 @@ interface Pending {
 
 export interface CommitterHooks {
   /** Called after each successful transaction, in order, with each event's JSON. */
-  onCommitted(events: ClusterEvent[], encoded: string[]): void;
+  /** `commitSpan`: tracing on, the span of the transaction (the publish span's parent). */
+  onCommitted(events: ClusterEvent[], encoded: string[], commitSpan?: SpanContext): void;
   /**
    * Called when a transaction fails (and again for a refused commit once the reload it returned has ended); the
    * caller must rebuild its state before deciding again.
@@ -56,12 +57,12 @@ export class GroupCommitter {
   ) {}
 
   /** Resolves once the events are durable in etcd. `encoded`: their JSON, when the caller has it already. */
-  commit(events: ClusterEvent[], encoded: string[] = events.map((e) => JSON.stringify(e))): Promise<void> {
+  commit(events: ClusterEvent[], encoded: string[] = events.map((e) => JSON.stringify(e)), span?: SpanContext): Promise<void> {
     if (events.length === 0) return this.waitFor(0);
     if (this.failure !== undefined) return Promise.reject(this.refusal());
     return new Promise((resolve, reject) => {
       const bytes = encoded.reduce((n, j) => n + j.length + 64, 0);
-      this.queue.push({ events, encoded, bytes, resolve, reject, span: activeSpanContext() });
+      this.queue.push({ events, encoded, bytes, resolve, reject, span: span ?? activeSpanContext() });
       if (!this.running) void this.loop();
     });
   }
@@ -150,7 +151,7 @@ export class GroupCommitter {
         this.transactions++;
         this.committedSeq = events[events.length - 1]!.seq;
         // The publish that follows is a child of this commit (tracing on).
-        runInSpan(this.commitSpan, () => this.hooks.onCommitted(events, encoded));
+        runInSpan(this.commitSpan, () => this.hooks.onCommitted(events, encoded, this.commitSpan));
         for (const p of batch) p.resolve();
         this.waiters = this.waiters.filter((w) => {
           if (w.seq > this.committedSeq) return true;

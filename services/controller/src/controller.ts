@@ -103,8 +103,8 @@ export class Controller {
     this.writer = new ClusterWriter({
       log: this.log,
       loadState: () => loadState(this.log, this.snaps, logger, (r) => this.snapshotter.recordLoad(r)),
-      onCommitted: (evs, encoded) => {
-        this.publisher?.enqueue(evs, encoded);
+      onCommitted: (evs, encoded, commitSpan) => {
+        this.publisher?.enqueue(evs, encoded, commitSpan);
         this.snapshotter.onCommitted(evs);
       },
       onTransaction: (n, seconds, ok) => this.metrics.transaction(n, seconds, ok),
@@ -259,7 +259,7 @@ export class Controller {
     const nc = this.nc!;
     // The caller is the node its subject names (NATS lets a node's credentials publish only there); serveRpc
     // has already refused a body naming another node.
-    const ctx = (rc: RpcContext) => ({ actor: `node:${rc.node}`, traceId: traceIdOf(rc.traceparent) });
+    const ctx = (rc: RpcContext) => ({ actor: `node:${rc.node}`, traceId: traceIdOf(rc.traceparent), span: rc.span, operation: rc.method });
     const so = { logger: this.logger, observe: this.metrics.rpc };
     this.subs.push(
       serveRpc(nc, 'requestPool', RequestPoolReq, (r, rc) => this.ipam.requestPool(r, ctx(rc)), so),
@@ -372,13 +372,13 @@ export class Controller {
       log: this.log,
       tokens: this.apiTokens,
       telemetry: { registry: this.metrics.registry, readiness: () => this.readiness(), http: (route, code, seconds) => this.metrics.http(route, code, seconds) },
-      createNetwork: async (name, definition, actor) => {
+      createNetwork: async (name, definition, actor, trace) => {
         this.leaderOnly();
-        return this.networks.clusterNetworkCreate({ name, definition }, { actor, traceId: activeTraceId() });
+        return this.networks.clusterNetworkCreate({ name, definition }, { actor, traceId: activeTraceId() ?? trace?.span?.traceId, span: trace?.span, operation: trace?.operation });
       },
-      removeNetwork: async (name, actor) => {
+      removeNetwork: async (name, actor, trace) => {
         this.leaderOnly();
-        await this.networks.clusterNetworkRemove({ name }, { actor, traceId: activeTraceId() }, this.nodes.containerOf);
+        await this.networks.clusterNetworkRemove({ name }, { actor, traceId: activeTraceId() ?? trace?.span?.traceId, span: trace?.span, operation: trace?.operation }, this.nodes.containerOf);
       },
     }, {
       logger: this.logger,

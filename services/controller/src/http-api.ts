@@ -23,7 +23,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
 import { InvalidArgumentError } from '@underlay/core';
-import { SpanKind, contextFrom, secondsSince, tracingOn, withOperation, withSpan, logError } from '@underlay/adapters';
+import { SpanKind, contextFrom, secondsSince, tracingOn, withSpan, logError } from '@underlay/adapters';
 import type { ApiDeps } from './api/deps.js';
 import { HttpError, checkBearer, sendError, sendJson, toHttpError } from './api/http.js';
 import { apiRoutes, defaultOptions, type HttpApiOptions, type RouteContext, type RouteSpec } from './api/routes.js';
@@ -37,13 +37,11 @@ export { HTTP_LIMITS } from './api/limits.js';
 function tracedRoute(req: http.IncomingMessage, spec: RouteSpec, ctx: RouteContext): ReturnType<RouteSpec['handle']> {
   const route = `${req.method} ${spec.path}`;
   const attributes = { 'http.request.method': req.method ?? '', 'http.route': spec.path, 'url.path': pathOf(req) };
-  return withSpan(route, { kind: SpanKind.SERVER, parent: contextFrom(req.headers), attributes }, (span) =>
-    withOperation(route, async () => {
-      const reply = await spec.handle(ctx);
-      span.setAttribute('http.response.status_code', reply ? reply.status : 200);
-      return reply;
-    }),
-  );
+  return withSpan(route, { kind: SpanKind.SERVER, parent: contextFrom(req.headers), operation: route, attributes }, async (span) => {
+    const reply = await spec.handle({ ...ctx, trace: { span: span.spanContext(), operation: route } });
+    span.setAttribute('http.response.status_code', reply ? reply.status : 200);
+    return reply;
+  });
 }
 
 interface CompiledRoute {

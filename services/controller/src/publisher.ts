@@ -15,7 +15,7 @@
  * resync.
  */
 import { EVENTS_STREAM, type BackoffPolicy, type ClusterEvent } from '@underlay/core';
-import { ReconcileRunner, SpanKind, activeSpanContext, attr, traceContext, withSpan, type EtcdEventLog, type EventPublisher, type Pass, logWarn } from '@underlay/adapters';
+import { ReconcileRunner, SpanKind, activeSpanContext, attr, traceContext, withSpan, type EtcdEventLog, type EventPublisher, type Pass, type SpanContext, logWarn } from '@underlay/adapters';
 
 export interface OrderedPublisherOptions {
   /** The seq of the latest snapshot in etcd (undefined: none); an empty stream is refilled from after it. */
@@ -122,9 +122,9 @@ export class OrderedPublisher {
     }
   }
 
-  enqueue(events: ClusterEvent[], encoded?: string[]): void {
+  enqueue(events: ClusterEvent[], encoded?: string[], commitSpan?: SpanContext): void {
     // Tracing on: the publish span is a child of the commit that hands these events over.
-    const parent = activeSpanContext();
+    const parent = commitSpan ?? activeSpanContext();
     this.chain = this.chain
       .then(async () => {
         // While broken, the pending catch-up reads these from etcd.

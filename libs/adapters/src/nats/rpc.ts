@@ -32,8 +32,8 @@ import {
   type RpcMethod,
 } from '@underlay/core';
 import { RetryExhausted, retry } from '../runtime/retry.js';
-import { context, trace } from '@opentelemetry/api';
-import { SpanKind, attr, contextFrom, contextFromNats, injectNats, traceparentOf, tracingOn, withOperation, withSpan } from '../telemetry/tracing.js';
+import { context, trace, type SpanContext } from '@opentelemetry/api';
+import { SpanKind, attr, contextFrom, contextFromNats, injectNats, traceparentOf, tracingOn, withSpan } from '../telemetry/tracing.js';
 import { secondsSince, type RpcObserver } from '../telemetry/metrics.js';
 
 const enc = new TextEncoder();
@@ -139,6 +139,10 @@ export interface RpcContext {
   /** The caller, from the request's subject (which its credentials allow). */
   node: string;
   traceparent?: string;
+  /** Tracing on: the `process <method>` span serving the request (its context, for explicit parenting). */
+  span?: SpanContext;
+  /** The RPC method (names inner spans: `decide <method>`). */
+  method?: string;
 }
 
 export interface ServeOptions {
@@ -209,9 +213,12 @@ export function serveRpc<S extends z.ZodType>(
           const result = tracingOn()
             ? await withSpan(
                 `process ${method}`,
-                { kind: SpanKind.SERVER, parent: contextFromNats(msg.headers), attributes: { [attr.messagingSystem]: 'nats', [attr.destination]: msg.subject, [attr.operation]: 'process', [attr.node]: node } },
+                { kind: SpanKind.SERVER, parent: contextFromNats(msg.headers), operation: method, attributes: { [attr.messagingSystem]: 'nats', [attr.destination]: msg.subject, [attr.operation]: 'process', [attr.node]: node } },
                 // The caller's trace is the events' trace; a request without one gets this span's.
-                (span) => withOperation(method, () => handler(parsed.data, { node, traceparent: traceparent ?? traceparentOf(span.spanContext()) })),
+                (span) => {
+                  const sc = span.spanContext();
+                  return handler(parsed.data, { node, traceparent: traceparent ?? traceparentOf(sc), span: sc, method });
+                },
               )
             : await handler(parsed.data, { node, traceparent });
           reply = { ok: true, result: result ?? {} };

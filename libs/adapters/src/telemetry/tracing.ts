@@ -25,9 +25,11 @@ import {
   type SpanContext,
   type TextMapGetter,
   type TextMapSetter,
+  type Tracer,
 } from '@opentelemetry/api';
 import type { MsgHdrs } from '@nats-io/transport-node';
 import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import type { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 
 export { ROOT_CONTEXT, SpanKind, type Attributes, type Context, type Link, type Span, type SpanContext };
 
@@ -55,6 +57,15 @@ export interface TracingOptions {
    * endpoint). Jest cannot run the OTLP exporters (they load `http` by a dynamic import).
    */
   spanProcessors?: SpanProcessor[];
+  /**
+   * How a span's context reaches the code it calls. `async` (default; the agent, `up`): an AsyncLocalStorage context
+   * manager, so spans nest through awaits by themselves. `explicit` (the controller): no context manager — Node 20's
+   * AsyncLocalStorage puts a hook on every promise of the process, which at the controller's request rate cost more
+   * than the spans themselves (bench:ipam) — and the controller hands each request's span to the spans it makes
+   * (RpcContext.span → RequestContext.span → decide → commit link → publish). In that mode no span is "active":
+   * log lines carry no trace_id and `traceMethods` wrappers make no spans.
+   */
+  contextPropagation?: 'async' | 'explicit';
 }
 
 export interface Tracing {
@@ -64,8 +75,14 @@ export interface Tracing {
   pause(paused: boolean): void;
 }
 
+let contextManager: AsyncLocalStorageContextManager | undefined;
+
 let enabled = false;
 const TRACER = 'underlay';
+/** The tracer of the running SDK (looked up once per start: getTracer builds a key and searches a map each call). */
+let tracerCache: Tracer | undefined;
+const tracer = (): Tracer => (tracerCache ??= trace.getTracer(TRACER));
+const OPERATION = Symbol.for('underlay.operation');
 
 /** True while an SDK is started in this process. */
 export function tracingOn(): boolean {
@@ -97,22 +114,38 @@ export function startTracing(opts: TracingOptions): Tracing | undefined {
   const { NodeSDK } = require('@opentelemetry/sdk-node') as typeof import('@opentelemetry/sdk-node');
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { defaultResource, resourceFromAttributes } = require('@opentelemetry/resources') as typeof import('@opentelemetry/resources');
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { AsyncLocalStorageContextManager: Manager } = require('@opentelemetry/context-async-hooks') as typeof import('@opentelemetry/context-async-hooks');
+  contextManager = undefined;
   const sdk = new NodeSDK({
     resource: defaultResource().merge(resourceFromAttributes({ 'service.instance.id': opts.instance })),
     // OTEL_SERVICE_NAME (read by the SDK's environment detector) wins over the default.
     ...((env.OTEL_SERVICE_NAME ?? '').trim() ? {} : { serviceName: opts.service }),
     ...(opts.spanProcessors ? { spanProcessors: opts.spanProcessors } : {}),
+    // null: no context manager at all (explicit propagation); the SDK's setupContextManager skips it (its type
+    // does not say so).
+    contextManager: (opts.contextPropagation === 'explicit' ? null : (contextManager = new Manager())) as unknown as undefined,
     instrumentations: [],
     metricReaders: [],
     logRecordProcessors: [],
   });
   sdk.start();
+  tracerCache = undefined;
   enabled = true;
   opts.logger?.(`tracing on: ${env.OTEL_TRACES_EXPORTER || 'otlp'} ${env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT || ''} (${env.OTEL_EXPORTER_OTLP_PROTOCOL || 'http/protobuf'}), service ${(env.OTEL_SERVICE_NAME ?? '').trim() || opts.service}, instance ${opts.instance}`);
   let done: Promise<void> | undefined;
   return {
     pause: (paused) => {
-      if (!done) enabled = !paused;
+      if (done || enabled === !paused) return;
+      enabled = !paused;
+      // Paused is off: the context manager's promise hook goes too (it costs without any span).
+      if (!contextManager) return;
+      if (paused) {
+        context.disable();
+      } else {
+        contextManager.enable();
+        context.setGlobalContextManager(contextManager);
+      }
     },
     shutdown: () =>
       (done ??= sdk.shutdown().then(
@@ -203,6 +236,8 @@ export interface SpanOpts {
   links?: Link[];
   /** The parent (default: the active context). */
   parent?: Context;
+  /** The operation (RPC method, HTTP route) the span serves, for currentOperation() inside it (withOperation). */
+  operation?: string;
 }
 
 function endWith(span: Span, err?: unknown): void {
@@ -221,27 +256,37 @@ function endWith(span: Span, err?: unknown): void {
  */
 export function withSpan<T>(name: string, opts: SpanOpts, fn: (span: Span) => Promise<T>): Promise<T> {
   if (!enabled) return fn(NOOP_SPAN);
-  const tracer = trace.getTracer(TRACER);
   const parent = opts.parent ?? context.active();
-  const span = tracer.startSpan(name, { kind: opts.kind ?? SpanKind.INTERNAL, attributes: opts.attributes, links: opts.links }, parent);
-  return context.with(trace.setSpan(parent, span), async () => {
+  const span = tracer().startSpan(name, { kind: opts.kind ?? SpanKind.INTERNAL, attributes: opts.attributes, links: opts.links }, parent);
+  let ctx = trace.setSpan(parent, span);
+  if (opts.operation !== undefined) ctx = ctx.setValue(OPERATION, opts.operation);
+  // One context switch and no async wrapper: this runs for every request the controller serves.
+  return context.with(ctx, () => {
+    let out: Promise<T>;
     try {
-      const out = await fn(span);
-      endWith(span);
-      return out;
+      out = fn(span);
     } catch (e) {
       endWith(span, e);
       throw e;
     }
+    return out.then(
+      (v) => {
+        endWith(span);
+        return v;
+      },
+      (e: unknown) => {
+        endWith(span, e);
+        throw e;
+      },
+    );
   });
 }
 
 /** The synchronous form of withSpan. */
 export function withSpanSync<T>(name: string, opts: SpanOpts, fn: (span: Span) => T): T {
   if (!enabled) return fn(NOOP_SPAN);
-  const tracer = trace.getTracer(TRACER);
   const parent = opts.parent ?? context.active();
-  const span = tracer.startSpan(name, { kind: opts.kind ?? SpanKind.INTERNAL, attributes: opts.attributes, links: opts.links }, parent);
+  const span = tracer().startSpan(name, { kind: opts.kind ?? SpanKind.INTERNAL, attributes: opts.attributes, links: opts.links }, parent);
   return context.with(trace.setSpan(parent, span), () => {
     try {
       const out = fn(span);
@@ -258,8 +303,6 @@ export function withSpanSync<T>(name: string, opts: SpanOpts, fn: (span: Span) =
 export function traced<A extends unknown[], R>(name: string | ((...args: A) => string), fn: (...args: A) => Promise<R>, opts: Omit<SpanOpts, 'parent'> = {}): (...args: A) => Promise<R> {
   return (...args: A) => (enabled ? withSpan(typeof name === 'string' ? name : name(...args), opts, () => fn(...args)) : fn(...args));
 }
-
-const OPERATION = Symbol.for('underlay.operation');
 
 /** The operation (RPC method, HTTP route) the active context serves, for names of inner spans (`decide <op>`). */
 export function currentOperation(): string | undefined {

@@ -1,6 +1,6 @@
 /** What the HTTP API needs from the controller (so it can be served and tested on its own). */
 import type { ClusterState, NetworkDefinitionInput } from '@underlay/core';
-import type { EtcdEventLog, Readiness, Registry } from '@underlay/adapters';
+import type { EtcdEventLog, Readiness, Registry, SpanContext } from '@underlay/adapters';
 import type { NodeDirectory } from '../nodes.js';
 import type { ApiTokens } from './tokens.js';
 
@@ -18,11 +18,17 @@ export interface ApiDeps {
    * ConflictError with the difference when the name exists with another definition, InvalidArgumentError
    * for a bad definition. `created` is false when the same network already exists.
    */
-  createNetwork(name: string, definition: NetworkDefinitionInput, actor: string): Promise<{ created: boolean }>;
+  createNetwork(name: string, definition: NetworkDefinitionInput, actor: string, trace?: RequestTrace): Promise<{ created: boolean }>;
   /** Removes a cluster network (leader only). NotFoundError, or ConflictError naming hosts and containers still attached. */
-  removeNetwork(name: string, actor: string): Promise<void>;
+  removeNetwork(name: string, actor: string, trace?: RequestTrace): Promise<void>;
   /** GET /metrics and /readyz (no token), and the HTTP metrics of every request (route pattern, status, seconds). */
   telemetry: { registry: Registry; readiness(): Promise<Readiness>; http?(route: string, code: number, seconds: number): void };
   /** The named bearer tokens /v1 requests must carry (one of them); its name is the request's actor. */
   tokens: ApiTokens;
+}
+
+/** Tracing on: the API request's SERVER span and route, passed explicitly to the writes it makes. */
+export interface RequestTrace {
+  span?: SpanContext;
+  operation?: string;
 }

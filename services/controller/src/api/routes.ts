@@ -33,7 +33,7 @@ import {
   type BackoffPolicy,
   type ViewInput,
 } from '@underlay/core';
-import type { ApiDeps } from './deps.js';
+import type { ApiDeps, RequestTrace } from './deps.js';
 import { HttpError, parseWith, readJsonBody } from './http.js';
 import { resolveLimits, type HttpLimits } from './limits.js';
 import { traceEvents } from './trace-events.js';
@@ -49,6 +49,8 @@ export interface RouteContext {
   /** Who the request acts as: `user:<name of the bearer token>` (headers such as X-Underlay-User are not trusted). */
   actor: string;
   opts: ApiRuntime;
+  /** Tracing on: the request's SERVER span and route (http-api.ts sets them), for the writes it makes. */
+  trace?: RequestTrace;
 }
 
 /** A handler's answer; `undefined` when it wrote the response itself (a stream). */
@@ -313,7 +315,7 @@ export const apiRoutes: RouteSpec[] = [
       } catch (e) {
         throw new HttpError(400, 'invalid-argument', `options: ${(e as Error).message}`, 'options', {}, e);
       }
-      const { created } = await ctx.deps.createNetwork(name, definition, ctx.actor);
+      const { created } = await ctx.deps.createNetwork(name, definition, ctx.actor, ctx.trace);
       const network = networkInspect(views(ctx), name);
       if (!network) throw new HttpError(500, 'internal', `network ${name} was ${created ? 'created' : 'found'} but is not in the state`);
       return { status: created ? 201 : 200, body: { created, network }, headers: { location: `/v1/networks/${encodeURIComponent(name)}` } };
@@ -351,7 +353,7 @@ export const apiRoutes: RouteSpec[] = [
       503: err('this controller is a standby'),
     },
     async handle(ctx) {
-      await ctx.deps.removeNetwork(networkName(ctx), ctx.actor);
+      await ctx.deps.removeNetwork(networkName(ctx), ctx.actor, ctx.trace);
       return { status: 204 };
     },
   },
