@@ -16,6 +16,7 @@ have linux.uml   || need+=(user-mode-linux)   # ipvlan, 802.1q and dummy tests r
 have gobgpd      || need+=(gobgpd)            # BGP tests: gobgpd and gobgp 3.10
 have openssl     || need+=(openssl)           # TLS tests: a throw-away CA (test/lab/pki.ts)
 have promtool    || need+=(prometheus)        # monitoring tests: promtool and a real Prometheus (test/lab/prometheus.ts)
+have systemd-analyze || need+=(systemd)       # deploy/systemd test: systemd-analyze verify
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "underlay: installing ${need[*]} needs root (sudo $0)" >&2; exit 1; fi
   echo "underlay: installing Debian packages: ${need[*]}"

@@ -94,3 +94,4 @@ export function withLab(opts: WithLabOptions = {}): LabContext {
   };
   return ctx;
 }
+export * from './image';

@@ -12,6 +12,7 @@ export const agentFlags: FlagSpec[] = [
   { key: 'natsKey', flag: 'nats-key', value: 'FILE', help: 'NATS TLS: client certificate\'s key' },
   { key: 'docker', flag: 'docker', help: 'Docker Engine socket (unix:///var/run/docker.sock)' },
   { key: 'pluginDir', flag: 'plugin-dir', help: 'where Docker looks for plugin sockets (/run/docker/plugins)' },
+  { key: 'driverName', flag: 'driver-name', value: 'NAME', help: 'the name Docker knows this plugin by: underlay (socket plugin), underlay/underlay:VERSION (managed plugin) (underlay)' },
   { key: 'stateDir', flag: 'state-dir', help: 'local state (/var/lib/underlay)' },
   { key: 'listen', flag: 'listen', help: 'GET /metrics, /healthz, /readyz on HOST:PORT, no token; \'\' or off turns it off (127.0.0.1:7411)' },
   { key: 'reportIntervalMs', flag: 'report-interval-ms', help: 'how often to report (renews the node lease) (5000)' },

@@ -181,6 +181,7 @@ export class Agent {
       log: this.logger,
       docker: traceMethods(new DockerEngine(this.config.docker), DOCKER_SPANS),
       parentMap: this.config.parentMap,
+      driverName: this.config.driverName,
       onNetworksChanged: () => {
         this.replicas?.trigger();
         this.routes?.sync();

@@ -48,6 +48,15 @@ export const AgentConfig = z.object({
   natsKey: z.string().min(1).optional(),
   docker: path('--docker').regex(/^unix:\/\/\/.+/, 'docker must be a unix:// URL such as unix:///var/run/docker.sock').default('unix:///var/run/docker.sock'),
   pluginDir: path('--plugin-dir').default('/run/docker/plugins'),
+  /**
+   * The name Docker knows this plugin by, in its networks' Driver field: `underlay` for the socket plugin (the
+   * socket is always underlay.sock), `underlay/underlay:VERSION` when installed as a managed plugin.
+   */
+  driverName: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9._/-]*(?::[\w][\w.-]{0,127})?$/, '--driver-name must be a plugin name such as underlay or underlay/underlay:0.1.0')
+    .max(255)
+    .default('underlay'),
   /** GET /metrics, /healthz and /readyz on HOST:PORT (no token); '' or `off` turns the listener off. */
   listen: z
     .string()

@@ -62,6 +62,8 @@ export interface ReportSource {
   links: Pick<LinkOps, 'listLinks'>;
   endpointErrors?: Map<string, EndpointError>;
   conflicts?: ReadonlyMap<string, string>;
+  /** The name Docker knows this plugin by (--driver-name): `underlay` for the socket plugin, `underlay/underlay:VERSION` as a managed plugin. */
+  driverName?: string;
 }
 
 export interface ReportInputs {
@@ -92,7 +94,7 @@ export async function buildReport(inp: ReportInputs): Promise<NodeReport> {
   const containers = new Map<string, { name?: string; id: string }>();
   const names = new Map<string, string>();
   const replicaLabel = new Map<string, boolean>();
-  const docker = await readDockerUnderlay(ctx.docker, ctx.store.networks.keys());
+  const docker = await readDockerUnderlay(ctx.docker, ctx.store.networks.keys(), ctx.driverName);
   if (!docker.complete && !inp.state) {
     throw new UnavailableError(`report postponed: ${docker.errors[0] ?? 'Docker could not be read'}, and the cluster view has not caught up yet`);
   }

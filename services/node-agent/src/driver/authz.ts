@@ -18,6 +18,8 @@ export interface AuthzDeps {
   docker: Pick<Docker, 'inspectNetwork'>;
   controller: ControllerClient;
   log: Log;
+  /** The name Docker knows this plugin by (--driver-name): `underlay` for the socket plugin, `underlay/underlay:VERSION` as a managed plugin. */
+  driverName?: string;
 }
 
 const AuthZRequest = z.looseObject({
@@ -40,7 +42,7 @@ export async function authzRequest(ctx: AuthzDeps, raw: unknown): Promise<AuthZR
   if (!m) return { Allow: true };
   try {
     const n = await ctx.docker.inspectNetwork(decodeURIComponent(m[1]!));
-    if (!n || n.Driver !== plugin.PLUGIN_NAME) return { Allow: true };
+    if (!n || n.Driver !== (ctx.driverName ?? plugin.PLUGIN_NAME)) return { Allow: true };
     await ctx.controller.networkRemove({ networkId: n.Id, dryRun: true }, { deadlineMs: 5_000 });
     return { Allow: true };
   } catch (e) {

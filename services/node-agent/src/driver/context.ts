@@ -172,6 +172,8 @@ export interface DriverContext extends NetworkDeps, IpamDeps, EndpointDeps {
   readonly conflicts: Map<string, string>;
   /** memory.awaitSeq. */
   readonly awaitSeq: number;
+  /** The name Docker knows this plugin by (--driver-name): `underlay` for the socket plugin, `underlay/underlay:VERSION` as a managed plugin. */
+  driverName?: string;
 }
 
 /** The agent's DriverContext from its parts. */

@@ -48,12 +48,12 @@ function networkInfo(network: DockerNetworkInspect): DockerNetworkInfo {
 }
 
 /** Reads every underlay network of this Docker (and `alsoIds`) with its endpoints. Never throws. */
-export async function readDockerUnderlay(docker: DockerLike, alsoIds: Iterable<string> = []): Promise<DockerUnderlayState> {
+export async function readDockerUnderlay(docker: DockerLike, alsoIds: Iterable<string> = [], driverName: string = plugin.PLUGIN_NAME): Promise<DockerUnderlayState> {
   const errors: string[] = [];
   const ids = new Set<string>();
   let complete = true;
   try {
-    for (const id of await docker.listNetworkIds(plugin.PLUGIN_NAME)) ids.add(id);
+    for (const id of await docker.listNetworkIds(driverName)) ids.add(id);
   } catch (e) {
     complete = false;
     errors.push(`Docker's networks could not be listed: ${(e as Error).message}`);

@@ -100,7 +100,7 @@ export class ReplicaReconciler {
     this.passes++;
     const { ctx } = this;
     const s = this.view.state;
-    const local = await ctx.docker.listNetworks(plugin.PLUGIN_NAME);
+    const local = await ctx.docker.listNetworks(ctx.driverName ?? plugin.PLUGIN_NAME);
     const present = new Set<string>();
     for (const n of local) {
       const info = s.networks.get(n.Id);
@@ -150,7 +150,7 @@ export class ReplicaReconciler {
         // Tracing on: creating a replica applies the cluster network's event to this host (`apply event`, CONSUMER).
         const link = this.createdTraces.get(cn.name);
         const id = await withSpan('apply event', { kind: SpanKind.CONSUMER, parent: ROOT_CONTEXT, links: link ? [link] : [], attributes: { [attr.node]: ctx.node, [attr.network]: cn.name, [attr.seq]: cn.createdSeq } }, () =>
-          ctx.docker.createNetwork(dockerCreateBody(cn.name, cn.definition, plugin.PLUGIN_NAME, { [REPLICA_LABEL]: cn.originNode ?? 'api' })),
+          ctx.docker.createNetwork(dockerCreateBody(cn.name, cn.definition, ctx.driverName ?? plugin.PLUGIN_NAME, { [REPLICA_LABEL]: cn.originNode ?? 'api' })),
         );
         ctx.log(`created replica of cluster network ${cn.name} (${id.slice(0, 12)})`);
         this.createdTraces.delete(cn.name);

@@ -44,6 +44,8 @@ export interface RebuildDeps {
   controller: Pick<ControllerClient, 'bindEndpoint'>;
   /** Cluster parent names → this host's interfaces (--parent-map). */
   parentMap?: Readonly<Record<string, string>>;
+  /** The name Docker knows this plugin by (--driver-name): `underlay` for the socket plugin, `underlay/underlay:VERSION` as a managed plugin. */
+  driverName?: string;
 }
 
 export interface RestoreReport {
@@ -128,7 +130,7 @@ export function networkRecordFromDocker(ctx: Pick<RebuildDeps, 'parentMap' | 'st
 /** Records every underlay network and container endpoint Docker holds that the store does not know. */
 export async function rebuildFromDocker(ctx: Omit<RebuildDeps, 'node' | 'controller'>): Promise<DockerRebuildReport> {
   const out: DockerRebuildReport = { dockerRead: false, networks: [], endpoints: [], errors: [] };
-  const docker = await readDockerUnderlay(ctx.docker);
+  const docker = await readDockerUnderlay(ctx.docker, [], ctx.driverName);
   out.errors.push(...docker.errors);
   if (!docker.complete && docker.networks.size === 0) return out;
   out.dockerRead = docker.complete;
