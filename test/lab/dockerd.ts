@@ -109,7 +109,7 @@ export interface Dockerd {
   stop(): Promise<void>;
   /**
    * A power cut: dockerd, containerd, shims, plugins and containers SIGKILLed together (dockerd sees no container
-   * exit, as after a reboot), then stop()'s clean-up.
+   * exit, as after a reboot), then stop()'s clean-up, and the exec root emptied as a reboot empties /run.
    */
   crash(): Promise<void>;
 }
@@ -236,6 +236,9 @@ export async function startDockerd(lab: Lab, host: LabHost | string, opts: Docke
       `dockerd@${h.name} and everything it runs (power cut)`,
     );
     await stop();
+    // A reboot empties the exec root (/var/run/docker is a tmpfs): no stale containerd pid file (its process may be a
+    // zombie init has not reaped, which dockerd would take for a running containerd), sockets or task state.
+    fs.rmSync(path.join(dir, 'exec'), { recursive: true, force: true });
   };
 
   try {

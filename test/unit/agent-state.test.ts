@@ -240,6 +240,21 @@ describe('node report', () => {
     expect(found2.filter((c) => c.node === 'h1').map((c) => `${c.address} ${c.rule}`).sort()).toEqual(['192.0.2.2 endpoint-gone', '192.0.2.3 unbound']);
   });
 
+  it('lists the endpoint of an address held for a restart, so the collector does not reclaim it while held', async () => {
+    // Docker shows no container any more (the container stopped; its address is held: driver/address-holds.ts).
+    const ctx = context(dir, fakeDocker([dockerNetwork({ Containers: {} })]));
+    const state = clusterState();
+    const held = [{ poolId: 'underlay/192.0.2.0/24', address: '192.0.2.2' }];
+    const nodes = new NodeDirectory(15_000);
+    const t0 = Date.now() + 3_600_000;
+    const policy = { unboundGraceMs: 1, reportSlackMs: 1, nodeExpiredMs: 10 * 3_600_000 };
+    nodes.record(await buildReport({ ctx, version: '0.1.0', leaseMs: 15_000, state, held }), t0);
+    expect(findLeakCandidates(state, t0 + 1, nodes.liveness, policy, t0).filter((c) => c.address === '192.0.2.2')).toEqual([]);
+    // Once the hold ends (nothing held), the address is a candidate as before.
+    nodes.record(await buildReport({ ctx, version: '0.1.0', leaseMs: 15_000, state }), t0);
+    expect(findLeakCandidates(state, t0 + 1, nodes.liveness, policy, t0).filter((c) => c.address === '192.0.2.2').map((c) => c.rule)).toEqual(['endpoint-gone']);
+  });
+
   it('keeps what it knew while Docker cannot be read, and sends nothing when it knows nothing', async () => {
     const docker = fakeDocker([dockerNetwork()]);
     const ctx = context(dir, docker);

@@ -300,6 +300,7 @@ export class Agent {
         leaseMs: this.config.leaseMs ?? 3 * this.config.reportIntervalMs,
         state: this.view?.isReady ? this.view.state : undefined,
         replicas: this.replicas?.status,
+        held: ctx.holds?.list(),
       });
       await ctx.controller.nodeReport(report, { deadlineMs: this.config.reportIntervalMs });
       this.reportFailures.recovered();

@@ -74,6 +74,12 @@ export interface ReportInputs {
   state?: ClusterState;
   replicas?: ReplicaState;
   nowMs?: number;
+  /**
+   * Addresses this host holds for a restarting container (driver/address-holds.ts): Docker no longer shows their
+   * endpoints, but the addresses are still this node's, so their endpoints (from the cluster view) are listed and
+   * the collector does not take them for leaks while they are held.
+   */
+  held?: ReadonlyArray<{ poolId: string; address: string }>;
 }
 
 /** Endpoints Docker showed in the last report that could read it, per agent (kept while Docker cannot be read). */
@@ -83,6 +89,18 @@ const lastDockerEndpoints = new WeakMap<ReportSource, Set<string>>();
 function boundEndpointsOf(state: ClusterState, node: string): string[] {
   const out: string[] = [];
   for (const p of state.pools.values()) for (const a of p.allocs.values()) if (a.node === node && a.endpointId) out.push(a.endpointId);
+  return out;
+}
+
+/** The endpoints the cluster binds to addresses this node holds for a restart. */
+function heldEndpointsOf(state: ClusterState | undefined, node: string, held: ReadonlyArray<{ poolId: string; address: string }>): string[] {
+  const out: string[] = [];
+  if (!state) return out;
+  for (const h of held) {
+    const a = tryParseAddr(h.address);
+    const alloc = a ? state.pools.get(h.poolId)?.allocs.get(a.value) : undefined;
+    if (alloc && alloc.node === node && alloc.endpointId) out.push(alloc.endpointId);
+  }
   return out;
 }
 
@@ -114,6 +132,7 @@ export async function buildReport(inp: ReportInputs): Promise<NodeReport> {
       }
     }
   }
+  for (const id of heldEndpointsOf(inp.state, ctx.node, inp.held ?? [])) endpoints.add(id);
   if (docker.complete) {
     lastDockerEndpoints.set(ctx, fromDocker);
   } else {
