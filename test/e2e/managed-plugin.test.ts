@@ -122,7 +122,7 @@ describe('the managed plugin', () => {
     let d1 = docker.get('h1')!;
     // A power cut: dockerd, containerd, the plugin and every container die together (dockerd sees no exit).
     await d1.crash();
-    d1 = await startDockerd(ctx.lab, ctx.host('h1'), { dir: d1.dir });
+    d1 = await startDockerd(ctx.lab, ctx.host('h1'), { dir: d1.dir, storageDriver: 'overlay2' });
     docker.set('h1', d1);
     await waitForPlugin(d1);
     await waitFor(async () => (await d1.docker(['inspect', '--format', '{{.State.Running}}', 'cr'])).stdout.trim() === 'true', {
