@@ -12,12 +12,14 @@ import {
   decideNetworkRecorded,
   decideRequestAddress,
   decideRequestPool,
+  dummyParentName,
   findLeakCandidates,
   formatValue,
   type ClusterState,
 } from '@underlay/core';
 import { LocalStore } from '../../services/node-agent/src/driver/store';
-import { rebuildFromController, rebuildFromDocker, restore } from '../../services/node-agent/src/driver/restore';
+import { PRUNE_GRACE_MS, forgetPruned, pruneStale, pruneSummary, rebuildFromController, rebuildFromDocker, restore } from '../../services/node-agent/src/driver/restore';
+import { readDockerUnderlay } from '../../services/node-agent/src/driver/docker-state';
 import { KeyedMutex, driverContext, type DriverContext } from '../../services/node-agent/src/driver/context';
 import { rpcControllerClient } from '../../services/node-agent/src/driver/controller-client';
 import type { RpcClient } from '@underlay/adapters';
@@ -145,7 +147,7 @@ describe('rebuild from Docker', () => {
     const ctx = context(dir, docker);
     ctx.parentMap = { eth1: 'ens4' };
     const r = await rebuildFromDocker(ctx);
-    expect(r).toEqual({ dockerRead: true, networks: ['n1', 'iso'], endpoints: ['web 192.0.2.2/24', 'db 192.0.2.3/24'], errors: [] });
+    expect(r).toEqual({ dockerRead: true, networks: ['n1', 'iso'], endpoints: ['web 192.0.2.2/24', 'db 192.0.2.3/24'], errors: [], pruned: { networks: [], endpoints: [], links: [], errors: [], removed: [] } });
     expect(ctx.store.networks.get(NET)).toEqual({
       id: NET, type: 'macvlan', requestedParent: 'ens4', parent: 'ens4', createdParent: false, macvlanMode: 'bridge', ipvlanMode: 'l2', ipvlanFlag: 'bridge',
       internal: false, ipv4: [{ pool: '192.0.2.0/24', gateway: '192.0.2.1/24' }], ipv6: [], poolIds: ['underlay/192.0.2.0/24'],
@@ -158,7 +160,7 @@ describe('rebuild from Docker', () => {
     // Durable: a restart reads what was rebuilt; a second rebuild finds nothing to do.
     const ctx2 = context(dir, docker);
     expect([...ctx2.store.endpoints.keys()].sort()).toEqual([EP1, EP2]);
-    expect(await rebuildFromDocker(ctx2)).toEqual({ dockerRead: true, networks: [], endpoints: [], errors: [] });
+    expect(await rebuildFromDocker(ctx2)).toEqual({ dockerRead: true, networks: [], endpoints: [], errors: [], pruned: { networks: [], endpoints: [], links: [], errors: [], removed: [] } });
     // The rebuilt endpoints own their links: restore removes none of them.
     ctx2.links.listLinks = async () => [{ name: `ul${EP1.slice(0, 11)}`, index: 3 }, { name: 'ul0123456789a', index: 4 }];
     const deleted: string[] = [];
@@ -175,6 +177,87 @@ describe('rebuild from Docker', () => {
     expect(r.dockerRead).toBe(false);
     expect(r.errors[0]).toMatch(/Docker's networks could not be listed: connect ENOENT/);
     expect(ctx.store.networks.size).toBe(0);
+  });
+});
+
+describe('check against Docker (Docker is the truth on its host)', () => {
+  const PHANTOM = hex64('1b');
+  const PASSTHRU = hex64('2c');
+  const EP3 = hex64('e3');
+  const EP4 = hex64('e4');
+  const linkOf = (ep: string) => `ul${ep.slice(0, 11)}`;
+
+  /** A store written by an earlier agent: NET (Docker has it), a passthru network on eth1 and a dummy-parent network Docker no longer has. */
+  function oldStore(): void {
+    const store = new LocalStore(dir);
+    const base = { type: 'macvlan' as const, macvlanMode: 'bridge', ipvlanMode: 'l2', ipvlanFlag: 'bridge', internal: false, ipv6: [] };
+    store.putNetwork({ ...base, id: NET, requestedParent: 'eth1', parent: 'eth1', createdParent: false, ipv4: [{ pool: '192.0.2.0/24', gateway: '192.0.2.1/24' }], poolIds: ['underlay/192.0.2.0/24'] });
+    store.putNetwork({ ...base, id: PASSTHRU, requestedParent: 'eth1', parent: 'eth1', createdParent: false, macvlanMode: 'passthru', ipv4: [{ pool: '198.51.100.0/24' }], poolIds: ['underlay/198.51.100.0/24'] });
+    store.putNetwork({ ...base, id: PHANTOM, parent: dummyParentName('macvlan', PHANTOM), createdParent: true, internal: true, ipv4: [{ pool: '203.0.113.0/24' }], poolIds: ['underlay/203.0.113.0/24'] });
+    store.putEndpoint({ id: EP1, networkId: NET, address: '192.0.2.2/24', srcName: linkOf(EP1) });
+    store.putEndpoint({ id: EP3, networkId: NET, address: '192.0.2.9/24', srcName: linkOf(EP3) });
+    store.putEndpoint({ id: EP4, networkId: PHANTOM, address: '203.0.113.2/24', srcName: linkOf(EP4) });
+  }
+
+  it('removes at start every record Docker does not have, with the links underlay made, and says what', async () => {
+    oldStore();
+    // Docker's data root was reset: it holds NET with one container only.
+    const docker = fakeDocker([dockerNetwork({ Containers: { c1c1c1: { Name: 'web', EndpointID: EP1, MacAddress: '02:42:c0:00:02:02', IPv4Address: '192.0.2.2/24', IPv6Address: '' } } })]);
+    const ctx = context(dir, docker);
+    const links = ctx.links as FakeLinks;
+    await links.createDummy({ name: dummyParentName('macvlan', PHANTOM), up: true });
+    await links.createMacvlan({ name: linkOf(EP3), parent: 'x', mode: 'bridge' });
+    const r = await rebuildFromDocker(ctx);
+    expect(r.pruned).toEqual({
+      networks: [`${PASSTHRU.slice(0, 12)} (parent eth1)`, `${PHANTOM.slice(0, 12)} (parent ${dummyParentName('macvlan', PHANTOM)})`].sort(),
+      endpoints: expect.arrayContaining([`${EP4.slice(0, 12)} 203.0.113.2/24`, `${EP3.slice(0, 12)} 192.0.2.9/24`]),
+      links: expect.arrayContaining([linkOf(EP3), dummyParentName('macvlan', PHANTOM)]),
+      errors: [],
+      removed: expect.arrayContaining([{ id: PASSTHRU, poolIds: ['underlay/198.51.100.0/24'] }, { id: PHANTOM, poolIds: ['underlay/203.0.113.0/24'] }]),
+    });
+    expect(r.pruned!.endpoints).toHaveLength(2);
+    expect([...ctx.store.networks.keys()]).toEqual([NET]);
+    expect([...ctx.store.endpoints.keys()]).toEqual([EP1]);
+    expect(links.links.has(dummyParentName('macvlan', PHANTOM))).toBe(false);
+    expect(links.links.has('x')).toBe(true);
+    // Gone from disk: a restart does not bring them back; eth1 is free for a passthru network.
+    const again = new LocalStore(dir);
+    expect([...again.networks.keys()]).toEqual([NET]);
+    expect([...again.networks.values()].filter((n) => n.parent === 'eth1' && n.macvlanMode === 'passthru')).toEqual([]);
+    expect(pruneSummary(r.pruned!)).toMatch(new RegExp(`^removed records Docker does not have: 2 networks \\(.*${PHANTOM.slice(0, 12)}.*\\) and 2 endpoints`));
+  });
+
+  it('removes nothing while Docker cannot be read in full, nor what this process wrote moments ago', async () => {
+    oldStore();
+    const docker = fakeDocker([]);
+    const ctx = context(dir, docker);
+    docker.down = true;
+    expect((await rebuildFromDocker(ctx)).pruned).toBeUndefined();
+    expect(ctx.store.networks.size).toBe(3);
+    docker.down = false;
+    // Written by this process (a CreateNetwork Docker has not stored yet): kept within the grace, removed after.
+    ctx.store.putNetwork({ ...ctx.store.networks.get(PHANTOM)! });
+    const state = await readDockerUnderlay(docker, ctx.store.networks.keys());
+    const first = await pruneStale(ctx, state);
+    expect(first.networks.map((n) => n.slice(0, 12)).sort()).toEqual([NET, PASSTHRU].map((id) => id.slice(0, 12)).sort());
+    expect([...ctx.store.networks.keys()]).toEqual([PHANTOM]);
+    expect(PRUNE_GRACE_MS).toBeGreaterThan(10_000);
+    const later = await pruneStale(ctx, state, 0);
+    expect(later.networks.map((n) => n.slice(0, 12))).toEqual([PHANTOM.slice(0, 12)]);
+    expect(ctx.store.networks.size).toBe(0);
+    expect(ctx.store.endpoints.size).toBe(0);
+  });
+
+  it('tells the controller this host no longer has the network, and gives back the pools nothing else here uses', async () => {
+    const calls: { method: string; req: unknown }[] = [];
+    const ctx = context(dir, fakeDocker([]), calls);
+    ctx.store.putNetwork({ id: NET, type: 'macvlan', parent: 'eth1', requestedParent: 'eth1', createdParent: false, macvlanMode: 'bridge', ipvlanMode: 'l2', ipvlanFlag: 'bridge', internal: false, ipv4: [{ pool: '192.0.2.0/24' }], ipv6: [], poolIds: ['underlay/192.0.2.0/24'] });
+    const errors = await forgetPruned(ctx, [{ id: PHANTOM, poolIds: ['underlay/203.0.113.0/24', 'underlay/192.0.2.0/24'] }]);
+    expect(errors).toEqual([]);
+    expect(calls).toEqual([
+      { method: 'networkRemove', req: { node: 'h1', networkId: PHANTOM, cluster: false } },
+      { method: 'releasePool', req: { node: 'h1', poolId: 'underlay/203.0.113.0/24' } },
+    ]);
   });
 });
 

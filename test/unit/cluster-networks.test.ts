@@ -112,7 +112,7 @@ describe('cluster network decisions', () => {
     dockerNetwork('b', 'nb');
     expect(run((s) => decideNetworkDefine(s, { node: 'b', networkId: 'nb', name: 'n2', definition: DEF }))).toEqual({
       member: false,
-      conflict: 'subnet 192.0.2.0/24 overlaps with 192.0.2.0/24 of network n1',
+      conflict: 'subnet 192.0.2.0/24 overlaps with 192.0.2.0/24 of network "n1" (on c); use another subnet, or --ipam-opt space=NAME for the same subnet on another VLAN',
     });
   });
 
@@ -126,10 +126,10 @@ describe('cluster network decisions', () => {
     );
     expect(() => run((s) => decideClusterNetworkCreate(s, { name: 'x', definition: { subnets: [{ subnet: '203.0.113.5/24' }] } }))).toThrow(/subnets: /);
     expect(() => run((s) => decideClusterNetworkCreate(s, { name: 'x', definition: { subnets: [{ subnet: '2001:db8::/64' }] } }))).toThrow('subnets: 2001:db8::/64 is IPv6: set ipv6 to true');
-    expect(() => run((s) => decideClusterNetworkCreate(s, { name: 'x', definition: { subnets: [{ subnet: '203.0.113.128/25' }] } }))).toThrow(/overlaps with 203.0.113.0\/24 of network api/);
+    expect(() => run((s) => decideClusterNetworkCreate(s, { name: 'x', definition: { subnets: [{ subnet: '203.0.113.128/25' }] } }))).toThrow(/overlaps with 203.0.113.0\/24 of network "api" \(on no host yet\); use another subnet, or --ipam-opt space=NAME/);
     dockerNetwork('a', 'na'); // a pool of a network that is not (yet) a cluster network
     expect(() => run((s) => decideClusterNetworkCreate(s, { name: 'y', definition: { subnets: [{ subnet: '192.0.2.0/25' }] } }))).toThrow(
-      'subnet 192.0.2.0/25 overlaps with 192.0.2.0/24, already in use in address space "underlay"',
+      'subnet 192.0.2.0/25 overlaps with 192.0.2.0/24 of network "na" (on a), already in use in address space "underlay"; use another subnet, or --ipam-opt space=NAME for the same subnet on another VLAN',
     );
   });
 

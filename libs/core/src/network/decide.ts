@@ -7,7 +7,7 @@ import { ConflictError, InvalidArgumentError, NotFoundError } from '../errors.js
 import type { EventBody } from '../state/events.js';
 import { formatCidr, formatValue, overlaps, parseCidr } from '../ip.js';
 import type { Decision } from '../state/decision.js';
-import { DEFAULT_POOL_LIMITS, SPACE_OPTION, blockPrefixOption, checkPoolSize, overlappingPool, type PoolLimits } from '../state/pool-rules.js';
+import { DEFAULT_POOL_LIMITS, OVERLAP_HINT, SPACE_OPTION, blockPrefixOption, checkPoolSize, clusterNetworkHolders, networksUsing, overlappingPool, type PoolLimits } from '../state/pool-rules.js';
 import { checkNetworkOwner } from '../state/network-owner.js';
 import type { ClusterState } from '../state/cluster-state.js';
 import { LOCAL_ADDRESS_SPACE } from '../options.js';
@@ -64,7 +64,7 @@ function subnetClash(state: ClusterState, name: string, def: NetworkDefinition):
     for (const s of def.subnets) {
       const c = parseCidr(s.subnet);
       const hit = other.definition.subnets.find((o) => overlaps(parseCidr(o.subnet), c));
-      if (hit) return `subnet ${s.subnet} overlaps with ${hit.subnet} of network ${other.name}`;
+      if (hit) return `subnet ${s.subnet} overlaps with ${hit.subnet} of ${clusterNetworkHolders(state, other.name)}; ${OVERLAP_HINT}`;
     }
   }
   return undefined;
@@ -156,7 +156,7 @@ export function decideClusterNetworkCreate(
   const space = def.ipamOptions[SPACE_OPTION] || LOCAL_ADDRESS_SPACE;
   for (const s of def.subnets) {
     const p = overlappingPool(state, space, parseCidr(s.subnet));
-    if (p) throw new ConflictError(`subnet ${s.subnet} overlaps with ${p.cidrText}, already in use in address space "${space}"`);
+    if (p) throw new ConflictError(`subnet ${s.subnet} overlaps with ${p.cidrText} of ${networksUsing(state, p.poolId)}, already in use in address space "${space}"; ${OVERLAP_HINT}`);
   }
   return { events: [{ type: 'ClusterNetworkCreated', data: { name: req.name, definition: def } }], result: { created: true } };
 }

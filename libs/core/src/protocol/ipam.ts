@@ -63,6 +63,8 @@ export const RequestAddressRes = z.object({
   address,
   /** Sequence number of the allocation, to be carried by its release. */
   allocSeq: z.number().int().nonnegative(),
+  /** false: a point-to-point subnet's gateway answer, reserved for nobody (absent: reserved). */
+  reserved: z.literal(false).optional(),
 });
 export type RequestAddressRes = z.infer<typeof RequestAddressRes>;
 

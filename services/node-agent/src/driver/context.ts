@@ -99,6 +99,11 @@ export interface EndpointError {
 export class DriverMemory {
   /** The pool this node's Docker requested last for each CIDR: CreateNetwork names only the CIDR, right after RequestPool. */
   readonly recentPools = new Map<string, string>();
+  /**
+   * Point-to-point pools whose gateway the controller answered without reserving it (no --gateway): pool id → that
+   * address. CreateNetwork then records no gateway (Docker still passes the address).
+   */
+  readonly unreservedGateways = new Map<string, string>();
   /** The last error of each endpoint's Docker calls, for status reports (kept a while after the endpoint is gone). */
   readonly endpointErrors = new Map<string, EndpointError>();
   /** Docker networks the controller refused (same name, other definition): id → why. */
@@ -120,7 +125,7 @@ export class DriverMemory {
 export interface IpamDeps {
   controller: ControllerClient;
   store: LocalStore;
-  memory: Pick<DriverMemory, 'recentPools'>;
+  memory: Pick<DriverMemory, 'recentPools' | 'unreservedGateways'>;
 }
 
 /** CreateEndpoint / DeleteEndpoint / EndpointOperInfo (endpoint.ts). */
@@ -151,7 +156,7 @@ export interface NetworkDeps extends DefineDeps {
   lock: KeyedMutex;
   links: LinkOps;
   docker: Pick<Docker, 'inspectNetwork' | 'networkName'>;
-  memory: Pick<DriverMemory, 'conflicts' | 'recentPools' | 'removalRecorded'>;
+  memory: Pick<DriverMemory, 'conflicts' | 'recentPools' | 'unreservedGateways' | 'removalRecorded'>;
   /** Cluster parent names → this host's interfaces (--parent-map). */
   parentMap?: Readonly<Record<string, string>>;
   /** Called after this host's networks changed (a replica reconcile, routes). */

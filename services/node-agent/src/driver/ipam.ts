@@ -1,5 +1,5 @@
 /** IpamDriver: every call goes to the controller, which owns the cluster-wide allocation state. */
-import { plugin } from '@underlay/core';
+import { isPointToPoint, parseCidr, plugin } from '@underlay/core';
 import { randomUUID } from 'node:crypto';
 import type { EndpointDeps, IpamDeps } from './context.js';
 
@@ -41,13 +41,33 @@ export async function requestAddress(ctx: IpamDeps, raw: unknown) {
   const kind = r.Address && options['RequestAddressType'] === undefined ? (ctx.store.poolInUse(r.PoolID) ? 'endpoint' : 'aux') : undefined;
   // One id per Docker call, reused by the client's retries: a retry gets the same allocation.
   const res = await ctx.controller.requestAddress({ poolId: r.PoolID, address: r.Address, options, requestId: randomUUID(), kind });
+  if (res.reserved === false) {
+    // A point-to-point subnet's gateway: Docker needs an address, but nobody holds it and the network gets no gateway.
+    ctx.memory.unreservedGateways.set(r.PoolID, res.address);
+    return { Address: res.address, Data: {} };
+  }
+  if (options['RequestAddressType'] !== undefined) ctx.memory.unreservedGateways.delete(r.PoolID);
   ctx.store.setAlloc(r.PoolID, res.address.split('/')[0]!, res.allocSeq);
   return { Address: res.address, Data: {} };
+}
+
+/** The pool id (`<space>/<subnet>`) names an IPv4 /31 or IPv6 /127. */
+function isPointToPointPool(poolId: string): boolean {
+  try {
+    return isPointToPoint(parseCidr(poolId.split('/').slice(-2).join('/')));
+  } catch {
+    return false;
+  }
 }
 
 export async function releaseAddress(ctx: IpamDeps, raw: unknown) {
   const r = plugin.ReleaseAddressRequest.parse(raw);
   const allocSeq = ctx.store.allocSeq(r.PoolID, r.Address);
+  // A point-to-point pool's gateway was reserved for nobody (no --gateway) and may be a container's address, here or on
+  // another host: Docker releases it at network removal with nothing to tell it from that address. Every endpoint
+  // address this host holds is in the store with its seq (rebuilt from the controller after a loss); an address
+  // without one is that gateway (or a leak, which the controller's collector reclaims).
+  if (allocSeq === undefined && isPointToPointPool(r.PoolID)) return {};
   await ctx.controller.releaseAddress({ poolId: r.PoolID, address: r.Address, allocSeq });
   ctx.store.setAlloc(r.PoolID, r.Address, undefined);
   return {};

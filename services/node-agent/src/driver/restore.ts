@@ -6,6 +6,11 @@
  *    aside, or wiped) is recorded again from the Docker Engine API: options, parent, subnets and gateways,
  *    the endpoints' addresses, MACs and links. The pools are derived as the controller names them
  *    (`<space>/<subnet>`), so new containers bind their addresses at once.
+ *    Then the store is checked against Docker (`pruneStale`): Docker is the truth on its host, so a record of a network
+ *    or endpoint Docker does not have (its data root was reset, the state directory came from another host or agent,
+ *    a removal happened while the agent was down) is removed with the links underlay made for it, logged, and the
+ *    controller is told that this host no longer has the network (its pools are given back when nothing else here
+ *    uses them). The replica reconcile does the same on every pass.
  * 2. `restore` (libnetwork: macvlan_store.go's populateNetworks and populateEndpoints): parents underlay
  *    created (802.1q sub-interfaces, dummies) that are gone are re-created; endpoint links underlay made that
  *    no endpoint owns any more are removed. Links inside running containers are not in the host namespace and
@@ -30,9 +35,9 @@ import {
   type ClusterState,
 } from '@underlay/core';
 import type { ControllerClient, Docker, KeyedMutex } from './context.js';
-import { ensureParent, type LinkOps } from './links.js';
+import { ensureParent, removeCreatedParent, type LinkOps } from './links.js';
 import { mapParent } from '../config.js';
-import { readDockerUnderlay, type DockerNetworkInfo } from './docker-state.js';
+import { readDockerUnderlay, type DockerNetworkInfo, type DockerUnderlayState } from './docker-state.js';
 import type { AllocInfo, EndpointRecord, LocalStore, NetworkRecord } from './store.js';
 
 /** What the rebuilds read and write (a subset of the agent's DriverContext). */
@@ -41,11 +46,13 @@ export interface RebuildDeps {
   store: LocalStore;
   lock: KeyedMutex;
   docker: Pick<Docker, 'listNetworkIds' | 'inspectNetwork'>;
-  controller: Pick<ControllerClient, 'bindEndpoint'>;
+  controller: Pick<ControllerClient, 'bindEndpoint' | 'networkRemove' | 'releasePool'>;
   /** Cluster parent names → this host's interfaces (--parent-map). */
   parentMap?: Readonly<Record<string, string>>;
   /** The name Docker knows this plugin by (--driver-name): `underlay` for the socket plugin, `underlay/underlay:VERSION` as a managed plugin. */
   driverName?: string;
+  /** The links of this host (records Docker does not have are removed with theirs; without: nothing is removed). */
+  links?: LinkOps;
 }
 
 export interface RestoreReport {
@@ -89,6 +96,119 @@ export interface DockerRebuildReport {
   /** Endpoints recorded again: `<container> <address>`. */
   endpoints: string[];
   errors: string[];
+  /** Records Docker does not have, removed (Docker could be read). */
+  pruned?: PruneReport;
+}
+
+/**
+ * Records younger than this are never taken for stale: Docker stores a network only after CreateNetwork returns, and
+ * lists an endpoint only once it has joined its container.
+ */
+export const PRUNE_GRACE_MS = 60_000;
+
+export interface PruneReport {
+  /** Networks whose records were removed: `<id12> (parent <link>)`. */
+  networks: string[];
+  /** Endpoints whose records were removed: `<id12> <address>`. */
+  endpoints: string[];
+  /** Links underlay had made for them, deleted (parents, endpoint links left in this namespace). */
+  links: string[];
+  errors: string[];
+  /** The removed networks' ids and pools (to tell the controller). */
+  removed: { id: string; poolIds: string[] }[];
+}
+
+/** One line for the agent's log, or undefined when nothing was removed. */
+export function pruneSummary(r: PruneReport): string | undefined {
+  if (!r.networks.length && !r.endpoints.length) return undefined;
+  return (
+    `removed records Docker does not have: ${r.networks.length} networks (${r.networks.join(', ') || '-'}) and ${r.endpoints.length} endpoints (${r.endpoints.join(', ') || '-'})` +
+    (r.links.length ? `; deleted links ${r.links.join(', ')}` : '')
+  );
+}
+
+/**
+ * Removes every record of a network or endpoint that Docker, read in full (`docker.complete`), does not have: the
+ * store never decides alone what exists on this host. A network goes with its endpoints' records, the endpoint links
+ * left in this namespace and the parent underlay created for it (when no other network here uses it). Records this
+ * process wrote less than `graceMs` ago are left (a network or endpoint Docker is still creating).
+ */
+export async function pruneStale(ctx: { store: LocalStore; lock: KeyedMutex; links: LinkOps }, docker: DockerUnderlayState, graceMs = PRUNE_GRACE_MS): Promise<PruneReport> {
+  const out: PruneReport = { networks: [], endpoints: [], links: [], errors: [], removed: [] };
+  if (!docker.complete) return out;
+  const { store, links } = ctx;
+  const dropEndpoint = async (ep: EndpointRecord): Promise<void> => {
+    if (ep.srcName) {
+      try {
+        if (await links.deleteLink(ep.srcName)) out.links.push(ep.srcName);
+      } catch (e) {
+        out.errors.push(`link ${ep.srcName} of endpoint ${ep.id.slice(0, 12)} could not be removed: ${(e as Error).message}`);
+      }
+    }
+    store.deleteEndpoint(ep.id);
+    out.endpoints.push(`${ep.id.slice(0, 12)} ${ep.address ?? ep.addressV6 ?? ''}`.trim());
+  };
+  for (const rec of [...store.networks.values()]) {
+    if (docker.networks.has(rec.id)) continue;
+    await ctx.lock.run(rec.id, async () => {
+      const cur = store.networks.get(rec.id);
+      if (!cur || store.writtenWithin(cur.id, graceMs)) return;
+      try {
+        for (const ep of [...store.endpoints.values()]) if (ep.networkId === cur.id) await dropEndpoint(ep);
+        store.deleteNetwork(cur.id);
+      } catch (e) {
+        out.errors.push(`the record of network ${cur.id.slice(0, 12)} could not be removed: ${(e as Error).message}`);
+        return;
+      }
+      out.networks.push(`${cur.id.slice(0, 12)} (parent ${cur.parent})`);
+      out.removed.push({ id: cur.id, poolIds: [...cur.poolIds] });
+      if (!cur.createdParent || [...store.networks.values()].some((n) => n.parent === cur.parent)) return;
+      try {
+        if (await links.getLink(cur.parent)) {
+          await removeCreatedParent(links, cur.parent);
+          if (!(await links.getLink(cur.parent))) out.links.push(cur.parent);
+        }
+      } catch (e) {
+        out.errors.push(`parent ${cur.parent} of network ${cur.id.slice(0, 12)} could not be removed: ${(e as Error).message}`);
+      }
+    });
+  }
+  for (const ep of [...store.endpoints.values()]) {
+    const net = docker.networks.get(ep.networkId);
+    if (net?.endpoints.some((d) => d.endpointId === ep.id)) continue;
+    await ctx.lock.run(ep.networkId, async () => {
+      const cur = store.endpoints.get(ep.id);
+      if (!cur || store.writtenWithin(cur.id, graceMs)) return;
+      try {
+        await dropEndpoint(cur);
+      } catch (e) {
+        out.errors.push(`the record of endpoint ${cur.id.slice(0, 12)} could not be removed: ${(e as Error).message}`);
+      }
+    });
+  }
+  return out;
+}
+
+/**
+ * Tells the controller that this host no longer has the networks `pruneStale` removed (the cluster's network, if any,
+ * stays: the replica reconcile creates it here again), and gives back the pools nothing else here uses. The controller
+ * refuses a network another host owns (a state directory shared or copied from there): that is only logged.
+ */
+export async function forgetPruned(ctx: { store: LocalStore; controller: Pick<ControllerClient, 'networkRemove' | 'releasePool'> }, removed: PruneReport['removed']): Promise<string[]> {
+  const errors: string[] = [];
+  for (const n of removed) {
+    try {
+      await ctx.controller.networkRemove({ networkId: n.id, cluster: false }, { deadlineMs: 10_000 });
+    } catch (e) {
+      errors.push(`the controller was not told that network ${n.id.slice(0, 12)} is gone from this host: ${(e as Error).message}`);
+      continue;
+    }
+    for (const poolId of n.poolIds) {
+      if (ctx.store.poolInUse(poolId)) continue;
+      await ctx.controller.releasePool({ poolId }).catch((e: Error) => errors.push(`pool ${poolId} of network ${n.id.slice(0, 12)} could not be released: ${e.message}`));
+    }
+  }
+  return errors;
 }
 
 /** The network record of a Docker network, as CreateNetwork would have made it. */
@@ -128,9 +248,10 @@ export function networkRecordFromDocker(ctx: Pick<RebuildDeps, 'parentMap' | 'st
 }
 
 /** Records every underlay network and container endpoint Docker holds that the store does not know. */
-export async function rebuildFromDocker(ctx: Omit<RebuildDeps, 'node' | 'controller'>): Promise<DockerRebuildReport> {
+export async function rebuildFromDocker(ctx: Omit<RebuildDeps, 'node' | 'controller'>, graceMs = PRUNE_GRACE_MS): Promise<DockerRebuildReport> {
   const out: DockerRebuildReport = { dockerRead: false, networks: [], endpoints: [], errors: [] };
-  const docker = await readDockerUnderlay(ctx.docker, [], ctx.driverName);
+  // The store's networks are inspected by id too: one Docker lists under another driver name is still Docker's.
+  const docker = await readDockerUnderlay(ctx.docker, ctx.store.networks.keys(), ctx.driverName);
   out.errors.push(...docker.errors);
   if (!docker.complete && docker.networks.size === 0) return out;
   out.dockerRead = docker.complete;
@@ -163,6 +284,7 @@ export async function rebuildFromDocker(ctx: Omit<RebuildDeps, 'node' | 'control
       }
     });
   }
+  if (ctx.links) out.pruned = await pruneStale({ store: ctx.store, lock: ctx.lock, links: ctx.links }, docker, graceMs);
   return out;
 }
 

@@ -8,7 +8,7 @@
 import { Backoff, type ClusterState } from '@underlay/core';
 import { sleep, logWarn } from '@underlay/adapters';
 import type { Log } from './context.js';
-import { rebuildFromController, rebuildFromDocker, type RebuildDeps } from './restore.js';
+import { forgetPruned, pruneSummary, rebuildFromController, rebuildFromDocker, type PruneReport, type RebuildDeps } from './restore.js';
 
 /** Waits between two tries to read Docker at start. */
 export const DOCKER_REBUILD_BACKOFF = { minMs: 1_000, maxMs: 30_000 } as const;
@@ -17,6 +17,7 @@ export class StoreRebuild {
   private state?: ClusterState;
   private readonly stopping = new AbortController();
   private retrying?: Promise<void>;
+  private forgetting?: Promise<void>;
 
   constructor(private readonly ctx: RebuildDeps & { log: Log }) {}
 
@@ -51,8 +52,21 @@ export class StoreRebuild {
       log(`rebuilt from Docker: ${r.networks.length} networks (${r.networks.join(', ') || '-'}) and ${r.endpoints.length} endpoints (${r.endpoints.join(', ') || '-'})`);
     }
     for (const e of r.errors) log(`rebuild from Docker: ${e}`);
+    if (r.pruned) this.pruned(r.pruned);
     if (!r.dockerRead) log('Docker could not be read: the agent starts with what its state files hold and tries again');
     return r.dockerRead;
+  }
+
+  /** Logs what the check against Docker removed, and tells the controller (in the background: the agent starts meanwhile). */
+  private pruned(p: PruneReport): void {
+    const { log } = this.ctx;
+    const summary = pruneSummary(p);
+    if (summary) logWarn(log, summary);
+    for (const e of p.errors) logWarn(log, `check against Docker: ${e}`);
+    if (p.removed.length === 0) return;
+    this.forgetting = forgetPruned(this.ctx, p.removed).then((errors) => {
+      for (const e of errors) logWarn(log, e);
+    });
   }
 
   /** Completes the store from the caught-up cluster state (pools, allocations, bindings). */
@@ -74,5 +88,6 @@ export class StoreRebuild {
   async stop(): Promise<void> {
     this.stopping.abort();
     await this.retrying;
+    await this.forgetting;
   }
 }
