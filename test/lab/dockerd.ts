@@ -107,6 +107,11 @@ export interface Dockerd {
   relatedProcesses(): ProcInfo[];
   /** Stops containers, dockerd, containerd and shims; removes the cgroups. Idempotent. */
   stop(): Promise<void>;
+  /**
+   * A power cut: dockerd, containerd, shims, plugins and containers SIGKILLed together (dockerd sees no container
+   * exit, as after a reboot), then stop()'s clean-up.
+   */
+  crash(): Promise<void>;
 }
 
 let cachedCli: { bin: string; needsApiPin: boolean } | undefined;
@@ -225,6 +230,13 @@ export async function startDockerd(lab: Lab, host: LabHost | string, opts: Docke
       }
     })());
   lab.onDestroy(`dockerd@${h.name}`, stop, { beforeProcesses: true });
+  const crash = async (): Promise<void> => {
+    await killAll(
+      relatedProcesses().map((p) => p.pid),
+      `dockerd@${h.name} and everything it runs (power cut)`,
+    );
+    await stop();
+  };
 
   try {
     const started = Date.now();
@@ -291,6 +303,7 @@ export async function startDockerd(lab: Lab, host: LabHost | string, opts: Docke
     sandboxPath: (p) => `/proc/${proc.pid}/root${p.startsWith('/') ? '' : '/'}${p}`,
     relatedProcesses,
     stop,
+    crash,
   };
   return d;
 }

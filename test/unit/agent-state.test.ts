@@ -27,6 +27,7 @@ import { FakeDocker, FakeLinks } from './driver-fakes';
 import { buildReport } from '../../services/node-agent/src/status';
 import { NodeDirectory } from '../../services/controller/src/nodes';
 import { engineWithClock } from './support';
+import { AddressHolds } from '../../services/node-agent/src/driver/address-holds';
 
 // fsync is observed through a pass-through mock (node:fs's own properties cannot be spied on).
 jest.mock('node:fs', () => {
@@ -197,6 +198,9 @@ describe('check against Docker (Docker is the truth on its host)', () => {
     store.putEndpoint({ id: EP1, networkId: NET, address: '192.0.2.2/24', srcName: linkOf(EP1) });
     store.putEndpoint({ id: EP3, networkId: NET, address: '192.0.2.9/24', srcName: linkOf(EP3) });
     store.putEndpoint({ id: EP4, networkId: PHANTOM, address: '203.0.113.2/24', srcName: linkOf(EP4) });
+    store.setAlloc('underlay/203.0.113.0/24', '203.0.113.2', 7);
+    // An address of NET held for a restart (its endpoint went): no record names it, and nothing here removes it.
+    store.setAlloc('underlay/192.0.2.0/24', '192.0.2.5', 8);
   }
 
   it('removes at start every record Docker does not have, with the links underlay made, and says what', async () => {
@@ -213,8 +217,14 @@ describe('check against Docker (Docker is the truth on its host)', () => {
       endpoints: expect.arrayContaining([`${EP4.slice(0, 12)} 203.0.113.2/24`, `${EP3.slice(0, 12)} 192.0.2.9/24`]),
       links: expect.arrayContaining([linkOf(EP3), dummyParentName('macvlan', PHANTOM)]),
       errors: [],
-      removed: expect.arrayContaining([{ id: PASSTHRU, poolIds: ['underlay/198.51.100.0/24'] }, { id: PHANTOM, poolIds: ['underlay/203.0.113.0/24'] }]),
+      removed: expect.arrayContaining([
+        { id: PASSTHRU, poolIds: ['underlay/198.51.100.0/24'], allocs: [] },
+        // Docker will never release the phantom network's addresses: they go back with it.
+        { id: PHANTOM, poolIds: ['underlay/203.0.113.0/24'], allocs: [{ poolId: 'underlay/203.0.113.0/24', address: '203.0.113.2', seq: 7 }] },
+      ]),
     });
+    // The allocations stay until the controller has been told (forgetPruned); the held address of NET stays.
+    expect(ctx.store.allocSeq('underlay/192.0.2.0/24', '192.0.2.5')).toBe(8);
     expect(r.pruned!.endpoints).toHaveLength(2);
     expect([...ctx.store.networks.keys()]).toEqual([NET]);
     expect([...ctx.store.endpoints.keys()]).toEqual([EP1]);
@@ -248,16 +258,40 @@ describe('check against Docker (Docker is the truth on its host)', () => {
     expect(ctx.store.endpoints.size).toBe(0);
   });
 
-  it('tells the controller this host no longer has the network, and gives back the pools nothing else here uses', async () => {
+  it('tells the controller this host no longer has the network, gives back its addresses, and the pools nothing else here uses (with their held addresses)', async () => {
     const calls: { method: string; req: unknown }[] = [];
     const ctx = context(dir, fakeDocker([]), calls);
+    const released: string[] = [];
+    ctx.holds = new AddressHolds({ holdMs: 60_000, release: async (h) => void released.push(h.address), log: () => {} });
     ctx.store.putNetwork({ id: NET, type: 'macvlan', parent: 'eth1', requestedParent: 'eth1', createdParent: false, macvlanMode: 'bridge', ipvlanMode: 'l2', ipvlanFlag: 'bridge', internal: false, ipv4: [{ pool: '192.0.2.0/24' }], ipv6: [], poolIds: ['underlay/192.0.2.0/24'] });
-    const errors = await forgetPruned(ctx, [{ id: PHANTOM, poolIds: ['underlay/203.0.113.0/24', 'underlay/192.0.2.0/24'] }]);
+    ctx.store.setAlloc('underlay/203.0.113.0/24', '203.0.113.2', 7);
+    ctx.holds.hold({ poolId: 'underlay/203.0.113.0/24', address: '203.0.113.9', cidr: '203.0.113.9/24', allocSeq: 9 });
+    // NET (still Docker's) uses 192.0.2.0/24: its held address stays held.
+    ctx.holds.hold({ poolId: 'underlay/192.0.2.0/24', address: '192.0.2.5', cidr: '192.0.2.5/24', allocSeq: 8 });
+    const errors = await forgetPruned(ctx, [
+      { id: PHANTOM, poolIds: ['underlay/203.0.113.0/24', 'underlay/192.0.2.0/24'], allocs: [{ poolId: 'underlay/203.0.113.0/24', address: '203.0.113.2', seq: 7 }] },
+    ]);
     expect(errors).toEqual([]);
     expect(calls).toEqual([
       { method: 'networkRemove', req: { node: 'h1', networkId: PHANTOM, cluster: false } },
+      { method: 'releaseAddress', req: { node: 'h1', poolId: 'underlay/203.0.113.0/24', address: '203.0.113.2', allocSeq: 7 } },
       { method: 'releasePool', req: { node: 'h1', poolId: 'underlay/203.0.113.0/24' } },
     ]);
+    expect(ctx.store.allocSeq('underlay/203.0.113.0/24', '203.0.113.2')).toBeUndefined();
+    expect(released).toEqual(['203.0.113.9']);
+    expect(ctx.holds.list().map((h) => h.address)).toEqual(['192.0.2.5']);
+    await ctx.holds.releaseAll();
+  });
+
+  it('gives back nothing of a network the controller says another host owns', async () => {
+    const calls: { method: string; req: unknown }[] = [];
+    const ctx = context(dir, fakeDocker([]), calls);
+    ctx.controller.networkRemove = async () => {
+      throw new Error('network 1b1b1b1b1b1b is h2\'s');
+    };
+    const errors = await forgetPruned(ctx, [{ id: PHANTOM, poolIds: ['underlay/203.0.113.0/24'], allocs: [{ poolId: 'underlay/203.0.113.0/24', address: '203.0.113.2', seq: 7 }] }]);
+    expect(errors).toEqual([`the controller was not told that network ${PHANTOM.slice(0, 12)} is gone from this host: network 1b1b1b1b1b1b is h2's`]);
+    expect(calls).toEqual([]);
   });
 });
 

@@ -7,6 +7,7 @@ import { ConflictError, NotFoundError, plugin } from '@underlay/core';
 import { ZodError } from 'zod';
 import * as ipam from '../../services/node-agent/src/driver/ipam';
 import { fakeDriver } from './driver-fakes';
+import { AddressHolds } from '../../services/node-agent/src/driver/address-holds';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const POOL = 'underlay/192.0.2.0/24';
@@ -107,6 +108,96 @@ describe('RequestAddress / ReleaseAddress', () => {
     f.controller.failNext('releaseAddress', new Error('the underlay controller did not answer releaseAddress'));
     await expect(ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.2' })).rejects.toThrow('did not answer');
     expect(f.ctx.store.allocSeq(POOL, '192.0.2.2')).toBe(f.controller.alloc(POOL, '192.0.2.2')!.seq);
+  });
+});
+
+describe('addresses held for a restart (address-holds.ts)', () => {
+  const logs: string[] = [];
+  let now = 1_000_000;
+  beforeEach(async () => {
+    jest.useFakeTimers();
+    logs.length = 0;
+    f.ctx.holds = new AddressHolds({ holdMs: 60_000, release: (h) => ipam.releaseHeld(f.ctx, h), log: (m) => logs.push(m), now: () => now });
+    await ipam.requestPool(f.ctx, { Pool: '192.0.2.0/24' });
+    f.ctx.store.putNetwork({ id: NET, type: 'macvlan', parent: 'eth1', createdParent: false, macvlanMode: 'bridge', ipvlanMode: 'l2', ipvlanFlag: 'bridge', internal: false, ipv4: [{ pool: '192.0.2.0/24' }], ipv6: [], poolIds: [POOL] });
+    f.controller.calls.length = 0;
+  });
+  afterEach(() => jest.useRealTimers());
+
+  it('hands an endpoint address released here back to the next endpoint request here, without asking the controller', async () => {
+    const a = await ipam.requestAddress(f.ctx, { PoolID: POOL });
+    const b = await ipam.requestAddress(f.ctx, { PoolID: POOL });
+    const seq = f.ctx.store.allocSeq(POOL, '192.0.2.2');
+    f.controller.calls.length = 0;
+    await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.2' });
+    // Still this host's, in the cluster and in the store.
+    expect(f.controller.calls).toEqual([]);
+    expect(f.controller.alloc(POOL, '192.0.2.2')!.seq).toBe(seq);
+    expect(f.reread().allocSeq(POOL, '192.0.2.2')).toBe(seq);
+    now += 8_000;
+    expect(await ipam.requestAddress(f.ctx, { PoolID: POOL })).toEqual({ Address: a.Address, Data: {} });
+    expect(f.controller.calls).toEqual([]);
+    expect(logs).toEqual(['address 192.0.2.2 given back to a container on this host, 8 s after its endpoint went (restart)']);
+    // Taken: the next request is a new allocation.
+    expect((await ipam.requestAddress(f.ctx, { PoolID: POOL })).Address).not.toBe(b.Address);
+    expect(f.controller.calls.map((c) => c.method)).toEqual(['requestAddress']);
+  });
+
+  it('hands the address released last back first (a restart releases and asks at once)', async () => {
+    for (let i = 0; i < 3; i++) await ipam.requestAddress(f.ctx, { PoolID: POOL });
+    await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.3' });
+    await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.2' });
+    expect((await ipam.requestAddress(f.ctx, { PoolID: POOL })).Address).toBe('192.0.2.2/24');
+    expect((await ipam.requestAddress(f.ctx, { PoolID: POOL })).Address).toBe('192.0.2.3/24');
+  });
+
+  it('gives a held address back to the cluster after the hold', async () => {
+    await ipam.requestAddress(f.ctx, { PoolID: POOL });
+    const seq = f.ctx.store.allocSeq(POOL, '192.0.2.2');
+    await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.2' });
+    await jest.advanceTimersByTimeAsync(59_000);
+    expect(f.controller.alloc(POOL, '192.0.2.2')).toBeDefined();
+    await jest.advanceTimersByTimeAsync(1_000);
+    expect(f.controller.calls.at(-1)).toEqual({ method: 'releaseAddress', req: { poolId: POOL, address: '192.0.2.2', allocSeq: seq } });
+    expect(f.controller.alloc(POOL, '192.0.2.2')).toBeUndefined();
+    expect(f.reread().allocSeq(POOL, '192.0.2.2')).toBeUndefined();
+    expect(f.ctx.holds!.list()).toEqual([]);
+  });
+
+  it('does not hold a named address request, the gateway, or addresses of a pool no network here uses', async () => {
+    await ipam.requestAddress(f.ctx, { PoolID: POOL });
+    await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.2' });
+    // A request naming an address (--ip) is the controller's, even with a hold.
+    await ipam.requestAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.40' });
+    expect(f.controller.calls.at(-1)!.method).toBe('requestAddress');
+    expect(f.ctx.holds!.list().map((h) => h.address)).toEqual(['192.0.2.2']);
+    // The network goes: its gateway is released at once.
+    await ipam.requestAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.1', Options: { RequestAddressType: 'com.docker.network.gateway' } });
+    f.ctx.store.deleteNetwork(NET);
+    await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.1' });
+    expect(f.controller.calls.at(-1)).toMatchObject({ method: 'releaseAddress', req: { address: '192.0.2.1' } });
+  });
+
+  it('releases a pool’s held addresses before the pool, and every held address at stop', async () => {
+    await ipam.requestAddress(f.ctx, { PoolID: POOL });
+    await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.2' });
+    f.ctx.store.deleteNetwork(NET);
+    f.controller.calls.length = 0;
+    await ipam.releasePool(f.ctx, { PoolID: POOL });
+    expect(f.controller.calls.map((c) => `${c.method} ${(c.req as { address?: string }).address ?? ''}`.trim())).toEqual(['releaseAddress 192.0.2.2', 'releasePool']);
+    await ipam.requestPool(f.ctx, { Pool: '192.0.2.0/24' });
+    f.ctx.store.putNetwork({ id: NET, type: 'macvlan', parent: 'eth1', createdParent: false, macvlanMode: 'bridge', ipvlanMode: 'l2', ipvlanFlag: 'bridge', internal: false, ipv4: [{ pool: '192.0.2.0/24' }], ipv6: [], poolIds: [POOL] });
+    await ipam.requestAddress(f.ctx, { PoolID: POOL });
+    await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.2' });
+    await f.ctx.holds!.releaseAll();
+    expect(f.controller.alloc(POOL, '192.0.2.2')).toBeUndefined();
+  });
+
+  it('releases at once with a hold of 0', async () => {
+    f.ctx.holds = new AddressHolds({ holdMs: 0, release: (h) => ipam.releaseHeld(f.ctx, h), log: () => {} });
+    await ipam.requestAddress(f.ctx, { PoolID: POOL });
+    await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.2' });
+    expect(f.controller.alloc(POOL, '192.0.2.2')).toBeUndefined();
   });
 });
 

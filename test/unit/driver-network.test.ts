@@ -9,6 +9,7 @@ import * as network from '../../services/node-agent/src/driver/network';
 import * as endpoint from '../../services/node-agent/src/driver/endpoint';
 import * as joinleave from '../../services/node-agent/src/driver/joinleave';
 import { fakeDriver } from './driver-fakes';
+import { AddressHolds } from '../../services/node-agent/src/driver/address-holds';
 
 const hex64 = (c: string) => c.repeat(64).slice(0, 64);
 const NET = hex64('a1');
@@ -67,6 +68,29 @@ describe('point-to-point networks (/31, /127)', () => {
     const before = f.controller.calls.length;
     expect(await ipam.releaseAddress(f.ctx, { PoolID: P2P, Address: '198.51.100.232' })).toEqual({});
     expect(f.controller.calls).toHaveLength(before);
+  });
+
+  it('releases a held container address once when the network goes and Docker releases it again as the gateway', async () => {
+    f.ctx.holds = new AddressHolds({ holdMs: 60_000, release: (h) => ipam.releaseHeld(f.ctx, h), log: () => {} });
+    await ipam.requestPool(f.ctx, { Pool: '198.51.100.232/31' });
+    await ipam.requestAddress(f.ctx, { PoolID: P2P, Address: '', Options: GW });
+    await network.createNetwork(f.ctx, p2pReq('198.51.100.232/31'));
+    await ipam.requestAddress(f.ctx, { PoolID: P2P, Address: '198.51.100.232' });
+    const seq = f.ctx.store.allocSeq(P2P, '198.51.100.232');
+    // The container goes: its address is held for a restart.
+    await ipam.releaseAddress(f.ctx, { PoolID: P2P, Address: '198.51.100.232' });
+    expect(f.ctx.holds.list().map((h) => h.address)).toEqual(['198.51.100.232']);
+    f.controller.calls.length = 0;
+    // The network goes: Docker releases its gateway answer (the same address), then the pool.
+    await network.deleteNetwork(f.ctx, { NetworkID: NET });
+    await ipam.releaseAddress(f.ctx, { PoolID: P2P, Address: '198.51.100.232' });
+    expect(f.ctx.holds.list()).toEqual([]);
+    await ipam.releasePool(f.ctx, { PoolID: P2P });
+    expect(f.controller.calls.filter((c) => c.method !== 'networkRemove')).toEqual([
+      { method: 'releaseAddress', req: { poolId: P2P, address: '198.51.100.232', allocSeq: seq } },
+      { method: 'releasePool', req: { poolId: P2P } },
+    ]);
+    expect(f.ctx.store.allocSeq(P2P, '198.51.100.232')).toBeUndefined();
   });
 
   it('keeps a --gateway the user gave', async () => {

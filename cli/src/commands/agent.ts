@@ -19,6 +19,7 @@ export const agentFlags: FlagSpec[] = [
   { key: 'leaseMs', flag: 'lease-ms', help: 'node is NotReady after this long without a report (3 report intervals)' },
   { key: 'address', flag: 'address', help: 'this host\'s address on the underlay (first IPv4 address)' },
   { key: 'parentMap', flag: 'parent-map', list: true, help: 'cluster parent names to local ones: eth0=ens3,eth1=ens4' },
+  { key: 'addressHoldMs', flag: 'address-hold-ms', help: 'an address a container here released is handed back first to the next container here for this long, so a restarted container keeps its address; 0: released at once (60000)' },
   { key: 'reconcileIntervalMs', flag: 'reconcile-interval-ms', help: 'how often to check cluster networks against Docker (10000)' },
   { key: 'routes', flag: 'routes', boolean: true, help: 'program routes to other hosts\' blocks for ipvlan l3/l3s (true)' },
   { key: 'routeReconcileMs', flag: 'route-reconcile-ms', help: 'how often routes are checked against the kernel (10000)' },

@@ -21,6 +21,7 @@ import * as joinleave from './driver/joinleave.js';
 import * as authz from './driver/authz.js';
 import type { LinkOps } from './driver/links.js';
 import { LocalStore } from './driver/store.js';
+import { AddressHolds } from './driver/address-holds.js';
 import { restore } from './driver/restore.js';
 import { StoreRebuild } from './driver/store-rebuild.js';
 import { createPluginServer, listenOnSocket, type Routes } from './plugin-server.js';
@@ -172,16 +173,22 @@ export class Agent {
     this.links = this.metrics.netlink(traceMethods(await this.openLinks(), LINK_SPANS, linkAttrs));
     this.nc = await connectNats(this.config.nats, `underlay-agent-${this.config.node}`, { inboxPrefix: nodeInboxPrefix(this.config.node), creds: this.config.natsCreds, tls: { ca: this.config.natsCa, cert: this.config.natsCert, key: this.config.natsKey } });
     const rpc = new RpcClient(this.nc, this.config.node, this.metrics.rpc);
+    const controller = rpcControllerClient(rpc);
     const ctx: DriverContext = driverContext({
       node: this.config.node,
       store,
       links: this.links,
-      controller: rpcControllerClient(rpc),
+      controller,
       lock: new KeyedMutex(),
       log: this.logger,
       docker: traceMethods(new DockerEngine(this.config.docker), DOCKER_SPANS),
       parentMap: this.config.parentMap,
       driverName: this.config.driverName,
+      holds: new AddressHolds({
+        holdMs: this.config.addressHoldMs,
+        release: (h) => ipam.releaseHeld({ controller, store }, h),
+        log: this.logger,
+      }),
       onNetworksChanged: () => {
         this.replicas?.trigger();
         this.routes?.sync();
@@ -310,6 +317,8 @@ export class Agent {
     await this.bgp?.stop();
     await this.routes?.stop();
     await this.replicas?.stop();
+    // Before NATS goes: addresses held for a restart that did not come go back to the cluster.
+    await this.ctx?.holds?.releaseAll();
     await this.view?.stop();
     if (this.server) {
       const closed = new Promise<void>((r) => this.server!.close(() => r()));

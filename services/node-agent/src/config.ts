@@ -89,6 +89,11 @@ export const AgentConfig = z.object({
   parentMap: ParentMap.default({}),
   /** How often cluster networks are reconciled with the local Docker (also on every change). */
   reconcileIntervalMs: ms('--reconcile-interval-ms').default(10_000),
+  /**
+   * How long an address this host's Docker released stays this host's, handed back first to the next container
+   * here (a restarted container comes back with its address: driver/address-holds.ts); 0 releases at once.
+   */
+  addressHoldMs: z.union([z.literal(0), ms('--address-hold-ms', 100)]).default(60_000),
   /** Program routes to other hosts' blocks for ipvlan l3/l3s networks (and check the kernel this often). */
   routes: z.boolean().default(true),
   routeReconcileMs: ms('--route-reconcile-ms').default(10_000),

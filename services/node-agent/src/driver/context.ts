@@ -8,6 +8,7 @@
  * Each handler takes only the ones it uses (IpamDeps, EndpointDeps, ...); the agent builds one object holding all
  * of them (DriverContext) and passes it everywhere.
  */
+import type { AddressHolds } from './address-holds.js';
 import type { z } from 'zod';
 import type {
   BindEndpointReq,
@@ -126,6 +127,8 @@ export interface IpamDeps {
   controller: ControllerClient;
   store: LocalStore;
   memory: Pick<DriverMemory, 'recentPools' | 'unreservedGateways'>;
+  /** Addresses released a moment ago, for the container's restart (address-holds.ts; absent: released at once). */
+  holds?: AddressHolds;
 }
 
 /** CreateEndpoint / DeleteEndpoint / EndpointOperInfo (endpoint.ts). */

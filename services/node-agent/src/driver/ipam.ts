@@ -2,6 +2,7 @@
 import { isPointToPoint, parseCidr, plugin } from '@underlay/core';
 import { randomUUID } from 'node:crypto';
 import type { EndpointDeps, IpamDeps } from './context.js';
+import { withPoolPrefix } from './address-holds.js';
 
 export function capabilities() {
   // No RequiresMACAddress: Docker would then set a MAC on every endpoint's interface, which ipvlan cannot take.
@@ -29,6 +30,7 @@ export async function requestPool(ctx: IpamDeps, raw: unknown) {
 
 export async function releasePool(ctx: IpamDeps, raw: unknown) {
   const r = plugin.ReleasePoolRequest.parse(raw);
+  await ctx.holds?.releasePool(r.PoolID);
   await ctx.controller.releasePool({ poolId: r.PoolID });
   return {};
 }
@@ -39,6 +41,11 @@ export async function requestAddress(ctx: IpamDeps, raw: unknown) {
   // Docker requests --aux-address reservations while creating the network, and an endpoint's addresses only once
   // the network exists here; both come with no options.
   const kind = r.Address && options['RequestAddressType'] === undefined ? (ctx.store.poolInUse(r.PoolID) ? 'endpoint' : 'aux') : undefined;
+  // An endpoint asking for any address: one this host's containers just gave back comes first (address-holds.ts).
+  if (!r.Address && options['RequestAddressType'] === undefined && ctx.store.poolInUse(r.PoolID)) {
+    const held = ctx.holds?.take(r.PoolID);
+    if (held) return { Address: held.cidr, Data: {} };
+  }
   // One id per Docker call, reused by the client's retries: a retry gets the same allocation.
   const res = await ctx.controller.requestAddress({ poolId: r.PoolID, address: r.Address, options, requestId: randomUUID(), kind });
   if (res.reserved === false) {
@@ -68,9 +75,33 @@ export async function releaseAddress(ctx: IpamDeps, raw: unknown) {
   // address this host holds is in the store with its seq (rebuilt from the controller after a loss); an address
   // without one is that gateway (or a leak, which the controller's collector reclaims).
   if (allocSeq === undefined && isPointToPointPool(r.PoolID)) return {};
-  await ctx.controller.releaseAddress({ poolId: r.PoolID, address: r.Address, allocSeq });
-  ctx.store.setAlloc(r.PoolID, r.Address, undefined);
+  // An endpoint's address (its network is still here): held a while for the container's restart.
+  const cidr = ctx.holds?.enabled && allocSeq !== undefined ? endpointCidr(ctx, r.PoolID, r.Address) : undefined;
+  if (cidr && allocSeq !== undefined) {
+    ctx.holds!.hold({ poolId: r.PoolID, address: r.Address, cidr, allocSeq });
+    return {};
+  }
+  // Released again while held: a point-to-point network's gateway answer was a container's former address, and the
+  // network went. It goes back now, and is no longer held.
+  ctx.holds?.forget(r.PoolID, r.Address);
+  await releaseHeld(ctx, { poolId: r.PoolID, address: r.Address, allocSeq });
   return {};
+}
+
+/** Gives an address back to the cluster and forgets it here. */
+export async function releaseHeld(ctx: Pick<IpamDeps, 'controller' | 'store'>, h: { poolId: string; address: string; allocSeq: number | undefined }): Promise<void> {
+  await ctx.controller.releaseAddress({ poolId: h.poolId, address: h.address, allocSeq: h.allocSeq });
+  ctx.store.setAlloc(h.poolId, h.address, undefined);
+}
+
+/** The address with its network's prefix when a network of this host uses the pool (an endpoint's address). */
+function endpointCidr(ctx: IpamDeps, poolId: string, address: string): string | undefined {
+  for (const n of ctx.store.networks.values()) {
+    if (!n.poolIds.includes(poolId)) continue;
+    const cidr = withPoolPrefix(address, [...n.ipv4, ...n.ipv6].map((p) => p.pool));
+    if (cidr) return cidr;
+  }
+  return undefined;
 }
 
 /** CreateEndpoint: tell the controller which endpoint holds each address, so it is never taken for a leak. */

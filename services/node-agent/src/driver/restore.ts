@@ -39,6 +39,7 @@ import { ensureParent, removeCreatedParent, type LinkOps } from './links.js';
 import { mapParent } from '../config.js';
 import { readDockerUnderlay, type DockerNetworkInfo, type DockerUnderlayState } from './docker-state.js';
 import type { AllocInfo, EndpointRecord, LocalStore, NetworkRecord } from './store.js';
+import type { AddressHolds } from './address-holds.js';
 
 /** What the rebuilds read and write (a subset of the agent's DriverContext). */
 export interface RebuildDeps {
@@ -46,7 +47,9 @@ export interface RebuildDeps {
   store: LocalStore;
   lock: KeyedMutex;
   docker: Pick<Docker, 'listNetworkIds' | 'inspectNetwork'>;
-  controller: Pick<ControllerClient, 'bindEndpoint' | 'networkRemove' | 'releasePool'>;
+  controller: Pick<ControllerClient, 'bindEndpoint' | 'networkRemove' | 'releasePool' | 'releaseAddress'>;
+  /** Addresses held for a restart (the pools of removed records give theirs back). */
+  holds?: Pick<AddressHolds, 'releasePool'>;
   /** Cluster parent names → this host's interfaces (--parent-map). */
   parentMap?: Readonly<Record<string, string>>;
   /** The name Docker knows this plugin by (--driver-name): `underlay` for the socket plugin, `underlay/underlay:VERSION` as a managed plugin. */
@@ -114,8 +117,8 @@ export interface PruneReport {
   /** Links underlay had made for them, deleted (parents, endpoint links left in this namespace). */
   links: string[];
   errors: string[];
-  /** The removed networks' ids and pools (to tell the controller). */
-  removed: { id: string; poolIds: string[] }[];
+  /** The removed networks' ids, pools and their endpoints' allocations (to tell the controller). */
+  removed: { id: string; poolIds: string[]; allocs: AllocInfo[] }[];
 }
 
 /** One line for the agent's log, or undefined when nothing was removed. */
@@ -153,15 +156,24 @@ export async function pruneStale(ctx: { store: LocalStore; lock: KeyedMutex; lin
     await ctx.lock.run(rec.id, async () => {
       const cur = store.networks.get(rec.id);
       if (!cur || store.writtenWithin(cur.id, graceMs)) return;
+      // Docker will never release the addresses of a network it does not have: they go back with the network.
+      const allocs: AllocInfo[] = [];
       try {
-        for (const ep of [...store.endpoints.values()]) if (ep.networkId === cur.id) await dropEndpoint(ep);
+        for (const ep of [...store.endpoints.values()]) {
+          if (ep.networkId !== cur.id) continue;
+          for (const a of [ep.address, ep.addressV6]) {
+            const alloc = a ? store.findAlloc(a.split('/')[0]!, cur.poolIds) : undefined;
+            if (alloc) allocs.push(alloc);
+          }
+          await dropEndpoint(ep);
+        }
         store.deleteNetwork(cur.id);
       } catch (e) {
         out.errors.push(`the record of network ${cur.id.slice(0, 12)} could not be removed: ${(e as Error).message}`);
         return;
       }
       out.networks.push(`${cur.id.slice(0, 12)} (parent ${cur.parent})`);
-      out.removed.push({ id: cur.id, poolIds: [...cur.poolIds] });
+      out.removed.push({ id: cur.id, poolIds: [...cur.poolIds], allocs });
       if (!cur.createdParent || [...store.networks.values()].some((n) => n.parent === cur.parent)) return;
       try {
         if (await links.getLink(cur.parent)) {
@@ -191,10 +203,16 @@ export async function pruneStale(ctx: { store: LocalStore; lock: KeyedMutex; lin
 
 /**
  * Tells the controller that this host no longer has the networks `pruneStale` removed (the cluster's network, if any,
- * stays: the replica reconcile creates it here again), and gives back the pools nothing else here uses. The controller
- * refuses a network another host owns (a state directory shared or copied from there): that is only logged.
+ * stays: the replica reconcile creates it here again), gives back their endpoints' addresses, and the pools nothing
+ * else here uses (with the addresses held there for a restart: address-holds.ts). The controller refuses a network
+ * another host owns (a state directory shared or copied from there): that is only logged, and nothing is given back.
+ * Endpoints pruned alone (their network is still Docker's) keep their addresses: Docker releases those itself (and
+ * they are held for the container's restart), or the controller's leak collector reclaims them.
  */
-export async function forgetPruned(ctx: { store: LocalStore; controller: Pick<ControllerClient, 'networkRemove' | 'releasePool'> }, removed: PruneReport['removed']): Promise<string[]> {
+export async function forgetPruned(
+  ctx: { store: LocalStore; controller: Pick<ControllerClient, 'networkRemove' | 'releasePool' | 'releaseAddress'>; holds?: Pick<AddressHolds, 'releasePool'> },
+  removed: PruneReport['removed'],
+): Promise<string[]> {
   const errors: string[] = [];
   for (const n of removed) {
     try {
@@ -203,9 +221,22 @@ export async function forgetPruned(ctx: { store: LocalStore; controller: Pick<Co
       errors.push(`the controller was not told that network ${n.id.slice(0, 12)} is gone from this host: ${(e as Error).message}`);
       continue;
     }
+    for (const a of n.allocs) {
+      try {
+        await ctx.controller.releaseAddress({ poolId: a.poolId, address: a.address, allocSeq: a.seq });
+        ctx.store.setAlloc(a.poolId, a.address, undefined);
+      } catch (e) {
+        errors.push(`address ${a.address} of network ${n.id.slice(0, 12)} could not be released: ${(e as Error).message} (the leak collector reclaims it)`);
+      }
+    }
     for (const poolId of n.poolIds) {
       if (ctx.store.poolInUse(poolId)) continue;
-      await ctx.controller.releasePool({ poolId }).catch((e: Error) => errors.push(`pool ${poolId} of network ${n.id.slice(0, 12)} could not be released: ${e.message}`));
+      try {
+        await ctx.holds?.releasePool(poolId);
+        await ctx.controller.releasePool({ poolId });
+      } catch (e) {
+        errors.push(`pool ${poolId} of network ${n.id.slice(0, 12)} could not be released: ${(e as Error).message}`);
+      }
     }
   }
   return errors;
