@@ -283,6 +283,19 @@ describe('check against Docker (Docker is the truth on its host)', () => {
     await ctx.holds.releaseAll();
   });
 
+  it('keeps a pool this host\'s Docker asked for a moment ago (a network being created with it)', async () => {
+    const calls: { method: string; req: unknown }[] = [];
+    const ctx = context(dir, fakeDocker([]), calls);
+    await ctx.controller.requestPool({ space: 'underlay', pool: '203.0.113.0/24', subPool: '', options: {}, v6: false });
+    ctx.memory.poolRequestedAt.set('underlay/203.0.113.0/24', Date.now());
+    calls.length = 0;
+    expect(await forgetPruned(ctx, [{ id: PHANTOM, poolIds: ['underlay/203.0.113.0/24'], allocs: [] }])).toEqual([]);
+    expect(calls.map((c) => c.method)).toEqual(['networkRemove']);
+    // Later than the grace, it goes.
+    expect(await forgetPruned(ctx, [{ id: PHANTOM, poolIds: ['underlay/203.0.113.0/24'], allocs: [] }], () => Date.now() + PRUNE_GRACE_MS)).toEqual([]);
+    expect(calls.map((c) => c.method)).toEqual(['networkRemove', 'networkRemove', 'releasePool']);
+  });
+
   it('gives back nothing of a network the controller says another host owns', async () => {
     const calls: { method: string; req: unknown }[] = [];
     const ctx = context(dir, fakeDocker([]), calls);
@@ -331,6 +344,33 @@ describe('rebuild from the controller', () => {
     expect(r.errors).toEqual([]);
     // The allocations file is back on disk.
     expect(new LocalStore(dir).allocs.size).toBe(mine.length);
+  });
+});
+
+describe('point-to-point networks rebuilt from Docker', () => {
+  const P2P_NET = hex64('f1');
+  /** A /31 network as Docker 20.10 shows it: the address its gateway request got appears as Gateway. */
+  const p2pNetwork = () =>
+    dockerNetwork({ Id: P2P_NET, Name: 'p2p', IPAM: { Driver: 'underlay', Options: {}, Config: [{ Subnet: '198.51.100.232/31', Gateway: '198.51.100.232' }] }, Containers: {} });
+  const p2pState = (gateway?: string) => {
+    const t = engineWithClock();
+    const poolId = t.run((s) => decideRequestPool(s, { node: 'h1', space: 'underlay', pool: '198.51.100.232/31', subPool: '', options: {}, v6: false })).poolId;
+    t.run((s) => decideRequestAddress(s, { node: 'h1', poolId, address: gateway ?? '', options: { RequestAddressType: 'com.docker.network.gateway' } }));
+    t.run((s) => decideNetworkRecorded(s, { node: 'h1', networkId: P2P_NET, poolIds: [poolId], options: { parent: 'eth1' } }));
+    return t.engine.state;
+  };
+
+  it('records no gateway for a /31 Docker shows one for, unless the controller holds a --gateway reservation', async () => {
+    const ctx = context(dir, fakeDocker([p2pNetwork()]));
+    await rebuildFromDocker(ctx);
+    expect(ctx.store.networks.get(P2P_NET)!.ipv4).toEqual([{ pool: '198.51.100.232/31' }]);
+    // No --gateway: the controller reserved nothing, nothing to fix.
+    expect((await rebuildFromController(ctx, p2pState())).gatewaysFixed).toEqual([]);
+    expect(ctx.store.networks.get(P2P_NET)!.ipv4).toEqual([{ pool: '198.51.100.232/31' }]);
+    // --gateway 198.51.100.233: the controller's reservation is the network's gateway.
+    const r = await rebuildFromController(ctx, p2pState('198.51.100.233'));
+    expect(r.gatewaysFixed).toEqual([`${P2P_NET.slice(0, 12)} 198.51.100.232/31`]);
+    expect(new LocalStore(dir).networks.get(P2P_NET)!.ipv4).toEqual([{ pool: '198.51.100.232/31', gateway: '198.51.100.233/31' }]);
   });
 });
 

@@ -28,6 +28,8 @@ describe('RequestPool / ReleasePool', () => {
     expect(req).toEqual({ space: plugin.LOCAL_ADDRESS_SPACE, pool: '192.0.2.0/24', subPool: '', options: { a: 'b' }, v6: false, requestId: expect.stringMatching(UUID) });
     expect(f.memory.recentPools.get('192.0.2.0/24')).toBe(POOL);
     expect(f.controller.pools.has(POOL)).toBe(true);
+    // When it asked, by pool id (a pool asked for a moment ago is not given back for a stale record: restore.ts).
+    expect(Date.now() - f.memory.poolRequestedAt.get(POOL)!).toBeLessThan(5_000);
   });
 
   it('keeps the address space Docker names and makes a new request id per call', async () => {

@@ -105,6 +105,11 @@ export class DriverMemory {
    * address. CreateNetwork then records no gateway (Docker still passes the address).
    */
   readonly unreservedGateways = new Map<string, string>();
+  /**
+   * When this host's Docker last asked for each pool (pool id → ms, set as the request starts): a pool Docker asked
+   * for a moment ago belongs to a network being created, and is not given back for a record removed meanwhile.
+   */
+  readonly poolRequestedAt = new Map<string, number>();
   /** The last error of each endpoint's Docker calls, for status reports (kept a while after the endpoint is gone). */
   readonly endpointErrors = new Map<string, EndpointError>();
   /** Docker networks the controller refused (same name, other definition): id → why. */
@@ -126,7 +131,7 @@ export class DriverMemory {
 export interface IpamDeps {
   controller: ControllerClient;
   store: LocalStore;
-  memory: Pick<DriverMemory, 'recentPools' | 'unreservedGateways'>;
+  memory: Pick<DriverMemory, 'recentPools' | 'unreservedGateways' | 'poolRequestedAt'>;
   /** Addresses released a moment ago, for the container's restart (address-holds.ts; absent: released at once). */
   holds?: AddressHolds;
 }

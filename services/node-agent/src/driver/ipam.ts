@@ -1,5 +1,5 @@
 /** IpamDriver: every call goes to the controller, which owns the cluster-wide allocation state. */
-import { isPointToPoint, parseCidr, plugin } from '@underlay/core';
+import { formatCidr, isPointToPoint, parseCidr, plugin, poolIdOf } from '@underlay/core';
 import { randomUUID } from 'node:crypto';
 import type { EndpointDeps, IpamDeps } from './context.js';
 import { withPoolPrefix } from './address-holds.js';
@@ -16,8 +16,14 @@ export function defaultAddressSpaces() {
 
 export async function requestPool(ctx: IpamDeps, raw: unknown) {
   const r = plugin.RequestPoolRequest.parse(raw);
+  const space = r.AddressSpace || plugin.LOCAL_ADDRESS_SPACE;
+  try {
+    if (r.Pool) ctx.memory.poolRequestedAt.set(poolIdOf(space, formatCidr(parseCidr(r.Pool))), Date.now());
+  } catch {
+    // Not a subnet: the controller refuses it.
+  }
   const res = await ctx.controller.requestPool({
-    space: r.AddressSpace || plugin.LOCAL_ADDRESS_SPACE,
+    space,
     pool: r.Pool,
     subPool: r.SubPool,
     options: r.Options ?? {},

@@ -182,7 +182,7 @@ export class ReplicaReconciler {
 
   /**
    * Docker is the truth on its host: records of networks and endpoints Docker does not have are removed (with the links
-   * underlay made for them), logged, and the controller is told (in the background).
+   * underlay made for them), logged, and the controller is told before the pass goes on.
    */
   private async checkAgainstDocker(): Promise<void> {
     const { ctx } = this;
@@ -192,9 +192,8 @@ export class ReplicaReconciler {
     if (summary) logWarn(ctx.log, summary);
     for (const e of pruned.errors) logWarn(ctx.log, `check against Docker: ${e}`);
     if (pruned.removed.length === 0) return;
-    void forgetPruned(ctx, pruned.removed).then((errors) => {
-      for (const e of errors) logWarn(ctx.log, e);
-    });
+    // Awaited: this pass may create a replica of the same cluster network next, with the same pool.
+    for (const e of await forgetPruned(ctx, pruned.removed)) logWarn(ctx.log, e);
   }
 
   /** Docker holds a network of this exact name (of any driver); false when Docker cannot be read either. */

@@ -6,19 +6,25 @@
  *    aside, or wiped) is recorded again from the Docker Engine API: options, parent, subnets and gateways,
  *    the endpoints' addresses, MACs and links. The pools are derived as the controller names them
  *    (`<space>/<subnet>`), so new containers bind their addresses at once.
+ *    A point-to-point subnet (/31, /127) is recorded without the gateway Docker shows (its gateway request was answered
+ *    with an address reserved for nobody); step 3 puts back one --gateway reserved.
  *    Then the store is checked against Docker (`pruneStale`): Docker is the truth on its host, so a record of a network
  *    or endpoint Docker does not have (its data root was reset, the state directory came from another host or agent,
  *    a removal happened while the agent was down) is removed with the links underlay made for it, logged, and the
- *    controller is told that this host no longer has the network (its pools are given back when nothing else here
- *    uses them). The replica reconcile does the same on every pass.
+ *    controller is told that this host no longer has the network (`forgetPruned`: its endpoints' addresses, and its
+ *    pools when nothing else here uses them, with their held addresses, are given back). An endpoint whose network
+ *    Docker still has keeps its address: Docker releases it (and it is held for the container's restart). The replica
+ *    reconcile does the same on every pass.
  * 2. `restore` (libnetwork: macvlan_store.go's populateNetworks and populateEndpoints): parents underlay
  *    created (802.1q sub-interfaces, dummies) that are gone are re-created; endpoint links underlay made that
  *    no endpoint owns any more are removed. Links inside running containers are not in the host namespace and
  *    are never touched, so containers keep their connectivity throughout.
  * 3. `rebuildFromController` (once the cluster view has caught up): the pools each network uses as the
- *    controller recorded them, the allocations this node holds (with their seqs, so releases carry them), and
- *    a binding for any endpoint address the controller still has unbound.
- * Running containers keep their addresses: nothing here allocates or releases an address.
+ *    controller recorded them, a point-to-point subnet's gateway as the controller reserved it (or none), the
+ *    allocations this node holds (with their seqs, so releases carry them), and a binding for any endpoint address
+ *    the controller still has unbound.
+ * Running containers keep their addresses: nothing here allocates an address, and only addresses of networks Docker
+ * no longer has are released.
  */
 import {
   SPACE_OPTION,
@@ -27,6 +33,7 @@ import {
   formatCidr,
   formatValue,
   isEndpointLinkName,
+  isPointToPoint,
   parseCidr,
   parseNetworkOptions,
   plugin,
@@ -34,7 +41,7 @@ import {
   tryParseAddr,
   type ClusterState,
 } from '@underlay/core';
-import type { ControllerClient, Docker, KeyedMutex } from './context.js';
+import type { ControllerClient, Docker, DriverMemory, KeyedMutex } from './context.js';
 import { ensureParent, removeCreatedParent, type LinkOps } from './links.js';
 import { mapParent } from '../config.js';
 import { readDockerUnderlay, type DockerNetworkInfo, type DockerUnderlayState } from './docker-state.js';
@@ -50,6 +57,8 @@ export interface RebuildDeps {
   controller: Pick<ControllerClient, 'bindEndpoint' | 'networkRemove' | 'releasePool' | 'releaseAddress'>;
   /** Addresses held for a restart (the pools of removed records give theirs back). */
   holds?: Pick<AddressHolds, 'releasePool'>;
+  /** Pools this host's Docker asked for lately (not given back for a removed record). */
+  memory?: Pick<DriverMemory, 'poolRequestedAt'>;
   /** Cluster parent names → this host's interfaces (--parent-map). */
   parentMap?: Readonly<Record<string, string>>;
   /** The name Docker knows this plugin by (--driver-name): `underlay` for the socket plugin, `underlay/underlay:VERSION` as a managed plugin. */
@@ -210,9 +219,17 @@ export async function pruneStale(ctx: { store: LocalStore; lock: KeyedMutex; lin
  * they are held for the container's restart), or the controller's leak collector reclaims them.
  */
 export async function forgetPruned(
-  ctx: { store: LocalStore; controller: Pick<ControllerClient, 'networkRemove' | 'releasePool' | 'releaseAddress'>; holds?: Pick<AddressHolds, 'releasePool'> },
+  ctx: {
+    store: LocalStore;
+    controller: Pick<ControllerClient, 'networkRemove' | 'releasePool' | 'releaseAddress'>;
+    holds?: Pick<AddressHolds, 'releasePool'>;
+    memory?: Pick<DriverMemory, 'poolRequestedAt'>;
+  },
   removed: PruneReport['removed'],
+  now: () => number = Date.now,
 ): Promise<string[]> {
+  /** Docker asked for the pool a moment ago: a network being created (its record comes at CreateNetwork) uses it. */
+  const requestedLately = (poolId: string): boolean => now() - (ctx.memory?.poolRequestedAt.get(poolId) ?? -Infinity) < PRUNE_GRACE_MS;
   const errors: string[] = [];
   for (const n of removed) {
     try {
@@ -224,15 +241,18 @@ export async function forgetPruned(
     for (const a of n.allocs) {
       try {
         await ctx.controller.releaseAddress({ poolId: a.poolId, address: a.address, allocSeq: a.seq });
-        ctx.store.setAlloc(a.poolId, a.address, undefined);
+        // Unless the address was allocated here again meanwhile (another seq).
+        if (ctx.store.allocSeq(a.poolId, a.address) === a.seq) ctx.store.setAlloc(a.poolId, a.address, undefined);
       } catch (e) {
         errors.push(`address ${a.address} of network ${n.id.slice(0, 12)} could not be released: ${(e as Error).message} (the leak collector reclaims it)`);
       }
     }
     for (const poolId of n.poolIds) {
-      if (ctx.store.poolInUse(poolId)) continue;
+      if (ctx.store.poolInUse(poolId) || requestedLately(poolId)) continue;
       try {
         await ctx.holds?.releasePool(poolId);
+        // Checked again right before the release is sent (nothing awaited in between).
+        if (ctx.store.poolInUse(poolId) || requestedLately(poolId)) continue;
         await ctx.controller.releasePool({ poolId });
       } catch (e) {
         errors.push(`pool ${poolId} of network ${n.id.slice(0, 12)} could not be released: ${(e as Error).message}`);
@@ -258,7 +278,9 @@ export function networkRecordFromDocker(ctx: Pick<RebuildDeps, 'parentMap' | 'st
   for (const c of n.IPAM?.Config ?? []) {
     if (!c.Subnet) continue;
     const cidr = parseCidr(c.Subnet);
-    const gateway = c.Gateway ? `${c.Gateway.split('/')[0]}/${cidr.prefix}` : undefined;
+    // A point-to-point subnet has no gateway unless --gateway reserved one, which only the controller knows: Docker
+    // shows the address its gateway request got either way (rebuildFromController puts a reserved one back).
+    const gateway = c.Gateway && !isPointToPoint(cidr) ? `${c.Gateway.split('/')[0]}/${cidr.prefix}` : undefined;
     (cidr.family === 6 ? ipv6 : ipv4).push({ pool: c.Subnet, ...(gateway ? { gateway } : {}) });
     poolIds.push(poolIdOf(space, formatCidr(cidr)));
   }
@@ -322,6 +344,8 @@ export async function rebuildFromDocker(ctx: Omit<RebuildDeps, 'node' | 'control
 export interface ControllerRebuildReport {
   /** Networks whose pools were corrected from the controller's record. */
   poolsFixed: string[];
+  /** Point-to-point subnets whose gateway was corrected from the controller's reservations: `<id12> <subnet>`. */
+  gatewaysFixed: string[];
   /** Allocations of this node added to the store. */
   allocations: number;
   /** Endpoint addresses bound now (the controller had them unbound). */
@@ -338,9 +362,23 @@ export function allocationsOf(state: ClusterState, node: string): AllocInfo[] {
   return out;
 }
 
+/**
+ * The gateway of a point-to-point subnet as the controller holds it: the address --gateway reserved, undefined when
+ * none was (Docker's gateway request was answered unreserved), false when not a point-to-point subnet or its pool is
+ * unknown to the controller.
+ */
+function p2pGateway(state: ClusterState, poolIds: readonly string[], subnet: string): string | undefined | false {
+  const cidr = parseCidr(subnet);
+  if (!isPointToPoint(cidr)) return false;
+  const pool = poolIds.map((id) => state.pools.get(id)).find((p) => p && p.cidr.family === cidr.family && p.cidr.network === cidr.network && p.cidr.prefix === cidr.prefix);
+  if (!pool) return false;
+  const gw = [...pool.allocs].find(([, a]) => a.kind === 'gateway');
+  return gw ? `${formatValue(cidr.family, gw[0])}/${cidr.prefix}` : undefined;
+}
+
 /** Completes the store from the controller's state (the cluster view, caught up). */
 export async function rebuildFromController(ctx: Omit<RebuildDeps, 'docker' | 'parentMap'>, state: ClusterState): Promise<ControllerRebuildReport> {
-  const out: ControllerRebuildReport = { poolsFixed: [], allocations: 0, bound: [], errors: [] };
+  const out: ControllerRebuildReport = { poolsFixed: [], gatewaysFixed: [], allocations: 0, bound: [], errors: [] };
   for (const rec of [...ctx.store.networks.values()]) {
     const info = state.networks.get(rec.id);
     if (!info || info.node !== ctx.node || info.poolIds.length === 0 || info.poolIds.join() === rec.poolIds.join()) continue;
@@ -349,6 +387,24 @@ export async function rebuildFromController(ctx: Omit<RebuildDeps, 'docker' | 'p
       if (cur) ctx.store.putNetwork({ ...cur, poolIds: [...info.poolIds] });
     });
     out.poolsFixed.push(rec.id.slice(0, 12));
+  }
+  for (const rec of [...ctx.store.networks.values()]) {
+    await ctx.lock.run(rec.id, async () => {
+      const cur = ctx.store.networks.get(rec.id);
+      if (!cur) return;
+      const fixed: string[] = [];
+      const fix = (list: NetworkRecord['ipv4']) =>
+        list.map((d) => {
+          const gateway = p2pGateway(state, cur.poolIds, d.pool);
+          if (gateway === false || gateway === d.gateway) return d;
+          fixed.push(d.pool);
+          return { pool: d.pool, ...(gateway ? { gateway } : {}) };
+        });
+      const next = { ...cur, ipv4: fix(cur.ipv4), ipv6: fix(cur.ipv6) };
+      if (fixed.length === 0) return;
+      ctx.store.putNetwork(next);
+      for (const f of fixed) out.gatewaysFixed.push(`${cur.id.slice(0, 12)} ${f}`);
+    });
   }
   out.allocations = ctx.store.addAllocs(allocationsOf(state, ctx.node));
   // An endpoint whose address the controller has unbound (made while the pools were unknown) is bound now, so the

@@ -57,7 +57,7 @@ export class StoreRebuild {
     return r.dockerRead;
   }
 
-  /** Logs what the check against Docker removed, and tells the controller (in the background: the agent starts meanwhile). */
+  /** Logs what the check against Docker removed, and tells the controller (in the background: the agent starts serving meanwhile). */
   private pruned(p: PruneReport): void {
     const { log } = this.ctx;
     const summary = pruneSummary(p);
@@ -69,9 +69,13 @@ export class StoreRebuild {
     });
   }
 
-  /** Completes the store from the caught-up cluster state (pools, allocations, bindings). */
+  /**
+   * Completes the store from the caught-up cluster state (pools, allocations, bindings). The controller has been told
+   * about the records removed at start first (replicas, which may use the same pools, start after this).
+   */
   async withController(state: ClusterState): Promise<void> {
     this.state = state;
+    await this.forgetting;
     const { log } = this.ctx;
     try {
       const r = await rebuildFromController(this.ctx, state);
@@ -79,6 +83,7 @@ export class StoreRebuild {
         const missing = this.ctx.store.allocationsMissing && r.allocations ? 'the allocations file was missing; ' : '';
         log(`${missing}rebuilt from the controller: ${r.allocations} allocations, pools of ${r.poolsFixed.length} networks, ${r.bound.length} bindings (${r.bound.join(', ') || '-'})`);
       }
+      if (r.gatewaysFixed.length) log(`point-to-point gateways taken from the controller's reservations: ${r.gatewaysFixed.join(', ')}`);
       for (const e of r.errors) log(`rebuild from the controller: ${e}`);
     } catch (e) {
       logWarn(log, `rebuild from the controller failed: ${(e as Error).message}`);
