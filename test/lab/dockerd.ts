@@ -109,7 +109,7 @@ export interface Dockerd {
   stop(): Promise<void>;
   /**
    * A power cut: dockerd, containerd, shims, plugins and containers SIGKILLed together (dockerd sees no container
-   * exit, as after a reboot), then stop()'s clean-up.
+   * exit, as after a reboot), then stop()'s clean-up; the exec root is emptied as a reboot empties /run.
    */
   crash(): Promise<void>;
 }
@@ -236,6 +236,10 @@ export async function startDockerd(lab: Lab, host: LabHost | string, opts: Docke
       `dockerd@${h.name} and everything it runs (power cut)`,
     );
     await stop();
+    // A reboot empties /run, where the exec root lives: its pid files would name processes that are gone (or, once
+    // the pid is reused, another process: the next dockerd then waits for a containerd that is not there).
+    fs.rmSync(path.join(dir, 'exec'), { recursive: true, force: true });
+    fs.rmSync(path.join(dir, 'docker.pid'), { force: true });
   };
 
   try {

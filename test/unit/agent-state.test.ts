@@ -397,6 +397,20 @@ describe('node report', () => {
     expect(found2.filter((c) => c.node === 'h1').map((c) => `${c.address} ${c.rule}`).sort()).toEqual(['192.0.2.2 endpoint-gone', '192.0.2.3 unbound']);
   });
 
+  it('lists the addresses held for a restart; the controller leaves them to the node and does not count them attached', async () => {
+    const ctx = context(dir, fakeDocker([dockerNetwork()]));
+    ctx.holds = new AddressHolds({ holdMs: 60_000, release: async () => {}, log: () => {} });
+    ctx.holds.hold({ poolId: 'underlay/192.0.2.0/24', address: '192.0.2.3', cidr: '192.0.2.3/24', allocSeq: 5 });
+    const report = await buildReport({ ctx, version: '0.1.0', leaseMs: 15_000 });
+    expect(report.heldAddresses).toEqual(['192.0.2.3']);
+    const nodes = new NodeDirectory(15_000);
+    nodes.record(report);
+    expect(nodes.heldBy('h1', '192.0.2.3')).toBe(true);
+    expect(nodes.heldBy('h1', '192.0.2.2')).toBe(false);
+    expect(nodes.heldBy('h2', '192.0.2.3')).toBe(false);
+    await ctx.holds.releaseAll();
+  });
+
   it('keeps what it knew while Docker cannot be read, and sends nothing when it knows nothing', async () => {
     const docker = fakeDocker([dockerNetwork()]);
     const ctx = context(dir, docker);

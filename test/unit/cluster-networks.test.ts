@@ -150,6 +150,12 @@ describe('cluster network decisions', () => {
     run((s) => decideNetworkRemoved(s, { node: 'a', networkId: 'na', cluster: false }));
     expect(engine.state.clusterNetworks.has('n1')).toBe(true);
     expect(engine.state.networks.has('na')).toBe(false);
+    // An address its node reports held for a restart (the container went) is no active endpoint.
+    const heldOnB = (node: string, address: string) => node === 'b' && address === '192.0.2.1';
+    expect(attachedEndpoints(engine.state, 'n1', heldOnB)).toEqual([]);
+    // (decided only, not applied)
+    expect(decideNetworkRemoved(engine.state, { node: 'b', networkId: 'nb' }, who, heldOnB).events.map((e) => e.type)).toEqual(['ClusterNetworkRemoved', 'NetworkRemoved']);
+    expect(decideClusterNetworkRemove(engine.state, { name: 'n1' }, who, heldOnB).events.map((e) => e.type)).toEqual(['ClusterNetworkRemoved']);
     // Without a container name the endpoint id stands in.
     expect(() => run((s) => decideClusterNetworkRemove(s, { name: 'n1' }))).toThrow('on b: endpoint ep1000000000 (192.0.2.1)');
     expect(() => run((s) => decideClusterNetworkRemove(s, { name: 'nope' }))).toThrow('network nope not found');

@@ -195,6 +195,25 @@ describe('addresses held for a restart (address-holds.ts)', () => {
     expect(f.controller.alloc(POOL, '192.0.2.2')).toBeUndefined();
   });
 
+  it('releases a named address (--ip) at once, and hands a held address to an endpoint naming it', async () => {
+    await ipam.requestAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.40' });
+    await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.40' });
+    expect(f.controller.alloc(POOL, '192.0.2.40')).toBeUndefined();
+    expect(f.ctx.holds!.list()).toEqual([]);
+    // A dynamic address, held; a container then names it (--ip): it gets it without asking the controller.
+    await ipam.requestAddress(f.ctx, { PoolID: POOL });
+    const seq = f.ctx.store.allocSeq(POOL, '192.0.2.2');
+    await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.2' });
+    f.controller.calls.length = 0;
+    expect(await ipam.requestAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.2' })).toEqual({ Address: '192.0.2.2/24', Data: {} });
+    expect(f.controller.calls).toEqual([]);
+    expect(f.ctx.holds!.list()).toEqual([]);
+    expect(f.ctx.store.allocSeq(POOL, '192.0.2.2')).toBe(seq);
+    // Named now: released at once when it goes.
+    await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.2' });
+    expect(f.controller.alloc(POOL, '192.0.2.2')).toBeUndefined();
+  });
+
   it('releases at once with a hold of 0', async () => {
     f.ctx.holds = new AddressHolds({ holdMs: 0, release: (h) => ipam.releaseHeld(f.ctx, h), log: () => {} });
     await ipam.requestAddress(f.ctx, { PoolID: POOL });

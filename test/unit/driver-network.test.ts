@@ -76,16 +76,15 @@ describe('point-to-point networks (/31, /127)', () => {
     await ipam.requestAddress(f.ctx, { PoolID: P2P, Address: '', Options: GW });
     await network.createNetwork(f.ctx, p2pReq('198.51.100.232/31'));
     await ipam.requestAddress(f.ctx, { PoolID: P2P, Address: '198.51.100.232' });
-    const seq = f.ctx.store.allocSeq(P2P, '198.51.100.232');
-    // The container goes: its address is held for a restart.
-    await ipam.releaseAddress(f.ctx, { PoolID: P2P, Address: '198.51.100.232' });
-    expect(f.ctx.holds.list().map((h) => h.address)).toEqual(['198.51.100.232']);
+    const seq = f.ctx.store.allocSeq(P2P, '198.51.100.232')!;
+    // The container goes and its address is held for a restart (as a dynamic address is).
+    f.ctx.holds.hold({ poolId: P2P, address: '198.51.100.232', cidr: '198.51.100.232/31', allocSeq: seq });
     f.controller.calls.length = 0;
-    // The network goes: Docker releases its gateway answer (the same address), then the pool.
+    // The network goes (its held addresses with it); Docker then releases its gateway answer (the same address), then the pool.
     await network.deleteNetwork(f.ctx, { NetworkID: NET });
     await ipam.releaseAddress(f.ctx, { PoolID: P2P, Address: '198.51.100.232' });
-    expect(f.ctx.holds.list()).toEqual([]);
     await ipam.releasePool(f.ctx, { PoolID: P2P });
+    expect(f.ctx.holds.list()).toEqual([]);
     expect(f.controller.calls.filter((c) => c.method !== 'networkRemove')).toEqual([
       { method: 'releaseAddress', req: { poolId: P2P, address: '198.51.100.232', allocSeq: seq } },
       { method: 'releasePool', req: { poolId: P2P } },
@@ -207,6 +206,18 @@ describe('DeleteNetwork', () => {
     await f.links.createMacvlan({ name: 'ule1e1e1e1e1e', parent: 'eth1.20', mode: 'bridge' });
     f.controller.calls.length = 0;
     f.links.calls.length = 0;
+  });
+
+  it('gives back the addresses held on the network for a restart before asking the cluster (no container comes back to it)', async () => {
+    f.ctx.holds = new AddressHolds({ holdMs: 60_000, release: (h) => ipam.releaseHeld(f.ctx, h), log: () => {} });
+    await ipam.requestAddress(f.ctx, { PoolID: POOL });
+    await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.2' });
+    expect(f.ctx.holds.list().map((h) => h.address)).toEqual(['192.0.2.2']);
+    f.controller.calls.length = 0;
+    await network.deleteNetwork(f.ctx, { NetworkID: NET });
+    expect(f.controller.methods()).toEqual(['releaseAddress', 'networkRemove']);
+    expect(f.ctx.holds.list()).toEqual([]);
+    expect(f.controller.alloc(POOL, '192.0.2.2')).toBeUndefined();
   });
 
   it('removes the network from the cluster first, then its endpoints, links and the parent it made', async () => {

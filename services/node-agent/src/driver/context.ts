@@ -110,6 +110,11 @@ export class DriverMemory {
    * for a moment ago belongs to a network being created, and is not given back for a record removed meanwhile.
    */
   readonly poolRequestedAt = new Map<string, number>();
+  /**
+   * Endpoint addresses Docker asked for by name (`--ip`, `--ip6`): `<pool id>|<address>`. Released at once, not held:
+   * the container asks for the same address again when it restarts.
+   */
+  readonly namedAddresses = new Set<string>();
   /** The last error of each endpoint's Docker calls, for status reports (kept a while after the endpoint is gone). */
   readonly endpointErrors = new Map<string, EndpointError>();
   /** Docker networks the controller refused (same name, other definition): id → why. */
@@ -131,7 +136,7 @@ export class DriverMemory {
 export interface IpamDeps {
   controller: ControllerClient;
   store: LocalStore;
-  memory: Pick<DriverMemory, 'recentPools' | 'unreservedGateways' | 'poolRequestedAt'>;
+  memory: Pick<DriverMemory, 'recentPools' | 'unreservedGateways' | 'poolRequestedAt' | 'namedAddresses'>;
   /** Addresses released a moment ago, for the container's restart (address-holds.ts; absent: released at once). */
   holds?: AddressHolds;
 }
@@ -165,6 +170,8 @@ export interface NetworkDeps extends DefineDeps {
   links: LinkOps;
   docker: Pick<Docker, 'inspectNetwork' | 'networkName'>;
   memory: Pick<DriverMemory, 'conflicts' | 'recentPools' | 'unreservedGateways' | 'removalRecorded'>;
+  /** Addresses held for a restart: those of a network that goes are released with it. */
+  holds?: AddressHolds;
   /** Cluster parent names → this host's interfaces (--parent-map). */
   parentMap?: Readonly<Record<string, string>>;
   /** Called after this host's networks changed (a replica reconcile, routes). */

@@ -52,6 +52,16 @@ export async function requestAddress(ctx: IpamDeps, raw: unknown) {
     const held = ctx.holds?.take(r.PoolID);
     if (held) return { Address: held.cidr, Data: {} };
   }
+  if (kind === 'endpoint') {
+    // An endpoint naming its address (--ip): released at once when it goes (its container names it again on a
+    // restart). An address held here (a restarting container's whose --ip an earlier agent process saw, or another
+    // container's) is this host's: handed out as it is.
+    const held = ctx.holds?.forget(r.PoolID, r.Address!);
+    if (held) {
+      ctx.memory.namedAddresses.add(`${r.PoolID}|${r.Address}`);
+      return { Address: held.cidr, Data: {} };
+    }
+  }
   // One id per Docker call, reused by the client's retries: a retry gets the same allocation.
   const res = await ctx.controller.requestAddress({ poolId: r.PoolID, address: r.Address, options, requestId: randomUUID(), kind });
   if (res.reserved === false) {
@@ -60,6 +70,7 @@ export async function requestAddress(ctx: IpamDeps, raw: unknown) {
     return { Address: res.address, Data: {} };
   }
   if (options['RequestAddressType'] !== undefined) ctx.memory.unreservedGateways.delete(r.PoolID);
+  if (kind === 'endpoint') ctx.memory.namedAddresses.add(`${r.PoolID}|${r.Address}`);
   ctx.store.setAlloc(r.PoolID, res.address.split('/')[0]!, res.allocSeq);
   return { Address: res.address, Data: {} };
 }
@@ -81,8 +92,10 @@ export async function releaseAddress(ctx: IpamDeps, raw: unknown) {
   // address this host holds is in the store with its seq (rebuilt from the controller after a loss); an address
   // without one is that gateway (or a leak, which the controller's collector reclaims).
   if (allocSeq === undefined && isPointToPointPool(r.PoolID)) return {};
-  // An endpoint's address (its network is still here): held a while for the container's restart.
-  const cidr = ctx.holds?.enabled && allocSeq !== undefined ? endpointCidr(ctx, r.PoolID, r.Address) : undefined;
+  // An endpoint's address (its network is still here): held a while for the container's restart, unless the container
+  // named it (--ip: it names it again).
+  const named = ctx.memory.namedAddresses.delete(`${r.PoolID}|${r.Address}`);
+  const cidr = ctx.holds?.enabled && allocSeq !== undefined && !named ? endpointCidr(ctx, r.PoolID, r.Address) : undefined;
   if (cidr && allocSeq !== undefined) {
     ctx.holds!.hold({ poolId: r.PoolID, address: r.Address, cidr, allocSeq });
     return {};

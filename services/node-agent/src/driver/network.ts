@@ -158,6 +158,10 @@ export async function deleteNetwork(ctx: NetworkDeps, raw: unknown): Promise<Rec
   return ctx.lock.run(id, async () => {
     const rec = ctx.store.networks.get(id);
     if (!rec) throw new NotFoundError(`network id ${JSON.stringify(id)} not found`);
+    // Addresses held for a restart on this network go back now: no container comes back to a network that goes.
+    for (const poolId of rec.poolIds) {
+      await ctx.holds?.releasePool(poolId).catch((e: Error) => logWarn(ctx.log, `held addresses of pool ${poolId} not released: ${e.message}`));
+    }
     // First the cluster: removing a member of a cluster network removes it from every host, and the
     // controller refuses while another host has endpoints on it (Docker then keeps the network here).
     // Docker removes the network whatever DeleteNetwork answers (libnetwork only logs a driver's error), so a
