@@ -13,7 +13,8 @@
  *    issue's own scenario: dockerd's data root reset under a kept state directory, with a container on the network:
  *    the phantom network and endpoint records go (logged), the container's address is given back by the agent (not
  *    the leak collector), the cluster's definition brings the network back as a fresh Docker network, and once it is
- *    removed, a passthru network is created on the parent the phantom held.
+ *    removed, a passthru network is created on the parent the phantom held. And the check leaves address holds alone: a
+ *    `--restart always` container comes back with its address after a dockerd power cut.
  *
  * The leak collector runs at its default period (30 s, two sightings): whatever the controller frees within these
  * waits, the agent freed. Waits: replication and reconcile passes are 1 s (measured 0.2 s); the agent's start and
@@ -263,5 +264,34 @@ describe('Docker is the truth on its host', () => {
       await ctx.lab.exec(h1.host, 'ip', ['link', 'del', 'par1']);
     }
     expect(await extraLinks(ctx.lab, h1.host)).toEqual([]);
+  });
+
+  it('the check does not break address holds: a --restart always container comes back with its address after a dockerd power cut, the agent checking every second', async () => {
+    const h1 = node('h1');
+    expect((await create(h1, 'r0', '--subnet', '203.0.113.64/26', '-o', 'parent=eth1')).code).toBe(0);
+    await h1.docker.dockerOk(['run', '-d', '--restart', 'always', '--name', 'cr', '--network', 'r0', BUSYBOX_IMAGE, 'sleep', '3600']);
+    const before = await containerIp(h1.docker, 'cr', 'r0');
+    const logFrom = agentLog('h1').length;
+    // dockerd and its containers die together; the agent stays (its checks cannot read Docker meanwhile: no removal).
+    await h1.docker.crash();
+    await new Promise((r) => setTimeout(r, 2_500)); // more than two reconcile passes
+    h1.docker = await startDockerd(ctx.lab, h1.host);
+    await waitFor(async () => (await h1.docker.docker(['inspect', '-f', '{{.State.Running}}', 'cr'])).stdout.trim() === 'true', {
+      timeoutMs: 60_000,
+      intervalMs: 200,
+      what: 'container cr restored by dockerd (restart policy always)',
+    });
+    expect(await containerIp(h1.docker, 'cr', 'r0')).toBe(before);
+    // Passes later, still its address, held by nothing and bound to its new endpoint at the controller.
+    await new Promise((r) => setTimeout(r, 3_000));
+    const ep = (await h1.docker.dockerOk(['inspect', '-f', '{{(index .NetworkSettings.Networks "r0").EndpointID}}', 'cr'])).trim();
+    const pool = state().pools.get('underlay/203.0.113.64/26')!;
+    const allocs = [...pool.allocs.values()].filter((a) => a.kind === 'endpoint');
+    expect(allocs.map((a) => ({ node: a.node, endpointId: a.endpointId }))).toEqual([{ node: 'h1', endpointId: ep }]);
+    expect(cluster.controller.nodes.heldBy('h1', before)).toBe(false);
+    process.stderr.write(`agent h1 during the power cut:\n${agentLog('h1').slice(logFrom).split('\n').filter((l) => /removed records|given back|held/.test(l)).join('\n')}\n`);
+    await h1.docker.dockerOk(['rm', '-f', 'cr']);
+    await h1.docker.dockerOk(['network', 'rm', 'r0']);
+    await waitFor(() => !state().pools.has('underlay/203.0.113.64/26'), { timeoutMs: 5_000, what: 'pool released' });
   });
 });
