@@ -182,7 +182,7 @@ describe('controller HTTP API', () => {
 
     const overlap = await call('POST', '/v1/networks', { name: 'other', subnets: [{ subnet: '198.18.0.128/25' }] });
     expect(overlap.status).toBe(409);
-    expect(overlap.json.error.message).toContain('overlaps with 198.18.0.0/24 of network net1');
+    expect(overlap.json.error.message).toContain('overlaps with 198.18.0.0/24 of network "net1" (on ');
 
     expect((await call('DELETE', '/v1/networks/net1')).status).toBe(204);
     const gone = await call('GET', '/v1/networks/net1');

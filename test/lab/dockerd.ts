@@ -117,7 +117,7 @@ export interface Dockerd {
   stop(): Promise<void>;
   /**
    * A power cut: dockerd, containerd, shims, plugins and containers SIGKILLed together (dockerd sees no container
-   * exit, as after a reboot), then stop()'s clean-up, and the exec root emptied as a reboot empties /run.
+   * exit, as after a reboot), then stop()'s clean-up; the exec root is emptied as a reboot empties /run.
    */
   crash(): Promise<void>;
 }
@@ -244,9 +244,10 @@ export async function startDockerd(lab: Lab, host: LabHost | string, opts: Docke
       `dockerd@${h.name} and everything it runs (power cut)`,
     );
     await stop();
-    // A reboot empties the exec root (/var/run/docker is a tmpfs): no stale containerd pid file (its process may be a
-    // zombie init has not reaped, which dockerd would take for a running containerd), sockets or task state.
+    // A reboot empties /run, where the exec root lives: its pid files would name processes that are gone (or, once
+    // the pid is reused, another process: the next dockerd then waits for a containerd that is not there).
     fs.rmSync(path.join(dir, 'exec'), { recursive: true, force: true });
+    fs.rmSync(path.join(dir, 'docker.pid'), { force: true });
   };
 
   try {

@@ -188,6 +188,7 @@ export class Agent {
         holdMs: this.config.addressHoldMs,
         release: (h) => ipam.releaseHeld({ controller, store }, h),
         log: this.logger,
+        onHold: () => this.reporter?.trigger(),
       }),
       onNetworksChanged: () => {
         this.replicas?.trigger();
@@ -300,7 +301,6 @@ export class Agent {
         leaseMs: this.config.leaseMs ?? 3 * this.config.reportIntervalMs,
         state: this.view?.isReady ? this.view.state : undefined,
         replicas: this.replicas?.status,
-        held: ctx.holds?.list(),
       });
       await ctx.controller.nodeReport(report, { deadlineMs: this.config.reportIntervalMs });
       this.reportFailures.recovered();

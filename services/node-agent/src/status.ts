@@ -16,6 +16,7 @@ import type { LinkOps } from './driver/links.js';
 import type { LocalStore } from './driver/store.js';
 import type { ReplicaState } from './driver/replicas.js';
 import { readDockerUnderlay } from './driver/docker-state.js';
+import type { AddressHolds } from './driver/address-holds.js';
 
 /** Errors older than this drop out of reports. */
 const ERROR_KEEP_MS = 10 * 60_000;
@@ -64,6 +65,8 @@ export interface ReportSource {
   conflicts?: ReadonlyMap<string, string>;
   /** The name Docker knows this plugin by (--driver-name): `underlay` for the socket plugin, `underlay/underlay:VERSION` as a managed plugin. */
   driverName?: string;
+  /** Addresses held for a container's restart. */
+  holds?: Pick<AddressHolds, 'list'>;
 }
 
 export interface ReportInputs {
@@ -74,12 +77,6 @@ export interface ReportInputs {
   state?: ClusterState;
   replicas?: ReplicaState;
   nowMs?: number;
-  /**
-   * Addresses this host holds for a restarting container (driver/address-holds.ts): Docker no longer shows their
-   * endpoints, but the addresses are still this node's, so their endpoints (from the cluster view) are listed and
-   * the collector does not take them for leaks while they are held.
-   */
-  held?: ReadonlyArray<{ poolId: string; address: string }>;
 }
 
 /** Endpoints Docker showed in the last report that could read it, per agent (kept while Docker cannot be read). */
@@ -89,18 +86,6 @@ const lastDockerEndpoints = new WeakMap<ReportSource, Set<string>>();
 function boundEndpointsOf(state: ClusterState, node: string): string[] {
   const out: string[] = [];
   for (const p of state.pools.values()) for (const a of p.allocs.values()) if (a.node === node && a.endpointId) out.push(a.endpointId);
-  return out;
-}
-
-/** The endpoints the cluster binds to addresses this node holds for a restart. */
-function heldEndpointsOf(state: ClusterState | undefined, node: string, held: ReadonlyArray<{ poolId: string; address: string }>): string[] {
-  const out: string[] = [];
-  if (!state) return out;
-  for (const h of held) {
-    const a = tryParseAddr(h.address);
-    const alloc = a ? state.pools.get(h.poolId)?.allocs.get(a.value) : undefined;
-    if (alloc && alloc.node === node && alloc.endpointId) out.push(alloc.endpointId);
-  }
   return out;
 }
 
@@ -132,7 +117,6 @@ export async function buildReport(inp: ReportInputs): Promise<NodeReport> {
       }
     }
   }
-  for (const id of heldEndpointsOf(inp.state, ctx.node, inp.held ?? [])) endpoints.add(id);
   if (docker.complete) {
     lastDockerEndpoints.set(ctx, fromDocker);
   } else {
@@ -192,5 +176,7 @@ export async function buildReport(inp: ReportInputs): Promise<NodeReport> {
     endpoints: [...endpoints],
     endpointStates,
     networkStates,
+    // Held for a restart: the leak rules leave them, and they do not keep a network from being removed.
+    heldAddresses: (ctx.holds?.list() ?? []).map((h) => h.address),
   };
 }
