@@ -80,6 +80,7 @@ import {
 import { apiRoutes, type RouteSpec } from '../../services/controller/src/api/routes';
 import { OpenApiDocument } from '../../services/controller/src/openapi';
 import { checkPrerequisites, freePort, spawnLogged, stopProcess, waitFor, which, type Proc } from '../lab';
+import { pipeSockets } from '../lab/relay';
 import { FakeDockerHost, GW, joinReplica, joinedReport, mac, startEnv, type Env } from '../integration/support';
 import { CLI, ROOT, ensureBuilt } from './support/cluster';
 import { Findings, fromSchema, fuzzScale, fuzzSeed, mutated, nastyString, preview, rawBody, toWire, type Hints } from './support/fuzz';
@@ -402,14 +403,7 @@ let agentNs: AgentNs | undefined;
 async function startAgentInNamespace(natsPort: number, dir: string): Promise<AgentNs> {
   const relayPath = path.join(dir, 'nats.sock');
   const relay = net.createServer((c) => {
-    const up = net.connect(natsPort, '127.0.0.1');
-    const close = () => (c.destroy(), up.destroy());
-    c.on('error', close);
-    up.on('error', close);
-    c.on('close', close);
-    up.on('close', close);
-    c.pipe(up);
-    up.pipe(c);
+    pipeSockets(c, net.connect(natsPort, '127.0.0.1'));
   });
   await new Promise<void>((r) => relay.listen(relayPath, () => r()));
   const port = 4222;

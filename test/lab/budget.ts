@@ -20,7 +20,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 /** Steps with a budget (keys of budgets.json `steps`). */
-export type LabStep = 'dockerd start' | 'docker cli' | 'lab teardown' | 'image build' | 'image load';
+export type LabStep = 'dockerd start' | 'docker cli' | 'lab teardown' | 'image build' | 'image load' | 'plugin start' | 'container restart';
 
 interface LabBudgetTable {
   measuredOn: string;

@@ -24,7 +24,8 @@ import { LocalStore } from './driver/store.js';
 import { AddressHolds } from './driver/address-holds.js';
 import { restore } from './driver/restore.js';
 import { StoreRebuild } from './driver/store-rebuild.js';
-import { createPluginServer, listenOnSocket, type Routes } from './plugin-server.js';
+import { createPluginServer, listenOnSocket, type Handler, type Routes } from './plugin-server.js';
+import { StartupGate } from './startup-gate.js';
 import { AgentMetrics } from './metrics.js';
 import { parseListen, startTelemetryServer, type TelemetryServer } from './http.js';
 
@@ -50,13 +51,46 @@ function recordingErrors(ctx: DriverContext, fn: (b: unknown) => unknown): (b: u
   };
 }
 
-export function pluginRoutes(ctx: DriverContext): Routes {
-  const noop = () => ({});
+/** Docker's questions that need no state: answered at once, also while the agent starts (startup-gate.ts). */
+export function staticRoutes(): Routes {
   return {
     '/Plugin.Activate': () => ({ Implements: [...plugin.IMPLEMENTS, 'authz'] }),
-    '/AuthZPlugin.AuthZReq': (b) => authz.authzRequest(ctx, b),
     '/AuthZPlugin.AuthZRes': () => authz.authzResponse(),
     '/NetworkDriver.GetCapabilities': () => ({ Scope: 'local', ConnectivityScope: 'global' }),
+    '/IpamDriver.GetCapabilities': () => ipam.capabilities(),
+    '/IpamDriver.GetDefaultAddressSpaces': () => ipam.defaultAddressSpaces(),
+  };
+}
+
+/** The plugin calls that use the agent's state: they wait for its start-up. */
+export const STATEFUL_METHODS = [
+  '/AuthZPlugin.AuthZReq',
+  '/NetworkDriver.CreateNetwork',
+  '/NetworkDriver.DeleteNetwork',
+  '/NetworkDriver.CreateEndpoint',
+  '/NetworkDriver.DeleteEndpoint',
+  '/NetworkDriver.EndpointOperInfo',
+  '/NetworkDriver.Join',
+  '/NetworkDriver.Leave',
+  '/NetworkDriver.DiscoverNew',
+  '/NetworkDriver.DiscoverDelete',
+  '/NetworkDriver.ProgramExternalConnectivity',
+  '/NetworkDriver.RevokeExternalConnectivity',
+  '/NetworkDriver.AllocateNetwork',
+  '/NetworkDriver.FreeNetwork',
+  '/IpamDriver.RequestPool',
+  '/IpamDriver.ReleasePool',
+  '/IpamDriver.RequestAddress',
+  '/IpamDriver.ReleaseAddress',
+] as const;
+
+/** Every method the plugin socket serves. */
+export const PLUGIN_METHODS: readonly string[] = [...Object.keys(staticRoutes()), ...STATEFUL_METHODS];
+
+export function statefulRoutes(ctx: DriverContext): Record<(typeof STATEFUL_METHODS)[number], Handler> {
+  const noop = () => ({});
+  return {
+    '/AuthZPlugin.AuthZReq': (b) => authz.authzRequest(ctx, b),
     '/NetworkDriver.CreateNetwork': (b) => network.createNetwork(ctx, b),
     '/NetworkDriver.DeleteNetwork': (b) => network.deleteNetwork(ctx, b),
     '/NetworkDriver.CreateEndpoint': recordingErrors(ctx, (b) => endpoint.createEndpoint(ctx, b)),
@@ -72,13 +106,16 @@ export function pluginRoutes(ctx: DriverContext): Routes {
       throw new Error('AllocateNetwork is only used by swarm, which underlay does not need: create the network on any host');
     },
     '/NetworkDriver.FreeNetwork': noop,
-    '/IpamDriver.GetCapabilities': () => ipam.capabilities(),
-    '/IpamDriver.GetDefaultAddressSpaces': () => ipam.defaultAddressSpaces(),
     '/IpamDriver.RequestPool': (b) => ipam.requestPool(ctx, b),
     '/IpamDriver.ReleasePool': (b) => ipam.releasePool(ctx, b),
     '/IpamDriver.RequestAddress': (b) => ipam.requestAddress(ctx, b),
     '/IpamDriver.ReleaseAddress': (b) => ipam.releaseAddress(ctx, b),
   };
+}
+
+/** The whole route table of a started agent. */
+export function pluginRoutes(ctx: DriverContext): Routes {
+  return { ...staticRoutes(), ...statefulRoutes(ctx) };
 }
 
 /** Tracing on: netlink link calls, Docker API calls and route changes as child spans (`netlink <op>`, `docker api <op>`, `route add|del`). */
@@ -115,6 +152,8 @@ export class Agent {
   bgp?: BgpService;
   private unlisten?: () => void;
   private rebuild?: StoreRebuild;
+  /** Holds Docker's calls until start-up is done (the socket is served from the start). */
+  private gate?: StartupGate;
   /** This host's address on the underlay (reported; next hop of routes to its blocks). */
   address?: string;
   socketPath?: string;
@@ -158,6 +197,7 @@ export class Agent {
           return v.isReady ? { ok: true, detail } : { ok: false, detail: `catching up: ${detail}` };
         },
         plugin: async () => {
+          if (this.gate && !this.gate.isOpen) return { ok: false, detail: `${this.socketPath} served, start-up not done` };
           const ok = !!this.server?.listening && !!this.socketPath && fs.statSync(this.socketPath, { throwIfNoEntry: false })?.isSocket() === true;
           return ok ? { ok, detail: this.socketPath } : { ok, detail: this.socketPath ? `${this.socketPath} is not served` : 'not started' };
         },
@@ -168,10 +208,35 @@ export class Agent {
 
   async start(): Promise<void> {
     fs.mkdirSync(this.config.stateDir, { recursive: true });
+    // The socket first: Docker disables a managed plugin that does not listen within ~9.5 s of its start, and
+    // start-up below may wait on Docker itself (after a power cut its API answers only once it restored containers).
+    const gate = new StartupGate({
+      node: this.config.node,
+      waitMs: this.config.startupWaitMs,
+      immediate: staticRoutes(),
+      early: { '/AuthZPlugin.AuthZReq': (b) => (authz.removedNetwork(b) === undefined ? authz.authzResponse() : undefined) },
+    });
+    this.gate = gate;
+    this.server = createPluginServer(this.metrics.plugin(gate.table(PLUGIN_METHODS)), this.logger);
+    this.socketPath = await listenOnSocket(this.server, this.config.pluginDir);
+    this.logger(`agent ${this.config.node} listening on ${this.socketPath}; Docker's calls wait until start-up is done`);
+    try {
+      await this.startUp(gate);
+    } catch (e) {
+      // Calls in flight get the reason; the socket goes, so Docker sees a plugin that is not there rather than one that never answers.
+      gate.fail(e as Error);
+      await this.closeSocket();
+      throw e;
+    }
+  }
+
+  private async startUp(gate: StartupGate): Promise<void> {
     await this.startTelemetry();
     const store = new LocalStore(this.config.stateDir);
+    gate.stage('opening netlink');
     this.links = this.metrics.netlink(traceMethods(await this.openLinks(), LINK_SPANS, linkAttrs));
-    this.nc = await connectNats(this.config.nats, `underlay-agent-${this.config.node}`, { inboxPrefix: nodeInboxPrefix(this.config.node), creds: this.config.natsCreds, tls: { ca: this.config.natsCa, cert: this.config.natsCert, key: this.config.natsKey } });
+    gate.stage(`connecting to NATS at ${this.config.nats}`);
+    this.nc = await connectNats(this.config.nats, `underlay-agent-${this.config.node}`, { inboxPrefix: nodeInboxPrefix(this.config.node), waitOnFirstConnect: true, creds: this.config.natsCreds, tls: { ca: this.config.natsCa, cert: this.config.natsCert, key: this.config.natsKey } });
     const rpc = new RpcClient(this.nc, this.config.node, this.metrics.rpc);
     const controller = rpcControllerClient(rpc);
     const ctx: DriverContext = driverContext({
@@ -199,7 +264,9 @@ export class Agent {
     this.address = this.config.address ?? defaultAddress();
     // Before serving Docker: rebuild lost state from Docker, bring back parents and clear links left by a crash.
     this.rebuild = new StoreRebuild(ctx);
+    gate.stage('reading Docker\'s networks and containers');
     await this.rebuild.start();
+    gate.stage('restoring links');
     const r = await restore(ctx, async () => (await ctx.links.listLinks()).map((l) => l.name));
     this.logger(
       `restored ${r.networks} networks and ${r.endpoints} endpoints` +
@@ -207,8 +274,7 @@ export class Agent {
         (r.staleLinksRemoved.length ? `; removed stale links ${r.staleLinksRemoved.join(', ')}` : ''),
     );
     for (const e of r.errors) this.logger(e);
-    this.server = createPluginServer(this.metrics.plugin(pluginRoutes(ctx)), this.logger);
-    this.socketPath = await listenOnSocket(this.server, this.config.pluginDir);
+    gate.open(pluginRoutes(ctx));
     this.logger(`agent ${this.config.node} serving ${this.socketPath}`);
     this.reporter = new ReconcileRunner({ name: 'report', resyncMs: this.config.reportIntervalMs, reconcile: () => this.report(), observe: this.metrics.reconcile });
     this.reporter.start();
@@ -310,6 +376,17 @@ export class Agent {
     }
   }
 
+  private async closeSocket(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (server?.listening) {
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      server.closeAllConnections();
+      await closed;
+    }
+    if (this.socketPath) fs.rmSync(this.socketPath, { force: true });
+  }
+
   async stop(): Promise<void> {
     // Stops the schedule at once; a report in flight is not waited for (it may wait its deadline on a NATS outage).
     void this.reporter?.stop();
@@ -321,12 +398,7 @@ export class Agent {
     // Before NATS goes: addresses held for a restart that did not come go back to the cluster.
     await this.ctx?.holds?.releaseAll();
     await this.view?.stop();
-    if (this.server) {
-      const closed = new Promise<void>((r) => this.server!.close(() => r()));
-      this.server.closeAllConnections();
-      await closed;
-    }
-    if (this.socketPath) fs.rmSync(this.socketPath, { force: true });
+    await this.closeSocket();
     await this.telemetry?.close();
     this.links?.close();
     this.routeOps?.close();

@@ -94,6 +94,11 @@ export const AgentConfig = z.object({
    * here (a restarted container comes back with its address: driver/address-holds.ts); 0 releases at once.
    */
   addressHoldMs: z.union([z.literal(0), ms('--address-hold-ms', 100)]).default(60_000),
+  /**
+   * How long a Docker call that arrives while the agent starts waits for start-up before it fails (the plugin socket is
+   * served from the agent's first moment: startup-gate.ts); under Docker's 30 s limit of a plugin call.
+   */
+  startupWaitMs: ms('--startup-wait-ms', 100).default(25_000),
   /** Program routes to other hosts' blocks for ipvlan l3/l3s networks (and check the kernel this often). */
   routes: z.boolean().default(true),
   routeReconcileMs: ms('--route-reconcile-ms').default(10_000),

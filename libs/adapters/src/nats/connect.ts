@@ -26,6 +26,11 @@ export interface NatsConnectOptions {
   tls?: { ca?: string; cert?: string; key?: string };
   /** Prefix of reply inboxes (default `_INBOX`). */
   inboxPrefix?: string;
+  /**
+   * Keep trying until the first connection is made (every 250 ms) instead of failing when no server answers: for a
+   * service that starts with the host, before NATS can be reached (the agent, whose plugin socket serves meanwhile).
+   */
+  waitOnFirstConnect?: boolean;
 }
 
 /** A file the connection needs could not be read: its path and why. */
@@ -80,6 +85,7 @@ export async function connectNats(url: string, name: string, opts: NatsConnectOp
     o.tls = { ...(ca ? { caFile: ca } : {}), ...(cert ? { certFile: cert } : {}), ...(key ? { keyFile: key } : {}), checkServerIdentity } as ConnectionOptions['tls'];
   }
   if (opts.inboxPrefix) o.inboxPrefix = opts.inboxPrefix;
+  if (opts.waitOnFirstConnect) o.waitOnFirstConnect = true;
   return connect(o);
 }
 /** The host of `nats://host:port`, `tls://[v6]:port` or `host:port`. */

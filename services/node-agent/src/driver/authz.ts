@@ -35,19 +35,26 @@ export interface AuthZResponse {
 
 const NETWORK_DELETE = /^(?:\/v[0-9.]+)?\/networks\/([^/?]+)\/?(?:\?.*)?$/;
 
-export async function authzRequest(ctx: AuthzDeps, raw: unknown): Promise<AuthZResponse> {
+/** The network (id or name) a request removes, if it is `DELETE /networks/{id or name}`: the only request this hook looks at. */
+export function removedNetwork(raw: unknown): string | undefined {
   const req = AuthZRequest.safeParse(raw);
-  if (!req.success || req.data.RequestMethod !== 'DELETE') return { Allow: true };
+  if (!req.success || req.data.RequestMethod !== 'DELETE') return undefined;
   const m = NETWORK_DELETE.exec(req.data.RequestUri ?? '');
-  if (!m) return { Allow: true };
+  return m ? decodeURIComponent(m[1]!) : undefined;
+}
+
+export async function authzRequest(ctx: AuthzDeps, raw: unknown): Promise<AuthZResponse> {
+  const target = removedNetwork(raw);
+  if (target === undefined) return { Allow: true };
+  const uri = (raw as { RequestUri?: string }).RequestUri;
   try {
-    const n = await ctx.docker.inspectNetwork(decodeURIComponent(m[1]!));
+    const n = await ctx.docker.inspectNetwork(target);
     if (!n || n.Driver !== (ctx.driverName ?? plugin.PLUGIN_NAME)) return { Allow: true };
     await ctx.controller.networkRemove({ networkId: n.Id, dryRun: true }, { deadlineMs: 5_000 });
     return { Allow: true };
   } catch (e) {
     if (e instanceof UnderlayError && e.code === 'conflict') return { Allow: false, Msg: e.message };
-    logWarn(ctx.log, `authorization check of ${req.data.RequestUri} failed, allowing it: ${(e as Error).message}`);
+    logWarn(ctx.log, `authorization check of ${uri} failed, allowing it: ${(e as Error).message}`);
     return { Allow: true };
   }
 }
