@@ -13,7 +13,7 @@ function limitFlags(rows: [key: string, flag: string, limit: keyof HttpLimits, h
 
 export const controllerFlags: FlagSpec[] = [
   { key: 'etcd', flag: 'etcd', list: true, help: 'etcd endpoints, comma-separated (http://127.0.0.1:2379)' },
-  { key: 'nats', flag: 'nats', help: 'NATS URL (nats://127.0.0.1:4222)' },
+  { key: 'nats', flag: 'nats', list: true, help: 'NATS servers, comma-separated: one, or those of a NATS cluster (nats://127.0.0.1:4222)' },
   { key: 'natsCreds', flag: 'nats-creds', value: 'FILE', help: 'NATS credentials of this controller (underlay creds controller NAME --out FILE)' },
   { key: 'natsCa', flag: 'nats-ca', value: 'FILE', help: 'NATS TLS: CA certificates that signed the server\'s certificate' },
   { key: 'natsCert', flag: 'nats-cert', value: 'FILE', help: 'NATS TLS: client certificate' },
@@ -41,6 +41,7 @@ export const controllerFlags: FlagSpec[] = [
   { key: 'streamMaxBytes', flag: 'stream-max-bytes', help: 'JetStream event stream: most bytes kept, oldest dropped first (1073741824; 1 MiB to 1 TiB)' },
   { key: 'streamMaxAgeMs', flag: 'stream-max-age-ms', help: 'JetStream event stream: events older than this are dropped (604800000 = 7 days; 1 minute to 365 days)' },
   { key: 'streamMaxMsgs', flag: 'stream-max-msgs', help: 'JetStream event stream: most events kept, oldest dropped first (1000000; 1000 to 1000000000)' },
+  { key: 'eventsReplicas', flag: 'events-replicas', value: 'N', help: 'JetStream event stream: copies kept on N servers of the NATS cluster; 3 survives one server down (1; 1-5)' },
   { key: 'apiToken', flag: 'api-token', value: 'TOKEN', help: 'bearer token the HTTP API requires on /v1 (16+ characters; prefer --api-token-file)' },
   { key: 'apiTokenFile', flag: 'api-token-file', value: 'FILE', help: 'API tokens, one "NAME TOKEN" per line (NAME is the actor of its events; a bare token is named api); must be mode 0600; made with a random token if missing' },
   { key: 'tlsCert', flag: 'tls-cert', value: 'FILE', help: 'serve the HTTP API over HTTPS with this certificate chain (PEM; with --tls-key)' },

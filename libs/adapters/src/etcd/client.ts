@@ -130,5 +130,6 @@ export class EtcdCalls {
 }
 
 function oneLine(s: string): string {
-  return s.replace(/\s+/g, ' ').trim().slice(0, 300);
+  // grpc-js ends some texts with an empty "Resolution note:".
+  return s.replace(/\s+/g, ' ').replace(/\s*Resolution note:\s*$/, '').trim().slice(0, 300);
 }
