@@ -27,20 +27,20 @@ import { startEtcd, startNats } from '../lab/services';
 
 // --- budgets -------------------------------------------------------------------------------------------------
 /**
- * Longest durations measured on the development VM (2 vCPU; five runs, each divided by its machine factor, as
+ * Longest durations measured on the development VM (2 vCPU; eight runs, each divided by its machine factor, as
  * test/lab/budgets.json does), ms. A step's budget is max(FLOOR_MS, MARGIN × that) × this machine's factor
  * (test/lab/budget.ts: `node -e 0` here over the reference machine's); a step over budget fails naming it, and the
  * suite prints each step's longest duration against its budget.
  */
 const MEASURED_MS = {
   'etcd cluster start': 1_200,
-  'NATS cluster start': 300,
-  'controllers start and elect a leader': 700,
+  'NATS cluster start': 450,
+  'controllers start and elect a leader': 800,
   'etcd member restart': 250,
-  'NATS server restart': 1_300,
-  'stream replicas current again': 250,
+  'NATS server restart': 2_100,
+  'stream replicas current again': 2_400,
   'every requester served again': 1_000,
-  'stream catches up with the log': 1_000,
+  'stream catches up with the log': 1_500,
   'leader puts the stream back to 3 replicas': 800,
   'controller refuses 3 replicas on a single server': 500,
 } as const;

@@ -30,6 +30,7 @@ import {
   EtcdCalls,
   EventsTrimmedError,
   GobgpError,
+  MemberSkippedError,
   GobgpTargetError,
   NatsConnectFileError,
   NatsKeysError,
@@ -76,6 +77,7 @@ const make: Record<string, () => Error> = {
   CredsFailure: () => new CredsFailure('cannot write /x: EACCES', { cause: wrapped }),
   FoldError: () => new FoldError(3, 'no such pool'),
   UsageError: () => new UsageError('unknown flag --bogus'),
+  MemberSkippedError: () => new MemberSkippedError('127.0.0.1:2379'),
 };
 
 function* sourceFiles(dir: string): Generator<string> {

@@ -12,7 +12,7 @@
  */
 import { ClientClosedError, Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, GRPCDeadlineExceededError, GRPCUnauthenticatedError, type IOptions } from 'etcd3';
 import { UnavailableError, UnderlayError } from '@underlay/core';
-import { MEMBER_SKIP_MS, faultHandling } from './fault-handling.js';
+import { MEMBER_SKIP_MS, MemberSkippedError, faultHandling } from './fault-handling.js';
 
 /** Default deadline of one etcd call. */
 export const DEFAULT_ETCD_TIMEOUT_MS = 5_000;
@@ -108,6 +108,10 @@ export class EtcdCalls {
 
   /** Our own errors pass through; etcd and gRPC failures become UnavailableError with the endpoint and operation. */
   translate(e: unknown, what: string): Error {
+    // Every member skipped (each failed its last calls): one error naming them all and the operation.
+    if (e instanceof MemberSkippedError) {
+      return new UnavailableError(`etcd at ${this.where}: not reachable: its last calls failed or timed out; the client tries again within ${MEMBER_SKIP_MS / 1000} s (${what})`, { cause: e });
+    }
     if (e instanceof UnderlayError) return e;
     const err = e instanceof Error ? e : new Error(String(e));
     if (err instanceof GRPCDeadlineExceededError) return this.timeout(what, err);

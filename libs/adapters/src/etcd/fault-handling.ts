@@ -17,6 +17,7 @@
  * A member that hangs (stopped, partitioned) costs one call per second its deadline, not a third of all calls.
  */
 import { GRPCDeadlineExceededError, isRecoverableError, type IOptions } from 'etcd3';
+import { UnavailableError } from '@underlay/core';
 
 /** Tries of one call, each on another member when the last one failed (etcd3's default). */
 export const CALL_TRIES = 3;
@@ -27,12 +28,12 @@ export const MEMBER_SKIP_MS = 1_000;
 
 type FaultHandling = NonNullable<IOptions['faultHandling']>;
 
-/** What etcd3 (and cockatiel's `isBrokenCircuitError`) take for a member skipped by its breaker. */
-export class MemberSkippedError extends Error {
+/** A member skipped by its breaker; etcd3 (through cockatiel's `isBrokenCircuitError`) then tries the next member. */
+export class MemberSkippedError extends UnavailableError {
   readonly isBrokenCircuitError = true;
   constructor(readonly member: string) {
-    super(`Execution prevented because the circuit breaker is open (etcd member ${member} skipped after ${MEMBER_FAILURES} failures in a row; tried again within ${MEMBER_SKIP_MS} ms)`);
-    this.name = 'BrokenCircuitError';
+    super(`etcd member ${member} skipped: its last ${MEMBER_FAILURES} calls failed or timed out; one call tries it again within ${MEMBER_SKIP_MS} ms`);
+    this.name = 'MemberSkippedError';
   }
 }
 
