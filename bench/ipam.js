@@ -446,7 +446,7 @@ async function tracingComparison(m) {
   const sink = await startTraceSink();
   Object.assign(process.env, { OTEL_EXPORTER_OTLP_ENDPOINT: sink.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf', OTEL_TRACES_SAMPLER: 'always_on' });
   // As `underlay controller` starts it: explicit propagation, no async context manager.
-  const tracing = startTracing({ service: 'underlay-controller', instance: `bench-${m.mode}`, contextPropagation: 'explicit' });
+  const tracing = startTracing({ service: 'underlay-controller', instance: `bench-${m.mode}`, contextPropagation: 'explicit', exportThread: true });
   try {
     const pool = await m.requesters.openPool('2001:db8:7ace::/64');
     const acc = { on: newPhase(64), off: newPhase(64) };

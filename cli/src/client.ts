@@ -12,7 +12,7 @@ import { z } from 'zod';
 import { ApiError, DEFAULT_CONTROLLER_URL, UnderlayError, type ErrorCode } from '@underlay/core';
 // The token-file rules alone (this module loads no etcd or NATS code).
 import { readTokenFile, tokenFileError } from '@underlay/controller/dist/api/tokens.js';
-import { UsageError, envName, helpFor, parseFlags, type FlagSpec, type ParsedFlags } from './flags.js';
+import { UsageError, type FlagSpec, type ResolvedFlags } from './flags.js';
 
 /**
  * A failure talking to the controller (unreachable, refused, an API error): exit code 1. The code is the API
@@ -34,57 +34,27 @@ export class ClientError extends UnderlayError {
 /** Token file `underlay up` writes with its default --state-dir; used when nothing else names a token. */
 export const DEFAULT_TOKEN_FILE = '/var/lib/underlay/api-token';
 
+/** Where the controller is and how to talk to it: flags, UNDERLAY_* variables, or the config file's `client:` section. */
 export const clientFlags: FlagSpec[] = [
-  { key: 'controller', flag: 'controller', value: 'URL', help: `controller HTTP API (${DEFAULT_CONTROLLER_URL})` },
-  { key: 'token', flag: 'token', help: 'API token (the controller\'s --api-token)' },
-  { key: 'tokenFile', flag: 'token-file', value: 'FILE', help: `file holding the API token, mode 0600: the token, or one "NAME TOKEN" line (${DEFAULT_TOKEN_FILE} when readable)` },
+  { key: 'controller', flag: 'controller', value: 'URL', help: 'controller HTTP API', default: DEFAULT_CONTROLLER_URL },
+  { key: 'token', flag: 'token', value: 'TOKEN', help: 'API token (the controller\'s --api-token)' },
+  { key: 'tokenFile', flag: 'token-file', value: 'FILE', help: `file holding the API token, mode 0600: the token, or one "NAME TOKEN" line (default: ${DEFAULT_TOKEN_FILE} when readable)` },
   { key: 'cacert', flag: 'cacert', value: 'FILE', help: 'CA certificate (PEM) to trust for an https:// controller, besides the system\'s' },
-  { key: 'json', flag: 'json', boolean: true, help: 'print the API\'s JSON instead of a table' },
 ];
 
-/** Only the client flags' UNDERLAY_* variables (so UNDERLAY_SUBNET cannot slip into `network create`). */
-export function clientEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
-  return Object.fromEntries(clientFlags.map((f) => envName(f.flag)).filter((k) => env[k] !== undefined).map((k) => [k, env[k]]));
-}
-
-/** Prints the API's JSON answer as it came (`--json`). */
+/** Prints the API's JSON answer as it came. */
 export function printJson(raw: unknown): void {
   process.stdout.write(`${JSON.stringify(raw, null, 2)}\n`);
 }
 
-/**
- * Prints a command's usage when asked (`help`, `--help`, `-h`: exit 0) or when no sub-command was given
- * (exit 2); undefined when the command should run.
- */
-export function helpRequested(sub: string | undefined, p: ParsedFlags, usage: string, flags: FlagSpec[]): number | undefined {
-  if (sub && !p.help && sub !== 'help' && sub !== '--help' && sub !== '-h') return undefined;
-  process.stdout.write(`usage:\n${usage.replace(/^/gm, '  ')}\n\nflags:\n${helpFor(flags)}\n`);
-  return sub || p.help ? 0 : 2;
-}
-
 /** Refuses arguments a command does not take. */
-export function noArgs(p: ParsedFlags, what: string): void {
+export function noArgs(p: ResolvedFlags, what: string): void {
   if (p.rest.length) throw new UsageError(`${what} takes no arguments (got ${p.rest.join(' ')})`);
-}
-
-/**
- * The opening of a command with one sub-command and no arguments (`node ls`, `endpoint ls`, `ipam usage`):
- * its parsed flags and client options, or the exit code when it printed its usage.
- */
-export function singleCommand(argv: string[], c: { name: string; subs: readonly string[]; flags: FlagSpec[]; usage: string }): { p: ParsedFlags; opts: ClientOptions } | number {
-  const [sub, ...args] = argv;
-  const p = parseFlags(args, c.flags, clientEnv());
-  const help = helpRequested(sub, p, c.usage, c.flags);
-  if (help !== undefined) return help;
-  if (!c.subs.includes(sub!)) throw new UsageError(`unknown ${c.name} command ${JSON.stringify(sub)}; usage: ${c.usage}`);
-  noArgs(p, `${c.name} ${c.subs[0]}`);
-  return { p, opts: clientOptions(p) };
 }
 
 export interface ClientOptions {
   controller: string;
   token?: string;
-  json: boolean;
   /** CA certificates to trust for https:// (the system's and --cacert's). */
   ca?: string[];
 }
@@ -123,17 +93,18 @@ function readCa(file: string): string[] {
  * --controller (or UNDERLAY_CONTROLLER), and the token: --token, --token-file, UNDERLAY_TOKEN,
  * UNDERLAY_TOKEN_FILE, then the file `underlay up` writes, in this order.
  */
-export function clientOptions(p: ParsedFlags): ClientOptions {
+export function clientOptions(p: ResolvedFlags): ClientOptions {
   const v = p.values;
+  const named = (key: string, flag: string) => (p.sources[key] === 'env' ? `UNDERLAY_${flag.toUpperCase().replace(/-/g, '_')}` : p.sources[key] === 'file' ? `${flag} (config file, client:)` : `--${flag}`);
   const c = ControllerUrl.safeParse(v.controller ?? DEFAULT_CONTROLLER_URL);
   if (!c.success) throw new UsageError(`--controller (or UNDERLAY_CONTROLLER): ${c.error.issues[0]!.message}`);
   let token: string | undefined;
   const tokenArg = typeof v.token === 'string' ? v.token.trim() : undefined;
   const fileArg = typeof v.tokenFile === 'string' ? v.tokenFile : undefined;
-  if (tokenArg && p.fromFlags.has('token')) token = tokenArg;
-  else if (fileArg && p.fromFlags.has('tokenFile')) token = tokenOfFile(fileArg, '--token-file');
-  else if (tokenArg) token = tokenArg;
-  else if (fileArg) token = tokenOfFile(fileArg, 'UNDERLAY_TOKEN_FILE');
+  const rank = (key: string) => ['flag', 'env', 'file'].indexOf(p.sources[key] ?? '');
+  // The strongest layer wins; in one layer, a token before a token file.
+  if (tokenArg && (!fileArg || rank('token') <= rank('tokenFile'))) token = tokenArg;
+  else if (fileArg) token = tokenOfFile(fileArg, named('tokenFile', 'token-file'));
   else {
     let readable = false;
     try {
@@ -145,7 +116,7 @@ export function clientOptions(p: ParsedFlags): ClientOptions {
     if (readable) token = tokenOfFile(DEFAULT_TOKEN_FILE, DEFAULT_TOKEN_FILE);
   }
   const ca = typeof v.cacert === 'string' && v.cacert ? readCa(v.cacert) : undefined;
-  return { controller: c.data, token, json: v.json === true, ca };
+  return { controller: c.data, token, ca };
 }
 
 type NetError = Error & { code?: string; syscall?: string; errors?: unknown[]; reason?: string };

@@ -1,26 +1,16 @@
 /**
- * Flag parsing: `--name value`, `--name=value`, boolean `--name`, and UNDERLAY_NAME environment
- * variables (flags win). Values are validated by each command's zod schema; a bad value is refused
- * with a message naming the flag and what is allowed.
- *
- * Why not node:util `parseArgs`: it would replace only the split of `--name=value` / `-o value` (about
- * fifteen lines of the loop below), while everything around it stays ours, and its semantics differ where
- * the CLI's users (and the cli tests) already rely on ours:
- * - defaults from UNDERLAY_* variables, with `fromFlags` telling which keys came from the command line,
- *   and repeated flags (`--label a=1 --label b=2`) replacing what the environment said rather than adding to it;
- * - comma lists (`--etcd a,b`, `--subnet x,y`), also inside repeated flags;
- * - `--nats-auth=false` / `--follow=0` for booleans: strict parseArgs refuses a value on a boolean option;
- * - error texts that name the flag and list the allowed ones (`unknown flag --bogus; allowed: ...`,
- *   `flag --subnet needs a value`): strict parseArgs throws its own texts with only an error code, so keeping
- *   ours would mean matching its messages, and non-strict mode needs the same checks written here anyway;
- * - `-o=KEY=VALUE` is `KEY=VALUE` here but `=KEY=VALUE` for parseArgs, and `-fx` (a boolean with a value
- *   attached) would be split into `-f -x`.
- * With `tokens: true` the loop would stay about as long as it is; so the parser stays hand-written.
+ * The CLI's flags as data: each command declares its FlagSpecs once, and from them come its commander
+ * options (program.ts), its UNDERLAY_* environment variables, its config-file keys (config-file.ts), its
+ * help and its shell completion. Argument syntax (`--name value`, `--name=value`, `-o value`, help,
+ * sub-commands) is commander's; what stays here is the layering commander has no model for:
+ * flags > UNDERLAY_* environment > config file > defaults, with repeated flags replacing (not adding to)
+ * what the environment or the file said, comma lists, and `0`/`false` meaning false in the environment.
+ * The values are then validated by each command's zod schema; a bad one is refused naming the flag.
  */
 import { UnderlayError } from '@underlay/core';
 import type { z } from 'zod';
 
-/** A command line the CLI refuses (exit code 2); code `invalid-argument`. */
+/** A command line (or config file) the CLI refuses (exit code 2); code `invalid-argument`. */
 export class UsageError extends UnderlayError {
   constructor(message: string) {
     super('invalid-argument', message);
@@ -31,7 +21,7 @@ export class UsageError extends UnderlayError {
 export interface FlagSpec {
   /** camelCase key in the config object. */
   key: string;
-  /** kebab-case flag name without dashes. */
+  /** kebab-case flag name without dashes; also its key in the config file. */
   flag: string;
   /** One-letter alias (`-o`). */
   short?: string;
@@ -43,79 +33,65 @@ export interface FlagSpec {
   /** Shown instead of VALUE in the help. */
   value?: string;
   help: string;
+  /**
+   * The value the command uses when the flag is not set anywhere, exactly as its schema applies it (shown in
+   * the help; test/unit/cli-flags.test.ts checks each against the schema). Absent: none, or one computed at run time
+   * (the help then says how).
+   */
+  default?: string | number | boolean;
+  /** Read from UNDERLAY_<FLAG> and the config file (default true). Off for per-run flags (output format, filters). */
+  layered?: boolean;
+  /** Not a config-file key (`--force`, `--out`: per run only), though still an UNDERLAY_* variable. */
+  notInFile?: boolean;
 }
 
 export const envName = (flag: string) => `UNDERLAY_${flag.toUpperCase().replace(/-/g, '_')}`;
 
-export interface ParsedFlags {
+/** Where a value came from, strongest first. */
+export type Source = 'flag' | 'env' | 'file';
+
+export interface ResolvedFlags {
   values: Record<string, unknown>;
-  /** Arguments that are not flags (subcommands, names), in order. */
+  /** Each set key's source. */
+  sources: Record<string, Source>;
+  /** Non-flag arguments, in order. */
   rest: string[];
-  /** Keys given as flags (the others came from UNDERLAY_* variables). */
-  fromFlags: Set<string>;
-  /** --help or -h was given. */
-  help: boolean;
 }
 
-export function parseFlags(argv: string[], specs: FlagSpec[], env: NodeJS.ProcessEnv = process.env): ParsedFlags {
-  const byFlag = new Map(specs.map((s) => [s.flag, s]));
-  const byShort = new Map(specs.filter((s) => s.short).map((s) => [s.short!, s]));
+/** A config file's values for one command (config-file.ts): keys are FlagSpec keys, already typed. */
+export interface FileLayer {
+  path: string;
+  values: Record<string, unknown>;
+}
+
+const layered = (s: FlagSpec) => s.layered !== false;
+
+/** An UNDERLAY_* variable's value as the flag would give it; empty means unset. */
+export function envValue(s: FlagSpec, raw: string | undefined): unknown {
+  if (raw === undefined || raw === '') return undefined;
+  if (s.boolean) return raw !== '0' && raw !== 'false';
+  return s.list || s.repeat ? raw.split(',') : raw;
+}
+
+/** Flags over environment over file; unset keys are left out (the schema's defaults apply). */
+export function resolveFlags(specs: FlagSpec[], fromFlags: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env, file?: FileLayer, rest: string[] = []): ResolvedFlags {
   const values: Record<string, unknown> = {};
-  const fromFlags = new Set<string>();
+  const sources: Record<string, Source> = {};
   for (const s of specs) {
-    const e = env[envName(s.flag)];
-    if (e !== undefined && e !== '') values[s.key] = s.boolean ? e !== '0' && e !== 'false' : s.list || s.repeat ? e.split(',') : e;
+    const layers: [Source, unknown][] = [['flag', fromFlags[s.key]]];
+    if (layered(s)) layers.push(['env', envValue(s, env[envName(s.flag)])], ['file', s.notInFile ? undefined : file?.values[s.key]]);
+    const hit = layers.find(([, v]) => v !== undefined);
+    if (hit) {
+      values[s.key] = hit[1];
+      sources[s.key] = hit[0];
+    }
   }
-  const rest: string[] = [];
-  let help = false;
-  const allowed = () => specs.map((s) => `--${s.flag}${s.short ? ` (-${s.short})` : ''}`).join(', ');
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--') {
-      rest.push(...argv.slice(i + 1));
-      break;
-    }
-    if (a === '--help' || a === '-h') {
-      help = true;
-      continue;
-    }
-    let spec: FlagSpec | undefined;
-    let name: string;
-    let v: string | undefined;
-    if (a.startsWith('--')) {
-      const eq = a.indexOf('=');
-      name = `--${a.slice(2, eq < 0 ? undefined : eq)}`;
-      spec = byFlag.get(name.slice(2));
-      v = eq < 0 ? undefined : a.slice(eq + 1);
-    } else if (/^-[A-Za-z]/.test(a)) {
-      name = a.slice(0, 2);
-      spec = byShort.get(a[1]!);
-      v = a.length > 2 ? a.slice(a[2] === '=' ? 3 : 2) : undefined;
-    } else {
-      rest.push(a);
-      continue;
-    }
-    if (!spec) throw new UsageError(`unknown flag ${name}; allowed: ${allowed()}`);
-    if (spec.boolean) {
-      values[spec.key] = v === undefined ? true : v !== 'false' && v !== '0';
-      fromFlags.add(spec.key);
-      continue;
-    }
-    if (v === undefined) {
-      v = argv[++i];
-      if (v === undefined) throw new UsageError(`flag ${name} needs a value`);
-    }
-    const parts = spec.list ? v.split(',') : [v];
-    if (spec.repeat) {
-      // Flags replace what the environment said; repeated flags add up.
-      const before = fromFlags.has(spec.key) ? (values[spec.key] as string[]) : [];
-      values[spec.key] = [...before, ...parts];
-    } else {
-      values[spec.key] = spec.list ? parts : v;
-    }
-    fromFlags.add(spec.key);
-  }
-  return { values, rest, fromFlags, help };
+  return { values, sources, rest };
+}
+
+/** How a flag is named in messages: `--etcd (or UNDERLAY_ETCD)`. */
+export function flagName(spec: FlagSpec): string {
+  return layered(spec) ? `--${spec.flag} (or ${envName(spec.flag)})` : `--${spec.flag}`;
 }
 
 export function validate<S extends z.ZodType>(schema: S, values: Record<string, unknown>, specs: FlagSpec[]): z.infer<S> {
@@ -124,16 +100,7 @@ export function validate<S extends z.ZodType>(schema: S, values: Record<string, 
   const issue = r.error.issues[0]!;
   const key = String(issue.path[0] ?? '');
   const spec = specs.find((s) => s.key === key);
-  const flag = spec ? `--${spec.flag} (or ${envName(spec.flag)})` : key;
+  const flag = spec ? flagName(spec) : key;
   const msg = issue.code === 'invalid_type' && issue.message.includes('undefined') ? 'is required' : issue.message;
   throw new UsageError(`${flag}: ${msg}`);
-}
-
-export function helpFor(specs: FlagSpec[]): string {
-  return specs
-    .map((s) => {
-      const head = `  ${s.short ? `-${s.short}, ` : ''}--${s.flag}${s.boolean ? '' : ` ${s.value ?? 'VALUE'}`}`;
-      return head.length >= 30 ? `${head}\n${' '.repeat(30)}${s.help}` : head.padEnd(30) + s.help;
-    })
-    .join('\n');
 }

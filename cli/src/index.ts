@@ -1,2 +1,2 @@
-export { main, usage } from './main.js';
+export { main } from './main.js';
 export * from './flags.js';

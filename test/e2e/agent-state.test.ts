@@ -22,6 +22,8 @@ beforeAll(async () => {
     // Short leak periods: a live address would be taken within a second or two if the node's report missed it.
     controller: { collectIntervalMs: 200, unboundGraceMs: 1_000, reportSlackMs: 500, nodeExpiredMs: 120_000, blockGraceMs: 1_000 },
     reportIntervalMs: 200,
+    // `docker rm` holds a container's address this long for a restart (default 60 s), then releases it.
+    agentArgs: ['--address-hold-ms', '2000'],
   });
 }, 300_000);
 
@@ -94,9 +96,10 @@ describe('agent state', () => {
     expect(allocOf(ip1)).toMatchObject({ seq: seq1, endpointId: ep1, node: 'h1' });
     await n.docker.dockerOk(['exec', 'c1', 'ping', '-c', '1', '-W', '3', ip2]);
 
-    // docker rm releases c1's address as usual (the rebuilt allocation carries its seq).
+    // docker rm releases c1's address as usual once its hold ends (the rebuilt allocation carries its seq); the
+    // collector, every 200 ms, leaves it while held.
     await n.docker.dockerOk(['rm', '-f', 'c1']);
-    await waitFor(() => allocOf(ip1) === undefined, { timeoutMs: 10_000, what: `${ip1} released by docker rm` });
+    await waitFor(() => allocOf(ip1) === undefined, { timeoutMs: 10_000, what: `${ip1} released after docker rm and its 2 s hold` });
     const releases = (await cluster.controller.log.readAll(1)).flatMap((e) => (e.type === 'AddressReleased' && e.data.address === ip1 ? [e.data] : []));
     expect(releases.map((d) => ({ allocSeq: d.allocSeq, reason: d.reason }))).toEqual([{ allocSeq: seq1, reason: undefined }]);
   });

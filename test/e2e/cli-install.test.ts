@@ -14,8 +14,8 @@ it('installs globally with npm install -g and prints its usage', async () => {
     await runOk('npm', ['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', ROOT], { timeoutMs: 120_000 });
     const bin = path.join(prefix, 'bin', 'underlay');
     const help = await runOk(bin, ['--help']);
-    expect(help).toContain('usage: underlay COMMAND');
-    expect(help).toContain('--plugin-dir');
+    expect(help).toContain('Usage: underlay [--config FILE] COMMAND');
+    expect(await runOk(bin, ['agent', '--help'])).toContain('--plugin-dir');
     const bad = await run(bin, ['agent', '--node', 'h1']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('--nats (or UNDERLAY_NATS): is required');

@@ -63,7 +63,7 @@ beforeAll(async () => {
   const [etcd, nats] = await Promise.all([startLabEtcd(lab), startLabNats(lab, { config: natsServerConfig(keys) })]);
   docker = new Map();
   for (const h of ['h1', 'h2']) {
-    const d = await startDockerd(lab, ctx.host(h));
+    const d = await startDockerd(lab, ctx.host(h), { storageDriver: 'overlay2' }); // the image is ~200 MB: vfs copies it per layer and container
     await importBusybox(d);
     docker.set(h, d);
   }

@@ -3,9 +3,10 @@
  * into a Docker managed plugin `underlay/underlay:lab` on each lab host's dockerd; `docker plugin set` gives it the
  * node name, the NATS URL and the mounts' sources (state directory, credentials, Docker socket), `docker plugin
  * enable` starts it. The two-host scenario passes with `-d underlay/underlay:lab` (the network replicated on h2 by
- * that host's plugin, distinct addresses, ping across). Then a `--restart always` container killed behind Docker's
- * back is restarted by its policy with the same address (the agent's address holds), although another container's
- * address was released meanwhile.
+ * that host's plugin, distinct addresses, ping across). Then h1's dockerd is killed and started again, as after a
+ * power cut, with a `--restart always` container on the underlay network: dockerd starts the plugin itself before it
+ * restores containers (the trap of socket plugins started after dockerd: moby/libnetwork#813), and the container
+ * comes back with its address and reaches h2's container.
  *
  * The controller runs in this process (the image test runs it as a container). Budgets: image build and copy as
  * in image.test.ts; a plugin's socket within 30 s of enable (measured 1-3 s); dockerd's start is its lab budget; the
@@ -72,7 +73,7 @@ beforeAll(async () => {
   lab.onDestroy('controller', () => controller.stop());
   docker = new Map();
   for (const h of ['h1', 'h2']) {
-    const d = await startDockerd(lab, ctx.host(h));
+    const d = await startDockerd(lab, ctx.host(h), { storageDriver: 'overlay2' }); // the image is ~200 MB: vfs copies it per layer and container
     await importBusybox(d);
     docker.set(h, d);
   }
@@ -112,6 +113,22 @@ describe('the managed plugin', () => {
       timeoutMs: 30_000,
       intervalMs: 200,
       what: 'container cr restarted by its restart policy',
+    });
+    expect(await containerIp(d1, 'cr', 'n1')).toBe(before);
+    await d1.dockerOk(['exec', 'cr', 'ping', '-c', '2', '-W', '3', ipB]);
+  });
+
+  it('brings a --restart always container back with its address after a power cut (dockerd killed and started again)', async () => {
+    let d1 = docker.get('h1')!;
+    // A power cut: dockerd, containerd, the plugin and every container die together (dockerd sees no exit).
+    await d1.crash();
+    d1 = await startDockerd(ctx.lab, ctx.host('h1'), { dir: d1.dir, storageDriver: 'overlay2' });
+    docker.set('h1', d1);
+    await waitForPlugin(d1);
+    await waitFor(async () => (await d1.docker(['inspect', '--format', '{{.State.Running}}', 'cr'])).stdout.trim() === 'true', {
+      timeoutMs: 60_000,
+      intervalMs: 200,
+      what: 'container cr running again after dockerd started (restart always, plugin started by dockerd)',
     });
     expect(await containerIp(d1, 'cr', 'n1')).toBe(before);
     await d1.dockerOk(['exec', 'cr', 'ping', '-c', '2', '-W', '3', ipB]);

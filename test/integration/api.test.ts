@@ -4,12 +4,15 @@
  * agents' RPCs and reports, the generated OpenAPI document, the event log (pages and a follow stream),
  * and a standby refusing writes.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Controller } from '@underlay/controller';
 import {
   ApiError,
   EndpointList,
   EventsPage,
   Health,
+  VersionInfo,
   IpamUsage,
   NetworkCreateResponse,
   NetworkDetail,
@@ -55,6 +58,14 @@ afterAll(async () => {
 const NET = { name: 'net1', options: { parent: 'eth1' }, subnets: [{ subnet: '198.18.0.0/24', gateway: '198.18.0.1', ipRange: '198.18.0.128/25' }], labels: { team: 'a' } };
 
 describe('controller HTTP API', () => {
+  it('GET /v1/version: the controller\'s version (the package\'s), with the token only', async () => {
+    const r = await call('GET', '/v1/version');
+    expect(r.status).toBe(200);
+    const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '../../services/controller/package.json'), 'utf8')) as { version: string };
+    expect(VersionInfo.parse(r.json)).toEqual({ version: pkg.version, api: 'v1', name: 'c1', role: 'leader' });
+    expect((await call('GET', '/v1/version', undefined, {})).status).toBe(401);
+  });
+
   it('serves /healthz without a token', async () => {
     const r = await call('GET', '/healthz', undefined, {});
     expect(r.status).toBe(200);
@@ -171,7 +182,7 @@ describe('controller HTTP API', () => {
 
     const overlap = await call('POST', '/v1/networks', { name: 'other', subnets: [{ subnet: '198.18.0.128/25' }] });
     expect(overlap.status).toBe(409);
-    expect(overlap.json.error.message).toContain('overlaps with 198.18.0.0/24 of network net1');
+    expect(overlap.json.error.message).toContain('overlaps with 198.18.0.0/24 of network "net1" (on ');
 
     expect((await call('DELETE', '/v1/networks/net1')).status).toBe(204);
     const gone = await call('GET', '/v1/networks/net1');
@@ -221,7 +232,7 @@ describe('controller HTTP API', () => {
     const doc = r.json;
     expect(doc.openapi).toBe('3.1.0');
     expect(doc.info).toMatchObject({ title: expect.any(String), version: expect.any(String) });
-    expect(Object.keys(doc.paths).sort()).toEqual(['/healthz', '/metrics', '/openapi.json', '/readyz', '/v1/endpoints', '/v1/events', '/v1/ipam', '/v1/ipam/usage', '/v1/networks', '/v1/networks/{name}', '/v1/nodes']);
+    expect(Object.keys(doc.paths).sort()).toEqual(['/healthz', '/metrics', '/openapi.json', '/readyz', '/v1/endpoints', '/v1/events', '/v1/ipam', '/v1/ipam/usage', '/v1/networks', '/v1/networks/{name}', '/v1/nodes', '/v1/version']);
     expect(Object.keys(doc.paths['/v1/networks']).sort()).toEqual(['get', 'post']);
     expect(Object.keys(doc.paths['/v1/networks/{name}']).sort()).toEqual(['delete', 'get']);
     expect(doc.components.securitySchemes.bearerAuth).toEqual(expect.objectContaining({ type: 'http', scheme: 'bearer' }));

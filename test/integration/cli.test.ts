@@ -26,6 +26,7 @@ import type { Controller } from '@underlay/controller';
 import { joinReplica, joinedReport, spawnCollecting, startEnv, type Env } from './support';
 import { CLI, ensureBuilt } from '../e2e/support/cluster';
 import { waitFor } from '../lab/wait';
+import { parse as parseYaml } from 'yaml';
 
 jest.setTimeout(180_000);
 
@@ -173,7 +174,7 @@ describe('underlay CLI against a live controller', () => {
       [['network', 'ls', '--subnet', '198.18.30.0/24'], '--subnet is a flag of network create'],
       [['network', 'frob'], 'unknown network command "frob"'],
       [['network', 'ls', '--bogus'], 'unknown flag --bogus'],
-      [['events', '--since', 'x'], '--since (or UNDERLAY_SINCE): must be a whole number'],
+      [['events', '--since', 'x'], '--since: must be a whole number'],
     ];
     for (const [args, text] of cases) {
       const r = await cli(args);
@@ -255,6 +256,33 @@ describe('underlay CLI against a live controller', () => {
     expect(parseTable(await ok(['network', 'ls'])).find((r) => r.NAME === 'web')!.HOSTS).toBe('0/1');
     await rpc.call('nodeReport', report(), EmptyRes);
     expect(parseTable(await ok(['node', 'ls']))[0]!.STATUS).toBe('Ready');
+  });
+
+  it('-o json|yaml|wide and -q on list commands; version names the controller\'s version', async () => {
+    const json = NetworkList.parse(JSON.parse(await ok(['network', 'ls', '-o', 'json'])));
+    expect(json.networks.map((n) => n.name)).toEqual(['l3net', 'web']);
+    expect(NetworkList.parse(parseYaml(await ok(['network', 'ls', '-o', 'yaml'])))).toEqual(json);
+    expect(await ok(['network', 'ls', '-q'])).toBe('l3net\nweb\n');
+    expect((await ok(['network', 'ls', '-o', 'wide'])).split('\n')[0]).toMatch(/^NAME .* CREATED +IPV6 +INTERNAL +CREATED BY +SEQ$/);
+    expect(await ok(['node', 'ls', '-q'])).toBe('h1\n');
+    expect((await ok(['node', 'ls', '-o', 'wide'])).split('\n')[0]).toMatch(/LEASE MS +REGISTERED +INTERFACES$/);
+    expect(await ok(['endpoint', 'ls', '-q'])).toBe(`${address}\n`);
+    expect(EndpointList.parse(parseYaml(await ok(['endpoint', 'ls', '-o', 'yaml']))).endpoints).toHaveLength(1);
+    expect((await ok(['ipam', 'usage', '-q'])).split('\n')).toContain('198.18.4.0/24');
+    const bad = await cli(['network', 'ls', '-o', 'xml']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--output (-o): must be one of json, yaml, wide');
+    expect((await cli(['network', 'ls', '-q', '-o', 'json'])).code).toBe(2);
+    const v = await cli(['version']);
+    expect(v).toEqual({ code: 0, stdout: `Client:     0.1.0\nController: 0.1.0 (${base}, c1)\n`, stderr: '' });
+    expect(JSON.parse(await ok(['version', '-o', 'json']))).toEqual({ client: { version: '0.1.0' }, controller: { version: '0.1.0', api: 'v1', name: 'c1', role: 'leader', url: base } });
+    // The config file's client section: the controller and token from it (flags and the environment stay empty).
+    const cfg = path.join(env.dir, 'cli-config.yaml');
+    fs.writeFileSync(cfg, `client:\n  controller: ${base}\n  token-file: ${tokenFile}\n`);
+    expect((await cli(['node', 'ls', '-q', '--config', cfg], {})).stdout).toBe('h1\n');
+    expect((await cli(['node', 'ls', '-q'], { UNDERLAY_CONFIG: cfg })).stdout).toBe('h1\n');
+    // A flag wins over the file.
+    expect((await cli(['node', 'ls', '--config', cfg, '--controller', 'http://127.0.0.1:9'], {})).code).toBe(1);
   });
 
   it('network rm removes a network, refuses one with endpoints (naming host and container), and reports unknown names', async () => {

@@ -44,7 +44,7 @@ describe('underlay creds', () => {
       expect(r.stderr).toBe(`underlay creds: no NATS keys in ${path.join(state, 'nats')}; run \`underlay creds init --state-dir ${state}\` first\n`);
     }
     expect((await cli(['creds'])).code).toBe(2);
-    expect((await cli(['creds', '--help'])).stdout).toContain('underlay creds node NAME [--out FILE]');
+    expect((await cli(['creds', '--help'])).stdout).toContain('node [options] [NAME]');
     expect((await cli(['creds', 'bogus', '--state-dir', state])).code).toBe(2);
     const noName = await cli(['creds', 'node', '--state-dir', state]);
     expect(noName).toMatchObject({ code: 2, stderr: expect.stringContaining('creds node needs a NAME') });

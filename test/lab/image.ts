@@ -10,7 +10,8 @@
  *    stage's `npm ci` runs offline. The result is UNDERLAY_IMAGE.
  * 3. Other dockerds get it by `docker save` / `docker load`; so do later suites: the saved image is kept in
  *    <tmpdir>/underlay-image-cache/<sha256 of the build context's sources>.tar (one, the latest), so the image is
- *    built once per change of its sources (a build is minutes on the lab's vfs storage; a load, seconds).
+ *    built once per change of its sources (a build takes a minute or more even on overlay2, the storage driver of
+ *    the suites that build it: DockerdOptions.storageDriver; a load, seconds).
  *
  * Budgets: 'image build' and 'image load' in budgets.json (measured, times the margin and the machine factor).
  */

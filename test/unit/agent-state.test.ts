@@ -12,12 +12,14 @@ import {
   decideNetworkRecorded,
   decideRequestAddress,
   decideRequestPool,
+  dummyParentName,
   findLeakCandidates,
   formatValue,
   type ClusterState,
 } from '@underlay/core';
 import { LocalStore } from '../../services/node-agent/src/driver/store';
-import { rebuildFromController, rebuildFromDocker, restore } from '../../services/node-agent/src/driver/restore';
+import { PRUNE_GRACE_MS, forgetPruned, pruneStale, pruneSummary, rebuildFromController, rebuildFromDocker, restore } from '../../services/node-agent/src/driver/restore';
+import { readDockerUnderlay } from '../../services/node-agent/src/driver/docker-state';
 import { KeyedMutex, driverContext, type DriverContext } from '../../services/node-agent/src/driver/context';
 import { rpcControllerClient } from '../../services/node-agent/src/driver/controller-client';
 import type { RpcClient } from '@underlay/adapters';
@@ -25,6 +27,7 @@ import { FakeDocker, FakeLinks } from './driver-fakes';
 import { buildReport } from '../../services/node-agent/src/status';
 import { NodeDirectory } from '../../services/controller/src/nodes';
 import { engineWithClock } from './support';
+import { AddressHolds } from '../../services/node-agent/src/driver/address-holds';
 
 // fsync is observed through a pass-through mock (node:fs's own properties cannot be spied on).
 jest.mock('node:fs', () => {
@@ -145,7 +148,7 @@ describe('rebuild from Docker', () => {
     const ctx = context(dir, docker);
     ctx.parentMap = { eth1: 'ens4' };
     const r = await rebuildFromDocker(ctx);
-    expect(r).toEqual({ dockerRead: true, networks: ['n1', 'iso'], endpoints: ['web 192.0.2.2/24', 'db 192.0.2.3/24'], errors: [] });
+    expect(r).toEqual({ dockerRead: true, networks: ['n1', 'iso'], endpoints: ['web 192.0.2.2/24', 'db 192.0.2.3/24'], errors: [], pruned: { networks: [], endpoints: [], links: [], errors: [], removed: [] } });
     expect(ctx.store.networks.get(NET)).toEqual({
       id: NET, type: 'macvlan', requestedParent: 'ens4', parent: 'ens4', createdParent: false, macvlanMode: 'bridge', ipvlanMode: 'l2', ipvlanFlag: 'bridge',
       internal: false, ipv4: [{ pool: '192.0.2.0/24', gateway: '192.0.2.1/24' }], ipv6: [], poolIds: ['underlay/192.0.2.0/24'],
@@ -158,7 +161,7 @@ describe('rebuild from Docker', () => {
     // Durable: a restart reads what was rebuilt; a second rebuild finds nothing to do.
     const ctx2 = context(dir, docker);
     expect([...ctx2.store.endpoints.keys()].sort()).toEqual([EP1, EP2]);
-    expect(await rebuildFromDocker(ctx2)).toEqual({ dockerRead: true, networks: [], endpoints: [], errors: [] });
+    expect(await rebuildFromDocker(ctx2)).toEqual({ dockerRead: true, networks: [], endpoints: [], errors: [], pruned: { networks: [], endpoints: [], links: [], errors: [], removed: [] } });
     // The rebuilt endpoints own their links: restore removes none of them.
     ctx2.links.listLinks = async () => [{ name: `ul${EP1.slice(0, 11)}`, index: 3 }, { name: 'ul0123456789a', index: 4 }];
     const deleted: string[] = [];
@@ -175,6 +178,133 @@ describe('rebuild from Docker', () => {
     expect(r.dockerRead).toBe(false);
     expect(r.errors[0]).toMatch(/Docker's networks could not be listed: connect ENOENT/);
     expect(ctx.store.networks.size).toBe(0);
+  });
+});
+
+describe('check against Docker (Docker is the truth on its host)', () => {
+  const PHANTOM = hex64('1b');
+  const PASSTHRU = hex64('2c');
+  const EP3 = hex64('e3');
+  const EP4 = hex64('e4');
+  const linkOf = (ep: string) => `ul${ep.slice(0, 11)}`;
+
+  /** A store written by an earlier agent: NET (Docker has it), a passthru network on eth1 and a dummy-parent network Docker no longer has. */
+  function oldStore(): void {
+    const store = new LocalStore(dir);
+    const base = { type: 'macvlan' as const, macvlanMode: 'bridge', ipvlanMode: 'l2', ipvlanFlag: 'bridge', internal: false, ipv6: [] };
+    store.putNetwork({ ...base, id: NET, requestedParent: 'eth1', parent: 'eth1', createdParent: false, ipv4: [{ pool: '192.0.2.0/24', gateway: '192.0.2.1/24' }], poolIds: ['underlay/192.0.2.0/24'] });
+    store.putNetwork({ ...base, id: PASSTHRU, requestedParent: 'eth1', parent: 'eth1', createdParent: false, macvlanMode: 'passthru', ipv4: [{ pool: '198.51.100.0/24' }], poolIds: ['underlay/198.51.100.0/24'] });
+    store.putNetwork({ ...base, id: PHANTOM, parent: dummyParentName('macvlan', PHANTOM), createdParent: true, internal: true, ipv4: [{ pool: '203.0.113.0/24' }], poolIds: ['underlay/203.0.113.0/24'] });
+    store.putEndpoint({ id: EP1, networkId: NET, address: '192.0.2.2/24', srcName: linkOf(EP1) });
+    store.putEndpoint({ id: EP3, networkId: NET, address: '192.0.2.9/24', srcName: linkOf(EP3) });
+    store.putEndpoint({ id: EP4, networkId: PHANTOM, address: '203.0.113.2/24', srcName: linkOf(EP4) });
+    store.setAlloc('underlay/203.0.113.0/24', '203.0.113.2', 7);
+    // An address of NET held for a restart (its endpoint went): no record names it, and nothing here removes it.
+    store.setAlloc('underlay/192.0.2.0/24', '192.0.2.5', 8);
+  }
+
+  it('removes at start every record Docker does not have, with the links underlay made, and says what', async () => {
+    oldStore();
+    // Docker's data root was reset: it holds NET with one container only.
+    const docker = fakeDocker([dockerNetwork({ Containers: { c1c1c1: { Name: 'web', EndpointID: EP1, MacAddress: '02:42:c0:00:02:02', IPv4Address: '192.0.2.2/24', IPv6Address: '' } } })]);
+    const ctx = context(dir, docker);
+    const links = ctx.links as FakeLinks;
+    await links.createDummy({ name: dummyParentName('macvlan', PHANTOM), up: true });
+    await links.createMacvlan({ name: linkOf(EP3), parent: 'x', mode: 'bridge' });
+    const r = await rebuildFromDocker(ctx);
+    expect(r.pruned).toEqual({
+      networks: [`${PASSTHRU.slice(0, 12)} (parent eth1)`, `${PHANTOM.slice(0, 12)} (parent ${dummyParentName('macvlan', PHANTOM)})`].sort(),
+      endpoints: expect.arrayContaining([`${EP4.slice(0, 12)} 203.0.113.2/24`, `${EP3.slice(0, 12)} 192.0.2.9/24`]),
+      links: expect.arrayContaining([linkOf(EP3), dummyParentName('macvlan', PHANTOM)]),
+      errors: [],
+      removed: expect.arrayContaining([
+        { id: PASSTHRU, poolIds: ['underlay/198.51.100.0/24'], allocs: [] },
+        // Docker will never release the phantom network's addresses: they go back with it.
+        { id: PHANTOM, poolIds: ['underlay/203.0.113.0/24'], allocs: [{ poolId: 'underlay/203.0.113.0/24', address: '203.0.113.2', seq: 7 }] },
+      ]),
+    });
+    // The allocations stay until the controller has been told (forgetPruned); the held address of NET stays.
+    expect(ctx.store.allocSeq('underlay/192.0.2.0/24', '192.0.2.5')).toBe(8);
+    expect(r.pruned!.endpoints).toHaveLength(2);
+    expect([...ctx.store.networks.keys()]).toEqual([NET]);
+    expect([...ctx.store.endpoints.keys()]).toEqual([EP1]);
+    expect(links.links.has(dummyParentName('macvlan', PHANTOM))).toBe(false);
+    expect(links.links.has('x')).toBe(true);
+    // Gone from disk: a restart does not bring them back; eth1 is free for a passthru network.
+    const again = new LocalStore(dir);
+    expect([...again.networks.keys()]).toEqual([NET]);
+    expect([...again.networks.values()].filter((n) => n.parent === 'eth1' && n.macvlanMode === 'passthru')).toEqual([]);
+    expect(pruneSummary(r.pruned!)).toMatch(new RegExp(`^removed records Docker does not have: 2 networks \\(.*${PHANTOM.slice(0, 12)}.*\\) and 2 endpoints`));
+  });
+
+  it('removes nothing while Docker cannot be read in full, nor what this process wrote moments ago', async () => {
+    oldStore();
+    const docker = fakeDocker([]);
+    const ctx = context(dir, docker);
+    docker.down = true;
+    expect((await rebuildFromDocker(ctx)).pruned).toBeUndefined();
+    expect(ctx.store.networks.size).toBe(3);
+    docker.down = false;
+    // Written by this process (a CreateNetwork Docker has not stored yet): kept within the grace, removed after.
+    ctx.store.putNetwork({ ...ctx.store.networks.get(PHANTOM)! });
+    const state = await readDockerUnderlay(docker, ctx.store.networks.keys());
+    const first = await pruneStale(ctx, state);
+    expect(first.networks.map((n) => n.slice(0, 12)).sort()).toEqual([NET, PASSTHRU].map((id) => id.slice(0, 12)).sort());
+    expect([...ctx.store.networks.keys()]).toEqual([PHANTOM]);
+    expect(PRUNE_GRACE_MS).toBeGreaterThan(10_000);
+    const later = await pruneStale(ctx, state, 0);
+    expect(later.networks.map((n) => n.slice(0, 12))).toEqual([PHANTOM.slice(0, 12)]);
+    expect(ctx.store.networks.size).toBe(0);
+    expect(ctx.store.endpoints.size).toBe(0);
+  });
+
+  it('tells the controller this host no longer has the network, gives back its addresses, and the pools nothing else here uses (with their held addresses)', async () => {
+    const calls: { method: string; req: unknown }[] = [];
+    const ctx = context(dir, fakeDocker([]), calls);
+    const released: string[] = [];
+    ctx.holds = new AddressHolds({ holdMs: 60_000, release: async (h) => void released.push(h.address), log: () => {} });
+    ctx.store.putNetwork({ id: NET, type: 'macvlan', parent: 'eth1', requestedParent: 'eth1', createdParent: false, macvlanMode: 'bridge', ipvlanMode: 'l2', ipvlanFlag: 'bridge', internal: false, ipv4: [{ pool: '192.0.2.0/24' }], ipv6: [], poolIds: ['underlay/192.0.2.0/24'] });
+    ctx.store.setAlloc('underlay/203.0.113.0/24', '203.0.113.2', 7);
+    ctx.holds.hold({ poolId: 'underlay/203.0.113.0/24', address: '203.0.113.9', cidr: '203.0.113.9/24', allocSeq: 9 });
+    // NET (still Docker's) uses 192.0.2.0/24: its held address stays held.
+    ctx.holds.hold({ poolId: 'underlay/192.0.2.0/24', address: '192.0.2.5', cidr: '192.0.2.5/24', allocSeq: 8 });
+    const errors = await forgetPruned(ctx, [
+      { id: PHANTOM, poolIds: ['underlay/203.0.113.0/24', 'underlay/192.0.2.0/24'], allocs: [{ poolId: 'underlay/203.0.113.0/24', address: '203.0.113.2', seq: 7 }] },
+    ]);
+    expect(errors).toEqual([]);
+    expect(calls).toEqual([
+      { method: 'networkRemove', req: { node: 'h1', networkId: PHANTOM, cluster: false } },
+      { method: 'releaseAddress', req: { node: 'h1', poolId: 'underlay/203.0.113.0/24', address: '203.0.113.2', allocSeq: 7 } },
+      { method: 'releasePool', req: { node: 'h1', poolId: 'underlay/203.0.113.0/24' } },
+    ]);
+    expect(ctx.store.allocSeq('underlay/203.0.113.0/24', '203.0.113.2')).toBeUndefined();
+    expect(released).toEqual(['203.0.113.9']);
+    expect(ctx.holds.list().map((h) => h.address)).toEqual(['192.0.2.5']);
+    await ctx.holds.releaseAll();
+  });
+
+  it('keeps a pool this host\'s Docker asked for a moment ago (a network being created with it)', async () => {
+    const calls: { method: string; req: unknown }[] = [];
+    const ctx = context(dir, fakeDocker([]), calls);
+    await ctx.controller.requestPool({ space: 'underlay', pool: '203.0.113.0/24', subPool: '', options: {}, v6: false });
+    ctx.memory.poolRequestedAt.set('underlay/203.0.113.0/24', Date.now());
+    calls.length = 0;
+    expect(await forgetPruned(ctx, [{ id: PHANTOM, poolIds: ['underlay/203.0.113.0/24'], allocs: [] }])).toEqual([]);
+    expect(calls.map((c) => c.method)).toEqual(['networkRemove']);
+    // Later than the grace, it goes.
+    expect(await forgetPruned(ctx, [{ id: PHANTOM, poolIds: ['underlay/203.0.113.0/24'], allocs: [] }], () => Date.now() + PRUNE_GRACE_MS)).toEqual([]);
+    expect(calls.map((c) => c.method)).toEqual(['networkRemove', 'networkRemove', 'releasePool']);
+  });
+
+  it('gives back nothing of a network the controller says another host owns', async () => {
+    const calls: { method: string; req: unknown }[] = [];
+    const ctx = context(dir, fakeDocker([]), calls);
+    ctx.controller.networkRemove = async () => {
+      throw new Error('network 1b1b1b1b1b1b is h2\'s');
+    };
+    const errors = await forgetPruned(ctx, [{ id: PHANTOM, poolIds: ['underlay/203.0.113.0/24'], allocs: [{ poolId: 'underlay/203.0.113.0/24', address: '203.0.113.2', seq: 7 }] }]);
+    expect(errors).toEqual([`the controller was not told that network ${PHANTOM.slice(0, 12)} is gone from this host: network 1b1b1b1b1b1b is h2's`]);
+    expect(calls).toEqual([]);
   });
 });
 
@@ -217,6 +347,33 @@ describe('rebuild from the controller', () => {
   });
 });
 
+describe('point-to-point networks rebuilt from Docker', () => {
+  const P2P_NET = hex64('f1');
+  /** A /31 network as Docker 20.10 shows it: the address its gateway request got appears as Gateway. */
+  const p2pNetwork = () =>
+    dockerNetwork({ Id: P2P_NET, Name: 'p2p', IPAM: { Driver: 'underlay', Options: {}, Config: [{ Subnet: '198.51.100.232/31', Gateway: '198.51.100.232' }] }, Containers: {} });
+  const p2pState = (gateway?: string) => {
+    const t = engineWithClock();
+    const poolId = t.run((s) => decideRequestPool(s, { node: 'h1', space: 'underlay', pool: '198.51.100.232/31', subPool: '', options: {}, v6: false })).poolId;
+    t.run((s) => decideRequestAddress(s, { node: 'h1', poolId, address: gateway ?? '', options: { RequestAddressType: 'com.docker.network.gateway' } }));
+    t.run((s) => decideNetworkRecorded(s, { node: 'h1', networkId: P2P_NET, poolIds: [poolId], options: { parent: 'eth1' } }));
+    return t.engine.state;
+  };
+
+  it('records no gateway for a /31 Docker shows one for, unless the controller holds a --gateway reservation', async () => {
+    const ctx = context(dir, fakeDocker([p2pNetwork()]));
+    await rebuildFromDocker(ctx);
+    expect(ctx.store.networks.get(P2P_NET)!.ipv4).toEqual([{ pool: '198.51.100.232/31' }]);
+    // No --gateway: the controller reserved nothing, nothing to fix.
+    expect((await rebuildFromController(ctx, p2pState())).gatewaysFixed).toEqual([]);
+    expect(ctx.store.networks.get(P2P_NET)!.ipv4).toEqual([{ pool: '198.51.100.232/31' }]);
+    // --gateway 198.51.100.233: the controller's reservation is the network's gateway.
+    const r = await rebuildFromController(ctx, p2pState('198.51.100.233'));
+    expect(r.gatewaysFixed).toEqual([`${P2P_NET.slice(0, 12)} 198.51.100.232/31`]);
+    expect(new LocalStore(dir).networks.get(P2P_NET)!.ipv4).toEqual([{ pool: '198.51.100.232/31', gateway: '198.51.100.233/31' }]);
+  });
+});
+
 describe('node report', () => {
   it('lists every endpoint Docker holds on underlay networks, even with a wiped store, and the collector sees them live', async () => {
     const ctx = context(dir, fakeDocker([dockerNetwork()]));
@@ -238,6 +395,20 @@ describe('node report', () => {
     nodes.record(blind, t0);
     const found2 = findLeakCandidates(state, t0 + 1, nodes.liveness, { unboundGraceMs: 1, reportSlackMs: 1, nodeExpiredMs: 10 * 3_600_000 }, t0);
     expect(found2.filter((c) => c.node === 'h1').map((c) => `${c.address} ${c.rule}`).sort()).toEqual(['192.0.2.2 endpoint-gone', '192.0.2.3 unbound']);
+  });
+
+  it('lists the addresses held for a restart; the controller leaves them to the node and does not count them attached', async () => {
+    const ctx = context(dir, fakeDocker([dockerNetwork()]));
+    ctx.holds = new AddressHolds({ holdMs: 60_000, release: async () => {}, log: () => {} });
+    ctx.holds.hold({ poolId: 'underlay/192.0.2.0/24', address: '192.0.2.3', cidr: '192.0.2.3/24', allocSeq: 5 });
+    const report = await buildReport({ ctx, version: '0.1.0', leaseMs: 15_000 });
+    expect(report.heldAddresses).toEqual(['192.0.2.3']);
+    const nodes = new NodeDirectory(15_000);
+    nodes.record(report);
+    expect(nodes.heldBy('h1', '192.0.2.3')).toBe(true);
+    expect(nodes.heldBy('h1', '192.0.2.2')).toBe(false);
+    expect(nodes.heldBy('h2', '192.0.2.3')).toBe(false);
+    await ctx.holds.releaseAll();
   });
 
   it('keeps what it knew while Docker cannot be read, and sends nothing when it knows nothing', async () => {

@@ -127,6 +127,19 @@ describe('leak rules', () => {
     void fresh2;
     expect(describeState(fold(t.log))).toEqual(describeState(t.engine.state));
   });
+
+  it('leaves an address its node reports held for a container\'s restart (its endpoint went), until the node is gone', () => {
+    const t = setup();
+    const id = t.pool('a');
+    const held = t.addr('a', id, 1);
+    t.run((s) => decideBindEndpoint(s, { node: 'a', poolId: id, address: held.address.split('/')[0]!, allocSeq: held.allocSeq, endpointId: 'ep-old', networkId: 'net' }));
+    t.advance(60_000);
+    const address = held.address.split('/')[0]!;
+    const report = (heldSet: Set<string>) => new Map<string, NodeLiveness>([['a', { lastSeenMs: t.nowMs(), report: { atMs: t.nowMs(), endpoints: new Set(), held: heldSet } }]]);
+    expect(findLeakCandidates(t.engine.state, t.nowMs(), report(new Set([address])), policy, 0)).toEqual([]);
+    // Without the hold it is a leak (endpoint-gone).
+    expect(findLeakCandidates(t.engine.state, t.nowMs(), report(new Set()), policy, 0).map((c) => c.rule)).toEqual(['endpoint-gone']);
+  });
 });
 
 describe('snapshots', () => {

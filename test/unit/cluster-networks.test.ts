@@ -112,7 +112,7 @@ describe('cluster network decisions', () => {
     dockerNetwork('b', 'nb');
     expect(run((s) => decideNetworkDefine(s, { node: 'b', networkId: 'nb', name: 'n2', definition: DEF }))).toEqual({
       member: false,
-      conflict: 'subnet 192.0.2.0/24 overlaps with 192.0.2.0/24 of network n1',
+      conflict: 'subnet 192.0.2.0/24 overlaps with 192.0.2.0/24 of network "n1" (on c); use another subnet, or --ipam-opt space=NAME for the same subnet on another VLAN',
     });
   });
 
@@ -126,10 +126,10 @@ describe('cluster network decisions', () => {
     );
     expect(() => run((s) => decideClusterNetworkCreate(s, { name: 'x', definition: { subnets: [{ subnet: '203.0.113.5/24' }] } }))).toThrow(/subnets: /);
     expect(() => run((s) => decideClusterNetworkCreate(s, { name: 'x', definition: { subnets: [{ subnet: '2001:db8::/64' }] } }))).toThrow('subnets: 2001:db8::/64 is IPv6: set ipv6 to true');
-    expect(() => run((s) => decideClusterNetworkCreate(s, { name: 'x', definition: { subnets: [{ subnet: '203.0.113.128/25' }] } }))).toThrow(/overlaps with 203.0.113.0\/24 of network api/);
+    expect(() => run((s) => decideClusterNetworkCreate(s, { name: 'x', definition: { subnets: [{ subnet: '203.0.113.128/25' }] } }))).toThrow(/overlaps with 203.0.113.0\/24 of network "api" \(on no host yet\); use another subnet, or --ipam-opt space=NAME/);
     dockerNetwork('a', 'na'); // a pool of a network that is not (yet) a cluster network
     expect(() => run((s) => decideClusterNetworkCreate(s, { name: 'y', definition: { subnets: [{ subnet: '192.0.2.0/25' }] } }))).toThrow(
-      'subnet 192.0.2.0/25 overlaps with 192.0.2.0/24, already in use in address space "underlay"',
+      'subnet 192.0.2.0/25 overlaps with 192.0.2.0/24 of network "na" (on a), already in use in address space "underlay"; use another subnet, or --ipam-opt space=NAME for the same subnet on another VLAN',
     );
   });
 
@@ -150,6 +150,12 @@ describe('cluster network decisions', () => {
     run((s) => decideNetworkRemoved(s, { node: 'a', networkId: 'na', cluster: false }));
     expect(engine.state.clusterNetworks.has('n1')).toBe(true);
     expect(engine.state.networks.has('na')).toBe(false);
+    // An address its node reports held for a restart (the container went) is no active endpoint.
+    const heldOnB = (node: string, address: string) => node === 'b' && address === '192.0.2.1';
+    expect(attachedEndpoints(engine.state, 'n1', heldOnB)).toEqual([]);
+    // (decided only, not applied)
+    expect(decideNetworkRemoved(engine.state, { node: 'b', networkId: 'nb' }, who, heldOnB).events.map((e) => e.type)).toEqual(['ClusterNetworkRemoved', 'NetworkRemoved']);
+    expect(decideClusterNetworkRemove(engine.state, { name: 'n1' }, who, heldOnB).events.map((e) => e.type)).toEqual(['ClusterNetworkRemoved']);
     // Without a container name the endpoint id stands in.
     expect(() => run((s) => decideClusterNetworkRemove(s, { name: 'n1' }))).toThrow('on b: endpoint ep1000000000 (192.0.2.1)');
     expect(() => run((s) => decideClusterNetworkRemove(s, { name: 'nope' }))).toThrow('network nope not found');

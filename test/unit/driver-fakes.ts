@@ -11,6 +11,7 @@ import {
   DockerNetworkInspect,
   NotFoundError,
   formatValue,
+  isPointToPoint,
   parseCidr,
   type Cidr,
 } from '@underlay/core';
@@ -87,6 +88,10 @@ export class FakeController extends Recorder<ControllerClient> implements Contro
     const pool = this.pools.get(req.poolId);
     if (!pool) throw new NotFoundError(`pool ${req.poolId} not found`);
     let address = req.address;
+    // A point-to-point subnet's gateway without --gateway: the first address, reserved for nobody (as decideRequestAddress).
+    if (!address && req.options?.['RequestAddressType'] === 'com.docker.network.gateway' && isPointToPoint(pool.cidr)) {
+      return { address: `${formatValue(pool.cidr.family, pool.cidr.network)}/${pool.cidr.prefix}`, allocSeq: 0, reserved: false as const };
+    }
     if (!address) {
       // The first free host address from .2 up (.1 is the gateway).
       for (let v = pool.cidr.network + 2n; ; v++) {

@@ -28,6 +28,8 @@ describe('RequestPool / ReleasePool', () => {
     expect(req).toEqual({ space: plugin.LOCAL_ADDRESS_SPACE, pool: '192.0.2.0/24', subPool: '', options: { a: 'b' }, v6: false, requestId: expect.stringMatching(UUID) });
     expect(f.memory.recentPools.get('192.0.2.0/24')).toBe(POOL);
     expect(f.controller.pools.has(POOL)).toBe(true);
+    // When it asked, by pool id (a pool asked for a moment ago is not given back for a stale record: restore.ts).
+    expect(Date.now() - f.memory.poolRequestedAt.get(POOL)!).toBeLessThan(5_000);
   });
 
   it('keeps the address space Docker names and makes a new request id per call', async () => {
@@ -190,6 +192,25 @@ describe('addresses held for a restart (address-holds.ts)', () => {
     await ipam.requestAddress(f.ctx, { PoolID: POOL });
     await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.2' });
     await f.ctx.holds!.releaseAll();
+    expect(f.controller.alloc(POOL, '192.0.2.2')).toBeUndefined();
+  });
+
+  it('releases a named address (--ip) at once, and hands a held address to an endpoint naming it', async () => {
+    await ipam.requestAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.40' });
+    await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.40' });
+    expect(f.controller.alloc(POOL, '192.0.2.40')).toBeUndefined();
+    expect(f.ctx.holds!.list()).toEqual([]);
+    // A dynamic address, held; a container then names it (--ip): it gets it without asking the controller.
+    await ipam.requestAddress(f.ctx, { PoolID: POOL });
+    const seq = f.ctx.store.allocSeq(POOL, '192.0.2.2');
+    await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.2' });
+    f.controller.calls.length = 0;
+    expect(await ipam.requestAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.2' })).toEqual({ Address: '192.0.2.2/24', Data: {} });
+    expect(f.controller.calls).toEqual([]);
+    expect(f.ctx.holds!.list()).toEqual([]);
+    expect(f.ctx.store.allocSeq(POOL, '192.0.2.2')).toBe(seq);
+    // Named now: released at once when it goes.
+    await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.2' });
     expect(f.controller.alloc(POOL, '192.0.2.2')).toBeUndefined();
   });
 

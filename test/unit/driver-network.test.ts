@@ -6,7 +6,10 @@
 import { ConflictError, InvalidArgumentError, UnavailableError, plugin } from '@underlay/core';
 import * as ipam from '../../services/node-agent/src/driver/ipam';
 import * as network from '../../services/node-agent/src/driver/network';
+import * as endpoint from '../../services/node-agent/src/driver/endpoint';
+import * as joinleave from '../../services/node-agent/src/driver/joinleave';
 import { fakeDriver } from './driver-fakes';
+import { AddressHolds } from '../../services/node-agent/src/driver/address-holds';
 
 const hex64 = (c: string) => c.repeat(64).slice(0, 64);
 const NET = hex64('a1');
@@ -39,6 +42,66 @@ afterEach(async () => {
   for (const id of [...f.ctx.store.networks.keys()]) f.ctx.store.networks.delete(id);
   await new Promise((r) => setTimeout(r, 250));
   f.cleanup();
+});
+
+describe('point-to-point networks (/31, /127)', () => {
+  const GW = { RequestAddressType: 'com.docker.network.gateway' };
+  const P2P = 'underlay/198.51.100.232/31';
+  const p2pReq = (gateway: string) =>
+    createReq(NET, { parent: 'eth1' }, { IPv4Data: [{ AddressSpace: 'underlay', Pool: '198.51.100.232/31', Gateway: gateway }] });
+
+  it('records no gateway when none was given: both addresses go to containers, which get no default route and no docker_gwbridge', async () => {
+    await ipam.requestPool(f.ctx, { Pool: '198.51.100.232/31' });
+    // Docker (before 28, or with a remote driver) asks for a gateway anyway: it gets an address reserved for nobody.
+    expect(await ipam.requestAddress(f.ctx, { PoolID: P2P, Address: '', Options: GW })).toEqual({ Address: '198.51.100.232/31', Data: {} });
+    expect(f.ctx.store.allocs.size).toBe(0);
+    await network.createNetwork(f.ctx, p2pReq('198.51.100.232/31'));
+    expect(f.ctx.store.networks.get(NET)!.ipv4).toEqual([{ pool: '198.51.100.232/31' }]);
+    for (const [n, address] of [['e1', '198.51.100.232/31'], ['e2', '198.51.100.233/31']] as const) {
+      const id = n.repeat(32);
+      await endpoint.createEndpoint(f.ctx, { NetworkID: NET, EndpointID: id, Interface: { Address: address, AddressIPv6: '', MacAddress: '' } });
+      const res = await joinleave.join(f.ctx, { NetworkID: NET, EndpointID: id, SandboxKey: '/var/run/docker/netns/x', Options: {} });
+      expect(res.Gateway).toBeUndefined();
+      expect(res.DisableGatewayService).toBe(true);
+    }
+    // Docker releases that gateway at network removal: nothing to release (it may be a container's address).
+    const before = f.controller.calls.length;
+    expect(await ipam.releaseAddress(f.ctx, { PoolID: P2P, Address: '198.51.100.232' })).toEqual({});
+    expect(f.controller.calls).toHaveLength(before);
+  });
+
+  it('releases a held container address once when the network goes and Docker releases it again as the gateway', async () => {
+    f.ctx.holds = new AddressHolds({ holdMs: 60_000, release: (h) => ipam.releaseHeld(f.ctx, h), log: () => {} });
+    await ipam.requestPool(f.ctx, { Pool: '198.51.100.232/31' });
+    await ipam.requestAddress(f.ctx, { PoolID: P2P, Address: '', Options: GW });
+    await network.createNetwork(f.ctx, p2pReq('198.51.100.232/31'));
+    await ipam.requestAddress(f.ctx, { PoolID: P2P, Address: '198.51.100.232' });
+    const seq = f.ctx.store.allocSeq(P2P, '198.51.100.232')!;
+    // The container goes and its address is held for a restart (as a dynamic address is).
+    f.ctx.holds.hold({ poolId: P2P, address: '198.51.100.232', cidr: '198.51.100.232/31', allocSeq: seq });
+    f.controller.calls.length = 0;
+    // The network goes (its held addresses with it); Docker then releases its gateway answer (the same address), then the pool.
+    await network.deleteNetwork(f.ctx, { NetworkID: NET });
+    await ipam.releaseAddress(f.ctx, { PoolID: P2P, Address: '198.51.100.232' });
+    await ipam.releasePool(f.ctx, { PoolID: P2P });
+    expect(f.ctx.holds.list()).toEqual([]);
+    expect(f.controller.calls.filter((c) => c.method !== 'networkRemove')).toEqual([
+      { method: 'releaseAddress', req: { poolId: P2P, address: '198.51.100.232', allocSeq: seq } },
+      { method: 'releasePool', req: { poolId: P2P } },
+    ]);
+    expect(f.ctx.store.allocSeq(P2P, '198.51.100.232')).toBeUndefined();
+  });
+
+  it('keeps a --gateway the user gave', async () => {
+    await ipam.requestPool(f.ctx, { Pool: '198.51.100.232/31' });
+    expect(await ipam.requestAddress(f.ctx, { PoolID: P2P, Address: '198.51.100.233', Options: GW })).toEqual({ Address: '198.51.100.233/31', Data: {} });
+    await network.createNetwork(f.ctx, p2pReq('198.51.100.233/31'));
+    expect(f.ctx.store.networks.get(NET)!.ipv4).toEqual([{ pool: '198.51.100.232/31', gateway: '198.51.100.233/31' }]);
+    await endpoint.createEndpoint(f.ctx, { NetworkID: NET, EndpointID: 'e1'.repeat(32), Interface: { Address: '198.51.100.232/31', AddressIPv6: '', MacAddress: '' } });
+    const res = await joinleave.join(f.ctx, { NetworkID: NET, EndpointID: 'e1'.repeat(32), SandboxKey: '/var/run/docker/netns/x', Options: {} });
+    expect(res.Gateway).toBe('198.51.100.233');
+    expect(res.DisableGatewayService).toBeUndefined();
+  });
 });
 
 describe('CreateNetwork', () => {
@@ -143,6 +206,18 @@ describe('DeleteNetwork', () => {
     await f.links.createMacvlan({ name: 'ule1e1e1e1e1e', parent: 'eth1.20', mode: 'bridge' });
     f.controller.calls.length = 0;
     f.links.calls.length = 0;
+  });
+
+  it('gives back the addresses held on the network for a restart before asking the cluster (no container comes back to it)', async () => {
+    f.ctx.holds = new AddressHolds({ holdMs: 60_000, release: (h) => ipam.releaseHeld(f.ctx, h), log: () => {} });
+    await ipam.requestAddress(f.ctx, { PoolID: POOL });
+    await ipam.releaseAddress(f.ctx, { PoolID: POOL, Address: '192.0.2.2' });
+    expect(f.ctx.holds.list().map((h) => h.address)).toEqual(['192.0.2.2']);
+    f.controller.calls.length = 0;
+    await network.deleteNetwork(f.ctx, { NetworkID: NET });
+    expect(f.controller.methods()).toEqual(['releaseAddress', 'networkRemove']);
+    expect(f.ctx.holds.list()).toEqual([]);
+    expect(f.controller.alloc(POOL, '192.0.2.2')).toBeUndefined();
   });
 
   it('removes the network from the cluster first, then its endpoints, links and the parent it made', async () => {

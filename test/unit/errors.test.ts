@@ -46,6 +46,7 @@ import { LinkError } from '../../services/node-agent/src/driver/links';
 import { ClientError } from '../../cli/src/client';
 import { CredsFailure } from '../../cli/src/commands/creds';
 import { UsageError } from '../../cli/src/flags';
+import { CommandLineError } from '../../cli/src/program';
 
 const ROOT = path.resolve(__dirname, '../..');
 const SOURCES = ['libs/core/src', 'libs/adapters/src', 'services/controller/src', 'services/node-agent/src', 'cli/src'];
@@ -78,6 +79,7 @@ const make: Record<string, () => Error> = {
   FoldError: () => new FoldError(3, 'no such pool'),
   UsageError: () => new UsageError('unknown flag --bogus'),
   MemberSkippedError: () => new MemberSkippedError('127.0.0.1:2379'),
+  CommandLineError: () => new CommandLineError('unknown flag --bogus', 'network ls'),
 };
 
 function* sourceFiles(dir: string): Generator<string> {

@@ -7,6 +7,8 @@ import {
   decideReleasePool,
   decideRequestAddress,
   decideRequestPool,
+  decideNetworkNamed,
+  decideNetworkRecorded,
   describe as describeState,
   fold,
   FoldError,
@@ -88,6 +90,67 @@ describe('IPAM decisions', () => {
     expect(engine.state.pools.has(p.poolId)).toBe(true); // an endpoint is still in it
     run((s) => decideReleaseAddress(s, { node: 'a', poolId: p.poolId, address: '192.0.2.1' }));
     expect(engine.state.pools.has(p.poolId)).toBe(false);
+  });
+
+  it.each([
+    ['IPv4 /31', '198.51.100.232/31', false, ['198.51.100.232/31', '198.51.100.233/31']],
+    ['IPv6 /127', '2001:db8:77::/127', true, ['2001:db8:77::/127', '2001:db8:77::1/127']],
+  ])('gives both addresses of a point-to-point %s to containers and reserves no gateway without --gateway', (_name, pool, v6, both) => {
+    const { run, engine } = setup();
+    const p = run((s) => decideRequestPool(s, { node: 'a', space: 'underlay', pool, subPool: '', options: {}, v6 }));
+    const cidr = parseCidr(pool);
+    expect(usableRange(cidr)).toEqual({ first: cidr.network, last: cidr.network + 1n });
+    // Docker before 28 (and any Docker with a remote driver) still asks for a gateway: an address comes back, reserved for nobody.
+    const gw = run((s) => decideRequestAddress(s, { node: 'a', poolId: p.poolId, address: '', options: GW }));
+    expect(gw).toEqual({ address: both[0], allocSeq: 0, reserved: false });
+    expect(engine.state.pools.get(p.poolId)!.gateway).toBeUndefined();
+    expect(engine.state.pools.get(p.poolId)!.allocs.size).toBe(0);
+    // Another host asks the same: the same answer, still nothing reserved.
+    expect(run((s) => decideRequestAddress(s, { node: 'b', poolId: p.poolId, address: '', options: GW }))).toEqual(gw);
+    const e1 = run((s) => decideRequestAddress(s, { node: 'a', poolId: p.poolId, address: '', options: mac(1) }));
+    const e2 = run((s) => decideRequestAddress(s, { node: 'b', poolId: p.poolId, address: '', options: mac(2) }));
+    expect([e1.address, e2.address].sort()).toEqual([...both].sort());
+    expect(() => run((s) => decideRequestAddress(s, { node: 'a', poolId: p.poolId, address: '', options: mac(3) }))).toThrow(/no free address/);
+    expect(engine.state.pools.get(p.poolId)!.allocs.size).toBe(2);
+  });
+
+  it('reserves the gateway of a point-to-point subnet when --gateway names it, and refuses /32', () => {
+    const { run, engine } = setup();
+    const p = run((s) => decideRequestPool(s, { node: 'a', space: 'underlay', pool: '198.51.100.234/31', subPool: '', options: {}, v6: false }));
+    expect(run((s) => decideRequestAddress(s, { node: 'a', poolId: p.poolId, address: '198.51.100.235', options: GW }))).toMatchObject({ address: '198.51.100.235/31' });
+    expect(engine.state.pools.get(p.poolId)!.gateway).toBe(parseAddr('198.51.100.235').value);
+    // Later gateway requests (another host) get the reserved one.
+    expect(run((s) => decideRequestAddress(s, { node: 'b', poolId: p.poolId, address: '', options: GW })).address).toBe('198.51.100.235/31');
+    expect(run((s) => decideRequestAddress(s, { node: 'a', poolId: p.poolId, address: '', options: mac(1) })).address).toBe('198.51.100.234/31');
+    expect(() => run((s) => decideRequestPool(s, { node: 'a', space: 'underlay', pool: '198.51.100.236/32', subPool: '', options: {}, v6: false }))).toThrow(
+      'subnet 198.51.100.236/32 is too small: an IPv4 subnet needs a prefix of /31 (point-to-point, no gateway) or shorter',
+    );
+  });
+
+  it('names the network holding a subnet, with its hosts, when another --ip-range asks for it, and says what to do', () => {
+    const { run } = setup();
+    const p = run((s) => decideRequestPool(s, { node: 'h1', space: 'underlay', pool: '198.51.100.176/28', subPool: '198.51.100.176/29', options: {}, v6: false, requestId: 'r1' }));
+    run((s) => decideNetworkRecorded(s, { node: 'h1', networkId: 'a'.repeat(64), poolIds: [p.poolId], options: {} }));
+    run((s) => decideNetworkNamed(s, { node: 'h1', networkId: 'a'.repeat(64), name: 'macvlannet1' }));
+    let err: UnderlayError | undefined;
+    try {
+      run((s) => decideRequestPool(s, { node: 'h1', space: 'underlay', pool: '198.51.100.176/28', subPool: '198.51.100.184/29', options: {}, v6: false, requestId: 'r2' }));
+    } catch (e) {
+      err = e as UnderlayError;
+    }
+    expect(err).toBeInstanceOf(UnderlayError);
+    expect(err!.code).toBe('conflict');
+    expect(err!.message).toBe(
+      'subnet 198.51.100.176/28 is already in use in the cluster by network "macvlannet1" (on h1) with --ip-range 198.51.100.176/29; ' +
+        'use another subnet, or --ipam-opt space=NAME for the same subnet on another VLAN (a replica of network "macvlannet1" (on h1) needs the same --ip-range 198.51.100.176/29)',
+    );
+    // Every overlap refusal names the holder and says what to do.
+    expect(() => run((s) => decideRequestPool(s, { node: 'h2', space: 'underlay', pool: '198.51.100.176/29', subPool: '', options: {}, v6: false }))).toThrow(
+      'subnet 198.51.100.176/29 overlaps with 198.51.100.176/28 of network "macvlannet1" (on h1), already in use in address space "underlay"; use another subnet, or --ipam-opt space=NAME for the same subnet on another VLAN',
+    );
+    expect(() => run((s) => decideRequestPool(s, { node: 'h1', space: 'underlay', pool: '198.51.100.176/28', subPool: '198.51.100.176/29', options: {}, v6: false, requestId: 'r3' }))).toThrow(
+      'subnet 198.51.100.176/28 is already used on this host by network "macvlannet1" (on h1); use another subnet, or --ipam-opt space=NAME for the same subnet on another VLAN',
+    );
   });
 
   it('works for IPv6 pools', () => {

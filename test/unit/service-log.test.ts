@@ -7,7 +7,7 @@
 import { Writable } from 'node:stream';
 import { createServiceLog, defaultLogFormat, failureLog, logDebug, logError, logWarn, type LogFormat, type LogLevel } from '@underlay/adapters';
 import { logFlags, takeLogSettings } from '../../cli/src/commands/run';
-import { parseFlags } from '../../cli/src/flags';
+import { resolveFlags } from '../../cli/src/flags';
 
 function capture(format?: LogFormat, level?: LogLevel, isTTY = false) {
   const lines: string[] = [];
@@ -79,7 +79,7 @@ describe('service log', () => {
 
 describe('log flags', () => {
   it('takes --log-format and --log-level (or UNDERLAY_LOG_*) out of the values and validates them', () => {
-    const p = parseFlags(['--log-format', 'text', '--node', 'h1'], [...logFlags, { key: 'node', flag: 'node', help: '' }], { UNDERLAY_LOG_LEVEL: 'debug' });
+    const p = resolveFlags([...logFlags, { key: 'node', flag: 'node', help: '' }], { logFormat: 'text', node: 'h1' }, { UNDERLAY_LOG_LEVEL: 'debug' });
     expect(takeLogSettings(p.values)).toEqual({ logFormat: 'text', logLevel: 'debug' });
     expect(p.values).toEqual({ node: 'h1' });
     expect(takeLogSettings({})).toEqual({ logLevel: 'info' });

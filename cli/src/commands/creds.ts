@@ -22,20 +22,10 @@ import {
   writePrivateFile,
   type NatsKeys,
 } from '@underlay/adapters';
-import { helpFor, parseFlags, validate, UsageError, type FlagSpec } from '../flags.js';
+import { validate, UsageError, type ResolvedFlags } from '../flags.js';
+import { credsFlags } from '../specs/creds.js';
 
-export const credsFlags: FlagSpec[] = [
-  { key: 'stateDir', flag: 'state-dir', value: 'DIR', help: 'keys are kept in DIR/nats (/var/lib/underlay, as underlay up)' },
-  { key: 'out', flag: 'out', value: 'FILE', help: 'node, controller, nats-config: write FILE (creds mode 0600) instead of printing' },
-  { key: 'force', flag: 'force', boolean: true, help: 'init: replace existing keys (every credential issued with them stops working)' },
-];
-
-export const credsUsage = [
-  'underlay creds init [--force]                 make the operator, account and signing keys (once)',
-  'underlay creds node NAME [--out FILE]         a node\'s NATS credentials (.creds)',
-  'underlay creds controller NAME [--out FILE]   a controller\'s NATS credentials (.creds)',
-  'underlay creds nats-config [--out FILE]       the nats-server configuration for them',
-].join('\n');
+export { credsFlags };
 
 const CredsArgs = z.object({
   stateDir: z.string().min(1).default('/var/lib/underlay'),
@@ -68,20 +58,12 @@ function emit(text: string, out: string | undefined, secret: boolean): void {
   }
 }
 
-async function run(argv: string[]): Promise<number> {
-  const { values, rest, help } = parseFlags(argv, credsFlags);
-  const [sub, name, ...extra] = rest;
-  if (help || !sub || sub === 'help') {
-    process.stdout.write(`usage:\n${credsUsage.replace(/^/gm, '  ')}\n\nflags:\n${helpFor(credsFlags)}\n`);
-    return help || sub ? 0 : 2;
-  }
-  const a = validate(CredsArgs, values, credsFlags);
+async function run(sub: string, p: ResolvedFlags): Promise<number> {
+  const [name, ...extra] = p.rest;
+  const a = validate(CredsArgs, p.values, credsFlags);
   const takesName = sub === 'node' || sub === 'controller';
-  if (!['init', 'node', 'controller', 'nats-config'].includes(sub)) throw new UsageError(`unknown subcommand ${JSON.stringify(sub)}; usage:\n${credsUsage}`);
   if (takesName && !name) throw new UsageError(`creds ${sub} needs a NAME: underlay creds ${sub} NAME [--out FILE]`);
-  if (extra.length || (!takesName && name)) throw new UsageError(`unexpected argument ${JSON.stringify(takesName ? extra[0] : name)}; usage:\n${credsUsage}`);
-  if (a.force && sub !== 'init') throw new UsageError('--force is only for creds init');
-  if (a.out && sub === 'init') throw new UsageError('creds init writes its keys to --state-dir, not --out');
+  if (extra.length || (!takesName && name)) throw new UsageError(`unexpected argument ${JSON.stringify(takesName ? extra[0] : name)}; underlay creds ${sub} --help`);
 
   if (sub === 'init') {
     const keys = await initNatsKeys(a.stateDir, { force: a.force });
@@ -106,9 +88,9 @@ async function run(argv: string[]): Promise<number> {
   return 0;
 }
 
-export async function credsCommand(argv: string[]): Promise<number> {
+export async function credsCommand(sub: string, p: ResolvedFlags): Promise<number> {
   try {
-    return await run(argv);
+    return await run(sub, p);
   } catch (e) {
     if (e instanceof NatsKeysError && e.reason === 'name') throw new UsageError(e.message);
     if (e instanceof NatsKeysError || e instanceof CredsFailure) {

@@ -5,18 +5,23 @@
  * `underlay trace ID` takes) and the event's data as JSON; --json prints each event as the API sends it
  * (its `traceId` field when it has one).
  */
-import { retry, sleep } from '@underlay/adapters';
+// The retry helpers alone (the adapters' index loads etcd, NATS and netlink).
+import { retry, sleep } from '@underlay/adapters/dist/runtime/retry.js';
 import { ClusterEvent, EventsPage, type BackoffPolicy } from '@underlay/core';
 import { z } from 'zod';
-import { ApiClient, ClientError, clientEnv, clientFlags, clientOptions, noArgs } from '../client.js';
-import { helpFor, parseFlags, validate, type FlagSpec } from '../flags.js';
+import { ApiClient, ClientError, clientFlags, clientOptions, noArgs } from '../client.js';
+import { validate, type FlagSpec } from '../flags.js';
+import type { CommandDef, RunContext } from '../program.js';
+
+/** `--json` of the event commands: NDJSON, one event a line (a stream has no one document for -o json or yaml). */
+export const ndjsonFlag: FlagSpec = { key: 'json', flag: 'json', boolean: true, help: 'one JSON event per line (NDJSON)', layered: false };
 
 export const eventsFlags: FlagSpec[] = [
-  ...clientFlags.map((f) => (f.key === 'json' ? { ...f, help: 'one JSON event per line (NDJSON)' } : f)),
-  { key: 'since', flag: 'since', value: 'SEQ', help: 'print events after this sequence number (0)' },
-  { key: 'follow', flag: 'follow', short: 'f', boolean: true, help: 'keep printing new events as they come' },
+  ...clientFlags,
+  ndjsonFlag,
+  { key: 'since', flag: 'since', value: 'SEQ', help: 'print events after this sequence number', default: 0, layered: false },
+  { key: 'follow', flag: 'follow', short: 'f', boolean: true, help: 'keep printing new events as they come', layered: false },
 ];
-export const eventsUsage = 'underlay events [--since SEQ] [--follow]   the cluster event log';
 
 const EventsArgs = z.object({
   since: z.string().regex(/^\d+$/, 'must be a whole number ≥ 0').transform(Number).default(0),
@@ -43,16 +48,11 @@ export function eventLine(e: ClusterEvent, asJson: boolean): string {
   return `${String(e.seq).padStart(6)}  ${e.time}  ${e.type.padEnd(21)} ${e.actor.padEnd(14)} ${traceCell(e.traceId).padEnd(TRACE_WIDTH)} ${JSON.stringify(e.data)}\n`;
 }
 
-export async function eventsCommand(argv: string[]): Promise<number> {
-  const p = parseFlags(argv, eventsFlags, clientEnv());
-  if (p.help) {
-    process.stdout.write(`usage:\n  ${eventsUsage}\n\nflags:\n${helpFor(eventsFlags)}\n`);
-    return 0;
-  }
+async function events(p: RunContext): Promise<number> {
   noArgs(p, 'events');
   const a = validate(EventsArgs, p.values, eventsFlags);
-  const opts = clientOptions(p);
-  const api = new ApiClient(opts);
+  const json = p.values.json === true;
+  const api = new ApiClient(clientOptions(p));
   if (a.follow) {
     // Until interrupted: when the stream ends or breaks (its maximum duration, a proxy, the controller
     // restarting), open it again after the last event printed; a controller that cannot be reached ends the
@@ -64,7 +64,7 @@ export async function eventsCommand(argv: string[]): Promise<number> {
         async () => {
           await api.stream(`/v1/events?since=${cursor}&follow=true`, (raw) => {
             const r = ClusterEvent.safeParse(raw);
-            process.stdout.write(r.success ? eventLine(r.data as ClusterEvent, opts.json) : `${JSON.stringify(raw)}\n`);
+            process.stdout.write(r.success ? eventLine(r.data as ClusterEvent, json) : `${JSON.stringify(raw)}\n`);
             if (r.success) cursor = r.data.seq;
           });
           opened = true;
@@ -78,9 +78,11 @@ export async function eventsCommand(argv: string[]): Promise<number> {
   const limit = 1000;
   for (;;) {
     const { data } = await api.get(`/v1/events?since=${next}&limit=${limit}`, EventsPage);
-    for (const e of data.events) process.stdout.write(eventLine(e as ClusterEvent, opts.json));
+    for (const e of data.events) process.stdout.write(eventLine(e as ClusterEvent, json));
     if (data.events.length < limit || data.next === next) break;
     next = data.next;
   }
   return 0;
 }
+
+export const eventsCommand: CommandDef = { name: 'events', summary: 'print (or --follow) the cluster event log', flags: eventsFlags, section: 'client', run: events };

@@ -16,32 +16,23 @@ import {
   type NetworkSummary,
 } from '@underlay/core';
 import { z } from 'zod';
-import { ApiClient, ClientError, clientEnv, clientFlags, clientOptions, helpRequested, noArgs, printJson } from '../client.js';
-import { UsageError, parseFlags, type FlagSpec } from '../flags.js';
+import { ApiClient, ClientError, clientFlags, clientOptions, noArgs } from '../client.js';
+import { UsageError, type FlagSpec } from '../flags.js';
+import { answerFlags, outputFlags, outputOf, printList, printStructured } from '../output.js';
+import type { CommandDef, RunContext } from '../program.js';
 import { since, table } from '../table.js';
 
 export const networkCreateFlags: FlagSpec[] = [
-  { key: 'subnet', flag: 'subnet', repeat: true, list: true, value: 'CIDR', help: 'subnet (repeat or comma-separate for several; IPv6 needs --ipv6)' },
-  { key: 'ipRange', flag: 'ip-range', repeat: true, list: true, value: 'CIDR', help: 'allocate container addresses from this range of its subnet' },
-  { key: 'gateway', flag: 'gateway', repeat: true, list: true, value: 'IP', help: 'gateway of its subnet (default: the first usable address)' },
-  { key: 'auxAddress', flag: 'aux-address', repeat: true, value: 'NAME=IP', help: 'reserve an address of a subnet (repeatable)' },
-  { key: 'opt', flag: 'opt', short: 'o', repeat: true, value: 'KEY=VALUE', help: 'driver option: parent, type, macvlan_mode, ipvlan_mode, ipvlan_flag (repeatable)' },
-  { key: 'ipamOpt', flag: 'ipam-opt', repeat: true, value: 'KEY=VALUE', help: 'IPAM option: block_size, strict_affinity, space (repeatable)' },
-  { key: 'ipv6', flag: 'ipv6', boolean: true, help: 'IPv6 subnets as well' },
-  { key: 'internal', flag: 'internal', boolean: true, help: 'no gateway (no access outside the network)' },
-  { key: 'label', flag: 'label', repeat: true, value: 'KEY=VALUE', help: 'label (repeatable)' },
+  { key: 'subnet', flag: 'subnet', repeat: true, list: true, value: 'CIDR', layered: false, help: 'subnet (repeat or comma-separate for several; IPv6 needs --ipv6)' },
+  { key: 'ipRange', flag: 'ip-range', repeat: true, list: true, value: 'CIDR', layered: false, help: 'allocate container addresses from this range of its subnet' },
+  { key: 'gateway', flag: 'gateway', repeat: true, list: true, value: 'IP', layered: false, help: 'gateway of its subnet (default: the first usable address)' },
+  { key: 'auxAddress', flag: 'aux-address', repeat: true, value: 'NAME=IP', layered: false, help: 'reserve an address of a subnet (repeatable)' },
+  { key: 'opt', flag: 'opt', short: 'o', repeat: true, value: 'KEY=VALUE', layered: false, help: 'driver option: parent, type, macvlan_mode, ipvlan_mode, ipvlan_flag (repeatable)' },
+  { key: 'ipamOpt', flag: 'ipam-opt', repeat: true, value: 'KEY=VALUE', layered: false, help: 'IPAM option: block_size, strict_affinity, space (repeatable)' },
+  { key: 'ipv6', flag: 'ipv6', boolean: true, layered: false, help: 'IPv6 subnets as well' },
+  { key: 'internal', flag: 'internal', boolean: true, layered: false, help: 'no gateway (no access outside the network)' },
+  { key: 'label', flag: 'label', repeat: true, value: 'KEY=VALUE', layered: false, help: 'label (repeatable)' },
 ];
-
-export const networkFlags: FlagSpec[] = [...clientFlags, ...networkCreateFlags];
-
-export const networkUsage = [
-  'underlay network ls                      list cluster networks',
-  'underlay network inspect NAME            one network: definition, hosts, endpoints',
-  'underlay network create NAME [flags]     create a network on every host',
-  'underlay network rm NAME...              remove networks from every host',
-].join('\n');
-
-const out = (s: string) => process.stdout.write(s);
 
 function keyValues(flag: string, list: unknown): Record<string, string> {
   const m: Record<string, string> = {};
@@ -106,11 +97,11 @@ export function createRequest(name: string, v: Record<string, unknown>): Network
 
 const modeOf = (n: NetworkSummary) => `${n.driver} ${n.mode}`.trim();
 
-function networkTable(networks: NetworkSummary[], now: number): string {
-  return table(
-    ['NAME', 'MODE', 'PARENT', 'SUBNETS', 'HOSTS', 'ENDPOINTS', 'CREATED'],
-    networks.map((n) => [n.name, modeOf(n), n.parent, n.subnets.join(','), `${n.readyHosts}/${n.totalHosts}`, n.endpointCount, since(n.created.time, now)]),
-  );
+function networkTable(networks: NetworkSummary[], now: number, wide: boolean): string {
+  const head = ['NAME', 'MODE', 'PARENT', 'SUBNETS', 'HOSTS', 'ENDPOINTS', 'CREATED'];
+  const row = (n: NetworkSummary) => [n.name, modeOf(n), n.parent, n.subnets.join(','), `${n.readyHosts}/${n.totalHosts}`, n.endpointCount, since(n.created.time, now)];
+  if (!wide) return table(head, networks.map(row));
+  return table([...head, 'IPV6', 'INTERNAL', 'CREATED BY', 'SEQ'], networks.map((n) => [...row(n), String(n.ipv6), String(n.internal), n.created.actor, n.created.seq]));
 }
 
 const mapText = (m: Record<string, string>) => Object.entries(m).map(([k, v]) => `${k}=${v}`).join(', ') || '-';
@@ -157,67 +148,77 @@ function oneName(rest: string[], what: string): string {
   return rest[0]!;
 }
 
-export async function networkCommand(argv: string[]): Promise<number> {
-  const [sub, ...args] = argv;
-  const p = parseFlags(args, networkFlags, clientEnv());
-  const help = helpRequested(sub, p, networkUsage, networkFlags);
-  if (help !== undefined) return help;
-  const createOnly = networkCreateFlags.map((f) => f.key).filter((k) => p.fromFlags.has(k));
-  if (sub !== 'create' && createOnly.length) {
-    const f = networkCreateFlags.find((x) => x.key === createOnly[0])!;
-    throw new UsageError(`--${f.flag} is a flag of network create`);
-  }
-  const opts = clientOptions(p);
-  const api = new ApiClient(opts);
+const out = (s: string) => process.stdout.write(s);
+
+async function ls(p: RunContext): Promise<number> {
+  const fmt = outputOf(p);
+  noArgs(p, 'network ls');
+  const { data, raw } = await new ApiClient(clientOptions(p)).get('/v1/networks', NetworkList);
   const now = Date.now();
-  switch (sub) {
-    case 'ls':
-    case 'list': {
-      noArgs(p, 'network ls');
-      const { data, raw } = await api.get('/v1/networks', NetworkList);
-      if (opts.json) printJson(raw);
-      else out(networkTable(data.networks, now));
-      return 0;
-    }
-    case 'inspect': {
-      const name = oneName(p.rest, 'network inspect');
-      const { data, raw } = await api.get(`/v1/networks/${encodeURIComponent(name)}`, NetworkDetail);
-      if (opts.json) printJson(raw);
-      else out(inspectText(data, now));
-      return 0;
-    }
-    case 'create': {
-      const name = oneName(p.rest, 'network create');
-      const body = createRequest(name, p.values);
-      const { data, raw } = await api.request('POST', '/v1/networks', NetworkCreateResponse, body);
-      if (opts.json) printJson(raw);
-      else {
-        out(`${data.network.name}\n`);
-        if (!data.created) process.stderr.write(`network ${name} already exists with this definition\n`);
-      }
-      return 0;
-    }
-    case 'rm':
-    case 'remove': {
-      if (p.rest.length === 0) throw new UsageError('network rm takes one or more network names');
-      const removed: string[] = [];
-      let failed = false;
-      for (const name of p.rest) {
-        try {
-          await api.request('DELETE', `/v1/networks/${encodeURIComponent(name)}`, z.unknown());
-          removed.push(name);
-          if (!opts.json) out(`${name}\n`);
-        } catch (e) {
-          // Like docker: report each failure and go on with the other names.
-          if (!(e instanceof ClientError) || e.status === undefined) throw e;
-          process.stderr.write(`underlay: ${e.message}\n`);
-          failed = true;
-        }
-      }
-      if (opts.json) printJson({ removed });
-      return failed ? 1 : 0;
-    }
-    default:
-      throw new UsageError(`unknown network command ${JSON.stringify(sub)}\n\nusage:\n${networkUsage.replace(/^/gm, '  ')}`);
-  }
+  printList(fmt, raw, { table: (wide) => networkTable(data.networks, now, wide), names: () => data.networks.map((n) => n.name) });
+  return 0;
 }
+
+async function inspect(p: RunContext): Promise<number> {
+  const fmt = outputOf(p, ['table', 'json', 'yaml']);
+  const name = oneName(p.rest, 'network inspect');
+  const { data, raw } = await new ApiClient(clientOptions(p)).get(`/v1/networks/${encodeURIComponent(name)}`, NetworkDetail);
+  if (!printStructured(fmt, raw)) out(inspectText(data, Date.now()));
+  return 0;
+}
+
+async function create(p: RunContext): Promise<number> {
+  const fmt = outputOf(p, ['table', 'json', 'yaml']);
+  const name = oneName(p.rest, 'network create');
+  const body = createRequest(name, p.values);
+  const { data, raw } = await new ApiClient(clientOptions(p)).request('POST', '/v1/networks', NetworkCreateResponse, body);
+  if (!printStructured(fmt, raw)) {
+    out(`${data.network.name}\n`);
+    if (!data.created) process.stderr.write(`network ${name} already exists with this definition\n`);
+  }
+  return 0;
+}
+
+async function rm(p: RunContext): Promise<number> {
+  const fmt = outputOf(p, ['table', 'json', 'yaml']);
+  if (p.rest.length === 0) throw new UsageError('network rm takes one or more network names');
+  const api = new ApiClient(clientOptions(p));
+  const removed: string[] = [];
+  let failed = false;
+  for (const name of p.rest) {
+    try {
+      await api.request('DELETE', `/v1/networks/${encodeURIComponent(name)}`, z.unknown());
+      removed.push(name);
+      if (fmt === 'table') out(`${name}\n`);
+    } catch (e) {
+      // Like docker: report each failure and go on with the other names.
+      if (!(e instanceof ClientError) || e.status === undefined) throw e;
+      process.stderr.write(`underlay: ${e.message}\n`);
+      failed = true;
+    }
+  }
+  printStructured(fmt, { removed });
+  return failed ? 1 : 0;
+}
+
+const client = { flags: clientFlags, section: 'client' } as const;
+
+export const networkCommand: CommandDef = {
+  name: 'network',
+  summary: 'cluster networks: ls, inspect, create, rm',
+  subcommands: [
+    { name: 'ls', aliases: ['list'], summary: 'list cluster networks', ...client, flags: [...clientFlags, ...outputFlags], run: ls },
+    { name: 'inspect', summary: 'one network: definition, hosts, endpoints', args: '[NAME]', ...client, flags: [...clientFlags, ...answerFlags], run: inspect },
+    {
+      name: 'create',
+      summary: 'create a network on every host (docker network create\'s flags)',
+      args: '[NAME]',
+      ...client,
+      // -o is docker's --opt here; --output has no short name.
+      flags: [...clientFlags, ...networkCreateFlags, ...answerFlags.map(({ short: _, ...f }) => f)],
+      epilog: 'Example:\n  underlay network create web --subnet 198.51.100.0/24 --gateway 198.51.100.1 -o parent=eth1',
+      run: create,
+    },
+    { name: 'rm', aliases: ['remove'], summary: 'remove networks from every host', args: '[NAMES...]', ...client, flags: [...clientFlags, ...answerFlags], run: rm },
+  ],
+};

@@ -1,15 +1,9 @@
 import type { z } from 'zod';
 import { LogOptions, createServiceLog, logError, type ServiceLog, type Tracing } from '@underlay/adapters';
-import { helpFor, parseFlags, validate, type FlagSpec } from '../flags.js';
+import { validate, type FlagSpec, type ResolvedFlags } from '../flags.js';
+import { logFlags } from '../specs/log.js';
 
-/**
- * The services' log flags (controller, agent, up): JSON lines by default, text on a terminal or with
- * `--log-format text`; levels debug, info, warn, error (libs/adapters telemetry/log.ts, pino).
- */
-export const logFlags: FlagSpec[] = [
-  { key: 'logFormat', flag: 'log-format', value: 'json|text', help: 'log lines as JSON objects or as text (json; text when stderr is a terminal)' },
-  { key: 'logLevel', flag: 'log-level', value: 'LEVEL', help: 'least level logged: debug, info, warn or error (info)' },
-];
+export { logFlags };
 
 export type LogSettings = z.infer<typeof LogOptions>;
 
@@ -73,17 +67,12 @@ export function guardProcess(logger: (m: string) => void): void {
 
 /** A long-running service command: flags → validated config → start → run until a signal → stop. */
 export async function runService<S extends z.ZodType, T extends { start(): Promise<void>; stop(): Promise<void> }>(
-  argv: string[],
+  p: ResolvedFlags,
   flags: FlagSpec[],
   schema: S,
   make: (cfg: z.infer<S>, log: LogSettings) => { service: T; logger: (m: string) => void },
 ): Promise<number> {
-  const all = [...flags, ...logFlags];
-  const { values, help } = parseFlags(argv, all);
-  if (help) {
-    process.stdout.write(`flags:\n${helpFor(all)}\n`);
-    return 0;
-  }
+  const values = { ...p.values };
   const logSettings = takeLogSettings(values);
   const { service, logger } = make(validate(schema, values, flags), logSettings);
   guardProcess(logger);

@@ -15,15 +15,17 @@
  */
 import { ClusterEvent, EventsPage, TRACE_ID_RULE, isTraceId } from '@underlay/core';
 import { z } from 'zod';
-import { ApiClient, clientEnv, clientFlags, clientOptions } from '../client.js';
-import { UsageError, helpFor, parseFlags, validate, type FlagSpec } from '../flags.js';
-import { eventLine } from './events.js';
+import { ApiClient, clientFlags, clientOptions } from '../client.js';
+import { UsageError, validate, type FlagSpec } from '../flags.js';
+import type { CommandDef, RunContext } from '../program.js';
+import { eventLine, ndjsonFlag } from './events.js';
 
 export const traceFlags: FlagSpec[] = [
-  ...clientFlags.map((f) => (f.key === 'json' ? { ...f, help: 'one JSON event per line (NDJSON)' } : f)),
-  { key: 'since', flag: 'since', value: 'SEQ', help: 'only events after this sequence number (0)' },
+  ...clientFlags,
+  ndjsonFlag,
+  { key: 'since', flag: 'since', value: 'SEQ', help: 'only events after this sequence number', default: 0, layered: false },
 ];
-export const traceUsage = 'underlay trace TRACE_ID [--since SEQ]      the events of one trace (a TRACE of underlay events)';
+const traceUsage = 'underlay trace TRACE_ID [--since SEQ]';
 
 const TraceArgs = z.object({
   since: z.string().regex(/^\d+$/, 'must be a whole number ≥ 0').transform(Number).default(0),
@@ -34,22 +36,17 @@ const PAGE = 1000;
 
 /** The trace id argument, or a UsageError saying what a trace id is. */
 export function parseTraceId(rest: string[]): string {
-  if (rest.length !== 1) throw new UsageError(`trace takes one trace id (got ${rest.length ? rest.join(' ') : 'none'}); usage: ${traceUsage.split(/ {2,}/)[0]}`);
+  if (rest.length !== 1) throw new UsageError(`trace takes one trace id (got ${rest.length ? rest.join(' ') : 'none'}); usage: ${traceUsage}`);
   const id = rest[0]!;
   if (!isTraceId(id)) throw new UsageError(`TRACE_ID ${TRACE_ID_RULE} (got ${JSON.stringify(id.length > 80 ? `${id.slice(0, 80)}…` : id)})`);
   return id;
 }
 
-export async function traceCommand(argv: string[]): Promise<number> {
-  const p = parseFlags(argv, traceFlags, clientEnv());
-  if (p.help) {
-    process.stdout.write(`usage:\n  ${traceUsage}\n\nflags:\n${helpFor(traceFlags)}\n`);
-    return 0;
-  }
+async function trace(p: RunContext): Promise<number> {
   const id = parseTraceId(p.rest);
   const a = validate(TraceArgs, p.values, traceFlags);
-  const opts = clientOptions(p);
-  const api = new ApiClient(opts);
+  const json = p.values.json === true;
+  const api = new ApiClient(clientOptions(p));
   let since = a.since;
   let found = 0;
   // Ends: each answer's `next` is past `since` (the controller read on) or equal to it (the end of the log).
@@ -57,7 +54,7 @@ export async function traceCommand(argv: string[]): Promise<number> {
     const { data } = await api.get(`/v1/events?trace=${id}&since=${since}&limit=${PAGE}`, EventsPage);
     for (const e of data.events) {
       if (e.traceId !== id) continue;
-      process.stdout.write(eventLine(e as ClusterEvent, opts.json));
+      process.stdout.write(eventLine(e as ClusterEvent, json));
       found++;
     }
     if (data.next <= since) break;
@@ -66,3 +63,12 @@ export async function traceCommand(argv: string[]): Promise<number> {
   if (found === 0) process.stderr.write(`underlay trace: no events for trace ${id}${a.since ? ` after seq ${a.since}` : ''}\n`);
   return 0;
 }
+
+export const traceCommand: CommandDef = {
+  name: 'trace',
+  summary: 'print the events of one trace (a TRACE id of events) from the log',
+  args: '[TRACE_ID]',
+  flags: traceFlags,
+  section: 'client',
+  run: trace,
+};

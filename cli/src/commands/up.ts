@@ -18,20 +18,11 @@ import { Controller, ControllerConfig } from '@underlay/controller';
 import { Agent, AgentConfig } from '@underlay/node-agent';
 import { DEFAULT_STREAM_LIMITS, NatsKeysError, RetryExhausted, retry, controllerCreds, ensureNatsKeys, natsServerConfig, nodeCreds, openLinkOps, writePrivateFile } from '@underlay/adapters';
 import { NodeName, UnavailableError, UnderlayError, nodeToken } from '@underlay/core';
-import { helpFor, parseFlags, validate, UsageError, type FlagSpec } from '../flags.js';
-import { guardProcess, logFlags, serviceLog, takeLogSettings, untilSignal } from './run.js';
-import { agentFlags } from './agent.js';
+import { validate, UsageError, type ResolvedFlags } from '../flags.js';
+import { upFlags } from '../specs/up.js';
+import { guardProcess, serviceLog, takeLogSettings, untilSignal } from './run.js';
 
-export const upFlags: FlagSpec[] = [
-  { key: 'stateDir', flag: 'state-dir', help: 'data of etcd, NATS and the agent (/var/lib/underlay)' },
-  { key: 'node', flag: 'node', help: 'node name (this host\'s name)' },
-  { key: 'etcdPort', flag: 'etcd-port', help: 'etcd client port on 127.0.0.1 (12379)' },
-  { key: 'natsPort', flag: 'nats-port', help: 'NATS port on 127.0.0.1 (14222)' },
-  { key: 'listen', flag: 'listen', help: 'controller HTTP API HOST:PORT (127.0.0.1:7410)' },
-  { key: 'natsAuth', flag: 'nats-auth', boolean: true, help: 'NATS users and permissions, keys in --state-dir/nats (true; --nats-auth=false: none)' },
-  ...agentFlags.filter((f) => f.key === 'pluginDir' || f.key === 'docker'),
-  ...logFlags,
-];
+export { upFlags };
 
 const port = z.coerce.number().int().min(1, 'must be a port number 1-65535').max(65535, 'must be a port number 1-65535');
 // The agent's and controller's own rules (and defaults), so a bad value is refused before anything starts.
@@ -145,13 +136,8 @@ async function natsAuthFiles(stateDir: string, node: string, logger: (m: string)
   return files;
 }
 
-export async function upCommand(argv: string[]): Promise<number> {
-  const { values, help } = parseFlags(argv, upFlags);
-  if (help) {
-    // Every flag has a default: without this, `underlay up --help` would start the whole stack.
-    process.stdout.write(`usage: underlay up [flags]\n\nflags:\n${helpFor(upFlags)}\n`);
-    return 0;
-  }
+export async function upCommand(p: ResolvedFlags): Promise<number> {
+  const values = { ...p.values };
   const logSettings = takeLogSettings(values);
   const a = validate(UpArgs, values, upFlags);
   const etcdBin = findOnPath('etcd');

@@ -186,6 +186,9 @@ export function usableRange(c: Cidr): { first: bigint; last: bigint } {
   return { first: c.network + 1n, last };
 }
 
+/** A point-to-point subnet (IPv4 /31, IPv6 /127; RFC 3021, RFC 6164): two addresses, both usable, no gateway of its own. */
+export const isPointToPoint = (c: Cidr): boolean => c.prefix === (c.family === 4 ? 31 : 127);
+
 /** Docker's IPv4-derived MAC (libnetwork genMAC): 02:42 followed by the four address bytes. */
 export function macFromIPv4(a: Addr): string {
   if (a.family !== 4) throw new InvalidArgumentError('a MAC can only be derived from an IPv4 address');

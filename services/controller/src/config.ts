@@ -24,7 +24,7 @@ const streamLimit = (key: keyof typeof STREAM_LIMIT_BOUNDS, flag: string, unit: 
 };
 /** `--nats`: the servers of one NATS cluster, as a list or one string with commas (`nats://a:4222,nats://b:4222`). */
 const NatsServers = z
-  .union([z.string(), z.array(z.string())])
+  .union([z.string(), z.array(z.string())], { error: (iss) => (iss.input === undefined ? 'is required' : 'NATS servers are URLs such as nats://127.0.0.1:4222, comma-separated') })
   .transform((v) => natsServers(v))
   .pipe(
     z

@@ -270,7 +270,7 @@ export class Controller {
       serveRpc(nc, 'bindEndpoint', BindEndpointReq, (r, rc) => this.ipam.bindEndpoint(r, ctx(rc)), so),
       serveRpc(nc, 'networkRecord', NetworkRecordReq, (r, rc) => this.networks.networkRecord(r, ctx(rc)), so),
       serveRpc(nc, 'networkName', NetworkNameReq, (r, rc) => this.networks.networkName(r, ctx(rc)).then((x) => NetworkNameRes.parse(x)), so),
-      serveRpc(nc, 'networkRemove', NetworkRemoveReq, (r, rc) => this.networks.networkRemove(r, ctx(rc), this.nodes.containerOf), so),
+      serveRpc(nc, 'networkRemove', NetworkRemoveReq, (r, rc) => this.networks.networkRemove(r, ctx(rc), this.nodes.containerOf, this.nodes.heldBy), so),
       serveRpc(nc, 'nodeReport', NodeReport, (r, rc) => this.registration.nodeReport(r, ctx(rc)), so),
       serveRpc(nc, 'readEvents', ReadEventsReq, async (r) => ({ events: await this.readEventsPage(r.fromSeq, r.limit, maxPayload(nc) - REPLY_ENVELOPE_BYTES) }), so),
       serveRpc(nc, 'eventsHead', EmptyReq, async () => {
@@ -379,7 +379,7 @@ export class Controller {
       },
       removeNetwork: async (name, actor, trace) => {
         this.leaderOnly();
-        await this.networks.clusterNetworkRemove({ name }, { actor, traceId: activeTraceId() ?? trace?.span?.traceId, span: trace?.span, operation: trace?.operation }, this.nodes.containerOf);
+        await this.networks.clusterNetworkRemove({ name }, { actor, traceId: activeTraceId() ?? trace?.span?.traceId, span: trace?.span, operation: trace?.operation }, this.nodes.containerOf, this.nodes.heldBy);
       },
     }, {
       logger: this.logger,

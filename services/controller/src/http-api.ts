@@ -8,6 +8,7 @@
  *   GET  /v1/networks             POST /v1/networks           GET|DELETE /v1/networks/{name}
  *   GET  /v1/endpoints            GET  /v1/nodes              GET /v1/ipam/usage     GET /v1/ipam
  *   GET  /v1/events?since=SEQ&limit=N[&follow=true]
+ *   GET  /v1/version              the controller's version (what `underlay version` prints)
  *
  * Every /v1 route needs `Authorization: Bearer <token>` (one of the named tokens; its name is the actor of
  * the request's events). Bodies and queries are validated with the schemas of libs/core/src/protocol/api.ts;

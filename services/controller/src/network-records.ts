@@ -12,6 +12,7 @@ import {
   decideNetworkRecorded,
   decideNetworkRemoved,
   type ContainerLookup,
+  type HeldLookup,
   type NetworkDefinitionInput,
   type NetworkNameReq,
   type NetworkRecordReq,
@@ -35,19 +36,19 @@ export class NetworkRecords {
     if (definition) return this.writer.run((s) => decideNetworkDefine(s, { ...req, definition }), ctx);
     return this.writer.run((s) => decideNetworkNamed(s, req), ctx).then(() => ({ member: false }));
   }
-  async networkRemove(req: { networkId: string; node: string; cluster?: boolean; dryRun?: boolean }, ctx: RequestContext, who?: ContainerLookup) {
+  async networkRemove(req: { networkId: string; node: string; cluster?: boolean; dryRun?: boolean }, ctx: RequestContext, who?: ContainerLookup, held?: HeldLookup) {
     if (req.dryRun) {
       // Throws the refusal, if any, without deciding anything.
-      await this.writer.check((s) => decideNetworkRemoved(s, req, who));
+      await this.writer.check((s) => decideNetworkRemoved(s, req, who, held));
       return {};
     }
-    await this.writer.run((s) => decideNetworkRemoved(s, req, who), ctx);
+    await this.writer.run((s) => decideNetworkRemoved(s, req, who, held), ctx);
     return { seq: this.writer.committedSeq };
   }
   clusterNetworkCreate(req: { name: string; definition: NetworkDefinitionInput }, ctx: RequestContext) {
     return this.writer.run((s) => decideClusterNetworkCreate(s, req, this.poolLimits), ctx);
   }
-  clusterNetworkRemove(req: { name: string }, ctx: RequestContext, who?: ContainerLookup) {
-    return this.writer.run((s) => decideClusterNetworkRemove(s, req, who), ctx);
+  clusterNetworkRemove(req: { name: string }, ctx: RequestContext, who?: ContainerLookup, held?: HeldLookup) {
+    return this.writer.run((s) => decideClusterNetworkRemove(s, req, who, held), ctx);
   }
 }

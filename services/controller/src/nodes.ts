@@ -4,7 +4,7 @@
  * (leader and standbys) listens to the reports, so a new leader starts with the same view.
  * Kept in memory only: the next report after a restart refills it.
  */
-import { reportedAddresses, type ContainerLookup, type NodeLiveness, type NodeReport } from '@underlay/core';
+import { formatValue, reportedAddresses, tryParseAddr, type ContainerLookup, type HeldLookup, type NodeLiveness, type NodeReport } from '@underlay/core';
 
 export interface NodeEntry {
   node: string;
@@ -22,7 +22,11 @@ export class NodeDirectory {
 
   record(report: NodeReport, nowMs = Date.now()): void {
     this.entries.set(report.node, { node: report.node, lastSeenMs: nowMs, leaseMs: report.leaseMs ?? this.defaultLeaseMs, report });
-    this.liveness.set(report.node, { lastSeenMs: nowMs, report: { atMs: nowMs, endpoints: new Set(report.endpoints), addresses: reportedAddresses(report.endpointStates) } });
+    const held = new Set((report.heldAddresses ?? []).flatMap((x) => {
+      const a = tryParseAddr(x);
+      return a ? [formatValue(a.family, a.value)] : [];
+    }));
+    this.liveness.set(report.node, { lastSeenMs: nowMs, report: { atMs: nowMs, endpoints: new Set(report.endpoints), addresses: reportedAddresses(report.endpointStates), held } });
   }
 
   get(node: string): NodeEntry | undefined {
@@ -38,6 +42,9 @@ export class NodeDirectory {
     const e = this.entries.get(node);
     return !!e && nowMs - e.lastSeenMs <= e.leaseMs;
   }
+
+  /** The node's latest report says it holds the address for a container's restart (no endpoint holds it). */
+  readonly heldBy: HeldLookup = (node, address) => this.liveness.get(node)?.report?.held?.has(address) ?? false;
 
   /** The container holding an endpoint, as its node last reported. */
   readonly containerOf: ContainerLookup = (node, endpointId) =>

@@ -189,6 +189,7 @@ export class Agent {
         holdMs: this.config.addressHoldMs,
         release: (h) => ipam.releaseHeld({ controller, store }, h),
         log: this.logger,
+        onHold: () => this.reporter?.trigger(),
       }),
       onNetworksChanged: () => {
         this.replicas?.trigger();

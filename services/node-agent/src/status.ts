@@ -16,6 +16,7 @@ import type { LinkOps } from './driver/links.js';
 import type { LocalStore } from './driver/store.js';
 import type { ReplicaState } from './driver/replicas.js';
 import { readDockerUnderlay } from './driver/docker-state.js';
+import type { AddressHolds } from './driver/address-holds.js';
 
 /** Errors older than this drop out of reports. */
 const ERROR_KEEP_MS = 10 * 60_000;
@@ -64,6 +65,8 @@ export interface ReportSource {
   conflicts?: ReadonlyMap<string, string>;
   /** The name Docker knows this plugin by (--driver-name): `underlay` for the socket plugin, `underlay/underlay:VERSION` as a managed plugin. */
   driverName?: string;
+  /** Addresses held for a container's restart. */
+  holds?: Pick<AddressHolds, 'list'>;
 }
 
 export interface ReportInputs {
@@ -173,5 +176,7 @@ export async function buildReport(inp: ReportInputs): Promise<NodeReport> {
     endpoints: [...endpoints],
     endpointStates,
     networkStates,
+    // Held for a restart: the leak rules leave them, and they do not keep a network from being removed.
+    heldAddresses: (ctx.holds?.list() ?? []).map((h) => h.address),
   };
 }

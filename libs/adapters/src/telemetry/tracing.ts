@@ -66,6 +66,12 @@ export interface TracingOptions {
    * log lines carry no trace_id and `traceMethods` wrappers make no spans.
    */
   contextPropagation?: 'async' | 'explicit';
+  /**
+   * Export on a worker thread (export-thread.ts) when the exporter is OTLP (the default): the OTLP transformation
+   * and encoding leave the thread that serves requests. The controller sets it; other exporters (console, zipkin)
+   * stay on the SDK's own processors.
+   */
+  exportThread?: boolean;
 }
 
 export interface Tracing {
@@ -117,11 +123,22 @@ export function startTracing(opts: TracingOptions): Tracing | undefined {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { AsyncLocalStorageContextManager: Manager } = require('@opentelemetry/context-async-hooks') as typeof import('@opentelemetry/context-async-hooks');
   contextManager = undefined;
+  const exporters = (env.OTEL_TRACES_EXPORTER ?? '').split(',').map((e) => e.trim().toLowerCase()).filter((e) => e && e !== 'null' && e !== 'none');
+  const threaded = opts.exportThread && !opts.spanProcessors && exporters.every((e) => e === 'otlp');
+  let spanProcessors = opts.spanProcessors;
+  if (threaded) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { BatchSpanProcessor } = require('@opentelemetry/sdk-trace-base') as typeof import('@opentelemetry/sdk-trace-base');
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { ThreadSpanExporter } = require('./export-thread.js') as typeof import('./export-thread.js');
+    // BatchSpanProcessor from sdk-trace-base reads OTEL_BSP_* as the SDK's own does.
+    spanProcessors = [new BatchSpanProcessor(new ThreadSpanExporter({ env, ...(opts.logger ? { onError: opts.logger } : {}) }))];
+  }
   const sdk = new NodeSDK({
     resource: defaultResource().merge(resourceFromAttributes({ 'service.instance.id': opts.instance })),
     // OTEL_SERVICE_NAME (read by the SDK's environment detector) wins over the default.
     ...((env.OTEL_SERVICE_NAME ?? '').trim() ? {} : { serviceName: opts.service }),
-    ...(opts.spanProcessors ? { spanProcessors: opts.spanProcessors } : {}),
+    ...(spanProcessors ? { spanProcessors } : {}),
     // null: no context manager at all (explicit propagation); the SDK's setupContextManager skips it (its type
     // does not say so).
     contextManager: (opts.contextPropagation === 'explicit' ? null : (contextManager = new Manager())) as unknown as undefined,
@@ -132,7 +149,7 @@ export function startTracing(opts: TracingOptions): Tracing | undefined {
   sdk.start();
   tracerCache = undefined;
   enabled = true;
-  opts.logger?.(`tracing on: ${env.OTEL_TRACES_EXPORTER || 'otlp'} ${env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT || ''} (${env.OTEL_EXPORTER_OTLP_PROTOCOL || 'http/protobuf'}), service ${(env.OTEL_SERVICE_NAME ?? '').trim() || opts.service}, instance ${opts.instance}`);
+  opts.logger?.(`tracing on: ${env.OTEL_TRACES_EXPORTER || 'otlp'} ${env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT || ''} (${env.OTEL_EXPORTER_OTLP_PROTOCOL || 'http/protobuf'}${threaded ? ', exported on a worker thread' : ''}), service ${(env.OTEL_SERVICE_NAME ?? '').trim() || opts.service}, instance ${opts.instance}`);
   let done: Promise<void> | undefined;
   return {
     pause: (paused) => {

@@ -5,13 +5,13 @@
  */
 import type { EventBody } from '../state/events.js';
 import { ConflictError, ExhaustedError, InvalidArgumentError, NotFoundError, PermissionDeniedError } from '../errors.js';
-import { type Cidr, contains, formatCidr, formatValue, parseCidr, tryParseAddr, usableRange } from '../ip.js';
+import { type Cidr, contains, formatCidr, formatValue, isPointToPoint, parseCidr, tryParseAddr, usableRange } from '../ip.js';
 import { GATEWAY_REQUEST_TYPE, MAC_OPTION } from '../options.js';
 import type { AddressRelease, AddressRequest, EndpointBinding, PoolRelease, PoolRequest } from './requests.js';
 import { LIMITS } from '../limits.js';
 import { blockOf, blockRange, blockSize, endpointCount, formatBlock, type Allocation, type ClusterState, type Pool } from '../state/cluster-state.js';
 import type { Decision } from '../state/decision.js';
-import { DEFAULT_POOL_LIMITS, STRICT_AFFINITY_OPTION, SPACE_OPTION, blockPrefixOption, checkPoolSize, overlappingPool, poolIdOf, type PoolLimits } from '../state/pool-rules.js';
+import { DEFAULT_POOL_LIMITS, STRICT_AFFINITY_OPTION, SPACE_OPTION, blockPrefixOption, checkPoolSize, networksUsing, OVERLAP_HINT, overlappingPool, poolIdOf, type PoolLimits } from '../state/pool-rules.js';
 
 function strictOption(options: Record<string, string>): boolean {
   const raw = options[STRICT_AFFINITY_OPTION];
@@ -30,8 +30,8 @@ export function decideRequestPool(state: ClusterState, req: PoolRequest, limits:
   if ((cidr.family === 6) !== req.v6) {
     throw new InvalidArgumentError(`subnet ${req.pool} is not an IPv${req.v6 ? 6 : 4} subnet`);
   }
-  if (cidr.family === 4 && cidr.prefix > 30) {
-    throw new InvalidArgumentError(`subnet ${req.pool} is too small: an IPv4 subnet needs a prefix of /30 or shorter`);
+  if (cidr.family === 4 && cidr.prefix > 31) {
+    throw new InvalidArgumentError(`subnet ${req.pool} is too small: an IPv4 subnet needs a prefix of /31 (point-to-point, no gateway) or shorter`);
   }
   let subPool: Cidr | undefined;
   if (req.subPool) {
@@ -48,8 +48,10 @@ export function decideRequestPool(state: ClusterState, req: PoolRequest, limits:
   const existing = state.pools.get(poolId);
   if (existing) {
     if (existing.subPoolText !== subText) {
+      const range = existing.subPoolText ? `--ip-range ${existing.subPoolText}` : 'no --ip-range';
+      const holders = networksUsing(state, poolId);
       throw new ConflictError(
-        `subnet ${cidrText} is already in use in the cluster with ${existing.subPoolText ? `--ip-range ${existing.subPoolText}` : 'no --ip-range'}; use the same definition on every host`,
+        `subnet ${cidrText} is already in use in the cluster by ${holders} with ${range}; ${OVERLAP_HINT} (a replica of ${holders} needs the same ${range})`,
       );
     }
     if (existing.refs.has(req.node)) {
@@ -57,7 +59,7 @@ export function decideRequestPool(state: ClusterState, req: PoolRequest, limits:
       // A second Docker network with this subnet on one host (Docker's own IPAM refuses it too); a retry is fine.
       if (req.requestId && prev && prev !== req.requestId) {
         throw new ConflictError(
-          `subnet ${cidrText} is already used on this host by ${networksUsing(state, poolId, req.node)}; use another subnet, or --ipam-opt space=NAME for the same subnet on another VLAN`,
+          `subnet ${cidrText} is already used on this host by ${networksUsing(state, poolId, req.node)}; ${OVERLAP_HINT}`,
         );
       }
       return { events: [], result: { poolId, pool: cidrText } };
@@ -69,7 +71,7 @@ export function decideRequestPool(state: ClusterState, req: PoolRequest, limits:
   const other = overlappingPool(state, space, cidr);
   if (other) {
     throw new ConflictError(
-      `subnet ${cidrText} overlaps with ${other.cidrText} of ${networksUsing(state, other.poolId)}, already in use in address space "${space}"; use a different subnet, or --ipam-opt space=NAME to place it in another address space`,
+      `subnet ${cidrText} overlaps with ${other.cidrText} of ${networksUsing(state, other.poolId)}, already in use in address space "${space}"; ${OVERLAP_HINT}`,
     );
   }
   const options = { ...req.options };
@@ -82,18 +84,6 @@ export function decideRequestPool(state: ClusterState, req: PoolRequest, limits:
     ],
     result: { poolId, pool: cidrText },
   };
-}
-
-/** "network n1 (on h1, h2)" for the networks using a pool, for messages. */
-function networksUsing(state: ClusterState, poolId: string, onNode?: string): string {
-  const byName = new Map<string, string[]>();
-  for (const n of state.networks.values()) {
-    if (!n.poolIds.includes(poolId) || (onNode && n.node !== onNode)) continue;
-    const name = n.name ?? n.networkId.slice(0, 12);
-    byName.set(name, [...(byName.get(name) ?? []), n.node]);
-  }
-  if (byName.size === 0) return 'a network being created';
-  return [...byName].map(([name, nodes]) => `network "${name}" (on ${[...new Set(nodes)].sort().join(', ')})`).join(' and ');
 }
 
 /**
@@ -141,7 +131,7 @@ function requestedValue(p: Pool, text: string): bigint {
   return a.value;
 }
 
-export function decideRequestAddress(state: ClusterState, req: AddressRequest): Decision<{ address: string; allocSeq: number }> {
+export function decideRequestAddress(state: ClusterState, req: AddressRequest): Decision<{ address: string; allocSeq: number; reserved?: false }> {
   const p = getPool(state, req.poolId);
   const nextSeq = state.seq + 1;
   const isGateway = req.options['RequestAddressType'] === GATEWAY_REQUEST_TYPE;
@@ -167,6 +157,10 @@ export function decideRequestAddress(state: ClusterState, req: AddressRequest): 
       return alloc(v, 'gateway', true);
     }
     const { first, last } = usableRange(p.cidr);
+    // A point-to-point subnet has no gateway unless --gateway names one (Docker 28's own drivers reserve none): Docker
+    // before 28, and every Docker with a remote driver, still asks, and needs an address back. It gets the subnet's
+    // first address, reserved for nobody, so both addresses stay for containers.
+    if (isPointToPoint(p.cidr)) return { events: [], result: { address: withPrefix(p, first), allocSeq: 0, reserved: false } };
     for (let v = first; v <= last; v++) if (!p.allocs.has(v)) return alloc(v, 'gateway', false);
     throw new ExhaustedError(`no free address in ${p.cidrText} for the gateway`);
   }

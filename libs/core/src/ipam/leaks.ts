@@ -21,7 +21,7 @@ export interface NodeLiveness {
    * The node's latest report: when it was received, the endpoints it listed, and the addresses it showed held by
    * containers (`reportedAddresses`).
    */
-  report?: { atMs: number; endpoints: ReadonlySet<string>; addresses?: ReadonlySet<string> };
+  report?: { atMs: number; endpoints: ReadonlySet<string>; addresses?: ReadonlySet<string>; held?: ReadonlySet<string> };
 }
 
 /**
@@ -77,8 +77,9 @@ export function findLeakCandidates(
       const live = nodes.get(a.node);
       const candidate = (rule: LeakCandidate['rule']) => {
         const address = formatValue(p.cidr.family, v);
-        // A container on the node still holds it (as Docker told the agent): live, whatever else says.
-        if (rule !== 'node-expired' && live?.report?.addresses?.has(address)) return;
+        // A container on the node still holds it (as Docker told the agent), or the node holds it for a container's
+        // restart: live, whatever else says.
+        if (rule !== 'node-expired' && (live?.report?.addresses?.has(address) || live?.report?.held?.has(address))) return;
         out.push({ poolId: p.poolId, address, allocSeq: a.seq, node: a.node, rule });
       };
       const lastSeen = live?.lastSeenMs ?? knownSinceMs;

@@ -7,7 +7,7 @@ import { ConflictError, InvalidArgumentError, NotFoundError } from '../errors.js
 import type { EventBody } from '../state/events.js';
 import { formatCidr, formatValue, overlaps, parseCidr } from '../ip.js';
 import type { Decision } from '../state/decision.js';
-import { DEFAULT_POOL_LIMITS, SPACE_OPTION, blockPrefixOption, checkPoolSize, overlappingPool, type PoolLimits } from '../state/pool-rules.js';
+import { DEFAULT_POOL_LIMITS, OVERLAP_HINT, SPACE_OPTION, blockPrefixOption, checkPoolSize, clusterNetworkHolders, networksUsing, overlappingPool, type PoolLimits } from '../state/pool-rules.js';
 import { checkNetworkOwner } from '../state/network-owner.js';
 import type { ClusterState } from '../state/cluster-state.js';
 import { LOCAL_ADDRESS_SPACE } from '../options.js';
@@ -23,15 +23,22 @@ export interface AttachedEndpoint {
   address: string;
 }
 
-/** Every bound endpoint on any host's member of the cluster network `name`. */
-export function attachedEndpoints(state: ClusterState, name: string): AttachedEndpoint[] {
+/** Whether a node reported an address held for a container's restart (no endpoint holds it). */
+export type HeldLookup = (node: string, address: string) => boolean;
+
+/**
+ * Every bound endpoint on any host's member of the cluster network `name`, but for addresses their node reports held
+ * for a restart (the endpoint went: address-holds.ts in the agent).
+ */
+export function attachedEndpoints(state: ClusterState, name: string, held: HeldLookup = () => false): AttachedEndpoint[] {
   const members = new Set([...state.networks.values()].filter((n) => n.name === name && n.cluster !== false).map((n) => n.networkId));
   const out: AttachedEndpoint[] = [];
   if (members.size === 0) return out;
   for (const p of state.pools.values()) {
     for (const [v, a] of p.allocs) {
       if (a.kind === 'endpoint' && a.networkId && members.has(a.networkId) && a.endpointId) {
-        out.push({ node: a.node, endpointId: a.endpointId, networkId: a.networkId, poolId: p.poolId, address: formatValue(p.cidr.family, v) });
+        const address = formatValue(p.cidr.family, v);
+        if (!held(a.node, address)) out.push({ node: a.node, endpointId: a.endpointId, networkId: a.networkId, poolId: p.poolId, address });
       }
     }
   }
@@ -64,7 +71,7 @@ function subnetClash(state: ClusterState, name: string, def: NetworkDefinition):
     for (const s of def.subnets) {
       const c = parseCidr(s.subnet);
       const hit = other.definition.subnets.find((o) => overlaps(parseCidr(o.subnet), c));
-      if (hit) return `subnet ${s.subnet} overlaps with ${hit.subnet} of network ${other.name}`;
+      if (hit) return `subnet ${s.subnet} overlaps with ${hit.subnet} of ${clusterNetworkHolders(state, other.name)}; ${OVERLAP_HINT}`;
     }
   }
   return undefined;
@@ -156,15 +163,20 @@ export function decideClusterNetworkCreate(
   const space = def.ipamOptions[SPACE_OPTION] || LOCAL_ADDRESS_SPACE;
   for (const s of def.subnets) {
     const p = overlappingPool(state, space, parseCidr(s.subnet));
-    if (p) throw new ConflictError(`subnet ${s.subnet} overlaps with ${p.cidrText}, already in use in address space "${space}"`);
+    if (p) throw new ConflictError(`subnet ${s.subnet} overlaps with ${p.cidrText} of ${networksUsing(state, p.poolId)}, already in use in address space "${space}"; ${OVERLAP_HINT}`);
   }
   return { events: [{ type: 'ClusterNetworkCreated', data: { name: req.name, definition: def } }], result: { created: true } };
 }
 
 /** `underlay network rm`: refused while any host has an endpoint on it. */
-export function decideClusterNetworkRemove(state: ClusterState, req: { name: string }, who: ContainerLookup = () => undefined): Decision<Record<string, never>> {
+export function decideClusterNetworkRemove(
+  state: ClusterState,
+  req: { name: string },
+  who: ContainerLookup = () => undefined,
+  held: HeldLookup = () => false,
+): Decision<Record<string, never>> {
   if (!state.clusterNetworks.has(req.name)) throw new NotFoundError(`network ${req.name} not found`);
-  const attached = attachedEndpoints(state, req.name);
+  const attached = attachedEndpoints(state, req.name, held);
   if (attached.length > 0) throw inUseError(req.name, attached, who);
   return { events: [{ type: 'ClusterNetworkRemoved', data: { name: req.name } }], result: {} };
 }
@@ -182,13 +194,14 @@ export function decideNetworkRemoved(
   state: ClusterState,
   req: { networkId: string; node: string; cluster?: boolean },
   who: ContainerLookup = () => undefined,
+  held: HeldLookup = () => false,
 ): Decision<Record<string, never>> {
   const n = state.networks.get(req.networkId);
   if (!n) return { events: [], result: {} };
   checkNetworkOwner(state, req.networkId, req.node);
   const events: EventBody[] = [];
   if (req.cluster !== false && n.cluster && n.name && state.clusterNetworks.has(n.name)) {
-    const attached = attachedEndpoints(state, n.name);
+    const attached = attachedEndpoints(state, n.name, held);
     if (attached.length > 0) throw inUseError(n.name, attached, who);
     events.push({ type: 'ClusterNetworkRemoved', data: { name: n.name } });
   }

@@ -52,6 +52,15 @@ export const Health = z.object({
 });
 export type Health = z.infer<typeof Health>;
 
+/** `GET /v1/version`: the controller's version, its API's version, and which controller answered. */
+export const VersionInfo = z.object({
+  version: text(LIMITS.version),
+  api: z.literal('v1'),
+  name: text(LIMITS.name),
+  role: text(LIMITS.name),
+});
+export type VersionInfo = z.infer<typeof VersionInfo>;
+
 /** `GET /v1/ipam`: the folded state as `describe()` gives it (pools, nodes, networks, cluster networks). */
 export const IpamDescribe = z.looseObject({
   seq: z.number().int().nonnegative(),

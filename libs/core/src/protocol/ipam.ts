@@ -63,6 +63,8 @@ export const RequestAddressRes = z.object({
   address,
   /** Sequence number of the allocation, to be carried by its release. */
   allocSeq: z.number().int().nonnegative(),
+  /** false: a point-to-point subnet's gateway answer, reserved for nobody (absent: reserved). */
+  reserved: z.literal(false).optional(),
 });
 export type RequestAddressRes = z.infer<typeof RequestAddressRes>;
 
@@ -139,6 +141,12 @@ export const NodeReport = NodeHello.extend({
   leaseMs: z.number().int().positive().max(LIMITS.timerMs).optional(),
   endpointStates: z.array(EndpointStatus).max(LIMITS.nodeEndpoints).default([]),
   networkStates: z.array(NetworkStatus).max(LIMITS.nodeNetworks).default([]),
+  /**
+   * Addresses this node holds for a container's restart (released by Docker a moment ago, handed back first to the
+   * next container here): still this node's, but no endpoint's. The leak rules leave them, and a network's removal
+   * does not count them as attached.
+   */
+  heldAddresses: z.array(address).max(LIMITS.nodeEndpoints).optional(),
 });
 export type NodeReport = z.infer<typeof NodeReport>;
 

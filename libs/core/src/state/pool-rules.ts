@@ -63,3 +63,30 @@ export function overlappingPool(state: ClusterState, space: string, cidr: Cidr):
   for (const p of state.pools.values()) if (p.space === space && overlaps(p.cidr, cidr)) return p;
   return undefined;
 }
+
+/** What an overlap refusal tells the user to do. */
+export const OVERLAP_HINT = 'use another subnet, or --ipam-opt space=NAME for the same subnet on another VLAN';
+
+/** `network "n1" (on h1, h2)` for the networks using a pool (only those on `onNode` when given), for messages. */
+export function networksUsing(state: ClusterState, poolId: string, onNode?: string): string {
+  const byName = new Map<string, string[]>();
+  for (const n of state.networks.values()) {
+    if (!n.poolIds.includes(poolId) || (onNode && n.node !== onNode)) continue;
+    const name = n.name ?? n.networkId.slice(0, 12);
+    byName.set(name, [...(byName.get(name) ?? []), n.node]);
+  }
+  if (byName.size === 0) return 'a network being created';
+  return [...byName].map(([name, nodes]) => networkOn(name, nodes)).join(' and ');
+}
+
+/** `network "n1" (on h1, h2)` for a cluster network by name: the hosts that have it. */
+export function clusterNetworkHolders(state: ClusterState, name: string): string {
+  const nodes: string[] = [];
+  for (const n of state.networks.values()) if (n.name === name) nodes.push(n.node);
+  return networkOn(name, nodes);
+}
+
+function networkOn(name: string, nodes: string[]): string {
+  const hosts = [...new Set(nodes)].sort();
+  return `network "${name}" (${hosts.length ? `on ${hosts.join(', ')}` : 'on no host yet'})`;
+}

@@ -23,6 +23,7 @@ import {
   NetworkList,
   NetworkName,
   NodeList,
+  VersionInfo,
   describe as describeState,
   endpointList,
   ipamUsage,
@@ -37,6 +38,7 @@ import type { ApiDeps, RequestTrace } from './deps.js';
 import { HttpError, parseWith, readJsonBody } from './http.js';
 import { resolveLimits, type HttpLimits } from './limits.js';
 import { traceEvents } from './trace-events.js';
+import { CONTROLLER_VERSION } from '../version.js';
 
 export type Method = 'GET' | 'POST' | 'DELETE';
 
@@ -368,6 +370,18 @@ export const apiRoutes: RouteSpec[] = [
     async handle(ctx) {
       const q = parseWith(EndpointQuery, ctx.query);
       return { status: 200, body: { endpoints: endpointList(views(ctx), q) } };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/version',
+    operationId: 'version',
+    summary: 'This controller\'s version (what underlay version prints)',
+    auth: true,
+    responses: { 200: { description: 'the version, the API version and which controller answered', schema: VersionInfo }, ...unauthorized },
+    async handle({ deps }) {
+      const { role, name } = deps.status();
+      return { status: 200, body: { version: CONTROLLER_VERSION, api: 'v1', name, role } };
     },
   },
   {

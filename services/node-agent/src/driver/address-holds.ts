@@ -35,6 +35,8 @@ export interface AddressHoldsOptions {
   release: (h: Hold) => Promise<void>;
   log: Log;
   now?: () => number;
+  /** Called after an address is held (the agent reports it at once: the controller then counts it as no endpoint's). */
+  onHold?: () => void;
 }
 
 export class AddressHolds {
@@ -60,6 +62,7 @@ export class AddressHolds {
     const t = setTimeout(() => void this.expire(hold), this.opts.holdMs);
     t.unref();
     this.timers.set(hold, t);
+    this.opts.onHold?.();
   }
 
   /** The address of the pool released last, no longer held (undefined: none). */
@@ -70,6 +73,17 @@ export class AddressHolds {
     if (list!.length === 0) this.held.delete(poolId);
     this.unschedule(h);
     this.opts.log(`address ${h.address} given back to a container on this host, ${Math.round((this.now() - h.heldAtMs) / 1000)} s after its endpoint went (restart)`);
+    return h;
+  }
+
+  /** Stops holding the address without releasing it (the caller releases it or hands it out); undefined when not held. */
+  forget(poolId: string, address: string): Hold | undefined {
+    const list = this.held.get(poolId);
+    const i = list ? list.findIndex((h) => h.address === address) : -1;
+    if (i < 0) return undefined;
+    const [h] = list!.splice(i, 1);
+    if (list!.length === 0) this.held.delete(poolId);
+    this.unschedule(h!);
     return h;
   }
 

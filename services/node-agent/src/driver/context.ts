@@ -100,6 +100,21 @@ export interface EndpointError {
 export class DriverMemory {
   /** The pool this node's Docker requested last for each CIDR: CreateNetwork names only the CIDR, right after RequestPool. */
   readonly recentPools = new Map<string, string>();
+  /**
+   * Point-to-point pools whose gateway the controller answered without reserving it (no --gateway): pool id → that
+   * address. CreateNetwork then records no gateway (Docker still passes the address).
+   */
+  readonly unreservedGateways = new Map<string, string>();
+  /**
+   * When this host's Docker last asked for each pool (pool id → ms, set as the request starts): a pool Docker asked
+   * for a moment ago belongs to a network being created, and is not given back for a record removed meanwhile.
+   */
+  readonly poolRequestedAt = new Map<string, number>();
+  /**
+   * Endpoint addresses Docker asked for by name (`--ip`, `--ip6`): `<pool id>|<address>`. Released at once, not held:
+   * the container asks for the same address again when it restarts.
+   */
+  readonly namedAddresses = new Set<string>();
   /** The last error of each endpoint's Docker calls, for status reports (kept a while after the endpoint is gone). */
   readonly endpointErrors = new Map<string, EndpointError>();
   /** Docker networks the controller refused (same name, other definition): id → why. */
@@ -121,7 +136,7 @@ export class DriverMemory {
 export interface IpamDeps {
   controller: ControllerClient;
   store: LocalStore;
-  memory: Pick<DriverMemory, 'recentPools'>;
+  memory: Pick<DriverMemory, 'recentPools' | 'unreservedGateways' | 'poolRequestedAt' | 'namedAddresses'>;
   /** Addresses released a moment ago, for the container's restart (address-holds.ts; absent: released at once). */
   holds?: AddressHolds;
 }
@@ -154,7 +169,9 @@ export interface NetworkDeps extends DefineDeps {
   lock: KeyedMutex;
   links: LinkOps;
   docker: Pick<Docker, 'inspectNetwork' | 'networkName'>;
-  memory: Pick<DriverMemory, 'conflicts' | 'recentPools' | 'removalRecorded'>;
+  memory: Pick<DriverMemory, 'conflicts' | 'recentPools' | 'unreservedGateways' | 'removalRecorded'>;
+  /** Addresses held for a restart: those of a network that goes are released with it. */
+  holds?: AddressHolds;
   /** Cluster parent names → this host's interfaces (--parent-map). */
   parentMap?: Readonly<Record<string, string>>;
   /** Called after this host's networks changed (a replica reconcile, routes). */

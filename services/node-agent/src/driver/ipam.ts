@@ -1,5 +1,5 @@
 /** IpamDriver: every call goes to the controller, which owns the cluster-wide allocation state. */
-import { plugin } from '@underlay/core';
+import { formatCidr, isPointToPoint, parseCidr, plugin, poolIdOf } from '@underlay/core';
 import { randomUUID } from 'node:crypto';
 import type { EndpointDeps, IpamDeps } from './context.js';
 import { withPoolPrefix } from './address-holds.js';
@@ -16,8 +16,14 @@ export function defaultAddressSpaces() {
 
 export async function requestPool(ctx: IpamDeps, raw: unknown) {
   const r = plugin.RequestPoolRequest.parse(raw);
+  const space = r.AddressSpace || plugin.LOCAL_ADDRESS_SPACE;
+  try {
+    if (r.Pool) ctx.memory.poolRequestedAt.set(poolIdOf(space, formatCidr(parseCidr(r.Pool))), Date.now());
+  } catch {
+    // Not a subnet: the controller refuses it.
+  }
   const res = await ctx.controller.requestPool({
-    space: r.AddressSpace || plugin.LOCAL_ADDRESS_SPACE,
+    space,
     pool: r.Pool,
     subPool: r.SubPool,
     options: r.Options ?? {},
@@ -46,21 +52,57 @@ export async function requestAddress(ctx: IpamDeps, raw: unknown) {
     const held = ctx.holds?.take(r.PoolID);
     if (held) return { Address: held.cidr, Data: {} };
   }
+  if (kind === 'endpoint') {
+    // An endpoint naming its address (--ip): released at once when it goes (its container names it again on a
+    // restart). An address held here (a restarting container's whose --ip an earlier agent process saw, or another
+    // container's) is this host's: handed out as it is.
+    const held = ctx.holds?.forget(r.PoolID, r.Address!);
+    if (held) {
+      ctx.memory.namedAddresses.add(`${r.PoolID}|${r.Address}`);
+      return { Address: held.cidr, Data: {} };
+    }
+  }
   // One id per Docker call, reused by the client's retries: a retry gets the same allocation.
   const res = await ctx.controller.requestAddress({ poolId: r.PoolID, address: r.Address, options, requestId: randomUUID(), kind });
+  if (res.reserved === false) {
+    // A point-to-point subnet's gateway: Docker needs an address, but nobody holds it and the network gets no gateway.
+    ctx.memory.unreservedGateways.set(r.PoolID, res.address);
+    return { Address: res.address, Data: {} };
+  }
+  if (options['RequestAddressType'] !== undefined) ctx.memory.unreservedGateways.delete(r.PoolID);
+  if (kind === 'endpoint') ctx.memory.namedAddresses.add(`${r.PoolID}|${r.Address}`);
   ctx.store.setAlloc(r.PoolID, res.address.split('/')[0]!, res.allocSeq);
   return { Address: res.address, Data: {} };
+}
+
+/** The pool id (`<space>/<subnet>`) names an IPv4 /31 or IPv6 /127. */
+function isPointToPointPool(poolId: string): boolean {
+  try {
+    return isPointToPoint(parseCidr(poolId.split('/').slice(-2).join('/')));
+  } catch {
+    return false;
+  }
 }
 
 export async function releaseAddress(ctx: IpamDeps, raw: unknown) {
   const r = plugin.ReleaseAddressRequest.parse(raw);
   const allocSeq = ctx.store.allocSeq(r.PoolID, r.Address);
-  // An endpoint's address (its network is still here): held a while for the container's restart.
-  const cidr = ctx.holds?.enabled && allocSeq !== undefined ? endpointCidr(ctx, r.PoolID, r.Address) : undefined;
+  // A point-to-point pool's gateway was reserved for nobody (no --gateway) and may be a container's address, here or on
+  // another host: Docker releases it at network removal with nothing to tell it from that address. Every endpoint
+  // address this host holds is in the store with its seq (rebuilt from the controller after a loss); an address
+  // without one is that gateway (or a leak, which the controller's collector reclaims).
+  if (allocSeq === undefined && isPointToPointPool(r.PoolID)) return {};
+  // An endpoint's address (its network is still here): held a while for the container's restart, unless the container
+  // named it (--ip: it names it again).
+  const named = ctx.memory.namedAddresses.delete(`${r.PoolID}|${r.Address}`);
+  const cidr = ctx.holds?.enabled && allocSeq !== undefined && !named ? endpointCidr(ctx, r.PoolID, r.Address) : undefined;
   if (cidr && allocSeq !== undefined) {
     ctx.holds!.hold({ poolId: r.PoolID, address: r.Address, cidr, allocSeq });
     return {};
   }
+  // Released again while held: a point-to-point network's gateway answer was a container's former address, and the
+  // network went. It goes back now, and is no longer held.
+  ctx.holds?.forget(r.PoolID, r.Address);
   await releaseHeld(ctx, { poolId: r.PoolID, address: r.Address, allocSeq });
   return {};
 }

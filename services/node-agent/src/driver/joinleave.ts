@@ -1,5 +1,5 @@
 /** NetworkDriver.Join / Leave (libnetwork: macvlan_joinleave.go, ipvlan_joinleave.go). */
-import { NotFoundError, contains, endpointLinkName, parseAddrWithPrefix, parseCidr, plugin } from '@underlay/core';
+import { NotFoundError, contains, endpointLinkName, isPointToPoint, parseAddrWithPrefix, parseCidr, plugin } from '@underlay/core';
 import type { JoinDeps } from './context.js';
 import { createEndpointLink } from './links.js';
 import type { NetworkRecord } from './store.js';
@@ -49,6 +49,8 @@ export async function join(ctx: JoinDeps, raw: unknown): Promise<plugin.JoinResp
     const gw6 = gatewayFor(net.ipv6, ep.addressV6);
     if (gw4) res.Gateway = gw4;
     if (gw6) res.GatewayIPv6 = gw6;
+    // A point-to-point subnet without --gateway: no default route, and no docker_gwbridge either.
+    if (!gw4 && !gw6 && [ep.address, ep.addressV6].some((a) => a && isPointToPoint(parseCidr(a)))) res.DisableGatewayService = true;
     return res;
   });
 }

@@ -62,6 +62,14 @@ async function checkParentRules(ctx: NetworkDeps, id: string, o: NetworkOptions,
   }
 }
 
+/** The network's gateway: none for a point-to-point subnet whose gateway the controller reserved for nobody (no --gateway). */
+function gatewayOf(ctx: NetworkDeps, d: { Pool: string; Gateway?: string }): string | undefined {
+  const poolId = ctx.memory.recentPools.get(d.Pool);
+  const ip = (cidr: string | undefined) => cidr?.split('/')[0];
+  if (d.Gateway && poolId && ip(ctx.memory.unreservedGateways.get(poolId)) === ip(d.Gateway)) return undefined;
+  return d.Gateway;
+}
+
 export async function createNetwork(ctx: NetworkDeps, raw: unknown): Promise<Record<string, never>> {
   const req = plugin.CreateNetworkRequest.parse(raw);
   const id = req.NetworkID;
@@ -94,8 +102,8 @@ export async function createNetwork(ctx: NetworkDeps, raw: unknown): Promise<Rec
       ipvlanMode: o.ipvlanMode,
       ipvlanFlag: o.ipvlanFlag,
       internal: o.internal || !o.parent,
-      ipv4: v4.map((d) => ({ pool: d.Pool, gateway: d.Gateway })),
-      ipv6: v6.map((d) => ({ pool: d.Pool, gateway: d.Gateway })),
+      ipv4: v4.map((d) => ({ pool: d.Pool, gateway: gatewayOf(ctx, d) })),
+      ipv6: v6.map((d) => ({ pool: d.Pool, gateway: gatewayOf(ctx, d) })),
       poolIds: [],
     };
     const poolIds = [...v4, ...v6].map((d) => ctx.memory.recentPools.get(d.Pool)).filter((x): x is string => !!x);
@@ -150,6 +158,10 @@ export async function deleteNetwork(ctx: NetworkDeps, raw: unknown): Promise<Rec
   return ctx.lock.run(id, async () => {
     const rec = ctx.store.networks.get(id);
     if (!rec) throw new NotFoundError(`network id ${JSON.stringify(id)} not found`);
+    // Addresses held for a restart on this network go back now: no container comes back to a network that goes.
+    for (const poolId of rec.poolIds) {
+      await ctx.holds?.releasePool(poolId).catch((e: Error) => logWarn(ctx.log, `held addresses of pool ${poolId} not released: ${e.message}`));
+    }
     // First the cluster: removing a member of a cluster network removes it from every host, and the
     // controller refuses while another host has endpoints on it (Docker then keeps the network here).
     // Docker removes the network whatever DeleteNetwork answers (libnetwork only logs a driver's error), so a

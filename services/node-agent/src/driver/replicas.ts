@@ -18,6 +18,8 @@ import { mapParent } from '../config.js';
 import type { DriverContext } from './context.js';
 import { findParent } from './links.js';
 import { defineNetwork } from './network.js';
+import { readDockerUnderlay } from './docker-state.js';
+import { forgetPruned, pruneStale, pruneSummary } from './restore.js';
 
 /** Longest wait between two attempts to create a replica that failed. */
 const MAX_BACKOFF_MS = 300_000;
@@ -94,6 +96,7 @@ export class ReplicaReconciler {
   }
 
   private async pass(): Promise<PassResult | void> {
+    await this.checkAgainstDocker();
     if (!this.view.isReady) return;
     // The view will see the awaited event soon and trigger another pass.
     if (this.view.state.seq < (this.ctx.awaitSeq ?? 0)) return;
@@ -177,13 +180,29 @@ export class ReplicaReconciler {
     if (next !== Infinity) return { requeueAfterMs: Math.max(0, next - Date.now()) };
   }
 
-  /** Why this host cannot have the network's parent (none: it exists, or underlay makes it: a dummy, or a VLAN of an existing link). */
+  /**
+   * Docker is the truth on its host: records of networks and endpoints Docker does not have are removed (with the links
+   * underlay made for them), logged, and the controller is told before the pass goes on.
+   */
+  private async checkAgainstDocker(): Promise<void> {
+    const { ctx } = this;
+    const docker = await readDockerUnderlay(ctx.docker, ctx.store.networks.keys(), ctx.driverName);
+    const pruned = await pruneStale(ctx, docker);
+    const summary = pruneSummary(pruned);
+    if (summary) logWarn(ctx.log, summary);
+    for (const e of pruned.errors) logWarn(ctx.log, `check against Docker: ${e}`);
+    if (pruned.removed.length === 0) return;
+    // Awaited: this pass may create a replica of the same cluster network next, with the same pool.
+    for (const e of await forgetPruned(ctx, pruned.removed)) logWarn(ctx.log, e);
+  }
+
   /** Docker holds a network of this exact name (of any driver); false when Docker cannot be read either. */
   private async dockerHas(name: string): Promise<boolean> {
     const n = await this.ctx.docker.inspectNetwork(name).catch(() => undefined);
     return n?.Name === name;
   }
 
+  /** Why this host cannot have the network's parent (none: it exists, or underlay makes it: a dummy, or a VLAN of an existing link). */
   private async missingParent(cn: ClusterNetwork): Promise<string | undefined> {
     let wanted: string | undefined;
     try {

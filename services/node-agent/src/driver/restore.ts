@@ -6,14 +6,25 @@
  *    aside, or wiped) is recorded again from the Docker Engine API: options, parent, subnets and gateways,
  *    the endpoints' addresses, MACs and links. The pools are derived as the controller names them
  *    (`<space>/<subnet>`), so new containers bind their addresses at once.
+ *    A point-to-point subnet (/31, /127) is recorded without the gateway Docker shows (its gateway request was answered
+ *    with an address reserved for nobody); step 3 puts back one --gateway reserved.
+ *    Then the store is checked against Docker (`pruneStale`): Docker is the truth on its host, so a record of a network
+ *    or endpoint Docker does not have (its data root was reset, the state directory came from another host or agent,
+ *    a removal happened while the agent was down) is removed with the links underlay made for it, logged, and the
+ *    controller is told that this host no longer has the network (`forgetPruned`: its endpoints' addresses, and its
+ *    pools when nothing else here uses them, with their held addresses, are given back). An endpoint whose network
+ *    Docker still has keeps its address: Docker releases it (and it is held for the container's restart). The replica
+ *    reconcile does the same on every pass.
  * 2. `restore` (libnetwork: macvlan_store.go's populateNetworks and populateEndpoints): parents underlay
  *    created (802.1q sub-interfaces, dummies) that are gone are re-created; endpoint links underlay made that
  *    no endpoint owns any more are removed. Links inside running containers are not in the host namespace and
  *    are never touched, so containers keep their connectivity throughout.
  * 3. `rebuildFromController` (once the cluster view has caught up): the pools each network uses as the
- *    controller recorded them, the allocations this node holds (with their seqs, so releases carry them), and
- *    a binding for any endpoint address the controller still has unbound.
- * Running containers keep their addresses: nothing here allocates or releases an address.
+ *    controller recorded them, a point-to-point subnet's gateway as the controller reserved it (or none), the
+ *    allocations this node holds (with their seqs, so releases carry them), and a binding for any endpoint address
+ *    the controller still has unbound.
+ * Running containers keep their addresses: nothing here allocates an address, and only addresses of networks Docker
+ * no longer has are released.
  */
 import {
   SPACE_OPTION,
@@ -22,6 +33,7 @@ import {
   formatCidr,
   formatValue,
   isEndpointLinkName,
+  isPointToPoint,
   parseCidr,
   parseNetworkOptions,
   plugin,
@@ -29,11 +41,12 @@ import {
   tryParseAddr,
   type ClusterState,
 } from '@underlay/core';
-import type { ControllerClient, Docker, KeyedMutex } from './context.js';
-import { ensureParent, type LinkOps } from './links.js';
+import type { ControllerClient, Docker, DriverMemory, KeyedMutex } from './context.js';
+import { ensureParent, removeCreatedParent, type LinkOps } from './links.js';
 import { mapParent } from '../config.js';
-import { readDockerUnderlay, type DockerNetworkInfo } from './docker-state.js';
+import { readDockerUnderlay, type DockerNetworkInfo, type DockerUnderlayState } from './docker-state.js';
 import type { AllocInfo, EndpointRecord, LocalStore, NetworkRecord } from './store.js';
+import type { AddressHolds } from './address-holds.js';
 
 /** What the rebuilds read and write (a subset of the agent's DriverContext). */
 export interface RebuildDeps {
@@ -41,11 +54,17 @@ export interface RebuildDeps {
   store: LocalStore;
   lock: KeyedMutex;
   docker: Pick<Docker, 'listNetworkIds' | 'inspectNetwork'>;
-  controller: Pick<ControllerClient, 'bindEndpoint'>;
+  controller: Pick<ControllerClient, 'bindEndpoint' | 'networkRemove' | 'releasePool' | 'releaseAddress'>;
+  /** Addresses held for a restart (the pools of removed records give theirs back). */
+  holds?: Pick<AddressHolds, 'releasePool'>;
+  /** Pools this host's Docker asked for lately (not given back for a removed record). */
+  memory?: Pick<DriverMemory, 'poolRequestedAt'>;
   /** Cluster parent names → this host's interfaces (--parent-map). */
   parentMap?: Readonly<Record<string, string>>;
   /** The name Docker knows this plugin by (--driver-name): `underlay` for the socket plugin, `underlay/underlay:VERSION` as a managed plugin. */
   driverName?: string;
+  /** The links of this host (records Docker does not have are removed with theirs; without: nothing is removed). */
+  links?: LinkOps;
 }
 
 export interface RestoreReport {
@@ -89,6 +108,158 @@ export interface DockerRebuildReport {
   /** Endpoints recorded again: `<container> <address>`. */
   endpoints: string[];
   errors: string[];
+  /** Records Docker does not have, removed (Docker could be read). */
+  pruned?: PruneReport;
+}
+
+/**
+ * Records younger than this are never taken for stale: Docker stores a network only after CreateNetwork returns, and
+ * lists an endpoint only once it has joined its container.
+ */
+export const PRUNE_GRACE_MS = 60_000;
+
+export interface PruneReport {
+  /** Networks whose records were removed: `<id12> (parent <link>)`. */
+  networks: string[];
+  /** Endpoints whose records were removed: `<id12> <address>`. */
+  endpoints: string[];
+  /** Links underlay had made for them, deleted (parents, endpoint links left in this namespace). */
+  links: string[];
+  errors: string[];
+  /** The removed networks' ids, pools and their endpoints' allocations (to tell the controller). */
+  removed: { id: string; poolIds: string[]; allocs: AllocInfo[] }[];
+}
+
+/** One line for the agent's log, or undefined when nothing was removed. */
+export function pruneSummary(r: PruneReport): string | undefined {
+  if (!r.networks.length && !r.endpoints.length) return undefined;
+  return (
+    `removed records Docker does not have: ${r.networks.length} networks (${r.networks.join(', ') || '-'}) and ${r.endpoints.length} endpoints (${r.endpoints.join(', ') || '-'})` +
+    (r.links.length ? `; deleted links ${r.links.join(', ')}` : '')
+  );
+}
+
+/**
+ * Removes every record of a network or endpoint that Docker, read in full (`docker.complete`), does not have: the
+ * store never decides alone what exists on this host. A network goes with its endpoints' records, the endpoint links
+ * left in this namespace and the parent underlay created for it (when no other network here uses it). Records this
+ * process wrote less than `graceMs` ago are left (a network or endpoint Docker is still creating).
+ */
+export async function pruneStale(ctx: { store: LocalStore; lock: KeyedMutex; links: LinkOps }, docker: DockerUnderlayState, graceMs = PRUNE_GRACE_MS): Promise<PruneReport> {
+  const out: PruneReport = { networks: [], endpoints: [], links: [], errors: [], removed: [] };
+  if (!docker.complete) return out;
+  const { store, links } = ctx;
+  const dropEndpoint = async (ep: EndpointRecord): Promise<void> => {
+    if (ep.srcName) {
+      try {
+        if (await links.deleteLink(ep.srcName)) out.links.push(ep.srcName);
+      } catch (e) {
+        out.errors.push(`link ${ep.srcName} of endpoint ${ep.id.slice(0, 12)} could not be removed: ${(e as Error).message}`);
+      }
+    }
+    store.deleteEndpoint(ep.id);
+    out.endpoints.push(`${ep.id.slice(0, 12)} ${ep.address ?? ep.addressV6 ?? ''}`.trim());
+  };
+  for (const rec of [...store.networks.values()]) {
+    if (docker.networks.has(rec.id)) continue;
+    await ctx.lock.run(rec.id, async () => {
+      const cur = store.networks.get(rec.id);
+      if (!cur || store.writtenWithin(cur.id, graceMs)) return;
+      // Docker will never release the addresses of a network it does not have: they go back with the network.
+      const allocs: AllocInfo[] = [];
+      try {
+        for (const ep of [...store.endpoints.values()]) {
+          if (ep.networkId !== cur.id) continue;
+          for (const a of [ep.address, ep.addressV6]) {
+            const alloc = a ? store.findAlloc(a.split('/')[0]!, cur.poolIds) : undefined;
+            if (alloc) allocs.push(alloc);
+          }
+          await dropEndpoint(ep);
+        }
+        store.deleteNetwork(cur.id);
+      } catch (e) {
+        out.errors.push(`the record of network ${cur.id.slice(0, 12)} could not be removed: ${(e as Error).message}`);
+        return;
+      }
+      out.networks.push(`${cur.id.slice(0, 12)} (parent ${cur.parent})`);
+      out.removed.push({ id: cur.id, poolIds: [...cur.poolIds], allocs });
+      if (!cur.createdParent || [...store.networks.values()].some((n) => n.parent === cur.parent)) return;
+      try {
+        if (await links.getLink(cur.parent)) {
+          await removeCreatedParent(links, cur.parent);
+          if (!(await links.getLink(cur.parent))) out.links.push(cur.parent);
+        }
+      } catch (e) {
+        out.errors.push(`parent ${cur.parent} of network ${cur.id.slice(0, 12)} could not be removed: ${(e as Error).message}`);
+      }
+    });
+  }
+  for (const ep of [...store.endpoints.values()]) {
+    const net = docker.networks.get(ep.networkId);
+    if (net?.endpoints.some((d) => d.endpointId === ep.id)) continue;
+    await ctx.lock.run(ep.networkId, async () => {
+      const cur = store.endpoints.get(ep.id);
+      if (!cur || store.writtenWithin(cur.id, graceMs)) return;
+      try {
+        await dropEndpoint(cur);
+      } catch (e) {
+        out.errors.push(`the record of endpoint ${cur.id.slice(0, 12)} could not be removed: ${(e as Error).message}`);
+      }
+    });
+  }
+  return out;
+}
+
+/**
+ * Tells the controller that this host no longer has the networks `pruneStale` removed (the cluster's network, if any,
+ * stays: the replica reconcile creates it here again), gives back their endpoints' addresses, and the pools nothing
+ * else here uses (with the addresses held there for a restart: address-holds.ts). The controller refuses a network
+ * another host owns (a state directory shared or copied from there): that is only logged, and nothing is given back.
+ * Endpoints pruned alone (their network is still Docker's) keep their addresses: Docker releases those itself (and
+ * they are held for the container's restart), or the controller's leak collector reclaims them.
+ */
+export async function forgetPruned(
+  ctx: {
+    store: LocalStore;
+    controller: Pick<ControllerClient, 'networkRemove' | 'releasePool' | 'releaseAddress'>;
+    holds?: Pick<AddressHolds, 'releasePool'>;
+    memory?: Pick<DriverMemory, 'poolRequestedAt'>;
+  },
+  removed: PruneReport['removed'],
+  now: () => number = Date.now,
+): Promise<string[]> {
+  /** Docker asked for the pool a moment ago: a network being created (its record comes at CreateNetwork) uses it. */
+  const requestedLately = (poolId: string): boolean => now() - (ctx.memory?.poolRequestedAt.get(poolId) ?? -Infinity) < PRUNE_GRACE_MS;
+  const errors: string[] = [];
+  for (const n of removed) {
+    try {
+      await ctx.controller.networkRemove({ networkId: n.id, cluster: false }, { deadlineMs: 10_000 });
+    } catch (e) {
+      errors.push(`the controller was not told that network ${n.id.slice(0, 12)} is gone from this host: ${(e as Error).message}`);
+      continue;
+    }
+    for (const a of n.allocs) {
+      try {
+        await ctx.controller.releaseAddress({ poolId: a.poolId, address: a.address, allocSeq: a.seq });
+        // Unless the address was allocated here again meanwhile (another seq).
+        if (ctx.store.allocSeq(a.poolId, a.address) === a.seq) ctx.store.setAlloc(a.poolId, a.address, undefined);
+      } catch (e) {
+        errors.push(`address ${a.address} of network ${n.id.slice(0, 12)} could not be released: ${(e as Error).message} (the leak collector reclaims it)`);
+      }
+    }
+    for (const poolId of n.poolIds) {
+      if (ctx.store.poolInUse(poolId) || requestedLately(poolId)) continue;
+      try {
+        await ctx.holds?.releasePool(poolId);
+        // Checked again right before the release is sent (nothing awaited in between).
+        if (ctx.store.poolInUse(poolId) || requestedLately(poolId)) continue;
+        await ctx.controller.releasePool({ poolId });
+      } catch (e) {
+        errors.push(`pool ${poolId} of network ${n.id.slice(0, 12)} could not be released: ${(e as Error).message}`);
+      }
+    }
+  }
+  return errors;
 }
 
 /** The network record of a Docker network, as CreateNetwork would have made it. */
@@ -107,7 +278,9 @@ export function networkRecordFromDocker(ctx: Pick<RebuildDeps, 'parentMap' | 'st
   for (const c of n.IPAM?.Config ?? []) {
     if (!c.Subnet) continue;
     const cidr = parseCidr(c.Subnet);
-    const gateway = c.Gateway ? `${c.Gateway.split('/')[0]}/${cidr.prefix}` : undefined;
+    // A point-to-point subnet has no gateway unless --gateway reserved one, which only the controller knows: Docker
+    // shows the address its gateway request got either way (rebuildFromController puts a reserved one back).
+    const gateway = c.Gateway && !isPointToPoint(cidr) ? `${c.Gateway.split('/')[0]}/${cidr.prefix}` : undefined;
     (cidr.family === 6 ? ipv6 : ipv4).push({ pool: c.Subnet, ...(gateway ? { gateway } : {}) });
     poolIds.push(poolIdOf(space, formatCidr(cidr)));
   }
@@ -128,9 +301,10 @@ export function networkRecordFromDocker(ctx: Pick<RebuildDeps, 'parentMap' | 'st
 }
 
 /** Records every underlay network and container endpoint Docker holds that the store does not know. */
-export async function rebuildFromDocker(ctx: Omit<RebuildDeps, 'node' | 'controller'>): Promise<DockerRebuildReport> {
+export async function rebuildFromDocker(ctx: Omit<RebuildDeps, 'node' | 'controller'>, graceMs = PRUNE_GRACE_MS): Promise<DockerRebuildReport> {
   const out: DockerRebuildReport = { dockerRead: false, networks: [], endpoints: [], errors: [] };
-  const docker = await readDockerUnderlay(ctx.docker, [], ctx.driverName);
+  // The store's networks are inspected by id too: one Docker lists under another driver name is still Docker's.
+  const docker = await readDockerUnderlay(ctx.docker, ctx.store.networks.keys(), ctx.driverName);
   out.errors.push(...docker.errors);
   if (!docker.complete && docker.networks.size === 0) return out;
   out.dockerRead = docker.complete;
@@ -163,12 +337,15 @@ export async function rebuildFromDocker(ctx: Omit<RebuildDeps, 'node' | 'control
       }
     });
   }
+  if (ctx.links) out.pruned = await pruneStale({ store: ctx.store, lock: ctx.lock, links: ctx.links }, docker, graceMs);
   return out;
 }
 
 export interface ControllerRebuildReport {
   /** Networks whose pools were corrected from the controller's record. */
   poolsFixed: string[];
+  /** Point-to-point subnets whose gateway was corrected from the controller's reservations: `<id12> <subnet>`. */
+  gatewaysFixed: string[];
   /** Allocations of this node added to the store. */
   allocations: number;
   /** Endpoint addresses bound now (the controller had them unbound). */
@@ -185,9 +362,23 @@ export function allocationsOf(state: ClusterState, node: string): AllocInfo[] {
   return out;
 }
 
+/**
+ * The gateway of a point-to-point subnet as the controller holds it: the address --gateway reserved, undefined when
+ * none was (Docker's gateway request was answered unreserved), false when not a point-to-point subnet or its pool is
+ * unknown to the controller.
+ */
+function p2pGateway(state: ClusterState, poolIds: readonly string[], subnet: string): string | undefined | false {
+  const cidr = parseCidr(subnet);
+  if (!isPointToPoint(cidr)) return false;
+  const pool = poolIds.map((id) => state.pools.get(id)).find((p) => p && p.cidr.family === cidr.family && p.cidr.network === cidr.network && p.cidr.prefix === cidr.prefix);
+  if (!pool) return false;
+  const gw = [...pool.allocs].find(([, a]) => a.kind === 'gateway');
+  return gw ? `${formatValue(cidr.family, gw[0])}/${cidr.prefix}` : undefined;
+}
+
 /** Completes the store from the controller's state (the cluster view, caught up). */
 export async function rebuildFromController(ctx: Omit<RebuildDeps, 'docker' | 'parentMap'>, state: ClusterState): Promise<ControllerRebuildReport> {
-  const out: ControllerRebuildReport = { poolsFixed: [], allocations: 0, bound: [], errors: [] };
+  const out: ControllerRebuildReport = { poolsFixed: [], gatewaysFixed: [], allocations: 0, bound: [], errors: [] };
   for (const rec of [...ctx.store.networks.values()]) {
     const info = state.networks.get(rec.id);
     if (!info || info.node !== ctx.node || info.poolIds.length === 0 || info.poolIds.join() === rec.poolIds.join()) continue;
@@ -196,6 +387,24 @@ export async function rebuildFromController(ctx: Omit<RebuildDeps, 'docker' | 'p
       if (cur) ctx.store.putNetwork({ ...cur, poolIds: [...info.poolIds] });
     });
     out.poolsFixed.push(rec.id.slice(0, 12));
+  }
+  for (const rec of [...ctx.store.networks.values()]) {
+    await ctx.lock.run(rec.id, async () => {
+      const cur = ctx.store.networks.get(rec.id);
+      if (!cur) return;
+      const fixed: string[] = [];
+      const fix = (list: NetworkRecord['ipv4']) =>
+        list.map((d) => {
+          const gateway = p2pGateway(state, cur.poolIds, d.pool);
+          if (gateway === false || gateway === d.gateway) return d;
+          fixed.push(d.pool);
+          return { pool: d.pool, ...(gateway ? { gateway } : {}) };
+        });
+      const next = { ...cur, ipv4: fix(cur.ipv4), ipv6: fix(cur.ipv6) };
+      if (fixed.length === 0) return;
+      ctx.store.putNetwork(next);
+      for (const f of fixed) out.gatewaysFixed.push(`${cur.id.slice(0, 12)} ${f}`);
+    });
   }
   out.allocations = ctx.store.addAllocs(allocationsOf(state, ctx.node));
   // An endpoint whose address the controller has unbound (made while the pools were unknown) is bound now, so the

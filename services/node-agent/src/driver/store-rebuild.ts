@@ -8,7 +8,7 @@
 import { Backoff, type ClusterState } from '@underlay/core';
 import { sleep, logWarn } from '@underlay/adapters';
 import type { Log } from './context.js';
-import { rebuildFromController, rebuildFromDocker, type RebuildDeps } from './restore.js';
+import { forgetPruned, pruneSummary, rebuildFromController, rebuildFromDocker, type PruneReport, type RebuildDeps } from './restore.js';
 
 /** Waits between two tries to read Docker at start. */
 export const DOCKER_REBUILD_BACKOFF = { minMs: 1_000, maxMs: 30_000 } as const;
@@ -17,6 +17,7 @@ export class StoreRebuild {
   private state?: ClusterState;
   private readonly stopping = new AbortController();
   private retrying?: Promise<void>;
+  private forgetting?: Promise<void>;
 
   constructor(private readonly ctx: RebuildDeps & { log: Log }) {}
 
@@ -51,13 +52,30 @@ export class StoreRebuild {
       log(`rebuilt from Docker: ${r.networks.length} networks (${r.networks.join(', ') || '-'}) and ${r.endpoints.length} endpoints (${r.endpoints.join(', ') || '-'})`);
     }
     for (const e of r.errors) log(`rebuild from Docker: ${e}`);
+    if (r.pruned) this.pruned(r.pruned);
     if (!r.dockerRead) log('Docker could not be read: the agent starts with what its state files hold and tries again');
     return r.dockerRead;
   }
 
-  /** Completes the store from the caught-up cluster state (pools, allocations, bindings). */
+  /** Logs what the check against Docker removed, and tells the controller (in the background: the agent starts serving meanwhile). */
+  private pruned(p: PruneReport): void {
+    const { log } = this.ctx;
+    const summary = pruneSummary(p);
+    if (summary) logWarn(log, summary);
+    for (const e of p.errors) logWarn(log, `check against Docker: ${e}`);
+    if (p.removed.length === 0) return;
+    this.forgetting = forgetPruned(this.ctx, p.removed).then((errors) => {
+      for (const e of errors) logWarn(log, e);
+    });
+  }
+
+  /**
+   * Completes the store from the caught-up cluster state (pools, allocations, bindings). The controller has been told
+   * about the records removed at start first (replicas, which may use the same pools, start after this).
+   */
   async withController(state: ClusterState): Promise<void> {
     this.state = state;
+    await this.forgetting;
     const { log } = this.ctx;
     try {
       const r = await rebuildFromController(this.ctx, state);
@@ -65,6 +83,7 @@ export class StoreRebuild {
         const missing = this.ctx.store.allocationsMissing && r.allocations ? 'the allocations file was missing; ' : '';
         log(`${missing}rebuilt from the controller: ${r.allocations} allocations, pools of ${r.poolsFixed.length} networks, ${r.bound.length} bindings (${r.bound.join(', ') || '-'})`);
       }
+      if (r.gatewaysFixed.length) log(`point-to-point gateways taken from the controller's reservations: ${r.gatewaysFixed.join(', ')}`);
       for (const e of r.errors) log(`rebuild from the controller: ${e}`);
     } catch (e) {
       logWarn(log, `rebuild from the controller failed: ${(e as Error).message}`);
@@ -74,5 +93,6 @@ export class StoreRebuild {
   async stop(): Promise<void> {
     this.stopping.abort();
     await this.retrying;
+    await this.forgetting;
   }
 }

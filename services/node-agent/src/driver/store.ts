@@ -83,6 +83,8 @@ export class LocalStore {
   readonly damaged: DamagedFile[] = [];
   /** True when the allocations file was not there at load (a new host, or a wiped or damaged state directory). */
   readonly allocationsMissing: boolean;
+  /** When this process last wrote each network or endpoint record (records read at load have none). */
+  private readonly writtenAt = new Map<string, number>();
   private readonly netDir: string;
   private readonly epDir: string;
   private readonly allocFile: string;
@@ -152,18 +154,27 @@ export class LocalStore {
   putNetwork(n: NetworkRecord): void {
     writeDurable(path.join(this.netDir, `${n.id}.json`), n);
     this.networks.set(n.id, n);
+    this.writtenAt.set(n.id, this.now().getTime());
   }
   deleteNetwork(id: string): void {
     removeDurable(path.join(this.netDir, `${id}.json`));
     this.networks.delete(id);
+    this.writtenAt.delete(id);
   }
   putEndpoint(e: EndpointRecord): void {
     writeDurable(path.join(this.epDir, `${e.id}.json`), e);
     this.endpoints.set(e.id, e);
+    this.writtenAt.set(e.id, this.now().getTime());
   }
   deleteEndpoint(id: string): void {
     removeDurable(path.join(this.epDir, `${id}.json`));
     this.endpoints.delete(id);
+    this.writtenAt.delete(id);
+  }
+  /** This process wrote the record of that network or endpoint less than `ms` ago (it may be in flight in Docker). */
+  writtenWithin(id: string, ms: number): boolean {
+    const at = this.writtenAt.get(id);
+    return at !== undefined && this.now().getTime() - at < ms;
   }
   setAlloc(poolId: string, address: string, seq: number | undefined): void {
     const k = `${poolId}|${address}`;
