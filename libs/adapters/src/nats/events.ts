@@ -88,13 +88,13 @@ function hasLimits(config: StreamConfig, limits: StreamOptions): boolean {
  * JetStream's refusal of a replica count, as a clear error: the server is not clustered, or the cluster has fewer
  * JetStream servers up than the replicas asked for.
  */
-function replicasError(verb: string, replicas: number, e: unknown): UnderlayError {
+function replicasError(what: string, replicas: number, e: unknown): UnderlayError {
   const why = (e as Error).message;
   const hint =
     replicas > 1
       ? `--events-replicas ${replicas} needs a NATS cluster with JetStream on at least ${replicas} servers, all up and routed to each other (a single nats-server keeps 1 replica)`
       : 'check the NATS servers\' JetStream';
-  return new UnderlayError('unavailable', `could not ${verb} the JetStream stream ${EVENTS_STREAM} with ${replicas} replica${replicas === 1 ? '' : 's'} (${why}); ${hint}`, { cause: e });
+  return new UnderlayError('unavailable', `could not ${what} (${why}); ${hint}`, { cause: e });
 }
 
 /**
@@ -115,7 +115,7 @@ export async function ensureEventStream(jsm: JetStreamManager, limits: StreamOpt
     } catch (e) {
       // Another controller made it in between.
       if (e instanceof JetStreamApiError && e.code === STREAM_NAME_IN_USE) return ensureEventStream(jsm, limits);
-      if (want.num_replicas > 1 && e instanceof JetStreamApiError) throw replicasError('create', want.num_replicas, e);
+      if (want.num_replicas > 1 && e instanceof JetStreamApiError) throw replicasError(`create the JetStream stream ${EVENTS_STREAM} with ${want.num_replicas} replicas`, want.num_replicas, e);
       throw new UnderlayError('internal', `could not create the JetStream stream ${EVENTS_STREAM} (${(e as Error).message}); if the server lacks room, lower --stream-max-bytes`, { cause: e });
     }
   }
@@ -124,7 +124,7 @@ export async function ensureEventStream(jsm: JetStreamManager, limits: StreamOpt
     await jsm.streams.update(EVENTS_STREAM, want);
   } catch (e) {
     if (current.num_replicas !== want.num_replicas && e instanceof JetStreamApiError) {
-      throw replicasError(`change from ${current.num_replicas} to ${want.num_replicas} replicas`, want.num_replicas, e);
+      throw replicasError(`change the JetStream stream ${EVENTS_STREAM} from ${current.num_replicas} to ${want.num_replicas} replicas`, want.num_replicas, e);
     }
     throw e;
   }
