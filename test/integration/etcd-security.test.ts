@@ -239,7 +239,7 @@ it('etcd unreachable for 30 s: requests fail with a clear unavailable error with
     expect(body.error).toMatchObject({ code: 'unavailable' });
     // Either its own deadline, or (the last calls having timed out) the client's circuit breaker answers at once.
     expect(body.error!.message).toMatch(
-      /^etcd at https:\/\/127\.0\.0\.1:\d+: (did not answer within 5000 ms|not reachable: its last calls failed or timed out; the client tries again within 5 s) \(range \/underlay\/v1\/events\/0000000000000001… limit 1\)$/,
+      /^etcd at https:\/\/127\.0\.0\.1:\d+: (did not answer within 5000 ms|not reachable: its last calls failed or timed out; the client tries again within 1 s) \(range \/underlay\/v1\/events\/0000000000000001… limit 1\)$/,
     );
     expect(readMs).toBeLessThanOrEqual(DEADLINE_MS + MARGIN_MS);
 

@@ -6,6 +6,8 @@ import { createLab } from './netlab';
 import { assertPrerequisites, type Feature } from './prerequisites';
 import type { EtcdService, NatsOptions, NatsService, ServiceOptions } from './services';
 import { startEtcd, startNats } from './services';
+import type { ClusterOptions, EtcdCluster, NatsCluster, NatsClusterOptions } from './clusters';
+import { startEtcdCluster, startNatsCluster } from './clusters';
 import { labBudgetMs } from './budget';
 
 export * from './procfs';
@@ -16,6 +18,7 @@ export * from './wait';
 export * from './probes';
 export * from './cgroups';
 export * from './services';
+export * from './clusters';
 export * from './netlab';
 export * from './prerequisites';
 export * from './netns';
@@ -36,6 +39,20 @@ export async function startLabNats(lab: Lab, opts: Partial<NatsOptions> = {}): P
   const svc = await startNats({ dir: path.join(lab.dir, 'services'), host: lab.bridgeAddress, ...opts });
   lab.onDestroy(svc.name, svc.stop);
   return svc;
+}
+
+/** Starts a three-member etcd cluster (by default) with clients on the lab bridge; stopped by lab.destroy(). */
+export async function startLabEtcdCluster(lab: Lab, opts: Partial<ClusterOptions> = {}): Promise<EtcdCluster> {
+  const c = await startEtcdCluster({ dir: path.join(lab.dir, 'services'), host: lab.bridgeAddress, ...opts });
+  lab.onDestroy(c.name, c.stop);
+  return c;
+}
+
+/** Starts a three-node NATS cluster (by default) with JetStream, clients on the lab bridge; stopped by lab.destroy(). */
+export async function startLabNatsCluster(lab: Lab, opts: Partial<NatsClusterOptions> = {}): Promise<NatsCluster> {
+  const c = await startNatsCluster({ dir: path.join(lab.dir, 'services'), host: lab.bridgeAddress, ...opts });
+  lab.onDestroy(c.name, c.stop);
+  return c;
 }
 
 export interface WithLabOptions extends LabOptions {

@@ -82,7 +82,7 @@ export interface NatsService extends Service {
   configFile?: string;
 }
 
-function clientHost(host: string): string {
+export function clientHost(host: string): string {
   return host === '0.0.0.0' ? '127.0.0.1' : host;
 }
 
@@ -95,13 +95,13 @@ function randomName(kind: string): string {
  * (bind-then-close is inherently racy). The child's log is its only account of
  * why it failed, so its text is read here, once, and turned into a code.
  */
-function portTakenOr(e: unknown, logFile: string): unknown {
-  if (!/address already in use|EADDRINUSE|bind:/i.test(tailFile(logFile, 40))) return e;
+export function portTakenOr(e: unknown, ...logFiles: string[]): unknown {
+  if (!logFiles.some((f) => /address already in use|EADDRINUSE|bind:/i.test(tailFile(f, 40)))) return e;
   return new UnderlayError('conflict', `a port was taken before the server could bind it: ${(e as Error).message}`, { retriable: true, cause: e });
 }
 
 /** Up to three start attempts, each on fresh ports, while the failure is a port taken (portTakenOr). */
-function withPortRetry<T>(attempt: (n: number) => Promise<T>, tries = 3): Promise<T> {
+export function withPortRetry<T>(attempt: (n: number) => Promise<T>, tries = 3): Promise<T> {
   return retry((n) => attempt(n - 1), {
     backoff: { minMs: 0, maxMs: 0 }, // new ports: nothing to wait for
     retryIf: (e, n) => n < tries && e instanceof UnderlayError && e.code === 'conflict',

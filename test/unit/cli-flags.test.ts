@@ -44,7 +44,7 @@ describe('config file', () => {
   it('reads sections of flag names, typed as the flags take them', () => {
     const text = 'controller:\n  etcd: [http://e1:2379, http://e2:2379]\n  nats: nats://n:4222\n  lease-ttl: 5\n  etcd-compact: false\n  log-level: debug\nagent:\n  parent-map: eth0=ens3,eth1=ens4\nclient:\n  controller: http://c:7410\n';
     const c = parseConfig(text, '/x.yaml', SECTIONS);
-    expect(c.controller).toEqual({ etcd: ['http://e1:2379', 'http://e2:2379'], nats: 'nats://n:4222', leaseTtlSeconds: '5', etcdCompact: false, logLevel: 'debug' });
+    expect(c.controller).toEqual({ etcd: ['http://e1:2379', 'http://e2:2379'], nats: ['nats://n:4222'], leaseTtlSeconds: '5', etcdCompact: false, logLevel: 'debug' });
     expect(c.agent).toEqual({ parentMap: ['eth0=ens3', 'eth1=ens4'] });
     expect(c.client).toEqual({ controller: 'http://c:7410' });
   });

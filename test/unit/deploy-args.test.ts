@@ -86,13 +86,13 @@ describe('deploy/container-args.json', () => {
   it('agent: parses, and the values are the ones given', async () => {
     const r = await parse(filled('agent'), {});
     expect(r.service).toBe('agent');
-    expect(r.config).toMatchObject({ node: 'h1', nats: 'nats://198.51.100.10:4222', natsCreds: '/etc/underlay/nats/node.creds', docker: 'unix:///var/run/docker.sock', pluginDir: '/run/docker/plugins', stateDir: '/var/lib/underlay', listen: '0.0.0.0:7411' });
+    expect(r.config).toMatchObject({ node: 'h1', nats: ['nats://198.51.100.10:4222'], natsCreds: '/etc/underlay/nats/node.creds', docker: 'unix:///var/run/docker.sock', pluginDir: '/run/docker/plugins', stateDir: '/var/lib/underlay', listen: '0.0.0.0:7411' });
   });
 
   it('controller: parses, and the values are the ones given', async () => {
     const r = await parse(filled('controller'), {});
     expect(r.service).toBe('controller');
-    expect(r.config).toMatchObject({ name: 'underlay-controller-0', etcd: ['http://198.51.100.10:2379', 'http://198.51.100.11:2379'], nats: 'nats://198.51.100.10:4222', natsCreds: '/etc/underlay/nats/controller.creds', listen: '0.0.0.0:7410', apiTokenFile: '/etc/underlay/api/tokens' });
+    expect(r.config).toMatchObject({ name: 'underlay-controller-0', etcd: ['http://198.51.100.10:2379', 'http://198.51.100.11:2379'], nats: ['nats://198.51.100.10:4222'], natsCreds: '/etc/underlay/nats/controller.creds', listen: '0.0.0.0:7410', apiTokenFile: '/etc/underlay/api/tokens' });
   });
 
   it('a flag the CLI does not have is refused (the check can fail)', async () => {
@@ -156,7 +156,7 @@ describe('managed plugin: the entrypoint\'s arguments with config.json\'s env', 
     expect(argv[0]).toBe('agent');
     const underlayEnv = Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith('UNDERLAY_')));
     const p = await parse(argv, underlayEnv);
-    expect(p.config).toMatchObject({ node: 'h1', nats: 'nats://198.51.100.10:4222', driverName: 'underlay/underlay:latest', bgpAsn: 65001 });
+    expect(p.config).toMatchObject({ node: 'h1', nats: ['nats://198.51.100.10:4222'], driverName: 'underlay/underlay:latest', bgpAsn: 65001 });
     expect(p.log).toMatchObject({ logLevel: 'info' });
   });
 

@@ -30,6 +30,7 @@ import {
   EtcdCalls,
   EventsTrimmedError,
   GobgpError,
+  MemberSkippedError,
   GobgpTargetError,
   NatsConnectFileError,
   NatsKeysError,
@@ -77,6 +78,7 @@ const make: Record<string, () => Error> = {
   CredsFailure: () => new CredsFailure('cannot write /x: EACCES', { cause: wrapped }),
   FoldError: () => new FoldError(3, 'no such pool'),
   UsageError: () => new UsageError('unknown flag --bogus'),
+  MemberSkippedError: () => new MemberSkippedError('127.0.0.1:2379'),
   CommandLineError: () => new CommandLineError('unknown flag --bogus', 'network ls'),
 };
 

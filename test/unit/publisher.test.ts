@@ -98,7 +98,7 @@ describe('OrderedPublisher', () => {
     s.down = false;
     await until(() => s.held.length === 4);
     expect(s.held).toEqual([1, 2, 3, 4]);
-    expect(logs.filter((l) => /publishing events failed/.test(l))).toHaveLength(1);
+    expect(logs.filter((l) => /publishing events to JetStream failed/.test(l))).toHaveLength(1);
     // Healthy again: publishes directly.
     log.push(ev(5));
     p.enqueue([ev(5)]);

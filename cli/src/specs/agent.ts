@@ -7,7 +7,7 @@ import type { FlagSpec } from '../flags.js';
 
 export const agentFlags: FlagSpec[] = [
   { key: 'node', flag: 'node', value: 'NAME', help: 'this host\'s node name (required)' },
-  { key: 'nats', flag: 'nats', value: 'URL', help: 'NATS URL (required)' },
+  { key: 'nats', flag: 'nats', list: true, value: 'URLS', help: 'NATS servers, comma-separated: one, or every server of a NATS cluster (required)' },
   { key: 'natsCreds', flag: 'nats-creds', value: 'FILE', help: 'NATS credentials of this node (underlay creds node NAME --out FILE)' },
   { key: 'natsCa', flag: 'nats-ca', value: 'FILE', help: 'NATS TLS: CA certificates that signed the server\'s certificate' },
   { key: 'natsCert', flag: 'nats-cert', value: 'FILE', help: 'NATS TLS: client certificate' },

@@ -18,7 +18,7 @@ function limitFlags(rows: [key: string, flag: string, limit: keyof HttpLimits, h
 
 export const controllerFlags: FlagSpec[] = [
   { key: 'etcd', flag: 'etcd', list: true, value: 'URLS', help: 'etcd endpoints, comma-separated, e.g. http://127.0.0.1:2379 (required)' },
-  { key: 'nats', flag: 'nats', value: 'URL', help: 'NATS URL, e.g. nats://127.0.0.1:4222 (required)' },
+  { key: 'nats', flag: 'nats', list: true, value: 'URLS', help: 'NATS servers, comma-separated: one, or every server of a NATS cluster, e.g. nats://127.0.0.1:4222 (required)' },
   { key: 'natsCreds', flag: 'nats-creds', value: 'FILE', help: 'NATS credentials of this controller (underlay creds controller NAME --out FILE)' },
   { key: 'natsCa', flag: 'nats-ca', value: 'FILE', help: 'NATS TLS: CA certificates that signed the server\'s certificate' },
   { key: 'natsCert', flag: 'nats-cert', value: 'FILE', help: 'NATS TLS: client certificate' },
@@ -46,6 +46,7 @@ export const controllerFlags: FlagSpec[] = [
   { key: 'streamMaxBytes', flag: 'stream-max-bytes', value: 'BYTES', help: 'JetStream event stream: most bytes kept, oldest dropped first (1 MiB to 1 TiB)', default: 1024 ** 3 },
   { key: 'streamMaxAgeMs', flag: 'stream-max-age-ms', value: 'MS', help: 'JetStream event stream: events older than this are dropped (7 days; 1 minute to 365 days)', default: 7 * 24 * 3_600_000 },
   { key: 'streamMaxMsgs', flag: 'stream-max-msgs', value: 'N', help: 'JetStream event stream: most events kept, oldest dropped first (1000 to 1000000000)', default: 1_000_000 },
+  { key: 'eventsReplicas', flag: 'events-replicas', value: 'N', help: 'JetStream event stream: how many servers of the NATS cluster keep it; 3 on a three-node cluster survives one server down (1-5)', default: 1 },
   { key: 'apiToken', flag: 'api-token', value: 'TOKEN', help: 'bearer token the HTTP API requires on /v1 (16+ characters; prefer --api-token-file)' },
   { key: 'apiTokenFile', flag: 'api-token-file', value: 'FILE', help: 'API tokens, one "NAME TOKEN" per line (NAME is the actor of its events; a bare token is named api); must be mode 0600; made with a random token if missing' },
   { key: 'tlsCert', flag: 'tls-cert', value: 'FILE', help: 'serve the HTTP API over HTTPS with this certificate chain (PEM; with --tls-key)' },

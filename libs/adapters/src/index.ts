@@ -1,6 +1,7 @@
 export * from './etcd/keys.js';
 export * from './etcd/eventlog.js';
 export * from './etcd/client.js';
+export * from './etcd/fault-handling.js';
 export * from './nats/connect.js';
 export * from './nats/creds.js';
 export * from './nats/rpc.js';

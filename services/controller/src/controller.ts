@@ -32,7 +32,7 @@ import {
   traceIdOf,
   nodeList,
 } from '@underlay/core';
-import { EtcdEventLog, EtcdSnapshots, EventPublisher, ReconcileRunner, activeTraceId, connectNats, sleep, failureLog, ensureNodeConsumer, keys, maxPayload, serveRpc, REPLY_ENVELOPE_BYTES, runReadiness, type Fence, type NatsConnection, type RpcContext, logError, logWarn } from '@underlay/adapters';
+import { EtcdEventLog, EtcdSnapshots, EventPublisher, ReconcileRunner, activeTraceId, connectNats, logNatsStatus, sleep, failureLog, ensureNodeConsumer, keys, maxPayload, serveRpc, REPLY_ENVELOPE_BYTES, runReadiness, type Fence, type NatsConnection, type RpcContext, logError, logWarn } from '@underlay/adapters';
 import { ControllerConfig, type ControllerConfigInput } from './config.js';
 import { ClusterWriter } from './cluster-writer.js';
 import { IpamRequests } from './ipam-requests.js';
@@ -172,7 +172,8 @@ export class Controller {
   /** Starts the HTTP API and the campaign; resolves once this controller is leader or standby. */
   async start(): Promise<void> {
     this.nc = await connectNats(this.config.nats, `underlay-controller-${this.config.name}`, { creds: this.config.natsCreds, tls: { ca: this.config.natsCa, cert: this.config.natsCert, key: this.config.natsKey } });
-    const streamLimits = { maxBytes: this.config.streamMaxBytes, maxAgeMs: this.config.streamMaxAgeMs, maxMsgs: this.config.streamMaxMsgs };
+    logNatsStatus(this.nc, this.logger);
+    const streamLimits = { maxBytes: this.config.streamMaxBytes, maxAgeMs: this.config.streamMaxAgeMs, maxMsgs: this.config.streamMaxMsgs, replicas: this.config.eventsReplicas };
     this.publisher = new OrderedPublisher(await EventPublisher.open(this.nc, streamLimits), this.log, this.logger, {
       snapshotSeq: async () => (await this.snaps.latestManifest())?.seq,
       active: () => this.role === 'leader',
@@ -192,7 +193,7 @@ export class Controller {
   private async leadLoop(): Promise<void> {
     const retry = new Backoff(CAMPAIGN_RETRY);
     while (!this.stopped) {
-      const election = new LeaderElection({ client: this.log.client, name: this.config.name, ttlSeconds: this.config.leaseTtlSeconds, key: keys.leader, logger: this.logger, callTimeoutMs: this.config.etcdTimeoutMs });
+      const election = new LeaderElection({ client: this.log.client, name: this.config.name, ttlSeconds: this.config.leaseTtlSeconds, key: keys.leader, logger: this.logger, callTimeoutMs: this.config.etcdTimeoutMs, describeError: (e, what) => this.log.calls.translate(e, what).message });
       this.election = election;
       let lost!: (reason: string) => void;
       const lostP = new Promise<string>((r) => (lost = r));
@@ -395,7 +396,7 @@ export class Controller {
     });
     const addr = this.http.address();
     if (addr && typeof addr === 'object') this.httpAddress = { host: addr.address, port: addr.port };
-    this.logger(`controller ${this.config.name}: NATS ${this.config.nats}, ${c.tlsCert ? 'HTTPS' : 'HTTP'} ${this.httpAddress?.host}:${this.httpAddress?.port}`);
+    this.logger(`controller ${this.config.name}: NATS ${this.config.nats.join(',')}, ${c.tlsCert ? 'HTTPS' : 'HTTP'} ${this.httpAddress?.host}:${this.httpAddress?.port}`);
   }
 
   /** Waits until every committed event has been handed to JetStream. */

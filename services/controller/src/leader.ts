@@ -13,7 +13,7 @@
  * certainly alive until (send time of the last answered keepalive) + TTL. We give up at safeFraction (0.9) of that
  * (monotonic clock), checked by a timer and again, synchronously, in fence() and isLeader().
  */
-import { EtcdLeaseInvalidError, type Etcd3, type IKeyValue, type Lease, type Watcher } from 'etcd3';
+import { ClientClosedError, EtcdLeaseInvalidError, GRPCDeadlineExceededError, type Etcd3, type IKeyValue, type Lease, type Watcher } from 'etcd3';
 import { keys, retry, type Fence, logError, logWarn } from '@underlay/adapters';
 import { UnderlayError, type BackoffPolicy } from '@underlay/core';
 
@@ -37,6 +37,11 @@ export interface LeaderElectionOptions {
   /** Deadline of every single etcd call (grant, txn, get, revoke, the watch's set-up), default 5000 ms. */
   callTimeoutMs?: number;
   logger?: (m: string) => void;
+  /**
+   * How an etcd failure is told in the log, `what` naming the operation (the controller's: `etcd at ENDPOINTS: did not
+   * answer within 5000 ms (campaign)`, libs/adapters etcd/client.ts); default: the error's class and message.
+   */
+  describeError?: (e: unknown, what: string) => string;
 }
 
 /** campaign() rejects with this when stop() is called before it was elected. */
@@ -53,6 +58,16 @@ const CALL_TIMEOUT_MS = 5_000;
 const SAFE_FRACTION = 0.9;
 /** Between failed campaign attempts (etcd unreachable, a call timed out); a new attempt after a standby's wait starts over. */
 const CAMPAIGN_BACKOFF: BackoffPolicy = { minMs: 50, maxMs: 1_000 };
+/**
+ * An etcd call sent while etcd elects a new raft leader (a member died) can be lost without an answer until its
+ * deadline. So the election's own calls (a campaign attempt's grant, transaction and watch; a revocation) get a short
+ * deadline at first and a longer one at each new try: STEP_MS × the attempt number, at most the call deadline
+ * (--etcd-timeout-ms). The next try goes out soon after etcd has a leader again, and a slow etcd still gets the
+ * whole deadline after a few tries.
+ */
+const STEP_MS = 1_000;
+/** Between tries to revoke a lease given up (the sooner it goes, the sooner a controller takes over the key). */
+const REVOKE_BACKOFF: BackoffPolicy = { minMs: 100, maxMs: 500 };
 
 const now = (): number => performance.now();
 
@@ -82,6 +97,7 @@ export class LeaderElection {
   readonly ttlSeconds: number;
   private readonly client: Etcd3;
   private readonly log: (m: string) => void;
+  private readonly describe: (e: unknown, what: string) => string;
   private readonly safeMs: number;
   private readonly callTimeoutMs: number;
   private readonly lostCallbacks: ((reason: string) => void)[] = [];
@@ -118,6 +134,7 @@ export class LeaderElection {
     if (!Number.isInteger(callMs) || callMs < 1 || callMs > 2 ** 31 - 1) throw new RangeError(`callTimeoutMs must be a whole number of ms ≥ 1, got ${callMs}`);
     this.callTimeoutMs = callMs;
     this.log = opts.logger ?? (() => {});
+    this.describe = opts.describeError ?? ((e) => `etcd: ${errText(e)}`);
     this.stoppedSignal = new Promise<void>((resolve) => (this.signalStopped = resolve));
   }
 
@@ -179,11 +196,11 @@ export class LeaderElection {
           .options(this.callOpts())
           .commit();
       } catch (e) {
-        this.log(`could not delete ${this.key} on resign (the lease revocation removes it too): ${errText(e)}`);
+        this.log(`could not delete ${this.key} on resign (the lease revocation removes it too): ${this.describe(e, `delete ${this.key}`)}`);
       }
     }
     const handles = new Set([term?.handle, this.handle].filter((h): h is LeaseHandle => h !== undefined));
-    await Promise.all([...handles].map((h) => this.dropLease(h, 'stopped')));
+    await Promise.all([...handles].map((h) => this.dropLease(h, 'stopped', true)));
     const w = this.watcher;
     this.watcher = undefined;
     this.watchReady = undefined;
@@ -198,11 +215,11 @@ export class LeaderElection {
       // waits for its deletion, and the next one starts with a fresh backoff.
       let r: { fence?: Fence; waitRev?: number };
       try {
-        r = await retry(() => this.attempt(), {
+        r = await retry((n) => this.attempt(n), {
           backoff: CAMPAIGN_BACKOFF,
           retryIf: () => !this.stopped,
           signal: this.abort.signal,
-          onRetry: (e, _n, delayMs) => logWarn(this.log, `campaign attempt failed: ${errText(e)}; retrying in ${delayMs} ms`),
+          onRetry: (e, _n, delayMs) => logWarn(this.log, `campaign attempt failed: ${this.describe(e, `campaign for ${this.key}`)}; retrying in ${delayMs} ms`),
         });
       } catch (e) {
         if (this.stopped) throw new ElectionStoppedError();
@@ -217,18 +234,19 @@ export class LeaderElection {
    * One try for the key: the fence when elected; the revision to wait from when someone else holds it; nothing
    * when the lease went stale as it won (try again at once). Throws when etcd fails (retried by runCampaign).
    */
-  private async attempt(): Promise<{ fence?: Fence; waitRev?: number }> {
+  private async attempt(n = 1): Promise<{ fence?: Fence; waitRev?: number }> {
+    const ms = this.stepMs(n);
     try {
       this.throwIfStopped();
-      await withTimeout(this.ensureWatch(), this.callTimeoutMs, `the watch on ${this.key} to start`);
+      await withTimeout(this.ensureWatch(), ms, `the watch on ${this.key} to start`);
       this.throwIfStopped();
-      const h = await this.ensureLease();
+      const h = await this.ensureLease(ms);
       this.throwIfStopped();
       const res = await this.client
         .if(this.key, 'Create', '==', 0)
         .then(this.client.put(this.key).value(this.name).lease(h.id))
         .else(this.client.get(this.key))
-        .options(this.callOpts())
+        .options({ deadline: Date.now() + ms })
         .commit();
       this.throwIfStopped(); // stop() revokes h, which removes the key if we just created it
       let createRevision: string | undefined;
@@ -292,7 +310,7 @@ export class LeaderElection {
     this.watcher = w;
     w.on('put', (kv) => this.onWatchEvent('put', kv))
       .on('delete', (kv) => this.onWatchEvent('delete', kv))
-      .on('disconnected', (e) => logWarn(this.log, `watch on ${this.key} disconnected (reconnecting): ${errText(e)}`))
+      .on('disconnected', (e) => logWarn(this.log, `etcd watch on ${this.key} disconnected (reconnecting): ${this.describe(e, `watch ${this.key}`)}`))
       .on('error', (e) => this.onWatchError(w, e));
     this.watchReady = new Promise<void>((resolve, reject) => {
       w.once('connected', () => resolve());
@@ -322,7 +340,7 @@ export class LeaderElection {
     this.watchReady = undefined;
     void w.cancel().catch(() => undefined);
     if (this.stopped) return;
-    logWarn(this.log, `watch on ${this.key} failed, re-creating it: ${errText(e)}`);
+    logWarn(this.log, `etcd watch on ${this.key} failed, re-creating it: ${this.describe(e, `watch ${this.key}`)}`);
     this.wake?.(); // a campaigning standby retries now (with a new watch)
     const t = this.term;
     if (!t) return;
@@ -336,28 +354,28 @@ export class LeaderElection {
         this.lose(`leader key ${this.key} is no longer ours (checked after the watch failed)`);
       }
     })().catch((err) => {
-      if (this.term === t) this.lose(`cannot watch ${this.key}: ${errText(err)}`);
+      if (this.term === t) this.lose(`cannot watch ${this.key}: ${this.describe(err, `watch ${this.key}`)}`);
     });
   }
 
   // --- lease ---------------------------------------------------------------------------------
 
-  private async ensureLease(): Promise<LeaseHandle> {
+  private async ensureLease(ms = this.callTimeoutMs): Promise<LeaseHandle> {
     this.throwIfStopped(); // never grant a lease that stop() would not revoke
     const cur = this.handle;
     if (cur && !cur.dead && cur.id && now() < cur.validUntil) return cur;
     if (cur) void this.dropLease(cur, 'stale');
-    const h = this.newLease();
+    const h = this.newLease(ms);
     this.handle = h;
-    h.id = await this.raceStop(withTimeout(h.lease.grant(), this.callTimeoutMs, `etcd to grant a lease`));
+    h.id = await this.raceStop(withTimeout(h.lease.grant(), ms, `etcd to grant a lease`));
     if (h.dead) throw new Error(`lease ${h.id} was lost right after the grant`);
     return h;
   }
 
-  private newLease(): LeaseHandle {
+  private newLease(ms: number): LeaseHandle {
     const sentAt = now();
     // The grant request goes out in the constructor; keepalives start when it is answered.
-    const lease = this.client.lease(this.ttlSeconds, { autoKeepAlive: true, deadline: Date.now() + this.callTimeoutMs });
+    const lease = this.client.lease(this.ttlSeconds, { autoKeepAlive: true, deadline: Date.now() + ms });
     const h: LeaseHandle = { lease, id: '', validUntil: sentAt + this.safeMs, inFlight: [], dead: false };
     // Responses on a keepalive stream come in request order; a new stream starts a new queue.
     lease.on('keepaliveEstablished', () => {
@@ -377,9 +395,9 @@ export class LeaderElection {
       }
     });
     lease.on('keepaliveFailed', (err) => {
-      if (!h.dead) logWarn(this.log, `keepalive for lease ${h.id || '(pending)'} failed: ${errText(err)}`);
+      if (!h.dead) logWarn(this.log, `keepalive for etcd lease ${h.id || '(pending)'} failed: ${this.describe(err, `keepalive of lease ${h.id || '(pending)'}`)}`);
     });
-    lease.on('lost', (err) => this.leaseDied(h, `lease ${h.id || '(pending)'} lost: ${errText(err)}`));
+    lease.on('lost', (err) => this.leaseDied(h, `etcd lease ${h.id || '(pending)'} lost: ${this.describe(err, `keepalive of lease ${h.id || '(pending)'}`)}`));
     this.armWatchdog(h);
     return h;
   }
@@ -397,7 +415,7 @@ export class LeaderElection {
   }
 
   private staleReason(h: LeaseHandle): string {
-    return `no keepalive for lease ${h.id || '(pending)'} answered within ${Math.round(this.safeMs)} ms (of the ${this.ttlSeconds} s TTL)`;
+    return `etcd answered no keepalive for lease ${h.id || '(pending)'} within ${Math.round(this.safeMs)} ms (of the ${this.ttlSeconds} s TTL)`;
   }
 
   /** Synchronous check so that fence()/isLeader() are right even if the timer is late (busy event loop). */
@@ -412,14 +430,50 @@ export class LeaderElection {
     void this.dropLease(h, reason);
   }
 
-  /** Stops keepalives and revokes the lease (best effort; removes the key if it is attached). */
-  private dropLease(h: LeaseHandle, _why: string): Promise<void> {
+  /**
+   * Stops keepalives and revokes the lease (best effort; removes the key if it is attached): `once` (resigning in
+   * stop()) with one call of the whole deadline, else in tries until etcd takes it (see revoke()).
+   */
+  private dropLease(h: LeaseHandle, _why: string, once = false): Promise<void> {
     h.dead = true;
     clearTimeout(h.timer);
     if (this.handle === h) this.handle = undefined;
-    return (h.revoking ??= withTimeout(h.lease.revoke({ deadline: Date.now() + this.callTimeoutMs }), this.callTimeoutMs + 500, `etcd to revoke lease ${h.id}`).catch((e) => {
-      this.log(`could not revoke lease ${h.id || '(pending)'} (it expires by itself): ${errText(e)}`);
-    }));
+    return (h.revoking ??= this.revoke(h, once));
+  }
+
+  /**
+   * Revokes the lease in tries of growing deadlines (stepMs) until etcd takes it (a lease etcd no longer knows counts:
+   * etcd3's revoke ignores that) or until it has certainly expired by itself: its TTL after the last keepalive, which
+   * etcd extends by about its election timeout when its raft leader changes (allowed for as the TTL once more) and the
+   * call deadline. A lease lost with leadership is revoked this way even after stop(): the controller makes a new
+   * election object for each term, and the sooner the old key goes, the sooner a controller leads again.
+   */
+  private async revoke(h: LeaseHandle, once: boolean): Promise<void> {
+    const id = h.id || '(pending)';
+    const giveUpAt = now() + 2 * this.ttlSeconds * 1000 + this.callTimeoutMs;
+    let delay = REVOKE_BACKOFF.minMs;
+    for (let attempt = 1; ; attempt++) {
+      const ms = once ? this.callTimeoutMs : this.stepMs(attempt);
+      try {
+        await withTimeout(h.lease.revoke({ deadline: Date.now() + ms }), ms + 200, `etcd to revoke lease ${id}`);
+        if (attempt > 1) this.log(`revoked etcd lease ${id} at try ${attempt}`);
+        return;
+      } catch (e) {
+        const closed = e instanceof ClientClosedError;
+        if (once || closed || now() + delay >= giveUpAt) {
+          const why = e instanceof GRPCDeadlineExceededError || (e instanceof Error && e.message.startsWith('waited ')) ? `etcd did not answer within ${ms} ms` : this.describe(e, `revoke lease ${id}`);
+          this.log(`could not revoke etcd lease ${id}${attempt > 1 ? ` in ${attempt} tries` : ''} (it expires by itself): ${why}`);
+          return;
+        }
+      }
+      await new Promise((r) => setTimeout(r, delay).unref());
+      delay = Math.min(REVOKE_BACKOFF.maxMs, delay * 2);
+    }
+  }
+
+  /** The deadline of the election's n-th try of a call: STEP_MS × n, at most the call deadline. */
+  private stepMs(n: number): number {
+    return Math.min(this.callTimeoutMs, STEP_MS * Math.max(1, n));
   }
 
   // --- losing --------------------------------------------------------------------------------

@@ -92,6 +92,7 @@ export class OrderedPublisher {
           this.publishedSeq = part[part.length - 1]!.seq;
         }
       }
+      if (this.broken) this.logger(`publishing events to JetStream again: the stream holds every event up to ${this.publishedSeq}`);
       this.broken = false;
     });
     this.chain = run.catch((err) => this.fail(err));
@@ -146,7 +147,7 @@ export class OrderedPublisher {
     if (this.stopped) return;
     const first = !this.broken;
     this.broken = true;
-    if (first) logWarn(this.logger, `publishing events failed (${(err as Error).message}); catching up from etcd`);
+    if (first) logWarn(this.logger, `publishing events to JetStream failed (${(err as Error).message}); catching up from etcd`);
     this.runner.trigger();
   }
 

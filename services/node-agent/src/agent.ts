@@ -4,7 +4,7 @@
  */
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
-import { DockerEngine, ReconcileRunner, RpcClient, connectNats, failureLog, openRouteOps, runReadiness, type FailureLog, spanNames, traceMethods, type Attributes, type NatsConnection, type Readiness, type RouteOps, logError } from '@underlay/adapters';
+import { DockerEngine, ReconcileRunner, RpcClient, connectNats, logNatsStatus, natsServers, failureLog, openRouteOps, runReadiness, type FailureLog, spanNames, traceMethods, type Attributes, type NatsConnection, type Readiness, type RouteOps, logError } from '@underlay/adapters';
 import { nodeInboxPrefix, plugin, type ClusterEvent } from '@underlay/core';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ClusterView } from './cluster-view.js';
@@ -235,8 +235,9 @@ export class Agent {
     const store = new LocalStore(this.config.stateDir);
     gate.stage('opening netlink');
     this.links = this.metrics.netlink(traceMethods(await this.openLinks(), LINK_SPANS, linkAttrs));
-    gate.stage(`connecting to NATS at ${this.config.nats}`);
+    gate.stage(`connecting to NATS at ${natsServers(this.config.nats).join(', ')}`);
     this.nc = await connectNats(this.config.nats, `underlay-agent-${this.config.node}`, { inboxPrefix: nodeInboxPrefix(this.config.node), waitOnFirstConnect: true, creds: this.config.natsCreds, tls: { ca: this.config.natsCa, cert: this.config.natsCert, key: this.config.natsKey } });
+    logNatsStatus(this.nc, this.logger);
     const rpc = new RpcClient(this.nc, this.config.node, this.metrics.rpc);
     const controller = rpcControllerClient(rpc);
     const ctx: DriverContext = driverContext({

@@ -5,12 +5,14 @@
  * length, so it ends, at the latest, `timeoutMs` after it started: etcd3's own retries (3 attempts) and the
  * token exchange of password authentication all share that one deadline. Failures that mean "etcd cannot be
  * used now" (deadline, connection refused, TLS handshake, open circuit breaker, authentication refused) become
- * an `UnavailableError` that names the endpoints, the deadline and the operation:
+ * an `UnavailableError` that names the endpoints, the deadline and the operation (a call is not tried again on
+ * another member once its deadline passed, and a member that failed 3 times in a row is skipped 1 s: fault-handling.ts):
  * `etcd at http://127.0.0.1:2379: did not answer within 5000 ms (range /underlay/v1/events/…)`.
  * Streams (watches, lease keepalives) carry no deadline; the leader election bounds them itself.
  */
 import { ClientClosedError, Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, GRPCDeadlineExceededError, GRPCUnauthenticatedError, type IOptions } from 'etcd3';
 import { UnavailableError, UnderlayError } from '@underlay/core';
+import { MEMBER_SKIP_MS, MemberSkippedError, faultHandling } from './fault-handling.js';
 
 /** Default deadline of one etcd call. */
 export const DEFAULT_ETCD_TIMEOUT_MS = 5_000;
@@ -46,6 +48,8 @@ export function createEtcdClient(o: EtcdClientOptions): Etcd3 {
     // gRPC's default 4 MiB would refuse a range of a few large events (a network definition with many labels is
     // hundreds of KiB); reads are paged by bytes as well (EtcdEventLog.read), this is the ceiling.
     grpcOptions: { 'grpc.max_receive_message_length': ETCD_MAX_RECEIVE_BYTES },
+    // No retry of a call whose deadline passed, and a member skipped 1 s (not 5 s) after failing: fault-handling.ts.
+    faultHandling: faultHandling(),
   };
   if (o.tls && (o.tls.ca || o.tls.cert)) {
     // etcd3's type wants a root certificate; undefined means the system's roots (grpc's createSsl).
@@ -104,6 +108,10 @@ export class EtcdCalls {
 
   /** Our own errors pass through; etcd and gRPC failures become UnavailableError with the endpoint and operation. */
   translate(e: unknown, what: string): Error {
+    // Every member skipped (each failed its last calls): one error naming them all and the operation.
+    if (e instanceof MemberSkippedError) {
+      return new UnavailableError(`etcd at ${this.where}: not reachable: its last calls failed or timed out; the client tries again within ${MEMBER_SKIP_MS / 1000} s (${what})`, { cause: e });
+    }
     if (e instanceof UnderlayError) return e;
     const err = e instanceof Error ? e : new Error(String(e));
     if (err instanceof GRPCDeadlineExceededError) return this.timeout(what, err);
@@ -120,7 +128,7 @@ export class EtcdCalls {
       );
     }
     if (/circuit breaker is open|BrokenCircuit/i.test(`${err.name} ${err.message}`)) {
-      return new UnavailableError(`etcd at ${this.where}: not reachable: its last calls failed or timed out; the client tries again within 5 s (${what})`, { cause: err });
+      return new UnavailableError(`etcd at ${this.where}: not reachable: its last calls failed or timed out; the client tries again within ${MEMBER_SKIP_MS / 1000} s (${what})`, { cause: err });
     }
     if (err instanceof ClientClosedError) {
       return new UnavailableError(`etcd client for ${this.where} is closed (${what})`, { cause: err });
@@ -130,5 +138,6 @@ export class EtcdCalls {
 }
 
 function oneLine(s: string): string {
-  return s.replace(/\s+/g, ' ').trim().slice(0, 300);
+  // grpc-js ends some texts with an empty "Resolution note:".
+  return s.replace(/\s+/g, ' ').replace(/\s*Resolution note:\s*$/, '').trim().slice(0, 300);
 }

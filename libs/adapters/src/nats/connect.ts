@@ -15,6 +15,7 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { connect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node';
 import { UnderlayError } from '@underlay/core';
+import { logWarn } from '../telemetry/log.js';
 
 export interface NatsConnectOptions {
   /** Path of a standard NATS `.creds` file (user JWT and nkey seed). */
@@ -49,9 +50,18 @@ function readOrThrow(what: string, file: string): Uint8Array {
   }
 }
 
-export async function connectNats(url: string, name: string, opts: NatsConnectOptions = {}): Promise<NatsConnection> {
+/** The servers of a `--nats` value: a list, or one string with URLs separated by commas (blanks ignored). */
+export function natsServers(servers: string | readonly string[]): string[] {
+  return (typeof servers === 'string' ? servers.split(',') : [...servers]).map((s) => s.trim()).filter((s) => s !== '');
+}
+
+/**
+ * Connects to one of `servers` (the servers of a NATS cluster: several URLs, or one string with commas) and, when one
+ * goes away, to another: the client also learns the cluster's other servers from the one it reaches.
+ */
+export async function connectNats(servers: string | readonly string[], name: string, opts: NatsConnectOptions = {}): Promise<NatsConnection> {
   // noAsyncTraces: nats-core otherwise builds Error objects (with stack traces) for every request.
-  const o: ConnectionOptions = { servers: url.split(','), name, maxReconnectAttempts: -1, reconnectTimeWait: 250, noAsyncTraces: true };
+  const o: ConnectionOptions = { servers: natsServers(servers), name, maxReconnectAttempts: -1, reconnectTimeWait: 250, noAsyncTraces: true };
   if (opts.creds) {
     const file = opts.creds;
     let last = readOrThrow('creds', file);
@@ -88,6 +98,20 @@ export async function connectNats(url: string, name: string, opts: NatsConnectOp
   if (opts.waitOnFirstConnect) o.waitOnFirstConnect = true;
   return connect(o);
 }
+/**
+ * Logs the connection's moves between the servers of the cluster: the server lost (a warning; the client reconnects to
+ * it or to another server it knows), the server reached again, a server entering lame duck mode. Ends with the connection.
+ */
+export function logNatsStatus(nc: NatsConnection, log: (m: string) => void): void {
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === 'disconnect') logWarn(log, `NATS: lost the connection to ${s.server}; reconnecting (to it or another server of the cluster)`);
+      else if (s.type === 'reconnect') log(`NATS: reconnected, now on ${s.server}`);
+      else if (s.type === 'ldm') logWarn(log, `NATS: ${s.server} is entering lame duck mode (shutting down); moving to another server`);
+    }
+  })().catch(() => {});
+}
+
 /** The host of `nats://host:port`, `tls://[v6]:port` or `host:port`. */
 function hostOf(server: string): string {
   const hp = server.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '').replace(/^[^@]*@/, '').replace(/\/.*$/, '');

@@ -36,6 +36,17 @@ export interface StreamLimits {
   maxMsgs: number;
 }
 
+/**
+ * The stream's limits and its replicas (what the controller's --events-replicas sets): how many JetStream servers
+ * of a NATS cluster keep a copy of it (1 on a single server; 3 on a three-node cluster survives one server down).
+ */
+export interface StreamOptions extends StreamLimits {
+  replicas?: number;
+}
+
+/** Most replicas JetStream keeps of a stream. */
+export const MAX_STREAM_REPLICAS = 5;
+
 /** Defaults: 1 GiB, 7 days, 1,000,000 events (an event is a few hundred bytes: the count binds first). */
 export const DEFAULT_STREAM_LIMITS: Readonly<StreamLimits> = { maxBytes: 1024 ** 3, maxAgeMs: 7 * 24 * 3_600_000, maxMsgs: 1_000_000 };
 
@@ -46,9 +57,10 @@ export const STREAM_LIMIT_BOUNDS: Readonly<Record<keyof StreamLimits, { min: num
   maxMsgs: { min: 1_000, max: 1_000_000_000 },
 };
 
-/** The limit fields of the stream's configuration, as the server takes them. */
-function limitConfig(l: StreamLimits): Pick<StreamConfig, 'max_bytes' | 'max_age' | 'max_msgs' | 'discard' | 'duplicate_window'> {
+/** The limit fields of the stream's configuration and its replicas, as the server takes them. */
+function limitConfig(l: StreamOptions): Pick<StreamConfig, 'max_bytes' | 'max_age' | 'max_msgs' | 'discard' | 'duplicate_window' | 'num_replicas'> {
   return {
+    num_replicas: l.replicas ?? 1,
     max_bytes: l.maxBytes,
     max_age: l.maxAgeMs * NS_PER_MS,
     max_msgs: l.maxMsgs,
@@ -66,17 +78,31 @@ export function isStreamNotFound(err: unknown): boolean {
 /** JetStream's API error code for "stream name already in use" (another controller made the stream first). */
 const STREAM_NAME_IN_USE = 10058;
 
-/** Whether a stream's configuration has exactly these limits. */
-function hasLimits(config: StreamConfig, limits: StreamLimits): boolean {
+/** Whether a stream's configuration has exactly these limits and replicas. */
+function hasLimits(config: StreamConfig, limits: StreamOptions): boolean {
   const want = limitConfig(limits);
   return (Object.keys(want) as (keyof typeof want)[]).every((k) => config[k] === want[k]);
 }
 
 /**
- * Makes the event stream exist with these limits: creates it when missing, updates its limits when they
- * differ (the messages it holds stay, unless the new limits drop the oldest). Other errors are thrown.
+ * JetStream's refusal of a replica count, as a clear error: the server is not clustered, or the cluster has fewer
+ * JetStream servers up than the replicas asked for.
  */
-export async function ensureEventStream(jsm: JetStreamManager, limits: StreamLimits = DEFAULT_STREAM_LIMITS): Promise<'created' | 'updated' | 'unchanged'> {
+function replicasError(what: string, replicas: number, e: unknown): UnderlayError {
+  const why = (e as Error).message;
+  const hint =
+    replicas > 1
+      ? `--events-replicas ${replicas} needs a NATS cluster with JetStream on at least ${replicas} servers, all up and routed to each other (a single nats-server keeps 1 replica)`
+      : 'check the NATS servers\' JetStream';
+  return new UnderlayError('unavailable', `could not ${what} (${why}); ${hint}`, { cause: e });
+}
+
+/**
+ * Makes the event stream exist with these limits and replicas: creates it when missing, updates its limits and
+ * replicas when they differ (the messages it holds stay, unless the new limits drop the oldest; JetStream copies them
+ * to new replicas). A refusal (a replica count the servers cannot hold) is an error that says so; others are thrown.
+ */
+export async function ensureEventStream(jsm: JetStreamManager, limits: StreamOptions = DEFAULT_STREAM_LIMITS): Promise<'created' | 'updated' | 'unchanged'> {
   const want = limitConfig(limits);
   let current: StreamConfig;
   try {
@@ -89,11 +115,19 @@ export async function ensureEventStream(jsm: JetStreamManager, limits: StreamLim
     } catch (e) {
       // Another controller made it in between.
       if (e instanceof JetStreamApiError && e.code === STREAM_NAME_IN_USE) return ensureEventStream(jsm, limits);
+      if (want.num_replicas > 1 && e instanceof JetStreamApiError) throw replicasError(`create the JetStream stream ${EVENTS_STREAM} with ${want.num_replicas} replicas`, want.num_replicas, e);
       throw new UnderlayError('internal', `could not create the JetStream stream ${EVENTS_STREAM} (${(e as Error).message}); if the server lacks room, lower --stream-max-bytes`, { cause: e });
     }
   }
   if (hasLimits(current, limits)) return 'unchanged';
-  await jsm.streams.update(EVENTS_STREAM, want);
+  try {
+    await jsm.streams.update(EVENTS_STREAM, want);
+  } catch (e) {
+    if (current.num_replicas !== want.num_replicas && e instanceof JetStreamApiError) {
+      throw replicasError(`change the JetStream stream ${EVENTS_STREAM} from ${current.num_replicas} to ${want.num_replicas} replicas`, want.num_replicas, e);
+    }
+    throw e;
+  }
   return 'updated';
 }
 
@@ -101,21 +135,21 @@ export class EventPublisher {
   private constructor(
     private readonly nc: NatsConnection,
     private readonly jsm: JetStreamManager,
-    readonly limits: StreamLimits,
+    readonly limits: StreamOptions,
   ) {}
 
-  static async open(nc: NatsConnection, limits: StreamLimits = DEFAULT_STREAM_LIMITS): Promise<EventPublisher> {
+  static async open(nc: NatsConnection, limits: StreamOptions = DEFAULT_STREAM_LIMITS): Promise<EventPublisher> {
     const jsm = await jetstreamManager(nc);
     await ensureEventStream(jsm, limits);
     return new EventPublisher(nc, jsm, limits);
   }
 
-  /** Creates the stream when it is missing (deleted by an operator), updates limits that differ. */
+  /** Creates the stream when it is missing (deleted by an operator), updates limits and replicas that differ. */
   ensureStream(): Promise<'created' | 'updated' | 'unchanged'> {
     return ensureEventStream(this.jsm, this.limits);
   }
 
-  /** Whether the stream exists with these limits (a periodic check; throws only when the server cannot be asked). */
+  /** Whether the stream exists with these limits and replicas (a periodic check; throws only when the server cannot be asked). */
   async streamInPlace(): Promise<boolean> {
     try {
       return hasLimits((await this.jsm.streams.info(EVENTS_STREAM)).config, this.limits);

@@ -69,6 +69,36 @@ export function fromNatsRequestError(err: unknown, method: RpcMethod, subject: s
   return err;
 }
 
+/**
+ * Per connection: who waits on an answer that a lost server would take with it. A reply on its way through the server
+ * that went away never comes; without this, a caller would wait out its attempt's timeout (10 s by default) although
+ * the connection moved to another server of the cluster within a fraction of a second.
+ */
+class ConnectionLoss {
+  private readonly waiting = new Set<(server: string) => void>();
+  constructor(nc: NatsConnection) {
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type !== 'disconnect') continue;
+        const now = [...this.waiting];
+        this.waiting.clear();
+        for (const w of now) w(s.server);
+      }
+    })().catch(() => {});
+  }
+  /** Calls `fn` with the server's address if the connection loses its server before `off()` is called. */
+  on(fn: (server: string) => void): () => void {
+    this.waiting.add(fn);
+    return () => this.waiting.delete(fn);
+  }
+}
+const losses = new WeakMap<NatsConnection, ConnectionLoss>();
+function lossOf(nc: NatsConnection): ConnectionLoss {
+  let l = losses.get(nc);
+  if (!l) losses.set(nc, (l = new ConnectionLoss(nc)));
+  return l;
+}
+
 export class RpcClient {
   /**
    * @param node the node this client speaks for (its credentials must allow that node's subjects).
@@ -114,12 +144,21 @@ export class RpcClient {
     if (tracingOn()) injectNats(h); // tracestate and baggage, when the propagators carry any
     const payload = enc.encode(JSON.stringify(req));
     const subject = rpcSubject(method, this.node);
+    const loss = lossOf(this.nc);
     const attempt = async (): Promise<z.infer<S>> => {
       let msg: Msg;
+      // The server this request went through went away: the attempt fails at once as `unavailable` and is retried as
+      // after a timeout (the request goes out again once the connection is on a server), without waiting out `timeout`.
+      let off = () => {};
+      const lost = new Promise<never>((_, reject) => {
+        off = loss.on((server) => reject(new UnavailableError(`the NATS connection to ${server} was lost while waiting for the controller's answer to ${method}`)));
+      });
       try {
-        msg = await this.nc.request(subject, payload, { timeout, headers: h });
+        msg = await Promise.race([this.nc.request(subject, payload, { timeout, headers: h }), lost]);
       } catch (err) {
         throw fromNatsRequestError(err, method, subject, this.node);
+      } finally {
+        off();
       }
       const reply = RpcReply.parse(msg.json());
       if (!reply.ok) throw fromErrorBody(reply.error);
