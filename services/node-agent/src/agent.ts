@@ -4,7 +4,7 @@
  */
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
-import { DockerEngine, ReconcileRunner, RpcClient, connectNats, failureLog, openRouteOps, runReadiness, type FailureLog, spanNames, traceMethods, type Attributes, type NatsConnection, type Readiness, type RouteOps, logError } from '@underlay/adapters';
+import { DockerEngine, ReconcileRunner, RpcClient, connectNats, failureLog, openRouteOps, runReadiness, type FailureLog, spanNames, traceMethods, type Attributes, type NatsConnection, type Readiness, type RouteOps, logError, logWarn } from '@underlay/adapters';
 import { nodeInboxPrefix, plugin, type ClusterEvent } from '@underlay/core';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ClusterView } from './cluster-view.js';
@@ -169,7 +169,7 @@ export class Agent {
   async start(): Promise<void> {
     fs.mkdirSync(this.config.stateDir, { recursive: true });
     await this.startTelemetry();
-    const store = new LocalStore(this.config.stateDir);
+    const store = new LocalStore(this.config.stateDir, undefined, (m) => logWarn(this.logger, m));
     this.links = this.metrics.netlink(traceMethods(await this.openLinks(), LINK_SPANS, linkAttrs));
     this.nc = await connectNats(this.config.nats, `underlay-agent-${this.config.node}`, { inboxPrefix: nodeInboxPrefix(this.config.node), creds: this.config.natsCreds, tls: { ca: this.config.natsCa, cert: this.config.natsCert, key: this.config.natsKey } });
     const rpc = new RpcClient(this.nc, this.config.node, this.metrics.rpc);
@@ -327,6 +327,7 @@ export class Agent {
       await closed;
     }
     if (this.socketPath) fs.rmSync(this.socketPath, { force: true });
+    this.ctx?.store.close();
     await this.telemetry?.close();
     this.links?.close();
     this.routeOps?.close();
