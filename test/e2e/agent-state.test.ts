@@ -4,7 +4,8 @@
  *  - the state directory wiped while a container runs, the agent restarted: it logs the rebuild from Docker and
  *    the controller, the container keeps its address (and is pingable), new containers get other addresses, no
  *    collector pass reclaims the live address, and `docker rm` later releases it normally;
- *  - a corrupt allocations file: the agent starts, logs it, moves it aside and rebuilds it.
+ *  - a corrupt allocations file: the agent starts, logs it, moves it aside with its journal and rebuilds it;
+ *  - between the two, an allocation is a line appended to the journal, the snapshot is not rewritten.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -72,6 +73,7 @@ describe('agent state', () => {
     const allocFile = JSON.parse(fs.readFileSync(path.join(n.stateDir, 'allocations.json'), 'utf8')) as Record<string, { seq: number }>;
     expect(allocFile[`${POOL}|${ip1}`]).toEqual({ seq: seq1 });
     expect(fs.existsSync(path.join(n.stateDir, 'endpoints', `${ep1}.json`))).toBe(true);
+    const snapshotAt = fs.statSync(path.join(n.stateDir, 'allocations.json'));
 
     // The container kept its address; a new container gets another one, and they ping each other.
     expect(await containerIp(n.docker, 'c1', 'n1')).toBe(ip1);
@@ -79,6 +81,11 @@ describe('agent state', () => {
     const ip2 = await containerIp(n.docker, 'c2', 'n1');
     expect(ip2).toMatch(/^192\.0\.2\.\d+$/);
     expect(ip2).not.toBe(ip1);
+    // c2's allocation is a line appended to the journal; the snapshot the rebuild wrote is not rewritten.
+    const journal = fs.readFileSync(path.join(n.stateDir, 'allocations.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as unknown);
+    expect(journal).toContainEqual({ op: 'set', poolId: POOL, address: ip2, seq: allocOf(ip2)!.seq });
+    const snapshotNow = fs.statSync(path.join(n.stateDir, 'allocations.json'));
+    expect([snapshotNow.ino, snapshotNow.mtimeMs]).toEqual([snapshotAt.ino, snapshotAt.mtimeMs]);
     await n.docker.dockerOk(['exec', 'c2', 'ping', '-c', '2', '-W', '3', ip1]);
     // c2's address is bound to its endpoint at once (the rebuilt network knows its pool).
     const ep2 = (await n.docker.dockerOk(['inspect', '-f', '{{(index .NetworkSettings.Networks "n1").EndpointID}}', 'c2'])).trim();
@@ -115,6 +122,8 @@ describe('agent state', () => {
     await waitFor(() => agentLog().slice(logBefore).includes('rebuilt from the controller'), { timeoutMs: 20_000, what: 'the agent to rebuild its allocations' });
     const log = agentLog().slice(logBefore);
     expect(log).toMatch(new RegExp(`state file ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is not valid JSON: .*; moved aside to ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.corrupt-`));
+    // Its journal (c2's allocation, c1's release) holds changes to it: moved aside with it.
+    expect(log).toContain(`state file ${path.join(n.stateDir, 'allocations.log')} holds changes to ${file}, which was damaged; moved aside to ${path.join(n.stateDir, 'allocations.log')}.corrupt-`);
     const aside = fs.readdirSync(n.stateDir).filter((f) => f.startsWith('allocations.json.corrupt-'));
     expect(aside).toHaveLength(1);
     expect(fs.readFileSync(path.join(n.stateDir, aside[0]!), 'utf8')).toContain('192.0.2.9');

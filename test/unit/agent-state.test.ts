@@ -32,9 +32,10 @@ import { AddressHolds } from '../../services/node-agent/src/driver/address-holds
 // fsync is observed through a pass-through mock (node:fs's own properties cannot be spied on).
 jest.mock('node:fs', () => {
   const real = jest.requireActual<typeof import('node:fs')>('node:fs');
-  return { ...real, fsyncSync: jest.fn(real.fsyncSync) };
+  return { ...real, fsyncSync: jest.fn(real.fsyncSync), fdatasyncSync: jest.fn(real.fdatasyncSync) };
 });
 const fsync = fs.fsyncSync as jest.MockedFunction<typeof fs.fsyncSync>;
+const fdatasync = fs.fdatasyncSync as jest.MockedFunction<typeof fs.fdatasyncSync>;
 
 const hex64 = (c: string) => c.repeat(64).slice(0, 64);
 const NET = hex64('a1');
@@ -92,6 +93,7 @@ beforeEach(() => {
 });
 afterEach(() => {
   fsync.mockClear();
+  fdatasync.mockClear();
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -99,12 +101,17 @@ describe('local store', () => {
   it('fsyncs every write (the file, then its directory) and leaves no temporary file', () => {
     const store = new LocalStore(dir);
     fsync.mockClear();
+    // An allocation: a line appended to the journal and fdatasynced (its directory too when the journal is new).
     store.setAlloc('underlay/192.0.2.0/24', '192.0.2.2', 7);
-    expect(fsync).toHaveBeenCalledTimes(2);
+    expect([fdatasync.mock.calls.length, fsync.mock.calls.length]).toEqual([1, 1]);
+    store.setAlloc('underlay/192.0.2.0/24', '192.0.2.3', 8);
+    expect([fdatasync.mock.calls.length, fsync.mock.calls.length]).toEqual([2, 1]);
+    fsync.mockClear();
     store.putEndpoint({ id: EP1, networkId: NET, address: '192.0.2.2/24' });
-    expect(fsync).toHaveBeenCalledTimes(4);
+    expect(fsync).toHaveBeenCalledTimes(2);
     store.deleteEndpoint(EP1);
-    expect(fsync).toHaveBeenCalledTimes(5);
+    expect(fsync).toHaveBeenCalledTimes(3);
+    store.close();
     const all = [dir, path.join(dir, 'networks'), path.join(dir, 'endpoints')].flatMap((d) => fs.readdirSync(d));
     expect(all.filter((f) => f.includes('.tmp-'))).toEqual([]);
     expect(new LocalStore(dir).allocSeq('underlay/192.0.2.0/24', '192.0.2.2')).toBe(7);
@@ -122,8 +129,11 @@ describe('local store', () => {
     fs.writeFileSync(path.join(dir, 'networks', `${NET}.json.tmp-999`), '{"id":');
 
     const again = new LocalStore(dir, () => new Date('2026-01-02T03:04:05.678Z'));
-    expect(again.damaged.map((d) => path.relative(dir, d.file)).sort()).toEqual(['allocations.json', `endpoints/${EP2}.json`, `endpoints/${hex64('e3')}.json`]);
+    expect(again.damaged.map((d) => path.relative(dir, d.file)).sort()).toEqual(['allocations.json', 'allocations.log', `endpoints/${EP2}.json`, `endpoints/${hex64('e3')}.json`]);
     expect(again.damaged.find((d) => d.file.endsWith('allocations.json'))!.reason).toMatch(/^is not valid JSON/);
+    // The allocations journal holds changes to that snapshot: moved aside with it.
+    expect(again.damaged.find((d) => d.file.endsWith('allocations.log'))!.reason).toBe(`holds changes to ${path.join(dir, 'allocations.json')}, which was damaged`);
+    expect(fs.existsSync(path.join(dir, 'allocations.log.corrupt-2026-01-02T03-04-05-678Z'))).toBe(true);
     expect(again.damaged.find((d) => d.file.endsWith(`${EP2}.json`))!.reason).toMatch(/^does not match its schema: networkId/);
     expect(fs.existsSync(path.join(dir, 'allocations.json.corrupt-2026-01-02T03-04-05-678Z'))).toBe(true);
     expect(fs.existsSync(path.join(dir, 'allocations.json'))).toBe(false);

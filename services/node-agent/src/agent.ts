@@ -4,7 +4,7 @@
  */
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
-import { DockerEngine, ReconcileRunner, RpcClient, connectNats, logNatsStatus, natsServers, failureLog, openRouteOps, runReadiness, type FailureLog, spanNames, traceMethods, type Attributes, type NatsConnection, type Readiness, type RouteOps, logError } from '@underlay/adapters';
+import { DockerEngine, ReconcileRunner, RpcClient, connectNats, logNatsStatus, natsServers, failureLog, openRouteOps, runReadiness, type FailureLog, spanNames, traceMethods, type Attributes, type NatsConnection, type Readiness, type RouteOps, logError, logWarn } from '@underlay/adapters';
 import { nodeInboxPrefix, plugin, type ClusterEvent } from '@underlay/core';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ClusterView } from './cluster-view.js';
@@ -232,7 +232,7 @@ export class Agent {
 
   private async startUp(gate: StartupGate): Promise<void> {
     await this.startTelemetry();
-    const store = new LocalStore(this.config.stateDir);
+    const store = new LocalStore(this.config.stateDir, undefined, (m) => logWarn(this.logger, m));
     gate.stage('opening netlink');
     this.links = this.metrics.netlink(traceMethods(await this.openLinks(), LINK_SPANS, linkAttrs));
     gate.stage(`connecting to NATS at ${natsServers(this.config.nats).join(', ')}`);
@@ -400,6 +400,7 @@ export class Agent {
     await this.ctx?.holds?.releaseAll();
     await this.view?.stop();
     await this.closeSocket();
+    this.ctx?.store.close();
     await this.telemetry?.close();
     this.links?.close();
     this.routeOps?.close();

@@ -1,5 +1,5 @@
 /**
- * The rebuild of an agent's store at start, with its logs: damaged state files (moved aside by the store),
+ * The rebuild of an agent's store at start, with its logs: damaged state files (moved aside by the store) and repairs,
  * then Docker (before the agent serves; if Docker cannot be read yet it tries again in the background, 1 s to
  * 30 s apart with the shared backoff, until it can or the agent stops), then the controller once the cluster view
  * has caught up (and again after a late Docker rebuild). The rebuild steps themselves are in restore.ts (which the
@@ -26,6 +26,7 @@ export class StoreRebuild {
     for (const d of store.damaged) {
       log(`state file ${d.file} ${d.reason}; ${d.movedTo ? `moved aside to ${d.movedTo}` : 'left in place'}: rebuilding what it held from Docker and the controller`);
     }
+    for (const r of store.repaired) log(`state file ${r}`);
     if (await this.fromDocker()) return;
     this.retrying = this.retryDocker();
   }

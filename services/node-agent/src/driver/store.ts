@@ -5,9 +5,18 @@
  *
  * Every write is durable before it returns: the file is written under a temporary name, fsynced,
  * renamed over the old one, and the directory is fsynced (so the rename survives a power cut too).
+ * The allocations, which change at every address request and release, are a snapshot (`allocations.json`,
+ * written that way) and a journal next to it (`allocations.log`): a change is one JSON line appended with
+ * one write and an fdatasync, so a request costs a line, not a rewrite of every allocation of the host.
+ * Past a bound (twice the allocations, at least COMPACT_MIN_LINES lines) a new snapshot is written, then the
+ * journal emptied; a crash between the two replays the journal onto a snapshot that already holds it, to
+ * the same map (a line sets or deletes one key). Hand-written: a journal is a few lines here, and an
+ * embedded database (SQLite, LevelDB) would bring a native module for a map of a few thousand keys.
+ *
  * A file that cannot be parsed or fails its schema is moved aside as `<file>.corrupt-<timestamp>` and
  * reported in `damaged` (never thrown): the agent starts, and what the file held is rebuilt from Docker
- * and the controller (restore.ts). Temporary files left by a crash mid-write are removed.
+ * and the controller (restore.ts). Temporary files left by a crash mid-write are removed; a journal line
+ * cut by a crash mid-append (its change never returned) is dropped and reported in `repaired`.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -48,6 +57,12 @@ export type EndpointRecord = z.infer<typeof EndpointRecord>;
 /** `<poolId>|<address>` → the allocation's seq. */
 export const AllocRecord = z.record(z.string(), z.object({ seq: z.number() }));
 export type AllocInfo = { poolId: string; address: string; seq: number };
+/** One line of the allocations journal: the allocation set, or deleted (with the seq it had). */
+export const AllocChange = z.object({ op: z.enum(['set', 'del']), poolId: z.string(), address: z.string(), seq: z.number() });
+export type AllocChange = z.infer<typeof AllocChange>;
+
+/** The journal is compacted (a new snapshot, the journal emptied) past twice the allocations and at least this many lines. */
+export const COMPACT_MIN_LINES = 500;
 
 /** A state file that could not be used and was moved aside. */
 export interface DamagedFile {
@@ -74,6 +89,12 @@ function reasonOf(e: unknown): string {
   return `is not valid JSON: ${(e as Error).message}`;
 }
 
+function applyChange(allocs: Map<string, { seq: number }>, c: AllocChange): void {
+  const k = `${c.poolId}|${c.address}`;
+  if (c.op === 'set') allocs.set(k, { seq: c.seq });
+  else allocs.delete(k);
+}
+
 export class LocalStore {
   readonly networks: Map<string, NetworkRecord>;
   readonly endpoints: Map<string, EndpointRecord>;
@@ -81,21 +102,37 @@ export class LocalStore {
   readonly allocs: Map<string, { seq: number }>;
   /** Files found unusable at load and moved aside (the caller logs them and rebuilds). */
   readonly damaged: DamagedFile[] = [];
-  /** True when the allocations file was not there at load (a new host, or a wiped or damaged state directory). */
+  /** What the load repaired without losing anything (a journal line cut by a crash): the caller logs it. */
+  readonly repaired: string[] = [];
+  /**
+   * True when no allocations were there at load: neither the snapshot nor a journal line (a new host, or a wiped or
+   * damaged state directory).
+   */
   readonly allocationsMissing: boolean;
   /** When this process last wrote each network or endpoint record (records read at load have none). */
   private readonly writtenAt = new Map<string, number>();
   private readonly netDir: string;
   private readonly epDir: string;
   private readonly allocFile: string;
+  private readonly logFile: string;
+  /** The journal, open for appending from its first use until close(). */
+  private logFd?: number;
+  /** The journal's length (bytes, lines) as this store wrote or read it. */
+  private logSize = 0;
+  private logLines = 0;
+  /** After a failed compaction, the journal's length at which to try again (not at every change). */
+  private compactRetryAt = 0;
 
   constructor(
     stateDir: string,
     private readonly now: () => Date = () => new Date(),
+    /** Where problems of a write that did not fail its change go (a compaction that failed). */
+    private readonly log: (msg: string) => void = () => {},
   ) {
     this.netDir = path.join(stateDir, 'networks');
     this.epDir = path.join(stateDir, 'endpoints');
     this.allocFile = path.join(stateDir, 'allocations.json');
+    this.logFile = path.join(stateDir, 'allocations.log');
     fs.mkdirSync(this.netDir, { recursive: true });
     fs.mkdirSync(this.epDir, { recursive: true });
     this.removeTemporaries(stateDir);
@@ -103,9 +140,84 @@ export class LocalStore {
     this.removeTemporaries(this.epDir);
     this.networks = this.readDir(this.netDir, NetworkRecord);
     this.endpoints = this.readDir(this.epDir, EndpointRecord);
-    const allocs = fs.existsSync(this.allocFile) ? this.readFile(this.allocFile, AllocRecord) : undefined;
+    const allocs = this.loadAllocs();
     this.allocationsMissing = allocs === undefined;
-    this.allocs = new Map(Object.entries(allocs ?? {}));
+    this.allocs = allocs ?? new Map();
+  }
+
+  /** Closes the journal (a later change opens it again). */
+  close(): void {
+    if (this.logFd === undefined) return;
+    fs.closeSync(this.logFd);
+    this.logFd = undefined;
+  }
+
+  /**
+   * The snapshot with the journal replayed onto it; undefined when there was none or it was damaged. The two files
+   * are one state: when either is damaged, both are moved aside (the journal holds changes to that snapshot, and
+   * the snapshot is out of date without its journal), and the allocations are rebuilt like a wiped directory's.
+   */
+  private loadAllocs(): Map<string, { seq: number }> | undefined {
+    const hadSnapshot = fs.existsSync(this.allocFile);
+    const snapshot = hadSnapshot ? this.readFile(this.allocFile, AllocRecord) : {};
+    if (!snapshot) {
+      if (fs.statSync(this.logFile, { throwIfNoEntry: false })?.size) this.moveAside(this.logFile, `holds changes to ${this.allocFile}, which was damaged`);
+      return undefined;
+    }
+    const changes = fs.existsSync(this.logFile) ? this.readJournal() : [];
+    if (!changes) {
+      this.logSize = this.logLines = 0;
+      if (hadSnapshot) this.moveAside(this.allocFile, `is out of date without its journal ${this.logFile}, which was damaged`);
+      return undefined;
+    }
+    if (!hadSnapshot && changes.length === 0) return undefined;
+    const allocs = new Map(Object.entries(snapshot));
+    for (const c of changes) applyChange(allocs, c);
+    return allocs;
+  }
+
+  /**
+   * The journal's lines, or undefined after moving it aside (a line that is not a change, before the last). The
+   * last line, when it has no line end or is not JSON, is an append a crash cut (its change never returned): it is
+   * cut off the file (the next line must not follow it) and reported in `repaired`.
+   */
+  private readJournal(): AllocChange[] | undefined {
+    let buf: Buffer;
+    try {
+      buf = fs.readFileSync(this.logFile);
+    } catch (e) {
+      this.moveAside(this.logFile, `could not be read: ${(e as Error).message}`);
+      return undefined;
+    }
+    const changes: AllocChange[] = [];
+    let line = 0;
+    while (this.logSize < buf.length) {
+      const start = this.logSize;
+      const nl = buf.indexOf(0x0a, start);
+      line++;
+      try {
+        if (nl === -1) throw new SyntaxError('no line end');
+        changes.push(AllocChange.parse(JSON.parse(buf.subarray(start, nl).toString('utf8'))));
+      } catch (e) {
+        const torn = nl === -1 || (nl + 1 === buf.length && e instanceof SyntaxError);
+        if (!torn) {
+          this.moveAside(this.logFile, `line ${line} ${reasonOf(e)}`);
+          return undefined;
+        }
+        try {
+          this.cutJournal(start);
+        } catch (c) {
+          this.close();
+          this.moveAside(this.logFile, `ends in a line cut by a crash, which could not be cut off: ${(c as Error).message}`);
+          return undefined;
+        }
+        this.repaired.push(`${this.logFile}: its last line (${buf.length - start} bytes) was cut by a crash while it was written: dropped (its change had not completed)`);
+        break;
+      }
+      this.logSize = nl + 1;
+      this.logLines = line;
+    }
+    return changes;
   }
 
   /** Half-written files of a write a crash interrupted (the file they were for still has its previous content). */
@@ -176,13 +288,16 @@ export class LocalStore {
     const at = this.writtenAt.get(id);
     return at !== undefined && this.now().getTime() - at < ms;
   }
+  /** Sets (or with no seq deletes) an allocation: one line appended to the journal, durable before it returns. */
   setAlloc(poolId: string, address: string, seq: number | undefined): void {
-    const k = `${poolId}|${address}`;
-    if (seq === undefined) this.allocs.delete(k);
-    else this.allocs.set(k, { seq });
-    this.writeAllocs();
+    const cur = this.allocs.get(`${poolId}|${address}`);
+    if (seq === undefined ? !cur : cur?.seq === seq) return;
+    const change: AllocChange = seq === undefined ? { op: 'del', poolId, address, seq: cur!.seq } : { op: 'set', poolId, address, seq };
+    this.append(change);
+    applyChange(this.allocs, change);
+    if (this.logLines > Math.max(2 * this.allocs.size, COMPACT_MIN_LINES, this.compactRetryAt)) this.compact();
   }
-  /** Adds allocations not known yet (a rebuild), in one write; returns how many were added. */
+  /** Adds allocations not known yet (a rebuild), in one write of the snapshot; returns how many were added. */
   addAllocs(list: readonly AllocInfo[]): number {
     let added = 0;
     for (const a of list) {
@@ -191,11 +306,65 @@ export class LocalStore {
       this.allocs.set(k, { seq: a.seq });
       added++;
     }
-    if (added > 0 || !fs.existsSync(this.allocFile)) this.writeAllocs();
+    if (added > 0 || !fs.existsSync(this.allocFile)) this.writeSnapshot();
     return added;
   }
-  private writeAllocs(): void {
+  /** A new snapshot, durable, then the journal emptied (a crash between the two replays the journal onto it: the same map). */
+  private writeSnapshot(): void {
     writeDurable(this.allocFile, Object.fromEntries(this.allocs));
+    // The file's own size: a journal this store did not read (one that could not be moved aside) is emptied too.
+    if ((fs.statSync(this.logFile, { throwIfNoEntry: false })?.size ?? 0) > 0) this.cutJournal(0);
+    this.compactRetryAt = 0;
+  }
+  /** Compaction after a change: its failure does not fail the change (durable in the journal), it is logged and tried again later. */
+  private compact(): void {
+    try {
+      this.writeSnapshot();
+    } catch (e) {
+      this.compactRetryAt = this.logLines + COMPACT_MIN_LINES;
+      this.log(`the allocations journal ${this.logFile} could not be compacted (every change is still durable in it; trying again in ${COMPACT_MIN_LINES} changes): ${(e as Error).message}`);
+    }
+  }
+  /** The journal, opened on first use (0600, appending; a new file's directory entry made durable). */
+  private journal(): number {
+    if (this.logFd !== undefined) return this.logFd;
+    const created = !fs.existsSync(this.logFile);
+    const fd = fs.openSync(this.logFile, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+    try {
+      fs.fchmodSync(fd, 0o600);
+      if (created) syncDir(path.dirname(this.logFile));
+    } catch (e) {
+      fs.closeSync(fd);
+      throw e;
+    }
+    this.logFd = fd;
+    return fd;
+  }
+  /** Appends one change in one write, then fdatasync. A part written before a failure is cut off again. */
+  private append(change: AllocChange): void {
+    const fd = this.journal();
+    const line = Buffer.from(`${JSON.stringify(change)}\n`, 'utf8');
+    try {
+      for (let off = 0; off < line.length; ) off += fs.writeSync(fd, line, off);
+      fs.fdatasyncSync(fd);
+    } catch (e) {
+      try {
+        fs.ftruncateSync(fd, this.logSize);
+      } catch {
+        // What is left is dropped or moved aside at the next load.
+      }
+      throw e;
+    }
+    this.logSize += line.length;
+    this.logLines++;
+  }
+  /** Cuts the journal to `size` bytes, durably. */
+  private cutJournal(size: number): void {
+    const fd = this.journal();
+    fs.ftruncateSync(fd, size);
+    fs.fsyncSync(fd);
+    this.logSize = size;
+    if (size === 0) this.logLines = 0;
   }
   allocSeq(poolId: string, address: string): number | undefined {
     return this.allocs.get(`${poolId}|${address}`)?.seq;
