@@ -30,7 +30,7 @@ function cluster() {
   const poolId = t.run((s) => decideRequestPool(s, { node: 'h1', space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: { block_size: '28' }, v6: false })).poolId;
   t.run((s) => decideRequestPool(s, { node: 'h2', space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: { block_size: '28' }, v6: false }));
   for (const [node, net] of [['h1', NET1], ['h2', NET2]] as const) {
-    t.run((s) => decideNetworkRecorded(s, { node, networkId: net, poolIds: [poolId] }));
+    t.run((s) => decideNetworkRecorded(s, { node, networkId: net, poolIds: [poolId], options: {} }));
     t.run((s) => decideNetworkNamed(s, { node, networkId: net, name: 'n1' }));
   }
   /** A container's address: allocated and bound, as Docker's RequestAddress and CreateEndpoint do. */
@@ -208,7 +208,7 @@ describe('ipam release (operator)', () => {
   it('asks for --network when the address is allocated in several address spaces', () => {
     const { t, node } = cluster();
     const other = t.run((s) => decideRequestPool(s, { node: 'h1', space: 'vlan30', pool: '192.0.2.0/24', subPool: '', options: {}, v6: false })).poolId;
-    t.run((s) => decideNetworkRecorded(s, { node: 'h1', networkId: 'd'.repeat(64), poolIds: [other] }));
+    t.run((s) => decideNetworkRecorded(s, { node: 'h1', networkId: 'd'.repeat(64), poolIds: [other], options: {} }));
     t.run((s) => decideNetworkNamed(s, { node: 'h1', networkId: 'd'.repeat(64), name: 'v30' }));
     const p1 = t.run((s) => decideRequestAddress(s, { node: 'h1', poolId: 'underlay/192.0.2.0/24', address: '192.0.2.9', options: {}, kind: 'endpoint' }));
     const p2 = t.run((s) => decideRequestAddress(s, { node: 'h1', poolId: other, address: '192.0.2.9', options: {}, kind: 'endpoint' }));
