@@ -249,7 +249,7 @@ describe('Docker is the truth on its host', () => {
       const newId = await networkId(h1, 'p0');
       expect(newId).not.toBe(oldId);
       const blocked = await create(h1, 'p1', '--subnet', '203.0.113.16/28', '-o', 'parent=par1', '-o', 'macvlan_mode=passthru');
-      expect(refusal(blocked)).toContain('cannot use mode passthru, macvlan network p0 is already using parent interface par1');
+      expect(refusal(blocked)).toContain(`cannot use mode passthru, macvlan network "p0" (${newId.slice(0, 12)}) is already using parent interface par1`);
       // Removed (nothing attached any more: c0's address was given back), the parent is free for passthru.
       await h1.docker.dockerOk(['network', 'rm', 'p0']);
       await waitFor(() => !state().clusterNetworks.has('p0'), { timeoutMs: 5_000, what: 'cluster network p0 removed' });

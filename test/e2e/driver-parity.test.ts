@@ -197,13 +197,16 @@ describe('parent rules', () => {
     try {
       expect((await create('ma', '192.0.2.0/25', 'parent=eth1')).code).toBe(0);
       expect((await create('mb2', '192.0.2.128/25', 'parent=eth1')).code).toBe(0); // macvlan networks may share a parent
+      // Named as the user typed it, with Docker's short id (libnetwork names the id only).
+      const shortId = async (n: string) => (await d.dockerOk(['network', 'inspect', '-f', '{{.Id}}', n])).trim().slice(0, 12);
+      const either = `("ma" \\(${await shortId('ma')}\\)|"mb2" \\(${await shortId('mb2')}\\))`;
       const mixed = await create('ia', '203.0.113.0/25', 'parent=eth1', 'ipvlan_mode=l2');
-      expect(mixed.stderr).toMatch(/macvlan network (ma|mb2) is already using parent interface eth1: macvlan and ipvlan cannot share a parent/);
+      expect(mixed.stderr).toMatch(new RegExp(`macvlan network ${either} is already using parent interface eth1: macvlan and ipvlan cannot share a parent`));
       const pt = await create('pt', '203.0.113.0/25', 'parent=eth1', 'macvlan_mode=passthru');
-      expect(pt.stderr).toMatch(/cannot use mode passthru, macvlan network (ma|mb2) is already using parent interface eth1/);
+      expect(pt.stderr).toMatch(new RegExp(`cannot use mode passthru, macvlan network ${either} is already using parent interface eth1`));
       expect((await create('i1', '203.0.113.0/25', 'parent=par2', 'type=ipvlan')).code).toBe(0);
       const second = await create('i2', '203.0.113.128/25', 'parent=par2', 'type=ipvlan');
-      expect(second.stderr).toContain('network i1 is already using parent interface par2');
+      expect(second.stderr).toContain(`network "i1" (${await shortId('i1')}) is already using parent interface par2`);
       const mac = await d.docker(['run', '-d', '--name', 'im', '--network', 'i1', '--mac-address', '02:11:22:33:44:55', BUSYBOX_IMAGE, 'true']);
       expect(mac.stderr).toContain('ipvlan interfaces do not support custom mac address assignment');
       await d.docker(['rm', '-f', 'im']);

@@ -13,6 +13,7 @@ import {
   EventsPage,
   Health,
   VersionInfo,
+  IpamCheck,
   IpamUsage,
   NetworkCreateResponse,
   NetworkDetail,
@@ -217,6 +218,17 @@ describe('controller HTTP API', () => {
     expect(usage.pools).toEqual([expect.objectContaining({ cidr: '198.18.4.0/24', used: 2, endpoints: 1, reserved: 1, size: '254', networks: ['web'], nodes: ['h1'] })]);
     expect(usage.pools[0]!.blocks).toEqual([{ block: '198.18.4.0/26', node: 'h1', size: '63', used: 2, endpoints: 1 }]);
 
+    // The IPAM check: the one endpoint is h1's report's (new: pending or judged, never a finding).
+    const checked = IpamCheck.parse((await call('GET', '/v1/ipam/check')).json);
+    expect(checked).toMatchObject({ clean: true, findings: 0, nodes: { ready: ['h1'], notReady: [] }, allocationsWithoutContainer: [], containersWithoutAllocation: [] });
+    expect((await call('GET', '/v1/ipam/check', undefined, {})).status).toBe(401);
+    // An operator's release of it is refused (409), naming the container and its host; an unknown address is a 404.
+    const refused = await call('POST', '/v1/ipam/release', { address });
+    expect(refused.status).toBe(409);
+    expect(refused.json.error.message).toContain(`address ${address} of network "web" is in use by container nginx-1 on h1`);
+    expect((await call('POST', '/v1/ipam/release', { address: '198.18.4.250' })).json.error).toEqual({ code: 'not-found', message: 'address 198.18.4.250 is not allocated' });
+    expect((await call('POST', '/v1/ipam/release', { address, extra: 1 })).status).toBe(400);
+
     const raw = await call('GET', '/v1/ipam');
     expect(raw.status).toBe(200);
     expect(raw.json.pools.map((p: { cidr: string }) => p.cidr)).toEqual(['198.18.4.0/24']);
@@ -232,7 +244,7 @@ describe('controller HTTP API', () => {
     const doc = r.json;
     expect(doc.openapi).toBe('3.1.0');
     expect(doc.info).toMatchObject({ title: expect.any(String), version: expect.any(String) });
-    expect(Object.keys(doc.paths).sort()).toEqual(['/healthz', '/metrics', '/openapi.json', '/readyz', '/v1/endpoints', '/v1/events', '/v1/ipam', '/v1/ipam/usage', '/v1/networks', '/v1/networks/{name}', '/v1/nodes', '/v1/version']);
+    expect(Object.keys(doc.paths).sort()).toEqual(['/healthz', '/metrics', '/openapi.json', '/readyz', '/v1/endpoints', '/v1/events', '/v1/ipam', '/v1/ipam/check', '/v1/ipam/release', '/v1/ipam/usage', '/v1/networks', '/v1/networks/{name}', '/v1/nodes', '/v1/version']);
     expect(Object.keys(doc.paths['/v1/networks']).sort()).toEqual(['get', 'post']);
     expect(Object.keys(doc.paths['/v1/networks/{name}']).sort()).toEqual(['delete', 'get']);
     expect(doc.components.securitySchemes.bearerAuth).toEqual(expect.objectContaining({ type: 'http', scheme: 'bearer' }));
@@ -240,7 +252,7 @@ describe('controller HTTP API', () => {
     expect(doc.paths['/healthz'].get.security).toEqual([]);
     expect(doc.paths['/v1/nodes'].get.security).toBeUndefined();
     const schemas = doc.components.schemas;
-    for (const s of ['NetworkCreateRequest', 'NetworkCreateResponse', 'NetworkList', 'NetworkDetail', 'EndpointList', 'NodeList', 'IpamUsage', 'EventsPage', 'ClusterEvent', 'ApiError', 'Health']) expect(schemas[s]).toBeDefined();
+    for (const s of ['NetworkCreateRequest', 'NetworkCreateResponse', 'NetworkList', 'NetworkDetail', 'EndpointList', 'NodeList', 'IpamUsage', 'IpamCheck', 'IpamReleaseRequest', 'IpamReleaseResponse', 'EventsPage', 'ClusterEvent', 'ApiError', 'Health']) expect(schemas[s]).toBeDefined();
     // The request body as accepted: defaults optional, subnets required, unknown fields refused.
     expect(schemas.NetworkCreateRequest.required.sort()).toEqual(['name', 'subnets']);
     expect(schemas.NetworkCreateRequest.additionalProperties).toBe(false);

@@ -155,22 +155,33 @@ describe('CreateNetwork', () => {
     expect(f.changed()).toBe(0);
   });
 
-  it('keeps the parent rules, naming the other network by its Docker name', async () => {
+  it('keeps the parent rules, naming the other network by its name and short id', async () => {
     f.docker.put({ Id: NET, Name: 'lan', Driver: 'underlay' });
     await network.createNetwork(f.ctx, createReq(NET, { parent: 'eth1' }));
     await expect(network.createNetwork(f.ctx, createReq(NET2, { parent: 'eth1', type: 'ipvlan' }))).rejects.toThrow(
-      new ConflictError('macvlan network lan is already using parent interface eth1: macvlan and ipvlan cannot share a parent'),
+      new ConflictError(`macvlan network "lan" (${NET.slice(0, 12)}) is already using parent interface eth1: macvlan and ipvlan cannot share a parent`),
     );
     await expect(network.createNetwork(f.ctx, createReq(NET2, { parent: 'eth1', macvlan_mode: 'passthru' }))).rejects.toThrow(
-      'cannot use mode passthru, macvlan network lan is already using parent interface eth1',
+      `cannot use mode passthru, macvlan network "lan" (${NET.slice(0, 12)}) is already using parent interface eth1`,
     );
-    // Another macvlan network on the same parent is fine; a network Docker does not know is named by its id.
+    // Another macvlan network on the same parent is fine. Docker does not know it: the cluster view's name (its
+    // NetworkNamed event) is used, and with neither, its id.
     f.docker.networks.clear();
     await network.createNetwork(f.ctx, createReq(NET2, { parent: 'eth1' }));
-    await expect(network.createNetwork(f.ctx, createReq(hex64('c3'), { parent: 'eth1', type: 'ipvlan' }))).rejects.toThrow(
+    const names = new Map([[NET, 'lan-cluster']]);
+    const ctx = { ...f.ctx, clusterNetworkName: (id: string) => names.get(id) };
+    await expect(network.createNetwork(ctx, createReq(hex64('c3'), { parent: 'eth1', type: 'ipvlan' }))).rejects.toThrow(
+      `macvlan network "lan-cluster" (${NET.slice(0, 12)}) is already using parent interface eth1`,
+    );
+    names.clear();
+    await expect(network.createNetwork(ctx, createReq(hex64('c3'), { parent: 'eth1', type: 'ipvlan' }))).rejects.toThrow(
       `macvlan network ${NET.slice(0, 12)} is already using parent interface eth1`,
     );
     expect([...f.ctx.store.networks.keys()].sort()).toEqual([NET, NET2]);
+    // libnetwork's "network id … not found" names the network when Docker knows it.
+    f.docker.put({ Id: hex64('d4'), Name: 'elsewhere', Driver: 'underlay' });
+    await expect(network.deleteNetwork(f.ctx, { NetworkID: hex64('d4') })).rejects.toThrow(`network "elsewhere" (id "${hex64('d4')}") not found`);
+    await expect(network.deleteNetwork(f.ctx, { NetworkID: hex64('d5') })).rejects.toThrow(`network id "${hex64('d5')}" not found`);
   });
 
   it('answers a repeated create of a network it has without doing anything', async () => {

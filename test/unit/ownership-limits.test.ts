@@ -109,7 +109,7 @@ describe('ownership: a node acts only on what it holds', () => {
 
   it('refuses record, name, define and removal of another node\'s Docker network; the owner and the operator still remove', () => {
     const c = cluster();
-    const msg = 'network nid-h1 (n1) is recorded by node h1, not evil';
+    const msg = 'network "n1" (nid-h1) is recorded by node h1, not evil';
     refusedUnchanged(c, () => c.run((s) => decideNetworkRemoved(s, { node: 'evil', networkId: 'nid-h1' }), c.as('evil')), msg);
     refusedUnchanged(c, () => c.run((s) => decideNetworkRemoved(s, { node: 'evil', networkId: 'nid-h1', cluster: false }), c.as('evil')), msg);
     refusedUnchanged(c, () => c.run((s) => decideNetworkRecorded(s, { node: 'evil', networkId: 'nid-h1', poolIds: [], options: {} }), c.as('evil')), msg);

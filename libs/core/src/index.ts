@@ -18,6 +18,7 @@ export * from './ipam/requests.js';
 export * from './ipam/decide.js';
 export * from './state/engine.js';
 export * from './ipam/leaks.js';
+export * from './ipam/check.js';
 export * from './state/snapshot.js';
 export * from './state/network-definition.js';
 export * from './network/decide.js';

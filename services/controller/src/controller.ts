@@ -31,6 +31,8 @@ import {
   nodeOfRpcSubject,
   traceIdOf,
   nodeList,
+  checkNodes,
+  decideOperatorRelease,
 } from '@underlay/core';
 import { EtcdEventLog, EtcdSnapshots, EventPublisher, ReconcileRunner, activeTraceId, connectNats, logNatsStatus, sleep, failureLog, ensureNodeConsumer, keys, maxPayload, serveRpc, REPLY_ENVELOPE_BYTES, runReadiness, type Fence, type NatsConnection, type RpcContext, logError, logWarn } from '@underlay/adapters';
 import { ControllerConfig, type ControllerConfigInput } from './config.js';
@@ -376,6 +378,15 @@ export class Controller {
       createNetwork: async (name, definition, actor, trace) => {
         this.leaderOnly();
         return this.networks.clusterNetworkCreate({ name, definition }, { actor, traceId: activeTraceId() ?? trace?.span?.traceId, span: trace?.span, operation: trace?.operation });
+      },
+      releaseAddress: async (req, actor, trace) => {
+        this.leaderOnly();
+        const r = await this.writer.run(
+          (s) => decideOperatorRelease(s, req, checkNodes({ seen: this.nodes.all(), nowMs: Date.now() }), Date.now()),
+          { actor, traceId: activeTraceId() ?? trace?.span?.traceId, span: trace?.span, operation: trace?.operation },
+        );
+        this.logger(`released ${r.address} of ${r.poolId} held by ${r.node} (operator release by ${actor})`);
+        return r;
       },
       removeNetwork: async (name, actor, trace) => {
         this.leaderOnly();

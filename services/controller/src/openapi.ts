@@ -13,7 +13,10 @@ import {
   EndpointView,
   EventsPage,
   Health,
+  IpamCheck,
   IpamDescribe,
+  IpamReleaseRequest,
+  IpamReleaseResponse,
   IpamUsage,
   NetworkCreateRequest,
   NetworkCreateResponse,
@@ -58,12 +61,15 @@ const outputSchemas: Record<string, z.ZodType> = {
   BlockUsage,
   PoolUsage,
   IpamUsage,
+  IpamCheck,
+  IpamReleaseResponse,
   ClusterEvent,
   EventsPage,
 };
 const inputSchemas: Record<string, z.ZodType> = {
   NetworkCreateRequest,
   NetworkCreateSubnet: ApiSubnet,
+  IpamReleaseRequest,
 };
 
 /** Strips what a schema inside the document does not need ($schema, $id). */

@@ -249,6 +249,7 @@ export class Agent {
       log: this.logger,
       docker: traceMethods(new DockerEngine(this.config.docker), DOCKER_SPANS),
       parentMap: this.config.parentMap,
+      clusterNetworkName: (id) => (this.view?.isReady ? this.view.state.networks.get(id)?.name : undefined),
       driverName: this.config.driverName,
       holds: new AddressHolds({
         holdMs: this.config.addressHoldMs,

@@ -12,6 +12,7 @@ import { NetworkDefinition, NetworkName, SubnetConfig } from '../state/network-d
 import { NetworkStatus } from './ipam.js';
 import { LIMITS, boundedRecord, text } from '../limits.js';
 import { TRACE_ID_PATTERN, TRACE_ID_RULE, isTraceId } from '../trace.js';
+import type { IpamCheckResult, OperatorReleased } from '../ipam/check.js';
 
 /** Where the CLI looks for the controller when neither --controller nor UNDERLAY_CONTROLLER says. */
 export const DEFAULT_CONTROLLER_URL = 'http://127.0.0.1:7410';
@@ -319,3 +320,92 @@ export const EventsPage = z.object({
   next: z.number().int().nonnegative(),
 });
 export type EventsPage = z.infer<typeof EventsPage>;
+
+// ---------------------------------------------------------------------------------------------
+// IPAM check and the operator's release
+
+const checkNetwork = text(LIMITS.message).optional().describe('the names of the Docker networks using the pool (the endpoint\'s network, when known)');
+
+/** An endpoint address no container holds (`reason`: unbound, endpoint-gone, node-gone). */
+export const OrphanAllocationView = z.object({
+  address: text(LIMITS.address),
+  poolId: text(LIMITS.poolId),
+  network: checkNetwork,
+  node: text(LIMITS.nodeName),
+  allocSeq: z.number().int().positive(),
+  allocatedAt: text(LIMITS.eventMeta),
+  endpointId: text(LIMITS.dockerId).optional(),
+  reason: z.enum(['unbound', 'endpoint-gone', 'node-gone']),
+  detail: text(LIMITS.message),
+});
+
+/** A container whose address has no allocation of its own (`reason`: no-allocation, other-node, other-endpoint, reserved, network-unknown). */
+export const OrphanContainerView = z.object({
+  address: text(LIMITS.address),
+  node: text(LIMITS.nodeName),
+  container: text(LIMITS.name).optional(),
+  containerId: text(LIMITS.name).optional(),
+  endpointId: text(LIMITS.dockerId),
+  network: text(LIMITS.name).optional(),
+  networkId: text(LIMITS.dockerId),
+  poolId: text(LIMITS.poolId).optional(),
+  reason: z.enum(['no-allocation', 'other-node', 'other-endpoint', 'reserved', 'network-unknown']),
+  detail: text(LIMITS.message),
+});
+
+export const DuplicateAddressView = z.object({
+  address: text(LIMITS.address),
+  poolId: text(LIMITS.poolId),
+  network: checkNetwork,
+  holders: z.array(z.object({ node: text(LIMITS.nodeName), container: text(LIMITS.name).optional(), containerId: text(LIMITS.name).optional(), endpointId: text(LIMITS.dockerId) })).max(LIMITS.clusterList),
+  detail: text(LIMITS.message),
+});
+
+export const GoneNodeBlockView = z.object({
+  block: text(LIMITS.address),
+  poolId: text(LIMITS.poolId),
+  network: checkNetwork,
+  node: text(LIMITS.nodeName),
+  lastSeen: text(LIMITS.eventMeta).optional(),
+  endpoints: z.number().int().nonnegative(),
+  detail: text(LIMITS.message),
+});
+
+/** `GET /v1/ipam/check`: the cluster IPAM against every host's latest report. */
+export const IpamCheck = z.object({
+  /** No finding (held and pending addresses are none). */
+  clean: z.boolean(),
+  findings: z.number().int().nonnegative(),
+  checkedAt: text(LIMITS.eventMeta),
+  nodes: z.object({ ready: z.array(text(LIMITS.nodeName)).max(LIMITS.clusterList), notReady: z.array(text(LIMITS.nodeName)).max(LIMITS.clusterList) }),
+  allocationsWithoutContainer: z.array(OrphanAllocationView).max(LIMITS.clusterList),
+  containersWithoutAllocation: z.array(OrphanContainerView).max(LIMITS.clusterList),
+  duplicateAddresses: z.array(DuplicateAddressView).max(LIMITS.clusterList),
+  goneNodeBlocks: z.array(GoneNodeBlockView).max(LIMITS.clusterList),
+  /** Held by a node for a container's restart (--address-hold-ms): no finding. */
+  held: z.array(z.object({ address: text(LIMITS.address), node: text(LIMITS.nodeName), poolId: text(LIMITS.poolId), network: checkNetwork })).max(LIMITS.clusterList),
+  /** Allocations too recent to judge (their container may be starting). */
+  pending: z.number().int().nonnegative(),
+});
+export type IpamCheck = z.infer<typeof IpamCheck>;
+// The check's result is exactly what the API sends (checked by tsc).
+const _checkAgrees = (r: IpamCheckResult): IpamCheck => r;
+void _checkAgrees;
+
+/** `POST /v1/ipam/release`: an operator frees one endpoint address. */
+export const IpamReleaseRequest = z.strictObject({
+  address: text(LIMITS.address).min(1).describe('the address (a prefix length is ignored)'),
+  network: NetworkName.optional().describe('only this network\'s pools (needed when the address is allocated in several address spaces)'),
+});
+export type IpamReleaseRequest = z.infer<typeof IpamReleaseRequest>;
+
+export const IpamReleaseResponse = z.object({
+  address: text(LIMITS.address),
+  poolId: text(LIMITS.poolId),
+  node: text(LIMITS.nodeName),
+  allocSeq: z.number().int().positive(),
+  network: checkNetwork,
+});
+export type IpamReleaseResponse = z.infer<typeof IpamReleaseResponse>;
+const _releaseAgrees = (r: OperatorReleased): IpamReleaseResponse => r;
+void _releaseAgrees;

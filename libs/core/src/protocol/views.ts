@@ -6,10 +6,12 @@
 import { formatValue, parseAddr, usableRange, type Family } from '../ip.js';
 import { blockRange, endpointCount, formatBlock, type ClusterNetwork, type ClusterState, type NetworkInfo, type Pool } from '../state/cluster-state.js';
 import { parseNetworkOptions } from '../options.js';
+import { DEFAULT_CHECK_POLICY, checkIpam, type CheckNode, type CheckPolicy } from '../ipam/check.js';
 import type { EndpointStatus, NetworkStatus, NodeReport } from './ipam.js';
 import type {
   BlockUsage,
   EndpointView,
+  IpamCheck,
   IpamUsage,
   NetworkDetail,
   NetworkHost,
@@ -319,4 +321,21 @@ function poolUsage(state: ClusterState, p: Pool): PoolUsage {
 export function ipamUsage(state: ClusterState): IpamUsage {
   const pools = [...state.pools.values()].sort((a, b) => byName(a.space, b.space) || a.cidr.family - b.cidr.family || cmpBig(a.cidr.network, b.cidr.network) || a.cidr.prefix - b.cidr.prefix);
   return { pools: pools.map((p) => poolUsage(state, p)) };
+}
+
+/** What the IPAM check and the operator's release read of each node: its latest report and whether its lease holds. */
+export function checkNodes(input: Pick<ViewInput, 'seen' | 'nowMs'>): CheckNode[] {
+  return input.seen.map((s) => ({
+    node: s.node,
+    ready: isReady(s, input.nowMs),
+    lastSeenMs: s.lastSeenMs,
+    endpoints: new Set(s.report.endpoints),
+    endpointStates: s.report.endpointStates,
+    held: s.report.heldAddresses ?? [],
+  }));
+}
+
+/** `GET /v1/ipam/check`: the cluster IPAM against every host's latest report. */
+export function ipamCheck(input: ViewInput, policy: CheckPolicy = DEFAULT_CHECK_POLICY): IpamCheck {
+  return checkIpam(input.state, checkNodes(input), input.nowMs, policy);
 }

@@ -9,6 +9,6 @@ import type { ClusterState } from './cluster-state.js';
 export function checkNetworkOwner(state: ClusterState, networkId: string, node: string): void {
   const n = state.networks.get(networkId);
   if (n && n.node !== node) {
-    throw new PermissionDeniedError(`network ${networkId.slice(0, 12)}${n.name ? ` (${n.name})` : ''} is recorded by node ${n.node}, not ${node}`);
+    throw new PermissionDeniedError(`network ${n.name ? `${JSON.stringify(n.name)} (${networkId.slice(0, 12)})` : networkId.slice(0, 12)} is recorded by node ${n.node}, not ${node}`);
   }
 }

@@ -15,7 +15,10 @@ import {
   EventsPage,
   EventsQuery,
   Health,
+  IpamCheck,
   IpamDescribe,
+  IpamReleaseRequest,
+  IpamReleaseResponse,
   IpamUsage,
   NetworkCreateRequest,
   NetworkCreateResponse,
@@ -26,6 +29,7 @@ import {
   VersionInfo,
   describe as describeState,
   endpointList,
+  ipamCheck,
   ipamUsage,
   networkInspect,
   networkList,
@@ -404,6 +408,43 @@ export const apiRoutes: RouteSpec[] = [
     responses: { 200: { description: 'every pool with its blocks', schema: IpamUsage }, ...unauthorized },
     async handle(ctx) {
       return { status: 200, body: ipamUsage(ctx.deps.state()) };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/ipam/check',
+    operationId: 'ipamCheck',
+    summary: 'The cluster IPAM against what every host\'s Docker reports',
+    description:
+      'Allocations with no container, containers with no allocation, addresses held twice and blocks whose node is gone, from the cluster state and each node\'s latest report (any controller answers). Addresses a node holds for a container\'s restart are listed apart, and allocations newer than their node\'s latest report are counted as pending, not judged. `clean` is true when nothing was found.',
+    auth: true,
+    responses: { 200: { description: 'the findings', schema: IpamCheck }, ...unauthorized },
+    async handle(ctx) {
+      return { status: 200, body: ipamCheck(views(ctx)) };
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/ipam/release',
+    operationId: 'ipamRelease',
+    summary: 'Release one endpoint address (an operator\'s repair of a leak)',
+    description:
+      'Frees an endpoint address with an AddressReleased event (reason `operator release`, the token\'s name as actor). Refused (409) while any node\'s latest report shows an endpoint or container with it (naming the container and host), while its node holds it for a container\'s restart, for a gateway or --aux-address reservation, and when its node has not reported since this controller started. `network` is needed when the address is allocated in several address spaces (400 otherwise). Leader only: a standby answers 503. Only this API (its bearer token) may release another node\'s address; an agent may release only its own.',
+    auth: true,
+    body: IpamReleaseRequest,
+    responses: {
+      200: { description: 'released', schema: IpamReleaseResponse },
+      400: err('not an address, or allocated in several address spaces and no network named'),
+      ...unauthorized,
+      404: err('the address is not allocated (on that network), or no such network'),
+      409: err('a container (or endpoint) holds it, its node holds it for a restart, it is a reservation, or its node has not reported'),
+      413: err('the body is larger than the limit'),
+      503: err('this controller is a standby'),
+    },
+    async handle(ctx) {
+      const body = parseWith(IpamReleaseRequest, await readJsonBody(ctx.req, ctx.opts.limits.maxBodyBytes));
+      const released = await ctx.deps.releaseAddress({ address: body.address, ...(body.network ? { network: body.network } : {}) }, ctx.actor, ctx.trace);
+      return { status: 200, body: released };
     },
   },
   {

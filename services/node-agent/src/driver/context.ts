@@ -147,6 +147,9 @@ export interface EndpointDeps {
   store: LocalStore;
   lock: KeyedMutex;
   links: LinkOps;
+  /** Names a network in a refusal (Docker's name, else the cluster view's). */
+  docker?: Pick<Docker, 'networkName'>;
+  clusterNetworkName?: (networkId: string) => string | undefined;
 }
 
 /** Join / Leave (joinleave.ts). */
@@ -154,6 +157,8 @@ export interface JoinDeps {
   store: LocalStore;
   lock: KeyedMutex;
   links: LinkOps;
+  docker?: Pick<Docker, 'networkName'>;
+  clusterNetworkName?: (networkId: string) => string | undefined;
 }
 
 /** Sending a network's name and definition to the controller (network.ts's defineNetwork). */
@@ -174,6 +179,8 @@ export interface NetworkDeps extends DefineDeps {
   holds?: AddressHolds;
   /** Cluster parent names → this host's interfaces (--parent-map). */
   parentMap?: Readonly<Record<string, string>>;
+  /** A network's name as the cluster view knows it (NetworkNamed events), when Docker cannot say. */
+  clusterNetworkName?: (networkId: string) => string | undefined;
   /** Called after this host's networks changed (a replica reconcile, routes). */
   onNetworksChanged?: () => void;
 }

@@ -1,13 +1,14 @@
 /** NetworkDriver.CreateEndpoint / DeleteEndpoint / EndpointOperInfo (libnetwork: macvlan_endpoint.go). */
 import { InvalidArgumentError, NotFoundError, macFromIPv4, parseAddrWithPrefix, plugin } from '@underlay/core';
 import type { EndpointDeps } from './context.js';
+import { networkNotFoundText } from './network-names.js';
 import { bindEndpoint } from './ipam.js';
 
 export async function createEndpoint(ctx: EndpointDeps, raw: unknown): Promise<{ Interface?: { MacAddress: string } }> {
   const req = plugin.CreateEndpointRequest.parse(raw);
   return ctx.lock.run(req.NetworkID, async () => {
     const net = ctx.store.networks.get(req.NetworkID);
-    if (!net) throw new NotFoundError(`network id ${JSON.stringify(req.NetworkID)} not found`);
+    if (!net) throw new NotFoundError(await networkNotFoundText(ctx, req.NetworkID));
     const iface = req.Interface ?? { Address: '', AddressIPv6: '', MacAddress: '' };
     if (!iface.Address) throw new InvalidArgumentError('create endpoint was not passed an IP address');
     // ipvlan slaves share the parent's MAC (the kernel refuses another).

@@ -1,6 +1,7 @@
 /** NetworkDriver.Join / Leave (libnetwork: macvlan_joinleave.go, ipvlan_joinleave.go). */
 import { NotFoundError, contains, endpointLinkName, isPointToPoint, parseAddrWithPrefix, parseCidr, plugin } from '@underlay/core';
 import type { JoinDeps } from './context.js';
+import { networkNotFoundText } from './network-names.js';
 import { createEndpointLink } from './links.js';
 import type { NetworkRecord } from './store.js';
 
@@ -22,7 +23,7 @@ export async function join(ctx: JoinDeps, raw: unknown): Promise<plugin.JoinResp
   const req = plugin.JoinRequest.parse(raw);
   return ctx.lock.run(req.NetworkID, async () => {
     const net = ctx.store.networks.get(req.NetworkID);
-    if (!net) throw new NotFoundError(`network id ${JSON.stringify(req.NetworkID)} not found`);
+    if (!net) throw new NotFoundError(await networkNotFoundText(ctx, req.NetworkID));
     const ep = ctx.store.endpoints.get(req.EndpointID);
     if (!ep) throw new NotFoundError(`endpoint id ${JSON.stringify(req.EndpointID)} not found`);
     const name = endpointLinkName(ep.id);

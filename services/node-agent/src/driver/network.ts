@@ -17,6 +17,7 @@ import type { DefineDeps, NetworkDeps } from './context.js';
 import { mapParent } from '../config.js';
 import { ensureParent, removeCreatedParent } from './links.js';
 import type { NetworkRecord } from './store.js';
+import { networkLabel, networkNotFoundText } from './network-names.js';
 
 const OUR_SPACES = new Set([plugin.LOCAL_ADDRESS_SPACE, plugin.GLOBAL_ADDRESS_SPACE]);
 
@@ -47,12 +48,12 @@ function requireUnderlayIpam(req: plugin.CreateNetworkRequest): void {
 
 /**
  * Parent rules: macvlan and ipvlan never share a parent; one ipvlan network per parent; passthru takes
- * the parent alone. Refusals name the other network by its Docker name (not its dummy, as libnetwork does).
+ * the parent alone. Refusals name the other network by its name and short id (libnetwork names it by id only).
  */
 async function checkParentRules(ctx: NetworkDeps, id: string, o: NetworkOptions, parent: string): Promise<void> {
   for (const other of ctx.store.networks.values()) {
     if (other.id === id || other.parent !== parent) continue;
-    const name = (await ctx.docker.networkName(other.id).catch(() => undefined)) ?? other.id.slice(0, 12);
+    const name = await networkLabel(ctx, other.id);
     if (other.type !== o.type) {
       throw new ConflictError(`${other.type} network ${name} is already using parent interface ${parent}: macvlan and ipvlan cannot share a parent`);
     }
@@ -157,7 +158,7 @@ export async function deleteNetwork(ctx: NetworkDeps, raw: unknown): Promise<Rec
   const { NetworkID: id } = plugin.NetworkIdRequest.parse(raw);
   return ctx.lock.run(id, async () => {
     const rec = ctx.store.networks.get(id);
-    if (!rec) throw new NotFoundError(`network id ${JSON.stringify(id)} not found`);
+    if (!rec) throw new NotFoundError(await networkNotFoundText(ctx, id));
     // Addresses held for a restart on this network go back now: no container comes back to a network that goes.
     for (const poolId of rec.poolIds) {
       await ctx.holds?.releasePool(poolId).catch((e: Error) => logWarn(ctx.log, `held addresses of pool ${poolId} not released: ${e.message}`));
