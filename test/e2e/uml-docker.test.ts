@@ -5,7 +5,10 @@
  * cgroup v2 / cgroupfs), `underlay up` (etcd + nats + controller + agent serving
  * /run/docker/plugins/underlay.sock), imports a busybox image, and for ipvlan_mode l2 and l3:
  * `docker network create -d underlay --ipam-driver underlay -o parent=eth1 -o ipvlan_mode=M`,
- * two `docker run` containers, ping both ways, `docker rm -f`, `docker network rm`.
+ * two `docker run` containers, ping both ways, `docker rm -f`, `docker network rm`. Then host access for each mode
+ * (203.0.113.1/24 on eth1 is the host's): without `-o host_access=true` the host and its container do not reach each
+ * other; with it they ping both ways through the host's shim, which goes with the network. (The steps list shows the
+ * two pings of each run without the option as FAIL: they are expected to fail, and asserted so.)
  * eth1 is one end of a veth pair inside the guest. Nothing touches the host's network or files
  * outside the run's temp dir (the guest mounts tmpfs over everything dockerd writes).
  *
@@ -45,7 +48,23 @@ interface NetworkResult {
   errors: string[];
   linksAfter?: string;
 }
+interface HostAccessResult {
+  mode: string;
+  on: boolean;
+  created: boolean;
+  shim?: string;
+  ip?: string;
+  shimAddress?: string;
+  shimLink?: string;
+  routes?: string;
+  ping: { host?: { ok: boolean; ran: boolean; output: string }; container?: { ok: boolean; ran: boolean; output: string; target: string } };
+  removed?: boolean;
+  linksAfter?: string;
+  routesAfter?: string;
+  errors: string[];
+}
 interface Results {
+  hostAccess?: Record<string, HostAccessResult>;
   uname: string;
   node: string;
   modes: string[];
@@ -97,6 +116,39 @@ function expectOk(cond: boolean, what: string): void {
 }
 
 describe('dockerd 20.10 in a user-mode-linux guest with the underlay plugin on ipvlan', () => {
+  // Host access (-o host_access=true): the guest's root namespace is the host, 203.0.113.1/24 on the parent eth1; the
+  // network 203.0.113.0/24 with --ip-range 203.0.113.128/25. Without the option the host and its container do not
+  // reach each other (as with Docker's ipvlan); with it the host's ipvlan shim ulh<id> holds a /32 from the cluster
+  // IPAM, routes the host's block (proto 202), and both ping; the shim goes with the network.
+  describe.each([['l2'], ['l3']])('host access on ipvlan_mode=%s', (mode) => {
+    const ha = (on: boolean): HostAccessResult => {
+      const h = results.hostAccess?.[`${mode}-${on ? 'on' : 'off'}`];
+      expectOk(h !== undefined, `host access ${mode} ${on ? 'on' : 'off'} was not attempted`);
+      expectOk(h!.created && !!h!.ip && h!.ping.host?.ran === true && h!.ping.container?.ran === true, `host access ${mode} ${on ? 'on' : 'off'} did not get to its pings: ${JSON.stringify(h)}`);
+      return h!;
+    };
+
+    it('without host_access the host and its container cannot reach each other', () => {
+      const h = ha(false);
+      expectOk(!h.ping.host!.ok, `the host reached its container without host_access:\n${h.ping.host!.output}`);
+      expectOk(!h.ping.container!.ok, `the container reached its host without host_access:\n${h.ping.container!.output}`);
+      expect(h.removed).toBe(true);
+    });
+
+    it('with host_access=true the host and its container ping each other through the shim, which goes with the network', () => {
+      const h = ha(true);
+      expect(h.shimLink).toMatch(new RegExp(`ipvlan\\s+mode ${mode} bridge`));
+      expect(h.shimAddress).toMatch(/^203\.0\.113\.\d+\/32$/);
+      expect(h.shimAddress).not.toBe(`${h.ip}/32`);
+      expect(h.routes).toMatch(new RegExp(`^203\\.0\\.113\\.\\d+/\\d+ dev ${h.shim} proto 202 scope link`, 'm'));
+      expectOk(h.ping.host!.ok, `the host did not reach its container ${h.ip}:\n${h.ping.host!.output}\nroutes:\n${h.routes}`);
+      expectOk(h.ping.container!.ok, `the container did not reach the host's ${h.ping.container!.target}:\n${h.ping.container!.output}`);
+      expect(h.removed).toBe(true);
+      expect(h.linksAfter).not.toMatch(/^ulh/m);
+      expect(h.routesAfter?.trim()).toBe('');
+    });
+  });
+
   it('dockerd, the plugin and the busybox image come up in the guest', () => {
     expect(results.uname).toMatch(/^\d+\.\d+/);
     expectOk(results.setup.ok, 'setup failed (mounts, veth parent, dockerd, underlay up or docker import)');

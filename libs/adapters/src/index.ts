@@ -12,7 +12,7 @@ export * from './etcd/snapshots.js';
 export * from './nats/consumer.js';
 export * from './docker/engine.js';
 export { openRouteOps } from './netlink/index.js';
-export type { KernelRoute, RouteOps, RouteSpec } from './netlink/index.js';
+export type { KernelAddress, KernelRoute, RouteOps, RouteSpec } from './netlink/index.js';
 export * from './bgp/index.js';
 export * from './nats/node-consumers.js';
 export * from './private-file.js';

@@ -22,7 +22,7 @@ export const MAC_OPTION = 'com.docker.network.endpoint.macaddress';
 export const LOCAL_ADDRESS_SPACE = 'underlay';
 export const GLOBAL_ADDRESS_SPACE = 'underlay-global';
 
-export const KNOWN_OPTIONS = ['type', 'parent', 'host_iface', 'macvlan_mode', 'ipvlan_mode', 'ipvlan_flag'] as const;
+export const KNOWN_OPTIONS = ['type', 'parent', 'host_iface', 'macvlan_mode', 'ipvlan_mode', 'ipvlan_flag', 'host_access'] as const;
 
 export interface NetworkOptions {
   type: DriverType;
@@ -33,6 +33,11 @@ export interface NetworkOptions {
   ipvlanFlag: IpvlanFlag;
   internal: boolean;
   ipv6: boolean;
+  /**
+   * `-o host_access=true` (underlay's own, off by default as Docker's drivers have none): the host gets a shim link
+   * on the parent with an address from the network's pool, so it and its containers reach each other.
+   */
+  hostAccess: boolean;
 }
 
 const oneOf = <T extends string>(values: readonly T[], v: string): v is T => (values as readonly string[]).includes(v);
@@ -93,6 +98,17 @@ export function parseNetworkOptions(
   if (p !== undefined && hi !== undefined && p !== hi) {
     throw new InvalidArgumentError(`options parent=${p} and host_iface=${hi} disagree: give one of them`);
   }
+  const ha = get('host_access');
+  if (ha !== undefined && ha !== 'true' && ha !== 'false') {
+    throw new InvalidArgumentError(`option host_access=${ha} is not valid: use host_access=true or host_access=false (the default)`);
+  }
+  const hostAccess = ha === 'true';
+  if (hostAccess && type === 'macvlan' && mm !== 'bridge') {
+    throw new InvalidArgumentError(`option host_access=true needs macvlan_mode=bridge (the default): in mode ${mm} the host's shim link cannot reach the containers`);
+  }
+  if (hostAccess && type === 'ipvlan' && fl !== 'bridge') {
+    throw new InvalidArgumentError(`option host_access=true needs ipvlan_flag=bridge (the default): with ${fl} the host's shim link cannot reach the containers`);
+  }
   const parent = p ?? hi;
   if (parent === 'lo') throw new InvalidArgumentError(`loopback interface is not a valid ${type} parent link`);
   if (parent !== undefined && parent !== '') validateLinkName(parent);
@@ -104,6 +120,7 @@ export function parseNetworkOptions(
     ipvlanFlag: fl,
     internal: flags.internal ?? false,
     ipv6: flags.ipv6 ?? false,
+    hostAccess,
   };
 }
 
@@ -134,3 +151,8 @@ export const dummyParentName = (type: DriverType, networkId: string): string =>
 export const endpointLinkName = (endpointId: string): string => `ul${endpointId.slice(0, 11)}`;
 /** True for a name endpointLinkName makes (Docker's endpoint ids are hex). */
 export const isEndpointLinkName = (name: string): boolean => /^ul[0-9a-f]{11}$/.test(name);
+
+/** The host's shim link on a host_access network: `ulh` and the first 12 hex of the network id (15 characters). */
+export const hostShimName = (networkId: string): string => `ulh${networkId.slice(0, 12)}`;
+/** True for a name hostShimName makes. */
+export const isHostShimName = (name: string): boolean => /^ulh[0-9a-f]{12}$/.test(name);

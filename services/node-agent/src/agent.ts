@@ -11,6 +11,7 @@ import { ClusterView } from './cluster-view.js';
 import { ReplicaReconciler } from './driver/replicas.js';
 import { buildReport, defaultAddress, deviceLookup } from './status.js';
 import { startRoutes, type RouteService } from './routes/index.js';
+import { startHostAccess, type HostAccessService } from './driver/host-access.js';
 import { parseBgpPeer, startBgp, type BgpService } from './bgp/index.js';
 import { KeyedMutex, driverContext, type DriverContext } from './driver/context.js';
 import { rpcControllerClient } from './driver/controller-client.js';
@@ -149,6 +150,9 @@ export class Agent {
   view?: ClusterView;
   replicas?: ReplicaReconciler;
   routes?: RouteService;
+  /** The host's shims on host_access networks (driver/host-access.ts). */
+  hostAccess?: HostAccessService;
+  private hostOps?: RouteOps;
   bgp?: BgpService;
   private unlisten?: () => void;
   private rebuild?: StoreRebuild;
@@ -260,6 +264,7 @@ export class Agent {
       onNetworksChanged: () => {
         this.replicas?.trigger();
         this.routes?.sync();
+        this.hostAccess?.trigger();
       },
     });
     this.ctx = ctx;
@@ -313,6 +318,12 @@ export class Agent {
         observe: this.metrics.reconcile, onProgrammed: this.metrics.routeProgrammed,
       });
     }
+    // The host's shims on host_access networks (their own addresses and routes, protocol 202).
+    this.hostOps = this.metrics.netlink(this.openRoutes());
+    this.hostAccess = startHostAccess({
+      node: c.node, view, store: ctx.store, lock: ctx.lock, controller, links: ctx.links, ops: this.hostOps,
+      reconcileMs: c.routeReconcileMs, log: this.logger, observe: this.metrics.reconcile,
+    });
     if (c.bgpAsn !== undefined) {
       if (!this.address) throw new Error('BGP needs this host\'s address: set --address');
       this.bgp = await startBgp({
@@ -396,6 +407,7 @@ export class Agent {
     this.unlisten?.();
     await this.bgp?.stop();
     await this.routes?.stop();
+    await this.hostAccess?.stop();
     await this.replicas?.stop();
     // Before NATS goes: addresses held for a restart that did not come go back to the cluster.
     await this.ctx?.holds?.releaseAll();
@@ -405,6 +417,7 @@ export class Agent {
     await this.telemetry?.close();
     this.links?.close();
     this.routeOps?.close();
+    this.hostOps?.close();
     if (this.nc) await this.nc.drain().catch(() => this.nc?.close());
   }
 }

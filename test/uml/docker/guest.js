@@ -181,12 +181,74 @@ function network(mode, name, subnet) {
   save();
 }
 
+/** The guest's own address on eth1 for the host access runs, in their subnet (off the containers' --ip-range). */
+const HA_HOST = '203.0.113.1';
+const HA_SUBNET = ['--subnet', '203.0.113.0/24', '--ip-range', '203.0.113.128/25', '--gateway', '203.0.113.254'];
+
+/**
+ * Host access (`-o host_access=true`) on ipvlan `mode`: one container; the host (the guest's root namespace, with
+ * HA_HOST on eth1) pings it, and it pings the host (the shim's address with the option, HA_HOST without).
+ */
+function hostAccess(mode, on) {
+  const key = `${mode}-${on ? 'on' : 'off'}`;
+  const name = `ha-${key}`;
+  const h = { mode, on, created: false, errors: [], ping: {} };
+  (out.hostAccess = out.hostAccess || {})[key] = h;
+  const fail = (what, r) => {
+    h.errors.push(`${what}: exit ${r.code}: ${r.stderr || r.stdout}`);
+    save();
+  };
+  const opts = ['-o', 'parent=eth1', '-o', `ipvlan_mode=${mode}`, ...(on ? ['-o', 'host_access=true'] : [])];
+  const c = docker(`[${name}] network create`, ['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', ...HA_SUBNET, ...opts, name], { budget: 'network create' });
+  h.created = c.code === 0;
+  if (!h.created) return fail('network create', c);
+  const id = docker(`[${name}] network id`, ['network', 'inspect', '-f', '{{.Id}}', name], { budget: 'network inspect' }).stdout.trim();
+  h.shim = `ulh${id.slice(0, 12)}`;
+  const cn = `${name}-c`;
+  const r = docker(`[${name}] run ${cn}`, ['run', '-d', '--name', cn, '--network', name, IMAGE, 'sleep', '600'], { budget: 'docker run' });
+  if (r.code !== 0) fail(`docker run ${cn}`, r);
+  else {
+    h.ip = docker(`[${name}] ip of ${cn}`, ['inspect', '--format', `{{(index .NetworkSettings.Networks "${name}").IPAddress}}`, cn], { budget: 'docker inspect' }).stdout.trim();
+    if (on) {
+      // The agent makes the shim and its /32 right after the network (its pass): wait for them.
+      const shimAddr = () => {
+        const a = step(`[${name}] shim address`, 'ip', ['-o', '-4', 'addr', 'show', 'dev', h.shim], { budget: 'ip', quiet: true });
+        const m = /inet (\S+)/.exec(a.stdout);
+        return m ? m[1] : undefined;
+      };
+      waitFor(`[${name}] shim ${h.shim} with its address`, shimAddr, 'network create', 100);
+      h.shimAddress = shimAddr();
+      h.shimLink = step(`[${name}] shim link`, 'ip', ['-d', 'link', 'show', h.shim], { budget: 'ip' }).stdout;
+      // Its block's route through the shim (proto 202).
+      waitFor(`[${name}] route through ${h.shim}`, () => step(`[${name}] routes 202`, 'ip', ['-4', 'route', 'show', 'proto', '202'], { budget: 'ip', quiet: true }).stdout.includes(h.shim) || undefined, 'network create', 100);
+      h.routes = step(`[${name}] routes`, 'ip', ['-4', 'route'], { budget: 'ip' }).stdout;
+    }
+    const target = on && h.shimAddress ? h.shimAddress.split('/')[0] : HA_HOST;
+    if (h.ip) {
+      const hp = step(`[${name}] host ping ${h.ip}`, 'busybox', ['ping', '-c', '1', '-W', '2', h.ip], { budget: 'docker exec ping' });
+      h.ping.host = { ok: hp.code === 0, ran: /packets transmitted/.test(hp.stdout), output: hp.stdout || hp.stderr };
+      const cp = docker(`[${name}] ping ${cn} -> ${target}`, ['exec', cn, 'ping', '-c', '1', '-W', '2', target], { budget: 'docker exec ping' });
+      h.ping.container = { ok: cp.code === 0, ran: /packets transmitted/.test(cp.stdout), output: cp.stdout || cp.stderr, target };
+    }
+    docker(`[${name}] rm -f ${cn}`, ['rm', '-f', cn], { budget: 'docker rm' });
+  }
+  const rm = docker(`[${name}] network rm`, ['network', 'rm', name], { budget: 'network rm' });
+  h.removed = rm.code === 0;
+  if (!h.removed) fail('network rm', rm);
+  h.linksAfter = step(`[${name}] guest links after`, 'ip', ['-br', 'link'], { budget: 'ip' }).stdout;
+  h.routesAfter = step(`[${name}] routes 202 after`, 'ip', ['-4', 'route', 'show', 'proto', '202'], { budget: 'ip' }).stdout;
+  save();
+}
+
 try {
   if (budgets.tooSlow) throw new Error(budgets.tooSlow);
   out.setup.ok = setup();
   if (out.setup.ok) {
     const subnets = { l2: '192.0.2.0/24', l3: '198.51.100.0/24', l3s: '203.0.113.0/24' };
     for (const mode of MODES) network(mode, `n-${mode}`, subnets[mode] || '192.0.2.0/24');
+    // Host access: the guest's root namespace is the host, with an address of its own on the parent.
+    sh('host address on eth1', `ip addr add ${HA_HOST}/24 dev eth1`, { budget: 'ip' });
+    for (const mode of MODES) for (const on of [false, true]) hostAccess(mode, on);
   }
 } catch (e) {
   out.error = e && e.stack ? e.stack : String(e);

@@ -29,7 +29,8 @@ export {
 } from './encode.js';
 export { decodeLinkMessage, parseAttrs, parseNlmsgs } from './decode.js';
 export { openRouteOps } from './routes.js';
-export type { KernelRoute, RouteOps, RouteOpsOptions, RouteSpec } from './routes.js';
+export type { KernelAddress, KernelRoute, RouteOps, RouteOpsOptions, RouteSpec } from './routes.js';
+export { buildAddrBody, buildDumpAddrsBody, decodeAddrMessage } from './addr-encode.js';
 export { addrBytes, buildDumpRoutesBody, buildRouteBody, formatAddrBytes, parseRouteDst } from './route-encode.js';
 export { decodeRouteMessage } from './route-decode.js';
 export type { KernelRouteMessage } from './route-decode.js';

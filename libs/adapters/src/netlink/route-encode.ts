@@ -33,6 +33,8 @@ export const RTA_VIA = 18;
 export const RT_TABLE_MAIN = 254;
 export const RTN_UNICAST = 1;
 export const RT_SCOPE_UNIVERSE = 0;
+/** A route with no next hop (`ip route add DST dev DEV`): the destination is on the link. */
+export const RT_SCOPE_LINK = 253;
 export const RT_SCOPE_NOWHERE = 255;
 
 /** struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type (u8 each), flags u32. */
@@ -121,7 +123,8 @@ export function buildRouteBody(o: RouteBodyOptions): Buffer {
     dstLen: o.dstLen,
     table: table < 256 ? table : 0,
     protocol: o.protocol,
-    scope: o.forDelete ? (o.family === 4 ? RT_SCOPE_NOWHERE : RT_SCOPE_UNIVERSE) : RT_SCOPE_UNIVERSE,
+    // iproute2: a unicast route with no gateway is scope link.
+    scope: o.forDelete ? (o.family === 4 ? RT_SCOPE_NOWHERE : RT_SCOPE_UNIVERSE) : o.gateway ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK,
     type: o.forDelete ? 0 : RTN_UNICAST,
   });
   const parts = [head];

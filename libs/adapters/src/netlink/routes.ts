@@ -18,6 +18,7 @@ import {
 } from './encode.js';
 import { NetlinkError, errnoName } from './errors.js';
 import { decodeRouteMessage } from './route-decode.js';
+import { RTM_DELADDR, RTM_GETADDR, RTM_NEWADDR, buildAddrBody, buildDumpAddrsBody, decodeAddrMessage, type KernelAddress } from './addr-encode.js';
 import {
   NLM_F_REPLACE,
   RTM_DELROUTE,
@@ -31,15 +32,19 @@ import {
   parseRouteDst,
 } from './route-encode.js';
 
+export type { KernelAddress } from './addr-encode.js';
+
 const ENODEV = 19;
 const ESRCH = 3;
+const EADDRNOTAVAIL = 99;
 const RTM_F_CLONED = 0x200;
 
-/** A route to program: `dst via via dev dev proto protocol` in the main table. */
+/** A route to program: `dst via via dev dev proto protocol` in the main table (no `via`: `dst dev dev scope link`). */
 export interface RouteSpec {
   /** CIDR (a bare address means a host route). */
   dst: string;
-  via: string;
+  /** Next hop; absent for a route straight onto the link. */
+  via?: string;
   dev: string;
   protocol: number;
 }
@@ -67,6 +72,12 @@ export interface RouteOps {
   replaceRoute(r: RouteSpec): Promise<void>;
   /** Deletes the route to dst with that protocol (and next hop/device when given); false when there is none. */
   deleteRoute(r: { dst: string; protocol: number; via?: string; dev?: string }): Promise<boolean>;
+  /** The addresses of interface `dev` (none when it does not exist). */
+  listAddresses(dev: string): Promise<KernelAddress[]>;
+  /** `ip addr add ADDRESS/PLEN dev DEV` (IPv6 without DAD); NetlinkError EEXIST when it is there. */
+  addAddress(a: { dev: string; cidr: string }): Promise<void>;
+  /** `ip addr del`; false when the address or the interface is not there. */
+  deleteAddress(a: { dev: string; cidr: string }): Promise<boolean>;
   /** Closes the socket; idempotent. Later calls reject with NetlinkError('EBADF'). */
   close(): void;
 }
@@ -140,23 +151,75 @@ class RtnlRouteOps implements RouteOps {
     }
   }
 
+  async listAddresses(dev: string): Promise<KernelAddress[]> {
+    const op = 'listAddresses';
+    checkIfname(op, dev);
+    this.indexes.delete(dev);
+    const index = await this.ifindex(op, dev);
+    if (index === undefined) return [];
+    const msgs = await this.chan.dump(op, RTM_GETADDR, buildDumpAddrsBody(), 'cannot list addresses', 'the address list');
+    const out: KernelAddress[] = [];
+    for (const m of msgs) {
+      if (m.type !== RTM_NEWADDR) continue;
+      const a = decodeAddrMessage(m.body);
+      if (a && a.index === index) out.push(a);
+    }
+    return out;
+  }
+
+  addAddress(a: { dev: string; cidr: string }): Promise<void> {
+    return this.changeAddress('addAddress', a, RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL).then(() => undefined);
+  }
+
+  deleteAddress(a: { dev: string; cidr: string }): Promise<boolean> {
+    return this.changeAddress('deleteAddress', a, RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK);
+  }
+
   close(): void {
     this.chan.close();
   }
 
   // ---- internals ---------------------------------------------------------------------------
 
+  /** RTM_NEWADDR / RTM_DELADDR of `cidr` (an address with its prefix length) on `dev`; a delete of nothing is false. */
+  private async changeAddress(op: string, a: { dev: string; cidr: string }, type: number, flags: number): Promise<boolean> {
+    const slash = a.cidr.indexOf('/');
+    const addr = addrBytes(op, slash === -1 ? a.cidr : a.cidr.slice(0, slash));
+    const max = addr.family === 4 ? 32 : 128;
+    const prefixLen = slash === -1 ? max : Number(a.cidr.slice(slash + 1));
+    if (!/^\d+$/.test(slash === -1 ? String(max) : a.cidr.slice(slash + 1)) || prefixLen > max) {
+      throw new NetlinkError({ errno: 'EINVAL', op, message: `${op}: bad prefix length in ${JSON.stringify(a.cidr)}` });
+    }
+    checkIfname(op, a.dev);
+    const what = `cannot ${type === RTM_NEWADDR ? 'add' : 'delete'} address ${a.cidr} ${type === RTM_NEWADDR ? 'to' : 'of'} ${a.dev}`;
+    for (let attempt = 1; ; attempt++) {
+      const index = await this.ifindex(op, a.dev);
+      if (index === undefined) {
+        if (type === RTM_DELADDR) return false;
+        throw new NetlinkError({ errno: 'ENODEV', op, link: a.dev, message: `${what}: interface ${a.dev} not found` });
+      }
+      const rep = await this.chan.request(op, type, flags, buildAddrBody({ family: addr.family, prefixLen, address: addr.bytes, index }));
+      if (rep.errno === ENODEV && attempt === 1) {
+        this.indexes.delete(a.dev);
+        continue;
+      }
+      if (type === RTM_DELADDR && (rep.errno === EADDRNOTAVAIL || rep.errno === ENODEV)) return false;
+      if (rep.errno) throw kernelError(op, rep.errno, what, a.dev);
+      return true;
+    }
+  }
+
   private async modify(op: string, r: RouteSpec, flags: number): Promise<void> {
     const dst = parseRouteDst(op, r.dst);
-    const gw = addrBytes(op, r.via);
-    if (gw.family !== dst.family) throw familyMismatch(op, r.dst, r.via);
+    const gw = r.via !== undefined ? addrBytes(op, r.via) : undefined;
+    if (gw && gw.family !== dst.family) throw familyMismatch(op, r.dst, r.via!);
     checkProtocol(op, r.protocol);
     checkIfname(op, r.dev);
-    const what = `cannot ${op === 'addRoute' ? 'add' : 'replace'} route ${r.dst} via ${r.via} dev ${r.dev}`;
+    const what = `cannot ${op === 'addRoute' ? 'add' : 'replace'} route ${r.dst}${r.via !== undefined ? ` via ${r.via}` : ''} dev ${r.dev}`;
     for (let attempt = 1; ; attempt++) {
       const oif = await this.ifindex(op, r.dev);
       if (oif === undefined) throw new NetlinkError({ errno: 'ENODEV', op, link: r.dev, message: `${what}: interface ${r.dev} not found` });
-      const body = buildRouteBody({ family: dst.family, dstLen: dst.prefix, dst: dst.bytes, gateway: gw.bytes, oif, protocol: r.protocol });
+      const body = buildRouteBody({ family: dst.family, dstLen: dst.prefix, dst: dst.bytes, gateway: gw?.bytes, oif, protocol: r.protocol });
       const rep = await this.chan.request(op, RTM_NEWROUTE, flags, body);
       if (rep.errno === ENODEV && attempt === 1) {
         this.indexes.delete(r.dev); // the link was re-created with a new index

@@ -3,7 +3,7 @@
  * Pure: the controller applies the returned events to its state (in order) before deciding the next
  * request, so decisions made back to back never hand out the same address.
  */
-import type { EventBody } from '../state/events.js';
+import type { AddressKind, EventBody } from '../state/events.js';
 import { ConflictError, ExhaustedError, InvalidArgumentError, NotFoundError, PermissionDeniedError } from '../errors.js';
 import { type Cidr, contains, formatCidr, formatValue, isPointToPoint, parseCidr, tryParseAddr, usableRange } from '../ip.js';
 import { GATEWAY_REQUEST_TYPE, MAC_OPTION } from '../options.js';
@@ -111,6 +111,7 @@ function holderText(p: Pool, v: bigint): string {
   if (!a) return 'nobody';
   if (a.kind === 'gateway') return 'the gateway';
   if (a.kind === 'aux') return 'an --aux-address reservation';
+  if (a.kind === 'host') return `the host address of node ${a.node}`;
   return `an endpoint on node ${a.node}`;
 }
 
@@ -136,7 +137,7 @@ export function decideRequestAddress(state: ClusterState, req: AddressRequest): 
   const nextSeq = state.seq + 1;
   const isGateway = req.options['RequestAddressType'] === GATEWAY_REQUEST_TYPE;
   const mac = req.options[MAC_OPTION];
-  const alloc = (v: bigint, kind: 'endpoint' | 'gateway' | 'aux', requested: boolean, handle?: string): Decision<{ address: string; allocSeq: number }> => ({
+  const alloc = (v: bigint, kind: AddressKind, requested: boolean, handle?: string): Decision<{ address: string; allocSeq: number }> => ({
     events: [{ type: 'AddressAllocated', data: { poolId: p.poolId, address: formatValue(p.cidr.family, v), kind, node: req.node, handle, requested } }],
     result: { address: withPrefix(p, v), allocSeq: nextSeq },
   });
@@ -187,7 +188,7 @@ export function decideRequestAddress(state: ClusterState, req: AddressRequest): 
         : `no free address in ${p.subPoolText ?? p.cidrText}`,
     );
   }
-  const d = alloc(found.value, 'endpoint', false, handle);
+  const d = alloc(found.value, kind === 'host' ? 'host' : 'endpoint', false, handle);
   if (found.claim) d.events.unshift({ type: 'BlockClaimed', data: { poolId: p.poolId, block: formatBlock(p, found.claim), node: req.node } });
   // A claim comes first, so the allocation's seq is one later.
   if (found.claim) d.result.allocSeq = nextSeq + 1;
@@ -250,7 +251,7 @@ export function decideReleaseAddress(state: ClusterState, req: AddressRelease): 
   const p = state.pools.get(req.poolId);
   const a = p ? tryParseAddr(req.address) : undefined;
   const cur = p && a ? p.allocs.get(a.value) : undefined;
-  if (!p || !a || !cur || cur.kind !== 'endpoint') return { events: [], result: {} };
+  if (!p || !a || !cur || (cur.kind !== 'endpoint' && cur.kind !== 'host')) return { events: [], result: {} };
   if (req.allocSeq !== undefined && req.allocSeq !== cur.seq) return { events: [], result: {} };
   if (cur.node !== req.node) throw notTheHolder(p, a.value, cur, req.node);
   const events: EventBody[] = [

@@ -72,7 +72,8 @@ export function findLeakCandidates(
   const out: LeakCandidate[] = [];
   for (const p of state.pools.values()) {
     for (const [v, a] of p.allocs) {
-      if (a.kind !== 'endpoint') continue;
+      // A host address (host_access) lives as long as its node: reclaimed only with an expired node.
+      if (a.kind !== 'endpoint' && a.kind !== 'host') continue;
       // The address is formatted only for a candidate: this loop runs over every allocation on each pass.
       const live = nodes.get(a.node);
       const candidate = (rule: LeakCandidate['rule']) => {
@@ -87,6 +88,7 @@ export function findLeakCandidates(
         candidate('node-expired');
         continue;
       }
+      if (a.kind === 'host') continue;
       if (!a.endpointId) {
         if (nowMs - Date.parse(a.time) >= policy.unboundGraceMs) candidate('unbound');
         continue;

@@ -34,8 +34,12 @@ export interface AddressRequest {
   options: Record<string, string>;
   /** Made by the agent per Docker request and reused across its retries: the allocation's handle. */
   requestId?: string;
-  /** For a requested address: an endpoint's static --ip or an --aux-address reservation. */
-  kind?: 'endpoint' | 'aux';
+  /**
+   * For a requested address: an endpoint's static --ip or an --aux-address reservation. `host`: the node's own
+   * address on a host_access network (dynamic, in the node's blocks; released by the node, never by the collector
+   * while the node lives).
+   */
+  kind?: 'endpoint' | 'aux' | 'host';
 }
 
 /** A node releases an endpoint address it holds (Docker's ReleaseAddress). */

@@ -55,7 +55,8 @@ export const RequestAddressReq = parsesTo<AddressRequest>()(z.object({
    * For a requested address: an endpoint's static --ip, or an --aux-address reservation (Docker sends both with no
    * options; the agent tells them apart by call order). Without it, a request with a MAC is an endpoint's.
    */
-  kind: z.enum(['endpoint', 'aux']).optional(),
+  /** `host`: the node's own address on a host_access network (its shim link). */
+  kind: z.enum(['endpoint', 'aux', 'host']).optional(),
 }));
 export type RequestAddressReq = z.infer<typeof RequestAddressReq>;
 export const RequestAddressRes = z.object({

@@ -97,7 +97,7 @@ export function desiredRoutes(state: ClusterState, node: string, localNetworks: 
       add(family, b.network, p.blockPrefix, dst, via, net.parent);
     }
     for (const [v, a] of p.allocs) {
-      if (a.kind !== 'endpoint' || a.node === node) continue;
+      if ((a.kind !== 'endpoint' && a.kind !== 'host') || a.node === node) continue;
       const owner = p.blocks.get(blockOf(p, v))?.node;
       if (owner === a.node) continue; // covered by the owner's block route
       const via = hop(a.node, family);
@@ -193,7 +193,7 @@ export function desiredRouteFor(state: ClusterState, node: string, localNetworks
     }
     if (key.prefix === (family === 4 ? 32 : 128)) {
       const a = p.allocs.get(key.value);
-      if (a && a.kind === 'endpoint' && a.node !== node && p.blocks.get(blockOf(p, key.value))?.node !== a.node) {
+      if (a && (a.kind === 'endpoint' || a.kind === 'host') && a.node !== node && p.blocks.get(blockOf(p, key.value))?.node !== a.node) {
         const via = nextHopOf(state.nodes.get(a.node)?.address, family);
         if (via) return { dst: key.dst, via, dev: net.parent };
       }

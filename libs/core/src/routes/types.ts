@@ -10,3 +10,8 @@ export interface DesiredRoute {
 
 /** The routing-protocol number on every route underlay installs (rtnetlink rtm_protocol; see docs/ARCHITECTURE.md). */
 export const UNDERLAY_RT_PROTO = 201;
+/**
+ * The routing-protocol number of host access routes (`<block> dev ulh… proto 202`): another number than the ipvlan
+ * L3 routes', so neither reconcile ever deletes the other's routes.
+ */
+export const HOST_ACCESS_RT_PROTO = 202;

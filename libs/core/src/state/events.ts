@@ -49,7 +49,8 @@ export const PoolDeleted = z.object({
   data: z.object({ poolId }),
 });
 
-export const AddressKind = z.enum(['endpoint', 'gateway', 'aux']);
+/** `host`: a host's own address on a network with host_access (its shim link; never a container's). */
+export const AddressKind = z.enum(['endpoint', 'gateway', 'aux', 'host']);
 export type AddressKind = z.infer<typeof AddressKind>;
 
 export const AddressAllocated = z.object({

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { NetworkDefinition } from './network-definition.js';
 import { createPool, type ClusterState, type Pool } from './cluster-state.js';
+import { AddressKind } from './events.js';
 
 export const SNAPSHOT_VERSION = 1;
 
@@ -27,7 +28,7 @@ const PoolSnap = z.object({
   refRequests: z.array(z.tuple([z.string(), z.string()])),
   gateway: z.string().optional(),
   // [address, seq, kind, node, handle, time, endpointId, networkId, boundTime]
-  allocs: z.array(z.tuple([z.string(), z.number(), z.enum(['endpoint', 'gateway', 'aux']), z.string(), z.string().nullable(), z.string(), z.string().nullable(), z.string().nullable(), z.string().nullable()])),
+  allocs: z.array(z.tuple([z.string(), z.number(), AddressKind, z.string(), z.string().nullable(), z.string(), z.string().nullable(), z.string().nullable(), z.string().nullable()])),
   // [network, node, claimedSeq, endpoints, used, cursor, emptySince]
   blocks: z.array(z.tuple([z.string(), z.string(), z.number(), z.number(), z.number(), z.string(), z.string().nullable()])),
   nodeBlocks: z.array(z.tuple([z.string(), z.array(z.string())])),

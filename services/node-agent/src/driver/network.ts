@@ -16,6 +16,7 @@ import { retry, sleep, logWarn } from '@underlay/adapters';
 import type { DefineDeps, NetworkDeps } from './context.js';
 import { mapParent } from '../config.js';
 import { ensureParent, removeCreatedParent } from './links.js';
+import { removeHostAccess } from './host-access.js';
 import type { NetworkRecord } from './store.js';
 import { networkLabel, networkNotFoundText } from './network-names.js';
 
@@ -106,6 +107,7 @@ export async function createNetwork(ctx: NetworkDeps, raw: unknown): Promise<Rec
       ipv4: v4.map((d) => ({ pool: d.Pool, gateway: gatewayOf(ctx, d) })),
       ipv6: v6.map((d) => ({ pool: d.Pool, gateway: gatewayOf(ctx, d) })),
       poolIds: [],
+      ...(o.hostAccess ? { hostAccess: true } : {}),
     };
     const poolIds = [...v4, ...v6].map((d) => ctx.memory.recentPools.get(d.Pool)).filter((x): x is string => !!x);
     await ctx.controller.networkRecord({ networkId: id, poolIds, options: stringMap(opts[plugin.netlabel.generic]) });
@@ -163,6 +165,8 @@ export async function deleteNetwork(ctx: NetworkDeps, raw: unknown): Promise<Rec
     for (const poolId of rec.poolIds) {
       await ctx.holds?.releasePool(poolId).catch((e: Error) => logWarn(ctx.log, `held addresses of pool ${poolId} not released: ${e.message}`));
     }
+    // The host's shim goes and its address goes back (host_access), while the pool is still there.
+    await removeHostAccess(ctx, rec);
     // First the cluster: removing a member of a cluster network removes it from every host, and the
     // controller refuses while another host has endpoints on it (Docker then keeps the network here).
     // Docker removes the network whatever DeleteNetwork answers (libnetwork only logs a driver's error), so a

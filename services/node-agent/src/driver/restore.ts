@@ -297,6 +297,7 @@ export function networkRecordFromDocker(ctx: Pick<RebuildDeps, 'parentMap' | 'st
     ipv4,
     ipv6,
     poolIds,
+    ...(o.hostAccess ? { hostAccess: true } : {}),
   };
 }
 

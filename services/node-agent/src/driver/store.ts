@@ -40,6 +40,10 @@ export const NetworkRecord = z.object({
   ipv6: z.array(z.object({ pool: z.string(), gateway: z.string().optional() })),
   /** The controller's pools this network uses. */
   poolIds: z.array(z.string()).default([]),
+  /** `-o host_access=true`: the host has a shim link on the parent (driver/host-access.ts). */
+  hostAccess: z.boolean().optional(),
+  /** The host's own addresses on the network (one per pool), allocated from the controller as kind `host`. */
+  hostAddresses: z.array(z.object({ poolId: z.string(), address: z.string(), allocSeq: z.number().int().nonnegative() })).optional(),
 });
 export type NetworkRecord = z.infer<typeof NetworkRecord>;
 
