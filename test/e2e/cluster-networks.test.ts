@@ -5,8 +5,8 @@
  * starts later, or was down during a removal, catches up; nodes hold leases and turn NotReady when
  * their agent dies.
  */
-import { BUSYBOX_IMAGE, run, waitFor, withLab } from '../lab';
-import { CLI, containerIp, extraLinks, startCluster, type Cluster, type HostNode } from './support/cluster';
+import { BUSYBOX_IMAGE, waitFor, withLab } from '../lab';
+import { containerIp, operatorCli, extraLinks, startCluster, type Cluster, type HostNode } from './support/cluster';
 
 jest.setTimeout(300_000);
 const ctx = withLab({ hosts: ['h1', 'h2', 'h3', 'h4'] });
@@ -28,10 +28,8 @@ beforeAll(async () => {
 const node = (name: string): HostNode => cluster.nodes.get(name)!;
 
 /** The operator CLI against this cluster's controller. */
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const { host, port } = cluster.controller.httpAddress!;
-  const r = await run(process.execPath, [CLI, ...args], { env: { ...process.env, UNDERLAY_CONTROLLER: `http://${host}:${port}`, UNDERLAY_TOKEN: cluster.controller.apiToken }, timeoutMs: 30_000 });
-  return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr };
+function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return operatorCli(cluster, args);
 }
 async function cliJson<T = any>(args: string[]): Promise<T> {
   const r = await cli([...args, '--json']);

@@ -9,8 +9,8 @@
  *  - a container removed behind its agent's back (the agent killed, `docker rm -f`, the agent started again: the
  *    removal never reached the controller) leaves its address as an allocation with no container.
  */
-import { BUSYBOX_IMAGE, run, waitFor, withLab } from '../lab';
-import { CLI, containerIp, startCluster, type Cluster, type HostNode } from './support/cluster';
+import { BUSYBOX_IMAGE, waitFor, withLab } from '../lab';
+import { containerIp, operatorCli, startCluster, type Cluster, type HostNode } from './support/cluster';
 import type { IpamCheck } from '@underlay/core';
 
 jest.setTimeout(240_000);
@@ -31,10 +31,8 @@ beforeAll(async () => {
 const node = (name: string): HostNode => cluster.nodes.get(name)!;
 
 /** The operator CLI against this cluster's controller. */
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const { host, port } = cluster.controller.httpAddress!;
-  const r = await run(process.execPath, [CLI, ...args], { env: { ...process.env, UNDERLAY_CONTROLLER: `http://${host}:${port}`, UNDERLAY_TOKEN: cluster.controller.apiToken }, timeoutMs: 30_000 });
-  return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr };
+function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return operatorCli(cluster, args);
 }
 
 /** `underlay ipam check --json` (exit 0 or 1 both answer). */

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { DEFAULT_POOL_LIMITS, LIMITS } from '@underlay/core';
 import { HTTP_LIMITS } from './api/limits.js';
-import { DEFAULT_ETCD_TIMEOUT_MS, DEFAULT_STREAM_LIMITS, MAX_ETCD_TIMEOUT_MS, MAX_STREAM_REPLICAS, MIN_ETCD_TIMEOUT_MS, STREAM_LIMIT_BOUNDS, natsServers } from '@underlay/adapters';
+import { DEFAULT_ETCD_TIMEOUT_MS, DEFAULT_STREAM_LIMITS, MAX_ETCD_TIMEOUT_MS, MAX_STREAM_REPLICAS, MIN_ETCD_TIMEOUT_MS, STREAM_LIMIT_BOUNDS, NatsServers } from '@underlay/adapters';
 
 const url = (what: string) =>
   z.string().regex(/^[a-z][a-z0-9+.-]*:\/\/[^\s,]+$/i, `${what} must be a URL such as http://127.0.0.1:2379`);
@@ -22,16 +22,6 @@ const streamLimit = (key: keyof typeof STREAM_LIMIT_BOUNDS, flag: string, unit: 
   const { min, max } = STREAM_LIMIT_BOUNDS[key];
   return z.coerce.number().int(`${flag} must be a whole number of ${unit}`).min(min, `${flag} must be ${min} to ${max} ${unit}`).max(max, `${flag} must be ${min} to ${max} ${unit}`).default(DEFAULT_STREAM_LIMITS[key]);
 };
-/** `--nats`: the servers of one NATS cluster, as a list or one string with commas (`nats://a:4222,nats://b:4222`). */
-const NatsServers = z
-  .union([z.string(), z.array(z.string())], { error: (iss) => (iss.input === undefined ? 'is required' : 'NATS servers are URLs such as nats://127.0.0.1:4222, comma-separated') })
-  .transform((v) => natsServers(v))
-  .pipe(
-    z
-      .array(z.string().max(LIMITS.path, `each NATS server is at most ${LIMITS.path} characters`).regex(/^\S+$/, 'each NATS server is a URL such as nats://127.0.0.1:4222'))
-      .min(1, 'at least one NATS server is needed')
-      .max(64, 'at most 64 NATS servers'),
-  );
 /** The shortest prefix allowed for a pool of one family: 0 (anything) to the family's bits. */
 const poolPrefix = (flag: string, bits: number, dflt: number) =>
   z.coerce.number().int(`${flag} must be a whole prefix length`).min(0, `${flag} must be 0 to ${bits}`).max(bits, `${flag} must be 0 to ${bits}`).default(dflt);

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { LIMITS, NodeName, tryParseAddr } from '@underlay/core';
-import { natsServers } from '@underlay/adapters';
+import { NatsServers } from '@underlay/adapters';
 import { parseListen } from './http.js';
 
 /**
@@ -39,16 +39,6 @@ export const ParentMap = z.preprocess(
   ).refine((m) => Object.keys(m).length <= MAX_ENTRIES, `--parent-map takes at most ${MAX_ENTRIES} entries`),
 );
 
-/** `--nats`: the servers of one NATS cluster, as a list or one string with commas (`nats://a:4222,nats://b:4222`). */
-const NatsServers = z
-  .union([z.string(), z.array(z.string())], { error: (iss) => (iss.input === undefined ? 'is required' : 'NATS servers are URLs such as nats://127.0.0.1:4222, comma-separated') })
-  .transform((v) => natsServers(v))
-  .pipe(
-    z
-      .array(z.string().max(LIMITS.path, `each NATS server is at most ${LIMITS.path} characters`).regex(/^\S+$/, 'each NATS server is a URL such as nats://127.0.0.1:4222'))
-      .min(1, 'at least one NATS server is needed')
-      .max(64, 'at most 64 NATS servers'),
-  );
 
 export const AgentConfig = z.object({
   node: NodeName,

@@ -15,6 +15,7 @@ import { controllerCreds, initNatsKeys, natsServerConfig, nodeCreds, writePrivat
 import { nodeToken } from '@underlay/core';
 import {
   importBusybox,
+  run,
   runOk,
   startDockerd,
   startLabEtcd,
@@ -161,6 +162,13 @@ export async function extraLinks(lab: Lab, host: LabHost): Promise<string[]> {
     .split('\n')
     .map((l) => /^\d+:\s+([^:@]+)/.exec(l)?.[1])
     .filter((n): n is string => !!n && n !== 'lo' && n !== host.parent);
+}
+
+/** The operator CLI against the cluster's controller (its URL and token in the environment), as a user runs it. */
+export async function operatorCli(cluster: Cluster, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const { host, port } = cluster.controller.httpAddress!;
+  const r = await run(process.execPath, [CLI, ...args], { env: { ...process.env, UNDERLAY_CONTROLLER: `http://${host}:${port}`, UNDERLAY_TOKEN: cluster.controller.apiToken }, timeoutMs: 30_000 });
+  return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
 export async function containerIp(d: Dockerd, name: string, network: string): Promise<string> {

@@ -14,7 +14,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { connect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node';
-import { UnderlayError } from '@underlay/core';
+import { LIMITS, UnderlayError } from '@underlay/core';
+import { z } from 'zod';
 import { logWarn } from '../telemetry/log.js';
 
 export interface NatsConnectOptions {
@@ -54,6 +55,17 @@ function readOrThrow(what: string, file: string): Uint8Array {
 export function natsServers(servers: string | readonly string[]): string[] {
   return (typeof servers === 'string' ? servers.split(',') : [...servers]).map((s) => s.trim()).filter((s) => s !== '');
 }
+
+/** `--nats` of the controller and the agent: the servers of one NATS cluster, as a list or one string with commas (`nats://a:4222,nats://b:4222`). */
+export const NatsServers = z
+  .union([z.string(), z.array(z.string())], { error: (iss) => (iss.input === undefined ? 'is required' : 'NATS servers are URLs such as nats://127.0.0.1:4222, comma-separated') })
+  .transform((v) => natsServers(v))
+  .pipe(
+    z
+      .array(z.string().max(LIMITS.path, `each NATS server is at most ${LIMITS.path} characters`).regex(/^\S+$/, 'each NATS server is a URL such as nats://127.0.0.1:4222'))
+      .min(1, 'at least one NATS server is needed')
+      .max(64, 'at most 64 NATS servers'),
+  );
 
 /**
  * Connects to one of `servers` (the servers of a NATS cluster: several URLs, or one string with commas) and, when one
