@@ -67,6 +67,13 @@ describe('clustered etcd and NATS settings', () => {
     expect(natsServers(N.join(' , '))).toEqual(N);
   });
 
+  it('the agent takes --address-hold-ms 0 (released at once) from its flag and its environment, as its help says', async () => {
+    expect((await parse(['agent', '--node', 'h1', '--nats', N[0]!, '--address-hold-ms', '0'])).addressHoldMs).toBe(0);
+    expect(AgentConfig.parse({ node: 'h1', nats: N, addressHoldMs: '0' }).addressHoldMs).toBe(0);
+    expect(AgentConfig.parse({ node: 'h1', nats: N, addressHoldMs: '250' }).addressHoldMs).toBe(250);
+    expect(AgentConfig.safeParse({ node: 'h1', nats: N, addressHoldMs: '50' }).success).toBe(false);
+  });
+
   it('the agent takes every NATS server from its flag', async () => {
     expect((await parse(['agent', '--node', 'h1', '--nats', N.join(',')])).nats).toEqual(N);
   });

@@ -96,7 +96,8 @@ export const AgentConfig = z.object({
    * How long an address this host's Docker released stays this host's, handed back first to the next container
    * here (a restarted container comes back with its address: driver/address-holds.ts); 0 releases at once.
    */
-  addressHoldMs: z.union([z.literal(0), ms('--address-hold-ms', 100)]).default(60_000),
+  // 0 as a number or as the text a flag or an environment variable gives ("0", " 0"): z.literal(0) alone never matched those.
+  addressHoldMs: z.preprocess((v) => (typeof v === 'string' && v.trim() === '0' ? 0 : v), z.union([z.literal(0), ms('--address-hold-ms', 100)])).default(60_000),
   /**
    * How long a Docker call that arrives while the agent starts waits for start-up before it fails (the plugin socket is
    * served from the agent's first moment: startup-gate.ts); under Docker's 30 s limit of a plugin call.
