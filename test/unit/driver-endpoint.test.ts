@@ -153,7 +153,7 @@ describe('Join / Leave', () => {
     f.ctx.store.putNetwork(net());
     f.ctx.store.putEndpoint({ id: EP, networkId: NET, address: '192.0.2.2/24', addressV6: '2001:db8::2/64', mac: '02:42:C0:00:02:02' });
     await joinleave.join(ctx, joinReq());
-    expect(targets).toEqual([{ endpointId: EP, sandboxKey: '/var/run/docker/netns/x', mac: '02:42:c0:00:02:02', address: '192.0.2.2', addressV6: '2001:db8::2' }]);
+    expect(targets).toEqual([{ endpointId: EP, networkId: NET, sandboxKey: '/var/run/docker/netns/x', mac: '02:42:c0:00:02:02', address: '192.0.2.2', addressV6: '2001:db8::2' }]);
     await joinleave.join(ctx, { ...joinReq(), SandboxKey: '' }); // no namespace to announce in
     f.ctx.store.putNetwork(net({ type: 'ipvlan' }));
     await joinleave.join(ctx, joinReq());

@@ -235,6 +235,17 @@ export class Agent {
     }
   }
 
+  /** The network namespace of the container holding an endpoint, from Docker (`/proc/<pid>/ns/net` once it runs). */
+  private async containerNamespace(networkId: string | undefined, endpointId: string): Promise<string | undefined> {
+    if (!networkId) return undefined;
+    const engine = new DockerEngine(this.config.docker);
+    const net = await engine.inspectNetwork(networkId);
+    const id = Object.entries(net?.Containers ?? {}).find(([, c]) => (c as { EndpointID?: string }).EndpointID === endpointId)?.[0];
+    if (!id || id.startsWith('ep-')) return undefined;
+    const pid = await engine.containerPid(id);
+    return pid ? `/proc/${pid}/ns/net` : undefined;
+  }
+
   private async startUp(gate: StartupGate): Promise<void> {
     await this.startTelemetry();
     const store = new LocalStore(this.config.stateDir, undefined, (m) => logWarn(this.logger, m));
@@ -259,6 +270,7 @@ export class Agent {
       announcer: new Announcer({
         log: { debug: (m) => logDebug(this.logger, m), warn: (m) => logWarn(this.logger, m) },
         observe: this.metrics.neighbourAnnouncement,
+        findNamespace: (t) => this.containerNamespace(t.networkId, t.endpointId),
       }),
       holds: new AddressHolds({
         holdMs: this.config.addressHoldMs,

@@ -29,6 +29,7 @@ export type AnnounceResult = 'sent' | 'gone' | 'timeout' | 'error' | 'unavailabl
 /** One endpoint to announce. */
 export interface AnnounceTarget {
   endpointId: string;
+  networkId?: string;
   /** Join's SandboxKey: the container's network namespace (a bind mount of nsfs) once Docker made it. */
   sandboxKey: string;
   /** The endpoint's MAC (aa:bb:cc:dd:ee:ff). */
@@ -53,6 +54,11 @@ export interface AnnouncerOptions {
   /** An nsfs mount? (default: statfs's type is NSFS_MAGIC). */
   isNamespace?: (path: string) => Promise<boolean>;
   nsenter?: string;
+  /**
+   * Where the sandbox key is not visible (dockerd in another mount namespace: a lab host, some installs): the
+   * container's namespace by other means, e.g. `/proc/<its pid>/ns/net` from Docker; undefined while not known.
+   */
+  findNamespace?: (t: AnnounceTarget) => Promise<string | undefined>;
 }
 
 const NSFS_MAGIC = 0x6e736673;
@@ -184,11 +190,12 @@ export class Announcer {
     const check = () => {
       if (state.cancelled) throw new Gone('the endpoint left');
     };
+    let ns: string | undefined;
     const inNs = async (args: string[], what: string) => {
-      const r = await this.exec(this.nsenter, [`--net=${t.sandboxKey}`, '--', ...args], STEP_TIMEOUT_MS);
+      const r = await this.exec(this.nsenter, [`--net=${ns}`, '--', ...args], STEP_TIMEOUT_MS);
       if (r.missing) throw Object.assign(new Error(`${this.nsenter} is not installed (util-linux)`), { missing: true });
       if (r.code !== 0) {
-        if (!(await this.isNamespace(t.sandboxKey))) throw new Gone(`its namespace ${t.sandboxKey} is gone`);
+        if (!(await this.isNamespace(ns!))) throw new Gone(`its namespace ${ns} is gone`);
         throw new Error(`${what} failed (exit ${r.code ?? 'killed'}): ${(r.stderr || r.stdout).trim().slice(0, 300)}`);
       }
       return r.stdout;
@@ -202,8 +209,13 @@ export class Announcer {
         if (Date.now() > deadline) {
           throw new Timeout(`waited ${this.deadlineMs} ms for ${waitingFor}`);
         }
-        if (await this.isNamespace(t.sandboxKey)) {
-          waitingFor = `the link with MAC ${t.mac} to be up with ${[t.address, t.addressV6].filter(Boolean).join(' and ')} in ${t.sandboxKey}`;
+        if (!ns && (await this.isNamespace(t.sandboxKey))) ns = t.sandboxKey;
+        if (!ns && this.opts.findNamespace) {
+          const found = await this.opts.findNamespace(t).catch(() => undefined);
+          if (found && /^\/proc\/[1-9]\d*\/ns\/net$/.test(found) && (await this.isNamespace(found))) ns = found;
+        }
+        if (ns) {
+          waitingFor = `the link with MAC ${t.mac} to be up with ${[t.address, t.addressV6].filter(Boolean).join(' and ')} in ${ns}`;
           const out = await inNs(['ip', '-j', 'addr', 'show'], 'listing the links');
           const parsed = IpAddrShow.safeParse(JSON.parse(out || '[]'));
           if (!parsed.success) throw new Error(`ip -j addr show answered what underlay cannot read: ${parsed.error.message.slice(0, 200)}`);
@@ -222,7 +234,7 @@ export class Announcer {
         return 'unavailable';
       }
       // A container that exited before its link was ready: its key is unmounted (or removed) and Leave follows.
-      if (!(e instanceof Gone) && Date.now() > deadline && !(await this.isNamespace(t.sandboxKey))) throw new Gone(`${t.sandboxKey} never became a network namespace`);
+      if (!(e instanceof Gone) && Date.now() > deadline && !(ns && (await this.isNamespace(ns)))) throw new Gone(`${t.sandboxKey} never became a network namespace this agent can see`);
       throw e;
     }
   }

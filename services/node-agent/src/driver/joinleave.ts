@@ -37,6 +37,7 @@ function startAnnouncement(ctx: JoinDeps, req: plugin.JoinRequest): void {
   if (!net || !ep || net.type !== 'macvlan' || !ep.mac) return;
   void ctx.announcer.announce({
     endpointId: ep.id,
+    networkId: net.id,
     sandboxKey: req.SandboxKey,
     mac: ep.mac.toLowerCase(),
     address: ep.address?.split('/')[0],
