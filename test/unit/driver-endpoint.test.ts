@@ -146,6 +146,22 @@ describe('Join / Leave', () => {
     expect(f.links.calls).toHaveLength(1);
   });
 
+  it('starts the announcement of a macvlan endpoint after it answered (driver/announce.ts), not of an ipvlan one; Leave cancels it', async () => {
+    const targets: unknown[] = [];
+    const cancelled: string[] = [];
+    const ctx = { ...f.ctx, announcer: { announce: async (t: unknown) => (targets.push(t), 'sent' as const), cancel: (id: string) => void cancelled.push(id) } };
+    f.ctx.store.putNetwork(net());
+    f.ctx.store.putEndpoint({ id: EP, networkId: NET, address: '192.0.2.2/24', addressV6: '2001:db8::2/64', mac: '02:42:C0:00:02:02' });
+    await joinleave.join(ctx, joinReq());
+    expect(targets).toEqual([{ endpointId: EP, networkId: NET, sandboxKey: '/var/run/docker/netns/x', mac: '02:42:c0:00:02:02', address: '192.0.2.2', addressV6: '2001:db8::2' }]);
+    await joinleave.join(ctx, { ...joinReq(), SandboxKey: '' }); // no namespace to announce in
+    f.ctx.store.putNetwork(net({ type: 'ipvlan' }));
+    await joinleave.join(ctx, joinReq());
+    expect(targets).toHaveLength(1);
+    await joinleave.leave(ctx, { NetworkID: NET, EndpointID: EP });
+    expect(cancelled).toEqual([EP]);
+  });
+
   it('answers no gateway for an internal network or an address outside every subnet', async () => {
     f.ctx.store.putNetwork(net({ internal: true }));
     f.ctx.store.putEndpoint({ id: EP, networkId: NET, address: '192.0.2.2/24' });

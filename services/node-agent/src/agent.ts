@@ -4,7 +4,7 @@
  */
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
-import { DockerEngine, ReconcileRunner, RpcClient, connectNats, logNatsStatus, natsServers, failureLog, openRouteOps, runReadiness, type FailureLog, spanNames, traceMethods, type Attributes, type NatsConnection, type Readiness, type RouteOps, logError, logWarn } from '@underlay/adapters';
+import { DockerEngine, ReconcileRunner, RpcClient, connectNats, logNatsStatus, natsServers, failureLog, openRouteOps, runReadiness, type FailureLog, spanNames, traceMethods, type Attributes, type NatsConnection, type Readiness, type RouteOps, logDebug, logError, logWarn } from '@underlay/adapters';
 import { nodeInboxPrefix, plugin, type ClusterEvent } from '@underlay/core';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ClusterView } from './cluster-view.js';
@@ -20,6 +20,7 @@ import * as network from './driver/network.js';
 import * as endpoint from './driver/endpoint.js';
 import * as joinleave from './driver/joinleave.js';
 import * as authz from './driver/authz.js';
+import { Announcer } from './driver/announce.js';
 import type { LinkOps } from './driver/links.js';
 import { LocalStore } from './driver/store.js';
 import { AddressHolds } from './driver/address-holds.js';
@@ -234,6 +235,17 @@ export class Agent {
     }
   }
 
+  /** The network namespace of the container holding an endpoint, from Docker (`/proc/<pid>/ns/net` once it runs). */
+  private async containerNamespace(networkId: string | undefined, endpointId: string): Promise<string | undefined> {
+    if (!networkId) return undefined;
+    const engine = new DockerEngine(this.config.docker);
+    const net = await engine.inspectNetwork(networkId);
+    const id = Object.entries(net?.Containers ?? {}).find(([, c]) => (c as { EndpointID?: string }).EndpointID === endpointId)?.[0];
+    if (!id || id.startsWith('ep-')) return undefined;
+    const pid = await engine.containerPid(id);
+    return pid ? `/proc/${pid}/ns/net` : undefined;
+  }
+
   private async startUp(gate: StartupGate): Promise<void> {
     await this.startTelemetry();
     const store = new LocalStore(this.config.stateDir, undefined, (m) => logWarn(this.logger, m));
@@ -255,6 +267,11 @@ export class Agent {
       parentMap: this.config.parentMap,
       clusterNetworkName: (id) => (this.view?.isReady ? this.view.state.networks.get(id)?.name : undefined),
       driverName: this.config.driverName,
+      announcer: new Announcer({
+        log: { debug: (m) => logDebug(this.logger, m), warn: (m) => logWarn(this.logger, m) },
+        observe: this.metrics.neighbourAnnouncement,
+        findNamespace: (t) => this.containerNamespace(t.networkId, t.endpointId),
+      }),
       holds: new AddressHolds({
         holdMs: this.config.addressHoldMs,
         release: (h) => ipam.releaseHeld({ controller, store }, h),

@@ -2,7 +2,8 @@
  * The agent's metrics (docs/ARCHITECTURE.md, "Metrics and health"): plugin calls (one wrapper around the plugin
  * route table), requests to the controllers (RpcClient's observer), the view's applied seq and lag, route
  * programming latency and the routes held, reconcile passes and errors per loop (ReconcileRunner's observer),
- * failed netlink requests (one wrapper around the LinkOps / RouteOps), BGP sessions, and readiness. Gauges are
+ * failed netlink requests (one wrapper around the LinkOps / RouteOps), neighbour announcements after Join, BGP
+ * sessions, and readiness. Gauges are
  * read when Prometheus scrapes.
  */
 import { ZodError } from 'zod';
@@ -43,6 +44,8 @@ export class AgentMetrics {
   private readonly errors: Counter;
   private readonly netlinkErrors: Counter;
   private readonly programming: Histogram;
+  private readonly announcements: Counter;
+  private readonly announcementTime: Histogram;
 
   constructor(src: AgentMetricsSource, registry: Registry = createMetricsRegistry()) {
     this.registry = registry;
@@ -75,6 +78,18 @@ export class AgentMetrics {
     this.passes = new Counter({ name: 'underlay_reconcile_passes_total', help: 'Reconcile passes, by loop', labelNames: ['loop'], registers });
     this.errors = new Counter({ name: 'underlay_reconcile_errors_total', help: 'Reconcile passes that failed, by loop', labelNames: ['loop'], registers });
     this.netlinkErrors = new Counter({ name: 'underlay_netlink_errors_total', help: 'Failed netlink requests, by operation', labelNames: ['op'], registers });
+    this.announcements = new Counter({
+      name: 'underlay_agent_neighbour_announcements_total',
+      help: "Announcements of a joined container's MAC to the network (gratuitous ARP, unsolicited NA), by result: sent, gone (the container went first), timeout, error, unavailable",
+      labelNames: ['result'],
+      registers,
+    });
+    this.announcementTime = new Histogram({
+      name: 'underlay_agent_neighbour_announcement_seconds',
+      help: "Time from Join to the container's MAC announced to the network",
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
     new Gauge({
       name: 'underlay_bgp_session_up',
       help: 'BGP sessions of the configured peers: 1 when established',
@@ -129,6 +144,12 @@ export class AgentMetrics {
   /** A route the view asked for reached the kernel `seconds` after its event's commit. */
   readonly routeProgrammed = (seconds: number): void => {
     if (seconds >= 0 && Number.isFinite(seconds)) this.programming.observe(seconds);
+  };
+
+  /** The Announcer's observer: an announcement ended with `result`, `seconds` after Join. */
+  readonly neighbourAnnouncement = (result: string, seconds: number): void => {
+    this.announcements.inc({ result });
+    if (result === 'sent' && seconds >= 0 && Number.isFinite(seconds)) this.announcementTime.observe(seconds);
   };
 
   /** `ops` (LinkOps, RouteOps) with every failed request counted by its method's name. */

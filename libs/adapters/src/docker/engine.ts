@@ -82,6 +82,13 @@ export class DockerEngine {
     return raw === undefined ? undefined : DockerNetworkInspect.parse(raw);
   }
 
+  /** GET /containers/{id}/json's State.Pid: the running container's process id (undefined: not running or no such container). */
+  async containerPid(id: string): Promise<number | undefined> {
+    const raw = await notFoundAs(this.get<unknown>(`/containers/${encodeURIComponent(id)}/json`), undefined);
+    const pid = (raw as { State?: { Pid?: unknown } } | undefined)?.State?.Pid;
+    return typeof pid === 'number' && Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  }
+
   /** GET /networks filtered by driver, each parsed (Docker's list shows no containers). One malformed entry throws. */
   async listNetworks(driver: string): Promise<DockerNetworkInspect[]> {
     return (await this.listRaw(driver)).map((n) => DockerNetworkInspect.parse(n));

@@ -27,6 +27,7 @@ import type {
   RequestPoolReq,
   RequestPoolRes,
 } from '@underlay/core';
+import type { Announcer } from './announce.js';
 import type { LinkOps } from './links.js';
 import type { LocalStore } from './store.js';
 
@@ -159,6 +160,8 @@ export interface JoinDeps {
   links: LinkOps;
   docker?: Pick<Docker, 'networkName'>;
   clusterNetworkName?: (networkId: string) => string | undefined;
+  /** Announces a joined endpoint's MAC to the network in the background (announce.ts; absent: no announcements). */
+  announcer?: Pick<Announcer, 'announce' | 'cancel'>;
 }
 
 /** Sending a network's name and definition to the controller (network.ts's defineNetwork). */
@@ -189,7 +192,7 @@ export interface NetworkDeps extends DefineDeps {
  * Everything the agent's driver holds (built once in agent.ts): a superset of each handler's dependencies.
  * `conflicts` and `awaitSeq` are DriverMemory's, repeated here for the replica reconcile.
  */
-export interface DriverContext extends NetworkDeps, IpamDeps, EndpointDeps {
+export interface DriverContext extends NetworkDeps, IpamDeps, EndpointDeps, JoinDeps {
   node: string;
   docker: Docker;
   memory: DriverMemory;

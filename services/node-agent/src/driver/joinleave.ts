@@ -21,6 +21,31 @@ function gatewayFor(subnets: NetworkRecord['ipv4'], address: string | undefined)
 
 export async function join(ctx: JoinDeps, raw: unknown): Promise<plugin.JoinResponse> {
   const req = plugin.JoinRequest.parse(raw);
+  const res = await joinLocked(ctx, req);
+  startAnnouncement(ctx, req);
+  return res;
+}
+
+/**
+ * After Join, in the background: tell the network the endpoint's MAC (announce.ts) once Docker has the link up in
+ * the container's namespace. macvlan only (an ipvlan link has its parent's MAC, which cannot be set on it).
+ */
+function startAnnouncement(ctx: JoinDeps, req: plugin.JoinRequest): void {
+  if (!ctx.announcer || !req.SandboxKey) return;
+  const net = ctx.store.networks.get(req.NetworkID);
+  const ep = ctx.store.endpoints.get(req.EndpointID);
+  if (!net || !ep || net.type !== 'macvlan' || !ep.mac) return;
+  void ctx.announcer.announce({
+    endpointId: ep.id,
+    networkId: net.id,
+    sandboxKey: req.SandboxKey,
+    mac: ep.mac.toLowerCase(),
+    address: ep.address?.split('/')[0],
+    addressV6: ep.addressV6?.split('/')[0],
+  });
+}
+
+function joinLocked(ctx: JoinDeps, req: plugin.JoinRequest): Promise<plugin.JoinResponse> {
   return ctx.lock.run(req.NetworkID, async () => {
     const net = ctx.store.networks.get(req.NetworkID);
     if (!net) throw new NotFoundError(await networkNotFoundText(ctx, req.NetworkID));
@@ -59,5 +84,6 @@ export async function join(ctx: JoinDeps, raw: unknown): Promise<plugin.JoinResp
 export async function leave(ctx: JoinDeps, raw: unknown): Promise<Record<string, never>> {
   const req = plugin.EndpointRequest.parse(raw);
   if (!ctx.store.endpoints.has(req.EndpointID)) throw new NotFoundError(`endpoint id ${JSON.stringify(req.EndpointID)} not found`);
+  ctx.announcer?.cancel(req.EndpointID);
   return {};
 }
