@@ -43,6 +43,7 @@ import {
 import { HttpError, toHttpError } from '../../services/controller/src/api/http';
 import { ElectionStoppedError } from '../../services/controller/src/leader';
 import { LinkError } from '../../services/node-agent/src/driver/links';
+import { AnnounceGoneError, AnnounceTimeoutError } from '../../services/node-agent/src/driver/announce';
 import { ClientError } from '../../cli/src/client';
 import { CredsFailure } from '../../cli/src/commands/creds';
 import { UsageError } from '../../cli/src/flags';
@@ -73,6 +74,8 @@ const make: Record<string, () => Error> = {
   GobgpError: () => new GobgpError('AddPath', 14, 'connection refused', wrapped),
   HttpError: () => new HttpError(404, 'not-found', 'no such path', undefined, {}, wrapped),
   ElectionStoppedError: () => new ElectionStoppedError(),
+  AnnounceGoneError: () => new AnnounceGoneError('the endpoint left'),
+  AnnounceTimeoutError: () => new AnnounceTimeoutError('waited 5000 ms for the link'),
   LinkError: () => new LinkError('failed to create the macvlan port: no such device', { cause: wrapped }),
   ClientError: () => new ClientError('cannot reach the controller', undefined, { code: 'unavailable', cause: wrapped }),
   CredsFailure: () => new CredsFailure('cannot write /x: EACCES', { cause: wrapped }),

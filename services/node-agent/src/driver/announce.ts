@@ -22,6 +22,7 @@ import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { UnderlayError } from '@underlay/core';
 
 /** The outcome of one announcement (the `result` label of underlay_agent_neighbour_announcements_total). */
 export type AnnounceResult = 'sent' | 'gone' | 'timeout' | 'error' | 'unavailable';
@@ -126,8 +127,21 @@ async function statfsIsNamespace(p: string): Promise<boolean> {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
-class Gone extends Error {}
-class Timeout extends Error {}
+/** The endpoint left, or its namespace went away, before the announcement: nothing to announce to. */
+export class AnnounceGoneError extends UnderlayError {
+  constructor(message: string) {
+    super('not-found', message);
+    this.name = 'AnnounceGoneError';
+  }
+}
+
+/** The container's namespace or link did not appear within the announcement's deadline. */
+export class AnnounceTimeoutError extends UnderlayError {
+  constructor(message: string) {
+    super('unavailable', message, { retriable: false });
+    this.name = 'AnnounceTimeoutError';
+  }
+}
 
 /** Announces joined endpoints, one at a time per endpoint; `cancel` on Leave. */
 export class Announcer {
@@ -156,11 +170,11 @@ export class Announcer {
     this.active.set(t.endpointId, state);
     return this.run(t, state)
       .catch((e: unknown): AnnounceResult => {
-        if (e instanceof Gone || state.cancelled) {
+        if (e instanceof AnnounceGoneError || state.cancelled) {
           this.opts.log.debug(`endpoint ${t.endpointId.slice(0, 12)}: no neighbour announcement, the container's network namespace went first (${(e as Error).message})`);
           return 'gone';
         }
-        if (e instanceof Timeout) {
+        if (e instanceof AnnounceTimeoutError) {
           this.opts.log.warn(`endpoint ${t.endpointId.slice(0, 12)}: no neighbour announcement: ${e.message} (peers update their neighbour caches when they expire)`);
           return 'timeout';
         }
@@ -188,14 +202,14 @@ export class Announcer {
     if (!t.address && !t.addressV6) return 'sent'; // nothing to announce
     const deadline = Date.now() + this.deadlineMs;
     const check = () => {
-      if (state.cancelled) throw new Gone('the endpoint left');
+      if (state.cancelled) throw new AnnounceGoneError('the endpoint left');
     };
     let ns: string | undefined;
     const inNs = async (args: string[], what: string) => {
       const r = await this.exec(this.nsenter, [`--net=${ns}`, '--', ...args], STEP_TIMEOUT_MS);
       if (r.missing) throw Object.assign(new Error(`${this.nsenter} is not installed (util-linux)`), { missing: true });
       if (r.code !== 0) {
-        if (!(await this.isNamespace(ns!))) throw new Gone(`its namespace ${ns} is gone`);
+        if (!(await this.isNamespace(ns!))) throw new AnnounceGoneError(`its namespace ${ns} is gone`);
         throw new Error(`${what} failed (exit ${r.code ?? 'killed'}): ${(r.stderr || r.stdout).trim().slice(0, 300)}`);
       }
       return r.stdout;
@@ -207,7 +221,7 @@ export class Announcer {
       while (!link) {
         check();
         if (Date.now() > deadline) {
-          throw new Timeout(`waited ${this.deadlineMs} ms for ${waitingFor}`);
+          throw new AnnounceTimeoutError(`waited ${this.deadlineMs} ms for ${waitingFor}`);
         }
         if (!ns && (await this.isNamespace(t.sandboxKey))) ns = t.sandboxKey;
         if (!ns && this.opts.findNamespace) {
@@ -234,7 +248,7 @@ export class Announcer {
         return 'unavailable';
       }
       // A container that exited before its link was ready: its key is unmounted (or removed) and Leave follows.
-      if (!(e instanceof Gone) && Date.now() > deadline && !(ns && (await this.isNamespace(ns)))) throw new Gone(`${t.sandboxKey} never became a network namespace this agent can see`);
+      if (!(e instanceof AnnounceGoneError) && Date.now() > deadline && !(ns && (await this.isNamespace(ns)))) throw new AnnounceGoneError(`${t.sandboxKey} never became a network namespace this agent can see`);
       throw e;
     }
   }
