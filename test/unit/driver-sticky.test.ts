@@ -17,13 +17,23 @@ const NET = hex64('a1');
 const OTHER_NET = hex64('b2');
 const POOL = 'underlay/192.0.2.0/24';
 
-/** A container as GET /containers/json?all=1 shows it, on `NET` (with an endpoint there when `endpoint`). */
-const container = (name: string, o: { id?: string; state?: string; endpoint?: string; network?: string; networkId?: string } = {}) => ({
-  Id: o.id ?? hex64(name.charCodeAt(0).toString(16)),
-  Names: [`/${name}`],
-  State: o.state ?? 'created',
-  NetworkSettings: { Networks: { [o.network ?? 'n1']: { NetworkID: o.networkId ?? NET, EndpointID: o.endpoint ?? '' } } },
-});
+/**
+ * A container as Docker 20.10's GET /containers/json?all=1 shows it while another is started (the replica of the
+ * containers' state): on the network filed under `network` (default n1, `NET`'s name), with an endpoint there when
+ * `endpoint`. A container never started (state `created`: `docker run`, `docker create`) has no NetworkID yet, one
+ * started before (running, exited) has it (seen in the lab, test/e2e/sticky.test.ts).
+ */
+const container = (name: string, o: { id?: string; state?: string; endpoint?: string; network?: string; networkId?: string } = {}) => {
+  const state = o.state ?? 'created';
+  return {
+    Id: o.id ?? hex64(name.charCodeAt(0).toString(16)),
+    Names: [`/${name}`],
+    State: state,
+    NetworkSettings: { Networks: { [o.network ?? 'n1']: { NetworkID: o.networkId ?? (state === 'created' ? '' : NET), EndpointID: o.endpoint ?? '' } } },
+  };
+};
+const NETWORKS = [{ id: NET, name: 'n1' }];
+const networkName = async (id: string) => (id === NET ? 'n1' : id === OTHER_NET ? 'n2' : undefined);
 
 describe('--ipam-opt sticky', () => {
   it('takes true and false, and refuses anything else naming the option', () => {
@@ -61,14 +71,26 @@ describe('which container is being started', () => {
       container('elsewhere', { networkId: OTHER_NET, network: 'n2' }),
       container('going', { state: 'removing' }),
     ];
-    const c = candidates(list.map((x) => x as never), new Set([NET]));
+    const c = candidates(list.map((x) => x as never), NETWORKS);
     expect(c.map((x) => x.container)).toEqual(['web']);
     expect(pickIdentity(c, [])).toEqual({ identity: { container: 'web', network: 'n1' } });
   });
 
+  it('finds a container never started by the key Docker filed its network under (name, id or id prefix) and names the network by its name', () => {
+    const filed = (key: string) => container('web', { network: key });
+    for (const key of ['n1', NET, NET.slice(0, 12)]) {
+      expect(candidates([filed(key)] as never, NETWORKS)).toEqual([{ id: expect.any(String), container: 'web', network: 'n1' }]);
+    }
+    expect(candidates([filed('n2')] as never, NETWORKS)).toEqual([]);
+    expect(candidates([filed('b2b2')] as never, NETWORKS)).toEqual([]);
+    // The network's name unknown (Docker did not answer): found by its id, filed under the key it was given.
+    expect(candidates([filed(NET.slice(0, 12))] as never, [{ id: NET }])).toEqual([{ id: expect.any(String), container: 'web', network: NET.slice(0, 12) }]);
+    expect(candidates([filed('n1')] as never, [{ id: NET }])).toEqual([]);
+  });
+
   it('is ambiguous with stopped containers on the network, unless the start request the authorization hook saw names one', () => {
     const list = [container('web', { id: hex64('1') }), container('old', { id: hex64('2'), state: 'exited' })];
-    const c = candidates(list as never, new Set([NET]));
+    const c = candidates(list as never, NETWORKS);
     expect(pickIdentity(c, [])).toEqual({ ambiguous: ['old', 'web'] });
     expect(pickIdentity(c, ['web'])).toEqual({ identity: { container: 'web', network: 'n1' } });
     expect(pickIdentity(c, ['2222'])).toEqual({ identity: { container: 'old', network: 'n1' } });
@@ -89,7 +111,7 @@ describe('which container is being started', () => {
     const f = fakeDriver();
     try {
       f.docker.containers = [container('web', { id: hex64('1') }), container('old', { id: hex64('2'), state: 'exited' })];
-      const sticky = new StickyIdentities({ docker: f.docker, log: () => {}, now: () => now });
+      const sticky = new StickyIdentities({ docker: f.docker, log: () => {}, networkName, now: () => now });
       const ctx = { docker: f.docker, controller: f.controller, log: () => {}, sticky };
       expect(await authz.authzRequest(ctx, { RequestMethod: 'POST', RequestUri: '/v1.41/containers/web/start' })).toEqual({ Allow: true });
       expect(await sticky.resolve(POOL, [NET])).toEqual({ container: 'web', network: 'n1' });
@@ -111,7 +133,7 @@ describe('sticky pools in the IPAM and CreateEndpoint handlers', () => {
     f = fakeDriver();
     const log = (m: string) => logs.push(m);
     f.ctx.holds = new AddressHolds({ holdMs: 60_000, stickyHoldMs: 600_000, release: (h) => ipam.releaseHeld(f.ctx, h), log, now: () => now });
-    f.ctx.sticky = new StickyIdentities({ docker: f.docker, log });
+    f.ctx.sticky = new StickyIdentities({ docker: f.docker, log, networkName });
     await ipam.requestPool(f.ctx, { Pool: '192.0.2.0/24', Options: { sticky: 'true' } });
     f.ctx.store.putNetwork({ id: NET, type: 'macvlan', parent: 'eth1', createdParent: false, macvlanMode: 'bridge', ipvlanMode: 'l2', ipvlanFlag: 'bridge', internal: false, ipv4: [{ pool: '192.0.2.0/24' }], ipv6: [], poolIds: [POOL] });
   });

@@ -25,6 +25,7 @@ import type { LinkOps } from './driver/links.js';
 import { LocalStore } from './driver/store.js';
 import { AddressHolds } from './driver/address-holds.js';
 import { StickyIdentities } from './driver/sticky.js';
+import { networkNameOf } from './driver/network-names.js';
 import { restore } from './driver/restore.js';
 import { StoreRebuild } from './driver/store-rebuild.js';
 import { createPluginServer, listenOnSocket, type Handler, type Routes } from './plugin-server.js';
@@ -258,6 +259,7 @@ export class Agent {
     const rpc = new RpcClient(this.nc, this.config.node, this.metrics.rpc);
     const controller = rpcControllerClient(rpc);
     const docker = traceMethods(new DockerEngine(this.config.docker), DOCKER_SPANS);
+    const clusterNetworkName = (id: string) => (this.view?.isReady ? this.view.state.networks.get(id)?.name : undefined);
     const ctx: DriverContext = driverContext({
       node: this.config.node,
       store,
@@ -267,7 +269,7 @@ export class Agent {
       log: this.logger,
       docker,
       parentMap: this.config.parentMap,
-      clusterNetworkName: (id) => (this.view?.isReady ? this.view.state.networks.get(id)?.name : undefined),
+      clusterNetworkName,
       driverName: this.config.driverName,
       announcer: new Announcer({
         log: { debug: (m) => logDebug(this.logger, m), warn: (m) => logWarn(this.logger, m) },
@@ -284,6 +286,7 @@ export class Agent {
       sticky: new StickyIdentities({
         docker,
         log: this.logger,
+        networkName: (id) => networkNameOf({ docker, clusterNetworkName }, id),
         poolOptions: (poolId) => (this.view?.isReady ? this.view.state.pools.get(poolId)?.options : undefined),
       }),
       onNetworksChanged: () => {

@@ -5,9 +5,11 @@
  *
  * Docker's remote IPAM and driver APIs name no container. When Docker asks a sticky pool for an endpoint's address
  * (RequestAddress, during `docker start`), the agent lists this host's containers (GET /containers/json?all=1: Docker
- * answers it from its replica of the containers' state, without the lock the start holds) and looks for the one
- * being connected to a network of the pool: on it, but with no endpoint there yet. Exactly one such container is the
- * identity. With several (other stopped containers on the network), the ones whose start Docker's authorization hook
+ * answers it from its replica of the containers' state, without the lock the start holds; seen answering during the
+ * start in test/e2e/sticky.test.ts) and looks for the one being connected to a network of the pool: on it, but with
+ * no endpoint there yet. The list shows a container's networks as they were before the start: a container never
+ * started (`docker run`, `docker create`) has its network under the name (or id) it was created with and no NetworkID
+ * yet; one started before has the NetworkID. Exactly one such container is the identity. With several (other stopped containers on the network), the ones whose start Docker's authorization hook
  * just saw (`POST /containers/{id or name}/start` or `/restart`, when dockerd runs with
  * `--authorization-plugin=underlay`) narrow it down; still several, or none: no identity, a normal allocation, logged.
  *
@@ -41,17 +43,35 @@ export interface Candidate extends Identity {
   id: string;
 }
 
+/** One of this host's networks of the pool: its Docker id and, when known, its Docker name. */
+export interface PoolNetwork {
+  id: string;
+  name?: string;
+}
+
 const GONE = new Set(['removing', 'dead']);
 
-/** The containers on one of `networkIds` with no endpoint there (being started or connected, or stopped). */
-export function candidates(containers: readonly DockerContainerSummary[], networkIds: ReadonlySet<string>): Candidate[] {
+/**
+ * The network a container's entry is for: by its NetworkID, or (a container never started: no NetworkID yet) by the
+ * key Docker filed it under, which is what `--network` named: the network's name, its id or an id prefix.
+ */
+function networkOf(key: string, networkId: string | undefined, networks: readonly PoolNetwork[]): PoolNetwork | undefined {
+  if (networkId) return networks.find((n) => n.id === networkId);
+  return networks.find((n) => n.name === key) ?? (/^[0-9a-f]+$/.test(key) ? networks.find((n) => n.id.startsWith(key)) : undefined);
+}
+
+/** The containers on one of `networks` with no endpoint there (being started or connected, or stopped). */
+export function candidates(containers: readonly DockerContainerSummary[], networks: readonly PoolNetwork[]): Candidate[] {
   const out: Candidate[] = [];
   for (const c of containers) {
     if (c.State && GONE.has(c.State)) continue;
     const name = c.Names?.[0]?.replace(/^\//, '');
     if (!name) continue;
-    for (const [network, s] of Object.entries(c.NetworkSettings?.Networks ?? {})) {
-      if (s?.NetworkID && networkIds.has(s.NetworkID) && !s.EndpointID) out.push({ id: c.Id, container: name, network });
+    for (const [key, s] of Object.entries(c.NetworkSettings?.Networks ?? {})) {
+      if (!s || s.EndpointID) continue;
+      const n = networkOf(key, s.NetworkID, networks);
+      // The MAC derives from the network's name: the same key on every host, whatever --network said.
+      if (n) out.push({ id: c.Id, container: name, network: n.name ?? key });
     }
   }
   return out;
@@ -77,6 +97,7 @@ export function pickIdentity(cands: readonly Candidate[], starting: readonly str
 /** How long a start request seen by the authorization hook narrows the candidates (its RequestAddress follows at once). */
 export const START_SEEN_MS = 30_000;
 const MAX_STARTS = 64;
+const MAX_NAMES = 1024;
 
 const START_URI = /^(?:\/v[0-9.]+)?\/containers\/([^/?]+)\/(?:start|restart)\/?(?:\?.*)?$/;
 
@@ -95,6 +116,8 @@ export function startedContainer(method: string | undefined, uri: string | undef
 export interface StickyOptions {
   docker: Pick<Docker, 'listContainers'>;
   log: Log;
+  /** A network's Docker name by its id (network-names.ts: the cluster view, else Docker, bounded). */
+  networkName?: (networkId: string) => Promise<string | undefined>;
   /** A pool's --ipam-opt as the cluster view knows it (after an agent restart, before Docker asks for the pool again). */
   poolOptions?: (poolId: string) => Readonly<Record<string, string>> | undefined;
   now?: () => number;
@@ -107,6 +130,8 @@ export class StickyIdentities {
   /** `<pool id>|<address>` → the identity the address was handed out for. */
   private readonly byAddress = new Map<string, Identity>();
   private starts: { ref: string; atMs: number }[] = [];
+  /** Network id → Docker name (names of networks this host used; forgotten past MAX_NAMES). */
+  private readonly networkNames = new Map<string, string>();
   private readonly now: () => number;
 
   constructor(private readonly opts: StickyOptions) {
@@ -144,17 +169,32 @@ export class StickyIdentities {
       this.opts.log(`sticky pool ${poolId}: Docker's containers could not be listed, the address is allocated as without sticky: ${(e as Error).message}`);
       return undefined;
     }
+    const networks = await Promise.all(networkIds.map(async (id) => ({ id, name: await this.nameOf(id) })));
     const now = this.now();
     const starting = this.starts.filter((s) => now - s.atMs < START_SEEN_MS).map((s) => s.ref);
-    const pick = pickIdentity(candidates(list, new Set(networkIds)), starting);
+    const pick = pickIdentity(candidates(list, networks), starting);
     if ('identity' in pick) return pick.identity;
     if ('ambiguous' in pick) {
       this.opts.log(
         `sticky pool ${poolId}: cannot tell which container is being started among ${pick.ambiguous.map((n) => JSON.stringify(n)).join(', ')} ` +
           '(stopped containers on the network; dockerd with --authorization-plugin=underlay tells them apart): the address is allocated as without sticky',
       );
+    } else {
+      this.opts.log(`sticky pool ${poolId}: no container in Docker's list is being connected to its network here: the address is allocated as without sticky`);
     }
     return undefined;
+  }
+
+  /** A network's name, kept once known (a Docker network keeps its name for its life). */
+  private async nameOf(id: string): Promise<string | undefined> {
+    const known = this.networkNames.get(id);
+    if (known !== undefined) return known;
+    const name = await this.opts.networkName?.(id).catch(() => undefined);
+    if (name !== undefined) {
+      if (this.networkNames.size >= MAX_NAMES) this.networkNames.clear();
+      this.networkNames.set(id, name);
+    }
+    return name;
   }
 
   /** The address was handed out for `identity`. */
