@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   ConflictError,
+  DockerContainerSummary,
   DockerNetworkInspect,
   NotFoundError,
   formatValue,
@@ -225,6 +226,8 @@ export class FakeDocker implements Docker {
   readonly calls: Call[] = [];
   /** Docker's socket does not answer. */
   down = false;
+  /** What GET /containers/json?all=1 answers (parsed as the adapter parses it). */
+  containers: unknown[] = [];
 
   constructor(networks: unknown[] = []) {
     for (const n of networks) this.put(n);
@@ -254,6 +257,10 @@ export class FakeDocker implements Docker {
   }
   async networkName(id: string) {
     return (await this.inspectNetwork(id))?.Name;
+  }
+  async listContainers() {
+    this.enter('listContainers', undefined);
+    return this.containers.map((c) => DockerContainerSummary.parse(c));
   }
   async createNetwork(body: Record<string, unknown>) {
     this.enter('createNetwork', body);

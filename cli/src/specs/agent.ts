@@ -22,6 +22,7 @@ export const agentFlags: FlagSpec[] = [
   { key: 'address', flag: 'address', value: 'IP[,IP6]', help: 'this host\'s address on the underlay (default: its first IPv4 address)' },
   { key: 'parentMap', flag: 'parent-map', list: true, value: 'MAP', help: 'cluster parent names to local ones: eth0=ens3,eth1=ens4' },
   { key: 'addressHoldMs', flag: 'address-hold-ms', value: 'MS', help: 'an address a container here released is handed back first to the next container here for this long, so a restarted container keeps its address; 0: released at once', default: 60_000 },
+  { key: 'stickyHoldMs', flag: 'sticky-hold-ms', value: 'MS', help: 'on a network with --ipam-opt sticky=true, an address a container here released is held this long for a container of the same name here; 0: released at once', default: 600_000 },
   { key: 'startupWaitMs', flag: 'startup-wait-ms', value: 'MS', help: 'the plugin socket is served at once; a Docker call that comes while the agent starts (connecting to NATS, reading Docker) waits this long for it, then fails naming what the agent is doing', default: 25_000 },
   { key: 'reconcileIntervalMs', flag: 'reconcile-interval-ms', value: 'MS', help: 'how often to check cluster networks against Docker', default: 10_000 },
   { key: 'routes', flag: 'routes', boolean: true, help: 'program routes to other hosts\' blocks for ipvlan l3/l3s (--no-routes: off)', default: true },

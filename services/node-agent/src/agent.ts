@@ -24,6 +24,8 @@ import { Announcer } from './driver/announce.js';
 import type { LinkOps } from './driver/links.js';
 import { LocalStore } from './driver/store.js';
 import { AddressHolds } from './driver/address-holds.js';
+import { StickyIdentities } from './driver/sticky.js';
+import { networkNameOf } from './driver/network-names.js';
 import { restore } from './driver/restore.js';
 import { StoreRebuild } from './driver/store-rebuild.js';
 import { createPluginServer, listenOnSocket, type Handler, type Routes } from './plugin-server.js';
@@ -122,7 +124,7 @@ export function pluginRoutes(ctx: DriverContext): Routes {
 
 /** Tracing on: netlink link calls, Docker API calls and route changes as child spans (`netlink <op>`, `docker api <op>`, `route add|del`). */
 const LINK_SPANS = spanNames('netlink', ['getLink', 'listLinks', 'createMacvlan', 'createIpvlan', 'createVlan', 'createDummy', 'setUp', 'deleteLink'] as const);
-const DOCKER_SPANS = spanNames('docker api', ['inspectNetwork', 'listNetworks', 'listNetworkIds', 'createNetwork', 'deleteNetwork', 'networkName'] as const);
+const DOCKER_SPANS = spanNames('docker api', ['inspectNetwork', 'listNetworks', 'listNetworkIds', 'createNetwork', 'deleteNetwork', 'networkName', 'listContainers'] as const);
 const ROUTE_SPANS = { addRoute: 'route add', deleteRoute: 'route del', replaceRoute: 'route replace' } as const;
 const linkAttrs = (args: unknown[]): Attributes => {
   const a = args[0] as { name?: unknown } | string | undefined;
@@ -256,6 +258,8 @@ export class Agent {
     logNatsStatus(this.nc, this.logger);
     const rpc = new RpcClient(this.nc, this.config.node, this.metrics.rpc);
     const controller = rpcControllerClient(rpc);
+    const docker = traceMethods(new DockerEngine(this.config.docker), DOCKER_SPANS);
+    const clusterNetworkName = (id: string) => (this.view?.isReady ? this.view.state.networks.get(id)?.name : undefined);
     const ctx: DriverContext = driverContext({
       node: this.config.node,
       store,
@@ -263,9 +267,9 @@ export class Agent {
       controller,
       lock: new KeyedMutex(),
       log: this.logger,
-      docker: traceMethods(new DockerEngine(this.config.docker), DOCKER_SPANS),
+      docker,
       parentMap: this.config.parentMap,
-      clusterNetworkName: (id) => (this.view?.isReady ? this.view.state.networks.get(id)?.name : undefined),
+      clusterNetworkName,
       driverName: this.config.driverName,
       announcer: new Announcer({
         log: { debug: (m) => logDebug(this.logger, m), warn: (m) => logWarn(this.logger, m) },
@@ -274,9 +278,16 @@ export class Agent {
       }),
       holds: new AddressHolds({
         holdMs: this.config.addressHoldMs,
+        stickyHoldMs: this.config.stickyHoldMs,
         release: (h) => ipam.releaseHeld({ controller, store }, h),
         log: this.logger,
         onHold: () => this.reporter?.trigger(),
+      }),
+      sticky: new StickyIdentities({
+        docker,
+        log: this.logger,
+        networkName: (id) => networkNameOf({ docker, clusterNetworkName }, id),
+        poolOptions: (poolId) => (this.view?.isReady ? this.view.state.pools.get(poolId)?.options : undefined),
       }),
       onNetworksChanged: () => {
         this.replicas?.trigger();

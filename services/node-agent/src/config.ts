@@ -13,6 +13,8 @@ const ms = (what: string, min = 100, max: number = LIMITS.timerMs, why = 'the lo
     .int(`${what} must be whole milliseconds`)
     .min(min, `${what} must be at least ${min} ms`)
     .max(max, `${what} must be at most ${max} ms (${why})`);
+/** A hold's length: 0 (off, as a number or as the text a flag or an environment variable gives: "0", " 0") or at least 100 ms. */
+const holdMs = (what: string) => z.preprocess((v) => (typeof v === 'string' && v.trim() === '0' ? 0 : v), z.union([z.literal(0), ms(what, 100)]));
 /** The default lease is three report intervals, and a lease is a timer too. */
 const MAX_REPORT_INTERVAL_MS = Math.floor(LIMITS.timerMs / 3);
 const path = (what: string) => z.string().min(1).max(LIMITS.path, `${what} must be at most ${LIMITS.path} characters`);
@@ -96,8 +98,12 @@ export const AgentConfig = z.object({
    * How long an address this host's Docker released stays this host's, handed back first to the next container
    * here (a restarted container comes back with its address: driver/address-holds.ts); 0 releases at once.
    */
-  // 0 as a number or as the text a flag or an environment variable gives ("0", " 0"): z.literal(0) alone never matched those.
-  addressHoldMs: z.preprocess((v) => (typeof v === 'string' && v.trim() === '0' ? 0 : v), z.union([z.literal(0), ms('--address-hold-ms', 100)])).default(60_000),
+  addressHoldMs: holdMs('--address-hold-ms').default(60_000),
+  /**
+   * How long an address of a sticky pool (`--ipam-opt sticky=true`) waits for a container of the same name on this
+   * host (driver/sticky.ts); 0 releases at once (no stable identities).
+   */
+  stickyHoldMs: holdMs('--sticky-hold-ms').default(600_000),
   /**
    * How long a Docker call that arrives while the agent starts waits for start-up before it fails (the plugin socket is
    * served from the agent's first moment: startup-gate.ts); under Docker's 30 s limit of a plugin call.

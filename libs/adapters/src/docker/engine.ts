@@ -4,7 +4,7 @@
  */
 import * as http from 'node:http';
 import { z } from 'zod';
-import { DockerNetworkInspect, UnderlayError } from '@underlay/core';
+import { DockerContainerSummary, DockerNetworkInspect, UnderlayError } from '@underlay/core';
 
 /** POST /networks/create answers the new network's id. */
 const CreatedNetwork = z.looseObject({ Id: z.string().min(1) });
@@ -117,6 +117,20 @@ export class DockerEngine {
   /** DELETE /networks/{id}; false when Docker had no such network. */
   deleteNetwork(id: string, timeoutMs = 60_000): Promise<boolean> {
     return notFoundAs(this.request('DELETE', `/networks/${encodeURIComponent(id)}`, undefined, timeoutMs).then(() => true), false);
+  }
+
+  /**
+   * GET /containers/json?all=1: every container with its networks. Docker answers it from its replica of the
+   * containers' state, without taking a container's lock: a plugin call made while a container starts may use it.
+   * Malformed entries are skipped.
+   */
+  async listContainers(timeoutMs = 5_000): Promise<DockerContainerSummary[]> {
+    const out: DockerContainerSummary[] = [];
+    for (const c of NetworkList.parse(await this.get<unknown>('/containers/json?all=1', timeoutMs))) {
+      const r = DockerContainerSummary.safeParse(c);
+      if (r.success) out.push(r.data);
+    }
+    return out;
   }
 
   /** The network's Docker name (undefined when Docker has no such network). */

@@ -11,14 +11,7 @@ import type { AddressRelease, AddressRequest, EndpointBinding, PoolRelease, Pool
 import { LIMITS } from '../limits.js';
 import { blockOf, blockRange, blockSize, endpointCount, formatBlock, type Allocation, type ClusterState, type Pool } from '../state/cluster-state.js';
 import type { Decision } from '../state/decision.js';
-import { DEFAULT_POOL_LIMITS, STRICT_AFFINITY_OPTION, SPACE_OPTION, blockPrefixOption, checkPoolSize, networksUsing, OVERLAP_HINT, overlappingPool, poolIdOf, type PoolLimits } from '../state/pool-rules.js';
-
-function strictOption(options: Record<string, string>): boolean {
-  const raw = options[STRICT_AFFINITY_OPTION];
-  if (raw === undefined || raw === '' || raw === 'false') return false;
-  if (raw === 'true') return true;
-  throw new InvalidArgumentError(`--ipam-opt ${STRICT_AFFINITY_OPTION}=${raw} is not valid: use true or false`);
-}
+import { DEFAULT_POOL_LIMITS, STRICT_AFFINITY_OPTION, booleanPoolOption, checkPoolOptions, SPACE_OPTION, blockPrefixOption, checkPoolSize, networksUsing, OVERLAP_HINT, overlappingPool, poolIdOf, type PoolLimits } from '../state/pool-rules.js';
 
 export function decideRequestPool(state: ClusterState, req: PoolRequest, limits: PoolLimits = DEFAULT_POOL_LIMITS): Decision<{ poolId: string; pool: string }> {
   if (req.pool === '') {
@@ -75,8 +68,9 @@ export function decideRequestPool(state: ClusterState, req: PoolRequest, limits:
     );
   }
   const options = { ...req.options };
+  checkPoolOptions(options, cidr.family, limits);
   const blockPrefix = blockPrefixOption(options, cidr.family, limits);
-  const strictAffinity = strictOption(options);
+  const strictAffinity = booleanPoolOption(options, STRICT_AFFINITY_OPTION);
   return {
     events: [
       { type: 'PoolCreated', data: { poolId, space, cidr: cidrText, subPool: subText, v6: req.v6, options, blockPrefix, strictAffinity } },

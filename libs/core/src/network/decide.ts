@@ -7,7 +7,7 @@ import { ConflictError, InvalidArgumentError, NotFoundError } from '../errors.js
 import type { EventBody } from '../state/events.js';
 import { formatCidr, formatValue, overlaps, parseCidr } from '../ip.js';
 import type { Decision } from '../state/decision.js';
-import { DEFAULT_POOL_LIMITS, OVERLAP_HINT, SPACE_OPTION, blockPrefixOption, checkPoolSize, clusterNetworkHolders, networksUsing, overlappingPool, type PoolLimits } from '../state/pool-rules.js';
+import { DEFAULT_POOL_LIMITS, OVERLAP_HINT, SPACE_OPTION, checkPoolOptions, checkPoolSize, clusterNetworkHolders, networksUsing, overlappingPool, type PoolLimits } from '../state/pool-rules.js';
 import { checkNetworkOwner } from '../state/network-owner.js';
 import type { ClusterState } from '../state/cluster-state.js';
 import { LOCAL_ADDRESS_SPACE } from '../options.js';
@@ -147,7 +147,7 @@ export function decideClusterNetworkCreate(
     // The pools the hosts will ask for: refused here at once rather than on every host.
     try {
       checkPoolSize(c, limits);
-      blockPrefixOption(def.ipamOptions, c.family, limits);
+      checkPoolOptions(def.ipamOptions, c.family, limits);
     } catch (e) {
       throw new InvalidArgumentError(`${checkPoolSizeField(e)}: ${(e as Error).message}`);
     }

@@ -148,6 +148,27 @@ export const DockerNetworkInspect = z.object({
 });
 export type DockerNetworkInspect = z.infer<typeof DockerNetworkInspect>;
 
+/**
+ * One entry of GET /containers/json?all=1 (the fields underlay reads): its networks by name, each with the network's
+ * id and the container's endpoint on it (empty while the container is not running, and while it is being started).
+ */
+export const DockerContainerSummary = z.object({
+  Id: text(LIMITS.dockerId),
+  /** `/web`: Docker's names start with a slash. */
+  Names: z.array(cutText(LIMITS.name)).max(LIMITS.mapEntries).nullish(),
+  State: cutText(LIMITS.name).optional(),
+  NetworkSettings: z
+    .object({
+      Networks: boundedRecord(
+        cutText(LIMITS.name),
+        z.object({ NetworkID: text(LIMITS.dockerId).optional(), EndpointID: text(LIMITS.dockerId).optional() }).nullable(),
+        LIMITS.mapEntries,
+      ).nullish(),
+    })
+    .nullish(),
+});
+export type DockerContainerSummary = z.infer<typeof DockerContainerSummary>;
+
 /** The definition of a network as the local Docker holds it. */
 export function definitionFromDocker(n: DockerNetworkInspect): NetworkDefinition {
   return normalizeDefinition({

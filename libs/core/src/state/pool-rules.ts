@@ -12,6 +12,12 @@ export const SPACE_OPTION = 'space';
 export const BLOCK_SIZE_OPTION = 'block_size';
 /** `--ipam-opt strict_affinity=true`: a node never borrows from another node's block. */
 export const STRICT_AFFINITY_OPTION = 'strict_affinity';
+/**
+ * `--ipam-opt sticky=true`: a container re-created with the same name on a network of this pool gets its former
+ * address (and, on macvlan, a MAC derived from the network's and the container's names) back (node-agent's
+ * driver/sticky.ts).
+ */
+export const STICKY_OPTION = 'sticky';
 export const DEFAULT_BLOCK_PREFIX = { 4: 26, 6: 122 } as const;
 
 /**
@@ -54,6 +60,21 @@ export function blockPrefixOption(options: Readonly<Record<string, string>>, fam
     );
   }
   return Number(m[1]);
+}
+
+/** A true/false --ipam-opt (`strict_affinity`, `sticky`): absent, empty or `false` is false; anything else but `true` is refused. */
+export function booleanPoolOption(options: Readonly<Record<string, string>>, key: string): boolean {
+  const raw = options[key];
+  if (raw === undefined || raw === '' || raw === 'false') return false;
+  if (raw === 'true') return true;
+  throw new InvalidArgumentError(`--ipam-opt ${key}=${raw.slice(0, 32)} is not valid: use ${key}=true or ${key}=false (the default)`);
+}
+
+/** Every --ipam-opt underlay reads, checked (when a pool is asked for and when a cluster network is defined). */
+export function checkPoolOptions(options: Readonly<Record<string, string>>, family: 4 | 6, limits: PoolLimits = DEFAULT_POOL_LIMITS): void {
+  blockPrefixOption(options, family, limits);
+  booleanPoolOption(options, STRICT_AFFINITY_OPTION);
+  booleanPoolOption(options, STICKY_OPTION);
 }
 
 export const poolIdOf = (space: string, cidr: string): string => `${space}/${cidr}`;

@@ -15,6 +15,10 @@
  * Held only while a network of this host uses the pool (endpoint addresses; the gateway and --aux-address go when the
  * network goes). A pool's holds are released before the pool itself (ReleasePool); holds do not outlive the agent
  * (a stopped agent's holds are released at stop; a killed agent's are reclaimed by the leak collector).
+ *
+ * On a sticky pool (`--ipam-opt sticky=true`, sticky.ts) a released address whose container the agent knew is held for
+ * that container's name (`owner`) for `stickyHoldMs` instead: only a container of that name gets it back; the others
+ * pass it over.
  */
 import { parseAddr, parseCidr, contains } from '@underlay/core';
 import type { Log } from './context.js';
@@ -26,11 +30,15 @@ export interface Hold {
   cidr: string;
   allocSeq: number;
   heldAtMs: number;
+  /** Sticky pools: the name of the container the address is held for (only it gets the address back). */
+  owner?: string;
 }
 
 export interface AddressHoldsOptions {
   /** How long a released address waits for its container (0: released at once, as Docker's IPAM does). */
   holdMs: number;
+  /** How long a sticky pool's address waits for its container's name (0 or absent: no holds for a name). */
+  stickyHoldMs?: number;
   /** Gives the address back to the cluster (the controller's releaseAddress, then the store). */
   release: (h: Hold) => Promise<void>;
   log: Log;
@@ -53,27 +61,47 @@ export class AddressHolds {
     return this.opts.holdMs > 0;
   }
 
-  /** Holds an address Docker released (call only when `enabled`). */
+  /** Addresses of sticky pools are held for their container's name (call `hold` with an owner only when true). */
+  get stickyEnabled(): boolean {
+    return (this.opts.stickyHoldMs ?? 0) > 0;
+  }
+
+  /** Holds an address Docker released (call only when `enabled`, or `stickyEnabled` with an owner). */
   hold(h: Omit<Hold, 'heldAtMs'>): void {
     const hold: Hold = { ...h, heldAtMs: this.now() };
     const list = this.held.get(h.poolId) ?? [];
     list.push(hold);
     this.held.set(h.poolId, list);
-    const t = setTimeout(() => void this.expire(hold), this.opts.holdMs);
+    const t = setTimeout(() => void this.expire(hold), h.owner !== undefined ? (this.opts.stickyHoldMs ?? 0) : this.opts.holdMs);
     t.unref();
     this.timers.set(hold, t);
     this.opts.onHold?.();
   }
 
-  /** The address of the pool released last, no longer held (undefined: none). */
-  take(poolId: string): Hold | undefined {
-    const list = this.held.get(poolId);
-    const h = list?.pop();
-    if (!h) return undefined;
-    if (list!.length === 0) this.held.delete(poolId);
-    this.unschedule(h);
-    this.opts.log(`address ${h.address} given back to a container on this host, ${Math.round((this.now() - h.heldAtMs) / 1000)} s after its endpoint went (restart)`);
+  /**
+   * The address of the pool released last for a container named `owner` (sticky pools), else the one released last
+   * for no name; no longer held (undefined: none). Addresses held for another name are passed over.
+   */
+  take(poolId: string, owner?: string): Hold | undefined {
+    const list = this.held.get(poolId) ?? [];
+    const last = (want: string | undefined): number => {
+      for (let j = list.length - 1; j >= 0; j--) if (list[j]!.owner === want) return j;
+      return -1;
+    };
+    let i = owner === undefined ? -1 : last(owner);
+    if (i < 0) i = last(undefined);
+    if (i < 0) return undefined;
+    const [h] = list.splice(i, 1);
+    if (list.length === 0) this.held.delete(poolId);
+    this.unschedule(h!);
+    const after = `${Math.round((this.now() - h!.heldAtMs) / 1000)} s after its endpoint went`;
+    this.opts.log(h!.owner !== undefined ? `address ${h!.address} given back to container ${JSON.stringify(h!.owner)} on this host, ${after} (sticky)` : `address ${h!.address} given back to a container on this host, ${after} (restart)`);
     return h;
+  }
+
+  /** The name a held address waits for (undefined: not held, or held for no name). */
+  ownerOf(poolId: string, address: string): string | undefined {
+    return this.held.get(poolId)?.find((h) => h.address === address)?.owner;
   }
 
   /** Stops holding the address without releasing it (the caller releases it or hands it out); undefined when not held. */

@@ -7,10 +7,14 @@
  * underlay network and asks the controller whether the cluster would refuse the removal (endpoints
  * on other hosts); every other request is allowed at once. When the controller cannot be reached the
  * removal is allowed (and handled as in DeleteNetwork).
+ *
+ * It also notes `POST /containers/{id or name}/start` (and `/restart`): on a sticky pool, the container whose start it
+ * just saw is the one Docker connects next (sticky.ts). Those are allowed at once too.
  */
 import { UnderlayError, plugin } from '@underlay/core';
 import { z } from 'zod';
 import type { ControllerClient, Docker, Log } from './context.js';
+import { startedContainer, type StickyIdentities } from './sticky.js';
 import { logWarn } from '@underlay/adapters';
 
 /** What the authorization hook uses. */
@@ -20,6 +24,8 @@ export interface AuthzDeps {
   log: Log;
   /** The name Docker knows this plugin by (--driver-name): `underlay` for the socket plugin, `underlay/underlay:VERSION` as a managed plugin. */
   driverName?: string;
+  /** Container starts tell sticky pools which container Docker connects next (sticky.ts). */
+  sticky?: Pick<StickyIdentities, 'noteStart'>;
 }
 
 const AuthZRequest = z.looseObject({
@@ -44,6 +50,9 @@ export function removedNetwork(raw: unknown): string | undefined {
 }
 
 export async function authzRequest(ctx: AuthzDeps, raw: unknown): Promise<AuthZResponse> {
+  const req = AuthZRequest.safeParse(raw);
+  const started = req.success ? startedContainer(req.data.RequestMethod, req.data.RequestUri) : undefined;
+  if (started !== undefined) ctx.sticky?.noteStart(started);
   const target = removedNetwork(raw);
   if (target === undefined) return { Allow: true };
   const uri = (raw as { RequestUri?: string }).RequestUri;

@@ -9,10 +9,12 @@
  * of them (DriverContext) and passes it everywhere.
  */
 import type { AddressHolds } from './address-holds.js';
+import type { StickyIdentities } from './sticky.js';
 import type { z } from 'zod';
 import type {
   BindEndpointReq,
   BindEndpointRes,
+  DockerContainerSummary,
   DockerNetworkInspect,
   NetworkNameReq,
   NetworkNameRes,
@@ -79,6 +81,8 @@ export interface Docker {
   listNetworks(driver: string): Promise<DockerNetworkInspect[]>;
   listNetworkIds(driver: string): Promise<string[]>;
   networkName(id: string): Promise<string | undefined>;
+  /** Every container (GET /containers/json?all=1), with its networks; safe during a plugin call (see sticky.ts). */
+  listContainers(): Promise<DockerContainerSummary[]>;
   /** Resolves to the new network's id. */
   createNetwork(body: Record<string, unknown>, timeoutMs?: number): Promise<string>;
   /** false when Docker had no such network. */
@@ -140,6 +144,8 @@ export interface IpamDeps {
   memory: Pick<DriverMemory, 'recentPools' | 'unreservedGateways' | 'poolRequestedAt' | 'namedAddresses'>;
   /** Addresses released a moment ago, for the container's restart (address-holds.ts; absent: released at once). */
   holds?: AddressHolds;
+  /** Which container an address of a sticky pool is for (sticky.ts; absent: no pool is sticky). */
+  sticky?: StickyIdentities;
 }
 
 /** CreateEndpoint / DeleteEndpoint / EndpointOperInfo (endpoint.ts). */
@@ -151,6 +157,8 @@ export interface EndpointDeps {
   /** Names a network in a refusal (Docker's name, else the cluster view's). */
   docker?: Pick<Docker, 'networkName'>;
   clusterNetworkName?: (networkId: string) => string | undefined;
+  /** Sticky endpoints get a MAC derived from their identity (sticky.ts). */
+  sticky?: StickyIdentities;
 }
 
 /** Join / Leave (joinleave.ts). */

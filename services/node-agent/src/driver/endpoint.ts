@@ -3,6 +3,7 @@ import { InvalidArgumentError, NotFoundError, macFromIPv4, parseAddrWithPrefix, 
 import type { EndpointDeps } from './context.js';
 import { networkNotFoundText } from './network-names.js';
 import { bindEndpoint } from './ipam.js';
+import { stickyMac } from './sticky.js';
 
 export async function createEndpoint(ctx: EndpointDeps, raw: unknown): Promise<{ Interface?: { MacAddress: string } }> {
   const req = plugin.CreateEndpointRequest.parse(raw);
@@ -16,7 +17,11 @@ export async function createEndpoint(ctx: EndpointDeps, raw: unknown): Promise<{
     let mac = iface.MacAddress || undefined;
     let answer: { Interface?: { MacAddress: string } } = {};
     if (!mac && net.type === 'macvlan') {
-      mac = macFromIPv4(parseAddrWithPrefix(iface.Address).addr);
+      // A sticky endpoint's MAC follows its container's name (sticky.ts); others' follow the address.
+      const address = iface.Address.split('/')[0]!;
+      const alloc = ctx.store.findAlloc(address, net.poolIds);
+      const identity = alloc ? ctx.sticky?.identityOf(alloc.poolId, address) : undefined;
+      mac = identity ? stickyMac(identity.network, identity.container) : macFromIPv4(parseAddrWithPrefix(iface.Address).addr);
       answer = { Interface: { MacAddress: mac } };
     }
     ctx.store.putEndpoint({

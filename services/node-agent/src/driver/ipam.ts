@@ -1,5 +1,5 @@
 /** IpamDriver: every call goes to the controller, which owns the cluster-wide allocation state. */
-import { formatCidr, isPointToPoint, parseCidr, plugin, poolIdOf } from '@underlay/core';
+import { ConflictError, formatCidr, isPointToPoint, parseCidr, plugin, poolIdOf } from '@underlay/core';
 import { randomUUID } from 'node:crypto';
 import type { EndpointDeps, IpamDeps } from './context.js';
 import { withPoolPrefix } from './address-holds.js';
@@ -17,6 +17,7 @@ export function defaultAddressSpaces() {
 export async function requestPool(ctx: IpamDeps, raw: unknown) {
   const r = plugin.RequestPoolRequest.parse(raw);
   const space = r.AddressSpace || plugin.LOCAL_ADDRESS_SPACE;
+  const options = r.Options ?? {};
   try {
     if (r.Pool) ctx.memory.poolRequestedAt.set(poolIdOf(space, formatCidr(parseCidr(r.Pool))), Date.now());
   } catch {
@@ -26,11 +27,12 @@ export async function requestPool(ctx: IpamDeps, raw: unknown) {
     space,
     pool: r.Pool,
     subPool: r.SubPool,
-    options: r.Options ?? {},
+    options,
     v6: r.V6,
     requestId: randomUUID(),
   });
   ctx.memory.recentPools.set(r.Pool, res.poolId);
+  ctx.sticky?.notePool(res.poolId, options);
   return { PoolID: res.poolId, Pool: res.pool, Data: res.data };
 }
 
@@ -46,20 +48,32 @@ export async function requestAddress(ctx: IpamDeps, raw: unknown) {
   const options = r.Options ?? {};
   // Docker requests --aux-address reservations while creating the network, and an endpoint's addresses only once
   // the network exists here; both come with no options.
-  const kind = r.Address && options['RequestAddressType'] === undefined ? (ctx.store.poolInUse(r.PoolID) ? 'endpoint' : 'aux') : undefined;
-  // An endpoint asking for any address: one this host's containers just gave back comes first (address-holds.ts).
-  if (!r.Address && options['RequestAddressType'] === undefined && ctx.store.poolInUse(r.PoolID)) {
-    const held = ctx.holds?.take(r.PoolID);
-    if (held) return { Address: held.cidr, Data: {} };
+  const forEndpoint = options['RequestAddressType'] === undefined && ctx.store.poolInUse(r.PoolID);
+  const kind = r.Address && options['RequestAddressType'] === undefined ? (forEndpoint ? 'endpoint' : 'aux') : undefined;
+  // A sticky pool's endpoint: which container asks (sticky.ts); undefined when it cannot be told.
+  const identity = forEndpoint && ctx.sticky?.isSticky(r.PoolID) ? await ctx.sticky.resolve(r.PoolID, networksOfPool(ctx, r.PoolID)) : undefined;
+  const handOut = (address: string, cidr: string) => {
+    if (identity) ctx.sticky!.remember(r.PoolID, address, identity);
+    return { Address: cidr, Data: {} };
+  };
+  // An endpoint asking for any address: one this host's containers just gave back comes first (address-holds.ts),
+  // on a sticky pool the one held for this container's name.
+  if (!r.Address && forEndpoint) {
+    const held = ctx.holds?.take(r.PoolID, identity?.container);
+    if (held) return handOut(held.address, held.cidr);
   }
   if (kind === 'endpoint') {
     // An endpoint naming its address (--ip): released at once when it goes (its container names it again on a
     // restart). An address held here (a restarting container's whose --ip an earlier agent process saw, or another
-    // container's) is this host's: handed out as it is.
+    // container's) is this host's: handed out as it is, unless it is held for another container's name.
+    const owner = ctx.holds?.ownerOf(r.PoolID, r.Address!);
+    if (owner !== undefined && owner !== identity?.container) {
+      throw new ConflictError(`address ${r.Address} is held for container "${owner}" (--ipam-opt sticky=true) until it is re-created or its hold ends (--sticky-hold-ms); use another address`);
+    }
     const held = ctx.holds?.forget(r.PoolID, r.Address!);
     if (held) {
       ctx.memory.namedAddresses.add(`${r.PoolID}|${r.Address}`);
-      return { Address: held.cidr, Data: {} };
+      return handOut(held.address, held.cidr);
     }
   }
   // One id per Docker call, reused by the client's retries: a retry gets the same allocation.
@@ -72,7 +86,12 @@ export async function requestAddress(ctx: IpamDeps, raw: unknown) {
   if (options['RequestAddressType'] !== undefined) ctx.memory.unreservedGateways.delete(r.PoolID);
   if (kind === 'endpoint') ctx.memory.namedAddresses.add(`${r.PoolID}|${r.Address}`);
   ctx.store.setAlloc(r.PoolID, res.address.split('/')[0]!, res.allocSeq);
-  return { Address: res.address, Data: {} };
+  return handOut(res.address.split('/')[0]!, res.address);
+}
+
+/** The ids of this host's networks using the pool. */
+function networksOfPool(ctx: IpamDeps, poolId: string): string[] {
+  return [...ctx.store.networks.values()].filter((n) => n.poolIds.includes(poolId)).map((n) => n.id);
 }
 
 /** The pool id (`<space>/<subnet>`) names an IPv4 /31 or IPv6 /127. */
@@ -95,9 +114,12 @@ export async function releaseAddress(ctx: IpamDeps, raw: unknown) {
   // An endpoint's address (its network is still here): held a while for the container's restart, unless the container
   // named it (--ip: it names it again).
   const named = ctx.memory.namedAddresses.delete(`${r.PoolID}|${r.Address}`);
-  const cidr = ctx.holds?.enabled && allocSeq !== undefined && !named ? endpointCidr(ctx, r.PoolID, r.Address) : undefined;
+  // A sticky endpoint's address (its container was told): held for that container's name (--sticky-hold-ms).
+  const owner = ctx.sticky?.forget(r.PoolID, r.Address)?.container;
+  const sticky = owner !== undefined && !!ctx.holds?.stickyEnabled;
+  const cidr = (sticky || ctx.holds?.enabled) && allocSeq !== undefined && !named ? endpointCidr(ctx, r.PoolID, r.Address) : undefined;
   if (cidr && allocSeq !== undefined) {
-    ctx.holds!.hold({ poolId: r.PoolID, address: r.Address, cidr, allocSeq });
+    ctx.holds!.hold({ poolId: r.PoolID, address: r.Address, cidr, allocSeq, ...(sticky ? { owner } : {}) });
     return {};
   }
   // Released again while held: a point-to-point network's gateway answer was a container's former address, and the
