@@ -18,7 +18,7 @@ import {
   type ClusterState,
 } from '@underlay/core';
 import { LocalStore } from '../../services/node-agent/src/driver/store';
-import { PRUNE_GRACE_MS, forgetPruned, pruneStale, pruneSummary, rebuildFromController, rebuildFromDocker, restore } from '../../services/node-agent/src/driver/restore';
+import { PRUNE_CONFIRM_MS, PRUNE_GRACE_MS, forgetPruned, pruneStale, pruneSummary, rebuildFromController, rebuildFromDocker, restore } from '../../services/node-agent/src/driver/restore';
 import { readDockerUnderlay } from '../../services/node-agent/src/driver/docker-state';
 import { KeyedMutex, driverContext, type DriverContext } from '../../services/node-agent/src/driver/context';
 import { rpcControllerClient } from '../../services/node-agent/src/driver/controller-client';
@@ -266,6 +266,33 @@ describe('check against Docker (Docker is the truth on its host)', () => {
     expect(later.networks.map((n) => n.slice(0, 12))).toEqual([PHANTOM.slice(0, 12)]);
     expect(ctx.store.networks.size).toBe(0);
     expect(ctx.store.endpoints.size).toBe(0);
+  });
+
+  it('the periodic check prunes a network only once Docker has not listed it for PRUNE_CONFIRM_MS (docker network rm hides it before DeleteNetwork)', async () => {
+    oldStore();
+    const docker = fakeDocker([]);
+    const ctx = context(dir, docker);
+    const state = await readDockerUnderlay(docker, ctx.store.networks.keys());
+    let t = 1_000_000;
+    const confirm = { missingSince: new Map<string, number>(), now: () => t };
+    const before = [...ctx.store.networks.keys()].sort();
+    // First seen missing: kept (a DeleteNetwork on its way finds its record), and still kept just before the time.
+    expect((await pruneStale(ctx, state, 0, confirm)).networks).toEqual([]);
+    t += PRUNE_CONFIRM_MS - 1;
+    expect((await pruneStale(ctx, state, 0, confirm)).networks).toEqual([]);
+    expect([...ctx.store.networks.keys()].sort()).toEqual(before);
+    // Listed again meanwhile: the count starts over.
+    const listed = await readDockerUnderlay(fakeDocker([dockerNetwork()]), ctx.store.networks.keys());
+    await pruneStale(ctx, listed, 0, confirm);
+    expect(confirm.missingSince.has(NET)).toBe(false);
+    t += 1;
+    const pruned = await pruneStale(ctx, state, 0, confirm);
+    expect(pruned.networks.map((n) => n.slice(0, 12)).sort()).toEqual(before.filter((id) => id !== NET).map((id) => id.slice(0, 12)).sort());
+    expect([...ctx.store.networks.keys()]).toEqual([NET]);
+    t += PRUNE_CONFIRM_MS;
+    expect((await pruneStale(ctx, state, 0, confirm)).networks.map((n) => n.slice(0, 12))).toEqual([NET.slice(0, 12)]);
+    expect(ctx.store.networks.size).toBe(0);
+    expect(confirm.missingSince.size).toBe(0);
   });
 
   it('tells the controller this host no longer has the network, gives back its addresses, and the pools nothing else here uses (with their held addresses)', async () => {

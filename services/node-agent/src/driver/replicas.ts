@@ -19,7 +19,7 @@ import type { DriverContext } from './context.js';
 import { findParent } from './links.js';
 import { defineNetwork } from './network.js';
 import { readDockerUnderlay } from './docker-state.js';
-import { forgetPruned, pruneStale, pruneSummary } from './restore.js';
+import { PRUNE_GRACE_MS, forgetPruned, pruneStale, pruneSummary } from './restore.js';
 
 /** Longest wait between two attempts to create a replica that failed. */
 const MAX_BACKOFF_MS = 300_000;
@@ -36,6 +36,8 @@ export class ReplicaReconciler {
   private readonly runner: ReconcileRunner;
   /** Replicas that failed: when to try again (a failed create costs Docker a pool request and release). */
   private readonly backoff = new Map<string, { at: number; backoff: Backoff; definitionSeq: number }>();
+  /** Networks Docker no longer lists: since when (pruned once missing for PRUNE_CONFIRM_MS). */
+  private readonly missingSince = new Map<string, number>();
   passes = 0;
 
   constructor(
@@ -187,7 +189,8 @@ export class ReplicaReconciler {
   private async checkAgainstDocker(): Promise<void> {
     const { ctx } = this;
     const docker = await readDockerUnderlay(ctx.docker, ctx.store.networks.keys(), ctx.driverName);
-    const pruned = await pruneStale(ctx, docker);
+    // Confirmed over passes: a network `docker network rm` is removing is already missing from Docker's list.
+    const pruned = await pruneStale(ctx, docker, PRUNE_GRACE_MS, { missingSince: this.missingSince });
     const summary = pruneSummary(pruned);
     if (summary) logWarn(ctx.log, summary);
     for (const e of pruned.errors) logWarn(ctx.log, `check against Docker: ${e}`);

@@ -118,6 +118,23 @@ export interface DockerRebuildReport {
  */
 export const PRUNE_GRACE_MS = 60_000;
 
+/**
+ * A network Docker no longer lists may be one `docker network rm` is removing: dockerd hides it from its list before it
+ * calls DeleteNetwork. Pruned then, its removal reached the controller as this host's loss only (the cluster network
+ * stays, so the replica reconcile made it again) and DeleteNetwork found no record (seen in the UML lab: the next
+ * network on that parent was refused). The periodic check therefore prunes a network only when Docker has not listed
+ * it for this long, by which time DeleteNetwork has removed it properly.
+ */
+export const PRUNE_CONFIRM_MS = 10_000;
+
+/** State of the periodic check: when each network was first seen missing from Docker. */
+export interface PruneConfirm {
+  missingSince: Map<string, number>;
+  /** Default PRUNE_CONFIRM_MS. */
+  confirmMs?: number;
+  now?: () => number;
+}
+
 export interface PruneReport {
   /** Networks whose records were removed: `<id12> (parent <link>)`. */
   networks: string[];
@@ -145,9 +162,16 @@ export function pruneSummary(r: PruneReport): string | undefined {
  * left in this namespace and the parent underlay created for it (when no other network here uses it). Records this
  * process wrote less than `graceMs` ago are left (a network or endpoint Docker is still creating).
  */
-export async function pruneStale(ctx: { store: LocalStore; lock: KeyedMutex; links: LinkOps }, docker: DockerUnderlayState, graceMs = PRUNE_GRACE_MS): Promise<PruneReport> {
+export async function pruneStale(
+  ctx: { store: LocalStore; lock: KeyedMutex; links: LinkOps },
+  docker: DockerUnderlayState,
+  graceMs = PRUNE_GRACE_MS,
+  confirm?: PruneConfirm,
+): Promise<PruneReport> {
   const out: PruneReport = { networks: [], endpoints: [], links: [], errors: [], removed: [] };
   if (!docker.complete) return out;
+  const now = confirm?.now?.() ?? Date.now();
+  if (confirm) for (const id of [...confirm.missingSince.keys()]) if (!ctx.store.networks.has(id) || docker.networks.has(id)) confirm.missingSince.delete(id);
   const { store, links } = ctx;
   const dropEndpoint = async (ep: EndpointRecord): Promise<void> => {
     if (ep.srcName) {
@@ -162,6 +186,12 @@ export async function pruneStale(ctx: { store: LocalStore; lock: KeyedMutex; lin
   };
   for (const rec of [...store.networks.values()]) {
     if (docker.networks.has(rec.id)) continue;
+    if (confirm) {
+      const since = confirm.missingSince.get(rec.id);
+      if (since === undefined) confirm.missingSince.set(rec.id, now);
+      if (since === undefined || now - since < (confirm.confirmMs ?? PRUNE_CONFIRM_MS)) continue;
+      confirm.missingSince.delete(rec.id);
+    }
     await ctx.lock.run(rec.id, async () => {
       const cur = store.networks.get(rec.id);
       if (!cur || store.writtenWithin(cur.id, graceMs)) return;
