@@ -10,19 +10,22 @@
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SpanKind, SpanStatusCode, TraceFlags, context, trace, createTraceState } from '@opentelemetry/api';
-import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { BasicTracerProvider, BatchSpanProcessor, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { JsonTraceSerializer, ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
-import { fromSpanBatch, toSpanBatch } from '../../libs/adapters/src/telemetry/span-batch';
+import { RowSpanProcessor, fromSpanBatch, toSpanBatch, type SpanBatch } from '../../libs/adapters/src/telemetry/span-batch';
 import { ThreadSpanExporter } from '../../libs/adapters/src/telemetry/export-thread';
 
-/** Spans of every shape the controller makes: server and internal spans, parents, links, events, errors, trace state. */
-function makeSpans(): ReadableSpan[] {
+/**
+ * Spans of every shape the controller makes: server and internal spans, parents, links, events, errors, trace state.
+ * `also`: more processors on the same provider (they see the same spans end).
+ */
+function makeSpans(also: SpanProcessor[] = []): ReadableSpan[] {
   const memory = new InMemorySpanExporter();
   const provider = new BasicTracerProvider({
     resource: resourceFromAttributes({ 'service.name': 'underlay-controller', 'service.instance.id': 'c1' }),
-    spanProcessors: [new SimpleSpanProcessor(memory)],
+    spanProcessors: [new SimpleSpanProcessor(memory), ...also],
   });
   const tracer = provider.getTracer('underlay', '0.1.0');
   const remote = trace.setSpanContext(context.active(), {
@@ -58,6 +61,18 @@ describe('span batches', () => {
     const [request] = json(copy).resourceSpans[0].scopeSpans[0].spans.filter((s: { name: string }) => s.name === 'ipam.requestAddress');
     expect(request.traceState).toBe('vendor=a,other=b');
     expect(request.parentSpanId).toBe('00f067aa0ba902b7');
+  });
+
+  it('are the same when a RowSpanProcessor queued the spans as rows in the SDK\'s BatchSpanProcessor', async () => {
+    const batches: SpanBatch[] = [];
+    // What ThreadSpanExporter does with what the BatchSpanProcessor hands it.
+    const exporter: SpanExporter = { export: (spans, done) => (batches.push(toSpanBatch(spans)), done({ code: ExportResultCode.SUCCESS })), shutdown: async () => {} };
+    const rows = new RowSpanProcessor(new BatchSpanProcessor(exporter, { scheduledDelayMillis: 60_000 }));
+    const spans = makeSpans([rows]);
+    expect(batches).toHaveLength(0); // queued, not yet exported
+    await rows.forceFlush();
+    expect(batches).toEqual([toSpanBatch(spans)]);
+    expect(structuredClone(batches[0])).toEqual(batches[0]);
   });
 
   it('keep one resource and scope entry per distinct resource and scope', () => {

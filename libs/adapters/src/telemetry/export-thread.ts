@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { toSpanBatch } from './span-batch.js';
+import { toSpanBatch, type EndedSpan } from './span-batch.js';
 import type { ExportReply, ExportRequest } from './export-worker.js';
 
 /** The compiled worker entry (under ts-jest this module runs from src/, the entry from dist/). */
@@ -60,7 +60,8 @@ export class ThreadSpanExporter implements SpanExporter {
     });
   }
 
-  export(spans: ReadableSpan[], resultCallback: (result: ExportResult) => void): void {
+  /** The SDK's spans, or the EndedSpans a RowSpanProcessor queued (typed as spans for the SDK's processor). */
+  export(spans: (ReadableSpan | EndedSpan)[], resultCallback: (result: ExportResult) => void): void {
     this.send({ type: 'export', batch: toSpanBatch(spans) }).then((r) =>
       resultCallback(r.ok ? { code: ExportResultCode.SUCCESS } : { code: ExportResultCode.FAILED, error: new Error(r.error ?? 'export failed') }),
     );

@@ -82,6 +82,8 @@ export interface Tracing {
 }
 
 let contextManager: AsyncLocalStorageContextManager | undefined;
+/** Explicit context propagation (no context manager): no context is ever active, so withSpan builds none. */
+let explicit = false;
 
 let enabled = false;
 const TRACER = 'underlay';
@@ -123,6 +125,7 @@ export function startTracing(opts: TracingOptions): Tracing | undefined {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { AsyncLocalStorageContextManager: Manager } = require('@opentelemetry/context-async-hooks') as typeof import('@opentelemetry/context-async-hooks');
   contextManager = undefined;
+  explicit = opts.contextPropagation === 'explicit';
   const exporters = (env.OTEL_TRACES_EXPORTER ?? '').split(',').map((e) => e.trim().toLowerCase()).filter((e) => e && e !== 'null' && e !== 'none');
   const threaded = opts.exportThread && !opts.spanProcessors && exporters.every((e) => e === 'otlp');
   let spanProcessors = opts.spanProcessors;
@@ -131,8 +134,11 @@ export function startTracing(opts: TracingOptions): Tracing | undefined {
     const { BatchSpanProcessor } = require('@opentelemetry/sdk-trace-base') as typeof import('@opentelemetry/sdk-trace-base');
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { ThreadSpanExporter } = require('./export-thread.js') as typeof import('./export-thread.js');
-    // BatchSpanProcessor from sdk-trace-base reads OTEL_BSP_* as the SDK's own does.
-    spanProcessors = [new BatchSpanProcessor(new ThreadSpanExporter({ env, ...(opts.logger ? { onError: opts.logger } : {}) }))];
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { RowSpanProcessor } = require('./span-batch.js') as typeof import('./span-batch.js');
+    // BatchSpanProcessor from sdk-trace-base reads OTEL_BSP_* as the SDK's own does; it queues each span as its row
+    // (RowSpanProcessor), the SDK's span object being let go when it ends.
+    spanProcessors = [new RowSpanProcessor(new BatchSpanProcessor(new ThreadSpanExporter({ env, ...(opts.logger ? { onError: opts.logger } : {}) })))];
   }
   const sdk = new NodeSDK({
     resource: defaultResource().merge(resourceFromAttributes({ 'service.instance.id': opts.instance })),
@@ -275,28 +281,33 @@ export function withSpan<T>(name: string, opts: SpanOpts, fn: (span: Span) => Pr
   if (!enabled) return fn(NOOP_SPAN);
   const parent = opts.parent ?? context.active();
   const span = tracer().startSpan(name, { kind: opts.kind ?? SpanKind.INTERNAL, attributes: opts.attributes, links: opts.links }, parent);
+  // Explicit propagation: no context manager, so a context made active would be seen by nobody; build none.
+  if (explicit) return settle(span, fn);
   let ctx = trace.setSpan(parent, span);
   if (opts.operation !== undefined) ctx = ctx.setValue(OPERATION, opts.operation);
   // One context switch and no async wrapper: this runs for every request the controller serves.
-  return context.with(ctx, () => {
-    let out: Promise<T>;
-    try {
-      out = fn(span);
-    } catch (e) {
+  return context.with(ctx, settle<T>, undefined, span, fn);
+}
+
+/** Runs fn(span) and ends the span when its promise settles (an error marks it and goes on). */
+function settle<T>(span: Span, fn: (span: Span) => Promise<T>): Promise<T> {
+  let out: Promise<T>;
+  try {
+    out = fn(span);
+  } catch (e) {
+    endWith(span, e);
+    throw e;
+  }
+  return out.then(
+    (v) => {
+      endWith(span);
+      return v;
+    },
+    (e: unknown) => {
       endWith(span, e);
       throw e;
-    }
-    return out.then(
-      (v) => {
-        endWith(span);
-        return v;
-      },
-      (e: unknown) => {
-        endWith(span, e);
-        throw e;
-      },
-    );
-  });
+    },
+  );
 }
 
 /** The synchronous form of withSpan. */
@@ -304,16 +315,18 @@ export function withSpanSync<T>(name: string, opts: SpanOpts, fn: (span: Span) =
   if (!enabled) return fn(NOOP_SPAN);
   const parent = opts.parent ?? context.active();
   const span = tracer().startSpan(name, { kind: opts.kind ?? SpanKind.INTERNAL, attributes: opts.attributes, links: opts.links }, parent);
-  return context.with(trace.setSpan(parent, span), () => {
-    try {
-      const out = fn(span);
-      endWith(span);
-      return out;
-    } catch (e) {
-      endWith(span, e);
-      throw e;
-    }
-  });
+  return explicit ? settleSync(span, fn) : context.with(trace.setSpan(parent, span), settleSync<T>, undefined, span, fn);
+}
+
+function settleSync<T>(span: Span, fn: (span: Span) => T): T {
+  try {
+    const out = fn(span);
+    endWith(span);
+    return out;
+  } catch (e) {
+    endWith(span, e);
+    throw e;
+  }
 }
 
 /** Wraps an async function so each call runs in a span named by `name(args)` (the call itself when off). */
