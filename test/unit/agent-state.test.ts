@@ -281,6 +281,8 @@ describe('check against Docker (Docker is the truth on its host)', () => {
     t += PRUNE_CONFIRM_MS - 1;
     expect((await pruneStale(ctx, state, 0, confirm)).networks).toEqual([]);
     expect([...ctx.store.networks.keys()].sort()).toEqual(before);
+    // Its endpoints wait with it, so their addresses go back with the network.
+    expect(ctx.store.endpoints.has(EP4)).toBe(true);
     // Listed again meanwhile: the count starts over.
     const listed = await readDockerUnderlay(fakeDocker([dockerNetwork()]), ctx.store.networks.keys());
     await pruneStale(ctx, listed, 0, confirm);
@@ -289,6 +291,7 @@ describe('check against Docker (Docker is the truth on its host)', () => {
     const pruned = await pruneStale(ctx, state, 0, confirm);
     expect(pruned.networks.map((n) => n.slice(0, 12)).sort()).toEqual(before.filter((id) => id !== NET).map((id) => id.slice(0, 12)).sort());
     expect([...ctx.store.networks.keys()]).toEqual([NET]);
+    expect(pruned.removed.find((x) => x.id === PHANTOM)?.allocs).toEqual([{ poolId: 'underlay/203.0.113.0/24', address: '203.0.113.2', seq: 7 }]);
     t += PRUNE_CONFIRM_MS;
     expect((await pruneStale(ctx, state, 0, confirm)).networks.map((n) => n.slice(0, 12))).toEqual([NET.slice(0, 12)]);
     expect(ctx.store.networks.size).toBe(0);

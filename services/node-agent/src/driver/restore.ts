@@ -227,6 +227,8 @@ export async function pruneStale(
   for (const ep of [...store.endpoints.values()]) {
     const net = docker.networks.get(ep.networkId);
     if (net?.endpoints.some((d) => d.endpointId === ep.id)) continue;
+    // Its network waits for confirmation: the endpoint goes with it (its address then goes back with the network's).
+    if (!net && confirm?.missingSince.has(ep.networkId)) continue;
     await ctx.lock.run(ep.networkId, async () => {
       const cur = store.endpoints.get(ep.id);
       if (!cur || store.writtenWithin(cur.id, graceMs)) return;
