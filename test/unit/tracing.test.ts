@@ -177,6 +177,58 @@ describe('tracing on (one SDK for this file, spans in memory)', () => {
     expect(add.parentSpanContext?.spanId).toBe(applied.spanContext().spanId);
     expect(add.attributes).toEqual({}); // the unit test wraps without describing
   });
+  it('links the event that came while a pass listed the kernel\'s routes to the apply event span of that pass', async () => {
+    // A pass lists the kernel (at start, at each resync) and then reads the view: an event that came during the
+    // listing is in what it reads, so the route it adds is that event's. Taking the traces before the listing gave
+    // them to the next pass, which found nothing to do: the route was added with no span (a UML lab run saw it).
+    exporter.reset();
+    const t = engineWithClock();
+    t.run((st) => decideNodeHello(st, { node: 'a', address: '198.51.100.1' }), 'node:a');
+    t.run((st) => decideNodeHello(st, { node: 'b', address: '198.51.100.2' }), 'node:b');
+    const poolOf = (node: string) => t.run((st) => decideRequestPool(st, { node, space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: { block_size: '28' }, v6: false }), `node:${node}`).poolId;
+    const id = poolOf('a');
+    poolOf('b');
+    const listeners = new Set<(evs: readonly ClusterEvent[]) => void>();
+    const view = { get state() { return t.engine.state; }, get seq() { return t.engine.state.seq; }, onChange: (l: (evs: readonly ClusterEvent[]) => void) => (listeners.add(l), () => listeners.delete(l)), ready: () => Promise.resolve() };
+    const mem = new MemoryRouteOps();
+    // The first listing (the start pass's) waits until the test lets it go.
+    let listed!: () => void;
+    const listing = new Promise<void>((r) => (listed = r));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let lists = 0;
+    const ops = Object.assign(Object.create(mem) as MemoryRouteOps, {
+      listRoutes: async (f?: { protocol?: number }) => {
+        if (lists++ === 0) {
+          listed();
+          await gate;
+        }
+        return mem.listRoutes(f);
+      },
+    });
+    const net = { id: 'n1', type: 'ipvlan', parent: 'eth1', createdParent: false, macvlanMode: '', ipvlanMode: 'l3', ipvlanFlag: 'bridge', internal: false, ipv4: [], ipv6: [], poolIds: [id] } as unknown as NetworkRecord;
+    const svc = await startRoutes({ node: 'a', view: view as unknown as ClusterView, localNetworks: () => [net], reconcileMs: 60_000, logger: () => {}, ops: traceMethods(ops, { addRoute: 'route add', deleteRoute: 'route del' }) });
+    try {
+      await listing;
+      const sent = t.log.length;
+      t.run((st) => decideRequestAddress(st, { node: 'b', poolId: id, address: '', options: { 'com.docker.network.endpoint.macaddress': '02:00:00:00:01:01' } }), 'node:b');
+      const evs = t.log.slice(sent) as ClusterEvent[];
+      for (const e of evs) (e as { traceId?: string }).traceId = 'bcdefabcdefabcdefabcdefabcdef123';
+      for (const l of listeners) l(evs);
+      release();
+      const end = Date.now() + 2_000;
+      while (!mem.table.has('192.0.2.0/28') && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+      expect(mem.table.has('192.0.2.0/28')).toBe(true);
+      await new Promise((r) => setTimeout(r, 50)); // the pass the event asked for (nothing left to do)
+    } finally {
+      await svc.stop();
+    }
+    const all = await spans();
+    const add = all.find((x) => x.name === 'route add');
+    expect(add).toBeDefined();
+    const applied = all.find((x) => x.name === 'apply event' && x.spanContext().spanId === add!.parentSpanContext?.spanId);
+    expect(applied?.links.map((l) => l.context.traceId)).toContain('bcdefabcdefabcdefabcdefabcdef123');
+  });
 });
 
 describe('PluginTraces: one container start (and stop) as one trace', () => {

@@ -274,14 +274,6 @@ class Routes implements RouteService {
     const ok = (key: string): void => {
       if (this.lastError.delete(key)) this.deps.logger(`routes: ${key} is fine again`);
     };
-    // The event times this pass answers (routes added below are timed from them).
-    const times = new Map(this.eventTimes);
-    const anyTime = this.anyEventTime;
-    this.eventTimes.clear();
-    this.anyEventTime = undefined;
-    // The traces of the events this pass answers (taken with their times, before the pass reads the view).
-    const links = this.eventLinks;
-    this.eventLinks = [];
     const extra: Route[] = []; // duplicates of ours in the kernel (same dst twice, e.g. IPv6 metrics)
     const relisted = this.wantList;
     if (this.wantList) {
@@ -303,6 +295,16 @@ class Routes implements RouteService {
         return { requeueAfterMs: this.retryBackoff.next() };
       }
     }
+    // The event times and traces this pass answers (routes added below are timed from them; its `apply event` span
+    // links them). Taken after the listing's await, in one synchronous run with the reads of the view's state below:
+    // an event that came during the listing is in the state this pass reads, so its trace belongs to this pass (taken
+    // before the await, it went to the next pass, which found the route already added and made no span).
+    const times = new Map(this.eventTimes);
+    const anyTime = this.anyEventTime;
+    this.eventTimes.clear();
+    this.anyEventTime = undefined;
+    const links = this.eventLinks;
+    this.eventLinks = [];
     // Everything (a relisted kernel, a change that can touch any route, other networks), or only what events touched.
     const { nets, key } = this.routedNetworks();
     let want: Map<string, Route | undefined>;
