@@ -453,12 +453,15 @@ async function main() {
           const c = { core, nc, requesters, poolId: pool.poolId, agents: o.agents };
           await step(`route convergence: ${o.warmup} warm-up endpoints`, () => routeConvergence({ ...c, count: o.warmup, label: 'warm-up' }));
           result.route = await step(`route convergence: ${o.endpoints} endpoints`, () => routeConvergence({ ...c, count: o.endpoints, label: 'route' }));
+          const rs = stats(result.route.samples.map((x) => x.ms));
+          progress(`route convergence at ${o.agents} agents: p50 ${f1(rs.p50)} ms, p99 ${f1(rs.p99)} ms, ${result.route.missing} missing`);
         } finally {
           await step('stop the simulated agents', () => stopChild(sim, 60_000));
         }
       }
       if (!o.skip.includes('ratio')) {
         result.big = await step(`messages to an uninvolved agent at ${o.agents} agents`, () => uninvolvedAgent({ ...common, agents: o.agents, label: 'big' }));
+        progress(`uninvolved agent: ${result.small?.inMsgs} messages at ${o.smallAgents} agents, ${result.big.inMsgs} at ${o.agents}`);
       }
     } finally {
       await requesters.close();
@@ -473,8 +476,17 @@ async function main() {
     try {
       const builder = allocationBuilder(core, 1000);
       const common = { adapters, core, dir, servers, builder, usageRuns: 5 };
-      result.mem.push(await controllerAt({ ...common, allocations: o.allocationsSmall, label: kLabel(o.allocationsSmall) }));
-      result.mem.push(await controllerAt({ ...common, allocations: o.allocations, label: kLabel(o.allocations) }));
+      for (const n of [o.allocationsSmall, o.allocations]) {
+        // A controller that fails at one size is reported as such; the figures measured so far are still printed.
+        try {
+          const m = await controllerAt({ ...common, allocations: n, label: kLabel(n) });
+          result.mem.push(m);
+          progress(`controller at ${m.label}: cold start ${f1(m.coldStartMs)} ms (state load ${f1(m.loadMs)} ms), RSS ${f1(m.rss)} MB, usage p50 ${f1(m.usage.p50)} ms`);
+        } catch (e) {
+          progress(`controller at ${kLabel(n)} failed: ${e.message}`);
+          result.mem.push({ label: kLabel(n), failed: e.message, snapshotBytes: NaN, coldStartMs: NaN, loadMs: NaN, rss: NaN, hwm: NaN, usage: stats([]) });
+        }
+      }
     } finally {
       await stopAll();
     }
