@@ -243,20 +243,8 @@ async function simMode([countText, natsUrl, poolId]) {
 const t0 = performance.now();
 const progress = (msg) => process.stderr.write(`bench:routes: [${((performance.now() - t0) / 1000).toFixed(1)}s] ${msg}\n`);
 
-function percentile(sorted, p) {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))];
-}
-const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
-function stats(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  return { n: s.length, p50: percentile(s, 0.5), p90: percentile(s, 0.9), p99: percentile(s, 0.99), min: s[0], max: s[s.length - 1] };
-}
-function table(header, rows) {
-  const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells) => cells.map((c, i) => c.padStart(w[i])).join(' | ');
-  return [line(header), w.map((n) => '-'.repeat(n)).join('-|-'), ...rows.map(line)].join('\n');
-}
+const { stats, f1, table } = require('./lib/stats.js');
+const { collect } = require('./lib/collect.js');
 
 const state = { lab: undefined, pendingLab: undefined, controller: undefined, nc: undefined, destroying: undefined };
 
@@ -277,30 +265,6 @@ function destroyAll() {
   return state.destroying;
 }
 
-/** Waits for `n` messages on `subject`, or throws after `ms`. */
-function collect(nc, subject, n, ms, onMsg) {
-  return new Promise((resolve, reject) => {
-    const got = [];
-    const sub = nc.subscribe(subject);
-    const timer = setTimeout(() => {
-      sub.unsubscribe();
-      reject(new Error(`only ${got.length} of ${n} ${subject} messages within ${ms} ms`));
-    }, ms);
-    (async () => {
-      for await (const m of sub) {
-        const o = sc.decode(m.data);
-        got.push(o);
-        onMsg?.(o);
-        if (got.length >= n) {
-          clearTimeout(timer);
-          sub.unsubscribe();
-          resolve(got);
-          return;
-        }
-      }
-    })();
-  });
-}
 
 
 /**

@@ -42,6 +42,7 @@ const { performance } = require('node:perf_hooks');
 const { randomUUID } = require('node:crypto');
 const { startServers, stopAll, killAllSync, sleep } = require('./lib/servers.js');
 const { stats, f1, table } = require('./lib/stats.js');
+const { collect } = require('./lib/collect.js');
 
 const ROOT = path.resolve(__dirname, '..');
 const TARGET = { routeP99Ms: 200, ratio: 1.1, rss100kMb: 200, rss1mMb: 1200, coldStartMs: 3000, restartMs: 1000, usageMs: 200 };
@@ -293,28 +294,6 @@ async function uninvolvedAgent({ adapters, core, V, natsUrl, ctlPort, agents, ra
   }
 }
 
-/** Waits for `n` messages on `subject`, or throws after `ms`. */
-function collect(nc, subject, n, ms) {
-  return new Promise((resolve, reject) => {
-    const got = [];
-    const sub = nc.subscribe(subject);
-    const timer = setTimeout(() => {
-      sub.unsubscribe();
-      reject(new Error(`only ${got.length} of ${n} ${subject} messages within ${ms} ms`));
-    }, ms);
-    (async () => {
-      for await (const m of sub) {
-        got.push(sc.decode(m.data));
-        if (got.length >= n) {
-          clearTimeout(timer);
-          sub.unsubscribe();
-          resolve(got);
-          return;
-        }
-      }
-    })();
-  });
-}
 
 /** Route convergence: one endpoint at a time, time until the simulated process says every other agent has the route. */
 async function routeConvergence({ core, nc, requesters, poolId, agents, count, label }) {
