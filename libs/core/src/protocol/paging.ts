@@ -25,9 +25,11 @@ export function encodeContinue(key: PageKey): string {
   return Buffer.from(JSON.stringify(key.map((k) => (typeof k === 'bigint' ? `n:${k}` : `s:${k}`))), 'utf8').toString('base64url');
 }
 
-/** The key a token holds; an InvalidArgumentError (field `continue`) for anything this API did not make. */
+const NOT_A_TOKEN = 'not a token this API made (pass the `continue` of the previous page unchanged)';
+
+/** The key a token holds; an InvalidArgumentError (`continue: ...`) for anything this API did not make. */
 export function decodeContinue(token: string): PageKey {
-  const bad = () => new InvalidArgumentError('continue: not a token this API made (pass the `continue` of the previous page unchanged)');
+  const bad = () => new InvalidArgumentError(`continue: ${NOT_A_TOKEN}`);
   if (token.length > CONTINUE_MAX || !/^[A-Za-z0-9_-]+$/.test(token)) throw bad();
   let parsed: unknown;
   try {
@@ -96,6 +98,17 @@ export const PageQuery = z.object({
     .string()
     .min(1)
     .max(CONTINUE_MAX)
+    .refine(
+      (t) => {
+        try {
+          decodeContinue(t);
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      { message: NOT_A_TOKEN },
+    )
     .optional()
     .describe('the `continue` of the previous page, unchanged: this page starts after its last row'),
 });
