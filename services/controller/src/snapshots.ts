@@ -6,9 +6,9 @@
  */
 import {
   apply,
+  cloneState,
   fold,
   restore,
-  snapshot,
   snapshotJsonParts,
   UnavailableError,
   UnderlayError,
@@ -139,7 +139,8 @@ export class Snapshotter {
 
   /** Starts from a state equal to the committed log (the leader's state right after taking over). */
   reset(committed: ClusterState): void {
-    this.shadow = restore(JSON.parse(JSON.stringify(snapshot(committed))));
+    // A copy, not a JSON round trip: at 1M allocations that took ~8 s of one thread, past the leader's 2 s lease.
+    this.shadow = cloneState(committed);
     this.lastSeq = committed.seq;
     this.buffered = [];
     if (this.repair && !this.busy) {

@@ -119,6 +119,45 @@ export function restore(raw: unknown): ClusterState {
 }
 
 /**
+ * A deep copy of `state` that folds on exactly like it: what restore(JSON.parse(JSON.stringify(snapshot(state))))
+ * gives (the same fields in the same key order), without the text and its validation. At 1M allocations that round
+ * trip blocks the event loop for about 8 s on a 2-core machine; a leader that did it on taking over (its snapshot
+ * shadow) starved its 2 s lease and lost leadership, term after term.
+ */
+export function cloneState(state: ClusterState): ClusterState {
+  const out: ClusterState = { seq: state.seq, pools: new Map(), nodes: new Map(), networks: new Map(), clusterNetworks: new Map() };
+  for (const n of state.nodes.values()) out.nodes.set(n.node, n.interfaces ? { ...n, interfaces: [...n.interfaces] } : { ...n });
+  for (const n of state.networks.values()) {
+    out.networks.set(n.networkId, { networkId: n.networkId, node: n.node, poolIds: [...n.poolIds], options: { ...n.options }, name: n.name, cluster: n.cluster });
+  }
+  for (const c of state.clusterNetworks.values()) out.clusterNetworks.set(c.name, { ...c, definition: structuredClone(c.definition) });
+  for (const src of state.pools.values()) {
+    const p = createPool({ poolId: src.poolId, space: src.space, cidr: src.cidrText, subPool: src.subPoolText, v6: src.v6, options: { ...src.options }, blockPrefix: src.blockPrefix, strictAffinity: src.strictAffinity });
+    for (const r of src.refs) p.refs.add(r);
+    for (const [n, id] of src.refRequests) p.refRequests.set(n, id);
+    if (src.gateway !== undefined) p.gateway = src.gateway;
+    for (const [value, a] of src.allocs) {
+      // Same key order as restore (and the fold).
+      p.allocs.set(value, {
+        seq: a.seq, kind: a.kind, node: a.node,
+        handle: a.handle ?? undefined,
+        time: a.time,
+        ...(a.endpointId != null ? { endpointId: a.endpointId } : {}),
+        ...(a.networkId != null ? { networkId: a.networkId } : {}),
+        ...(a.boundTime != null ? { boundTime: a.boundTime } : {}),
+      });
+      if (a.handle != null) p.handles.set(a.handle, value);
+    }
+    for (const b of src.blocks.values()) {
+      p.blocks.set(b.network, { network: b.network, node: b.node, claimedSeq: b.claimedSeq, endpoints: b.endpoints, used: b.used, cursor: b.cursor, ...(b.emptySince != null ? { emptySince: b.emptySince } : {}) });
+    }
+    for (const [n, l] of src.nodeBlocks) p.nodeBlocks.set(n, [...l]);
+    out.pools.set(p.poolId, p);
+  }
+  return out;
+}
+
+/**
  * The same snapshot as JSON text in parts of at most about `slice` entries each, so a caller can
  * yield between parts (the state must not change until the last part is taken).
  * `JSON.parse(parts.join(''))` equals `snapshot(state)`.
