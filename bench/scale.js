@@ -21,16 +21,20 @@
  *     fold: RequestPool, then RequestAddress from 1,000 nodes) in this process and written as a snapshot through the
  *     snapshot code the controller uses (snapshotJsonParts + EtcdSnapshots.write, and the log head at its seq). Then a
  *     controller process starts from it: cold start = spawn until /healthz says leader at that seq; RSS (VmRSS) after
- *     it answered `GET /v1/ipam/usage` (the median of 5 requests is usage_100k_ms).
+ *     it answered `GET /v1/ipam/usage` (every page, as the CLI reads it; the median of 5 is usage_100k_ms).
+ *  5. agent restart (bench/lib/agent-restart.js): a real agent process in a network namespace of its own, with
+ *     --agent-endpoints (1,000) endpoints in its state files and in its Docker (a stand-in on a unix socket), restarted
+ *     --restarts (3) times: spawn until its plugin socket serves a call that needs its state; the median is
+ *     agent_restart_1k_ms. Needs root (ip netns).
  *
  * Last line of stdout, exactly:
  *   scale sim_agents=1000 route_p99_ms=<n> msgs_per_agent_ratio=<n> ctl_rss_mb_100k=<n> ctl_rss_mb_1m=<n> cold_start_1m_ms=<n> agent_restart_1k_ms=<n> usage_100k_ms=<n>
- * (agent_restart_1k_ms is NaN: not measured yet, see bench/README.md). Exit 0 even when a target is missed (the line
+ * (NaN for a part skipped or failed). Exit 0 even when a target is missed (the line
  * before the last says so); 1 when the benchmark could not run. Progress goes to stderr.
  *
  * Flags (to scale down while developing): --agents N (1000), --small-agents N (20), --endpoints N (100),
  * --warmup N (10), --rate PER_AGENT_PER_S (0.5), --window-ms MS (10000), --allocations N (1000000),
- * --allocations-small N (100000), --skip routes,ratio,memory.
+ * --allocations-small N (100000), --agent-endpoints N (1000), --restarts N (3), --skip routes,ratio,restart,memory.
  */
 const path = require('node:path');
 const fs = require('node:fs');
@@ -43,14 +47,17 @@ const { randomUUID } = require('node:crypto');
 const { startServers, stopAll, killAllSync, sleep } = require('./lib/servers.js');
 const { stats, f1, table } = require('./lib/stats.js');
 const { collect } = require('./lib/collect.js');
+const { agentRestart } = require('./lib/agent-restart.js');
 
 const ROOT = path.resolve(__dirname, '..');
 const TARGET = { routeP99Ms: 200, ratio: 1.1, rss100kMb: 200, rss1mMb: 1200, coldStartMs: 3000, restartMs: 1000, usageMs: 200 };
 const SIM = { ready: 'bench.routes.sim.ready', seen: 'bench.routes.sim.seen', pool: '198.18.0.0/16' };
 const API_TOKEN = 'bench-scale-token-0123456789';
+/** Blocks per usage request: the CLI's page size (cli/src/client.ts, PAGE_MAX). */
+const USAGE_PAGE = 10_000;
 
 function parseArgs(argv) {
-  const o = { agents: 1000, smallAgents: 20, endpoints: 100, warmup: 10, rate: 0.5, windowMs: 10_000, allocations: 1_000_000, allocationsSmall: 100_000, skip: [] };
+  const o = { agents: 1000, smallAgents: 20, endpoints: 100, warmup: 10, rate: 0.5, windowMs: 10_000, allocations: 1_000_000, allocationsSmall: 100_000, agentEndpoints: 1000, restarts: 3, skip: [] };
   const num = (name, v, min) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n < min) throw new Error(`--${name}: ${JSON.stringify(v)} is not a number ≥ ${min}`);
@@ -68,6 +75,8 @@ function parseArgs(argv) {
       case '--window-ms': o.windowMs = Math.floor(num('window-ms', v, 1000)); break;
       case '--allocations': o.allocations = Math.floor(num('allocations', v, 1)); break;
       case '--allocations-small': o.allocationsSmall = Math.floor(num('allocations-small', v, 1)); break;
+      case '--agent-endpoints': o.agentEndpoints = Math.floor(num('agent-endpoints', v, 1)); break;
+      case '--restarts': o.restarts = Math.floor(num('restarts', v, 1)); break;
       case '--skip': o.skip = String(v).split(',').filter(Boolean); break;
       default: throw new Error(`unknown flag ${argv[i]} (see the head of bench/scale.js)`);
     }
@@ -112,9 +121,9 @@ function loadProduct() {
 // ---- processes started here (controller, simulated agents) ---------------------------------------------
 
 const children = new Set();
-function spawnLogged(args, logFile) {
+function spawnLogged(args, logFile, cmd = process.execPath) {
   const out = fs.openSync(logFile, 'a');
-  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', out, out] });
+  const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', out, out] });
   fs.closeSync(out);
   children.add(child);
   child.on('exit', () => children.delete(child));
@@ -142,7 +151,9 @@ function freePort() {
 
 function httpGet(port, p, ms = 10_000) {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: p, headers: { authorization: `Bearer ${API_TOKEN}` }, timeout: ms }, (res) => {
+    // A new connection per request (agent: false): a kept-alive one is reset when the controller's idle timer (5 s)
+    // fires after a long stall with the next request already queued on it (the first run's ECONNRESET at 1M).
+    const req = http.get({ host: '127.0.0.1', port, path: p, headers: { authorization: `Bearer ${API_TOKEN}` }, timeout: ms, agent: false }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }));
@@ -380,17 +391,29 @@ async function controllerAt({ adapters, core, dir, servers, builder, allocations
   try {
     const loaded = /state loaded: snapshot at seq (\d+), then (\d+) events folded \(seq \d+\) in (\d+) ms/.exec(fs.readFileSync(ctl.logFile, 'utf8'));
     const usage = [];
-    await step(`GET /v1/ipam/usage ×${usageRuns} at ${label}`, async () => {
+    await step(`GET /v1/ipam/usage ×${usageRuns} at ${label} (every page, as \`underlay ipam usage\` reads it)`, async () => {
       for (let i = 0; i < usageRuns; i++) {
         const s = now();
-        const r = await httpGet(ctl.port, '/v1/ipam/usage', 30_000);
-        usage.push(now() - s);
-        if (r.status !== 200) throw new Error(`GET /v1/ipam/usage: ${r.status} ${r.body.slice(0, 200)}`);
-        if (i === 0) {
+        let token;
+        let pages = 0;
+        let blocks = 0;
+        let bytes = 0;
+        let first;
+        do {
+          const q = `limit=${USAGE_PAGE}${token ? `&continue=${encodeURIComponent(token)}` : ''}`;
+          const r = await httpGet(ctl.port, `/v1/ipam/usage?${q}`, 30_000);
+          if (r.status !== 200) throw new Error(`GET /v1/ipam/usage: ${r.status} ${r.body.slice(0, 200)}`);
           const body = JSON.parse(r.body);
-          const allocated = (body.pools ?? []).reduce((n, p) => n + (p.used ?? 0), 0);
-          const blocks = (body.pools ?? []).reduce((n, p) => n + (p.blocks?.length ?? 0), 0);
-          progress(`usage at ${label}: ${body.pools?.length} pool(s), ${allocated} addresses used, ${blocks} blocks listed, ${(r.body.length / 1e3).toFixed(0)} kB`);
+          first ??= body;
+          pages++;
+          bytes += r.body.length;
+          blocks += (body.pools ?? []).reduce((n, p) => n + (p.blocks?.length ?? 0), 0);
+          token = body.continue;
+        } while (token && pages < 1_000);
+        usage.push(now() - s);
+        if (i === 0) {
+          const allocated = (first.pools ?? []).reduce((n, p) => n + (p.used ?? 0), 0);
+          progress(`usage at ${label}: ${first.pools?.length} pool(s), ${allocated} addresses used, ${blocks} blocks in ${pages} page(s), ${(bytes / 1e3).toFixed(0)} kB`);
         }
       }
     });
@@ -410,7 +433,7 @@ async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'underlay-bench-scale-'));
   state.dir = dir;
   progress(`${o.agents} agents (small: ${o.smallAgents}), ${o.rate}/s per agent for ${o.windowMs} ms, ${o.endpoints} endpoints, ${o.allocationsSmall} and ${o.allocations} allocations; logs in ${dir}`);
-  const result = { route: undefined, small: undefined, big: undefined, mem: [] };
+  const result = { route: undefined, small: undefined, big: undefined, mem: [], restart: undefined };
 
   if (!o.skip.includes('routes') || !o.skip.includes('ratio')) {
     const servers = await step('start etcd and nats-server', () => startServers('plain', dir));
@@ -445,6 +468,23 @@ async function main() {
     } finally {
       await requesters.close();
       await nc.close().catch(() => undefined);
+      await stopChild(ctl.child);
+      await stopAll();
+    }
+  }
+
+  if (!o.skip.includes('restart')) {
+    const servers = await step('start etcd and nats-server for the agent restart', () => startServers('plain', path.join(dir, 'restart')));
+    const ctl = await step('start the controller', () => startController({ dir, etcdUrl: servers.etcd.url, natsUrl: servers.nats.url, name: 'ctl-restart' }));
+    try {
+      result.restart = await step(`agent restart with ${o.agentEndpoints} endpoints ×${o.restarts}`, () =>
+        agentRestart({ dir: path.join(dir, 'restart'), natsUrl: servers.nats.url, endpoints: o.agentEndpoints, runs: o.restarts, progress, spawnLogged, stopChild }),
+      );
+      progress(`agent restart with ${result.restart.restoredEndpoints} endpoints: median ${f1(stats(result.restart.times).p50)} ms`);
+    } catch (e) {
+      progress(`agent restart failed: ${e.message}`);
+      result.restart = { failed: e.message, times: [], restoredEndpoints: NaN };
+    } finally {
       await stopChild(ctl.child);
       await stopAll();
     }
@@ -505,6 +545,14 @@ function report(o, r) {
       ),
     );
   }
+  let restartMs = NaN;
+  if (r.restart) {
+    const s = stats(r.restart.times);
+    restartMs = s.p50;
+    console.log(`agent restart (real agent process in its own network namespace, ${o.agentEndpoints} endpoints in its state files and in Docker (a stand-in); spawn until the plugin socket served EndpointOperInfo):`);
+    console.log(table(['endpoints restored', 'restarts', 'p50 ms', 'max ms', 'target'], [[String(r.restart.restoredEndpoints), String(s.n), f1(s.p50), f1(s.max), `${TARGET.restartMs} ms`]]));
+    if (r.restart.failed) console.log(`agent restart failed: ${r.restart.failed}`);
+  }
   const small = r.mem[0];
   const big = r.mem[1];
   const missed = [];
@@ -516,12 +564,12 @@ function report(o, r) {
   check(`controller RSS MB at ${small?.label ?? '100k'}`, small?.rss, TARGET.rss100kMb);
   check(`controller RSS MB at ${big?.label ?? '1M'}`, big?.rss, TARGET.rss1mMb);
   check(`cold start ms at ${big?.label ?? '1M'}`, big?.coldStartMs, TARGET.coldStartMs);
-  check('agent restart ms', NaN, TARGET.restartMs);
+  check('agent restart ms', restartMs, TARGET.restartMs);
   check(`ipam usage ms at ${small?.label ?? '100k'}`, small?.usage.p50, TARGET.usageMs);
   console.log(missed.length ? `target missed: ${missed.join(', ')}` : 'target met: all figures');
   const int = (x) => (Number.isFinite(x) ? String(Math.round(x)) : 'NaN');
   console.log(
-    `scale sim_agents=${o.agents} route_p99_ms=${int(routeP99)} msgs_per_agent_ratio=${Number.isFinite(ratio) ? ratio.toFixed(2) : 'NaN'} ctl_rss_mb_100k=${int(small?.rss)} ctl_rss_mb_1m=${int(big?.rss)} cold_start_1m_ms=${int(big?.coldStartMs)} agent_restart_1k_ms=NaN usage_100k_ms=${int(small?.usage.p50)}`,
+    `scale sim_agents=${o.agents} route_p99_ms=${int(routeP99)} msgs_per_agent_ratio=${Number.isFinite(ratio) ? ratio.toFixed(2) : 'NaN'} ctl_rss_mb_100k=${int(small?.rss)} ctl_rss_mb_1m=${int(big?.rss)} cold_start_1m_ms=${int(big?.coldStartMs)} agent_restart_1k_ms=${int(restartMs)} usage_100k_ms=${int(small?.usage.p50)}`,
   );
 }
 
