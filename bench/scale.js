@@ -47,6 +47,7 @@ const { randomUUID } = require('node:crypto');
 const { startServers, stopAll, killAllSync, sleep } = require('./lib/servers.js');
 const { stats, f1, table } = require('./lib/stats.js');
 const { collect } = require('./lib/collect.js');
+const { loadProduct } = require('./lib/product.js');
 const { agentRestart } = require('./lib/agent-restart.js');
 
 const ROOT = path.resolve(__dirname, '..');
@@ -102,19 +103,6 @@ async function step(name, fn) {
     const ms = performance.now() - s;
     steps.push([name, ms]);
     progress(`${name}: ${(ms / 1000).toFixed(1)} s`);
-  }
-}
-
-function loadProduct() {
-  try {
-    return {
-      adapters: require('@underlay/adapters'),
-      core: require('@underlay/core'),
-      view: require(path.join(ROOT, 'services/node-agent/dist/cluster-view.js')),
-    };
-  } catch (e) {
-    console.error(`bench:scale: cannot load the compiled packages (${e.message}); run \`npx tsc -b\` first`);
-    process.exit(1);
   }
 }
 
@@ -429,7 +417,7 @@ async function controllerAt({ adapters, core, dir, servers, builder, allocations
 
 async function main() {
   const o = parseArgs(process.argv.slice(2));
-  const { adapters, core, view: V } = loadProduct();
+  const { adapters, core, view: V } = loadProduct('bench:scale');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'underlay-bench-scale-'));
   state.dir = dir;
   progress(`${o.agents} agents (small: ${o.smallAgents}), ${o.rate}/s per agent for ${o.windowMs} ms, ${o.endpoints} endpoints, ${o.allocationsSmall} and ${o.allocations} allocations; logs in ${dir}`);
