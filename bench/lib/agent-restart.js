@@ -133,6 +133,8 @@ async function agentRestart({ dir, natsUrl, endpoints, runs, progress, spawnLogg
       'netns', 'exec', ns, process.execPath, path.join(ROOT, 'cli/bin/underlay.js'), 'agent',
       '--node', 'scale-agent', '--nats', 'nats://127.0.0.1:4222', '--docker', `unix://${sock('docker.sock')}`,
       '--plugin-dir', pluginDir, '--state-dir', stateDir, '--listen', 'off', '--no-routes',
+      // The namespace has no address of its own to report (only lo and the dummy parent).
+      '--address', '198.51.100.250',
     ];
     const probe = { NetworkID: network.Id, EndpointID: hex('e', 0) };
     const socket = path.join(pluginDir, 'underlay.sock');
