@@ -5,7 +5,7 @@
  * holds such calls until start-up is done; Plugin.Activate and GetCapabilities are answered at once and say nothing).
  *
  * The agent runs in a network namespace of its own (it opens netlink and restores links: never in the root
- * namespace), with a dummy parent `dummy0`. Its Docker is a stand-in on a unix socket that answers what start-up
+ * namespace), with a veth `eth1` as the network's parent. Its Docker is a stand-in on a unix socket that answers what start-up
  * reads (GET /networks?filters=…, GET /networks/ID): one underlay network with ENDPOINTS containers. The first start
  * records them from Docker (the rebuild after lost state files); each measured start finds them in its state files,
  * reads Docker, restores links, then serves. NATS reaches the namespace through a unix socket (a socket file is seen
@@ -38,7 +38,7 @@ function dockerNetwork(n) {
     EnableIPv6: false,
     Internal: false,
     IPAM: { Driver: 'underlay', Options: {}, Config: [{ Subnet: '10.200.0.0/16', Gateway: '10.200.0.1' }] },
-    Options: { parent: 'dummy0' },
+    Options: { parent: 'eth1' },
     Labels: {},
     Containers: containers,
   };
@@ -122,8 +122,10 @@ async function agentRestart({ dir, natsUrl, endpoints, runs, progress, spawnLogg
   try {
     ip(['netns', 'add', ns]);
     ip(['-n', ns, 'link', 'set', 'lo', 'up']);
-    ip(['-n', ns, 'link', 'add', 'dummy0', 'type', 'dummy']);
-    ip(['-n', ns, 'link', 'set', 'dummy0', 'up']);
+    // The parent: a veth with its peer in the same namespace (this kernel may lack the dummy module).
+    ip(['-n', ns, 'link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'eth1p']);
+    ip(['-n', ns, 'link', 'set', 'eth1', 'up']);
+    ip(['-n', ns, 'link', 'set', 'eth1p', 'up']);
     forwarder = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', FORWARDER, sock('nats.sock')], { stdio: ['ignore', 'pipe', 'inherit'] });
     await new Promise((resolve, reject) => {
       forwarder.stdout.once('data', resolve);
@@ -133,7 +135,7 @@ async function agentRestart({ dir, natsUrl, endpoints, runs, progress, spawnLogg
       'netns', 'exec', ns, process.execPath, path.join(ROOT, 'cli/bin/underlay.js'), 'agent',
       '--node', 'scale-agent', '--nats', 'nats://127.0.0.1:4222', '--docker', `unix://${sock('docker.sock')}`,
       '--plugin-dir', pluginDir, '--state-dir', stateDir, '--listen', 'off', '--no-routes',
-      // The namespace has no address of its own to report (only lo and the dummy parent).
+      // The namespace has no address of its own to report (only lo and the veth parent).
       '--address', '198.51.100.250',
     ];
     const probe = { NetworkID: network.Id, EndpointID: hex('e', 0) };
