@@ -407,7 +407,10 @@ async function controllerAt({ adapters, core, dir, servers, builder, allocations
     });
     await sleep(1_000);
     const mem = memoryMb(ctl.child.pid);
-    return { label, seq, snapshotBytes: bytes, coldStartMs: ctl.readyMs, loadMs: loaded ? Number(loaded[3]) : NaN, usage: stats(usage), ...mem };
+    // A controller that loses its lease while it starts (its thread blocked past the 2 s TTL) says so in its log.
+    const lost = (fs.readFileSync(ctl.logFile, 'utf8').match(/lost leadership of/g) ?? []).length;
+    if (lost) progress(`controller at ${label}: lost its leadership ${lost} time(s) (see ${ctl.logFile})`);
+    return { label, seq, snapshotBytes: bytes, coldStartMs: ctl.readyMs, loadMs: loaded ? Number(loaded[3]) : NaN, usage: stats(usage), lost, ...mem };
   } finally {
     await stopChild(ctl.child);
   }
@@ -491,7 +494,7 @@ async function main() {
           progress(`controller at ${m.label}: cold start ${f1(m.coldStartMs)} ms (state load ${f1(m.loadMs)} ms), RSS ${f1(m.rss)} MB, usage p50 ${f1(m.usage.p50)} ms`);
         } catch (e) {
           progress(`controller at ${kLabel(n)} failed: ${e.message}`);
-          result.mem.push({ label: kLabel(n), failed: e.message, snapshotBytes: NaN, coldStartMs: NaN, loadMs: NaN, rss: NaN, hwm: NaN, usage: stats([]) });
+          result.mem.push({ label: kLabel(n), failed: e.message, lost: undefined, snapshotBytes: NaN, coldStartMs: NaN, loadMs: NaN, rss: NaN, hwm: NaN, usage: stats([]) });
         }
       }
     } finally {
@@ -528,8 +531,8 @@ function report(o, r) {
     console.log('controller from a snapshot (real process; allocations decided and folded by core\'s ClusterEngine, written with the controller\'s snapshot code):');
     console.log(
       table(
-        ['allocations', 'snapshot MB', 'cold start ms', 'state load ms', 'RSS MB', 'peak RSS MB', 'usage p50 ms', 'usage max ms'],
-        r.mem.map((m) => [m.label, (m.snapshotBytes / 1e6).toFixed(1), f1(m.coldStartMs), f1(m.loadMs), f1(m.rss), f1(m.hwm), f1(m.usage.p50), f1(m.usage.max)]),
+        ['allocations', 'snapshot MB', 'cold start ms', 'state load ms', 'leadership lost', 'RSS MB', 'peak RSS MB', 'usage p50 ms', 'usage max ms'],
+        r.mem.map((m) => [m.label, (m.snapshotBytes / 1e6).toFixed(1), f1(m.coldStartMs), f1(m.loadMs), m.lost === undefined ? 'n/a' : String(m.lost), f1(m.rss), f1(m.hwm), f1(m.usage.p50), f1(m.usage.max)]),
       ),
     );
   }

@@ -22,7 +22,8 @@ const { performance } = require('node:perf_hooks');
 const ROOT = path.resolve(__dirname, '../..');
 const ip = (args) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const hex = (prefix, i) => `${prefix}${i.toString(16)}`.padEnd(64, '0');
+/** A 64-hex-digit id, distinct for each i (i first, zero-padded, then zeros). */
+const hex = (prefix, i) => `${prefix}${i.toString(16).padStart(8, '0')}`.padEnd(64, '0');
 
 /** Docker's view of one underlay network with `n` containers (10.200.0.0/16, gateway .0.1). */
 function dockerNetwork(n) {
