@@ -14,6 +14,7 @@
  * of its chain alone, which is what lets an agent fold only some of them (`applyInterest`).
  */
 import type { ClusterEvent, EventBody } from './events.js';
+import { chainHead, type ClusterState } from './cluster-state.js';
 
 export const CLUSTER_CHAIN = 'c';
 
@@ -68,3 +69,24 @@ export function chainOf(body: EventBody, networkNode: (networkId: string) => str
 
 /** The chain an event was stamped with, or (an event recorded before chains) the one it belongs to without state. */
 export const chainOfEvent = (ev: ClusterEvent): string => ev.chain ?? chainOf(ev);
+
+/**
+ * Replaces the part of `state` that `chain` folds to with that part of `from` (a reader that fell behind the trimmed
+ * log on one chain takes it from the latest snapshot; its other chains stay where they are: chains are independent).
+ */
+export function takeChain(state: ClusterState, from: ClusterState, chain: string): void {
+  if (chain === CLUSTER_CHAIN) {
+    state.nodes.clear();
+    for (const [k, v] of from.nodes) state.nodes.set(k, v);
+    state.clusterNetworks.clear();
+    for (const [k, v] of from.clusterNetworks) state.clusterNetworks.set(k, v);
+  } else if (chain.startsWith('h.')) {
+    for (const [id, n] of [...state.networks]) if (hostChain(n.node) === chain) state.networks.delete(id);
+    for (const [id, n] of from.networks) if (hostChain(n.node) === chain) state.networks.set(id, n);
+  } else {
+    for (const id of [...state.pools.keys()]) if (poolChain(id) === chain) state.pools.delete(id);
+    for (const [id, p] of from.pools) if (poolChain(id) === chain) state.pools.set(id, p);
+  }
+  state.chains.set(chain, chainHead(from, chain));
+  state.seq = Math.max(state.seq, from.seq);
+}

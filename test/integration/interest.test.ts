@@ -1,0 +1,103 @@
+/**
+ * Interest-based delivery (issue 14): an agent receives only the events it needs. Real etcd, NATS and controller; two
+ * agents' views (the agent's ClusterView, as the agent makes it): h1 has a network on pool X, h3 only a network on pool
+ * Y. Allocations on X by h1 and h2 (before and after the views start) reach h1's view, live and through its catch-up;
+ * h3's view receives none of them (neither from NATS nor in its reads from the controller), while it still gets the
+ * cluster's definitions and its own pool's events. Fails before interest-based delivery (every view read every event).
+ */
+import { RpcClient, connectNats, type NatsConnection } from '@underlay/adapters';
+import { MAC_OPTION, describe as describeState, nodeInboxPrefix, type ClusterEvent, type ClusterState } from '@underlay/core';
+import { ClusterView } from '../../services/node-agent/src/cluster-view';
+import { waitFor as labWaitFor } from '../lab/wait';
+import { startEnv, windowed, mac, type Env } from './support';
+
+jest.setTimeout(120_000);
+let env: Env;
+beforeAll(async () => {
+  env = await startEnv();
+});
+afterAll(async () => {
+  await env?.close();
+});
+
+/** An agent's view with what it was handed: events folded, and events in its reads from the controller. */
+async function agentView(node: string, pools: string[]) {
+  const nc: NatsConnection = await connectNats(env.nats.url, `view-${node}`, { inboxPrefix: nodeInboxPrefix(node) });
+  env.conns.push(nc);
+  const rpc = new RpcClient(nc, node);
+  const read: ClusterEvent[] = [];
+  const call = rpc.call.bind(rpc);
+  rpc.call = (async (method, req, schema, o) => {
+    const res = await call(method, req, schema, o);
+    if (method === 'readEvents') read.push(...((res as { events: ClusterEvent[] }).events ?? []));
+    return res;
+  }) as RpcClient['call'];
+  // As the agent makes it: following the pools of its networks.
+  const opts = { nc, rpc, pools: () => pools, logger: process.env.UNDERLAY_TEST_LOG ? (m: string) => process.stderr.write(`${node}: ${m}\n`) : undefined };
+  const view = new ClusterView(opts);
+  const handed: ClusterEvent[] = [];
+  view.onChange((evs) => handed.push(...evs));
+  await view.start();
+  return { nc, view, handed, read };
+}
+
+const poolOf = (ev: ClusterEvent): string | undefined => (ev.data as { poolId?: string }).poolId;
+const poolState = (s: ClusterState, poolId: string) => (describeState(s) as { pools: { poolId: string }[] }).pools.find((p) => p.poolId === poolId);
+
+it("an agent uninvolved in a network receives none of that network's allocation events", async () => {
+  const c = await env.controller();
+  const as = (node: string) => ({ actor: `node:${node}` });
+  const alloc = (node: string, poolId: string, i: number) => c.ipam.requestAddress({ node, poolId, address: '', options: { [MAC_OPTION]: mac(i) } }, as(node));
+  const x = (await c.ipam.requestPool({ node: 'h1', space: 'underlay', pool: '10.70.0.0/16', subPool: '', options: {}, v6: false }, as('h1'))).poolId;
+  const y = (await c.ipam.requestPool({ node: 'h3', space: 'underlay', pool: '10.71.0.0/16', subPool: '', options: {}, v6: false }, as('h3'))).poolId;
+  await c.networks.networkRecord({ node: 'h1', networkId: 'n1'.padEnd(64, '1'), poolIds: [x], options: {} }, as('h1'));
+  await c.networks.networkRecord({ node: 'h3', networkId: 'n3'.padEnd(64, '3'), poolIds: [y], options: {} }, as('h3'));
+  // History before the agents start: their catch-up reads it.
+  await windowed(20, 8, (i) => alloc('h1', x, i));
+
+  const involved = await agentView('h1', [x]);
+  const uninvolved = await agentView('h3', [y]);
+  try {
+    await Promise.all([involved.view.ready(), uninvolved.view.ready()]);
+    const msgsBefore = { involved: involved.nc.stats().inMsgs, uninvolved: uninvolved.nc.stats().inMsgs };
+
+    // Live: another host joins pool X and allocates; h1 too; h3 on its own pool; a node registers (cluster-wide).
+    await c.ipam.requestPool({ node: 'h2', space: 'underlay', pool: '10.70.0.0/16', subPool: '', options: {}, v6: false }, as('h2'));
+    await windowed(300, 32, (i) => alloc('h2', x, 1_000 + i));
+    await windowed(10, 4, (i) => alloc('h1', x, 2_000 + i));
+    await windowed(5, 5, (i) => alloc('h3', y, 3_000 + i));
+    await c.registration.nodeReport({ node: 'h4', address: '203.0.113.4', version: '0.1.0', interfaces: ['eth0'], endpoints: [], endpointStates: [], networkStates: [] }, as('h4'));
+    await c.writer.settled();
+
+    const want = c.writer.state;
+    await labWaitFor(() => JSON.stringify(poolState(involved.view.state, x)) === JSON.stringify(poolState(want, x)), { timeoutMs: 20_000, what: "h1's view to hold pool X as the controller does" });
+    await labWaitFor(() => uninvolved.view.state.nodes.has('h4') && JSON.stringify(poolState(uninvolved.view.state, y)) === JSON.stringify(poolState(want, y)), {
+      timeoutMs: 20_000,
+      what: "h3's view to hold node h4 and pool Y as the controller does",
+    });
+    // Head checks come every 2 s: let a few pass, so that anything late would have arrived.
+    await new Promise((r) => setTimeout(r, 2_500));
+
+    const xEvents = [...want.pools.get(x)!.allocs.values()].length;
+    expect(xEvents).toBe(330);
+    // The uninvolved agent: nothing of pool X, handed or read.
+    expect(uninvolved.handed.filter((e) => poolOf(e) === x)).toEqual([]);
+    expect(uninvolved.read.filter((e) => poolOf(e) === x)).toEqual([]);
+    expect(uninvolved.view.state.pools.has(x)).toBe(false);
+    // ... and what it needs: the cluster chain, its host and its pool.
+    expect(uninvolved.handed.some((e) => e.type === 'NodeRegistered' && e.data.node === 'h4')).toBe(true);
+    expect(uninvolved.handed.filter((e) => poolOf(e) === y && e.type === 'AddressAllocated')).toHaveLength(5);
+    // Pool X's 311 live events cost it no message: what it received meanwhile is head checks' answers.
+    const received = { involved: involved.nc.stats().inMsgs - msgsBefore.involved, uninvolved: uninvolved.nc.stats().inMsgs - msgsBefore.uninvolved };
+    expect(received.involved).toBeGreaterThanOrEqual(311);
+    expect(received.uninvolved).toBeLessThan(40);
+    // The involved agent: pool X whole (history and live, every host's allocations), nothing of pool Y.
+    expect(poolState(involved.view.state, x)).toEqual(poolState(want, x));
+    expect(involved.handed.filter((e) => e.type === 'AddressAllocated' && poolOf(e) === x)).toHaveLength(330);
+    expect(involved.handed.filter((e) => poolOf(e) === y)).toEqual([]);
+    process.stderr.write(`interest: messages received during 316 pool events and 1 cluster event: involved ${received.involved}, uninvolved ${received.uninvolved}\n`);
+  } finally {
+    await involved.view.stop();
+    await uninvolved.view.stop();
+  }
+});
