@@ -22,12 +22,14 @@ afterAll(async () => {
 
 /** An agent's view with what it was handed: events folded, and events in its reads from the controller. */
 async function agentView(node: string, pools: string[]) {
+  const asked: { method: string; req: unknown }[] = [];
   const nc: NatsConnection = await connectNats(env.nats.url, `view-${node}`, { inboxPrefix: nodeInboxPrefix(node) });
   env.conns.push(nc);
   const rpc = new RpcClient(nc, node);
   const read: ClusterEvent[] = [];
   const call = rpc.call.bind(rpc);
   rpc.call = (async (method, req, schema, o) => {
+    asked.push({ method, req });
     const res = await call(method, req, schema, o);
     if (method === 'readEvents') read.push(...((res as { events: ClusterEvent[] }).events ?? []));
     return res;
@@ -38,7 +40,7 @@ async function agentView(node: string, pools: string[]) {
   const handed: ClusterEvent[] = [];
   view.onChange((evs) => handed.push(...evs));
   await view.start();
-  return { nc, view, handed, read };
+  return { nc, view, handed, read, asked, pools };
 }
 
 const poolOf = (ev: ClusterEvent): string | undefined => (ev.data as { poolId?: string }).poolId;
@@ -99,5 +101,45 @@ it("an agent uninvolved in a network receives none of that network's allocation 
   } finally {
     await involved.view.stop();
     await uninvolved.view.stop();
+  }
+});
+
+it('an agent that joins a network reads its pool from then on; an agent starting later catches up on its chains only', async () => {
+  const c = env.controllers[0]!;
+  const as = (node: string) => ({ actor: `node:${node}` });
+  const alloc = (node: string, poolId: string, i: number) => c.ipam.requestAddress({ node, poolId, address: '', options: { [MAC_OPTION]: mac(i) } }, as(node));
+  const x = (await c.ipam.requestPool({ node: 'h5', space: 'underlay', pool: '10.72.0.0/16', subPool: '', options: {}, v6: false }, as('h5'))).poolId;
+  const y = (await c.ipam.requestPool({ node: 'h6', space: 'underlay', pool: '10.73.0.0/16', subPool: '', options: {}, v6: false }, as('h6'))).poolId;
+  await windowed(40, 8, (i) => alloc('h5', x, 4_000 + i));
+  const agent = await agentView('h6', [y]);
+  try {
+    await agent.view.ready();
+    expect(agent.view.state.pools.has(x)).toBe(false);
+    // h6 joins pool X's network: the agent follows X from its start (the history before, then live).
+    await c.ipam.requestPool({ node: 'h6', space: 'underlay', pool: '10.72.0.0/16', subPool: '', options: {}, v6: false }, as('h6'));
+    agent.pools.push(x);
+    agent.view.refreshInterest();
+    await windowed(10, 5, (i) => alloc('h6', x, 5_000 + i));
+    await c.writer.settled();
+    await labWaitFor(() => JSON.stringify(poolState(agent.view.state, x)) === JSON.stringify(poolState(c.writer.state, x)), { timeoutMs: 20_000, what: "h6's view to hold pool X after it joined" });
+    expect(agent.handed.filter((e) => e.type === 'AddressAllocated' && poolOf(e) === x)).toHaveLength(50);
+  } finally {
+    await agent.view.stop();
+  }
+  // Another agent starting now, with pool Y's network only: its catch-up reads Y, its host and the cluster, nothing of X.
+  await windowed(30, 8, (i) => alloc('h5', x, 6_000 + i));
+  await windowed(3, 3, (i) => alloc('h6', y, 7_000 + i));
+  await c.writer.settled();
+  const again = await agentView('h7', [y]);
+  try {
+    await again.view.ready();
+    await labWaitFor(() => JSON.stringify(poolState(again.view.state, y)) === JSON.stringify(poolState(c.writer.state, y)), { timeoutMs: 20_000, what: "h7's view to hold pool Y" });
+    const reads = again.asked.filter((a) => a.method === 'readEvents').map((a) => (a.req as { chain?: string }).chain);
+    expect(reads.length).toBeGreaterThan(0);
+    expect(reads.every((chain) => chain !== undefined && !chain.includes('10~2e72'))).toBe(true);
+    expect(again.read.filter((e) => poolOf(e) === x)).toEqual([]);
+    expect(again.handed.filter((e) => poolOf(e) === x)).toEqual([]);
+  } finally {
+    await again.view.stop();
   }
 });
