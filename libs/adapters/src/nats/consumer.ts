@@ -130,7 +130,7 @@ export function natsChainSource(nc: NatsConnection, rpc: RpcClient, chain: strin
  * The chains' heads asked in one `events.head` request: a call while one is in flight (or within `reuseMs` of its
  * answer) shares it, so a reader of many chains asks once per check.
  */
-export function chainHeads(rpc: RpcClient, chains: () => Iterable<string>, reuseMs = 50): (chain: string) => Promise<number> {
+export function chainHeads(rpc: RpcClient, chains: () => Iterable<string>, reuseMs = 250): (chain: string) => Promise<number> {
   let last: { at: number; asked: Set<string>; answer: Promise<Record<string, number>> } | undefined;
   return async (chain) => {
     if (!last || !last.asked.has(chain) || Date.now() - last.at > reuseMs) {
