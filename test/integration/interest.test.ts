@@ -105,7 +105,7 @@ it("an agent uninvolved in a network receives none of that network's allocation 
 });
 
 it('an agent that joins a network reads its pool from then on; an agent starting later catches up on its chains only', async () => {
-  const c = env.controllers[0]!;
+  const c = env.controllers[0] ?? (await env.controller());
   const as = (node: string) => ({ actor: `node:${node}` });
   const alloc = (node: string, poolId: string, i: number) => c.ipam.requestAddress({ node, poolId, address: '', options: { [MAC_OPTION]: mac(i) } }, as(node));
   const x = (await c.ipam.requestPool({ node: 'h5', space: 'underlay', pool: '10.72.0.0/16', subPool: '', options: {}, v6: false }, as('h5'))).poolId;
@@ -141,5 +141,33 @@ it('an agent that joins a network reads its pool from then on; an agent starting
     expect(again.handed.filter((e) => poolOf(e) === x)).toEqual([]);
   } finally {
     await again.view.stop();
+  }
+});
+
+it('an agent whose host leaves a pool (no network, nothing held there) stops receiving its events', async () => {
+  const c = env.controllers[0] ?? (await env.controller());
+  const as = (node: string) => ({ actor: `node:${node}` });
+  const alloc = (node: string, poolId: string, i: number) => c.ipam.requestAddress({ node, poolId, address: '', options: { [MAC_OPTION]: mac(i) } }, as(node));
+  const z = (await c.ipam.requestPool({ node: 'h9', space: 'underlay', pool: '10.74.0.0/16', subPool: '', options: {}, v6: false }, as('h9'))).poolId;
+  await c.ipam.requestPool({ node: 'h8', space: 'underlay', pool: '10.74.0.0/16', subPool: '', options: {}, v6: false }, as('h8'));
+  const agent = await agentView('h8', [z]);
+  try {
+    await agent.view.ready();
+    await windowed(5, 5, (i) => alloc('h9', z, 8_000 + i));
+    await labWaitFor(() => agent.handed.filter((e) => e.type === 'AddressAllocated' && poolOf(e) === z).length === 5, { timeoutMs: 20_000, what: "h8's view to get h9's 5 allocations in pool Z" });
+    // h8's network on Z goes: Docker releases the pool; the agent's networks no longer name it.
+    await c.ipam.releasePool({ node: 'h8', poolId: z }, as('h8'));
+    agent.pools.splice(0);
+    agent.view.refreshInterest();
+    await labWaitFor(() => !agent.view.followed.some((chain) => chain.includes('10~2e74')), { timeoutMs: 10_000, what: 'h8 to stop following pool Z' });
+    const handed = agent.handed.length;
+    const before = agent.nc.stats().inMsgs;
+    await windowed(100, 20, (i) => alloc('h9', z, 9_000 + i));
+    await c.writer.settled();
+    await new Promise((r) => setTimeout(r, 2_500));
+    expect(agent.handed.slice(handed).filter((e) => poolOf(e) === z)).toEqual([]);
+    expect(agent.nc.stats().inMsgs - before).toBeLessThan(20);
+  } finally {
+    await agent.view.stop();
   }
 });

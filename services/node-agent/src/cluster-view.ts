@@ -128,9 +128,29 @@ export class ClusterView {
     this.interest?.trigger();
   }
 
+  /**
+   * Follows the pools `pools()` names, and stops following a pool this host no longer uses and holds nothing in (no
+   * reference, block or address: while it does, the view must see their release, e.g. BGP stops announcing a block only
+   * then). A pool left is followed again after the seq where it was left (its part of the state is complete up to
+   * there).
+   */
   private async followPools(): Promise<void> {
-    for (const poolId of this.opts.pools?.() ?? []) if (!this.chains.has(poolChain(poolId))) await this.follow(poolChain(poolId));
+    const wanted = new Set([...(this.opts.pools?.() ?? [])].map(poolChain));
+    for (const chain of wanted) if (!this.chains.has(chain)) await this.follow(chain);
+    const node = this.rpc.node;
+    for (const [chain, consumer] of [...this.chains]) {
+      if (!chain.startsWith('p.') || wanted.has(chain) || !consumer.caughtUp) continue;
+      const pool = [...this._state.pools.values()].find((p) => poolChain(p.poolId) === chain);
+      if (pool && (pool.refs.has(node) || pool.nodeBlocks.has(node) || [...pool.allocs.values()].some((a) => a.node === node))) continue;
+      this.chains.delete(chain);
+      await consumer.stop();
+      this.leftAt.set(chain, consumer.lastSeq);
+      this.logger(`cluster view: no longer following chain ${chain} (after seq ${consumer.lastSeq}): this host uses and holds nothing of it`);
+    }
   }
+
+  /** Chains no longer followed: the seq up to which the state holds them. */
+  private readonly leftAt = new Map<string, number>();
 
   /**
    * Follows one chain from the snapshot's seq on: every event of it since then is read (from the controller), then live.
@@ -141,7 +161,7 @@ export class ClusterView {
     const consumer = new EventConsumer({
       source: natsChainSource(this.opts.nc, this.rpc, chain, this.heads!),
       chain,
-      afterSeq: this.snapshotSeq,
+      afterSeq: this.leftAt.get(chain) ?? this.snapshotSeq,
       onEvent: (ev) => this.take(ev),
       ...(onCaughtUp ? { onCaughtUp } : {}),
       onTrimmed: () => this.resyncChain(chain),
@@ -149,7 +169,8 @@ export class ClusterView {
       ...(this.opts.headCheckMs !== undefined ? { headCheckMs: this.opts.headCheckMs } : {}),
     });
     this.chains.set(chain, consumer);
-    this.logger(`cluster view: following chain ${chain} after seq ${this.snapshotSeq}`);
+    this.logger(`cluster view: following chain ${chain} after seq ${this.leftAt.get(chain) ?? this.snapshotSeq}`);
+    this.leftAt.delete(chain);
     await consumer.start();
   }
 
