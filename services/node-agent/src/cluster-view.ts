@@ -176,14 +176,10 @@ export class ClusterView {
 
   /** One chain fell behind the trimmed log: its part of the state comes from the latest snapshot; the others stay. */
   private async resyncChain(chain: string): Promise<number> {
-    const keep = this._state;
-    const base = this.snapshotSeq;
-    if (!(await this.loadSnapshot())) throw new Error('no snapshot to start again from');
-    const from = this._state;
-    // The chains not followed yet are the first snapshot's, and start after it when followed.
-    this._state = keep;
-    this.snapshotSeq = base;
-    takeChain(keep, from, chain);
+    // The other chains go on meanwhile; the chains not followed yet stay the first snapshot's (and start after it).
+    const from = await this.readSnapshot();
+    if (!from) throw new Error('no snapshot to start again from');
+    takeChain(this._state, from, chain);
     this.resyncs++;
     this.logger(`cluster view: chain ${chain} fell behind the trimmed log; took it from snapshot ${from.seq}`);
     this.notifyResync();
@@ -196,12 +192,22 @@ export class ClusterView {
    * asked, the view folds the log from the start (which works while the log is not trimmed).
    */
   private async loadSnapshot(): Promise<boolean> {
+    const state = await this.readSnapshot();
+    if (!state) return false;
+    this._state = state;
+    this.snapshotSeq = state.seq;
+    this.logger(`cluster view: started from snapshot ${state.seq}`);
+    return true;
+  }
+
+  /** The latest snapshot's state (undefined: none, or it could not be read). */
+  private async readSnapshot(): Promise<ClusterState | undefined> {
     for (let attempt = 1; attempt <= 3; attempt++) {
       try {
         const read = (seq: number | undefined, part: number, offset: number) =>
           this.rpc.call('snapshotRead', { ...(seq ? { seq } : {}), part, offset }, SnapshotReadRes, { deadlineMs: 10_000 });
         const first = await read(undefined, 0, 0);
-        if (first.seq === 0) return false;
+        if (first.seq === 0) return undefined;
         const pieces: string[] = [];
         for (let part = 0; part < first.parts; part++) {
           // Each part comes in pieces that fit a NATS message.
@@ -218,10 +224,7 @@ export class ClusterView {
         checkSnapshot({ seq: first.seq, parts: first.parts, bytes: first.bytes ?? json.length, ...(first.sha256 ? { sha256: first.sha256 } : {}) }, json);
         const state = restore(JSON.parse(json));
         if (state.seq !== first.seq) throw new Error(`snapshot ${first.seq} holds the state at seq ${state.seq}`);
-        this._state = state;
-        this.snapshotSeq = this._state.seq;
-        this.logger(`cluster view: started from snapshot ${this._state.seq} (${first.parts} parts)`);
-        return true;
+        return state;
       } catch (e) {
         this.logger(
           `cluster view: could not read the latest snapshot (attempt ${attempt} of 3): ${(e as Error).message}` +
@@ -229,7 +232,7 @@ export class ClusterView {
         );
       }
     }
-    return false;
+    return undefined;
   }
 
   /**
