@@ -136,13 +136,16 @@ it('interest-based: a pool followed long after the view started, behind the trim
     const log = new EtcdEventLog({ endpoints: [env.etcd.url] });
     const first = await log.firstSeq().finally(() => log.close());
     expect(first).toBeGreaterThan(base + 1);
+    // A new leader (its last committed events in memory start empty: the chain's read goes to etcd).
+    await c.stop();
+    const c2 = await env.controller({ snapshotEvery: 2_000, eventRetention: 50 });
     // h4 makes a network on the pool: its chain from the view's snapshot is gone from the log.
     pools.push(pool);
     view.refreshInterest();
-    await c.ipam.requestAddress({ node: 'h1', poolId: pool, address: '', options: { [MAC_OPTION]: mac(k++) } }, { actor: 'node:h1' });
-    await c.writer.settled();
-    const poolOf = (s: typeof c.writer.state) => (describeState(s) as { pools: { poolId: string }[] }).pools.find((p) => p.poolId === pool);
-    await labWaitFor(() => JSON.stringify(poolOf(view.state)) === JSON.stringify(poolOf(c.writer.state)), { timeoutMs: 30_000, what: "h4's view to hold the pool as the controller does" });
+    await c2.ipam.requestAddress({ node: 'h1', poolId: pool, address: '', options: { [MAC_OPTION]: mac(k++) } }, { actor: 'node:h1' });
+    await c2.writer.settled();
+    const poolOf = (s: typeof c2.writer.state) => (describeState(s) as { pools: { poolId: string }[] }).pools.find((p) => p.poolId === pool);
+    await labWaitFor(() => JSON.stringify(poolOf(view.state)) === JSON.stringify(poolOf(c2.writer.state)), { timeoutMs: 30_000, what: "h4's view to hold the pool as the controller does" });
     expect(view.resyncs).toBe(1);
     expect(logs.some((m) => /chain p\.\S+ fell behind the trimmed log; took it from snapshot \d+/.test(m))).toBe(true);
     expect(view.snapshotSeq).toBe(base); // the chains it does not follow stay the first snapshot's

@@ -20,6 +20,7 @@ import {
   subjectToken,
   type ClusterEvent,
 } from '@underlay/core';
+import { RecentEvents } from '../../services/controller/src/recent-events';
 import { engineWithLog } from './support';
 
 const mac = (n: number) => ({ 'com.docker.network.endpoint.macaddress': `02:00:00:00:00:${n.toString(16).padStart(2, '0')}` });
@@ -111,5 +112,27 @@ describe('event chains', () => {
     for (const t of tokens) expect(t).toMatch(/^[A-Za-z0-9_\-/:~]+$/);
     expect(new Set(tokens).size).toBe(ids.length);
     expect(poolChain('underlay/192.0.2.0/24')).toBe('p.underlay/192~2e0~2e2~2e0/24');
+  });
+});
+
+describe("the controller's last committed events (reads of one chain without etcd)", () => {
+  it('answers a chain from the window, with how far it looked; nothing before the window', () => {
+    const { log, x } = cluster();
+    const recent = new RecentEvents(1_000);
+    recent.add(log.slice(0, 10));
+    recent.add(log.slice(10));
+    const chain = poolChain(x);
+    const all = recent.readChain(chain, 1, 10_000, 1 << 20)!;
+    expect(all.events.map((e) => e.seq)).toEqual(log.filter((e) => e.chain === chain).map((e) => e.seq));
+    expect(all.through).toBe(log.length);
+    // Paged by limit: `through` stops before the first event left out.
+    const page = recent.readChain(chain, 1, 3, 1 << 20)!;
+    const fourth = log.filter((e) => e.chain === chain)[3]!.seq;
+    expect(page.events).toHaveLength(3);
+    expect(page.through).toBe(fourth - 1);
+    // A batch that does not follow starts the window again: reads before it go to etcd.
+    recent.add([{ ...log.at(-1)!, seq: log.length + 5 }]);
+    expect(recent.readChain(chain, 1, 10, 1 << 20)).toBeUndefined();
+    expect(recent.readChain(chain, log.length + 5, 10, 1 << 20)!.through).toBe(log.length + 5);
   });
 });

@@ -43,6 +43,7 @@ import { ClusterWriter } from './cluster-writer.js';
 import { IpamRequests } from './ipam-requests.js';
 import { NetworkRecords } from './network-records.js';
 import { NodeRegistration } from './node-registration.js';
+import { RecentEvents } from './recent-events.js';
 import { OrderedPublisher } from './publisher.js';
 import { createHttpApi, readTlsFiles } from './http-api.js';
 import { resolveApiToken, type ApiTokens } from './api/tokens.js';
@@ -78,6 +79,8 @@ export class Controller {
   readonly networks: NetworkRecords;
   /** Agents registering their nodes. */
   readonly registration: NodeRegistration;
+  /** The last committed events, for agents' reads of one chain. */
+  private readonly recent = new RecentEvents();
   readonly snapshotter: Snapshotter;
   /** Every node's latest report and lease (kept by leader and standbys alike). */
   readonly nodes: NodeDirectory;
@@ -112,6 +115,7 @@ export class Controller {
       log: this.log,
       loadState: () => loadState(this.log, this.snaps, logger, (r) => this.snapshotter.recordLoad(r)),
       onCommitted: (evs, encoded, commitSpan) => {
+        this.recent.add(evs, encoded);
         this.publisher?.enqueue(evs, encoded, commitSpan);
         this.snapshotter.onCommitted(evs);
       },
@@ -324,10 +328,13 @@ export class Controller {
 
   /**
    * The events of one chain from `fromSeq` (state/chains.ts), at most `limit` and no more than fit in `maxBytes`,
-   * scanning at most CHAIN_SCAN events of the log per call; `through` is the seq up to which the answer holds every
+   * from the last committed events in memory when they reach back to `fromSeq`, else scanning at most CHAIN_SCAN
+   * events of the log per call; `through` is the seq up to which the answer holds every
    * event of the chain (the reader asks again after it).
    */
   private async readChainPage(chain: string, fromSeq: number, limit: number, maxBytes: number): Promise<{ events: unknown[]; through: number }> {
+    const recent = this.recent.readChain(chain, fromSeq, limit, maxBytes);
+    if (recent) return recent;
     let bytes = 2;
     const out: ClusterEvent[] = [];
     let through = fromSeq - 1;
