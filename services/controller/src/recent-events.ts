@@ -6,20 +6,20 @@
  */
 import { chainOfEvent, type ClusterEvent } from '@underlay/core';
 
-/** Events kept (about 300 bytes each: a few MB). */
+/** Events kept (their JSON, a few hundred bytes each: a few MB). */
 export const RECENT_EVENTS = 20_000;
 
 export class RecentEvents {
-  private events: { ev: ClusterEvent; chain: string; json: string }[] = [];
+  private events: { seq: number; chain: string; json: string }[] = [];
 
   constructor(private readonly max = RECENT_EVENTS) {}
 
   /** Committed events, in order. A batch that does not follow the last one held starts the window again. */
   add(events: readonly ClusterEvent[], encoded?: readonly string[]): void {
     if (events.length === 0) return;
-    const last = this.events.at(-1)?.ev.seq;
+    const last = this.events.at(-1)?.seq;
     if (last !== undefined && events[0]!.seq !== last + 1) this.events = [];
-    for (const [i, ev] of events.entries()) this.events.push({ ev, chain: chainOfEvent(ev), json: encoded?.[i] ?? JSON.stringify(ev) });
+    for (const [i, ev] of events.entries()) this.events.push({ seq: ev.seq, chain: chainOfEvent(ev), json: encoded?.[i] ?? JSON.stringify(ev) });
     if (this.events.length > this.max * 1.25) this.events = this.events.slice(-this.max);
   }
 
@@ -28,7 +28,7 @@ export class RecentEvents {
    * event of the chain up to it is in the answer. Undefined when the window does not reach back to `fromSeq`.
    */
   readChain(chain: string, fromSeq: number, limit: number, maxBytes: number): { events: ClusterEvent[]; through: number } | undefined {
-    const first = this.events[0]?.ev.seq;
+    const first = this.events[0]?.seq;
     if (first === undefined || fromSeq < first) return undefined;
     const out: ClusterEvent[] = [];
     let bytes = 2;
@@ -38,9 +38,9 @@ export class RecentEvents {
       if (e.chain === chain) {
         bytes += Buffer.byteLength(e.json) + 1;
         if ((bytes > maxBytes && out.length > 0) || out.length >= limit) break;
-        out.push(e.ev);
+        out.push(JSON.parse(e.json) as ClusterEvent);
       }
-      through = e.ev.seq;
+      through = e.seq;
     }
     return { events: out, through };
   }
