@@ -43,15 +43,22 @@ async function agentView(node: string, pools: string[]) {
   return { nc, view, handed, read, asked, pools };
 }
 
+/** The controller (started by the first test that needs it) and what hosts ask it, as their agents would. */
+async function cluster() {
+  const c = env.controllers[0] ?? (await env.controller());
+  const as = (node: string) => ({ actor: `node:${node}` });
+  const alloc = (node: string, poolId: string, i: number) => c.ipam.requestAddress({ node, poolId, address: '', options: { [MAC_OPTION]: mac(i) } }, as(node));
+  const pool = async (node: string, subnet: string) => (await c.ipam.requestPool({ node, space: 'underlay', pool: subnet, subPool: '', options: {}, v6: false }, as(node))).poolId;
+  return { c, as, alloc, pool };
+}
+
 const poolOf = (ev: ClusterEvent): string | undefined => (ev.data as { poolId?: string }).poolId;
 const poolState = (s: ClusterState, poolId: string) => (describeState(s) as { pools: { poolId: string }[] }).pools.find((p) => p.poolId === poolId);
 
 it("an agent uninvolved in a network receives none of that network's allocation events", async () => {
-  const c = await env.controller();
-  const as = (node: string) => ({ actor: `node:${node}` });
-  const alloc = (node: string, poolId: string, i: number) => c.ipam.requestAddress({ node, poolId, address: '', options: { [MAC_OPTION]: mac(i) } }, as(node));
-  const x = (await c.ipam.requestPool({ node: 'h1', space: 'underlay', pool: '10.70.0.0/16', subPool: '', options: {}, v6: false }, as('h1'))).poolId;
-  const y = (await c.ipam.requestPool({ node: 'h3', space: 'underlay', pool: '10.71.0.0/16', subPool: '', options: {}, v6: false }, as('h3'))).poolId;
+  const { c, as, alloc, pool } = await cluster();
+  const x = await pool('h1', '10.70.0.0/16');
+  const y = await pool('h3', '10.71.0.0/16');
   await c.networks.networkRecord({ node: 'h1', networkId: 'n1'.padEnd(64, '1'), poolIds: [x], options: {} }, as('h1'));
   await c.networks.networkRecord({ node: 'h3', networkId: 'n3'.padEnd(64, '3'), poolIds: [y], options: {} }, as('h3'));
   // History before the agents start: their catch-up reads it.
@@ -64,7 +71,7 @@ it("an agent uninvolved in a network receives none of that network's allocation 
     const msgsBefore = { involved: involved.nc.stats().inMsgs, uninvolved: uninvolved.nc.stats().inMsgs };
 
     // Live: another host joins pool X and allocates; h1 too; h3 on its own pool; a node registers (cluster-wide).
-    await c.ipam.requestPool({ node: 'h2', space: 'underlay', pool: '10.70.0.0/16', subPool: '', options: {}, v6: false }, as('h2'));
+    await pool('h2', '10.70.0.0/16');
     await windowed(300, 32, (i) => alloc('h2', x, 1_000 + i));
     await windowed(10, 4, (i) => alloc('h1', x, 2_000 + i));
     await windowed(5, 5, (i) => alloc('h3', y, 3_000 + i));
@@ -105,18 +112,16 @@ it("an agent uninvolved in a network receives none of that network's allocation 
 });
 
 it('an agent that joins a network reads its pool from then on; an agent starting later catches up on its chains only', async () => {
-  const c = env.controllers[0] ?? (await env.controller());
-  const as = (node: string) => ({ actor: `node:${node}` });
-  const alloc = (node: string, poolId: string, i: number) => c.ipam.requestAddress({ node, poolId, address: '', options: { [MAC_OPTION]: mac(i) } }, as(node));
-  const x = (await c.ipam.requestPool({ node: 'h5', space: 'underlay', pool: '10.72.0.0/16', subPool: '', options: {}, v6: false }, as('h5'))).poolId;
-  const y = (await c.ipam.requestPool({ node: 'h6', space: 'underlay', pool: '10.73.0.0/16', subPool: '', options: {}, v6: false }, as('h6'))).poolId;
+  const { c, as, alloc, pool } = await cluster();
+  const x = await pool('h5', '10.72.0.0/16');
+  const y = await pool('h6', '10.73.0.0/16');
   await windowed(40, 8, (i) => alloc('h5', x, 4_000 + i));
   const agent = await agentView('h6', [y]);
   try {
     await agent.view.ready();
     expect(agent.view.state.pools.has(x)).toBe(false);
     // h6 joins pool X's network: the agent follows X from its start (the history before, then live).
-    await c.ipam.requestPool({ node: 'h6', space: 'underlay', pool: '10.72.0.0/16', subPool: '', options: {}, v6: false }, as('h6'));
+    await pool('h6', '10.72.0.0/16');
     agent.pools.push(x);
     agent.view.refreshInterest();
     await windowed(10, 5, (i) => alloc('h6', x, 5_000 + i));
@@ -145,11 +150,9 @@ it('an agent that joins a network reads its pool from then on; an agent starting
 });
 
 it('an agent whose host leaves a pool (no network, nothing held there) stops receiving its events', async () => {
-  const c = env.controllers[0] ?? (await env.controller());
-  const as = (node: string) => ({ actor: `node:${node}` });
-  const alloc = (node: string, poolId: string, i: number) => c.ipam.requestAddress({ node, poolId, address: '', options: { [MAC_OPTION]: mac(i) } }, as(node));
-  const z = (await c.ipam.requestPool({ node: 'h9', space: 'underlay', pool: '10.74.0.0/16', subPool: '', options: {}, v6: false }, as('h9'))).poolId;
-  await c.ipam.requestPool({ node: 'h8', space: 'underlay', pool: '10.74.0.0/16', subPool: '', options: {}, v6: false }, as('h8'));
+  const { c, as, alloc, pool } = await cluster();
+  const z = await pool('h9', '10.74.0.0/16');
+  await pool('h8', '10.74.0.0/16');
   const agent = await agentView('h8', [z]);
   try {
     await agent.view.ready();

@@ -2,7 +2,7 @@
 // messages (gaps, a missing tail, a purge) and a log that may be trimmed. Whatever the stream holds, the reader is
 // handed every committed event once, in order, with no gaps, including the tail; one delivery at a time.
 import { UnderlayError, headers, type ClusterEvent } from '@underlay/core';
-import { EventConsumer, sleep, type EventSource, type EventSourceConsumerOptions, type StreamBatch, type StreamMessage } from '@underlay/adapters';
+import { EventConsumer, sleep, type EventSource, type ReadResult, type EventSourceConsumerOptions, type StreamBatch, type StreamMessage } from '@underlay/adapters';
 
 const until = async (cond: () => boolean, what: string, ms = 5000) => {
   const end = Date.now() + ms;
@@ -112,7 +112,7 @@ class FakeSource implements EventSource {
     };
   }
 
-  async read(fromSeq: number, limit: number): Promise<readonly unknown[]> {
+  async read(fromSeq: number, limit: number): Promise<ReadResult> {
     this.reads.push([fromSeq, limit]);
     if (fromSeq < this.firstKept) throw new UnderlayError('events-trimmed', `events before seq ${this.firstKept} were trimmed; load the latest snapshot`);
     await this.beforeReadAnswer?.(fromSeq);
