@@ -22,6 +22,8 @@ import {
   RequestPoolRes,
   RpcReply,
   eventSubject,
+  CLUSTER_CHAIN,
+  poolChain,
   nodeInboxPrefix,
   rpc,
   rpcServeSubject,
@@ -164,8 +166,8 @@ describe('attacks on the control plane (real nats-server with accounts, real etc
     h.set('Underlay-Seq', String(seq));
     h.set('Nats-Msg-Id', String(seq));
     const before = evil.errors.length;
-    evil.nc.publish(eventSubject('AddressReleased'), enc.encode(JSON.stringify(forged)), { headers: h });
-    await natsRefused(evil, before, 'publish', eventSubject('AddressReleased'));
+    evil.nc.publish(eventSubject(poolChain(poolId), 'AddressReleased'), enc.encode(JSON.stringify(forged)), { headers: h });
+    await natsRefused(evil, before, 'publish', eventSubject(poolChain(poolId), 'AddressReleased'));
     await sleep(300);
     expect((await jsm.streams.info(EVENTS_STREAM)).state.messages).toBe(streamBefore.messages);
     // The next real event takes that seq; the view has the real one, never the forgery.
@@ -312,7 +314,7 @@ describe('attacks on the control plane (real nats-server with accounts, real etc
     await controller.networks.clusterNetworkCreate({ name: 'small', definition: { subnets: [{ subnet: '198.18.99.0/24' }], labels: { a: 'b' } } }, { actor: 'user:test' });
     const jsm = await jetstreamManager(ops);
     await controller.flushEvents();
-    const last = await jsm.streams.getMessage(EVENTS_STREAM, { last_by_subj: eventSubject('ClusterNetworkCreated') });
+    const last = await jsm.streams.getMessage(EVENTS_STREAM, { last_by_subj: eventSubject(CLUSTER_CHAIN, 'ClusterNetworkCreated') });
     expect(JSON.parse(new TextDecoder().decode(last!.data)).data.name).toBe('small');
   });
 

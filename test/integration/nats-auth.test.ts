@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { AckPolicy, jetstream, jetstreamManager, type JetStreamManager, type StreamInfo } from '@nats-io/jetstream';
 import type { Msg, NatsConnection } from '@nats-io/transport-node';
 import { connectNats, ensureNodeConsumer, initNatsKeys, nodeCreds, writePrivateFile } from '@underlay/adapters';
-import { EVENTS_STREAM, EVENTS_WILDCARD, eventSubject, nodeConsumerName, nodeInboxPrefix, nodeToken, rpcServeSubject, rpcSubject } from '@underlay/core';
+import { CLUSTER_CHAIN, EVENTS_STREAM, EVENTS_WILDCARD, chainSubject, eventSubject, hostChain, poolChain, nodeConsumerName, nodeInboxPrefix, nodeToken, rpcServeSubject, rpcSubject } from '@underlay/core';
 import { makePki } from '../lab/pki';
 import { asyncErrors, closedWith, expectViolation, requestError, startAuthNats, violationOf, type AuthNats } from '../lab/nats-auth';
 import { isAlive } from '../lab/procfs';
@@ -56,7 +56,7 @@ beforeAll(async () => {
   jsm = await jetstreamManager(ctl);
   await jsm.streams.add({ name: EVENTS_STREAM, subjects: [EVENTS_WILDCARD] });
   const js = jetstream(ctl);
-  for (let i = 1; i <= 3; i++) await js.publish(eventSubject('NodeRegistered'), enc.encode(JSON.stringify({ seq: i })));
+  for (let i = 1; i <= 3; i++) await js.publish(eventSubject(CLUSTER_CHAIN, 'NodeRegistered'), enc.encode(JSON.stringify({ seq: i })));
 }, 60_000);
 
 afterAll(async () => {
@@ -128,7 +128,7 @@ describe('NATS decentralized authentication', () => {
     const h1 = await nodeConn('h1');
     const seen = asyncErrors(h1);
     const before = streamView(await jsm.streams.info(EVENTS_STREAM));
-    const subject = eventSubject('AddressReleased');
+    const subject = eventSubject(poolChain('underlay/10.0.0.0/8'), 'AddressReleased');
     h1.publish(subject, enc.encode(JSON.stringify({ forged: true })));
     await waitFor(() => seen.length > 0, { timeoutMs: 5_000, what: 'the server to refuse the publish' });
     expectViolation(seen[0], 'publish', subject);
@@ -165,7 +165,7 @@ describe('NATS decentralized authentication', () => {
     await expect(jsm.streams.info(EVENTS_STREAM)).rejects.toThrow(/not found/i);
     // Put it back for the other cases.
     await jsm.streams.add({ name: EVENTS_STREAM, subjects: [EVENTS_WILDCARD] });
-    for (let i = 1; i <= 3; i++) await jetstream(ctl).publish(eventSubject('NodeRegistered'), enc.encode(JSON.stringify({ seq: i })));
+    for (let i = 1; i <= 3; i++) await jetstream(ctl).publish(eventSubject(CLUSTER_CHAIN, 'NodeRegistered'), enc.encode(JSON.stringify({ seq: i })));
   });
 
   it("reads events only through its own consumer, made by the controller", async () => {
@@ -175,7 +175,7 @@ describe('NATS decentralized authentication', () => {
     const js = jetstream(h1);
     const mine = await js.consumers.get(EVENTS_STREAM, nodeConsumerName('h1'));
     const m = await mine.next({ expires: 5_000 });
-    expect(m?.subject).toBe(eventSubject('NodeRegistered'));
+    expect(m?.subject).toBe(eventSubject(CLUSTER_CHAIN, 'NodeRegistered'));
     const info = `$JS.API.CONSUMER.INFO.${EVENTS_STREAM}.${nodeConsumerName('h2')}`;
     expectViolation(await requestError(h1, info), 'publish', info);
     const next = `$JS.API.CONSUMER.MSG.NEXT.${EVENTS_STREAM}.${nodeConsumerName('h2')}`;
@@ -207,6 +207,22 @@ describe('NATS decentralized authentication', () => {
     const e = violationOf(await requestError(bare, rpcSubject('requestAddress', 'h1')));
     expect(e.operation).toBe('subscription');
     expect(e.subject).toMatch(/^_INBOX\./);
+  });
+
+  it("lets a node follow the cluster's, its own host's and the pools' event chains, not another host's", async () => {
+    const h1 = await nodeConn('h1');
+    const other = h1.subscribe(chainSubject(hostChain('h2')));
+    expectViolation(await closedWith(other), 'subscription', chainSubject(hostChain('h2')));
+    const h1b = await nodeConn('h1');
+    const mine = [chainSubject(CLUSTER_CHAIN), chainSubject(hostChain('h1')), chainSubject(poolChain('underlay/10.0.0.0/8'))].map((s) => h1b.subscribe(s));
+    await h1b.flush();
+    const cluster = eventSubject(CLUSTER_CHAIN, 'NodeRegistered');
+    ctl.publish(cluster, enc.encode('{}'));
+    ctl.publish(eventSubject(hostChain('h1'), 'NetworkRecorded'), enc.encode('{}'));
+    ctl.publish(eventSubject(poolChain('underlay/10.0.0.0/8'), 'AddressAllocated'), enc.encode('{}'));
+    await ctl.flush();
+    await waitFor(() => mine.every((m) => m.getReceived() === 1), { timeoutMs: 5_000, what: 'h1 to receive one event on each of its chains' });
+    for (const m of mine) expect(m.isClosed()).toBe(false);
   });
 
   it('admits a node whose credentials were issued after the server started, without a restart', async () => {

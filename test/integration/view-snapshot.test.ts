@@ -115,3 +115,41 @@ it('a running view that fell behind the trimmed log starts again from the latest
     await view.stop();
   }
 });
+
+it('interest-based: a pool followed long after the view started, behind the trimmed log, is taken from the latest snapshot', async () => {
+  const c = env.controllers[0]!;
+  const pool = [...c.writer.state.pools.keys()][0]!;
+  const nc = await connectNats(env.nats.url, 'view-h4', { inboxPrefix: nodeInboxPrefix('h4') });
+  env.conns.push(nc);
+  const logs: string[] = [];
+  const pools: string[] = [];
+  const view = new ClusterView({ nc, rpc: new RpcClient(nc, 'h4'), logger: (m) => logs.push(m), pools: () => pools });
+  await view.start();
+  try {
+    await view.ready();
+    const base = view.snapshotSeq;
+    let k = 40_000;
+    // The pool moves on while h4 does not follow it: new snapshots, and the log trimmed past the view's snapshot.
+    await windowed(4_500, 64, () => c.ipam.requestAddress({ node: 'h1', poolId: pool, address: '', options: { [MAC_OPTION]: mac(k++) } }, { actor: 'node:h1' }));
+    await c.writer.settled();
+    await c.snapshotter.flush();
+    const log = new EtcdEventLog({ endpoints: [env.etcd.url] });
+    const first = await log.firstSeq().finally(() => log.close());
+    expect(first).toBeGreaterThan(base + 1);
+    // A new leader (its last committed events in memory start empty: the chain's read goes to etcd).
+    await c.stop();
+    const c2 = await env.controller({ snapshotEvery: 2_000, eventRetention: 50 });
+    // h4 makes a network on the pool: its chain from the view's snapshot is gone from the log.
+    pools.push(pool);
+    view.refreshInterest();
+    await c2.ipam.requestAddress({ node: 'h1', poolId: pool, address: '', options: { [MAC_OPTION]: mac(k++) } }, { actor: 'node:h1' });
+    await c2.writer.settled();
+    const poolOf = (s: typeof c2.writer.state) => (describeState(s) as { pools: { poolId: string }[] }).pools.find((p) => p.poolId === pool);
+    await labWaitFor(() => JSON.stringify(poolOf(view.state)) === JSON.stringify(poolOf(c2.writer.state)), { timeoutMs: 30_000, what: "h4's view to hold the pool as the controller does" });
+    expect(view.resyncs).toBe(1);
+    expect(logs.some((m) => /chain p\.\S+ fell behind the trimmed log; took it from snapshot \d+/.test(m))).toBe(true);
+    expect(view.snapshotSeq).toBe(base); // the chains it does not follow stay the first snapshot's
+  } finally {
+    await view.stop();
+  }
+});

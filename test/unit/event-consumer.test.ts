@@ -2,7 +2,7 @@
 // messages (gaps, a missing tail, a purge) and a log that may be trimmed. Whatever the stream holds, the reader is
 // handed every committed event once, in order, with no gaps, including the tail; one delivery at a time.
 import { UnderlayError, headers, type ClusterEvent } from '@underlay/core';
-import { EventConsumer, sleep, type EventSource, type EventSourceConsumerOptions, type StreamBatch, type StreamMessage } from '@underlay/adapters';
+import { EventConsumer, sleep, type EventSource, type ReadResult, type EventSourceConsumerOptions, type StreamBatch, type StreamMessage } from '@underlay/adapters';
 
 const until = async (cond: () => boolean, what: string, ms = 5000) => {
   const end = Date.now() + ms;
@@ -112,7 +112,7 @@ class FakeSource implements EventSource {
     };
   }
 
-  async read(fromSeq: number, limit: number): Promise<readonly unknown[]> {
+  async read(fromSeq: number, limit: number): Promise<ReadResult> {
     this.reads.push([fromSeq, limit]);
     if (fromSeq < this.firstKept) throw new UnderlayError('events-trimmed', `events before seq ${this.firstKept} were trimmed; load the latest snapshot`);
     await this.beforeReadAnswer?.(fromSeq);
@@ -349,5 +349,79 @@ describe('EventConsumer on an in-memory source', () => {
     src.commit(5, (s) => s > 7);
     await sleep(300);
     expect(r.seqs.length).toBe(n);
+  });
+});
+
+/**
+ * One chain of the log (interest-based delivery): the log's events go round three chains, each stamped with its chain
+ * and prev; the stream (a plain subscription) brings only the chain's events, maybe not all; a read answers the
+ * chain's events from `fromSeq` and how far it looked (at most `scan` events of the log per read).
+ */
+class ChainSource extends FakeSource {
+  constructor(
+    readonly chain: string,
+    readonly scan = 7,
+  ) {
+    super();
+  }
+  private readonly chains = ['c', 'p.a', 'p.b'];
+
+  override commit(n: number, skip: (seq: number) => boolean = () => false): void {
+    for (let i = 0; i < n; i++) {
+      const seq = this.log.length + 1;
+      const chain = this.chains[seq % 3]!;
+      const prev = [...this.log].reverse().find((e) => e.chain === chain)?.seq ?? 0;
+      const ev = { ...event(seq), chain, prev };
+      this.log.push(ev);
+      if (chain === this.chain && !skip(seq)) this.publish(seq);
+    }
+  }
+
+  override async read(fromSeq: number, limit: number): Promise<{ events: unknown[]; through: number }> {
+    this.reads.push([fromSeq, limit]);
+    const scanned = this.log.slice(fromSeq - 1, fromSeq - 1 + this.scan);
+    const events = scanned.filter((e) => e.chain === this.chain).slice(0, limit);
+    return { events: events.map((e) => JSON.parse(JSON.stringify(e))), through: scanned.at(-1)?.seq ?? fromSeq - 1 };
+  }
+
+  override async head(): Promise<number> {
+    this.heads++;
+    return [...this.log].reverse().find((e) => e.chain === this.chain)?.seq ?? 0;
+  }
+
+  seqsOf(upTo: number): number[] {
+    return this.log.filter((e) => e.chain === this.chain && e.seq <= upTo).map((e) => e.seq);
+  }
+}
+
+describe('EventConsumer on one chain', () => {
+  it("hands every event of its chain once and in order: gaps found by prev, the tail by the chain's head, reads paged by how far they looked", async () => {
+    const src = new ChainSource('p.a');
+    // p.a holds 1, 4, 7, …: 4 and 13 never reach the subscription (gaps), nor anything after 22 (the tail).
+    src.commit(30, (s) => s === 4 || s === 13 || s > 22);
+    const r = reader(src, { chain: 'p.a' });
+    await r.consumer.start();
+    await until(() => r.consumer.lastSeq >= 28, 'the chain up to its head 28');
+    expect(r.seqs).toEqual(src.seqsOf(30));
+    expect(r.consumer.gapReads).toBe(2);
+    expect(r.consumer.tailReads).toBeGreaterThanOrEqual(1);
+    expect(r.caughtUpAt()).toBeGreaterThanOrEqual(28);
+    // Live: the next events of the chain come from the subscription, with no read.
+    const reads = src.reads.length;
+    src.commit(9);
+    await until(() => r.consumer.lastSeq >= 37, 'live events of the chain');
+    expect(r.seqs).toEqual(src.seqsOf(39));
+    expect(src.reads.length).toBe(reads);
+    expect(r.overlapped()).toBe(false);
+  });
+
+  it('starting after a seq, reads only what its chain had since (an agent that starts to follow a pool)', async () => {
+    const src = new ChainSource('p.b', 100);
+    src.commit(40, () => true); // nothing published while it did not follow
+    const r = reader(src, { chain: 'p.b', afterSeq: 20 });
+    await r.consumer.start();
+    await until(() => r.consumer.lastSeq >= 38, 'the chain up to its head 38');
+    expect(r.seqs).toEqual(src.seqsOf(40).filter((s) => s > 20));
+    expect(src.reads.every(([from]) => from > 20)).toBe(true);
   });
 });

@@ -93,7 +93,7 @@ describe('NATS key store', () => {
 });
 
 describe('credentials', () => {
-  it('gives a node exactly its own request subjects, consumer API and inbox', async () => {
+  it('gives a node exactly its own request subjects, consumer API, inbox and event chains', async () => {
     const keys = await initNatsKeys(dir);
     const creds = await parseCreds(enc.encode(await nodeCreds(keys, 'h1.example')));
     expect(creds.uc.nats.pub).toEqual({
@@ -103,7 +103,7 @@ describe('credentials', () => {
         '$JS.API.CONSUMER.MSG.NEXT.UNDERLAY_EVENTS.agent-h1~example',
       ],
     });
-    expect(creds.uc.nats.sub).toEqual({ allow: ['_UL_INBOX.h1~example.>'] });
+    expect(creds.uc.nats.sub).toEqual({ allow: ['_UL_INBOX.h1~example.>', 'underlay.events.c.*', 'underlay.events.h.h1~2eexample.*', 'underlay.events.p.>'] });
     expect(creds.uc.name).toBe('node:h1.example');
     // Signed by the account's signing key on behalf of the account (so new users need nothing on the server).
     expect(creds.uc.iss).toBe(keys.signing.getPublicKey());

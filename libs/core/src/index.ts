@@ -11,6 +11,7 @@ export * from './state/events.js';
 export * from './options.js';
 export * from './state/cluster-state.js';
 export * from './state/fold.js';
+export * from './state/chains.js';
 export * from './state/decision.js';
 export * from './state/pool-rules.js';
 export * from './state/network-owner.js';

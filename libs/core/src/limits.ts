@@ -49,6 +49,10 @@ export const LIMITS = {
   clusterList: 1_048_576,
   /** Events in one read (`events.read`, `GET /v1/events`). */
   readEvents: 10_000,
+  /** An event's chain (state/chains.ts): `p.` and a pool id as a subject token (6 characters for the widest character). */
+  chain: 2048,
+  /** Chains one head request asks about (an agent's: the cluster, its host, the pools of its networks). */
+  headChains: 4096,
   /** Event ids (a uuid), times (RFC 3339) and trace ids. */
   eventMeta: 64,
   /** Who caused an event: `node:<name>`, `user:<token name>` or `controller`. */

@@ -23,7 +23,10 @@ import {
   UnavailableError,
   NotFoundError,
   InvalidArgumentError,
-  EmptyReq,
+  EventsHeadReq,
+  chainHead,
+  chainOfEvent,
+  type ClusterEvent,
   EventsConsumerReq,
   SnapshotReadReq,
   type SnapshotReadRes,
@@ -40,6 +43,7 @@ import { ClusterWriter } from './cluster-writer.js';
 import { IpamRequests } from './ipam-requests.js';
 import { NetworkRecords } from './network-records.js';
 import { NodeRegistration } from './node-registration.js';
+import { RecentEvents } from './recent-events.js';
 import { OrderedPublisher } from './publisher.js';
 import { createHttpApi, readTlsFiles } from './http-api.js';
 import { resolveApiToken, type ApiTokens } from './api/tokens.js';
@@ -54,6 +58,9 @@ export type Logger = (msg: string) => void;
 export type Role = 'starting' | 'standby' | 'leader' | 'stopped';
 
 /** How often a standby folds new events from the log. */
+/** Events of the log one chain read scans at most (a reader far behind a quiet chain asks again after `through`). */
+const CHAIN_SCAN = 10_000;
+
 const FOLLOW_MS = 250;
 /** A standby that cannot read the log tries again after FOLLOW_MS, then less often (at most every second). */
 const FOLLOW_RETRY = { minMs: FOLLOW_MS, maxMs: 1_000 };
@@ -72,6 +79,8 @@ export class Controller {
   readonly networks: NetworkRecords;
   /** Agents registering their nodes. */
   readonly registration: NodeRegistration;
+  /** The last committed events, for agents' reads of one chain. */
+  private readonly recent = new RecentEvents();
   readonly snapshotter: Snapshotter;
   /** Every node's latest report and lease (kept by leader and standbys alike). */
   readonly nodes: NodeDirectory;
@@ -106,6 +115,7 @@ export class Controller {
       log: this.log,
       loadState: () => loadState(this.log, this.snaps, logger, (r) => this.snapshotter.recordLoad(r)),
       onCommitted: (evs, encoded, commitSpan) => {
+        this.recent.add(evs, encoded);
         this.publisher?.enqueue(evs, encoded, commitSpan);
         this.snapshotter.onCommitted(evs);
       },
@@ -279,10 +289,14 @@ export class Controller {
       serveRpc(nc, 'networkName', NetworkNameReq, (r, rc) => this.networks.networkName(r, ctx(rc)).then((x) => NetworkNameRes.parse(x)), so),
       serveRpc(nc, 'networkRemove', NetworkRemoveReq, (r, rc) => this.networks.networkRemove(r, ctx(rc), this.nodes.containerOf, this.nodes.heldBy), so),
       serveRpc(nc, 'nodeReport', NodeReport, (r, rc) => this.registration.nodeReport(r, ctx(rc)), so),
-      serveRpc(nc, 'readEvents', ReadEventsReq, async (r) => ({ events: await this.readEventsPage(r.fromSeq, r.limit, maxPayload(nc) - REPLY_ENVELOPE_BYTES) }), so),
-      serveRpc(nc, 'eventsHead', EmptyReq, async () => {
+      serveRpc(nc, 'readEvents', ReadEventsReq, (r) => (r.chain === undefined ? this.readEventsPage(r.fromSeq, r.limit, maxPayload(nc) - REPLY_ENVELOPE_BYTES).then((events) => ({ events })) : this.readChainPage(r.chain, r.fromSeq, r.limit, maxPayload(nc) - REPLY_ENVELOPE_BYTES)), so),
+      serveRpc(nc, 'eventsHead', EventsHeadReq, async (r) => {
         await this.writer.settled();
-        return { seq: this.writer.committedSeq };
+        const seq = this.writer.committedSeq;
+        if (!r.chains) return { seq };
+        // A chain's event not yet durable is answered as the committed head: the reader reads up to it and stands there.
+        const state = this.writer.state;
+        return { seq, chains: Object.fromEntries(r.chains.map((c) => [c, Math.min(chainHead(state, c), seq)])) };
       }, so),
       serveRpc(nc, 'eventsConsumer', EventsConsumerReq, (r, rc) => ensureNodeConsumer(nc, rc.node, r.afterSeq), so),
       serveRpc(nc, 'snapshotRead', SnapshotReadReq, (r) => this.snapshotPart(r.seq, r.part, r.offset, maxPayload(nc) - REPLY_ENVELOPE_BYTES), so),
@@ -315,6 +329,32 @@ export class Controller {
       }
     }
     return out;
+  }
+
+  /**
+   * The events of one chain from `fromSeq` (state/chains.ts), at most `limit` and no more than fit in `maxBytes`,
+   * from the last committed events in memory when they reach back to `fromSeq`, else scanning at most CHAIN_SCAN
+   * events of the log per call; `through` is the seq up to which the answer holds every
+   * event of the chain (the reader asks again after it).
+   */
+  private async readChainPage(chain: string, fromSeq: number, limit: number, maxBytes: number): Promise<{ events: unknown[]; through: number }> {
+    const recent = this.recent.readChain(chain, fromSeq, limit, maxBytes);
+    if (recent) return recent;
+    let bytes = 2;
+    const out: ClusterEvent[] = [];
+    let through = fromSeq - 1;
+    for await (const page of this.log.read(fromSeq, 1000)) {
+      for (const ev of page) {
+        if (chainOfEvent(ev) === chain) {
+          bytes += Buffer.byteLength(JSON.stringify(ev)) + 1;
+          if ((bytes > maxBytes && out.length > 0) || out.length >= limit) return { events: out, through };
+          out.push(ev);
+        }
+        through = ev.seq;
+        if (through - fromSeq + 1 >= CHAIN_SCAN) return { events: out, through };
+      }
+    }
+    return { events: out, through };
   }
 
   /**

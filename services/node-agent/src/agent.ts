@@ -290,6 +290,7 @@ export class Agent {
         poolOptions: (poolId) => (this.view?.isReady ? this.view.state.pools.get(poolId)?.options : undefined),
       }),
       onNetworksChanged: () => {
+        this.view?.refreshInterest();
         this.replicas?.trigger();
         this.routes?.sync();
         this.hostAccess?.trigger();
@@ -314,7 +315,8 @@ export class Agent {
     this.reporter = new ReconcileRunner({ name: 'report', resyncMs: this.config.reportIntervalMs, reconcile: () => this.report(), observe: this.metrics.reconcile });
     this.reporter.start();
     // The cluster's state, for replicas of cluster networks (and routes).
-    const view = new ClusterView({ nc: this.nc, rpc, logger: this.logger });
+    // Interest-based delivery: the view follows the pools of this host's networks (and the cluster's and host's chains).
+    const view = new ClusterView({ nc: this.nc, rpc, logger: this.logger, pools: () => [...ctx.store.networks.values()].flatMap((n) => n.poolIds) });
     this.view = view;
     this.replicas = new ReplicaReconciler(ctx, view, this.config.reconcileIntervalMs, undefined, this.metrics.reconcile);
     // A pass compares the cluster's networks with this host's: other hosts' network events change nothing here.

@@ -5,10 +5,22 @@
  * libs/adapters/src/nats/consumer.ts): the view only folds what it is handed, and is ready when the consumer says it
  * caught up. Replicas of cluster networks, routes to other hosts' blocks and BGP announcements are all reconciled
  * against it.
+ *
+ * With `node` and `pools` (the agent), delivery is by interest (libs/core/src/state/chains.ts): the view follows the
+ * cluster chain, its host's chain and the chains of the pools its networks use (`pools()`, asked again at
+ * `refreshInterest()` and every INTEREST_MS, with the pools the snapshot shows this node holding), one EventConsumer
+ * per chain on a plain NATS subscription to the chain's subject, and folds with `applyInterest`. A pool it starts to
+ * follow is read from the snapshot's seq on (its chain's events since, from the controller), then live. Events of
+ * chains it does not follow never reach it; the state it holds of them is the snapshot's, stale (nothing reads it:
+ * routes, BGP, host access and the driver read their own networks' pools). Ready once the chains followed at start
+ * caught up with their heads.
  */
 import type { NatsConnection } from '@nats-io/transport-node';
-import { EventConsumer, RpcClient, checkSnapshot, logError } from '@underlay/adapters';
-import { SnapshotReadRes, apply, emptyState, restore, type ClusterEvent, type ClusterState } from '@underlay/core';
+import { EventConsumer, ReconcileRunner, RpcClient, chainHeads, checkSnapshot, logError, natsChainSource } from '@underlay/adapters';
+import { CLUSTER_CHAIN, SnapshotReadRes, apply, applyInterest, emptyState, hostChain, poolChain, restore, takeChain, type ClusterEvent, type ClusterState } from '@underlay/core';
+
+/** How often the pools followed are compared with `pools()` (besides `refreshInterest()`). */
+const INTEREST_MS = 2_000;
 
 /**
  * `resync`: the view replaced its whole state (it started again from the latest snapshot after falling behind the
@@ -23,6 +35,11 @@ export interface ClusterViewOptions {
   logger?: (m: string) => void;
   /** How often the consumer compares with the controller's head (catches events missing at the end of the stream). */
   headCheckMs?: number;
+  /**
+   * Interest-based delivery: the pools this node's networks use (the view follows them, the cluster chain and this
+   * node's host chain, and nothing else). Absent: the view reads every event through the node's JetStream consumer.
+   */
+  pools?: () => Iterable<string>;
 }
 
 export class ClusterView {
@@ -30,6 +47,10 @@ export class ClusterView {
   private readonly rpc: RpcClient;
   private readonly logger: (m: string) => void;
   private consumer?: EventConsumer;
+  /** Interest-based delivery: one consumer per chain followed. */
+  private readonly chains = new Map<string, EventConsumer>();
+  private interest?: ReconcileRunner;
+  private stopped = false;
   private listeners = new Set<ViewListener>();
   private pending: ClusterEvent[] = [];
   private flushQueued = false;
@@ -51,7 +72,14 @@ export class ClusterView {
 
   /** The controller's head as last known (metrics: underlay_agent_seq_lag_events). */
   get knownHead(): number {
-    return Math.max(this.consumer?.knownHead ?? 0, this._state.seq);
+    let head = this.consumer?.knownHead ?? 0;
+    for (const c of this.chains.values()) head = Math.max(head, c.knownHead);
+    return Math.max(head, this._state.seq);
+  }
+
+  /** The chains followed (interest-based delivery). */
+  get followed(): string[] {
+    return [...this.chains.keys()];
   }
 
   /** The seq of the snapshot the view started from (0: it folded the log from the start). */
@@ -65,6 +93,7 @@ export class ClusterView {
 
   async start(): Promise<void> {
     await this.loadSnapshot();
+    if (this.opts.pools) return this.startByInterest();
     this.consumer = new EventConsumer({
       nc: this.opts.nc,
       rpc: this.rpc,
@@ -78,18 +107,107 @@ export class ClusterView {
     await this.consumer.start();
   }
 
+  private async startByInterest(): Promise<void> {
+    const node = this.rpc.node;
+    const held = [...this._state.pools.values()].filter((p) => p.refs.has(node) || [...p.allocs.values()].some((a) => a.node === node)).map((p) => p.poolId);
+    const initial = [CLUSTER_CHAIN, hostChain(node), ...new Set([...held, ...this.opts.pools!()].map(poolChain))];
+    let waiting = initial.length;
+    const caughtUp = () => {
+      if (--waiting === 0) this.markReady();
+    };
+    this.heads = chainHeads(this.rpc, () => this.chains.keys());
+    await Promise.all(initial.map((c) => this.follow(c, caughtUp)));
+    this.interest = new ReconcileRunner({ name: 'cluster view interest', resyncMs: INTEREST_MS, reconcile: () => this.followPools() });
+    this.interest.start();
+  }
+
+  private heads?: (chain: string) => Promise<number>;
+
+  /** Follows the pools `pools()` names now (the agent calls it when its networks changed). */
+  refreshInterest(): void {
+    this.interest?.trigger();
+  }
+
+  /**
+   * Follows the pools `pools()` names, and stops following a pool this host no longer uses and holds nothing in (no
+   * reference, block or address: while it does, the view must see their release, e.g. BGP stops announcing a block only
+   * then). A pool left is followed again after the seq where it was left (its part of the state is complete up to
+   * there).
+   */
+  private async followPools(): Promise<void> {
+    const wanted = new Set([...(this.opts.pools?.() ?? [])].map(poolChain));
+    for (const chain of wanted) if (!this.chains.has(chain)) await this.follow(chain);
+    const node = this.rpc.node;
+    for (const [chain, consumer] of [...this.chains]) {
+      if (!chain.startsWith('p.') || wanted.has(chain) || !consumer.caughtUp) continue;
+      const pool = [...this._state.pools.values()].find((p) => poolChain(p.poolId) === chain);
+      if (pool && (pool.refs.has(node) || pool.nodeBlocks.has(node) || [...pool.allocs.values()].some((a) => a.node === node))) continue;
+      this.chains.delete(chain);
+      await consumer.stop();
+      this.leftAt.set(chain, consumer.lastSeq);
+      this.logger(`cluster view: no longer following chain ${chain} (after seq ${consumer.lastSeq}): this host uses and holds nothing of it`);
+    }
+  }
+
+  /** Chains no longer followed: the seq up to which the state holds them. */
+  private readonly leftAt = new Map<string, number>();
+
+  /**
+   * Follows one chain from the snapshot's seq on: every event of it since then is read (from the controller), then live.
+   * A chain fallen behind the trimmed log takes its part of the latest snapshot (`takeChain`) and goes on after it.
+   */
+  private async follow(chain: string, onCaughtUp?: () => void): Promise<void> {
+    if (this.chains.has(chain) || this.stopped) return;
+    const consumer = new EventConsumer({
+      source: natsChainSource(this.opts.nc, this.rpc, chain, this.heads!),
+      chain,
+      afterSeq: this.leftAt.get(chain) ?? this.snapshotSeq,
+      onEvent: (ev) => this.take(ev),
+      ...(onCaughtUp ? { onCaughtUp } : {}),
+      onTrimmed: () => this.resyncChain(chain),
+      logger: this.logger,
+      ...(this.opts.headCheckMs !== undefined ? { headCheckMs: this.opts.headCheckMs } : {}),
+    });
+    this.chains.set(chain, consumer);
+    this.logger(`cluster view: following chain ${chain} after seq ${this.leftAt.get(chain) ?? this.snapshotSeq}`);
+    this.leftAt.delete(chain);
+    await consumer.start();
+  }
+
+  /** One chain fell behind the trimmed log: its part of the state comes from the latest snapshot; the others stay. */
+  private async resyncChain(chain: string): Promise<number> {
+    // The other chains go on meanwhile; the chains not followed yet stay the first snapshot's (and start after it).
+    const from = await this.readSnapshot();
+    if (!from) throw new Error('no snapshot to start again from');
+    takeChain(this._state, from, chain);
+    this.resyncs++;
+    this.logger(`cluster view: chain ${chain} fell behind the trimmed log; took it from snapshot ${from.seq}`);
+    this.notifyResync();
+    return from.seq;
+  }
+
   /**
    * Starts from the controller's latest snapshot when there is one (before any listener runs). A snapshot
    * replaced while its parts are read is read again; after a few tries, or when the controller cannot be
    * asked, the view folds the log from the start (which works while the log is not trimmed).
    */
   private async loadSnapshot(): Promise<boolean> {
+    const state = await this.readSnapshot();
+    if (!state) return false;
+    this._state = state;
+    this.snapshotSeq = state.seq;
+    this.logger(`cluster view: started from snapshot ${state.seq}`);
+    return true;
+  }
+
+  /** The latest snapshot's state (undefined: none, or it could not be read). */
+  private async readSnapshot(): Promise<ClusterState | undefined> {
     for (let attempt = 1; attempt <= 3; attempt++) {
       try {
         const read = (seq: number | undefined, part: number, offset: number) =>
           this.rpc.call('snapshotRead', { ...(seq ? { seq } : {}), part, offset }, SnapshotReadRes, { deadlineMs: 10_000 });
         const first = await read(undefined, 0, 0);
-        if (first.seq === 0) return false;
+        if (first.seq === 0) return undefined;
         const pieces: string[] = [];
         for (let part = 0; part < first.parts; part++) {
           // Each part comes in pieces that fit a NATS message.
@@ -106,10 +224,7 @@ export class ClusterView {
         checkSnapshot({ seq: first.seq, parts: first.parts, bytes: first.bytes ?? json.length, ...(first.sha256 ? { sha256: first.sha256 } : {}) }, json);
         const state = restore(JSON.parse(json));
         if (state.seq !== first.seq) throw new Error(`snapshot ${first.seq} holds the state at seq ${state.seq}`);
-        this._state = state;
-        this.snapshotSeq = this._state.seq;
-        this.logger(`cluster view: started from snapshot ${this._state.seq} (${first.parts} parts)`);
-        return true;
+        return state;
       } catch (e) {
         this.logger(
           `cluster view: could not read the latest snapshot (attempt ${attempt} of 3): ${(e as Error).message}` +
@@ -117,7 +232,7 @@ export class ClusterView {
         );
       }
     }
-    return false;
+    return undefined;
   }
 
   /**
@@ -130,6 +245,11 @@ export class ClusterView {
     this.resyncs++;
     this.pending = [];
     this.logger(`cluster view: fell behind the trimmed log at seq ${before}; started again from snapshot ${this._state.seq}`);
+    this.notifyResync();
+    return this._state.seq;
+  }
+
+  private notifyResync(): void {
     for (const l of this.listeners) {
       try {
         l([], this._state, { resync: true });
@@ -137,7 +257,6 @@ export class ClusterView {
         logError(this.logger, `cluster view listener failed: ${(e as Error).message}`);
       }
     }
-    return this._state.seq;
   }
 
   /** How often the view started again from a snapshot while running. */
@@ -156,7 +275,8 @@ export class ClusterView {
 
   /** The consumer hands every event once, in order, with no gaps: fold it. */
   private take(ev: ClusterEvent): void {
-    apply(this._state, ev);
+    if (this.opts.pools) applyInterest(this._state, ev);
+    else apply(this._state, ev);
     this.pending.push(ev);
     if (!this.flushQueued) {
       this.flushQueued = true;
@@ -186,6 +306,9 @@ export class ClusterView {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    await this.interest?.stop();
     await this.consumer?.stop();
+    await Promise.all([...this.chains.values()].map((c) => c.stop()));
   }
 }

@@ -30,10 +30,19 @@
  *
  * Fallen behind the trimmed log (a read below the first kept event): `onTrimmed` restarts the reader from the
  * latest snapshot and returns its seq; the consumer goes on after it and re-subscribes there.
+ *
+ * One chain (interest-based delivery, `chain` set, libs/core/src/state/chains.ts): the consumer hands its reader every
+ * event of that chain once, in order, with no gaps. Seqs of one chain are not consecutive: an event's `prev` says no
+ * event of the chain lies between it and `prev`, so a gap is `prev > lastSeq`; reads (`events.read` with the chain)
+ * answer how far they looked (`through`), and `lastSeq` means "every event of the chain up to here was delivered". The
+ * head asked is the chain's (its last committed event). `natsChainSource` reads a chain through a plain NATS
+ * subscription to its subject: no JetStream consumer; what the subscription misses (before it was made, a reconnect,
+ * messages dropped) is read from the controller as gaps and tail.
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
-import { Backoff, EventsConsumerRes, EventsHeadRes, ReadEventsRes, UnderlayError, headers, parseEvent, type ClusterEvent } from '@underlay/core';
+import type { Msg, Subscription } from '@nats-io/transport-node';
+import { Backoff, EventsConsumerRes, EventsHeadRes, ReadEventsRes, UnderlayError, chainOfEvent, chainSubject, headers, parseEvent, type ClusterEvent } from '@underlay/core';
 import { RpcClient } from './rpc.js';
 import { sleep } from '../runtime/retry.js';
 import { ReconcileRunner, type PassResult } from '../runtime/reconcile-runner.js';
@@ -55,7 +64,12 @@ export interface StreamBatch extends AsyncIterable<StreamMessage> {
 /** A subscription positioned after an event seq (a JetStream pull consumer is one). */
 export interface StreamSubscription {
   fetch(opts: { max_messages: number; expires: number }): Promise<StreamBatch>;
+  /** Ends it (a plain NATS subscription; a JetStream consumer stays, only the controller deletes it). */
+  close?(): void;
 }
+
+/** A read from the controller: the events, and (a chain's read) the seq up to which it holds all of the chain's. */
+export type ReadResult = readonly unknown[] | { events: readonly unknown[]; through?: number };
 
 /**
  * Where events come from: the stream (fast path) and the controller's log (truth). `natsEventSource` is the real
@@ -65,7 +79,7 @@ export interface EventSource {
   /** A subscription to the stream positioned after event seq `afterSeq`, and a line saying what it reads. */
   subscribe(afterSeq: number): Promise<{ subscription: StreamSubscription; describe: string }>;
   /** Committed events from `fromSeq`, at most `limit`, in order (raw: the consumer parses them). */
-  read(fromSeq: number, limit: number): Promise<readonly unknown[]>;
+  read(fromSeq: number, limit: number): Promise<ReadResult>;
   /** The seq of the last committed event. */
   head(): Promise<number>;
   /** True once the source can never deliver again (the connection closed): the consumer stops. */
@@ -90,9 +104,118 @@ export function natsEventSource(nc: NatsConnection, rpc: RpcClient): EventSource
   };
 }
 
+/**
+ * One chain's events: a plain NATS subscription to the chain's subject (the server sends this node nothing of the
+ * chains it does not subscribe to), reads of the chain from the controller, and the chain's head (`heads`, shared by
+ * the chains of one reader so that one request asks them all).
+ */
+export function natsChainSource(nc: NatsConnection, rpc: RpcClient, chain: string, heads: (chain: string) => Promise<number>): EventSource {
+  return {
+    async subscribe() {
+      const subscription = new CoreSubscription(nc.subscribe(chainSubject(chain)));
+      // The server has the interest before the reads that may follow.
+      await nc.flush();
+      return { subscription, describe: `chain ${chain} (subject ${chainSubject(chain)})` };
+    },
+    async read(fromSeq, limit) {
+      const r = await rpc.call('readEvents', { fromSeq, limit, chain }, ReadEventsRes);
+      return { events: r.events, ...(r.through !== undefined ? { through: r.through } : {}) };
+    },
+    head: () => heads(chain),
+    isClosed: () => nc.isClosed(),
+  };
+}
+
+/**
+ * The chains' heads asked in one `events.head` request: a call while one is in flight (or within `reuseMs` of its
+ * answer) shares it, so a reader of many chains asks once per check.
+ */
+export function chainHeads(rpc: RpcClient, chains: () => Iterable<string>, reuseMs = 250): (chain: string) => Promise<number> {
+  let last: { at: number; asked: Set<string>; answer: Promise<Record<string, number>> } | undefined;
+  return async (chain) => {
+    if (!last || !last.asked.has(chain) || Date.now() - last.at > reuseMs) {
+      const asked = new Set([...chains(), chain]);
+      const answer = rpc.call('eventsHead', { chains: [...asked] }, EventsHeadRes, { deadlineMs: 5_000 }).then((r) => {
+        if (!r.chains) throw new UnderlayError('unavailable', 'the controller answered no chain heads (it predates interest-based delivery); upgrade the controllers first');
+        return r.chains;
+      });
+      last = { at: Date.now(), asked, answer };
+      answer.then(
+        () => last && last.answer === answer && (last.at = Date.now()),
+        () => last && last.answer === answer && (last = undefined),
+      );
+    }
+    const heads = await last.answer;
+    return heads[chain] ?? 0;
+  };
+}
+
+/** Messages a chain's subscription holds ahead of the consumer; more are dropped (and read again as a gap). */
+const CORE_QUEUE_MAX = 10_000;
+
+/** A plain NATS subscription as the consumer fetches from it. */
+class CoreSubscription implements StreamSubscription {
+  private readonly queue: Msg[] = [];
+  private wake?: () => void;
+  dropped = 0;
+
+  constructor(private readonly sub: Subscription) {
+    void (async () => {
+      for await (const m of sub) {
+        if (this.queue.length >= CORE_QUEUE_MAX) this.dropped++;
+        else this.queue.push(m);
+        this.wake?.();
+      }
+      this.wake?.();
+    })();
+  }
+
+  async fetch(opts: { max_messages: number; expires: number }): Promise<StreamBatch> {
+    let stopped = false;
+    const self = this;
+    const until = Date.now() + opts.expires;
+    async function* messages(): AsyncGenerator<StreamMessage> {
+      let n = 0;
+      while (!stopped && n < opts.max_messages && !self.sub.isClosed()) {
+        const m = self.queue.shift();
+        if (m) {
+          n++;
+          yield { seq: 0, ...(m.headers ? { headers: m.headers } : {}), json: <T>() => m.json<T>() };
+          continue;
+        }
+        const left = until - Date.now();
+        if (left <= 0) return;
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, left);
+          self.wake = () => {
+            clearTimeout(t);
+            self.wake = undefined;
+            resolve();
+          };
+        });
+      }
+    }
+    const it = messages();
+    return {
+      [Symbol.asyncIterator]: () => it,
+      stop: () => {
+        stopped = true;
+        this.wake?.();
+      },
+    };
+  }
+
+  close(): void {
+    this.sub.unsubscribe();
+    this.wake?.();
+  }
+}
+
 interface DeliveryOptions {
   /** Deliver events with seq > afterSeq (0 = from the beginning). */
   afterSeq?: number;
+  /** Deliver only this chain's events (its source reads only them): gaps by `prev`, reads by `through`. */
+  chain?: string;
   /**
    * Called for every event exactly once, in seq order, with no gaps. Awaited before the next.
    * If it throws, the event counts as not delivered: the consumer re-subscribes after a backoff
@@ -141,6 +264,7 @@ const CATCH_UP_CHECK_MS = 100;
 
 export class EventConsumer {
   private readonly source: EventSource;
+  private readonly followed?: string;
   private readonly onEvent: (ev: ClusterEvent) => Promise<void> | void;
   private readonly onCaughtUp?: () => void;
   private readonly onTrimmed?: () => Promise<number>;
@@ -178,6 +302,7 @@ export class EventConsumer {
     const afterSeq = opts.afterSeq ?? 0;
     if (!Number.isInteger(afterSeq) || afterSeq < 0) throw new RangeError(`afterSeq must be a non-negative integer, not ${afterSeq}`);
     this.source = 'source' in opts ? opts.source : natsEventSource(opts.nc, opts.rpc);
+    this.followed = opts.chain;
     this.onEvent = opts.onEvent;
     this.onCaughtUp = opts.onCaughtUp;
     this.onTrimmed = opts.onTrimmed;
@@ -270,9 +395,12 @@ export class EventConsumer {
       }
       const progressFrom = this._lastSeq;
       let failure: unknown;
+      let subscription: StreamSubscription | undefined;
       try {
         this.resubscribe = false;
-        const { subscription, describe } = await this.source.subscribe(this._lastSeq);
+        const made = await this.source.subscribe(this._lastSeq);
+        subscription = made.subscription;
+        const describe = made.describe;
         if (this.stopped) return;
         this.logger(`event consumer: reading ${describe} (after event seq ${this._lastSeq})`);
         ready();
@@ -304,6 +432,7 @@ export class EventConsumer {
       } finally {
         this.batch?.stop();
         this.batch = undefined;
+        subscription?.close?.();
         // The consumer stays: only the controller may delete it (it replaces it on the next request, and the
         // server removes one nobody pulls from).
       }
@@ -329,7 +458,13 @@ export class EventConsumer {
       return;
     }
     if (ev.seq <= this._lastSeq) return;
-    if (ev.seq > this._lastSeq + 1) await this.readThrough(ev.seq - 1, 'gap');
+    if (this.followed === undefined) {
+      if (ev.seq > this._lastSeq + 1) await this.readThrough(ev.seq - 1, 'gap');
+    } else {
+      if (chainOfEvent(ev) !== this.followed) return;
+      // No prev (an event recorded before chains): anything may lie between, read it.
+      if ((ev.prev ?? ev.seq - 1) > this._lastSeq) await this.readThrough(ev.seq - 1, 'gap');
+    }
     await this.deliver(ev);
   }
 
@@ -397,22 +532,33 @@ export class EventConsumer {
     if (this._lastSeq >= upTo || this.stopped) return;
     if (why === 'gap') this._gapReads++;
     else this._tailReads++;
+    const of = this.followed === undefined ? '' : ` of chain ${this.followed}`;
     this.logger(
       why === 'gap'
-        ? `event consumer: gap after seq ${this._lastSeq}; re-reading ${this._lastSeq + 1}..${upTo} from the controller`
-        : `event consumer: the stream ends at seq ${this._lastSeq}, the controller's head is ${upTo}; reading the rest from the controller`,
+        ? `event consumer: gap${of} after seq ${this._lastSeq}; re-reading ${this._lastSeq + 1}..${upTo} from the controller`
+        : `event consumer: the stream${of} ends at seq ${this._lastSeq}, the controller's head is ${upTo}; reading the rest from the controller`,
     );
     while (this._lastSeq < upTo && !this.stopped) {
       const fromSeq = this._lastSeq + 1;
       const limit = Math.min(this.pageSize, upTo - this._lastSeq);
-      const events = (await this.source.read(fromSeq, limit)).map((e) => parseEvent(e));
+      const read = await this.source.read(fromSeq, this.followed === undefined ? limit : this.pageSize);
+      const events = (Array.isArray(read) ? read : (read as { events: readonly unknown[] }).events).map((e) => parseEvent(e));
+      const through = Array.isArray(read) ? undefined : (read as { through?: number }).through;
       let progressed = false;
       for (const ev of events) {
         if (this.stopped) return;
         if (ev.seq <= this._lastSeq) continue;
         if (ev.seq > upTo) break;
-        if (ev.seq !== this._lastSeq + 1) throw new Error(`readEvents from ${fromSeq} skipped from seq ${this._lastSeq} to ${ev.seq}`);
+        if (this.followed !== undefined) {
+          if (chainOfEvent(ev) !== this.followed) continue;
+        } else if (ev.seq !== this._lastSeq + 1) throw new Error(`readEvents from ${fromSeq} skipped from seq ${this._lastSeq} to ${ev.seq}`);
         await this.deliver(ev);
+        progressed = true;
+      }
+      // A chain's read holds every event of the chain up to `through`: the consumer stands there.
+      if (this.followed !== undefined && through !== undefined && Math.min(through, upTo) > this._lastSeq) {
+        this._lastSeq = Math.min(through, upTo);
+        this.noteCaughtUp();
         progressed = true;
       }
       if (!progressed) throw new Error(`readEvents from ${fromSeq} returned no event (wanted up to ${upTo})`);

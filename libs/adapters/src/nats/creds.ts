@@ -22,7 +22,7 @@ import { z } from 'zod';
 import { encodeAccount, encodeOperator, encodeUser, fmtCreds, decode, type Account, type Permissions } from '@nats-io/jwt';
 import { createAccount, createOperator, createUser, fromSeed, type KeyPair } from '@nats-io/nkeys';
 import { ensurePrivateDir, replacePrivateFile } from '../private-file.js';
-import { NodeName, UnderlayError, nodeConsumerApiSubjects, nodeInboxPrefix, rpcNodeSubjects, type ErrorCode } from '@underlay/core';
+import { NodeName, UnderlayError, nodeConsumerApiSubjects, nodeEventSubjects, nodeInboxPrefix, rpcNodeSubjects, type ErrorCode } from '@underlay/core';
 
 /** What is wrong with a key store, and the error code it becomes. */
 const KEYS_ERROR_CODE = {
@@ -214,12 +214,13 @@ export async function ensureNatsKeys(stateDir: string): Promise<{ keys: NatsKeys
 
 /**
  * What a node's user may do, and nothing else: publish its own requests, read its own JetStream consumer
- * (info and pull; the controller creates it), and receive on its own inbox prefix.
+ * (info and pull; the controller creates it: agents before interest-based delivery), receive on its own inbox prefix,
+ * and subscribe to the event chains it may follow (the cluster's, its host's and the pools').
  */
 export function nodePermissions(node: string): Required<Pick<Permissions, 'pub' | 'sub'>> {
   return {
     pub: { allow: [rpcNodeSubjects(node), ...nodeConsumerApiSubjects(node)] },
-    sub: { allow: [`${nodeInboxPrefix(node)}.>`] },
+    sub: { allow: [`${nodeInboxPrefix(node)}.>`, ...nodeEventSubjects(node)] },
   };
 }
 

@@ -20,7 +20,7 @@ import {
   StorageType,
   type StreamConfig,
 } from '@nats-io/jetstream';
-import { EVENTS_STREAM, EVENTS_WILDCARD, UnderlayError, eventSubject, eventTraceparent, headers, type ClusterEvent } from '@underlay/core';
+import { EVENTS_STREAM, EVENTS_WILDCARD, UnderlayError, chainOfEvent, eventSubject, eventTraceparent, headers, type ClusterEvent } from '@underlay/core';
 
 const enc = new TextEncoder();
 /** JetStream's de-duplication header (what `msgID` sets on a JetStream publish). */
@@ -169,7 +169,8 @@ export class EventPublisher {
   }
 
   /**
-   * Publishes a batch in order. All but the last go out as plain NATS messages on the stream's
+   * Publishes a batch in order, each event on its chain's subject (`underlay.events.<chain>.<type>`: an agent
+   * subscribes to the chains it needs, state/chains.ts). All but the last go out as plain NATS messages on the stream's
    * subjects (JetStream stores them; `Nats-Msg-Id` = seq dedupes repeats); the last is a JetStream
    * publish whose acknowledgement confirms the batch, since one connection keeps its order. One
    * round trip per batch instead of one per event. If the stream's sequence did not advance by the
@@ -183,7 +184,7 @@ export class EventPublisher {
       h.set(headers.eventSeq, String(ev.seq));
       h.set(NATS_MSG_ID, String(ev.seq));
       if (ev.traceId) h.set(headers.traceparent, eventTraceparent(ev.traceId, ev.seq));
-      return { subject: eventSubject(ev.type), data: enc.encode(encoded?.[i] ?? JSON.stringify(ev)), headers: h };
+      return { subject: eventSubject(chainOfEvent(ev), ev.type), data: enc.encode(encoded?.[i] ?? JSON.stringify(ev)), headers: h };
     };
     for (const [i, ev] of events.slice(0, -1).entries()) {
       const m = message(ev, i);

@@ -170,7 +170,7 @@ export const NetworkNameReq = z.object({
 });
 export type NetworkNameReq = z.infer<typeof NetworkNameReq>;
 export const NetworkNameRes = z.object({ member: z.boolean(), conflict: text(LIMITS.message).optional() });
-export const EventsHeadRes = z.object({ seq: z.number().int().nonnegative() });
+export const EventsHeadRes = z.object({ seq: z.number().int().nonnegative(), chains: z.record(z.string(), z.number().int().nonnegative()).optional() });
 export const NetworkRemoveReq = z.object({
   node: NodeName,
   networkId: dockerId,

@@ -6,6 +6,8 @@
  * itself, through each node's user permissions, decides who may speak for a node: the controller takes the
  * caller from the subject, never from the body.
  */
+import { CLUSTER_CHAIN, hostChain } from '../state/chains.js';
+
 export const SUBJECT_PREFIX = 'underlay';
 
 /** Request/reply methods served by the controller (queue group `controllers`): `<group>.<name>`. */
@@ -57,10 +59,18 @@ export function nodeOfRpcSubject(subject: string): string | undefined {
 /** Replies to a node's requests arrive under this prefix (its credentials may subscribe only there). */
 export const nodeInboxPrefix = (node: string): string => `_UL_INBOX.${nodeToken(node)}`;
 
-/** JetStream stream holding every committed event, one subject per event type. */
+/** JetStream stream holding every committed event, one subject per chain and event type. */
 export const EVENTS_STREAM = 'UNDERLAY_EVENTS';
-export const eventSubject = (type: string): string => `underlay.events.${type}`;
+/** An event's subject: its chain (state/chains.ts: `c`, `h.<node>`, `p.<pool>`) and its type. */
+export const eventSubject = (chain: string, type: string): string => `underlay.events.${chain}.${type}`;
+/** Every event of one chain (a subscription's subject). */
+export const chainSubject = (chain: string): string => `underlay.events.${chain}.*`;
 export const EVENTS_WILDCARD = 'underlay.events.>';
+/**
+ * What a node may subscribe to: the cluster chain, its own host chain and the pools' chains (it subscribes to the
+ * pools its networks use; reading another pool's events shows it nothing `events.read` would not).
+ */
+export const nodeEventSubjects = (node: string): string[] => [chainSubject(CLUSTER_CHAIN), chainSubject(hostChain(node)), 'underlay.events.p.>'];
 /** A node's own pull consumer on the stream, made by the controller; the node may only read it. */
 export const nodeConsumerName = (node: string): string => `agent-${nodeToken(node)}`;
 /** The JetStream API subjects a node needs to read its consumer. */

@@ -108,10 +108,20 @@ export interface ClusterState {
   readonly networks: Map<string, NetworkInfo>;
   /** Cluster networks by name. */
   readonly clusterNetworks: Map<string, ClusterNetwork>;
+  /** The seq of each chain's last event (state/chains.ts): the `prev` of its next one. */
+  readonly chains: Map<string, number>;
+  /**
+   * Chains missing from `chains` have no event after this seq: 0 for a state folded from the start, the seq of a
+   * snapshot written before chains otherwise (a lower bound, which is all `prev` promises).
+   */
+  chainFloor: number;
 }
 
 
-export const emptyState = (): ClusterState => ({ seq: 0, pools: new Map(), nodes: new Map(), networks: new Map(), clusterNetworks: new Map() });
+export const emptyState = (): ClusterState => ({ seq: 0, pools: new Map(), nodes: new Map(), networks: new Map(), clusterNetworks: new Map(), chains: new Map(), chainFloor: 0 });
+
+/** The `prev` of the next event of `chain`. */
+export const chainHead = (state: ClusterState, chain: string): number => state.chains.get(chain) ?? state.chainFloor;
 
 export const blockSize = (p: Pool): bigint => p.blockSizeValue;
 export const blockOf = (p: Pool, v: bigint): bigint => v - ((v - p.cidr.network) % blockSize(p));

@@ -190,6 +190,10 @@ export const EventMeta = z.object({
   actor: text(LIMITS.actor),
   /** W3C trace id of the request that caused it, when there was one. */
   traceId: text(LIMITS.eventMeta).optional(),
+  /** The chain it belongs to (state/chains.ts: `c`, `h.<node>`, `p.<pool>`); absent on events recorded before chains. */
+  chain: text(LIMITS.chain).optional(),
+  /** No event of the same chain lies strictly between `prev` and `seq` (0: none before it). */
+  prev: z.number().int().nonnegative().optional(),
 });
 
 export const ClusterEvent = z.intersection(EventMeta, EventBody);

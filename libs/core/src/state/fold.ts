@@ -8,6 +8,7 @@ import { UnderlayError } from '../errors.js';
 import { parseAddr, parseCidr } from '../ip.js';
 import { allocsIn, blockOf, blockRange, blockSize, createPool, emptyState, type ClusterState, type Pool } from './cluster-state.js';
 import type { ClusterEvent } from './events.js';
+import { chainOf } from './chains.js';
 
 /**
  * An event that does not fit the state it is applied to (out of order, or naming what is not there): the
@@ -24,6 +25,28 @@ export class FoldError extends UnderlayError {
 
 export function apply(state: ClusterState, ev: ClusterEvent): ClusterState {
   if (ev.seq !== state.seq + 1) throw new FoldError(ev.seq, `out of order, expected ${state.seq + 1}`);
+  return applyEvent(state, ev);
+}
+
+/**
+ * The fold of a reader that follows only some chains (an agent: state/chains.ts): `ev` comes after every event of
+ * its own chain already applied, but events of the chains it does not follow are missing, so the log's order is not
+ * checked. The state's `seq` is the highest applied.
+ */
+export function applyInterest(state: ClusterState, ev: ClusterEvent): ClusterState {
+  const head = state.chains.get(ev.chain ?? chainOf(ev, networkNodeIn(state)));
+  if (head !== undefined && ev.seq <= head) throw new FoldError(ev.seq, `out of order in its chain, after ${head}`);
+  return applyEvent(state, ev);
+}
+
+/** Answers the node of a Docker network the state knows (what `chainOf` asks). */
+export const networkNodeIn =
+  (state: ClusterState) =>
+  (networkId: string): string | undefined =>
+    state.networks.get(networkId)?.node;
+
+function applyEvent(state: ClusterState, ev: ClusterEvent): ClusterState {
+  state.chains.set(ev.chain ?? chainOf(ev, networkNodeIn(state)), ev.seq);
   const pool = (id: string): Pool => {
     const p = state.pools.get(id);
     if (!p) throw new FoldError(ev.seq, `unknown pool ${id}`);
@@ -161,7 +184,7 @@ export function apply(state: ClusterState, ev: ClusterEvent): ClusterState {
       state.nodes.set(ev.data.node, { node: ev.data.node, registeredSeq: ev.seq, address: ev.data.address, version: ev.data.version, interfaces: ev.data.interfaces });
       break;
   }
-  state.seq = ev.seq;
+  state.seq = Math.max(state.seq, ev.seq);
   return state;
 }
 

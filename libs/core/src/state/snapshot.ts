@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { NetworkDefinition } from './network-definition.js';
-import { createPool, type ClusterState, type Pool } from './cluster-state.js';
+import { createPool, emptyState, type ClusterState, type Pool } from './cluster-state.js';
 import { AddressKind } from './events.js';
 
 export const SNAPSHOT_VERSION = 1;
@@ -53,6 +53,9 @@ export const SnapshotData = z.object({
     )
     .default([]),
   pools: z.array(PoolSnap),
+  /** [chain, seq of its last event]; absent in snapshots written before chains. */
+  chains: z.array(z.tuple([z.string(), z.number().int().nonnegative()])).optional(),
+  chainFloor: z.number().int().nonnegative().optional(),
 });
 export type SnapshotData = z.infer<typeof SnapshotData>;
 
@@ -63,6 +66,8 @@ export function snapshot(state: ClusterState): SnapshotData {
     nodes: [...state.nodes.values()].map((n) => ({ ...n })),
     networks: [...state.networks.values()].map((n) => ({ networkId: n.networkId, node: n.node, poolIds: [...n.poolIds], options: { ...n.options }, name: n.name, cluster: n.cluster })),
     clusterNetworks: [...state.clusterNetworks.values()].map((c) => ({ ...c })),
+    chains: [...state.chains],
+    chainFloor: state.chainFloor,
     pools: [...state.pools.values()].map((p: Pool) => ({
       def: {
         poolId: p.poolId,
@@ -86,7 +91,8 @@ export function snapshot(state: ClusterState): SnapshotData {
 
 export function restore(raw: unknown): ClusterState {
   const data = SnapshotData.parse(raw);
-  const state: ClusterState = { seq: data.seq, pools: new Map(), nodes: new Map(), networks: new Map(), clusterNetworks: new Map() };
+  // A snapshot written before chains knows no chain heads: its seq bounds them all from below.
+  const state: ClusterState = { seq: data.seq, pools: new Map(), nodes: new Map(), networks: new Map(), clusterNetworks: new Map(), chains: new Map(data.chains ?? []), chainFloor: data.chains ? (data.chainFloor ?? 0) : data.seq };
   for (const n of data.nodes) state.nodes.set(n.node, { ...n });
   // Same key order as the fold builds.
   for (const n of data.networks) state.networks.set(n.networkId, { networkId: n.networkId, node: n.node, poolIds: n.poolIds, options: n.options, name: n.name, cluster: n.cluster });
@@ -140,7 +146,7 @@ export function cloneState(state: ClusterState): ClusterState {
  * trip it replaced took ~8 s), so a leader lost its leadership term after term.
  */
 export function* cloneStateInSlices(state: ClusterState, slice = 20_000): Generator<void, ClusterState> {
-  const out: ClusterState = { seq: state.seq, pools: new Map(), nodes: new Map(), networks: new Map(), clusterNetworks: new Map() };
+  const out: ClusterState = { seq: state.seq, pools: new Map(), nodes: new Map(), networks: new Map(), clusterNetworks: new Map(), chains: new Map(state.chains), chainFloor: state.chainFloor };
   for (const n of state.nodes.values()) out.nodes.set(n.node, n.interfaces ? { ...n, interfaces: [...n.interfaces] } : { ...n });
   for (const n of state.networks.values()) {
     out.networks.set(n.networkId, { networkId: n.networkId, node: n.node, poolIds: [...n.poolIds], options: { ...n.options }, name: n.name, cluster: n.cluster });
@@ -178,13 +184,13 @@ export function* snapshotJsonParts(state: ClusterState, slice = 2_000): Generato
   yield `${JSON.stringify(s).slice(0, -'[]}'.length)}[`;
   let firstPool = true;
   for (const p of state.pools.values()) {
-    const one = snapshot({ seq: state.seq, nodes: new Map(), networks: new Map(), clusterNetworks: new Map(), pools: new Map([[p.poolId, { ...p, allocs: new Map() }]]) }).pools[0]!;
+    const one = snapshot({ ...emptyState(), seq: state.seq, pools: new Map([[p.poolId, { ...p, allocs: new Map() }]]) }).pools[0]!;
     const head = JSON.stringify(one);
     yield `${firstPool ? '' : ','}${head.slice(0, head.indexOf('"allocs":[') + '"allocs":['.length)}`;
     firstPool = false;
     const entries = [...p.allocs];
     for (let i = 0; i < entries.length; i += slice) {
-      const part = snapshot({ seq: state.seq, nodes: new Map(), networks: new Map(), clusterNetworks: new Map(), pools: new Map([[p.poolId, { ...p, allocs: new Map(entries.slice(i, i + slice)) }]]) }).pools[0]!.allocs;
+      const part = snapshot({ ...emptyState(), seq: state.seq, pools: new Map([[p.poolId, { ...p, allocs: new Map(entries.slice(i, i + slice)) }]]) }).pools[0]!.allocs;
       yield `${i === 0 ? '' : ','}${JSON.stringify(part).slice(1, -1)}`;
     }
     // The rest of the pool after its (empty) allocs array: `],"blocks":[…],…}`.
