@@ -9,7 +9,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
 import { z } from 'zod';
-import { ApiError, DEFAULT_CONTROLLER_URL, UnderlayError, type ErrorCode } from '@underlay/core';
+import { ApiError, DEFAULT_CONTROLLER_URL, PAGE_MAX, UnderlayError, type ErrorCode } from '@underlay/core';
 // The token-file rules alone (this module loads no etcd or NATS code).
 import { readTokenFile, tokenFileError } from '@underlay/controller/dist/api/tokens.js';
 import { UsageError, type FlagSpec, type ResolvedFlags } from './flags.js';
@@ -41,6 +41,32 @@ export const clientFlags: FlagSpec[] = [
   { key: 'tokenFile', flag: 'token-file', value: 'FILE', help: `file holding the API token, mode 0600: the token, or one "NAME TOKEN" line (default: ${DEFAULT_TOKEN_FILE} when readable)` },
   { key: 'cacert', flag: 'cacert', value: 'FILE', help: 'CA certificate (PEM) to trust for an https:// controller, besides the system\'s' },
 ];
+
+/**
+ * --page-size: rows per request for the lists the controller pages (endpoints, a network's endpoints, IPAM blocks).
+ * The CLI reads every page whatever the size; the flag only trades the number of requests for their size.
+ */
+export const pageFlags: FlagSpec[] = [
+  { key: 'pageSize', flag: 'page-size', value: 'N', help: `rows per request to the controller, 1-${PAGE_MAX} (default ${PAGE_MAX}); every page is read`, notInFile: true },
+];
+
+/** The --page-size of a command (PAGE_MAX when unset); a UsageError naming the flag for anything else than 1..PAGE_MAX. */
+export function pageSizeOf(p: ResolvedFlags): number {
+  const v = p.values.pageSize;
+  if (v === undefined) return PAGE_MAX;
+  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : NaN;
+  if (!(n >= 1 && n <= PAGE_MAX)) throw new UsageError(`--page-size (or UNDERLAY_PAGE_SIZE): must be a whole number from 1 to ${PAGE_MAX} (got ${JSON.stringify(v)})`);
+  return n;
+}
+
+/** A paged answer as JSON: the fields of its schema, `continue` when more rows follow. */
+export type PagedRaw = Record<string, unknown> & { continue?: unknown };
+
+/** Appends `more` to the array `key` of `into` (no spread: a page may hold thousands of rows). */
+export function appendRows(into: Record<string, unknown>, more: Record<string, unknown>, key: string): void {
+  const to = into[key] as unknown[];
+  for (const r of more[key] as unknown[]) to.push(r);
+}
 
 /** Prints the API's JSON answer as it came. */
 export function printJson(raw: unknown): void {
@@ -245,6 +271,38 @@ export class ApiClient {
 
   get<S extends z.ZodType>(path: string, schema: S) {
     return this.request('GET', path, schema);
+  }
+
+  /**
+   * A paged list read whole: GET `path` with `limit=pageSize`, then again with each answer's `continue` until an answer
+   * has none. `merge` adds a later page's rows (its JSON as it came) to the first page's; each page is checked with
+   * `schema`. The result has no `continue`: it is the answer the API gave before it paged, every row in order. A
+   * controller that hands back the token it was given (it would never end) is an error, not a loop.
+   */
+  async getAll<S extends z.ZodType>(path: string, schema: S, pageSize: number, merge: (into: PagedRaw, page: PagedRaw) => void): Promise<{ data: z.infer<S>; raw: unknown }> {
+    const sep = path.includes('?') ? '&' : '?';
+    let all: PagedRaw | undefined;
+    let token: string | undefined;
+    for (let pages = 1; ; pages++) {
+      const q = new URLSearchParams({ limit: String(pageSize), ...(token === undefined ? {} : { continue: token }) });
+      const { raw } = await this.request('GET', `${path}${sep}${q}`, schema);
+      const page = raw as PagedRaw;
+      const next = page.continue;
+      delete page.continue;
+      if (all) merge(all, page);
+      else all = page;
+      if (next === undefined) break;
+      if (typeof next !== 'string' || next === token) {
+        throw new ClientError(`the controller at ${this.opts.controller} answered page ${pages} of ${path} with the token it was given; is it the same version as this CLI?`, undefined, { code: 'internal' });
+      }
+      token = next;
+    }
+    const r = schema.safeParse(all);
+    if (!r.success) {
+      const i = r.error.issues[0]!;
+      throw new ClientError(`unexpected answer from the controller at ${this.opts.controller} (${i.path.join('.')}: ${i.message}, all pages of ${path} together)`, undefined, { code: 'internal', cause: r.error });
+    }
+    return { data: r.data, raw: all };
   }
 
   /**

@@ -21,6 +21,19 @@ import { engineWithClock } from './support';
 
 const ev = (seq: number) => ({ seq, id: String(seq), time: '2026-01-01T00:00:00Z', actor: 'x', type: 'NodeHello', data: {} }) as unknown as ClusterEvent;
 
+/** Hosts a and b with a /28-block pool each holds, and a view of the engine's state whose listeners the test calls. */
+function routesCluster() {
+  const t = engineWithClock();
+  t.run((st) => decideNodeHello(st, { node: 'a', address: '198.51.100.1' }), 'node:a');
+  t.run((st) => decideNodeHello(st, { node: 'b', address: '198.51.100.2' }), 'node:b');
+  const poolOf = (node: string) => t.run((st) => decideRequestPool(st, { node, space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: { block_size: '28' }, v6: false }), `node:${node}`).poolId;
+  const id = poolOf('a');
+  poolOf('b');
+  const listeners = new Set<(evs: readonly ClusterEvent[]) => void>();
+  const view = { get state() { return t.engine.state; }, get seq() { return t.engine.state.seq; }, onChange: (l: (evs: readonly ClusterEvent[]) => void) => (listeners.add(l), () => listeners.delete(l)), ready: () => Promise.resolve() };
+  return { t, id, listeners, view };
+}
+
 describe('tracing off', () => {
   it('stays off without an exporter endpoint, when disabled, or with the none exporter', () => {
     expect(tracingOffReason({})).toMatch(/OTEL_EXPORTER_OTLP_ENDPOINT/);
@@ -141,16 +154,9 @@ describe('tracing on (one SDK for this file, spans in memory)', () => {
 
   it('makes an apply event span (CONSUMER) linked to the event\'s trace when an event adds a route, with route add under it', async () => {
     exporter.reset();
-    const t = engineWithClock();
     let macs = 0;
-    t.run((st) => decideNodeHello(st, { node: 'a', address: '198.51.100.1' }), 'node:a');
-    t.run((st) => decideNodeHello(st, { node: 'b', address: '198.51.100.2' }), 'node:b');
-    const poolOf = (node: string) => t.run((st) => decideRequestPool(st, { node, space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: { block_size: '28' }, v6: false }), `node:${node}`).poolId;
-    const id = poolOf('a');
-    poolOf('b');
-    const listeners = new Set<(evs: readonly ClusterEvent[]) => void>();
+    const { t, id, listeners, view } = routesCluster();
     let sent = t.log.length;
-    const view = { get state() { return t.engine.state; }, get seq() { return t.engine.state.seq; }, onChange: (l: (evs: readonly ClusterEvent[]) => void) => (listeners.add(l), () => listeners.delete(l)), ready: () => Promise.resolve() };
     const ops = new MemoryRouteOps();
     const net = { id: 'n1', type: 'ipvlan', parent: 'eth1', createdParent: false, macvlanMode: '', ipvlanMode: 'l3', ipvlanFlag: 'bridge', internal: false, ipv4: [], ipv6: [], poolIds: [id] } as unknown as NetworkRecord;
     const svc = await startRoutes({ node: 'a', view: view as unknown as ClusterView, localNetworks: () => [net], reconcileMs: 60_000, logger: () => {}, ops: traceMethods(ops, { addRoute: 'route add', deleteRoute: 'route del' }) });
@@ -182,14 +188,7 @@ describe('tracing on (one SDK for this file, spans in memory)', () => {
     // listing is in what it reads, so the route it adds is that event's. Taking the traces before the listing gave
     // them to the next pass, which found nothing to do: the route was added with no span (a UML lab run saw it).
     exporter.reset();
-    const t = engineWithClock();
-    t.run((st) => decideNodeHello(st, { node: 'a', address: '198.51.100.1' }), 'node:a');
-    t.run((st) => decideNodeHello(st, { node: 'b', address: '198.51.100.2' }), 'node:b');
-    const poolOf = (node: string) => t.run((st) => decideRequestPool(st, { node, space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: { block_size: '28' }, v6: false }), `node:${node}`).poolId;
-    const id = poolOf('a');
-    poolOf('b');
-    const listeners = new Set<(evs: readonly ClusterEvent[]) => void>();
-    const view = { get state() { return t.engine.state; }, get seq() { return t.engine.state.seq; }, onChange: (l: (evs: readonly ClusterEvent[]) => void) => (listeners.add(l), () => listeners.delete(l)), ready: () => Promise.resolve() };
+    const { t, id, listeners, view } = routesCluster();
     const mem = new MemoryRouteOps();
     // The first listing (the start pass's) waits until the test lets it go.
     let listed!: () => void;

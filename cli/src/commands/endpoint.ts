@@ -1,6 +1,9 @@
-/** `underlay endpoint ls [--network NAME] [--node NAME]`: every endpoint address → host, container, network, state. */
+/**
+ * `underlay endpoint ls [--network NAME] [--node NAME]`: every endpoint address → host, container, network, state
+ * (all pages of GET /v1/endpoints).
+ */
 import { EndpointList } from '@underlay/core';
-import { ApiClient, clientFlags, clientOptions, noArgs } from '../client.js';
+import { ApiClient, appendRows, clientFlags, clientOptions, noArgs, pageFlags, pageSizeOf } from '../client.js';
 import type { FlagSpec } from '../flags.js';
 import { outputFlags, outputOf, printList } from '../output.js';
 import type { CommandDef, RunContext } from '../program.js';
@@ -8,6 +11,7 @@ import { table } from '../table.js';
 
 export const endpointFlags: FlagSpec[] = [
   ...clientFlags,
+  ...pageFlags,
   ...outputFlags,
   { key: 'network', flag: 'network', value: 'NAME', help: 'only endpoints on this network', layered: false },
   { key: 'node', flag: 'node', value: 'NAME', help: 'only endpoints of this node', layered: false },
@@ -19,7 +23,8 @@ async function ls(p: RunContext): Promise<number> {
   const q = new URLSearchParams();
   if (typeof p.values.network === 'string') q.set('network', p.values.network);
   if (typeof p.values.node === 'string') q.set('node', p.values.node);
-  const { data, raw } = await new ApiClient(clientOptions(p)).get(`/v1/endpoints${q.size ? `?${q}` : ''}`, EndpointList);
+  const size = pageSizeOf(p);
+  const { data, raw } = await new ApiClient(clientOptions(p)).getAll(`/v1/endpoints${q.size ? `?${q}` : ''}`, EndpointList, size, (all, page) => appendRows(all, page, 'endpoints'));
   printList(fmt, raw, {
     names: () => data.endpoints.map((e) => e.address),
     table: (wide) => {

@@ -4,7 +4,7 @@
  * `underlay ipam release ADDRESS [--network NAME]`: an operator frees a leaked address (refused while a container holds it).
  */
 import { IpamCheck, IpamReleaseResponse, IpamUsage } from '@underlay/core';
-import { ApiClient, clientFlags, clientOptions, noArgs } from '../client.js';
+import { ApiClient, clientFlags, clientOptions, noArgs, pageFlags, pageSizeOf, type PagedRaw } from '../client.js';
 import { UsageError, type FlagSpec } from '../flags.js';
 import { answerFlags, outputFlags, outputOf, printList, printStructured } from '../output.js';
 import type { CommandDef, RunContext } from '../program.js';
@@ -18,10 +18,28 @@ function percent(used: number, size: string): string {
   return `${p < 1 && used > 0 ? p.toFixed(2) : Math.round(p)}%`;
 }
 
+/**
+ * Adds a later page of GET /v1/ipam/usage to the first: every page lists every pool (with its counts) and the blocks
+ * of the page; a pool's blocks are appended to its entry, a pool new since the first page is added.
+ */
+function mergeUsage(all: PagedRaw, page: PagedRaw): void {
+  type Pool = { poolId: string; blocks: unknown[] };
+  const pools = all.pools as Pool[];
+  const byId = new Map(pools.map((pool) => [pool.poolId, pool]));
+  for (const pool of page.pools as Pool[]) {
+    const known = byId.get(pool.poolId);
+    if (!known) {
+      pools.push(pool);
+      byId.set(pool.poolId, pool);
+    } else for (const b of pool.blocks) known.blocks.push(b);
+  }
+}
+
 async function usage(p: RunContext): Promise<number> {
   const fmt = outputOf(p);
   noArgs(p, 'ipam usage');
-  const { data, raw } = await new ApiClient(clientOptions(p)).get('/v1/ipam/usage', IpamUsage);
+  const size = pageSizeOf(p);
+  const { data, raw } = await new ApiClient(clientOptions(p)).getAll('/v1/ipam/usage', IpamUsage, size, mergeUsage);
   printList(fmt, raw, {
     names: () => data.pools.map((pool) => pool.cidr),
     table: (wide) => {
@@ -82,7 +100,7 @@ export const ipamCommand: CommandDef = {
   name: 'ipam',
   summary: 'addresses: usage, check, release',
   subcommands: [
-    { name: 'usage', summary: 'addresses used per pool and per block (-q: the pools)', flags: [...clientFlags, ...outputFlags], section: 'client', run: usage },
+    { name: 'usage', summary: 'addresses used per pool and per block (-q: the pools)', flags: [...clientFlags, ...pageFlags, ...outputFlags], section: 'client', run: usage },
     {
       name: 'check',
       summary: 'compare the cluster IPAM with every host\'s Docker (exit 1 when anything is found)',

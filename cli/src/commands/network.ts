@@ -16,7 +16,7 @@ import {
   type NetworkSummary,
 } from '@underlay/core';
 import { z } from 'zod';
-import { ApiClient, ClientError, clientFlags, clientOptions, noArgs } from '../client.js';
+import { ApiClient, ClientError, appendRows, clientFlags, clientOptions, noArgs, pageFlags, pageSizeOf } from '../client.js';
 import { UsageError, type FlagSpec } from '../flags.js';
 import { answerFlags, outputFlags, outputOf, printList, printStructured } from '../output.js';
 import type { CommandDef, RunContext } from '../program.js';
@@ -162,7 +162,9 @@ async function ls(p: RunContext): Promise<number> {
 async function inspect(p: RunContext): Promise<number> {
   const fmt = outputOf(p, ['table', 'json', 'yaml']);
   const name = oneName(p.rest, 'network inspect');
-  const { data, raw } = await new ApiClient(clientOptions(p)).get(`/v1/networks/${encodeURIComponent(name)}`, NetworkDetail);
+  const size = pageSizeOf(p);
+  // The network from the first page, its endpoints from all of them.
+  const { data, raw } = await new ApiClient(clientOptions(p)).getAll(`/v1/networks/${encodeURIComponent(name)}`, NetworkDetail, size, (all, page) => appendRows(all, page, 'endpoints'));
   if (!printStructured(fmt, raw)) out(inspectText(data, Date.now()));
   return 0;
 }
@@ -208,7 +210,7 @@ export const networkCommand: CommandDef = {
   summary: 'cluster networks: ls, inspect, create, rm',
   subcommands: [
     { name: 'ls', aliases: ['list'], summary: 'list cluster networks', ...client, flags: [...clientFlags, ...outputFlags], run: ls },
-    { name: 'inspect', summary: 'one network: definition, hosts, endpoints', args: '[NAME]', ...client, flags: [...clientFlags, ...answerFlags], run: inspect },
+    { name: 'inspect', summary: 'one network: definition, hosts, endpoints', args: '[NAME]', ...client, flags: [...clientFlags, ...pageFlags, ...answerFlags], run: inspect },
     {
       name: 'create',
       summary: 'create a network on every host (docker network create\'s flags)',

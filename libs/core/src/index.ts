@@ -35,6 +35,7 @@ export * from './trace.js';
 export * from './routes/types.js';
 export * from './routes/desired.js';
 export * from './routes/host-access.js';
+export * from './protocol/paging.js';
 export * from './protocol/api.js';
 export * from './protocol/views.js';
 export * from './backoff.js';

@@ -97,11 +97,36 @@ export class ClusterWriter {
     );
   }
 
-  /** Rebuilds state from etcd; requests wait for it. Repeated calls share one reload. */
+  /** Reloads asked for and not yet done: nothing is decided while there is one (see `opened`). */
+  private reloads = 0;
+
+  /**
+   * Rebuilds state from etcd; requests wait for it. From the call on nothing is decided on the old state, and the
+   * load waits until what was decided before is committed or has failed: a load that read etcd while a decision's
+   * commit was in flight gave a state without it, though the commit landed and its request was answered (a state
+   * missing a committed allocation until the next failed commit; e2e two-hosts saw one).
+   */
   reload(): Promise<void> {
-    const next = this.gate.then(() => this.load());
-    this.gate = next.catch(() => {});
+    this.reloads++;
+    const committer = this.committer;
+    const decided = this.engine.state.seq;
+    const next = this.gate.then(async () => {
+      await committer.waitFor(decided).catch(() => undefined);
+      await this.load();
+    });
+    this.gate = next.then(
+      () => {},
+      () => {},
+    ).finally(() => {
+      this.reloads--;
+    });
     return next;
+  }
+
+  /** Resolves when no reload is pending (a request that passed an older gate waits for a reload asked since). */
+  private async opened(): Promise<void> {
+    do await this.gate;
+    while (this.reloads > 0);
   }
 
   get state(): ClusterState {
@@ -127,7 +152,7 @@ export class ClusterWriter {
    * durable, so the answer rests on committed state. Nothing is applied or committed.
    */
   async check(decide: (s: ClusterState) => unknown): Promise<void> {
-    await this.gate;
+    await this.opened();
     await this.settled();
     decide(this.state);
   }
@@ -173,16 +198,21 @@ export class ClusterWriter {
    */
   async run<R>(decide: (s: ClusterState) => Decision<R>, ctx: RequestContext): Promise<R> {
     await this.admit();
-    await this.gate;
+    await this.opened();
     let decided: { events: ClusterEvent[]; encoded: string[]; result: R };
     const maxEventBytes = this.opts.maxEventBytes?.() ?? Infinity;
     try {
       decided = this.execute(decide, ctx, maxEventBytes);
     } catch (err) {
       // A refusal must rest on current state: if another writer moved the log, reload and decide again. (An event
-      // that does not fold is no refusal: it goes up as it is.)
-      if (!(err instanceof UnderlayError) || err instanceof FoldError || (await this.opts.log.head()) === this.committer.committedSeq) throw err;
+      // that does not fold is no refusal: it goes up as it is.) What this writer decided is made durable first, so
+      // that its own commits in flight are not taken for another writer's (the log's head passes the committed seq
+      // while a commit's answer is on its way).
+      if (!(err instanceof UnderlayError) || err instanceof FoldError) throw err;
+      await this.settled().catch(() => undefined);
+      if ((await this.opts.log.head()) <= this.committer.committedSeq) throw err;
       await this.reload();
+      await this.opened();
       decided = this.execute(decide, ctx, maxEventBytes);
     }
     const { events, encoded, result } = decided;

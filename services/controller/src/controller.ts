@@ -210,6 +210,11 @@ export class Controller {
       let lost!: (reason: string) => void;
       const lostP = new Promise<string>((r) => (lost = r));
       election.onLost((reason) => lost(reason));
+      // Load the state before campaigning, not while holding the lease: a cold start at 1M allocations blocks this
+      // thread for seconds, and a leader whose keepalives starve that long loses its lease (2 s TTL) at once. A failed
+      // load (etcd away) is left to the follower and to lead(), which load again.
+      await this.writer.refresh().catch(() => undefined);
+      if (this.stopped) break;
       // A hot standby: follow the log while waiting, so taking over folds only the last events.
       const follower = this.follow();
       try {

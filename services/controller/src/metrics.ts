@@ -6,7 +6,7 @@
  * HTTP dispatcher).
  */
 import { Counter, Gauge, Histogram, LATENCY_BUCKETS, createMetricsRegistry, rpcMetrics, type Registry, type RpcObserver } from '@underlay/adapters';
-import { ipamUsage, type ClusterState } from '@underlay/core';
+import { usableRange, type ClusterState } from '@underlay/core';
 
 /** What the scrape-time gauges read from the controller. */
 export interface ControllerMetricsSource {
@@ -40,13 +40,14 @@ const bump = (m: Map<string, Map<string, number>>, pool: string, node: string) =
   per.set(node, (per.get(node) ?? 0) + 1);
 };
 
-/** Per pool: its usable size (ipamUsage's), and per node the addresses held, those borrowed, and the blocks owned. */
+/** Per pool: its usable size (as ipam usage counts it), and per node the addresses held, those borrowed, and the blocks owned. */
 export function ipamCounts(state: ClusterState): IpamCounts {
   const out: IpamCounts = { size: new Map(), inUse: new Map(), borrowed: new Map(), blocks: new Map() };
-  for (const u of ipamUsage(state).pools) {
-    const size = BigInt(u.size);
-    out.size.set(u.poolId, Number(size > SIZE_CAP ? SIZE_CAP : size));
-    for (const b of u.blocks) bump(out.blocks, u.poolId, b.node);
+  for (const p of state.pools.values()) {
+    const r = usableRange(p.cidr);
+    const size = r.last >= r.first ? r.last - r.first + 1n : 0n;
+    out.size.set(p.poolId, Number(size > SIZE_CAP ? SIZE_CAP : size));
+    for (const b of p.blocks.values()) bump(out.blocks, p.poolId, b.node);
   }
   for (const p of state.pools.values()) {
     for (const [address, a] of p.allocs) {

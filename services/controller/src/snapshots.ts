@@ -6,9 +6,9 @@
  */
 import {
   apply,
+  cloneStateInSlices,
   fold,
   restore,
-  snapshot,
   snapshotJsonParts,
   UnavailableError,
   UnderlayError,
@@ -108,6 +108,9 @@ export class Snapshotter {
   private shadow?: ClusterState;
   private lastSeq = 0;
   private busy = false;
+  /** The shadow is being copied (reset); committed events wait in `buffered`. */
+  private building = false;
+  private generation = 0;
   private buffered: ClusterEvent[] = [];
   private writing: Promise<void> = Promise.resolve();
   /** The last cold start's report, and how many loads and corrupt snapshots this controller saw. */
@@ -137,20 +140,44 @@ export class Snapshotter {
     }
   }
 
-  /** Starts from a state equal to the committed log (the leader's state right after taking over). */
+  /**
+   * Starts from a state equal to the committed log (the leader's state right after taking over). The shadow is copied
+   * a slice at a time (core's cloneStateInSlices), yielding to the event loop: at 1M allocations a copy at once blocked
+   * the new leader for ~3 s, past its 2 s lease. Events committed meanwhile are buffered and folded when it is done.
+   */
   reset(committed: ClusterState): void {
-    this.shadow = restore(JSON.parse(JSON.stringify(snapshot(committed))));
+    const generation = ++this.generation;
+    this.shadow = undefined;
     this.lastSeq = committed.seq;
     this.buffered = [];
-    if (this.repair && !this.busy) {
-      this.repair = false;
-      this.logger(`replacing the corrupt snapshot with one at seq ${committed.seq}`);
-      this.writing = this.write(true);
-    }
+    this.building = true;
+    const steps = cloneStateInSlices(committed);
+    let step = steps.next(); // takes what it copies from `committed` now, while it equals the committed log
+    void (async () => {
+      while (!step.done) {
+        await new Promise((r) => setImmediate(r));
+        if (generation !== this.generation) return; // reset again meanwhile
+        step = steps.next();
+      }
+      this.building = false;
+      this.shadow = step.value;
+      const pending = this.buffered;
+      this.buffered = [];
+      if (this.repair && !this.busy) {
+        this.repair = false;
+        this.logger(`replacing the corrupt snapshot with one at seq ${committed.seq}`);
+        this.writing = this.write(true);
+      }
+      this.onCommitted(pending);
+    })();
   }
 
   /** Called with every committed batch, in order. */
   onCommitted(events: readonly ClusterEvent[]): void {
+    if (this.building) {
+      this.buffered.push(...events);
+      return;
+    }
     if (!this.shadow) return;
     if (this.busy) {
       this.buffered.push(...events);
@@ -230,7 +257,9 @@ export class Snapshotter {
       // Written or not, the next attempt comes `every` events later (no retry loop while etcd is away).
       this.lastSeq = seq;
       this.busy = false;
-      if (this.shadow === shadow) {
+      // The events committed during the write go to the shadow: this one, or one a takeover copied meanwhile (a shadow
+      // still being copied takes them itself when done).
+      if (this.shadow && !this.building) {
         const pending = this.buffered;
         this.buffered = [];
         this.onCommitted(pending);

@@ -365,6 +365,22 @@ function scenario() {
   out.release.blockMs = waitFor("routes to c3's block gone on h1 and h2", c3Gone, 'wait block route gone', 100);
   out.release.rmStarted = rmStarted;
   out.release.samples = samples;
+  // When each agent deleted the block route, from its own log line (`routes: deleted <dst> via …`, logged as the
+  // netlink delete returns): exact where the looks above are not (a look spawns ip twice and took up to 6 s in a
+  // loaded guest, longer than the grace period).
+  out.release.deletedAt = {};
+  for (const h of ['h1', 'h2']) {
+    let text = '';
+    try {
+      text = fs.readFileSync(`${BASE}/${h}/agent.log`, 'utf8');
+    } catch {}
+    for (const line of text.split('\n')) {
+      if (!c3Route || !line.includes(`routes: deleted ${c3Route.dst} via`)) continue;
+      try {
+        out.release.deletedAt[h] = Date.parse(JSON.parse(line).time);
+      } catch {}
+    }
+  }
   waitFor('docker rm -f c3 ended', () => fs.existsSync(rmExit), 'docker rm');
   out.release.rmExit = fs.existsSync(rmExit) ? fs.readFileSync(rmExit, 'utf8').trim() : undefined;
   const ev = step('event log (underlay events --json)', process.execPath, [CLI, 'events', '--json', '--controller', API, '--token-file', TOKEN_FILE], { budget: 'underlay events' });

@@ -10,6 +10,7 @@ import { ClusterEvent } from '../state/events.js';
 import { parseAddr, parseCidr } from '../ip.js';
 import { NetworkDefinition, NetworkName, SubnetConfig } from '../state/network-definition.js';
 import { NetworkStatus } from './ipam.js';
+import { CONTINUE_MAX, PageQuery } from './paging.js';
 import { LIMITS, boundedRecord, text } from '../limits.js';
 import { TRACE_ID_PATTERN, TRACE_ID_RULE, isTraceId } from '../trace.js';
 import type { IpamCheckResult, OperatorReleased } from '../ipam/check.js';
@@ -190,11 +191,14 @@ export const EndpointView = z.object({
 });
 export type EndpointView = z.infer<typeof EndpointView>;
 
-export const EndpointList = z.object({ endpoints: z.array(EndpointView).max(LIMITS.clusterList) });
+/** The token of the next page, in an answer with more rows behind it (protocol/paging.ts). */
+const nextPage = () => z.string().max(CONTINUE_MAX).optional().describe('more rows follow: pass it as `continue` to read the next page');
+
+export const EndpointList = z.object({ endpoints: z.array(EndpointView).max(LIMITS.clusterList), continue: nextPage() });
 export type EndpointList = z.infer<typeof EndpointList>;
 
 /** `GET /v1/endpoints` filters. */
-export const EndpointQuery = z.object({
+export const EndpointQuery = PageQuery.extend({
   network: text(LIMITS.name).min(1).optional().describe('only endpoints on this network'),
   node: text(LIMITS.nodeName).min(1).optional().describe('only endpoints of this node'),
 });
@@ -203,6 +207,7 @@ export const EndpointQuery = z.object({
 export const NetworkDetail = NetworkSummary.extend({
   definition: NetworkDefinition,
   endpoints: z.array(EndpointView).max(LIMITS.clusterList),
+  continue: nextPage(),
 });
 export type NetworkDetail = z.infer<typeof NetworkDetail>;
 
@@ -274,11 +279,13 @@ export const PoolUsage = z.object({
   reserved: z.number().int().nonnegative(),
   blockPrefix: z.number().int().min(0).max(128),
   strictAffinity: z.boolean(),
+  /** All its blocks; `blocks` lists those in this page. */
+  blockCount: z.number().int().nonnegative(),
   blocks: z.array(BlockUsage).max(LIMITS.clusterList),
 });
 export type PoolUsage = z.infer<typeof PoolUsage>;
 
-export const IpamUsage = z.object({ pools: z.array(PoolUsage).max(LIMITS.clusterList) });
+export const IpamUsage = z.object({ pools: z.array(PoolUsage).max(LIMITS.clusterList), continue: nextPage() });
 export type IpamUsage = z.infer<typeof IpamUsage>;
 
 // ---------------------------------------------------------------------------------------------

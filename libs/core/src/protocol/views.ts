@@ -8,6 +8,7 @@ import { blockRange, endpointCount, formatBlock, type ClusterNetwork, type Clust
 import { parseNetworkOptions } from '../options.js';
 import { DEFAULT_CHECK_POLICY, checkIpam, type CheckNode, type CheckPolicy } from '../ipam/check.js';
 import type { EndpointStatus, NetworkStatus, NodeReport } from './ipam.js';
+import { comparePageKeys, pageOf, type PageKey, type PageRequest } from './paging.js';
 import type {
   BlockUsage,
   EndpointView,
@@ -159,15 +160,25 @@ export function networkList(input: ViewInput): NetworkSummary[] {
   return [...input.state.clusterNetworks.values()].sort((a, b) => byName(a.name, b.name)).map((cn) => summary(cn, input, ix, counts.get(cn.name) ?? 0));
 }
 
-/** `GET /v1/networks/{name}`: undefined when there is no such cluster network. */
-export function networkInspect(input: ViewInput, name: string): NetworkDetail | undefined {
+/**
+ * `GET /v1/networks/{name}`: undefined when there is no such cluster network. Its endpoints are paged (`page`: at most
+ * PAGE_DEFAULT unless it says otherwise); `continue` is there when more endpoints follow.
+ */
+export function networkInspect(input: ViewInput, name: string, page: PageRequest = {}): NetworkDetail | undefined {
   const cn = input.state.clusterNetworks.get(name);
   if (!cn) return undefined;
-  return { ...summary(cn, input, indexOf(input), endpointCounts(input.state).get(name) ?? 0), definition: cn.definition, endpoints: endpointList(input, { network: name }) };
+  const endpoints = endpointPage(input, { network: name }, page);
+  return {
+    ...summary(cn, input, indexOf(input), endpointCounts(input.state).get(name) ?? 0),
+    definition: cn.definition,
+    endpoints: endpoints.endpoints,
+    ...(endpoints.continue ? { continue: endpoints.continue } : {}),
+  };
 }
 
 interface Row extends EndpointView {
   sortValue?: bigint;
+  key: PageKey;
 }
 
 /**
@@ -176,10 +187,25 @@ interface Row extends EndpointView {
  * The gateway and --aux-address reservations are not endpoints (see ipam usage).
  */
 export function endpointList(input: ViewInput, filter: { network?: string; node?: string } = {}): EndpointView[] {
+  return endpointRows(input, filter).map(strip);
+}
+
+/** `GET /v1/endpoints` a page at a time: the rows of endpointList after `page.continue`, at most `page.limit`. */
+export function endpointPage(input: ViewInput, filter: { network?: string; node?: string } = {}, page: PageRequest = {}): { endpoints: EndpointView[]; continue?: string } {
+  const p = pageOf(endpointRows(input, filter), (r) => r.key, page);
+  return { endpoints: p.items.map(strip), ...(p.continue ? { continue: p.continue } : {}) };
+}
+
+const strip = ({ sortValue: _s, key: _k, ...r }: Row): EndpointView => r;
+
+/** An endpoint row's place in the list: network, family, address, node, endpoint id (the page token holds it). */
+const rowKey = (r: Omit<Row, 'key'>): PageKey => [r.network ?? '', BigInt(r.family ?? 99), r.sortValue ?? -1n, r.node, r.endpointId ?? ''];
+
+function endpointRows(input: ViewInput, filter: { network?: string; node?: string }): Row[] {
   const { state } = input;
   const ix = indexOf(input);
   const statusOf = (node: string, endpointId: string | undefined) => (endpointId ? ix.endpointStates.get(node)?.get(endpointId) : undefined);
-  const rows: Row[] = [];
+  const rows: Omit<Row, 'key'>[] = [];
   const withAddress = new Set<string>();
   for (const p of state.pools.values()) {
     for (const [v, a] of p.allocs) {
@@ -243,15 +269,8 @@ export function endpointList(input: ViewInput, filter: { network?: string; node?
   }
   return rows
     .filter((r) => (!filter.network || r.network === filter.network) && (!filter.node || r.node === filter.node))
-    .sort(
-      (a, b) =>
-        byName(a.network ?? '', b.network ?? '') ||
-        (a.family ?? 99) - (b.family ?? 99) ||
-        cmpBig(a.sortValue ?? -1n, b.sortValue ?? -1n) ||
-        byName(a.node, b.node) ||
-        byName(a.endpointId ?? '', b.endpointId ?? ''),
-    )
-    .map(({ sortValue: _s, ...r }) => r);
+    .map((r) => ({ ...r, key: rowKey(r) }))
+    .sort((a, b) => comparePageKeys(a.key, b.key));
 }
 
 /** `GET /v1/nodes`: every node registered or reporting, Ready while its lease holds. */
@@ -286,17 +305,16 @@ export function nodeList(input: ViewInput): NodeView[] {
   });
 }
 
-function poolUsage(state: ClusterState, p: Pool): PoolUsage {
+function poolUsage(state: ClusterState, p: Pool, blockNets: readonly bigint[]): PoolUsage {
   const r = usableRange(p.cidr);
   const size = r.last >= r.first ? r.last - r.first + 1n : 0n;
   const endpoints = endpointCount(p);
   const used = p.allocs.size;
-  const blocks: BlockUsage[] = [...p.blocks.values()]
-    .sort((a, b) => cmpBig(a.network, b.network))
-    .map((b) => {
-      const br = blockRange(p, b.network);
-      return { block: formatBlock(p, b.network), node: b.node, size: String(br ? br.last - br.first + 1n : 0n), used: b.used, endpoints: b.endpoints };
-    });
+  const blocks: BlockUsage[] = blockNets.map((net) => {
+    const b = p.blocks.get(net)!;
+    const br = blockRange(p, b.network);
+    return { block: formatBlock(p, b.network), node: b.node, size: String(br ? br.last - br.first + 1n : 0n), used: b.used, endpoints: b.endpoints };
+  });
   const networks = [...new Set([...state.networks.values()].filter((n) => n.poolIds.includes(p.poolId) && n.name).map((n) => n.name!))].sort(byName);
   return {
     poolId: p.poolId,
@@ -313,14 +331,29 @@ function poolUsage(state: ClusterState, p: Pool): PoolUsage {
     reserved: used - endpoints,
     blockPrefix: p.blockPrefix,
     strictAffinity: p.strictAffinity,
+    blockCount: p.blocks.size,
     blocks,
   };
 }
 
-/** `GET /v1/ipam/usage`: every pool (by address space and subnet) with its blocks. */
-export function ipamUsage(state: ClusterState): IpamUsage {
-  const pools = [...state.pools.values()].sort((a, b) => byName(a.space, b.space) || a.cidr.family - b.cidr.family || cmpBig(a.cidr.network, b.cidr.network) || a.cidr.prefix - b.cidr.prefix);
-  return { pools: pools.map((p) => poolUsage(state, p)) };
+/**
+ * `GET /v1/ipam/usage`: every pool (by address space and subnet) with its counts, and its blocks a page at a time: the
+ * page (`page.limit` blocks, PAGE_DEFAULT by default, after `page.continue`) runs over the blocks of all pools in
+ * order; a pool lists those of its blocks that are in the page (`blockCount` has them all), and `continue` is there
+ * when more blocks follow.
+ */
+export function ipamUsage(state: ClusterState, page: PageRequest = {}): IpamUsage {
+  const poolKey = (p: Pool): PageKey => [p.space, BigInt(p.cidr.family), p.cidr.network, BigInt(p.cidr.prefix)];
+  const pools = [...state.pools.values()].map((p) => ({ p, key: poolKey(p) })).sort((a, b) => comparePageKeys(a.key, b.key));
+  const blocks = pools.flatMap(({ p, key }) => [...p.blocks.keys()].sort(cmpBig).map((net) => ({ poolId: p.poolId, net, key: [...key, net] })));
+  const inPage = pageOf(blocks, (b) => b.key, page);
+  const byPool = new Map<string, bigint[]>();
+  for (const b of inPage.items) {
+    const list = byPool.get(b.poolId);
+    if (list) list.push(b.net);
+    else byPool.set(b.poolId, [b.net]);
+  }
+  return { pools: pools.map(({ p }) => poolUsage(state, p, byPool.get(p.poolId) ?? [])), ...(inPage.continue ? { continue: inPage.continue } : {}) };
 }
 
 /** What the IPAM check and the operator's release read of each node: its latest report and whether its lease holds. */

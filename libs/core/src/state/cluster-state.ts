@@ -7,6 +7,7 @@ import type { AddressKind } from './events.js';
 import type { NetworkDefinition } from './network-definition.js';
 import { type Cidr, bits, formatValue, lastAddr, parseCidr, usableRange } from '../ip.js';
 
+/** Never changed once made (a binding replaces it): copies of the state share these objects (cloneState). */
 export interface Allocation {
   readonly seq: number;
   readonly kind: AddressKind;
@@ -15,10 +16,10 @@ export interface Allocation {
   /** Time of the AddressAllocated event (RFC 3339). */
   readonly time: string;
   /** The endpoint holding it, once bound. */
-  endpointId?: string;
-  networkId?: string;
+  readonly endpointId?: string;
+  readonly networkId?: string;
   /** Time of the EndpointBound event. */
-  boundTime?: string;
+  readonly boundTime?: string;
 }
 
 /** A block of a pool, owned by one node. */

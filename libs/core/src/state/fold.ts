@@ -142,9 +142,8 @@ function applyEvent(state: ClusterState, ev: ClusterEvent): ClusterState {
       const p = pool(ev.data.poolId);
       const a = p.allocs.get(parseAddr(ev.data.address).value);
       if (!a || a.seq !== ev.data.allocSeq) throw new FoldError(ev.seq, `binding of ${ev.data.address} does not match an allocation`);
-      a.endpointId = ev.data.endpointId;
-      a.networkId = ev.data.networkId;
-      a.boundTime = ev.time;
+      // A new object, never a change to the old one: copies of the state (cloneState) share allocation objects.
+      p.allocs.set(parseAddr(ev.data.address).value, { ...a, endpointId: ev.data.endpointId, networkId: ev.data.networkId, boundTime: ev.time });
       break;
     }
     case 'NetworkRecorded': {

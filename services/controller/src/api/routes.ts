@@ -12,6 +12,8 @@ import {
   EndpointList,
   EndpointQuery,
   EVENTS_FOLLOW_POLL_MS,
+  PAGE_DEFAULT,
+  PAGE_MAX,
   EventsPage,
   EventsQuery,
   Health,
@@ -26,9 +28,10 @@ import {
   NetworkList,
   NetworkName,
   NodeList,
+  PageQuery,
   VersionInfo,
   describe as describeState,
-  endpointList,
+  endpointPage,
   ipamCheck,
   ipamUsage,
   networkInspect,
@@ -331,13 +334,15 @@ export const apiRoutes: RouteSpec[] = [
     method: 'GET',
     path: '/v1/networks/{name}',
     operationId: 'inspectNetwork',
-    summary: 'One cluster network: definition, every host\'s replica, every endpoint',
+    summary: 'One cluster network: definition, every host\'s replica, its endpoints a page at a time',
+    description: `The endpoints are paged: at most \`limit\` (${PAGE_DEFAULT} by default, at most ${PAGE_MAX}); when more follow, the answer has \`continue\`: pass it back unchanged as the \`continue\` query parameter for the next page (GET /v1/endpoints?network=NAME pages the same rows).`,
     auth: true,
     params: nameParam,
-    responses: { 200: { description: 'the network', schema: NetworkDetail }, 400: err('not a network name'), ...unauthorized, 404: err('no such network') },
+    query: PageQuery,
+    responses: { 200: { description: 'the network', schema: NetworkDetail }, 400: err('not a network name, or a bad limit or continue'), ...unauthorized, 404: err('no such network') },
     async handle(ctx) {
       const name = networkName(ctx);
-      const n = networkInspect(views(ctx), name);
+      const n = networkInspect(views(ctx), name, parseWith(PageQuery, ctx.query));
       if (!n) throw new HttpError(404, 'not-found', `network ${name} not found`);
       return { status: 200, body: n };
     },
@@ -367,13 +372,14 @@ export const apiRoutes: RouteSpec[] = [
     method: 'GET',
     path: '/v1/endpoints',
     operationId: 'listEndpoints',
-    summary: 'Endpoint addresses: host, container, network and state',
+    summary: 'Endpoint addresses: host, container, network and state, a page at a time',
+    description: `Sorted by network, family, address, node and endpoint id. At most \`limit\` rows (${PAGE_DEFAULT} by default, at most ${PAGE_MAX}); when more follow, the answer has \`continue\`: pass it back unchanged as the \`continue\` query parameter (with the same filters) for the next page. The token is the last row's position, not an offset: endpoints added or removed meanwhile shift nothing.`,
     auth: true,
     query: EndpointQuery,
-    responses: { 200: { description: 'one entry per endpoint address', schema: EndpointList }, 400: err('bad query'), ...unauthorized },
+    responses: { 200: { description: 'one entry per endpoint address', schema: EndpointList }, 400: err('bad query (filters, limit or continue)'), ...unauthorized },
     async handle(ctx) {
-      const q = parseWith(EndpointQuery, ctx.query);
-      return { status: 200, body: { endpoints: endpointList(views(ctx), q) } };
+      const { network, node, ...page } = parseWith(EndpointQuery, ctx.query);
+      return { status: 200, body: endpointPage(views(ctx), { network, node }, page) };
     },
   },
   {
@@ -403,11 +409,13 @@ export const apiRoutes: RouteSpec[] = [
     method: 'GET',
     path: '/v1/ipam/usage',
     operationId: 'ipamUsage',
-    summary: 'Address use per pool and per block',
+    summary: 'Address use per pool and per block, the blocks a page at a time',
+    description: `Every pool with its counts (\`blockCount\`: all its blocks), and the blocks of all pools in order a page at a time: at most \`limit\` blocks (${PAGE_DEFAULT} by default, at most ${PAGE_MAX}); a pool lists those of its blocks that are in the page. When more blocks follow, the answer has \`continue\`: pass it back unchanged as the \`continue\` query parameter for the next page.`,
     auth: true,
-    responses: { 200: { description: 'every pool with its blocks', schema: IpamUsage }, ...unauthorized },
+    query: PageQuery,
+    responses: { 200: { description: 'every pool, with its blocks in this page', schema: IpamUsage }, 400: err('bad limit or continue'), ...unauthorized },
     async handle(ctx) {
-      return { status: 200, body: ipamUsage(ctx.deps.state()) };
+      return { status: 200, body: ipamUsage(ctx.deps.state(), parseWith(PageQuery, ctx.query)) };
     },
   },
   {
