@@ -74,26 +74,13 @@ const SIM_AGENTS = envInt('BENCH_ROUTES_SIM_AGENTS', 200, 2);
 const now = () => performance.timeOrigin + performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function loadProduct() {
-  try {
-    return {
-      adapters: require('@underlay/adapters'),
-      core: require('@underlay/core'),
-      view: require(path.join(ROOT, 'services/node-agent/dist/cluster-view.js')),
-      routes: require(path.join(ROOT, 'services/node-agent/dist/routes/index.js')),
-    };
-  } catch (e) {
-    console.error(`bench:routes: cannot load the compiled packages (${e.message}); run \`npx tsc -b\` first`);
-    process.exit(1);
-  }
-}
 
 const sc = { encode: (o) => Buffer.from(JSON.stringify(o)), decode: (b) => JSON.parse(Buffer.from(b).toString()) };
 
 // ---- mode --agent: one real host's route path, inside its namespace -------------------------------
 
 async function agentMode([node, natsUrl, address, poolId]) {
-  const { adapters, core, view: V, routes: R } = loadProduct();
+  const { adapters, core, view: V, routes: R } = loadProduct('bench:routes');
   const log = (m) => process.stdout.write(`[${new Date().toISOString()}] ${node}: ${m}\n`);
   const nc = await adapters.connectNats(natsUrl, `bench-routes-${node}`);
   const rpc = new adapters.RpcClient(nc, node);
@@ -188,7 +175,7 @@ async function agentMode([node, natsUrl, address, poolId]) {
 // ---- mode --sim: N simulated agents in one process, in-memory route tables ------------------------
 
 async function simMode([countText, natsUrl, poolId]) {
-  const { adapters, core, view: V, routes: R } = loadProduct();
+  const { adapters, core, view: V, routes: R } = loadProduct('bench:routes');
   const count = Number(countText);
   const log = (m) => process.stdout.write(`[${new Date().toISOString()}] sim: ${m}\n`);
   const control = await adapters.connectNats(natsUrl, 'bench-routes-sim');
@@ -244,20 +231,9 @@ async function simMode([countText, natsUrl, poolId]) {
 const t0 = performance.now();
 const progress = (msg) => process.stderr.write(`bench:routes: [${((performance.now() - t0) / 1000).toFixed(1)}s] ${msg}\n`);
 
-function percentile(sorted, p) {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))];
-}
-const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
-function stats(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  return { n: s.length, p50: percentile(s, 0.5), p90: percentile(s, 0.9), p99: percentile(s, 0.99), min: s[0], max: s[s.length - 1] };
-}
-function table(header, rows) {
-  const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells) => cells.map((c, i) => c.padStart(w[i])).join(' | ');
-  return [line(header), w.map((n) => '-'.repeat(n)).join('-|-'), ...rows.map(line)].join('\n');
-}
+const { stats, f1, table } = require('./lib/stats.js');
+const { collect } = require('./lib/collect.js');
+const { loadProduct } = require('./lib/product.js');
 
 const state = { lab: undefined, pendingLab: undefined, controller: undefined, nc: undefined, destroying: undefined };
 
@@ -278,30 +254,6 @@ function destroyAll() {
   return state.destroying;
 }
 
-/** Waits for `n` messages on `subject`, or throws after `ms`. */
-function collect(nc, subject, n, ms, onMsg) {
-  return new Promise((resolve, reject) => {
-    const got = [];
-    const sub = nc.subscribe(subject);
-    const timer = setTimeout(() => {
-      sub.unsubscribe();
-      reject(new Error(`only ${got.length} of ${n} ${subject} messages within ${ms} ms`));
-    }, ms);
-    (async () => {
-      for await (const m of sub) {
-        const o = sc.decode(m.data);
-        got.push(o);
-        onMsg?.(o);
-        if (got.length >= n) {
-          clearTimeout(timer);
-          sub.unsubscribe();
-          resolve(got);
-          return;
-        }
-      }
-    })();
-  });
-}
 
 
 /**
@@ -416,7 +368,7 @@ async function measureEndpoints({ rpc, core, poolId, nodes, count, expect, subje
 async function main() {
   require('./lib/docker-run-ts.js').install();
   const L = require('../test/lab');
-  const { adapters, core } = loadProduct();
+  const { adapters, core } = loadProduct('bench:routes');
   const { Controller } = require('@underlay/controller');
   L.assertPrerequisites(['lab', 'etcd', 'nats']);
   if (process.getuid?.() !== 0) throw new Error('bench:routes needs root (network namespaces, routes)');
