@@ -59,7 +59,7 @@ function setup(intervalMs: number, retryMs?: number) {
   const state = { seq: 1, networks: new Map(), clusterNetworks: new Map<string, ClusterNetwork>() };
   const view = { state: state as unknown as ClusterState, isReady: true };
   const r = new ReplicaReconciler(ctx, view, intervalMs, retryMs === undefined ? undefined : { minMs: retryMs, maxMs: retryMs * 4 });
-  return { r, state, created, tries, logs, fail: (names: string[]) => (failing = new Set(names)), race: (names: string[]) => (racing = new Set(names)) };
+  return { r, ctx, state, created, tries, logs, fail: (names: string[]) => (failing = new Set(names)), race: (names: string[]) => (racing = new Set(names)) };
 }
 
 const until = async (cond: () => boolean, ms = 5000) => {
@@ -89,6 +89,25 @@ describe('ReplicaReconciler', () => {
     t.r.trigger();
     await t.r.idle();
     expect(t.created.map((c) => c.name)).toEqual(['a', 'b']);
+  });
+
+  it('does not create again a cluster network whose local network Docker is removing (hidden, its record still here)', async () => {
+    const t = setup(60_000);
+    stop = () => t.r.stop();
+    // Network id-a of cluster network a: recorded here and named in the cluster, but Docker no longer lists it
+    // (dockerd hides a network it is removing before it calls DeleteNetwork).
+    (t.ctx.store.networks as Map<string, unknown>).set('id-a', { id: 'id-a', parent: 'eth0', poolIds: [] });
+    t.state.networks.set('id-a', { networkId: 'id-a', node: 'h1', poolIds: [], options: {}, name: 'a', cluster: true });
+    t.state.clusterNetworks.set('a', net('a'));
+    t.r.start();
+    await new Promise((res) => setTimeout(res, 50));
+    await t.r.idle();
+    expect(t.tries).toEqual([]);
+    // DeleteNetwork is done: the record is gone, but the cluster still has the network (the removal was refused for
+    // the cluster, say): the replica is created.
+    (t.ctx.store.networks as Map<string, unknown>).delete('id-a');
+    t.r.trigger();
+    await until(() => t.created.length === 1);
   });
 
   it('retries a failed create after its own backoff (not on every trigger), then clears its error', async () => {

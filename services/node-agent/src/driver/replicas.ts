@@ -21,6 +21,9 @@ import { defineNetwork } from './network.js';
 import { readDockerUnderlay } from './docker-state.js';
 import { PRUNE_GRACE_MS, forgetPruned, pruneStale, pruneSummary } from './restore.js';
 
+/** How soon a pass looks again at a cluster network whose local network Docker is removing. */
+const LEAVING_RECHECK_MS = 1_000;
+
 /** Longest wait between two attempts to create a replica that failed. */
 const MAX_BACKOFF_MS = 300_000;
 
@@ -135,11 +138,26 @@ export class ReplicaReconciler {
         logWarn(ctx.log, `could not remove network ${n.Name}: ${(e as Error).message}`);
       }
     }
+    // Names of networks this host still holds a record of while Docker no longer lists them: dockerd hides a network it
+    // is removing before it calls DeleteNetwork, so such a network is (most likely) in the middle of `docker network rm`.
+    // Created again now, a new network of that name came back after the rm (with its host-access shim: seen in the
+    // UML lab). Its DeleteNetwork tells the controller, or the confirmed prune drops the record, before the next pass.
+    const listed = new Set(local.map((n) => n.Id));
+    const leaving = new Set<string>();
+    for (const id of ctx.store.networks.keys()) {
+      const name = listed.has(id) ? undefined : s.networks.get(id)?.name;
+      if (name !== undefined) leaving.add(name);
+    }
+    let waitLeaving = false;
     const now = Date.now();
     for (const cn of s.clusterNetworks.values()) {
       if (present.has(cn.name)) {
         this.status.lastError.delete(cn.name);
         this.backoff.delete(cn.name);
+        continue;
+      }
+      if (leaving.has(cn.name)) {
+        waitLeaving = true;
         continue;
       }
       const b = this.backoff.get(cn.name);
@@ -177,7 +195,7 @@ export class ReplicaReconciler {
     for (const name of this.status.lastError.keys()) if (!s.clusterNetworks.has(name)) this.status.lastError.delete(name);
     for (const name of this.backoff.keys()) if (!s.clusterNetworks.has(name)) this.backoff.delete(name);
     // Come back when the first replica's wait ends (sooner than the periodic pass when it is due sooner).
-    let next = Infinity;
+    let next = waitLeaving ? Date.now() + LEAVING_RECHECK_MS : Infinity;
     for (const b of this.backoff.values()) if (b.at < next) next = b.at;
     if (next !== Infinity) return { requeueAfterMs: Math.max(0, next - Date.now()) };
   }
