@@ -85,7 +85,8 @@ async function agentMode([node, natsUrl, address, poolId]) {
   const nc = await adapters.connectNats(natsUrl, `bench-routes-${node}`);
   const rpc = new adapters.RpcClient(nc, node);
   await rpc.call('nodeReport', { node, address, version: 'bench', endpoints: [] }, core.EmptyRes);
-  const view = new V.ClusterView({ nc, rpc, logger: log });
+  // As the agent: delivery by interest (the cluster chain, its host's, its network's pool).
+  const view = new V.ClusterView({ nc, rpc, logger: log, pools: () => [poolId] });
   const real = adapters.openRouteOps();
   // Per-stage timestamps of each foreign block on this host (observation only; the path is unchanged):
   // take = the view applied the BlockClaimed (the consumer delivered it), view = the view's listeners ran,
@@ -189,7 +190,7 @@ async function simMode([countText, natsUrl, poolId]) {
     const nc = await adapters.connectNats(natsUrl, `bench-routes-${node}`);
     const rpc = new adapters.RpcClient(nc, node);
     await rpc.call('nodeReport', { node, address: addressOf(i + 1), version: 'bench', endpoints: [] }, core.EmptyRes);
-    const view = new V.ClusterView({ nc, rpc, logger: (m) => log(`${node}: ${m}`) });
+    const view = new V.ClusterView({ nc, rpc, logger: (m) => log(`${node}: ${m}`), pools: () => [poolId] });
     const ops = new R.MemoryRouteOps();
     ops.onChange = (kind, r) => {
       if (kind !== 'add') return;

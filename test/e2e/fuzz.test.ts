@@ -49,6 +49,7 @@ import {
   EmptyRes,
   EventsConsumerReq,
   EventsConsumerRes,
+  EventsHeadReq,
   EventsHeadRes,
   NetworkNameReq,
   NetworkNameRes,
@@ -864,8 +865,8 @@ beforeAll(async () => {
       ],
     },
     nodeReport: { req: NodeReport, res: EmptyRes, examples: [report, { node: NODE, endpoints: [], leaseMs: 15_000 }] },
-    readEvents: { req: ReadEventsReq, res: ReadEventsRes, examples: [{ fromSeq: 1, limit: 1000 }, { fromSeq: 5 }] },
-    eventsHead: { req: EmptyReq, res: EventsHeadRes, examples: [{}] },
+    readEvents: { req: ReadEventsReq, res: ReadEventsRes, examples: [{ fromSeq: 1, limit: 1000 }, { fromSeq: 5 }, { fromSeq: 1, chain: 'c' }] },
+    eventsHead: { req: EventsHeadReq, res: EventsHeadRes, examples: [{}, { chains: ['c', 'p.underlay~2f192~2e0~2e2~2e0~2f24'] }] },
     eventsConsumer: { req: EventsConsumerReq, res: EventsConsumerRes, examples: [{ afterSeq: 0 }, { afterSeq: 3 }] },
     snapshotRead: { req: SnapshotReadReq, res: SnapshotReadRes, examples: [{ part: 0 }, { seq: 1, part: 0 }] },
   };

@@ -6,7 +6,7 @@
  * cluster's definitions and its own pool's events. Fails before interest-based delivery (every view read every event).
  */
 import { RpcClient, connectNats, type NatsConnection } from '@underlay/adapters';
-import { MAC_OPTION, describe as describeState, nodeInboxPrefix, type ClusterEvent, type ClusterState } from '@underlay/core';
+import { CLUSTER_CHAIN, MAC_OPTION, describe as describeState, hostChain, nodeInboxPrefix, poolChain, type ClusterEvent, type ClusterState } from '@underlay/core';
 import { ClusterView } from '../../services/node-agent/src/cluster-view';
 import { waitFor as labWaitFor } from '../lab/wait';
 import { startEnv, windowed, mac, type Env } from './support';
@@ -170,6 +170,46 @@ it('an agent whose host leaves a pool (no network, nothing held there) stops rec
     await new Promise((r) => setTimeout(r, 2_500));
     expect(agent.handed.slice(handed).filter((e) => poolOf(e) === z)).toEqual([]);
     expect(agent.nc.stats().inMsgs - before).toBeLessThan(20);
+  } finally {
+    await agent.view.stop();
+  }
+});
+
+it('an agent follows a pool where its host holds a block that no network of its own names (claimed by a request that did not come through its Docker)', async () => {
+  const { c, alloc, pool } = await cluster();
+  const agent = await agentView('h10', []);
+  try {
+    await agent.view.ready();
+    // Requests made for h10 (with its identity) but not by its agent: the controller's head answers name the pool.
+    const w = await pool('h10', '10.75.0.0/16');
+    await windowed(3, 3, (i) => alloc('h10', w, 10_000 + i));
+    await c.writer.settled();
+    await labWaitFor(() => agent.view.followed.includes(poolChain(w)), { timeoutMs: 15_000, what: 'h10 to follow pool W, where its host holds a block' });
+    await labWaitFor(() => JSON.stringify(poolState(agent.view.state, w)) === JSON.stringify(poolState(c.writer.state, w)), { timeoutMs: 15_000, what: "h10's view to hold pool W" });
+    expect(agent.handed.filter((e) => e.type === 'BlockClaimed' && poolOf(e) === w)).toHaveLength(1);
+  } finally {
+    await agent.view.stop();
+  }
+});
+
+it("a view has seen a removal once it read each chain the removal's answer names through its head, whatever seq it folded", async () => {
+  const { c, as } = await cluster();
+  const agent = await agentView('h11', []);
+  try {
+    await agent.view.ready();
+    const id = 'b11'.padEnd(64, 'b');
+    await c.networks.networkRecord({ node: 'h11', networkId: id, poolIds: [], options: {} }, as('h11'));
+    const r = await c.networks.networkRemove({ node: 'h11', networkId: id }, as('h11'));
+    // The answer names the chains the agent's replica reconcile reads: the cluster's and h11's own.
+    expect(Object.keys(r.chains ?? {}).sort()).toEqual([CLUSTER_CHAIN, hostChain('h11')].sort());
+    expect(r.chains![hostChain('h11')]).toBe(r.seq);
+    await labWaitFor(() => agent.view.covers(r.seq!, r.chains!), { timeoutMs: 15_000, what: "h11's view to read the removal" });
+    expect(agent.view.state.networks.has(id)).toBe(false);
+    // A chain read only up to below its head is not covered, though the view folded a higher seq elsewhere.
+    expect(agent.view.state.seq).toBeGreaterThanOrEqual(r.seq!);
+    expect(agent.view.covers(r.seq!, { [hostChain('h11')]: r.seq! + 1 })).toBe(false);
+    // A chain the view does not follow is not read here: nothing waits for it.
+    expect(agent.view.covers(0, { [hostChain('nobody')]: r.seq! })).toBe(true);
   } finally {
     await agent.view.stop();
   }

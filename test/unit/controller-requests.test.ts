@@ -4,11 +4,11 @@
  * pool limits reach the decisions. The real write path (etcd, group commit, publish) is covered by
  * test/integration/controller-ipam.test.ts.
  */
-import { ClusterEngine, type ClusterState, type Decision } from '@underlay/core';
+import { CLUSTER_CHAIN, ClusterEngine, hostChain, type ClusterState, type Decision } from '@underlay/core';
 import { IpamRequests, NetworkRecords, NodeRegistration, type ClusterWriter } from '@underlay/controller';
 
 /** What the modules use of ClusterWriter, on a ClusterEngine: every run is committed at once. */
-function memoryWriter(): Pick<ClusterWriter, 'run' | 'check' | 'committedSeq'> & { engine: ClusterEngine; runs: number } {
+function memoryWriter(): Pick<ClusterWriter, 'run' | 'check' | 'committedSeq' | 'state'> & { engine: ClusterEngine; runs: number } {
   const engine = new ClusterEngine();
   return {
     engine,
@@ -22,6 +22,9 @@ function memoryWriter(): Pick<ClusterWriter, 'run' | 'check' | 'committedSeq'> &
     },
     get committedSeq() {
       return engine.state.seq;
+    },
+    get state() {
+      return engine.state;
     },
   };
 }
@@ -54,7 +57,8 @@ describe('controller request modules', () => {
     expect(w.runs).toBe(runs);
     // Only the node that recorded it may remove it, dry run or not.
     await expect(nets.networkRemove({ networkId: id, node: 'h2', dryRun: true }, ctx)).rejects.toThrow(/recorded by node h1, not h2/);
-    expect(await nets.networkRemove({ networkId: id, node: 'h1' }, ctx)).toEqual({ seq: seq + 1 });
+    // The answer: the seq, and the heads of the chains h1's replica reconcile reads (its host's: the removal).
+    expect(await nets.networkRemove({ networkId: id, node: 'h1' }, ctx)).toEqual({ seq: seq + 1, chains: { [CLUSTER_CHAIN]: 0, [hostChain('h1')]: seq + 1 } });
     expect(w.engine.state.networks.has(id)).toBe(false);
   });
 

@@ -57,9 +57,16 @@ function setup(intervalMs: number, retryMs?: number) {
     conflicts: new Map(),
   } as unknown as DriverContext;
   const state = { seq: 1, networks: new Map(), clusterNetworks: new Map<string, ClusterNetwork>() };
-  const view = { state: state as unknown as ClusterState, isReady: true };
+  // The chains read through (interest-based delivery): `covers` as ClusterView answers it.
+  const readThrough: Record<string, number> = {};
+  const view = {
+    state: state as unknown as ClusterState,
+    isReady: true,
+    covers: (seq: number, chains: Readonly<Record<string, number>>) =>
+      Object.keys(chains).length === 0 ? state.seq >= seq : Object.entries(chains).every(([c, head]) => (readThrough[c] ?? 0) >= head),
+  };
   const r = new ReplicaReconciler(ctx, view, intervalMs, retryMs === undefined ? undefined : { minMs: retryMs, maxMs: retryMs * 4 });
-  return { r, ctx, state, created, tries, logs, fail: (names: string[]) => (failing = new Set(names)), race: (names: string[]) => (racing = new Set(names)) };
+  return { r, ctx, state, readThrough, created, tries, logs, fail: (names: string[]) => (failing = new Set(names)), race: (names: string[]) => (racing = new Set(names)) };
 }
 
 const until = async (cond: () => boolean, ms = 5000) => {
@@ -106,6 +113,26 @@ describe('ReplicaReconciler', () => {
     // DeleteNetwork is done: the record is gone, but the cluster still has the network (the removal was refused for
     // the cluster, say): the replica is created.
     (t.ctx.store.networks as Map<string, unknown>).delete('id-a');
+    t.r.trigger();
+    await until(() => t.created.length === 1);
+  });
+
+  it("after a removal this agent caused, waits until the view read each chain the controller named through its head (not only the highest seq folded)", async () => {
+    const t = setup(60_000);
+    stop = () => t.r.stop();
+    // The removal (seq 10) answered chain heads: the host chain's event at 10, the cluster chain's last at 9. The view
+    // folded seq 12 from a pool chain, but has read the cluster chain only through 5: the removal of cluster network a
+    // is not folded yet, and creating it again would bring back what `docker network rm` removed.
+    Object.assign(t.ctx, { awaitSeq: 10, awaitChains: { c: 9, 'h.h1': 10 } });
+    t.state.seq = 12;
+    Object.assign(t.readThrough, { c: 5, 'h.h1': 10 });
+    t.state.clusterNetworks.set('a', net('a'));
+    t.r.start();
+    await new Promise((res) => setTimeout(res, 50));
+    await t.r.idle();
+    expect(t.tries).toEqual([]);
+    // The cluster chain read through its head (the removal refused for the cluster, say: a is still there): created.
+    t.readThrough.c = 9;
     t.r.trigger();
     await until(() => t.created.length === 1);
   });

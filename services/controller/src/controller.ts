@@ -25,6 +25,7 @@ import {
   InvalidArgumentError,
   EventsHeadReq,
   chainHead,
+  poolChain,
   chainOfEvent,
   type ClusterEvent,
   EventsConsumerReq,
@@ -290,13 +291,16 @@ export class Controller {
       serveRpc(nc, 'networkRemove', NetworkRemoveReq, (r, rc) => this.networks.networkRemove(r, ctx(rc), this.nodes.containerOf, this.nodes.heldBy), so),
       serveRpc(nc, 'nodeReport', NodeReport, (r, rc) => this.registration.nodeReport(r, ctx(rc)), so),
       serveRpc(nc, 'readEvents', ReadEventsReq, (r) => (r.chain === undefined ? this.readEventsPage(r.fromSeq, r.limit, maxPayload(nc) - REPLY_ENVELOPE_BYTES).then((events) => ({ events })) : this.readChainPage(r.chain, r.fromSeq, r.limit, maxPayload(nc) - REPLY_ENVELOPE_BYTES)), so),
-      serveRpc(nc, 'eventsHead', EventsHeadReq, async (r) => {
+      serveRpc(nc, 'eventsHead', EventsHeadReq, async (r, rc) => {
         await this.writer.settled();
         const seq = this.writer.committedSeq;
         if (!r.chains) return { seq };
         // A chain's event not yet durable is answered as the committed head: the reader reads up to it and stands there.
         const state = this.writer.state;
-        return { seq, chains: Object.fromEntries(r.chains.map((c) => [c, Math.min(chainHead(state, c), seq)])) };
+        // The pools where the asking node holds a block or a reference: its agent follows them whatever asked for them.
+        const held: string[] = [];
+        for (const p of state.pools.values()) if ((p.nodeBlocks.get(rc.node)?.length ?? 0) > 0 || p.refs.has(rc.node)) held.push(poolChain(p.poolId));
+        return { seq, chains: Object.fromEntries(r.chains.map((c) => [c, Math.min(chainHead(state, c), seq)])), held };
       }, so),
       serveRpc(nc, 'eventsConsumer', EventsConsumerReq, (r, rc) => ensureNodeConsumer(nc, rc.node, r.afterSeq), so),
       serveRpc(nc, 'snapshotRead', SnapshotReadReq, (r) => this.snapshotPart(r.seq, r.part, r.offset, maxPayload(nc) - REPLY_ENVELOPE_BYTES), so),

@@ -4,7 +4,10 @@
  * through the cluster writer (decide → commit → publish).
  */
 import {
+  CLUSTER_CHAIN,
   DEFAULT_POOL_LIMITS,
+  chainHead,
+  hostChain,
   decideClusterNetworkCreate,
   decideClusterNetworkRemove,
   decideNetworkDefine,
@@ -22,7 +25,7 @@ import type { ClusterWriter, RequestContext } from './cluster-writer.js';
 
 export class NetworkRecords {
   constructor(
-    private readonly writer: Pick<ClusterWriter, 'run' | 'check' | 'committedSeq'>,
+    private readonly writer: Pick<ClusterWriter, 'run' | 'check' | 'committedSeq' | 'state'>,
     /** The largest pools a cluster network may define (--max-pool-prefix-v4/-v6). */
     private readonly poolLimits: PoolLimits = DEFAULT_POOL_LIMITS,
   ) {}
@@ -43,7 +46,11 @@ export class NetworkRecords {
       return {};
     }
     await this.writer.run((s) => decideNetworkRemoved(s, req, who, held), ctx);
-    return { seq: this.writer.committedSeq };
+    const seq = this.writer.committedSeq;
+    // The chains the asking agent's replica reconcile reads, and how far it must read them to have seen this removal.
+    const state = this.writer.state;
+    const chains = Object.fromEntries([CLUSTER_CHAIN, hostChain(req.node)].map((c) => [c, Math.min(chainHead(state, c), seq)]));
+    return { seq, chains };
   }
   clusterNetworkCreate(req: { name: string; definition: NetworkDefinitionInput }, ctx: RequestContext) {
     return this.writer.run((s) => decideClusterNetworkCreate(s, req, this.poolLimits), ctx);

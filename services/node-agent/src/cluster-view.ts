@@ -115,13 +115,41 @@ export class ClusterView {
     const caughtUp = () => {
       if (--waiting === 0) this.markReady();
     };
-    this.heads = chainHeads(this.rpc, () => this.chains.keys());
+    this.heads = chainHeads(this.rpc, () => this.chains.keys(), undefined, (held) => this.noteHeld(held));
     await Promise.all(initial.map((c) => this.follow(c, caughtUp)));
     this.interest = new ReconcileRunner({ name: 'cluster view interest', resyncMs: INTEREST_MS, reconcile: () => this.followPools() });
     this.interest.start();
   }
 
   private heads?: (chain: string) => Promise<number>;
+
+  /**
+   * The chains of the pools where the controller says this node holds a block or a reference (each head check's
+   * answer). Followed like the pools of its networks: whatever claimed the block (a request that did not come through
+   * this host's Docker, an agent process before this one), routes and BGP announce what this host holds.
+   */
+  private held = new Set<string>();
+
+  private noteHeld(held: readonly string[]): void {
+    const next = new Set(held);
+    const grew = [...next].some((c) => !this.held.has(c));
+    this.held = next;
+    if (grew && [...next].some((c) => !this.chains.has(c))) this.interest?.trigger();
+  }
+
+  /**
+   * Whether the view has seen every event up to `seq`. With interest-based delivery the highest seq folded says
+   * nothing of a chain that lags behind another: `chains` (heads the controller answered) must each be read through;
+   * a chain not followed is not read here, so nothing waits for it. Without `chains`, the seq folded is compared.
+   */
+  covers(seq: number, chains: Readonly<Record<string, number>> = {}): boolean {
+    const entries = Object.entries(chains);
+    if (!this.opts.pools || entries.length === 0) return this._state.seq >= seq;
+    return entries.every(([chain, head]) => {
+      const consumer = this.chains.get(chain);
+      return !consumer || consumer.lastSeq >= head;
+    });
+  }
 
   /** Follows the pools `pools()` names now (the agent calls it when its networks changed). */
   refreshInterest(): void {
@@ -135,7 +163,7 @@ export class ClusterView {
    * there).
    */
   private async followPools(): Promise<void> {
-    const wanted = new Set([...(this.opts.pools?.() ?? [])].map(poolChain));
+    const wanted = new Set([...[...(this.opts.pools?.() ?? [])].map(poolChain), ...this.held]);
     for (const chain of wanted) if (!this.chains.has(chain)) await this.follow(chain);
     const node = this.rpc.node;
     for (const [chain, consumer] of [...this.chains]) {

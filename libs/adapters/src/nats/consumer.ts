@@ -128,15 +128,17 @@ export function natsChainSource(nc: NatsConnection, rpc: RpcClient, chain: strin
 
 /**
  * The chains' heads asked in one `events.head` request: a call while one is in flight (or within `reuseMs` of its
- * answer) shares it, so a reader of many chains asks once per check.
+ * answer) shares it, so a reader of many chains asks once per check. `onHeld` gets each answer's `held` (the chains of
+ * the pools where this node holds a block or a reference).
  */
-export function chainHeads(rpc: RpcClient, chains: () => Iterable<string>, reuseMs = 250): (chain: string) => Promise<number> {
+export function chainHeads(rpc: RpcClient, chains: () => Iterable<string>, reuseMs = 250, onHeld?: (held: string[]) => void): (chain: string) => Promise<number> {
   let last: { at: number; asked: Set<string>; answer: Promise<Record<string, number>> } | undefined;
   return async (chain) => {
     if (!last || !last.asked.has(chain) || Date.now() - last.at > reuseMs) {
       const asked = new Set([...chains(), chain]);
       const answer = rpc.call('eventsHead', { chains: [...asked] }, EventsHeadRes, { deadlineMs: 5_000 }).then((r) => {
         if (!r.chains) throw new UnderlayError('unavailable', 'the controller answered no chain heads (it predates interest-based delivery); upgrade the controllers first');
+        if (r.held) onHeld?.(r.held);
         return r.chains;
       });
       last = { at: Date.now(), asked, answer };

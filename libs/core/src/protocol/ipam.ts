@@ -170,7 +170,16 @@ export const NetworkNameReq = z.object({
 });
 export type NetworkNameReq = z.infer<typeof NetworkNameReq>;
 export const NetworkNameRes = z.object({ member: z.boolean(), conflict: text(LIMITS.message).optional() });
-export const EventsHeadRes = z.object({ seq: z.number().int().nonnegative(), chains: z.record(z.string(), z.number().int().nonnegative()).optional() });
+/**
+ * `chains`: the heads of the chains asked for. `held`: the chains of the pools where the asking node holds a block or a
+ * reference (an agent follows them even when no network of its own names the pool, e.g. a block claimed for it by a
+ * request that did not come through its Docker).
+ */
+export const EventsHeadRes = z.object({
+  seq: z.number().int().nonnegative(),
+  chains: z.record(z.string(), z.number().int().nonnegative()).optional(),
+  held: z.array(z.string()).optional(),
+});
 export const NetworkRemoveReq = z.object({
   node: NodeName,
   networkId: dockerId,
@@ -180,5 +189,13 @@ export const NetworkRemoveReq = z.object({
   dryRun: z.boolean().default(false),
 });
 export type NetworkRemoveReq = z.infer<typeof NetworkRemoveReq>;
-/** `seq`: the log position after the removal (an agent waits until its view has it before reconciling). */
-export const NetworkRemoveRes = z.object({ seq: z.number().int().nonnegative().optional() });
+/**
+ * `seq`: the log position after the removal (an agent waits until its view has it before reconciling). `chains`: the
+ * heads then of the chains an agent's replica reconcile reads (the cluster chain and the asking node's host chain):
+ * an agent following chains (interest-based delivery) waits until each of them is read through its head, since the
+ * highest seq it folded says nothing of a chain that lags behind another.
+ */
+export const NetworkRemoveRes = z.object({
+  seq: z.number().int().nonnegative().optional(),
+  chains: z.record(text(LIMITS.chain), z.number().int().nonnegative()).optional(),
+});

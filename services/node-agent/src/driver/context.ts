@@ -125,15 +125,25 @@ export class DriverMemory {
   /** Docker networks the controller refused (same name, other definition): id → why. */
   readonly conflicts = new Map<string, string>();
   private removalSeq = 0;
+  private readonly removalChains: Record<string, number> = {};
 
   /** The replica reconcile waits until the cluster view has reached this seq (the last removal this agent caused). */
   get awaitSeq(): number {
     return this.removalSeq;
   }
 
-  /** A removal this agent caused was recorded at `seq`: reconcile only with a view that has seen it. */
-  removalRecorded(seq: number): void {
+  /**
+   * With interest-based delivery, what the view must have read of each chain instead (the heads the controller
+   * answered with the removal; empty: the controller gave none, and `awaitSeq` is compared with the view's seq).
+   */
+  get awaitChains(): Readonly<Record<string, number>> {
+    return this.removalChains;
+  }
+
+  /** A removal this agent caused was recorded at `seq` (`chains`: heads then): reconcile only with a view that has seen it. */
+  removalRecorded(seq: number, chains?: Readonly<Record<string, number>>): void {
     this.removalSeq = Math.max(this.removalSeq, seq);
+    for (const [c, head] of Object.entries(chains ?? {})) this.removalChains[c] = Math.max(this.removalChains[c] ?? 0, head);
   }
 }
 
@@ -210,12 +220,14 @@ export interface DriverContext extends NetworkDeps, IpamDeps, EndpointDeps, Join
   readonly conflicts: Map<string, string>;
   /** memory.awaitSeq. */
   readonly awaitSeq: number;
+  /** memory.awaitChains. */
+  readonly awaitChains: Readonly<Record<string, number>>;
   /** The name Docker knows this plugin by (--driver-name): `underlay` for the socket plugin, `underlay/underlay:VERSION` as a managed plugin. */
   driverName?: string;
 }
 
 /** The agent's DriverContext from its parts. */
-export function driverContext(parts: Omit<DriverContext, 'memory' | 'endpointErrors' | 'conflicts' | 'awaitSeq'> & { memory?: DriverMemory }): DriverContext {
+export function driverContext(parts: Omit<DriverContext, 'memory' | 'endpointErrors' | 'conflicts' | 'awaitSeq' | 'awaitChains'> & { memory?: DriverMemory }): DriverContext {
   const memory = parts.memory ?? new DriverMemory();
   return {
     ...parts,
@@ -224,6 +236,9 @@ export function driverContext(parts: Omit<DriverContext, 'memory' | 'endpointErr
     conflicts: memory.conflicts,
     get awaitSeq() {
       return memory.awaitSeq;
+    },
+    get awaitChains() {
+      return memory.awaitChains;
     },
   };
 }

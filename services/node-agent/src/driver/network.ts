@@ -175,7 +175,7 @@ export async function deleteNetwork(ctx: NetworkDeps, raw: unknown): Promise<Rec
     try {
       const r = await ctx.controller.networkRemove({ networkId: id }, { deadlineMs: 10_000 });
       // Reconcile only with a view that has seen this removal (else it would put the network back).
-      if (r.seq !== undefined) ctx.memory.removalRecorded(r.seq);
+      if (r.seq !== undefined) ctx.memory.removalRecorded(r.seq, r.chains);
     } catch (e) {
       if (e instanceof UnderlayError && e.code === 'conflict') {
         ctx.log(`docker network rm refused for the cluster, so the network comes back on this host: ${e.message}`);

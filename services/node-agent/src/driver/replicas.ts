@@ -45,7 +45,12 @@ export class ReplicaReconciler {
 
   constructor(
     private readonly ctx: DriverContext,
-    private readonly view: { readonly state: ClusterState; readonly isReady: boolean },
+    private readonly view: {
+      readonly state: ClusterState;
+      readonly isReady: boolean;
+      /** Whether the view has seen the log through `seq` (`chains`: through each chain's head; see ClusterView.covers). */
+      covers?(seq: number, chains: Readonly<Record<string, number>>): boolean;
+    },
     intervalMs: number,
     /** The wait of a replica whose create failed (default: one interval, doubling to 5 minutes). */
     private readonly replicaBackoff: BackoffPolicy = { minMs: intervalMs, maxMs: Math.max(intervalMs, MAX_BACKOFF_MS) },
@@ -104,7 +109,8 @@ export class ReplicaReconciler {
     await this.checkAgainstDocker();
     if (!this.view.isReady) return;
     // The view will see the awaited event soon and trigger another pass.
-    if (this.view.state.seq < (this.ctx.awaitSeq ?? 0)) return;
+    const awaitSeq = this.ctx.awaitSeq ?? 0;
+    if (!(this.view.covers ? this.view.covers(awaitSeq, this.ctx.awaitChains ?? {}) : this.view.state.seq >= awaitSeq)) return;
     this.passes++;
     const { ctx } = this;
     const s = this.view.state;
