@@ -158,6 +158,8 @@ async function startController({ dir, etcdUrl, natsUrl, name, seq = 0, timeoutMs
   const started = now();
   const child = spawnLogged(
     [
+      // Diagnostics only (e.g. `--cpu-prof --cpu-prof-dir=DIR`): extra node flags for the controller processes.
+      ...(process.env.BENCH_SCALE_CONTROLLER_NODE_FLAGS ?? '').split(' ').filter(Boolean),
       path.join(ROOT, 'cli/bin/underlay.js'), 'controller',
       '--etcd', etcdUrl, '--nats', natsUrl, '--listen', `127.0.0.1:${port}`, '--name', name, '--api-token', API_TOKEN,
       // The bench makes no leaks: no collection while it measures.
@@ -528,7 +530,7 @@ function report(o, r) {
     console.log(`messages one uninvolved agent received while every agent allocated ${o.rate}/s for ${o.windowMs} ms (its own allocations in a pool of its own):`);
     const row = (x) => [String(x.agents), String(x.sent), String(x.failed), String(x.inMsgs), (x.inBytes / 1e3).toFixed(0), Object.entries(x.events).map(([k, v]) => `${k} ${v}`).join(', ') || 'none', x.caughtUp ? 'yes' : 'NO'];
     console.log(table(['agents', 'allocations', 'refused', 'messages in', 'kB in', 'events folded', 'caught up'], [row(r.small), row(r.big)]));
-    console.log(`ratio ${r.big.agents}/${r.small.agents} agents: ${ratio.toFixed(2)} (target ≤ ${TARGET.ratio}); today every agent takes every event of the cluster`);
+    console.log(`ratio ${r.big.agents}/${r.small.agents} agents: ${ratio.toFixed(2)} (target ≤ ${TARGET.ratio}); with delivery by interest an agent follows only its own pools' chains, the cluster's and its host's`);
   }
   if (r.mem.length) {
     console.log('controller from a snapshot (real process; allocations decided and folded by core\'s ClusterEngine, written with the controller\'s snapshot code):');

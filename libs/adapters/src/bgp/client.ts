@@ -3,8 +3,10 @@
  * global config (GetBgp/StartBgp), peers (AddPeer/DeletePeer/ListPeer), unicast paths (AddPath/DeletePath/
  * ListPath) and best-path and peer events (WatchEvent). Only loopback and unix-socket targets are accepted.
  */
-import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
+import type * as grpc from '@grpc/grpc-js';
+/** gRPC loaded on first use: an agent without --bgp-api never needs it (it took ~70 ms of every start, and proto-loader ~50). */
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const grpcLib = (): typeof import('@grpc/grpc-js') => require('@grpc/grpc-js') as typeof import('@grpc/grpc-js');
 import {
   GOBGP_PROTO_DIR,
   GOBGP_PROTO_FILES,
@@ -88,7 +90,7 @@ export interface BgpWatch {
 }
 
 /** gobgpd is not reachable (not started, restarting, wrong socket): a later call may succeed. */
-const grpcUnavailable = (code: number): boolean => code === grpc.status.UNAVAILABLE || code === grpc.status.DEADLINE_EXCEEDED;
+const grpcUnavailable = (code: number): boolean => code === grpcLib().status.UNAVAILABLE || code === grpcLib().status.DEADLINE_EXCEEDED;
 
 /** A failed gobgpd call: code `gobgp`, the gRPC status in `grpcCode`; retriable while gobgpd is not reachable. */
 export class GobgpError extends UnderlayError {
@@ -98,7 +100,7 @@ export class GobgpError extends UnderlayError {
     readonly details: string,
     cause?: unknown,
   ) {
-    super('gobgp', `gobgpd ${method}: ${details || grpc.status[grpcCode] || `code ${grpcCode}`}`, { retriable: grpcUnavailable(grpcCode), cause });
+    super('gobgp', `gobgpd ${method}: ${details || grpcLib().status[grpcCode] || `code ${grpcCode}`}`, { retriable: grpcUnavailable(grpcCode), cause });
     this.name = 'GobgpError';
   }
 
@@ -119,6 +121,8 @@ let ctorCache: grpc.ServiceClientConstructor | undefined;
 
 function serviceConstructor(): grpc.ServiceClientConstructor {
   if (ctorCache) return ctorCache;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const protoLoader = require('@grpc/proto-loader') as typeof import('@grpc/proto-loader');
   const def = protoLoader.loadSync([...GOBGP_PROTO_FILES], {
     includeDirs: [GOBGP_PROTO_DIR],
     keepCase: false,
@@ -127,7 +131,7 @@ function serviceConstructor(): grpc.ServiceClientConstructor {
     defaults: true,
     oneofs: true,
   });
-  const pkg = grpc.loadPackageDefinition(def) as unknown as { apipb: { GobgpApi: grpc.ServiceClientConstructor } };
+  const pkg = grpcLib().loadPackageDefinition(def) as unknown as { apipb: { GobgpApi: grpc.ServiceClientConstructor } };
   ctorCache = pkg.apipb.GobgpApi;
   return ctorCache;
 }
@@ -149,7 +153,7 @@ export class GobgpClient {
     opts: GobgpClientOptions,
   ) {
     const Ctor = serviceConstructor();
-    this.client = new Ctor(target, grpc.credentials.createInsecure(), {
+    this.client = new Ctor(target, grpcLib().credentials.createInsecure(), {
       // gobgpd may start after us or restart: keep reconnecting quickly instead of grpc's 120 s ceiling.
       'grpc.initial_reconnect_backoff_ms': 200,
       'grpc.max_reconnect_backoff_ms': 2_000,
@@ -168,15 +172,15 @@ export class GobgpClient {
   /** Resolves once the channel is connected (rejects after timeoutMs). */
   waitReady(timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.client.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(new GobgpError('connect', grpc.status.UNAVAILABLE, `${this.target}: ${err.message}`, err)) : resolve()));
+      this.client.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(new GobgpError('connect', grpcLib().status.UNAVAILABLE, `${this.target}: ${err.message}`, err)) : resolve()));
     });
   }
 
   private unary<T = any>(method: string, req: object, deadlineMs = this.deadlineMs): Promise<T> {
     return new Promise((resolve, reject) => {
-      if (this.closed) return reject(new GobgpError(method, grpc.status.CANCELLED, 'client closed'));
+      if (this.closed) return reject(new GobgpError(method, grpcLib().status.CANCELLED, 'client closed'));
       const fn = this.client[method] as (req: object, md: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: T) => void) => void;
-      fn.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (err, res) => {
+      fn.call(this.client, req, new (grpcLib().Metadata)(), { deadline: Date.now() + deadlineMs }, (err, res) => {
         if (err) reject(new GobgpError(method, err.code, err.details, err));
         else resolve(res);
       });
@@ -185,9 +189,9 @@ export class GobgpClient {
 
   private collect<T = any>(method: string, req: object, deadlineMs = this.deadlineMs * 2): Promise<T[]> {
     return new Promise((resolve, reject) => {
-      if (this.closed) return reject(new GobgpError(method, grpc.status.CANCELLED, 'client closed'));
+      if (this.closed) return reject(new GobgpError(method, grpcLib().status.CANCELLED, 'client closed'));
       const fn = this.client[method] as (req: object, md: grpc.Metadata, o: grpc.CallOptions) => grpc.ClientReadableStream<T>;
-      const call = fn.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + deadlineMs });
+      const call = fn.call(this.client, req, new (grpcLib().Metadata)(), { deadline: Date.now() + deadlineMs });
       const out: T[] = [];
       call.on('data', (d: T) => out.push(d));
       call.on('error', (err: grpc.ServiceError) => reject(new GobgpError(method, err.code, err.details, err)));
@@ -311,7 +315,7 @@ export class GobgpClient {
       h.onEnd?.(err);
     };
     if (this.closed) {
-      setImmediate(() => end(new GobgpError('WatchEvent', grpc.status.CANCELLED, 'client closed')));
+      setImmediate(() => end(new GobgpError('WatchEvent', grpcLib().status.CANCELLED, 'client closed')));
       return { cancel: () => {} };
     }
     const deliver = (ev: any) => {
@@ -345,8 +349,8 @@ export class GobgpClient {
         // a handler's failure must not become an uncaught exception in the stream
       }
     });
-    call.on('error', (err: grpc.ServiceError) => end(cancelled && err.code === grpc.status.CANCELLED ? undefined : new GobgpError('WatchEvent', err.code, err.details, err)));
-    call.on('end', () => end(cancelled ? undefined : new GobgpError('WatchEvent', grpc.status.UNAVAILABLE, 'stream ended')));
+    call.on('error', (err: grpc.ServiceError) => end(cancelled && err.code === grpcLib().status.CANCELLED ? undefined : new GobgpError('WatchEvent', err.code, err.details, err)));
+    call.on('end', () => end(cancelled ? undefined : new GobgpError('WatchEvent', grpcLib().status.UNAVAILABLE, 'stream ended')));
     return {
       cancel: () => {
         if (ended) return;

@@ -8,7 +8,7 @@
  * protobufjs Root loaded from the same files.
  */
 import * as path from 'node:path';
-import * as protobuf from 'protobufjs';
+import type * as protobuf from 'protobufjs';
 import { formatValue, parseCidr, tryParseAddr } from '@underlay/core';
 
 /** The pinned GoBGP v3.10.0 protos (libs/adapters/proto/gobgp; the same path from src/ and dist/). */
@@ -89,7 +89,9 @@ let rootCache: protobuf.Root | undefined;
 /** The protobufjs Root of the pinned protos (google/protobuf well-known types come bundled with protobufjs). */
 export function gobgpRoot(dir = GOBGP_PROTO_DIR): protobuf.Root {
   if (rootCache && dir === GOBGP_PROTO_DIR) return rootCache;
-  const root = new protobuf.Root();
+  // protobufjs loaded on first use (an agent without --bgp-api never needs it).
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const root = new (require('protobufjs') as typeof import('protobufjs')).Root();
   // Imports are relative to the proto directory; absolute paths must come back unchanged (protobufjs
   // would otherwise join them twice).
   root.resolvePath = (_origin, target) => (path.isAbsolute(target) ? target : path.join(dir, target));

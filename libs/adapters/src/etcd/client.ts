@@ -10,7 +10,8 @@
  * `etcd at http://127.0.0.1:2379: did not answer within 5000 ms (range /underlay/v1/events/…)`.
  * Streams (watches, lease keepalives) carry no deadline; the leader election bounds them itself.
  */
-import { ClientClosedError, Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, GRPCDeadlineExceededError, GRPCUnauthenticatedError, type IOptions } from 'etcd3';
+import type { Etcd3, IOptions } from 'etcd3';
+import { etcd3 } from './lib.js';
 import { UnavailableError, UnderlayError } from '@underlay/core';
 import { MEMBER_SKIP_MS, MemberSkippedError, faultHandling } from './fault-handling.js';
 
@@ -56,7 +57,7 @@ export function createEtcdClient(o: EtcdClientOptions): Etcd3 {
     opts.credentials = { rootCertificate: o.tls.ca as Buffer, privateKey: o.tls.key, certChain: o.tls.cert };
   }
   if (o.auth) opts.auth = { username: o.auth.username, password: o.auth.password };
-  return new Etcd3(opts);
+  return new (etcd3().Etcd3)(opts);
 }
 
 function checkTimeout(ms: number): number {
@@ -114,11 +115,12 @@ export class EtcdCalls {
     }
     if (e instanceof UnderlayError) return e;
     const err = e instanceof Error ? e : new Error(String(e));
-    if (err instanceof GRPCDeadlineExceededError) return this.timeout(what, err);
-    if (err instanceof EtcdAuthenticationFailedError || err instanceof GRPCUnauthenticatedError) {
+    const lib = etcd3();
+    if (err instanceof lib.GRPCDeadlineExceededError) return this.timeout(what, err);
+    if (err instanceof lib.EtcdAuthenticationFailedError || err instanceof lib.GRPCUnauthenticatedError) {
       return new UnavailableError(`etcd at ${this.where}: authentication refused (${oneLine(err.message)}); check --etcd-user and --etcd-password-file (${what})`, { cause: err });
     }
-    if (err instanceof EtcdPermissionDeniedError) {
+    if (err instanceof lib.EtcdPermissionDeniedError) {
       return new UnavailableError(`etcd at ${this.where}: permission denied (${oneLine(err.message)}); check --etcd-user and that the user may read and write /underlay/ (${what})`, { cause: err });
     }
     if (/No connection established|failed to connect|ECONNREFUSED|handshake/i.test(err.message)) {
@@ -130,7 +132,7 @@ export class EtcdCalls {
     if (/circuit breaker is open|BrokenCircuit/i.test(`${err.name} ${err.message}`)) {
       return new UnavailableError(`etcd at ${this.where}: not reachable: its last calls failed or timed out; the client tries again within ${MEMBER_SKIP_MS / 1000} s (${what})`, { cause: err });
     }
-    if (err instanceof ClientClosedError) {
+    if (err instanceof lib.ClientClosedError) {
       return new UnavailableError(`etcd client for ${this.where} is closed (${what})`, { cause: err });
     }
     return new UnavailableError(`etcd at ${this.where}: ${oneLine(err.message) || err.name} (${what})`, { cause: err });

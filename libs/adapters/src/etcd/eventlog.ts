@@ -7,7 +7,8 @@
  * first kept event fails with `EventsTrimmedError` (code events-trimmed) instead of returning a partial log; a gap that
  * no trimming explains fails too. Every call has a deadline (`EtcdCalls`).
  */
-import { Etcd3, GRPCOutOfRangeError, Range } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
+import { etcd3 } from './lib.js';
 import { parseEvent, type ClusterEvent, UnderlayError, UnavailableError } from '@underlay/core';
 import { keys } from './keys.js';
 import { createEtcdClient, EtcdCalls, type EtcdClientOptions } from './client.js';
@@ -76,7 +77,7 @@ export class EtcdEventLog {
    * deadline `timeoutMs`, default 5000; `endpoints` only name it in errors).
    */
   constructor(opts: EventLogOptions | Etcd3, existing: { endpoints?: string[]; timeoutMs?: number } = {}) {
-    if (opts instanceof Etcd3) {
+    if (opts instanceof etcd3().Etcd3) {
       this.client = opts;
       this.calls = new EtcdCalls(existing.endpoints ?? [], existing.timeoutMs);
     } else {
@@ -107,7 +108,7 @@ export class EtcdEventLog {
   /** As `read`, with each event's size in the log (bytes of its JSON). */
   async *readSized(fromSeq = 1, pageSize = 5000): AsyncGenerator<{ events: ClusterEvent[]; sizes: number[] }> {
     let next = fromSeq;
-    const end = Range.prefix(keys.eventPrefix).end;
+    const end = etcd3().Range.prefix(keys.eventPrefix).end;
     // Paged by count and by bytes: start small, grow while pages stay well under PAGE_BYTES, shrink when one is
     // over it, so a run of large events never makes one answer too big for gRPC (or for memory).
     let size = Math.min(pageSize, FIRST_PAGE);
@@ -115,7 +116,7 @@ export class EtcdEventLog {
       const start = keys.event(next);
       const limit = size;
       const res = await this.calls.run(`range ${start}… limit ${limit}`, (o) =>
-        this.client.getAll().inRange(new Range(start, end)).sort('Key', 'Ascend').limit(limit).options(o).exec(),
+        this.client.getAll().inRange(new (etcd3().Range)(start, end)).sort('Key', 'Ascend').limit(limit).options(o).exec(),
       );
       const bytes = res.kvs.reduce((n, kv) => n + kv.value.length, 0);
       const page = res.kvs.map((kv) => parseEvent(JSON.parse(kv.value.toString())));
@@ -211,7 +212,7 @@ export class EtcdEventLog {
         const cmp = prev === 1 ? this.client.if(keys.trimmed, 'Create', '==', 0) : this.client.if(keys.trimmed, 'Value', '==', JSON.stringify({ before: prev }));
         if (fence) cmp.and(fence.key, 'Create', '==', fence.createRevision);
         return cmp
-          .then(this.client.delete().range(new Range(keys.event(prev), keys.event(to))), this.client.put(keys.trimmed).value(JSON.stringify({ before: to })))
+          .then(this.client.delete().range(new (etcd3().Range)(keys.event(prev), keys.event(to))), this.client.put(keys.trimmed).value(JSON.stringify({ before: to })))
           .options(o)
           .commit();
       });
@@ -240,7 +241,7 @@ export class EtcdEventLog {
       await this.calls.run(`compact to revision ${rev}`, (o) => this.client.kv.compact({ revision: rev, physical: false }, o));
     } catch (e) {
       // etcd had already compacted past it (OUT_OF_RANGE: "required revision has been compacted"), by its class.
-      if (e instanceof UnderlayError && e.cause instanceof GRPCOutOfRangeError) return undefined;
+      if (e instanceof UnderlayError && e.cause instanceof etcd3().GRPCOutOfRangeError) return undefined;
       throw e;
     }
     return rev;

@@ -16,7 +16,8 @@
  * for MEMBER_SKIP_MS (1 s) after 3 failures in a row; then one call may try it, and its outcome closes or reopens it.
  * A member that hangs (stopped, partitioned) costs one call per second its deadline, not a third of all calls.
  */
-import { GRPCDeadlineExceededError, isRecoverableError, type IOptions } from 'etcd3';
+import type { IOptions } from 'etcd3';
+import { etcd3 } from './lib.js';
 import { UnavailableError } from '@underlay/core';
 
 /** Tries of one call, each on another member when the last one failed (etcd3's default). */
@@ -39,7 +40,7 @@ export class MemberSkippedError extends UnavailableError {
 
 /** Whether a failure says the call may succeed on another try: recoverable for etcd3, and not out of time. */
 export function worthAnotherTry(e: unknown): boolean {
-  return e instanceof Error && isRecoverableError(e) && !(e instanceof GRPCDeadlineExceededError);
+  return e instanceof Error && etcd3().isRecoverableError(e) && !(e instanceof etcd3().GRPCDeadlineExceededError);
 }
 
 /** The global policy: up to CALL_TRIES tries while the failure is worth another try. */
@@ -83,7 +84,7 @@ export class MemberBreaker {
       this.inARow = 0;
       return v;
     } catch (e) {
-      if (e instanceof Error && isRecoverableError(e)) {
+      if (e instanceof Error && etcd3().isRecoverableError(e)) {
         this.inARow++;
         if (this.inARow >= this.failures) this.openUntil = this.now() + this.skipMs;
       } else {

@@ -6,7 +6,8 @@
  * Every call has a deadline (`EtcdCalls`).
  */
 import { createHash } from 'node:crypto';
-import { Range, type Etcd3 } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
+import { etcd3 } from './lib.js';
 import { z } from 'zod';
 import { UnderlayError } from '@underlay/core';
 import { keys } from './keys.js';
@@ -124,7 +125,7 @@ export class EtcdSnapshots {
     });
     if (!res.succeeded) return false;
     // Older snapshots are no longer needed.
-    const older = new Range(keys.snapshotPrefix, keys.snapshotPart(seq, 0).slice(0, -5));
+    const older = new (etcd3().Range)(keys.snapshotPrefix, keys.snapshotPart(seq, 0).slice(0, -5));
     await this.calls.run(`delete snapshots before ${seq}`, (o) => this.client.delete().range(older).options(o).exec());
     return true;
   }

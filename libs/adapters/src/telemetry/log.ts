@@ -12,7 +12,6 @@
  * otherwise.
  */
 import { pino, type Logger as PinoLogger } from 'pino';
-import pinoPretty from 'pino-pretty';
 import { z } from 'zod';
 import { activeSpanContext } from './tracing.js';
 
@@ -63,6 +62,9 @@ const mixin = (): Record<string, string> => {
 };
 
 function textStream(stream: NodeJS.WritableStream): NodeJS.WritableStream {
+  // Loaded only for text logs (a terminal, --log-format text): services log JSON and never need it.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const pinoPretty = require('pino-pretty') as typeof import('pino-pretty');
   return pinoPretty({
     destination: stream,
     sync: true,
