@@ -40,6 +40,7 @@
  *   BENCH_IPAM_CLIENTS    inline (default: requesters share this thread's event loop with the
  *                         controller) or worker (requesters in a worker thread, as separate agents)
  *   BENCH_IPAM_MODE       both (default), plain or secured (also `--mode <m>` on the command line)
+ *   BENCH_IPAM_SNAPSHOT_EVERY  diagnostics: the controller's --snapshot-every (default its own, 10,000)
  *   BENCH_IPAM_SECURED    what the secured mode turns on, a comma-separated subset of nats-auth,
  *                         nats-tls, etcd-tls, etcd-auth (default all; fewer only to see what each costs;
  *                         etcd-auth needs etcd-tls)
@@ -394,7 +395,12 @@ async function startClients(m) {
   if (m.mode !== 'plain') await checkSecured(m);
   // eventRetention 0: verifyLog reads the whole log back, so nothing may be trimmed behind snapshots.
   const controller = new Controller(
-    { etcd: [etcd.url], nats: nats.url, listen: '127.0.0.1:0', name: `bench-${m.mode}`, eventRetention: 0, ...m.servers.controller },
+    {
+      etcd: [etcd.url], nats: nats.url, listen: '127.0.0.1:0', name: `bench-${m.mode}`, eventRetention: 0,
+      // Diagnostics only: the controller's --snapshot-every (default the controller's own).
+      ...(process.env.BENCH_IPAM_SNAPSHOT_EVERY ? { snapshotEvery: Number(process.env.BENCH_IPAM_SNAPSHOT_EVERY) } : {}),
+      ...m.servers.controller,
+    },
     (msg) => {
       if (/fail/i.test(msg)) progress(`${m.mode} controller: ${msg}`);
     },
