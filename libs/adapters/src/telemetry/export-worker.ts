@@ -2,14 +2,20 @@
  * The export thread's entry (a worker_threads Worker started by export-thread.ts): the OTLP exporter the
  * environment names (OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL `http/protobuf` | `http/json` | `grpc`, endpoint, headers
  * and timeout read by the exporter itself, as the SDK does), fed with the batches the service's thread sends.
- * The OTLP transformation and encoding run here, not on the thread that serves requests.
+ * The OTLP transformation and encoding run here, not on the thread that serves requests: for http/protobuf straight
+ * from the rows (otlp-rows.ts), for http/json and grpc through the SDK's exporter.
  *
  * Messages in: {type:'export', id, batch} | {type:'flush', id} | {type:'shutdown', id}; out: {id, ok, error?}.
  */
 import { parentPort } from 'node:worker_threads';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { resourceFromAttributes } from '@opentelemetry/resources';
+import type { ExportResult } from '@opentelemetry/core';
+import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
+import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
+import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { fromSpanBatch, type SpanBatch } from './span-batch.js';
+import { encodeSpanBatch } from './otlp-rows.js';
 
 export type ExportRequest = { type: 'export'; id: number; batch: SpanBatch } | { type: 'flush' | 'shutdown'; id: number };
 export interface ExportReply {
@@ -20,7 +26,7 @@ export interface ExportReply {
 
 /** The exporter of OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL (as the Node SDK chooses it). */
 export function otlpExporterFromEnv(env: NodeJS.ProcessEnv = process.env): SpanExporter {
-  const protocol = (env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? '').trim() || (env.OTEL_EXPORTER_OTLP_PROTOCOL ?? '').trim() || 'http/protobuf';
+  const protocol = otlpProtocol(env);
   /* eslint-disable @typescript-eslint/no-require-imports */
   switch (protocol) {
     case 'grpc':
@@ -34,15 +40,40 @@ export function otlpExporterFromEnv(env: NodeJS.ProcessEnv = process.env): SpanE
   /* eslint-enable @typescript-eslint/no-require-imports */
 }
 
+/** The protocol the SDK would use (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL, http/protobuf). */
+export function otlpProtocol(env: NodeJS.ProcessEnv = process.env): string {
+  return (env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? '').trim() || (env.OTEL_EXPORTER_OTLP_PROTOCOL ?? '').trim() || 'http/protobuf';
+}
+
+/** A request already encoded (otlp-rows.ts) and how many spans it holds. */
+interface EncodedSpans {
+  bytes: Uint8Array;
+  spans: number;
+}
+
+/**
+ * http/protobuf: the batch is encoded from its rows at once (otlp-rows.ts) and sent by the SDK's own OTLP/HTTP
+ * transport (endpoint, headers, timeout, compression, TLS and retries from the OTEL_* variables, as its
+ * OTLPTraceExporter reads them), which is handed the bytes as they are.
+ */
+function encodedExporter(): OTLPExporterBase<EncodedSpans> {
+  const options = convertLegacyHttpOptions({}, 'TRACES', 'v1/traces', { 'Content-Type': 'application/x-protobuf' });
+  const serializer = { serializeRequest: (r: EncodedSpans) => r.bytes, deserializeResponse: (b: Uint8Array) => ProtobufTraceSerializer.deserializeResponse(b) };
+  return new OTLPExporterBase(createOtlpHttpExportDelegate(options, serializer, 'otlp_http_span_exporter', { name: 'span', countItems: (r: EncodedSpans) => r.spans }, undefined));
+}
+
 function serve(port: NonNullable<typeof parentPort>): void {
-  const exporter = otlpExporterFromEnv();
+  const encoded = otlpProtocol() === 'http/protobuf' ? encodedExporter() : undefined;
+  const sdk = encoded ? undefined : otlpExporterFromEnv();
+  const exporter: Pick<SpanExporter, 'shutdown' | 'forceFlush'> = encoded ?? sdk!;
   const reply = (r: ExportReply): void => port.postMessage(r);
   const fail = (id: number, e: unknown): void => reply({ id, ok: false, error: e instanceof Error ? e.message : String(e) });
   port.on('message', (m: ExportRequest) => {
     if (m.type === 'export') {
       try {
-        const spans = fromSpanBatch(m.batch, (r) => resourceFromAttributes(r.attributes, r.schemaUrl ? { schemaUrl: r.schemaUrl } : undefined));
-        exporter.export(spans, (res) => reply({ id: m.id, ok: res.code === 0, ...(res.error ? { error: res.error.message } : {}) }));
+        const done = (res: ExportResult): void => reply({ id: m.id, ok: res.code === 0, ...(res.error ? { error: res.error.message } : {}) });
+        if (encoded) encoded.export({ bytes: encodeSpanBatch(m.batch), spans: m.batch.spans.length }, done);
+        else sdk!.export(fromSpanBatch(m.batch, (r) => resourceFromAttributes(r.attributes, r.schemaUrl ? { schemaUrl: r.schemaUrl } : undefined)), done);
       } catch (e) {
         fail(m.id, e);
       }
