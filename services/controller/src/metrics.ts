@@ -6,7 +6,7 @@
  * HTTP dispatcher).
  */
 import { Counter, Gauge, Histogram, LATENCY_BUCKETS, createMetricsRegistry, rpcMetrics, type Registry, type RpcObserver } from '@underlay/adapters';
-import { usableRange, type ClusterState } from '@underlay/core';
+import { poolSize, type ClusterState } from '@underlay/core';
 
 /** What the scrape-time gauges read from the controller. */
 export interface ControllerMetricsSource {
@@ -44,8 +44,7 @@ const bump = (m: Map<string, Map<string, number>>, pool: string, node: string) =
 export function ipamCounts(state: ClusterState): IpamCounts {
   const out: IpamCounts = { size: new Map(), inUse: new Map(), borrowed: new Map(), blocks: new Map() };
   for (const p of state.pools.values()) {
-    const r = usableRange(p.cidr);
-    const size = r.last >= r.first ? r.last - r.first + 1n : 0n;
+    const size = poolSize(p);
     out.size.set(p.poolId, Number(size > SIZE_CAP ? SIZE_CAP : size));
     for (const b of p.blocks.values()) bump(out.blocks, p.poolId, b.node);
   }

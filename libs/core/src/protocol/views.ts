@@ -3,8 +3,8 @@
  * reports and the time. Pure: the same inputs give the same answer (the controller passes Date.now()).
  * The translation from the cluster state to the API's shapes (./api.ts), so it sits with the wire schemas.
  */
-import { formatValue, parseAddr, usableRange, type Family } from '../ip.js';
-import { blockRange, endpointCount, formatBlock, type ClusterNetwork, type ClusterState, type NetworkInfo, type Pool } from '../state/cluster-state.js';
+import { formatValue, parseAddr, type Family } from '../ip.js';
+import { blockRange, endpointCount, formatBlock, poolSize, type ClusterNetwork, type ClusterState, type NetworkInfo, type Pool } from '../state/cluster-state.js';
 import { parseNetworkOptions } from '../options.js';
 import { DEFAULT_CHECK_POLICY, checkIpam, type CheckNode, type CheckPolicy } from '../ipam/check.js';
 import type { EndpointStatus, NetworkStatus, NodeReport } from './ipam.js';
@@ -306,8 +306,7 @@ export function nodeList(input: ViewInput): NodeView[] {
 }
 
 function poolUsage(state: ClusterState, p: Pool, blockNets: readonly bigint[]): PoolUsage {
-  const r = usableRange(p.cidr);
-  const size = r.last >= r.first ? r.last - r.first + 1n : 0n;
+  const size = poolSize(p);
   const endpoints = endpointCount(p);
   const used = p.allocs.size;
   const blocks: BlockUsage[] = blockNets.map((net) => {

@@ -124,6 +124,12 @@ export const emptyState = (): ClusterState => ({ seq: 0, pools: new Map(), nodes
 export const chainHead = (state: ClusterState, chain: string): number => state.chains.get(chain) ?? state.chainFloor;
 
 export const blockSize = (p: Pool): bigint => p.blockSizeValue;
+
+/** How many usable addresses the pool has (its usable range; 0 when empty). */
+export function poolSize(p: Pool): bigint {
+  const r = usableRange(p.cidr);
+  return r.last >= r.first ? r.last - r.first + 1n : 0n;
+}
 export const blockOf = (p: Pool, v: bigint): bigint => v - ((v - p.cidr.network) % blockSize(p));
 export const formatBlock = (p: Pool, network: bigint): string => `${formatValue(p.cidr.family, network)}/${p.blockPrefix}`;
 
