@@ -24,7 +24,7 @@ import {
   NotFoundError,
   InvalidArgumentError,
   EventsHeadReq,
-  chainHead,
+  committedHeads,
   poolChain,
   chainOfEvent,
   type ClusterEvent,
@@ -295,12 +295,11 @@ export class Controller {
         await this.writer.settled();
         const seq = this.writer.committedSeq;
         if (!r.chains) return { seq };
-        // A chain's event not yet durable is answered as the committed head: the reader reads up to it and stands there.
         const state = this.writer.state;
         // The pools where the asking node holds a block or a reference: its agent follows them whatever asked for them.
         const held: string[] = [];
         for (const p of state.pools.values()) if ((p.nodeBlocks.get(rc.node)?.length ?? 0) > 0 || p.refs.has(rc.node)) held.push(poolChain(p.poolId));
-        return { seq, chains: Object.fromEntries(r.chains.map((c) => [c, Math.min(chainHead(state, c), seq)])), held };
+        return { seq, chains: committedHeads(state, r.chains, seq), held };
       }, so),
       serveRpc(nc, 'eventsConsumer', EventsConsumerReq, (r, rc) => ensureNodeConsumer(nc, rc.node, r.afterSeq), so),
       serveRpc(nc, 'snapshotRead', SnapshotReadReq, (r) => this.snapshotPart(r.seq, r.part, r.offset, maxPayload(nc) - REPLY_ENVELOPE_BYTES), so),

@@ -6,7 +6,7 @@
 import {
   CLUSTER_CHAIN,
   DEFAULT_POOL_LIMITS,
-  chainHead,
+  committedHeads,
   hostChain,
   decideClusterNetworkCreate,
   decideClusterNetworkRemove,
@@ -49,8 +49,7 @@ export class NetworkRecords {
     const seq = this.writer.committedSeq;
     // The chains the asking agent's replica reconcile reads, and how far it must read them to have seen this removal.
     const state = this.writer.state;
-    const chains = Object.fromEntries([CLUSTER_CHAIN, hostChain(req.node)].map((c) => [c, Math.min(chainHead(state, c), seq)]));
-    return { seq, chains };
+    return { seq, chains: committedHeads(state, [CLUSTER_CHAIN, hostChain(req.node)], seq) };
   }
   clusterNetworkCreate(req: { name: string; definition: NetworkDefinitionInput }, ctx: RequestContext) {
     return this.writer.run((s) => decideClusterNetworkCreate(s, req, this.poolLimits), ctx);

@@ -71,6 +71,14 @@ export function chainOf(body: EventBody, networkNode: (networkId: string) => str
 export const chainOfEvent = (ev: ClusterEvent): string => ev.chain ?? chainOf(ev);
 
 /**
+ * The heads of `chains` as far as the log is durable: a chain's event after the committed `seq` (decided, not yet
+ * committed) is answered as `seq`, so a reader reads up to it and stands there.
+ */
+export function committedHeads(state: ClusterState, chains: readonly string[], seq: number): Record<string, number> {
+  return Object.fromEntries(chains.map((c) => [c, Math.min(chainHead(state, c), seq)]));
+}
+
+/**
  * Replaces the part of `state` that `chain` folds to with that part of `from` (a reader that fell behind the trimmed
  * log on one chain takes it from the latest snapshot; its other chains stay where they are: chains are independent).
  */
