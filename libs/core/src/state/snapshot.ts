@@ -100,6 +100,20 @@ function allocChunk(entries: readonly (readonly [bigint, Allocation])[]): AllocC
   return { a: a.join(','), s, k, n, nt: [...nodes.keys()], h: h.join(','), t: t.join(','), e: e.join(','), w, wt: [...nets.keys()], b: b.join(',') };
 }
 
+/**
+ * One allocation into `p` (and its handle), with the fold's key order, so a restored state serialises as the folded one
+ * does (optional fields absent, not undefined; properties added in place: spreads of optional ones cost a third of a
+ * 1M-allocation restore).
+ */
+function putAllocation(p: Pool, value: bigint, seq: number, kind: AddressKind, node: string, handle: string | undefined, time: string, endpointId?: string, networkId?: string, boundTime?: string): void {
+  const al: { -readonly [K in keyof Allocation]: Allocation[K] } = { seq, kind, node, handle, time };
+  if (endpointId !== undefined) al.endpointId = endpointId;
+  if (networkId !== undefined) al.networkId = networkId;
+  if (boundTime !== undefined) al.boundTime = boundTime;
+  p.allocs.set(value, al);
+  if (handle !== undefined) p.handles.set(handle, value);
+}
+
 /** A chunk's allocations into `p` (its allocs and handles). */
 function restoreChunk(p: Pool, c: AllocChunk, where: string): void {
   const count = c.s.length;
@@ -118,18 +132,7 @@ function restoreChunk(p: Pool, c: AllocChunk, where: string): void {
     if (kind === undefined || node === undefined || (wi !== -1 && networkId === undefined) || !Number.isInteger(c.s[i])) {
       throw new Error(`snapshot: allocation ${i} of chunk ${where} is invalid`);
     }
-    const value = big(a[i]!);
-    const handle = h[i] || undefined;
-    const endpointId = e[i]!;
-    const boundTime = b[i]!;
-    // Same key order as the fold builds, so both serialise identically (properties added in place: spreads of
-    // optional ones cost a third of a 1M-allocation restore).
-    const al: { -readonly [K in keyof Allocation]: Allocation[K] } = { seq: c.s[i]!, kind, node, handle, time: t[i]! };
-    if (endpointId !== '') al.endpointId = endpointId;
-    if (networkId !== undefined) al.networkId = networkId;
-    if (boundTime !== '') al.boundTime = boundTime;
-    p.allocs.set(value, al);
-    if (handle !== undefined) p.handles.set(handle, value);
+    putAllocation(p, big(a[i]!), c.s[i]!, kind, node, h[i] || undefined, t[i]!, e[i] || undefined, networkId, b[i] || undefined);
   }
 }
 
@@ -176,6 +179,18 @@ export const SnapshotData = SnapshotCommon.extend({ version: z.literal(SNAPSHOT_
 export type SnapshotData = z.infer<typeof SnapshotData>;
 const SnapshotDataV1 = SnapshotCommon.extend({ version: z.literal(1), pools: z.array(PoolSnapV1) });
 
+/** A pool's definition as createPool takes it (and as a snapshot stores it). */
+const poolDefOf = (p: Pool): z.infer<typeof PoolDef> => ({
+  poolId: p.poolId,
+  space: p.space,
+  cidr: p.cidrText,
+  subPool: p.subPoolText,
+  v6: p.v6,
+  options: { ...p.options },
+  blockPrefix: p.blockPrefix,
+  strictAffinity: p.strictAffinity,
+});
+
 /** `chunk`: allocations per column chunk (snapshotJsonParts writes the same chunks with the same size). */
 export function snapshot(state: ClusterState, chunk = SNAPSHOT_CHUNK): SnapshotData {
   return {
@@ -191,16 +206,7 @@ export function snapshot(state: ClusterState, chunk = SNAPSHOT_CHUNK): SnapshotD
       const allocs: AllocChunk[] = [];
       for (let i = 0; i < entries.length; i += chunk) allocs.push(allocChunk(entries.slice(i, i + chunk)));
       return {
-        def: {
-          poolId: p.poolId,
-          space: p.space,
-          cidr: p.cidrText,
-          subPool: p.subPoolText,
-          v6: p.v6,
-          options: { ...p.options },
-          blockPrefix: p.blockPrefix,
-          strictAffinity: p.strictAffinity,
-        },
+        def: poolDefOf(p),
         refs: [...p.refs],
         refRequests: [...p.refRequests],
         gateway: p.gateway === undefined ? undefined : hex(p.gateway),
@@ -240,17 +246,7 @@ export function restore(raw: unknown): ClusterState {
 
 function restoreAllocsV1(p: Pool, allocs: z.infer<typeof PoolSnapV1>['allocs']): void {
   for (const [v, seq, kind, node, handle, time, endpointId, networkId, boundTime] of allocs) {
-    const value = big(v);
-    // Same key order as the fold builds, so both serialise identically.
-    p.allocs.set(value, {
-      seq, kind, node,
-      handle: handle ?? undefined,
-      time,
-      ...(endpointId !== null ? { endpointId } : {}),
-      ...(networkId !== null ? { networkId } : {}),
-      ...(boundTime !== null ? { boundTime } : {}),
-    });
-    if (handle !== null) p.handles.set(handle, value);
+    putAllocation(p, big(v), seq, kind, node, handle ?? undefined, time, endpointId ?? undefined, networkId ?? undefined, boundTime ?? undefined);
   }
 }
 
@@ -284,7 +280,7 @@ export function* cloneStateInSlices(state: ClusterState, slice = 20_000): Genera
   for (const c of state.clusterNetworks.values()) out.clusterNetworks.set(c.name, { ...c, definition: structuredClone(c.definition) });
   const fills: { into: Map<unknown, unknown>; keys: unknown[]; values: unknown[] }[] = [];
   for (const src of state.pools.values()) {
-    const p = createPool({ poolId: src.poolId, space: src.space, cidr: src.cidrText, subPool: src.subPoolText, v6: src.v6, options: { ...src.options }, blockPrefix: src.blockPrefix, strictAffinity: src.strictAffinity });
+    const p = createPool(poolDefOf(src));
     for (const r of src.refs) p.refs.add(r);
     for (const [n, id] of src.refRequests) p.refRequests.set(n, id);
     if (src.gateway !== undefined) p.gateway = src.gateway;
