@@ -62,23 +62,39 @@ function encodedExporter(): OTLPExporterBase<EncodedSpans> {
   return new OTLPExporterBase(createOtlpHttpExportDelegate(options, serializer, 'otlp_http_span_exporter', { name: 'span', countItems: (r: EncodedSpans) => r.spans }, undefined));
 }
 
+/** What the thread does with a batch: the exporter of the configured protocol, fed from the rows. */
+interface BatchExporter {
+  export(batch: SpanBatch, done: (r: ExportResult) => void): void;
+  forceFlush(): Promise<void>;
+  shutdown(): Promise<void>;
+}
+
+function batchExporter(): BatchExporter {
+  if (otlpProtocol() === 'http/protobuf') {
+    const e = encodedExporter();
+    return { export: (batch, done) => e.export({ bytes: encodeSpanBatch(batch), spans: batch.spans.length }, done), forceFlush: () => e.forceFlush(), shutdown: () => e.shutdown() };
+  }
+  const e = otlpExporterFromEnv();
+  return {
+    export: (batch, done) => e.export(fromSpanBatch(batch, (r) => resourceFromAttributes(r.attributes, r.schemaUrl ? { schemaUrl: r.schemaUrl } : undefined)), done),
+    forceFlush: () => (e.forceFlush ? e.forceFlush() : Promise.resolve()),
+    shutdown: () => e.shutdown(),
+  };
+}
+
 function serve(port: NonNullable<typeof parentPort>): void {
-  const encoded = otlpProtocol() === 'http/protobuf' ? encodedExporter() : undefined;
-  const sdk = encoded ? undefined : otlpExporterFromEnv();
-  const exporter: Pick<SpanExporter, 'shutdown' | 'forceFlush'> = encoded ?? sdk!;
+  const exporter = batchExporter();
   const reply = (r: ExportReply): void => port.postMessage(r);
   const fail = (id: number, e: unknown): void => reply({ id, ok: false, error: e instanceof Error ? e.message : String(e) });
   port.on('message', (m: ExportRequest) => {
     if (m.type === 'export') {
       try {
-        const done = (res: ExportResult): void => reply({ id: m.id, ok: res.code === 0, ...(res.error ? { error: res.error.message } : {}) });
-        if (encoded) encoded.export({ bytes: encodeSpanBatch(m.batch), spans: m.batch.spans.length }, done);
-        else sdk!.export(fromSpanBatch(m.batch, (r) => resourceFromAttributes(r.attributes, r.schemaUrl ? { schemaUrl: r.schemaUrl } : undefined)), done);
+        exporter.export(m.batch, (res) => reply({ id: m.id, ok: res.code === 0, ...(res.error ? { error: res.error.message } : {}) }));
       } catch (e) {
         fail(m.id, e);
       }
     } else if (m.type === 'flush') {
-      (exporter.forceFlush ? exporter.forceFlush() : Promise.resolve()).then(() => reply({ id: m.id, ok: true }), (e: unknown) => fail(m.id, e));
+      exporter.forceFlush().then(() => reply({ id: m.id, ok: true }), (e: unknown) => fail(m.id, e));
     } else {
       exporter.shutdown().then(() => reply({ id: m.id, ok: true }), (e: unknown) => fail(m.id, e));
     }

@@ -199,14 +199,7 @@ function anyValue(w: Writer, value: unknown): void {
   } else if (t === 'object' && value !== null) {
     w.tag(6, 2);
     const at = w.start();
-    const obj = value as Record<string, unknown>;
-    for (const k in obj) {
-      if (!Object.prototype.hasOwnProperty.call(obj, k)) continue;
-      w.tag(1, 2);
-      const kv = w.start();
-      keyValue(w, k, obj[k]);
-      w.end(kv);
-    }
+    objectAttributes(w, value as Record<string, unknown>, 1);
     w.end(at);
   }
 }
