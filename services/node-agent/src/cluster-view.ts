@@ -131,10 +131,8 @@ export class ClusterView {
   private held = new Set<string>();
 
   private noteHeld(held: readonly string[]): void {
-    const next = new Set(held);
-    const grew = [...next].some((c) => !this.held.has(c));
-    this.held = next;
-    if (grew && [...next].some((c) => !this.chains.has(c))) this.interest?.trigger();
+    this.held = new Set(held);
+    if (held.some((c) => !this.chains.has(c))) this.interest?.trigger();
   }
 
   /**

@@ -49,7 +49,7 @@ export class ReplicaReconciler {
       readonly state: ClusterState;
       readonly isReady: boolean;
       /** Whether the view has seen the log through `seq` (`chains`: through each chain's head; see ClusterView.covers). */
-      covers?(seq: number, chains: Readonly<Record<string, number>>): boolean;
+      covers(seq: number, chains: Readonly<Record<string, number>>): boolean;
     },
     intervalMs: number,
     /** The wait of a replica whose create failed (default: one interval, doubling to 5 minutes). */
@@ -109,8 +109,7 @@ export class ReplicaReconciler {
     await this.checkAgainstDocker();
     if (!this.view.isReady) return;
     // The view will see the awaited event soon and trigger another pass.
-    const awaitSeq = this.ctx.awaitSeq ?? 0;
-    if (!(this.view.covers ? this.view.covers(awaitSeq, this.ctx.awaitChains ?? {}) : this.view.state.seq >= awaitSeq)) return;
+    if (!this.view.covers(this.ctx.awaitSeq ?? 0, this.ctx.awaitChains ?? {})) return;
     this.passes++;
     const { ctx } = this;
     const s = this.view.state;
