@@ -198,6 +198,9 @@ function recordAck(m, poolId, cidrAddress) {
   m.ackedCount++;
 }
 
+/** A rate for people: 5,210. */
+const perSecond = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
+
 /** What one mode's slices of one phase add up to. */
 function newPhase(requesters) {
   return {
@@ -242,6 +245,7 @@ async function slice(m, acc, poolId, durationMs, maxRequests) {
   acc.errors += res.errors;
   acc.firstError ??= res.firstError;
   for (const a of res.addresses) recordAck(m, poolId, a);
+  return { allocsPerS: res.lat.length / (res.elapsedMs / 1000) };
 }
 
 /** A phase's figures from its slices. */
@@ -459,8 +463,8 @@ async function tracingComparison(m) {
     // ABBA twice: the state grows during the run (each slice allocates), and slices early and late weigh alike.
     for (const state of ['off', 'on', 'on', 'off', 'off', 'on', 'on', 'off']) {
       tracing.pause(state === 'off');
-      progress(`${m.mode}: tracing ${state}, 64 requesters, ${PHASE_MS / 2} ms`);
-      await slice(m, acc[state], pool, PHASE_MS / 2, MAX_PER_PHASE / 2);
+      const r = await slice(m, acc[state], pool, PHASE_MS / 2, MAX_PER_PHASE / 2);
+      progress(`${m.mode}: tracing ${state}, 64 requesters, ${PHASE_MS / 2} ms: ${perSecond(r.allocsPerS)} allocations/s`);
       await m.controller.flushEvents();
     }
     tracing.pause(true);
@@ -541,7 +545,6 @@ async function main() {
     `(requesters ${CLIENTS}, ${os.cpus().length} CPUs, load average ${load0.toFixed(1)} at start, run ${totalS.toFixed(1)} s` +
       `${modes.length > 1 ? `; the modes were interleaved, halves in the order ${[...modes, ...[...modes].reverse()].map((m) => m.mode).join(', ')}` : ''})`,
   );
-  const perSecond = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
   if (traced) {
     console.log(
       `(tracing, ${modes[0].mode} mode, 64 requesters: on p99 ${fmt.f1(traced.on.p99)} ms, off p99 ${fmt.f1(traced.off.p99)} ms; ` +

@@ -35,6 +35,9 @@
  * Flags (to scale down while developing): --agents N (1000), --small-agents N (20), --endpoints N (100),
  * --warmup N (10), --rate PER_AGENT_PER_S (0.5), --window-ms MS (10000), --allocations N (1000000),
  * --allocations-small N (100000), --agent-endpoints N (1000), --restarts N (3), --skip routes,ratio,restart,memory.
+ * Diagnostics (environment): BENCH_SCALE_CONTROLLER_NODE_FLAGS and BENCH_SCALE_SIM_NODE_FLAGS, extra node flags for the
+ * controller processes and for the simulated agents' process (e.g. `--cpu-prof --cpu-prof-dir=DIR`; the product does
+ * not run with them); BENCH_SCALE_KEEP=1 keeps the temp dir (logs).
  */
 const path = require('node:path');
 const fs = require('node:fs');
@@ -445,7 +448,9 @@ async function main() {
         const pool = await requesters.client('sim000', 0).call('requestPool', { node: 'sim000', space: 'underlay', pool: SIM.pool, subPool: '', options: { block_size: '32' }, v6: false, requestId: randomUUID() }, core.RequestPoolRes);
         const ready = collect(nc, SIM.ready, 1, 600_000);
         await nc.flush();
-        const sim = spawnLogged([path.join(__dirname, 'routes.js'), '--sim', String(o.agents), servers.nats.url, pool.poolId], path.join(dir, 'sim-agents.log'));
+        // Diagnostics only (e.g. `--cpu-prof --cpu-prof-dir=DIR`): extra node flags for the simulated agents' process.
+        const simFlags = (process.env.BENCH_SCALE_SIM_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+        const sim = spawnLogged([...simFlags, path.join(__dirname, 'routes.js'), '--sim', String(o.agents), servers.nats.url, pool.poolId], path.join(dir, 'sim-agents.log'));
         try {
           await step(`start ${o.agents} simulated agents (ClusterView + RouteService each, own connection)`, () => Promise.race([ready, new Promise((_, rej) => sim.once('exit', (c) => rej(new Error(`the simulated agents exited (${c}); log ${dir}/sim-agents.log`))))]));
           const c = { core, nc, requesters, poolId: pool.poolId, agents: o.agents };

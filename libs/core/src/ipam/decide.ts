@@ -10,6 +10,7 @@ import { GATEWAY_REQUEST_TYPE, MAC_OPTION } from '../options.js';
 import type { AddressRelease, AddressRequest, EndpointBinding, PoolRelease, PoolRequest } from './requests.js';
 import { LIMITS } from '../limits.js';
 import { blockOf, blockRange, blockSize, endpointCount, formatBlock, type Allocation, type ClusterState, type Pool } from '../state/cluster-state.js';
+import { firstClaimedFrom, noteFullBefore, openFrom } from '../state/open-blocks.js';
 import type { Decision } from '../state/decision.js';
 import { DEFAULT_POOL_LIMITS, STRICT_AFFINITY_OPTION, booleanPoolOption, checkPoolOptions, SPACE_OPTION, blockPrefixOption, checkPoolSize, networksUsing, OVERLAP_HINT, overlappingPool, poolIdOf, type PoolLimits } from '../state/pool-rules.js';
 
@@ -206,10 +207,18 @@ const FULL_SEARCH_BLOCKS = 1n << 16n;
  */
 function findInBlocks(p: Pool, node: string): { value: bigint; claim?: bigint } | undefined {
   const full = (b: { used: number }, r: { first: bigint; last: bigint }) => BigInt(b.used) > r.last - r.first;
-  for (const net of p.nodeBlocks.get(node) ?? []) {
+  const own = p.nodeBlocks.get(node) ?? [];
+  // Blocks before the hint are full (open-blocks.ts); the full ones found next to it move it on.
+  let leadingFull = true;
+  for (let i = firstClaimedFrom(p, own, openFrom(p, node)); i < own.length; i++) {
+    const net = own[i]!;
     const b = p.blocks.get(net)!;
     const r = blockRange(p, net);
-    if (!r || full(b, r)) continue;
+    if (!r || full(b, r)) {
+      if (leadingFull) noteFullBefore(p, node, b.claimedSeq + 1);
+      continue;
+    }
+    leadingFull = false;
     const v = freeIn(p, r.first, r.last, b.cursor);
     if (v !== undefined) return { value: v };
   }

@@ -8,6 +8,7 @@ import { UnderlayError } from '../errors.js';
 import { parseAddr, parseCidr } from '../ip.js';
 import { allocsIn, blockOf, blockRange, blockSize, createPool, emptyState, type ClusterState, type Pool } from './cluster-state.js';
 import type { ClusterEvent } from './events.js';
+import { noteFreed } from './open-blocks.js';
 import { chainOf } from './chains.js';
 
 /**
@@ -131,7 +132,10 @@ function applyEvent(state: ClusterState, ev: ClusterEvent): ClusterState {
       if (a.handle && p.handles.get(a.handle) === v) p.handles.delete(a.handle);
       if (a.kind === 'gateway') p.gateway = undefined;
       const b = p.blocks.get(blockOf(p, v));
-      if (b && v >= p.first && v <= p.last) b.used--;
+      if (b && v >= p.first && v <= p.last) {
+        b.used--;
+        noteFreed(p, b.node, b.claimedSeq);
+      }
       if (b && a.kind === 'endpoint') {
         b.endpoints--;
         if (b.endpoints === 0) b.emptySince = ev.time;
