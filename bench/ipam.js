@@ -73,6 +73,7 @@ const envNum = (name, dflt) => {
   return Number.isFinite(v) && v > 0 ? v : dflt;
 };
 const PHASE_MS = envNum('BENCH_IPAM_PHASE_MS', 5_000);
+const TRACING_SLICES = 4 * Math.max(1, Math.round(envNum('BENCH_IPAM_TRACING_SLICES', 8) / 4));
 const RAW_MS = envNum('BENCH_IPAM_RAW_MS', 3_000);
 const WARMUP = envNum('BENCH_IPAM_WARMUP', 500);
 const CONNS = envNum('BENCH_IPAM_CONNS', 8);
@@ -460,11 +461,13 @@ async function tracingComparison(m) {
   try {
     const pool = await m.requesters.openPool('2001:db8:7ace::/64');
     const acc = { on: newPhase(64), off: newPhase(64) };
-    // ABBA twice: the state grows during the run (each slice allocates), and slices early and late weigh alike.
-    for (const state of ['off', 'on', 'on', 'off', 'off', 'on', 'on', 'off']) {
+    // ABBA, repeated: the state grows during the run (each slice allocates), and slices early and late weigh alike.
+    const order = Array.from({ length: TRACING_SLICES }, (_, i) => (i % 4 === 0 || i % 4 === 3 ? 'off' : 'on'));
+    const sliceMs = (4 * PHASE_MS) / TRACING_SLICES;
+    for (const state of order) {
       tracing.pause(state === 'off');
-      const r = await slice(m, acc[state], pool, PHASE_MS / 2, MAX_PER_PHASE / 2);
-      progress(`${m.mode}: tracing ${state}, 64 requesters, ${PHASE_MS / 2} ms: ${perSecond(r.allocsPerS)} allocations/s`);
+      const r = await slice(m, acc[state], pool, sliceMs, MAX_PER_PHASE / 2);
+      progress(`${m.mode}: tracing ${state}, 64 requesters, ${sliceMs} ms: ${perSecond(r.allocsPerS)} allocations/s`);
       await m.controller.flushEvents();
     }
     tracing.pause(true);

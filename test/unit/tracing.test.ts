@@ -16,7 +16,7 @@ import { GroupCommitter } from '../../services/controller/src/committer';
 import { MemoryRouteOps, startRoutes } from '../../services/node-agent/src/routes/index';
 import type { ClusterView } from '../../services/node-agent/src/cluster-view';
 import type { NetworkRecord } from '../../services/node-agent/src/driver/store';
-import { decideNodeHello, decideRequestAddress, decideRequestPool } from '@underlay/core';
+import { decideNodeHello, decideRequestAddress, decideRequestPool, isTraceId, newTraceparent, traceIdOf } from '@underlay/core';
 import { engineWithClock } from './support';
 
 const ev = (seq: number) => ({ seq, id: String(seq), time: '2026-01-01T00:00:00Z', actor: 'x', type: 'NodeHello', data: {} }) as unknown as ClusterEvent;
@@ -256,5 +256,27 @@ describe('PluginTraces: one container start (and stop) as one trace', () => {
     t.done('RequestAddress', {}, { Address: '10.0.0.6/24' }, sc(5));
     now = 61_000;
     expect(parentOf(t, 'CreateEndpoint', { EndpointID: 'e2', Interface: { Address: '10.0.0.6/24' } })).toBeUndefined();
+  });
+});
+
+describe('newTraceparent (tracing off: the traceparent every request carries)', () => {
+  it('makes valid, distinct ids across many refills of its random pool, and keeps a given trace id', () => {
+    const seen = new Set<string>();
+    const spans = new Set<string>();
+    // 8 KiB pool, 24 bytes a traceparent: 2,000 calls refill it several times.
+    for (let i = 0; i < 2_000; i++) {
+      const tp = newTraceparent();
+      expect(tp).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+      const tid = traceIdOf(tp)!;
+      expect(isTraceId(tid)).toBe(true);
+      seen.add(tid);
+      spans.add(tp.slice(36, 52));
+    }
+    expect(seen.size).toBe(2_000);
+    expect(spans.size).toBe(2_000);
+    const given = 'a'.repeat(31) + 'b';
+    const tp = newTraceparent(given);
+    expect(traceIdOf(tp)).toBe(given);
+    expect(tp.slice(36, 52)).not.toBe(newTraceparent(given).slice(36, 52));
   });
 });
