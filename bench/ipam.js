@@ -61,6 +61,7 @@ const path = require('node:path');
 const { performance, monitorEventLoopDelay } = require('node:perf_hooks');
 const { SECURED_PARTS, modeLabel, startServers, stopAll, killAllSync, sleep } = require('./lib/servers.js');
 const { createRequesters, nodeName } = require('./lib/requesters.js');
+const { machineSpeed } = require('./lib/machine.js');
 
 let Controller, EtcdEventLog, createEtcdClient;
 try {
@@ -487,6 +488,7 @@ async function tracingComparison(m) {
 async function main() {
   const tStart = performance.now();
   const load0 = os.loadavg()[0];
+  const machine = machineSpeed();
   for (const mode of RUN_MODES) modes.push(newMode(mode));
   await Promise.all(modes.map(startServersOf));
 
@@ -551,6 +553,7 @@ async function main() {
     `(requesters ${CLIENTS}, ${os.cpus().length} CPUs, load average ${load0.toFixed(1)} at start, run ${totalS.toFixed(1)} s` +
       `${modes.length > 1 ? `; the modes were interleaved, halves in the order ${[...modes, ...[...modes].reverse()].map((m) => m.mode).join(', ')}` : ''})`,
   );
+  console.log(`(${machine.line})`);
   if (traced) {
     console.log(
       `(tracing, ${modes[0].mode} mode, 64 requesters: on p99 ${fmt.f1(traced.on.p99)} ms, off p99 ${fmt.f1(traced.off.p99)} ms; ` +

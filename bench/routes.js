@@ -234,6 +234,7 @@ const progress = (msg) => process.stderr.write(`bench:routes: [${((performance.n
 const { stats, f1, table } = require('./lib/stats.js');
 const { collect } = require('./lib/collect.js');
 const { loadProduct } = require('./lib/product.js');
+const { machineSpeed } = require('./lib/machine.js');
 
 const state = { lab: undefined, pendingLab: undefined, controller: undefined, nc: undefined, destroying: undefined };
 
@@ -373,6 +374,7 @@ async function main() {
   L.assertPrerequisites(['lab', 'etcd', 'nats']);
   if (process.getuid?.() !== 0) throw new Error('bench:routes needs root (network namespaces, routes)');
 
+  const machine = machineSpeed();
   progress('creating the lab (waits for the machine-wide lab lock if another lab is running)');
   state.pendingLab = L.createLab({ lockTimeoutMs: 600_000 });
   const lab = (state.lab = await state.pendingLab);
@@ -543,6 +545,7 @@ async function main() {
   if (!(r.p99 <= TARGET.p99Ms) || real.missing) missed.push(`real p99 ${f1(r.p99)} ms > ${TARGET.p99Ms} ms${real.missing ? ` or ${real.missing} missing` : ''}`);
   if (!(s.p99 <= TARGET.simP99Ms) || sim.missing) missed.push(`sim p99 ${f1(s.p99)} ms > ${TARGET.simP99Ms} ms${sim.missing ? ` or ${sim.missing} missing` : ''}`);
   if (kernelOk !== hosts.length) missed.push(`${hosts.length - kernelOk} kernels not exact`);
+  console.log(`(${machine.line})`);
   console.log(missed.length ? `target missed: ${missed.join(', ')}` : `target met: p99 ${f1(r.p99)} ≤ ${TARGET.p99Ms} ms on ${hosts.length} hosts, sim p99 ${f1(s.p99)} ≤ ${TARGET.simP99Ms} ms on ${SIM_AGENTS} agents`);
   const int = (x) => (Number.isFinite(x) ? String(Math.round(x)) : 'NaN');
   console.log(`routes hosts=${hosts.length} p50_ms=${int(r.p50)} p99_ms=${int(r.p99)} sim_agents=${SIM_AGENTS} sim_p99_ms=${int(s.p99)}`);

@@ -52,6 +52,7 @@ const { stats, f1, table } = require('./lib/stats.js');
 const { collect } = require('./lib/collect.js');
 const { loadProduct } = require('./lib/product.js');
 const { agentRestart } = require('./lib/agent-restart.js');
+const { machineSpeed } = require('./lib/machine.js');
 
 const ROOT = path.resolve(__dirname, '..');
 const TARGET = { routeP99Ms: 200, ratio: 1.1, rss100kMb: 200, rss1mMb: 1200, coldStartMs: 3000, restartMs: 1000, usageMs: 200 };
@@ -432,7 +433,7 @@ async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'underlay-bench-scale-'));
   state.dir = dir;
   progress(`${o.agents} agents (small: ${o.smallAgents}), ${o.rate}/s per agent for ${o.windowMs} ms, ${o.endpoints} endpoints, ${o.allocationsSmall} and ${o.allocations} allocations; logs in ${dir}`);
-  const result = { route: undefined, small: undefined, big: undefined, mem: [], restart: undefined };
+  const result = { route: undefined, small: undefined, big: undefined, mem: [], restart: undefined, machine: machineSpeed() };
 
   if (!o.skip.includes('routes') || !o.skip.includes('ratio')) {
     const servers = await step('start etcd and nats-server', () => startServers('plain', dir));
@@ -567,6 +568,7 @@ function report(o, r) {
   check(`cold start ms at ${big?.label ?? '1M'}`, big?.coldStartMs, TARGET.coldStartMs);
   check('agent restart ms', restartMs, TARGET.restartMs);
   check(`ipam usage ms at ${small?.label ?? '100k'}`, small?.usage.p50, TARGET.usageMs);
+  console.log(`(${r.machine.line})`);
   console.log(missed.length ? `target missed: ${missed.join(', ')}` : 'target met: all figures');
   const int = (x) => (Number.isFinite(x) ? String(Math.round(x)) : 'NaN');
   console.log(
