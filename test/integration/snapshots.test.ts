@@ -5,7 +5,7 @@
  * whole log folded from the start. A corrupt latest snapshot is detected, logged and counted, and the state
  * is still right (folded from the whole log); a new snapshot replaces it.
  */
-import { EtcdEventLog, EtcdSnapshots, keys } from '@underlay/adapters';
+import { EtcdEventLog, EtcdSnapshots, SNAPSHOT_CHUNK_BYTES, keys, snapshotCuts } from '@underlay/adapters';
 import { describe as describeState, fold, MAC_OPTION } from '@underlay/core';
 import { Controller, loadState, type LoadReport } from '@underlay/controller';
 import { startEnv, windowed, mac, type Env } from './support';
@@ -147,6 +147,51 @@ describe('a corrupt latest snapshot', () => {
       for (const r of reports) expect(r).toMatchObject({ snapshotSeq: 0, folded: seq, seq });
     } finally {
       log.close();
+    }
+  });
+});
+
+describe('snapshot parts in etcd', () => {
+  it('are cut between characters, read a few at once and checked whole; the first missing part is named', async () => {
+    const log = new EtcdEventLog({ endpoints: [env.etcd.url] });
+    const snaps = new EtcdSnapshots(log);
+    try {
+      // An emoji (two UTF-16 halves) across the first cut: stored as UTF-8, a part ending in a lone half came back as
+      // U+FFFD and the whole snapshot failed its checksum.
+      const cut = SNAPSHOT_CHUNK_BYTES;
+      const json = JSON.stringify({ a: 'x'.repeat(cut - 7) + '\u{1F600}' + 'y'.repeat(2 * cut) + 'é' + 'z'.repeat(cut / 2) });
+      expect(json.charCodeAt(cut - 1)).toBeGreaterThanOrEqual(0xd800);
+      expect(json.charCodeAt(cut - 1)).toBeLessThanOrEqual(0xdbff);
+      const seq = 9_000_001;
+      expect(await snaps.write(seq, json)).toBe(true);
+      const man = (await snaps.latestManifest())!;
+      expect(man.parts).toBe(4);
+      expect(await snaps.latest()).toEqual({ seq, json });
+      // Parts are read several at once: whichever are missing, the report names the first.
+      await log.client.delete().key(keys.snapshotPart(seq, 3));
+      await log.client.delete().key(keys.snapshotPart(seq, 1));
+      await expect(snaps.latest()).rejects.toThrow(`snapshot ${seq} is corrupt: part 1 of 4 is missing`);
+    } finally {
+      log.close();
+    }
+  });
+
+  it('cuts never leave half a surrogate pair at the end of a part', () => {
+    const s = 'ab\u{1F600}cd\u{1F601}';
+    expect(snapshotCuts(s, 3)).toEqual([2, 5, 8]);
+    expect(snapshotCuts(s, 100)).toEqual([8]);
+    expect(snapshotCuts('', 3)).toEqual([0]);
+    for (let max = 2; max < 6; max++) {
+      const c = snapshotCuts(s, max);
+      let at = 0;
+      for (const end of c) {
+        expect(end - at).toBeLessThanOrEqual(max);
+        expect(end).toBeGreaterThan(at);
+        const last = s.charCodeAt(end - 1);
+        if (end < s.length) expect(last >= 0xd800 && last <= 0xdbff).toBe(false);
+        at = end;
+      }
+      expect(at).toBe(s.length);
     }
   });
 });
