@@ -470,8 +470,9 @@ async function tracingComparison(m) {
     const sliceMs = (4 * PHASE_MS) / TRACING_SLICES;
     for (const state of order) {
       tracing.pause(state === 'off');
+      progress(`${m.mode}: tracing ${state}, 64 requesters, ${sliceMs} ms`);
       const r = await slice(m, acc[state], pool, sliceMs, MAX_PER_PHASE / 2);
-      progress(`${m.mode}: tracing ${state}, 64 requesters, ${sliceMs} ms: ${perSecond(r.allocsPerS)} allocations/s`);
+      progress(`${m.mode}: tracing ${state}: ${perSecond(r.allocsPerS)} allocations/s`);
       await m.controller.flushEvents();
     }
     tracing.pause(true);

@@ -34,7 +34,9 @@ function machineSpeed() {
     factor,
     line:
       `machine: node -e 0 starts in ${Math.round(nodeStartMs)} ms here` +
-      (referenceMs ? `, ${referenceMs} ms on the reference machine (test/uml/budgets.json): ${factor.toFixed(1)}x slower` : ''),
+      (referenceMs
+        ? `, ${referenceMs} ms on the reference machine (test/uml/budgets.json): ${factor >= 1 ? `${factor.toFixed(1)}x slower` : `${(1 / factor).toFixed(1)}x faster`}`
+        : ''),
   };
 }
 

@@ -176,22 +176,25 @@ describe('snapshot parts in etcd', () => {
     }
   });
 
-  it('cuts never leave half a surrogate pair at the end of a part', () => {
+  it('cuts never leave half a surrogate pair at the end of a part, and parts stay within their size in UTF-8', () => {
     const s = 'ab\u{1F600}cd\u{1F601}';
-    expect(snapshotCuts(s, 3)).toEqual([2, 5, 8]);
+    expect(snapshotCuts(s, 3)).toEqual([2, 4, 6, 8]); // an emoji alone is 4 bytes: the smallest part there can be
     expect(snapshotCuts(s, 100)).toEqual([8]);
     expect(snapshotCuts('', 3)).toEqual([0]);
-    for (let max = 2; max < 6; max++) {
-      const c = snapshotCuts(s, max);
+    // 3-byte characters: 512 Ki of them would be 1.5 MiB, past etcd's default request limit.
+    expect(snapshotCuts('中'.repeat(10), 9)).toEqual([3, 6, 9, 10]);
+    const mixed = 'a\u{1F600}中é'.repeat(50) + 'z';
+    for (let max = 4; max < 40; max++) {
+      const c = snapshotCuts(mixed, max);
       let at = 0;
       for (const end of c) {
-        expect(end - at).toBeLessThanOrEqual(max);
         expect(end).toBeGreaterThan(at);
-        const last = s.charCodeAt(end - 1);
-        if (end < s.length) expect(last >= 0xd800 && last <= 0xdbff).toBe(false);
+        expect(Buffer.byteLength(mixed.slice(at, end), 'utf8')).toBeLessThanOrEqual(max);
+        const last = mixed.charCodeAt(end - 1);
+        if (end < mixed.length) expect(last >= 0xd800 && last <= 0xdbff).toBe(false);
         at = end;
       }
-      expect(at).toBe(s.length);
+      expect(at).toBe(mixed.length);
     }
   });
 });

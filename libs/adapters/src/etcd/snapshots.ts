@@ -19,17 +19,28 @@ export const SNAPSHOT_CHUNK_BYTES = 512 * 1024;
 const READ_PARTS_AT_ONCE = 4;
 
 /**
- * Where `json` is cut into parts of at most `max` characters: never between the two halves of a surrogate pair. Each
- * part is stored as UTF-8, where a lone half becomes U+FFFD: a name with an emoji on a cut made the whole snapshot fail
- * its checksum.
+ * Where `json` is cut into parts of at most `max` bytes of UTF-8 (as etcd stores them): never between the two halves of
+ * a surrogate pair, where a lone half would be stored as U+FFFD (a name with an emoji on a cut made the whole snapshot
+ * fail its checksum). Sized in bytes, not characters: 512 Ki characters of 3-byte UTF-8 would pass etcd's default
+ * 1.5 MiB request limit.
  */
 export function snapshotCuts(json: string, max = SNAPSHOT_CHUNK_BYTES): number[] {
   const cuts: number[] = [];
   let at = 0;
+  const highHalf = (i: number): boolean => {
+    const c = json.charCodeAt(i);
+    return c >= 0xd800 && c <= 0xdbff;
+  };
   do {
-    let end = Math.min(at + max, json.length);
-    const c = json.charCodeAt(end - 1);
-    if (end < json.length && end - 1 > at && c >= 0xd800 && c <= 0xdbff) end--;
+    // A part holds at least one whole character, whatever `max` is.
+    const least = Math.min(at + (highHalf(at) ? 2 : 1), json.length);
+    let end = Math.max(least, Math.min(at + max, json.length));
+    for (;;) {
+      if (end < json.length && end - 1 > at && highHalf(end - 1)) end--;
+      const bytes = Buffer.byteLength(json.slice(at, end), 'utf8');
+      if (bytes <= max || end <= least) break;
+      end = Math.max(least, at + Math.floor(((end - at) * max) / bytes));
+    }
     cuts.push(end);
     at = end;
   } while (at < json.length);
