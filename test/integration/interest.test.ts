@@ -214,3 +214,23 @@ it("a view has seen a removal once it read each chain the removal's answer names
     await agent.view.stop();
   }
 });
+
+it('an agent follows a pool where its host holds only an address borrowed from another host\'s block (no reference, no block)', async () => {
+  const { c, as, alloc } = await cluster();
+  // Two /29 blocks in a /28, both claimed by h13: h12's request borrows an address from one of them.
+  const w = (await c.ipam.requestPool({ node: 'h13', space: 'underlay', pool: '10.76.0.0/28', subPool: '', options: { block_size: '29' }, v6: false }, as('h13'))).poolId;
+  for (let i = 0; i < 8; i++) await alloc('h13', w, 20_000 + i);
+  const agent = await agentView('h12', []);
+  try {
+    await agent.view.ready();
+    const borrowed = await alloc('h12', w, 20_100);
+    await c.writer.settled();
+    const p = c.writer.state.pools.get(w)!;
+    expect(p.nodeBlocks.has('h12') || p.refs.has('h12')).toBe(false);
+    expect(borrowed.address.startsWith('10.76.0.')).toBe(true);
+    await labWaitFor(() => agent.view.followed.includes(poolChain(w)), { timeoutMs: 15_000, what: 'h12 to follow pool W, where its host holds a borrowed address' });
+    await labWaitFor(() => JSON.stringify(poolState(agent.view.state, w)) === JSON.stringify(poolState(c.writer.state, w)), { timeoutMs: 15_000, what: "h12's view to hold pool W" });
+  } finally {
+    await agent.view.stop();
+  }
+});

@@ -12,6 +12,7 @@ export * from './options.js';
 export * from './state/cluster-state.js';
 export * from './state/fold.js';
 export * from './state/chains.js';
+export { holdsIn } from './state/holdings.js';
 export * from './state/decision.js';
 export * from './state/pool-rules.js';
 export * from './state/network-owner.js';

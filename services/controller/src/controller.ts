@@ -25,6 +25,7 @@ import {
   InvalidArgumentError,
   EventsHeadReq,
   committedHeads,
+  holdsIn,
   poolChain,
   chainOfEvent,
   type ClusterEvent,
@@ -296,9 +297,9 @@ export class Controller {
         const seq = this.writer.committedSeq;
         if (!r.chains) return { seq };
         const state = this.writer.state;
-        // The pools where the asking node holds a block or a reference: its agent follows them whatever asked for them.
+        // The pools where the asking node holds a reference, a block or an address: its agent follows them whatever asked for them.
         const held: string[] = [];
-        for (const p of state.pools.values()) if ((p.nodeBlocks.get(rc.node)?.length ?? 0) > 0 || p.refs.has(rc.node)) held.push(poolChain(p.poolId));
+        for (const p of state.pools.values()) if (holdsIn(p, rc.node)) held.push(poolChain(p.poolId));
         return { seq, chains: committedHeads(state, r.chains, seq), held };
       }, so),
       serveRpc(nc, 'eventsConsumer', EventsConsumerReq, (r, rc) => ensureNodeConsumer(nc, rc.node, r.afterSeq), so),

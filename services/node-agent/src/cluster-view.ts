@@ -17,7 +17,7 @@
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import { EventConsumer, ReconcileRunner, RpcClient, chainHeads, checkSnapshot, logError, natsChainSource } from '@underlay/adapters';
-import { CLUSTER_CHAIN, SnapshotReadRes, apply, applyInterest, emptyState, hostChain, poolChain, restore, takeChain, type ClusterEvent, type ClusterState } from '@underlay/core';
+import { CLUSTER_CHAIN, SnapshotReadRes, apply, applyInterest, emptyState, holdsIn, hostChain, poolChain, restore, takeChain, type ClusterEvent, type ClusterState } from '@underlay/core';
 
 /** How often the pools followed are compared with `pools()` (besides `refreshInterest()`). */
 const INTEREST_MS = 2_000;
@@ -109,7 +109,7 @@ export class ClusterView {
 
   private async startByInterest(): Promise<void> {
     const node = this.rpc.node;
-    const held = [...this._state.pools.values()].filter((p) => p.refs.has(node) || [...p.allocs.values()].some((a) => a.node === node)).map((p) => p.poolId);
+    const held = [...this._state.pools.values()].filter((p) => holdsIn(p, node)).map((p) => p.poolId);
     const initial = [CLUSTER_CHAIN, hostChain(node), ...new Set([...held, ...this.opts.pools!()].map(poolChain))];
     let waiting = initial.length;
     const caughtUp = () => {
@@ -167,7 +167,7 @@ export class ClusterView {
     for (const [chain, consumer] of [...this.chains]) {
       if (!chain.startsWith('p.') || wanted.has(chain) || !consumer.caughtUp) continue;
       const pool = [...this._state.pools.values()].find((p) => poolChain(p.poolId) === chain);
-      if (pool && (pool.refs.has(node) || pool.nodeBlocks.has(node) || [...pool.allocs.values()].some((a) => a.node === node))) continue;
+      if (pool && holdsIn(pool, node)) continue;
       this.chains.delete(chain);
       await consumer.stop();
       this.leftAt.set(chain, consumer.lastSeq);

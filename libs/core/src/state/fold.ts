@@ -9,6 +9,7 @@ import { parseAddr, parseCidr } from '../ip.js';
 import { allocsIn, blockOf, blockRange, blockSize, createPool, emptyState, type ClusterState, type Pool } from './cluster-state.js';
 import type { ClusterEvent } from './events.js';
 import { noteFreed } from './open-blocks.js';
+import { noteAllocated, noteReleased } from './holdings.js';
 import { chainOf } from './chains.js';
 
 /**
@@ -109,6 +110,7 @@ function applyEvent(state: ClusterState, ev: ClusterEvent): ClusterState {
       const v = parseAddr(ev.data.address).value;
       if (p.allocs.has(v)) throw new FoldError(ev.seq, `${ev.data.address} allocated twice`);
       p.allocs.set(v, { seq: ev.seq, kind: ev.data.kind, node: ev.data.node, handle: ev.data.handle, time: ev.time });
+      noteAllocated(p, ev.data.node);
       if (ev.data.handle) p.handles.set(ev.data.handle, v);
       if (ev.data.kind === 'gateway') p.gateway = v;
       const b = p.blocks.get(blockOf(p, v));
@@ -129,6 +131,7 @@ function applyEvent(state: ClusterState, ev: ClusterEvent): ClusterState {
       const a = p.allocs.get(v);
       if (!a || a.seq !== ev.data.allocSeq) throw new FoldError(ev.seq, `release of ${ev.data.address} does not match an allocation`);
       p.allocs.delete(v);
+      noteReleased(p, a.node);
       if (a.handle && p.handles.get(a.handle) === v) p.handles.delete(a.handle);
       if (a.kind === 'gateway') p.gateway = undefined;
       const b = p.blocks.get(blockOf(p, v));
