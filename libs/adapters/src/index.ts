@@ -18,6 +18,7 @@ export * from './nats/node-consumers.js';
 export * from './private-file.js';
 export * from './runtime/retry.js';
 export * from './runtime/reconcile-runner.js';
+export * from './runtime/at-once.js';
 export * from './telemetry/tracing.js';
 export * from './runtime/failure-log.js';
 export * from './telemetry/metrics.js';

@@ -16,7 +16,7 @@
  * caught up with their heads.
  */
 import type { NatsConnection } from '@nats-io/transport-node';
-import { EventConsumer, ReconcileRunner, RpcClient, chainHeads, checkSnapshot, logError, natsChainSource } from '@underlay/adapters';
+import { EventConsumer, READ_PARTS_AT_ONCE, ReconcileRunner, RpcClient, chainHeads, checkSnapshot, eachAtOnce, logError, natsChainSource } from '@underlay/adapters';
 import { CLUSTER_CHAIN, SnapshotReadRes, apply, applyInterest, emptyState, holdsIn, hostChain, poolChain, restore, takeChain, type ClusterEvent, type ClusterState } from '@underlay/core';
 
 /** How often the pools followed are compared with `pools()` (besides `refreshInterest()`). */
@@ -234,18 +234,19 @@ export class ClusterView {
           this.rpc.call('snapshotRead', { ...(seq ? { seq } : {}), part, offset }, SnapshotReadRes, { deadlineMs: 10_000 });
         const first = await read(undefined, 0, 0);
         if (first.seq === 0) return undefined;
-        const pieces: string[] = [];
-        for (let part = 0; part < first.parts; part++) {
-          // Each part comes in pieces that fit a NATS message.
+        // A few parts at once (as the controller reads them from etcd); each part in pieces that fit a NATS message.
+        const parts: string[][] = new Array(first.parts);
+        await eachAtOnce(first.parts, READ_PARTS_AT_ONCE, async (part) => {
           let piece = part === 0 ? first : await read(first.seq, part, 0);
-          pieces.push(piece.data);
+          const pieces = [piece.data];
           for (let got = piece.data.length; got < (piece.partLength ?? got); got += piece.data.length) {
             piece = await read(first.seq, part, got);
             if (piece.data.length === 0) throw new Error(`part ${part} of snapshot ${first.seq} stopped at ${got} of ${piece.partLength} characters`);
             pieces.push(piece.data);
           }
-        }
-        const json = pieces.join('');
+          parts[part] = pieces;
+        });
+        const json = parts.flat().join('');
         // The controller's own checks: size and SHA-256 from the manifest, and the state at the snapshot's seq.
         checkSnapshot({ seq: first.seq, parts: first.parts, bytes: first.bytes ?? json.length, ...(first.sha256 ? { sha256: first.sha256 } : {}) }, json);
         const state = restore(JSON.parse(json));

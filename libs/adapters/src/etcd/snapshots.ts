@@ -12,11 +12,12 @@ import { z } from 'zod';
 import { UnderlayError } from '@underlay/core';
 import { keys } from './keys.js';
 import { EtcdCalls } from './client.js';
+import { eachAtOnce } from '../runtime/at-once.js';
 import type { EtcdEventLog } from './eventlog.js';
 
 export const SNAPSHOT_CHUNK_BYTES = 512 * 1024;
 /** Parts read at once on a cold start (one at a time, the controller mostly waited: ~1.5 s of 150 round trips at 1M allocations). */
-const READ_PARTS_AT_ONCE = 4;
+export const READ_PARTS_AT_ONCE = 4;
 
 /**
  * Where `json` is cut into parts of at most `max` bytes of UTF-8 (as etcd stores them): never between the two halves of
@@ -118,29 +119,17 @@ export class EtcdSnapshots {
     if (!man) return undefined;
     const parts: (string | undefined)[] = new Array(man.parts);
     const hash = man.sha256 !== undefined ? createHash('sha256') : undefined;
-    let next = 0;
     let hashed = 0;
     let missing: number | undefined;
-    let failed = false;
-    const reader = async (): Promise<void> => {
-      while (!failed && missing === undefined && next < man.parts) {
-        const i = next++;
-        let part: string | undefined;
-        try {
-          part = await this.readPart(man.seq, i);
-        } catch (e) {
-          failed = true;
-          throw e;
-        }
-        if (part === undefined) {
-          missing = Math.min(missing ?? i, i);
-          return;
-        }
-        parts[i] = part;
-        while (hash && hashed < man.parts && parts[hashed] !== undefined) hash.update(parts[hashed++]!, 'utf8');
+    await eachAtOnce(man.parts, READ_PARTS_AT_ONCE, async (i) => {
+      const part = await this.readPart(man.seq, i);
+      if (part === undefined) {
+        missing = Math.min(missing ?? i, i);
+        return false;
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(READ_PARTS_AT_ONCE, man.parts) }, reader));
+      parts[i] = part;
+      while (hash && hashed < man.parts && parts[hashed] !== undefined) hash.update(parts[hashed++]!, 'utf8');
+    });
     if (missing !== undefined) {
       // A newer snapshot may have replaced this one while we read: read the newest instead.
       const now = await this.latestManifest();
