@@ -9,7 +9,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
 import { z } from 'zod';
-import { ApiError, DEFAULT_CONTROLLER_URL, PAGE_MAX, UnderlayError, type ErrorCode } from '@underlay/core';
+import { ApiError, DEFAULT_CONTROLLER_URL, PAGE_LIMIT_RULE, PAGE_MAX, PageLimit, UnderlayError, type ErrorCode } from '@underlay/core';
 // The token-file rules alone (this module loads no etcd or NATS code).
 import { readTokenFile, tokenFileError } from '@underlay/controller/dist/api/tokens.js';
 import { UsageError, type FlagSpec, type ResolvedFlags } from './flags.js';
@@ -54,9 +54,10 @@ export const pageFlags: FlagSpec[] = [
 export function pageSizeOf(p: ResolvedFlags): number {
   const v = p.values.pageSize;
   if (v === undefined) return PAGE_MAX;
-  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : NaN;
-  if (!(n >= 1 && n <= PAGE_MAX)) throw new UsageError(`--page-size (or UNDERLAY_PAGE_SIZE): must be a whole number from 1 to ${PAGE_MAX} (got ${JSON.stringify(v)})`);
-  return n;
+  // The API's own rule for `limit` (core's PageLimit), checked here so the error names the flag.
+  const r = PageLimit.safeParse(v);
+  if (!r.success) throw new UsageError(`--page-size (or UNDERLAY_PAGE_SIZE): ${PAGE_LIMIT_RULE} (got ${JSON.stringify(v)})`);
+  return r.data;
 }
 
 /** A paged answer as JSON: the fields of its schema, `continue` when more rows follow. */

@@ -215,6 +215,27 @@ it("a view has seen a removal once it read each chain the removal's answer names
   }
 });
 
+it("a network's name answers the heads of the cluster chain and the host's: a view that read them holds the new cluster network with the name", async () => {
+  const { c, as } = await cluster();
+  const agent = await agentView('h14', []);
+  try {
+    await agent.view.ready();
+    const id = 'c14'.padEnd(64, 'c');
+    await c.networks.networkRecord({ node: 'h14', networkId: id, poolIds: [], options: {} }, as('h14'));
+    const definition = { driver: 'underlay', ipv6: false, internal: false, options: { parent: 'eth1' }, labels: {}, ipamOptions: {}, subnets: [{ subnet: '10.114.0.0/24', auxAddresses: {} }] };
+    const r = await c.networks.networkName({ node: 'h14', networkId: id, name: 'n14', definition, replica: false }, as('h14'));
+    expect(r.member).toBe(true);
+    // ClusterNetworkCreated on the cluster chain, NetworkNamed on h14's: two chains, two consumers.
+    expect(r.chains[hostChain('h14')]).toBe(r.seq);
+    expect(r.chains[CLUSTER_CHAIN]).toBe(r.seq - 1);
+    await labWaitFor(() => agent.view.covers(r.seq, r.chains), { timeoutMs: 15_000, what: "h14's view to read the name" });
+    expect(agent.view.state.networks.get(id)?.cluster).toBe(true);
+    expect(agent.view.state.clusterNetworks.has('n14')).toBe(true);
+  } finally {
+    await agent.view.stop();
+  }
+});
+
 it('an agent follows a pool where its host holds only an address borrowed from another host\'s block (no reference, no block)', async () => {
   const { c, as, alloc } = await cluster();
   // Two /29 blocks in a /28, both claimed by h13: h12's request borrows an address from one of them.

@@ -58,7 +58,7 @@ export class FakeController extends Recorder<ControllerClient> implements Contro
   readonly networks = new Map<string, { poolIds: string[]; options: Record<string, string>; name?: string }>();
   readonly reports: unknown[] = [];
   /** The verdict networkName answers. */
-  nameVerdict: { member: boolean; conflict?: string } = { member: true };
+  nameVerdict: { member: boolean; conflict?: string; seq?: number; chains?: Record<string, number> } = { member: true };
   /** networkRemove refuses with this error (e.g. a ConflictError) when set. */
   removeError?: Error;
   private seq = 100;

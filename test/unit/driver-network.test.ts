@@ -193,7 +193,7 @@ describe('CreateNetwork', () => {
   });
 
   it("names the network for the cluster once Docker shows it, and remembers the controller's refusal", async () => {
-    f.controller.nameVerdict = { member: false, conflict: 'network lan exists in the cluster with another definition: subnet differs' };
+    f.controller.nameVerdict = { member: false, conflict: 'network lan exists in the cluster with another definition: subnet differs', seq: 41, chains: { c: 40, 'h.h1': 41 } };
     await network.createNetwork(f.ctx, createReq(NET, { parent: 'eth1' }));
     // Docker stores the network only after CreateNetwork returned.
     await new Promise((r) => setTimeout(r, 300));
@@ -204,6 +204,9 @@ describe('CreateNetwork', () => {
     expect(named).toMatchObject({ networkId: NET, name: 'lan', replica: true, definition: expect.objectContaining({ options: { parent: 'eth1' } }) });
     expect(f.memory.conflicts.get(NET)).toBe('network lan exists in the cluster with another definition: subnet differs');
     expect(f.ctx.conflicts.get(NET)).toBe(f.memory.conflicts.get(NET));
+    // The replica reconcile acts on the network only with a view that read both chains through the answer's heads.
+    expect(f.memory.awaitChains).toEqual({ c: 40, 'h.h1': 41 });
+    expect(f.memory.definesInFlight).toBe(0);
     expect(f.logs).toContain(`network lan (${NET.slice(0, 12)}) refused: network lan exists in the cluster with another definition: subnet differs; it will be removed from this host`);
   });
 });

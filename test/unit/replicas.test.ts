@@ -137,6 +137,45 @@ describe('ReplicaReconciler', () => {
     await until(() => t.created.length === 1);
   });
 
+  it("keeps a network it just named while the view has read the host chain's NetworkNamed but not the cluster chain's ClusterNetworkCreated", async () => {
+    const t = setup(60_000);
+    stop = () => t.r.stop();
+    const deleted: string[] = [];
+    Object.assign(t.ctx.docker, {
+      listNetworks: async () => [{ Name: 'mb', Id: 'id-mb', Driver: 'underlay' }],
+      deleteNetwork: async (id: string) => (deleted.push(id), true),
+    });
+    // `docker network create mb` on this host: recorded, then named; the controller made it cluster network mb (seq 7,
+    // chain c) and named it (seq 8, chain h.h1). The view folded the host chain through 8, the cluster chain through 5.
+    (t.ctx.store.networks as Map<string, unknown>).set('id-mb', { id: 'id-mb', parent: 'eth0', poolIds: [] });
+    t.state.networks.set('id-mb', { networkId: 'id-mb', node: 'h1', poolIds: [], options: {}, name: 'mb', cluster: true });
+    Object.assign(t.readThrough, { c: 5, 'h.h1': 8 });
+    // 1. The controller's answer is still on its way.
+    Object.assign(t.ctx, { definesInFlight: 1, awaitSeq: 0, awaitChains: {} });
+    t.r.start();
+    await new Promise((res) => setTimeout(res, 50));
+    await t.r.idle();
+    expect(deleted).toEqual([]);
+    // 2. Answered (heads c 7, h.h1 8); the cluster chain is not read through 7 yet.
+    Object.assign(t.ctx, { definesInFlight: 0, awaitSeq: 8, awaitChains: { c: 7, 'h.h1': 8 } });
+    t.r.trigger();
+    await t.r.idle();
+    expect(deleted).toEqual([]);
+    expect(t.tries).toEqual([]);
+    // 3. Read through: the cluster network is there, the network stays.
+    t.readThrough.c = 7;
+    t.state.clusterNetworks.set('mb', net('mb', 7));
+    t.r.trigger();
+    await t.r.idle();
+    expect(deleted).toEqual([]);
+    // 4. Removed from the cluster later (another host's `docker network rm`): now it goes.
+    t.state.clusterNetworks.delete('mb');
+    t.readThrough.c = 9;
+    t.r.trigger();
+    await until(() => deleted.length === 1);
+    expect(deleted).toEqual(['id-mb']);
+  });
+
   it('retries a failed create after its own backoff (not on every trigger), then clears its error', async () => {
     const retryMs = 300;
     // The periodic pass never comes within the test: only the requeue for the replica's wait brings the retry.

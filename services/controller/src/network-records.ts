@@ -34,22 +34,27 @@ export class NetworkRecords {
     return this.writer.run((s) => decideNetworkRecorded(s, req), ctx);
   }
   /** The network's name (and, from agents that know cluster networks, its definition). */
-  networkName(req: NetworkNameReq, ctx: RequestContext): Promise<{ member: boolean; conflict?: string }> {
+  async networkName(req: NetworkNameReq, ctx: RequestContext): Promise<{ member: boolean; conflict?: string; seq: number; chains: Record<string, number> }> {
     const { definition } = req;
-    if (definition) return this.writer.run((s) => decideNetworkDefine(s, { ...req, definition }), ctx);
-    return this.writer.run((s) => decideNetworkNamed(s, req), ctx).then(() => ({ member: false }));
+    const r = definition ? await this.writer.run((s) => decideNetworkDefine(s, { ...req, definition }), ctx) : await this.writer.run((s) => decideNetworkNamed(s, req), ctx).then(() => ({ member: false }));
+    return { ...r, ...this.headsFor(req.node) };
   }
-  async networkRemove(req: { networkId: string; node: string; cluster?: boolean; dryRun?: boolean }, ctx: RequestContext, who?: ContainerLookup, held?: HeldLookup) {
+  /**
+   * Where a change asked by `node` was recorded, and the chains its replica reconcile reads (the cluster's and the
+   * host's), with how far it must read each to have seen the change.
+   */
+  private headsFor(node: string): { seq: number; chains: Record<string, number> } {
+    const seq = this.writer.committedSeq;
+    return { seq, chains: committedHeads(this.writer.state, [CLUSTER_CHAIN, hostChain(node)], seq) };
+  }
+  async networkRemove(req: { networkId: string; node: string; cluster?: boolean; dryRun?: boolean }, ctx: RequestContext, who?: ContainerLookup, held?: HeldLookup): Promise<{ seq?: number; chains?: Record<string, number> }> {
     if (req.dryRun) {
       // Throws the refusal, if any, without deciding anything.
       await this.writer.check((s) => decideNetworkRemoved(s, req, who, held));
       return {};
     }
     await this.writer.run((s) => decideNetworkRemoved(s, req, who, held), ctx);
-    const seq = this.writer.committedSeq;
-    // The chains the asking agent's replica reconcile reads, and how far it must read them to have seen this removal.
-    const state = this.writer.state;
-    return { seq, chains: committedHeads(state, [CLUSTER_CHAIN, hostChain(req.node)], seq) };
+    return this.headsFor(req.node);
   }
   clusterNetworkCreate(req: { name: string; definition: NetworkDefinitionInput }, ctx: RequestContext) {
     return this.writer.run((s) => decideClusterNetworkCreate(s, req, this.poolLimits), ctx);

@@ -169,7 +169,17 @@ export const NetworkNameReq = z.object({
   replica: z.boolean().default(false),
 });
 export type NetworkNameReq = z.infer<typeof NetworkNameReq>;
-export const NetworkNameRes = z.object({ member: z.boolean(), conflict: text(LIMITS.message).optional() });
+/**
+ * `seq` and `chains` (as NetworkRemoveRes): where the name was recorded, and the heads of the cluster chain and the
+ * asking host's chain then. A new cluster network's `ClusterNetworkCreated` and the host's `NetworkNamed` are on two
+ * chains: an agent's replica reconcile reads both through these heads before it acts on the network.
+ */
+export const NetworkNameRes = z.object({
+  member: z.boolean(),
+  conflict: text(LIMITS.message).optional(),
+  seq: z.number().int().nonnegative().optional(),
+  chains: z.record(text(LIMITS.chain), z.number().int().nonnegative()).optional(),
+});
 /**
  * `chains`: the heads of the chains asked for. `held`: the chains of the pools where the asking node holds a block or a
  * reference (an agent follows them even when no network of its own names the pool, e.g. a block claimed for it by a

@@ -85,14 +85,19 @@ export function pageOf<T>(rows: readonly T[], keyOf: (row: T) => PageKey, req: P
   return more ? { items, continue: encodeContinue(keyOf(items[items.length - 1]!)) } : { items };
 }
 
+/** What a page size must be (the API's `limit`, the CLI's --page-size). */
+export const PAGE_LIMIT_RULE = `must be a whole number from 1 to ${PAGE_MAX}`;
+
+/** A page size as text (a URL's `limit`, the CLI's --page-size) → rows per page. */
+export const PageLimit = z
+  .string()
+  .regex(/^\d+$/, PAGE_LIMIT_RULE)
+  .transform(Number)
+  .pipe(z.number().int().min(1, PAGE_LIMIT_RULE).max(PAGE_MAX, PAGE_LIMIT_RULE));
+
 /** `limit` and `continue` of a paged list's query (strings, as they come in a URL). */
 export const PageQuery = z.object({
-  limit: z
-    .string()
-    .regex(/^\d+$/, `must be a whole number from 1 to ${PAGE_MAX}`)
-    .transform(Number)
-    .pipe(z.number().int().min(1, `must be a whole number from 1 to ${PAGE_MAX}`).max(PAGE_MAX, `must be a whole number from 1 to ${PAGE_MAX}`))
-    .optional()
+  limit: PageLimit.optional()
     .describe(`rows per page (1-${PAGE_MAX}, ${PAGE_DEFAULT} by default); an answer with more rows behind it carries \`continue\``),
   continue: z
     .string()

@@ -124,26 +124,50 @@ export class DriverMemory {
   readonly endpointErrors = new Map<string, EndpointError>();
   /** Docker networks the controller refused (same name, other definition): id → why. */
   readonly conflicts = new Map<string, string>();
-  private removalSeq = 0;
-  private readonly removalChains: Record<string, number> = {};
+  private changeSeq = 0;
+  private readonly changeChains: Record<string, number> = {};
+  private defining = 0;
 
-  /** The replica reconcile waits until the cluster view has reached this seq (the last removal this agent caused). */
+  /** The replica reconcile waits until the cluster view has reached this seq (the last change this agent caused). */
   get awaitSeq(): number {
-    return this.removalSeq;
+    return this.changeSeq;
   }
 
   /**
    * With interest-based delivery, what the view must have read of each chain instead (the heads the controller
-   * answered with the removal; empty: the controller gave none, and `awaitSeq` is compared with the view's seq).
+   * answered with the change; empty: the controller gave none, and `awaitSeq` is compared with the view's seq).
    */
   get awaitChains(): Readonly<Record<string, number>> {
-    return this.removalChains;
+    return this.changeChains;
   }
 
-  /** A removal this agent caused was recorded at `seq` (`chains`: heads then): reconcile only with a view that has seen it. */
-  removalRecorded(seq: number, chains?: Readonly<Record<string, number>>): void {
-    this.removalSeq = Math.max(this.removalSeq, seq);
-    for (const [c, head] of Object.entries(chains ?? {})) this.removalChains[c] = Math.max(this.removalChains[c] ?? 0, head);
+  /**
+   * Names and definitions sent to the controller and not answered yet. Its answer brings the chain heads to wait for;
+   * until then the view may already hold the host chain's `NetworkNamed` of a new cluster network without the cluster
+   * chain's `ClusterNetworkCreated` (two chains, read by two consumers), which looks like a network removed from the
+   * cluster.
+   */
+  get definesInFlight(): number {
+    return this.defining;
+  }
+
+  /** Runs `send` (a name and definition sent to the controller), counted in `definesInFlight`. */
+  async define<T>(send: () => Promise<T>): Promise<T> {
+    this.defining++;
+    try {
+      return await send();
+    } finally {
+      this.defining--;
+    }
+  }
+
+  /**
+   * A change this agent caused (a removal, a network named or defined) was recorded at `seq` (`chains`: heads then):
+   * the replica reconcile acts only on a view that has seen it.
+   */
+  changeRecorded(seq: number, chains?: Readonly<Record<string, number>>): void {
+    this.changeSeq = Math.max(this.changeSeq, seq);
+    for (const [c, head] of Object.entries(chains ?? {})) this.changeChains[c] = Math.max(this.changeChains[c] ?? 0, head);
   }
 }
 
@@ -185,7 +209,7 @@ export interface JoinDeps {
 /** Sending a network's name and definition to the controller (network.ts's defineNetwork). */
 export interface DefineDeps {
   controller: ControllerClient;
-  memory: Pick<DriverMemory, 'conflicts'>;
+  memory: Pick<DriverMemory, 'conflicts' | 'define' | 'changeRecorded'>;
   log: Log;
 }
 
@@ -195,7 +219,7 @@ export interface NetworkDeps extends DefineDeps {
   lock: KeyedMutex;
   links: LinkOps;
   docker: Pick<Docker, 'inspectNetwork' | 'networkName'>;
-  memory: Pick<DriverMemory, 'conflicts' | 'recentPools' | 'unreservedGateways' | 'removalRecorded'>;
+  memory: Pick<DriverMemory, 'conflicts' | 'define' | 'changeRecorded' | 'recentPools' | 'unreservedGateways'>;
   /** Addresses held for a restart: those of a network that goes are released with it. */
   holds?: AddressHolds;
   /** Cluster parent names → this host's interfaces (--parent-map). */
@@ -222,12 +246,14 @@ export interface DriverContext extends NetworkDeps, IpamDeps, EndpointDeps, Join
   readonly awaitSeq: number;
   /** memory.awaitChains. */
   readonly awaitChains: Readonly<Record<string, number>>;
+  /** memory.definesInFlight. */
+  readonly definesInFlight: number;
   /** The name Docker knows this plugin by (--driver-name): `underlay` for the socket plugin, `underlay/underlay:VERSION` as a managed plugin. */
   driverName?: string;
 }
 
 /** The agent's DriverContext from its parts. */
-export function driverContext(parts: Omit<DriverContext, 'memory' | 'endpointErrors' | 'conflicts' | 'awaitSeq' | 'awaitChains'> & { memory?: DriverMemory }): DriverContext {
+export function driverContext(parts: Omit<DriverContext, 'memory' | 'endpointErrors' | 'conflicts' | 'awaitSeq' | 'awaitChains' | 'definesInFlight'> & { memory?: DriverMemory }): DriverContext {
   const memory = parts.memory ?? new DriverMemory();
   return {
     ...parts,
@@ -239,6 +265,9 @@ export function driverContext(parts: Omit<DriverContext, 'memory' | 'endpointErr
     },
     get awaitChains() {
       return memory.awaitChains;
+    },
+    get definesInFlight() {
+      return memory.definesInFlight;
     },
   };
 }

@@ -146,7 +146,9 @@ async function defineLater(ctx: NetworkDeps, id: string): Promise<void> {
 /** Sends the network's name and definition; returns the controller's verdict. */
 export async function defineNetwork(ctx: DefineDeps, n: DockerNetworkInspect): Promise<{ member: boolean; conflict?: string }> {
   const replica = !!n.Labels?.[REPLICA_LABEL];
-  const r = await ctx.controller.networkName({ networkId: n.Id, name: n.Name, definition: definitionFromDocker(n), replica });
+  const r = await ctx.memory.define(() => ctx.controller.networkName({ networkId: n.Id, name: n.Name, definition: definitionFromDocker(n), replica }));
+  // The replica reconcile acts on this network only with a view that has read the cluster chain as far as this answer.
+  if (r.seq !== undefined) ctx.memory.changeRecorded(r.seq, r.chains);
   if (r.conflict) {
     ctx.memory.conflicts.set(n.Id, r.conflict);
     logWarn(ctx.log, `network ${n.Name} (${n.Id.slice(0, 12)}) refused: ${r.conflict}; it will be removed from this host`);
@@ -175,7 +177,7 @@ export async function deleteNetwork(ctx: NetworkDeps, raw: unknown): Promise<Rec
     try {
       const r = await ctx.controller.networkRemove({ networkId: id }, { deadlineMs: 10_000 });
       // Reconcile only with a view that has seen this removal (else it would put the network back).
-      if (r.seq !== undefined) ctx.memory.removalRecorded(r.seq, r.chains);
+      if (r.seq !== undefined) ctx.memory.changeRecorded(r.seq, r.chains);
     } catch (e) {
       if (e instanceof UnderlayError && e.code === 'conflict') {
         ctx.log(`docker network rm refused for the cluster, so the network comes back on this host: ${e.message}`);

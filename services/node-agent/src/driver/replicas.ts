@@ -105,11 +105,20 @@ export class ReplicaReconciler {
     return this.runner.idle();
   }
 
+  /**
+   * Whether the view has seen every change this agent caused (the chain heads the controller answered) and no name or
+   * definition is on its way to the controller: only then is a cluster network missing from it really gone.
+   */
+  private viewSettled(): boolean {
+    return (this.ctx.definesInFlight ?? 0) === 0 && this.view.covers(this.ctx.awaitSeq ?? 0, this.ctx.awaitChains ?? {});
+  }
+
   private async pass(): Promise<PassResult | void> {
     await this.checkAgainstDocker();
     if (!this.view.isReady) return;
     // The view will see the awaited event soon and trigger another pass.
     if (!this.view.covers(this.ctx.awaitSeq ?? 0, this.ctx.awaitChains ?? {})) return;
+    let waitDefines = false;
     this.passes++;
     const { ctx } = this;
     const s = this.view.state;
@@ -131,6 +140,15 @@ export class ReplicaReconciler {
       if (!removedFromCluster && !refused) {
         present.add(n.Name);
         this.status.removing.delete(n.Name);
+        continue;
+      }
+      // Checked again here, right before Docker's network goes (this pass awaited Docker since its start): a name this
+      // agent sent a moment ago may be folded from the host chain while the cluster chain's ClusterNetworkCreated is
+      // not yet (two chains, two consumers), which looks like a network removed from the cluster. Seen in the lab:
+      // `docker network create` then `docker run` answered "network not found".
+      if (removedFromCluster && !this.viewSettled()) {
+        present.add(n.Name);
+        waitDefines = true;
         continue;
       }
       try {
@@ -200,7 +218,8 @@ export class ReplicaReconciler {
     for (const name of this.status.lastError.keys()) if (!s.clusterNetworks.has(name)) this.status.lastError.delete(name);
     for (const name of this.backoff.keys()) if (!s.clusterNetworks.has(name)) this.backoff.delete(name);
     // Come back when the first replica's wait ends (sooner than the periodic pass when it is due sooner).
-    let next = waitLeaving ? Date.now() + LEAVING_RECHECK_MS : Infinity;
+    // The view triggers a pass when it folds the awaited events; this is only the fallback.
+    let next = waitLeaving || waitDefines ? Date.now() + LEAVING_RECHECK_MS : Infinity;
     for (const b of this.backoff.values()) if (b.at < next) next = b.at;
     if (next !== Infinity) return { requeueAfterMs: Math.max(0, next - Date.now()) };
   }
