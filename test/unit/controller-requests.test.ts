@@ -48,7 +48,7 @@ describe('controller request modules', () => {
     const nets = new NetworkRecords(w);
     const id = 'a'.repeat(64);
     await nets.networkRecord({ node: 'h1', networkId: id, poolIds: [], options: {} }, ctx);
-    expect(await nets.networkName({ node: 'h1', networkId: id, name: 'n1', replica: false }, ctx)).toEqual({ member: false });
+    expect(await nets.networkName({ node: 'h1', networkId: id, name: 'n1', replica: false }, ctx)).toEqual({ member: false, seq: 2, chains: { c: 0, 'h.h1': 2 } });
     expect(w.engine.state.networks.get(id)?.name).toBe('n1');
     const seq = w.engine.state.seq;
     const runs = w.runs;
