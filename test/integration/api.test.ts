@@ -200,7 +200,8 @@ describe('controller HTTP API', () => {
     const h1 = { node: 'h1', networkId: 'nid-h1', name: 'web' };
     const ep = 'e'.repeat(64);
     const { named, address, cidr } = await joinReplica(rpc, h1, def, { requestId: 'req-1', endpointId: ep });
-    expect(named).toEqual({ member: true });
+    expect(named).toMatchObject({ member: true });
+    expect(named.conflict).toBeUndefined();
     await sendReport(rpc, joinedReport(h1, ep, cidr));
 
     const eps = EndpointList.parse((await call('GET', '/v1/endpoints')).json).endpoints;

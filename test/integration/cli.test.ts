@@ -218,7 +218,8 @@ describe('underlay CLI against a live controller', () => {
   it('endpoint ls shows an endpoint bound through RPC with the container its node reported', async () => {
     const def = { options: { macvlan_mode: 'bridge', parent: 'eth1' }, ipamOptions: { block_size: '27' }, labels: { team: 'a', tier: 'front' }, subnets: [{ subnet: '198.18.4.0/24', gateway: '198.18.4.1', ipRange: '198.18.4.128/25', auxAddresses: { printer: '198.18.4.10' } }] };
     const joined = await joinReplica(rpc, H1, def, { requestId: 'cli-1', endpointId: EP });
-    expect(joined.named).toEqual({ member: true });
+    expect(joined.named).toMatchObject({ member: true });
+    expect(joined.named.conflict).toBeUndefined();
     address = joined.address;
     await rpc.call('nodeReport', report(), EmptyRes);
 
