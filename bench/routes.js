@@ -36,6 +36,8 @@
  *   BENCH_ROUTES_WARMUP      warm-up endpoints per part (10)
  *   BENCH_ROUTES_SIM_AGENTS  simulated agents (200)
  *   BENCH_ROUTES_SIM_PROF=DIR  CPU profile of the simulated agents' process (node --cpu-prof) into DIR
+ *   BENCH_ROUTES_SIM_HEAP=FILE  allocations of the simulated agents from when they are ready to the end (V8 sampling heap
+ *                            profile, collected objects included) into FILE
  *   UNDERLAY_LAB_KEEP=1      keep the lab directory (harness logs in <lab dir>/logs/)
  * Diagnostics (off by default; each costs some CPU, so compare like with like):
  *   BENCH_ROUTES_TRACE=1     each real host also reports its scheduler figures (/proc/self/schedstat) and GC
@@ -211,9 +213,27 @@ async function simMode([countText, natsUrl, poolId]) {
     agents.push({ node, nc, view, svc });
   }
   await Promise.all(agents.map((a) => a.view.ready()));
+  // Diagnostics: what the simulated agents allocate from now on, collected objects included (V8's sampling heap
+  // profiler; open the file in Chrome DevTools' Memory tab, or sum it by function).
+  const heapFile = process.env.BENCH_ROUTES_SIM_HEAP;
+  let heapSession;
+  if (heapFile) {
+    heapSession = new (require('node:inspector').Session)();
+    heapSession.connect();
+    heapSession.post('HeapProfiler.startSampling', { samplingInterval: 65536, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+  }
   control.publish(SUBJ.simReady, sc.encode({ count, pid: process.pid }));
   log(`${count} simulated agents ready`);
   const stop = async () => {
+    if (heapSession) {
+      await new Promise((res) =>
+        heapSession.post('HeapProfiler.stopSampling', (err, r) => {
+          if (err) log(`heap profile: ${err.message}`);
+          else fs.writeFileSync(heapFile, JSON.stringify(r.profile));
+          res();
+        }),
+      );
+    }
     for (const a of agents) {
       await a.svc.stop();
       await a.view.stop();

@@ -124,3 +124,79 @@ describe('CIDRs', () => {
     expect(macFromIPv4(parseAddr('192.0.2.2'))).toBe('02:42:c0:00:02:02');
   });
 });
+
+describe('IPv4 text read and printed by hand (ip.ts parseV4/formatV4) against ipaddr.js', () => {
+  // ipaddr.js is the reference: the project's IPv4 rule is its isValidFourPartDecimal, the value its parse.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const ipaddr = require('ipaddr.js') as typeof import('ipaddr.js');
+  const refAddr = (s: string): bigint | undefined => {
+    if (!ipaddr.IPv4.isValidFourPartDecimal(s)) return undefined;
+    return ipaddr.IPv4.parse(s).toByteArray().reduce((v, b) => (v << 8n) | BigInt(b), 0n);
+  };
+  const refCidr = (s: string): { value: bigint; prefix: number } | undefined => {
+    const slash = s.lastIndexOf('/');
+    if (slash <= 0) return undefined;
+    const value = refAddr(s.slice(0, slash));
+    if (value === undefined || !/^\d{1,3}$/.test(s.slice(slash + 1))) return undefined;
+    try {
+      return { value, prefix: ipaddr.IPv4.parseCIDR(s)[1] };
+    } catch {
+      return undefined;
+    }
+  };
+  // A small deterministic generator: parts from a list of tricky pieces, joined by tricky separators.
+  let seed = 12345;
+  // mulberry32: 32-bit steps (Math.imul), exact in a double.
+  const rnd = (n: number): number => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) % n;
+  };
+  const good = ['0', '1', '9', '10', '99', '100', '199', '200', '249', '250', '255'];
+  const bad = ['00', '01', '010', '0255', '256', '299', '999', '1000', '', 'a', '0x1', '-1', '+1', ' 1', '1 ', '１', '25５'];
+  const texts = ['1.2.3.4', '0.0.0.0', '255.255.255.255', '1.2.3', '1.2.3.4.5', '1..2.3', '.1.2.3', '1.2.3.4.', '127.1', '2130706433', '', '.', '...', '1.2.3.4 '];
+  // Mostly four parts, each good four times in five: about 40% of the texts are addresses, the others near misses.
+  for (let i = 0; i < 4000; i++) {
+    const n = rnd(4) === 0 ? 1 + rnd(6) : 4;
+    texts.push(Array.from({ length: n }, () => (rnd(5) === 0 ? bad[rnd(bad.length)] : good[rnd(good.length)])).join(rnd(40) === 0 ? '..' : '.'));
+  }
+
+  it('generates addresses and near misses alike', () => {
+    const valid = texts.filter((s) => refAddr(s) !== undefined).length;
+    expect(valid).toBeGreaterThan(texts.length * 0.25);
+    expect(valid).toBeLessThan(texts.length * 0.75);
+  });
+
+  it('reads an address exactly as ipaddr.js under the project rule', () => {
+    for (const s of texts) expect([s, tryParseAddr(s)?.value]).toEqual([s, refAddr(s)]);
+  });
+
+  it('reads a CIDR exactly as ipaddr.js under the project rule', () => {
+    const lens = ['0', '8', '08', '008', '24', '32', '33', '99', '0032', '', 'x', '-1', '1e1', ' 8'];
+    for (const s of texts.slice(0, 1500)) {
+      for (const len of lens) {
+        const t = `${s}/${len}`;
+        const ref = refCidr(t);
+        let got: { value: bigint; prefix: number } | undefined;
+        try {
+          const p = parseAddrWithPrefix(t);
+          got = { value: p.addr.value, prefix: p.prefix };
+        } catch {
+          got = undefined;
+        }
+        expect([t, got]).toEqual([t, ref]);
+      }
+    }
+  });
+
+  it('prints every address as ipaddr.js does', () => {
+    const values = [0n, 1n, 255n, 256n, 0x7f000001n, 0xc0000201n, 0xffffffffn];
+    for (let i = 0; i < 2000; i++) values.push(BigInt(rnd(2 ** 16)) * 65536n + BigInt(rnd(2 ** 16)));
+    for (const v of values) {
+      const ref = ipaddr.fromByteArray([Number((v >> 24n) & 0xffn), Number((v >> 16n) & 0xffn), Number((v >> 8n) & 0xffn), Number(v & 0xffn)]).toString();
+      expect(formatValue(4, v)).toBe(ref);
+      expect(parseAddr(ref).value).toBe(v);
+    }
+  });
+});

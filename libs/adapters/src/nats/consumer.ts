@@ -112,7 +112,7 @@ export function natsEventSource(nc: NatsConnection, rpc: RpcClient): EventSource
 export function natsChainSource(nc: NatsConnection, rpc: RpcClient, chain: string, heads: (chain: string) => Promise<number>): EventSource {
   return {
     async subscribe() {
-      const subscription = new CoreSubscription(nc.subscribe(chainSubject(chain)));
+      const subscription = new CoreSubscription(nc, chainSubject(chain));
       // The server has the interest before the reads that may follow.
       await nc.flush();
       return { subscription, describe: `chain ${chain} (subject ${chainSubject(chain)})` };
@@ -161,15 +161,20 @@ class CoreSubscription implements StreamSubscription {
   private wake?: () => void;
   dropped = 0;
 
-  constructor(private readonly sub: Subscription) {
-    void (async () => {
-      for await (const m of sub) {
-        if (this.queue.length >= CORE_QUEUE_MAX) this.dropped++;
-        else this.queue.push(m);
+  private readonly sub: Subscription;
+
+  /** Subscribes to `subject` (with a callback: no promise per message, as the subscription's iterator makes). */
+  constructor(nc: NatsConnection, subject: string) {
+    this.sub = nc.subscribe(subject, {
+      callback: (err, m) => {
+        if (!err) {
+          if (this.queue.length >= CORE_QUEUE_MAX) this.dropped++;
+          else this.queue.push(m);
+        }
         this.wake?.();
-      }
-      this.wake?.();
-    })();
+      },
+    });
+    void this.sub.closed.then(() => this.wake?.(), () => this.wake?.());
   }
 
   async fetch(opts: { max_messages: number; expires: number }): Promise<StreamBatch> {
@@ -182,7 +187,8 @@ class CoreSubscription implements StreamSubscription {
         const m = self.queue.shift();
         if (m) {
           n++;
-          yield { seq: 0, ...(m.headers ? { headers: m.headers } : {}), json: <T>() => m.json<T>() };
+          // Headers are parsed only when asked (the consumer reads them only for a payload it cannot parse).
+          yield { seq: 0, get headers() { return m.headers; }, json: <T>() => m.json<T>() };
           continue;
         }
         const left = until - Date.now();

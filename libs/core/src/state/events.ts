@@ -196,8 +196,16 @@ export const EventMeta = z.object({
   prev: z.number().int().nonnegative().optional(),
 });
 
-export const ClusterEvent = z.intersection(EventMeta, EventBody);
 export type ClusterEvent = z.infer<typeof EventMeta> & EventBody;
+/**
+ * One object schema per event type (the meta's fields, then the body's), chosen by `type`: the same rule as the meta
+ * and the body intersected, without zod's merge of the two results, which was a fifth of what an agent allocated per
+ * event (bench:scale's heap profile of 1,000 simulated agents).
+ */
+export const ClusterEvent = z.discriminatedUnion(
+  'type',
+  EventBody.options.map((body) => EventMeta.extend(body.shape)) as unknown as [z.ZodObject, ...z.ZodObject[]],
+) as unknown as z.ZodType<ClusterEvent>;
 export type EventOf<T extends EventType> = Extract<EventBody, { type: T }>;
 
 export function parseEvent(raw: unknown): ClusterEvent {
