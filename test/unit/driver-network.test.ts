@@ -10,6 +10,7 @@ import * as endpoint from '../../services/node-agent/src/driver/endpoint';
 import * as joinleave from '../../services/node-agent/src/driver/joinleave';
 import { fakeDriver } from './driver-fakes';
 import { AddressHolds } from '../../services/node-agent/src/driver/address-holds';
+import { DriverMemory } from '../../services/node-agent/src/driver/context';
 
 const hex64 = (c: string) => c.repeat(64).slice(0, 64);
 const NET = hex64('a1');
@@ -287,5 +288,33 @@ describe('DeleteNetwork', () => {
   it('refuses a network it does not know', async () => {
     await expect(network.deleteNetwork(f.ctx, { NetworkID: NET2 })).rejects.toThrow(`network id "${NET2}" not found`);
     expect(f.controller.calls).toEqual([]);
+  });
+});
+
+describe('DriverMemory.define (what the replica reconcile waits for)', () => {
+  it('counts a name in flight, records its heads before the count drops, and keeps counting one whose answer never came', async () => {
+    const m = new DriverMemory();
+    let answer!: (r: { member: boolean; seq: number; chains: Record<string, number> }) => void;
+    const sent = m.define('n1', () => new Promise((res) => (answer = res)));
+    expect(m.definesInFlight).toBe(1);
+    // Seen by whatever runs once the answer is in: the heads are there when the count is 0.
+    let seenAtZero: Readonly<Record<string, number>> | undefined;
+    void sent.then(() => (seenAtZero = m.definesInFlight === 0 ? { ...m.awaitChains } : undefined));
+    answer({ member: true, seq: 8, chains: { c: 7, 'h.h1': 8 } });
+    await sent;
+    await Promise.resolve();
+    expect(seenAtZero).toEqual({ c: 7, 'h.h1': 8 });
+    expect(m.awaitSeq).toBe(8);
+    // A deadline ran out: the controller may have recorded the name all the same, so it still counts.
+    await expect(m.define('n2', () => Promise.reject(new UnavailableError('no answer')))).rejects.toThrow('no answer');
+    expect(m.definesInFlight).toBe(1);
+    expect(m.defineFailed('n2')).toBe(true);
+    // Sent again and answered (an older controller answers no heads: nothing more to wait for).
+    await m.define('n2', async () => ({ member: true }));
+    expect(m.definesInFlight).toBe(0);
+    await expect(m.define('n3', () => Promise.reject(new UnavailableError('no answer')))).rejects.toThrow();
+    m.networkGone('n3');
+    expect(m.definesInFlight).toBe(0);
+    expect(m.awaitChains).toEqual({ c: 7, 'h.h1': 8 });
   });
 });

@@ -7,6 +7,7 @@
 import type { ClusterNetwork, ClusterState } from '@underlay/core';
 import type { DriverContext } from '../../services/node-agent/src/driver/context';
 import { ReplicaReconciler } from '../../services/node-agent/src/driver/replicas';
+import { DriverMemory } from '../../services/node-agent/src/driver/context';
 
 const net = (name: string, createdSeq = 1): ClusterNetwork =>
   ({
@@ -174,6 +175,47 @@ describe('ReplicaReconciler', () => {
     t.r.trigger();
     await until(() => deleted.length === 1);
     expect(deleted).toEqual(['id-mb']);
+  });
+
+  it("sends again a name whose answer never came (the controller may have recorded it), and waits for that answer's heads", async () => {
+    const t = setup(60_000);
+    stop = () => t.r.stop();
+    const deleted: string[] = [];
+    const named: string[] = [];
+    const memory = new DriverMemory();
+    Object.assign(t.ctx, {
+      memory,
+      controller: { networkName: async (req: { networkId: string }) => (named.push(req.networkId), { member: true, seq: 8, chains: { c: 7, 'h.h1': 8 } }) },
+    });
+    // As driverContext makes them: memory's, read when asked.
+    Object.defineProperties(t.ctx, {
+      definesInFlight: { get: () => memory.definesInFlight },
+      awaitSeq: { get: () => memory.awaitSeq },
+      awaitChains: { get: () => memory.awaitChains },
+    });
+    const mb = { Name: 'mb', Id: 'id-mb', Driver: 'underlay', Options: { parent: 'eth0' }, IPAM: { Driver: 'underlay', Config: [{ Subnet: '198.51.100.0/24' }] }, Labels: {} };
+    Object.assign(t.ctx.docker, {
+      listNetworks: async () => [mb],
+      inspectNetwork: async () => mb,
+      deleteNetwork: async (id: string) => (deleted.push(id), true),
+    });
+    (t.ctx.store.networks as Map<string, unknown>).set('id-mb', { id: 'id-mb', parent: 'eth0', poolIds: [] });
+    // The controller recorded the name (the view read it on the host chain), but its answer was lost.
+    t.state.networks.set('id-mb', { networkId: 'id-mb', node: 'h1', poolIds: [], options: {}, name: 'mb', cluster: true });
+    await expect(memory.define('id-mb', () => Promise.reject(new Error('deadline')))).rejects.toThrow('deadline');
+    Object.assign(t.readThrough, { c: 5, 'h.h1': 8 });
+    t.r.start();
+    await until(() => named.length === 1);
+    await t.r.idle();
+    expect(memory.defineFailed('id-mb')).toBe(false);
+    expect(memory.awaitChains).toEqual({ c: 7, 'h.h1': 8 });
+    expect(deleted).toEqual([]);
+    // The cluster chain read through its head and the cluster network is there: the network stays.
+    t.readThrough.c = 7;
+    t.state.clusterNetworks.set('mb', net('mb', 7));
+    t.r.trigger();
+    await t.r.idle();
+    expect(deleted).toEqual([]);
   });
 
   it('retries a failed create after its own backoff (not on every trigger), then clears its error', async () => {

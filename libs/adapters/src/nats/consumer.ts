@@ -162,15 +162,16 @@ class CoreSubscription implements StreamSubscription {
   dropped = 0;
 
   private readonly sub: Subscription;
+  /** Why the server ended the subscription (e.g. a permissions violation): thrown by the next fetch, so it is logged and made again. */
+  private error?: Error;
 
   /** Subscribes to `subject` (with a callback: no promise per message, as the subscription's iterator makes). */
   constructor(nc: NatsConnection, subject: string) {
     this.sub = nc.subscribe(subject, {
       callback: (err, m) => {
-        if (!err) {
-          if (this.queue.length >= CORE_QUEUE_MAX) this.dropped++;
-          else this.queue.push(m);
-        }
+        if (err) this.error = err;
+        else if (this.queue.length >= CORE_QUEUE_MAX) this.dropped++;
+        else this.queue.push(m);
         this.wake?.();
       },
     });
@@ -202,6 +203,7 @@ class CoreSubscription implements StreamSubscription {
           };
         });
       }
+      if (self.error && self.sub.isClosed() && !stopped) throw self.error;
     }
     const it = messages();
     return {

@@ -98,6 +98,14 @@ export interface EndpointError {
   atMs: number;
 }
 
+/** The controller's answer to a network's name and definition (`network.name`). */
+export interface NameAnswer {
+  member: boolean;
+  conflict?: string;
+  seq?: number;
+  chains?: Readonly<Record<string, number>>;
+}
+
 /**
  * What the driver remembers between Docker's calls besides its store (lost on restart, rebuilt by Docker's next
  * calls): shared by the handlers, the replica reconcile and the status report.
@@ -127,6 +135,7 @@ export class DriverMemory {
   private changeSeq = 0;
   private readonly changeChains: Record<string, number> = {};
   private defining = 0;
+  private readonly unanswered = new Set<string>();
 
   /** The replica reconcile waits until the cluster view has reached this seq (the last change this agent caused). */
   get awaitSeq(): number {
@@ -142,23 +151,43 @@ export class DriverMemory {
   }
 
   /**
-   * Names and definitions sent to the controller and not answered yet. Its answer brings the chain heads to wait for;
-   * until then the view may already hold the host chain's `NetworkNamed` of a new cluster network without the cluster
-   * chain's `ClusterNetworkCreated` (two chains, read by two consumers), which looks like a network removed from the
-   * cluster.
+   * Names and definitions sent to the controller and not answered yet, and networks whose last one failed (the
+   * controller may have recorded it all the same: a deadline that ran out). The answer brings the chain heads to wait
+   * for; until then the view may already hold the host chain's `NetworkNamed` of a new cluster network without the
+   * cluster chain's `ClusterNetworkCreated` (two chains, read by two consumers), which looks like a network removed
+   * from the cluster.
    */
   get definesInFlight(): number {
-    return this.defining;
+    return this.defining + this.unanswered.size;
   }
 
-  /** Runs `send` (a name and definition sent to the controller), counted in `definesInFlight`. */
-  async define<T>(send: () => Promise<T>): Promise<T> {
+  /**
+   * Sends network `networkId`'s name and definition (`send`), counted in `definesInFlight` until it is answered, and
+   * records the heads of the answer before the count drops (nothing runs in between).
+   */
+  async define(networkId: string, send: () => Promise<NameAnswer>): Promise<NameAnswer> {
     this.defining++;
     try {
-      return await send();
+      const r = await send();
+      if (r.seq !== undefined) this.changeRecorded(r.seq, r.chains);
+      this.unanswered.delete(networkId);
+      return r;
+    } catch (e) {
+      this.unanswered.add(networkId);
+      throw e;
     } finally {
       this.defining--;
     }
+  }
+
+  /** Whether the last define of network `networkId` failed (the replica reconcile sends it again). */
+  defineFailed(networkId: string): boolean {
+    return this.unanswered.has(networkId);
+  }
+
+  /** Network `networkId` is gone from this host: a define of it that failed no longer counts. */
+  networkGone(networkId: string): void {
+    this.unanswered.delete(networkId);
   }
 
   /**
@@ -209,7 +238,7 @@ export interface JoinDeps {
 /** Sending a network's name and definition to the controller (network.ts's defineNetwork). */
 export interface DefineDeps {
   controller: ControllerClient;
-  memory: Pick<DriverMemory, 'conflicts' | 'define' | 'changeRecorded'>;
+  memory: Pick<DriverMemory, 'conflicts' | 'define'>;
   log: Log;
 }
 
@@ -219,7 +248,7 @@ export interface NetworkDeps extends DefineDeps {
   lock: KeyedMutex;
   links: LinkOps;
   docker: Pick<Docker, 'inspectNetwork' | 'networkName'>;
-  memory: Pick<DriverMemory, 'conflicts' | 'define' | 'changeRecorded' | 'recentPools' | 'unreservedGateways'>;
+  memory: Pick<DriverMemory, 'conflicts' | 'define' | 'changeRecorded' | 'networkGone' | 'recentPools' | 'unreservedGateways'>;
   /** Addresses held for a restart: those of a network that goes are released with it. */
   holds?: AddressHolds;
   /** Cluster parent names → this host's interfaces (--parent-map). */

@@ -146,9 +146,8 @@ async function defineLater(ctx: NetworkDeps, id: string): Promise<void> {
 /** Sends the network's name and definition; returns the controller's verdict. */
 export async function defineNetwork(ctx: DefineDeps, n: DockerNetworkInspect): Promise<{ member: boolean; conflict?: string }> {
   const replica = !!n.Labels?.[REPLICA_LABEL];
-  const r = await ctx.memory.define(() => ctx.controller.networkName({ networkId: n.Id, name: n.Name, definition: definitionFromDocker(n), replica }));
-  // The replica reconcile acts on this network only with a view that has read the cluster chain as far as this answer.
-  if (r.seq !== undefined) ctx.memory.changeRecorded(r.seq, r.chains);
+  // The replica reconcile acts on this network only with a view that has read the cluster chain as far as the answer.
+  const r = await ctx.memory.define(n.Id, () => ctx.controller.networkName({ networkId: n.Id, name: n.Name, definition: definitionFromDocker(n), replica }));
   if (r.conflict) {
     ctx.memory.conflicts.set(n.Id, r.conflict);
     logWarn(ctx.log, `network ${n.Name} (${n.Id.slice(0, 12)}) refused: ${r.conflict}; it will be removed from this host`);
@@ -194,6 +193,7 @@ export async function deleteNetwork(ctx: NetworkDeps, raw: unknown): Promise<Rec
     }
     ctx.store.deleteNetwork(id);
     ctx.memory.conflicts.delete(id);
+    ctx.memory.networkGone(id);
     const stillUsed = [...ctx.store.networks.values()].some((n) => n.parent === rec.parent);
     if (rec.createdParent && !stillUsed) {
       await removeCreatedParent(ctx.links, rec.parent).catch((e) => logWarn(ctx.log, `could not delete parent ${rec.parent}: ${(e as Error).message}`));

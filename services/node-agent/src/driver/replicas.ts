@@ -116,8 +116,9 @@ export class ReplicaReconciler {
   private async pass(): Promise<PassResult | void> {
     await this.checkAgainstDocker();
     if (!this.view.isReady) return;
-    // The view will see the awaited event soon and trigger another pass.
-    if (!this.view.covers(this.ctx.awaitSeq ?? 0, this.ctx.awaitChains ?? {})) return;
+    // The view will see the awaited events soon and trigger another pass; the requeue is the fallback (an event of
+    // the cluster chain about another host triggers nothing here).
+    if (!this.view.covers(this.ctx.awaitSeq ?? 0, this.ctx.awaitChains ?? {})) return { requeueAfterMs: LEAVING_RECHECK_MS };
     let waitDefines = false;
     this.passes++;
     const { ctx } = this;
@@ -130,7 +131,8 @@ export class ReplicaReconciler {
         present.add(n.Name); // not ours yet (being created) or not recorded: leave it alone
         continue;
       }
-      if (info.name === undefined || info.cluster === undefined) {
+      // Not named yet, or named by a define whose answer never came (its heads are unknown: sent again, it answers them).
+      if (info.name === undefined || info.cluster === undefined || ctx.memory?.defineFailed(n.Id)) {
         await defineNetwork(ctx, n).catch((e) => logWarn(ctx.log, `could not define network ${n.Name}: ${(e as Error).message}`));
         present.add(n.Name);
         continue;
@@ -236,6 +238,7 @@ export class ReplicaReconciler {
     const summary = pruneSummary(pruned);
     if (summary) logWarn(ctx.log, summary);
     for (const e of pruned.errors) logWarn(ctx.log, `check against Docker: ${e}`);
+    for (const n of pruned.removed) ctx.memory?.networkGone(n.id);
     if (pruned.removed.length === 0) return;
     // Awaited: this pass may create a replica of the same cluster network next, with the same pool.
     for (const e of await forgetPruned(ctx, pruned.removed)) logWarn(ctx.log, e);
