@@ -241,7 +241,7 @@ describe('DeleteNetwork', () => {
     expect(f.controller.networks.has(NET)).toBe(false);
     // The replica reconcile waits for the view to see this removal.
     expect(f.memory.awaitSeq).toBeGreaterThan(100);
-    expect(f.ctx.awaitSeq).toBe(f.memory.awaitSeq);
+    expect(f.ctx.memory).toBe(f.memory);
     expect(f.links.calls.map((c) => `${c.method} ${c.req}`)).toEqual(['deleteLink ule1e1e1e1e1e', 'deleteLink eth1.20']);
     expect([...f.links.links.keys()].sort()).toEqual(['eth1', 'eth2']);
     expect(f.ctx.store.networks.size).toBe(0);

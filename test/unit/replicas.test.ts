@@ -56,6 +56,7 @@ function setup(intervalMs: number, retryMs?: number) {
     log: (m: string) => logs.push(m),
     parentMap: {},
     conflicts: new Map(),
+    memory: new DriverMemory(),
   } as unknown as DriverContext;
   const state = { seq: 1, networks: new Map(), clusterNetworks: new Map<string, ClusterNetwork>() };
   // The chains read through (interest-based delivery): `covers` as ClusterView answers it.
@@ -124,7 +125,7 @@ describe('ReplicaReconciler', () => {
     // The removal (seq 10) answered chain heads: the host chain's event at 10, the cluster chain's last at 9. The view
     // folded seq 12 from a pool chain, but has read the cluster chain only through 5: the removal of cluster network a
     // is not folded yet, and creating it again would bring back what `docker network rm` removed.
-    Object.assign(t.ctx, { awaitSeq: 10, awaitChains: { c: 9, 'h.h1': 10 } });
+    t.ctx.memory.changeRecorded(10, { c: 9, 'h.h1': 10 });
     t.state.seq = 12;
     Object.assign(t.readThrough, { c: 5, 'h.h1': 10 });
     t.state.clusterNetworks.set('a', net('a'));
@@ -152,13 +153,15 @@ describe('ReplicaReconciler', () => {
     t.state.networks.set('id-mb', { networkId: 'id-mb', node: 'h1', poolIds: [], options: {}, name: 'mb', cluster: true });
     Object.assign(t.readThrough, { c: 5, 'h.h1': 8 });
     // 1. The controller's answer is still on its way.
-    Object.assign(t.ctx, { definesInFlight: 1, awaitSeq: 0, awaitChains: {} });
+    let answer!: (r: { member: boolean; seq: number; chains: Record<string, number> }) => void;
+    const sent = t.ctx.memory.define('id-mb', () => new Promise((res) => (answer = res)));
     t.r.start();
     await new Promise((res) => setTimeout(res, 50));
     await t.r.idle();
     expect(deleted).toEqual([]);
     // 2. Answered (heads c 7, h.h1 8); the cluster chain is not read through 7 yet.
-    Object.assign(t.ctx, { definesInFlight: 0, awaitSeq: 8, awaitChains: { c: 7, 'h.h1': 8 } });
+    answer({ member: true, seq: 8, chains: { c: 7, 'h.h1': 8 } });
+    await sent;
     t.r.trigger();
     await t.r.idle();
     expect(deleted).toEqual([]);
@@ -182,16 +185,9 @@ describe('ReplicaReconciler', () => {
     stop = () => t.r.stop();
     const deleted: string[] = [];
     const named: string[] = [];
-    const memory = new DriverMemory();
+    const memory = t.ctx.memory;
     Object.assign(t.ctx, {
-      memory,
       controller: { networkName: async (req: { networkId: string }) => (named.push(req.networkId), { member: true, seq: 8, chains: { c: 7, 'h.h1': 8 } }) },
-    });
-    // As driverContext makes them: memory's, read when asked.
-    Object.defineProperties(t.ctx, {
-      definesInFlight: { get: () => memory.definesInFlight },
-      awaitSeq: { get: () => memory.awaitSeq },
-      awaitChains: { get: () => memory.awaitChains },
     });
     const mb = { Name: 'mb', Id: 'id-mb', Driver: 'underlay', Options: { parent: 'eth0' }, IPAM: { Driver: 'underlay', Config: [{ Subnet: '198.51.100.0/24' }] }, Labels: {} };
     Object.assign(t.ctx.docker, {

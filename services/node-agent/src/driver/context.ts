@@ -261,7 +261,7 @@ export interface NetworkDeps extends DefineDeps {
 
 /**
  * Everything the agent's driver holds (built once in agent.ts): a superset of each handler's dependencies.
- * `conflicts` and `awaitSeq` are DriverMemory's, repeated here for the replica reconcile.
+ * `conflicts` and `endpointErrors` are DriverMemory's, repeated here for the status report and the replica reconcile.
  */
 export interface DriverContext extends NetworkDeps, IpamDeps, EndpointDeps, JoinDeps {
   node: string;
@@ -271,32 +271,17 @@ export interface DriverContext extends NetworkDeps, IpamDeps, EndpointDeps, Join
   readonly endpointErrors: Map<string, EndpointError>;
   /** Docker networks the controller refused (memory.conflicts). */
   readonly conflicts: Map<string, string>;
-  /** memory.awaitSeq. */
-  readonly awaitSeq: number;
-  /** memory.awaitChains. */
-  readonly awaitChains: Readonly<Record<string, number>>;
-  /** memory.definesInFlight. */
-  readonly definesInFlight: number;
   /** The name Docker knows this plugin by (--driver-name): `underlay` for the socket plugin, `underlay/underlay:VERSION` as a managed plugin. */
   driverName?: string;
 }
 
 /** The agent's DriverContext from its parts. */
-export function driverContext(parts: Omit<DriverContext, 'memory' | 'endpointErrors' | 'conflicts' | 'awaitSeq' | 'awaitChains' | 'definesInFlight'> & { memory?: DriverMemory }): DriverContext {
+export function driverContext(parts: Omit<DriverContext, 'memory' | 'endpointErrors' | 'conflicts'> & { memory?: DriverMemory }): DriverContext {
   const memory = parts.memory ?? new DriverMemory();
   return {
     ...parts,
     memory,
     endpointErrors: memory.endpointErrors,
     conflicts: memory.conflicts,
-    get awaitSeq() {
-      return memory.awaitSeq;
-    },
-    get awaitChains() {
-      return memory.awaitChains;
-    },
-    get definesInFlight() {
-      return memory.definesInFlight;
-    },
   };
 }

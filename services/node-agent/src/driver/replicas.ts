@@ -110,7 +110,12 @@ export class ReplicaReconciler {
    * definition is on its way to the controller: only then is a cluster network missing from it really gone.
    */
   private viewSettled(): boolean {
-    return (this.ctx.definesInFlight ?? 0) === 0 && this.view.covers(this.ctx.awaitSeq ?? 0, this.ctx.awaitChains ?? {});
+    return this.ctx.memory.definesInFlight === 0 && this.viewCovers();
+  }
+
+  /** Whether the view has seen every change this agent caused (DriverMemory.changeRecorded). */
+  private viewCovers(): boolean {
+    return this.view.covers(this.ctx.memory.awaitSeq, this.ctx.memory.awaitChains);
   }
 
   private async pass(): Promise<PassResult | void> {
@@ -118,7 +123,7 @@ export class ReplicaReconciler {
     if (!this.view.isReady) return;
     // The view will see the awaited events soon and trigger another pass; the requeue is the fallback (an event of
     // the cluster chain about another host triggers nothing here).
-    if (!this.view.covers(this.ctx.awaitSeq ?? 0, this.ctx.awaitChains ?? {})) return { requeueAfterMs: LEAVING_RECHECK_MS };
+    if (!this.viewCovers()) return { requeueAfterMs: LEAVING_RECHECK_MS };
     let waitDefines = false;
     this.passes++;
     const { ctx } = this;
@@ -132,7 +137,7 @@ export class ReplicaReconciler {
         continue;
       }
       // Not named yet, or named by a define whose answer never came (its heads are unknown: sent again, it answers them).
-      if (info.name === undefined || info.cluster === undefined || ctx.memory?.defineFailed(n.Id)) {
+      if (info.name === undefined || info.cluster === undefined || ctx.memory.defineFailed(n.Id)) {
         await defineNetwork(ctx, n).catch((e) => logWarn(ctx.log, `could not define network ${n.Name}: ${(e as Error).message}`));
         present.add(n.Name);
         continue;
@@ -238,7 +243,7 @@ export class ReplicaReconciler {
     const summary = pruneSummary(pruned);
     if (summary) logWarn(ctx.log, summary);
     for (const e of pruned.errors) logWarn(ctx.log, `check against Docker: ${e}`);
-    for (const n of pruned.removed) ctx.memory?.networkGone(n.id);
+    for (const n of pruned.removed) ctx.memory.networkGone(n.id);
     if (pruned.removed.length === 0) return;
     // Awaited: this pass may create a replica of the same cluster network next, with the same pool.
     for (const e of await forgetPruned(ctx, pruned.removed)) logWarn(ctx.log, e);
