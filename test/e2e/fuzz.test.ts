@@ -68,6 +68,10 @@ import {
   RpcReply,
   SnapshotReadReq,
   SnapshotReadRes,
+  SnapshotIndexReq,
+  SnapshotIndexRes,
+  SnapshotRangeReq,
+  SnapshotRangeRes,
   describe as describeState,
   nodeFromToken,
   nodeToken,
@@ -869,6 +873,8 @@ beforeAll(async () => {
     eventsHead: { req: EventsHeadReq, res: EventsHeadRes, examples: [{}, { chains: ['c', 'p.underlay~2f192~2e0~2e2~2e0~2f24'] }] },
     eventsConsumer: { req: EventsConsumerReq, res: EventsConsumerRes, examples: [{ afterSeq: 0 }, { afterSeq: 3 }] },
     snapshotRead: { req: SnapshotReadReq, res: SnapshotReadRes, examples: [{ part: 0 }, { seq: 1, part: 0 }] },
+    snapshotIndex: { req: SnapshotIndexReq, res: SnapshotIndexRes, examples: [{}] },
+    snapshotRange: { req: SnapshotRangeReq, res: SnapshotRangeRes, examples: [{ seq: 1, start: 0, end: 10 }, { seq: 5, start: 100, end: 200 }] },
   };
 });
 

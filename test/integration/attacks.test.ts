@@ -288,6 +288,8 @@ describe('attacks on the control plane (real nats-server with accounts, real etc
       eventsHead: {},
       eventsConsumer: { afterSeq: Number.MAX_SAFE_INTEGER },
       snapshotRead: { part: 1_000_000 },
+      snapshotIndex: {},
+      snapshotRange: { seq: Number.MAX_SAFE_INTEGER, start: Number.MAX_SAFE_INTEGER - 1, end: Number.MAX_SAFE_INTEGER },
     };
     for (const method of Object.keys(rpc) as RpcMethod[]) {
       const payload = enc.encode(JSON.stringify(maxima[method]));

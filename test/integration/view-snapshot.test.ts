@@ -3,10 +3,11 @@
  * against its SHA-256) when the log behind it was trimmed, then follows the stream through its own consumer: it ends
  * with the controller's state, although it could not have folded the log from seq 1. Real etcd, NATS (with a 64 KiB
  * max_payload, so one 512 KiB snapshot part needs many pieces; the first test's snapshot is over 512 KiB, so its two
- * parts are read at once) and controller.
+ * parts are read at once) and controller. With interest-based delivery the view reads the snapshot's head and the
+ * allocations of the pools it follows only (the snapshot's index), and a pool followed later takes its section then.
  */
-import { connectNats, EtcdEventLog } from '@underlay/adapters';
-import { describe as describeState, EVENTS_STREAM, MAC_OPTION, RequestAddressRes, nodeInboxPrefix, snapshot } from '@underlay/core';
+import { connectNats, EtcdEventLog, EtcdSnapshots } from '@underlay/adapters';
+import { describe as describeState, EVENTS_STREAM, MAC_OPTION, RequestAddressRes, nodeInboxPrefix, poolChain, snapshot } from '@underlay/core';
 import { RpcClient } from '@underlay/adapters';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { ClusterView } from '../../services/node-agent/src/cluster-view';
@@ -57,6 +58,53 @@ it('starts from the latest snapshot when the log was trimmed, and converges with
     expect(view.seq).toBe(c.writer.committedSeq);
     expect(snapshot(view.state)).toEqual(snapshot(c.writer.state));
     expect(describeState(view.state)).toEqual(describeState(c.writer.state));
+  } finally {
+    await view.stop();
+  }
+});
+
+it("interest-based: the view reads the snapshot's head and its own pools' allocations only; a pool followed later takes its section", async () => {
+  const c = env.controllers[0]!;
+  const big = [...c.writer.state.pools.keys()][0]!;
+  // h5's pool, in the next snapshot beside the big pool of h1 (8,500 allocations).
+  const mine = (await c.ipam.requestPool({ node: 'h5', space: 'underlay', pool: '10.90.0.0/20', subPool: '', options: {}, v6: false }, { actor: 'node:h5' })).poolId;
+  const before = (await new EtcdSnapshots(c.log).latestManifest())!.seq;
+  await windowed(2_100, 64, (i) => c.ipam.requestAddress({ node: 'h5', poolId: mine, address: '', options: { [MAC_OPTION]: mac(50_000 + i) } }, { actor: 'node:h5' }));
+  await c.writer.settled();
+  await c.snapshotter.flush();
+  const man = (await new EtcdSnapshots(c.log).latestManifest())!;
+  expect(man.seq).toBeGreaterThan(before); // a snapshot holding both pools
+  const nc = await connectNats(env.nats.url, 'view-h5', { inboxPrefix: nodeInboxPrefix('h5') });
+  env.conns.push(nc);
+  const logs: string[] = [];
+  // No network of h5 names a pool yet: it reads the allocations of the pool the controller says it holds.
+  const pools: string[] = [];
+  const view = new ClusterView({ nc, rpc: new RpcClient(nc, 'h5'), logger: (m) => logs.push(m), pools: () => pools });
+  await view.start();
+  try {
+    await view.ready();
+    expect(view.snapshotSeq).toBe(man.seq);
+    expect(logs).toContain(`cluster view: started from snapshot ${man.seq} (allocations of 1 of its 2 pools read)`);
+    // The big pool's allocations are most of the snapshot's text: the view read less than half of it.
+    expect(view.snapshotCharsRead).toBeLessThan(man.bytes / 2);
+    expect(view.snapshotCharsRead).toBeGreaterThan(0);
+    expect(view.state.pools.get(big)!.allocs.size).toBe(0);
+    const poolOf = (s: typeof c.writer.state, id: string) => (describeState(s) as { pools: { poolId: string }[] }).pools.find((p) => p.poolId === id);
+    expect(poolOf(view.state, mine)).toEqual(poolOf(c.writer.state, mine));
+    expect(view.state.pools.get(mine)).toEqual(c.writer.state.pools.get(mine));
+    // h5 makes a network on the big pool: its part of the state comes from the latest snapshot, then its chain.
+    pools.push(big);
+    view.refreshInterest();
+    const r = await c.ipam.requestAddress({ node: 'h1', poolId: big, address: '', options: { [MAC_OPTION]: mac(60_000) } }, { actor: 'node:h1' });
+    await c.writer.settled();
+    await labWaitFor(() => view.state.pools.get(big)?.allocs.size === c.writer.state.pools.get(big)!.allocs.size && view.state.chains.get(poolChain(big)) === r.allocSeq, {
+      timeoutMs: 30_000,
+      what: "h5's view to hold the big pool as the controller does",
+    });
+    expect(view.state.pools.get(big)).toEqual(c.writer.state.pools.get(big));
+    expect(logs.some((m) => m.startsWith(`cluster view: took chain ${poolChain(big)} from snapshot ${man.seq} (its allocations were not read at start)`))).toBe(true);
+    expect(view.resyncs).toBe(0);
+    expect(view.snapshotCharsRead).toBeGreaterThan(man.bytes / 2);
   } finally {
     await view.stop();
   }
@@ -118,18 +166,22 @@ it('a running view that fell behind the trimmed log starts again from the latest
   }
 });
 
-it('interest-based: a pool followed long after the view started, behind the trimmed log, is taken from the latest snapshot', async () => {
+it('interest-based: a pool followed again long after the view left it, behind the trimmed log, is taken from the latest snapshot', async () => {
   const c = env.controllers[0]!;
   const pool = [...c.writer.state.pools.keys()][0]!;
   const nc = await connectNats(env.nats.url, 'view-h4', { inboxPrefix: nodeInboxPrefix('h4') });
   env.conns.push(nc);
   const logs: string[] = [];
-  const pools: string[] = [];
+  const pools: string[] = [pool];
   const view = new ClusterView({ nc, rpc: new RpcClient(nc, 'h4'), logger: (m) => logs.push(m), pools: () => pools });
   await view.start();
   try {
     await view.ready();
     const base = view.snapshotSeq;
+    // h4's network on the pool goes: it holds nothing there, so the view stops following the pool.
+    pools.length = 0;
+    view.refreshInterest();
+    await labWaitFor(() => !view.followed.includes(poolChain(pool)), { timeoutMs: 10_000, what: 'the view to stop following the pool' });
     let k = 40_000;
     // The pool moves on while h4 does not follow it: new snapshots, and the log trimmed past the view's snapshot.
     await windowed(4_500, 64, () => c.ipam.requestAddress({ node: 'h1', poolId: pool, address: '', options: { [MAC_OPTION]: mac(k++) } }, { actor: 'node:h1' }));
@@ -141,7 +193,7 @@ it('interest-based: a pool followed long after the view started, behind the trim
     // A new leader (its last committed events in memory start empty: the chain's read goes to etcd).
     await c.stop();
     const c2 = await env.controller({ snapshotEvery: 2_000, eventRetention: 50 });
-    // h4 makes a network on the pool: its chain from the view's snapshot is gone from the log.
+    // h4 makes a network on the pool again: its chain from where the view left it is gone from the log.
     pools.push(pool);
     view.refreshInterest();
     await c2.ipam.requestAddress({ node: 'h1', poolId: pool, address: '', options: { [MAC_OPTION]: mac(k++) } }, { actor: 'node:h1' });

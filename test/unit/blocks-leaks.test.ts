@@ -13,7 +13,10 @@ import {
   restore,
   snapshot,
   snapshotJsonParts,
+  snapshotHeadRanges,
+  restorePoolAllocs,
   type ClusterState,
+  type SnapshotSection,
   type NodeLiveness,
 } from '@underlay/core';
 import { engineWithClock } from './support';
@@ -207,6 +210,41 @@ describe('snapshots', () => {
     const badKind = JSON.parse(JSON.stringify(snap));
     badKind.pools[0].allocs[0].k = `z${badKind.pools[0].allocs[0].k.slice(1)}`;
     expect(() => restore(badKind)).toThrow(/allocation 0 of chunk .* is invalid/);
+  });
+
+  it("the snapshot's text in sections: the head restores every pool without allocations, and a pool's section adds exactly its own", () => {
+    const t = setup();
+    const a = t.pool('a', { block_size: '28' });
+    const b = t.pool('b', { block_size: '28' }, '198.51.100.0/24');
+    const empty = t.pool('a', {}, '203.0.113.0/24');
+    for (let n = 1; n <= 20; n++) t.addr(n % 2 ? 'a' : 'b', n % 3 ? a : b, n);
+    const sections: SnapshotSection[] = [];
+    const json = [...snapshotJsonParts(t.engine.state, 4, sections)].join('');
+    expect(sections.map((s) => s.poolId)).toEqual([...t.engine.state.pools.keys()]);
+    expect(sections.find((s) => s.poolId === empty)).toMatchObject({ start: expect.any(Number) });
+    const emptySection = sections.find((s) => s.poolId === empty)!;
+    expect(emptySection.end).toBe(emptySection.start);
+    const head = snapshotHeadRanges(json.length, sections).map(([x, y]) => json.slice(x, y)).join('');
+    const full = restore(JSON.parse(json));
+    const fromHead = restore(JSON.parse(head));
+    // Everything but allocations (and the handles they carry) is there.
+    for (const [id, p] of fromHead.pools) {
+      expect(p.allocs.size).toBe(0);
+      expect([...p.blocks.values()]).toEqual([...full.pools.get(id)!.blocks.values()]);
+    }
+    expect(fromHead.nodes).toEqual(full.nodes);
+    expect(fromHead.chains).toEqual(full.chains);
+    // Pool a's section makes pool a what the whole snapshot holds; b stays without allocations.
+    const sa = sections.find((s) => s.poolId === a)!;
+    restorePoolAllocs(fromHead.pools.get(a)!, json.slice(sa.start, sa.end));
+    expect(fromHead.pools.get(a)).toEqual(full.pools.get(a));
+    expect(fromHead.pools.get(b)!.allocs.size).toBe(0);
+    const sb = sections.find((s) => s.poolId === b)!;
+    restorePoolAllocs(fromHead.pools.get(b)!, json.slice(sb.start, sb.end));
+    expect(fromHead).toEqual(full);
+    // A section cut wrong is refused, not half taken.
+    expect(() => restorePoolAllocs(restore(JSON.parse(head)).pools.get(a)!, json.slice(sa.start, sa.end - 1))).toThrow();
+    expect(() => snapshotHeadRanges(json.length, [sb, sa])).toThrow(/out of order/);
   });
 
   it('a version 1 snapshot (one array per allocation) is still read', () => {

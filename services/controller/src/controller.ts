@@ -32,6 +32,10 @@ import {
   EventsConsumerReq,
   SnapshotReadReq,
   type SnapshotReadRes,
+  SnapshotIndexReq,
+  type SnapshotIndexRes,
+  SnapshotRangeReq,
+  type SnapshotRangeRes,
   rpcServeSubject,
   nodeOfRpcSubject,
   traceIdOf,
@@ -39,7 +43,7 @@ import {
   checkNodes,
   decideOperatorRelease,
 } from '@underlay/core';
-import { EtcdEventLog, EtcdSnapshots, EventPublisher, ReconcileRunner, activeTraceId, connectNats, logNatsStatus, sleep, failureLog, ensureNodeConsumer, keys, maxPayload, serveRpc, REPLY_ENVELOPE_BYTES, runReadiness, type Fence, type NatsConnection, type RpcContext, logError, logWarn } from '@underlay/adapters';
+import { EtcdEventLog, EtcdSnapshots, type SnapshotIndex, EventPublisher, ReconcileRunner, activeTraceId, connectNats, logNatsStatus, sleep, failureLog, ensureNodeConsumer, keys, maxPayload, serveRpc, REPLY_ENVELOPE_BYTES, runReadiness, type Fence, type NatsConnection, type RpcContext, logError, logWarn } from '@underlay/adapters';
 import { ControllerConfig, type ControllerConfigInput } from './config.js';
 import { ClusterWriter } from './cluster-writer.js';
 import { IpamRequests } from './ipam-requests.js';
@@ -304,6 +308,8 @@ export class Controller {
       }, so),
       serveRpc(nc, 'eventsConsumer', EventsConsumerReq, (r, rc) => ensureNodeConsumer(nc, rc.node, r.afterSeq), so),
       serveRpc(nc, 'snapshotRead', SnapshotReadReq, (r) => this.snapshotPart(r.seq, r.part, r.offset, maxPayload(nc) - REPLY_ENVELOPE_BYTES), so),
+      serveRpc(nc, 'snapshotIndex', SnapshotIndexReq, () => this.snapshotIndex(maxPayload(nc) - REPLY_ENVELOPE_BYTES), so),
+      serveRpc(nc, 'snapshotRange', SnapshotRangeReq, (r) => this.snapshotRange(r.seq, r.start, r.end, maxPayload(nc) - REPLY_ENVELOPE_BYTES), so),
     );
     await nc.flush();
     const c = this.config;
@@ -377,6 +383,45 @@ export class Controller {
     while (length > 1 && Buffer.byteLength(JSON.stringify(text.slice(offset, offset + length))) > maxBytes) length = Math.floor(length / 2);
     const data = text.slice(offset, offset + length);
     return { seq: man.seq, parts: man.parts, part, data, offset, partLength: text.length, ...(man.sha256 ? { sha256: man.sha256 } : {}), bytes: man.bytes };
+  }
+
+  /** The latest snapshot's index, as read from etcd (one at a time: a snapshot's index never changes). */
+  private indexCache?: { seq: number; index: Promise<SnapshotIndex | undefined> };
+
+  private cachedIndex(seq: number): Promise<SnapshotIndex | undefined> {
+    if (this.indexCache?.seq !== seq) {
+      const index = this.snaps.readIndex(seq);
+      this.indexCache = { seq, index };
+      index.catch(() => this.indexCache?.index === index && (this.indexCache = undefined));
+    }
+    return this.indexCache.index;
+  }
+
+  /**
+   * Where each pool's allocations lie in the latest snapshot (`seq: 0`: none; no `sections`: it has no index, or the
+   * index does not fit `maxBytes`: the agent reads it whole).
+   */
+  private async snapshotIndex(maxBytes: number): Promise<SnapshotIndexRes> {
+    const man = await this.snaps.latestManifest();
+    if (!man) return { seq: 0, bytes: 0 };
+    const index = await this.cachedIndex(man.seq);
+    if (!index) return { seq: man.seq, bytes: man.bytes };
+    const res: SnapshotIndexRes = { seq: man.seq, bytes: man.bytes, sections: { head: index.head, pools: index.pools } };
+    return Buffer.byteLength(JSON.stringify(res)) > maxBytes ? { seq: man.seq, bytes: man.bytes } : res;
+  }
+
+  /** Characters of the latest snapshot from `start` (up to `end`, the end of one etcd part, or what fits `maxBytes` of JSON). */
+  private async snapshotRange(seq: number, start: number, end: number, maxBytes: number): Promise<SnapshotRangeRes> {
+    const man = await this.snaps.latestManifest();
+    if (!man || man.seq !== seq) throw new NotFoundError(`snapshot ${seq} was replaced${man ? ` by snapshot ${man.seq}` : ''}; read the latest index again`);
+    if (end > man.bytes) throw new InvalidArgumentError(`snapshot ${seq} has ${man.bytes} characters, not up to ${end}`);
+    const index = await this.cachedIndex(seq);
+    if (!index) throw new NotFoundError(`snapshot ${seq} has no index; read it whole`);
+    const text = await this.snaps.readRange(seq, index.cuts, start, end);
+    if (text === undefined) throw new NotFoundError(`snapshot ${seq} was replaced; read the latest index again`);
+    let length = text.length;
+    while (length > 1 && Buffer.byteLength(JSON.stringify(text.slice(0, length))) > maxBytes) length = Math.floor(length / 2);
+    return { seq, start, data: text.slice(0, length) };
   }
 
   private async stepDown(): Promise<void> {

@@ -10,6 +10,7 @@ import {
   fold,
   restore,
   snapshotJsonParts,
+  type SnapshotSection,
   UnavailableError,
   UnderlayError,
   type ClusterEvent,
@@ -243,12 +244,13 @@ export class Snapshotter {
     const seq = shadow.seq;
     try {
       const parts: string[] = [];
-      for (const part of snapshotJsonParts(shadow)) {
+      const sections: SnapshotSection[] = [];
+      for (const part of snapshotJsonParts(shadow, undefined, sections)) {
         parts.push(part);
         await new Promise((r) => setImmediate(r));
       }
       const json = parts.join('');
-      const written = await this.snaps.write(seq, json, { replaceSameSeq: replaceCorrupt });
+      const written = await this.snaps.write(seq, json, { replaceSameSeq: replaceCorrupt, sections });
       this.logger(written ? `snapshot written at seq ${seq} (${json.length} bytes)` : `snapshot at seq ${seq} not written: a newer one exists`);
       if (written) await this.trim(seq);
     } catch (e) {

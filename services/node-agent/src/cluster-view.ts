@@ -10,17 +10,43 @@
  * cluster chain, its host's chain and the chains of the pools its networks use (`pools()`, asked again at
  * `refreshInterest()` and every INTEREST_MS, with the pools the snapshot shows this node holding), one EventConsumer
  * per chain on a plain NATS subscription to the chain's subject, and folds with `applyInterest`. A pool it starts to
- * follow is read from the snapshot's seq on (its chain's events since, from the controller), then live. Events of
+ * follow is read from the snapshot's seq on (its chain's events since, from the controller), then live. Of the
+ * snapshot the view reads the head (everything but allocations) and the allocations of the pools it follows at start
+ * (the snapshot's index, `state.snapshotIndex`, says where each pool's lie; `state.snapshotRange` reads them): a pool
+ * followed later takes its part of the latest snapshot first (`takeChain`), then its chain after that. Events of
  * chains it does not follow never reach it; the state it holds of them is the snapshot's, stale (nothing reads it:
  * routes, BGP, host access and the driver read their own networks' pools). Ready once the chains followed at start
  * caught up with their heads.
  */
 import type { NatsConnection } from '@nats-io/transport-node';
-import { EventConsumer, READ_PARTS_AT_ONCE, ReconcileRunner, RpcClient, chainHeads, checkSnapshot, eachAtOnce, logError, natsChainSource } from '@underlay/adapters';
-import { CLUSTER_CHAIN, SnapshotReadRes, apply, applyInterest, emptyState, holdsIn, hostChain, poolChain, restore, takeChain, type ClusterEvent, type ClusterState } from '@underlay/core';
+import { EventConsumer, READ_PARTS_AT_ONCE, ReconcileRunner, RpcClient, chainHeads, checkSnapshot, eachAtOnce, logError, natsChainSource, sha256Hex } from '@underlay/adapters';
+import {
+  CLUSTER_CHAIN,
+  EventsHeadRes,
+  SnapshotIndexRes,
+  SnapshotRangeRes,
+  SnapshotReadRes,
+  apply,
+  applyInterest,
+  emptyState,
+  holdsIn,
+  hostChain,
+  poolChain,
+  restore,
+  restorePoolAllocs,
+  snapshotHeadRanges,
+  takeChain,
+  type ClusterEvent,
+  type ClusterState,
+} from '@underlay/core';
 
 /** How often the pools followed are compared with `pools()` (besides `refreshInterest()`). */
 const INTEREST_MS = 2_000;
+/** Text of the snapshot between two ranges read that is read through rather than asked for apart (fewer requests). */
+const READ_THROUGH_CHARS = 64 * 1024;
+
+/** The pools whose allocations a snapshot read takes: every one, or those `want` names given the head's state. */
+type SnapshotWant = 'all' | ((head: ClusterState) => Iterable<string>);
 
 /**
  * `resync`: the view replaced its whole state (it started again from the latest snapshot after falling behind the
@@ -92,7 +118,7 @@ export class ClusterView {
   }
 
   async start(): Promise<void> {
-    await this.loadSnapshot();
+    await this.loadSnapshot(this.opts.pools ? await this.startingInterest() : 'all');
     if (this.opts.pools) return this.startByInterest();
     this.consumer = new EventConsumer({
       nc: this.opts.nc,
@@ -122,6 +148,31 @@ export class ClusterView {
   }
 
   private heads?: (chain: string) => Promise<number>;
+
+  /**
+   * Which pools' allocations the view reads from the snapshot at start: those its networks use, those the controller
+   * says this node holds something in (asked now), and those the snapshot's head shows it holding a block or a
+   * reference in. When the controller cannot say, all of them.
+   */
+  private async startingInterest(): Promise<SnapshotWant> {
+    const node = this.rpc.node;
+    let held: string[];
+    try {
+      held = (await this.rpc.call('eventsHead', { chains: [CLUSTER_CHAIN] }, EventsHeadRes, { deadlineMs: 5_000 })).held ?? [];
+    } catch (e) {
+      this.logger(`cluster view: could not ask which pools this node holds (${(e as Error).message}); reading every pool of the snapshot`);
+      return 'all';
+    }
+    return (head) => {
+      const chains = new Set([...held, ...[...this.opts.pools!()].map(poolChain)]);
+      return [...head.pools.values()].filter((p) => chains.has(poolChain(p.poolId)) || holdsIn(p, node)).map((p) => p.poolId);
+    };
+  }
+
+  /** Chains of the pools whose allocations the view did not read from its snapshot (it follows none of them). */
+  private readonly unread = new Set<string>();
+  /** Chains whose consumer is being made (a follow waits for a snapshot read first). */
+  private readonly starting = new Set<string>();
 
   /**
    * The chains of the pools where the controller says this node holds a block or a reference (each head check's
@@ -183,11 +234,21 @@ export class ClusterView {
    * A chain fallen behind the trimmed log takes its part of the latest snapshot (`takeChain`) and goes on after it.
    */
   private async follow(chain: string, onCaughtUp?: () => void): Promise<void> {
-    if (this.chains.has(chain) || this.stopped) return;
+    if (this.chains.has(chain) || this.starting.has(chain) || this.stopped) return;
+    let afterSeq = this.leftAt.get(chain) ?? this.snapshotSeq;
+    if (this.unread.has(chain)) {
+      this.starting.add(chain);
+      try {
+        afterSeq = await this.takeUnread(chain);
+      } finally {
+        this.starting.delete(chain);
+      }
+      if (this.chains.has(chain) || this.stopped) return;
+    }
     const consumer = new EventConsumer({
       source: natsChainSource(this.opts.nc, this.rpc, chain, this.heads!),
       chain,
-      afterSeq: this.leftAt.get(chain) ?? this.snapshotSeq,
+      afterSeq,
       onEvent: (ev) => this.take(ev),
       ...(onCaughtUp ? { onCaughtUp } : {}),
       onTrimmed: () => this.resyncChain(chain),
@@ -195,15 +256,34 @@ export class ClusterView {
       ...(this.opts.headCheckMs !== undefined ? { headCheckMs: this.opts.headCheckMs } : {}),
     });
     this.chains.set(chain, consumer);
-    this.logger(`cluster view: following chain ${chain} after seq ${this.leftAt.get(chain) ?? this.snapshotSeq}`);
+    this.logger(`cluster view: following chain ${chain} after seq ${afterSeq}`);
     this.leftAt.delete(chain);
     await consumer.start();
+  }
+
+  /**
+   * A pool whose allocations the view did not read at start is followed now: its part of the state comes from the
+   * latest snapshot (its head and this pool's allocations); its chain goes on after that snapshot's seq.
+   */
+  private async takeUnread(chain: string): Promise<number> {
+    const from = await this.readSnapshot(this.chainWant(chain));
+    if (!from) throw new Error(`cannot follow chain ${chain}: the latest snapshot could not be read`);
+    takeChain(this._state, from.state, chain);
+    this.unread.delete(chain);
+    this.logger(`cluster view: took chain ${chain} from snapshot ${from.state.seq} (its allocations were not read at start)`);
+    this.notifyResync();
+    return from.state.seq;
+  }
+
+  /** What a snapshot read takes for one chain's part of the state: the head, and a pool chain's allocations. */
+  private chainWant(chain: string): SnapshotWant {
+    return (head) => [...head.pools.keys()].filter((id) => poolChain(id) === chain);
   }
 
   /** One chain fell behind the trimmed log: its part of the state comes from the latest snapshot; the others stay. */
   private async resyncChain(chain: string): Promise<number> {
     // The other chains go on meanwhile; the chains not followed yet stay the first snapshot's (and start after it).
-    const from = await this.readSnapshot();
+    const from = (await this.readSnapshot(this.chainWant(chain)))?.state;
     if (!from) throw new Error('no snapshot to start again from');
     takeChain(this._state, from, chain);
     this.resyncs++;
@@ -217,17 +297,107 @@ export class ClusterView {
    * replaced while its parts are read is read again; after a few tries, or when the controller cannot be
    * asked, the view folds the log from the start (which works while the log is not trimmed).
    */
-  private async loadSnapshot(): Promise<boolean> {
-    const state = await this.readSnapshot();
-    if (!state) return false;
+  private async loadSnapshot(want: SnapshotWant): Promise<boolean> {
+    const read = await this.readSnapshot(want);
+    if (!read) return false;
+    const { state, unread } = read;
     this._state = state;
     this.snapshotSeq = state.seq;
-    this.logger(`cluster view: started from snapshot ${state.seq}`);
+    this.unread.clear();
+    for (const id of unread) this.unread.add(poolChain(id));
+    this.logger(`cluster view: started from snapshot ${state.seq}` + (unread.length ? ` (allocations of ${state.pools.size - unread.length} of its ${state.pools.size} pools read)` : ''));
     return true;
   }
 
-  /** The latest snapshot's state (undefined: none, or it could not be read). */
-  private async readSnapshot(): Promise<ClusterState | undefined> {
+  /** Characters of snapshot text this view received (every read: at start, for a pool followed later, after a gap). */
+  snapshotCharsRead = 0;
+
+  /**
+   * The latest snapshot's state (undefined: none, or it could not be read), with the allocations of the pools `want`
+   * names only when the snapshot has an index (`unread`: the pools whose allocations were left out); otherwise whole.
+   */
+  private async readSnapshot(want: SnapshotWant): Promise<{ state: ClusterState; unread: string[] } | undefined> {
+    if (want !== 'all') {
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        try {
+          const r = await this.readSections(want);
+          if (r !== 'whole') return r;
+          break;
+        } catch (e) {
+          this.logger(`cluster view: could not read the latest snapshot's sections (attempt ${attempt} of 3): ${(e as Error).message}` + (attempt === 3 ? '; reading it whole' : ''));
+        }
+      }
+    }
+    const state = await this.readWhole();
+    return state && { state, unread: [] };
+  }
+
+  /**
+   * The latest snapshot's head and the allocations of the pools `want` names, each checked against the index's
+   * SHA-256; 'whole' when the snapshot has no index (or the controller cannot answer one); undefined when there is no
+   * snapshot.
+   */
+  private async readSections(want: (head: ClusterState) => Iterable<string>): Promise<{ state: ClusterState; unread: string[] } | 'whole' | undefined> {
+    let index: SnapshotIndexRes;
+    try {
+      index = await this.rpc.call('snapshotIndex', {}, SnapshotIndexRes, { deadlineMs: 10_000 });
+    } catch (e) {
+      this.logger(`cluster view: the controller answers no snapshot index (${(e as Error).message}); reading the snapshot whole`);
+      return 'whole';
+    }
+    if (index.seq === 0) return undefined;
+    if (!index.sections) return 'whole';
+    const { seq } = index;
+    const sections = index.sections.pools;
+    const head = (await this.readRanges(seq, snapshotHeadRanges(index.bytes, sections))).join('');
+    if (sha256Hex(head) !== index.sections.head) throw new Error(`the head of snapshot ${seq} does not match its SHA-256`);
+    const state = restore(JSON.parse(head));
+    if (state.seq !== seq) throw new Error(`snapshot ${seq} holds the state at seq ${state.seq}`);
+    const wanted = new Set(want(state));
+    const take = sections.filter((s) => wanted.has(s.poolId) && s.end > s.start);
+    const texts = await this.readRanges(seq, take.map((s) => [s.start, s.end]));
+    take.forEach((s, i) => {
+      const text = texts[i]!;
+      if (sha256Hex(text) !== s.sha256) throw new Error(`the allocations of pool ${s.poolId} in snapshot ${seq} do not match their SHA-256`);
+      const pool = state.pools.get(s.poolId);
+      if (!pool) throw new Error(`snapshot ${seq} has a section for pool ${s.poolId} but no such pool`);
+      restorePoolAllocs(pool, text);
+    });
+    return { state, unread: sections.filter((s) => !wanted.has(s.poolId) && s.end > s.start).map((s) => s.poolId) };
+  }
+
+  /**
+   * The text of snapshot `seq` in each of `ranges` (sorted, not overlapping), a few requests at once, each answered in
+   * pieces that fit a NATS message; ranges close to each other are read as one (READ_THROUGH_CHARS).
+   */
+  private async readRanges(seq: number, ranges: readonly (readonly [number, number])[]): Promise<string[]> {
+    const spans: { start: number; end: number; ranges: number[] }[] = [];
+    ranges.forEach(([a, b], i) => {
+      const last = spans[spans.length - 1];
+      if (last && a - last.end <= READ_THROUGH_CHARS) {
+        last.end = b;
+        last.ranges.push(i);
+      } else spans.push({ start: a, end: b, ranges: [i] });
+    });
+    const out: string[] = new Array(ranges.length);
+    await eachAtOnce(spans.length, READ_PARTS_AT_ONCE, async (k) => {
+      const span = spans[k]!;
+      const pieces: string[] = [];
+      for (let at = span.start; at < span.end; ) {
+        const r = await this.rpc.call('snapshotRange', { seq, start: at, end: span.end }, SnapshotRangeRes, { deadlineMs: 10_000 });
+        if (r.data.length === 0) throw new Error(`snapshot ${seq} stopped at character ${at} of ${span.end}`);
+        this.snapshotCharsRead += r.data.length;
+        pieces.push(r.data);
+        at += r.data.length;
+      }
+      const text = pieces.join('');
+      for (const i of span.ranges) out[i] = text.slice(ranges[i]![0] - span.start, ranges[i]![1] - span.start);
+    });
+    return out;
+  }
+
+  /** The latest snapshot's state, read whole (undefined: none, or it could not be read). */
+  private async readWhole(): Promise<ClusterState | undefined> {
     for (let attempt = 1; attempt <= 3; attempt++) {
       try {
         const read = (seq: number | undefined, part: number, offset: number) =>
@@ -245,6 +415,7 @@ export class ClusterView {
             pieces.push(piece.data);
           }
           parts[part] = pieces;
+          this.snapshotCharsRead += pieces.reduce((n, p) => n + p.length, 0);
         });
         const json = parts.flat().join('');
         // The controller's own checks: size and SHA-256 from the manifest, and the state at the snapshot's seq.
@@ -268,7 +439,7 @@ export class ClusterView {
    */
   private async resync(): Promise<number> {
     const before = this._state.seq;
-    if (!(await this.loadSnapshot())) throw new Error('no snapshot to start again from');
+    if (!(await this.loadSnapshot('all'))) throw new Error('no snapshot to start again from');
     this.resyncs++;
     this.pending = [];
     this.logger(`cluster view: fell behind the trimmed log at seq ${before}; started again from snapshot ${this._state.seq}`);

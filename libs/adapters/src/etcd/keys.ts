@@ -16,6 +16,13 @@ export const keys = {
   /** Snapshot chunks: /underlay/v1/snapshots/<seq 16 digits>/<part 4 digits> → a slice of the snapshot JSON. */
   snapshotPrefix: `${ROOT}snapshots/`,
   snapshotPart: (seq: number, part: number) => `${ROOT}snapshots/${String(seq).padStart(16, '0')}/${String(part).padStart(4, '0')}`,
+  /**
+   * A snapshot's index, written before its manifest: /underlay/v1/snapshots/<seq 16 digits>/index →
+   * {"cuts": [end of each part], "head": H, "pools": [{"poolId", "start", "end", "sha256"}]} (each pool's allocations
+   * as a character range of the JSON with its SHA-256; H: the SHA-256 of the text outside them). Absent for a snapshot
+   * written before it existed.
+   */
+  snapshotIndex: (seq: number) => `${ROOT}snapshots/${String(seq).padStart(16, '0')}/index`,
   /** The leader key (value: controller name; its create revision fences every append). */
   leader: `${ROOT}leader`,
 } as const;

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import type { Etcd3 } from 'etcd3';
 import { etcd3 } from './lib.js';
 import { z } from 'zod';
-import { UnderlayError } from '@underlay/core';
+import { UnderlayError, snapshotHeadRanges, type SnapshotSection } from '@underlay/core';
 import { keys } from './keys.js';
 import { EtcdCalls } from './client.js';
 import { eachAtOnce } from '../runtime/at-once.js';
@@ -57,6 +57,27 @@ export const SnapshotManifest = z.object({
   sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
 });
 export type SnapshotManifest = z.infer<typeof SnapshotManifest>;
+
+/**
+ * Where each pool's allocations lie in a snapshot (core's SnapshotSection) with their SHA-256, the SHA-256 of the text
+ * outside them (the head: every other part of the state), and where the parts end: a reader of some pools (an agent)
+ * reads the head and their sections, and checks each against its hash.
+ */
+export const SnapshotIndex = z.object({
+  /** Character offset where each part ends (the last: the JSON's length). */
+  cuts: z.array(z.number().int().nonnegative()).max(100_000),
+  /** SHA-256 of the text outside every section, joined in order. */
+  head: z.string().regex(/^[0-9a-f]{64}$/),
+  pools: z.array(z.object({ poolId: z.string(), start: z.number().int().nonnegative(), end: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })),
+});
+export type SnapshotIndex = z.infer<typeof SnapshotIndex>;
+
+/** The index of `json` (cut at `cuts`) with these sections (in the text's order). */
+export function snapshotIndex(json: string, cuts: readonly number[], sections: readonly SnapshotSection[]): SnapshotIndex {
+  const head = createHash('sha256');
+  for (const [a, b] of snapshotHeadRanges(json.length, sections)) head.update(json.slice(a, b), 'utf8');
+  return { cuts: [...cuts], head: head.digest('hex'), pools: sections.map((s) => ({ poolId: s.poolId, start: s.start, end: s.end, sha256: sha256Hex(json.slice(s.start, s.end)) })) };
+}
 
 /** The latest snapshot cannot be used (missing part, wrong length or checksum, unreadable manifest). */
 export class SnapshotCorruptError extends UnderlayError {
@@ -109,6 +130,32 @@ export class EtcdSnapshots {
     return v ?? undefined;
   }
 
+  /** The index of snapshot `seq`; undefined when it has none (written before indexes, or replaced). Throws SnapshotCorruptError for a bad one. */
+  async readIndex(seq: number): Promise<SnapshotIndex | undefined> {
+    const key = keys.snapshotIndex(seq);
+    const v = await this.calls.run(`get ${key}`, (o) => this.client.get(key).options(o).string());
+    if (v === null) return undefined;
+    try {
+      return SnapshotIndex.parse(JSON.parse(v));
+    } catch (e) {
+      throw new SnapshotCorruptError(seq, `its index ${key} is invalid (${(e as Error).message.slice(0, 200)})`, e);
+    }
+  }
+
+  /**
+   * The text of snapshot `seq` from character `start`, up to `end` or the end of the part holding `start` (whichever
+   * comes first: the reader asks again for the rest); undefined when the part is gone (replaced by a newer snapshot).
+   */
+  async readRange(seq: number, cuts: readonly number[], start: number, end: number): Promise<string | undefined> {
+    let part = 0;
+    while (part < cuts.length && cuts[part]! <= start) part++;
+    if (part >= cuts.length) return '';
+    const text = await this.readPart(seq, part);
+    if (text === undefined) return undefined;
+    const partStart = part === 0 ? 0 : cuts[part - 1]!;
+    return text.slice(start - partStart, Math.min(end, cuts[part]!) - partStart);
+  }
+
   /**
    * The latest snapshot's JSON, checked against its manifest; undefined when there is none. Reads a few parts at once
    * and hashes them in order as they arrive (the checksum of the whole JSON, computed while later parts are on their
@@ -143,9 +190,10 @@ export class EtcdSnapshots {
 
   /**
    * Writes a snapshot at `seq`; returns false when a newer one is already there (or one at the same seq, unless
-   * `replaceSameSeq`: a corrupt snapshot is replaced by a good one of the same seq). Removes older chunks.
+   * `replaceSameSeq`: a corrupt snapshot is replaced by a good one of the same seq). Removes older chunks. `sections`
+   * (snapshotJsonParts's): its index is written too, so agents read only the pools they follow.
    */
-  async write(seq: number, json: string, o: { replaceSameSeq?: boolean } = {}): Promise<boolean> {
+  async write(seq: number, json: string, o: { replaceSameSeq?: boolean; sections?: readonly SnapshotSection[] } = {}): Promise<boolean> {
     const cuts = snapshotCuts(json);
     const parts = cuts.length;
     for (let i = 0; i < parts; i++) {
@@ -153,6 +201,14 @@ export class EtcdSnapshots {
       await this.calls.run(`put ${key}`, (o) =>
         this.client.put(key).value(json.slice(i === 0 ? 0 : cuts[i - 1], cuts[i])).options(o).exec(),
       );
+    }
+    const indexKey = keys.snapshotIndex(seq);
+    if (o.sections) {
+      const index = JSON.stringify(snapshotIndex(json, cuts, o.sections));
+      await this.calls.run(`put ${indexKey}`, (o) => this.client.put(indexKey).value(index).options(o).exec());
+    } else {
+      // A snapshot of the same seq written before with sections (replaced as corrupt) must not keep their index.
+      await this.calls.run(`delete ${indexKey}`, (o) => this.client.delete().key(indexKey).options(o).exec());
     }
     const cur = await this.calls.run(`get ${keys.snapshot}`, (o) => this.client.get(keys.snapshot).options(o).exec());
     const kv = cur.kvs[0];

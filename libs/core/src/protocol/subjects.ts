@@ -30,6 +30,10 @@ export const rpc = {
   eventsConsumer: 'events.consumer',
   /** One part of the latest state snapshot (an agent starts from it when the log behind it was trimmed). */
   snapshotRead: 'state.snapshot',
+  /** Where each pool's allocations lie in the latest snapshot (an agent reads only the pools it follows). */
+  snapshotIndex: 'state.snapshotIndex',
+  /** A range of characters of the latest snapshot (its head, or one pool's allocations). */
+  snapshotRange: 'state.snapshotRange',
 } as const;
 export type RpcMethod = keyof typeof rpc;
 export const CONTROLLER_QUEUE = 'controllers';

@@ -301,23 +301,74 @@ export function* cloneStateInSlices(state: ClusterState, slice = 20_000): Genera
 }
 
 /**
+ * Where one pool's allocations lie in a snapshot's JSON text: `[start, end)` is the inside of its `"allocs":[…]` array
+ * (its column chunks, comma-separated; empty for a pool without allocations). An agent reads the text outside every
+ * section (`snapshotHeadRanges`: everything but allocations, each pool's array empty) and the sections of the pools it
+ * follows only (`restorePoolAllocs`); at 1M allocations the sections are nearly all of the text.
+ */
+export interface SnapshotSection {
+  poolId: string;
+  start: number;
+  end: number;
+}
+
+/**
  * The same snapshot as JSON text in parts of at most about `slice` allocations each (one column chunk), so a caller
  * can yield between parts (the state must not change until the last part is taken).
- * `JSON.parse(parts.join(''))` equals `snapshot(state, slice)`.
+ * `JSON.parse(parts.join(''))` equals `snapshot(state, slice)`. `sections`, when given, receives each pool's
+ * SnapshotSection (offsets in the joined text), in the text's order.
  */
-export function* snapshotJsonParts(state: ClusterState, slice = SNAPSHOT_CHUNK): Generator<string> {
+export function* snapshotJsonParts(state: ClusterState, slice = SNAPSHOT_CHUNK, sections?: SnapshotSection[]): Generator<string> {
+  let at = 0;
   const s = snapshot({ ...state, pools: new Map() });
-  yield `${JSON.stringify(s).slice(0, -'[]}'.length)}[`;
+  const first = `${JSON.stringify(s).slice(0, -'[]}'.length)}[`;
+  at += first.length;
+  yield first;
   let firstPool = true;
   for (const p of state.pools.values()) {
     const one = snapshot({ ...emptyState(), seq: state.seq, pools: new Map([[p.poolId, { ...p, allocs: new Map() }]]) }).pools[0]!;
     const head = JSON.stringify(one);
-    yield `${firstPool ? '' : ','}${head.slice(0, head.indexOf('"allocs":[') + '"allocs":['.length)}`;
+    const opening = `${firstPool ? '' : ','}${head.slice(0, head.indexOf('"allocs":[') + '"allocs":['.length)}`;
+    at += opening.length;
+    yield opening;
     firstPool = false;
+    const start = at;
     const entries = [...p.allocs];
-    for (let i = 0; i < entries.length; i += slice) yield `${i === 0 ? '' : ','}${JSON.stringify(allocChunk(entries.slice(i, i + slice)))}`;
+    for (let i = 0; i < entries.length; i += slice) {
+      const chunk = `${i === 0 ? '' : ','}${JSON.stringify(allocChunk(entries.slice(i, i + slice)))}`;
+      at += chunk.length;
+      yield chunk;
+    }
+    sections?.push({ poolId: p.poolId, start, end: at });
     // The rest of the pool after its (empty) allocs array: `],"blocks":[…],…}`.
-    yield head.slice(head.indexOf('"allocs":[') + '"allocs":['.length);
+    const rest = head.slice(head.indexOf('"allocs":[') + '"allocs":['.length);
+    at += rest.length;
+    yield rest;
   }
   yield ']}';
+}
+
+/**
+ * The ranges `[start, end)` of a snapshot's text (`length` characters) outside its `sections` (sorted, not
+ * overlapping): joined, they are the snapshot with every pool's allocations empty, which `restore` takes.
+ */
+export function snapshotHeadRanges(length: number, sections: readonly { start: number; end: number }[]): [number, number][] {
+  const out: [number, number][] = [];
+  let at = 0;
+  for (const s of sections) {
+    if (s.start < at || s.end < s.start || s.end > length) throw new Error(`snapshot: section [${s.start}, ${s.end}) is out of order or outside the ${length} characters`);
+    if (s.start > at) out.push([at, s.start]);
+    at = s.end;
+  }
+  if (at < length) out.push([at, length]);
+  return out;
+}
+
+/**
+ * Puts one pool's allocations, the text of its SnapshotSection, into `p` (restored from the snapshot's head, its
+ * allocations empty). Throws when the text is not valid column chunks.
+ */
+export function restorePoolAllocs(p: Pool, sectionText: string): void {
+  const chunks = z.array(AllocChunk).parse(JSON.parse(`[${sectionText}]`));
+  chunks.forEach((c, i) => restoreChunk(p, c, `${p.poolId}#${i}`));
 }
