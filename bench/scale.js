@@ -21,7 +21,9 @@
  *     fold: RequestPool, then RequestAddress from 1,000 nodes) in this process and written as a snapshot through the
  *     snapshot code the controller uses (snapshotJsonParts + EtcdSnapshots.write, and the log head at its seq). Then a
  *     controller process starts from it: cold start = spawn until /healthz says leader at that seq; RSS (VmRSS) after
- *     it answered `GET /v1/ipam/usage` (every page, as the CLI reads it; the median of 5 is usage_100k_ms).
+ *     it answered `GET /v1/ipam/usage` (every page, as the CLI reads it; the median of 5 is usage_100k_ms). Two agents'
+ *     views start from the snapshot (until ready; printed beside, not in the last line): one by interest with no part
+ *     in the pool (it reads the snapshot's head only) and one reading it whole.
  *  5. agent restart (bench/lib/agent-restart.js): a real agent process in a network namespace of its own, with
  *     --agent-endpoints (1,000) endpoints in its state files and in its Docker (a stand-in on a unix socket), restarted
  *     --restarts (3) times: spawn until its plugin socket serves a call that needs its state; the median is
@@ -368,10 +370,11 @@ async function writeSnapshot(adapters, core, etcdUrl, state) {
   const log = new adapters.EtcdEventLog({ endpoints: [etcdUrl], timeoutMs: 60_000 });
   try {
     const parts = [];
-    for (const p of core.snapshotJsonParts(state)) parts.push(p);
+    const sections = [];
+    for (const p of core.snapshotJsonParts(state, undefined, sections)) parts.push(p);
     const json = parts.join('');
     const snaps = new adapters.EtcdSnapshots(log);
-    if (!(await snaps.write(state.seq, json))) throw new Error(`snapshot at seq ${state.seq} not written: a newer one exists`);
+    if (!(await snaps.write(state.seq, json, { sections }))) throw new Error(`snapshot at seq ${state.seq} not written: a newer one exists`);
     await log.client.put(adapters.keys.head).value(JSON.stringify({ seq: state.seq }));
     return json.length;
   } finally {
@@ -379,7 +382,26 @@ async function writeSnapshot(adapters, core, etcdUrl, state) {
   }
 }
 
-async function controllerAt({ adapters, core, dir, servers, builder, allocations, label, usageRuns }) {
+/**
+ * An agent's view starting from the snapshot (`V.ClusterView` on its own NATS connection, until ready): `pools`
+ * given, by interest (the head and those pools' allocations); absent, the whole snapshot (as a view without
+ * interest-based delivery, or with a snapshot that has no index, reads it).
+ */
+async function viewStart({ adapters, V, natsUrl, node, pools }) {
+  const nc = await adapters.connectNats(natsUrl, `bench-scale-${node}`);
+  const view = new V.ClusterView({ nc, rpc: new adapters.RpcClient(nc, node), logger: () => {}, ...(pools ? { pools: () => pools } : {}) });
+  const s = now();
+  try {
+    await view.start();
+    await view.ready();
+    return { ms: now() - s, chars: view.snapshotCharsRead, snapshotSeq: view.snapshotSeq };
+  } finally {
+    await view.stop();
+    await nc.close().catch(() => undefined);
+  }
+}
+
+async function controllerAt({ adapters, core, V, dir, servers, builder, allocations, label, usageRuns }) {
   await step(`build ${label} allocations (ClusterEngine: decide + fold)`, async () => builder.more(allocations));
   const seq = builder.state.seq;
   const bytes = await step(`write the ${label} snapshot to etcd (snapshotJsonParts + EtcdSnapshots.write)`, () => writeSnapshot(adapters, core, servers.etcd.url, builder.state));
@@ -419,7 +441,13 @@ async function controllerAt({ adapters, core, dir, servers, builder, allocations
     // A controller that loses its lease while it starts (its thread blocked past the 2 s TTL) says so in its log.
     const lost = (fs.readFileSync(ctl.logFile, 'utf8').match(/lost leadership of/g) ?? []).length;
     if (lost) progress(`controller at ${label}: lost its leadership ${lost} time(s) (see ${ctl.logFile})`);
-    return { label, seq, snapshotBytes: bytes, coldStartMs: ctl.readyMs, loadMs: loaded ? Number(loaded[3]) : NaN, usage: stats(usage), lost, ...mem };
+    // After the RSS (as measured before agents read snapshots): agents' views start from the snapshot.
+    const views = {};
+    views.uninvolved = await step(`an uninvolved agent's view starts at ${label} (the snapshot's head only)`, () => viewStart({ adapters, V, natsUrl: servers.nats.url, node: 'bench-view-a', pools: [] }));
+    views.whole = await step(`a view reading the whole snapshot starts at ${label}`, () => viewStart({ adapters, V, natsUrl: servers.nats.url, node: 'bench-view-b' }));
+    for (const [k, v] of Object.entries(views)) if (v.snapshotSeq !== seq) throw new Error(`the ${k} view started from snapshot ${v.snapshotSeq}, not ${seq}`);
+    progress(`views at ${label}: uninvolved ${(views.uninvolved.chars / 1e3).toFixed(0)} kB read in ${f1(views.uninvolved.ms)} ms; whole ${(views.whole.chars / 1e6).toFixed(1)} MB in ${f1(views.whole.ms)} ms`);
+    return { label, seq, snapshotBytes: bytes, coldStartMs: ctl.readyMs, loadMs: loaded ? Number(loaded[3]) : NaN, usage: stats(usage), lost, views, ...mem };
   } finally {
     await stopChild(ctl.child);
   }
@@ -496,7 +524,7 @@ async function main() {
     const servers = await step('start a fresh etcd and nats-server', () => startServers('plain', path.join(dir, 'memory')));
     try {
       const builder = allocationBuilder(core, 1000);
-      const common = { adapters, core, dir, servers, builder, usageRuns: 5 };
+      const common = { adapters, core, V, dir, servers, builder, usageRuns: 5 };
       for (const n of [o.allocationsSmall, o.allocations]) {
         // A controller that fails at one size is reported as such; the figures measured so far are still printed.
         try {
@@ -505,7 +533,7 @@ async function main() {
           progress(`controller at ${m.label}: cold start ${f1(m.coldStartMs)} ms (state load ${f1(m.loadMs)} ms), RSS ${f1(m.rss)} MB, usage p50 ${f1(m.usage.p50)} ms`);
         } catch (e) {
           progress(`controller at ${kLabel(n)} failed: ${e.message}`);
-          result.mem.push({ label: kLabel(n), failed: e.message, lost: undefined, snapshotBytes: NaN, coldStartMs: NaN, loadMs: NaN, rss: NaN, hwm: NaN, usage: stats([]) });
+          result.mem.push({ label: kLabel(n), failed: e.message, lost: undefined, snapshotBytes: NaN, coldStartMs: NaN, loadMs: NaN, rss: NaN, hwm: NaN, usage: stats([]), views: undefined });
         }
       }
     } finally {
@@ -546,6 +574,9 @@ function report(o, r) {
         r.mem.map((m) => [m.label, (m.snapshotBytes / 1e6).toFixed(1), f1(m.coldStartMs), f1(m.loadMs), m.lost === undefined ? 'n/a' : String(m.lost), f1(m.rss), f1(m.hwm), f1(m.usage.p50), f1(m.usage.max)]),
       ),
     );
+    console.log("an agent's view starting from that snapshot (ClusterView until ready): by interest, an agent with no part in the pool reads the head only; without, the whole text:");
+    const v = (x, unit) => (x ? `${unit === 'MB' ? (x.chars / 1e6).toFixed(1) : (x.chars / 1e3).toFixed(0)} ${unit} in ${f1(x.ms)} ms` : 'n/a');
+    console.log(table(['allocations', 'uninvolved agent (head only)', 'whole snapshot'], r.mem.map((m) => [m.label, v(m.views?.uninvolved, 'kB'), v(m.views?.whole, 'MB')])));
   }
   let restartMs = NaN;
   if (r.restart) {

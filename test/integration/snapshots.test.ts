@@ -5,7 +5,7 @@
  * whole log folded from the start. A corrupt latest snapshot is detected, logged and counted, and the state
  * is still right (folded from the whole log); a new snapshot replaces it.
  */
-import { EtcdEventLog, EtcdSnapshots, SNAPSHOT_CHUNK_BYTES, keys, snapshotCuts } from '@underlay/adapters';
+import { EtcdEventLog, EtcdSnapshots, SNAPSHOT_CHUNK_BYTES, SNAPSHOT_INDEX_MAX_BYTES, keys, sha256Hex, snapshotCuts } from '@underlay/adapters';
 import { describe as describeState, fold, MAC_OPTION } from '@underlay/core';
 import { Controller, loadState, type LoadReport } from '@underlay/controller';
 import { startEnv, windowed, mac, type Env } from './support';
@@ -171,6 +171,45 @@ describe('snapshot parts in etcd', () => {
       await log.client.delete().key(keys.snapshotPart(seq, 3));
       await log.client.delete().key(keys.snapshotPart(seq, 1));
       await expect(snaps.latest()).rejects.toThrow(`snapshot ${seq} is corrupt: part 1 of 4 is missing`);
+    } finally {
+      log.close();
+    }
+  });
+
+  it("an index says where each pool's allocations lie: ranges read across parts are the text's, and an index too large is not written", async () => {
+    const log = new EtcdEventLog({ endpoints: [env.etcd.url] });
+    const snaps = new EtcdSnapshots(log);
+    try {
+      // Three "sections" of a text over two parts; the second crosses the cut, with an emoji beside it.
+      const json = 'h'.repeat(100) + 'A'.repeat(1_000) + 'h'.repeat(SNAPSHOT_CHUNK_BYTES - 2_000) + '\u{1F600}' + 'B'.repeat(3_000) + 'h'.repeat(50) + 'C'.repeat(10) + 'h';
+      const a = { poolId: 'a', start: 100, end: 1_100 };
+      const b = { poolId: 'b', start: SNAPSHOT_CHUNK_BYTES - 900, end: SNAPSHOT_CHUNK_BYTES + 2_102 };
+      const c = { poolId: 'c', start: json.length - 11, end: json.length - 1 };
+      const seq = 9_100_001;
+      expect(await snaps.write(seq, json, { sections: [a, b, c] })).toBe(true);
+      const index = (await snaps.readIndex(seq))!;
+      expect(index.cuts).toEqual(snapshotCuts(json));
+      expect(index.cuts.length).toBe(2);
+      expect(index.pools.map((p) => [p.poolId, p.start, p.end, p.sha256])).toEqual([a, b, c].map((x) => [x.poolId, x.start, x.end, sha256Hex(json.slice(x.start, x.end))]));
+      expect(index.head).toBe(sha256Hex(json.slice(0, a.start) + json.slice(a.end, b.start) + json.slice(b.end, c.start) + json.slice(c.end)));
+      // A range is answered up to the end of its part; the rest from the next one.
+      const read = async (start: number, end: number) => {
+        let out = '';
+        for (let at = start; at < end; ) {
+          const piece = (await snaps.readRange(seq, index.cuts, at, end))!;
+          expect(piece.length).toBeGreaterThan(0);
+          out += piece;
+          at += piece.length;
+        }
+        return out;
+      };
+      for (const x of [a, b, c]) expect(await read(x.start, x.end)).toBe(json.slice(x.start, x.end));
+      expect((await snaps.readRange(seq, index.cuts, b.start, b.end))!.length).toBe(index.cuts[0]! - b.start);
+      // More pools than an index may name (one etcd value, one NATS message): no index; agents read it whole.
+      const many = Array.from({ length: Math.ceil(SNAPSHOT_INDEX_MAX_BYTES / 100) }, (_, i) => ({ poolId: `pool-${i}`, start: i, end: i }));
+      expect(await snaps.write(seq + 1, json, { sections: many })).toBe(true);
+      expect(await snaps.readIndex(seq + 1)).toBeUndefined();
+      expect((await snaps.latestManifest())!.seq).toBe(seq + 1);
     } finally {
       log.close();
     }

@@ -15,6 +15,7 @@ import {
   snapshotJsonParts,
   snapshotHeadRanges,
   restorePoolAllocs,
+  holdsIn,
   type ClusterState,
   type SnapshotSection,
   type NodeLiveness,
@@ -242,6 +243,14 @@ describe('snapshots', () => {
     const sb = sections.find((s) => s.poolId === b)!;
     restorePoolAllocs(fromHead.pools.get(b)!, json.slice(sb.start, sb.end));
     expect(fromHead).toEqual(full);
+    // Who holds what is counted again once a section is in: node b with its block and reference taken away (as if it
+    // held only borrowed addresses) holds nothing by the head alone, and holds again with pool a's allocations.
+    const lone = restore(JSON.parse(head)).pools.get(a)!;
+    lone.nodeBlocks.delete('b');
+    lone.refs.delete('b');
+    expect(holdsIn(lone, 'b')).toBe(false);
+    restorePoolAllocs(lone, json.slice(sa.start, sa.end));
+    expect(holdsIn(lone, 'b')).toBe(true);
     // A section cut wrong is refused, not half taken.
     expect(() => restorePoolAllocs(restore(JSON.parse(head)).pools.get(a)!, json.slice(sa.start, sa.end - 1))).toThrow();
     expect(() => snapshotHeadRanges(json.length, [sb, sa])).toThrow(/out of order/);

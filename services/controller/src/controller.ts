@@ -43,7 +43,7 @@ import {
   checkNodes,
   decideOperatorRelease,
 } from '@underlay/core';
-import { EtcdEventLog, EtcdSnapshots, type SnapshotIndex, EventPublisher, ReconcileRunner, activeTraceId, connectNats, logNatsStatus, sleep, failureLog, ensureNodeConsumer, keys, maxPayload, serveRpc, REPLY_ENVELOPE_BYTES, runReadiness, type Fence, type NatsConnection, type RpcContext, logError, logWarn } from '@underlay/adapters';
+import { EtcdEventLog, EtcdSnapshots, type SnapshotIndex, type SnapshotManifest, EventPublisher, ReconcileRunner, activeTraceId, connectNats, logNatsStatus, sleep, failureLog, ensureNodeConsumer, keys, maxPayload, serveRpc, REPLY_ENVELOPE_BYTES, runReadiness, type Fence, type NatsConnection, type RpcContext, logError, logWarn } from '@underlay/adapters';
 import { ControllerConfig, type ControllerConfigInput } from './config.js';
 import { ClusterWriter } from './cluster-writer.js';
 import { IpamRequests } from './ipam-requests.js';
@@ -385,13 +385,17 @@ export class Controller {
     return { seq: man.seq, parts: man.parts, part, data, offset, partLength: text.length, ...(man.sha256 ? { sha256: man.sha256 } : {}), bytes: man.bytes };
   }
 
-  /** The latest snapshot's index, as read from etcd (one at a time: a snapshot's index never changes). */
-  private indexCache?: { seq: number; index: Promise<SnapshotIndex | undefined> };
+  /**
+   * The latest snapshot's index, as read from etcd, for the manifest it was read under (a snapshot replaced at the same
+   * seq, as a corrupt one is, has another SHA-256).
+   */
+  private indexCache?: { key: string; index: Promise<SnapshotIndex | undefined> };
 
-  private cachedIndex(seq: number): Promise<SnapshotIndex | undefined> {
-    if (this.indexCache?.seq !== seq) {
-      const index = this.snaps.readIndex(seq);
-      this.indexCache = { seq, index };
+  private cachedIndex(man: SnapshotManifest): Promise<SnapshotIndex | undefined> {
+    const key = `${man.seq} ${man.sha256 ?? man.bytes}`;
+    if (this.indexCache?.key !== key) {
+      const index = this.snaps.readIndex(man.seq);
+      this.indexCache = { key, index };
       index.catch(() => this.indexCache?.index === index && (this.indexCache = undefined));
     }
     return this.indexCache.index;
@@ -404,7 +408,7 @@ export class Controller {
   private async snapshotIndex(maxBytes: number): Promise<SnapshotIndexRes> {
     const man = await this.snaps.latestManifest();
     if (!man) return { seq: 0, bytes: 0 };
-    const index = await this.cachedIndex(man.seq);
+    const index = await this.cachedIndex(man);
     if (!index) return { seq: man.seq, bytes: man.bytes };
     const res: SnapshotIndexRes = { seq: man.seq, bytes: man.bytes, sections: { head: index.head, pools: index.pools } };
     return Buffer.byteLength(JSON.stringify(res)) > maxBytes ? { seq: man.seq, bytes: man.bytes } : res;
@@ -415,7 +419,7 @@ export class Controller {
     const man = await this.snaps.latestManifest();
     if (!man || man.seq !== seq) throw new NotFoundError(`snapshot ${seq} was replaced${man ? ` by snapshot ${man.seq}` : ''}; read the latest index again`);
     if (end > man.bytes) throw new InvalidArgumentError(`snapshot ${seq} has ${man.bytes} characters, not up to ${end}`);
-    const index = await this.cachedIndex(seq);
+    const index = await this.cachedIndex(man);
     if (!index) throw new NotFoundError(`snapshot ${seq} has no index; read it whole`);
     const text = await this.snaps.readRange(seq, index.cuts, start, end);
     if (text === undefined) throw new NotFoundError(`snapshot ${seq} was replaced; read the latest index again`);

@@ -136,7 +136,9 @@ export class ClusterView {
   private async startByInterest(): Promise<void> {
     const node = this.rpc.node;
     const held = [...this._state.pools.values()].filter((p) => holdsIn(p, node)).map((p) => p.poolId);
-    const initial = [CLUSTER_CHAIN, hostChain(node), ...new Set([...held, ...this.opts.pools!()].map(poolChain))];
+    // A pool whose allocations were not read (named since the read began) is left to the first interest pass: its read
+    // may fail, and the start must not.
+    const initial = [CLUSTER_CHAIN, hostChain(node), ...new Set([...held, ...this.opts.pools!()].map(poolChain))].filter((c) => !this.unread.has(c));
     let waiting = initial.length;
     const caughtUp = () => {
       if (--waiting === 0) this.markReady();
@@ -213,7 +215,15 @@ export class ClusterView {
    */
   private async followPools(): Promise<void> {
     const wanted = new Set([...[...(this.opts.pools?.() ?? [])].map(poolChain), ...this.held]);
-    for (const chain of wanted) if (!this.chains.has(chain)) await this.follow(chain);
+    let failed: unknown;
+    for (const chain of wanted) {
+      if (this.chains.has(chain)) continue;
+      // One pool whose part of the snapshot cannot be read now does not keep the others from being followed or left.
+      await this.follow(chain).catch((e: unknown) => {
+        failed ??= e;
+        this.logger(`cluster view: cannot follow chain ${chain} yet: ${(e as Error).message}`);
+      });
+    }
     const node = this.rpc.node;
     for (const [chain, consumer] of [...this.chains]) {
       if (!chain.startsWith('p.') || wanted.has(chain) || !consumer.caughtUp) continue;
@@ -224,6 +234,8 @@ export class ClusterView {
       this.leftAt.set(chain, consumer.lastSeq);
       this.logger(`cluster view: no longer following chain ${chain} (after seq ${consumer.lastSeq}): this host uses and holds nothing of it`);
     }
+    // The runner tries again (backing off) and counts the error.
+    if (failed !== undefined) throw failed;
   }
 
   /** Chains no longer followed: the seq up to which the state holds them. */

@@ -18,6 +18,12 @@ import type { EtcdEventLog } from './eventlog.js';
 export const SNAPSHOT_CHUNK_BYTES = 512 * 1024;
 /** Parts read at once on a cold start (one at a time, the controller mostly waited: ~1.5 s of 150 round trips at 1M allocations). */
 export const READ_PARTS_AT_ONCE = 4;
+/**
+ * Largest index written (its JSON): one etcd value, below etcd's default 1.5 MiB request limit, and what one NATS
+ * message of the default 1 MiB max_payload can answer. A snapshot of more pools (about 7,000 with short ids) gets no
+ * index: agents read it whole.
+ */
+export const SNAPSHOT_INDEX_MAX_BYTES = 1024 * 1024 - 4096;
 
 /**
  * Where `json` is cut into parts of at most `max` bytes of UTF-8 (as etcd stores them): never between the two halves of
@@ -68,7 +74,7 @@ export const SnapshotIndex = z.object({
   cuts: z.array(z.number().int().nonnegative()).max(100_000),
   /** SHA-256 of the text outside every section, joined in order. */
   head: z.string().regex(/^[0-9a-f]{64}$/),
-  pools: z.array(z.object({ poolId: z.string(), start: z.number().int().nonnegative(), end: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })),
+  pools: z.array(z.object({ poolId: z.string(), start: z.number().int().nonnegative(), end: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })).max(100_000),
 });
 export type SnapshotIndex = z.infer<typeof SnapshotIndex>;
 
@@ -203,11 +209,12 @@ export class EtcdSnapshots {
       );
     }
     const indexKey = keys.snapshotIndex(seq);
-    if (o.sections) {
-      const index = JSON.stringify(snapshotIndex(json, cuts, o.sections));
+    const index = o.sections && JSON.stringify(snapshotIndex(json, cuts, o.sections));
+    if (index && Buffer.byteLength(index) <= SNAPSHOT_INDEX_MAX_BYTES) {
       await this.calls.run(`put ${indexKey}`, (o) => this.client.put(indexKey).value(index).options(o).exec());
     } else {
-      // A snapshot of the same seq written before with sections (replaced as corrupt) must not keep their index.
+      // Too large, or none: agents read the snapshot whole. A snapshot of the same seq written before with an index
+      // (replaced as corrupt) must not keep it.
       await this.calls.run(`delete ${indexKey}`, (o) => this.client.delete().key(indexKey).options(o).exec());
     }
     const cur = await this.calls.run(`get ${keys.snapshot}`, (o) => this.client.get(keys.snapshot).options(o).exec());

@@ -24,6 +24,11 @@ function countsOf(p: Pool): Map<string, number> {
   return m;
 }
 
+/** `p`'s allocations were put in without the fold (a snapshot's section read later): count them again when asked. */
+export function forgetCounts(p: Pool): void {
+  counts.delete(p);
+}
+
 /** The fold allocated an address of `p` to `node`. */
 export function noteAllocated(p: Pool, node: string): void {
   const m = counts.get(p);

@@ -14,6 +14,7 @@ import { z } from 'zod';
 import { NetworkDefinition } from './network-definition.js';
 import { createPool, emptyState, type Allocation, type ClusterState, type Pool } from './cluster-state.js';
 import { AddressKind } from './events.js';
+import { forgetCounts } from './holdings.js';
 
 export const SNAPSHOT_VERSION = 2;
 /** Allocations per column chunk (and per part of snapshotJsonParts). */
@@ -371,4 +372,6 @@ export function snapshotHeadRanges(length: number, sections: readonly { start: n
 export function restorePoolAllocs(p: Pool, sectionText: string): void {
   const chunks = z.array(AllocChunk).parse(JSON.parse(`[${sectionText}]`));
   chunks.forEach((c, i) => restoreChunk(p, c, `${p.poolId}#${i}`));
+  // Who holds what in `p` was perhaps counted from the head (no allocations): count again.
+  forgetCounts(p);
 }
