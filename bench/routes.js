@@ -19,7 +19,8 @@
  * report splits the time of the host that was last into stages (observation only: the path is unchanged).
  *
  * Part 2, 200 simulated agents: the same path (200 ClusterViews, each with its own NATS connection and
- * JetStream consumer, 200 RouteServices) in one separate process, whose routes go to an IN-MEMORY table
+ * JetStream consumer, 200 RouteServices) in separate processes, one per CPU (bench/lib/sim-shards.js;
+ * BENCH_SIM_PROCESSES=1: one process), whose routes go to an IN-MEMORY table
  * (MemoryRouteOps), not a kernel; IPAM-only data in 198.18.0.0/15. 100 endpoints; time to the last of the
  * 199 other agents.
  *
@@ -35,9 +36,11 @@
  *   BENCH_ROUTES_N           measured endpoints per part (100)
  *   BENCH_ROUTES_WARMUP      warm-up endpoints per part (10)
  *   BENCH_ROUTES_SIM_AGENTS  simulated agents (200)
- *   BENCH_ROUTES_SIM_PROF=DIR  CPU profile of the simulated agents' process (node --cpu-prof) into DIR
+ *   BENCH_SIM_PROCESSES      processes the simulated agents are spread over (one per CPU)
+ *   BENCH_ROUTES_SIM_PROF=DIR  CPU profile of the simulated agents' processes (node --cpu-prof) into DIR
  *   BENCH_ROUTES_SIM_HEAP=FILE  allocations of the simulated agents from when they are ready to the end (V8 sampling heap
- *                            profile, collected objects included) into FILE
+ *                            profile, collected objects included) into FILE (the first process; FILE.<first agent>
+ *                            for the others)
  *   UNDERLAY_LAB_KEEP=1      keep the lab directory (harness logs in <lab dir>/logs/)
  * Diagnostics (off by default; each costs some CPU, so compare like with like):
  *   BENCH_ROUTES_TRACE=1     each real host also reports its scheduler figures (/proc/self/schedstat) and GC
@@ -50,7 +53,7 @@
  *   BENCH_ROUTES_DUMP=FILE   every sample (per host timestamps included) as JSON
  *
  * Internal modes (started by the bench itself): `--agent NODE NATS ADDRESS POOL` (one host's route path, run
- * inside its namespace) and `--sim COUNT NATS POOL` (the simulated agents).
+ * inside its namespace) and `--sim COUNT NATS POOL [FROM]` (simulated agents FROM..FROM+COUNT-1).
  */
 const path = require('node:path');
 const fs = require('node:fs');
@@ -174,21 +177,27 @@ async function agentMode([node, natsUrl, address, poolId]) {
   process.on('SIGINT', stop);
 }
 
-// ---- mode --sim: N simulated agents in one process, in-memory route tables ------------------------
+// ---- mode --sim: COUNT simulated agents in this process (one of simShards), in-memory route tables --------
 
-async function simMode([countText, natsUrl, poolId]) {
+async function simMode([countText, natsUrl, poolId, fromText = '0']) {
   const { adapters, core, view: V, routes: R } = loadProduct('bench:routes');
+  // This process runs agents from..from+count-1 of all of them (simShards: one process per CPU).
   const count = Number(countText);
+  const from = Number(fromText);
   const log = (m) => process.stdout.write(`[${new Date().toISOString()}] sim: ${m}\n`);
   const control = await adapters.connectNats(natsUrl, 'bench-routes-sim');
   /** dst → { first, last, count } over all agents. */
   const seen = new Map();
   /** dst → when the first agent's view got its BlockClaimed. */
   const firstEvent = new Map();
+  /** dst → the node whose block it is (no route to it on that node). */
+  const ownerOf = new Map();
+  const mine = new Set();
   const agents = [];
   const addressOf = (i) => `198.19.${i >> 8}.${i & 0xff}`;
-  for (let i = 0; i < count; i++) {
+  for (let i = from; i < from + count; i++) {
     const node = `sim${String(i).padStart(3, '0')}`;
+    mine.add(node);
     const nc = await adapters.connectNats(natsUrl, `bench-routes-${node}`);
     const rpc = new adapters.RpcClient(nc, node);
     await rpc.call('nodeReport', { node, address: addressOf(i + 1), version: 'bench', endpoints: [] }, core.EmptyRes);
@@ -201,12 +210,18 @@ async function simMode([countText, natsUrl, poolId]) {
       s.last = t;
       s.count++;
       seen.set(r.dst, s);
-      if (s.count === count - 1) control.publish(SUBJ.simSeen, sc.encode({ dst: r.dst, first: s.first, last: s.last, event: firstEvent.get(r.dst) }));
+      // Every agent of this process but the block's own (when it is here) adds the route: `n` of them.
+      const n = count - (mine.has(ownerOf.get(r.dst)) ? 1 : 0);
+      if (s.count === n) control.publish(SUBJ.simSeen, sc.encode({ dst: r.dst, first: s.first, last: s.last, event: firstEvent.get(r.dst), n }));
     };
     const net = { id: 'bench', type: 'ipvlan', ipvlanMode: 'l3', parent: 'eth1', poolIds: [poolId] };
     view.onChange((evs) => {
       const t = now();
-      for (const e of evs) if (e.type === 'BlockClaimed' && !firstEvent.has(e.data.block)) firstEvent.set(e.data.block, t);
+      for (const e of evs) {
+        if (e.type !== 'BlockClaimed' || firstEvent.has(e.data.block)) continue;
+        firstEvent.set(e.data.block, t);
+        ownerOf.set(e.data.block, e.data.node);
+      }
     });
     await view.start();
     const svc = await R.startRoutes({ node, view, localNetworks: () => [net], reconcileMs: 10_000, logger: () => {}, ops });
@@ -215,7 +230,7 @@ async function simMode([countText, natsUrl, poolId]) {
   await Promise.all(agents.map((a) => a.view.ready()));
   // Diagnostics: what the simulated agents allocate from now on, collected objects included (V8's sampling heap
   // profiler; open the file in Chrome DevTools' Memory tab, or sum it by function).
-  const heapFile = process.env.BENCH_ROUTES_SIM_HEAP;
+  const heapFile = process.env.BENCH_ROUTES_SIM_HEAP && (from === 0 ? process.env.BENCH_ROUTES_SIM_HEAP : `${process.env.BENCH_ROUTES_SIM_HEAP}.${from}`);
   let heapSession;
   if (heapFile) {
     heapSession = new (require('node:inspector').Session)();
@@ -255,6 +270,7 @@ const { stats, f1, table } = require('./lib/stats.js');
 const { collect } = require('./lib/collect.js');
 const { loadProduct } = require('./lib/product.js');
 const { machineSpeed } = require('./lib/machine.js');
+const { simShards } = require('./lib/sim-shards.js');
 
 const state = { lab: undefined, pendingLab: undefined, controller: undefined, nc: undefined, destroying: undefined };
 
@@ -344,9 +360,10 @@ async function measureEndpoints({ rpc, core, poolId, nodes, count, expect, subje
     for await (const m of sub) {
       const o = sc.decode(m.data);
       const a = acks.get(o.dst) ?? { got: 0, last: 0, hosts: [] };
-      a.got += aggregated ? expect : 1;
+      // Simulated agents: one message per process with how many of its agents added the route (simShards).
+      a.got += aggregated ? o.n : 1;
       a.last = Math.max(a.last, aggregated ? o.last : o.t);
-      if (aggregated && o.event) a.event = o.event;
+      if (aggregated && o.event) a.event = Math.min(a.event ?? Infinity, o.event);
       // Real hosts: the earliest view to get the block claim is when the event was published.
       if (!aggregated) {
         a.hosts.push(o);
@@ -461,12 +478,13 @@ async function main() {
   }
   await sleep(500);
 
-  progress(`simulation: ${SIM_AGENTS} agents (ClusterView + RouteService each, in-memory route tables) in one process`);
+  progress(`simulation: ${SIM_AGENTS} agents (ClusterView + RouteService each, in-memory route tables) in ${simShards(SIM_AGENTS).length} process(es)`);
   const simPool = await rpc.call('requestPool', { node: 'sim000', space: 'underlay', pool: SIM_POOL, subPool: '', options: { block_size: '32' }, v6: false, requestId: randomUUID() }, core.RequestPoolRes);
-  const simReady = collect(nc, SUBJ.simReady, 1, 300_000);
+  const shards = simShards(SIM_AGENTS);
+  const simReady = collect(nc, SUBJ.simReady, shards.length, 300_000);
   await nc.flush();
   const prof = process.env.BENCH_ROUTES_SIM_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_ROUTES_SIM_PROF}`] : [];
-  lab.spawn(process.execPath, [...prof, __filename, '--sim', String(SIM_AGENTS), nats.url, simPool.poolId], { name: 'routes-sim', cwd: ROOT });
+  shards.forEach(([from, count], k) => lab.spawn(process.execPath, [...prof, __filename, '--sim', String(count), nats.url, simPool.poolId, String(from)], { name: `routes-sim-${k}`, cwd: ROOT }));
   await simReady;
   const simNames = Array.from({ length: SIM_AGENTS }, (_, i) => `sim${String(i).padStart(3, '0')}`);
   const simCommon = { rpc, core, poolId: simPool.poolId, nodes: simNames, expect: SIM_AGENTS - 1, subject: SUBJ.simSeen, aggregated: true };
@@ -502,7 +520,7 @@ async function main() {
       `Time = until the last of the ${hosts.length - 1} other kernels acknowledged the route. Kernels checked afterwards: ${kernelOk}/${hosts.length} exact.`,
   );
   console.log(
-    `simulated: ${SIM_AGENTS} agents (each its own NATS connection, ClusterView and RouteService) in ONE process, applying routes to an IN-MEMORY table (MemoryRouteOps), not a kernel. ` +
+    `simulated: ${SIM_AGENTS} agents (each its own NATS connection, ClusterView and RouteService) in ${simShards(SIM_AGENTS).length} process(es) (one per CPU), applying routes to an IN-MEMORY table (MemoryRouteOps), not a kernel. ` +
       `Time = until the last of the ${SIM_AGENTS - 1} other agents added the route.`,
   );
   // Where the time goes on the real hosts: per endpoint, the stages of the host that was last.

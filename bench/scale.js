@@ -10,7 +10,8 @@
  *     another pool at the same per-agent rate (multiplexed over 8 NATS connections, each request naming its node, as
  *     bench/ipam.js does) for --window-ms. Counted: every message the observer's connection receives from the start of
  *     the window until its view has caught up with the controller's head.
- *  2. route convergence at --agents simulated agents: `bench/routes.js --sim` in one process (each agent: its own NATS
+ *  2. route convergence at --agents simulated agents: `bench/routes.js --sim` in one process per CPU (bench/lib/
+ *     sim-shards.js; BENCH_SIM_PROCESSES=1: one process) (each agent: its own NATS
  *     connection, the agent's ClusterView and RouteService, an in-memory route table); an endpoint claims a /32 block
  *     and the time runs until the route is on every other agent. p99 over --endpoints endpoints.
  *  3. messages to an uninvolved agent, --agents agents: as 1 (the simulated agents of 2 are stopped first: the count
@@ -55,6 +56,7 @@ const { collect } = require('./lib/collect.js');
 const { loadProduct } = require('./lib/product.js');
 const { agentRestart } = require('./lib/agent-restart.js');
 const { machineSpeed } = require('./lib/machine.js');
+const { simShards } = require('./lib/sim-shards.js');
 
 const ROOT = path.resolve(__dirname, '..');
 const TARGET = { routeP99Ms: 200, ratio: 1.1, rss100kMb: 200, rss1mMb: 1200, coldStartMs: 3000, restartMs: 1000, usageMs: 200 };
@@ -305,7 +307,10 @@ async function uninvolvedAgent({ adapters, core, V, natsUrl, ctlPort, agents, ra
 }
 
 
-/** Route convergence: one endpoint at a time, time until the simulated process says every other agent has the route. */
+/**
+ * Route convergence: one endpoint at a time, time until the simulated processes say every other agent has the route
+ * (each process: how many of its agents added it, `n`, the first and the last time).
+ */
 async function routeConvergence({ core, nc, requesters, poolId, agents, count, label }) {
   const acks = new Map();
   let wake = () => {};
@@ -313,10 +318,12 @@ async function routeConvergence({ core, nc, requesters, poolId, agents, count, l
   (async () => {
     for await (const m of sub) {
       const o = sc.decode(m.data);
-      acks.set(o.dst, o);
+      const a = acks.get(o.dst) ?? { n: 0, first: Infinity, last: 0 };
+      acks.set(o.dst, { n: a.n + o.n, first: Math.min(a.first, o.first), last: Math.max(a.last, o.last) });
       wake();
     }
   })();
+  const complete = (dst) => (acks.get(dst)?.n ?? 0) >= agents - 1;
   await nc.flush();
   const nodes = Array.from({ length: agents }, (_, i) => `sim${String(i).padStart(3, '0')}`);
   const out = [];
@@ -327,9 +334,9 @@ async function routeConvergence({ core, nc, requesters, poolId, agents, count, l
     const res = await requesters.client(node, i).call('requestAddress', { node, poolId, address: '', options: {}, requestId: randomUUID(), kind: 'endpoint' }, core.RequestAddressRes);
     const dst = `${res.address.split('/')[0]}/32`;
     const deadline = Date.now() + 30_000;
-    while (!acks.has(dst) && Date.now() < deadline) await Promise.race([new Promise((r) => (wake = r)), sleep(50)]);
+    while (!complete(dst) && Date.now() < deadline) await Promise.race([new Promise((r) => (wake = r)), sleep(50)]);
     const a = acks.get(dst);
-    if (!a) {
+    if (!complete(dst)) {
       missing++;
       progress(`${label}: ${dst} on ${node}: not on every agent within 30 s`);
       continue;
@@ -475,20 +482,24 @@ async function main() {
       }
       if (!o.skip.includes('routes')) {
         const pool = await requesters.client('sim000', 0).call('requestPool', { node: 'sim000', space: 'underlay', pool: SIM.pool, subPool: '', options: { block_size: '32' }, v6: false, requestId: randomUUID() }, core.RequestPoolRes);
-        const ready = collect(nc, SIM.ready, 1, 600_000);
+        const shards = simShards(o.agents);
+        const ready = collect(nc, SIM.ready, shards.length, 600_000);
         await nc.flush();
-        // Diagnostics only (e.g. `--cpu-prof --cpu-prof-dir=DIR`): extra node flags for the simulated agents' process.
+        // Diagnostics only (e.g. `--cpu-prof --cpu-prof-dir=DIR`): extra node flags for the simulated agents' processes.
         const simFlags = (process.env.BENCH_SCALE_SIM_NODE_FLAGS ?? '').split(' ').filter(Boolean);
-        const sim = spawnLogged([...simFlags, path.join(__dirname, 'routes.js'), '--sim', String(o.agents), servers.nats.url, pool.poolId], path.join(dir, 'sim-agents.log'));
+        const sims = shards.map(([from, count], k) =>
+          spawnLogged([...simFlags, path.join(__dirname, 'routes.js'), '--sim', String(count), servers.nats.url, pool.poolId, String(from)], path.join(dir, `sim-agents-${k}.log`)),
+        );
         try {
-          await step(`start ${o.agents} simulated agents (ClusterView + RouteService each, own connection)`, () => Promise.race([ready, new Promise((_, rej) => sim.once('exit', (c) => rej(new Error(`the simulated agents exited (${c}); log ${dir}/sim-agents.log`))))]));
+          const exited = sims.map((sim, k) => new Promise((_, rej) => sim.once('exit', (c) => rej(new Error(`simulated agents' process ${k} exited (${c}); log ${dir}/sim-agents-${k}.log`)))));
+          await step(`start ${o.agents} simulated agents in ${shards.length} process(es) (ClusterView + RouteService each, own connection)`, () => Promise.race([ready, ...exited]));
           const c = { core, nc, requesters, poolId: pool.poolId, agents: o.agents };
           await step(`route convergence: ${o.warmup} warm-up endpoints`, () => routeConvergence({ ...c, count: o.warmup, label: 'warm-up' }));
           result.route = await step(`route convergence: ${o.endpoints} endpoints`, () => routeConvergence({ ...c, count: o.endpoints, label: 'route' }));
           const rs = stats(result.route.samples.map((x) => x.ms));
           progress(`route convergence at ${o.agents} agents: p50 ${f1(rs.p50)} ms, p99 ${f1(rs.p99)} ms, ${result.route.missing} missing`);
         } finally {
-          await step('stop the simulated agents', () => stopChild(sim, 60_000));
+          await step('stop the simulated agents', () => Promise.all(sims.map((sim) => stopChild(sim, 60_000))));
         }
       }
       if (!o.skip.includes('ratio')) {
