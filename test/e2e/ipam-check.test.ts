@@ -28,6 +28,9 @@ beforeAll(async () => {
     // The collector would reclaim the leaks this test plants before the check shows them: one pass an hour.
     controller: { collectIntervalMs: 3_600_000 },
     reportIntervalMs: REPORT_MS,
+    // Reports every 200 ms settle the check fast; the default lease of three intervals (600 ms) lapsed when an agent
+    // stalled on a loaded machine (the clean check found h1 "not reporting"). No step here needs a lease to lapse.
+    agentArgs: ['--lease-ms', '10000'],
   });
 }, 300_000);
 
