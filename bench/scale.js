@@ -332,6 +332,7 @@ async function routeConvergence({ core, nc, requesters, poolId, agents, count, l
     const node = nodes[(i * 7919) % nodes.length];
     const ts = now();
     const res = await requesters.client(node, i).call('requestAddress', { node, poolId, address: '', options: {}, requestId: randomUUID(), kind: 'endpoint' }, core.RequestAddressRes);
+    const answered = now();
     const dst = `${res.address.split('/')[0]}/32`;
     const deadline = Date.now() + 30_000;
     while (!complete(dst) && Date.now() < deadline) await Promise.race([new Promise((r) => (wake = r)), sleep(50)]);
@@ -341,7 +342,8 @@ async function routeConvergence({ core, nc, requesters, poolId, agents, count, l
       progress(`${label}: ${dst} on ${node}: not on every agent within 30 s`);
       continue;
     }
-    out.push({ ms: a.last - ts, replyMs: a.first - ts });
+    // firstMs: until the first agent added the route; answerMs: until the controller answered the request.
+    out.push({ dst, ms: a.last - ts, replyMs: a.first - ts, answerMs: answered - ts });
   }
   sub.unsubscribe();
   return { samples: out, missing };
@@ -568,6 +570,11 @@ function report(o, r) {
     routeP99 = s.p99;
     console.log(`route convergence, ${o.agents} simulated agents (RequestAddress sent → route on every other agent's in-memory table):`);
     console.log(table(['endpoints', 'missing', 'first agent p50/p99', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'target p99'], [[String(s.n), String(r.route.missing), `${f1(first.p50)}/${f1(first.p99)}`, f1(s.p50), f1(s.p90), f1(s.p99), f1(s.max), `${TARGET.routeP99Ms} ms`]]));
+    // Where the slowest ones lost their time: before the controller answered, before the first agent had the route, or
+    // in the spread from the first agent to the last.
+    for (const x of [...r.route.samples].sort((a, b) => b.ms - a.ms).slice(0, 3)) {
+      console.log(`  slowest: ${x.dst} ${f1(x.ms)} ms: controller answered ${f1(x.answerMs)}, first agent ${f1(x.replyMs)}, spread to the last ${f1(x.ms - x.replyMs)}`);
+    }
   }
   let ratio = NaN;
   if (r.small && r.big) {
