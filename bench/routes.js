@@ -39,8 +39,8 @@
  *   BENCH_SIM_PROCESSES      processes the simulated agents are spread over (one per CPU)
  *   BENCH_ROUTES_SIM_PROF=DIR  CPU profile of the simulated agents' processes (node --cpu-prof) into DIR
  *   BENCH_ROUTES_SIM_HEAP=FILE  allocations of the simulated agents from when they are ready to the end (V8 sampling heap
- *                            profile, collected objects included) into FILE (the first process; FILE.<first agent>
- *                            for the others)
+ *                            profile, collected objects included) into FILE (the first process; the others into
+ *                            FILE with `.<first agent>` before its extension)
  *   UNDERLAY_LAB_KEEP=1      keep the lab directory (harness logs in <lab dir>/logs/)
  * Diagnostics (off by default; each costs some CPU, so compare like with like):
  *   BENCH_ROUTES_TRACE=1     each real host also reports its scheduler figures (/proc/self/schedstat) and GC
@@ -230,7 +230,8 @@ async function simMode([countText, natsUrl, poolId, fromText = '0']) {
   await Promise.all(agents.map((a) => a.view.ready()));
   // Diagnostics: what the simulated agents allocate from now on, collected objects included (V8's sampling heap
   // profiler; open the file in Chrome DevTools' Memory tab, or sum it by function).
-  const heapFile = process.env.BENCH_ROUTES_SIM_HEAP && (from === 0 ? process.env.BENCH_ROUTES_SIM_HEAP : `${process.env.BENCH_ROUTES_SIM_HEAP}.${from}`);
+  // The first process writes FILE; the others FILE with `.<first agent>` before its extension (DevTools opens *.heapprofile).
+  const heapFile = process.env.BENCH_ROUTES_SIM_HEAP && (from === 0 ? process.env.BENCH_ROUTES_SIM_HEAP : process.env.BENCH_ROUTES_SIM_HEAP.replace(/(\.[^./]*)?$/, (ext) => `.${from}${ext}`));
   let heapSession;
   if (heapFile) {
     heapSession = new (require('node:inspector').Session)();
