@@ -105,8 +105,9 @@ export async function sweepLab(prefix: string, dir?: string, keepDir = false): P
     if (!link.startsWith(prefix) || link === 'eth0' || link === 'lo') continue;
     await attempt(`deleting link ${link}`, async () => {
       const r = await run(ipBin(), ['link', 'del', link], { timeoutMs: 15_000 });
-      // Deleting one veth end removes its peer too; "Cannot find device" is fine.
-      if (r.code !== 0 && !/Cannot find device|does not exist/i.test(r.stderr)) throw new CommandError(r);
+      // Deleting one veth end removes its peer too, and a namespace deleted above may take a link with it a moment
+      // after the listing: "Cannot find device" and the kernel's "No such device" (ENODEV) mean it is gone.
+      if (r.code !== 0 && !/Cannot find device|does not exist|No such device/i.test(r.stderr)) throw new CommandError(r);
     });
   }
 
