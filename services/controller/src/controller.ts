@@ -73,6 +73,19 @@ const FOLLOW_RETRY = { minMs: FOLLOW_MS, maxMs: 1_000 };
 /** Between campaigns that failed (campaign() retries etcd failures itself: this is for anything else). */
 const CAMPAIGN_RETRY = { minMs: 500, maxMs: 5_000 };
 
+/** A snapshot's index, and how many bytes its sections take in JSON. */
+type CachedIndex = SnapshotIndex & { sectionsBytes: number };
+
+/**
+ * The longest start of `text` (halving) whose JSON string fits `maxBytes` (quotes and non-ASCII text take more bytes
+ * in JSON than characters): a piece of a snapshot in one NATS reply.
+ */
+function pieceThatFits(text: string, maxBytes: number): string {
+  let length = text.length;
+  while (length > 1 && Buffer.byteLength(JSON.stringify(text.slice(0, length))) > maxBytes) length = Math.floor(length / 2);
+  return text.slice(0, length);
+}
+
 export class Controller {
   readonly config: ControllerConfig;
   readonly log: EtcdEventLog;
@@ -379,9 +392,7 @@ export class Controller {
     const text = await this.snaps.readPart(man.seq, part);
     if (text === undefined) throw new NotFoundError(`snapshot ${man.seq} was replaced; start again from part 0`);
     if (offset > text.length) throw new InvalidArgumentError(`part ${part} of snapshot ${man.seq} has ${text.length} characters, not offset ${offset}`);
-    let length = Math.min(text.length - offset, maxBytes);
-    while (length > 1 && Buffer.byteLength(JSON.stringify(text.slice(offset, offset + length))) > maxBytes) length = Math.floor(length / 2);
-    const data = text.slice(offset, offset + length);
+    const data = pieceThatFits(text.slice(offset, offset + maxBytes), maxBytes);
     return { seq: man.seq, parts: man.parts, part, data, offset, partLength: text.length, ...(man.sha256 ? { sha256: man.sha256 } : {}), bytes: man.bytes };
   }
 
@@ -389,12 +400,13 @@ export class Controller {
    * The latest snapshot's index, as read from etcd, for the manifest it was read under (a snapshot replaced at the same
    * seq, as a corrupt one is, has another SHA-256).
    */
-  private indexCache?: { key: string; index: Promise<SnapshotIndex | undefined> };
+  private indexCache?: { key: string; index: Promise<CachedIndex | undefined> };
 
-  private cachedIndex(man: SnapshotManifest): Promise<SnapshotIndex | undefined> {
+  private cachedIndex(man: SnapshotManifest): Promise<CachedIndex | undefined> {
     const key = `${man.seq} ${man.sha256 ?? man.bytes}`;
     if (this.indexCache?.key !== key) {
-      const index = this.snaps.readIndex(man.seq);
+      // The sections' JSON size is measured once, not at every agent's request.
+      const index = this.snaps.readIndex(man.seq).then((i) => i && { ...i, sectionsBytes: Buffer.byteLength(JSON.stringify({ head: i.head, pools: i.pools })) });
       this.indexCache = { key, index };
       index.catch(() => this.indexCache?.index === index && (this.indexCache = undefined));
     }
@@ -411,7 +423,8 @@ export class Controller {
     const index = await this.cachedIndex(man);
     if (!index) return { seq: man.seq, bytes: man.bytes };
     const res: SnapshotIndexRes = { seq: man.seq, bytes: man.bytes, sections: { head: index.head, pools: index.pools } };
-    return Buffer.byteLength(JSON.stringify(res)) > maxBytes ? { seq: man.seq, bytes: man.bytes } : res;
+    // The rest of the answer (`{"seq":…,"bytes":…,"sections":}`) is under 100 bytes.
+    return index.sectionsBytes + 100 > maxBytes ? { seq: man.seq, bytes: man.bytes } : res;
   }
 
   /** Characters of the latest snapshot from `start` (up to `end`, the end of one etcd part, or what fits `maxBytes` of JSON). */
@@ -423,9 +436,7 @@ export class Controller {
     if (!index) throw new NotFoundError(`snapshot ${seq} has no index; read it whole`);
     const text = await this.snaps.readRange(seq, index.cuts, start, end);
     if (text === undefined) throw new NotFoundError(`snapshot ${seq} was replaced; read the latest index again`);
-    let length = text.length;
-    while (length > 1 && Buffer.byteLength(JSON.stringify(text.slice(0, length))) > maxBytes) length = Math.floor(length / 2);
-    return { seq, start, data: text.slice(0, length) };
+    return { seq, start, data: pieceThatFits(text, maxBytes) };
   }
 
   private async stepDown(): Promise<void> {

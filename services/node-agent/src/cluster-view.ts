@@ -278,28 +278,27 @@ export class ClusterView {
    * latest snapshot (its head and this pool's allocations); its chain goes on after that snapshot's seq.
    */
   private async takeUnread(chain: string): Promise<number> {
-    const from = await this.readSnapshot(this.chainWant(chain));
-    if (!from) throw new Error(`cannot follow chain ${chain}: the latest snapshot could not be read`);
-    takeChain(this._state, from.state, chain);
-    this.unread.delete(chain);
-    this.logger(`cluster view: took chain ${chain} from snapshot ${from.state.seq} (its allocations were not read at start)`);
-    this.notifyResync();
-    return from.state.seq;
-  }
-
-  /** What a snapshot read takes for one chain's part of the state: the head, and a pool chain's allocations. */
-  private chainWant(chain: string): SnapshotWant {
-    return (head) => [...head.pools.keys()].filter((id) => poolChain(id) === chain);
+    return this.takeFromSnapshot(chain, (seq) => `took chain ${chain} from snapshot ${seq} (its allocations were not read at start)`);
   }
 
   /** One chain fell behind the trimmed log: its part of the state comes from the latest snapshot; the others stay. */
   private async resyncChain(chain: string): Promise<number> {
     // The other chains go on meanwhile; the chains not followed yet stay the first snapshot's (and start after it).
-    const from = (await this.readSnapshot(this.chainWant(chain)))?.state;
-    if (!from) throw new Error('no snapshot to start again from');
-    takeChain(this._state, from, chain);
+    const seq = await this.takeFromSnapshot(chain, (seq) => `chain ${chain} fell behind the trimmed log; took it from snapshot ${seq}`);
     this.resyncs++;
-    this.logger(`cluster view: chain ${chain} fell behind the trimmed log; took it from snapshot ${from.seq}`);
+    return seq;
+  }
+
+  /**
+   * `chain`'s part of the state from the latest snapshot (its head, and a pool chain's allocations: `takeChain`); the
+   * other chains stay, and the listeners recompute. Returns the snapshot's seq (the chain goes on after it).
+   */
+  private async takeFromSnapshot(chain: string, what: (seq: number) => string): Promise<number> {
+    const from = (await this.readSnapshot((head) => [...head.pools.keys()].filter((id) => poolChain(id) === chain)))?.state;
+    if (!from) throw new Error(`no snapshot to take chain ${chain} from`);
+    takeChain(this._state, from, chain);
+    this.unread.delete(chain);
+    this.logger(`cluster view: ${what(from.seq)}`);
     this.notifyResync();
     return from.seq;
   }
