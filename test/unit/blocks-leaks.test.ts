@@ -18,6 +18,7 @@ import {
   holdsIn,
   type ClusterState,
   type SnapshotSection,
+  type LeakSighting,
   type NodeLiveness,
 } from '@underlay/core';
 import { engineWithClock } from './support';
@@ -116,7 +117,7 @@ describe('leak rules', () => {
       [`${unbound.address.split('/')[0]}:unbound`, `${gone.address.split('/')[0]}:endpoint-gone`, `${onDeadNode.address.split('/')[0]}:node-expired`, `${fresh.address.split('/')[0]}:unbound`].sort(),
     );
     // First pass: remembered only.
-    const pass1 = collectLeaks(t.engine.state, new Set(), first);
+    const pass1 = collectLeaks(t.engine.state, new Map(), first);
     expect(pass1.events).toEqual([]);
     // Meanwhile `fresh` gets bound and reported: it must survive the second pass.
     bind('b', fresh, 'ep-fresh');
@@ -133,6 +134,49 @@ describe('leak rules', () => {
     expect(left.sort()).toEqual(['ep-fresh', 'ep-live', 'unbound']); // fresh2 is still in its grace period
     void fresh2;
     expect(describeState(fold(t.log))).toEqual(describeState(t.engine.state));
+  });
+
+  it('counts one report once: passes faster than reports do not reclaim on the same late report twice', () => {
+    const t = setup();
+    const id = t.pool('a');
+    const r = t.addr('a', id, 1);
+    t.run((s) => decideBindEndpoint(s, { node: 'a', poolId: id, address: r.address.split('/')[0]!, allocSeq: r.allocSeq, endpointId: 'ep-new', networkId: 'net' }));
+    // A report assembled before the binding, received well after it (a slow agent): it does not list the endpoint.
+    t.advance(10_000);
+    const late = t.nowMs();
+    const nodes = new Map<string, NodeLiveness>([['a', { lastSeenMs: late, report: { atMs: late, endpoints: new Set() } }]]);
+    const pass = (previous: ReadonlyMap<string, LeakSighting>) => collectLeaks(t.engine.state, previous, findLeakCandidates(t.engine.state, t.nowMs(), nodes, policy, 0));
+    const pass1 = pass(new Map());
+    expect(pass1.remember.size).toBe(1);
+    // Two more passes, no newer report: still one sighting, nothing reclaimed.
+    t.advance(200);
+    const pass2 = pass(pass1.remember);
+    expect(pass2.reclaimed).toEqual([]);
+    t.advance(200);
+    const pass3 = pass(pass2.remember);
+    expect(pass3.reclaimed).toEqual([]);
+    // A newer report that still does not list it is the second sighting.
+    t.advance(200);
+    nodes.set('a', { lastSeenMs: t.nowMs(), report: { atMs: t.nowMs(), endpoints: new Set() } });
+    expect(pass(pass3.remember).reclaimed.map((c) => c.rule)).toEqual(['endpoint-gone']);
+    // Had that newer report listed it, it would no longer be a candidate at all.
+    nodes.set('a', { lastSeenMs: t.nowMs(), report: { atMs: t.nowMs(), endpoints: new Set(['ep-new']) } });
+    expect(pass(pass3.remember)).toMatchObject({ reclaimed: [], remember: new Map() });
+  });
+
+  it('counts a node as seen at the leader\'s start at the latest (a leaderless while does not expire it)', () => {
+    const t = setup();
+    const id = t.pool('a');
+    const r = t.addr('a', id, 1);
+    t.run((s) => decideBindEndpoint(s, { node: 'a', poolId: id, address: r.address.split('/')[0]!, allocSeq: r.allocSeq, endpointId: 'ep', networkId: 'net' }));
+    const short = { ...policy, nodeExpiredMs: 5_000 };
+    const seen = t.nowMs();
+    const nodes = new Map<string, NodeLiveness>([['a', { lastSeenMs: seen, report: { atMs: seen, endpoints: new Set(['ep']) } }]]);
+    // Heard last 6 s ago, but this leader started 2 s ago: not expired.
+    t.advance(6_000);
+    expect(findLeakCandidates(t.engine.state, t.nowMs(), nodes, short, t.nowMs() - 2_000)).toEqual([]);
+    // Still unheard 5 s after the leader's start: expired.
+    expect(findLeakCandidates(t.engine.state, t.nowMs() + 3_000, nodes, short, t.nowMs() - 2_000).map((c) => c.rule)).toEqual(['node-expired']);
   });
 
   it('leaves an address its node reports held for a container\'s restart (its endpoint went), until the node is gone', () => {

@@ -154,7 +154,7 @@ describe('ownership: a node acts only on what it holds', () => {
     c.advance(2 * 60_000);
     const nodes = new Map<string, NodeLiveness>([['h2', { lastSeenMs: c.nowMs() }]]);
     const policy = { unboundGraceMs: 60_000, reportSlackMs: 5_000, nodeExpiredMs: 3_600_000 };
-    const pass1 = collectLeaks(c.engine.state, new Set(), findLeakCandidates(c.engine.state, c.nowMs(), nodes, policy, c.nowMs()));
+    const pass1 = collectLeaks(c.engine.state, new Map(), findLeakCandidates(c.engine.state, c.nowMs(), nodes, policy, c.nowMs()));
     const pass2 = c.run(() => {
       const r = collectLeaks(c.engine.state, pass1.remember, findLeakCandidates(c.engine.state, c.nowMs(), nodes, policy, c.nowMs()));
       return { events: r.events, result: r };

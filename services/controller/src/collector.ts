@@ -4,7 +4,7 @@
  * ReconcileRunner's resync (the first pass one interval after start, as a pass needs the nodes' reports).
  */
 import { ReconcileRunner, logWarn } from '@underlay/adapters';
-import { candidateKey, collectLeaks, decideReleaseEmptyBlocks, findLeakCandidates, type LeakCandidate, type LeakPolicy, type NodeLiveness } from '@underlay/core';
+import { candidateKey, collectLeaks, decideReleaseEmptyBlocks, findLeakCandidates, type LeakCandidate, type LeakPolicy, type LeakSighting, type NodeLiveness } from '@underlay/core';
 import type { ClusterWriter } from './cluster-writer.js';
 
 export interface CollectorOptions {
@@ -16,7 +16,7 @@ export interface CollectorOptions {
 
 export class Collector {
   private readonly runner: ReconcileRunner;
-  private previous = new Set<string>();
+  private previous: ReadonlyMap<string, LeakSighting> = new Map();
   private running?: Promise<void>;
   /** Everything reclaimed so far (for logs and tests). */
   readonly reclaimed: LeakCandidate[] = [];

@@ -102,6 +102,14 @@ export async function startCluster(lab: Lab, hosts: LabHost[], opts: ClusterOpti
   };
   const controller = new Controller(
     { etcd: [etcd.url], nats: nats.url, natsCreds: await credsFile('e2e', { controller: true }), listen: '127.0.0.1:0', name: 'e2e', ...opts.controller },
+    // Its log lines (reclaims, failed passes) go to the lab directory, beside the agents' and dockerds' logs.
+    (m) => {
+      try {
+        fs.appendFileSync(path.join(lab.dir, 'controller.log'), `${new Date().toISOString()} ${m}\n`);
+      } catch {
+        // the lab directory is gone (teardown)
+      }
+    },
   );
   await controller.start();
   await controller.whenLeader();

@@ -39,9 +39,9 @@ import { secondsSince, type RpcObserver } from '../telemetry/metrics.js';
 const enc = new TextEncoder();
 
 export interface CallOptions {
-  /** Per attempt (default 10 s: a deep queue at the controller is still progress, not a failure). */
+  /** Per attempt (default 10 s: a deep queue at the controller is still progress, not a failure), within the deadline. */
   timeoutMs?: number;
-  /** Total time to keep retrying retriable failures. */
+  /** Total time of the call (default 30 s): attempts are retried until it, and none outlives it. */
   deadlineMs?: number;
   traceparent?: string;
   /** Stops retrying when aborted (the last failure is thrown). */
@@ -154,7 +154,10 @@ export class RpcClient {
         off = loss.on((server) => reject(new UnavailableError(`the NATS connection to ${server} was lost while waiting for the controller's answer to ${method}`)));
       });
       try {
-        msg = await Promise.race([this.nc.request(subject, payload, { timeout, headers: h }), lost]);
+        // An attempt never outlives the call's deadline: a request heard but never answered (a standby hears node
+        // reports while no leader serves) fails at the deadline, not after the whole attempt timeout.
+        const attemptMs = Math.max(1, Math.min(timeout, deadline - Date.now()));
+        msg = await Promise.race([this.nc.request(subject, payload, { timeout: attemptMs, headers: h }), lost]);
       } catch (err) {
         throw fromNatsRequestError(err, method, subject, this.node);
       } finally {

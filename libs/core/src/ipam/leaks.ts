@@ -4,7 +4,8 @@
  *  - its node's latest report (received well after the binding) does not list its endpoint, or
  *  - its node has not been seen for a long time (lease expired long ago).
  * A candidate is reclaimed only when seen as leaked on two consecutive passes, so a live address
- * caught by a race in one pass is never reclaimed. An address that its node's latest report shows
+ * caught by a race in one pass is never reclaimed; for the report rule, the second sighting must come from a newer
+ * report than the first (passes faster than reports would otherwise count one late report twice). An address that its node's latest report shows
  * held by a container (Docker's own view, read by the agent) is never a candidate for the first two
  * rules, whatever the agent's local store lost. Pure: the caller passes the clock and what it knows
  * of the nodes.
@@ -57,6 +58,13 @@ export interface LeakCandidate {
   allocSeq: number;
   node: string;
   rule: 'unbound' | 'endpoint-gone' | 'node-expired';
+  /** endpoint-gone: when the report that does not list the endpoint was received. */
+  reportAtMs?: number;
+}
+
+/** A candidate seen on a pass, remembered for the next: the report it was seen in (endpoint-gone). */
+export interface LeakSighting {
+  reportAtMs?: number;
 }
 
 export const candidateKey = (c: Pick<LeakCandidate, 'poolId' | 'address' | 'allocSeq'>) => `${c.poolId}|${c.address}|${c.allocSeq}`;
@@ -81,9 +89,11 @@ export function findLeakCandidates(
         // A container on the node still holds it (as Docker told the agent), or the node holds it for a container's
         // restart: live, whatever else says.
         if (rule !== 'node-expired' && (live?.report?.addresses?.has(address) || live?.report?.held?.has(address))) return;
-        out.push({ poolId: p.poolId, address, allocSeq: a.seq, node: a.node, rule });
+        out.push({ poolId: p.poolId, address, allocSeq: a.seq, node: a.node, rule, ...(rule === 'endpoint-gone' ? { reportAtMs: live?.report?.atMs } : {}) });
       };
-      const lastSeen = live?.lastSeenMs ?? knownSinceMs;
+      // A node counts as seen at the leader's start at the latest: the reports of a leaderless while were heard but not
+      // answered, and a reporter waiting on one may have missed its schedule.
+      const lastSeen = Math.max(live?.lastSeenMs ?? knownSinceMs, knownSinceMs);
       if (nowMs - lastSeen >= policy.nodeExpiredMs) {
         candidate('node-expired');
         continue;
@@ -103,21 +113,27 @@ export function findLeakCandidates(
 }
 
 /**
- * One pass of the collector: returns the releases for candidates also seen on the previous pass,
- * and the candidates to remember for the next one.
+ * One pass of the collector: returns the releases for candidates also seen on the previous pass (from a newer report,
+ * for the report rule), and the candidates to remember for the next one.
  */
 export function collectLeaks(
   state: ClusterState,
-  previous: ReadonlySet<string>,
+  previous: ReadonlyMap<string, LeakSighting>,
   candidates: LeakCandidate[],
-): { events: EventBody[]; remember: Set<string>; reclaimed: LeakCandidate[] } {
+): { events: EventBody[]; remember: Map<string, LeakSighting>; reclaimed: LeakCandidate[] } {
   const events: EventBody[] = [];
-  const remember = new Set<string>();
+  const remember = new Map<string, LeakSighting>();
   const reclaimed: LeakCandidate[] = [];
   for (const c of candidates) {
     const key = candidateKey(c);
-    if (!previous.has(key)) {
-      remember.add(key);
+    const before = previous.get(key);
+    if (!before) {
+      remember.set(key, { reportAtMs: c.reportAtMs });
+      continue;
+    }
+    // The same report again (no newer one came since the last pass): still one sighting.
+    if (c.reportAtMs !== undefined && before.reportAtMs !== undefined && c.reportAtMs <= before.reportAtMs) {
+      remember.set(key, before);
       continue;
     }
     reclaimed.push(c);
