@@ -91,6 +91,19 @@ describe('CreateEndpoint', () => {
     await expect(endpoint.createEndpoint(f.ctx, createReq({ Address, AddressIPv6: '', MacAddress: '' }))).rejects.toThrow('did not answer bindEndpoint');
     expect(f.ctx.store.endpoints.has(EP)).toBe(true);
   });
+
+  it('fails when the cluster released the address before the endpoint came (it may be another host\'s now)', async () => {
+    f.ctx.store.putNetwork(net());
+    await ipam.requestPool(f.ctx, { Pool: '192.0.2.0/24' });
+    const { Address } = await ipam.requestAddress(f.ctx, { PoolID: POOL });
+    // The leak collector released it (never bound within --unbound-grace-ms), and another host got it.
+    await f.controller.releaseAddress({ poolId: POOL, address: Address.split('/')[0]!, node: 'h1' } as never);
+    await f.controller.requestAddress({ poolId: POOL, address: Address.split('/')[0]!, options: {}, kind: 'endpoint' } as never);
+    await expect(endpoint.createEndpoint(f.ctx, createReq({ Address, AddressIPv6: '', MacAddress: '' }))).rejects.toMatchObject({
+      code: 'conflict',
+      message: expect.stringContaining(`address ${Address.split('/')[0]} of pool ${POOL} is no longer this host's: the cluster released it before the endpoint was created`),
+    });
+  });
 });
 
 describe('DeleteEndpoint / EndpointOperInfo', () => {

@@ -145,13 +145,23 @@ function endpointCidr(ctx: IpamDeps, poolId: string, address: string): string | 
   return undefined;
 }
 
-/** CreateEndpoint: tell the controller which endpoint holds each address, so it is never taken for a leak. */
+/**
+ * CreateEndpoint: tell the controller which endpoint holds each address, so it is never taken for a leak. An address
+ * the cluster no longer has as this allocation (released before its endpoint came: the leak collector after
+ * --unbound-grace-ms, or an operator's `underlay ipam release`; perhaps handed to another host since) fails the
+ * endpoint: a container must not start with an address the cluster may give to another.
+ */
 export async function bindEndpoint(ctx: Pick<EndpointDeps, 'controller' | 'store'>, networkId: string, endpointId: string, cidrs: (string | undefined)[], poolIds: readonly string[]): Promise<void> {
   for (const cidr of cidrs) {
     if (!cidr) continue;
     const address = cidr.split('/')[0]!;
     const a = ctx.store.findAlloc(address, poolIds);
     if (!a) continue;
-    await ctx.controller.bindEndpoint({ poolId: a.poolId, address, allocSeq: a.seq, endpointId, networkId });
+    const r = await ctx.controller.bindEndpoint({ poolId: a.poolId, address, allocSeq: a.seq, endpointId, networkId });
+    if (!r.bound) {
+      throw new ConflictError(
+        `address ${address} of pool ${a.poolId} is no longer this host's: the cluster released it before the endpoint was created (the leak collector, after --unbound-grace-ms without an endpoint, or \`underlay ipam release\`); start the container again for another address`,
+      );
+    }
   }
 }
