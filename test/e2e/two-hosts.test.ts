@@ -2,8 +2,10 @@
  * Two hosts (namespaces on a bridge), each with its own dockerd and agent, one controller: the same
  * network on both hands out different addresses from the same /24, containers ping across hosts,
  * and the network's removal returns the addresses (`docker rm` holds them a while for a restart). (Docker's own
- * macvlan gives both containers 192.0.2.2.)
+ * macvlan gives both containers 192.0.2.2.) A running container's address that the collector released while its
+ * agent was unheard (SIGSTOP past --node-expired-ms) is taken back by the agent when it is heard again.
  */
+import * as fs from 'node:fs';
 import { BUSYBOX_IMAGE, waitFor, withLab } from '../lab';
 import { containerIp, extraLinks, startCluster, type Cluster, type HostNode } from './support/cluster';
 
@@ -133,5 +135,36 @@ describe('two hosts', () => {
     await h1.docker.dockerOk(['network', 'rm', 'n3']);
     await onHost(h2, 'n3', false);
     await waitFor(() => !cluster.controller.writer.state.pools.has('underlay/203.0.113.0/24'), { timeoutMs: 5_000, what: 'pool released' });
+  });
+
+  it('takes back a running container\'s address that the collector released while its agent was unheard', async () => {
+    const h1 = cluster.nodes.get('h1')!;
+    await h1.docker.dockerOk(['network', 'create', '-d', 'underlay', '--ipam-driver', 'underlay', '--subnet', '192.0.2.0/24', '--gateway', '192.0.2.1', '-o', 'parent=eth1', 'n4']);
+    await h1.docker.dockerOk(['run', '-d', '--name', 'k1', '--network', 'n4', BUSYBOX_IMAGE, 'sleep', '600']);
+    const ip = await containerIp(h1.docker, 'k1', 'n4');
+    const endpointId = (await h1.docker.dockerOk(['inspect', '-f', '{{(index .NetworkSettings.Networks "n4").EndpointID}}', 'k1'])).trim();
+    const alloc = () => {
+      const p = cluster.controller.writer.state.pools.get(POOL);
+      return p ? [...p.allocs].find(([v]) => v === BigInt(ip.split('.').reduce((n, o) => n * 256 + Number(o), 0)))?.[1] : undefined;
+    };
+    await waitFor(() => alloc()?.endpointId === endpointId, { timeoutMs: 10_000, what: `${ip} bound to k1's endpoint` });
+    const before = alloc()!.seq;
+    // The agent stops (SIGSTOP) past --node-expired-ms (5 s here): the collector takes h1 for gone and releases its address.
+    process.kill(h1.agent.pid, 'SIGSTOP');
+    try {
+      await waitFor(() => cluster.controller.collector!.reclaimed.some((c) => c.address === ip && c.rule === 'node-expired'), { timeoutMs: 30_000, what: `the collector to release ${ip} of the unheard h1` });
+      expect(alloc()).toBeUndefined();
+    } finally {
+      process.kill(h1.agent.pid, 'SIGCONT');
+    }
+    // Back, the agent sees the release of an address its container holds, and takes it back for that endpoint.
+    await waitFor(() => alloc()?.endpointId === endpointId, { timeoutMs: 30_000, what: `${ip} allocated to h1 again and bound to k1's endpoint` });
+    expect(alloc()).toMatchObject({ node: 'h1', kind: 'endpoint', endpointId });
+    expect(alloc()!.seq).toBeGreaterThan(before);
+    await waitFor(() => fs.readFileSync(h1.agent.logFile, 'utf8').includes(`addresses that containers here still hold (${ip}): allocated to this node again`), { timeoutMs: 5_000, what: 'the agent to log it' });
+    // And the address goes back as usual when the container and the network go.
+    await h1.docker.dockerOk(['rm', '-f', 'k1']);
+    await h1.docker.dockerOk(['network', 'rm', 'n4']);
+    await waitFor(() => !cluster.controller.writer.state.pools.has(POOL), { timeoutMs: 10_000, what: 'pool released' });
   });
 });

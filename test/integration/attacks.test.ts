@@ -231,6 +231,10 @@ describe('attacks on the control plane (real nats-server with accounts, real etc
     await expect(
       evil.rpc.call('bindEndpoint', { node: 'evil', poolId, address: held.address, allocSeq: held.allocSeq, endpointId: 'f'.repeat(64), networkId: 'n'.repeat(64) }, BindEndpointRes),
     ).rejects.toMatchObject({ code: 'permission-denied', message: expect.stringMatching(/h1/) });
+    // A claim (what an agent sends for its running container's released address) of h1's address: refused too.
+    await expect(
+      evil.rpc.call('bindEndpoint', { node: 'evil', poolId, address: held.address, claim: true, endpointId: 'f'.repeat(64), networkId: 'n'.repeat(64) }, BindEndpointRes),
+    ).rejects.toMatchObject({ code: 'conflict', message: `address ${held.address} is already in use by an endpoint on node h1` });
     await h1StillHolds();
   });
 

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
+  cloneState,
   decideBindEndpoint,
   decideNetworkRecorded,
   decideRequestAddress,
@@ -349,8 +350,7 @@ describe('check against Docker (Docker is the truth on its host)', () => {
 });
 
 /** The controller's state: h1 holds the gateway .1, 192.0.2.2 (bound to EP1) and .3 (never bound); h2 holds one in its block. */
-function clusterState(): ClusterState {
-  const t = engineWithClock();
+function clusterState(t = engineWithClock()): ClusterState {
   const { run } = t;
   const poolId = run((s) => decideRequestPool(s, { node: 'h1', space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: {}, v6: false })).poolId;
   run((s) => decideRequestPool(s, { node: 'h2', space: 'underlay', pool: '192.0.2.0/24', subPool: '', options: {}, v6: false }));
@@ -384,6 +384,80 @@ describe('rebuild from the controller', () => {
     expect(r.errors).toEqual([]);
     // The allocations file is back on disk.
     expect(new LocalStore(dir).allocs.size).toBe(mine.length);
+  });
+});
+
+describe('an address released while its endpoint holds it', () => {
+  /** The state of clusterState after the collector released 192.0.2.2 (h1 unheard for --node-expired-ms); `taken`: h2 got it since. */
+  function released(taken: boolean) {
+    const t = engineWithClock();
+    const state = clusterState(t);
+    const poolId = 'underlay/192.0.2.0/24';
+    const seq = state.pools.get(poolId)!.allocs.get(state.pools.get(poolId)!.cidr.network + 2n)!.seq;
+    t.run(() => ({ events: [{ type: 'AddressReleased', data: { poolId, address: '192.0.2.2', node: 'h1', allocSeq: seq, reason: 'leak: node-expired' } }], result: {} }), 'controller');
+    if (taken) t.run((s) => decideRequestAddress(s, { node: 'h2', poolId, address: '192.0.2.2', options: {}, requestId: 'r9', kind: 'endpoint' }));
+    return { t, state, poolId, seq };
+  }
+
+  it('is allocated to this node again and bound to the endpoint (one claim), the store keeping the new seq', async () => {
+    const { t, state, poolId, seq } = released(false);
+    const calls: { method: string; req: unknown }[] = [];
+    const ctx = context(dir, fakeDocker([dockerNetwork()]), calls);
+    await rebuildFromDocker(ctx);
+    // The controller's answers: the decisions on the same state.
+    ctx.controller.bindEndpoint = async (req) => {
+      calls.push({ method: 'bindEndpoint', req });
+      return t.run((s) => decideBindEndpoint(s, { node: 'h1', ...req }));
+    };
+    const r = await rebuildFromController(ctx, state);
+    expect(r.errors).toEqual([]);
+    expect(r.claimed).toEqual(['192.0.2.2']);
+    const now = state.pools.get(poolId)!.allocs.get(state.pools.get(poolId)!.cidr.network + 2n)!;
+    expect(now).toMatchObject({ node: 'h1', kind: 'endpoint', endpointId: EP1, networkId: NET });
+    expect(now.seq).toBeGreaterThan(seq);
+    expect(ctx.store.allocSeq(poolId, '192.0.2.2')).toBe(now.seq);
+    expect(calls.filter((c) => (c.req as { address?: string }).address === '192.0.2.2')).toEqual([
+      { method: 'bindEndpoint', req: { poolId, address: '192.0.2.2', endpointId: EP1, networkId: NET, claim: true } },
+    ]);
+    // Repeated (the view saw the release again, a resync): nothing more to do.
+    calls.length = 0;
+    const again = await rebuildFromController(ctx, state);
+    expect(again.claimed).toEqual([]);
+    expect(calls).toEqual([]);
+  });
+
+  it('claims nothing new when only this view lags (the controller has it for this endpoint already)', async () => {
+    const { t, state } = released(false);
+    const ctx = context(dir, fakeDocker([dockerNetwork()]));
+    await rebuildFromDocker(ctx);
+    ctx.controller.bindEndpoint = async (req) => t.run((s) => decideBindEndpoint(s, { node: 'h1', ...req }));
+    // The controller took it back already (an earlier claim); this view has not seen that yet.
+    const lagging = cloneState(state);
+    await rebuildFromController(ctx, state);
+    const r = await rebuildFromController(ctx, lagging);
+    expect({ claimed: r.claimed, errors: r.errors }).toEqual({ claimed: [], errors: [] });
+  });
+
+  it('is reported (two containers may have it) when another host has it since', async () => {
+    const { t, state } = released(true);
+    const ctx = context(dir, fakeDocker([dockerNetwork()]));
+    await rebuildFromDocker(ctx);
+    ctx.controller.bindEndpoint = async (req) => t.run((s) => decideBindEndpoint(s, { node: 'h1', ...req }));
+    const r = await rebuildFromController(ctx, state);
+    expect(r.claimed).toEqual([]);
+    expect(r.errors).toEqual([`endpoint ${EP1.slice(0, 12)} holds 192.0.2.2, which the controller has for node h2`]);
+    // Had this view not seen it yet, the controller refuses the claim, and says who has it.
+    const before = released(false);
+    const ctx2 = context(fs.mkdtempSync(path.join(os.tmpdir(), 'ul-claim-')), fakeDocker([dockerNetwork()]));
+    await rebuildFromDocker(ctx2);
+    before.t.run((s) => decideRequestAddress(s, { node: 'h2', poolId: before.poolId, address: '192.0.2.2', options: {}, requestId: 'r9', kind: 'endpoint' }));
+    const stale = cloneState(before.state);
+    stale.pools.get(before.poolId)!.allocs.delete(stale.pools.get(before.poolId)!.cidr.network + 2n);
+    ctx2.controller.bindEndpoint = async (req) => before.t.run((s) => decideBindEndpoint(s, { node: 'h1', ...req }));
+    const r2 = await rebuildFromController(ctx2, stale);
+    expect(r2.errors).toEqual([
+      `endpoint ${EP1.slice(0, 12)} holds 192.0.2.2, which the cluster released and could not give back: address 192.0.2.2 is already in use by an endpoint on node h2 (two containers may have this address now: see \`underlay ipam check\`)`,
+    ]);
   });
 });
 

@@ -21,8 +21,8 @@ describe('AuthZPlugin.AuthZReq', () => {
     expect(await authz.authzRequest(f.ctx, del('/v1.45/networks/lan'))).toEqual({ Allow: true });
     expect(await authz.authzRequest(f.ctx, del(`/networks/${NET}?force=1`))).toEqual({ Allow: true });
     expect(f.controller.calls).toEqual([
-      { method: 'networkRemove', req: { req: { networkId: NET, dryRun: true }, opts: { deadlineMs: 5_000 } } },
-      { method: 'networkRemove', req: { req: { networkId: NET, dryRun: true }, opts: { deadlineMs: 5_000 } } },
+      { method: 'networkRemove', req: { req: { networkId: NET, dryRun: true }, opts: { deadlineMs: 5_000, timeoutMs: 5_000 } } },
+      { method: 'networkRemove', req: { req: { networkId: NET, dryRun: true }, opts: { deadlineMs: 5_000, timeoutMs: 5_000 } } },
     ]);
     expect(f.controller.networks.size).toBe(0);
   });

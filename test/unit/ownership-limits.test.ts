@@ -107,6 +107,29 @@ describe('ownership: a node acts only on what it holds', () => {
     expect(c.run((s) => decideBindEndpoint(s, { node: 'h1', poolId: c.poolId, address: c.address, allocSeq: c.held.allocSeq, endpointId: 'ep1', networkId: 'nid-h1' }), c.as('h1'))).toEqual({ bound: true });
   });
 
+  it('a claim binds a free address to the claiming node\'s endpoint, its own whatever the seq, and refuses any other holder\'s', () => {
+    const c = cluster();
+    const claim = (node: string, address: string, ep = 'e'.repeat(64)) =>
+      c.run((s) => decideBindEndpoint(s, { node, poolId: c.poolId, address, endpointId: ep, networkId: `nid-${node}`, claim: true }), c.as(node));
+    // Another node's address, the gateway: refused (conflict), nothing changes.
+    for (const [address, holder] of [[c.address, 'an endpoint on node h1'], [c.gw.address.split('/')[0]!, 'the gateway']] as const) {
+      const before = describeState(c.engine.state);
+      expect(() => claim('evil', address)).toThrow(`address ${address} is already in use by ${holder}`);
+      expect(describeState(c.engine.state)).toEqual(before);
+    }
+    expect(() => claim('h1', '198.51.100.7')).toThrow('address 198.51.100.7 is not in subnet 192.0.2.0/24');
+    // Its own: bound, whatever seq it knew; no new allocation.
+    expect(claim('h1', c.address, 'ep1')).toEqual({ bound: true, allocSeq: c.held.allocSeq });
+    expect(claim('h1', c.address, 'ep1')).toEqual({ bound: true, allocSeq: c.held.allocSeq });
+    // A free one: allocated to the node and bound in one decision, at the seq it answers.
+    const free = '192.0.2.77';
+    const r = claim('h1', free, 'ep2');
+    expect(r).toEqual({ bound: true, allocSeq: c.engine.state.seq - 1, claimed: true });
+    expect(c.engine.state.pools.get(c.poolId)!.allocs.get(parseAddr(free).value)).toMatchObject({ seq: r.allocSeq, kind: 'endpoint', node: 'h1', endpointId: 'ep2', networkId: 'nid-h1' });
+    expect(c.log.slice(-2).map((e) => e.type)).toEqual(['AddressAllocated', 'EndpointBound']);
+    expect(describeState(fold(c.log))).toEqual(describeState(c.engine.state));
+  });
+
   it('refuses record, name, define and removal of another node\'s Docker network; the owner and the operator still remove', () => {
     const c = cluster();
     const msg = 'network "n1" (nid-h1) is recorded by node h1, not evil';

@@ -5,11 +5,11 @@
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
 import { DockerEngine, ReconcileRunner, RpcClient, connectNats, logNatsStatus, natsServers, failureLog, openRouteOps, runReadiness, type FailureLog, spanNames, traceMethods, type Attributes, type NatsConnection, type Readiness, type RouteOps, logDebug, logError, logWarn } from '@underlay/adapters';
-import { nodeInboxPrefix, plugin, type ClusterEvent } from '@underlay/core';
+import { nodeInboxPrefix, plugin, tryParseAddr, type ClusterEvent } from '@underlay/core';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ClusterView } from './cluster-view.js';
 import { ReplicaReconciler } from './driver/replicas.js';
-import { buildReport, defaultAddress, deviceLookup } from './status.js';
+import { buildReport, defaultAddress, deviceLookup, reportCallOptions } from './status.js';
 import { startRoutes, type RouteService } from './routes/index.js';
 import { startHostAccess, type HostAccessService } from './driver/host-access.js';
 import { parseBgpPeer, startBgp, type BgpService } from './bgp/index.js';
@@ -334,9 +334,24 @@ export class Agent {
           return false;
       }
     };
+    // An address of this node released while one of its endpoints holds it (the collector took the node for gone):
+    // the rebuild takes it back for the endpoint.
+    const releasedFromEndpoint = (e: ClusterEvent): boolean => {
+      if (e.type !== 'AddressReleased' || e.data.node !== ctx.node) return false;
+      const a = tryParseAddr(e.data.address);
+      if (!a) return false;
+      for (const ep of ctx.store.endpoints.values()) {
+        for (const cidr of [ep.address, ep.addressV6]) {
+          const b = cidr ? tryParseAddr(cidr.split('/')[0]!) : undefined;
+          if (b && b.family === a.family && b.value === a.value) return true;
+        }
+      }
+      return false;
+    };
     this.unlisten = view.onChange((evs, _state, info) => {
       this.replicas?.noteEvents(evs);
       if (info?.resync || evs.some(concernsThisHost)) this.replicas?.trigger();
+      if (view.isReady && (info?.resync || evs.some(releasedFromEndpoint))) void this.rebuild?.withController(view.state);
     });
     await view.start();
     const c = this.config;
@@ -411,7 +426,7 @@ export class Agent {
         state: this.view?.isReady ? this.view.state : undefined,
         replicas: this.replicas?.status,
       });
-      await ctx.controller.nodeReport(report, { deadlineMs: this.config.reportIntervalMs });
+      await ctx.controller.nodeReport(report, reportCallOptions(this.config.reportIntervalMs));
       this.reportFailures.recovered();
     } catch (e) {
       // Docker or NATS down fails every report: logged when it starts, changes, and ends (with the count).

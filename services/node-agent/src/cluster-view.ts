@@ -160,7 +160,7 @@ export class ClusterView {
     const node = this.rpc.node;
     let held: string[];
     try {
-      held = (await this.rpc.call('eventsHead', { chains: [CLUSTER_CHAIN] }, EventsHeadRes, { deadlineMs: 5_000 })).held ?? [];
+      held = (await this.rpc.call('eventsHead', { chains: [CLUSTER_CHAIN] }, EventsHeadRes, { deadlineMs: 5_000, timeoutMs: 5_000 })).held ?? [];
     } catch (e) {
       this.logger(`cluster view: could not ask which pools this node holds (${(e as Error).message}); reading every pool of the snapshot`);
       return 'all';

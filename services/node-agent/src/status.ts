@@ -89,6 +89,14 @@ function boundEndpointsOf(state: ClusterState, node: string): string[] {
   return out;
 }
 
+/**
+ * The call options of a report: it ends within one report interval, answered or not, so the next goes out on time. A
+ * report is heard by every controller, standbys too, but answered only by a leader; while none leads (an election,
+ * etcd slow to answer a keepalive) one waiting the RPC's 10 s attempt timeout kept the node unheard long enough for
+ * the new leader's collector to take its running containers' addresses as a dead node's.
+ */
+export const reportCallOptions = (intervalMs: number) => ({ deadlineMs: intervalMs, timeoutMs: intervalMs });
+
 export async function buildReport(inp: ReportInputs): Promise<NodeReport> {
   const { ctx } = inp;
   const now = inp.nowMs ?? Date.now();

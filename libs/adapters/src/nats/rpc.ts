@@ -39,9 +39,12 @@ import { secondsSince, type RpcObserver } from '../telemetry/metrics.js';
 const enc = new TextEncoder();
 
 export interface CallOptions {
-  /** Per attempt (default 10 s: a deep queue at the controller is still progress, not a failure), within the deadline. */
+  /** Per attempt (default 10 s: a deep queue at the controller is still progress, not a failure). */
   timeoutMs?: number;
-  /** Total time of the call (default 30 s): attempts are retried until it, and none outlives it. */
+  /**
+   * Time to keep retrying retriable failures (default 30 s). An attempt started within it runs its whole `timeoutMs`:
+   * a caller on a schedule (the agent's reports) sets both.
+   */
   deadlineMs?: number;
   traceparent?: string;
   /** Stops retrying when aborted (the last failure is thrown). */
@@ -154,10 +157,7 @@ export class RpcClient {
         off = loss.on((server) => reject(new UnavailableError(`the NATS connection to ${server} was lost while waiting for the controller's answer to ${method}`)));
       });
       try {
-        // An attempt never outlives the call's deadline: a request heard but never answered (a standby hears node
-        // reports while no leader serves) fails at the deadline, not after the whole attempt timeout.
-        const attemptMs = Math.max(1, Math.min(timeout, deadline - Date.now()));
-        msg = await Promise.race([this.nc.request(subject, payload, { timeout: attemptMs, headers: h }), lost]);
+        msg = await Promise.race([this.nc.request(subject, payload, { timeout, headers: h }), lost]);
       } catch (err) {
         throw fromNatsRequestError(err, method, subject, this.node);
       } finally {

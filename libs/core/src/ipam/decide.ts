@@ -270,23 +270,45 @@ export function poolGoesWith(p: Pool, released: number): boolean {
 }
 
 /** CreateEndpoint on a node: the address is now held by that endpoint. Only the node holding the address may bind it. */
-export function decideBindEndpoint(state: ClusterState, req: EndpointBinding): Decision<{ bound: boolean }> {
+export function decideBindEndpoint(state: ClusterState, req: EndpointBinding): Decision<{ bound: boolean; allocSeq?: number; claimed?: boolean }> {
   const p = state.pools.get(req.poolId);
   const a = p ? tryParseAddr(req.address) : undefined;
   const cur = p && a ? p.allocs.get(a.value) : undefined;
+  if (req.claim && p && a) return claimForEndpoint(state, p, a.value, cur, req);
   if (!p || !a || !cur || cur.kind !== 'endpoint' || (req.allocSeq !== undefined && req.allocSeq !== cur.seq)) {
     return { events: [], result: { bound: false } };
   }
   if (cur.node !== req.node) throw notTheHolder(p, a.value, cur, req.node);
   if (cur.endpointId === req.endpointId) return { events: [], result: { bound: true } };
+  return { events: [bound(p, a.value, cur.seq, req)], result: { bound: true } };
+}
+
+const bound = (p: Pool, v: bigint, allocSeq: number, req: EndpointBinding): EventBody => ({
+  type: 'EndpointBound',
+  data: { poolId: p.poolId, address: formatValue(p.cidr.family, v), allocSeq, endpointId: req.endpointId, networkId: req.networkId, node: req.node },
+});
+
+/**
+ * A claim: the node's endpoint holds the address (its container runs with it). Free: allocated to the node (as a
+ * requested address) and bound, in one decision, so nothing can take it in between. The node's own endpoint address:
+ * bound (whatever seq the node knew). Anything else (another node's, a reservation): refused.
+ */
+function claimForEndpoint(state: ClusterState, p: Pool, v: bigint, cur: Allocation | undefined, req: EndpointBinding): Decision<{ bound: boolean; allocSeq: number; claimed?: boolean }> {
+  if (cur) {
+    if (cur.kind !== 'endpoint' || cur.node !== req.node) {
+      throw new ConflictError(`address ${formatValue(p.cidr.family, v)} is already in use by ${holderText(p, v)}`);
+    }
+    if (cur.endpointId === req.endpointId) return { events: [], result: { bound: true, allocSeq: cur.seq } };
+    return { events: [bound(p, v, cur.seq, req)], result: { bound: true, allocSeq: cur.seq } };
+  }
+  requestedValue(p, req.address);
+  const allocSeq = state.seq + 1;
   return {
     events: [
-      {
-        type: 'EndpointBound',
-        data: { poolId: p.poolId, address: formatValue(p.cidr.family, a.value), allocSeq: cur.seq, endpointId: req.endpointId, networkId: req.networkId, node: req.node },
-      },
+      { type: 'AddressAllocated', data: { poolId: p.poolId, address: formatValue(p.cidr.family, v), kind: 'endpoint', node: req.node, requested: true } },
+      bound(p, v, allocSeq, req),
     ],
-    result: { bound: true },
+    result: { bound: true, allocSeq, claimed: true },
   };
 }
 

@@ -59,4 +59,10 @@ export interface EndpointBinding {
   allocSeq?: number;
   endpointId: string;
   networkId: string;
+  /**
+   * The endpoint holds the address whatever the cluster has: an address free in the pool is allocated to the node
+   * first (a running container's address the collector released), one the node holds is bound whatever its seq;
+   * one another node holds is refused.
+   */
+  claim?: boolean;
 }

@@ -88,9 +88,11 @@ export const BindEndpointReq = parsesTo<EndpointBinding>()(z.object({
   allocSeq: allocSeq.optional(),
   endpointId: dockerId,
   networkId: dockerId,
+  claim: z.boolean().optional(),
 }));
 export type BindEndpointReq = z.infer<typeof BindEndpointReq>;
-export const BindEndpointRes = z.object({ bound: z.boolean() });
+/** `allocSeq`: the allocation bound (claims); `claimed`: it was allocated to the node by this request. */
+export const BindEndpointRes = z.object({ bound: z.boolean(), allocSeq: allocSeq.optional(), claimed: z.boolean().optional() });
 
 export const NodeHello = parsesTo<NodeIdentity>()(z.object({
   node: NodeName,

@@ -59,7 +59,7 @@ export async function authzRequest(ctx: AuthzDeps, raw: unknown): Promise<AuthZR
   try {
     const n = await ctx.docker.inspectNetwork(target);
     if (!n || n.Driver !== (ctx.driverName ?? plugin.PLUGIN_NAME)) return { Allow: true };
-    await ctx.controller.networkRemove({ networkId: n.Id, dryRun: true }, { deadlineMs: 5_000 });
+    await ctx.controller.networkRemove({ networkId: n.Id, dryRun: true }, { deadlineMs: 5_000, timeoutMs: 5_000 });
     return { Allow: true };
   } catch (e) {
     if (e instanceof UnderlayError && e.code === 'conflict') return { Allow: false, Msg: e.message };

@@ -53,8 +53,10 @@ type Req<S extends z.ZodType> = Omit<z.input<S>, 'node'>;
 
 /** Per-call options of a controller RPC. */
 export interface ControllerCallOptions {
-  /** Total time to keep retrying retriable failures. */
+  /** Time to keep retrying retriable failures. */
   deadlineMs?: number;
+  /** Per attempt (default 10 s; an attempt started before the deadline runs its whole timeout). */
+  timeoutMs?: number;
 }
 
 /**

@@ -21,13 +21,17 @@
  *    are never touched, so containers keep their connectivity throughout.
  * 3. `rebuildFromController` (once the cluster view has caught up): the pools each network uses as the
  *    controller recorded them, a point-to-point subnet's gateway as the controller reserved it (or none), the
- *    allocations this node holds (with their seqs, so releases carry them), and a binding for any endpoint address
- *    the controller still has unbound.
- * Running containers keep their addresses: nothing here allocates an address, and only addresses of networks Docker
- * no longer has are released.
+ *    allocations this node holds (with their seqs, so releases carry them), a binding for any endpoint address
+ *    the controller still has unbound, and an endpoint address the cluster released while the endpoint held it (the
+ *    collector took this node for gone after --node-expired-ms unheard) allocated to this node again and bound, when
+ *    nobody else has taken it. The agent runs this step again when its view sees such a release.
+ * Running containers keep their addresses: nothing here allocates an address but theirs, and only addresses of
+ * networks Docker no longer has are released.
  */
 import {
   SPACE_OPTION,
+  contains,
+  hasErrorCode,
   dummyParentName,
   endpointLinkName,
   formatCidr,
@@ -383,6 +387,8 @@ export interface ControllerRebuildReport {
   allocations: number;
   /** Endpoint addresses bound now (the controller had them unbound). */
   bound: string[];
+  /** Endpoint addresses the cluster had released while their endpoints held them, allocated to this node again and bound. */
+  claimed: string[];
   errors: string[];
 }
 
@@ -411,7 +417,7 @@ function p2pGateway(state: ClusterState, poolIds: readonly string[], subnet: str
 
 /** Completes the store from the controller's state (the cluster view, caught up). */
 export async function rebuildFromController(ctx: Omit<RebuildDeps, 'docker' | 'parentMap'>, state: ClusterState): Promise<ControllerRebuildReport> {
-  const out: ControllerRebuildReport = { poolsFixed: [], gatewaysFixed: [], allocations: 0, bound: [], errors: [] };
+  const out: ControllerRebuildReport = { poolsFixed: [], gatewaysFixed: [], allocations: 0, bound: [], claimed: [], errors: [] };
   for (const rec of [...ctx.store.networks.values()]) {
     const info = state.networks.get(rec.id);
     if (!info || info.node !== ctx.node || info.poolIds.length === 0 || info.poolIds.join() === rec.poolIds.join()) continue;
@@ -451,7 +457,27 @@ export async function rebuildFromController(ctx: Omit<RebuildDeps, 'docker' | 'p
       if (!address || !a) continue;
       const held = net.poolIds.map((poolId) => ({ poolId, alloc: state.pools.get(poolId)?.allocs.get(a.value) })).find((x) => x.alloc);
       if (!held?.alloc) {
-        out.errors.push(`endpoint ${ep.id.slice(0, 12)} holds ${address}, which the controller has no allocation for in pools ${net.poolIds.join(', ')}`);
+        // Released while this endpoint holds it (the collector took this node for gone, or the controller lost it):
+        // taken back for the endpoint while nobody else has it.
+        const pool = net.poolIds.map((id) => state.pools.get(id)).find((p) => p && contains(p.cidr, a));
+        if (!pool) {
+          out.errors.push(`endpoint ${ep.id.slice(0, 12)} holds ${address}, which the controller has no allocation for in pools ${net.poolIds.join(', ')}`);
+          continue;
+        }
+        try {
+          // Under the network's lock, as Docker's calls: an endpoint Docker deleted meanwhile takes nothing back.
+          // One claim at the controller (allocate if free, then bind; the node's own allocation is just bound: this view
+          // may lag the controller), under the network's lock as Docker's calls: an endpoint deleted meanwhile claims nothing.
+          await ctx.lock.run(ep.networkId, async () => {
+            if (!ctx.store.endpoints.has(ep.id)) return;
+            const text = formatValue(a.family, a.value);
+            const r = await ctx.controller.bindEndpoint({ poolId: pool.poolId, address: text, endpointId: ep.id, networkId: ep.networkId, claim: true });
+            if (r.allocSeq !== undefined) ctx.store.setAlloc(pool.poolId, text, r.allocSeq);
+            if (r.claimed) out.claimed.push(address);
+          });
+        } catch (e) {
+          out.errors.push(`endpoint ${ep.id.slice(0, 12)} holds ${address}, which the cluster released and could not give back: ${(e as Error).message}${hasErrorCode(e, 'conflict') ? ' (two containers may have this address now: see `underlay ipam check`)' : ''}`);
+        }
         continue;
       }
       if (held.alloc.node !== ctx.node) {

@@ -74,7 +74,15 @@ export class StoreRebuild {
    * Completes the store from the caught-up cluster state (pools, allocations, bindings). The controller has been told
    * about the records removed at start first (replicas, which may use the same pools, start after this).
    */
-  async withController(state: ClusterState): Promise<void> {
+  withController(state: ClusterState): Promise<void> {
+    // One at a time: the agent also runs it when its view sees one of its endpoints' addresses released.
+    const run = this.controllerRun.then(() => this.fromController(state));
+    this.controllerRun = run;
+    return run;
+  }
+  private controllerRun: Promise<void> = Promise.resolve();
+
+  private async fromController(state: ClusterState): Promise<void> {
     this.state = state;
     await this.forgetting;
     const { log } = this.ctx;
@@ -83,6 +91,9 @@ export class StoreRebuild {
       if (r.poolsFixed.length || r.allocations || r.bound.length) {
         const missing = this.ctx.store.allocationsMissing && r.allocations ? 'the allocations file was missing; ' : '';
         log(`${missing}rebuilt from the controller: ${r.allocations} allocations, pools of ${r.poolsFixed.length} networks, ${r.bound.length} bindings (${r.bound.join(', ') || '-'})`);
+      }
+      if (r.claimed.length) {
+        logWarn(log, `the cluster had released ${r.claimed.length} addresses that containers here still hold (${r.claimed.join(', ')}): allocated to this node again and bound to their endpoints`);
       }
       if (r.gatewaysFixed.length) log(`point-to-point gateways taken from the controller's reservations: ${r.gatewaysFixed.join(', ')}`);
       for (const e of r.errors) log(`rebuild from the controller: ${e}`);
