@@ -19,7 +19,7 @@ import {
   type ClusterState,
 } from '@underlay/core';
 import { LocalStore } from '../../services/node-agent/src/driver/store';
-import { PRUNE_CONFIRM_MS, PRUNE_GRACE_MS, forgetPruned, pruneStale, pruneSummary, rebuildFromController, rebuildFromDocker, restore } from '../../services/node-agent/src/driver/restore';
+import { PRUNE_CONFIRM_MS, PRUNE_GRACE_MS, claimReleased, forgetPruned, pruneStale, pruneSummary, rebuildFromController, rebuildFromDocker, restore } from '../../services/node-agent/src/driver/restore';
 import { readDockerUnderlay } from '../../services/node-agent/src/driver/docker-state';
 import { KeyedMutex, driverContext, type DriverContext } from '../../services/node-agent/src/driver/context';
 import { rpcControllerClient } from '../../services/node-agent/src/driver/controller-client';
@@ -436,6 +436,36 @@ describe('an address released while its endpoint holds it', () => {
     await rebuildFromController(ctx, state);
     const r = await rebuildFromController(ctx, lagging);
     expect({ claimed: r.claimed, errors: r.errors }).toEqual({ claimed: [], errors: [] });
+  });
+
+  it('is not claimed for an endpoint no container joined (a CreateEndpoint that failed left it), nor for one being deleted', async () => {
+    const { t, state } = released(false);
+    const calls: { method: string; req: unknown }[] = [];
+    const ctx = context(dir, fakeDocker([dockerNetwork()]), calls);
+    await rebuildFromDocker(ctx);
+    ctx.controller.bindEndpoint = async (req) => {
+      calls.push({ method: 'bindEndpoint', req });
+      return t.run((s) => decideBindEndpoint(s, { node: 'h1', ...req }));
+    };
+    const { srcName: _, ...ghost } = ctx.store.endpoints.get(EP1)!;
+    ctx.store.putEndpoint(ghost);
+    expect(await claimReleased(ctx, state)).toEqual({ claimed: [], errors: [] });
+    expect(calls).toEqual([]);
+  });
+
+  it('says so when another container of this host got the address since', async () => {
+    const { t, state, poolId } = released(false);
+    const ctx = context(dir, fakeDocker([dockerNetwork()]));
+    await rebuildFromDocker(ctx);
+    // A new container here took 192.0.2.2 after the release (its endpoint EP3, bound).
+    const EP3 = hex64('e3');
+    const r = t.run((s) => decideRequestAddress(s, { node: 'h1', poolId, address: '192.0.2.2', options: {}, requestId: 'r8', kind: 'endpoint' }));
+    t.run((s) => decideBindEndpoint(s, { node: 'h1', poolId, address: '192.0.2.2', allocSeq: r.allocSeq, endpointId: EP3, networkId: NET }));
+    ctx.store.putEndpoint({ id: EP3, networkId: NET, address: '192.0.2.2/24', srcName: 'ul-e3' });
+    expect(await claimReleased(ctx, state)).toEqual({
+      claimed: [],
+      errors: [`endpoint ${EP1.slice(0, 12)} holds 192.0.2.2, which the controller has bound to endpoint ${EP3.slice(0, 12)} of this host: two containers here have this address (see \`underlay ipam check\`)`],
+    });
   });
 
   it('is reported (two containers may have it) when another host has it since', async () => {

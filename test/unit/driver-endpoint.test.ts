@@ -83,26 +83,27 @@ describe('CreateEndpoint', () => {
     expect(f.ctx.store.endpoints.size).toBe(0);
   });
 
-  it("fails when the controller cannot bind (the endpoint stays stored, as Docker deletes it next)", async () => {
+  it("fails when the controller cannot bind, and forgets the endpoint (Docker calls no DeleteEndpoint after a failed CreateEndpoint)", async () => {
     f.ctx.store.putNetwork(net());
     await ipam.requestPool(f.ctx, { Pool: '192.0.2.0/24' });
     const { Address } = await ipam.requestAddress(f.ctx, { PoolID: POOL });
     f.controller.failNext('bindEndpoint', new Error('the underlay controller did not answer bindEndpoint'));
     await expect(endpoint.createEndpoint(f.ctx, createReq({ Address, AddressIPv6: '', MacAddress: '' }))).rejects.toThrow('did not answer bindEndpoint');
-    expect(f.ctx.store.endpoints.has(EP)).toBe(true);
+    expect(f.ctx.store.endpoints.has(EP)).toBe(false);
   });
 
   it('fails when the cluster released the address before the endpoint came (it may be another host\'s now)', async () => {
     f.ctx.store.putNetwork(net());
     await ipam.requestPool(f.ctx, { Pool: '192.0.2.0/24' });
     const { Address } = await ipam.requestAddress(f.ctx, { PoolID: POOL });
-    // The leak collector released it (never bound within --unbound-grace-ms), and another host got it.
+    // The leak collector released it (never bound within --unbound-grace-ms), and it was allocated again since.
     await f.controller.releaseAddress({ poolId: POOL, address: Address.split('/')[0]!, node: 'h1' } as never);
     await f.controller.requestAddress({ poolId: POOL, address: Address.split('/')[0]!, options: {}, kind: 'endpoint' } as never);
     await expect(endpoint.createEndpoint(f.ctx, createReq({ Address, AddressIPv6: '', MacAddress: '' }))).rejects.toMatchObject({
       code: 'conflict',
       message: expect.stringContaining(`address ${Address.split('/')[0]} of pool ${POOL} is no longer this host's: the cluster released it before the endpoint was created`),
     });
+    expect(f.ctx.store.endpoints.has(EP)).toBe(false);
   });
 });
 

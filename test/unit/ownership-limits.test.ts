@@ -118,9 +118,10 @@ describe('ownership: a node acts only on what it holds', () => {
       expect(describeState(c.engine.state)).toEqual(before);
     }
     expect(() => claim('h1', '198.51.100.7')).toThrow('address 198.51.100.7 is not in subnet 192.0.2.0/24');
-    // Its own: bound, whatever seq it knew; no new allocation.
+    // Its own: bound, whatever seq it knew; no new allocation. Bound to another endpoint of its own: refused.
     expect(claim('h1', c.address, 'ep1')).toEqual({ bound: true, allocSeq: c.held.allocSeq });
     expect(claim('h1', c.address, 'ep1')).toEqual({ bound: true, allocSeq: c.held.allocSeq });
+    expect(() => claim('h1', c.address, 'ep9')).toThrow(`address ${c.address} is already bound to another endpoint on node h1 (ep1)`);
     // A free one: allocated to the node and bound in one decision, at the seq it answers.
     const free = '192.0.2.77';
     const r = claim('h1', free, 'ep2');

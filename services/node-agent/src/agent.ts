@@ -5,7 +5,7 @@
 import type { Server } from 'node:http';
 import * as fs from 'node:fs';
 import { DockerEngine, ReconcileRunner, RpcClient, connectNats, logNatsStatus, natsServers, failureLog, openRouteOps, runReadiness, type FailureLog, spanNames, traceMethods, type Attributes, type NatsConnection, type Readiness, type RouteOps, logDebug, logError, logWarn } from '@underlay/adapters';
-import { nodeInboxPrefix, plugin, tryParseAddr, type ClusterEvent } from '@underlay/core';
+import { formatValue, nodeInboxPrefix, plugin, tryParseAddr, type ClusterEvent } from '@underlay/core';
 import { AgentConfig, type AgentConfigInput } from './config.js';
 import { ClusterView } from './cluster-view.js';
 import { ReplicaReconciler } from './driver/replicas.js';
@@ -335,23 +335,26 @@ export class Agent {
       }
     };
     // An address of this node released while one of its endpoints holds it (the collector took the node for gone):
-    // the rebuild takes it back for the endpoint.
-    const releasedFromEndpoint = (e: ClusterEvent): boolean => {
-      if (e.type !== 'AddressReleased' || e.data.node !== ctx.node) return false;
-      const a = tryParseAddr(e.data.address);
-      if (!a) return false;
+    // taken back for the endpoint. Checked only for this node's releases (rare), against the endpoints' addresses.
+    const releasedFromEndpoint = (evs: readonly ClusterEvent[]): boolean => {
+      const mine = evs.filter((e) => e.type === 'AddressReleased' && e.data.node === ctx.node);
+      if (mine.length === 0) return false;
+      const held = new Set<string>();
       for (const ep of ctx.store.endpoints.values()) {
         for (const cidr of [ep.address, ep.addressV6]) {
-          const b = cidr ? tryParseAddr(cidr.split('/')[0]!) : undefined;
-          if (b && b.family === a.family && b.value === a.value) return true;
+          const a = cidr ? tryParseAddr(cidr.split('/')[0]!) : undefined;
+          if (a) held.add(formatValue(a.family, a.value));
         }
       }
-      return false;
+      return mine.some((e) => {
+        const a = e.type === 'AddressReleased' ? tryParseAddr(e.data.address) : undefined;
+        return !!a && held.has(formatValue(a.family, a.value));
+      });
     };
     this.unlisten = view.onChange((evs, _state, info) => {
       this.replicas?.noteEvents(evs);
       if (info?.resync || evs.some(concernsThisHost)) this.replicas?.trigger();
-      if (view.isReady && (info?.resync || evs.some(releasedFromEndpoint))) void this.rebuild?.withController(view.state);
+      if (view.isReady && (info?.resync || releasedFromEndpoint(evs))) void this.rebuild?.reclaim(view.state);
     });
     await view.start();
     const c = this.config;

@@ -290,8 +290,9 @@ const bound = (p: Pool, v: bigint, allocSeq: number, req: EndpointBinding): Even
 
 /**
  * A claim: the node's endpoint holds the address (its container runs with it). Free: allocated to the node (as a
- * requested address) and bound, in one decision, so nothing can take it in between. The node's own endpoint address:
- * bound (whatever seq the node knew). Anything else (another node's, a reservation): refused.
+ * requested address) and bound, in one decision, so nothing can take it in between. The node's own endpoint address,
+ * unbound or bound to this endpoint: bound (whatever seq the node knew). Anything else (another node's, another
+ * endpoint's, a reservation): refused.
  */
 function claimForEndpoint(state: ClusterState, p: Pool, v: bigint, cur: Allocation | undefined, req: EndpointBinding): Decision<{ bound: boolean; allocSeq: number; claimed?: boolean }> {
   if (cur) {
@@ -299,6 +300,9 @@ function claimForEndpoint(state: ClusterState, p: Pool, v: bigint, cur: Allocati
       throw new ConflictError(`address ${formatValue(p.cidr.family, v)} is already in use by ${holderText(p, v)}`);
     }
     if (cur.endpointId === req.endpointId) return { events: [], result: { bound: true, allocSeq: cur.seq } };
+    if (cur.endpointId !== undefined) {
+      throw new ConflictError(`address ${formatValue(p.cidr.family, v)} is already bound to another endpoint on node ${cur.node} (${cur.endpointId.slice(0, 12)})`);
+    }
     return { events: [bound(p, v, cur.seq, req)], result: { bound: true, allocSeq: cur.seq } };
   }
   requestedValue(p, req.address);

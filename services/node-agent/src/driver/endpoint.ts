@@ -31,7 +31,14 @@ export async function createEndpoint(ctx: EndpointDeps, raw: unknown): Promise<{
       addressV6: iface.AddressIPv6 || undefined,
       mac,
     });
-    await bindEndpoint(ctx, req.NetworkID, req.EndpointID, [iface.Address, iface.AddressIPv6], net.poolIds);
+    try {
+      await bindEndpoint(ctx, req.NetworkID, req.EndpointID, [iface.Address, iface.AddressIPv6], net.poolIds);
+    } catch (e) {
+      // Docker does not call DeleteEndpoint after a failed CreateEndpoint (libnetwork's createEndpoint only releases the
+      // address): the record goes here, or it would hold the address in every report.
+      ctx.store.deleteEndpoint(req.EndpointID);
+      throw e;
+    }
     return answer;
   });
 }

@@ -456,30 +456,8 @@ export async function rebuildFromController(ctx: Omit<RebuildDeps, 'docker' | 'p
       const a = address ? tryParseAddr(address) : undefined;
       if (!address || !a) continue;
       const held = net.poolIds.map((poolId) => ({ poolId, alloc: state.pools.get(poolId)?.allocs.get(a.value) })).find((x) => x.alloc);
-      if (!held?.alloc) {
-        // Released while this endpoint holds it (the collector took this node for gone, or the controller lost it):
-        // taken back for the endpoint while nobody else has it.
-        const pool = net.poolIds.map((id) => state.pools.get(id)).find((p) => p && contains(p.cidr, a));
-        if (!pool) {
-          out.errors.push(`endpoint ${ep.id.slice(0, 12)} holds ${address}, which the controller has no allocation for in pools ${net.poolIds.join(', ')}`);
-          continue;
-        }
-        try {
-          // Under the network's lock, as Docker's calls: an endpoint Docker deleted meanwhile takes nothing back.
-          // One claim at the controller (allocate if free, then bind; the node's own allocation is just bound: this view
-          // may lag the controller), under the network's lock as Docker's calls: an endpoint deleted meanwhile claims nothing.
-          await ctx.lock.run(ep.networkId, async () => {
-            if (!ctx.store.endpoints.has(ep.id)) return;
-            const text = formatValue(a.family, a.value);
-            const r = await ctx.controller.bindEndpoint({ poolId: pool.poolId, address: text, endpointId: ep.id, networkId: ep.networkId, claim: true });
-            if (r.allocSeq !== undefined) ctx.store.setAlloc(pool.poolId, text, r.allocSeq);
-            if (r.claimed) out.claimed.push(address);
-          });
-        } catch (e) {
-          out.errors.push(`endpoint ${ep.id.slice(0, 12)} holds ${address}, which the cluster released and could not give back: ${(e as Error).message}${hasErrorCode(e, 'conflict') ? ' (two containers may have this address now: see `underlay ipam check`)' : ''}`);
-        }
-        continue;
-      }
+      // None: released while this endpoint holds it (claimReleased, below, takes a running container's back).
+      if (!held?.alloc) continue;
       if (held.alloc.node !== ctx.node) {
         out.errors.push(`endpoint ${ep.id.slice(0, 12)} holds ${address}, which the controller has for node ${held.alloc.node}`);
         continue;
@@ -490,6 +468,62 @@ export async function rebuildFromController(ctx: Omit<RebuildDeps, 'docker' | 'p
         out.bound.push(address);
       } catch (e) {
         out.errors.push(`endpoint ${ep.id.slice(0, 12)}: ${address} could not be bound: ${(e as Error).message}`);
+      }
+    }
+  }
+  const c = await claimReleased(ctx, state);
+  out.claimed.push(...c.claimed);
+  out.errors.push(...c.errors);
+  return out;
+}
+
+/**
+ * Takes back, for its running container, an endpoint address the cluster released while the endpoint held it (the
+ * collector took this node for gone after --node-expired-ms unheard): one claim at the controller (`bindEndpoint` with
+ * `claim`), which allocates the address to this node and binds it if it is free, binds it if this node holds it unbound
+ * (this view may lag the controller), and refuses it when another node or another endpoint has it (then two containers
+ * may have the address: said in `errors`). Only endpoints a container joined (a link name recorded at Join or rebuilt
+ * from Docker; a CreateEndpoint that failed leaves none), each under its network's lock, as Docker's calls: an endpoint
+ * deleted meanwhile claims nothing. Idempotent; the agent runs it at start (rebuildFromController) and whenever its view
+ * sees an AddressReleased of this node for an address one of its endpoints holds, or resyncs.
+ */
+export async function claimReleased(ctx: Pick<RebuildDeps, 'node' | 'store' | 'lock' | 'controller'>, state: ClusterState): Promise<{ claimed: string[]; errors: string[] }> {
+  const out = { claimed: [] as string[], errors: [] as string[] };
+  for (const ep of [...ctx.store.endpoints.values()]) {
+    const net = ctx.store.networks.get(ep.networkId);
+    if (!net || !ep.srcName) continue;
+    for (const cidr of [ep.address, ep.addressV6]) {
+      const address = cidr?.split('/')[0];
+      const a = address ? tryParseAddr(address) : undefined;
+      if (!address || !a) continue;
+      const pools = net.poolIds.map((id) => state.pools.get(id)).filter((p) => p !== undefined && p.cidr.family === a.family && contains(p.cidr, a));
+      const alloc = pools.map((p) => p!.allocs.get(a.value)).find((x) => x);
+      if (alloc) {
+        // Given to another container of this host since (before this endpoint's claim): both have it now.
+        if (alloc.node === ctx.node && alloc.kind === 'endpoint' && alloc.endpointId && alloc.endpointId !== ep.id && ctx.store.endpoints.has(alloc.endpointId)) {
+          out.errors.push(`endpoint ${ep.id.slice(0, 12)} holds ${address}, which the controller has bound to endpoint ${alloc.endpointId.slice(0, 12)} of this host: two containers here have this address (see \`underlay ipam check\`)`);
+        }
+        continue;
+      }
+      const pool = pools[0];
+      if (!pool) {
+        out.errors.push(`endpoint ${ep.id.slice(0, 12)} holds ${address}, which the controller has no allocation for in pools ${net.poolIds.join(', ')}`);
+        continue;
+      }
+      try {
+        await ctx.lock.run(ep.networkId, async () => {
+          if (!ctx.store.endpoints.has(ep.id)) return;
+          const text = formatValue(a.family, a.value);
+          const r = await ctx.controller.bindEndpoint({ poolId: pool.poolId, address: text, endpointId: ep.id, networkId: ep.networkId, claim: true });
+          if (!r.bound) {
+            out.errors.push(`endpoint ${ep.id.slice(0, 12)} holds ${address}, which the cluster released; the controller did not take the claim (a controller older than this agent?)`);
+            return;
+          }
+          if (r.allocSeq !== undefined) ctx.store.setAlloc(pool.poolId, text, r.allocSeq);
+          if (r.claimed) out.claimed.push(address);
+        });
+      } catch (e) {
+        out.errors.push(`endpoint ${ep.id.slice(0, 12)} holds ${address}, which the cluster released and could not give back: ${(e as Error).message}${hasErrorCode(e, 'conflict') ? ' (two containers may have this address now: see `underlay ipam check`)' : ''}`);
       }
     }
   }

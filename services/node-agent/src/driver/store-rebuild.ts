@@ -8,7 +8,7 @@
 import { Backoff, type ClusterState } from '@underlay/core';
 import { sleep, logWarn } from '@underlay/adapters';
 import type { Log } from './context.js';
-import { forgetPruned, pruneSummary, rebuildFromController, rebuildFromDocker, type PruneReport, type RebuildDeps } from './restore.js';
+import { claimReleased, forgetPruned, pruneSummary, rebuildFromController, rebuildFromDocker, type PruneReport, type RebuildDeps } from './restore.js';
 
 /** Waits between two tries to read Docker at start. */
 export const DOCKER_REBUILD_BACKOFF = { minMs: 1_000, maxMs: 30_000 } as const;
@@ -75,12 +75,37 @@ export class StoreRebuild {
    * about the records removed at start first (replicas, which may use the same pools, start after this).
    */
   withController(state: ClusterState): Promise<void> {
-    // One at a time: the agent also runs it when its view sees one of its endpoints' addresses released.
-    const run = this.controllerRun.then(() => this.fromController(state));
+    return this.serial(() => this.fromController(state));
+  }
+
+  /**
+   * While running: takes back its running containers' addresses the cluster released (claimReleased), when the view
+   * sees such a release or resyncs; one at a time with the start's rebuild. Logs what it took back and what it could not.
+   */
+  reclaim(state: ClusterState): Promise<void> {
+    return this.serial(async () => {
+      const { log } = this.ctx;
+      try {
+        const r = await claimReleased(this.ctx, state);
+        this.logClaimed(r.claimed);
+        for (const e of r.errors) logWarn(log, `taking back released addresses: ${e}`);
+      } catch (e) {
+        logWarn(log, `taking back released addresses failed: ${(e as Error).message}`);
+      }
+    });
+  }
+
+  private serial(f: () => Promise<void>): Promise<void> {
+    const run = this.controllerRun.then(f);
     this.controllerRun = run;
     return run;
   }
   private controllerRun: Promise<void> = Promise.resolve();
+
+  private logClaimed(claimed: string[]): void {
+    if (claimed.length === 0) return;
+    logWarn(this.ctx.log, `the cluster had released ${claimed.length} addresses that containers here still hold (${claimed.join(', ')}): allocated to this node again and bound to their endpoints`);
+  }
 
   private async fromController(state: ClusterState): Promise<void> {
     this.state = state;
@@ -92,9 +117,7 @@ export class StoreRebuild {
         const missing = this.ctx.store.allocationsMissing && r.allocations ? 'the allocations file was missing; ' : '';
         log(`${missing}rebuilt from the controller: ${r.allocations} allocations, pools of ${r.poolsFixed.length} networks, ${r.bound.length} bindings (${r.bound.join(', ') || '-'})`);
       }
-      if (r.claimed.length) {
-        logWarn(log, `the cluster had released ${r.claimed.length} addresses that containers here still hold (${r.claimed.join(', ')}): allocated to this node again and bound to their endpoints`);
-      }
+      this.logClaimed(r.claimed);
       if (r.gatewaysFixed.length) log(`point-to-point gateways taken from the controller's reservations: ${r.gatewaysFixed.join(', ')}`);
       for (const e of r.errors) log(`rebuild from the controller: ${e}`);
     } catch (e) {
