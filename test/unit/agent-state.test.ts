@@ -478,7 +478,9 @@ describe('an address released while its endpoint holds it', () => {
     expect(r.errors).toEqual([`endpoint ${EP1.slice(0, 12)} holds 192.0.2.2, which the controller has for node h2`]);
     // Had this view not seen it yet, the controller refuses the claim, and says who has it.
     const before = released(false);
-    const ctx2 = context(fs.mkdtempSync(path.join(os.tmpdir(), 'ul-claim-')), fakeDocker([dockerNetwork()]));
+    const dir2 = path.join(dir, 'second');
+    fs.mkdirSync(dir2);
+    const ctx2 = context(dir2, fakeDocker([dockerNetwork()]));
     await rebuildFromDocker(ctx2);
     before.t.run((s) => decideRequestAddress(s, { node: 'h2', poolId: before.poolId, address: '192.0.2.2', options: {}, requestId: 'r9', kind: 'endpoint' }));
     const stale = cloneState(before.state);
