@@ -399,16 +399,21 @@ describe('an address released while its endpoint holds it', () => {
     return { t, state, poolId, seq };
   }
 
-  it('is allocated to this node again and bound to the endpoint (one claim), the store keeping the new seq', async () => {
-    const { t, state, poolId, seq } = released(false);
-    const calls: { method: string; req: unknown }[] = [];
-    const ctx = context(dir, fakeDocker([dockerNetwork()]), calls);
+  /** The agent's context rebuilt from Docker (EP1 holds 192.0.2.2), its controller answering with the decisions on `t`'s state. */
+  async function claiming(t: ReturnType<typeof engineWithClock>, calls: { method: string; req: unknown }[] = [], stateDir = dir) {
+    const ctx = context(stateDir, fakeDocker([dockerNetwork()]), calls);
     await rebuildFromDocker(ctx);
-    // The controller's answers: the decisions on the same state.
     ctx.controller.bindEndpoint = async (req) => {
       calls.push({ method: 'bindEndpoint', req });
       return t.run((s) => decideBindEndpoint(s, { node: 'h1', ...req }));
     };
+    return ctx;
+  }
+
+  it('is allocated to this node again and bound to the endpoint (one claim), the store keeping the new seq', async () => {
+    const { t, state, poolId, seq } = released(false);
+    const calls: { method: string; req: unknown }[] = [];
+    const ctx = await claiming(t, calls);
     const r = await rebuildFromController(ctx, state);
     expect(r.errors).toEqual([]);
     expect(r.claimed).toEqual(['192.0.2.2']);
@@ -428,9 +433,7 @@ describe('an address released while its endpoint holds it', () => {
 
   it('claims nothing new when only this view lags (the controller has it for this endpoint already)', async () => {
     const { t, state } = released(false);
-    const ctx = context(dir, fakeDocker([dockerNetwork()]));
-    await rebuildFromDocker(ctx);
-    ctx.controller.bindEndpoint = async (req) => t.run((s) => decideBindEndpoint(s, { node: 'h1', ...req }));
+    const ctx = await claiming(t);
     // The controller took it back already (an earlier claim); this view has not seen that yet.
     const lagging = cloneState(state);
     await rebuildFromController(ctx, state);
@@ -438,15 +441,10 @@ describe('an address released while its endpoint holds it', () => {
     expect({ claimed: r.claimed, errors: r.errors }).toEqual({ claimed: [], errors: [] });
   });
 
-  it('is not claimed for an endpoint no container joined (a CreateEndpoint that failed left it), nor for one being deleted', async () => {
+  it('is not claimed for an endpoint no container joined (a CreateEndpoint that failed left it)', async () => {
     const { t, state } = released(false);
     const calls: { method: string; req: unknown }[] = [];
-    const ctx = context(dir, fakeDocker([dockerNetwork()]), calls);
-    await rebuildFromDocker(ctx);
-    ctx.controller.bindEndpoint = async (req) => {
-      calls.push({ method: 'bindEndpoint', req });
-      return t.run((s) => decideBindEndpoint(s, { node: 'h1', ...req }));
-    };
+    const ctx = await claiming(t, calls);
     const { srcName: _, ...ghost } = ctx.store.endpoints.get(EP1)!;
     ctx.store.putEndpoint(ghost);
     expect(await claimReleased(ctx, state)).toEqual({ claimed: [], errors: [] });
@@ -455,8 +453,7 @@ describe('an address released while its endpoint holds it', () => {
 
   it('says so when another container of this host got the address since', async () => {
     const { t, state, poolId } = released(false);
-    const ctx = context(dir, fakeDocker([dockerNetwork()]));
-    await rebuildFromDocker(ctx);
+    const ctx = await claiming(t);
     // A new container here took 192.0.2.2 after the release (its endpoint EP3, bound).
     const EP3 = hex64('e3');
     const r = t.run((s) => decideRequestAddress(s, { node: 'h1', poolId, address: '192.0.2.2', options: {}, requestId: 'r8', kind: 'endpoint' }));
@@ -470,9 +467,7 @@ describe('an address released while its endpoint holds it', () => {
 
   it('is reported (two containers may have it) when another host has it since', async () => {
     const { t, state } = released(true);
-    const ctx = context(dir, fakeDocker([dockerNetwork()]));
-    await rebuildFromDocker(ctx);
-    ctx.controller.bindEndpoint = async (req) => t.run((s) => decideBindEndpoint(s, { node: 'h1', ...req }));
+    const ctx = await claiming(t);
     const r = await rebuildFromController(ctx, state);
     expect(r.claimed).toEqual([]);
     expect(r.errors).toEqual([`endpoint ${EP1.slice(0, 12)} holds 192.0.2.2, which the controller has for node h2`]);
@@ -480,12 +475,10 @@ describe('an address released while its endpoint holds it', () => {
     const before = released(false);
     const dir2 = path.join(dir, 'second');
     fs.mkdirSync(dir2);
-    const ctx2 = context(dir2, fakeDocker([dockerNetwork()]));
-    await rebuildFromDocker(ctx2);
+    const ctx2 = await claiming(before.t, [], dir2);
     before.t.run((s) => decideRequestAddress(s, { node: 'h2', poolId: before.poolId, address: '192.0.2.2', options: {}, requestId: 'r9', kind: 'endpoint' }));
     const stale = cloneState(before.state);
     stale.pools.get(before.poolId)!.allocs.delete(stale.pools.get(before.poolId)!.cidr.network + 2n);
-    ctx2.controller.bindEndpoint = async (req) => before.t.run((s) => decideBindEndpoint(s, { node: 'h1', ...req }));
     const r2 = await rebuildFromController(ctx2, stale);
     expect(r2.errors).toEqual([
       `endpoint ${EP1.slice(0, 12)} holds 192.0.2.2, which the cluster released and could not give back: address 192.0.2.2 is already in use by an endpoint on node h2 (two containers may have this address now: see \`underlay ipam check\`)`,

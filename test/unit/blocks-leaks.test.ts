@@ -136,11 +136,17 @@ describe('leak rules', () => {
     expect(describeState(fold(t.log))).toEqual(describeState(t.engine.state));
   });
 
-  it('counts one report once: passes faster than reports do not reclaim on the same late report twice', () => {
+  /** Pool a with one address of node a, bound to endpoint `ep`. */
+  function oneBound(ep: string) {
     const t = setup();
     const id = t.pool('a');
     const r = t.addr('a', id, 1);
-    t.run((s) => decideBindEndpoint(s, { node: 'a', poolId: id, address: r.address.split('/')[0]!, allocSeq: r.allocSeq, endpointId: 'ep-new', networkId: 'net' }));
+    t.run((s) => decideBindEndpoint(s, { node: 'a', poolId: id, address: r.address.split('/')[0]!, allocSeq: r.allocSeq, endpointId: ep, networkId: 'net' }));
+    return { t, address: r.address.split('/')[0]! };
+  }
+
+  it('counts one report once: passes faster than reports do not reclaim on the same late report twice', () => {
+    const { t } = oneBound('ep-new');
     // A report assembled before the binding, received well after it (a slow agent): it does not list the endpoint.
     t.advance(10_000);
     const late = t.nowMs();
@@ -165,10 +171,7 @@ describe('leak rules', () => {
   });
 
   it('counts a node as seen at the leader\'s start at the latest (a leaderless while does not expire it)', () => {
-    const t = setup();
-    const id = t.pool('a');
-    const r = t.addr('a', id, 1);
-    t.run((s) => decideBindEndpoint(s, { node: 'a', poolId: id, address: r.address.split('/')[0]!, allocSeq: r.allocSeq, endpointId: 'ep', networkId: 'net' }));
+    const { t } = oneBound('ep');
     const short = { ...policy, nodeExpiredMs: 5_000 };
     const seen = t.nowMs();
     const nodes = new Map<string, NodeLiveness>([['a', { lastSeenMs: seen, report: { atMs: seen, endpoints: new Set(['ep']) } }]]);
@@ -180,12 +183,8 @@ describe('leak rules', () => {
   });
 
   it('leaves an address its node reports held for a container\'s restart (its endpoint went), until the node is gone', () => {
-    const t = setup();
-    const id = t.pool('a');
-    const held = t.addr('a', id, 1);
-    t.run((s) => decideBindEndpoint(s, { node: 'a', poolId: id, address: held.address.split('/')[0]!, allocSeq: held.allocSeq, endpointId: 'ep-old', networkId: 'net' }));
+    const { t, address } = oneBound('ep-old');
     t.advance(60_000);
-    const address = held.address.split('/')[0]!;
     const report = (heldSet: Set<string>) => new Map<string, NodeLiveness>([['a', { lastSeenMs: t.nowMs(), report: { atMs: t.nowMs(), endpoints: new Set(), held: heldSet } }]]);
     expect(findLeakCandidates(t.engine.state, t.nowMs(), report(new Set([address])), policy, 0)).toEqual([]);
     // Without the hold it is a leak (endpoint-gone).
