@@ -26,7 +26,7 @@ import { LocalStore } from './driver/store.js';
 import { AddressHolds } from './driver/address-holds.js';
 import { StickyIdentities } from './driver/sticky.js';
 import { networkNameOf } from './driver/network-names.js';
-import { restore } from './driver/restore.js';
+import { endpointAddresses, restore } from './driver/restore.js';
 import { StoreRebuild } from './driver/store-rebuild.js';
 import { createPluginServer, listenOnSocket, type Handler, type Routes } from './plugin-server.js';
 import { StartupGate } from './startup-gate.js';
@@ -339,13 +339,7 @@ export class Agent {
     const releasedFromEndpoint = (evs: readonly ClusterEvent[]): boolean => {
       const mine = evs.filter((e) => e.type === 'AddressReleased' && e.data.node === ctx.node);
       if (mine.length === 0) return false;
-      const held = new Set<string>();
-      for (const ep of ctx.store.endpoints.values()) {
-        for (const cidr of [ep.address, ep.addressV6]) {
-          const a = cidr ? tryParseAddr(cidr.split('/')[0]!) : undefined;
-          if (a) held.add(formatValue(a.family, a.value));
-        }
-      }
+      const held = new Set([...ctx.store.endpoints.values()].flatMap((ep) => endpointAddresses(ep).map(({ a }) => formatValue(a.family, a.value))));
       return mine.some((e) => {
         const a = e.type === 'AddressReleased' ? tryParseAddr(e.data.address) : undefined;
         return !!a && held.has(formatValue(a.family, a.value));

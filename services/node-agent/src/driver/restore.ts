@@ -43,7 +43,9 @@ import {
   plugin,
   poolIdOf,
   tryParseAddr,
+  type Addr,
   type ClusterState,
+  type Pool,
 } from '@underlay/core';
 import type { ControllerClient, Docker, DriverMemory, KeyedMutex } from './context.js';
 import { ensureParent, removeCreatedParent, type LinkOps } from './links.js';
@@ -415,6 +417,17 @@ function p2pGateway(state: ClusterState, poolIds: readonly string[], subnet: str
   return gw ? `${formatValue(cidr.family, gw[0])}/${cidr.prefix}` : undefined;
 }
 
+/** An endpoint's addresses (IPv4 and IPv6, when it has them) as text without the prefix length, and parsed. */
+export function endpointAddresses(ep: Pick<EndpointRecord, 'address' | 'addressV6'>): { address: string; a: Addr }[] {
+  const out: { address: string; a: Addr }[] = [];
+  for (const cidr of [ep.address, ep.addressV6]) {
+    const address = cidr?.split('/')[0];
+    const a = address ? tryParseAddr(address) : undefined;
+    if (address && a) out.push({ address, a });
+  }
+  return out;
+}
+
 /** Completes the store from the controller's state (the cluster view, caught up). */
 export async function rebuildFromController(ctx: Omit<RebuildDeps, 'docker' | 'parentMap'>, state: ClusterState): Promise<ControllerRebuildReport> {
   const out: ControllerRebuildReport = { poolsFixed: [], gatewaysFixed: [], allocations: 0, bound: [], claimed: [], errors: [] };
@@ -451,10 +464,7 @@ export async function rebuildFromController(ctx: Omit<RebuildDeps, 'docker' | 'p
   for (const ep of [...ctx.store.endpoints.values()]) {
     const net = ctx.store.networks.get(ep.networkId);
     if (!net) continue;
-    for (const cidr of [ep.address, ep.addressV6]) {
-      const address = cidr?.split('/')[0];
-      const a = address ? tryParseAddr(address) : undefined;
-      if (!address || !a) continue;
+    for (const { address, a } of endpointAddresses(ep)) {
       const held = net.poolIds.map((poolId) => ({ poolId, alloc: state.pools.get(poolId)?.allocs.get(a.value) })).find((x) => x.alloc);
       // None: released while this endpoint holds it (claimReleased, below, takes a running container's back).
       if (!held?.alloc) continue;
@@ -492,12 +502,9 @@ export async function claimReleased(ctx: Pick<RebuildDeps, 'node' | 'store' | 'l
   for (const ep of [...ctx.store.endpoints.values()]) {
     const net = ctx.store.networks.get(ep.networkId);
     if (!net || !ep.srcName) continue;
-    for (const cidr of [ep.address, ep.addressV6]) {
-      const address = cidr?.split('/')[0];
-      const a = address ? tryParseAddr(address) : undefined;
-      if (!address || !a) continue;
-      const pools = net.poolIds.map((id) => state.pools.get(id)).filter((p) => p !== undefined && p.cidr.family === a.family && contains(p.cidr, a));
-      const alloc = pools.map((p) => p!.allocs.get(a.value)).find((x) => x);
+    for (const { address, a } of endpointAddresses(ep)) {
+      const pools = net.poolIds.map((id) => state.pools.get(id)).filter((p): p is Pool => p !== undefined && p.cidr.family === a.family && contains(p.cidr, a));
+      const alloc = pools.map((p) => p.allocs.get(a.value)).find((x) => x);
       if (alloc) {
         // Given to another container of this host since (before this endpoint's claim): both have it now.
         if (alloc.node === ctx.node && alloc.kind === 'endpoint' && alloc.endpointId && alloc.endpointId !== ep.id && ctx.store.endpoints.has(alloc.endpointId)) {
