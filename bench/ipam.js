@@ -47,7 +47,8 @@
  *   BENCH_IPAM_TRACING    on (default) or off: after the phases, the first mode runs 64 requesters with
  *                         OpenTelemetry tracing off and on (always_on sampling, OTLP http/protobuf to a
  *                         receiver in this process, the SDK's default batching), interleaved off, on, on,
- *                         off twice, 2 x BENCH_IPAM_PHASE_MS in all for each, and prints
+ *                         off twice, 2 x BENCH_IPAM_PHASE_MS in all for each (after a slice with tracing on that is
+ *                         not counted: the tracing code's first requests compile it), and prints
  *                           ipam tracing: on <n> allocations/s, off <n> allocations/s, ratio <r> (target >= 0.85)
  *                         The requesters (RpcClient: CLIENT spans) and the controller (process, decide,
  *                         commit, publish spans) share this process, so both sides' cost is in the ratio.
@@ -185,7 +186,8 @@ function machineCpuS() {
 function cpuSnapshot(m) {
   const u = process.cpuUsage();
   const mc = machineCpuS();
-  return { self: (u.user + u.system) / 1e6, etcd: procCpuS(m.pids.etcd), nats: procCpuS(m.pids.nats), machine: mc.busy, steal: mc.steal };
+  // main: this process's main thread alone (the controller and the inline requesters), not its other threads.
+  return { self: (u.user + u.system) / 1e6, main: procCpuS(`${process.pid}/task/${process.pid}`), etcd: procCpuS(m.pids.etcd), nats: procCpuS(m.pids.nats), machine: mc.busy, steal: mc.steal };
 }
 
 function percentile(sorted, p) {
@@ -220,7 +222,7 @@ function newPhase(requesters) {
     loopDelay: monitorEventLoopDelay({ resolution: 1 }),
     eluActive: 0,
     eluIdle: 0,
-    cpu: { self: 0, etcd: 0, nats: 0, machine: 0, steal: 0 },
+    cpu: { self: 0, main: 0, etcd: 0, nats: 0, machine: 0, steal: 0 },
   };
 }
 
@@ -350,6 +352,9 @@ const fmt = {
   f1: (x) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a'),
 };
 
+/** CPU microseconds per allocation of one process of a phase's figures (`self`: this process, all its threads). */
+const cpuPerAlloc = (r, who) => fmt.int((r.cpu[who] * 1e4) / r.allocsPerS);
+
 function table(header, rows) {
   const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells) => cells.map((c, i) => c.padStart(w[i])).join(' | ');
@@ -468,6 +473,13 @@ async function tracingComparison(m) {
     // ABBA, repeated: the state grows during the run (each slice allocates), and slices early and late weigh alike.
     const order = Array.from({ length: TRACING_SLICES }, (_, i) => (i % 4 === 0 || i % 4 === 3 ? 'off' : 'on'));
     const sliceMs = (4 * PHASE_MS) / TRACING_SLICES;
+    // Warm-up, not counted: the first requests with tracing on compile its code (the off path is warm from the
+    // phases). Without it the first "on" slice ran ~20% slower than the later ones (2026-12-07) and that start-up
+    // cost, paid once per process, weighed in the steady-state ratio.
+    tracing.pause(false);
+    progress(`${m.mode}: tracing warm-up, 64 requesters, ${sliceMs} ms (not counted)`);
+    await slice(m, newPhase(64), pool, sliceMs, MAX_PER_PHASE / 2);
+    await m.controller.flushEvents();
     for (const state of order) {
       tracing.pause(state === 'off');
       progress(`${m.mode}: tracing ${state}, 64 requesters, ${sliceMs} ms`);
@@ -558,7 +570,9 @@ async function main() {
   if (traced) {
     console.log(
       `(tracing, ${modes[0].mode} mode, 64 requesters: on p99 ${fmt.f1(traced.on.p99)} ms, off p99 ${fmt.f1(traced.off.p99)} ms; ` +
-        `${traced.exports} OTLP exports, ${traced.bytes.toLocaleString('en-US')} bytes; ${traced.on.errors + traced.off.errors} errors)`,
+        `${traced.exports} OTLP exports, ${traced.bytes.toLocaleString('en-US')} bytes; ${traced.on.errors + traced.off.errors} errors; ` +
+        `cpu us/alloc on/off: this process ${cpuPerAlloc(traced.on, 'self')}/${cpuPerAlloc(traced.off, 'self')} (its main thread ${cpuPerAlloc(traced.on, 'main')}/${cpuPerAlloc(traced.off, 'main')}), etcd ${cpuPerAlloc(traced.on, 'etcd')}/${cpuPerAlloc(traced.off, 'etcd')}, ` +
+        `nats ${cpuPerAlloc(traced.on, 'nats')}/${cpuPerAlloc(traced.off, 'nats')}; loop busy ${fmt.int(100 * traced.on.elu)}/${fmt.int(100 * traced.off.elu)}%)`,
     );
     console.log(
       `ipam tracing: on ${perSecond(traced.on.allocsPerS)} allocations/s, off ${perSecond(traced.off.allocsPerS)} allocations/s, ratio ${traced.ratio.toFixed(2)} ` +

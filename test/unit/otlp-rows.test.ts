@@ -7,7 +7,8 @@ import { SpanKind, SpanStatusCode, TraceFlags, context, trace, createTraceState 
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
-import { fromSpanBatch, toSpanBatch, type SpanBatch } from '../../libs/adapters/src/telemetry/span-batch';
+import { fromSpanBatch, type SpanBatch } from '../../libs/adapters/src/telemetry/span-batch';
+import { wireTrip } from './span-wire-trip';
 import { encodeSpanBatch } from '../../libs/adapters/src/telemetry/otlp-rows';
 
 function spansOf(resource: Record<string, string>, scopes: [string, string?][], make: (tracer: ReturnType<BasicTracerProvider['getTracer']>, i: number) => void): ReadableSpan[] {
@@ -21,7 +22,7 @@ const sdkBytes = (batch: SpanBatch): Buffer =>
   Buffer.from(ProtobufTraceSerializer.serializeRequest(fromSpanBatch(structuredClone(batch), (r) => resourceFromAttributes(r.attributes, r.schemaUrl ? { schemaUrl: r.schemaUrl } : undefined)))!);
 
 describe('encodeSpanBatch', () => {
-  it('encodes a batch as the SDK serializer does, byte for byte', () => {
+  it('encodes a batch as the SDK serializer does, byte for byte', async () => {
     const remote = trace.setSpanContext(context.active(), {
       traceId: '4BF92F3577B34DA6A3CE929D0E0E4736'.toLowerCase(),
       spanId: '00f067aa0ba902b7',
@@ -56,7 +57,7 @@ describe('encodeSpanBatch', () => {
     const b = spansOf({ 'service.name': 'underlay-agent' }, [['underlay']], (tracer) => tracer.startSpan('docker Join', { kind: SpanKind.PRODUCER }).end());
     const interleaved: ReadableSpan[] = [];
     for (let i = 0; i < Math.max(a.length, b.length); i++) interleaved.push(...(a[i] ? [a[i]!] : []), ...(b[i] ? [b[i]!] : []));
-    const batch = toSpanBatch(interleaved);
+    const batch = await wireTrip(interleaved);
     expect(batch.resources).toHaveLength(2);
     expect(batch.scopes.length).toBeGreaterThanOrEqual(3);
     expect(batch.spans.length).toBe(40 * 3 * 2 + 1);
@@ -64,8 +65,10 @@ describe('encodeSpanBatch', () => {
     const theirs = sdkBytes(batch);
     expect(mine.length).toBe(theirs.length);
     expect(mine.equals(theirs)).toBe(true);
+    // The SDK's own request for the spans as they were made.
+    expect(mine.equals(Buffer.from(ProtobufTraceSerializer.serializeRequest(interleaved)!))).toBe(true);
     // A second batch reuses the writer's buffer: still exact, and the first result was not overwritten.
-    const small = toSpanBatch(b);
+    const small = await wireTrip(b);
     expect(Buffer.from(encodeSpanBatch(small)).equals(sdkBytes(small))).toBe(true);
     expect(mine.equals(theirs)).toBe(true);
   });

@@ -1,21 +1,23 @@
 /**
- * The controller's export thread (libs/adapters/src/telemetry/export-thread.ts): spans made by the real SDK go to the
- * thread as plain data (span-batch.ts) and leave it as the OTLP request the SDK's own exporter would send.
- * - Round trip: the batch, structured-cloned as postMessage does, rebuilds spans whose OTLP request (JSON and
+ * The controller's export path (libs/adapters/src/telemetry/export-thread.ts): spans made by the real SDK are written
+ * as they end (span-wire.ts), cross to a worker thread and leave it as the OTLP request the SDK's own exporter would
+ * send.
+ * - Round trip: the batch, transferred as postMessage does and read back, rebuilds spans whose OTLP request (JSON and
  *   protobuf, by OpenTelemetry's own serializers) equals the original spans' request, byte for byte.
- * - The thread: a real worker thread with the real OTLP/HTTP exporters (http/json and http/protobuf), posting to a
- *   receiver in this test; what arrives equals the serializers' request for the original spans.
+ * - The processor: a real worker thread with the real OTLP/HTTP exporters (http/json and http/protobuf), posting to a
+ *   receiver in this test; what arrives equals the serializers' request for the original spans; the SDK's batching
+ *   settings (OTEL_BSP_*), unsampled spans, a full queue, failed exports and shutdown.
  * The worker runs the compiled entry (libs/adapters/dist): `npx tsc -b` first, as the test command does.
  */
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SpanKind, SpanStatusCode, TraceFlags, context, trace, createTraceState } from '@opentelemetry/api';
-import { BasicTracerProvider, BatchSpanProcessor, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { BasicTracerProvider, InMemorySpanExporter, SamplingDecision, SimpleSpanProcessor, type ReadableSpan, type Sampler, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { JsonTraceSerializer, ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
-import { RowSpanProcessor, fromSpanBatch, toSpanBatch, type SpanBatch } from '../../libs/adapters/src/telemetry/span-batch';
-import { ThreadSpanExporter } from '../../libs/adapters/src/telemetry/export-thread';
+import { fromSpanBatch } from '../../libs/adapters/src/telemetry/span-batch';
+import { ThreadSpanProcessor } from '../../libs/adapters/src/telemetry/export-thread';
+import { wireTrip } from './span-wire-trip';
 
 /**
  * Spans of every shape the controller makes: server and internal spans, parents, links, events, errors, trace state.
@@ -46,14 +48,14 @@ function makeSpans(also: SpanProcessor[] = []): ReadableSpan[] {
   return memory.getFinishedSpans();
 }
 
-const rebuild = (spans: ReadableSpan[]): ReadableSpan[] =>
-  fromSpanBatch(structuredClone(toSpanBatch(spans)), (r) => resourceFromAttributes(r.attributes, r.schemaUrl ? { schemaUrl: r.schemaUrl } : undefined));
+const rebuild = async (spans: ReadableSpan[]): Promise<ReadableSpan[]> =>
+  fromSpanBatch(await wireTrip(spans), (r) => resourceFromAttributes(r.attributes, r.schemaUrl ? { schemaUrl: r.schemaUrl } : undefined));
 
 describe('span batches', () => {
-  it('rebuild spans whose OTLP request equals the original spans’ request (JSON and protobuf)', () => {
+  it('rebuild spans whose OTLP request equals the original spans’ request (JSON and protobuf)', async () => {
     const spans = makeSpans();
     expect(spans).toHaveLength(3);
-    const copy = rebuild(spans);
+    const copy = await rebuild(spans);
     const json = (s: ReadableSpan[]) => JSON.parse(Buffer.from(JsonTraceSerializer.serializeRequest(s)!).toString('utf8'));
     expect(json(copy)).toEqual(json(spans));
     expect(Buffer.from(ProtobufTraceSerializer.serializeRequest(copy)!).equals(Buffer.from(ProtobufTraceSerializer.serializeRequest(spans)!))).toBe(true);
@@ -63,39 +65,32 @@ describe('span batches', () => {
     expect(request.parentSpanId).toBe('00f067aa0ba902b7');
   });
 
-  it('are the same when a RowSpanProcessor queued the spans as rows in the SDK\'s BatchSpanProcessor', async () => {
-    const batches: SpanBatch[] = [];
-    // What ThreadSpanExporter does with what the BatchSpanProcessor hands it.
-    const exporter: SpanExporter = { export: (spans, done) => (batches.push(toSpanBatch(spans)), done({ code: ExportResultCode.SUCCESS })), shutdown: async () => {} };
-    const rows = new RowSpanProcessor(new BatchSpanProcessor(exporter, { scheduledDelayMillis: 60_000 }));
-    const spans = makeSpans([rows]);
-    expect(batches).toHaveLength(0); // queued, not yet exported
-    await rows.forceFlush();
-    expect(batches).toEqual([toSpanBatch(spans)]);
-    expect(structuredClone(batches[0])).toEqual(batches[0]);
-  });
-
-  it('keep one resource and scope entry per distinct resource and scope', () => {
-    const batch = toSpanBatch(makeSpans());
+  it('keep one resource and scope entry per distinct resource and scope, and grow past their first buffer', async () => {
+    const batch = await wireTrip(makeSpans());
     expect(batch.resources).toHaveLength(1);
     expect(batch.scopes).toEqual([{ name: 'underlay', version: '0.1.0' }]);
+    // Two providers: two resources and scopes, each span pointing at its own.
+    const two = await wireTrip([...makeSpans(), ...makeSpans()]);
+    expect(two.resources).toHaveLength(2);
+    expect(two.spans.map((r) => [r[24], r[25]])).toEqual([[0, 0], [0, 0], [0, 0], [1, 1], [1, 1], [1, 1]]);
   });
 });
 
-describe('the export thread', () => {
+describe('the export thread (ThreadSpanProcessor)', () => {
   let server: http.Server;
   let endpoint: string;
   const received: { type: string; body: Buffer }[] = [];
   let status = 200;
-  beforeAll(async () => {
-    server = http.createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        received.push({ type: String(req.headers['content-type']), body: Buffer.concat(chunks) });
-        res.writeHead(status, { 'content-type': String(req.headers['content-type']) }).end();
-      });
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      received.push({ type: String(req.headers['content-type']), body: Buffer.concat(chunks) });
+      res.writeHead(status, { 'content-type': String(req.headers['content-type']) }).end();
     });
+  };
+  beforeAll(async () => {
+    server = http.createServer(handler);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   });
@@ -105,37 +100,140 @@ describe('the export thread', () => {
     status = 200;
   });
 
-  const exportOnce = (exporter: ThreadSpanExporter, spans: ReadableSpan[]) => new Promise<ExportResult>((r) => exporter.export(spans, r));
+  /** A provider whose spans go to a ThreadSpanProcessor with these settings (and are counted as they end). */
+  function threaded(env: Record<string, string>, sampler?: Sampler) {
+    const errors: string[] = [];
+    const processor = new ThreadSpanProcessor({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf', ...env }, onError: (m) => errors.push(m) });
+    const ended = { count: 0 };
+    const counter: SpanProcessor = { onStart: () => {}, onEnd: () => void ended.count++, forceFlush: async () => {}, shutdown: async () => {} };
+    const provider = new BasicTracerProvider({
+      resource: resourceFromAttributes({ 'service.name': 'underlay-controller' }),
+      spanProcessors: [counter, processor],
+      ...(sampler ? { sampler } : {}),
+    });
+    const tracer = provider.getTracer('underlay');
+    const spans = (n: number) => {
+      for (let i = 0; i < n; i++) tracer.startSpan(`span ${i}`, { attributes: { i } }).end();
+    };
+    return { processor, ended, spans, errors };
+  }
+  const until = async (what: string, ok: () => boolean, ms = 5_000) => {
+    const end = Date.now() + ms;
+    while (!ok()) {
+      if (Date.now() > end) throw new Error(`waited ${ms} ms for ${what}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  /** Spans in the protobuf requests received (counted by their names in the bytes). */
+  const receivedSpans = () => received.reduce((n, r) => n + (r.body.toString('latin1').match(/span \d+/g) ?? []).length, 0);
 
   it.each([
     ['http/json', (s: ReadableSpan[]) => Buffer.from(JsonTraceSerializer.serializeRequest(s)!), 'application/json'],
     ['http/protobuf', (s: ReadableSpan[]) => Buffer.from(ProtobufTraceSerializer.serializeRequest(s)!), 'application/x-protobuf'],
   ])('exports with %s what the SDK’s exporter would send', async (protocol, serialize, type) => {
-    const exporter = new ThreadSpanExporter({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: protocol } });
+    const processor = new ThreadSpanProcessor({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: protocol } });
     try {
-      const spans = makeSpans();
-      expect((await exportOnce(exporter, spans)).code).toBe(ExportResultCode.SUCCESS);
+      const spans = makeSpans([processor]);
+      expect(received).toHaveLength(0); // batched: waits for a full batch or its delay
+      await processor.forceFlush();
       expect(received).toHaveLength(1);
       expect(received[0]!.type).toBe(type);
       const want = serialize(spans);
       if (protocol === 'http/json') expect(JSON.parse(received[0]!.body.toString('utf8'))).toEqual(JSON.parse(want.toString('utf8')));
       else expect(received[0]!.body.equals(want)).toBe(true);
     } finally {
-      await exporter.shutdown();
+      await processor.shutdown();
     }
   });
 
-  it('reports a refused export as failed, and fails exports after shutdown without throwing', async () => {
-    const errors: string[] = [];
-    const exporter = new ThreadSpanExporter({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' }, onError: (m) => errors.push(m) });
-    status = 400;
-    const refused = await exportOnce(exporter, makeSpans());
-    expect(refused.code).toBe(ExportResultCode.FAILED);
-    expect(refused.error?.message).toBeTruthy();
-    await exporter.shutdown();
-    const after = await exportOnce(exporter, makeSpans());
-    expect(after.code).toBe(ExportResultCode.FAILED);
-    // A deliberate shutdown is not an error of the thread.
-    expect(errors).toEqual([]);
+  it('sends a full batch at once (OTEL_BSP_MAX_EXPORT_BATCH_SIZE) and the rest after OTEL_BSP_SCHEDULE_DELAY', async () => {
+    const t = threaded({ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '4', OTEL_BSP_SCHEDULE_DELAY: '300' });
+    try {
+      t.spans(6);
+      await until('the full batch', () => received.length === 1);
+      expect(receivedSpans()).toBe(4);
+      await until('the rest after the delay', () => received.length === 2);
+      expect(receivedSpans()).toBe(6);
+      expect(t.errors).toEqual([]);
+    } finally {
+      await t.processor.shutdown();
+    }
+  });
+
+  it('exports only sampled spans', async () => {
+    // Recorded, not sampled: the processor sees them end and must not export them.
+    const t = threaded({}, { shouldSample: () => ({ decision: SamplingDecision.RECORD }), toString: () => 'record only' });
+    try {
+      t.spans(3);
+      expect(t.ended.count).toBe(3);
+      await t.processor.forceFlush();
+      expect(received).toHaveLength(0);
+    } finally {
+      await t.processor.shutdown();
+    }
+  });
+
+  it('drops spans past OTEL_BSP_MAX_QUEUE_SIZE while exports are out, and says how many once', async () => {
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    server.removeAllListeners('request');
+    server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        received.push({ type: String(req.headers['content-type']), body: Buffer.concat(chunks) });
+        void held.then(() => res.writeHead(200, { 'content-type': String(req.headers['content-type']) }).end());
+      });
+    });
+    const t = threaded({ OTEL_BSP_MAX_QUEUE_SIZE: '4', OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '4' });
+    try {
+      t.spans(4); // one full batch, out and unanswered
+      await until('the batch at the receiver', () => received.length === 1);
+      t.spans(3); // the queue is full: dropped
+      expect(t.errors).toEqual([]);
+      release();
+      await t.processor.forceFlush(); // the first batch answered: room again
+      t.spans(1);
+      expect(t.errors).toEqual(['tracing: 3 spans dropped: the export queue was full (OTEL_BSP_MAX_QUEUE_SIZE 4)']);
+      await t.processor.forceFlush();
+      expect(receivedSpans()).toBe(5);
+    } finally {
+      release();
+      await t.processor.shutdown();
+      server.removeAllListeners('request');
+      server.on('request', handler);
+    }
+  });
+
+  it('reports failed exports once, and once again when they work', async () => {
+    const t = threaded({});
+    try {
+      status = 400;
+      t.spans(2);
+      await t.processor.forceFlush();
+      t.spans(3);
+      await t.processor.forceFlush();
+      expect(t.errors).toHaveLength(1);
+      expect(t.errors[0]).toMatch(/^tracing: span export failed, 2 spans lost: .+ \(reported again when exports work\)$/);
+      status = 200;
+      t.spans(1);
+      await t.processor.forceFlush();
+      expect(t.errors[1]).toBe('tracing: span export works again (2 batches, 5 spans were lost meanwhile)');
+      expect(t.errors).toHaveLength(2);
+    } finally {
+      await t.processor.shutdown();
+    }
+  });
+
+  it('exports what waits at shutdown, then takes no more spans and reports no error', async () => {
+    const t = threaded({});
+    t.spans(2);
+    await t.processor.shutdown();
+    expect(receivedSpans()).toBe(2);
+    t.spans(2);
+    await t.processor.forceFlush();
+    await t.processor.shutdown();
+    expect(receivedSpans()).toBe(2);
+    expect(t.errors).toEqual([]);
   });
 });

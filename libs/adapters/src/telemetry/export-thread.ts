@@ -1,17 +1,26 @@
 /**
- * A SpanExporter that exports on a worker thread: the BatchSpanProcessor on the service's thread hands each batch
- * over as plain data (span-batch.ts, one structured clone) and the thread (export-worker.ts) runs the OTLP exporter
- * the environment names. The controller uses it: at thousands of requests a second, turning spans into OTLP
- * protobuf was a tenth of its thread's time (bench:ipam's tracing ratio), time taken from serving requests.
+ * A SpanProcessor that batches as the SDK's BatchSpanProcessor does and exports on a worker thread: each span is
+ * written into the batch's buffer when it ends (span-wire.ts), the buffer is transferred to the thread when the batch
+ * is full or its delay is up, and the thread (export-worker.ts) turns it into the OTLP request the environment names
+ * and sends it. The controller uses it: at thousands of requests a second, the spans' way out (queued span objects,
+ * a structured clone, OTLP encoding) was most of what tracing cost the thread that serves requests (bench:ipam's
+ * tracing ratio).
  *
- * The thread holds the process open only while a request to it is outstanding. If it dies, exports fail (the SDK
- * drops those spans and says so through its diag logger) and the error is reported once.
+ * Hand-written in place of the SDK's BatchSpanProcessor because that one queues span objects (the garbage collector
+ * then copies them while they wait) and hands its exporter arrays of them (which a thread can only get by a copy).
+ * It keeps that processor's behaviour and settings: OTEL_BSP_MAX_EXPORT_BATCH_SIZE (512), OTEL_BSP_MAX_QUEUE_SIZE
+ * (2048: spans written or on their way, past which new spans are dropped and counted), OTEL_BSP_SCHEDULE_DELAY
+ * (5000 ms), OTEL_BSP_EXPORT_TIMEOUT (30000 ms: a batch the thread has not answered by then stops counting against
+ * the queue); unsampled spans are not exported; forceFlush and shutdown export what is waiting first.
+ *
+ * The thread holds the process open only while a request to it is outstanding. A failed export, a full queue and a
+ * dead thread are each reported once through `onError` (and the recovery once), not per batch.
  */
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
-import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { toSpanBatch, type EndedSpan } from './span-batch.js';
+import { TraceFlags } from '@opentelemetry/api';
+import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { SpanWriter, plainResources } from './span-wire.js';
 import type { ExportReply, ExportRequest } from './export-worker.js';
 
 /** The compiled worker entry (under ts-jest this module runs from src/, the entry from dist/). */
@@ -22,17 +31,18 @@ function workerEntry(): string {
 
 type Distributive<T> = T extends unknown ? Omit<T, 'id'> : never;
 
-export class ThreadSpanExporter implements SpanExporter {
+/** The worker and its outstanding requests. */
+class ExportThread {
   private readonly worker: Worker;
   private nextId = 1;
   private readonly pending = new Map<number, (r: ExportReply) => void>();
-  private dead: Error | undefined;
-  private closed: Promise<void> | undefined;
+  dead: Error | undefined;
 
-  constructor(opts: { env?: NodeJS.ProcessEnv; onError?: (m: string) => void } = {}) {
-    this.worker = new Worker(workerEntry(), { env: opts.env ?? process.env, stdout: false, stderr: false });
+  constructor(env: NodeJS.ProcessEnv, onDeath: (e: Error) => void, onBuffer: (b: ArrayBuffer) => void) {
+    this.worker = new Worker(workerEntry(), { env, stdout: false, stderr: false });
     this.worker.unref();
     this.worker.on('message', (r: ExportReply) => {
+      if (r.buffer) return onBuffer(r.buffer);
       const done = this.pending.get(r.id);
       if (!done) return;
       this.pending.delete(r.id);
@@ -42,7 +52,7 @@ export class ThreadSpanExporter implements SpanExporter {
     const die = (e: Error): void => {
       if (this.dead) return;
       this.dead = e;
-      opts.onError?.(`tracing: the export thread stopped: ${e.message}`);
+      onDeath(e);
       for (const [id, done] of this.pending) done({ id, ok: false, error: e.message });
       this.pending.clear();
     };
@@ -50,32 +60,160 @@ export class ThreadSpanExporter implements SpanExporter {
     this.worker.on('exit', (code) => die(new Error(`exited with code ${code}`)));
   }
 
-  private send(m: Distributive<ExportRequest>): Promise<ExportReply> {
+  send(m: Distributive<ExportRequest>, transfer: ArrayBuffer[] = []): Promise<ExportReply> {
     const id = this.nextId++;
     if (this.dead) return Promise.resolve({ id, ok: false, error: this.dead.message });
     return new Promise((resolve) => {
       if (this.pending.size === 0) this.worker.ref();
       this.pending.set(id, resolve);
-      this.worker.postMessage({ ...m, id });
+      this.worker.postMessage({ ...m, id }, transfer);
     });
   }
 
-  /** The SDK's spans, or the EndedSpans a RowSpanProcessor queued (typed as spans for the SDK's processor). */
-  export(spans: (ReadableSpan | EndedSpan)[], resultCallback: (result: ExportResult) => void): void {
-    this.send({ type: 'export', batch: toSpanBatch(spans) }).then((r) =>
-      resultCallback(r.ok ? { code: ExportResultCode.SUCCESS } : { code: ExportResultCode.FAILED, error: new Error(r.error ?? 'export failed') }),
-    );
+  terminate(): Promise<number> {
+    return this.worker.terminate();
+  }
+}
+
+export interface ThreadSpanProcessorOptions {
+  /** The OTEL_* variables for the thread's exporter and the batching settings (default process.env). */
+  env?: NodeJS.ProcessEnv;
+  /** Failures, once per episode: the thread died, exports fail, the queue overflowed. */
+  onError?: (m: string) => void;
+}
+
+/** A non-negative number from the environment (the SDK's reading of OTEL_BSP_*), else the default. */
+function envNumber(env: NodeJS.ProcessEnv, name: string, dflt: number): number {
+  const raw = (env[name] ?? '').trim();
+  const v = raw ? Number(raw) : NaN;
+  return Number.isFinite(v) && v >= 0 ? v : dflt;
+}
+
+export class ThreadSpanProcessor implements SpanProcessor {
+  readonly maxExportBatchSize: number;
+  readonly maxQueueSize: number;
+  readonly scheduledDelayMillis: number;
+  readonly exportTimeoutMillis: number;
+  private readonly thread: ExportThread;
+  private readonly report: (m: string) => void;
+  private writer = new SpanWriter();
+  /** Spans written and not yet answered for by the thread. */
+  private queued = 0;
+  private dropped = 0;
+  /** While exports fail: since when, how many batches and spans. */
+  private failing: { batches: number; spans: number; first: string } | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  /** Exports on their way (forceFlush waits for them). */
+  private readonly inFlight = new Set<Promise<void>>();
+  private shut: Promise<void> | undefined;
+  private stopping = false;
+
+  constructor(opts: ThreadSpanProcessorOptions = {}) {
+    const env = opts.env ?? process.env;
+    this.report = opts.onError ?? (() => {});
+    this.maxQueueSize = envNumber(env, 'OTEL_BSP_MAX_QUEUE_SIZE', 2048);
+    this.maxExportBatchSize = Math.min(envNumber(env, 'OTEL_BSP_MAX_EXPORT_BATCH_SIZE', 512), this.maxQueueSize);
+    this.scheduledDelayMillis = envNumber(env, 'OTEL_BSP_SCHEDULE_DELAY', 5000);
+    this.exportTimeoutMillis = envNumber(env, 'OTEL_BSP_EXPORT_TIMEOUT', 30000);
+    this.thread = new ExportThread(env, (e) => {
+      if (!this.stopping) this.report(`tracing: the export thread stopped: ${e.message}; spans are dropped from now on`);
+    }, (b) => this.writer.recycle(b));
   }
 
-  async forceFlush(): Promise<void> {
-    const r = await this.send({ type: 'flush' });
-    if (!r.ok && !this.dead) throw new Error(r.error);
+  onStart(): void {}
+
+  onEnd(span: ReadableSpan): void {
+    if (this.shut || (span.spanContext().traceFlags & TraceFlags.SAMPLED) === 0) return;
+    if (this.queued >= this.maxQueueSize) {
+      this.dropped++;
+      return;
+    }
+    if (this.dropped > 0) {
+      this.report(`tracing: ${this.dropped} spans dropped: the export queue was full (OTEL_BSP_MAX_QUEUE_SIZE ${this.maxQueueSize})`);
+      this.dropped = 0;
+    }
+    this.writer.write(span);
+    this.queued++;
+    if (this.writer.spans >= this.maxExportBatchSize) this.exportBatch();
+    else if (!this.timer) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.exportBatch();
+      }, this.scheduledDelayMillis);
+      this.timer.unref();
+    }
+  }
+
+  /** Hands the batch written so far to the thread. */
+  private exportBatch(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    if (this.writer.spans === 0) return;
+    const { wire, resources } = this.writer.take();
+    let settled = false;
+    let timeout: NodeJS.Timeout | undefined;
+    const settle = (ok: boolean, error?: string): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timeout);
+      this.queued -= wire.spans;
+      this.outcome(ok, wire.spans, error);
+    };
+    const done = (async () => {
+      const plain = await plainResources(resources);
+      timeout = setTimeout(() => settle(false, `no answer from the export thread in ${this.exportTimeoutMillis} ms (OTEL_BSP_EXPORT_TIMEOUT)`), this.exportTimeoutMillis);
+      timeout.unref();
+      const r = await this.thread.send({ type: 'export', wire: { ...wire, resources: plain } }, [wire.buffer]);
+      settle(r.ok, r.error);
+    })().catch((e: unknown) => settle(false, e instanceof Error ? e.message : String(e)));
+    this.inFlight.add(done);
+    void done.finally(() => this.inFlight.delete(done));
+  }
+
+  private outcome(ok: boolean, spans: number, error: string | undefined): void {
+    if (ok) {
+      if (this.failing) {
+        const f = this.failing;
+        this.failing = undefined;
+        this.report(`tracing: span export works again (${f.batches} batches, ${f.spans} spans were lost meanwhile)`);
+      }
+      return;
+    }
+    if (this.thread.dead && !this.failing) {
+      // The thread's death was reported already.
+      this.failing = { batches: 1, spans, first: error ?? '' };
+      return;
+    }
+    if (!this.failing) {
+      this.failing = { batches: 0, spans: 0, first: error ?? 'export failed' };
+      this.report(`tracing: span export failed, ${spans} spans lost: ${error ?? 'export failed'} (reported again when exports work)`);
+    }
+    this.failing.batches++;
+    this.failing.spans += spans;
+  }
+
+  forceFlush(): Promise<void> {
+    return this.shut ?? this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    this.exportBatch();
+    await Promise.all([...this.inFlight]);
+    const r = await this.thread.send({ type: 'flush' });
+    if (!r.ok && !this.thread.dead) throw new Error(r.error);
   }
 
   shutdown(): Promise<void> {
-    return (this.closed ??= this.send({ type: 'shutdown' }).then(async () => {
-      this.dead ??= new Error('shut down');
-      await this.worker.terminate();
-    }));
+    return (this.shut ??= (async () => {
+      try {
+        await this.flush();
+      } finally {
+        this.stopping = true;
+        await this.thread.send({ type: 'shutdown' });
+        await this.thread.terminate();
+      }
+    })());
   }
 }

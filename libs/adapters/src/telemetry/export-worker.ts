@@ -2,10 +2,12 @@
  * The export thread's entry (a worker_threads Worker started by export-thread.ts): the OTLP exporter the
  * environment names (OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL `http/protobuf` | `http/json` | `grpc`, endpoint, headers
  * and timeout read by the exporter itself, as the SDK does), fed with the batches the service's thread sends.
- * The OTLP transformation and encoding run here, not on the thread that serves requests: for http/protobuf straight
- * from the rows (otlp-rows.ts), for http/json and grpc through the SDK's exporter.
+ * The batches arrive as written (span-wire.ts) and are read into rows here; the OTLP transformation and encoding run
+ * here, not on the thread that serves requests: for http/protobuf straight from the rows (otlp-rows.ts), for
+ * http/json and grpc through the SDK's exporter.
  *
- * Messages in: {type:'export', id, batch} | {type:'flush', id} | {type:'shutdown', id}; out: {id, ok, error?}.
+ * Messages in: {type:'export', id, wire} | {type:'flush', id} | {type:'shutdown', id}; out: {id, ok, error?}, and
+ * {id: 0, ok, buffer} handing an export's buffer back once it is read.
  */
 import { parentPort } from 'node:worker_threads';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
@@ -15,13 +17,16 @@ import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
 import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { fromSpanBatch, type SpanBatch } from './span-batch.js';
+import { readSpanWire, type SpanWire } from './span-wire.js';
 import { encodeSpanBatch } from './otlp-rows.js';
 
-export type ExportRequest = { type: 'export'; id: number; batch: SpanBatch } | { type: 'flush' | 'shutdown'; id: number };
+export type ExportRequest = { type: 'export'; id: number; wire: SpanWire } | { type: 'flush' | 'shutdown'; id: number };
 export interface ExportReply {
   id: number;
   ok: boolean;
   error?: string;
+  /** An export's buffer, sent back once read, for the service's thread to write into again. */
+  buffer?: ArrayBuffer;
 }
 
 /** The exporter of OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL (as the Node SDK chooses it). */
@@ -89,7 +94,10 @@ function serve(port: NonNullable<typeof parentPort>): void {
   port.on('message', (m: ExportRequest) => {
     if (m.type === 'export') {
       try {
-        exporter.export(m.batch, (res) => reply({ id: m.id, ok: res.code === 0, ...(res.error ? { error: res.error.message } : {}) }));
+        const batch = readSpanWire(m.wire);
+        // Read: the buffer goes back at once (id 0 answers no request).
+        port.postMessage({ id: 0, ok: true, buffer: m.wire.buffer } satisfies ExportReply, [m.wire.buffer]);
+        exporter.export(batch, (res) => reply({ id: m.id, ok: res.code === 0, ...(res.error ? { error: res.error.message } : {}) }));
       } catch (e) {
         fail(m.id, e);
       }

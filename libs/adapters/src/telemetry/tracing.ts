@@ -131,14 +131,9 @@ export function startTracing(opts: TracingOptions): Tracing | undefined {
   let spanProcessors = opts.spanProcessors;
   if (threaded) {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { BatchSpanProcessor } = require('@opentelemetry/sdk-trace-base') as typeof import('@opentelemetry/sdk-trace-base');
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { ThreadSpanExporter } = require('./export-thread.js') as typeof import('./export-thread.js');
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { RowSpanProcessor } = require('./span-batch.js') as typeof import('./span-batch.js');
-    // BatchSpanProcessor from sdk-trace-base reads OTEL_BSP_* as the SDK's own does; it queues each span as its row
-    // (RowSpanProcessor), the SDK's span object being let go when it ends.
-    spanProcessors = [new RowSpanProcessor(new BatchSpanProcessor(new ThreadSpanExporter({ env, ...(opts.logger ? { onError: opts.logger } : {}) })))];
+    const { ThreadSpanProcessor } = require('./export-thread.js') as typeof import('./export-thread.js');
+    // Batches as the SDK's BatchSpanProcessor does (OTEL_BSP_*), written as the spans end and exported on a thread.
+    spanProcessors = [new ThreadSpanProcessor({ env, ...(opts.logger ? { onError: opts.logger } : {}) })];
   }
   const sdk = new NodeSDK({
     resource: defaultResource().merge(resourceFromAttributes({ 'service.instance.id': opts.instance })),
