@@ -17,6 +17,7 @@ import { resourceFromAttributes } from '@opentelemetry/resources';
 import { JsonTraceSerializer, ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { fromSpanBatch } from '../../libs/adapters/src/telemetry/span-batch';
 import { ThreadSpanProcessor } from '../../libs/adapters/src/telemetry/export-thread';
+import { SpanWriter } from '../../libs/adapters/src/telemetry/span-wire';
 import { wireTrip } from './span-wire-trip';
 
 /**
@@ -48,6 +49,9 @@ function makeSpans(also: SpanProcessor[] = []): ReadableSpan[] {
   return memory.getFinishedSpans();
 }
 
+// The export thread's tests wait for a worker to start (about a second on a loaded 2-core machine).
+jest.setTimeout(60_000);
+
 const rebuild = async (spans: ReadableSpan[]): Promise<ReadableSpan[]> =>
   fromSpanBatch(await wireTrip(spans), (r) => resourceFromAttributes(r.attributes, r.schemaUrl ? { schemaUrl: r.schemaUrl } : undefined));
 
@@ -63,6 +67,28 @@ describe('span batches', () => {
     const [request] = json(copy).resourceSpans[0].scopeSpans[0].spans.filter((s: { name: string }) => s.name === 'ipam.requestAddress');
     expect(request.traceState).toBe('vendor=a,other=b');
     expect(request.parentSpanId).toBe('00f067aa0ba902b7');
+  });
+
+  it('carry counts past 2^32, links without attributes and events’ dropped counts, in a buffer used again', async () => {
+    const [base] = makeSpans();
+    const odd: ReadableSpan = {
+      ...base!,
+      spanContext: () => base!.spanContext(),
+      droppedAttributesCount: 2 ** 32 + 5,
+      droppedEventsCount: 2 ** 40,
+      droppedLinksCount: 7,
+      links: [{ context: base!.spanContext() }],
+      events: [{ name: 'évènement', time: [1, 2], droppedAttributesCount: 3 }],
+    };
+    const writer = new SpanWriter(64);
+    const first = await wireTrip([odd], writer);
+    const [row] = first.spans;
+    expect([row![21], row![22], row![23]]).toEqual([2 ** 32 + 5, 2 ** 40, 7]);
+    const sc = base!.spanContext();
+    expect(row![19]).toEqual([[sc.traceId, sc.spanId, TraceFlags.SAMPLED, -1, 'vendor=a,other=b', 0, 0]]);
+    expect(row![20]).toEqual([{ name: 'évènement', time: [1, 2], droppedAttributesCount: 3 }]);
+    // The buffer the first trip sent back is written again: the same rows.
+    expect(await wireTrip([odd], writer)).toEqual(first);
   });
 
   it('keep one resource and scope entry per distinct resource and scope, and grow past their first buffer', async () => {
@@ -117,7 +143,8 @@ describe('the export thread (ThreadSpanProcessor)', () => {
     };
     return { processor, ended, spans, errors };
   }
-  const until = async (what: string, ok: () => boolean, ms = 5_000) => {
+  /** Polls `ok`; the tests that use it get a longer jest timeout than `ms` (the worker may take a second to start). */
+  const until = async (what: string, ok: () => boolean, ms = 30_000) => {
     const end = Date.now() + ms;
     while (!ok()) {
       if (Date.now() > end) throw new Error(`waited ${ms} ms for ${what}`);
@@ -146,15 +173,28 @@ describe('the export thread (ThreadSpanProcessor)', () => {
     }
   });
 
-  it('sends a full batch at once (OTEL_BSP_MAX_EXPORT_BATCH_SIZE) and the rest after OTEL_BSP_SCHEDULE_DELAY', async () => {
-    const t = threaded({ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '4', OTEL_BSP_SCHEDULE_DELAY: '300' });
+  it('sends a full batch at once (OTEL_BSP_MAX_EXPORT_BATCH_SIZE), the rest only when flushed', async () => {
+    // A delay no test run reaches: what arrives before the flush was sent because its batch was full.
+    const t = threaded({ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '4', OTEL_BSP_SCHEDULE_DELAY: '600000' });
     try {
       t.spans(6);
-      await until('the full batch', () => received.length === 1);
+      await until('the full batch', () => receivedSpans() >= 4);
       expect(receivedSpans()).toBe(4);
-      await until('the rest after the delay', () => received.length === 2);
-      expect(receivedSpans()).toBe(6);
+      await t.processor.forceFlush();
+      expect(received.map((r) => (r.body.toString('latin1').match(/span \d+/g) ?? []).length)).toEqual([4, 2]);
+      expect(t.processor.queuedSpans).toBe(0);
       expect(t.errors).toEqual([]);
+    } finally {
+      await t.processor.shutdown();
+    }
+  });
+
+  it('sends a batch that is not full after OTEL_BSP_SCHEDULE_DELAY, without a flush', async () => {
+    const t = threaded({ OTEL_BSP_SCHEDULE_DELAY: '200' });
+    try {
+      t.spans(2);
+      await until('the batch after its delay', () => receivedSpans() === 2);
+      expect(received).toHaveLength(1);
     } finally {
       await t.processor.shutdown();
     }
@@ -231,6 +271,7 @@ describe('the export thread (ThreadSpanProcessor)', () => {
     await t.processor.shutdown();
     expect(receivedSpans()).toBe(2);
     t.spans(2);
+    expect(t.processor.queuedSpans).toBe(0); // not even written
     await t.processor.forceFlush();
     await t.processor.shutdown();
     expect(receivedSpans()).toBe(2);

@@ -11,5 +11,8 @@ export async function wireTrip(spans: readonly ReadableSpan[], writer = new Span
   const { wire, resources } = writer.take();
   const sent = structuredClone({ ...wire, resources: await plainResources(resources) }, { transfer: [wire.buffer] });
   expect(wire.buffer.byteLength).toBe(0); // transferred, not copied
-  return readSpanWire(sent);
+  const batch = readSpanWire(sent);
+  // As the thread does once it has read a batch: the buffer goes back to the writer for a later batch.
+  writer.recycle(sent.buffer);
+  return batch;
 }

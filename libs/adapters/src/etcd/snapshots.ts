@@ -148,6 +148,13 @@ export class EtcdSnapshots {
     }
   }
 
+  /** One chunk of snapshot `seq` as stored (UTF-8), or undefined when it is not there. */
+  private async readPartBytes(seq: number, part: number): Promise<Buffer | undefined> {
+    const key = keys.snapshotPart(seq, part);
+    const v = await this.calls.run(`get ${key}`, (o) => this.client.get(key).options(o).buffer());
+    return v ?? undefined;
+  }
+
   /**
    * The text of snapshot `seq` from character `start`, up to `end` or the end of the part holding `start` (whichever
    * comes first: the reader asks again for the rest); undefined when the part is gone (replaced by a newer snapshot).
@@ -165,23 +172,25 @@ export class EtcdSnapshots {
   /**
    * The latest snapshot's JSON, checked against its manifest; undefined when there is none. Reads a few parts at once
    * and hashes them in order as they arrive (the checksum of the whole JSON, computed while later parts are on their
-   * way).
+   * way). The parts stay bytes until the end, then the whole is decoded once: each part is whole UTF-8 (cut between
+   * characters, snapshotCuts), and a part decoded to text and hashed as text was encoded again (~10% of a 1M-allocation
+   * cold start, with the decodes and the join of ~150 strings).
    */
   async latest(): Promise<{ seq: number; json: string } | undefined> {
     const man = await this.latestManifest();
     if (!man) return undefined;
-    const parts: (string | undefined)[] = new Array(man.parts);
+    const parts: (Buffer | undefined)[] = new Array(man.parts);
     const hash = man.sha256 !== undefined ? createHash('sha256') : undefined;
     let hashed = 0;
     let missing: number | undefined;
     await eachAtOnce(man.parts, READ_PARTS_AT_ONCE, async (i) => {
-      const part = await this.readPart(man.seq, i);
+      const part = await this.readPartBytes(man.seq, i);
       if (part === undefined) {
         missing = Math.min(missing ?? i, i);
         return false;
       }
       parts[i] = part;
-      while (hash && hashed < man.parts && parts[hashed] !== undefined) hash.update(parts[hashed++]!, 'utf8');
+      while (hash && hashed < man.parts && parts[hashed] !== undefined) hash.update(parts[hashed++]!);
     });
     if (missing !== undefined) {
       // A newer snapshot may have replaced this one while we read: read the newest instead.
@@ -189,7 +198,7 @@ export class EtcdSnapshots {
       if (now && now.seq > man.seq) return this.latest();
       throw new SnapshotCorruptError(man.seq, `part ${missing} of ${man.parts} is missing`);
     }
-    const json = parts.join('');
+    const json = Buffer.concat(parts as Buffer[]).toString('utf8');
     checkSnapshot(man, json, hash?.digest('hex'));
     return { seq: man.seq, json };
   }

@@ -11,7 +11,10 @@
  * It keeps that processor's behaviour and settings: OTEL_BSP_MAX_EXPORT_BATCH_SIZE (512), OTEL_BSP_MAX_QUEUE_SIZE
  * (2048: spans written or on their way, past which new spans are dropped and counted), OTEL_BSP_SCHEDULE_DELAY
  * (5000 ms), OTEL_BSP_EXPORT_TIMEOUT (30000 ms: a batch the thread has not answered by then stops counting against
- * the queue); unsampled spans are not exported; forceFlush and shutdown export what is waiting first.
+ * the queue); unsampled spans are not exported; forceFlush and shutdown export what is waiting first. Two differences:
+ * the queue counts spans on their way to the collector too, so up to OTEL_BSP_MAX_QUEUE_SIZE / batch size requests
+ * (4 by default) may be open at once where the SDK's sends one at a time; and forceFlush resolves when an export
+ * failed (the failure is logged, once) where the SDK's rejects.
  *
  * The thread holds the process open only while a request to it is outstanding. A failed export, a full queue and a
  * dead thread are each reported once through `onError` (and the recovery once), not per batch.
@@ -99,6 +102,10 @@ export class ThreadSpanProcessor implements SpanProcessor {
   private writer = new SpanWriter();
   /** Spans written and not yet answered for by the thread. */
   private queued = 0;
+  /** Spans written and not yet answered for (exported, failed or timed out). */
+  get queuedSpans(): number {
+    return this.queued;
+  }
   private dropped = 0;
   /** While exports fail: since when, how many batches and spans. */
   private failing: { batches: number; spans: number; first: string } | undefined;
@@ -123,7 +130,8 @@ export class ThreadSpanProcessor implements SpanProcessor {
   onStart(): void {}
 
   onEnd(span: ReadableSpan): void {
-    if (this.shut || (span.spanContext().traceFlags & TraceFlags.SAMPLED) === 0) return;
+    // After shutdown, or once the thread is dead (reported then), a span is not even written.
+    if (this.shut || this.thread.dead || (span.spanContext().traceFlags & TraceFlags.SAMPLED) === 0) return;
     if (this.queued >= this.maxQueueSize) {
       this.dropped++;
       return;
@@ -152,24 +160,29 @@ export class ThreadSpanProcessor implements SpanProcessor {
     }
     if (this.writer.spans === 0) return;
     const { wire, resources } = this.writer.take();
-    let settled = false;
-    let timeout: NodeJS.Timeout | undefined;
-    const settle = (ok: boolean, error?: string): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timeout);
-      this.queued -= wire.spans;
-      this.outcome(ok, wire.spans, error);
-    };
-    const done = (async () => {
+    // The batch is settled once: by the thread's answer, a failure, or OTEL_BSP_EXPORT_TIMEOUT from now (a resource
+    // detector that never ends included); flush waits for the settling, not for the thread.
+    let settle!: (ok: boolean, error?: string) => void;
+    const done = new Promise<void>((resolve) => {
+      let settled = false;
+      settle = (ok, error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timeout);
+        this.queued -= wire.spans;
+        this.outcome(ok, wire.spans, error);
+        resolve();
+      };
+    });
+    const timeout = setTimeout(() => settle(false, `no answer in ${this.exportTimeoutMillis} ms (OTEL_BSP_EXPORT_TIMEOUT)`), this.exportTimeoutMillis);
+    timeout.unref();
+    void (async () => {
       const plain = await plainResources(resources);
-      timeout = setTimeout(() => settle(false, `no answer from the export thread in ${this.exportTimeoutMillis} ms (OTEL_BSP_EXPORT_TIMEOUT)`), this.exportTimeoutMillis);
-      timeout.unref();
       const r = await this.thread.send({ type: 'export', wire: { ...wire, resources: plain } }, [wire.buffer]);
       settle(r.ok, r.error);
     })().catch((e: unknown) => settle(false, e instanceof Error ? e.message : String(e)));
     this.inFlight.add(done);
-    void done.finally(() => this.inFlight.delete(done));
+    void done.then(() => this.inFlight.delete(done));
   }
 
   private outcome(ok: boolean, spans: number, error: string | undefined): void {

@@ -55,8 +55,11 @@ export class SpanWriter {
   /** Buffers the thread has sent back, for the next batches (a new one is zeroed memory the writes then fault in). */
   private readonly spare: ArrayBuffer[] = [];
 
-  constructor(private size = 1 << 16) {
-    this.buf = new Uint8Array(size);
+  private size: number;
+
+  constructor(private readonly initial = 1 << 16) {
+    this.size = initial;
+    this.buf = new Uint8Array(initial);
     this.view = new DataView(this.buf.buffer);
   }
 
@@ -134,10 +137,11 @@ export class SpanWriter {
    */
   take(): { wire: Omit<SpanWire, 'resources'>; resources: ReadableSpan['resource'][] } {
     const taken = { wire: { buffer: this.buf.buffer as ArrayBuffer, length: this.pos, spans: this.count, scopes: this.scopes }, resources: this.resources };
-    // The next batch starts at the size this one needed.
-    this.size = Math.max(this.size, this.buf.length);
+    // The next batch starts at about the size this one needed (not the largest ever: one huge span would keep every
+    // later buffer huge).
+    this.size = Math.max(this.initial, 2 ** Math.ceil(Math.log2(this.pos + 1)));
     let next = this.spare.pop();
-    while (next && next.byteLength < this.size) next = this.spare.pop();
+    while (next && (next.byteLength < this.size || next.byteLength > 4 * this.size)) next = this.spare.pop();
     this.buf = new Uint8Array(next ?? new ArrayBuffer(this.size));
     this.view = new DataView(this.buf.buffer);
     this.pos = 0;
@@ -151,7 +155,7 @@ export class SpanWriter {
 
   /** A batch's buffer back from the thread, to write a later batch into (a few are kept). */
   recycle(buffer: ArrayBuffer): void {
-    if (buffer.byteLength >= this.size && this.spare.length < 4) this.spare.push(buffer);
+    if (buffer.byteLength >= this.size && buffer.byteLength <= 4 * this.size && this.spare.length < 4) this.spare.push(buffer);
   }
 
   private resourceOf(s: ReadableSpan): number {
@@ -225,12 +229,13 @@ export class SpanWriter {
     this.buf[this.pos++] = b;
   }
 
+  /** A count (a whole number from 0 to 2^53); anything else is written as 0. */
   private varint(value: number): void {
-    this.ensure(5);
-    let v = value >>> 0;
+    this.ensure(8);
+    let v = Number.isSafeInteger(value) && value > 0 ? value : 0;
     while (v > 0x7f) {
-      this.buf[this.pos++] = (v & 0x7f) | 0x80;
-      v >>>= 7;
+      this.buf[this.pos++] = (v % 0x80) | 0x80;
+      v = Math.floor(v / 0x80);
     }
     this.buf[this.pos++] = v;
   }
