@@ -10,6 +10,7 @@ export * from './ip.js';
 export * from './state/events.js';
 export * from './options.js';
 export * from './state/cluster-state.js';
+export * from './state/handle-index.js';
 export * from './state/fold.js';
 export * from './state/chains.js';
 export { holdsIn } from './state/holdings.js';

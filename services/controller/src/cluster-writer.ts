@@ -7,7 +7,7 @@
  * decided. What is decided lives in the request modules (ipam-requests.ts, network-records.ts,
  * node-registration.ts, the collector); this module only runs decisions and writes their events.
  */
-import { ClusterEngine, FoldError, fold, UnderlayError, type ClusterEvent, type ClusterState, type Decision } from '@underlay/core';
+import { ClusterEngine, FoldError, buildHandleIndexes, fold, UnderlayError, type ClusterEvent, type ClusterState, type Decision } from '@underlay/core';
 import { EventsTrimmedError, attr, currentOperation, traceContext, tracingOn, withSpanSync, type EtcdEventLog, type Fence, type SpanContext } from '@underlay/adapters';
 import { GroupCommitter } from './committer.js';
 
@@ -57,7 +57,26 @@ export class ClusterWriter {
     const state = this.opts.loadState ? await this.opts.loadState() : fold(await this.opts.log.readAll());
     this.setState(state);
     this.clean = true;
+    this.indexHandles(state);
     this.opts.onLoaded?.(state);
+  }
+
+  private indexing = 0;
+
+  /**
+   * Builds the loaded state's handle indexes (core's HandleIndex: a restored state has none) a slice at a time,
+   * yielding to the event loop: at 1M allocations building one at once blocks for ~1 s. A request that needs one
+   * before then builds that pool's at once.
+   */
+  private indexHandles(state: ClusterState): void {
+    const generation = ++this.indexing;
+    const steps = buildHandleIndexes(state);
+    void (async () => {
+      while (!steps.next().done) {
+        await new Promise((r) => setImmediate(r));
+        if (generation !== this.indexing || this.engine.state !== state) return;
+      }
+    })();
   }
 
   /**

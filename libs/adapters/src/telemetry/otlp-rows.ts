@@ -13,6 +13,7 @@
  */
 import type { TimedEvent } from '@opentelemetry/sdk-trace-base';
 import type { LinkRow, SpanBatch, SpanRow } from './span-batch.js';
+import { withRoom } from './grow.js';
 
 /** A growable protobuf writer: lengths are reserved as one byte and the content moved when they need more. */
 class Writer {
@@ -28,12 +29,8 @@ class Writer {
 
   ensure(n: number): void {
     if (this.pos + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.pos + n) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.buf.subarray(0, this.pos));
-    this.buf = next;
-    this.view = new DataView(next.buffer);
+    this.buf = withRoom(this.buf, this.pos, n);
+    this.view = new DataView(this.buf.buffer);
   }
 
   varint(value: number): void {

@@ -18,6 +18,7 @@
 import type { Attributes, SpanContext } from '@opentelemetry/api';
 import type { ReadableSpan, TimedEvent } from '@opentelemetry/sdk-trace-base';
 import type { LinkRow, SpanBatch, SpanRow } from './span-batch.js';
+import { withRoom } from './grow.js';
 
 /** One batch as it crosses to the thread: the buffer is transferred, the tables (a few entries) cloned. */
 export interface SpanWire {
@@ -216,12 +217,8 @@ export class SpanWriter {
 
   private ensure(n: number): void {
     if (this.pos + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.pos + n) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.buf.subarray(0, this.pos));
-    this.buf = next;
-    this.view = new DataView(next.buffer);
+    this.buf = withRoom(this.buf, this.pos, n);
+    this.view = new DataView(this.buf.buffer);
   }
 
   private byte(b: number): void {

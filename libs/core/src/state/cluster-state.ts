@@ -3,6 +3,7 @@
  * (state/fold.ts changes it; nothing else does). Decisions (ipam/, network/, node/) read it, views and
  * routes are computed from it.
  */
+import { HandleIndex } from './handle-index.js';
 import type { AddressKind } from './events.js';
 import type { NetworkDefinition } from './network-definition.js';
 import { type Cidr, bits, formatValue, lastAddr, parseCidr, usableRange } from '../ip.js';
@@ -56,8 +57,8 @@ export interface Pool {
   readonly refRequests: Map<string, string>;
   /** address value → allocation (endpoints, the gateway, aux addresses). */
   readonly allocs: Map<bigint, Allocation>;
-  /** handle → address value, for idempotent repeats. */
-  readonly handles: Map<string, bigint>;
+  /** handle → address value, for idempotent repeats (built from `allocs` when first asked: HandleIndex). */
+  readonly handles: HandleIndex;
   /** block network → block, for claimed blocks only. */
   readonly blocks: Map<bigint, Block>;
   /** node → its blocks' networks, in claim order. */
@@ -182,6 +183,7 @@ export function createPool(d: PoolDefinition): Pool {
   const outer = usableRange(cidr);
   // Like Docker: --ip-range is used whole; only the pool's own network/broadcast are excluded.
   const inner = subPool ? { first: subPool.network, last: lastAddr(subPool) } : outer;
+  const allocs = new Map<bigint, Allocation>();
   return {
     poolId: d.poolId,
     space: d.space,
@@ -196,8 +198,8 @@ export function createPool(d: PoolDefinition): Pool {
     strictAffinity: d.strictAffinity,
     refs: new Set(),
     refRequests: new Map(),
-    allocs: new Map(),
-    handles: new Map(),
+    allocs,
+    handles: new HandleIndex(allocs),
     blocks: new Map(),
     nodeBlocks: new Map(),
     first: inner.first > outer.first ? inner.first : outer.first,
@@ -236,4 +238,12 @@ export function describe(state: ClusterState): unknown {
           .map(([v, a]) => ({ address: formatValue(p.cidr.family, v), ...a })),
       })),
   };
+}
+
+/**
+ * Builds every pool's handle index (HandleIndex) a slice at a time, for a caller that yields to the event loop
+ * between steps (the controller after loading a snapshot). The state may change between steps.
+ */
+export function* buildHandleIndexes(state: ClusterState, slice = 20_000): Generator<void, void> {
+  for (const p of state.pools.values()) while (!p.handles.buildSome(slice)) yield;
 }

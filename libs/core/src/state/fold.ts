@@ -111,7 +111,7 @@ function applyEvent(state: ClusterState, ev: ClusterEvent): ClusterState {
       if (p.allocs.has(v)) throw new FoldError(ev.seq, `${ev.data.address} allocated twice`);
       p.allocs.set(v, { seq: ev.seq, kind: ev.data.kind, node: ev.data.node, handle: ev.data.handle, time: ev.time });
       noteAllocated(p, ev.data.node);
-      if (ev.data.handle) p.handles.set(ev.data.handle, v);
+      if (ev.data.handle) p.handles.added(ev.data.handle, v);
       if (ev.data.kind === 'gateway') p.gateway = v;
       const b = p.blocks.get(blockOf(p, v));
       if (b && v >= p.first && v <= p.last) b.used++;
@@ -132,7 +132,7 @@ function applyEvent(state: ClusterState, ev: ClusterEvent): ClusterState {
       if (!a || a.seq !== ev.data.allocSeq) throw new FoldError(ev.seq, `release of ${ev.data.address} does not match an allocation`);
       p.allocs.delete(v);
       noteReleased(p, a.node);
-      if (a.handle && p.handles.get(a.handle) === v) p.handles.delete(a.handle);
+      if (a.handle) p.handles.released(a.handle, v);
       if (a.kind === 'gateway') p.gateway = undefined;
       const b = p.blocks.get(blockOf(p, v));
       if (b && v >= p.first && v <= p.last) {

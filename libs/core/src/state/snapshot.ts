@@ -102,7 +102,7 @@ function allocChunk(entries: readonly (readonly [bigint, Allocation])[]): AllocC
 }
 
 /**
- * One allocation into `p` (and its handle), with the fold's key order, so a restored state serialises as the folded one
+ * One allocation into `p` (its handle is indexed when first asked: HandleIndex), with the fold's key order, so a restored state serialises as the folded one
  * does (optional fields absent, not undefined; properties added in place: spreads of optional ones cost a third of a
  * 1M-allocation restore).
  */
@@ -112,10 +112,9 @@ function putAllocation(p: Pool, value: bigint, seq: number, kind: AddressKind, n
   if (networkId !== undefined) al.networkId = networkId;
   if (boundTime !== undefined) al.boundTime = boundTime;
   p.allocs.set(value, al);
-  if (handle !== undefined) p.handles.set(handle, value);
 }
 
-/** A chunk's allocations into `p` (its allocs and handles). */
+/** A chunk's allocations into `p`. */
 function restoreChunk(p: Pool, c: AllocChunk, where: string): void {
   const count = c.s.length;
   if (count === 0) return;
@@ -288,7 +287,6 @@ export function* cloneStateInSlices(state: ClusterState, slice = 20_000): Genera
     for (const b of src.blocks.values()) p.blocks.set(b.network, { ...b });
     for (const [n, l] of src.nodeBlocks) p.nodeBlocks.set(n, [...l]);
     fills.push({ into: p.allocs, keys: [...src.allocs.keys()], values: [...src.allocs.values()] });
-    fills.push({ into: p.handles, keys: [...src.handles.keys()], values: [...src.handles.values()] });
     out.pools.set(p.poolId, p);
   }
   let n = 0;
