@@ -78,4 +78,57 @@ describe('handle index', () => {
     expect(p.handles.get(`a/02:00:00:00:00:c8`)).toBeDefined();
     expect(p.handles.size).toBe(39);
   });
+
+  it('maps a handle held twice to its newest live holder, whether built before the release, after it, or half-way', () => {
+    // MAC 1 gets an address, then asks for 10.1.9.9 by name under the same handle: two holders; then the newer goes.
+    const t = poolWith(0);
+    const { poolId } = t;
+    for (let i = 0; i < 30; i++) t.run((s) => decideRequestAddress(s, { node: 'a', poolId, address: '', options: mac(500 + i) }));
+    const first = t.run((s) => decideRequestAddress(s, { node: 'a', poolId, address: '', options: mac(1) })).address.split('/')[0]!;
+    const before = restore(JSON.parse(JSON.stringify(snapshot(t.engine.state)))); // one holder, nothing built
+    const mark = t.log.length;
+    t.run((s) => decideRequestAddress(s, { node: 'a', poolId, address: '10.1.9.9', options: mac(1) }));
+    t.run((s) => decideReleaseAddress(s, { node: 'a', poolId, address: '10.1.9.9' }));
+    const events = t.log.slice(mark);
+    const h = 'a/02:00:00:00:00:01';
+    const value = (s: ClusterState) => poolOf(s, poolId).handles.get(h);
+    const want = poolOf(t.engine.state, poolId).allocs.get(value(t.engine.state)!)?.seq;
+    // Built all along (the engine's state): the older holder again.
+    expect(t.engine.state.pools.get(poolId)!.allocs.get(value(t.engine.state)!)).toBeDefined();
+    // Not built until after the events.
+    const late = fold(events, restore(JSON.parse(JSON.stringify(snapshot(before)))));
+    // Built before the events.
+    const early = restore(JSON.parse(JSON.stringify(snapshot(before))));
+    expect(value(early)).toBeDefined();
+    fold(events, early);
+    // Half-built: the build has not reached the first holder when the second comes and goes.
+    const half = restore(JSON.parse(JSON.stringify(snapshot(before))));
+    const steps = buildHandleIndexes(half, 5);
+    steps.next();
+    expect(poolOf(half, poolId).handles.built).toBe(false);
+    fold(events, half);
+    while (!steps.next().done);
+    for (const s of [t.engine.state, late, early, half]) {
+      expect(value(s)).toBeDefined();
+      expect(poolOf(s, poolId).allocs.get(value(s)!)?.seq).toBe(want);
+    }
+    // It is the first address, and a retry without an address gets it back.
+    const back = engineWithLog();
+    back.engine.state = half;
+    expect(back.run((s) => decideRequestAddress(s, { node: 'a', poolId, address: '', options: mac(1) })).address.split('/')[0]).toBe(first);
+  });
+
+  it('is built in slices across many small pools (one budget for all)', () => {
+    const t = engineWithLog();
+    for (let i = 0; i < 20; i++) {
+      const { poolId } = t.run((s) => decideRequestPool(s, { node: 'a', space: 'underlay', pool: `10.2.${i}.0/24`, subPool: '', options: {}, v6: false }));
+      for (let j = 0; j < 5; j++) t.run((s) => decideRequestAddress(s, { node: 'a', poolId, address: '', options: mac(j) }));
+    }
+    const restored = restore(JSON.parse(JSON.stringify(snapshot(t.engine.state))));
+    let yields = 0;
+    const steps = buildHandleIndexes(restored, 10);
+    while (!steps.next().done) yields++;
+    expect(yields).toBeGreaterThanOrEqual(9); // 100 allocations, 10 a slice
+    for (const p of restored.pools.values()) expect(p.handles.built).toBe(true);
+  });
 });

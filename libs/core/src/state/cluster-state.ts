@@ -245,5 +245,15 @@ export function describe(state: ClusterState): unknown {
  * between steps (the controller after loading a snapshot). The state may change between steps.
  */
 export function* buildHandleIndexes(state: ClusterState, slice = 20_000): Generator<void, void> {
-  for (const p of state.pools.values()) while (!p.handles.buildSome(slice)) yield;
+  // One budget across pools: many small pools are a slice too.
+  let n = 0;
+  for (const p of state.pools.values()) {
+    while (!p.handles.built) {
+      n += Math.max(1, p.handles.buildSome(slice - n));
+      if (n >= slice) {
+        n = 0;
+        yield;
+      }
+    }
+  }
 }
