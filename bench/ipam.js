@@ -605,7 +605,7 @@ function report(m, results, raw, v) {
         `${fmt.f1(r.appendP50)}/${fmt.f1(r.appendP99)}`,
         fmt.int(100 * r.elu),
         [r.cpu.self, r.cpu.etcd, r.cpu.nats, Math.max(0, r.cpu.machine - r.cpu.self - r.cpu.etcd - r.cpu.nats)].map(fmt.int).join('/'),
-        fmt.int((r.cpu.self * 1e4) / r.allocsPerS),
+        cpuPerAlloc(r, 'self'),
         String(r.errors),
       ]),
     ),

@@ -100,15 +100,14 @@ export class ThreadSpanProcessor implements SpanProcessor {
   private readonly thread: ExportThread;
   private readonly report: (m: string) => void;
   private writer = new SpanWriter();
-  /** Spans written and not yet answered for by the thread. */
   private queued = 0;
   /** Spans written and not yet answered for (exported, failed or timed out). */
   get queuedSpans(): number {
     return this.queued;
   }
   private dropped = 0;
-  /** While exports fail: since when, how many batches and spans. */
-  private failing: { batches: number; spans: number; first: string } | undefined;
+  /** While exports fail: how many batches and spans were lost. */
+  private failing: { batches: number; spans: number } | undefined;
   private timer: NodeJS.Timeout | undefined;
   /** Exports on their way (forceFlush waits for them). */
   private readonly inFlight = new Set<Promise<void>>();
@@ -196,11 +195,11 @@ export class ThreadSpanProcessor implements SpanProcessor {
     }
     if (this.thread.dead && !this.failing) {
       // The thread's death was reported already.
-      this.failing = { batches: 1, spans, first: error ?? '' };
+      this.failing = { batches: 1, spans };
       return;
     }
     if (!this.failing) {
-      this.failing = { batches: 0, spans: 0, first: error ?? 'export failed' };
+      this.failing = { batches: 0, spans: 0 };
       this.report(`tracing: span export failed, ${spans} spans lost: ${error ?? 'export failed'} (reported again when exports work)`);
     }
     this.failing.batches++;

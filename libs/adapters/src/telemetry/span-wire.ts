@@ -142,7 +142,7 @@ export class SpanWriter {
     // later buffer huge).
     this.size = Math.max(this.initial, 2 ** Math.ceil(Math.log2(this.pos + 1)));
     let next = this.spare.pop();
-    while (next && (next.byteLength < this.size || next.byteLength > 4 * this.size)) next = this.spare.pop();
+    while (next && !this.fits(next)) next = this.spare.pop();
     this.buf = new Uint8Array(next ?? new ArrayBuffer(this.size));
     this.view = new DataView(this.buf.buffer);
     this.pos = 0;
@@ -156,7 +156,12 @@ export class SpanWriter {
 
   /** A batch's buffer back from the thread, to write a later batch into (a few are kept). */
   recycle(buffer: ArrayBuffer): void {
-    if (buffer.byteLength >= this.size && buffer.byteLength <= 4 * this.size && this.spare.length < 4) this.spare.push(buffer);
+    if (this.fits(buffer) && this.spare.length < 4) this.spare.push(buffer);
+  }
+
+  /** A buffer to write the next batch into: room for it, and not far more than it needs. */
+  private fits(buffer: ArrayBuffer): boolean {
+    return buffer.byteLength >= this.size && buffer.byteLength <= 4 * this.size;
   }
 
   private resourceOf(s: ReadableSpan): number {

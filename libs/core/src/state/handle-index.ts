@@ -3,7 +3,7 @@
  * built only when first asked. A state restored from a snapshot (the controller's cold start, every agent's view) and
  * every copy of one start without it: at 1M allocations filling its Map was ~1 s of a controller's cold start, and
  * agents, which never decide, never need it. The controller builds it a slice at a time after it loads
- * (`buildInSlices`); a request that needs it sooner finishes the build at once.
+ * (`buildHandleIndexes`); a request that needs it sooner finishes the build at once.
  *
  * Kept consistent without forcing a build: the fold reports each allocation's handle (`added`) and each release
  * (`released`); while the index is not started they change nothing (the build reads the allocations as they are
@@ -27,9 +27,11 @@ export class HandleIndex implements Iterable<[string, bigint]> {
    */
   readonly #others = new Map<string, bigint[]>();
 
-  constructor(private readonly allocs: ReadonlyMap<bigint, Allocation>) {
-    // Not enumerable: tests compare states by content (the iterator), not by this back reference.
-    Object.defineProperty(this, 'allocs', { enumerable: false });
+  /** Private (not an own property): tests compare states by content (the iterator), not by this back reference. */
+  readonly #allocs: ReadonlyMap<bigint, Allocation>;
+
+  constructor(allocs: ReadonlyMap<bigint, Allocation>) {
+    this.#allocs = allocs;
   }
 
   /** True once every allocation is indexed. */
@@ -76,7 +78,7 @@ export class HandleIndex implements Iterable<[string, bigint]> {
       m.set(handle, value);
       return;
     }
-    const seq = (v: bigint) => this.allocs.get(v)?.seq ?? 0;
+    const seq = (v: bigint) => this.#allocs.get(v)?.seq ?? 0;
     let others = this.#others.get(handle);
     // Seen already (the fold added it while the build had not reached it yet).
     if (others?.includes(value)) return;
@@ -99,7 +101,7 @@ export class HandleIndex implements Iterable<[string, bigint]> {
   buildSome(slice: number): number {
     if (this.#map === undefined) {
       this.#map = new Map();
-      this.#pending = this.allocs.entries();
+      this.#pending = this.#allocs.entries();
     }
     const it = this.#pending;
     if (!it) return 0;

@@ -102,9 +102,9 @@ function allocChunk(entries: readonly (readonly [bigint, Allocation])[]): AllocC
 }
 
 /**
- * One allocation into `p` (its handle is indexed when first asked: HandleIndex), with the fold's key order, so a restored state serialises as the folded one
- * does (optional fields absent, not undefined; properties added in place: spreads of optional ones cost a third of a
- * 1M-allocation restore).
+ * One allocation into `p` (its handle is indexed when first asked: HandleIndex), with the fold's key order, so a
+ * restored state serialises as the folded one does (optional fields absent, not undefined; properties added in place:
+ * spreads of optional ones cost a third of a 1M-allocation restore).
  */
 function putAllocation(p: Pool, value: bigint, seq: number, kind: AddressKind, node: string, handle: string | undefined, time: string, endpointId?: string, networkId?: string, boundTime?: string): void {
   const al: { -readonly [K in keyof Allocation]: Allocation[K] } = { seq, kind, node, handle, time };
