@@ -252,7 +252,8 @@ async function slice(m, acc, poolId, durationMs, maxRequests) {
   acc.errors += res.errors;
   acc.firstError ??= res.firstError;
   for (const a of res.addresses) recordAck(m, poolId, a);
-  return { allocsPerS: res.lat.length / (res.elapsedMs / 1000) };
+  const n = Math.max(1, res.lat.length);
+  return { allocsPerS: res.lat.length / (res.elapsedMs / 1000), mainUsPerAlloc: ((cpu1.main - cpu0.main) * 1e6) / n, stealPct: (100 * (cpu1.steal - cpu0.steal)) / (res.elapsedMs / 1000) };
 }
 
 /** A phase's figures from its slices. */
@@ -484,7 +485,7 @@ async function tracingComparison(m) {
       tracing.pause(state === 'off');
       progress(`${m.mode}: tracing ${state}, 64 requesters, ${sliceMs} ms`);
       const r = await slice(m, acc[state], pool, sliceMs, MAX_PER_PHASE / 2);
-      progress(`${m.mode}: tracing ${state}: ${perSecond(r.allocsPerS)} allocations/s`);
+      progress(`${m.mode}: tracing ${state}: ${perSecond(r.allocsPerS)} allocations/s (main thread ${fmt.int(r.mainUsPerAlloc)} µs/allocation, steal ${fmt.int(r.stealPct)}%)`);
       await m.controller.flushEvents();
     }
     tracing.pause(true);

@@ -91,6 +91,28 @@ describe('span batches', () => {
     expect(await wireTrip([odd], writer)).toEqual(first);
   });
 
+  it('carry a batch with more distinct attribute keys than its string table holds, and a parent in another trace', async () => {
+    const [first] = makeSpans();
+    // A plain copy (the SDK's counts are getters a spread leaves out).
+    const base: ReadableSpan = { ...first!, droppedAttributesCount: 0, droppedEventsCount: 0, droppedLinksCount: 0 };
+    const sc = first!.spanContext();
+    // 5,000 distinct keys (the table holds 4,096; the rest go whole) and keys repeated across spans.
+    const many: ReadableSpan[] = Array.from({ length: 50 }, (_, i) => ({
+      ...base!,
+      spanContext: () => sc,
+      attributes: Object.fromEntries([...Array.from({ length: 100 }, (_, k) => [`key.${i}.${k}`, k]), ['underlay.node', `h${i}`], ['messaging.system', 'nats']]),
+    }));
+    const foreign: ReadableSpan = { ...base!, spanContext: () => sc, parentSpanContext: { traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', traceFlags: 1 } };
+    const spans = [...many, foreign, ...many.slice(0, 3)];
+    const json = (s: ReadableSpan[]) => JSON.parse(Buffer.from(JsonTraceSerializer.serializeRequest(s)!).toString('utf8'));
+    const copy = await rebuild(spans);
+    expect(json(copy)).toEqual(json(spans));
+    const out = json(copy).resourceSpans[0].scopeSpans[0].spans;
+    expect(out[50].parentSpanId).toBe('b7ad6b7169203331');
+    expect(out[50].traceId).toBe(sc.traceId);
+    expect(out[0].parentSpanId).toBe(base!.parentSpanContext!.spanId);
+  });
+
   it('keep one resource and scope entry per distinct resource and scope, and grow past their first buffer', async () => {
     const batch = await wireTrip(makeSpans());
     expect(batch.resources).toHaveLength(1);

@@ -11,7 +11,11 @@
  *
  * The format is private to this module and the thread: per span, the fields of a SpanRow (span-batch.ts) in order,
  * little-endian; strings as a varint byte length and UTF-8; times as float64; attribute values tagged (string,
- * number as float64, booleans, null/undefined, arrays). The thread reads it back into rows (readSpanWire) and
+ * number as float64, booleans, null/undefined, arrays). Attribute keys are tokens: the first time in a batch as a 0
+ * and the string, later as the varint of its place in the batch's table plus one (keys are the same dozen constants,
+ * whose hash V8 keeps: a lookup instead of a copy). Names and values are written whole: they are mostly made per
+ * request, and hashing a new string to look it up cost more than copying it (measured 2026-12-08). A parent in the
+ * span's own trace (nearly every one) leaves its trace id out. The thread reads it back into rows (readSpanWire) and
  * encodes those (otlp-rows.ts, or fromSpanBatch for the SDK's other exporters): the request is the one the SDK's
  * exporter sends for the same spans (test/unit/span-batch.test.ts).
  */
@@ -42,6 +46,18 @@ const enum V {
 
 const remoteFlag = (c: SpanContext): number => (c.isRemote === undefined ? -1 : c.isRemote ? 1 : 0);
 
+/** Strings a batch's table holds at most (past it, strings are written whole): a bound on the map, not a limit. */
+const MAX_TOKENS = 4096;
+
+/** The parent field's first byte. */
+const enum Parent {
+  None = 0,
+  /** Its trace id follows. */
+  OtherTrace = 1,
+  /** In the span's own trace: no trace id follows. */
+  SameTrace = 2,
+}
+
 /** Writes spans into a growable buffer; `take` hands the batch over and starts the next one. */
 export class SpanWriter {
   private buf: Uint8Array;
@@ -52,6 +68,7 @@ export class SpanWriter {
   private scopes: SpanWire['scopes'] = [];
   private resourceIndex = new Map<unknown, number>();
   private scopeIndex = new Map<unknown, number>();
+  private tokens = new Map<string, number>();
   private readonly text = new TextEncoder();
   /** Buffers the thread has sent back, for the next batches (a new one is zeroed memory the writes then fault in). */
   private readonly spare: ArrayBuffer[] = [];
@@ -80,14 +97,17 @@ export class SpanWriter {
     this.byte(remoteFlag(c) + 1);
     this.string(c.traceState?.serialize() ?? '');
     if (p) {
-      this.byte(1);
-      this.string(p.traceId);
+      if (p.traceId === c.traceId) this.byte(Parent.SameTrace);
+      else {
+        this.byte(Parent.OtherTrace);
+        this.string(p.traceId);
+      }
       this.string(p.spanId);
       this.byte(p.traceFlags);
       this.byte(remoteFlag(p) + 1);
       this.string(p.traceState?.serialize() ?? '');
     } else {
-      this.byte(0);
+      this.byte(Parent.None);
     }
     this.double(s.startTime[0]);
     this.double(s.startTime[1]);
@@ -151,6 +171,7 @@ export class SpanWriter {
     this.scopes = [];
     this.resourceIndex = new Map();
     this.scopeIndex = new Map();
+    this.tokens = new Map();
     return taken;
   }
 
@@ -188,7 +209,7 @@ export class SpanWriter {
     for (const _ in a) n++;
     this.varint(n);
     for (const k in a) {
-      this.string(k);
+      this.token(k);
       this.value(a[k]);
     }
   }
@@ -248,6 +269,18 @@ export class SpanWriter {
     this.pos += 8;
   }
 
+  /** A string that may repeat in the batch (see the header): its place in the table, or 0 and the string. */
+  private token(s: string): void {
+    const i = this.tokens.get(s);
+    if (i !== undefined) {
+      this.varint(i + 1);
+      return;
+    }
+    this.byte(0);
+    this.string(s);
+    if (this.tokens.size < MAX_TOKENS) this.tokens.set(s, this.tokens.size);
+  }
+
   /** UTF-8 with its byte length first; ASCII (ids, names, most attributes) without a native call. */
   private string(s: string): void {
     const n = s.length;
@@ -296,6 +329,8 @@ class Reader {
   pos = 0;
   private readonly view: DataView;
   private readonly text = new TextDecoder();
+  /** The batch's strings, in the order the writer first wrote them (SpanWriter.token). */
+  private readonly tokens: string[] = [];
   constructor(private readonly buf: Uint8Array) {
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   }
@@ -309,7 +344,8 @@ class Reader {
     const remote = this.byte() - 1;
     const state = this.string();
     let parent: [string, string, number, number, string] = ['', '', 0, -1, ''];
-    if (this.byte()) parent = [this.string(), this.string(), this.byte(), this.byte() - 1, this.string()];
+    const p = this.byte();
+    if (p !== Parent.None) parent = [p === Parent.SameTrace ? traceId : this.string(), this.string(), this.byte(), this.byte() - 1, this.string()];
     const s0 = this.double();
     const s1 = this.double();
     const e0 = this.double();
@@ -342,7 +378,7 @@ class Reader {
   private flatAttributes(): unknown[] {
     const n = this.varint();
     const out: unknown[] = [];
-    for (let i = 0; i < n; i++) out.push(this.string(), this.value());
+    for (let i = 0; i < n; i++) out.push(this.token(), this.value());
     return out;
   }
 
@@ -350,7 +386,7 @@ class Reader {
     const n = this.varint();
     const out: Attributes = {};
     for (let i = 0; i < n; i++) {
-      const k = this.string();
+      const k = this.token();
       out[k] = this.value() as Attributes[string];
     }
     return out;
@@ -403,6 +439,18 @@ class Reader {
     const x = this.view.getFloat64(this.pos, true);
     this.pos += 8;
     return x;
+  }
+
+  private token(): string {
+    const i = this.varint();
+    if (i === 0) {
+      const s = this.string();
+      if (this.tokens.length < MAX_TOKENS) this.tokens.push(s);
+      return s;
+    }
+    const s = this.tokens[i - 1];
+    if (s === undefined) throw new Error(`span wire: no string ${i - 1} in the batch's table at ${this.pos}`);
+    return s;
   }
 
   private string(): string {

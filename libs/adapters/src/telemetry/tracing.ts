@@ -135,7 +135,10 @@ export function startTracing(opts: TracingOptions): Tracing | undefined {
     // Batches as the SDK's BatchSpanProcessor does (OTEL_BSP_*), written as the spans end and exported on a thread.
     spanProcessors = [new ThreadSpanProcessor({ env, ...(opts.logger ? { onError: opts.logger } : {}) })];
   }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { CryptoIdGenerator } = require('./ids.js') as typeof import('./ids.js');
   const sdk = new NodeSDK({
+    idGenerator: new CryptoIdGenerator(),
     resource: defaultResource().merge(resourceFromAttributes({ 'service.instance.id': opts.instance })),
     // OTEL_SERVICE_NAME (read by the SDK's environment detector) wins over the default.
     ...((env.OTEL_SERVICE_NAME ?? '').trim() ? {} : { serviceName: opts.service }),
