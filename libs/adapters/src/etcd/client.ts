@@ -35,6 +35,9 @@ export interface EtcdClientOptions {
 /** The largest etcd answer the client accepts. */
 export const ETCD_MAX_RECEIVE_BYTES = 128 * 1024 * 1024;
 
+/** The HTTP/2 flow-control window of the client's connections and streams (bytes etcd may send before we read them). */
+export const ETCD_FLOW_CONTROL_WINDOW = 8 * 1024 * 1024;
+
 /** Builds an etcd3 client: TLS when `tls` is given or an endpoint is https://, password auth when `auth` is given. */
 export function createEtcdClient(o: EtcdClientOptions): Etcd3 {
   const timeoutMs = checkTimeout(o.timeoutMs ?? DEFAULT_ETCD_TIMEOUT_MS);
@@ -48,7 +51,10 @@ export function createEtcdClient(o: EtcdClientOptions): Etcd3 {
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeoutMs }),
     // gRPC's default 4 MiB would refuse a range of a few large events (a network definition with many labels is
     // hundreds of KiB); reads are paged by bytes as well (EtcdEventLog.read), this is the ceiling.
-    grpcOptions: { 'grpc.max_receive_message_length': ETCD_MAX_RECEIVE_BYTES },
+    // HTTP/2's default flow-control window (64 KiB for the connection and each stream) let etcd send 64 KiB and then
+    // wait for this process to read it and answer a WINDOW_UPDATE: a 1M-allocation snapshot (78 MB in 150 parts)
+    // took ~1 s of such round trips at cold start, the thread idle. A larger window lets etcd send on meanwhile.
+    grpcOptions: { 'grpc.max_receive_message_length': ETCD_MAX_RECEIVE_BYTES, 'grpc-node.flow_control_window': ETCD_FLOW_CONTROL_WINDOW },
     // No retry of a call whose deadline passed, and a member skipped 1 s (not 5 s) after failing: fault-handling.ts.
     faultHandling: faultHandling(),
   };
