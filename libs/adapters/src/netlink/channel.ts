@@ -10,7 +10,14 @@
  *   and timeouts reject with a NetlinkError.
  * - The socket does not keep the event loop alive while idle (it is ref()'d while a request waits).
  */
-import { Protocol, RawNetlinkSocket, type MessageInfo } from 'netlink';
+import type { MessageInfo, RawNetlinkSocket } from 'netlink';
+
+/**
+ * netlink@0.3.0, loaded when the first channel opens: the controller (which imports this package and never opens one)
+ * does not pay its ~35 ms load at start-up.
+ */
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const netlinkModule = (): typeof import('netlink') => require('netlink') as typeof import('netlink');
 
 import { decodeErrorMessage, parseNlmsgs, type Nlmsg } from './decode.js';
 import { NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_MULTI, NLM_F_REQUEST, buildNlmsg, readS32 } from './encode.js';
@@ -62,7 +69,8 @@ export class NetlinkChannel {
     this.seq = opts.seq;
     let sock: RawNetlinkSocket;
     try {
-      sock = new RawNetlinkSocket(Protocol.ROUTE);
+      const { RawNetlinkSocket: Socket, Protocol } = netlinkModule();
+      sock = new Socket(Protocol.ROUTE);
     } catch (e) {
       throw fromSystemError(opts.openOp, 'cannot open an rtnetlink socket', e);
     }
