@@ -38,9 +38,10 @@
  * Flags (to scale down while developing): --agents N (1000), --small-agents N (20), --endpoints N (100),
  * --warmup N (10), --rate PER_AGENT_PER_S (0.5), --window-ms MS (10000), --allocations N (1000000),
  * --allocations-small N (100000), --agent-endpoints N (1000), --restarts N (3), --skip routes,ratio,restart,memory.
- * Diagnostics (environment): BENCH_SCALE_CONTROLLER_NODE_FLAGS and BENCH_SCALE_SIM_NODE_FLAGS, extra node flags for the
- * controller processes and for the simulated agents' process (e.g. `--cpu-prof --cpu-prof-dir=DIR`; the product does
- * not run with them); BENCH_SCALE_KEEP=1 keeps the temp dir (logs).
+ * Diagnostics (environment): BENCH_SCALE_CONTROLLER_NODE_FLAGS, BENCH_SCALE_SIM_NODE_FLAGS and
+ * BENCH_SCALE_AGENT_NODE_FLAGS, extra node flags for the controller processes, the simulated agents' process and the
+ * restarted agent (e.g. `--cpu-prof --cpu-prof-dir=DIR`; the product does not run with them); BENCH_SCALE_KEEP=1 keeps
+ * the temp dir (logs).
  */
 const path = require('node:path');
 const fs = require('node:fs');

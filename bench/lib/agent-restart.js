@@ -133,7 +133,7 @@ async function agentRestart({ dir, natsUrl, endpoints, runs, progress, spawnLogg
       forwarder.once('exit', (c) => reject(new Error(`the NATS forwarder in ${ns} exited (${c})`)));
     });
     const agentArgs = [
-      'netns', 'exec', ns, process.execPath, path.join(ROOT, 'cli/bin/underlay.js'), 'agent',
+      'netns', 'exec', ns, process.execPath, ...(process.env.BENCH_SCALE_AGENT_NODE_FLAGS ?? '').split(' ').filter(Boolean), path.join(ROOT, 'cli/bin/underlay.js'), 'agent',
       '--node', 'scale-agent', '--nats', 'nats://127.0.0.1:4222', '--docker', `unix://${sock('docker.sock')}`,
       '--plugin-dir', pluginDir, '--state-dir', stateDir, '--listen', 'off', '--no-routes',
       // The namespace has no address of its own to report (only lo and the veth parent).
