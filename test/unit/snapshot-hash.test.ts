@@ -40,6 +40,15 @@ describe('snapshot checksums taken part by part', () => {
     expect(index.head).toBe(sha(snapshotHeadRanges(json.length, sections).map(([a, b]) => json.slice(a, b)).join('')));
   });
 
+  it('without sections, gives the whole text’s checksum and no index', () => {
+    const { json } = text();
+    const h = new SnapshotHasher(json.length);
+    h.add(json, 0, 5);
+    h.add(json, 5, json.length);
+    expect(h.sha256()).toBe(sha(json));
+    expect(() => h.index([json.length])).toThrow(/no index/);
+  });
+
   it('refuses ranges out of order, and answers only once all the text was fed', () => {
     const { json, sections } = text();
     const h = new SnapshotHasher(json.length, sections);

@@ -102,13 +102,20 @@ export class SnapshotHasher {
   /** The first section not wholly fed yet. */
   private next = 0;
 
+  private readonly sections: readonly SnapshotSection[];
+
+  /** `sections`: the index's (none: the whole text's checksum alone). */
   constructor(
     private readonly length: number,
-    private readonly sections: readonly SnapshotSection[] = [],
+    sections?: readonly SnapshotSection[],
   ) {
-    snapshotHeadRanges(length, sections); // checks the sections: in order, not overlapping, inside the text
-    this.pools = sections.map(() => createHash('sha256'));
+    this.sections = sections ?? [];
+    this.indexed = sections !== undefined;
+    snapshotHeadRanges(length, this.sections); // checks the sections: in order, not overlapping, inside the text
+    this.pools = this.sections.map(() => createHash('sha256'));
   }
+
+  private readonly indexed: boolean;
 
   /**
    * Feeds `json[a, b)`, the range after the last one fed; `json` is the snapshot's text (whole); `utf8`: that range's
@@ -118,6 +125,8 @@ export class SnapshotHasher {
     if (a !== this.at || b < a || b > this.length) throw new Error(`snapshot hash: range [${a}, ${b}) does not follow ${this.at}`);
     if (utf8) this.whole.update(utf8);
     else this.whole.update(json.slice(a, b), 'utf8');
+    this.at = b;
+    if (!this.indexed) return;
     // The range is cut where sections start and end (between ASCII characters of the JSON's structure).
     let at = a;
     while (at < b) {
@@ -135,7 +144,6 @@ export class SnapshotHasher {
     }
     // A section with nothing in it (start = end) at the range's end.
     while (this.sections[this.next] && this.sections[this.next]!.start === b && this.sections[this.next]!.end === b) this.next++;
-    this.at = b;
   }
 
   /** SHA-256 (hex) of the whole text (once all of it was fed). */
@@ -147,6 +155,7 @@ export class SnapshotHasher {
   /** The index, with the parts' `cuts` (once all of the text was fed). */
   index(cuts: readonly number[]): SnapshotIndex {
     this.done();
+    if (!this.indexed) throw new Error('snapshot hash: no sections were given, so no index');
     return { cuts: [...cuts], head: this.head.digest('hex'), pools: this.sections.map((s, i) => ({ poolId: s.poolId, start: s.start, end: s.end, sha256: this.pools[i]!.digest('hex') })) };
   }
 
