@@ -40,6 +40,8 @@ describe('restoring a snapshot', () => {
     ['a node index past its table', (c: Record<string, unknown>) => ((c.n as number[])[1] = 9), /allocation 1 of chunk .*#0 is invalid/],
     ['a network index that is not whole', (c: Record<string, unknown>) => ((c.w as number[])[2] = 0.5), /allocation 2 of chunk .*#0 is invalid/],
     ['an unknown kind', (c: Record<string, unknown>) => (c.k = `x${(c.k as string).slice(1)}`), /allocation 0 of chunk .*#0 is invalid/],
+    ['no seqs but other columns with values', (c: Record<string, unknown>) => (c.s = []), /columns of different lengths/],
+    ['no entries but a text column with values', (c: Record<string, unknown>) => Object.assign(c, { s: [], k: '', n: [], w: [] }), /columns of different lengths/],
     ['a seq that is not a number', (c: Record<string, unknown>) => ((c.s as unknown[])[3] = null), /allocation 3 of chunk .*#0 is invalid/],
   ])('refuses a chunk with %s', (_what, change, message) => {
     expect(() => restore(damaged(change))).toThrow(message);

@@ -135,8 +135,12 @@ function putAllocation(p: Pool, value: bigint, seq: number, kind: AddressKind, n
 /** A chunk's allocations into `p`. */
 function restoreChunk(p: Pool, c: AllocChunk, where: string): void {
   const count = c.s.length;
-  if (count === 0) return;
   if (c.k.length !== count || c.n.length !== count || c.w.length !== count) throw new Error(`snapshot: allocation chunk ${where} has columns of different lengths`);
+  if (count === 0) {
+    // An empty chunk's text columns are empty too (split would find one empty value in each).
+    if (c.a || c.h || c.t || c.e || c.b) throw new Error(`snapshot: allocation chunk ${where} has columns of different lengths`);
+    return;
+  }
   const a = column(c.a, count, `${where}.a`);
   const h = column(c.h, count, `${where}.h`);
   const t = column(c.t, count, `${where}.t`);
