@@ -3,7 +3,7 @@
  * their shape and then entry by entry as they are read (not by zod's copy of every number), so a damaged snapshot
  * is refused, naming the chunk, and a good one restores the state that wrote it.
  */
-import { decideRequestAddress, decideRequestPool, describe as describeState, restore, snapshot } from '@underlay/core';
+import { decideRequestAddress, decideRequestPool, describe as describeState, restore, restorePoolAllocs, snapshot, snapshotHeadRanges, snapshotJsonParts, type SnapshotSection } from '@underlay/core';
 import { engineWithLog } from './support';
 
 function stateWithAllocations() {
@@ -45,5 +45,17 @@ describe('restoring a snapshot', () => {
     ['a seq that is not a number', (c: Record<string, unknown>) => ((c.s as unknown[])[3] = null), /allocation 3 of chunk .*#0 is invalid/],
   ])('refuses a chunk with %s', (_what, change, message) => {
     expect(() => restore(damaged(change))).toThrow(message);
+  });
+
+  it('refuses a damaged chunk in a pool section read alone (an agent’s view), as in the whole snapshot', () => {
+    const sections: SnapshotSection[] = [];
+    const json = [...snapshotJsonParts(stateWithAllocations(), undefined, sections)].join('');
+    const s = sections[0]!;
+    const head = restore(JSON.parse(snapshotHeadRanges(json.length, sections).map(([a, b]) => json.slice(a, b)).join('')));
+    const chunk = JSON.parse(json.slice(s.start, s.end));
+    chunk.n[0] = '0';
+    expect(() => restorePoolAllocs(head.pools.get(s.poolId)!, JSON.stringify(chunk))).toThrow(/allocation 0 of chunk .*#0 is invalid/);
+    delete chunk.t;
+    expect(() => restorePoolAllocs(head.pools.get(s.poolId)!, JSON.stringify(chunk))).toThrow(/not an allocation chunk/);
   });
 });

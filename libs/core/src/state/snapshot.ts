@@ -57,7 +57,7 @@ type AllocChunk = z.infer<typeof AllocChunk>;
 
 const isStrings = (v: unknown): boolean => Array.isArray(v) && v.every((x) => typeof x === 'string');
 /**
- * An allocation chunk's shape, for restore: its columns are strings and arrays, its tables arrays of strings; the
+ * An allocation chunk's shape, for restore and restorePoolAllocs: its columns are strings and arrays, its tables arrays of strings; the
  * entries themselves are checked as restoreChunk reads them (every seq, kind, node and network index). zod's check of
  * the same (AllocChunk) went through and copied 3M numbers at 1M allocations, ~10% of a controller's cold start.
  */
@@ -401,7 +401,7 @@ export function snapshotHeadRanges(length: number, sections: readonly { start: n
  * allocations empty). Throws when the text is not valid column chunks.
  */
 export function restorePoolAllocs(p: Pool, sectionText: string): void {
-  const chunks = z.array(AllocChunk).parse(JSON.parse(`[${sectionText}]`));
+  const chunks = z.array(AllocChunkShape).parse(JSON.parse(`[${sectionText}]`));
   chunks.forEach((c, i) => restoreChunk(p, c, `${p.poolId}#${i}`));
   // Who holds what in `p` was perhaps counted from the head (no allocations): count again.
   forgetCounts(p);
