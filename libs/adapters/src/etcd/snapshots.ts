@@ -81,13 +81,6 @@ export const SnapshotIndex = z.object({
 });
 export type SnapshotIndex = z.infer<typeof SnapshotIndex>;
 
-/** The index of `json` (cut at `cuts`) with these sections (in the text's order). */
-export function snapshotIndex(json: string, cuts: readonly number[], sections: readonly SnapshotSection[]): SnapshotIndex {
-  const h = new SnapshotHasher(json.length, sections);
-  h.add(json, 0, json.length);
-  return h.index(cuts);
-}
-
 /**
  * The checksums of a snapshot's text, taken a range at a time in order: the whole (the manifest's), and with sections
  * each section's and the head's (the index's). The writer feeds it each part as it stores it, so the leader's thread
@@ -97,12 +90,13 @@ export class SnapshotHasher {
   private readonly whole = createHash('sha256');
   private readonly head = createHash('sha256');
   private readonly pools: ReturnType<typeof createHash>[];
+  private readonly sections: readonly SnapshotSection[];
+  /** Sections were given: the head's and the sections' checksums are taken too. */
+  private readonly indexed: boolean;
   /** Where the text fed so far ends. */
   private at = 0;
   /** The first section not wholly fed yet. */
   private next = 0;
-
-  private readonly sections: readonly SnapshotSection[];
 
   /** `sections`: the index's (none: the whole text's checksum alone). */
   constructor(
@@ -114,8 +108,6 @@ export class SnapshotHasher {
     snapshotHeadRanges(length, this.sections); // checks the sections: in order, not overlapping, inside the text
     this.pools = this.sections.map(() => createHash('sha256'));
   }
-
-  private readonly indexed: boolean;
 
   /**
    * Feeds `json[a, b)`, the range after the last one fed; `json` is the snapshot's text (whole); `utf8`: that range's
@@ -210,9 +202,7 @@ export class EtcdSnapshots {
 
   /** One raw chunk of snapshot `seq`, or undefined when it is not there (replaced by a newer snapshot). */
   async readPart(seq: number, part: number): Promise<string | undefined> {
-    const key = keys.snapshotPart(seq, part);
-    const v = await this.calls.run(`get ${key}`, (o) => this.client.get(key).options(o).string());
-    return v ?? undefined;
+    return (await this.readPartBytes(seq, part))?.toString('utf8');
   }
 
   /** The index of snapshot `seq`; undefined when it has none (written before indexes, or replaced). Throws SnapshotCorruptError for a bad one. */
